@@ -1,0 +1,551 @@
+//! Configuration: built-in defaults < `dropline.toml` (or `--config FILE`) < `DROPLINE_*` env.
+//!
+//! The defaults live in `core/defaults.toml`, compiled in, with every key documented there.
+//! [`Config::load`] layers the sources, refuses unknown keys, and runs [`Config::validate`], so
+//! a bad or missing value stops the process at start with a message naming the key.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// The compiled-in defaults file (documented; also printed by `dropline config defaults`).
+pub const DEFAULTS_TOML: &str = include_str!("../defaults.toml");
+
+/// Environment variable naming the config file, as an alternative to `--config`.
+pub const CONFIG_FILE_ENV: &str = "DROPLINE_CONFIG";
+
+/// A configuration problem, naming the key and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    /// Parse or type errors from a layer; figment's message names the key and the source.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Everything Dropline reads from its configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `None`: human on a terminal, JSON otherwise.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+    pub log_filter: String,
+    pub waitroom: WaitroomConfig,
+    pub api: ApiConfig,
+    pub workers: WorkersConfig,
+    pub http: HttpConfig,
+    pub mysql: MysqlConfig,
+    pub redis: RedisConfig,
+    pub amqp: AmqpConfig,
+    pub smtp: SmtpConfig,
+    pub payment: PaymentConfig,
+    pub expiry: ExpiryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitroomConfig {
+    pub listen: String,
+    pub abandon_after_seconds: u64,
+    pub admission_window_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    pub metrics_listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub body_limit_bytes: usize,
+    pub request_timeout_seconds: u64,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_seconds: u64,
+    pub run_migrations: bool,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+    pub pool_size: usize,
+    pub connect_timeout_seconds: u64,
+    pub command_timeout_ms: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpConfig {
+    pub url: String,
+    pub prefix: String,
+    pub connect_timeout_seconds: u64,
+    pub prefetch: u16,
+    pub max_attempts: u32,
+    pub retry_delay_ms: u64,
+    pub delivery_limit: u32,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentConfig {
+    pub timeout_seconds: u64,
+    pub sim_latency_ms: u64,
+    pub sim_failure_rate: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiryConfig {
+    pub sweep_interval_seconds: u64,
+}
+
+/// Where the configuration comes from, besides the built-in defaults.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// An explicit file (`--config`); must exist. Without it `dropline.toml` is read if present.
+    pub file: Option<PathBuf>,
+    /// Read `DROPLINE_*` variables from the process environment.
+    pub env: bool,
+    /// Extra `(key, value)` pairs applied last, in env form without the prefix
+    /// (`"REDIS__KEY_PREFIX"`). Used by tests to isolate without touching the process env.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The usual sources of a process: `--config`/`DROPLINE_CONFIG` or `dropline.toml`, then env.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        let file = file.or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
+        Self {
+            file,
+            env: true,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates the configuration from `sources`.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS_TOML));
+        match &sources.file {
+            Some(path) => {
+                check_readable(path)?;
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None => {
+                let default_path = Path::new("dropline.toml");
+                if default_path.is_file() {
+                    figment = figment.merge(Toml::file_exact(default_path));
+                }
+            }
+        }
+        if sources.env {
+            figment = figment.merge(Env::prefixed("DROPLINE_").ignore(&["config"]).split("__"));
+        }
+        for (key, value) in &sources.overrides {
+            let key = key.to_ascii_lowercase().replace("__", ".");
+            figment = figment.merge(figment::providers::Serialized::global(
+                &key,
+                parse_env_value(value),
+            ));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(render_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The defaults alone (validated), for tests and tools.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::load(&Sources::default())
+    }
+
+    /// Checks values that types alone cannot: addresses, URL schemes, ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_listen("waitroom.listen", &self.waitroom.listen)?;
+        parse_listen("api.listen", &self.api.listen)?;
+        parse_listen("workers.metrics_listen", &self.workers.metrics_listen)?;
+        positive(
+            "waitroom.abandon_after_seconds",
+            self.waitroom.abandon_after_seconds,
+        )?;
+        positive(
+            "waitroom.admission_window_seconds",
+            self.waitroom.admission_window_seconds,
+        )?;
+        if self.http.body_limit_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "http.body_limit_bytes",
+                "expected a positive number of bytes",
+            ));
+        }
+        positive(
+            "http.request_timeout_seconds",
+            self.http.request_timeout_seconds,
+        )?;
+
+        check_scheme("mysql.url", &self.mysql.url, &["mysql", "mariadb"])?;
+        let mysql_url = url::Url::parse(&self.mysql.url)
+            .map_err(|e| ConfigError::invalid("mysql.url", format!("not a URL: {e}")))?;
+        let db = mysql_url.path().trim_start_matches('/');
+        if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::invalid(
+                "mysql.url",
+                "expected a database name of letters, digits and `_` in the path, e.g. mysql://root@127.0.0.1:3306/dropline",
+            ));
+        }
+        if self.mysql.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "mysql.max_connections",
+                "expected at least 1",
+            ));
+        }
+        positive(
+            "mysql.connect_timeout_seconds",
+            self.mysql.connect_timeout_seconds,
+        )?;
+
+        check_scheme(
+            "redis.url",
+            &self.redis.url,
+            &["redis", "rediss", "redis+cluster"],
+        )?;
+        crate::redis::RedisTarget::parse(&self.redis.url)
+            .map_err(|e| ConfigError::invalid("redis.url", e.to_string()))?;
+        let prefix = &self.redis.key_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || prefix.contains(['{', '}', ':', ' '])
+            || !prefix.is_ascii()
+        {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "expected 1-64 ASCII characters without `{`, `}`, `:` or spaces",
+            ));
+        }
+        if self.redis.pool_size == 0 || self.redis.pool_size > 256 {
+            return Err(ConfigError::invalid("redis.pool_size", "expected 1 to 256"));
+        }
+        positive(
+            "redis.connect_timeout_seconds",
+            self.redis.connect_timeout_seconds,
+        )?;
+        positive("redis.command_timeout_ms", self.redis.command_timeout_ms)?;
+
+        check_scheme("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        let amqp_prefix = &self.amqp.prefix;
+        if amqp_prefix.is_empty()
+            || amqp_prefix.len() > 100
+            || !amqp_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ConfigError::invalid(
+                "amqp.prefix",
+                "expected 1-100 characters of letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        positive(
+            "amqp.connect_timeout_seconds",
+            self.amqp.connect_timeout_seconds,
+        )?;
+        if self.amqp.prefetch == 0 {
+            return Err(ConfigError::invalid("amqp.prefetch", "expected at least 1"));
+        }
+        if self.amqp.max_attempts == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.max_attempts",
+                "expected at least 1",
+            ));
+        }
+        if self.amqp.delivery_limit == 0 {
+            return Err(ConfigError::invalid(
+                "amqp.delivery_limit",
+                "expected at least 1",
+            ));
+        }
+
+        if self.smtp.host.trim().is_empty() {
+            return Err(ConfigError::invalid("smtp.host", "expected a host name"));
+        }
+        if self.smtp.port == 0 {
+            return Err(ConfigError::invalid("smtp.port", "expected 1 to 65535"));
+        }
+        if self.smtp.user.is_some() != self.smtp.password.is_some() {
+            return Err(ConfigError::invalid(
+                "smtp.user",
+                "smtp.user and smtp.password must be set together",
+            ));
+        }
+        if !self.smtp.from.contains('@') {
+            return Err(ConfigError::invalid(
+                "smtp.from",
+                "expected a mailbox such as `Dropline <no-reply@example.com>`",
+            ));
+        }
+
+        positive("payment.timeout_seconds", self.payment.timeout_seconds)?;
+        let rate = self.payment.sim_failure_rate;
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(ConfigError::invalid(
+                "payment.sim_failure_rate",
+                format!("expected 0.0 to 1.0, got {rate}"),
+            ));
+        }
+        positive(
+            "expiry.sweep_interval_seconds",
+            self.expiry.sweep_interval_seconds,
+        )?;
+        Ok(())
+    }
+
+    /// The resolved log format: configured, else human on a terminal and JSON otherwise.
+    pub fn log_format(&self) -> LogFormat {
+        use std::io::IsTerminal;
+        self.log_format.unwrap_or_else(|| {
+            if std::io::stderr().is_terminal() {
+                LogFormat::Human
+            } else {
+                LogFormat::Json
+            }
+        })
+    }
+
+    pub fn waitroom_listen(&self) -> SocketAddr {
+        // validated in `validate`
+        parse_listen("waitroom.listen", &self.waitroom.listen).unwrap_or(FALLBACK_ADDR)
+    }
+
+    pub fn api_listen(&self) -> SocketAddr {
+        parse_listen("api.listen", &self.api.listen).unwrap_or(FALLBACK_ADDR)
+    }
+
+    pub fn workers_metrics_listen(&self) -> SocketAddr {
+        parse_listen("workers.metrics_listen", &self.workers.metrics_listen)
+            .unwrap_or(FALLBACK_ADDR)
+    }
+}
+
+const FALLBACK_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+impl HttpConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_seconds)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+/// Parses a bind address; `":port"` means every interface.
+pub fn parse_listen(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let candidate = if let Some(port) = value.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        value.to_owned()
+    };
+    candidate.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "expected host:port such as 127.0.0.1:8080 (port 0 = any free port), got `{value}`"
+            ),
+        )
+    })
+}
+
+fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(key, "expected a positive number"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_scheme(key: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = value.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some(s) if schemes.contains(&s) => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!(
+                "expected a URL starting with {}, got `{}`",
+                schemes
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                redact_url(value)
+            ),
+        )),
+    }
+}
+
+fn check_readable(path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(ConfigError::File {
+            path: path.to_owned(),
+            reason: "not a regular file".into(),
+        }),
+        Err(e) => Err(ConfigError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Parses an override value the way figment parses env values (numbers, bools, else string).
+fn parse_env_value(value: &str) -> figment::value::Value {
+    value
+        .parse::<figment::value::Value>()
+        .unwrap_or_else(|_| figment::value::Value::from(value.to_owned()))
+}
+
+fn render_figment_error(error: figment::Error) -> String {
+    // One line per problem: "<what> for key `a.b` (from <source>)".
+    error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!(" for key `{}`", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            format!("{}{key}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Hides the password of a URL for logs and messages.
+pub fn redact_url(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => value.to_owned(),
+    }
+}
+
+macro_rules! redacted_debug {
+    ($ty:ty, $($field:ident),*) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("url", &redact_url(&self.url))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish()
+            }
+        }
+    };
+}
+redacted_debug!(
+    MysqlConfig,
+    max_connections,
+    connect_timeout_seconds,
+    run_migrations
+);
+redacted_debug!(
+    RedisConfig,
+    key_prefix,
+    pool_size,
+    connect_timeout_seconds,
+    command_timeout_ms
+);
+redacted_debug!(
+    AmqpConfig,
+    prefix,
+    connect_timeout_seconds,
+    prefetch,
+    max_attempts,
+    retry_delay_ms,
+    delivery_limit
+);
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("from", &self.from)
+            .finish()
+    }
+}

@@ -1,0 +1,384 @@
+//! The HTTP service shell every Dropline server shares.
+//!
+//! [`shell`] wraps a component's routes with: `/healthz`, `/readyz` (503 naming what is down),
+//! `/metrics`, request ids (`x-request-id`, generated or propagated), a tracing span per request,
+//! per-route latency histograms, a body size limit, a request timeout, panic capture, and a last
+//! layer that turns every error response produced outside a handler (unknown route, 405, 413,
+//! timeout, panic) into the contract's JSON error shape. [`serve`] runs a router until a
+//! cancellation token fires, then drains in-flight requests within a grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::future::join_all;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::amqp::Broker;
+use crate::config::HttpConfig;
+use crate::error::{ApiError, ErrorCode};
+use crate::redis::Redis;
+
+/// A dependency `/readyz` checks.
+#[derive(Clone, Debug)]
+pub enum Dependency {
+    Mysql(sqlx::MySqlPool),
+    Redis(Redis),
+    Rabbitmq(Broker),
+}
+
+impl Dependency {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Mysql(_) => "mysql",
+            Self::Redis(_) => "redis",
+            Self::Rabbitmq(_) => "rabbitmq",
+        }
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Mysql(pool) => crate::mysql::ping(pool).await,
+            Self::Redis(redis) => redis.ping().await,
+            Self::Rabbitmq(broker) => broker.ping().await,
+        }
+    }
+}
+
+/// How long one readiness check may take before it counts as down.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The dependencies one service needs to be ready.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness {
+    deps: Arc<Vec<Dependency>>,
+}
+
+impl Readiness {
+    pub fn new(deps: Vec<Dependency>) -> Self {
+        Self {
+            deps: Arc::new(deps),
+        }
+    }
+
+    /// Checks every dependency at once; `Err` lists each one that is down and why.
+    pub async fn check(&self) -> Result<Vec<&'static str>, String> {
+        let results = join_all(self.deps.iter().map(|dep| async move {
+            let outcome = tokio::time::timeout(READY_CHECK_TIMEOUT, dep.check()).await;
+            let outcome = match outcome {
+                Ok(inner) => inner.map_err(|e| format!("{e:#}")),
+                Err(_) => Err(format!("no answer within {READY_CHECK_TIMEOUT:?}")),
+            };
+            (dep.name(), outcome)
+        }))
+        .await;
+        let mut down = Vec::new();
+        let mut up = Vec::new();
+        for (name, outcome) in results {
+            metrics::gauge!("dropline_dependency_up", "dependency" => name)
+                .set(if outcome.is_ok() { 1.0 } else { 0.0 });
+            match outcome {
+                Ok(()) => up.push(name),
+                Err(e) => down.push(format!("{name} ({e})")),
+            }
+        }
+        if down.is_empty() {
+            Ok(up)
+        } else {
+            Err(format!("not ready: {} unreachable", down.join(", ")))
+        }
+    }
+}
+
+/// Wraps `routes` with the shared endpoints and layers. `service` names the component in metrics.
+pub fn shell(
+    service: &'static str,
+    routes: Router,
+    readiness: Readiness,
+    http: &HttpConfig,
+) -> Router {
+    // Install the recorder before the first request records anything.
+    crate::telemetry::metrics_handle();
+    let ops = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .with_state(readiness);
+
+    // Each `.layer` wraps everything above it, so the last one listed runs first.
+    routes
+        .merge(ops)
+        .layer(axum::extract::DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            http.request_timeout(),
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn(contract_errors))
+        .layer(middleware::from_fn(move |req, next| {
+            record_metrics(service, req, next)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(make_span))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    json_ok(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(axum::extract::State(readiness): axum::extract::State<Readiness>) -> Response {
+    match readiness.check().await {
+        Ok(up) => json_ok(serde_json::json!({"status": "ready", "dependencies": up})),
+        Err(message) => {
+            tracing::warn!(%message, "readiness check failed");
+            ApiError::new(ErrorCode::Unavailable, message)
+                .with_retry_after(1)
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_endpoint() -> Response {
+    let mut response = crate::telemetry::render_metrics().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn json_ok(value: serde_json::Value) -> Response {
+    axum::Json(value).into_response()
+}
+
+async fn record_metrics(service: &'static str, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // Label by route template, never by raw path, to keep label cardinality bounded.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(
+        "dropline_http_request_duration_seconds",
+        "service" => service,
+        "method" => method,
+        "route" => route,
+        "status" => status,
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Turns an error response that is not JSON (produced by a layer or the router, not a
+/// handler) into the contract's shape, keeping its status and headers.
+async fn contract_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let code = ErrorCode::for_status(status);
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such route",
+        StatusCode::SERVICE_UNAVAILABLE => "the request took too long or a dependency is down",
+        _ => code.default_message(),
+    };
+    let error = ApiError::new(code, message);
+    let (mut parts, _) = response.into_parts();
+    parts.status = status;
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(header::RETRY_AFTER)
+    {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Response::from_parts(parts, Body::from(error.body()))
+}
+
+/// A JSON body extractor whose every rejection is a contract error: wrong content type → 415,
+/// too large → 413, malformed or unknown fields (with `deny_unknown_fields`) → 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::rejection::JsonRejection;
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::code(ErrorCode::UnsupportedMediaType))
+            }
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(format!(
+                "invalid request body: {}",
+                e.body_text().trim_start_matches(
+                    "Failed to deserialize the JSON body into the target type: "
+                )
+            ))),
+            Err(JsonRejection::JsonSyntaxError(_)) => {
+                Err(ApiError::bad_request("the request body is not valid JSON"))
+            }
+            Err(JsonRejection::BytesRejection(e)) => {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Err(ApiError::code(ErrorCode::PayloadTooLarge))
+                } else {
+                    Err(ApiError::bad_request("could not read the request body"))
+                }
+            }
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A bound listener: the address it really got (port 0 resolved) and the socket.
+#[derive(Debug)]
+pub struct Bound {
+    pub addr: SocketAddr,
+    pub listener: TcpListener,
+}
+
+/// Binds `addr`; port 0 picks a free port, reported in [`Bound::addr`].
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<Bound> {
+    use anyhow::Context;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr()?;
+    Ok(Bound { addr, listener })
+}
+
+/// Serves `router` until `shutdown` fires, then lets in-flight requests finish for at most
+/// `grace` before returning.
+pub async fn serve(
+    bound: Bound,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let addr = bound.addr;
+    let signal = shutdown.clone();
+    let server = axum::serve(
+        bound.listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signal.cancelled().await });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return result.map_err(Into::into),
+        () = shutdown.cancelled() => {}
+    }
+    // Stopped accepting; wait for in-flight requests, within the grace period.
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => {
+            tracing::warn!(%addr, grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    }
+}
+
+/// A component's HTTP server, bound and ready to run.
+#[derive(Debug)]
+pub struct Server {
+    name: &'static str,
+    bound: Bound,
+    router: Router,
+    grace: Duration,
+}
+
+impl Server {
+    /// Binds `addr` and wraps `routes` in the [`shell`].
+    pub async fn bind(
+        name: &'static str,
+        addr: SocketAddr,
+        routes: Router,
+        readiness: Readiness,
+        http: &HttpConfig,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let bound = bind(addr)
+            .await
+            .with_context(|| format!("{name} listener"))?;
+        Ok(Self {
+            name,
+            bound,
+            router: shell(name, routes, readiness, http),
+            grace: http.shutdown_grace(),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The address really bound (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.bound.addr
+    }
+
+    /// Serves until `shutdown` fires, then drains (see [`serve`]).
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(service = self.name, addr = %self.bound.addr, "listening");
+        serve(self.bound, self.router, shutdown, self.grace).await?;
+        tracing::info!(service = self.name, "stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! `dropline-core`: what every Dropline component shares.
+//!
+//! Configuration ([`config`]), the contract's error shape ([`error`]), logs and metrics
+//! ([`telemetry`]), the clients for MySQL ([`mysql`]), Redis ([`redis`]) and RabbitMQ
+//! ([`amqp`]), the Lua script registry ([`lua`]), the message envelope ([`messages`]), the HTTP
+//! service shell ([`http`]) and process shutdown ([`shutdown`]). Waitroom, api and workers
+//! depend on this crate and never on each other.
+
+pub mod amqp;
+pub mod config;
+pub mod deps;
+pub mod error;
+pub mod http;
+pub mod lease;
+pub mod lua;
+pub mod messages;
+pub mod mysql;
+pub mod redis;
+pub mod retry;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Config;
+pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,117 @@
+//! MySQL (MariaDB) pool: bounded wait for the server, database created if missing, migrations.
+//!
+//! Migrations are the files in `migrations/`, embedded at compile time. sqlx takes a MySQL
+//! advisory lock while it migrates, so several replicas starting at once are safe.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::config::{MysqlConfig, redact_url};
+use crate::retry::Backoff;
+
+/// The embedded migrations (`migrations/*.sql`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Connects to the configured database, creating it if missing, waiting at most
+/// `connect_timeout_seconds` for the server to answer.
+pub async fn connect(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
+    let options = MySqlConnectOptions::from_str(&config.url)
+        .with_context(|| format!("mysql.url `{}` is not valid", redact_url(&config.url)))?;
+    let database = options
+        .get_database()
+        .map(str::to_owned)
+        .context("mysql.url names no database")?;
+    let deadline = Duration::from_secs(config.connect_timeout_seconds);
+    // The same server without a database selected: the database may not exist yet.
+    let mut server_url = url::Url::parse(&config.url).context("mysql.url is not a URL")?;
+    server_url.set_path("");
+    let server = MySqlConnectOptions::from_str(server_url.as_str())
+        .context("mysql.url without its database is not valid")?;
+
+    wait_for(config, deadline, || create_database(&server, &database)).await?;
+
+    let pool = MySqlPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        // A connection idle longer than MariaDB's wait_timeout would be dead on use.
+        .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(true)
+        .connect_lazy_with(
+            options
+                .clone()
+                .charset("utf8mb4")
+                .log_statements(tracing::log::LevelFilter::Trace),
+        );
+    wait_for(config, deadline, || async {
+        sqlx::query("SELECT 1").execute(&pool).await?;
+        Ok(())
+    })
+    .await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations. Idempotent: applied ones are skipped (checked by checksum).
+pub async fn migrate(pool: &MySqlPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying MySQL migrations")?;
+    Ok(())
+}
+
+/// Readiness probe: one round trip.
+pub async fn ping(pool: &MySqlPool) -> anyhow::Result<()> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .context("SELECT 1")?;
+    Ok(())
+}
+
+async fn create_database(server: &MySqlConnectOptions, database: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::mysql::MySqlConnection::connect_with(server).await?;
+    // The name was validated (letters, digits, `_`), so quoting with backticks is safe.
+    let sql = format!(
+        "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("creating database `{database}`"))?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+async fn wait_for<F, Fut>(
+    config: &MysqlConfig,
+    limit: Duration,
+    mut attempt: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let started = tokio::time::Instant::now();
+    loop {
+        match attempt().await {
+            Ok(()) => return Ok(()),
+            Err(error) if started.elapsed() + backoff.peek() < limit => {
+                tracing::warn!(error = format!("{error:#}"), url = %redact_url(&config.url), "MySQL not reachable yet, retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(error) => {
+                return Err(error.context(format!(
+                    "could not reach MySQL at {} within {}s (mysql.url)",
+                    redact_url(&config.url),
+                    limit.as_secs()
+                )));
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Redis: a pooled, auto-pipelined fred client (standalone or Cluster) and the key layout.
+//!
+//! Every key of one sale carries the hash tag `{s:<sale_id>}`, so each Lua script touches one
+//! slot and the design runs unchanged on Redis Cluster. Every key starts with the configured
+//! prefix (`dl` by default) so that deployments and tests can share one server.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::prelude::*;
+use fred::types::config::{ReconnectPolicy, ServerConfig};
+
+use crate::config::{RedisConfig, redact_url};
+use crate::retry::Backoff;
+
+/// Where Redis lives, parsed from `redis.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://[user:pass@]host[:port][/db]`
+    Standalone(String),
+    /// `redis+cluster://[user:pass@]host:port,host:port,...`
+    Cluster {
+        nodes: Vec<(String, u16)>,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+impl RedisTarget {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((auth, hosts)) => (Some(auth), hosts),
+                None => (None, rest),
+            };
+            let (username, password) = match auth {
+                None => (None, None),
+                Some(a) => match a.split_once(':') {
+                    Some((u, p)) => (
+                        (!u.is_empty()).then(|| u.to_owned()),
+                        (!p.is_empty()).then(|| p.to_owned()),
+                    ),
+                    None => (None, Some(a.to_owned())),
+                },
+            };
+            let hosts = hosts.trim_end_matches('/');
+            let mut nodes = Vec::new();
+            for node in hosts.split(',').filter(|n| !n.is_empty()) {
+                let (host, port) = node
+                    .rsplit_once(':')
+                    .with_context(|| format!("cluster node `{node}` needs host:port"))?;
+                let port: u16 = port
+                    .parse()
+                    .with_context(|| format!("cluster node `{node}` has a bad port"))?;
+                nodes.push((host.to_owned(), port));
+            }
+            anyhow::ensure!(!nodes.is_empty(), "redis+cluster:// URL names no node");
+            Ok(Self::Cluster {
+                nodes,
+                username,
+                password,
+            })
+        } else if url.starts_with("redis://") {
+            fred::types::config::Config::from_url(url)
+                .map_err(|e| anyhow::anyhow!("{}", e.details()))?;
+            Ok(Self::Standalone(url.to_owned()))
+        } else {
+            anyhow::bail!("expected redis:// or redis+cluster://")
+        }
+    }
+
+    fn fred_config(&self) -> anyhow::Result<fred::types::config::Config> {
+        Ok(match self {
+            Self::Standalone(url) => fred::types::config::Config::from_url(url)
+                .map_err(|e| anyhow::anyhow!("{}", e.details()))?,
+            Self::Cluster {
+                nodes,
+                username,
+                password,
+            } => fred::types::config::Config {
+                server: ServerConfig::new_clustered(nodes.clone()),
+                username: username.clone(),
+                password: password.clone(),
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// A cheap-to-clone Redis handle: the pool plus the key prefix.
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    prefix: Arc<str>,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl Redis {
+    /// Connects, waiting at most `connect_timeout_seconds` for the server to answer. After the
+    /// first connection the client reconnects by itself for as long as the process runs.
+    pub async fn connect(config: &RedisConfig) -> anyhow::Result<Self> {
+        let target = RedisTarget::parse(&config.url).context("redis.url")?;
+        let limit = Duration::from_secs(config.connect_timeout_seconds);
+        let started = tokio::time::Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        loop {
+            let pool = build_pool(&target, config)?;
+            let attempt = async {
+                pool.init().await?;
+                pool.ping::<String>(None).await?;
+                Ok::<_, fred::error::Error>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(())) => {
+                    return Ok(Self {
+                        pool,
+                        prefix: config.key_prefix.as_str().into(),
+                    });
+                }
+                outcome => {
+                    let reason = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    let _ = pool.quit().await;
+                    if started.elapsed() + backoff.peek() >= limit {
+                        anyhow::bail!(
+                            "could not reach Redis at {} within {}s (redis.url): {reason}",
+                            redact_url(&config.url),
+                            limit.as_secs()
+                        );
+                    }
+                    tracing::warn!(error = %reason, url = %redact_url(&config.url), "Redis not reachable yet, retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// The pool, for commands. Every call is pipelined on one of the pool's connections.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The key prefix (`redis.key_prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A key outside any sale: `<prefix>:<name>`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// A key of one sale, in the sale's slot: `<prefix>:{s:<sale>}:<name>`.
+    pub fn sale_key(&self, sale: impl fmt::Display, name: &str) -> String {
+        format!("{}:{{s:{sale}}}:{name}", self.prefix)
+    }
+
+    /// Readiness probe: one PING, failing fast instead of queueing behind a reconnect.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let client = self.pool.next();
+        anyhow::ensure!(client.is_connected(), "not connected");
+        client
+            .ping::<String>(None)
+            .await
+            .map_err(|e| anyhow::anyhow!("PING: {e}"))?;
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+}
+
+fn build_pool(target: &RedisTarget, config: &RedisConfig) -> anyhow::Result<Pool> {
+    let command_timeout = Duration::from_millis(config.command_timeout_ms);
+    Builder::from_config(target.fred_config()?)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(3);
+            c.internal_command_timeout = Duration::from_secs(3);
+            // A command whose connection dropped is sent again once. Every Dropline script is
+            // idempotent or state-guarded, so a repeat is safe.
+            c.max_command_attempts = 2;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        })
+        // Keep reconnecting forever (0 = no limit), from 100 ms up to 2 s between attempts.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build_pool(config.pool_size)
+        .map_err(|e| anyhow::anyhow!("building the Redis pool: {e}"))
+}

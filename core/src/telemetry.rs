@@ -1,0 +1,72 @@
+//! Logs and metrics set-up, once per process.
+//!
+//! Logs go to stderr through `tracing`: human-readable on a terminal, one JSON object per line
+//! otherwise (or as `log_format` says). Metrics use the `metrics` facade with a Prometheus
+//! recorder; every HTTP shell renders it at `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{Config, LogFormat};
+
+/// Installs the global `tracing` subscriber. `RUST_LOG` overrides `log_filter`.
+/// Calling it again (tests) is harmless.
+pub fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match config.log_format() {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Human => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    // Already installed (tests build several apps in one process): keep the first.
+    let _ = result;
+}
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Buckets for request and job latencies, in seconds: dense under 100 ms where targets live.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus handle, installing the recorder on first use.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    METRICS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            Err(error) => {
+                // Another recorder is installed already: render from a detached one so that
+                // /metrics still answers (empty) instead of failing.
+                tracing::warn!(%error, "metrics recorder already installed");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+}
+
+/// Renders all metrics in the Prometheus text format.
+pub fn render_metrics() -> String {
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    handle.render()
+}

@@ -1,0 +1,78 @@
+//! The demo sale of `dropline all --demo`: one product and one sale with fixed ids, created
+//! once (re-running changes nothing), so a newcomer has something to open in a browser.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use sqlx::MySqlPool;
+use uuid::Uuid;
+
+/// Fixed ids so that the URLs stay the same from one start to the next.
+pub const PRODUCT_ID: Uuid = Uuid::from_u128(0x019ab000_0000_7000_8000_00000000d001);
+pub const SALE_ID: Uuid = Uuid::from_u128(0x019ab000_0000_7000_8000_00000000d002);
+
+#[derive(Debug)]
+pub struct Demo {
+    pub sale_id: Uuid,
+    pub opens_at: DateTime<Utc>,
+    pub stock: i32,
+}
+
+/// Creates the demo product and sale unless they exist; returns the sale.
+pub async fn ensure(pool: &MySqlPool) -> anyhow::Result<Demo> {
+    let now = Utc::now().trunc_subsecs(3);
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT IGNORE INTO products (id, name, description, price, currency, created_at) \
+         VALUES (?, ?, ?, ?, 'KRW', ?)",
+    )
+    .bind(PRODUCT_ID)
+    .bind("Limited-edition chair")
+    .bind("Demo product: 100 numbered chairs, one per buyer.")
+    .bind(390_000_i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .context("creating the demo product")?;
+    sqlx::query(
+        "INSERT IGNORE INTO sales (id, product_id, stock_total, opens_at, per_user_limit, \
+         hold_seconds, admit_per_second, created_at, updated_at) \
+         VALUES (?, ?, 100, ?, 1, 600, 20, ?, ?)",
+    )
+    .bind(SALE_ID)
+    .bind(PRODUCT_ID)
+    .bind(now + Duration::minutes(2))
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .context("creating the demo sale")?;
+    let (opens_at, stock): (DateTime<Utc>, i32) =
+        sqlx::query_as("SELECT opens_at, stock_total FROM sales WHERE id = ?")
+            .bind(SALE_ID)
+            .fetch_one(&mut *tx)
+            .await
+            .context("reading the demo sale")?;
+    tx.commit().await?;
+    Ok(Demo {
+        sale_id: SALE_ID,
+        opens_at,
+        stock,
+    })
+}
+
+pub fn print_urls(demo: &Demo, waitroom: SocketAddr, api: SocketAddr) {
+    println!();
+    println!(
+        "demo sale {} — {} chairs, opens at {}",
+        demo.sale_id,
+        demo.stock,
+        demo.opens_at.to_rfc3339()
+    );
+    println!("  waiting page:  http://{waitroom}/w/{}", demo.sale_id);
+    println!("  sale (api):    http://{api}/api/sales/{}", demo.sale_id);
+    println!("  health:        http://{waitroom}/readyz  http://{api}/readyz");
+    println!("  metrics:       http://{waitroom}/metrics  http://{api}/metrics");
+    println!();
+}

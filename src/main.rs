@@ -1,0 +1,271 @@
+//! `dropline`: one binary, one sub-command per process role (DESIGN §2).
+//!
+//! Thin by design: parse the command line, load and validate the configuration, set up logs,
+//! connect what the role needs, run it until SIGTERM / Ctrl-C. The components live in the
+//! `dropline-*` crates.
+
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use dropline_core::config::Sources;
+use dropline_core::deps::{Deps, Needs};
+use dropline_core::{Config, telemetry};
+use dropline_workers::Kind;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dropline",
+    version,
+    about = "Dropline: a flash-sale platform with a virtual waiting room.",
+    long_about = "Dropline: a flash-sale platform with a virtual waiting room.\n\n\
+        Configuration: built-in defaults < dropline.toml (or --config FILE) < DROPLINE_* \
+        environment variables (`__` nests: DROPLINE_REDIS__URL). `dropline config defaults` \
+        prints every key with its meaning."
+)]
+struct Cli {
+    /// Configuration file (default: ./dropline.toml if present; env DROPLINE_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the waiting-room edge: queue, admission, passes, the waiting page (needs Redis).
+    Waitroom,
+    /// Run the purchase API: accounts, catalog, sales admin, orders (needs MySQL, Redis, RabbitMQ).
+    Api,
+    /// Run RabbitMQ consumers and timers; scale by running more processes.
+    Worker(WorkerArgs),
+    /// Run every component in one process (development, demo, tests).
+    All(AllArgs),
+    /// Apply pending MySQL migrations, creating the database if missing, and exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Operate on one sale's state.
+    #[command(subcommand)]
+    Sale(SaleCommand),
+    /// Tools for load tests.
+    #[command(subcommand)]
+    Loadtest(LoadtestCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Which worker: payment (calls the payment provider), confirm (records outcomes in MySQL),
+    /// expiry (releases timed-out holds: keyspace events + sweeper), mail (sends e-mail), or all.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(Kind::NAMES))]
+    kind: String,
+    /// Where to serve /healthz, /readyz and /metrics (default: workers.metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct AllArgs {
+    /// Create a demo product and sale (idempotent) and print the URLs to open.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a verified account at once (no e-mail) and print its id, e.g. the first admin.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        /// Display name (default: the part of the e-mail before `@`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Give the account the admin role.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SaleCommand {
+    /// Rebuild a sale's Redis state from MySQL after Redis was lost (paid stays paid).
+    Rearm { sale_id: String },
+    /// Check the invariants of DESIGN §6 for a sale (Redis vs MySQL); non-zero exit on a breach.
+    Audit { sale_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum LoadtestCommand {
+    /// Create N verified accounts in bulk and write access tokens for k6 (only when allowed).
+    Seed {
+        #[arg(long)]
+        users: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration, then print it (secrets hidden).
+    Check,
+    /// Print the built-in defaults file: every key with its meaning.
+    Defaults,
+}
+
+/// Exit code of a command whose feature is not built yet.
+const NOT_YET: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Config(ConfigCommand::Defaults) = cli.command {
+        print!("{}", dropline_core::config::DEFAULTS_TOML);
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::load(&Sources::from_process(cli.config.clone())) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("dropline: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("dropline: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "fatal");
+            eprintln!("dropline: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Waitroom => {
+            let deps = connect(
+                &config,
+                Needs {
+                    redis: true,
+                    ..Needs::default()
+                },
+            )
+            .await?;
+            let server = dropline_waitroom::build(&config, &deps).await?;
+            print_listening(&[(&server, "")]);
+            let shutdown = dropline_core::shutdown::on_signal();
+            server.run(shutdown).await?;
+            deps.close().await;
+        }
+        Command::Api => {
+            let deps = connect(&config, Needs::ALL).await?;
+            let server = dropline_api::build(&config, &deps).await?;
+            print_listening(&[(&server, "")]);
+            let shutdown = dropline_core::shutdown::on_signal();
+            server.run(shutdown).await?;
+            deps.close().await;
+        }
+        Command::Worker(args) => {
+            let kind: Kind = args.kind.parse().map_err(anyhow::Error::msg)?;
+            if let Some(issue) = kind.pending_issue() {
+                eprintln!(
+                    "dropline: the {kind} worker is not built yet (it arrives with issue #{issue}); nothing to run"
+                );
+                return Ok(ExitCode::from(NOT_YET));
+            }
+            let addr = match &args.metrics_addr {
+                Some(a) => dropline_core::config::parse_listen("--metrics-addr", a)?,
+                None => config.workers_metrics_listen(),
+            };
+            let deps = connect(&config, kind.needs()).await?;
+            let server = dropline_workers::metrics_server(&config, &deps, addr).await?;
+            print_listening(&[(&server, "")]);
+            server.run(dropline_core::shutdown::on_signal()).await?;
+            deps.close().await;
+        }
+        Command::All(args) => run_all(&config, args).await?,
+        Command::Migrate => {
+            let pool = dropline_core::mysql::connect(&config.mysql).await?;
+            dropline_core::mysql::migrate(&pool).await?;
+            let applied: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&pool)
+                    .await
+                    .context("counting applied migrations")?;
+            println!("migrations up to date ({applied} applied)");
+            pool.close().await;
+        }
+        Command::User(UserCommand::Create { .. }) => return Ok(not_yet("`user create`", 3)),
+        Command::Sale(SaleCommand::Rearm { .. }) => return Ok(not_yet("`sale rearm`", 5)),
+        Command::Sale(SaleCommand::Audit { .. }) => return Ok(not_yet("`sale audit`", 7)),
+        Command::Loadtest(LoadtestCommand::Seed { .. }) => {
+            return Ok(not_yet("`loadtest seed`", 6));
+        }
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration is valid:\n{config:#?}");
+        }
+        Command::Config(ConfigCommand::Defaults) => {
+            print!("{}", dropline_core::config::DEFAULTS_TOML);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn not_yet(what: &str, issue: u32) -> ExitCode {
+    eprintln!(
+        "dropline: {what} is not built yet (it arrives with issue #{issue}); nothing was changed"
+    );
+    ExitCode::from(NOT_YET)
+}
+
+async fn connect(config: &Config, needs: Needs) -> anyhow::Result<Deps> {
+    Deps::connect(config, needs)
+        .await
+        .context("connecting to dependencies")
+}
+
+fn print_listening(servers: &[(&dropline_core::http::Server, &str)]) {
+    for (server, path) in servers {
+        println!(
+            "{} listening on http://{}{path}",
+            server.name(),
+            server.addr()
+        );
+    }
+}
+
+/// Every component in one process, sharing one set of connections.
+async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
+    let deps = connect(config, Needs::ALL).await?;
+    let waitroom = dropline_waitroom::build(config, &deps).await?;
+    let api = dropline_api::build(config, &deps).await?;
+    print_listening(&[(&waitroom, ""), (&api, "")]);
+    if args.demo {
+        let demo = demo::ensure(deps.mysql()?).await?;
+        demo::print_urls(&demo, waitroom.addr(), api.addr());
+    }
+    println!("ready: health at /readyz on both; Ctrl-C stops");
+    let shutdown: CancellationToken = dropline_core::shutdown::on_signal();
+    let (a, b) = tokio::join!(waitroom.run(shutdown.clone()), api.run(shutdown.clone()));
+    deps.close().await;
+    a.and(b)
+}
