@@ -491,14 +491,18 @@ fn render_figment_error(error: figment::Error) -> String {
         .join("; ")
 }
 
-/// Hides the password of a URL for logs and messages.
+/// Hides the password of a URL (also the comma-separated cluster form) for logs and messages.
 pub fn redact_url(value: &str) -> String {
-    match url::Url::parse(value) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => value.to_owned(),
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let Some(at) = rest.rfind('@') else {
+        return value.to_owned();
+    };
+    let (userinfo, hosts) = rest.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{hosts}"),
+        None => value.to_owned(),
     }
 }
 

@@ -1,0 +1,192 @@
+//! Configuration layering (defaults < file < env-form overrides) and the messages that name
+//! the bad key. The process-environment layer itself is tested through the binary in
+//! `tests/cli.rs`, where each run has its own environment.
+
+use std::io::Write;
+
+use dropline_core::Config;
+use dropline_core::config::{ConfigError, LogFormat, SmtpTls, Sources};
+
+fn load(
+    file: Option<&tempfile::NamedTempFile>,
+    overrides: &[(&str, &str)],
+) -> Result<Config, ConfigError> {
+    Config::load(&Sources {
+        file: file.map(|f| f.path().to_owned()),
+        env: false,
+        overrides: overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    })
+}
+
+fn toml_file(body: &str) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile()?;
+    file.write_all(body.as_bytes())?;
+    Ok(file)
+}
+
+#[test]
+fn defaults_match_the_contract() -> anyhow::Result<()> {
+    let c = load(None, &[])?;
+    assert_eq!(c.waitroom.listen, "127.0.0.1:8080");
+    assert_eq!(c.api.listen, "127.0.0.1:8081");
+    assert_eq!(c.mysql.url, "mysql://root@127.0.0.1:3306/dropline");
+    assert_eq!(c.redis.url, "redis://127.0.0.1:6379");
+    assert_eq!(c.redis.key_prefix, "dl");
+    assert_eq!(c.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_eq!(c.amqp.prefix, "dropline");
+    assert_eq!(
+        (c.smtp.host.as_str(), c.smtp.port, c.smtp.tls),
+        ("127.0.0.1", 2525, SmtpTls::None)
+    );
+    assert_eq!(c.smtp.from, "Dropline <no-reply@localhost>");
+    assert_eq!(c.waitroom.abandon_after_seconds, 120);
+    assert_eq!(c.waitroom.admission_window_seconds, 600);
+    assert_eq!(c.payment.timeout_seconds, 30);
+    assert_eq!(c.payment.sim_latency_ms, 50);
+    assert_eq!(c.payment.sim_failure_rate, 0.0);
+    assert_eq!(c.expiry.sweep_interval_seconds, 5);
+    assert_eq!(c.http.body_limit_bytes, 64 * 1024);
+    assert_eq!(c.log_format, None);
+    Ok(())
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_file() -> anyhow::Result<()> {
+    let file = toml_file(
+        "log_format = \"json\"\n[redis]\nkey_prefix = \"fromfile\"\n[payment]\nsim_latency_ms = 7\n",
+    )?;
+    let c = load(Some(&file), &[])?;
+    assert_eq!(c.redis.key_prefix, "fromfile");
+    assert_eq!(c.payment.sim_latency_ms, 7);
+    assert_eq!(c.log_format, Some(LogFormat::Json));
+    // Untouched keys keep their defaults.
+    assert_eq!(c.redis.url, "redis://127.0.0.1:6379");
+
+    let c = load(
+        Some(&file),
+        &[
+            ("REDIS__KEY_PREFIX", "fromenv"),
+            ("PAYMENT__SIM_FAILURE_RATE", "0.25"),
+        ],
+    )?;
+    assert_eq!(c.redis.key_prefix, "fromenv");
+    assert_eq!(
+        c.payment.sim_latency_ms, 7,
+        "file value survives where env is silent"
+    );
+    assert_eq!(c.payment.sim_failure_rate, 0.25);
+    Ok(())
+}
+
+fn error_text(result: Result<Config, ConfigError>) -> String {
+    match result {
+        Ok(_) => panic!("expected a configuration error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let msg = error_text(load(None, &[("WAITROOM__ABANDON_AFTER_SECONDS", "soon")]));
+    assert!(msg.contains("waitroom.abandon_after_seconds"), "{msg}");
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_name() -> anyhow::Result<()> {
+    let file = toml_file("[redis]\nkey_prefx = \"typo\"\n")?;
+    let msg = error_text(load(Some(&file), &[]));
+    assert!(msg.contains("key_prefx"), "{msg}");
+    Ok(())
+}
+
+#[test]
+fn missing_explicit_file_is_an_error_naming_it() {
+    let msg = error_text(Config::load(&Sources {
+        file: Some("/nonexistent/dropline.toml".into()),
+        env: false,
+        overrides: vec![],
+    }));
+    assert!(msg.contains("/nonexistent/dropline.toml"), "{msg}");
+}
+
+#[test]
+fn invalid_values_name_key_and_expectation() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("REDIS__URL", "http://localhost", "redis.url"),
+        ("REDIS__URL", "redis+cluster://", "redis.url"),
+        ("MYSQL__URL", "postgres://x/db", "mysql.url"),
+        ("MYSQL__URL", "mysql://root@127.0.0.1:3306/", "mysql.url"),
+        ("AMQP__URL", "nats://x", "amqp.url"),
+        ("API__LISTEN", "localhost", "api.listen"),
+        ("REDIS__KEY_PREFIX", "a{b}", "redis.key_prefix"),
+        ("AMQP__PREFIX", "bad name", "amqp.prefix"),
+        (
+            "PAYMENT__SIM_FAILURE_RATE",
+            "1.5",
+            "payment.sim_failure_rate",
+        ),
+        (
+            "EXPIRY__SWEEP_INTERVAL_SECONDS",
+            "0",
+            "expiry.sweep_interval_seconds",
+        ),
+        ("SMTP__TLS", "maybe", "smtp.tls"),
+        ("SMTP__USER", "alice", "smtp.user"),
+    ];
+    for (key, value, named) in cases {
+        let msg = error_text(load(None, &[(key, value)]));
+        assert!(
+            msg.contains(named),
+            "{key}={value}: message `{msg}` does not name {named}"
+        );
+    }
+}
+
+#[test]
+fn listen_accepts_port_only_and_port_zero() -> anyhow::Result<()> {
+    let c = load(
+        None,
+        &[("WAITROOM__LISTEN", ":0"), ("API__LISTEN", "127.0.0.1:0")],
+    )?;
+    assert_eq!(c.waitroom_listen().port(), 0);
+    assert!(c.waitroom_listen().ip().is_unspecified());
+    assert_eq!(c.api_listen().to_string(), "127.0.0.1:0");
+    Ok(())
+}
+
+#[test]
+fn cluster_url_is_accepted() -> anyhow::Result<()> {
+    let c = load(
+        None,
+        &[(
+            "REDIS__URL",
+            "redis+cluster://:secret@10.0.0.1:7000,10.0.0.2:7001",
+        )],
+    )?;
+    assert!(c.redis.url.starts_with("redis+cluster://"));
+    // Secrets never reach Debug output.
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("secret"), "{shown}");
+    Ok(())
+}
+
+#[test]
+fn debug_output_hides_passwords() -> anyhow::Result<()> {
+    let c = load(
+        None,
+        &[
+            ("AMQP__URL", "amqp://user:hunter2@mq:5672/%2f"),
+            ("SMTP__USER", "mailer"),
+            ("SMTP__PASSWORD", "hunter3"),
+        ],
+    )?;
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("hunter3"),
+        "{shown}"
+    );
+    Ok(())
+}

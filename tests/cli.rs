@@ -1,0 +1,229 @@
+//! The `dropline` binary as an operator meets it: sub-commands, configuration from the
+//! environment, exit codes, and `dropline all` serving until SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use dropline_testkit::TestEnv;
+
+fn dropline() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropline"));
+    // Each run sees only the variables a test gives it.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DROPLINE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("DROPLINE_LOG_FORMAT", "json");
+    cmd
+}
+
+/// The variables that point the binary at a test's isolated database, prefix and ports.
+fn isolated(cmd: &mut Command, env: &TestEnv) {
+    let c = &env.config;
+    cmd.env("DROPLINE_MYSQL__URL", &c.mysql.url)
+        .env("DROPLINE_REDIS__URL", &c.redis.url)
+        .env("DROPLINE_REDIS__KEY_PREFIX", &c.redis.key_prefix)
+        .env("DROPLINE_AMQP__URL", &c.amqp.url)
+        .env("DROPLINE_AMQP__PREFIX", &c.amqp.prefix)
+        .env("DROPLINE_WAITROOM__LISTEN", "127.0.0.1:0")
+        .env("DROPLINE_API__LISTEN", "127.0.0.1:0")
+        .env("DROPLINE_HTTP__SHUTDOWN_GRACE_SECONDS", "5");
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<(i32, String, String)> {
+    let out = cmd.output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn help_lists_every_command() -> anyhow::Result<()> {
+    let (code, stdout, _) = output(dropline().arg("--help"))?;
+    assert_eq!(code, 0);
+    for cmd in [
+        "waitroom", "api", "worker", "all", "migrate", "user", "sale", "loadtest", "config",
+    ] {
+        assert!(stdout.contains(cmd), "--help lacks {cmd}:\n{stdout}");
+    }
+    let (code, stdout, _) = output(dropline().args(["worker", "--help"]))?;
+    assert_eq!(code, 0);
+    for kind in [
+        "payment",
+        "confirm",
+        "expiry",
+        "mail",
+        "all",
+        "--metrics-addr",
+    ] {
+        assert!(
+            stdout.contains(kind),
+            "worker --help lacks {kind}:\n{stdout}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn environment_overrides_file_which_overrides_defaults() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("dropline.toml");
+    std::fs::write(
+        &file,
+        "[redis]\nkey_prefix = \"fromfile\"\n[payment]\nsim_latency_ms = 9\n",
+    )?;
+
+    let (code, stdout, stderr) = output(
+        dropline()
+            .arg("--config")
+            .arg(&file)
+            .args(["config", "check"]),
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("key_prefix: \"fromfile\""), "{stdout}");
+    assert!(stdout.contains("sim_latency_ms: 9"), "{stdout}");
+
+    let (code, stdout, stderr) = output(
+        dropline()
+            .arg("--config")
+            .arg(&file)
+            .args(["config", "check"])
+            .env("DROPLINE_REDIS__KEY_PREFIX", "fromenv")
+            .env("DROPLINE_LOG_FORMAT", "human"),
+    )?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("key_prefix: \"fromenv\""), "{stdout}");
+    assert!(stdout.contains("sim_latency_ms: 9"), "{stdout}");
+    assert!(stdout.contains("Human"), "{stdout}");
+
+    // dropline.toml in the working directory is read without --config.
+    let (code, stdout, _) = output(dropline().current_dir(dir.path()).args(["config", "check"]))?;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("key_prefix: \"fromfile\""), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn bad_configuration_fails_fast_naming_the_key() -> anyhow::Result<()> {
+    let cases = [
+        (
+            "DROPLINE_WAITROOM__ABANDON_AFTER_SECONDS",
+            "later",
+            "waitroom.abandon_after_seconds",
+        ),
+        ("DROPLINE_REDIS__URL", "memcached://x", "redis.url"),
+        ("DROPLINE_API__LISTEN", "nowhere", "api.listen"),
+        ("DROPLINE_REDIS__KEY_PREFX", "typo", "key_prefx"),
+    ];
+    for (key, value, named) in cases {
+        let (code, _, stderr) = output(dropline().args(["config", "check"]).env(key, value))?;
+        assert_eq!(code, 2, "{key}={value} should fail with exit 2");
+        assert!(
+            stderr.contains(named),
+            "{key}={value}: `{stderr}` does not name {named}"
+        );
+    }
+    let (code, _, stderr) =
+        output(dropline().args(["--config", "/nonexistent.toml", "config", "check"]))?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_change_nothing() -> anyhow::Result<()> {
+    for args in [
+        vec![
+            "user",
+            "create",
+            "--email",
+            "a@b.c",
+            "--password",
+            "longenough",
+        ],
+        vec!["sale", "rearm", "x"],
+        vec!["sale", "audit", "x"],
+        vec!["loadtest", "seed", "--users", "1"],
+        vec!["worker", "payment"],
+    ] {
+        let (code, _, stderr) = output(dropline().args(&args))?;
+        assert_eq!(code, 3, "{args:?}: {stderr}");
+        assert!(stderr.contains("not built yet"), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
+fn migrate_creates_the_database_and_is_idempotent() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    for _ in 0..2 {
+        let mut cmd = dropline();
+        isolated(&mut cmd, &env);
+        let (code, stdout, stderr) = output(cmd.arg("migrate"))?;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("migrations up to date"), "{stdout}");
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(env.cleanup())
+}
+
+#[test]
+fn all_serves_both_services_until_sigterm() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let mut cmd = dropline();
+    isolated(&mut cmd, &env);
+    let mut child = cmd
+        .args(["all", "--demo"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut urls = Vec::new();
+    let mut demo = false;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        if let Some(url) = line.split("listening on ").nth(1) {
+            urls.push(url.trim().to_owned());
+        }
+        demo |= line.contains("waiting page:");
+        if line.starts_with("ready:") {
+            break;
+        }
+    }
+    let result = (|| -> anyhow::Result<()> {
+        assert_eq!(urls.len(), 2, "both services print their address: {urls:?}");
+        assert!(demo, "--demo prints the waiting page URL");
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            for url in &urls {
+                let r = reqwest::get(format!("{url}/readyz")).await?;
+                assert_eq!(r.status(), 200, "{url}/readyz");
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    })();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(kill.success());
+    let status = child.wait()?;
+    result?;
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(env.cleanup())
+}
