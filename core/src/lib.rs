@@ -8,6 +8,7 @@
 
 pub mod amqp;
 pub mod config;
+pub mod consumer;
 pub mod deps;
 pub mod error;
 pub mod http;
