@@ -74,3 +74,22 @@ mod tests {
         Ok(())
     }
 }
+
+/// Routing keys (= message `type`s) of DESIGN §7.
+pub mod kinds {
+    pub const MAIL_SEND: &str = "mail.send";
+    pub const ORDER_CONFIRMED: &str = "order.confirmed";
+    pub const PAYMENT_REQUESTED: &str = "payment.requested";
+    pub const PAYMENT_COMPLETED: &str = "payment.completed";
+}
+
+/// `mail.send`: one e-mail, already rendered by the producer, sent by the mail worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSend {
+    /// One recipient mailbox (`a@b.c` or `Name <a@b.c>`).
+    pub to: String,
+    pub subject: String,
+    /// Plain-text body (UTF-8).
+    pub text: String,
+}
