@@ -12,6 +12,7 @@ pub mod consumer;
 pub mod deps;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod lease;
 pub mod lua;
 pub mod messages;
@@ -20,6 +21,7 @@ pub mod redis;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::Config;
 pub use error::{ApiError, ErrorCode};

@@ -1,7 +1,7 @@
 //! Message envelope shared by every RabbitMQ message (DESIGN §7):
 //! `{ "id": uuid, "type": "...", "occurred_at": rfc3339, "data": {...} }`.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -23,7 +23,8 @@ impl<T: Serialize> Envelope<T> {
         Self {
             id: Uuid::now_v7(),
             kind: kind.to_owned(),
-            occurred_at: Utc::now(),
+            // Millisecond precision, as on the wire, so a round trip is exact.
+            occurred_at: Utc::now().trunc_subsecs(3),
             data,
         }
     }

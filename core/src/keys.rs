@@ -1,0 +1,221 @@
+//! Ed25519 signing keys for access tokens and passes, with rotation.
+//!
+//! A [`KeyRing`] holds one signing key (the current one) and every public key that still
+//! verifies: the current one, the previous one during a rotation, and keys of other services.
+//! Each key is named by a `kid` (the first 16 hex digits of SHA-256 over the public key), which
+//! goes into each token's header so a verifier picks the right key without trying them all.
+//! Keys are PKCS#8 / SPKI PEM, the format `openssl genpkey -algorithm ed25519` writes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use sha2::{Digest, Sha256};
+
+/// A public key that verifies, with its id.
+#[derive(Clone)]
+pub struct PublicKey {
+    pub kid: String,
+    key: VerifyingKey,
+    decoding: DecodingKey,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey").field("kid", &self.kid).finish()
+    }
+}
+
+impl PublicKey {
+    pub fn new(key: VerifyingKey) -> anyhow::Result<Self> {
+        let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
+        let decoding = DecodingKey::from_ed_components(&x).context("building the verifying key")?;
+        Ok(Self {
+            kid: kid_of(&key),
+            key,
+            decoding,
+        })
+    }
+
+    /// Parses an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`).
+    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        let key = VerifyingKey::from_public_key_pem(pem.trim())
+            .map_err(|e| anyhow::anyhow!("not an Ed25519 public key in SPKI PEM form: {e}"))?;
+        Self::new(key)
+    }
+
+    pub fn decoding(&self) -> &DecodingKey {
+        &self.decoding
+    }
+
+    pub fn to_pem(&self) -> anyhow::Result<String> {
+        self.key
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("encoding a public key: {e}"))
+    }
+
+    /// The key as a JWK (RFC 8037 OKP), for `/.well-known/jwks.json`.
+    pub fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x": URL_SAFE_NO_PAD.encode(self.key.as_bytes()),
+        })
+    }
+}
+
+/// The private key that signs, with its id.
+pub struct SigningKeyPair {
+    pub kid: String,
+    signing: SigningKey,
+    encoding: EncodingKey,
+}
+
+impl fmt::Debug for SigningKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKeyPair")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKeyPair {
+    fn new(signing: SigningKey) -> anyhow::Result<Self> {
+        let der = signing
+            .to_pkcs8_der()
+            .map_err(|e| anyhow::anyhow!("encoding a private key: {e}"))?;
+        Ok(Self {
+            kid: kid_of(&signing.verifying_key()),
+            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            signing,
+        })
+    }
+
+    /// Parses a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
+    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        let signing = SigningKey::from_pkcs8_pem(pem.trim())
+            .map_err(|e| anyhow::anyhow!("not an Ed25519 private key in PKCS#8 PEM form: {e}"))?;
+        Self::new(signing)
+    }
+
+    /// A fresh random key (development, tests, `dropline all` without configured keys).
+    pub fn generate() -> anyhow::Result<Self> {
+        let mut seed = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut seed);
+        Self::new(SigningKey::from_bytes(&seed))
+    }
+
+    pub fn encoding(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
+    pub fn public(&self) -> anyhow::Result<PublicKey> {
+        PublicKey::new(self.signing.verifying_key())
+    }
+
+    pub fn to_pem(&self) -> anyhow::Result<String> {
+        Ok(self
+            .signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("encoding a private key: {e}"))?
+            .to_string())
+    }
+}
+
+/// Signing key (optional: a verify-only service has none) plus every key that verifies.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    signer: Option<SigningKeyPair>,
+    verifiers: BTreeMap<String, PublicKey>,
+}
+
+impl KeyRing {
+    /// A ring that signs with `signer` and verifies with it and `others`.
+    pub fn new(signer: Option<SigningKeyPair>, others: Vec<PublicKey>) -> anyhow::Result<Self> {
+        let mut verifiers = BTreeMap::new();
+        if let Some(s) = &signer {
+            let public = s.public()?;
+            verifiers.insert(public.kid.clone(), public);
+        }
+        for key in others {
+            verifiers.insert(key.kid.clone(), key);
+        }
+        anyhow::ensure!(!verifiers.is_empty(), "a key ring needs at least one key");
+        Ok(Self { signer, verifiers })
+    }
+
+    pub fn signer(&self) -> Option<&SigningKeyPair> {
+        self.signer.as_ref()
+    }
+
+    pub fn verifier(&self, kid: &str) -> Option<&PublicKey> {
+        self.verifiers.get(kid)
+    }
+
+    pub fn public_keys(&self) -> impl Iterator<Item = &PublicKey> {
+        self.verifiers.values()
+    }
+
+    /// `{"keys": [...]}` for a JWKS endpoint.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": self.public_keys().map(PublicKey::jwk).collect::<Vec<_>>() })
+    }
+}
+
+/// Reads a PEM file, naming the config key in the error.
+pub fn read_pem(key: &str, path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("{key}: cannot read {}", path.display()))
+}
+
+fn kid_of(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_keeps_the_kid() -> anyhow::Result<()> {
+        let pair = SigningKeyPair::generate()?;
+        let again = SigningKeyPair::from_pem(&pair.to_pem()?)?;
+        assert_eq!(pair.kid, again.kid);
+        let public = PublicKey::from_pem(&pair.public()?.to_pem()?)?;
+        assert_eq!(public.kid, pair.kid);
+        assert_eq!(public.kid.len(), 16);
+        Ok(())
+    }
+
+    #[test]
+    fn garbage_pem_is_a_clear_error() {
+        let err = SigningKeyPair::from_pem(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(err.contains("Ed25519 private key"), "{err}");
+    }
+
+    #[test]
+    fn ring_publishes_current_and_previous_keys() -> anyhow::Result<()> {
+        let old = SigningKeyPair::generate()?;
+        let new = SigningKeyPair::generate()?;
+        let ring = KeyRing::new(Some(new), vec![old.public()?])?;
+        let jwks = ring.jwks();
+        let keys = jwks["keys"].as_array().map(Vec::len);
+        assert_eq!(keys, Some(2));
+        assert!(ring.verifier(&old.kid).is_some());
+        Ok(())
+    }
+}

@@ -1,0 +1,272 @@
+//! EdDSA JSON Web Tokens: access tokens (api → every service) and, with other claims, passes.
+//!
+//! Signing needs the private key of a [`KeyRing`]; verifying needs only public keys, so a
+//! service that checks tokens never holds a secret. Verification pins the algorithm to EdDSA
+//! (an `alg: none` or HMAC token is refused before any key is looked at), picks the key by
+//! `kid`, and checks issuer, audience and expiry.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::keys::KeyRing;
+
+/// Issuer and audience of access tokens.
+pub const ACCESS_ISSUER: &str = "dropline-api";
+pub const ACCESS_AUDIENCE: &str = "dropline";
+
+/// Clock skew tolerated between services, in seconds.
+const LEEWAY_SECONDS: u64 = 5;
+
+/// A buyer or an administrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Buyer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buyer => "buyer",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "buyer" => Some(Self::Buyer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub sub: Uuid,
+    pub role: Role,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    pub iss: String,
+    pub aud: String,
+}
+
+impl AccessClaims {
+    pub fn new(user: Uuid, role: Role, ttl: Duration) -> Self {
+        let now = Utc::now().timestamp();
+        Self {
+            sub: user,
+            role,
+            iat: now,
+            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            jti: Uuid::now_v7(),
+            iss: ACCESS_ISSUER.to_owned(),
+            aud: ACCESS_AUDIENCE.to_owned(),
+        }
+    }
+}
+
+/// Why a token was refused. Callers map every variant to 401 (or 403 for passes); the
+/// variant is for logs and metrics only.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    Algorithm,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("expired")]
+    Expired,
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("this service cannot sign")]
+    NoSigner,
+}
+
+/// Signs `claims` with the ring's signing key, naming it in the header's `kid`.
+pub fn sign<T: Serialize>(ring: &KeyRing, claims: &T) -> Result<String, TokenError> {
+    let signer = ring.signer().ok_or(TokenError::NoSigner)?;
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(signer.kid.clone());
+    jsonwebtoken::encode(&header, claims, signer.encoding())
+        .map_err(|e| TokenError::Invalid(e.to_string()))
+}
+
+/// Verifies an EdDSA token from `issuer` for `audience` and returns its claims.
+pub fn verify<T: DeserializeOwned>(
+    ring: &KeyRing,
+    token: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<T, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(TokenError::Algorithm);
+    }
+    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+    let key = ring.verifier(&kid).ok_or(TokenError::UnknownKey)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.leeway = LEEWAY_SECONDS;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+    jsonwebtoken::decode::<T>(token, key.decoding(), &validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            other => TokenError::Invalid(format!("{other:?}")),
+        })
+}
+
+/// Signs an access token; returns it with its claims.
+pub fn issue_access(
+    ring: &KeyRing,
+    user: Uuid,
+    role: Role,
+    ttl: Duration,
+) -> Result<(String, AccessClaims), TokenError> {
+    let claims = AccessClaims::new(user, role, ttl);
+    Ok((sign(ring, &claims)?, claims))
+}
+
+/// Verifies an access token.
+pub fn verify_access(ring: &KeyRing, token: &str) -> Result<AccessClaims, TokenError> {
+    verify(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE)
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+    use crate::keys::SigningKeyPair;
+
+    fn ring() -> anyhow::Result<KeyRing> {
+        KeyRing::new(Some(SigningKeyPair::generate()?), vec![])
+    }
+
+    #[test]
+    fn issued_token_verifies_with_public_key_only() -> anyhow::Result<()> {
+        let signing = ring()?;
+        let user = Uuid::now_v7();
+        let (token, claims) = issue_access(&signing, user, Role::Admin, Duration::from_secs(60))?;
+        let public_only = KeyRing::new(None, signing.public_keys().cloned().collect())?;
+        let back = verify_access(&public_only, &token)?;
+        assert_eq!(back, claims);
+        assert_eq!(back.sub, user);
+        assert_eq!(back.role, Role::Admin);
+        Ok(())
+    }
+
+    #[test]
+    fn tampered_token_is_refused() -> anyhow::Result<()> {
+        let ring = ring()?;
+        let (token, _) = issue_access(&ring, Uuid::now_v7(), Role::Buyer, Duration::from_secs(60))?;
+        // Swap the payload for one claiming admin, keeping the signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let payload = URL_SAFE_NO_PAD.decode(parts.get(1).copied().unwrap_or_default())?;
+        let forged = String::from_utf8(payload)?.replace("\"buyer\"", "\"admin\"");
+        let forged = format!(
+            "{}.{}.{}",
+            parts.first().copied().unwrap_or_default(),
+            URL_SAFE_NO_PAD.encode(forged),
+            parts.get(2).copied().unwrap_or_default()
+        );
+        assert!(matches!(
+            verify_access(&ring, &forged),
+            Err(TokenError::Invalid(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn alg_none_and_hmac_tokens_are_refused() -> anyhow::Result<()> {
+        let ring = ring()?;
+        let claims = AccessClaims::new(Uuid::now_v7(), Role::Admin, Duration::from_secs(60));
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?);
+        let kid = ring
+            .public_keys()
+            .next()
+            .map(|k| k.kid.clone())
+            .unwrap_or_default();
+        let none_header =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{kid}"}}"#));
+        let none_token = format!("{none_header}.{payload}.");
+        assert!(verify_access(&ring, &none_token).is_err());
+
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid);
+        let hmac = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"guess"),
+        )?;
+        assert_eq!(verify_access(&ring, &hmac), Err(TokenError::Algorithm));
+        Ok(())
+    }
+
+    #[test]
+    fn expired_token_is_refused() -> anyhow::Result<()> {
+        let ring = ring()?;
+        let mut claims = AccessClaims::new(Uuid::now_v7(), Role::Buyer, Duration::from_secs(60));
+        claims.iat -= 3600;
+        claims.exp = Utc::now().timestamp() - 60;
+        let token = sign(&ring, &claims)?;
+        assert_eq!(verify_access(&ring, &token), Err(TokenError::Expired));
+        Ok(())
+    }
+
+    #[test]
+    fn token_from_another_key_or_audience_is_refused() -> anyhow::Result<()> {
+        let ours = ring()?;
+        let theirs = ring()?;
+        let (token, _) = issue_access(
+            &theirs,
+            Uuid::now_v7(),
+            Role::Buyer,
+            Duration::from_secs(60),
+        )?;
+        assert_eq!(verify_access(&ours, &token), Err(TokenError::UnknownKey));
+
+        let mut claims = AccessClaims::new(Uuid::now_v7(), Role::Buyer, Duration::from_secs(60));
+        claims.aud = "dropline-api".into();
+        let token = sign(&ours, &claims)?;
+        assert!(matches!(
+            verify_access(&ours, &token),
+            Err(TokenError::Invalid(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid() -> anyhow::Result<()> {
+        let old = SigningKeyPair::generate()?;
+        let old_ring = KeyRing::new(Some(SigningKeyPair::from_pem(&old.to_pem()?)?), vec![])?;
+        let (old_token, _) = issue_access(
+            &old_ring,
+            Uuid::now_v7(),
+            Role::Buyer,
+            Duration::from_secs(60),
+        )?;
+        let rotated = KeyRing::new(Some(SigningKeyPair::generate()?), vec![old.public()?])?;
+        verify_access(&rotated, &old_token)?;
+        let (new_token, _) = issue_access(
+            &rotated,
+            Uuid::now_v7(),
+            Role::Buyer,
+            Duration::from_secs(60),
+        )?;
+        verify_access(&rotated, &new_token)?;
+        Ok(())
+    }
+}
