@@ -214,7 +214,33 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("migrations up to date ({applied} applied)");
             pool.close().await;
         }
-        Command::User(UserCommand::Create { .. }) => return Ok(not_yet("`user create`", 3)),
+        Command::User(UserCommand::Create {
+            email,
+            password,
+            name,
+            admin,
+        }) => {
+            use dropline_api::accounts::{CreateError, create_verified_user};
+            use dropline_core::tokens::Role;
+            let pool = dropline_core::mysql::connect(&config.mysql).await?;
+            if config.mysql.run_migrations {
+                dropline_core::mysql::migrate(&pool).await?;
+            }
+            let hasher = config.auth.hasher()?;
+            let role = if admin { Role::Admin } else { Role::Buyer };
+            let created =
+                create_verified_user(&pool, &hasher, &email, &password, name.as_deref(), role)
+                    .await;
+            pool.close().await;
+            match created {
+                Ok(id) => println!("{id}"),
+                Err(CreateError::Other(e)) => return Err(e),
+                Err(e) => {
+                    eprintln!("dropline: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
         Command::Sale(SaleCommand::Rearm { .. }) => return Ok(not_yet("`sale rearm`", 5)),
         Command::Sale(SaleCommand::Audit { .. }) => return Ok(not_yet("`sale audit`", 7)),
         Command::Loadtest(LoadtestCommand::Seed { .. }) => {

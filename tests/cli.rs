@@ -138,20 +138,20 @@ fn bad_configuration_fails_fast_naming_the_key() -> anyhow::Result<()> {
 #[test]
 fn commands_not_built_yet_say_so_and_change_nothing() -> anyhow::Result<()> {
     for args in [
-        vec![
-            "user",
-            "create",
-            "--email",
-            "a@b.c",
-            "--password",
-            "longenough",
-        ],
         vec!["sale", "rearm", "x"],
         vec!["sale", "audit", "x"],
         vec!["loadtest", "seed", "--users", "1"],
         vec!["worker", "payment"],
     ] {
-        let (code, _, stderr) = output(dropline().args(&args))?;
+        // Point every dependency at a closed port: a command that claims to do nothing must
+        // not reach (let alone change) any server.
+        let (code, _, stderr) = output(
+            dropline()
+                .args(&args)
+                .env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
+                .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1")
+                .env("DROPLINE_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+        )?;
         assert_eq!(code, 3, "{args:?}: {stderr}");
         assert!(stderr.contains("not built yet"), "{args:?}: {stderr}");
     }
@@ -226,4 +226,81 @@ fn all_serves_both_services_until_sigterm() -> anyhow::Result<()> {
     assert!(status.success(), "exit after SIGTERM: {status:?}");
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(env.cleanup())
+}
+
+#[test]
+fn user_create_makes_a_verified_account_and_refuses_bad_input() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let run = |args: &[&str]| {
+        let mut cmd = dropline();
+        isolated(&mut cmd, &env);
+        // Cheap hashing keeps the test fast; the cost itself is configuration.
+        cmd.env("DROPLINE_AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("DROPLINE_AUTH__ARGON2_ITERATIONS", "1");
+        output(cmd.args(args))
+    };
+    let (code, stdout, stderr) = run(&[
+        "user",
+        "create",
+        "--email",
+        "Admin@Example.com",
+        "--password",
+        "correct-horse",
+        "--admin",
+    ])?;
+    assert_eq!(code, 0, "{stderr}");
+    let id: uuid::Uuid = stdout.trim().parse()?;
+
+    let (code, _, stderr) = run(&[
+        "user",
+        "create",
+        "--email",
+        "admin@example.com",
+        "--password",
+        "another-pass",
+    ])?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("already registered"), "{stderr}");
+    let (code, _, stderr) = run(&[
+        "user",
+        "create",
+        "--email",
+        "x@example.com",
+        "--password",
+        "short",
+    ])?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("8 to 128"), "{stderr}");
+    let (code, _, stderr) = run(&[
+        "user",
+        "create",
+        "--email",
+        "not-an-email",
+        "--password",
+        "long-enough",
+    ])?;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not an e-mail address"), "{stderr}");
+
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
+        let (email, role, verified, hash): (
+            String,
+            String,
+            Option<chrono::DateTime<chrono::Utc>>,
+            String,
+        ) = sqlx::query_as(
+            "SELECT email, role, email_verified_at, password_hash FROM users WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await?;
+        assert_eq!(email, "admin@example.com");
+        assert_eq!(role, "admin");
+        assert!(verified.is_some(), "created verified");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        pool.close().await;
+        env.cleanup().await
+    })
 }

@@ -4,6 +4,8 @@
 //! stock steps in `lua/`, and payment and confirmation in `dropline-workers`. It needs MySQL,
 //! Redis and RabbitMQ.
 
+pub mod accounts;
+
 use axum::Router;
 use dropline_core::Config;
 use dropline_core::deps::Deps;

@@ -58,6 +58,7 @@ pub struct Config {
     pub log_filter: String,
     pub waitroom: WaitroomConfig,
     pub api: ApiConfig,
+    pub auth: AuthConfig,
     pub workers: WorkersConfig,
     pub http: HttpConfig,
     pub mysql: MysqlConfig,
@@ -80,6 +81,37 @@ pub struct WaitroomConfig {
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_seconds: u64,
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    #[serde(default)]
+    pub verify_key_files: Vec<PathBuf>,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("access_token_ttl_seconds", &self.access_token_ttl_seconds)
+            .field("refresh_token_ttl_seconds", &self.refresh_token_ttl_seconds)
+            .field("signing_key_file", &self.signing_key_file)
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "***"))
+            .field("verify_key_files", &self.verify_key_files)
+            .field("argon2_memory_kib", &self.argon2_memory_kib)
+            .field("argon2_iterations", &self.argon2_iterations)
+            .field("argon2_parallelism", &self.argon2_parallelism)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +270,29 @@ impl Config {
             "waitroom.admission_window_seconds",
             self.waitroom.admission_window_seconds,
         )?;
+        positive(
+            "auth.access_token_ttl_seconds",
+            self.auth.access_token_ttl_seconds,
+        )?;
+        positive(
+            "auth.refresh_token_ttl_seconds",
+            self.auth.refresh_token_ttl_seconds,
+        )?;
+        if self.auth.signing_key_file.is_some() && self.auth.signing_key.is_some() {
+            return Err(ConfigError::invalid(
+                "auth.signing_key",
+                "set auth.signing_key_file or auth.signing_key, not both",
+            ));
+        }
+        if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1)
+            || self.auth.argon2_iterations == 0
+            || self.auth.argon2_parallelism == 0
+        {
+            return Err(ConfigError::invalid(
+                "auth.argon2_memory_kib",
+                "argon2 needs iterations >= 1, parallelism >= 1 and memory >= 8 KiB per lane",
+            ));
+        }
         if self.http.body_limit_bytes == 0 {
             return Err(ConfigError::invalid(
                 "http.body_limit_bytes",
@@ -392,6 +447,17 @@ impl Config {
 }
 
 const FALLBACK_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+impl AuthConfig {
+    /// The password hasher for these parameters.
+    pub fn hasher(&self) -> anyhow::Result<crate::password::Hasher> {
+        crate::password::Hasher::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+        )
+    }
+}
 
 impl HttpConfig {
     pub fn request_timeout(&self) -> Duration {

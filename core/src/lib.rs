@@ -17,6 +17,7 @@ pub mod lease;
 pub mod lua;
 pub mod messages;
 pub mod mysql;
+pub mod password;
 pub mod redis;
 pub mod retry;
 pub mod shutdown;

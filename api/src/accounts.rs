@@ -1,0 +1,132 @@
+//! Accounts: input rules for e-mail, password and name, and storing a user.
+//!
+//! The HTTP sign-up flow (with e-mail verification) arrives with issue #3; what is here is
+//! shared by it and by `dropline user create`.
+
+use chrono::{SubsecRound, Utc};
+use dropline_core::password::Hasher;
+use dropline_core::tokens::Role;
+use sqlx::MySqlPool;
+use uuid::Uuid;
+
+/// Why an account could not be created; each maps to a contract error code.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this e-mail address is already registered")]
+    EmailTaken,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Normalises and checks an e-mail address: trimmed, lower-cased, one `@`, a dotted domain,
+/// at most 254 characters, no spaces.
+pub fn normalize_email(raw: &str) -> Result<String, CreateError> {
+    let email = raw.trim().to_lowercase();
+    let bad = || CreateError::Invalid(format!("`{}` is not an e-mail address", raw.trim()));
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    if local.is_empty()
+        || local.len() > 64
+        || domain.contains('@')
+        || !domain.contains('.')
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+        || domain.contains("..")
+    {
+        return Err(bad());
+    }
+    Ok(email)
+}
+
+/// Passwords are 8 to 128 characters (DESIGN §9).
+pub fn check_password(password: &str) -> Result<(), CreateError> {
+    let n = password.chars().count();
+    if (8..=128).contains(&n) {
+        Ok(())
+    } else {
+        Err(CreateError::Invalid(
+            "the password must be 8 to 128 characters".into(),
+        ))
+    }
+}
+
+/// Names are 1 to 100 characters after trimming.
+pub fn check_name(name: &str) -> Result<String, CreateError> {
+    let name = name.trim();
+    let n = name.chars().count();
+    if (1..=100).contains(&n) && !name.chars().any(char::is_control) {
+        Ok(name.to_owned())
+    } else {
+        Err(CreateError::Invalid(
+            "the name must be 1 to 100 characters".into(),
+        ))
+    }
+}
+
+/// Creates an account that is verified at once (no e-mail), e.g. the first admin.
+pub async fn create_verified_user(
+    pool: &MySqlPool,
+    hasher: &Hasher,
+    email: &str,
+    password: &str,
+    name: Option<&str>,
+    role: Role,
+) -> Result<Uuid, CreateError> {
+    let email = normalize_email(email)?;
+    check_password(password)?;
+    let name = check_name(name.unwrap_or_else(|| email.split('@').next().unwrap_or("user")))?;
+    let hash = hasher.hash_async(password.to_owned()).await?;
+    let id = Uuid::now_v7();
+    let now = Utc::now().trunc_subsecs(3);
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(&email)
+    .bind(&hash)
+    .bind(&name)
+    .bind(role.as_str())
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .execute(pool)
+    .await;
+    match inserted {
+        Ok(_) => Ok(id),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(CreateError::EmailTaken),
+        Err(e) => Err(CreateError::Other(
+            anyhow::Error::new(e).context("inserting a user"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").ok().as_deref(),
+            Some("alice@example.com")
+        );
+        for bad in [
+            "", "alice", "a@b", "a@@b.c", "a b@c.d", "@b.c", "a@.b.c", "a@b.c.", "a@b..c",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn password_length_is_counted_in_characters() {
+        assert!(check_password("1234567").is_err());
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password(&"가".repeat(128)).is_ok());
+        assert!(check_password(&"가".repeat(129)).is_err());
+    }
+}
