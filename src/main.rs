@@ -199,8 +199,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let deps = connect(&config, kind.needs()).await?;
             let server = dropline_workers::metrics_server(&config, &deps, addr).await?;
             print_listening(&[(&server, "")]);
-            server.run(dropline_core::shutdown::on_signal()).await?;
+            let shutdown = dropline_core::shutdown::on_signal();
+            let (served, worked) = tokio::join!(
+                server.run(shutdown.clone()),
+                // When the worker stops on its own (error), stop the ops server too.
+                async {
+                    let result =
+                        dropline_workers::run(kind, &config, &deps, shutdown.clone()).await;
+                    shutdown.cancel();
+                    result
+                }
+            );
             deps.close().await;
+            served.and(worked)?;
         }
         Command::All(args) => run_all(&config, args).await?,
         Command::Migrate => {
@@ -291,7 +302,11 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     }
     println!("ready: health at /readyz on both; Ctrl-C stops");
     let shutdown: CancellationToken = dropline_core::shutdown::on_signal();
-    let (a, b) = tokio::join!(waitroom.run(shutdown.clone()), api.run(shutdown.clone()));
+    let (a, b, mail) = tokio::join!(
+        waitroom.run(shutdown.clone()),
+        api.run(shutdown.clone()),
+        dropline_workers::run(Kind::Mail, config, &deps, shutdown.clone()),
+    );
     deps.close().await;
-    a.and(b)
+    a.and(b).and(mail)
 }

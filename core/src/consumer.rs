@@ -146,7 +146,7 @@ async fn handle<H, Fut>(
 {
     let attempt = attempts_before(&delivery, queue) + 1;
     let message = Message {
-        routing_key: delivery.routing_key.to_string(),
+        routing_key: original_routing_key(&delivery, queue),
         message_id: delivery
             .properties
             .message_id()
@@ -215,7 +215,7 @@ async fn park(
     );
     headers.insert(
         "x-dropline-routing-key".into(),
-        AMQPValue::LongString(delivery.routing_key.as_str().into()),
+        AMQPValue::LongString(original_routing_key(delivery, queue).as_str().into()),
     );
     let message_id = delivery
         .properties
@@ -244,24 +244,49 @@ async fn park(
     }
 }
 
-/// How many times this message was rejected from `queue` before, from its `x-death` header.
-fn attempts_before(delivery: &Delivery, queue: &str) -> u32 {
-    let Some(headers) = delivery.properties.headers().as_ref() else {
-        return 0;
-    };
-    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
-        return 0;
-    };
-    deaths
-        .as_slice()
-        .iter()
-        .filter_map(|death| match death {
-            AMQPValue::FieldTable(t) => Some(t),
+/// The routing key the message was first published with. A message back from the retry
+/// queue arrives with the queue's name as its routing key (the default exchange routes by
+/// name); the original key is kept in its `x-death` entry for `queue`.
+fn original_routing_key(delivery: &Delivery, queue: &str) -> String {
+    deaths_for(delivery, queue)
+        .find_map(|t| match t.inner().get("routing-keys") {
+            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().iter().find_map(|k| match k {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            }),
             _ => None,
         })
-        .filter(|t| {
-            matches!(t.inner().get("queue"), Some(AMQPValue::LongString(q)) if q.to_string() == queue)
-        })
+        .unwrap_or_else(|| delivery.routing_key.to_string())
+}
+
+/// The `x-death` entries that record rejections from `queue`.
+fn deaths_for<'a>(
+    delivery: &'a Delivery,
+    queue: &'a str,
+) -> impl Iterator<Item = &'a FieldTable> + 'a {
+    let deaths = match delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().get("x-death"))
+    {
+        Some(Some(AMQPValue::FieldArray(deaths))) => deaths.as_slice(),
+        _ => &[],
+    };
+    deaths.iter().filter_map(move |death| match death {
+        AMQPValue::FieldTable(t)
+            if matches!(t.inner().get("queue"), Some(AMQPValue::LongString(q)) if q.to_string() == queue) =>
+        {
+            Some(t)
+        }
+        _ => None,
+    })
+}
+
+/// How many times this message was rejected from `queue` before, from its `x-death` header.
+fn attempts_before(delivery: &Delivery, queue: &str) -> u32 {
+    deaths_for(delivery, queue)
         .filter_map(|t| match t.inner().get("count") {
             Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).ok(),
             Some(AMQPValue::LongInt(n)) => u32::try_from(*n).ok(),

@@ -49,7 +49,7 @@ async fn failed_message_is_retried_after_the_delay_then_succeeds() -> anyhow::Re
                 let seen = Arc::clone(&seen);
                 async move {
                     seen.lock()
-                        .map(|mut s| s.push((m.attempt, m.data.clone())))
+                        .map(|mut s| s.push((m.attempt, m.routing_key.clone())))
                         .ok();
                     if m.attempt < 3 {
                         Outcome::Retry("not yet".into())
@@ -62,7 +62,9 @@ async fn failed_message_is_retried_after_the_delay_then_succeeds() -> anyhow::Re
         shutdown.clone(),
     ));
 
-    broker.publish("mail.send", "r-1", b"{\"n\":1}").await?;
+    broker
+        .publish("order.confirmed", "r-1", b"{\"n\":1}")
+        .await?;
     let done = eventually(Duration::from_secs(10), || async {
         seen.lock().map(|s| s.len() >= 3).unwrap_or(false)
     })
@@ -73,6 +75,14 @@ async fn failed_message_is_retried_after_the_delay_then_succeeds() -> anyhow::Re
         seen.lock().map(|s| s.len())
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
+    let keys: Vec<String> = seen
+        .lock()
+        .map(|s| s.iter().map(|(_, k)| k.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys, ["order.confirmed"; 3],
+        "the original routing key survives retries"
+    );
     let attempts: Vec<u32> = seen
         .lock()
         .map(|s| s.iter().map(|(a, _)| *a).collect())

@@ -23,6 +23,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod smtp;
+
 /// One test's isolated configuration and the names it owns.
 #[derive(Debug)]
 pub struct TestEnv {

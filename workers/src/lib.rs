@@ -10,6 +10,9 @@ use axum::Router;
 use dropline_core::Config;
 use dropline_core::deps::{Deps, Needs};
 use dropline_core::http::{Dependency, Readiness, Server};
+use tokio_util::sync::CancellationToken;
+
+pub mod mail;
 
 /// The worker kinds of `dropline worker <kind>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,7 @@ impl Kind {
     /// The issue that brings this worker, while it is not built yet.
     pub fn pending_issue(self) -> Option<u32> {
         match self {
-            Self::Mail => Some(3),
+            Self::Mail => None,
             Self::Payment | Self::Confirm | Self::Expiry | Self::All => Some(5),
         }
     }
@@ -35,9 +38,10 @@ impl Kind {
     /// What the worker connects to.
     pub fn needs(self) -> Needs {
         match self {
+            // Redis holds the "already sent" markers that keep a mail from going out twice.
             Self::Mail => Needs {
                 mysql: false,
-                redis: false,
+                redis: true,
                 amqp: true,
             },
             _ => Needs::ALL,
@@ -72,6 +76,23 @@ impl FromStr for Kind {
                 Self::NAMES.join(", ")
             )),
         }
+    }
+}
+
+/// Runs the worker of `kind` until `shutdown` fires. `deps` must hold what [`Kind::needs`]
+/// names. Kinds still pending return an error naming the issue that brings them.
+pub async fn run(
+    kind: Kind,
+    config: &Config,
+    deps: &Deps,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match (kind, kind.pending_issue()) {
+        (Kind::Mail, _) => mail::run(config, deps, shutdown).await,
+        (other, Some(issue)) => {
+            anyhow::bail!("the {other} worker is not built yet (it arrives with issue #{issue})")
+        }
+        (other, None) => anyhow::bail!("the {other} worker has no runner"),
     }
 }
 

@@ -1,0 +1,361 @@
+//! The mail worker: consumes `<prefix>.mail` and sends each `mail.send` over SMTP.
+//!
+//! - `mail.send` (an [`Envelope<MailSend>`]): the e-mail is built with lettre (`From` =
+//!   `smtp.from`, `To`, `Subject`, a UTF-8 plain-text body, and `Message-ID:
+//!   <envelope-id@from-domain>` so a duplicate is recognisable at the receiving end) and sent
+//!   through one pooled SMTP transport per worker.
+//! - `order.confirmed`: its payload type comes with issue #5; until then it is acked with a
+//!   debug log (never parked, so nothing piles up for an operator).
+//!
+//! Deliveries are routed by the envelope's `type` (= its routing key, DESIGN §7): a message
+//! coming back from the retry queue carries the queue name as routing key instead.
+//!
+//! Outcomes: a malformed message (bad JSON, unknown fields, unparsable address) is parked at
+//! once; an SMTP connection failure, timeout or `4xx` reply is retried after
+//! `amqp.retry_delay_ms`; a permanent `5xx` rejection is parked.
+//!
+//! Exactly once, as far as SMTP allows: the broker delivers at least once and a producer may
+//! publish the same envelope twice, so the worker keeps two Redis keys per envelope id:
+//! - `<prefix>:mail:sent:<id>`, set (7 days) right after the server accepted the message;
+//!   a delivery that finds it is acked without sending.
+//! - `<prefix>:mail:sending:<id>`, a short claim (`SET NX`) held while one delivery sends, so
+//!   two copies handled at the same moment (prefetch > 1, or two workers) do not both send.
+//!   The other copy waits for the holder to finish, then acks (sent) or takes the claim
+//!   (the holder failed and let go).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use dropline_core::Config;
+use dropline_core::amqp::MAIL;
+use dropline_core::config::{SmtpConfig, SmtpTls};
+use dropline_core::consumer::{Message, Outcome, consume};
+use dropline_core::deps::Deps;
+use dropline_core::messages::{Envelope, MailSend, kinds};
+use dropline_core::redis::Redis;
+use fred::prelude::*;
+use fred::types::{Expiration, SetOptions};
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio_util::sync::CancellationToken;
+
+/// Each SMTP command (connect, greeting, EHLO, MAIL, ...) fails after this long.
+const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// One whole send (connection and every command) is given up after this long.
+const SEND_LIMIT: Duration = Duration::from_secs(30);
+/// How long a sending claim lives if its holder dies. Longer than [`SEND_LIMIT`], so a live
+/// holder always finishes (and releases the claim) before it expires.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long the "sent" marker is kept: far longer than any redelivery or retry path.
+const SENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often a copy waiting for another copy's claim looks again.
+const CLAIM_POLL: Duration = Duration::from_millis(100);
+
+/// Consumes the mail queue until `shutdown` fires; returns after the deliveries in hand are
+/// finished and the SMTP connections are closed.
+pub async fn run(config: &Config, deps: &Deps, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let broker = deps.broker()?.clone();
+    let mailer = Arc::new(Mailer::new(
+        &config.smtp,
+        deps.redis()?.clone(),
+        shutdown.clone(),
+    )?);
+    tracing::info!(
+        host = %config.smtp.host,
+        port = config.smtp.port,
+        tls = ?config.smtp.tls,
+        "mail worker starting"
+    );
+    let handler = {
+        let mailer = Arc::clone(&mailer);
+        move |message: Message| {
+            let mailer = Arc::clone(&mailer);
+            async move { mailer.handle(message).await }
+        }
+    };
+    let result = consume(broker, MAIL, handler, shutdown).await;
+    mailer.transport.shutdown().await;
+    tracing::info!("mail worker stopped");
+    result
+}
+
+/// Builds the SMTP transport from `smtp.*`: `none` → plain, `starttls` → STARTTLS required,
+/// `tls` → implicit TLS; always on the configured port, with credentials when both
+/// `smtp.user` and `smtp.password` are set.
+fn transport(config: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let builder = match config.tls {
+        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+            .with_context(|| format!("smtp.host `{}`: STARTTLS setup", config.host))?,
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+            .with_context(|| format!("smtp.host `{}`: TLS setup", config.host))?,
+    };
+    let mut builder = builder
+        .port(config.port)
+        .timeout(Some(SMTP_COMMAND_TIMEOUT));
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    Ok(builder.build())
+}
+
+/// What one worker shares between its deliveries.
+struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    redis: Redis,
+    shutdown: CancellationToken,
+}
+
+/// A message that can never be sent as it is: park it.
+struct Malformed(String);
+
+impl Mailer {
+    fn new(config: &SmtpConfig, redis: Redis, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let from: Mailbox = config.from.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "config key `smtp.from`: `{}` is not a mailbox: {e}",
+                config.from
+            )
+        })?;
+        Ok(Self {
+            transport: transport(config)?,
+            from,
+            redis,
+            shutdown,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(message_id, routing_key = %message.routing_key, attempt = message.attempt))]
+    async fn handle(&self, message: Message) -> Outcome {
+        let outcome = self.dispatch(&message).await;
+        match &outcome {
+            Outcome::Ack => {}
+            Outcome::Retry(reason) => {
+                metrics::counter!("dropline_mail_failures_total", "kind" => "retry").increment(1);
+                tracing::warn!(%reason, "mail not sent; will retry");
+            }
+            Outcome::Park(reason) => {
+                metrics::counter!("dropline_mail_failures_total", "kind" => "park").increment(1);
+                tracing::error!(%reason, "mail cannot be sent; parking it");
+            }
+        }
+        outcome
+    }
+
+    /// Routes a delivery by its envelope `type`. The routing key alone is not enough: a
+    /// message coming back from the retry queue carries the dead-letter routing key (the
+    /// queue name), not its original one.
+    async fn dispatch(&self, message: &Message) -> Outcome {
+        let span = tracing::Span::current();
+        if message.routing_key == kinds::ORDER_CONFIRMED {
+            if let Some(id) = &message.message_id {
+                span.record("message_id", id.as_str());
+            }
+            tracing::debug!(
+                "order.confirmed has no payload type yet (it comes with issue #5); acked without sending"
+            );
+            return Outcome::Ack;
+        }
+        let value: serde_json::Value = match serde_json::from_slice(&message.data) {
+            Ok(value) => value,
+            Err(error) => {
+                if let Some(id) = &message.message_id {
+                    span.record("message_id", id.as_str());
+                }
+                return Outcome::Park(format!("malformed message: not JSON: {error}"));
+            }
+        };
+        match value.get("id").and_then(|v| v.as_str()) {
+            Some(id) => span.record("message_id", id),
+            None => span.record("message_id", message.message_id.as_deref().unwrap_or("")),
+        };
+        let Some(kind) = value
+            .get("type")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+        else {
+            return Outcome::Park("malformed message: no envelope `type`".into());
+        };
+        if MAIL.routing_keys.contains(&message.routing_key.as_str()) && message.routing_key != kind
+        {
+            return Outcome::Park(format!(
+                "envelope type `{kind}` arrived with routing key `{}`",
+                message.routing_key
+            ));
+        }
+        match kind.as_str() {
+            kinds::MAIL_SEND => self.mail_send(value).await,
+            kinds::ORDER_CONFIRMED => {
+                tracing::debug!(
+                    "order.confirmed has no payload type yet (it comes with issue #5); acked without sending"
+                );
+                Outcome::Ack
+            }
+            other => Outcome::Park(format!("the mail worker does not handle `{other}`")),
+        }
+    }
+
+    async fn mail_send(&self, value: serde_json::Value) -> Outcome {
+        let envelope: Envelope<MailSend> = match serde_json::from_value(value) {
+            Ok(envelope) => envelope,
+            Err(error) => return Outcome::Park(format!("malformed mail.send: {error}")),
+        };
+        let email = match self.build(&envelope) {
+            Ok(email) => email,
+            Err(Malformed(reason)) => return Outcome::Park(reason),
+        };
+        let id = envelope.id.to_string();
+        let sent_key = self.redis.key(&format!("mail:sent:{id}"));
+        let claim_key = self.redis.key(&format!("mail:sending:{id}"));
+
+        match self.claim(&sent_key, &claim_key).await {
+            Ok(Claim::Ours) => {}
+            Ok(Claim::AlreadySent) => {
+                tracing::info!("mail already sent for this envelope; duplicate acked");
+                return Outcome::Ack;
+            }
+            Ok(Claim::GaveUp) => {
+                return Outcome::Retry("another delivery of this envelope is still sending".into());
+            }
+            Err(error) => {
+                // Without the marker we cannot tell a duplicate; sending blind could mail twice.
+                return Outcome::Retry(format!("redis: {error:#}"));
+            }
+        }
+
+        let result = tokio::time::timeout(SEND_LIMIT, self.transport.send(email)).await;
+        match result {
+            Ok(Ok(_response)) => {
+                // The server has the message. Mark it sent at once; until this SET lands, a
+                // crash (or Redis failing right now) leaves the envelope unmarked and a
+                // redelivery would send it again. That window (one Redis round trip) is what
+                // SMTP leaves us: the send and the marker cannot be one atomic step. (The same
+                // holds when the server took the message but its `250` was lost to a dropped
+                // connection or the timeout: that attempt is retried and mails again.) The
+                // Message-ID, fixed per envelope, lets the receiving side drop such a duplicate.
+                let marked: Result<Option<String>, _> = self
+                    .redis
+                    .pool()
+                    .set(
+                        &sent_key,
+                        "1",
+                        Some(Expiration::EX(SENT_TTL.as_secs() as i64)),
+                        None,
+                        false,
+                    )
+                    .await;
+                match marked {
+                    Ok(_) => {
+                        // The claim is only released once the marker is in place.
+                        let _: Result<i64, _> = self.redis.pool().del(&claim_key).await;
+                    }
+                    Err(error) => {
+                        // Keep the claim (it expires by itself) so a concurrent copy still
+                        // waits; acking is still right: retrying would mail a second time.
+                        tracing::error!(%error, "mail sent but the sent marker could not be written; a redelivered copy could be sent again");
+                    }
+                }
+                metrics::counter!("dropline_mail_sent_total").increment(1);
+                tracing::info!("mail sent");
+                Outcome::Ack
+            }
+            Ok(Err(error)) => {
+                self.release(&claim_key).await;
+                if error.is_permanent() {
+                    Outcome::Park(format!("SMTP server rejected the mail: {error}"))
+                } else {
+                    // 4xx, connection refused or dropped, timeout, garbled reply: may pass.
+                    Outcome::Retry(format!("SMTP: {error}"))
+                }
+            }
+            Err(_elapsed) => {
+                self.release(&claim_key).await;
+                Outcome::Retry(format!("SMTP send took longer than {SEND_LIMIT:?}"))
+            }
+        }
+    }
+
+    /// Builds the e-mail; every failure here is the producer's and parks the message.
+    fn build(&self, envelope: &Envelope<MailSend>) -> Result<lettre::Message, Malformed> {
+        let mail = &envelope.data;
+        let to: Mailbox = mail
+            .to
+            .parse()
+            .map_err(|e| Malformed(format!("`to` is not a mailbox: {e}")))?;
+        if mail.subject.contains(['\r', '\n']) {
+            return Err(Malformed("`subject` contains a line break".into()));
+        }
+        let message_id = format!("<{}@{}>", envelope.id, self.from.email.domain());
+        lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject.clone())
+            .message_id(Some(message_id))
+            .header(ContentType::TEXT_PLAIN)
+            .body(mail.text.clone())
+            .map_err(|e| Malformed(format!("cannot build the e-mail: {e}")))
+    }
+
+    /// Takes the sending claim for one envelope, unless it was sent already. When another
+    /// delivery holds the claim, waits (up to the claim's lifetime) for it to finish.
+    async fn claim(&self, sent_key: &str, claim_key: &str) -> anyhow::Result<Claim> {
+        let pool = self.redis.pool();
+        let deadline = tokio::time::Instant::now() + CLAIM_TTL;
+        loop {
+            let sent: bool = pool.exists(sent_key).await.context("EXISTS sent marker")?;
+            if sent {
+                return Ok(Claim::AlreadySent);
+            }
+            let taken: Option<String> = pool
+                .set(
+                    claim_key,
+                    "1",
+                    Some(Expiration::PX(CLAIM_TTL.as_millis() as i64)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .context("SET NX sending claim")?;
+            if taken.is_some() {
+                // The holder we may have waited for could have finished between our EXISTS and
+                // SET: look once more before sending.
+                let sent: bool = pool.exists(sent_key).await.context("EXISTS sent marker")?;
+                if sent {
+                    self.release(claim_key).await;
+                    return Ok(Claim::AlreadySent);
+                }
+                return Ok(Claim::Ours);
+            }
+            tracing::debug!("another delivery of this envelope is sending it; waiting");
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(Claim::GaveUp),
+                () = tokio::time::sleep(CLAIM_POLL) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Claim::GaveUp);
+            }
+        }
+    }
+
+    async fn release(&self, claim_key: &str) {
+        // Safe without comparing owners: a send is bounded by SEND_LIMIT < CLAIM_TTL, so the
+        // claim being released is still ours. If the DEL fails the claim expires by itself.
+        let released: Result<i64, _> = self.redis.pool().del(claim_key).await;
+        if let Err(error) = released {
+            tracing::warn!(%error, "could not release the sending claim; it expires by itself");
+        }
+    }
+}
+
+enum Claim {
+    /// This delivery may send.
+    Ours,
+    /// The envelope was sent before: ack without sending.
+    AlreadySent,
+    /// Another delivery kept the claim past its lifetime, or we are shutting down: retry later.
+    GaveUp,
+}
