@@ -7,8 +7,8 @@
 //! - `order.confirmed`: its payload type comes with issue #5; until then it is acked with a
 //!   debug log (never parked, so nothing piles up for an operator).
 //!
-//! Deliveries are routed by the envelope's `type` (= its routing key, DESIGN §7): a message
-//! coming back from the retry queue carries the queue name as routing key instead.
+//! Deliveries are routed by the envelope's `type` (= its routing key, DESIGN §7), which the
+//! message itself carries whatever path it took through the retry queue.
 //!
 //! Outcomes: a malformed message (bad JSON, unknown fields, unparsable address) is parked at
 //! once; an SMTP connection failure, timeout or `4xx` reply is retried after
