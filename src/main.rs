@@ -177,8 +177,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             deps.close().await;
         }
         Command::Api => {
+            // Keys first: a missing key is a config error, reported before any connection.
+            let secrets = match dropline_api::Secrets::from_config(&config, false) {
+                Ok(secrets) => secrets,
+                Err(error) => {
+                    eprintln!("dropline: {error:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let deps = connect(&config, Needs::ALL).await?;
-            let server = dropline_api::build(&config, &deps).await?;
+            let server = dropline_api::build(&config, &deps, secrets).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
             server.run(shutdown).await?;
@@ -292,9 +300,10 @@ fn print_listening(servers: &[(&dropline_core::http::Server, &str)]) {
 
 /// Every component in one process, sharing one set of connections.
 async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
+    let secrets = dropline_api::Secrets::from_config(config, true)?;
     let deps = connect(config, Needs::ALL).await?;
     let waitroom = dropline_waitroom::build(config, &deps).await?;
-    let api = dropline_api::build(config, &deps).await?;
+    let api = dropline_api::build(config, &deps, secrets).await?;
     print_listening(&[(&waitroom, ""), (&api, "")]);
     if args.demo {
         let demo = demo::ensure(deps.mysql()?).await?;

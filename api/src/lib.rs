@@ -5,19 +5,46 @@
 //! Redis and RabbitMQ.
 
 pub mod accounts;
+pub mod admin;
+pub mod cache;
+pub mod catalog;
+pub mod extract;
+pub mod limits;
+pub mod sessions;
+pub mod state;
+pub mod users;
 
 use axum::Router;
 use dropline_core::Config;
 use dropline_core::deps::Deps;
 use dropline_core::http::{Dependency, Readiness, Server};
 
+pub use state::{AppState, Secrets};
+
+/// Every api route, with its state.
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .merge(users::routes())
+        .merge(sessions::routes())
+        .merge(catalog::routes())
+        .merge(admin::routes())
+        .with_state(state)
+}
+
 /// Builds the api server on `api.listen` (port 0: any free port).
-pub async fn build(config: &Config, deps: &Deps) -> anyhow::Result<Server> {
+pub async fn build(config: &Config, deps: &Deps, secrets: Secrets) -> anyhow::Result<Server> {
     let readiness = Readiness::new(vec![
         Dependency::Mysql(deps.mysql()?.clone()),
         Dependency::Redis(deps.redis()?.clone()),
         Dependency::Rabbitmq(deps.broker()?.clone()),
     ]);
-    let routes = Router::new();
-    Server::bind("api", config.api_listen(), routes, readiness, &config.http).await
+    let state = AppState::new(config, deps, secrets)?;
+    Server::bind(
+        "api",
+        config.api_listen(),
+        routes(state),
+        readiness,
+        &config.http,
+    )
+    .await
 }

@@ -59,6 +59,9 @@ pub struct Config {
     pub waitroom: WaitroomConfig,
     pub api: ApiConfig,
     pub auth: AuthConfig,
+    pub pii: PiiConfig,
+    pub limits: LimitsConfig,
+    pub cache: CacheConfig,
     pub workers: WorkersConfig,
     pub http: HttpConfig,
     pub mysql: MysqlConfig,
@@ -97,6 +100,47 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    pub email_code_ttl_seconds: u64,
+    pub email_code_max_attempts: u32,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<String>,
+    pub key_id: u8,
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
+}
+
+impl fmt::Debug for PiiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PiiConfig")
+            .field("key_file", &self.key_file)
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .field("key_id", &self.key_id)
+            .field("previous_keys", &self.previous_keys.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub login_per_ip_per_minute: u32,
+    pub login_per_email_per_minute: u32,
+    pub signup_per_ip_per_minute: u32,
+    pub resend_interval_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub ttl_seconds: u64,
+    pub jitter_percent: u8,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -110,6 +154,8 @@ impl fmt::Debug for AuthConfig {
             .field("argon2_memory_kib", &self.argon2_memory_kib)
             .field("argon2_iterations", &self.argon2_iterations)
             .field("argon2_parallelism", &self.argon2_parallelism)
+            .field("email_code_ttl_seconds", &self.email_code_ttl_seconds)
+            .field("email_code_max_attempts", &self.email_code_max_attempts)
             .finish()
     }
 }
@@ -126,6 +172,7 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     pub request_timeout_seconds: u64,
     pub shutdown_grace_seconds: u64,
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Clone, Deserialize)]
@@ -291,6 +338,53 @@ impl Config {
             return Err(ConfigError::invalid(
                 "auth.argon2_memory_kib",
                 "argon2 needs iterations >= 1, parallelism >= 1 and memory >= 8 KiB per lane",
+            ));
+        }
+        positive(
+            "auth.email_code_ttl_seconds",
+            self.auth.email_code_ttl_seconds,
+        )?;
+        positive(
+            "auth.email_code_max_attempts",
+            u64::from(self.auth.email_code_max_attempts),
+        )?;
+        if self.pii.key_file.is_some() && self.pii.key.is_some() {
+            return Err(ConfigError::invalid(
+                "pii.key",
+                "set pii.key_file or pii.key, not both",
+            ));
+        }
+        if self.pii.key_id == 0 {
+            return Err(ConfigError::invalid("pii.key_id", "expected 1 to 255"));
+        }
+        if let Some(key) = &self.pii.key {
+            crate::pii::parse_key(key).map_err(|e| ConfigError::invalid("pii.key", e))?;
+        }
+        for entry in &self.pii.previous_keys {
+            crate::pii::parse_previous(entry)
+                .map_err(|e| ConfigError::invalid("pii.previous_keys", e))?;
+        }
+        positive(
+            "limits.login_per_ip_per_minute",
+            u64::from(self.limits.login_per_ip_per_minute),
+        )?;
+        positive(
+            "limits.login_per_email_per_minute",
+            u64::from(self.limits.login_per_email_per_minute),
+        )?;
+        positive(
+            "limits.signup_per_ip_per_minute",
+            u64::from(self.limits.signup_per_ip_per_minute),
+        )?;
+        positive(
+            "limits.resend_interval_seconds",
+            self.limits.resend_interval_seconds,
+        )?;
+        positive("cache.ttl_seconds", self.cache.ttl_seconds)?;
+        if self.cache.jitter_percent > 50 {
+            return Err(ConfigError::invalid(
+                "cache.jitter_percent",
+                "expected 0 to 50",
             ));
         }
         if self.http.body_limit_bytes == 0 {

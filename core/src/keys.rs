@@ -172,6 +172,32 @@ impl KeyRing {
     }
 }
 
+/// The access-token key ring from `[auth]`: the signing key (`signing_key` or
+/// `signing_key_file`) and every `verify_key_files` entry. `Ok(None)` when no key at all is
+/// configured, so the caller decides between refusing to start and a throw-away dev key.
+pub fn access_ring(auth: &crate::config::AuthConfig) -> anyhow::Result<Option<KeyRing>> {
+    let signer = match (&auth.signing_key, &auth.signing_key_file) {
+        (Some(pem), _) => Some(SigningKeyPair::from_pem(pem).context("auth.signing_key")?),
+        (None, Some(path)) => Some(
+            SigningKeyPair::from_pem(&read_pem("auth.signing_key_file", path)?)
+                .with_context(|| format!("auth.signing_key_file {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let others = auth
+        .verify_key_files
+        .iter()
+        .map(|path| {
+            PublicKey::from_pem(&read_pem("auth.verify_key_files", path)?)
+                .with_context(|| format!("auth.verify_key_files {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if signer.is_none() && others.is_empty() {
+        return Ok(None);
+    }
+    KeyRing::new(signer, others).map(Some)
+}
+
 /// Reads a PEM file, naming the config key in the error.
 pub fn read_pem(key: &str, path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("{key}: cannot read {}", path.display()))

@@ -18,6 +18,7 @@ pub mod lua;
 pub mod messages;
 pub mod mysql;
 pub mod password;
+pub mod pii;
 pub mod redis;
 pub mod retry;
 pub mod shutdown;

@@ -1,0 +1,105 @@
+//! What every api handler shares: configuration, connections, keys, limiters and caches.
+
+use std::sync::Arc;
+
+use dropline_core::Config;
+use dropline_core::amqp::Broker;
+use dropline_core::deps::Deps;
+use dropline_core::keys::{KeyRing, SigningKeyPair};
+use dropline_core::password::Hasher;
+use dropline_core::pii::Pii;
+use dropline_core::redis::Redis;
+use sqlx::MySqlPool;
+
+use crate::limits::Limits;
+
+/// The secrets the api needs: the access-token key ring (with a signing key) and the PII keys.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub keys: Arc<KeyRing>,
+    pub pii: Pii,
+}
+
+impl Secrets {
+    /// Loads the keys from `[auth]` and `[pii]`. With `allow_dev` (only `dropline all`), a
+    /// missing key is replaced by a throw-away one and a warning says so; otherwise a missing
+    /// key is an error naming the config key.
+    pub fn from_config(config: &Config, allow_dev: bool) -> anyhow::Result<Self> {
+        let ring = dropline_core::keys::access_ring(&config.auth)?;
+        let keys = match ring {
+            Some(ring) if ring.signer().is_some() => ring,
+            Some(_) | None if allow_dev => {
+                tracing::warn!(
+                    "no auth.signing_key configured: using a throw-away key; access tokens stop working at restart"
+                );
+                let others = ring
+                    .map(|r| r.public_keys().cloned().collect())
+                    .unwrap_or_default();
+                KeyRing::new(Some(SigningKeyPair::generate()?), others)?
+            }
+            _ => anyhow::bail!(
+                "the api needs a signing key for access tokens: set auth.signing_key_file \
+                 (or DROPLINE_AUTH__SIGNING_KEY) to an Ed25519 PKCS#8 PEM key \
+                 (`openssl genpkey -algorithm ed25519`)"
+            ),
+        };
+        let pii = match Pii::from_config(&config.pii)? {
+            Some(pii) => pii,
+            None if allow_dev => {
+                tracing::warn!(
+                    "no pii.key configured: using a throw-away key; phone and address stored now cannot be read after a restart"
+                );
+                Pii::generate()?
+            }
+            None => anyhow::bail!(
+                "the api needs a key for personal data: set pii.key_file (or DROPLINE_PII__KEY) \
+                 to 32 random bytes in base64 (`openssl rand -base64 32`)"
+            ),
+        };
+        Ok(Self {
+            keys: Arc::new(keys),
+            pii,
+        })
+    }
+}
+
+/// Cheap to clone: one `Arc`.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: Config,
+    pub mysql: MySqlPool,
+    pub redis: Redis,
+    pub broker: Broker,
+    pub keys: Arc<KeyRing>,
+    pub pii: Pii,
+    pub hasher: Hasher,
+    pub limits: Limits,
+    pub cache: crate::cache::Cache,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: &Config, deps: &Deps, secrets: Secrets) -> anyhow::Result<Self> {
+        let redis = deps.redis()?.clone();
+        Ok(Self(Arc::new(Inner {
+            mysql: deps.mysql()?.clone(),
+            broker: deps.broker()?.clone(),
+            keys: secrets.keys,
+            pii: secrets.pii,
+            hasher: config.auth.hasher()?,
+            limits: Limits::new(&config.limits)?,
+            cache: crate::cache::Cache::new(redis.clone(), &config.cache),
+            redis,
+            config: config.clone(),
+        })))
+    }
+}

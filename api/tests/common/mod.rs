@@ -1,0 +1,198 @@
+//! Shared harness for the api's integration tests: a real api server (own database, Redis
+//! prefix and queue names per test, on a free port), throw-away keys, and helpers to make
+//! accounts and tokens without going through e-mail.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dropline_api::accounts::create_verified_user;
+use dropline_api::{AppState, Secrets};
+use dropline_core::deps::{Deps, Needs};
+use dropline_core::keys::{KeyRing, SigningKeyPair};
+use dropline_core::pii::Pii;
+use dropline_core::tokens::{self, Role};
+use dropline_testkit::TestEnv;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Cheap argon2 settings for tests that do not measure hashing (OWASP floor is for production).
+pub const FAST_ARGON2: [(&str, &str); 3] = [
+    ("AUTH__ARGON2_MEMORY_KIB", "64"),
+    ("AUTH__ARGON2_ITERATIONS", "1"),
+    ("AUTH__ARGON2_PARALLELISM", "1"),
+];
+
+/// A running api server and what a test needs around it.
+pub struct TestApi {
+    pub env: TestEnv,
+    pub deps: Deps,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub keys: Arc<KeyRing>,
+    pub pii: Pii,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// A response: status, headers and the JSON body (`Value::Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The contract error code, when the body is an error.
+    pub fn code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+
+    /// Asserts the status and, for errors, the contract's shape and code.
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: Option<&str>) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        if let Some(code) = code {
+            assert_eq!(self.code(), Some(code), "body: {}", self.body);
+            assert!(
+                self.body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "error without a message: {}",
+                self.body
+            );
+        }
+        self
+    }
+}
+
+impl TestApi {
+    /// Starts an api with fast argon2 and `extra` config overrides (env form).
+    pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let mut overrides: Vec<(&str, &str)> = FAST_ARGON2.to_vec();
+        overrides.extend_from_slice(extra);
+        let env = TestEnv::with_overrides(&overrides)?;
+        let deps = Deps::connect(&env.config, Needs::ALL).await?;
+        let keys = Arc::new(KeyRing::new(Some(SigningKeyPair::generate()?), vec![])?);
+        let pii = Pii::generate()?;
+        let secrets = Secrets {
+            keys: keys.clone(),
+            pii: pii.clone(),
+        };
+        let state = AppState::new(&env.config, &deps, secrets.clone())?;
+        let server = dropline_api::build(&env.config, &deps, secrets).await?;
+        let base = format!("http://{}", server.addr());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(server.run(shutdown.clone()));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            env,
+            deps,
+            base,
+            http,
+            keys,
+            pii,
+            state,
+            shutdown,
+            server,
+        })
+    }
+
+    pub fn mysql(&self) -> &sqlx::MySqlPool {
+        &self.state.mysql
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Reply> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<Reply> {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> anyhow::Result<Reply> {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// A verified account made directly (no e-mail); returns its id and an access token.
+    pub async fn user(&self, email: &str, role: Role) -> anyhow::Result<(Uuid, String)> {
+        let id = create_verified_user(
+            self.mysql(),
+            &self.state.hasher,
+            email,
+            "correct horse battery",
+            None,
+            role,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((id, self.token(id, role)?))
+    }
+
+    /// An access token for `user` signed by this server's key.
+    pub fn token(&self, user: Uuid, role: Role) -> anyhow::Result<String> {
+        let (token, _) = tokens::issue_access(&self.keys, user, role, Duration::from_secs(600))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(token)
+    }
+
+    /// An admin's access token.
+    pub async fn admin(&self) -> anyhow::Result<String> {
+        let email = format!("admin-{}@example.com", Uuid::new_v4().simple());
+        Ok(self.user(&email, Role::Admin).await?.1)
+    }
+
+    /// A buyer's access token.
+    pub async fn buyer(&self) -> anyhow::Result<String> {
+        let email = format!("buyer-{}@example.com", Uuid::new_v4().simple());
+        Ok(self.user(&email, Role::Buyer).await?.1)
+    }
+
+    /// Stops the server (must return within 10 s), closes clients, removes the test's data.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.server).await???;
+        self.deps.close().await;
+        self.env.cleanup().await
+    }
+}
