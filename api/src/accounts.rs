@@ -1,7 +1,6 @@
-//! Accounts: input rules for e-mail, password and name, and storing a user.
+//! Accounts: input rules for e-mail, password, name, phone and address, and storing a user.
 //!
-//! The HTTP sign-up flow (with e-mail verification) arrives with issue #3; what is here is
-//! shared by it and by `dropline user create`.
+//! Shared by the HTTP sign-up flow (`users`) and by `dropline user create`.
 
 use chrono::{SubsecRound, Utc};
 use dropline_core::password::Hasher;
@@ -67,6 +66,40 @@ pub fn check_name(name: &str) -> Result<String, CreateError> {
     }
 }
 
+/// Phones are 4 to 32 characters of digits, spaces and `+ - ( ) .`, with at least 4 digits.
+pub fn check_phone(phone: &str) -> Result<String, CreateError> {
+    let phone = phone.trim();
+    let ok = (4..=32).contains(&phone.chars().count())
+        && phone
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')' | '.'))
+        && phone.chars().filter(char::is_ascii_digit).count() >= 4;
+    if ok {
+        Ok(phone.to_owned())
+    } else {
+        Err(CreateError::Invalid(
+            "phone: expected 4 to 32 characters of digits, spaces and + - ( ) .".into(),
+        ))
+    }
+}
+
+/// Addresses are 1 to 500 characters after trimming (line breaks allowed).
+pub fn check_address(address: &str) -> Result<String, CreateError> {
+    let address = address.trim();
+    let n = address.chars().count();
+    if (1..=500).contains(&n)
+        && !address
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r')
+    {
+        Ok(address.to_owned())
+    } else {
+        Err(CreateError::Invalid(
+            "address: expected 1 to 500 characters".into(),
+        ))
+    }
+}
+
 /// Creates an account that is verified at once (no e-mail), e.g. the first admin.
 pub async fn create_verified_user(
     pool: &MySqlPool,
@@ -120,6 +153,22 @@ mod tests {
         ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn phones_and_addresses_are_checked() {
+        assert_eq!(
+            check_phone(" +82 10-1234-5678 ").ok().as_deref(),
+            Some("+82 10-1234-5678")
+        );
+        for bad in ["", "12", "call me", "010-1234-5678; DROP", &"1".repeat(33)] {
+            assert!(check_phone(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_address("서울특별시 중구 세종대로 110").is_ok());
+        assert!(check_address("line one\nline two").is_ok());
+        assert!(check_address("   ").is_err());
+        assert!(check_address(&"a".repeat(501)).is_err());
+        assert!(check_address("nul\0byte").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cache;
 pub mod catalog;
 pub mod extract;
+pub mod fail;
 pub mod limits;
 pub mod sessions;
 pub mod state;

@@ -78,6 +78,8 @@ pub struct Inner {
     pub hasher: Hasher,
     pub limits: Limits,
     pub cache: crate::cache::Cache,
+    /// A hash of a random password, verified against when a login names an unknown address.
+    dummy_hash: tokio::sync::OnceCell<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -100,6 +102,19 @@ impl AppState {
             cache: crate::cache::Cache::new(redis.clone(), &config.cache),
             redis,
             config: config.clone(),
+            dummy_hash: tokio::sync::OnceCell::new(),
         })))
+    }
+
+    /// See [`Inner::dummy_hash`]; made on first use with the configured argon2 cost.
+    pub async fn dummy_hash(&self) -> Result<String, dropline_core::error::ApiError> {
+        self.dummy_hash
+            .get_or_try_init(|| async {
+                let random = dropline_core::pii::random_key_base64();
+                self.hasher.hash_async(random).await
+            })
+            .await
+            .cloned()
+            .map_err(dropline_core::error::ApiError::internal)
     }
 }

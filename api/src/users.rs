@@ -1,9 +1,485 @@
-//! Placeholder while the accounts endpoints are written.
+//! Accounts over HTTP: sign-up with an e-mail code, verification, resending the code, the
+//! caller's profile, and password change (DESIGN §9, api).
+//!
+//! Sign-up never waits on SMTP: the user, the hashed code and a `mail.send` message are
+//! written together (the publish is confirmed by the broker before the transaction commits,
+//! so either both happen or neither does) and the mail worker delivers it.
 
-use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json as AxumJson, Router};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::http::Json;
+use dropline_core::messages::{Envelope, MailSend, kinds};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sqlx::{MySql, Transaction};
+use uuid::Uuid;
 
+use crate::accounts::{self, CreateError};
+use crate::extract::{Caller, ClientIp};
+use crate::fail;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/users", post(sign_up))
+        .route("/api/users/verify", post(verify))
+        .route("/api/users/verify/resend", post(resend))
+        .route("/api/me", get(me))
+        .route("/api/me/password", put(change_password))
+}
+
+impl From<CreateError> for ApiError {
+    fn from(error: CreateError) -> Self {
+        match error {
+            CreateError::Invalid(message) => ApiError::bad_request(message),
+            CreateError::EmailTaken => ApiError::code(ErrorCode::EmailTaken),
+            CreateError::Other(e) => ApiError::internal(e),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignUp {
+    email: String,
+    password: String,
+    name: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SignedUp {
+    id: Uuid,
+    email: String,
+    verified: bool,
+}
+
+/// Associated data binding an encrypted column value to its row.
+pub fn pii_aad(column: &str, user: Uuid) -> Vec<u8> {
+    format!("users.{column}:{user}").into_bytes()
+}
+
+async fn sign_up(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<SignUp>,
+) -> Result<Response, ApiError> {
+    state.limits.signup(ip)?;
+    let email = accounts::normalize_email(&body.email)?;
+    accounts::check_password(&body.password)?;
+    let name = accounts::check_name(&body.name)?;
+    let phone = body
+        .phone
+        .as_deref()
+        .map(accounts::check_phone)
+        .transpose()?;
+    let address = body
+        .address
+        .as_deref()
+        .map(accounts::check_address)
+        .transpose()?;
+
+    // Cheap check before paying for argon2; the unique key still decides under a race.
+    let taken: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE email = ?")
+        .bind(&email)
+        .fetch_optional(&state.mysql)
+        .await
+        .map_err(|e| fail::db("checking the e-mail", e))?;
+    if taken.is_some() {
+        return Err(ApiError::code(ErrorCode::EmailTaken));
+    }
+    let hash = state
+        .hasher
+        .hash_async(body.password)
+        .await
+        .map_err(ApiError::internal)?;
+
+    let id = Uuid::now_v7();
+    let now = Utc::now().trunc_subsecs(3);
+    let encrypt = |column: &str, value: Option<String>| -> Result<Option<Vec<u8>>, ApiError> {
+        value
+            .map(|v| state.pii.encrypt(&v, &pii_aad(column, id)))
+            .transpose()
+            .map_err(ApiError::internal)
+    };
+    let phone_enc = encrypt("phone", phone)?;
+    let address_enc = encrypt("address", address)?;
+
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting sign-up", e))?;
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, email, password_hash, name, phone_enc, address_enc, role, \
+         email_verified_at, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, 'buyer', NULL, ?, ?)",
+    )
+    .bind(id)
+    .bind(&email)
+    .bind(&hash)
+    .bind(&name)
+    .bind(phone_enc)
+    .bind(address_enc)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::code(ErrorCode::EmailTaken));
+        }
+        Err(e) => return Err(fail::db("inserting a user", e)),
+    }
+    issue_code(&state, &mut tx, id, &email, now).await?;
+    tx.commit()
+        .await
+        .map_err(|e| fail::db("committing sign-up", e))?;
+    metrics::counter!("dropline_signups_total").increment(1);
+    tracing::info!(user = %id, "signed up; verification code sent to the mail queue");
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(SignedUp {
+            id,
+            email,
+            verified: false,
+        }),
+    )
+        .into_response())
+}
+
+/// Six random digits, uniform over 000000..=999999.
+fn new_code() -> String {
+    format!("{:06}", rand::rng().random_range(0..1_000_000u32))
+}
+
+fn code_digest(state: &AppState, user: Uuid, code: &str) -> Vec<u8> {
+    state
+        .pii
+        .digest("email-code", format!("{user}:{code}").as_bytes())
+}
+
+/// Stores a fresh code for `user` (replacing any earlier one, tries reset) and publishes the
+/// e-mail carrying it, inside `tx`: the caller commits only once the broker confirmed.
+async fn issue_code(
+    state: &AppState,
+    tx: &mut Transaction<'_, MySql>,
+    user: Uuid,
+    email: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let code = new_code();
+    let ttl = state.config.auth.email_code_ttl_seconds;
+    let expires = now + Duration::seconds(i64::try_from(ttl).unwrap_or(600));
+    sqlx::query(
+        "INSERT INTO email_codes (user_id, code_hash, attempts, expires_at, sent_at) \
+         VALUES (?, ?, 0, ?, ?) \
+         ON DUPLICATE KEY UPDATE code_hash = VALUES(code_hash), attempts = 0, \
+         expires_at = VALUES(expires_at), sent_at = VALUES(sent_at)",
+    )
+    .bind(user)
+    .bind(code_digest(state, user, &code))
+    .bind(expires)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| fail::db("storing a verification code", e))?;
+    let minutes = ttl.div_ceil(60);
+    let mail = Envelope::new(
+        kinds::MAIL_SEND,
+        MailSend {
+            to: email.to_owned(),
+            subject: "Dropline verification code / 인증 코드".to_owned(),
+            text: format!(
+                "Your Dropline verification code: {code}\n\
+                 It expires in {minutes} minutes. If you did not sign up, ignore this e-mail.\n\n\
+                 Dropline 인증 코드: {code}\n\
+                 {minutes}분 안에 입력해 주세요. 가입하지 않으셨다면 이 메일을 무시하세요.\n"
+            ),
+        },
+    );
+    let payload = mail.to_json().map_err(ApiError::internal)?;
+    state
+        .broker
+        .publish(kinds::MAIL_SEND, &mail.id.to_string(), &payload)
+        .await
+        .map_err(|e| fail::broker("queueing the verification e-mail", e))?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Verify {
+    email: String,
+    code: String,
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    Json(body): Json<Verify>,
+) -> Result<Response, ApiError> {
+    let invalid = |message: &str| ApiError::new(ErrorCode::InvalidCode, message);
+    let Ok(email) = accounts::normalize_email(&body.email) else {
+        return Err(invalid("the code is wrong or has expired"));
+    };
+    let code = body.code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("the code is six digits"));
+    }
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting verification", e))?;
+    let user: Option<(Uuid, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT id, email_verified_at FROM users WHERE email = ? FOR UPDATE")
+            .bind(&email)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| fail::db("reading the user", e))?;
+    // An unknown address gets the same answer as a wrong code: no account enumeration.
+    let Some((user, verified_at)) = user else {
+        return Err(invalid("the code is wrong or has expired"));
+    };
+    if verified_at.is_some() {
+        return Ok(verified_response());
+    }
+    let pending: Option<(Vec<u8>, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT code_hash, attempts, expires_at FROM email_codes WHERE user_id = ? FOR UPDATE",
+    )
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| fail::db("reading the code", e))?;
+    let Some((stored, attempts, expires_at)) = pending else {
+        return Err(invalid("no code is pending: ask for a new one"));
+    };
+    let max = i32::try_from(state.config.auth.email_code_max_attempts).unwrap_or(5);
+    if attempts >= max {
+        return Err(invalid("too many wrong tries: ask for a new code"));
+    }
+    if expires_at <= Utc::now() {
+        return Err(invalid("the code has expired: ask for a new one"));
+    }
+    if !constant_time_eq(&stored, &code_digest(&state, user, code)) {
+        sqlx::query("UPDATE email_codes SET attempts = attempts + 1 WHERE user_id = ?")
+            .bind(user)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| fail::db("counting a wrong code", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| fail::db("counting a wrong code", e))?;
+        let left = max - attempts - 1;
+        metrics::counter!("dropline_email_codes_wrong_total").increment(1);
+        return Err(if left > 0 {
+            invalid(&format!("the code is wrong ({left} tries left)"))
+        } else {
+            invalid("the code is wrong and now burnt: ask for a new one")
+        });
+    }
+    let now = Utc::now().trunc_subsecs(3);
+    sqlx::query("UPDATE users SET email_verified_at = ?, updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(now)
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| fail::db("marking the user verified", e))?;
+    sqlx::query("DELETE FROM email_codes WHERE user_id = ?")
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| fail::db("removing the spent code", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| fail::db("committing verification", e))?;
+    tracing::info!(%user, "e-mail verified");
+    Ok(verified_response())
+}
+
+fn verified_response() -> Response {
+    AxumJson(serde_json::json!({"verified": true})).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resend {
+    email: String,
+}
+
+/// Always 202 for a well-formed address, whether or not an unverified account has it, so the
+/// endpoint does not reveal who signed up. Limited per address.
+async fn resend(
+    State(state): State<AppState>,
+    Json(body): Json<Resend>,
+) -> Result<Response, ApiError> {
+    let email = accounts::normalize_email(&body.email)?;
+    state.limits.resend(&email)?;
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting resend", e))?;
+    let user: Option<(Uuid, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT id, email_verified_at FROM users WHERE email = ? FOR UPDATE")
+            .bind(&email)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| fail::db("reading the user", e))?;
+    if let Some((user, None)) = user {
+        issue_code(&state, &mut tx, user, &email, Utc::now().trunc_subsecs(3)).await?;
+        tx.commit()
+            .await
+            .map_err(|e| fail::db("committing resend", e))?;
+        tracing::info!(%user, "verification code sent again");
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        AxumJson(serde_json::json!({"status": "accepted"})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct Profile {
+    id: Uuid,
+    email: String,
+    name: String,
+    phone: Option<String>,
+    address: Option<String>,
+    role: String,
+    verified: bool,
+    created_at: DateTime<Utc>,
+}
+
+type ProfileRow = (
+    Uuid,
+    String,
+    String,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    String,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+);
+
+async fn me(State(state): State<AppState>, Caller(claims): Caller) -> Result<Response, ApiError> {
+    let row: Option<ProfileRow> = sqlx::query_as(
+        "SELECT id, email, name, phone_enc, address_enc, role, email_verified_at, created_at \
+         FROM users WHERE id = ?",
+    )
+    .bind(claims.sub)
+    .fetch_optional(&state.mysql)
+    .await
+    .map_err(|e| fail::db("reading the profile", e))?;
+    let Some((id, email, name, phone, address, role, verified_at, created_at)) = row else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the account no longer exists",
+        ));
+    };
+    // A value that does not decrypt (a key that is no longer configured) is reported and left
+    // out rather than failing the whole profile.
+    let decrypt = |column: &str, value: Option<Vec<u8>>| {
+        value.and_then(|v| match state.pii.decrypt(&v, &pii_aad(column, id)) {
+            Ok(plain) => Some(plain),
+            Err(error) => {
+                tracing::error!(user = %id, column, error = format!("{error:#}"), "cannot decrypt personal data");
+                metrics::counter!("dropline_pii_decrypt_failures_total").increment(1);
+                None
+            }
+        })
+    };
+    Ok(AxumJson(Profile {
+        id,
+        email,
+        name,
+        phone: decrypt("phone", phone),
+        address: decrypt("address", address),
+        role,
+        verified: verified_at.is_some(),
+        created_at,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// Checks the current password, stores the new one and revokes every refresh token of the
+/// account (other devices must sign in again; access tokens run out within their short TTL).
+async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Caller(claims): Caller,
+    Json(body): Json<ChangePassword>,
+) -> Result<Response, ApiError> {
+    accounts::check_password(&body.new_password)?;
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT email, password_hash FROM users WHERE id = ?")
+            .bind(claims.sub)
+            .fetch_optional(&state.mysql)
+            .await
+            .map_err(|e| fail::db("reading the account", e))?;
+    let Some((email, stored)) = row else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "the account no longer exists",
+        ));
+    };
+    // Guessing the current password is limited like logins are.
+    state.limits.login(ip, &email)?;
+    let ok = state
+        .hasher
+        .verify_async(body.current_password, stored)
+        .await
+        .map_err(ApiError::internal)?;
+    if !ok {
+        return Err(ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the current password is wrong",
+        ));
+    }
+    let hash = state
+        .hasher
+        .hash_async(body.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let now = Utc::now().trunc_subsecs(3);
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting password change", e))?;
+    sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+        .bind(&hash)
+        .bind(now)
+        .bind(claims.sub)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| fail::db("storing the new password", e))?;
+    let revoked = crate::sessions::revoke_user(&mut tx, claims.sub, now).await?;
+    tx.commit()
+        .await
+        .map_err(|e| fail::db("committing password change", e))?;
+    tracing::info!(user = %claims.sub, revoked, "password changed; refresh tokens revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -14,6 +14,8 @@ use dropline_core::keys::{KeyRing, SigningKeyPair};
 use dropline_core::pii::Pii;
 use dropline_core::tokens::{self, Role};
 use dropline_testkit::TestEnv;
+use dropline_testkit::smtp::SmtpSink;
+use dropline_workers::Kind;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -38,6 +40,9 @@ pub struct TestApi {
     pub state: AppState,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
+    /// With [`TestApi::start_with_mail`]: the SMTP sink the mail worker delivers to.
+    pub sink: Option<SmtpSink>,
+    mail_worker: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 /// A response: status, headers and the JSON body (`Value::Null` when empty or not JSON).
@@ -73,6 +78,73 @@ impl Reply {
 }
 
 impl TestApi {
+    /// Starts an api and a mail worker delivering to a fresh [`SmtpSink`].
+    pub async fn start_with_mail(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let sink = SmtpSink::start().await?;
+        let port = sink.port();
+        let mut overrides = vec![
+            ("SMTP__HOST", "127.0.0.1"),
+            ("SMTP__PORT", port.as_str()),
+            ("SMTP__TLS", "none"),
+            ("AMQP__RETRY_DELAY_MS", "200"),
+            ("AMQP__MAX_ATTEMPTS", "100"),
+        ];
+        overrides.extend_from_slice(extra);
+        let mut api = Self::start(&overrides).await?;
+        let worker = tokio::spawn({
+            let (config, deps, shutdown) = (
+                api.env.config.clone(),
+                api.deps.clone(),
+                api.shutdown.clone(),
+            );
+            async move { dropline_workers::run(Kind::Mail, &config, &deps, shutdown).await }
+        });
+        api.sink = Some(sink);
+        api.mail_worker = Some(worker);
+        Ok(api)
+    }
+
+    /// The sink of [`TestApi::start_with_mail`].
+    pub fn sink(&self) -> anyhow::Result<&SmtpSink> {
+        self.sink
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("started without mail"))
+    }
+
+    /// Waits for the `n`-th message to `to` (1-based) and returns its six-digit code.
+    pub async fn code_for(&self, to: &str, n: usize) -> anyhow::Result<String> {
+        let sink = self.sink()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mails: Vec<_> = sink
+                .messages()
+                .into_iter()
+                .filter(|m| m.recipients.iter().any(|r| r == to))
+                .collect();
+            if let Some(mail) = mails.get(n - 1) {
+                return mail
+                    .digit_code(6)
+                    .ok_or_else(|| anyhow::anyhow!("no six-digit code in the mail to {to}"));
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "mail #{n} to {to} did not arrive within 20 s ({} arrived)",
+                mails.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Mails delivered to `to` so far.
+    pub fn mails_to(&self, to: &str) -> usize {
+        self.sink.as_ref().map_or(0, |sink| {
+            sink.messages()
+                .iter()
+                .filter(|m| m.recipients.iter().any(|r| r == to))
+                .count()
+        })
+    }
+
     /// Starts an api with fast argon2 and `extra` config overrides (env form).
     pub async fn start(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         let _ = tracing_subscriber::fmt()
@@ -107,6 +179,8 @@ impl TestApi {
             state,
             shutdown,
             server,
+            sink: None,
+            mail_worker: None,
         })
     }
 
@@ -192,6 +266,9 @@ impl TestApi {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.server).await???;
+        if let Some(worker) = self.mail_worker {
+            tokio::time::timeout(Duration::from_secs(10), worker).await???;
+        }
         self.deps.close().await;
         self.env.cleanup().await
     }
