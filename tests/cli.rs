@@ -304,3 +304,80 @@ fn user_create_makes_a_verified_account_and_refuses_bad_input() -> anyhow::Resul
         env.cleanup().await
     })
 }
+
+#[test]
+fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
+    use dropline_core::keys::SigningKeyPair;
+    // Nothing reachable: the key check must come before any connection attempt.
+    let unreachable = |cmd: &mut Command| {
+        cmd.env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
+            .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1")
+            .env("DROPLINE_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f");
+    };
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    let (code, _, stderr) = output(cmd.arg("api"))?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("auth.signing_key_file"), "{stderr}");
+
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("access.pem");
+    std::fs::write(&key_path, SigningKeyPair::generate()?.to_pem()?)?;
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    cmd.env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path);
+    let (code, _, stderr) = output(cmd.arg("api"))?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pii.key_file"), "{stderr}");
+
+    // A malformed PII key is a configuration error naming the key.
+    let (code, _, stderr) = output(
+        dropline()
+            .args(["config", "check"])
+            .env("DROPLINE_PII__KEY", "c2hvcnQ="),
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("pii.key"), "{stderr}");
+
+    // With both keys the api starts and is ready.
+    let env = TestEnv::new()?;
+    let mut cmd = dropline();
+    isolated(&mut cmd, &env);
+    let mut child = cmd
+        .arg("api")
+        .env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path)
+        .env("DROPLINE_PII__KEY", dropline_core::pii::random_key_base64())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on "));
+    let result = (|| -> anyhow::Result<()> {
+        let url = line
+            .as_deref()
+            .and_then(|l| l.split("listening on ").nth(1))
+            .ok_or_else(|| anyhow::anyhow!("the api did not print its address"))?
+            .trim()
+            .to_owned();
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            let r = reqwest::get(format!("{url}/readyz")).await?;
+            assert_eq!(r.status(), 200);
+            Ok(())
+        })
+    })();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    let status = child.wait()?;
+    result?;
+    assert!(status.success(), "{status:?}");
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(env.cleanup())
+}

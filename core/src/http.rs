@@ -315,8 +315,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = bound.addr;
     let signal = shutdown.clone();
+    use axum::serve::ListenerExt;
+    // Small JSON answers go out at once instead of waiting on Nagle's algorithm.
+    let listener = bound.listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
-        bound.listener,
+        listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move { signal.cancelled().await });
