@@ -249,6 +249,25 @@ impl Broker {
             .context("opening a RabbitMQ channel")
     }
 
+    /// Messages ready in `queue` (a passive declare: fails if the queue does not exist). For
+    /// tests and operators' gauges; it does not count unacknowledged deliveries.
+    pub async fn queue_len(&self, queue: &str) -> anyhow::Result<u32> {
+        let channel = self.channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("inspecting queue {queue}"));
+        let _ = channel.close(200, "done".into()).await;
+        Ok(declared?.message_count())
+    }
+
     /// Readiness probe: connected, with a working publishing channel.
     pub async fn ping(&self) -> anyhow::Result<()> {
         let guard = self.inner.live.read().await;

@@ -20,20 +20,6 @@ async fn fast_retry_env(max_attempts: &str) -> anyhow::Result<(TestEnv, Broker)>
     Ok((env, broker))
 }
 
-async fn queue_len(broker: &Broker, queue: &str) -> anyhow::Result<u32> {
-    let channel = broker.channel().await?;
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await?;
-    Ok(q.message_count())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_message_is_retried_after_the_delay_then_succeeds() -> anyhow::Result<()> {
@@ -93,7 +79,7 @@ async fn failed_message_is_retried_after_the_delay_then_succeeds() -> anyhow::Re
         "acked on the third attempt and never again"
     );
     let names = broker.names().clone();
-    assert_eq!(queue_len(&broker, &names.parked_queue(MAIL)).await?, 0);
+    assert_eq!(broker.queue_len(&names.parked_queue(MAIL)).await?, 0);
     shutdown.cancel();
     task.await??;
     broker.close().await;
@@ -128,7 +114,7 @@ async fn message_is_parked_after_max_attempts_and_park_is_immediate() -> anyhow:
     broker.publish("order.confirmed", "p-2", b"poison").await?;
     let parked_queue = broker.names().parked_queue(MAIL);
     let parked = eventually(Duration::from_secs(10), || async {
-        queue_len(&broker, &parked_queue)
+        broker.queue_len(&parked_queue)
             .await
             .is_ok_and(|n| n == 2)
     })
@@ -212,7 +198,7 @@ async fn shutdown_finishes_the_delivery_in_hand_and_takes_no_more() -> anyhow::R
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queue = broker.names().queue(MAIL);
     assert_eq!(
-        queue_len(&broker, &queue).await?,
+        broker.queue_len(&queue).await?,
         1,
         "only the new message waits; the first was acked"
     );

@@ -74,7 +74,7 @@ impl World {
 
     async fn parked(&self) -> anyhow::Result<u32> {
         let broker = self.broker()?;
-        queue_len(broker, &broker.names().parked_queue(MAIL)).await
+        broker.queue_len(&broker.names().parked_queue(MAIL)).await
     }
 
     /// Stops the worker (it must return within 10 s), closes the clients, removes the
@@ -112,21 +112,6 @@ fn message_ids(mails: &[ReceivedMail]) -> Vec<String> {
         .collect()
 }
 
-async fn queue_len(broker: &Broker, queue: &str) -> anyhow::Result<u32> {
-    let channel = broker.channel().await?;
-    let q = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            lapin::types::FieldTable::default(),
-        )
-        .await?;
-    let _ = channel.close(200, "done".into()).await;
-    Ok(q.message_count())
-}
 
 /// Checks that `check` holds during all of `period`. Proving that something does *not*
 /// happen (a duplicate) needs a period to watch; it is several retry delays (200 ms) long.
