@@ -178,7 +178,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Api => {
             // Keys first: a missing key is a config error, reported before any connection.
-            let secrets = match dropline_api::Secrets::from_config(&config, false) {
+            let secrets = match dropline_api::Secrets::from_config(&config) {
                 Ok(secrets) => secrets,
                 Err(error) => {
                     eprintln!("dropline: {error:#}");
@@ -300,7 +300,16 @@ fn print_listening(servers: &[(&dropline_core::http::Server, &str)]) {
 
 /// Every component in one process, sharing one set of connections.
 async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
-    let secrets = dropline_api::Secrets::from_config(config, true)?;
+    let mut config = config.clone();
+    let made = dropline_core::keys::fill_dev_secrets(&mut config)?;
+    if !made.is_empty() {
+        tracing::warn!(
+            keys = made.join(", "),
+            "no key configured: using throw-away keys; tokens, passes and stored phone/address do not survive a restart"
+        );
+    }
+    let config = &config;
+    let secrets = dropline_api::Secrets::from_config(config)?;
     let deps = connect(config, Needs::ALL).await?;
     let waitroom = dropline_waitroom::build(config, &deps).await?;
     let api = dropline_api::build(config, &deps, secrets).await?;

@@ -328,6 +328,18 @@ fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
     cmd.env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path);
     let (code, _, stderr) = output(cmd.arg("api"))?;
     assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("passes.verify_key_files"), "{stderr}");
+
+    let pass_pub = dir.path().join("pass.pub.pem");
+    std::fs::write(&pass_pub, SigningKeyPair::generate()?.public()?.to_pem()?)?;
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    cmd.env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path).env(
+        "DROPLINE_PASSES__VERIFY_KEY_FILES",
+        format!("[\"{}\"]", pass_pub.display()),
+    );
+    let (code, _, stderr) = output(cmd.arg("api"))?;
+    assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("pii.key_file"), "{stderr}");
 
     // A malformed PII key is a configuration error naming the key.
@@ -346,6 +358,10 @@ fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
     let mut child = cmd
         .arg("api")
         .env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path)
+        .env(
+            "DROPLINE_PASSES__VERIFY_KEY_FILES",
+            format!("[\"{}\"]", pass_pub.display()),
+        )
         .env("DROPLINE_PII__KEY", dropline_core::pii::random_key_base64())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

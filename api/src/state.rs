@@ -5,7 +5,7 @@ use std::sync::Arc;
 use dropline_core::Config;
 use dropline_core::amqp::Broker;
 use dropline_core::deps::Deps;
-use dropline_core::keys::{KeyRing, SigningKeyPair};
+use dropline_core::keys::KeyRing;
 use dropline_core::password::Hasher;
 use dropline_core::pii::Pii;
 use dropline_core::redis::Redis;
@@ -13,51 +13,43 @@ use sqlx::MySqlPool;
 
 use crate::limits::Limits;
 
-/// The secrets the api needs: the access-token key ring (with a signing key) and the PII keys.
+/// The secrets the api needs: the access-token key ring (with a signing key), the public
+/// keys that verify passes, and the PII keys.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     pub keys: Arc<KeyRing>,
+    pub passes: Arc<KeyRing>,
     pub pii: Pii,
 }
 
 impl Secrets {
-    /// Loads the keys from `[auth]` and `[pii]`. With `allow_dev` (only `dropline all`), a
-    /// missing key is replaced by a throw-away one and a warning says so; otherwise a missing
-    /// key is an error naming the config key.
-    pub fn from_config(config: &Config, allow_dev: bool) -> anyhow::Result<Self> {
-        let ring = dropline_core::keys::access_ring(&config.auth)?;
-        let keys = match ring {
-            Some(ring) if ring.signer().is_some() => ring,
-            Some(_) | None if allow_dev => {
-                tracing::warn!(
-                    "no auth.signing_key configured: using a throw-away key; access tokens stop working at restart"
-                );
-                let others = ring
-                    .map(|r| r.public_keys().cloned().collect())
-                    .unwrap_or_default();
-                KeyRing::new(Some(SigningKeyPair::generate()?), others)?
-            }
-            _ => anyhow::bail!(
-                "the api needs a signing key for access tokens: set auth.signing_key_file \
-                 (or DROPLINE_AUTH__SIGNING_KEY) to an Ed25519 PKCS#8 PEM key \
-                 (`openssl genpkey -algorithm ed25519`)"
-            ),
-        };
-        let pii = match Pii::from_config(&config.pii)? {
-            Some(pii) => pii,
-            None if allow_dev => {
-                tracing::warn!(
-                    "no pii.key configured: using a throw-away key; phone and address stored now cannot be read after a restart"
-                );
-                Pii::generate()?
-            }
-            None => anyhow::bail!(
+    /// Loads the keys from `[auth]`, `[passes]` and `[pii]`; a missing one is an error naming
+    /// the config key (`dropline all` fills throw-away keys in before calling this).
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let keys = dropline_core::keys::access_ring(&config.auth)?
+            .filter(|ring| ring.signer().is_some())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the api needs a signing key for access tokens: set auth.signing_key_file \
+                     (or DROPLINE_AUTH__SIGNING_KEY) to an Ed25519 PKCS#8 PEM key \
+                     (`openssl genpkey -algorithm ed25519`)"
+                )
+            })?;
+        let passes = dropline_core::keys::pass_ring(&config.passes)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the api needs the waiting room's public key to verify passes: set \
+                 passes.verify_key_files (DROPLINE_PASSES__VERIFY_KEY_FILES='[\"/path/pass.pub.pem\"]')"
+            )
+        })?;
+        let pii = Pii::from_config(&config.pii)?.ok_or_else(|| {
+            anyhow::anyhow!(
                 "the api needs a key for personal data: set pii.key_file (or DROPLINE_PII__KEY) \
                  to 32 random bytes in base64 (`openssl rand -base64 32`)"
-            ),
-        };
+            )
+        })?;
         Ok(Self {
             keys: Arc::new(keys),
+            passes: Arc::new(passes),
             pii,
         })
     }
@@ -74,6 +66,7 @@ pub struct Inner {
     pub redis: Redis,
     pub broker: Broker,
     pub keys: Arc<KeyRing>,
+    pub passes: Arc<KeyRing>,
     pub pii: Pii,
     pub hasher: Hasher,
     pub limits: Limits,
@@ -96,6 +89,7 @@ impl AppState {
             mysql: deps.mysql()?.clone(),
             broker: deps.broker()?.clone(),
             keys: secrets.keys,
+            passes: secrets.passes,
             pii: secrets.pii,
             hasher: config.auth.hasher()?,
             limits: Limits::new(&config.limits)?,

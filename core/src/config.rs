@@ -59,6 +59,7 @@ pub struct Config {
     pub waitroom: WaitroomConfig,
     pub api: ApiConfig,
     pub auth: AuthConfig,
+    pub passes: PassesConfig,
     pub pii: PiiConfig,
     pub limits: LimitsConfig,
     pub cache: CacheConfig,
@@ -102,6 +103,27 @@ pub struct AuthConfig {
     pub argon2_parallelism: u32,
     pub email_code_ttl_seconds: u64,
     pub email_code_max_attempts: u32,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassesConfig {
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    #[serde(default)]
+    pub verify_key_files: Vec<PathBuf>,
+}
+
+impl fmt::Debug for PassesConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassesConfig")
+            .field("signing_key_file", &self.signing_key_file)
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "***"))
+            .field("verify_key_files", &self.verify_key_files)
+            .finish()
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -348,6 +370,12 @@ impl Config {
             "auth.email_code_max_attempts",
             u64::from(self.auth.email_code_max_attempts),
         )?;
+        if self.passes.signing_key_file.is_some() && self.passes.signing_key.is_some() {
+            return Err(ConfigError::invalid(
+                "passes.signing_key",
+                "set passes.signing_key_file or passes.signing_key, not both",
+            ));
+        }
         if self.pii.key_file.is_some() && self.pii.key.is_some() {
             return Err(ConfigError::invalid(
                 "pii.key",

@@ -176,26 +176,75 @@ impl KeyRing {
 /// `signing_key_file`) and every `verify_key_files` entry. `Ok(None)` when no key at all is
 /// configured, so the caller decides between refusing to start and a throw-away dev key.
 pub fn access_ring(auth: &crate::config::AuthConfig) -> anyhow::Result<Option<KeyRing>> {
-    let signer = match (&auth.signing_key, &auth.signing_key_file) {
-        (Some(pem), _) => Some(SigningKeyPair::from_pem(pem).context("auth.signing_key")?),
-        (None, Some(path)) => Some(
-            SigningKeyPair::from_pem(&read_pem("auth.signing_key_file", path)?)
-                .with_context(|| format!("auth.signing_key_file {}", path.display()))?,
-        ),
+    ring_from(
+        "auth",
+        auth.signing_key.as_deref(),
+        auth.signing_key_file.as_deref(),
+        &auth.verify_key_files,
+    )
+}
+
+/// The pass key ring from `[passes]`, like [`access_ring`].
+pub fn pass_ring(passes: &crate::config::PassesConfig) -> anyhow::Result<Option<KeyRing>> {
+    ring_from(
+        "passes",
+        passes.signing_key.as_deref(),
+        passes.signing_key_file.as_deref(),
+        &passes.verify_key_files,
+    )
+}
+
+fn ring_from(
+    section: &str,
+    pem: Option<&str>,
+    file: Option<&Path>,
+    verify_files: &[std::path::PathBuf],
+) -> anyhow::Result<Option<KeyRing>> {
+    let signer = match (pem, file) {
+        (Some(pem), _) => {
+            Some(SigningKeyPair::from_pem(pem).with_context(|| format!("{section}.signing_key"))?)
+        }
+        (None, Some(path)) => {
+            let key = format!("{section}.signing_key_file");
+            Some(
+                SigningKeyPair::from_pem(&read_pem(&key, path)?)
+                    .with_context(|| format!("{key} {}", path.display()))?,
+            )
+        }
         (None, None) => None,
     };
-    let others = auth
-        .verify_key_files
+    let key = format!("{section}.verify_key_files");
+    let others = verify_files
         .iter()
         .map(|path| {
-            PublicKey::from_pem(&read_pem("auth.verify_key_files", path)?)
-                .with_context(|| format!("auth.verify_key_files {}", path.display()))
+            PublicKey::from_pem(&read_pem(&key, path)?)
+                .with_context(|| format!("{key} {}", path.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if signer.is_none() && others.is_empty() {
         return Ok(None);
     }
     KeyRing::new(signer, others).map(Some)
+}
+
+/// For `dropline all` (development, demo): puts a throw-away key into every secret the
+/// configuration leaves unset (access-token key, pass key, PII key), so every component loads
+/// its keys from the configuration the same way. Returns the keys it made up.
+pub fn fill_dev_secrets(config: &mut crate::Config) -> anyhow::Result<Vec<&'static str>> {
+    let mut made = Vec::new();
+    if config.auth.signing_key.is_none() && config.auth.signing_key_file.is_none() {
+        config.auth.signing_key = Some(SigningKeyPair::generate()?.to_pem()?);
+        made.push("auth.signing_key");
+    }
+    if config.passes.signing_key.is_none() && config.passes.signing_key_file.is_none() {
+        config.passes.signing_key = Some(SigningKeyPair::generate()?.to_pem()?);
+        made.push("passes.signing_key");
+    }
+    if config.pii.key.is_none() && config.pii.key_file.is_none() {
+        config.pii.key = Some(crate::pii::random_key_base64());
+        made.push("pii.key");
+    }
+    Ok(made)
 }
 
 /// Reads a PEM file, naming the config key in the error.

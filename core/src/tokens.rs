@@ -143,6 +143,65 @@ pub fn verify_access(ring: &KeyRing, token: &str) -> Result<AccessClaims, TokenE
     verify(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE)
 }
 
+/// Issuer and audience of passes (DESIGN §9, waitroom).
+pub const PASS_ISSUER: &str = "dropline-waitroom";
+pub const PASS_AUDIENCE: &str = "dropline-api";
+
+/// The claims of a pass: proof that `sub` was admitted to `sale` by the waiting room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassClaims {
+    pub sub: Uuid,
+    pub sale: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    pub iss: String,
+    pub aud: String,
+}
+
+impl PassClaims {
+    /// A pass for `user` in `sale`, valid until `expires_at` (epoch seconds).
+    pub fn new(user: Uuid, sale: Uuid, issued_at: i64, expires_at: i64) -> Self {
+        Self {
+            sub: user,
+            sale,
+            iat: issued_at,
+            exp: expires_at,
+            jti: Uuid::now_v7(),
+            iss: PASS_ISSUER.to_owned(),
+            aud: PASS_AUDIENCE.to_owned(),
+        }
+    }
+}
+
+/// Why a pass does not admit this request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PassError {
+    #[error("the pass is not valid: {0}")]
+    Token(#[from] TokenError),
+    #[error("the pass is for another sale")]
+    OtherSale,
+    #[error("the pass is for another user")]
+    OtherUser,
+}
+
+/// Verifies a pass and that it admits `user` to `sale`.
+pub fn verify_pass(
+    ring: &KeyRing,
+    token: &str,
+    sale: Uuid,
+    user: Uuid,
+) -> Result<PassClaims, PassError> {
+    let claims: PassClaims = verify(ring, token, PASS_ISSUER, PASS_AUDIENCE)?;
+    if claims.sale != sale {
+        return Err(PassError::OtherSale);
+    }
+    if claims.sub != user {
+        return Err(PassError::OtherUser);
+    }
+    Ok(claims)
+}
+
 #[cfg(test)]
 mod tests {
     use base64::Engine;
@@ -267,6 +326,45 @@ mod tests {
             Duration::from_secs(60),
         )?;
         verify_access(&rotated, &new_token)?;
+        Ok(())
+    }
+
+    #[test]
+    fn passes_are_bound_to_sale_user_issuer_and_time() -> anyhow::Result<()> {
+        let waitroom = ring()?;
+        let api_side = KeyRing::new(None, waitroom.public_keys().cloned().collect())?;
+        let (user, sale) = (Uuid::now_v7(), Uuid::now_v7());
+        let now = Utc::now().timestamp();
+        let pass = sign(&waitroom, &PassClaims::new(user, sale, now, now + 600))?;
+        assert_eq!(verify_pass(&api_side, &pass, sale, user)?.sub, user);
+        assert_eq!(
+            verify_pass(&api_side, &pass, Uuid::now_v7(), user),
+            Err(PassError::OtherSale)
+        );
+        assert_eq!(
+            verify_pass(&api_side, &pass, sale, Uuid::now_v7()),
+            Err(PassError::OtherUser)
+        );
+        let expired = sign(
+            &waitroom,
+            &PassClaims::new(user, sale, now - 700, now - 100),
+        )?;
+        assert_eq!(
+            verify_pass(&api_side, &expired, sale, user),
+            Err(PassError::Token(TokenError::Expired))
+        );
+        // An access token is not a pass, even from the same key: issuer and audience differ.
+        let (access, _) = issue_access(&waitroom, user, Role::Buyer, Duration::from_secs(60))?;
+        assert!(matches!(
+            verify_pass(&api_side, &access, sale, user),
+            Err(PassError::Token(TokenError::Invalid(_)))
+        ));
+        // A pass signed by a key the api does not trust.
+        let foreign = sign(&ring()?, &PassClaims::new(user, sale, now, now + 600))?;
+        assert_eq!(
+            verify_pass(&api_side, &foreign, sale, user),
+            Err(PassError::Token(TokenError::UnknownKey))
+        );
         Ok(())
     }
 }

@@ -20,7 +20,6 @@ async fn fast_retry_env(max_attempts: &str) -> anyhow::Result<(TestEnv, Broker)>
     Ok((env, broker))
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_message_is_retried_after_the_delay_then_succeeds() -> anyhow::Result<()> {
     let (env, broker) = fast_retry_env("5").await?;
@@ -114,9 +113,7 @@ async fn message_is_parked_after_max_attempts_and_park_is_immediate() -> anyhow:
     broker.publish("order.confirmed", "p-2", b"poison").await?;
     let parked_queue = broker.names().parked_queue(MAIL);
     let parked = eventually(Duration::from_secs(10), || async {
-        broker.queue_len(&parked_queue)
-            .await
-            .is_ok_and(|n| n == 2)
+        broker.queue_len(&parked_queue).await.is_ok_and(|n| n == 2)
     })
     .await;
     assert!(parked, "both messages end in {parked_queue}");

@@ -112,7 +112,6 @@ fn message_ids(mails: &[ReceivedMail]) -> Vec<String> {
         .collect()
 }
 
-
 /// Checks that `check` holds during all of `period`. Proving that something does *not*
 /// happen (a duplicate) needs a period to watch; it is several retry delays (200 ms) long.
 async fn holds_for<F, Fut>(period: Duration, mut check: F) -> bool

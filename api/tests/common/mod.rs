@@ -36,6 +36,8 @@ pub struct TestApi {
     pub base: String,
     pub http: reqwest::Client,
     pub keys: Arc<KeyRing>,
+    /// The waiting room's pass key (signs here, so tests can mint passes).
+    pub passes: Arc<KeyRing>,
     pub pii: Pii,
     pub state: AppState,
     shutdown: CancellationToken,
@@ -157,8 +159,10 @@ impl TestApi {
         let deps = Deps::connect(&env.config, Needs::ALL).await?;
         let keys = Arc::new(KeyRing::new(Some(SigningKeyPair::generate()?), vec![])?);
         let pii = Pii::generate()?;
+        let passes = Arc::new(KeyRing::new(Some(SigningKeyPair::generate()?), vec![])?);
         let secrets = Secrets {
             keys: keys.clone(),
+            passes: passes.clone(),
             pii: pii.clone(),
         };
         let state = AppState::new(&env.config, &deps, secrets.clone())?;
@@ -175,6 +179,7 @@ impl TestApi {
             base,
             http,
             keys,
+            passes,
             pii,
             state,
             shutdown,
