@@ -4,6 +4,9 @@
 //! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge, the queue and
 //! admission logic, the admitter and the waiting page. It needs Redis only.
 
+pub mod queue;
+pub mod scripts;
+
 use axum::Router;
 use dropline_core::Config;
 use dropline_core::deps::Deps;

@@ -1,0 +1,137 @@
+-- wr_admit.lua: one admission tick for one sale, run by the single admitter leader.
+--
+-- Takes users from the head of the queue (layout: wr_join.lua) and records each in adm with
+-- the deadline now + window. Users silent for longer than abandon_after are removed and
+-- skipped, never admitted, so silent users cannot stall the line (they do not count against
+-- the tick's budget, only against scan_limit); silent users left at the head after the last
+-- admission are removed as well. The tick admits at most
+--   min(ARGV[1],                                       the rate budget of the caller
+--       max_active - active,                           when cfg.max_active > 0
+--       floor((avail + held) / need) - active)         the stock rule below
+-- where active = admissions whose deadline is still ahead (ZCOUNT adm (now +inf).
+--
+-- Stock rule. Every active buyer may still claim `need` units (need = ARGV[5], or
+-- cfg.per_user_limit when ARGV[5] is 0; at least 1), and the units they can claim are those
+-- available plus those held in live orders (held units of an active buyer are part of that
+-- buyer's claim; units of orders that end come back to avail). So a tick admits only while
+--   (active + admitted) * need <= avail + held.
+-- With the order side keeping an ordering buyer's adm entry until the order ends (see
+-- queue.rs), this is "admitted-but-not-yet-ordered buyers * need <= avail": nobody is admitted
+-- for stock that the buyers already in cannot leave over, and stock that comes back (an
+-- expired or failed order, more stock) resumes admission at the next tick.
+--
+-- The tick admits nothing (and keeps every place) when the sale is paused, scheduled, closed or
+-- sold out (avail <= 0 and held <= 0; every status call then answers sold_out by itself).
+--
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, max_active, per_user_limit)
+-- KEYS[2]  avail
+-- KEYS[3]  held
+-- KEYS[4]  q (the queue)
+-- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
+-- KEYS[6]  wr hash (counters: admitted_total, abandoned_total)
+-- ARGV[1]  most users to admit in this tick (>= 0), from admit_per_second and elapsed time
+-- ARGV[2]  abandon_after in ms
+-- ARGV[3]  admission window in ms (the deadline is now + window)
+-- ARGV[4]  most queue entries to look at in this tick (>= 1; bounds the script's run time)
+-- ARGV[5]  units each admitted buyer may claim (0 = cfg.per_user_limit)
+--
+-- Returns  {state, admitted, skipped, queue_length, active, limit, users}
+--   state     open | paused | scheduled | sold_out | closed | not_found
+--   admitted  users admitted now; skipped: abandoned users removed now
+--   queue_length  after the tick; active: admissions live after the tick
+--   limit     what stopped the tick: rate | max_active | stock | empty (queue ran out) |
+--             scan (scan_limit reached) | state (not open, or paused)
+--   users     the admitted users' 16-byte ids, in queue order
+local ORDER = 65536
+
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function num(v) return tonumber(v) or 0 end
+local function fmt(x) return string.format('%.0f', x) end
+
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
+  'max_active', 'per_user_limit')
+if not c[1] then
+  return {'not_found', 0, 0, 0, 0, 'state', {}}
+end
+local opens_at, closes_at = num(c[1]), num(c[2])
+local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
+local state = 'open'
+if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
+  state = 'closed'
+elseif avail <= 0 and held <= 0 then
+  state = 'sold_out'
+elseif now < opens_at then
+  state = 'scheduled'
+elseif c[3] == '1' or c[3] == 'true' then
+  state = 'paused'
+end
+
+local qlen = redis.call('ZCARD', KEYS[4])
+local active = redis.call('ZCOUNT', KEYS[5], '(' .. fmt(now), '+inf')
+if state ~= 'open' then
+  return {state, 0, 0, qlen, active, 'state', {}}
+end
+
+local budget, limit = math.floor(num(ARGV[1])), 'rate'
+local max_active = num(c[5])
+if max_active > 0 and max_active - active < budget then
+  budget, limit = max_active - active, 'max_active'
+end
+local need = math.floor(num(ARGV[5]))
+if need <= 0 then
+  need = math.max(1, math.floor(num(c[6])))
+end
+local by_stock = math.floor((avail + held) / need) - active
+if by_stock < budget then
+  budget, limit = by_stock, 'stock'
+end
+
+local abandon_ms = num(ARGV[2])
+local deadline = now + num(ARGV[3])
+local scan_limit = math.max(1, math.floor(num(ARGV[4])))
+local users, skipped, scanned = {}, 0, 0
+while #users < budget do
+  if scanned >= scan_limit then
+    limit = 'scan'
+    break
+  end
+  -- Each entry looked at is either admitted or skipped, so this chunk never overshoots.
+  local want = math.min(budget - #users, scan_limit - scanned)
+  local head = redis.call('ZRANGE', KEYS[4], 0, want - 1, 'WITHSCORES')
+  if #head == 0 then
+    limit = 'empty'
+    break
+  end
+  for i = 1, #head, 2 do
+    local user, score = head[i], tonumber(head[i + 1])
+    scanned = scanned + 1
+    redis.call('ZREM', KEYS[4], user)
+    if ((now_s - score % ORDER) % ORDER) * 1000 > abandon_ms then
+      skipped = skipped + 1
+    else
+      redis.call('ZADD', KEYS[5], fmt(deadline), user)
+      users[#users + 1] = user
+    end
+  end
+end
+-- Silent users now at the head go too (within scan_limit), even when the budget is spent or
+-- max_active is full, so the positions of those behind them stay honest.
+while scanned < scan_limit do
+  local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if #head == 0 or ((now_s - tonumber(head[2]) % ORDER) % ORDER) * 1000 <= abandon_ms then
+    break
+  end
+  redis.call('ZREM', KEYS[4], head[1])
+  scanned = scanned + 1
+  skipped = skipped + 1
+end
+if #users > 0 then
+  redis.call('HINCRBY', KEYS[6], 'admitted_total', #users)
+end
+if skipped > 0 then
+  redis.call('HINCRBY', KEYS[6], 'abandoned_total', skipped)
+end
+return {state, #users, skipped, qlen - scanned, active + #users, limit, users}

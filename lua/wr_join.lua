@@ -1,0 +1,144 @@
+-- wr_join.lua: put a buyer in a sale's waiting room (one place per user), or say where they are.
+--
+-- The queue is one sorted set, the whole per-buyer state (memory: about 125 bytes a buyer).
+--   member  the user id's 16 raw bytes
+--   score   order_key * 65536 + stamp   (always < 2^53, so an exact double)
+--   order_key < 2^36 for arrivals before opens_at: a random draw from the caller's CSPRNG, so
+--             the pre-queue stands in uniformly random order at the opening instant whatever the
+--             arrival times; a collision moves to the next free key in a direction the draw
+--             also picks, so keys are unique and no tie is broken by arrival.
+--             2^36 + n for the n-th arrival after opening (KEYS[6] counts them): strict arrival
+--             order as Redis runs the calls, always behind every pre-open arrival.
+--   stamp     Redis TIME seconds mod 65536 at the user's last join or status call. A user whose
+--             stamp is older than abandon_after has abandoned the place (1 s resolution; the
+--             wrap after 18 h is harmless because wr_reap removes the silent long before).
+-- The place never moves when the stamp changes: order keys are unique, so the stamp never
+-- decides between two users.
+--
+-- Sale state, from the cfg hash and the stock counters, by precedence:
+--   closed    cfg.closed = 1, or closes_at > 0 and now >= closes_at
+--   sold_out  avail <= 0 and held <= 0 (nothing left and nothing that can come back)
+--   scheduled now < opens_at
+--
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
+-- KEYS[2]  avail (units available)
+-- KEYS[3]  held (units in HELD + PAYING orders)
+-- KEYS[4]  q (the queue, layout above)
+-- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
+-- KEYS[6]  qseq (counter of arrivals after opening)
+-- ARGV[1]  user id, 16 raw bytes
+-- ARGV[2]  pre-open draw: an integer in [0, 2^37) from a CSPRNG (used only for a new arrival
+--          before opening: low 36 bits the key, bit 36 the probe direction)
+-- ARGV[3]  maximum queue length (0 = no limit)
+-- ARGV[4]  abandon_after in ms
+--
+-- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new}
+--   state     scheduled | waiting | admitted | sold_out | closed | queue_full | not_found
+--             (not_found: the sale's cfg hash has no opens_at, it is not armed)
+--   position  users ahead + 1 when waiting, else 0
+--   deadline_ms  the admission deadline when admitted, else 0
+--   paused    1 when the sale is paused (places are kept, nobody is admitted)
+--   new       1 when this call put the user in the queue, 0 when the place already existed
+-- Nothing is written for closed, sold_out, queue_full or not_found.
+local ORDER = 65536
+local PRE = 68719476736
+
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function num(v) return tonumber(v) or 0 end
+local function fmt(x) return string.format('%.0f', x) end
+
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
+if not c[1] then
+  return {'not_found', 0, 0, 0, now, 0, 0, 0}
+end
+local opens_at, closes_at = num(c[1]), num(c[2])
+local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
+local state = 'open'
+if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
+  state = 'closed'
+elseif num(redis.call('GET', KEYS[2])) <= 0 and num(redis.call('GET', KEYS[3])) <= 0 then
+  state = 'sold_out'
+elseif now < opens_at then
+  state = 'scheduled'
+end
+
+local user = ARGV[1]
+local max_len = num(ARGV[3])
+local abandon_ms = num(ARGV[4])
+local qlen = redis.call('ZCARD', KEYS[4])
+
+local function reply(st, position, deadline, new)
+  return {st, position, deadline, opens_at, now, qlen, paused, new}
+end
+
+if state == 'closed' or state == 'sold_out' then
+  return reply(state, 0, 0, 0)
+end
+
+local deadline = redis.call('ZSCORE', KEYS[5], user)
+if deadline then
+  deadline = tonumber(deadline)
+  if deadline > now then
+    return reply('admitted', 0, deadline, 0)
+  end
+  -- The admission lapsed unused: the user may queue again, at the back.
+  redis.call('ZREM', KEYS[5], user)
+end
+
+local function place(new)
+  if state == 'scheduled' then
+    return reply('scheduled', 0, 0, new)
+  end
+  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, new)
+end
+
+local stamp = now_s % ORDER
+local score = redis.call('ZSCORE', KEYS[4], user)
+if score then
+  score = tonumber(score)
+  local old = score % ORDER
+  if ((now_s - old) % ORDER) * 1000 <= abandon_ms then
+    if old ~= stamp then
+      redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
+    end
+    return place(0)
+  end
+  -- Silent for longer than abandon_after: that place is lost; this join starts a new one.
+  redis.call('ZREM', KEYS[4], user)
+  qlen = qlen - 1
+end
+
+if max_len > 0 and qlen >= max_len then
+  return reply('queue_full', 0, 0, 0)
+end
+
+local key
+if state == 'scheduled' then
+  local draw = tonumber(ARGV[2])
+  if draw == nil or draw < 0 or draw >= 2 * PRE or draw ~= math.floor(draw) then
+    return redis.error_reply('ERR wr_join: the pre-open draw must be an integer in [0, 2^37)')
+  end
+  key = draw % PRE
+  local step = (draw >= PRE) and 1 or -1
+  local free = false
+  -- With 10^6 users in 2^36 keys a collision is rare (p < 2e-5 per join); 64 probes never run out.
+  for _ = 1, 64 do
+    local lo = key * ORDER
+    if redis.call('ZCOUNT', KEYS[4], fmt(lo), fmt(lo + ORDER - 1)) == 0 then
+      free = true
+      break
+    end
+    key = (key + step) % PRE
+  end
+  if not free then
+    return redis.error_reply('ERR wr_join: no free pre-open key near the draw')
+  end
+else
+  key = PRE + redis.call('INCR', KEYS[6])
+end
+redis.call('ZADD', KEYS[4], fmt(key * ORDER + stamp), user)
+qlen = qlen + 1
+return place(1)

@@ -1,0 +1,51 @@
+-- wr_stats.lua: one sale's waiting-room figures for GET /w/{sale}/stats. Read-only.
+--
+-- State precedence (the api's sale states): closed (cfg.closed = 1, or closes_at > 0 and
+-- now >= closes_at) > sold_out (avail <= 0 and held <= 0) > paused > scheduled
+-- (now < opens_at) > open.
+--
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
+-- KEYS[2]  avail
+-- KEYS[3]  held
+-- KEYS[4]  q (the queue, see wr_join.lua)
+-- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
+-- KEYS[6]  wr hash (admitted_total, abandoned_total)
+--
+-- Returns  {state, queue_length, admitted_total, active, available, held, abandoned_total,
+--           now_ms, opens_at_ms}
+--   state     scheduled | open | paused | sold_out | closed | not_found
+--   queue_length  entries in the queue (silent users count until removed)
+--   active    admissions whose deadline is still ahead
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function num(v) return tonumber(v) or 0 end
+
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
+if not c[1] then
+  return {'not_found', 0, 0, 0, 0, 0, 0, now, 0}
+end
+local opens_at, closes_at = num(c[1]), num(c[2])
+local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
+local state = 'open'
+if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
+  state = 'closed'
+elseif avail <= 0 and held <= 0 then
+  state = 'sold_out'
+elseif c[3] == '1' or c[3] == 'true' then
+  state = 'paused'
+elseif now < opens_at then
+  state = 'scheduled'
+end
+local w = redis.call('HMGET', KEYS[6], 'admitted_total', 'abandoned_total')
+return {
+  state,
+  redis.call('ZCARD', KEYS[4]),
+  num(w[1]),
+  redis.call('ZCOUNT', KEYS[5], '(' .. string.format('%.0f', now), '+inf'),
+  avail,
+  held,
+  num(w[2]),
+  now,
+  opens_at,
+}

@@ -1,0 +1,89 @@
+-- wr_status.lua: where a buyer stands, recording the poll that keeps the place alive.
+--
+-- Queue layout, sale states and the abandonment rule: see wr_join.lua. A waiting user's poll
+-- rewrites the stamp in the low 16 bits of the score (the place does not move). A user silent
+-- for longer than abandon_after has lost the place: this call removes it and answers `none`,
+-- whether or not the admitter or the reaper got there first, so the rule is the same for all.
+--
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
+-- KEYS[2]  avail
+-- KEYS[3]  held
+-- KEYS[4]  q (the queue)
+-- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
+-- ARGV[1]  user id, 16 raw bytes
+-- ARGV[2]  abandon_after in ms
+--
+-- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, 0}
+--   state     scheduled | waiting | admitted | sold_out | closed | none | not_found
+--             none: not in the queue and not admitted (never joined, left, abandoned, or the
+--             admission lapsed): the client has to join again
+--             sold_out and closed go to every user, admitted ones included
+--   position  users ahead + 1 when waiting, else 0
+--   deadline_ms  the admission deadline when admitted (the pass's exp), else 0
+--   paused    1 when the sale is paused
+-- The shape is wr_join's, so one decoder reads both.
+local ORDER = 65536
+
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function num(v) return tonumber(v) or 0 end
+local function fmt(x) return string.format('%.0f', x) end
+
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
+if not c[1] then
+  return {'not_found', 0, 0, 0, now, 0, 0, 0}
+end
+local opens_at, closes_at = num(c[1]), num(c[2])
+local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
+local state = 'open'
+if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
+  state = 'closed'
+elseif num(redis.call('GET', KEYS[2])) <= 0 and num(redis.call('GET', KEYS[3])) <= 0 then
+  state = 'sold_out'
+elseif now < opens_at then
+  state = 'scheduled'
+end
+
+local user = ARGV[1]
+local abandon_ms = num(ARGV[2])
+local qlen = redis.call('ZCARD', KEYS[4])
+
+local function reply(st, position, deadline)
+  return {st, position, deadline, opens_at, now, qlen, paused, 0}
+end
+
+if state == 'closed' or state == 'sold_out' then
+  return reply(state, 0, 0)
+end
+
+local deadline = redis.call('ZSCORE', KEYS[5], user)
+if deadline then
+  deadline = tonumber(deadline)
+  if deadline > now then
+    return reply('admitted', 0, deadline)
+  end
+  redis.call('ZREM', KEYS[5], user)
+  return reply('none', 0, 0)
+end
+
+local score = redis.call('ZSCORE', KEYS[4], user)
+if not score then
+  return reply('none', 0, 0)
+end
+score = tonumber(score)
+local old = score % ORDER
+if ((now_s - old) % ORDER) * 1000 > abandon_ms then
+  redis.call('ZREM', KEYS[4], user)
+  qlen = qlen - 1
+  return reply('none', 0, 0)
+end
+local stamp = now_s % ORDER
+if old ~= stamp then
+  redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
+end
+if state == 'scheduled' then
+  return reply('scheduled', 0, 0)
+end
+return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0)

@@ -1,0 +1,559 @@
+//! The waiting room's Redis core: one sale's queue, admissions and figures, as typed calls over
+//! the `lua/wr_*.lua` scripts (each file's header is its contract).
+//!
+//! # Layout (all keys in the sale's slot, `<prefix>:{s:<sale>}:<name>`)
+//!
+//! | key | type | content |
+//! | --- | --- | --- |
+//! | `cfg`, `avail`, `held` | hash, strings | the sale, armed elsewhere (read only here) |
+//! | `q` | zset | the queue: user id (16 raw bytes) → `order_key * 65536 + stamp` |
+//! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
+//! | `qseq` | string | counter of arrivals after opening |
+//! | `wr` | hash | `admitted_total`, `abandoned_total`, `reap_from` (the reaper's cursor) |
+//!
+//! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
+//! 125 bytes of Redis memory (measured with `examples/queue_memory.rs`; goal ≤ 150). The order
+//! key sits in the high bits of the score: a CSPRNG draw below 2^36 for arrivals before
+//! `opens_at` (uniformly random order at the opening, nobody gains by coming early), `2^36 + n`
+//! for the n-th arrival after opening (strict arrival order, behind the whole pre-queue). The
+//! low 16 bits hold the second (Redis `TIME`, mod 65536) of the buyer's last join or status
+//! call, so recording a poll rewrites the score in place instead of keeping a second per-user
+//! structure (a `seen` zset would double the memory). Order keys are unique, so a poll never
+//! moves anyone. Abandonment has a resolution of one second.
+//!
+//! # Active buyers and the order side
+//!
+//! An entry in `adm` whose deadline is ahead is an *active* buyer: it holds a `max_active` slot
+//! and a claim on stock (see `lua/wr_admit.lua` for the stock rule). The slot frees when the
+//! deadline passes, when the buyer leaves ([`WaitQueue::leave`]), or when the order side removes
+//! the entry. To keep the stock rule exact, the order side (api/workers scripts, in the sale's
+//! slot) should, with the user's 16 id bytes ([`member`]):
+//! - when an order is created with a pass: `ZADD <adm> XX GT <hold deadline ms> <user>`, so the
+//!   buyer stays active while the order is live;
+//! - when that order ends (paid, expired, cancelled, failed): `ZREM <adm> <user>`.
+//!
+//! Without these hooks the rules stay safe, only coarser: the slot then frees at the admission
+//! deadline.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context;
+use dropline_core::redis::Redis;
+use fred::types::Value;
+use rand::Rng;
+use uuid::Uuid;
+
+use crate::scripts::{WR_ADMIT, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
+
+/// Scores are `order_key * ORDER_SPAN + stamp`.
+pub const ORDER_SPAN: u64 = 1 << 16;
+/// Order keys below this are pre-open draws; `PRE_OPEN_KEYS + n` is the n-th later arrival.
+pub const PRE_OPEN_KEYS: u64 = 1 << 36;
+/// Most entries [`WaitQueue::reap`] handles per call (Lua's stack bounds `unpack`).
+pub const MAX_REAP_BATCH: u32 = 5_000;
+
+/// The queue member for a user: the UUID's 16 raw bytes.
+pub fn member(user: Uuid) -> [u8; 16] {
+    *user.as_bytes()
+}
+
+/// The Redis keys of one sale's waiting room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKeys {
+    pub cfg: String,
+    pub avail: String,
+    pub held: String,
+    pub q: String,
+    pub adm: String,
+    pub seq: String,
+    pub wr: String,
+}
+
+impl QueueKeys {
+    pub fn new(redis: &Redis, sale: impl fmt::Display) -> Self {
+        let sale = sale.to_string();
+        let key = |name| redis.sale_key(&sale, name);
+        Self {
+            cfg: key("cfg"),
+            avail: key("avail"),
+            held: key("held"),
+            q: key("q"),
+            adm: key("adm"),
+            seq: key("qseq"),
+            wr: key("wr"),
+        }
+    }
+}
+
+/// A sale as the waiting room sees it (the api's sale states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaleState {
+    Scheduled,
+    Open,
+    Paused,
+    SoldOut,
+    Closed,
+}
+
+impl SaleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Open => "open",
+            Self::Paused => "paused",
+            Self::SoldOut => "sold_out",
+            Self::Closed => "closed",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "scheduled" => Self::Scheduled,
+            "open" => Self::Open,
+            "paused" => Self::Paused,
+            "sold_out" => Self::SoldOut,
+            "closed" => Self::Closed,
+            other => anyhow::bail!("unknown sale state `{other}`"),
+        })
+    }
+}
+
+/// Where one buyer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In the pre-queue: the sale has not opened, the position is decided at the opening.
+    Scheduled,
+    /// In line; `position` = users ahead + 1 (silent users ahead count until removed).
+    Waiting {
+        position: u64,
+    },
+    /// Admitted until `deadline_ms` (epoch ms): mint a pass that expires then.
+    Admitted {
+        deadline_ms: u64,
+    },
+    /// Nothing left and nothing held: told to everyone, admitted buyers included.
+    SoldOut,
+    Closed,
+    /// Not in line and not admitted: never joined, left, silent too long, or the admission
+    /// lapsed. The client has to join again.
+    NotQueued,
+}
+
+impl Place {
+    /// The contract's `state` string.
+    pub fn state(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Waiting { .. } => "waiting",
+            Self::Admitted { .. } => "admitted",
+            Self::SoldOut => "sold_out",
+            Self::Closed => "closed",
+            Self::NotQueued => "none",
+        }
+    }
+
+    pub fn position(self) -> Option<u64> {
+        match self {
+            Self::Waiting { position } => Some(position),
+            _ => None,
+        }
+    }
+}
+
+/// A buyer's standing, with what the HTTP layer needs around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub place: Place,
+    pub opens_at_ms: u64,
+    /// Redis time of the call, epoch ms (for `iat`, ETA and countdowns; one clock for all replicas).
+    pub now_ms: u64,
+    pub queue_length: u64,
+    /// Admission is paused; places are kept.
+    pub paused: bool,
+}
+
+/// What a join did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// The buyer's standing; `new` when this call made the place (else it already existed, and
+    /// the same place is returned).
+    Standing { status: Status, new: bool },
+    /// The queue is at its maximum length and the buyer is not in it (503 `queue_full`).
+    QueueFull { queue_length: u64, now_ms: u64 },
+}
+
+/// Settings of a join.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinOptions {
+    /// Refuse new places when the queue holds this many (0 = no limit).
+    pub max_queue_length: u64,
+    pub abandon_after: Duration,
+}
+
+/// What stopped an admission tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitLimit {
+    /// The caller's budget for this tick.
+    Rate,
+    MaxActive,
+    /// The stock rule (`lua/wr_admit.lua`).
+    Stock,
+    /// The queue ran out.
+    Empty,
+    /// `scan_limit` entries looked at (many silent users at the head).
+    Scan,
+    /// The sale is not open, or paused.
+    State,
+}
+
+impl AdmitLimit {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s {
+            "rate" => Self::Rate,
+            "max_active" => Self::MaxActive,
+            "stock" => Self::Stock,
+            "empty" => Self::Empty,
+            "scan" => Self::Scan,
+            "state" => Self::State,
+            other => anyhow::bail!("unknown admission limit `{other}`"),
+        })
+    }
+}
+
+/// Settings of one admission tick.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmitParams {
+    /// Most users to admit now (from `admit_per_second` and the time since the last tick).
+    pub max_admit: u32,
+    pub abandon_after: Duration,
+    /// The admission lasts this long (the pass's lifetime).
+    pub admission_window: Duration,
+    /// Most queue entries looked at in this tick (admitted or skipped), bounding the script.
+    pub scan_limit: u32,
+    /// Units each admitted buyer may claim in the stock rule; 0 = the sale's `per_user_limit`.
+    pub units_per_buyer: u32,
+}
+
+impl AdmitParams {
+    /// `scan_limit` defaults to four times the budget (at least 256): with half the head
+    /// silent a tick still fills its budget, and one tick stays well under a millisecond.
+    pub fn new(max_admit: u32, abandon_after: Duration, admission_window: Duration) -> Self {
+        Self {
+            max_admit,
+            abandon_after,
+            admission_window,
+            scan_limit: max_admit.saturating_mul(4).clamp(256, 100_000),
+            units_per_buyer: 0,
+        }
+    }
+}
+
+/// What an admission tick did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmitOutcome {
+    pub state: SaleState,
+    /// The users admitted now, in queue order.
+    pub admitted: Vec<Uuid>,
+    /// Silent users removed from the head now.
+    pub skipped: u64,
+    pub queue_length: u64,
+    /// Live admissions after the tick.
+    pub active: u64,
+    pub limit: AdmitLimit,
+}
+
+/// What a reap did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReapOutcome {
+    /// Lapsed admissions removed.
+    pub expired: u64,
+    /// Silent waiters removed.
+    pub abandoned: u64,
+    pub queue_length: u64,
+    /// This call reached the tail; the next one starts at the head.
+    pub wrapped: bool,
+}
+
+/// The figures behind `GET /w/{sale}/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub state: SaleState,
+    pub queue_length: u64,
+    pub admitted_total: u64,
+    pub active: u64,
+    pub available: i64,
+    pub held: i64,
+    pub abandoned_total: u64,
+    pub now_ms: u64,
+    pub opens_at_ms: u64,
+}
+
+/// One sale's waiting room in Redis. Cheap to build per request.
+#[derive(Debug, Clone)]
+pub struct WaitQueue {
+    redis: Redis,
+    keys: QueueKeys,
+}
+
+impl WaitQueue {
+    pub fn new(redis: &Redis, sale: impl fmt::Display) -> Self {
+        Self {
+            keys: QueueKeys::new(redis, sale),
+            redis: redis.clone(),
+        }
+    }
+
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    /// Joins the queue, or returns the place the user already has (from any replica).
+    /// `None`: the sale is not armed in Redis.
+    pub async fn join(
+        &self,
+        user: Uuid,
+        options: &JoinOptions,
+    ) -> anyhow::Result<Option<JoinOutcome>> {
+        // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
+        // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
+        let draw: u64 = rand::rng().random_range(0..2 * PRE_OPEN_KEYS);
+        let k = &self.keys;
+        let reply: Value = WR_JOIN
+            .run(
+                &self.redis,
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq],
+                vec![
+                    Value::from(&member(user)[..]),
+                    Value::from(draw.to_string()),
+                    Value::from(options.max_queue_length.to_string()),
+                    Value::from(millis(options.abandon_after)),
+                ],
+            )
+            .await?;
+        let reply = Reply::new(reply, "wr_join", 8)?;
+        let state = reply.text(0)?;
+        Ok(match state.as_str() {
+            "not_found" => None,
+            "queue_full" => Some(JoinOutcome::QueueFull {
+                queue_length: reply.uint(5)?,
+                now_ms: reply.uint(4)?,
+            }),
+            _ => Some(JoinOutcome::Standing {
+                status: reply.status(&state)?,
+                new: reply.uint(7)? == 1,
+            }),
+        })
+    }
+
+    /// The user's standing; records the poll that keeps a waiting place alive.
+    /// `None`: the sale is not armed in Redis.
+    pub async fn status(
+        &self,
+        user: Uuid,
+        abandon_after: Duration,
+    ) -> anyhow::Result<Option<Status>> {
+        let k = &self.keys;
+        let reply: Value = WR_STATUS
+            .run(
+                &self.redis,
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm],
+                vec![
+                    Value::from(&member(user)[..]),
+                    Value::from(millis(abandon_after)),
+                ],
+            )
+            .await?;
+        let reply = Reply::new(reply, "wr_status", 8)?;
+        let state = reply.text(0)?;
+        if state == "not_found" {
+            return Ok(None);
+        }
+        reply.status(&state).map(Some)
+    }
+
+    /// Leaves the queue and gives up an admission. `true` when there was something to remove.
+    pub async fn leave(&self, user: Uuid) -> anyhow::Result<bool> {
+        let k = &self.keys;
+        let removed: i64 = WR_LEAVE
+            .run(
+                &self.redis,
+                vec![&k.q, &k.adm],
+                vec![Value::from(&member(user)[..])],
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// One admission tick (leader only). `None`: the sale is not armed in Redis.
+    pub async fn admit(&self, params: &AdmitParams) -> anyhow::Result<Option<AdmitOutcome>> {
+        let k = &self.keys;
+        let reply: Value = WR_ADMIT
+            .run(
+                &self.redis,
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                vec![
+                    Value::from(i64::from(params.max_admit)),
+                    Value::from(millis(params.abandon_after)),
+                    Value::from(millis(params.admission_window)),
+                    Value::from(i64::from(params.scan_limit.max(1))),
+                    Value::from(i64::from(params.units_per_buyer)),
+                ],
+            )
+            .await?;
+        let reply = Reply::new(reply, "wr_admit", 7)?;
+        let state = reply.text(0)?;
+        if state == "not_found" {
+            return Ok(None);
+        }
+        let admitted = reply
+            .array(6)?
+            .iter()
+            .map(|v| {
+                let bytes = v
+                    .as_bytes()
+                    .context("wr_admit: a user id is not a string")?;
+                Uuid::from_slice(bytes).context("wr_admit: a user id is not 16 bytes")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(AdmitOutcome {
+            state: SaleState::parse(&state)?,
+            admitted,
+            skipped: reply.uint(2)?,
+            queue_length: reply.uint(3)?,
+            active: reply.uint(4)?,
+            limit: AdmitLimit::parse(&reply.text(5)?)?,
+        }))
+    }
+
+    /// Removes lapsed admissions and silent waiters, at most `batch` (≤ [`MAX_REAP_BATCH`]) of each.
+    pub async fn reap(&self, abandon_after: Duration, batch: u32) -> anyhow::Result<ReapOutcome> {
+        let k = &self.keys;
+        let reply: Value = WR_REAP
+            .run(
+                &self.redis,
+                vec![&k.q, &k.adm, &k.wr],
+                vec![
+                    Value::from(millis(abandon_after)),
+                    Value::from(i64::from(batch.clamp(1, MAX_REAP_BATCH))),
+                ],
+            )
+            .await?;
+        let reply = Reply::new(reply, "wr_reap", 4)?;
+        Ok(ReapOutcome {
+            expired: reply.uint(0)?,
+            abandoned: reply.uint(1)?,
+            queue_length: reply.uint(2)?,
+            wrapped: reply.uint(3)? == 1,
+        })
+    }
+
+    /// The sale's figures (read only). `None`: the sale is not armed in Redis.
+    pub async fn stats(&self) -> anyhow::Result<Option<Stats>> {
+        let k = &self.keys;
+        let reply: Value = WR_STATS
+            .run(
+                &self.redis,
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                Vec::<Value>::new(),
+            )
+            .await?;
+        let reply = Reply::new(reply, "wr_stats", 9)?;
+        let state = reply.text(0)?;
+        if state == "not_found" {
+            return Ok(None);
+        }
+        Ok(Some(Stats {
+            state: SaleState::parse(&state)?,
+            queue_length: reply.uint(1)?,
+            admitted_total: reply.uint(2)?,
+            active: reply.uint(3)?,
+            available: reply.int(4)?,
+            held: reply.int(5)?,
+            abandoned_total: reply.uint(6)?,
+            now_ms: reply.uint(7)?,
+            opens_at_ms: reply.uint(8)?,
+        }))
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A script's array reply, read by position with the script's name in every error.
+struct Reply {
+    script: &'static str,
+    items: Vec<Value>,
+}
+
+impl Reply {
+    fn new(value: Value, script: &'static str, len: usize) -> anyhow::Result<Self> {
+        let items = match value {
+            Value::Array(items) => items,
+            other => anyhow::bail!("{script}: expected an array, got {other:?}"),
+        };
+        anyhow::ensure!(
+            items.len() == len,
+            "{script}: expected {len} items, got {}",
+            items.len()
+        );
+        Ok(Self { script, items })
+    }
+
+    fn item(&self, i: usize) -> anyhow::Result<&Value> {
+        self.items
+            .get(i)
+            .with_context(|| format!("{}: item {i} missing", self.script))
+    }
+
+    fn int(&self, i: usize) -> anyhow::Result<i64> {
+        self.item(i)?
+            .as_i64()
+            .with_context(|| format!("{}: item {i} is not an integer", self.script))
+    }
+
+    fn uint(&self, i: usize) -> anyhow::Result<u64> {
+        let n = self.int(i)?;
+        u64::try_from(n).with_context(|| format!("{}: item {i} is negative ({n})", self.script))
+    }
+
+    fn text(&self, i: usize) -> anyhow::Result<String> {
+        self.item(i)?
+            .as_str()
+            .map(|s| s.into_owned())
+            .with_context(|| format!("{}: item {i} is not a string", self.script))
+    }
+
+    fn array(&self, i: usize) -> anyhow::Result<&[Value]> {
+        match self.item(i)? {
+            Value::Array(items) => Ok(items),
+            other => anyhow::bail!("{}: item {i} is not an array: {other:?}", self.script),
+        }
+    }
+
+    /// The shared shape of wr_join and wr_status: {state, position, deadline_ms, opens_at_ms,
+    /// now_ms, queue_length, paused, new}.
+    fn status(&self, state: &str) -> anyhow::Result<Status> {
+        let place = match state {
+            "scheduled" => Place::Scheduled,
+            "waiting" => Place::Waiting {
+                position: self.uint(1)?,
+            },
+            "admitted" => Place::Admitted {
+                deadline_ms: self.uint(2)?,
+            },
+            "sold_out" => Place::SoldOut,
+            "closed" => Place::Closed,
+            "none" => Place::NotQueued,
+            other => anyhow::bail!("{}: unknown state `{other}`", self.script),
+        };
+        Ok(Status {
+            place,
+            opens_at_ms: self.uint(3)?,
+            now_ms: self.uint(4)?,
+            queue_length: self.uint(5)?,
+            paused: self.uint(6)? == 1,
+        })
+    }
+}

@@ -1,0 +1,958 @@
+//! The waiting room's Redis core (`lua/wr_*.lua` through `dropline_waitroom::queue`) against
+//! the machine's real Redis. Each test has its own key prefix ([`TestEnv`]) and its own sale,
+//! so the tests run in parallel. A sale is set up by writing its keys directly, as the arming
+//! code does; time moves by rewriting `opens_at` relative to Redis `TIME`, and sleeps appear
+//! only where a test needs wall time to pass (abandonment, admission deadlines).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use dropline_core::redis::Redis;
+use dropline_testkit::TestEnv;
+use dropline_waitroom::queue::{
+    AdmitLimit, AdmitParams, JoinOptions, JoinOutcome, Place, SaleState, Status, WaitQueue, member,
+};
+use fred::prelude::*;
+use futures_util::{StreamExt, stream};
+use uuid::Uuid;
+
+const ABANDON: Duration = Duration::from_secs(120);
+const WINDOW: Duration = Duration::from_secs(600);
+
+fn join_options() -> JoinOptions {
+    JoinOptions {
+        max_queue_length: 0,
+        abandon_after: ABANDON,
+    }
+}
+
+/// A sale as the arming code leaves it in Redis.
+struct SaleSpec {
+    stock: i64,
+    /// Opening time relative to Redis now, in ms (negative: already open).
+    opens_in_ms: i64,
+    per_user_limit: i64,
+    max_active: i64,
+}
+
+impl Default for SaleSpec {
+    fn default() -> Self {
+        Self {
+            stock: 1_000,
+            opens_in_ms: -1_000,
+            per_user_limit: 1,
+            max_active: 0,
+        }
+    }
+}
+
+struct Sale {
+    redis: Redis,
+    queue: WaitQueue,
+    id: Uuid,
+}
+
+impl Sale {
+    async fn arm(redis: &Redis, spec: SaleSpec) -> anyhow::Result<Self> {
+        let id = Uuid::now_v7();
+        let opens_at = redis_now_ms(redis).await? + spec.opens_in_ms;
+        let pool = redis.pool();
+        let cfg: Vec<(&str, String)> = vec![
+            ("stock_total", spec.stock.to_string()),
+            ("opens_at", opens_at.to_string()),
+            ("closes_at", "0".into()),
+            ("per_user_limit", spec.per_user_limit.to_string()),
+            ("hold_seconds", "600".into()),
+            ("admit_per_second", "100".into()),
+            ("max_active", spec.max_active.to_string()),
+            ("paused", "0".into()),
+            ("closed", "0".into()),
+            ("product_id", Uuid::now_v7().to_string()),
+            ("price", "1000".into()),
+            ("currency", "KRW".into()),
+        ];
+        let _: () = pool.hset(redis.sale_key(id, "cfg"), cfg).await?;
+        let sale = Self {
+            redis: redis.clone(),
+            queue: WaitQueue::new(redis, id),
+            id,
+        };
+        sale.set_stock(spec.stock, 0, 0).await?;
+        Ok(sale)
+    }
+
+    async fn set_stock(&self, avail: i64, held: i64, sold: i64) -> anyhow::Result<()> {
+        for (name, value) in [("avail", avail), ("held", held), ("sold", sold)] {
+            let _: () = self
+                .redis
+                .pool()
+                .set(self.redis.sale_key(self.id, name), value, None, None, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_cfg(&self, field: &str, value: impl ToString) -> anyhow::Result<()> {
+        let _: () = self
+            .redis
+            .pool()
+            .hset(
+                self.redis.sale_key(self.id, "cfg"),
+                vec![(field, value.to_string())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Moves `opens_at` to Redis now + `ms`.
+    async fn opens_in(&self, ms: i64) -> anyhow::Result<()> {
+        let at = redis_now_ms(&self.redis).await? + ms;
+        self.set_cfg("opens_at", at).await
+    }
+
+    async fn join(&self, user: Uuid) -> anyhow::Result<(Status, bool)> {
+        match self.queue.join(user, &join_options()).await? {
+            Some(JoinOutcome::Standing { status, new }) => Ok((status, new)),
+            other => anyhow::bail!("join: {other:?}"),
+        }
+    }
+
+    async fn place(&self, user: Uuid) -> anyhow::Result<Place> {
+        self.place_with(user, ABANDON).await
+    }
+
+    async fn place_with(&self, user: Uuid, abandon_after: Duration) -> anyhow::Result<Place> {
+        match self.queue.status(user, abandon_after).await? {
+            Some(status) => Ok(status.place),
+            None => anyhow::bail!("status: sale not found"),
+        }
+    }
+
+    async fn admit(&self, max: u32) -> anyhow::Result<dropline_waitroom::queue::AdmitOutcome> {
+        self.admit_with(AdmitParams::new(max, ABANDON, WINDOW))
+            .await
+    }
+
+    async fn admit_with(
+        &self,
+        params: AdmitParams,
+    ) -> anyhow::Result<dropline_waitroom::queue::AdmitOutcome> {
+        self.queue
+            .admit(&params)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("admit: sale not found"))
+    }
+
+    async fn stats(&self) -> anyhow::Result<dropline_waitroom::queue::Stats> {
+        self.queue
+            .stats()
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stats: sale not found"))
+    }
+
+    /// The order side's hooks (see `queue.rs`): an order keeps the buyer active until it ends.
+    async fn order_placed(&self, user: Uuid, qty: i64) -> anyhow::Result<()> {
+        let pool = self.redis.pool();
+        let _: i64 = pool
+            .decr_by(self.redis.sale_key(self.id, "avail"), qty)
+            .await?;
+        let _: i64 = pool
+            .incr_by(self.redis.sale_key(self.id, "held"), qty)
+            .await?;
+        let deadline = redis_now_ms(&self.redis).await? + 600_000;
+        let _: i64 = pool
+            .custom(
+                fred::cmd!("ZADD"),
+                vec![
+                    Value::from(self.queue.keys().adm.as_str()),
+                    Value::from("XX"),
+                    Value::from("GT"),
+                    Value::from(deadline),
+                    Value::from(&member(user)[..]),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// An order ends: paid (`to_sold`) or expired (units back to avail); the slot frees.
+    async fn order_ended(&self, user: Uuid, qty: i64, paid: bool) -> anyhow::Result<()> {
+        let pool = self.redis.pool();
+        let _: i64 = pool
+            .decr_by(self.redis.sale_key(self.id, "held"), qty)
+            .await?;
+        let target = if paid { "sold" } else { "avail" };
+        let _: i64 = pool
+            .incr_by(self.redis.sale_key(self.id, target), qty)
+            .await?;
+        let _: i64 = pool
+            .zrem(&self.queue.keys().adm, Value::from(&member(user)[..]))
+            .await?;
+        Ok(())
+    }
+}
+
+async fn redis_now_ms(redis: &Redis) -> anyhow::Result<i64> {
+    let t: Vec<i64> = redis
+        .pool()
+        .custom(fred::cmd!("TIME"), Vec::<String>::new())
+        .await?;
+    anyhow::ensure!(t.len() == 2, "TIME: {t:?}");
+    Ok(t[0] * 1000 + t[1] / 1000)
+}
+
+/// Lets `silence` of wall time pass while `live` buyers keep polling every 100 ms (well inside
+/// `abandon_after`); everyone else in the queue stays silent.
+async fn wait_while_polling(
+    sale: &Sale,
+    live: &[Uuid],
+    abandon_after: Duration,
+    silence: Duration,
+) -> anyhow::Result<()> {
+    let until = tokio::time::Instant::now() + silence;
+    loop {
+        for &u in live {
+            let place = sale.place_with(u, abandon_after).await?;
+            anyhow::ensure!(
+                matches!(place, Place::Waiting { .. }),
+                "a polling buyer lost the place: {place:?}"
+            );
+        }
+        if tokio::time::Instant::now() >= until {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connect(env: &TestEnv) -> anyhow::Result<Redis> {
+    Redis::connect(&env.config.redis).await
+}
+
+fn users(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::now_v7()).collect()
+}
+
+#[tokio::test]
+async fn positions_follow_arrival_order_after_opening() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let buyers = users(50);
+    for (i, &u) in buyers.iter().enumerate() {
+        let (status, new) = sale.join(u).await?;
+        assert!(new);
+        assert_eq!(
+            status.place,
+            Place::Waiting {
+                position: i as u64 + 1
+            }
+        );
+        assert_eq!(status.queue_length, i as u64 + 1);
+    }
+    for (i, &u) in buyers.iter().enumerate() {
+        assert_eq!(
+            sale.place(u).await?,
+            Place::Waiting {
+                position: i as u64 + 1
+            }
+        );
+    }
+    // Admission takes them from the head, in the same order.
+    let outcome = sale.admit(20).await?;
+    assert_eq!(outcome.admitted, buyers[..20]);
+    assert_eq!(outcome.limit, AdmitLimit::Rate);
+    assert_eq!(
+        sale.place(buyers[20]).await?,
+        Place::Waiting { position: 1 }
+    );
+    assert_eq!(
+        sale.place(buyers[49]).await?,
+        Place::Waiting { position: 30 }
+    );
+    match sale.place(buyers[0]).await? {
+        Place::Admitted { deadline_ms } => {
+            let now = redis_now_ms(&redis).await? as u64;
+            assert!(deadline_ms > now + WINDOW.as_millis() as u64 - 5_000);
+        }
+        other => panic!("expected admitted, got {other:?}"),
+    }
+    let stats = sale.stats().await?;
+    assert_eq!(
+        (
+            stats.state,
+            stats.queue_length,
+            stats.admitted_total,
+            stats.active
+        ),
+        (SaleState::Open, 30, 20, 20)
+    );
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn joining_again_returns_the_same_place_from_any_connection() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let other = connect(&env).await?; // a second replica
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let elsewhere = WaitQueue::new(&other, sale.id);
+    let buyers = users(5);
+    for &u in &buyers {
+        sale.join(u).await?;
+    }
+    // The third buyer joins again, at once from both replicas.
+    let options = join_options();
+    let (a, b) = tokio::join!(
+        sale.queue.join(buyers[2], &options),
+        elsewhere.join(buyers[2], &options)
+    );
+    for outcome in [a?, b?] {
+        match outcome {
+            Some(JoinOutcome::Standing { status, new }) => {
+                assert!(!new);
+                assert_eq!(status.place, Place::Waiting { position: 3 });
+                assert_eq!(status.queue_length, 5);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Before opening too: a second join keeps the pre-open draw (no re-roll by refreshing).
+    let pre = Sale::arm(
+        &redis,
+        SaleSpec {
+            opens_in_ms: 60_000,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let pre_buyers = users(200);
+    for &u in &pre_buyers {
+        let (status, new) = pre.join(u).await?;
+        assert!(new);
+        assert_eq!(status.place, Place::Scheduled);
+        assert_eq!(status.place.position(), None);
+    }
+    pre.opens_in(-1).await?;
+    let mut before = Vec::new();
+    for &u in &pre_buyers {
+        before.push(pre.place(u).await?);
+    }
+    for &u in &pre_buyers {
+        let (status, new) = pre.join(u).await?;
+        assert!(!new);
+        assert_eq!(status.queue_length, 200);
+    }
+    for (i, &u) in pre_buyers.iter().enumerate() {
+        assert_eq!(pre.place(u).await?, before[i]);
+    }
+    let mut positions: Vec<u64> = before.iter().filter_map(|p| p.position()).collect();
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=200).collect::<Vec<_>>());
+    other.quit().await;
+    env.cleanup().await
+}
+
+/// Spearman's rank correlation between two rankings of the same n items (each a permutation
+/// of 1..=n): 1 - 6 Σd² / (n (n² - 1)).
+fn spearman(a: &[u64], b: &[u64]) -> f64 {
+    let n = a.len() as f64;
+    let d2: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
+}
+
+/// Final positions of `buyers` (status after opening), concurrently.
+async fn positions(sale: &Sale, buyers: &[Uuid]) -> anyhow::Result<Vec<u64>> {
+    let places: Vec<anyhow::Result<Place>> = stream::iter(buyers.iter().copied())
+        .map(|u| sale.place(u))
+        .buffered(256)
+        .collect()
+        .await;
+    places
+        .into_iter()
+        .map(|p| {
+            p.and_then(|p| {
+                p.position()
+                    .ok_or_else(|| anyhow::anyhow!("not waiting: {p:?}"))
+            })
+        })
+        .collect()
+}
+
+/// The pre-queue is shuffled. Under a uniformly random order, Spearman's ρ between two
+/// independent rankings of n items has mean 0 and variance exactly 1/(n-1), and is close to
+/// normal. With n = 16,000 the anchor's bound |ρ| < 0.05 sits at 0.05·√15,999 = 6.3 standard
+/// deviations: a correct shuffle fails one check with probability 2·Φ(-6.3) ≈ 3·10⁻¹⁰, so the
+/// test cannot flake in practice. Two checks:
+/// - arrival order vs final order: fails arrival order (ρ = 1), reverse order (ρ = -1) and any
+///   order correlated with arrival;
+/// - two sales fed the same users in the same arrival order: any fixed pattern (any
+///   deterministic function of arrival, however scrambled) gives ρ = 1 between the two runs.
+#[tokio::test]
+async fn pre_open_arrivals_end_up_in_uniformly_random_order() -> anyhow::Result<()> {
+    const N: usize = 16_000;
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let spec = || SaleSpec {
+        opens_in_ms: 3_600_000,
+        ..SaleSpec::default()
+    };
+    let (a, b) = (
+        Sale::arm(&redis, spec()).await?,
+        Sale::arm(&redis, spec()).await?,
+    );
+    let buyers = users(N);
+    // One after another, so arrival order is the order of `buyers` in both sales.
+    for &u in &buyers {
+        for sale in [&a, &b] {
+            let (status, _) = sale.join(u).await?;
+            assert_eq!(status.place, Place::Scheduled);
+        }
+    }
+    // Later arrivals queue behind the whole pre-queue, in arrival order.
+    a.opens_in(-1).await?;
+    b.opens_in(-1).await?;
+    let late = users(5);
+    for (i, &u) in late.iter().enumerate() {
+        let (status, _) = a.join(u).await?;
+        assert_eq!(
+            status.place,
+            Place::Waiting {
+                position: (N + i + 1) as u64
+            }
+        );
+    }
+    let pos_a = positions(&a, &buyers).await?;
+    let pos_b = positions(&b, &buyers).await?;
+    let mut sorted = pos_a.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=N as u64).collect::<Vec<_>>(), "a permutation");
+    let arrival: Vec<u64> = (1..=N as u64).collect();
+    let rho_arrival = spearman(&arrival, &pos_a);
+    let rho_runs = spearman(&pos_a, &pos_b);
+    assert!(
+        rho_arrival.abs() < 0.05,
+        "final order correlates with arrival: ρ = {rho_arrival}"
+    );
+    assert!(
+        rho_runs.abs() < 0.05,
+        "two sales with the same arrivals got correlated orders (a fixed pattern): ρ = {rho_runs}"
+    );
+    // The same checks do catch the orders a broken shuffle would produce.
+    let reversed: Vec<u64> = arrival.iter().rev().copied().collect();
+    assert!((spearman(&arrival, &arrival) - 1.0).abs() < 1e-9);
+    assert!((spearman(&arrival, &reversed) + 1.0).abs() < 1e-9);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_new_places_but_keeps_existing_ones() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let options = JoinOptions {
+        max_queue_length: 3,
+        abandon_after: ABANDON,
+    };
+    let buyers = users(5);
+    for &u in &buyers[..3] {
+        assert!(matches!(
+            sale.queue.join(u, &options).await?,
+            Some(JoinOutcome::Standing { new: true, .. })
+        ));
+    }
+    match sale.queue.join(buyers[3], &options).await? {
+        Some(JoinOutcome::QueueFull { queue_length, .. }) => assert_eq!(queue_length, 3),
+        other => panic!("expected queue_full, got {other:?}"),
+    }
+    assert_eq!(sale.place(buyers[3]).await?, Place::NotQueued);
+    // Someone already in line joining again is not refused.
+    assert!(matches!(
+        sale.queue.join(buyers[1], &options).await?,
+        Some(JoinOutcome::Standing { new: false, .. })
+    ));
+    // A place frees up: the next one gets in.
+    assert!(sale.queue.leave(buyers[0]).await?);
+    assert!(matches!(
+        sale.queue.join(buyers[4], &options).await?,
+        Some(JoinOutcome::Standing {
+            new: true,
+            status: Status {
+                place: Place::Waiting { position: 3 },
+                ..
+            }
+        })
+    ));
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn admitting_from_an_empty_queue_admits_nobody() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let outcome = sale.admit(100).await?;
+    assert_eq!(outcome.state, SaleState::Open);
+    assert!(outcome.admitted.is_empty());
+    assert_eq!(
+        (outcome.skipped, outcome.queue_length, outcome.active),
+        (0, 0, 0)
+    );
+    assert_eq!(outcome.limit, AdmitLimit::Empty);
+    // A zero budget admits nobody either, and says why.
+    sale.join(Uuid::now_v7()).await?;
+    let outcome = sale.admit(0).await?;
+    assert!(outcome.admitted.is_empty());
+    assert_eq!(outcome.limit, AdmitLimit::Rate);
+    assert_eq!(sale.stats().await?.admitted_total, 0);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn sold_out_reaches_waiting_buyers_and_returning_stock_resumes_admission()
+-> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            stock: 2,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let b = users(5);
+    for &u in &b[..4] {
+        sale.join(u).await?;
+    }
+    // Two units: two buyers, whatever the rate allows.
+    let outcome = sale.admit(100).await?;
+    assert_eq!(outcome.admitted, b[..2]);
+    assert_eq!(outcome.limit, AdmitLimit::Stock);
+    // Both order; nothing more to admit while their units are held.
+    sale.order_placed(b[0], 1).await?;
+    sale.order_placed(b[1], 1).await?;
+    assert!(sale.admit(100).await?.admitted.is_empty());
+    // b0 pays, b1's hold expires: its unit comes back, and the next buyer gets in.
+    sale.order_ended(b[0], 1, true).await?;
+    assert!(sale.admit(100).await?.admitted.is_empty());
+    sale.order_ended(b[1], 1, false).await?;
+    let outcome = sale.admit(100).await?;
+    assert_eq!(
+        (outcome.admitted.as_slice(), outcome.limit),
+        (&b[2..3], AdmitLimit::Stock)
+    );
+    // b2 orders and pays: nothing left, nothing held. Everyone hears sold_out.
+    sale.order_placed(b[2], 1).await?;
+    sale.order_ended(b[2], 1, true).await?;
+    assert_eq!(sale.place(b[3]).await?, Place::SoldOut);
+    assert_eq!(sale.place(b[0]).await?, Place::SoldOut);
+    let outcome = sale.admit(100).await?;
+    assert_eq!(
+        (outcome.state, outcome.admitted.len()),
+        (SaleState::SoldOut, 0)
+    );
+    assert_eq!(sale.stats().await?.state, SaleState::SoldOut);
+    let (status, new) = sale.join(b[4]).await?;
+    assert_eq!((status.place, new), (Place::SoldOut, false));
+    // Stock comes back (an operator adds a unit): b3 kept the place and is admitted.
+    sale.set_stock(1, 0, 2).await?;
+    assert_eq!(sale.place(b[3]).await?, Place::Waiting { position: 1 });
+    assert_eq!(sale.place(b[4]).await?, Place::NotQueued);
+    let outcome = sale.admit(100).await?;
+    assert_eq!(outcome.admitted, b[3..4]);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn the_stock_rule_counts_each_buyer_at_the_per_user_limit() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            stock: 5,
+            per_user_limit: 2,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    for u in users(6) {
+        sale.join(u).await?;
+    }
+    // floor(5 / 2) = 2 buyers.
+    let outcome = sale.admit(100).await?;
+    assert_eq!(
+        (outcome.admitted.len(), outcome.limit),
+        (2, AdmitLimit::Stock)
+    );
+    // The caller may count each buyer at one unit instead: 5 - 2 active = 3 more.
+    let mut params = AdmitParams::new(100, ABANDON, WINDOW);
+    params.units_per_buyer = 1;
+    let outcome = sale.admit_with(params).await?;
+    assert_eq!((outcome.admitted.len(), outcome.active), (3, 5));
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn pause_admits_nobody_and_keeps_every_place() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let b = users(5);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    sale.set_cfg("paused", 1).await?;
+    let outcome = sale.admit(100).await?;
+    assert_eq!(
+        (outcome.state, outcome.admitted.len(), outcome.limit),
+        (SaleState::Paused, 0, AdmitLimit::State)
+    );
+    assert_eq!(sale.stats().await?.state, SaleState::Paused);
+    for (i, &u) in b.iter().enumerate() {
+        let status = sale
+            .queue
+            .status(u, ABANDON)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("sale"))?;
+        assert_eq!(
+            status.place,
+            Place::Waiting {
+                position: i as u64 + 1
+            }
+        );
+        assert!(status.paused);
+    }
+    // New arrivals still queue while paused.
+    let late = Uuid::now_v7();
+    assert_eq!(
+        sale.join(late).await?.0.place,
+        Place::Waiting { position: 6 }
+    );
+    sale.set_cfg("paused", 0).await?;
+    let outcome = sale.admit(100).await?;
+    assert_eq!(outcome.admitted[..5], b[..]);
+    assert_eq!(outcome.admitted[5], late);
+    env.cleanup().await
+}
+
+/// ANCHORS §3, issue #154 of AWS's waiting room: max_active 10, 30 joins, 10 go silent
+/// before admission. The silent ones are skipped (and lose their places), each tick still
+/// fills its whole budget with live buyers, and the queue drains.
+#[tokio::test]
+async fn silent_buyers_are_skipped_and_the_queue_drains() -> anyhow::Result<()> {
+    const ABANDON_FAST: Duration = Duration::from_secs(1);
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            max_active: 10,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let b = users(30);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    let silent: HashSet<Uuid> = b.iter().copied().skip(2).step_by(3).collect();
+    let live: Vec<Uuid> = b.iter().copied().filter(|u| !silent.contains(u)).collect();
+    assert_eq!((silent.len(), live.len()), (10, 20));
+    // Wall time passes (abandonment has one-second resolution: 2 s of silence > 1 s).
+    wait_while_polling(&sale, &live, ABANDON_FAST, Duration::from_millis(2_100)).await?;
+    let params = AdmitParams::new(100, ABANDON_FAST, WINDOW);
+    let first = sale.admit_with(params).await?;
+    assert_eq!(first.admitted, live[..10], "ten live buyers, in order");
+    assert_eq!(first.limit, AdmitLimit::MaxActive);
+    assert!(first.skipped >= 4, "silent buyers at the head were skipped");
+    // max_active holds: nobody more until a slot frees.
+    assert!(sale.admit_with(params).await?.admitted.is_empty());
+    // The first ten finish (their orders end): the rest of the line drains.
+    for &u in &live[..10] {
+        assert!(sale.queue.leave(u).await?);
+    }
+    wait_while_polling(&sale, &live[10..], ABANDON_FAST, Duration::ZERO).await?;
+    let second = sale.admit_with(params).await?;
+    assert_eq!(second.admitted, live[10..]);
+    assert_eq!(second.queue_length, 0, "the queue drained");
+    let stats = sale.stats().await?;
+    assert_eq!(
+        (
+            stats.admitted_total,
+            stats.abandoned_total,
+            stats.queue_length
+        ),
+        (20, 10, 0)
+    );
+    // A silent buyer who comes back has lost the place and must join again, at the back.
+    let back = *silent
+        .iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("none"))?;
+    assert_eq!(sale.place_with(back, ABANDON_FAST).await?, Place::NotQueued);
+    let (status, new) = sale.join(back).await?;
+    assert!(new);
+    assert_eq!(status.place, Place::Waiting { position: 1 });
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn a_status_call_after_abandon_after_loses_the_place() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let b = users(3);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // b1 polls within a generous grace and keeps the place; b0 is judged by a 1 s rule.
+    assert_eq!(sale.place(b[1]).await?, Place::Waiting { position: 2 });
+    assert_eq!(
+        sale.place_with(b[0], Duration::from_secs(1)).await?,
+        Place::NotQueued
+    );
+    assert_eq!(sale.place(b[1]).await?, Place::Waiting { position: 1 });
+    // A join after the silence starts a new place at the back, under the same rule.
+    let outcome = sale
+        .queue
+        .join(
+            b[2],
+            &JoinOptions {
+                max_queue_length: 0,
+                abandon_after: Duration::from_secs(1),
+            },
+        )
+        .await?;
+    assert!(matches!(
+        outcome,
+        Some(JoinOutcome::Standing {
+            new: true,
+            status: Status {
+                place: Place::Waiting { position: 2 },
+                ..
+            }
+        })
+    ));
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn max_active_is_never_exceeded() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            max_active: 3,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let b = users(10);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    let outcome = sale.admit(100).await?;
+    assert_eq!(
+        (outcome.admitted.as_slice(), outcome.limit),
+        (&b[..3], AdmitLimit::MaxActive)
+    );
+    for _ in 0..3 {
+        let outcome = sale.admit(100).await?;
+        assert!(outcome.admitted.is_empty());
+        assert_eq!((outcome.active, outcome.limit), (3, AdmitLimit::MaxActive));
+    }
+    // Raising max_active (PATCH) applies at the next tick.
+    sale.set_cfg("max_active", 5).await?;
+    assert_eq!(sale.admit(100).await?.admitted, b[3..5]);
+    assert_eq!(sale.stats().await?.active, 5);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn an_admission_past_its_deadline_frees_the_slot() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            max_active: 2,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let b = users(5);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    let params = AdmitParams::new(100, ABANDON, Duration::from_millis(300));
+    assert_eq!(sale.admit_with(params).await?.admitted, b[..2]);
+    assert!(matches!(sale.place(b[0]).await?, Place::Admitted { .. }));
+    assert!(sale.admit_with(params).await?.admitted.is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The slots are free as soon as the deadline passes, before any reaping.
+    assert_eq!(sale.stats().await?.active, 0);
+    assert_eq!(sale.admit_with(params).await?.admitted, b[2..4]);
+    // The reaper returns the lapsed entries' memory; the lapsed buyers are out.
+    let reaped = sale.queue.reap(ABANDON, 100).await?;
+    assert_eq!(reaped.expired, 2);
+    assert_eq!(reaped.queue_length, 1);
+    assert_eq!(sale.place(b[0]).await?, Place::NotQueued);
+    assert_eq!(sale.queue.reap(ABANDON, 100).await?.expired, 0);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn leaving_is_idempotent_and_frees_an_admission() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            max_active: 1,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let b = users(3);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    assert!(sale.queue.leave(b[1]).await?);
+    assert!(!sale.queue.leave(b[1]).await?);
+    assert!(!sale.queue.leave(Uuid::now_v7()).await?, "never joined");
+    assert_eq!(sale.place(b[1]).await?, Place::NotQueued);
+    assert_eq!(sale.place(b[2]).await?, Place::Waiting { position: 2 });
+    // An admitted buyer who leaves gives the slot back at once.
+    assert_eq!(sale.admit(10).await?.admitted, b[..1]);
+    assert!(sale.admit(10).await?.admitted.is_empty());
+    assert!(sale.queue.leave(b[0]).await?);
+    assert!(!sale.queue.leave(b[0]).await?);
+    assert_eq!(sale.admit(10).await?.admitted, b[2..3]);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn the_reaper_sweeps_silent_waiters_in_bounded_batches() -> anyhow::Result<()> {
+    const ABANDON_FAST: Duration = Duration::from_secs(1);
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let b = users(25);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    let live: Vec<Uuid> = b.iter().copied().step_by(5).collect();
+    wait_while_polling(&sale, &live, ABANDON_FAST, Duration::from_millis(2_100)).await?;
+    let mut abandoned = 0;
+    let mut calls = 0;
+    loop {
+        let outcome = sale.queue.reap(ABANDON_FAST, 7).await?;
+        abandoned += outcome.abandoned;
+        calls += 1;
+        assert!(outcome.abandoned <= 7);
+        if outcome.wrapped {
+            break;
+        }
+    }
+    assert_eq!((abandoned, calls), (20, 4), "25 entries in batches of 7");
+    for (i, &u) in live.iter().enumerate() {
+        assert_eq!(
+            sale.place_with(u, ABANDON_FAST).await?,
+            Place::Waiting {
+                position: i as u64 + 1
+            }
+        );
+    }
+    let stats = sale.stats().await?;
+    assert_eq!((stats.queue_length, stats.abandoned_total), (5, 20));
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn before_opening_buyers_are_scheduled_and_nobody_is_admitted() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            opens_in_ms: 60_000,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let u = Uuid::now_v7();
+    let (status, new) = sale.join(u).await?;
+    assert!(new);
+    assert_eq!(status.place, Place::Scheduled);
+    assert!(status.opens_at_ms > status.now_ms + 50_000);
+    assert_eq!(sale.place(u).await?, Place::Scheduled);
+    let outcome = sale.admit(100).await?;
+    assert_eq!(
+        (outcome.state, outcome.admitted.len(), outcome.limit),
+        (SaleState::Scheduled, 0, AdmitLimit::State)
+    );
+    assert_eq!(sale.stats().await?.state, SaleState::Scheduled);
+    sale.opens_in(-1).await?;
+    assert_eq!(sale.place(u).await?, Place::Waiting { position: 1 });
+    assert_eq!(sale.admit(100).await?.admitted, vec![u]);
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn closed_sales_and_unknown_sales_say_so() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let u = Uuid::now_v7();
+    sale.join(u).await?;
+    sale.set_cfg("closed", 1).await?;
+    assert_eq!(sale.place(u).await?, Place::Closed);
+    assert_eq!(sale.join(Uuid::now_v7()).await?.0.place, Place::Closed);
+    assert_eq!(sale.admit(10).await?.state, SaleState::Closed);
+    assert_eq!(sale.stats().await?.state, SaleState::Closed);
+    // closes_at in the past closes it too.
+    let other = Sale::arm(&redis, SaleSpec::default()).await?;
+    let now = redis_now_ms(&redis).await?;
+    other.set_cfg("closes_at", now - 1).await?;
+    assert_eq!(other.join(u).await?.0.place, Place::Closed);
+    // A sale that was never armed.
+    let unknown = WaitQueue::new(&redis, Uuid::now_v7());
+    assert!(unknown.join(u, &join_options()).await?.is_none());
+    assert!(unknown.status(u, ABANDON).await?.is_none());
+    assert!(
+        unknown
+            .admit(&AdmitParams::new(1, ABANDON, WINDOW))
+            .await?
+            .is_none()
+    );
+    assert!(unknown.stats().await?.is_none());
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn every_script_has_a_header_contract() {
+    for script in dropline_waitroom::scripts::all() {
+        let body = script.body();
+        let first = body.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("-- {}.lua: ", script.name())),
+            "{}: first line names the file",
+            script.name()
+        );
+        for part in ["-- KEYS[1]", "-- Returns"] {
+            assert!(
+                body.contains(part),
+                "{}: header lacks {part}",
+                script.name()
+            );
+        }
+    }
+}
