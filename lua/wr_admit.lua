@@ -32,7 +32,7 @@
 -- ARGV[1]  most users to admit in this tick (>= 0), from admit_per_second and elapsed time
 -- ARGV[2]  abandon_after in ms
 -- ARGV[3]  admission window in ms (the deadline is now + window)
--- ARGV[4]  most queue entries to look at in this tick (>= 1; bounds the script's run time)
+-- ARGV[4]  most queue entries to look at in this tick (1..100000; bounds the script's run time)
 -- ARGV[5]  units each admitted buyer may claim (0 = cfg.per_user_limit)
 --
 -- Returns  {state, admitted, skipped, queue_length, active, limit, users}
@@ -91,7 +91,7 @@ end
 
 local abandon_ms = num(ARGV[2])
 local deadline = now + num(ARGV[3])
-local scan_limit = math.max(1, math.floor(num(ARGV[4])))
+local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[4]))))
 local users, skipped, scanned = {}, 0, 0
 while #users < budget do
   if scanned >= scan_limit then

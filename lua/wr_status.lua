@@ -17,7 +17,8 @@
 --   state     scheduled | waiting | admitted | sold_out | closed | none | not_found
 --             none: not in the queue and not admitted (never joined, left, abandoned, or the
 --             admission lapsed): the client has to join again
---             sold_out and closed go to every user, admitted ones included
+--             sold_out and closed go to every user, admitted ones included; a waiting
+--             user's poll still keeps the place alive while sold out (stock may come back)
 --   position  users ahead + 1 when waiting, else 0
 --   deadline_ms  the admission deadline when admitted (the pass's exp), else 0
 --   paused    1 when the sale is paused
@@ -54,34 +55,48 @@ local function reply(st, position, deadline)
   return {st, position, deadline, opens_at, now, qlen, paused, 0}
 end
 
-if state == 'closed' or state == 'sold_out' then
-  return reply(state, 0, 0)
+if state == 'closed' then
+  return reply('closed', 0, 0)
+end
+-- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:
+-- stock can come back (an expired hold, an operator adding units) and the line then resumes.
+local function lost()
+  if state == 'sold_out' then
+    return reply('sold_out', 0, 0)
+  end
+  return reply('none', 0, 0)
 end
 
 local deadline = redis.call('ZSCORE', KEYS[5], user)
 if deadline then
   deadline = tonumber(deadline)
-  if deadline > now then
-    return reply('admitted', 0, deadline)
+  if deadline <= now then
+    redis.call('ZREM', KEYS[5], user)
+    return lost()
   end
-  redis.call('ZREM', KEYS[5], user)
-  return reply('none', 0, 0)
+  if state == 'sold_out' then
+    return reply('sold_out', 0, 0)
+  end
+  return reply('admitted', 0, deadline)
 end
 
 local score = redis.call('ZSCORE', KEYS[4], user)
 if not score then
-  return reply('none', 0, 0)
+  return lost()
 end
 score = tonumber(score)
 local old = score % ORDER
 if ((now_s - old) % ORDER) * 1000 > abandon_ms then
   redis.call('ZREM', KEYS[4], user)
   qlen = qlen - 1
-  return reply('none', 0, 0)
+  return lost()
 end
 local stamp = now_s % ORDER
 if old ~= stamp then
   redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
+end
+if state == 'sold_out' then
+  return reply('sold_out', 0, 0)
 end
 if state == 'scheduled' then
   return reply('scheduled', 0, 0)

@@ -568,6 +568,39 @@ async fn sold_out_reaches_waiting_buyers_and_returning_stock_resumes_admission()
     env.cleanup().await
 }
 
+/// Sold out is not the end while stock can come back: buyers who keep polling (and hear
+/// `sold_out`) keep their places; silent ones still lose theirs.
+#[tokio::test]
+async fn polling_through_a_sold_out_spell_keeps_the_place() -> anyhow::Result<()> {
+    const ABANDON_FAST: Duration = Duration::from_secs(1);
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let b = users(3);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    sale.set_stock(0, 0, 1_000).await?;
+    let until = tokio::time::Instant::now() + Duration::from_millis(2_100);
+    while tokio::time::Instant::now() < until {
+        for &u in &b[1..] {
+            assert_eq!(sale.place_with(u, ABANDON_FAST).await?, Place::SoldOut);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sale.set_stock(5, 0, 995).await?;
+    assert_eq!(sale.place_with(b[0], ABANDON_FAST).await?, Place::NotQueued);
+    assert_eq!(
+        sale.place_with(b[1], ABANDON_FAST).await?,
+        Place::Waiting { position: 1 }
+    );
+    assert_eq!(
+        sale.place_with(b[2], ABANDON_FAST).await?,
+        Place::Waiting { position: 2 }
+    );
+    env.cleanup().await
+}
+
 #[tokio::test]
 async fn the_stock_rule_counts_each_buyer_at_the_per_user_limit() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
