@@ -6,6 +6,11 @@
 
 mod demo;
 
+// Request handling allocates many small short-lived objects; mimalloc serves them with far
+// less contention than glibc malloc (profiled: malloc/free were the top user-space symbols).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
