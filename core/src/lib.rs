@@ -21,6 +21,7 @@ pub mod password;
 pub mod pii;
 pub mod redis;
 pub mod retry;
+pub mod sale;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tokens;

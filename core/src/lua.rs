@@ -91,8 +91,14 @@ pub mod scripts {
     pub static LEASE_RELEASE: Script =
         Script::new("lease_release", include_str!("../../lua/lease_release.lua"));
 
+    /// Arm a sale: write its config hash and stock counters once (`lua/sale_arm.lua`).
+    pub static SALE_ARM: Script = Script::new("sale_arm", include_str!("../../lua/sale_arm.lua"));
+    /// Read a sale's config, counters and the server clock at once (`lua/sale_view.lua`).
+    pub static SALE_VIEW: Script =
+        Script::new("sale_view", include_str!("../../lua/sale_view.lua"));
+
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 2] {
-        [&LEASE_ACQUIRE, &LEASE_RELEASE]
+    pub fn all() -> [&'static Script; 4] {
+        [&LEASE_ACQUIRE, &LEASE_RELEASE, &SALE_ARM, &SALE_VIEW]
     }
 }

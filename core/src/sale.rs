@@ -1,0 +1,527 @@
+//! A sale's live state in Redis and the state a buyer sees, shared by the api and the waiting room.
+//!
+//! MySQL is the record of a sale; Redis holds what moves during the sale (DESIGN §4), under the
+//! sale's hash tag so that every script touches one slot:
+//!
+//! | key (`r.sale_key(id, ..)`) | type | content |
+//! | --- | --- | --- |
+//! | `cfg` | hash | `stock_total`, `opens_at` / `closes_at` (epoch ms, `closes_at` 0 = none), `per_user_limit`, `hold_seconds`, `admit_per_second`, `max_active` (0 = no limit), `paused` / `closed` (0/1), `product_id`, `price`, `currency` |
+//! | `avail` | string | units still for sale (starts at `stock_total`) |
+//! | `held` | string | units in HELD and PAYING orders (starts at 0) |
+//! | `sold` | string | units in PAID orders (starts at 0) |
+//!
+//! `avail + held + sold = stock_total` at every moment. [`arm`] writes all four at once
+//! (`lua/sale_arm.lua`); [`view`] reads them together with the Redis clock
+//! (`lua/sale_view.lua`), and [`SaleView::state`] derives the [`SaleState`] from that one
+//! snapshot, so every replica agrees on "now".
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::Context;
+use chrono::{DateTime, TimeZone, Utc};
+use fred::interfaces::{HashesInterface, KeysInterface};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::lua::scripts::{SALE_ARM, SALE_VIEW};
+use crate::redis::Redis;
+
+/// What a buyer sees of a sale (DESIGN §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    Scheduled,
+    Open,
+    Paused,
+    SoldOut,
+    Closed,
+}
+
+impl SaleState {
+    pub const ALL: [SaleState; 5] = [
+        Self::Scheduled,
+        Self::Open,
+        Self::Paused,
+        Self::SoldOut,
+        Self::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Open => "open",
+            Self::Paused => "paused",
+            Self::SoldOut => "sold_out",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for SaleState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown state name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sale state `{0}` (expected scheduled, open, paused, sold_out or closed)")]
+pub struct UnknownState(pub String);
+
+impl FromStr for SaleState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// The inputs of [`derive_state`], all from one Redis snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateInputs {
+    pub now_ms: i64,
+    pub opens_at_ms: i64,
+    /// `None`: the sale has no closing time.
+    pub closes_at_ms: Option<i64>,
+    pub paused: bool,
+    pub closed: bool,
+    pub available: i64,
+    pub held: i64,
+}
+
+/// The state rule, first match wins: `closed` (closed by an operator, or past `closes_at`);
+/// `scheduled` (before `opens_at`); `paused`; `sold_out` (nothing available and nothing held,
+/// so no stock can come back); otherwise `open`.
+///
+/// A sale with units still held is `open` even at `available == 0`: a hold that expires or is
+/// cancelled puts its units back on sale.
+pub fn derive_state(i: StateInputs) -> SaleState {
+    if i.closed || i.closes_at_ms.is_some_and(|c| i.now_ms >= c) {
+        SaleState::Closed
+    } else if i.now_ms < i.opens_at_ms {
+        SaleState::Scheduled
+    } else if i.paused {
+        SaleState::Paused
+    } else if i.available <= 0 && i.held <= 0 {
+        SaleState::SoldOut
+    } else {
+        SaleState::Open
+    }
+}
+
+/// The four Redis keys of a sale's live state, in the order the scripts take them.
+pub fn keys(redis: &Redis, sale: Uuid) -> Vec<String> {
+    ["cfg", "avail", "held", "sold"]
+        .into_iter()
+        .map(|name| redis.sale_key(sale, name))
+        .collect()
+}
+
+/// Everything [`arm`] writes into the `cfg` hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleConfig {
+    pub product_id: Uuid,
+    pub price: i64,
+    pub currency: String,
+    pub stock_total: i64,
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: Option<DateTime<Utc>>,
+    pub per_user_limit: i64,
+    pub hold_seconds: i64,
+    pub admit_per_second: i64,
+    /// `None`: no limit on active buyers.
+    pub max_active: Option<i64>,
+    pub paused: bool,
+    pub closed: bool,
+}
+
+type SaleRow = (
+    Uuid,
+    i64,
+    String,
+    i32,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    i32,
+    i32,
+    i32,
+    Option<i32>,
+    bool,
+    Option<DateTime<Utc>>,
+);
+
+impl SaleConfig {
+    /// Reads a sale's configuration from MySQL (the record); `None` when there is no such sale.
+    pub async fn load<'e, E>(db: E, sale: Uuid) -> anyhow::Result<Option<Self>>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::MySql>,
+    {
+        let row: Option<SaleRow> = sqlx::query_as(
+            "SELECT s.product_id, p.price, p.currency, s.stock_total, s.opens_at, s.closes_at, \
+                    s.per_user_limit, s.hold_seconds, s.admit_per_second, s.max_active, s.paused, \
+                    s.closed_at \
+             FROM sales s JOIN products p ON p.id = s.product_id WHERE s.id = ?",
+        )
+        .bind(sale)
+        .fetch_optional(db)
+        .await
+        .with_context(|| format!("reading sale {sale}"))?;
+        Ok(row.map(
+            |(
+                product_id,
+                price,
+                currency,
+                stock_total,
+                opens_at,
+                closes_at,
+                per_user_limit,
+                hold_seconds,
+                admit_per_second,
+                max_active,
+                paused,
+                closed_at,
+            )| Self {
+                product_id,
+                price,
+                currency,
+                stock_total: stock_total.into(),
+                opens_at,
+                closes_at,
+                per_user_limit: per_user_limit.into(),
+                hold_seconds: hold_seconds.into(),
+                admit_per_second: admit_per_second.into(),
+                max_active: max_active.map(Into::into),
+                paused,
+                closed: closed_at.is_some(),
+            },
+        ))
+    }
+
+    fn arm_args(&self) -> Vec<String> {
+        vec![
+            self.stock_total.to_string(),
+            self.opens_at.timestamp_millis().to_string(),
+            self.closes_at
+                .map_or(0, |c| c.timestamp_millis())
+                .to_string(),
+            self.per_user_limit.to_string(),
+            self.hold_seconds.to_string(),
+            self.admit_per_second.to_string(),
+            self.max_active.unwrap_or(0).to_string(),
+            u8::from(self.paused).to_string(),
+            u8::from(self.closed).to_string(),
+            self.product_id.to_string(),
+            self.price.to_string(),
+            self.currency.clone(),
+        ]
+    }
+}
+
+/// Arms a sale in Redis (`lua/sale_arm.lua`): `Ok(true)` when this call wrote its state,
+/// `Ok(false)` when it was armed already (then nothing changed).
+pub async fn arm(redis: &Redis, sale: Uuid, config: &SaleConfig) -> anyhow::Result<bool> {
+    let armed: i64 = SALE_ARM
+        .run(redis, keys(redis, sale), config.arm_args())
+        .await
+        .with_context(|| format!("arming sale {sale}"))?;
+    Ok(armed == 1)
+}
+
+/// Deletes a sale's live state. Only for undoing an [`arm`] whose MySQL insert did not commit:
+/// on a live sale this would lose its counters.
+pub async fn unarm(redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
+    let _: i64 = redis
+        .pool()
+        .del(keys(redis, sale))
+        .await
+        .with_context(|| format!("deleting the Redis state of sale {sale}"))?;
+    Ok(())
+}
+
+/// One snapshot of a sale's live state, read by [`view`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleView {
+    pub stock_total: i64,
+    pub opens_at_ms: i64,
+    pub closes_at_ms: Option<i64>,
+    pub per_user_limit: i64,
+    pub hold_seconds: i64,
+    pub admit_per_second: i64,
+    pub max_active: Option<i64>,
+    pub paused: bool,
+    pub closed: bool,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    /// The Redis server's clock when the snapshot was taken.
+    pub now_ms: i64,
+}
+
+impl SaleView {
+    /// Parses the 13 integers `lua/sale_view.lua` returns.
+    pub fn from_values(v: &[i64]) -> anyhow::Result<Self> {
+        let &[
+            stock_total,
+            opens_at_ms,
+            closes_at_ms,
+            per_user_limit,
+            hold_seconds,
+            admit_per_second,
+            max_active,
+            paused,
+            closed,
+            available,
+            held,
+            sold,
+            now_ms,
+        ] = v
+        else {
+            anyhow::bail!("sale_view returned {} values, expected 13", v.len());
+        };
+        Ok(Self {
+            stock_total,
+            opens_at_ms,
+            closes_at_ms: (closes_at_ms > 0).then_some(closes_at_ms),
+            per_user_limit,
+            hold_seconds,
+            admit_per_second,
+            max_active: (max_active > 0).then_some(max_active),
+            paused: paused != 0,
+            closed: closed != 0,
+            available,
+            held,
+            sold,
+            now_ms,
+        })
+    }
+
+    pub fn state(&self) -> SaleState {
+        derive_state(StateInputs {
+            now_ms: self.now_ms,
+            opens_at_ms: self.opens_at_ms,
+            closes_at_ms: self.closes_at_ms,
+            paused: self.paused,
+            closed: self.closed,
+            available: self.available,
+            held: self.held,
+        })
+    }
+
+    pub fn opens_at(&self) -> DateTime<Utc> {
+        from_ms(self.opens_at_ms)
+    }
+
+    pub fn closes_at(&self) -> Option<DateTime<Utc>> {
+        self.closes_at_ms.map(from_ms)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        from_ms(self.now_ms)
+    }
+}
+
+/// Epoch milliseconds to a UTC time (out-of-range values clamp to the epoch).
+pub fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// Reads a sale's live state in one round trip; `None` when the sale is not armed.
+pub async fn view(redis: &Redis, sale: Uuid) -> anyhow::Result<Option<SaleView>> {
+    let values: Vec<i64> = SALE_VIEW
+        .run(redis, keys(redis, sale), Vec::<String>::new())
+        .await
+        .with_context(|| format!("reading the live state of sale {sale}"))?;
+    if values.is_empty() {
+        return Ok(None);
+    }
+    SaleView::from_values(&values).map(Some)
+}
+
+/// A change to the settings an operator may adjust during a sale (admin `PATCH`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsUpdate {
+    pub admit_per_second: Option<i64>,
+    /// `Some(None)`: remove the limit.
+    pub max_active: Option<Option<i64>>,
+    pub paused: Option<bool>,
+    pub closed: Option<bool>,
+}
+
+impl SettingsUpdate {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = Vec::new();
+        if let Some(n) = self.admit_per_second {
+            fields.push(("admit_per_second", n.to_string()));
+        }
+        if let Some(n) = self.max_active {
+            fields.push(("max_active", n.unwrap_or(0).to_string()));
+        }
+        if let Some(b) = self.paused {
+            fields.push(("paused", u8::from(b).to_string()));
+        }
+        if let Some(b) = self.closed {
+            fields.push(("closed", u8::from(b).to_string()));
+        }
+        fields
+    }
+}
+
+/// Writes `update` into an armed sale's `cfg` hash. `Ok(false)` when the sale is not armed:
+/// then nothing is written, because a partial `cfg` would look armed to [`arm`]; the settings
+/// reach Redis with the next arming, which reads MySQL.
+pub async fn update_settings(
+    redis: &Redis,
+    sale: Uuid,
+    update: &SettingsUpdate,
+) -> anyhow::Result<bool> {
+    let fields = update.fields();
+    let cfg = redis.sale_key(sale, "cfg");
+    let exists: i64 = redis
+        .pool()
+        .exists(&cfg)
+        .await
+        .with_context(|| format!("checking that sale {sale} is armed"))?;
+    if exists == 0 {
+        return Ok(false);
+    }
+    if fields.is_empty() {
+        return Ok(true);
+    }
+    // The cfg hash only disappears when Redis loses its data, so the gap between EXISTS and
+    // HSET is not a practical race.
+    let _: i64 = redis
+        .pool()
+        .hset(&cfg, fields)
+        .await
+        .with_context(|| format!("updating the settings of sale {sale}"))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> StateInputs {
+        StateInputs {
+            now_ms: 10_000,
+            opens_at_ms: 5_000,
+            closes_at_ms: Some(20_000),
+            paused: false,
+            closed: false,
+            available: 3,
+            held: 0,
+        }
+    }
+
+    #[test]
+    fn open_when_nothing_else_applies() {
+        assert_eq!(derive_state(inputs()), SaleState::Open);
+        let no_close = StateInputs {
+            closes_at_ms: None,
+            ..inputs()
+        };
+        assert_eq!(derive_state(no_close), SaleState::Open);
+    }
+
+    #[test]
+    fn closed_wins_over_everything() {
+        let all = StateInputs {
+            closed: true,
+            paused: true,
+            now_ms: 1_000, // before opening
+            available: 0,
+            ..inputs()
+        };
+        assert_eq!(derive_state(all), SaleState::Closed);
+        // Reaching closes_at closes, exactly at the instant.
+        let at = StateInputs {
+            now_ms: 20_000,
+            ..inputs()
+        };
+        assert_eq!(derive_state(at), SaleState::Closed);
+        let just_before = StateInputs {
+            now_ms: 19_999,
+            ..inputs()
+        };
+        assert_eq!(derive_state(just_before), SaleState::Open);
+    }
+
+    #[test]
+    fn scheduled_before_opening_even_if_paused_or_empty() {
+        let before = StateInputs {
+            now_ms: 4_999,
+            paused: true,
+            available: 0,
+            ..inputs()
+        };
+        assert_eq!(derive_state(before), SaleState::Scheduled);
+        let at = StateInputs {
+            now_ms: 5_000,
+            ..inputs()
+        };
+        assert_eq!(derive_state(at), SaleState::Open, "opens at the instant");
+    }
+
+    #[test]
+    fn paused_wins_over_sold_out() {
+        let paused = StateInputs {
+            paused: true,
+            available: 0,
+            ..inputs()
+        };
+        assert_eq!(derive_state(paused), SaleState::Paused);
+    }
+
+    #[test]
+    fn sold_out_only_when_nothing_can_come_back() {
+        let empty = StateInputs {
+            available: 0,
+            held: 0,
+            ..inputs()
+        };
+        assert_eq!(derive_state(empty), SaleState::SoldOut);
+        let held = StateInputs {
+            available: 0,
+            held: 2,
+            ..inputs()
+        };
+        assert_eq!(
+            derive_state(held),
+            SaleState::Open,
+            "held units may return to stock"
+        );
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for state in SaleState::ALL {
+            assert_eq!(state.as_str().parse::<SaleState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(serde_json::Value::String(state.as_str().into()))
+            );
+        }
+        assert!("sold-out".parse::<SaleState>().is_err());
+        assert!("".parse::<SaleState>().is_err());
+    }
+
+    #[test]
+    fn view_parses_the_script_output() -> anyhow::Result<()> {
+        let view = SaleView::from_values(&[10, 1_000, 0, 2, 600, 100, 0, 1, 0, 7, 2, 1, 1_500])?;
+        assert_eq!(view.stock_total, 10);
+        assert_eq!(view.closes_at_ms, None);
+        assert_eq!(view.max_active, None);
+        assert!(view.paused && !view.closed);
+        assert_eq!((view.available, view.held, view.sold), (7, 2, 1));
+        assert_eq!(view.state(), SaleState::Paused);
+        assert_eq!(view.opens_at().timestamp_millis(), 1_000);
+        assert!(SaleView::from_values(&[1, 2, 3]).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+-- sale_arm.lua: load one sale's live state into Redis, once (DESIGN §4).
+--
+-- Arming writes the config hash and the three stock counters together, so no reader ever sees a
+-- sale with a config but no counters. A sale that is already armed is left exactly as it is (its
+-- counters move with orders from then on), so calling this again, from a retry or a second
+-- replica, changes nothing.
+--
+-- KEYS[1]  the sale's config hash   <prefix>:{s:<sale>}:cfg
+-- KEYS[2]  available units           <prefix>:{s:<sale>}:avail   (string integer)
+-- KEYS[3]  units held (HELD+PAYING)  <prefix>:{s:<sale>}:held    (string integer)
+-- KEYS[4]  units sold (PAID)         <prefix>:{s:<sale>}:sold    (string integer)
+-- ARGV[1]  stock_total                integer >= 1
+-- ARGV[2]  opens_at                   epoch milliseconds
+-- ARGV[3]  closes_at                  epoch milliseconds, 0 = no closing time
+-- ARGV[4]  per_user_limit             integer >= 1
+-- ARGV[5]  hold_seconds               integer >= 1
+-- ARGV[6]  admit_per_second           integer >= 1
+-- ARGV[7]  max_active                 integer >= 0, 0 = no limit
+-- ARGV[8]  paused                     0 or 1
+-- ARGV[9]  closed                     0 or 1
+-- ARGV[10] product_id                 UUID text
+-- ARGV[11] price                      integer, minor units
+-- ARGV[12] currency                   ISO 4217 code
+--
+-- Returns  1 when the sale was armed by this call: cfg written with the fields above, avail set
+--          to stock_total, held and sold set to 0 (avail + held + sold = stock_total);
+--          0 when cfg already existed (nothing changed).
+--          An error reply (nothing written) when an argument is malformed.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+
+local function int(i, name, min, max)
+  local v = tonumber(ARGV[i])
+  if v == nil or v ~= math.floor(v) or v < min or (max ~= nil and v > max) then
+    return redis.error_reply('ERR sale_arm: ' .. name .. ' must be an integer in range, got ' .. tostring(ARGV[i]))
+  end
+  return v
+end
+
+local checks = {
+  {1, 'stock_total', 1}, {2, 'opens_at', 0}, {3, 'closes_at', 0}, {4, 'per_user_limit', 1},
+  {5, 'hold_seconds', 1}, {6, 'admit_per_second', 1}, {7, 'max_active', 0},
+  {8, 'paused', 0, 1}, {9, 'closed', 0, 1}, {11, 'price', 0},
+}
+for _, c in ipairs(checks) do
+  local v = int(c[1], c[2], c[3], c[4])
+  if type(v) == 'table' then
+    return v
+  end
+end
+if ARGV[10] == nil or ARGV[10] == '' or ARGV[12] == nil or ARGV[12] == '' then
+  return redis.error_reply('ERR sale_arm: product_id and currency are required')
+end
+
+redis.call('HSET', KEYS[1],
+  'stock_total', ARGV[1],
+  'opens_at', ARGV[2],
+  'closes_at', ARGV[3],
+  'per_user_limit', ARGV[4],
+  'hold_seconds', ARGV[5],
+  'admit_per_second', ARGV[6],
+  'max_active', ARGV[7],
+  'paused', ARGV[8],
+  'closed', ARGV[9],
+  'product_id', ARGV[10],
+  'price', ARGV[11],
+  'currency', ARGV[12])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], '0')
+redis.call('SET', KEYS[4], '0')
+return 1
