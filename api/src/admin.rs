@@ -1,9 +1,618 @@
-//! Routes are added with issue #3's catalog work.
+//! Catalog and sale administration (role `admin`): create products, create and arm sales, and
+//! adjust a running sale.
+//!
+//! - `POST /api/admin/products` → 201 the product
+//! - `POST /api/admin/sales` → 201 the sale (shape of `GET /api/sales/{id}`)
+//! - `PATCH /api/admin/sales/{id}` → 200 the sale
+//!
+//! MySQL is the record and Redis runs the sale, so every write keeps the two in step: the MySQL
+//! change is made in a transaction, the Redis change is made before the commit, and a Redis
+//! failure rolls the transaction back (503 `unavailable`, nothing written). If the commit itself
+//! fails after Redis changed, the Redis change is undone where that is safe. Cache entries are
+//! invalidated after the commit.
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{patch, post};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::http::Json;
+use dropline_core::sale::{self, SaleConfig, SettingsUpdate};
+use serde::{Deserialize, Deserializer};
+use uuid::Uuid;
 
+use crate::cache::Kind;
+use crate::catalog::{self, Product, Sale, SaleRecord};
+use crate::extract::{Admin, PathId};
+use crate::fail;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/admin/products", post(create_product))
+        .route("/api/admin/sales", post(create_sale))
+        .route("/api/admin/sales/{id}", patch(patch_sale))
+}
+
+/// Bounds the contract gives (DESIGN §9 and issue #3).
+pub const MAX_STOCK: i64 = 10_000_000;
+pub const HOLD_SECONDS: std::ops::RangeInclusive<i64> = 10..=86_400;
+pub const ADMIT_PER_SECOND: std::ops::RangeInclusive<i64> = 1..=100_000;
+/// The largest integer a JSON client (JavaScript) reads exactly.
+const MAX_PRICE: i64 = (1 << 53) - 1;
+const MAX_NAME_CHARS: usize = 200;
+const MAX_DESCRIPTION_CHARS: usize = 10_000;
+
+// ---------------------------------------------------------------------------------------------
+// Products
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    price: i64,
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+fn check_text(field: &str, value: &str, max: usize, allow_newlines: bool) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    let bad = value
+        .chars()
+        .any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\r' || c == '\t')));
+    if bad {
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// ISO 4217 shape: three uppercase ASCII letters.
+fn check_currency(raw: Option<&str>) -> Result<String, ApiError> {
+    let currency = raw.unwrap_or("KRW");
+    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(currency.to_owned())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "currency must be an ISO 4217 code of three uppercase letters (such as KRW), got `{currency}`"
+        )))
+    }
+}
+
+impl NewProduct {
+    fn validate(self) -> Result<(String, Option<String>, i64, String), ApiError> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() {
+            return Err(ApiError::bad_request("name must not be empty"));
+        }
+        check_text("name", &name, MAX_NAME_CHARS, false)?;
+        let description = self
+            .description
+            .map(|d| d.trim().to_owned())
+            .filter(|d| !d.is_empty());
+        if let Some(d) = &description {
+            check_text("description", d, MAX_DESCRIPTION_CHARS, true)?;
+        }
+        if !(0..=MAX_PRICE).contains(&self.price) {
+            return Err(ApiError::bad_request(format!(
+                "price must be an integer from 0 to {MAX_PRICE} (minor units)"
+            )));
+        }
+        let currency = check_currency(self.currency.as_deref())?;
+        Ok((name, description, self.price, currency))
+    }
+}
+
+#[tracing::instrument(skip_all, fields(admin = %admin.sub, product_id = tracing::field::Empty))]
+async fn create_product(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Json(body): Json<NewProduct>,
+) -> Result<(StatusCode, Json<Product>), ApiError> {
+    let (name, description, price, currency) = body.validate()?;
+    let product = Product {
+        id: Uuid::now_v7(),
+        name,
+        description,
+        price,
+        currency,
+        created_at: Utc::now().trunc_subsecs(3),
+    };
+    tracing::Span::current().record("product_id", tracing::field::display(product.id));
+    sqlx::query(
+        "INSERT INTO products (id, name, description, price, currency, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(product.id)
+    .bind(&product.name)
+    .bind(&product.description)
+    .bind(product.price)
+    .bind(&product.currency)
+    .bind(product.created_at)
+    .execute(&state.mysql)
+    .await
+    .map_err(|e| fail::db("creating a product", e))?;
+    // A fresh id cannot be cached yet, unless someone guessed it: drop a "does not exist".
+    state.cache.invalidate(Kind::Product, product.id).await;
+    tracing::info!(name = %product.name, price = product.price, currency = %product.currency, "product created");
+    Ok((StatusCode::CREATED, Json(product)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sales
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSale {
+    product_id: String,
+    stock: i64,
+    opens_at: String,
+    #[serde(default)]
+    closes_at: Option<String>,
+    #[serde(default)]
+    per_user_limit: Option<i64>,
+    #[serde(default)]
+    hold_seconds: Option<i64>,
+    #[serde(default)]
+    admit_per_second: Option<i64>,
+    #[serde(default)]
+    max_active: Option<i64>,
+}
+
+/// A validated [`NewSale`].
+#[derive(Debug)]
+struct SaleInput {
+    product_id: Uuid,
+    stock: i64,
+    opens_at: DateTime<Utc>,
+    closes_at: Option<DateTime<Utc>>,
+    per_user_limit: i64,
+    hold_seconds: i64,
+    admit_per_second: i64,
+    max_active: Option<i64>,
+}
+
+fn parse_time(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{field} must be an RFC 3339 time such as 2026-12-01T12:00:00Z, got `{raw}`"
+        ))
+    };
+    let time = DateTime::parse_from_rfc3339(raw)
+        .map_err(|_| bad())?
+        .with_timezone(&Utc)
+        .trunc_subsecs(3);
+    // MySQL DATETIME and the epoch milliseconds in Redis both hold this range.
+    if !(1970..=9999).contains(&time.year()) {
+        return Err(bad());
+    }
+    Ok(time)
+}
+
+fn in_range(field: &str, value: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{field} must be an integer from {min} to {max}, got {value}"
+        )))
+    }
+}
+
+/// `max_active`: at least 1 (absent or `null`: no limit); bounded by the MySQL column.
+fn check_max_active(value: i64) -> Result<i64, ApiError> {
+    if (1..=i64::from(i32::MAX)).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "max_active must be an integer of at least 1 (or null for no limit), got {value}"
+        )))
+    }
+}
+
+impl NewSale {
+    fn validate(self) -> Result<SaleInput, ApiError> {
+        let product_id = Uuid::parse_str(self.product_id.trim()).map_err(|_| {
+            ApiError::bad_request(format!(
+                "product_id must be a product id (a UUID), got `{}`",
+                self.product_id
+            ))
+        })?;
+        let stock = in_range("stock", self.stock, 1, MAX_STOCK)?;
+        let opens_at = parse_time("opens_at", &self.opens_at)?;
+        let closes_at = self
+            .closes_at
+            .as_deref()
+            .map(|raw| parse_time("closes_at", raw))
+            .transpose()?;
+        if closes_at.is_some_and(|c| c <= opens_at) {
+            return Err(ApiError::bad_request("closes_at must be after opens_at"));
+        }
+        let per_user_limit =
+            in_range("per_user_limit", self.per_user_limit.unwrap_or(1), 1, stock)?;
+        let hold_seconds = in_range(
+            "hold_seconds",
+            self.hold_seconds.unwrap_or(600),
+            *HOLD_SECONDS.start(),
+            *HOLD_SECONDS.end(),
+        )?;
+        let admit_per_second = in_range(
+            "admit_per_second",
+            self.admit_per_second.unwrap_or(100),
+            *ADMIT_PER_SECOND.start(),
+            *ADMIT_PER_SECOND.end(),
+        )?;
+        let max_active = self.max_active.map(check_max_active).transpose()?;
+        Ok(SaleInput {
+            product_id,
+            stock,
+            opens_at,
+            closes_at,
+            per_user_limit,
+            hold_seconds,
+            admit_per_second,
+            max_active,
+        })
+    }
+}
+
+#[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = tracing::field::Empty))]
+async fn create_sale(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Json(body): Json<NewSale>,
+) -> Result<(StatusCode, Json<Sale>), ApiError> {
+    let input = body.validate()?;
+    let id = Uuid::now_v7();
+    tracing::Span::current().record("sale_id", tracing::field::display(id));
+    let now = Utc::now().trunc_subsecs(3);
+
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting a transaction", e))?;
+    // Shared lock: the product cannot change under the sale being made (products are not
+    // updated today; the lock keeps this right if they ever are).
+    let product: Option<Product> = sqlx::query_as(
+        "SELECT id, name, description, price, currency, created_at FROM products \
+         WHERE id = ? LOCK IN SHARE MODE",
+    )
+    .bind(input.product_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| fail::db("reading the sale's product", e))?;
+    let Some(product) = product else {
+        return Err(ApiError::bad_request(format!(
+            "product_id: no product {} exists",
+            input.product_id
+        )));
+    };
+    sqlx::query(
+        "INSERT INTO sales (id, product_id, stock_total, opens_at, closes_at, per_user_limit, \
+         hold_seconds, admit_per_second, max_active, paused, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?)",
+    )
+    .bind(id)
+    .bind(product.id)
+    .bind(input.stock)
+    .bind(input.opens_at)
+    .bind(input.closes_at)
+    .bind(input.per_user_limit)
+    .bind(input.hold_seconds)
+    .bind(input.admit_per_second)
+    .bind(input.max_active)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| fail::db("creating a sale", e))?;
+
+    let config = SaleConfig {
+        product_id: product.id,
+        price: product.price,
+        currency: product.currency.clone(),
+        stock_total: input.stock,
+        opens_at: input.opens_at,
+        closes_at: input.closes_at,
+        per_user_limit: input.per_user_limit,
+        hold_seconds: input.hold_seconds,
+        admit_per_second: input.admit_per_second,
+        max_active: input.max_active,
+        paused: false,
+        closed: false,
+    };
+    // Redis before the commit: if it fails, the transaction rolls back and nothing exists.
+    let armed = async {
+        if !sale::arm(&state.redis, id, &config).await? {
+            anyhow::bail!("sale {id} was armed already");
+        }
+        sale::view(&state.redis, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("sale {id} is not armed right after arming"))
+    }
+    .await;
+    let view = match armed {
+        Ok(view) => view,
+        Err(error) => {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rollback failed; the connection drops the transaction");
+            }
+            // The script may have run even though the answer was lost.
+            if let Err(e) = sale::unarm(&state.redis, id).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not remove a half-made sale from Redis"
+                );
+            }
+            return Err(fail::redis("arming a new sale", error));
+        }
+    };
+    if let Err(error) = tx.commit().await {
+        undo_arm_after_failed_commit(&state, id).await;
+        return Err(fail::db("committing a new sale", error));
+    }
+    state.cache.invalidate(Kind::Sale, id).await;
+    tracing::info!(
+        product_id = %product.id,
+        stock = input.stock,
+        opens_at = %input.opens_at,
+        "sale created and armed"
+    );
+    let record = SaleRecord {
+        id,
+        product,
+        stock_total: input.stock,
+        opens_at: input.opens_at,
+        closes_at: input.closes_at,
+        per_user_limit: input.per_user_limit,
+        hold_seconds: input.hold_seconds,
+    };
+    Ok((StatusCode::CREATED, Json(Sale::new(record, &view))))
+}
+
+/// A commit error does not say whether the commit happened (the answer may be what was lost).
+/// The Redis state is removed only when a fresh read shows the sale is not in MySQL; when that
+/// cannot be told, it stays (a sale without Redis state could not sell, an orphan state is
+/// harmless) and the log says so.
+async fn undo_arm_after_failed_commit(state: &AppState, id: Uuid) {
+    let exists = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sales WHERE id = ?")
+        .bind(id)
+        .fetch_one(&state.mysql)
+        .await;
+    match exists {
+        Ok(0) => {
+            if let Err(e) = sale::unarm(&state.redis, id).await {
+                tracing::warn!(sale_id = %id, error = format!("{e:#}"), "could not remove the Redis state of an uncommitted sale");
+            }
+        }
+        Ok(_) => tracing::warn!(sale_id = %id, "commit reported an error but the sale exists"),
+        Err(e) => tracing::error!(
+            sale_id = %id,
+            error = %e,
+            "cannot tell whether a sale was committed; its Redis state is kept"
+        ),
+    }
+}
+
+/// `Some(None)` for an explicit `null`, so that `"max_active": null` can remove the limit.
+fn explicit_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalePatch {
+    #[serde(default)]
+    admit_per_second: Option<i64>,
+    /// Absent: unchanged; `null`: no limit.
+    #[serde(default, deserialize_with = "explicit_null")]
+    max_active: Option<Option<i64>>,
+    #[serde(default)]
+    paused: Option<bool>,
+    #[serde(default)]
+    closed: Option<bool>,
+}
+
+impl SalePatch {
+    fn validate(self) -> Result<SettingsUpdate, ApiError> {
+        if self.admit_per_second.is_none()
+            && self.max_active.is_none()
+            && self.paused.is_none()
+            && self.closed.is_none()
+        {
+            return Err(ApiError::bad_request(
+                "nothing to change: give admit_per_second, max_active, paused or closed",
+            ));
+        }
+        if self.closed == Some(false) {
+            return Err(ApiError::bad_request(
+                "closed can only be set to true: a closed sale cannot be reopened",
+            ));
+        }
+        let admit_per_second = self
+            .admit_per_second
+            .map(|n| {
+                in_range(
+                    "admit_per_second",
+                    n,
+                    *ADMIT_PER_SECOND.start(),
+                    *ADMIT_PER_SECOND.end(),
+                )
+            })
+            .transpose()?;
+        let max_active = match self.max_active {
+            Some(Some(n)) => Some(Some(check_max_active(n)?)),
+            other => other,
+        };
+        Ok(SettingsUpdate {
+            admit_per_second,
+            max_active,
+            paused: self.paused,
+            closed: self.closed,
+        })
+    }
+}
+
+/// The settings row as it was before a `PATCH`, to undo the Redis side if the commit fails.
+type SettingsRow = (
+    i32,
+    Option<i32>,
+    bool,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+#[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = %id))]
+async fn patch_sale(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    PathId(id): PathId,
+    Json(body): Json<SalePatch>,
+) -> Result<Json<Sale>, ApiError> {
+    let update = body.validate()?;
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting a transaction", e))?;
+    // The row lock serialises concurrent PATCHes of one sale, so Redis ends as MySQL does.
+    let row: Option<SettingsRow> = sqlx::query_as(
+        "SELECT admit_per_second, max_active, paused, closed_at, closes_at FROM sales \
+         WHERE id = ? FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| fail::db("reading a sale", e))?;
+    let Some((old_admit, old_max_active, old_paused, closed_at, closes_at)) = row else {
+        return Err(ApiError::not_found());
+    };
+    // "Now" is the Redis clock, as for the state buyers see.
+    let view = catalog::live_view(&state, id).await?;
+    let now = view.map_or_else(|| Utc::now().trunc_subsecs(3), |v| v.now());
+    let closed = closed_at.is_some()
+        || view.is_some_and(|v| v.closed)
+        || closes_at.is_some_and(|c| c <= now);
+    if closed {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "the sale is closed and can no longer be changed",
+        ));
+    }
+
+    let close = update.closed == Some(true);
+    sqlx::query(
+        "UPDATE sales SET admit_per_second = COALESCE(?, admit_per_second), \
+         max_active = IF(?, ?, max_active), paused = COALESCE(?, paused), \
+         closed_at = IF(?, ?, closed_at), updated_at = ? WHERE id = ?",
+    )
+    .bind(update.admit_per_second)
+    .bind(update.max_active.is_some())
+    .bind(update.max_active.flatten())
+    .bind(update.paused)
+    .bind(close)
+    .bind(now)
+    .bind(Utc::now().trunc_subsecs(3))
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| fail::db("updating a sale", e))?;
+
+    let armed = match sale::update_settings(&state.redis, id, &update).await {
+        Ok(armed) => armed,
+        Err(error) => {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rollback failed; the connection drops the transaction");
+            }
+            return Err(fail::redis("updating a sale's settings", error));
+        }
+    };
+    if !armed {
+        tracing::warn!(
+            "sale is not armed in Redis; the change is in MySQL and applies when it is rearmed"
+        );
+    }
+    if let Err(error) = tx.commit().await {
+        if armed {
+            // Put Redis back as MySQL still has it. If the commit did happen after all, the
+            // admin's retry (the PATCH is idempotent) writes both again.
+            let before = SettingsUpdate {
+                admit_per_second: update.admit_per_second.map(|_| i64::from(old_admit)),
+                max_active: update.max_active.map(|_| old_max_active.map(i64::from)),
+                paused: update.paused.map(|_| old_paused),
+                closed: update.closed.map(|_| false),
+            };
+            if let Err(e) = sale::update_settings(&state.redis, id, &before).await {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "could not undo a sale's settings in Redis after a failed commit"
+                );
+            }
+        }
+        return Err(fail::db("committing a sale change", error));
+    }
+    state.cache.invalidate(Kind::Sale, id).await;
+    tracing::info!(
+        admit_per_second = ?update.admit_per_second,
+        max_active = ?update.max_active,
+        paused = ?update.paused,
+        closed = close,
+        "sale settings changed"
+    );
+    catalog::sale_answer(&state, id)
+        .await?
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currency_shape() {
+        assert_eq!(check_currency(None).ok().as_deref(), Some("KRW"));
+        assert_eq!(check_currency(Some("USD")).ok().as_deref(), Some("USD"));
+        for bad in ["usd", "US", "USDT", "U5D", ""] {
+            assert!(check_currency(Some(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc_to_the_millisecond() -> anyhow::Result<()> {
+        let t = parse_time("opens_at", "2026-12-01T21:00:00.123456+09:00")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(t.to_rfc3339(), "2026-12-01T12:00:00.123+00:00");
+        for bad in [
+            "2026-12-01",
+            "tomorrow",
+            "2026-12-01T12:00:00",
+            "0001-01-01T00:00:00Z",
+        ] {
+            assert!(parse_time("opens_at", bad).is_err(), "{bad:?} accepted");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn patch_tells_absent_from_null() -> anyhow::Result<()> {
+        let absent: SalePatch = serde_json::from_str(r#"{"paused":true}"#)?;
+        assert_eq!(absent.max_active, None);
+        let null: SalePatch = serde_json::from_str(r#"{"max_active":null}"#)?;
+        assert_eq!(null.max_active, Some(None));
+        let set: SalePatch = serde_json::from_str(r#"{"max_active":5}"#)?;
+        assert_eq!(set.max_active, Some(Some(5)));
+        assert!(serde_json::from_str::<SalePatch>(r#"{"stock":5}"#).is_err());
+        Ok(())
+    }
 }

@@ -1,9 +1,562 @@
-//! Routes are added with issue #3's catalog work.
+//! The public catalog: products and sales as buyers read them.
+//!
+//! - `GET /api/products?limit=&cursor=`, `GET /api/products/{id}`
+//! - `GET /api/sales?state=&limit=&cursor=`, `GET /api/sales/{id}`, `GET /api/sales/{id}/stock`
+//!
+//! Lists are newest first with keyset pagination on the id (UUIDv7, so id order is creation
+//! order): a page starts strictly after the last id of the previous one, so items added while a
+//! client pages never make it see an item twice or miss one. The cursor is opaque to clients:
+//! base64url of a version byte and that last id.
+//!
+//! Details go through the look-aside [`Cache`](crate::cache::Cache). A sale's answer joins its
+//! cached static part (product, stock, times, limits: nothing a `PATCH` changes) with its live
+//! state from Redis (`lua/sale_view.lua`: settings, counters and the Redis clock in one round
+//! trip). The stock endpoint reads Redis only: it is the hottest read of a sale.
+//!
+//! The types and loaders here are shared with [`crate::admin`], which answers with the same
+//! shapes.
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::http::Json;
+use dropline_core::sale::{self, SaleState, SaleView};
+use futures_util::future::try_join_all;
+use serde::{Deserialize, Serialize};
+use sqlx::MySqlPool;
+use uuid::Uuid;
 
+use crate::cache::Kind;
+use crate::extract::PathId;
+use crate::fail;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/products", get(list_products))
+        .route("/api/products/{id}", get(get_product))
+        .route("/api/sales", get(list_sales))
+        .route("/api/sales/{id}", get(get_sale))
+        .route("/api/sales/{id}/stock", get(get_stock))
+}
+
+/// Page size when `limit` is not given, and the largest allowed.
+pub const DEFAULT_LIMIT: u32 = 20;
+pub const MAX_LIMIT: u32 = 100;
+/// With a state filter, at most this many sales are examined for one page; a page may then hold
+/// fewer items than asked for, with a `next_cursor` to go on from.
+const MAX_SCAN: usize = 500;
+/// The first byte of every cursor, so that the format can change without misreading old ones.
+const CURSOR_VERSION: u8 = 1;
+
+/// RFC 3339 UTC with milliseconds (`2026-11-23T09:00:00.000Z`), the contract's time format.
+pub(crate) mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        DateTime::<Utc>::deserialize(d)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<DateTime<Utc>>::deserialize(d)
+        }
+    }
+}
+
+/// A product, as answered and as cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Product {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    /// Minor units of `currency`.
+    pub price: i64,
+    pub currency: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// What never changes about a sale once created; cached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleRecord {
+    pub id: Uuid,
+    pub product: Product,
+    pub stock_total: i64,
+    #[serde(with = "rfc3339")]
+    pub opens_at: DateTime<Utc>,
+    #[serde(with = "rfc3339::option")]
+    pub closes_at: Option<DateTime<Utc>>,
+    pub per_user_limit: i64,
+    pub hold_seconds: i64,
+}
+
+/// A sale as answered: the record plus its live state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sale {
+    pub id: Uuid,
+    pub product: Product,
+    pub stock_total: i64,
+    pub available: i64,
+    #[serde(with = "rfc3339")]
+    pub opens_at: DateTime<Utc>,
+    #[serde(with = "rfc3339::option")]
+    pub closes_at: Option<DateTime<Utc>>,
+    pub per_user_limit: i64,
+    pub hold_seconds: i64,
+    pub admit_per_second: i64,
+    /// `null`: no limit on active buyers.
+    pub max_active: Option<i64>,
+    pub paused: bool,
+    pub state: SaleState,
+}
+
+impl Sale {
+    pub fn new(record: SaleRecord, view: &SaleView) -> Self {
+        Self {
+            id: record.id,
+            product: record.product,
+            stock_total: record.stock_total,
+            available: view.available,
+            opens_at: record.opens_at,
+            closes_at: record.closes_at,
+            per_user_limit: record.per_user_limit,
+            hold_seconds: record.hold_seconds,
+            admit_per_second: view.admit_per_second,
+            max_active: view.max_active,
+            paused: view.paused,
+            state: view.state(),
+        }
+    }
+}
+
+/// `GET /api/sales/{id}/stock`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stock {
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+}
+
+/// A page of a list.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+const PRODUCT_COLUMNS: &str = "id, name, description, price, currency, created_at";
+
+/// A product from MySQL.
+pub async fn load_product(pool: &MySqlPool, id: Uuid) -> Result<Option<Product>, ApiError> {
+    sqlx::query_as::<_, Product>(
+        "SELECT id, name, description, price, currency, created_at FROM products WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| fail::db("reading a product", e))
+}
+
+/// One row of `sales JOIN products`.
+#[derive(Debug, sqlx::FromRow)]
+struct SaleRow {
+    id: Uuid,
+    stock_total: i32,
+    opens_at: DateTime<Utc>,
+    closes_at: Option<DateTime<Utc>>,
+    per_user_limit: i32,
+    hold_seconds: i32,
+    product_id: Uuid,
+    product_name: String,
+    product_description: Option<String>,
+    product_price: i64,
+    product_currency: String,
+    product_created_at: DateTime<Utc>,
+}
+
+const SALE_SELECT: &str = "SELECT s.id, s.stock_total, s.opens_at, s.closes_at, \
+     s.per_user_limit, s.hold_seconds, p.id AS product_id, p.name AS product_name, \
+     p.description AS product_description, p.price AS product_price, \
+     p.currency AS product_currency, p.created_at AS product_created_at \
+     FROM sales s JOIN products p ON p.id = s.product_id";
+
+impl From<SaleRow> for SaleRecord {
+    fn from(r: SaleRow) -> Self {
+        Self {
+            id: r.id,
+            product: Product {
+                id: r.product_id,
+                name: r.product_name,
+                description: r.product_description,
+                price: r.product_price,
+                currency: r.product_currency,
+                created_at: r.product_created_at,
+            },
+            stock_total: r.stock_total.into(),
+            opens_at: r.opens_at,
+            closes_at: r.closes_at,
+            per_user_limit: r.per_user_limit.into(),
+            hold_seconds: r.hold_seconds.into(),
+        }
+    }
+}
+
+/// A sale's record from MySQL.
+pub async fn load_sale(pool: &MySqlPool, id: Uuid) -> Result<Option<SaleRecord>, ApiError> {
+    sqlx::query_as::<_, SaleRow>(sqlx::AssertSqlSafe(format!("{SALE_SELECT} WHERE s.id = ?")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map(|row| row.map(SaleRecord::from))
+        .map_err(|e| fail::db("reading a sale", e))
+}
+
+/// A product through the cache.
+pub async fn cached_product(state: &AppState, id: Uuid) -> Result<Option<Product>, ApiError> {
+    let pool = state.mysql.clone();
+    state
+        .cache
+        .get_or_load(Kind::Product, id, move || async move {
+            load_product(&pool, id).await
+        })
+        .await
+}
+
+/// A sale's record through the cache.
+pub async fn cached_sale(state: &AppState, id: Uuid) -> Result<Option<SaleRecord>, ApiError> {
+    let pool = state.mysql.clone();
+    state
+        .cache
+        .get_or_load(
+            Kind::Sale,
+            id,
+            move || async move { load_sale(&pool, id).await },
+        )
+        .await
+}
+
+/// A sale's live state; `None` when it is not armed in Redis.
+pub async fn live_view(state: &AppState, id: Uuid) -> Result<Option<SaleView>, ApiError> {
+    sale::view(&state.redis, id)
+        .await
+        .map_err(|e| fail::redis("reading a sale's live state", e))
+}
+
+/// The answer for a sale that exists in MySQL but has no state in Redis: Redis lost its data
+/// and the sale needs `dropline sale rearm`.
+fn not_armed(id: Uuid) -> ApiError {
+    tracing::error!(sale_id = %id, "sale has no state in Redis; run `dropline sale rearm {id}`");
+    ApiError::new(
+        ErrorCode::Unavailable,
+        "the live state of this sale is not available right now",
+    )
+    .with_retry_after(5)
+}
+
+/// A sale as answered, from the cache and Redis; `None` when there is no such sale.
+pub async fn sale_answer(state: &AppState, id: Uuid) -> Result<Option<Sale>, ApiError> {
+    let (record, view) = tokio::join!(cached_sale(state, id), live_view(state, id));
+    let Some(record) = record? else {
+        return Ok(None);
+    };
+    let view = view?.ok_or_else(|| not_armed(id))?;
+    Ok(Some(Sale::new(record, &view)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paging
+
+/// Query parameters of the lists; everything arrives as text so that every mistake gets the
+/// contract's 400 with a message naming the parameter.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    state: Option<String>,
+}
+
+fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+}
+
+/// `limit`: 1 to 100, default 20.
+pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "limit must be an integer from 1 to {MAX_LIMIT}, got `{raw}`"
+            ))
+        })
+}
+
+pub fn encode_cursor(last: Uuid) -> String {
+    let mut bytes = Vec::with_capacity(17);
+    bytes.push(CURSOR_VERSION);
+    bytes.extend_from_slice(last.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn decode_cursor(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let bad =
+        || ApiError::bad_request("cursor is not valid: pass next_cursor from a previous page");
+    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
+    match bytes.split_first() {
+        Some((&CURSOR_VERSION, id)) => Uuid::from_slice(id).map(Some).map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+#[tracing::instrument(skip_all)]
+async fn list_products(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page<Product>>, ApiError> {
+    let q = query(q)?;
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after = decode_cursor(q.cursor.as_deref())?;
+    // One more than asked tells whether there is a next page.
+    let fetch = i64::from(limit) + 1;
+    let mut items = match after {
+        None => {
+            sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY id DESC LIMIT ?"
+            )))
+            .bind(fetch)
+            .fetch_all(&state.mysql)
+            .await
+        }
+        Some(after) => {
+            sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products WHERE id < ? ORDER BY id DESC LIMIT ?"
+            )))
+            .bind(after)
+            .bind(fetch)
+            .fetch_all(&state.mysql)
+            .await
+        }
+    }
+    .map_err(|e| fail::db("listing products", e))?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|p| encode_cursor(p.id))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[tracing::instrument(skip_all, fields(product_id = %id))]
+async fn get_product(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<Product>, ApiError> {
+    cached_product(&state, id)
+        .await?
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// The SQL pre-filter for a state: a superset of the sales in that state, from MySQL alone
+/// (the exact state needs Redis). Time bounds get five minutes of slack for clock skew between
+/// MySQL and Redis, whose clock decides. Constant text only.
+fn state_prefilter(state: Option<SaleState>) -> &'static str {
+    match state {
+        None => "TRUE",
+        Some(SaleState::Closed) => {
+            "(s.closed_at IS NOT NULL OR s.closes_at <= UTC_TIMESTAMP(3) + INTERVAL 5 MINUTE)"
+        }
+        Some(SaleState::Scheduled) => {
+            "s.closed_at IS NULL AND s.opens_at > UTC_TIMESTAMP(3) - INTERVAL 5 MINUTE"
+        }
+        Some(SaleState::Paused) => {
+            "s.closed_at IS NULL \
+             AND (s.closes_at IS NULL OR s.closes_at > UTC_TIMESTAMP(3) - INTERVAL 5 MINUTE) \
+             AND s.paused AND s.opens_at <= UTC_TIMESTAMP(3) + INTERVAL 5 MINUTE"
+        }
+        Some(SaleState::Open | SaleState::SoldOut) => {
+            "s.closed_at IS NULL \
+             AND (s.closes_at IS NULL OR s.closes_at > UTC_TIMESTAMP(3) - INTERVAL 5 MINUTE) \
+             AND NOT s.paused AND s.opens_at <= UTC_TIMESTAMP(3) + INTERVAL 5 MINUTE"
+        }
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn list_sales(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page<Sale>>, ApiError> {
+    let q = query(q)?;
+    let limit = parse_limit(q.limit.as_deref())? as usize;
+    let mut after = decode_cursor(q.cursor.as_deref())?;
+    let wanted = q
+        .state
+        .as_deref()
+        .map(str::parse::<SaleState>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
+    let filter = state_prefilter(wanted);
+
+    let mut items = Vec::with_capacity(limit);
+    let mut scanned = 0;
+    loop {
+        // One more than needed tells whether anything follows the last row.
+        let fetch = (limit - items.len() + 1) as i64;
+        let rows: Vec<SaleRow> = match after {
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{SALE_SELECT} WHERE {filter} ORDER BY s.id DESC LIMIT ?"
+                )))
+                .bind(fetch)
+                .fetch_all(&state.mysql)
+                .await
+            }
+            Some(after) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "{SALE_SELECT} WHERE {filter} AND s.id < ? ORDER BY s.id DESC LIMIT ?"
+                )))
+                .bind(after)
+                .bind(fetch)
+                .fetch_all(&state.mysql)
+                .await
+            }
+        }
+        .map_err(|e| fail::db("listing sales", e))?;
+        let more = rows.len() as i64 == fetch;
+        // Every sale's live state at once (auto-pipelined on the pool's connections).
+        let views = try_join_all(rows.iter().map(|r| live_view(&state, r.id))).await?;
+        for (row, view) in rows.into_iter().zip(views) {
+            if items.len() == limit {
+                // This row exists past a full page: there is a next page.
+                let next_cursor = items.last().map(|s: &Sale| encode_cursor(s.id));
+                return Ok(Json(Page { items, next_cursor }));
+            }
+            scanned += 1;
+            after = Some(row.id);
+            let view = view.ok_or_else(|| not_armed(row.id))?;
+            if wanted.is_none_or(|w| w == view.state()) {
+                items.push(Sale::new(row.into(), &view));
+            }
+        }
+        if !more {
+            return Ok(Json(Page {
+                items,
+                next_cursor: None,
+            }));
+        }
+        if scanned >= MAX_SCAN {
+            // Enough work for one request; the client goes on from here.
+            return Ok(Json(Page {
+                items,
+                next_cursor: after.map(encode_cursor),
+            }));
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(sale_id = %id))]
+async fn get_sale(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<Sale>, ApiError> {
+    sale_answer(&state, id)
+        .await?
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Redis only, never MySQL: a sale that is not armed is 404 here.
+#[tracing::instrument(skip_all, fields(sale_id = %id))]
+async fn get_stock(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<Stock>, ApiError> {
+    let view = live_view(&state, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(Stock {
+        available: view.available,
+        held: view.held,
+        sold: view.sold,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() -> anyhow::Result<()> {
+        let id = Uuid::now_v7();
+        let cursor = encode_cursor(id);
+        assert_eq!(
+            decode_cursor(Some(&cursor)).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Some(id)
+        );
+        assert_eq!(
+            decode_cursor(None).map_err(|e| anyhow::anyhow!("{e}"))?,
+            None
+        );
+        for bad in [
+            "",
+            "!!",
+            "AQ",
+            &URL_SAFE_NO_PAD.encode([2u8; 17]),
+            &URL_SAFE_NO_PAD.encode([1u8; 16]),
+        ] {
+            assert!(decode_cursor(Some(bad)).is_err(), "{bad:?} accepted");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn limit_bounds() {
+        assert_eq!(parse_limit(None).ok(), Some(DEFAULT_LIMIT));
+        assert_eq!(parse_limit(Some("1")).ok(), Some(1));
+        assert_eq!(parse_limit(Some("100")).ok(), Some(100));
+        for bad in ["0", "101", "-1", "x", "", "1.5"] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
 }

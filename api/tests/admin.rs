@@ -1,0 +1,828 @@
+//! Catalog administration against real MySQL and Redis: the role gate, creating products and
+//! sales with every validation rule, arming (the Lua script's own contract: atomic, once),
+//! a Redis outage while creating a sale, and `PATCH` reaching MySQL, Redis and the cache.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use common::{Reply, TestApi};
+use dropline_api::Secrets;
+use dropline_api::cache::Kind;
+use dropline_core::deps::Deps;
+use dropline_core::redis::Redis;
+use dropline_core::sale::{self, SaleConfig, SaleState};
+use dropline_testkit::{FaultProxy, TestEnv, url_target, url_via};
+use fred::prelude::*;
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn rfc3339(offset: chrono::Duration) -> String {
+    (Utc::now() + offset).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn id(value: &Value) -> anyhow::Result<Uuid> {
+    Ok(value["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no id in {value}"))?
+        .parse()?)
+}
+
+async fn patch(
+    api: &TestApi,
+    token: Option<&str>,
+    sale: &str,
+    body: Value,
+) -> anyhow::Result<Reply> {
+    api.call(
+        Method::PATCH,
+        &format!("/api/admin/sales/{sale}"),
+        token,
+        Some(body),
+    )
+    .await
+}
+
+async fn new_product(api: &TestApi, admin: &str) -> anyhow::Result<Value> {
+    let reply = api
+        .post(
+            "/api/admin/products",
+            Some(admin),
+            json!({"name": "Numbered chair", "price": 390_000}),
+        )
+        .await?;
+    reply.expect(201, None);
+    Ok(reply.body)
+}
+
+async fn new_sale(api: &TestApi, admin: &str) -> anyhow::Result<Value> {
+    let product = new_product(api, admin).await?;
+    let reply = api
+        .post(
+            "/api/admin/sales",
+            Some(admin),
+            json!({
+                "product_id": product["id"],
+                "stock": 10,
+                "opens_at": rfc3339(chrono::Duration::minutes(-1)),
+            }),
+        )
+        .await?;
+    reply.expect(201, None);
+    Ok(reply.body)
+}
+
+async fn cfg(redis: &Redis, sale: Uuid) -> anyhow::Result<HashMap<String, String>> {
+    Ok(redis.pool().hgetall(redis.sale_key(sale, "cfg")).await?)
+}
+
+async fn counters(redis: &Redis, sale: Uuid) -> anyhow::Result<(i64, i64, i64)> {
+    let pool = redis.pool();
+    let avail: i64 = pool.get(redis.sale_key(sale, "avail")).await?;
+    let held: i64 = pool.get(redis.sale_key(sale, "held")).await?;
+    let sold: i64 = pool.get(redis.sale_key(sale, "sold")).await?;
+    Ok((avail, held, sold))
+}
+
+async fn count_sales(api: &TestApi) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sales")
+        .fetch_one(api.mysql())
+        .await?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The role gate
+
+#[tokio::test]
+async fn admin_routes_need_an_admin() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let buyer = api.buyer().await?;
+    let sale = Uuid::now_v7();
+    let calls = [
+        (
+            Method::POST,
+            "/api/admin/products".to_owned(),
+            json!({"name": "x", "price": 1}),
+        ),
+        (
+            Method::POST,
+            "/api/admin/sales".to_owned(),
+            json!({"product_id": Uuid::now_v7(), "stock": 1, "opens_at": rfc3339(chrono::Duration::zero())}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/admin/sales/{sale}"),
+            json!({"paused": true}),
+        ),
+        // Checked before the path and the body: a stranger learns nothing from them.
+        (
+            Method::PATCH,
+            "/api/admin/sales/not-a-uuid".to_owned(),
+            json!({"nope": 1}),
+        ),
+    ];
+    for (method, path, body) in calls {
+        api.call(method.clone(), &path, None, Some(body.clone()))
+            .await?
+            .expect(401, Some("unauthorized"));
+        api.call(
+            method.clone(),
+            &path,
+            Some("not.a.token"),
+            Some(body.clone()),
+        )
+        .await?
+        .expect(401, Some("unauthorized"));
+        api.call(method, &path, Some(&buyer), Some(body))
+            .await?
+            .expect(403, Some("forbidden"));
+    }
+    api.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Products
+
+#[tokio::test]
+async fn create_product_answers_201_with_defaults() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let reply = api
+        .post(
+            "/api/admin/products",
+            Some(&admin),
+            json!({"name": "  Chair  ", "price": 0}),
+        )
+        .await?;
+    reply.expect(201, None);
+    let product = &reply.body;
+    assert_eq!(product["name"], "Chair", "trimmed");
+    assert_eq!(product["price"], 0);
+    assert_eq!(product["currency"], "KRW");
+    assert!(product["description"].is_null());
+    assert_eq!(id(product)?.get_version_num(), 7, "UUIDv7");
+
+    let full = api
+        .post(
+            "/api/admin/products",
+            Some(&admin),
+            json!({"name": "Lamp", "description": "Two lines\nof text", "price": 1999, "currency": "USD"}),
+        )
+        .await?;
+    full.expect(201, None);
+    assert_eq!(full.body["currency"], "USD");
+    assert_eq!(full.body["description"], "Two lines\nof text");
+    // Stored as answered.
+    let stored = api
+        .get(&format!("/api/products/{}", id(&full.body)?), None)
+        .await?;
+    assert_eq!(stored.body, full.body);
+    api.stop().await
+}
+
+#[tokio::test]
+async fn create_product_rejects_bad_input_naming_the_field() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let cases = [
+        (json!({"price": 1}), "name"),
+        (json!({"name": "", "price": 1}), "name"),
+        (json!({"name": "   ", "price": 1}), "name"),
+        (json!({"name": "x".repeat(201), "price": 1}), "name"),
+        (json!({"name": "a\u{0007}b", "price": 1}), "name"),
+        (json!({"name": "x"}), "price"),
+        (json!({"name": "x", "price": -1}), "price"),
+        (json!({"name": "x", "price": 1.5}), "price"),
+        (json!({"name": "x", "price": "100"}), "price"),
+        (
+            json!({"name": "x", "price": 9_007_199_254_740_992_i64}),
+            "price",
+        ),
+        (
+            json!({"name": "x", "price": 1, "currency": "krw"}),
+            "currency",
+        ),
+        (
+            json!({"name": "x", "price": 1, "currency": "KRWX"}),
+            "currency",
+        ),
+        (json!({"name": "x", "price": 1, "colour": "red"}), "colour"),
+    ];
+    for (body, field) in cases {
+        let reply = api
+            .post("/api/admin/products", Some(&admin), body.clone())
+            .await?;
+        reply.expect(400, Some("bad_request"));
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "{body}: `{message}` does not name {field}"
+        );
+    }
+    // Not JSON at all: 415, in the contract's shape.
+    let response = api
+        .http
+        .post(format!("{}/api/admin/products", api.base))
+        .bearer_auth(&admin)
+        .body("name=x")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 415);
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+    let none: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
+        .fetch_one(api.mysql())
+        .await?;
+    assert_eq!(none, 0);
+    api.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sales
+
+#[tokio::test]
+async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = new_product(&api, &admin).await?;
+    let opens_at = "2030-01-02T03:04:05.678Z";
+    let reply = api
+        .post(
+            "/api/admin/sales",
+            Some(&admin),
+            json!({
+                "product_id": product["id"],
+                "stock": 100,
+                "opens_at": "2030-01-02T12:04:05.678+09:00",
+                "closes_at": "2030-01-03T03:04:05Z",
+                "per_user_limit": 2,
+                "hold_seconds": 300,
+                "admit_per_second": 50,
+                "max_active": 500,
+            }),
+        )
+        .await?;
+    reply.expect(201, None);
+    let sale = &reply.body;
+    let sale_id = id(sale)?;
+    assert_eq!(
+        sale,
+        &json!({
+            "id": sale_id.to_string(),
+            "product": product,
+            "stock_total": 100,
+            "available": 100,
+            "opens_at": opens_at,
+            "closes_at": "2030-01-03T03:04:05.000Z",
+            "per_user_limit": 2,
+            "hold_seconds": 300,
+            "admit_per_second": 50,
+            "max_active": 500,
+            "paused": false,
+            "state": "scheduled",
+        })
+    );
+
+    let redis = &api.state.redis;
+    let cfg = cfg(redis, sale_id).await?;
+    let opens_ms = chrono::DateTime::parse_from_rfc3339(opens_at)?.timestamp_millis();
+    let closes_ms =
+        chrono::DateTime::parse_from_rfc3339("2030-01-03T03:04:05Z")?.timestamp_millis();
+    let expected: HashMap<String, String> = [
+        ("stock_total", "100".to_owned()),
+        ("opens_at", opens_ms.to_string()),
+        ("closes_at", closes_ms.to_string()),
+        ("per_user_limit", "2".to_owned()),
+        ("hold_seconds", "300".to_owned()),
+        ("admit_per_second", "50".to_owned()),
+        ("max_active", "500".to_owned()),
+        ("paused", "0".to_owned()),
+        ("closed", "0".to_owned()),
+        ("product_id", id(&product)?.to_string()),
+        ("price", "390000".to_owned()),
+        ("currency", "KRW".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(cfg, expected);
+    assert_eq!(counters(redis, sale_id).await?, (100, 0, 0));
+
+    // MySQL holds the same sale (the record a rearm would read).
+    let stored = SaleConfig::load(api.mysql(), sale_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("sale not in MySQL"))?;
+    assert_eq!(stored.stock_total, 100);
+    assert_eq!(stored.opens_at.timestamp_millis(), opens_ms);
+    assert_eq!(stored.max_active, Some(500));
+    assert!(!stored.paused && !stored.closed);
+
+    // Defaults: per_user_limit 1, hold 600 s, 100 admitted per second, no active limit.
+    let defaults = api
+        .post(
+            "/api/admin/sales",
+            Some(&admin),
+            json!({"product_id": product["id"], "stock": 1, "opens_at": rfc3339(chrono::Duration::minutes(-5))}),
+        )
+        .await?;
+    defaults.expect(201, None);
+    let d = &defaults.body;
+    assert_eq!(
+        (
+            &d["per_user_limit"],
+            &d["hold_seconds"],
+            &d["admit_per_second"],
+            &d["max_active"],
+            &d["closes_at"],
+            &d["state"],
+        ),
+        (
+            &json!(1),
+            &json!(600),
+            &json!(100),
+            &Value::Null,
+            &Value::Null,
+            &json!("open")
+        )
+    );
+    let d_cfg = self::cfg(redis, id(d)?).await?;
+    assert_eq!(d_cfg.get("max_active").map(String::as_str), Some("0"));
+    assert_eq!(d_cfg.get("closes_at").map(String::as_str), Some("0"));
+    api.stop().await
+}
+
+#[tokio::test]
+async fn create_sale_rejects_bad_input_naming_the_field() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = new_product(&api, &admin).await?;
+    let opens = rfc3339(chrono::Duration::hours(1));
+    let base = json!({"product_id": product["id"], "stock": 10, "opens_at": opens});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body
+    };
+    let without = |field: &str| {
+        let mut body = base.clone();
+        if let Some(b) = body.as_object_mut() {
+            b.remove(field);
+        }
+        body
+    };
+    let cases = [
+        (without("product_id"), "product_id"),
+        (with(json!({"product_id": "chair"})), "product_id"),
+        (with(json!({"product_id": Uuid::now_v7()})), "product_id"),
+        (without("stock"), "stock"),
+        (with(json!({"stock": 0})), "stock"),
+        (with(json!({"stock": 10_000_001})), "stock"),
+        (with(json!({"stock": -5})), "stock"),
+        (without("opens_at"), "opens_at"),
+        (with(json!({"opens_at": "next monday"})), "opens_at"),
+        (with(json!({"opens_at": "2030-01-01T00:00:00"})), "opens_at"),
+        (with(json!({"closes_at": opens})), "closes_at"),
+        (
+            with(json!({"closes_at": rfc3339(chrono::Duration::minutes(30))})),
+            "closes_at",
+        ),
+        (with(json!({"closes_at": "soon"})), "closes_at"),
+        (with(json!({"per_user_limit": 0})), "per_user_limit"),
+        (with(json!({"per_user_limit": 11})), "per_user_limit"),
+        (with(json!({"hold_seconds": 9})), "hold_seconds"),
+        (with(json!({"hold_seconds": 86_401})), "hold_seconds"),
+        (with(json!({"admit_per_second": 0})), "admit_per_second"),
+        (
+            with(json!({"admit_per_second": 100_001})),
+            "admit_per_second",
+        ),
+        (with(json!({"max_active": 0})), "max_active"),
+        (with(json!({"max_active": -1})), "max_active"),
+        (with(json!({"price": 5})), "price"),
+    ];
+    for (body, field) in cases {
+        let reply = api
+            .post("/api/admin/sales", Some(&admin), body.clone())
+            .await?;
+        reply.expect(400, Some("bad_request"));
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "{body}: `{message}` does not name {field}"
+        );
+    }
+    // The edges that are allowed.
+    for extra in [
+        json!({"stock": 10_000_000, "per_user_limit": 10_000_000}),
+        json!({"hold_seconds": 10, "admit_per_second": 1, "max_active": 1}),
+        json!({"hold_seconds": 86_400, "admit_per_second": 100_000, "max_active": null, "closes_at": null}),
+    ] {
+        api.post("/api/admin/sales", Some(&admin), with(extra))
+            .await?
+            .expect(201, None);
+    }
+    assert_eq!(
+        count_sales(&api).await?,
+        3,
+        "only the valid ones were stored"
+    );
+    api.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_sale_with_redis_down_is_503_and_writes_nothing() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = new_product(&api, &admin).await?;
+
+    // A replica whose Redis goes through a proxy we can cut.
+    let mut config = api.env.config.clone();
+    let proxy = FaultProxy::start(url_target(&config.redis.url)?).await?;
+    config.redis.url = url_via(&config.redis.url, proxy.addr())?;
+    config.redis.command_timeout_ms = 500;
+    let redis = Redis::connect(&config.redis).await?;
+    let deps = Deps {
+        mysql: api.deps.mysql.clone(),
+        redis: Some(redis.clone()),
+        broker: api.deps.broker.clone(),
+    };
+    let secrets = Secrets {
+        keys: api.keys.clone(),
+        passes: api.passes.clone(),
+        pii: api.pii.clone(),
+    };
+    let server = dropline_api::build(&config, &deps, secrets).await?;
+    let base = format!("http://{}", server.addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    proxy.cut().await;
+
+    let response = api
+        .http
+        .post(format!("{base}/api/admin/sales"))
+        .bearer_auth(&admin)
+        .json(&json!({"product_id": product["id"], "stock": 3, "opens_at": rfc3339(chrono::Duration::zero())}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
+    // Nothing half-written: no sale in MySQL, and (Redis back) no sale state in Redis.
+    assert_eq!(count_sales(&api).await?, 0);
+    proxy.restore();
+    let pattern = format!("{}:{{s:*", api.state.redis.prefix());
+    let (_, keys): (String, Vec<String>) = api
+        .state
+        .redis
+        .pool()
+        .next()
+        .custom(
+            fred::cmd!("SCAN"),
+            vec![
+                "0".to_owned(),
+                "MATCH".into(),
+                pattern,
+                "COUNT".into(),
+                "1000".into(),
+            ],
+        )
+        .await?;
+    assert!(keys.is_empty(), "left in Redis: {keys:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    redis.quit().await;
+    api.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arming: the script's own contract
+
+fn config(stock: i64, product: Uuid) -> SaleConfig {
+    SaleConfig {
+        product_id: product,
+        price: 1000,
+        currency: "KRW".into(),
+        stock_total: stock,
+        opens_at: Utc::now(),
+        closes_at: None,
+        per_user_limit: 1,
+        hold_seconds: 600,
+        admit_per_second: 100,
+        max_active: None,
+        paused: false,
+        closed: false,
+    }
+}
+
+#[tokio::test]
+async fn arming_is_idempotent_already_armed_changes_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = Redis::connect(&env.config.redis).await?;
+    let sale_id = Uuid::now_v7();
+    let product = Uuid::now_v7();
+
+    assert_eq!(sale::view(&redis, sale_id).await?, None, "not armed yet");
+    assert!(sale::arm(&redis, sale_id, &config(10, product)).await?);
+    let first_cfg = cfg(&redis, sale_id).await?;
+    assert_eq!(counters(&redis, sale_id).await?, (10, 0, 0));
+
+    // Orders move the counters; arming again (retry, second replica, other values) changes nothing.
+    let pool = redis.pool();
+    let _: i64 = pool.decr_by(redis.sale_key(sale_id, "avail"), 4).await?;
+    let _: i64 = pool.incr_by(redis.sale_key(sale_id, "held"), 3).await?;
+    let _: i64 = pool.incr_by(redis.sale_key(sale_id, "sold"), 1).await?;
+    let mut other = config(99, Uuid::now_v7());
+    other.paused = true;
+    assert!(!sale::arm(&redis, sale_id, &other).await?);
+    assert_eq!(cfg(&redis, sale_id).await?, first_cfg);
+    assert_eq!(counters(&redis, sale_id).await?, (6, 3, 1));
+
+    let view = sale::view(&redis, sale_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("armed sale has no view"))?;
+    assert_eq!((view.available, view.held, view.sold), (6, 3, 1));
+    assert_eq!(view.available + view.held + view.sold, view.stock_total);
+    assert_eq!(view.state(), SaleState::Open);
+    // The view's clock is the Redis server's: close to ours on one machine.
+    assert!((view.now_ms - Utc::now().timestamp_millis()).abs() < 5_000);
+    redis.quit().await;
+    env.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arming_is_atomic_under_concurrent_calls() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = Redis::connect(&env.config.redis).await?;
+    for _ in 0..10 {
+        let sale_id = Uuid::now_v7();
+        // Fifty callers race with different stock: exactly one wins, and what is stored is
+        // entirely that caller's (never a mix of two).
+        let configs: Vec<SaleConfig> = (1..=50).map(|n| config(n, Uuid::now_v7())).collect();
+        let outcomes = join_all(configs.iter().map(|c| sale::arm(&redis, sale_id, c))).await;
+        let mut winners = Vec::new();
+        for (c, outcome) in configs.iter().zip(outcomes) {
+            if outcome? {
+                winners.push(c);
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one arming call wins");
+        let winner = winners[0];
+        let stored = cfg(&redis, sale_id).await?;
+        assert_eq!(
+            stored.get("stock_total"),
+            Some(&winner.stock_total.to_string())
+        );
+        assert_eq!(
+            stored.get("product_id"),
+            Some(&winner.product_id.to_string())
+        );
+        assert_eq!(counters(&redis, sale_id).await?, (winner.stock_total, 0, 0));
+    }
+    redis.quit().await;
+    env.cleanup().await
+}
+
+#[tokio::test]
+async fn arming_with_a_bad_argument_writes_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = Redis::connect(&env.config.redis).await?;
+    let sale_id = Uuid::now_v7();
+    for bad in [
+        config(0, Uuid::now_v7()),
+        SaleConfig {
+            per_user_limit: 0,
+            ..config(5, Uuid::now_v7())
+        },
+        SaleConfig {
+            currency: String::new(),
+            ..config(5, Uuid::now_v7())
+        },
+    ] {
+        let error = sale::arm(&redis, sale_id, &bad).await;
+        assert!(error.is_err(), "{bad:?} was armed");
+        let exists: i64 = redis.pool().exists(sale::keys(&redis, sale_id)).await?;
+        assert_eq!(exists, 0, "a refused arming left keys behind");
+    }
+    redis.quit().await;
+    env.cleanup().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// PATCH
+
+#[tokio::test]
+async fn patch_pauses_resumes_tunes_and_closes() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let sale = new_sale(&api, &admin).await?;
+    let sale_id = id(&sale)?;
+    let s = sale_id.to_string();
+    let redis = &api.state.redis;
+    let get_state = || async {
+        let r = api.get(&format!("/api/sales/{s}"), None).await?;
+        r.expect(200, None);
+        Ok::<_, anyhow::Error>(r.body["state"].clone())
+    };
+    assert_eq!(get_state().await?, "open");
+
+    let paused = patch(&api, Some(&admin), &s, json!({"paused": true})).await?;
+    paused.expect(200, None);
+    assert_eq!(paused.body["state"], "paused");
+    assert_eq!(paused.body["paused"], true);
+    assert_eq!(get_state().await?, "paused");
+    assert_eq!(
+        cfg(redis, sale_id).await?.get("paused").map(String::as_str),
+        Some("1")
+    );
+    let mysql_paused: bool = sqlx::query_scalar("SELECT paused FROM sales WHERE id = ?")
+        .bind(sale_id)
+        .fetch_one(api.mysql())
+        .await?;
+    assert!(mysql_paused);
+
+    let resumed = patch(&api, Some(&admin), &s, json!({"paused": false})).await?;
+    resumed.expect(200, None);
+    assert_eq!(resumed.body["state"], "open");
+    assert_eq!(get_state().await?, "open");
+    assert_eq!(
+        cfg(redis, sale_id).await?.get("paused").map(String::as_str),
+        Some("0")
+    );
+
+    let tuned = patch(
+        &api,
+        Some(&admin),
+        &s,
+        json!({"admit_per_second": 7, "max_active": 30}),
+    )
+    .await?;
+    tuned.expect(200, None);
+    assert_eq!(tuned.body["admit_per_second"], 7);
+    assert_eq!(tuned.body["max_active"], 30);
+    let c = cfg(redis, sale_id).await?;
+    assert_eq!(
+        (
+            c.get("admit_per_second").map(String::as_str),
+            c.get("max_active").map(String::as_str)
+        ),
+        (Some("7"), Some("30"))
+    );
+    // `null` removes the limit.
+    let unlimited = patch(&api, Some(&admin), &s, json!({"max_active": null})).await?;
+    unlimited.expect(200, None);
+    assert!(unlimited.body["max_active"].is_null());
+    assert_eq!(
+        cfg(redis, sale_id)
+            .await?
+            .get("max_active")
+            .map(String::as_str),
+        Some("0")
+    );
+    let (admit, max_active): (i32, Option<i32>) =
+        sqlx::query_as("SELECT admit_per_second, max_active FROM sales WHERE id = ?")
+            .bind(sale_id)
+            .fetch_one(api.mysql())
+            .await?;
+    assert_eq!((admit, max_active), (7, None));
+
+    let closed = patch(&api, Some(&admin), &s, json!({"closed": true})).await?;
+    closed.expect(200, None);
+    assert_eq!(closed.body["state"], "closed");
+    assert_eq!(get_state().await?, "closed");
+    assert_eq!(
+        cfg(redis, sale_id).await?.get("closed").map(String::as_str),
+        Some("1")
+    );
+    let closed_at: Option<chrono::DateTime<Utc>> =
+        sqlx::query_scalar("SELECT closed_at FROM sales WHERE id = ?")
+            .bind(sale_id)
+            .fetch_one(api.mysql())
+            .await?;
+    assert!(closed_at.is_some());
+
+    // A closed sale stays closed.
+    for body in [
+        json!({"paused": false}),
+        json!({"closed": true}),
+        json!({"admit_per_second": 5}),
+    ] {
+        patch(&api, Some(&admin), &s, body)
+            .await?
+            .expect(409, Some("invalid_state"));
+    }
+    api.stop().await
+}
+
+#[tokio::test]
+async fn patch_rejects_what_it_cannot_do() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let sale = new_sale(&api, &admin).await?;
+    let s = id(&sale)?.to_string();
+    for (body, field) in [
+        (json!({}), "nothing to change"),
+        (json!({"paused": null}), "nothing to change"),
+        (json!({"closed": false}), "closed"),
+        (json!({"admit_per_second": 0}), "admit_per_second"),
+        (json!({"admit_per_second": 100_001}), "admit_per_second"),
+        (json!({"max_active": 0}), "max_active"),
+        (json!({"paused": "yes"}), "paused"),
+        (json!({"stock": 5}), "stock"),
+    ] {
+        let reply = patch(&api, Some(&admin), &s, body.clone()).await?;
+        reply.expect(400, Some("bad_request"));
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{body}: `{message}`");
+    }
+    patch(
+        &api,
+        Some(&admin),
+        &Uuid::now_v7().to_string(),
+        json!({"paused": true}),
+    )
+    .await?
+    .expect(404, Some("not_found"));
+    patch(&api, Some(&admin), "nope", json!({"paused": true}))
+        .await?
+        .expect(404, Some("not_found"));
+
+    // A sale past its closing time is closed too.
+    let product = new_product(&api, &admin).await?;
+    let ended = api
+        .post(
+            "/api/admin/sales",
+            Some(&admin),
+            json!({
+                "product_id": product["id"],
+                "stock": 1,
+                "opens_at": rfc3339(chrono::Duration::hours(-2)),
+                "closes_at": rfc3339(chrono::Duration::hours(-1)),
+            }),
+        )
+        .await?;
+    ended.expect(201, None);
+    assert_eq!(ended.body["state"], "closed");
+    patch(
+        &api,
+        Some(&admin),
+        &id(&ended.body)?.to_string(),
+        json!({"paused": true}),
+    )
+    .await?
+    .expect(409, Some("invalid_state"));
+    api.stop().await
+}
+
+#[tokio::test]
+async fn patch_invalidates_the_cached_sale() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let sale = new_sale(&api, &admin).await?;
+    let sale_id = id(&sale)?;
+    let path = format!("/api/sales/{sale_id}");
+    api.get(&path, None).await?.expect(200, None);
+
+    // Spoil the cached record: only an invalidation brings the real one back before the TTL.
+    let key = api.state.cache.key(Kind::Sale, sale_id);
+    let redis = api.state.redis.pool();
+    let cached: String = redis.get(&key).await?;
+    let mut spoiled: Value = serde_json::from_str(&cached)?;
+    spoiled["stock_total"] = json!(999);
+    let _: () = redis
+        .set(
+            &key,
+            spoiled.to_string(),
+            None,
+            Some(fred::types::SetOptions::XX),
+            false,
+        )
+        .await?;
+    assert_eq!(
+        api.get(&path, None).await?.body["stock_total"],
+        999,
+        "served from the cache"
+    );
+
+    patch(
+        &api,
+        Some(&admin),
+        &sale_id.to_string(),
+        json!({"admit_per_second": 3}),
+    )
+    .await?
+    .expect(200, None);
+    let after = api.get(&path, None).await?;
+    assert_eq!(after.body["stock_total"], 10);
+    assert_eq!(after.body["admit_per_second"], 3);
+    api.stop().await
+}
