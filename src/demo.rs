@@ -1,10 +1,13 @@
 //! The demo sale of `dropline all --demo`: one product and one sale with fixed ids, created
-//! once (re-running changes nothing), so a newcomer has something to open in a browser.
+//! once (re-running changes nothing) and armed in Redis, so a newcomer has something to open in
+//! a browser.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
+use dropline_core::redis::Redis;
+use dropline_core::sale::{self, SaleConfig};
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
@@ -19,8 +22,9 @@ pub struct Demo {
     pub stock: i32,
 }
 
-/// Creates the demo product and sale unless they exist; returns the sale.
-pub async fn ensure(pool: &MySqlPool) -> anyhow::Result<Demo> {
+/// Creates the demo product and sale unless they exist, arms the sale in Redis unless it is
+/// armed already, and returns the sale.
+pub async fn ensure(pool: &MySqlPool, redis: &Redis) -> anyhow::Result<Demo> {
     let now = Utc::now().trunc_subsecs(3);
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -55,6 +59,17 @@ pub async fn ensure(pool: &MySqlPool) -> anyhow::Result<Demo> {
             .await
             .context("reading the demo sale")?;
     tx.commit().await?;
+    let config = SaleConfig::load(pool, SALE_ID)
+        .await?
+        .context("the demo sale vanished after it was created")?;
+    if sale::arm(redis, SALE_ID, &config)
+        .await
+        .context("arming the demo sale in Redis")?
+    {
+        tracing::info!(sale_id = %SALE_ID, "demo sale armed in Redis");
+    } else {
+        tracing::info!(sale_id = %SALE_ID, "demo sale was armed already");
+    }
     Ok(Demo {
         sale_id: SALE_ID,
         opens_at,

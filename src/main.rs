@@ -320,7 +320,7 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     let api = dropline_api::build(config, &deps, secrets).await?;
     print_listening(&[(&waitroom, ""), (&api, "")]);
     if args.demo {
-        let demo = demo::ensure(deps.mysql()?).await?;
+        let demo = demo::ensure(deps.mysql()?, deps.redis()?).await?;
         demo::print_urls(&demo, waitroom.addr(), api.addr());
     }
     println!("ready: health at /readyz on both; Ctrl-C stops");
