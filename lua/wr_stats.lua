@@ -1,7 +1,7 @@
 -- wr_stats.lua: one sale's waiting-room figures for GET /w/{sale}/stats. Read-only.
 --
 -- State precedence (the api's sale states): closed (cfg.closed = 1, or closes_at > 0 and
--- now >= closes_at) > sold_out (avail <= 0 and held <= 0) > paused > scheduled
+-- now >= closes_at) > sold_out (avail <= 0 and held <= 0) > scheduled (now < opens_at) > paused
 -- (now < opens_at) > open.
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
@@ -32,10 +32,10 @@ if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
   state = 'closed'
 elseif avail <= 0 and held <= 0 then
   state = 'sold_out'
-elseif c[3] == '1' or c[3] == 'true' then
-  state = 'paused'
 elseif now < opens_at then
   state = 'scheduled'
+elseif c[3] == '1' or c[3] == 'true' then
+  state = 'paused'
 end
 local w = redis.call('HMGET', KEYS[6], 'admitted_total', 'abandoned_total')
 return {

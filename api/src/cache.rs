@@ -7,7 +7,7 @@
 //!
 //! **Single flight.** A cold key under a stampede (a sale page at opening time) is loaded once:
 //! - in one process, concurrent misses on a key share one load (a map of in-flight
-//!   [`Shared`] futures; the load runs in its own task, so a client hanging up does not cancel
+//!   futures, [`Coalesce`]; the load runs in its own task, so a client hanging up does not cancel
 //!   it for the others, and the task removes its entry once the value is in Redis);
 //! - across replicas, the loader first takes a short fill lock (`SET <key>:fill NX PX`). A
 //!   replica that finds the lock taken polls the cache for a moment and falls back to MySQL
@@ -25,20 +25,18 @@
 //! `dropline_cache_fill_waits_total{kind}` for every load that found another replica's fill
 //! lock and waited for its value instead.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use dropline_core::coalesce::Coalesce;
 use dropline_core::config::CacheConfig;
-use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::error::ApiError;
 use dropline_core::lua::scripts::LEASE_RELEASE;
 use dropline_core::redis::Redis;
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -75,37 +73,8 @@ impl fmt::Display for Kind {
     }
 }
 
-/// An error shared by every waiter of one load (an [`ApiError`] is not `Clone`).
-#[derive(Debug, Clone)]
-struct Failure {
-    code: ErrorCode,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Self {
-        Self {
-            code: e.code,
-            message: e.message,
-            retry_after: e.retry_after,
-        }
-    }
-}
-
-impl From<Failure> for ApiError {
-    fn from(f: Failure) -> Self {
-        Self {
-            code: f.code,
-            message: f.message,
-            retry_after: f.retry_after,
-        }
-    }
-}
-
 /// The JSON of `Option<T>` as stored in Redis (`null`: does not exist).
-type Outcome = Result<Arc<str>, Failure>;
-type Flight = Shared<BoxFuture<'static, Outcome>>;
+type Outcome = Result<Arc<str>, ApiError>;
 
 /// The cache; cheap to clone.
 #[derive(Clone)]
@@ -117,7 +86,7 @@ struct Inner {
     redis: Redis,
     ttl_ms: u64,
     jitter_percent: u8,
-    inflight: Mutex<HashMap<String, Flight>>,
+    inflight: Coalesce<String, Outcome>,
 }
 
 impl fmt::Debug for Cache {
@@ -136,7 +105,7 @@ impl Cache {
                 redis,
                 ttl_ms: config.ttl_seconds.saturating_mul(1000),
                 jitter_percent: config.jitter_percent,
-                inflight: Mutex::new(HashMap::new()),
+                inflight: Coalesce::new(),
             }),
         }
     }
@@ -184,43 +153,23 @@ impl Cache {
     }
 
     /// The in-flight load of `key`, started now if there is none.
-    fn flight<T, F, Fut>(&self, kind: Kind, key: String, load: F) -> Flight
+    async fn flight<T, F, Fut>(&self, kind: Kind, key: String, load: F) -> Outcome
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
     {
-        let mut inflight = match self.inner.inflight.lock() {
-            Ok(guard) => guard,
-            // A panic while holding this lock cannot leave the map inconsistent (one insert
-            // or one remove), so keep using it.
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(flight) = inflight.get(&key) {
-            return flight.clone();
-        }
         let inner = Arc::clone(&self.inner);
         let task_key = key.clone();
-        // Its own task: it finishes (and cleans up) even if every caller gives up.
-        let task = tokio::spawn(async move {
-            let outcome = inner.fill(kind, &task_key, load, valid::<T>).await;
-            // Removed only after the value is in Redis: a caller arriving in between either
-            // joins this flight or hits the cache, never starts a second load.
-            match inner.inflight.lock() {
-                Ok(mut map) => map.remove(&task_key),
-                Err(poisoned) => poisoned.into_inner().remove(&task_key),
-            };
-            outcome
-        });
-        let flight: Flight = async move {
-            task.await.unwrap_or_else(|error| {
-                Err(ApiError::internal(anyhow::anyhow!("cache load task failed: {error}")).into())
+        // The entry is removed only after the value is in Redis: a caller arriving in between
+        // either joins this flight or hits the cache, never starts a second load.
+        self.inner
+            .inflight
+            .run(key, move || async move {
+                inner.fill(kind, &task_key, load, valid::<T>).await
             })
-        }
-        .boxed()
-        .shared();
-        inflight.insert(key, flight.clone());
-        flight
+            .await
+            .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))
     }
 }
 
@@ -314,7 +263,7 @@ impl Inner {
         metrics::counter!("dropline_cache_loads_total", "kind" => kind.as_str()).increment(1);
         let value = load().await?;
         let json: Arc<str> = serde_json::to_string(&value)
-            .map_err(|e| Failure::from(ApiError::internal(e)))?
+            .map_err(ApiError::internal)?
             .into();
         let ttl = if value.is_some() {
             self.ttl()

@@ -264,10 +264,21 @@ pub async fn cached_sale(state: &AppState, id: Uuid) -> Result<Option<SaleRecord
 }
 
 /// A sale's live state; `None` when it is not armed in Redis.
+///
+/// Callers asking at the same moment share one read (see [`dropline_core::coalesce`]): under a
+/// stock storm one Redis round trip answers a whole batch, and no answer is older than the
+/// read in flight when its request arrived.
 pub async fn live_view(state: &AppState, id: Uuid) -> Result<Option<SaleView>, ApiError> {
-    sale::view(&state.redis, id)
+    let redis = state.redis.clone();
+    state
+        .views
+        .run(id, move || async move {
+            sale::view(&redis, id)
+                .await
+                .map_err(|e| fail::redis("reading a sale's live state", e))
+        })
         .await
-        .map_err(|e| fail::redis("reading a sale's live state", e))
+        .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))
 }
 
 /// The answer for a sale that exists in MySQL but has no state in Redis: Redis lost its data

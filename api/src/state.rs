@@ -4,12 +4,16 @@ use std::sync::Arc;
 
 use dropline_core::Config;
 use dropline_core::amqp::Broker;
+use dropline_core::coalesce::Coalesce;
 use dropline_core::deps::Deps;
+use dropline_core::error::ApiError;
 use dropline_core::keys::KeyRing;
 use dropline_core::password::Hasher;
 use dropline_core::pii::Pii;
 use dropline_core::redis::Redis;
+use dropline_core::sale::SaleView;
 use sqlx::MySqlPool;
+use uuid::Uuid;
 
 use crate::limits::Limits;
 
@@ -71,6 +75,8 @@ pub struct Inner {
     pub hasher: Hasher,
     pub limits: Limits,
     pub cache: crate::cache::Cache,
+    /// Concurrent reads of one sale's live view share one Redis round trip (the stock storm).
+    pub views: Coalesce<Uuid, Result<Option<SaleView>, ApiError>>,
     /// A hash of a random password, verified against when a login names an unknown address.
     dummy_hash: tokio::sync::OnceCell<String>,
 }
@@ -95,13 +101,14 @@ impl AppState {
             limits: Limits::new(&config.limits)?,
             cache: crate::cache::Cache::new(redis.clone(), &config.cache),
             redis,
+            views: Coalesce::new(),
             config: config.clone(),
             dummy_hash: tokio::sync::OnceCell::new(),
         })))
     }
 
     /// See [`Inner::dummy_hash`]; made on first use with the configured argon2 cost.
-    pub async fn dummy_hash(&self) -> Result<String, dropline_core::error::ApiError> {
+    pub async fn dummy_hash(&self) -> Result<String, ApiError> {
         self.dummy_hash
             .get_or_try_init(|| async {
                 let random = dropline_core::pii::random_key_base64();
@@ -109,6 +116,6 @@ impl AppState {
             })
             .await
             .cloned()
-            .map_err(dropline_core::error::ApiError::internal)
+            .map_err(ApiError::internal)
     }
 }

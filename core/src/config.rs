@@ -79,12 +79,26 @@ pub struct WaitroomConfig {
     pub listen: String,
     pub abandon_after_seconds: u64,
     pub admission_window_seconds: u64,
+    pub max_queue_length: u64,
+    pub join_per_ip_per_minute: u32,
+    pub join_per_user_per_minute: u32,
+    pub status_per_ip_per_minute: u32,
+    pub status_per_user_per_minute: u32,
+    pub admit_tick_ms: u64,
+    pub lease_seconds: u64,
+    pub reap_interval_ms: u64,
+    pub run_admitter: bool,
+    pub api_base_url: String,
+    #[serde(default)]
+    pub page_template_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: String,
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -339,6 +353,35 @@ impl Config {
             "waitroom.admission_window_seconds",
             self.waitroom.admission_window_seconds,
         )?;
+        positive("waitroom.admit_tick_ms", self.waitroom.admit_tick_ms)?;
+        positive("waitroom.lease_seconds", self.waitroom.lease_seconds)?;
+        positive("waitroom.reap_interval_ms", self.waitroom.reap_interval_ms)?;
+        for (key, value) in [
+            (
+                "waitroom.join_per_ip_per_minute",
+                self.waitroom.join_per_ip_per_minute,
+            ),
+            (
+                "waitroom.join_per_user_per_minute",
+                self.waitroom.join_per_user_per_minute,
+            ),
+            (
+                "waitroom.status_per_ip_per_minute",
+                self.waitroom.status_per_ip_per_minute,
+            ),
+            (
+                "waitroom.status_per_user_per_minute",
+                self.waitroom.status_per_user_per_minute,
+            ),
+        ] {
+            positive(key, u64::from(value))?;
+        }
+        if self.waitroom.lease_seconds.saturating_mul(1000) <= self.waitroom.admit_tick_ms {
+            return Err(ConfigError::invalid(
+                "waitroom.lease_seconds",
+                "must be longer than one admission tick (waitroom.admit_tick_ms)",
+            ));
+        }
         positive(
             "auth.access_token_ttl_seconds",
             self.auth.access_token_ttl_seconds,

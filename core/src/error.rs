@@ -141,8 +141,9 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// An error answered to an HTTP client in the contract's shape.
-#[derive(Debug)]
+/// An error answered to an HTTP client in the contract's shape. `Clone`, so that one failed
+/// load can answer every caller that waited on it.
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,

@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use fred::interfaces::{HashesInterface, KeysInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -94,20 +94,21 @@ pub struct StateInputs {
 }
 
 /// The state rule, first match wins: `closed` (closed by an operator, or past `closes_at`);
-/// `scheduled` (before `opens_at`); `paused`; `sold_out` (nothing available and nothing held,
-/// so no stock can come back); otherwise `open`.
+/// `sold_out` (nothing available and nothing held, so no stock can come back: final news for
+/// the buyers, even while paused); `scheduled` (before `opens_at`); `paused`; otherwise `open`.
+/// The waiting room's scripts (`lua/wr_*.lua`) apply the same order.
 ///
 /// A sale with units still held is `open` even at `available == 0`: a hold that expires or is
 /// cancelled puts its units back on sale.
 pub fn derive_state(i: StateInputs) -> SaleState {
     if i.closed || i.closes_at_ms.is_some_and(|c| i.now_ms >= c) {
         SaleState::Closed
+    } else if i.available <= 0 && i.held <= 0 {
+        SaleState::SoldOut
     } else if i.now_ms < i.opens_at_ms {
         SaleState::Scheduled
     } else if i.paused {
         SaleState::Paused
-    } else if i.available <= 0 && i.held <= 0 {
-        SaleState::SoldOut
     } else {
         SaleState::Open
     }
@@ -228,7 +229,58 @@ pub async fn arm(redis: &Redis, sale: Uuid, config: &SaleConfig) -> anyhow::Resu
         .run(redis, keys(redis, sale), config.arm_args())
         .await
         .with_context(|| format!("arming sale {sale}"))?;
+    // Outside the script: the index is one key for all sales, so on Redis Cluster it lives in
+    // another slot. Written on every call, so arming again repairs a lost index entry.
+    let _: i64 = redis
+        .pool()
+        .zadd(
+            index_key(redis),
+            None,
+            None,
+            false,
+            false,
+            (config.opens_at.timestamp_millis() as f64, sale.to_string()),
+        )
+        .await
+        .with_context(|| format!("indexing sale {sale}"))?;
     Ok(armed == 1)
+}
+
+/// The index of armed sales that the admitter walks: a zset `<prefix>:sales`, member the sale
+/// id (text), score its `opens_at` (epoch ms). [`arm`] adds to it; the admitter removes a
+/// sale once it is closed and its line is empty.
+pub fn index_key(redis: &Redis) -> String {
+    redis.key("sales")
+}
+
+/// Every sale in the index, earliest opening first. An entry that is not a UUID is skipped
+/// (logged): it was not written by this code.
+pub async fn indexed(redis: &Redis) -> anyhow::Result<Vec<Uuid>> {
+    let members: Vec<String> = redis
+        .pool()
+        .zrange(index_key(redis), 0, -1, None, false, None, false)
+        .await
+        .context("reading the index of armed sales")?;
+    Ok(members
+        .into_iter()
+        .filter_map(|m| match Uuid::parse_str(&m) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                tracing::warn!(member = %m, "skipping a sale index entry that is not a UUID");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Drops a sale from the index (closed and drained, or unarmed).
+pub async fn unindex(redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
+    let _: i64 = redis
+        .pool()
+        .zrem(index_key(redis), sale.to_string())
+        .await
+        .with_context(|| format!("removing sale {sale} from the index"))?;
+    Ok(())
 }
 
 /// Deletes a sale's live state. Only for undoing an [`arm`] whose MySQL insert did not commit:
@@ -239,7 +291,7 @@ pub async fn unarm(redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
         .del(keys(redis, sale))
         .await
         .with_context(|| format!("deleting the Redis state of sale {sale}"))?;
-    Ok(())
+    unindex(redis, sale).await
 }
 
 /// One snapshot of a sale's live state, read by [`view`].
@@ -453,11 +505,10 @@ mod tests {
     }
 
     #[test]
-    fn scheduled_before_opening_even_if_paused_or_empty() {
+    fn scheduled_before_opening_even_if_paused() {
         let before = StateInputs {
             now_ms: 4_999,
             paused: true,
-            available: 0,
             ..inputs()
         };
         assert_eq!(derive_state(before), SaleState::Scheduled);
@@ -469,13 +520,24 @@ mod tests {
     }
 
     #[test]
-    fn paused_wins_over_sold_out() {
+    fn sold_out_wins_over_paused_and_scheduled() {
         let paused = StateInputs {
             paused: true,
             available: 0,
             ..inputs()
         };
-        assert_eq!(derive_state(paused), SaleState::Paused);
+        assert_eq!(derive_state(paused), SaleState::SoldOut);
+        let paused_with_stock = StateInputs {
+            paused: true,
+            ..inputs()
+        };
+        assert_eq!(derive_state(paused_with_stock), SaleState::Paused);
+        let early_paused = StateInputs {
+            paused: true,
+            now_ms: 0,
+            ..inputs()
+        };
+        assert_eq!(derive_state(early_paused), SaleState::Scheduled);
     }
 
     #[test]
