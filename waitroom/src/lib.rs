@@ -4,6 +4,7 @@
 //! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge, the queue and
 //! admission logic, the admitter and the waiting page. It needs Redis only.
 
+pub mod page;
 pub mod queue;
 pub mod scripts;
 
@@ -15,7 +16,7 @@ use dropline_core::http::{Dependency, Readiness, Server};
 /// Builds the waitroom server on `waitroom.listen` (port 0: any free port).
 pub async fn build(config: &Config, deps: &Deps) -> anyhow::Result<Server> {
     let readiness = Readiness::new(vec![Dependency::Redis(deps.redis()?.clone())]);
-    let routes = Router::new();
+    let routes = Router::new().merge(page::routes(&config.waitroom)?);
     Server::bind(
         "waitroom",
         config.waitroom_listen(),

@@ -1,0 +1,1024 @@
+/*
+ * Dropline waiting page: sign in, join the line, poll for the place, buy once admitted.
+ * No framework and no build step. The server puts the sale id, the api's address and the
+ * strings of the page's language in <script id="dl-config" type="application/json">.
+ *
+ * Contract (DESIGN §9): POST /w/{sale}/join with the access token -> a ticket; GET
+ * /w/{sale}/status with the ticket every `retry_after_ms` (plus 0-40 % jitter, never sooner);
+ * DELETE /w/{sale}/join leaves. Once admitted the status carries `pass`: POST {api}/api/orders
+ * with the pass (header Dropline-Pass) and an Idempotency-Key, then /pay, then poll the order.
+ *
+ * Tokens, the ticket, the pass and the order attempt live in sessionStorage (this tab only).
+ * document.body carries data-view, data-state and data-outcome for tests and custom styles.
+ */
+(function () {
+  'use strict';
+
+  var $ = function (id) { return document.getElementById(id); };
+
+  var config;
+  try {
+    config = JSON.parse($('dl-config').textContent);
+  } catch (e) {
+    return; // no settings: the page keeps its static text
+  }
+
+  var strings = config.strings || {};
+  var has = function (obj, key) { return Object.prototype.hasOwnProperty.call(obj, key); };
+
+  /** The string `key` of the page's language, with `{name}` replaced from `vars`. */
+  function t(key, vars) {
+    var text = has(strings, key) ? strings[key] : key;
+    if (vars) {
+      text = text.replace(/\{(\w+)\}/g, function (whole, name) {
+        return has(vars, name) ? String(vars[name]) : whole;
+      });
+    }
+    return text;
+  }
+
+  var SALE = String(config.sale_id);
+  var API = String(config.api_base_url || '').replace(/\/+$/, '');
+  var ROOM = '/w/' + encodeURIComponent(SALE);
+  var LOCALE = config.lang === 'ko' ? 'ko-KR' : 'en-US';
+  var KEYS = {
+    auth: 'dropline.auth',
+    ticket: 'dropline.ticket.' + SALE,
+    first: 'dropline.first.' + SALE,
+    opens: 'dropline.opens.' + SALE,
+    pass: 'dropline.pass.' + SALE,
+    order: 'dropline.order.' + SALE
+  };
+  var FINAL_ORDER_STATES = ['paid', 'failed', 'expired', 'cancelled'];
+  var MIN_POLL_MS = 500;
+  var DEFAULT_POLL_MS = 2000;
+  var MAX_BACKOFF_MS = 30000;
+
+  // ------------------------------------------------------------------------------------------
+  // Small helpers
+
+  function setText(id, text) {
+    var el = $(id);
+    if (el) el.textContent = text;
+  }
+
+  function setHidden(id, hidden) {
+    var el = $(id);
+    if (el) el.hidden = hidden;
+  }
+
+  function on(id, event, handler) {
+    var el = $(id);
+    if (el) el.addEventListener(event, handler);
+  }
+
+  function sleep(ms) {
+    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+  }
+
+  /** `ms` stretched by 0-40 %: spreads a crowd out and is never sooner than asked. */
+  function jitter(ms) {
+    return Math.round(ms * (1 + Math.random() * 0.4));
+  }
+
+  function backoff(failures) {
+    return Math.min(MAX_BACKOFF_MS, 1000 * Math.pow(2, Math.min(failures, 5)));
+  }
+
+  /** A v4 UUID; crypto.randomUUID needs a secure context, getRandomValues does not. */
+  function newKey() {
+    var c = window.crypto;
+    if (c && typeof c.randomUUID === 'function') {
+      try { return c.randomUUID(); } catch (e) { /* fall through */ }
+    }
+    var b = c.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var h = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join('');
+    return h.slice(0, 8) + '-' + h.slice(8, 12) + '-' + h.slice(12, 16) + '-' + h.slice(16, 20) + '-' + h.slice(20);
+  }
+
+  var number = new Intl.NumberFormat(LOCALE);
+
+  function money(minor, currency) {
+    try {
+      var f = new Intl.NumberFormat(LOCALE, { style: 'currency', currency: currency });
+      var digits = f.resolvedOptions().maximumFractionDigits;
+      return f.format(Number(minor) / Math.pow(10, digits));
+    } catch (e) {
+      return String(minor) + ' ' + String(currency);
+    }
+  }
+
+  /** 75 000 ms -> "1:15"; 3 725 000 ms -> "1:02:05". */
+  function clock(ms) {
+    var s = Math.max(0, Math.ceil(ms / 1000));
+    var h = Math.floor(s / 3600);
+    var m = Math.floor((s % 3600) / 60);
+    var sec = s % 60;
+    var two = function (n) { return (n < 10 ? '0' : '') + n; };
+    return h > 0 ? h + ':' + two(m) + ':' + two(sec) : m + ':' + two(sec);
+  }
+
+  /** Seconds of waiting in words: "about 3 min". */
+  function humanEta(seconds) {
+    if (seconds === null || seconds === undefined || isNaN(Number(seconds))) return '–';
+    var s = Number(seconds);
+    if (s <= 5) return t('eta_now');
+    if (s < 60) return t('eta_under_minute');
+    var minutes = Math.round(s / 60);
+    if (minutes < 60) return t('eta_minutes', { n: number.format(minutes) });
+    return t('eta_hours', { h: Math.floor(minutes / 60), m: minutes % 60 });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Storage: sessionStorage, or memory where the browser refuses it
+
+  var memory = {};
+  var store = {
+    get: function (key) {
+      var raw = null;
+      try { raw = window.sessionStorage.getItem(key); } catch (e) { raw = null; }
+      if (raw === null && has(memory, key)) raw = memory[key];
+      if (raw === null) return null;
+      try { return JSON.parse(raw); } catch (e) { return null; }
+    },
+    set: function (key, value) {
+      var raw = JSON.stringify(value);
+      memory[key] = raw;
+      try { window.sessionStorage.setItem(key, raw); } catch (e) { /* memory only */ }
+    },
+    del: function (key) {
+      delete memory[key];
+      try { window.sessionStorage.removeItem(key); } catch (e) { /* nothing stored */ }
+    }
+  };
+
+  // ------------------------------------------------------------------------------------------
+  // Time: the waitroom's clock, from its Date header, so countdowns do not trust the phone's
+
+  var clockOffset = null;
+
+  function noteServerDate(response) {
+    var header = response.headers.get('Date');
+    var server = header ? Date.parse(header) : NaN;
+    if (isNaN(server)) return;
+    // Date has whole seconds: the middle of that second is the best guess.
+    var offset = server + 500 - Date.now();
+    if (clockOffset === null || Math.abs(offset - clockOffset) > 1000) clockOffset = offset;
+  }
+
+  function now() {
+    return Date.now() + (clockOffset || 0);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // HTTP
+
+  function parseRetryAfter(value) {
+    if (!value) return null;
+    if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+    var at = Date.parse(value);
+    return isNaN(at) ? null : Math.max(0, at - Date.now());
+  }
+
+  /**
+   * One JSON request. Never throws: a network failure answers status 0. `opts`: token
+   * (bearer), body (JSON), headers, sameOrigin (a waitroom call: read its clock).
+   */
+  function request(method, url, opts) {
+    opts = opts || {};
+    var headers = { Accept: 'application/json' };
+    var extra = opts.headers || {};
+    Object.keys(extra).forEach(function (k) { headers[k] = extra[k]; });
+    if (opts.token) headers.Authorization = 'Bearer ' + opts.token;
+    var init = { method: method, headers: headers, cache: 'no-store', credentials: 'omit' };
+    if (opts.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(opts.body);
+    }
+    return fetch(url, init).then(function (response) {
+      if (opts.sameOrigin) noteServerDate(response);
+      var type = response.headers.get('Content-Type') || '';
+      var parsed = response.status !== 204 && type.indexOf('json') !== -1
+        ? response.json().catch(function () { return null; })
+        : Promise.resolve(null);
+      return parsed.then(function (data) {
+        var error = null;
+        if (!response.ok) {
+          error = data && data.error && data.error.code
+            ? data.error
+            : { code: 'http_' + response.status, message: response.statusText || '' };
+        }
+        return {
+          status: response.status,
+          ok: response.ok,
+          data: response.ok ? data : null,
+          error: error,
+          retryAfter: parseRetryAfter(response.headers.get('Retry-After'))
+        };
+      });
+    }, function (e) {
+      return {
+        status: 0,
+        ok: false,
+        data: null,
+        error: { code: 'network', message: String((e && e.message) || e) },
+        retryAfter: null
+      };
+    });
+  }
+
+  function offline() {
+    return { status: 0, ok: false, data: null, error: { code: 'network', message: '' }, retryAfter: null };
+  }
+
+  /** Words for a failed call: ours by code in Korean, the server's (the contract's) in English. */
+  function errorText(r) {
+    if (!r || r.status === 0) return t('err_network');
+    var code = r.error && r.error.code;
+    var message = r.error && r.error.message;
+    var ours = code && has(strings, 'err_' + code) ? t('err_' + code) : null;
+    if (config.lang === 'en' && message) return message;
+    return ours || message || t('err_generic');
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Accounts
+
+  function auth() {
+    var a = store.get(KEYS.auth);
+    return a && a.access_token ? a : null;
+  }
+
+  function keepTokens(data) {
+    store.set(KEYS.auth, { access_token: data.access_token, refresh_token: data.refresh_token });
+  }
+
+  var refreshing = null;
+
+  /** true: new tokens; false: sign in again; null: could not tell (network), try later. */
+  function refreshTokens() {
+    if (refreshing) return refreshing;
+    var a = auth();
+    if (!a || !a.refresh_token) return Promise.resolve(false);
+    refreshing = request('POST', API + '/api/auth/refresh', { body: { refresh_token: a.refresh_token } })
+      .then(function (r) {
+        if (r.ok && r.data && r.data.access_token) {
+          keepTokens(r.data);
+          return true;
+        }
+        if (r.status === 0 || r.status === 429 || r.status >= 500) return null;
+        store.del(KEYS.auth);
+        return false;
+      })
+      .then(function (result) {
+        refreshing = null;
+        return result;
+      });
+    return refreshing;
+  }
+
+  /**
+   * A call with the access token. On 401 it refreshes the tokens once and repeats the call.
+   * Answers null when the buyer has to sign in again (the sign-in form is then shown).
+   */
+  function authed(method, url, opts) {
+    var a = auth();
+    if (!a) {
+      needSignIn('');
+      return Promise.resolve(null);
+    }
+    var withToken = function (token) {
+      var o = {};
+      Object.keys(opts || {}).forEach(function (k) { o[k] = opts[k]; });
+      o.token = token;
+      return o;
+    };
+    return request(method, url, withToken(a.access_token)).then(function (r) {
+      if (r.status !== 401) return r;
+      return refreshTokens().then(function (refreshed) {
+        if (refreshed === null) return offline();
+        if (!refreshed) {
+          needSignIn(t('session_expired'));
+          return null;
+        }
+        return request(method, url, withToken(auth().access_token)).then(function (again) {
+          if (again.status === 401) {
+            store.del(KEYS.auth);
+            needSignIn(t('session_expired'));
+            return null;
+          }
+          return again;
+        });
+      });
+    });
+  }
+
+  function login(email, password) {
+    return request('POST', API + '/api/auth/login', { body: { email: email, password: password } })
+      .then(function (r) {
+        if (r.ok && r.data && r.data.access_token) keepTokens(r.data);
+        return r;
+      });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Views
+
+  var VIEWS = ['loading', 'signin', 'signup', 'verify', 'queue', 'left', 'final', 'buy'];
+  var currentView = 'loading';
+
+  /** Shows one view; on a change, focus moves to its heading so a screen reader follows. */
+  function show(name) {
+    VIEWS.forEach(function (v) { setHidden('view-' + v, v !== name); });
+    document.body.setAttribute('data-view', name);
+    setHidden('signout', !auth());
+    if (currentView !== name) {
+      var previous = currentView;
+      currentView = name;
+      if (previous !== 'loading') {
+        var heading = document.querySelector('#view-' + name + ' h1');
+        if (heading) heading.focus();
+      }
+    }
+  }
+
+  function notice(text) {
+    setText('notice', text || '');
+    setHidden('notice', !text);
+  }
+
+  function fail(text) {
+    setText('error', text || '');
+    setHidden('error', !text);
+  }
+
+  function formError(form, text) {
+    setText(form + '-error', text || '');
+    setHidden(form + '-error', !text);
+  }
+
+  function busy(id, isBusy) {
+    var el = $(id);
+    if (!el) return;
+    el.disabled = isBusy;
+    el.setAttribute('aria-busy', isBusy ? 'true' : 'false');
+  }
+
+  var lastAnnounced = '';
+  var lastAnnounceAt = 0;
+
+  /** Speaks through the polite live region: state changes at once, positions at most every 20 s. */
+  function announce(text, urgent) {
+    if (text === lastAnnounced) return;
+    if (!urgent && Date.now() - lastAnnounceAt < 20000) return;
+    lastAnnounced = text;
+    lastAnnounceAt = Date.now();
+    setText('announcer', text);
+  }
+
+  function setState(state) {
+    document.body.setAttribute('data-state', state || '');
+  }
+
+  function setOutcome(outcome) {
+    if (outcome) document.body.setAttribute('data-outcome', outcome);
+    else document.body.removeAttribute('data-outcome');
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // The line. `loop` is bumped whenever the page leaves the line's loop (left, admitted,
+  // finished, signed out), so an answer that arrives afterwards changes nothing.
+
+  var loop = 0;
+  var timer = null;
+  var failures = 0;
+  var rejoins = 0;
+
+  function halt() {
+    loop += 1;
+    clearTimeout(timer);
+    timer = null;
+  }
+
+  function later(fn, ms) {
+    clearTimeout(timer);
+    var mine = loop;
+    timer = setTimeout(function () {
+      if (mine === loop) fn();
+    }, ms);
+  }
+
+  function begin() {
+    fail('');
+    notice('');
+    if (!auth()) {
+      needSignIn('');
+      return;
+    }
+    var pass = store.get(KEYS.pass);
+    var attempt = store.get(KEYS.order);
+    var passValid = pass && Date.parse(pass.pass_expires_at) > now();
+    if (pass && (passValid || (attempt && attempt.order_id && !attempt.done))) {
+      enterBuy(pass);
+    } else if (store.get(KEYS.ticket)) {
+      showQueue();
+      poll();
+    } else {
+      join();
+    }
+  }
+
+  function needSignIn(message) {
+    halt();
+    stopPassTimer();
+    show('signin');
+    formError('signin', message);
+  }
+
+  function showQueue() {
+    show('queue');
+    setHidden('queue-retry', true);
+  }
+
+  function join() {
+    var mine = loop;
+    showQueue();
+    setState('joining');
+    return authed('POST', ROOM + '/join', { sameOrigin: true }).then(function (r) {
+      if (r === null || mine !== loop) return;
+      if (r.ok && r.data && r.data.ticket) {
+        store.set(KEYS.ticket, r.data.ticket);
+        if (r.data.opens_at) store.set(KEYS.opens, r.data.opens_at);
+        failures = 0;
+        notice('');
+        fail('');
+        onStatus(r.data);
+        return;
+      }
+      var code = r.error && r.error.code;
+      if (r.status === 404) return finish('missing');
+      if (code === 'sold_out') return finish('sold_out');
+      if (code === 'sale_not_open') return finish('closed');
+      retryLater(r, join);
+    });
+  }
+
+  function rejoin() {
+    rejoins += 1;
+    store.del(KEYS.ticket);
+    if (rejoins <= 3) {
+      join();
+    } else {
+      later(join, jitter(backoff(rejoins - 3)));
+    }
+  }
+
+  function poll() {
+    var mine = loop;
+    var ticket = store.get(KEYS.ticket);
+    if (!ticket) return join();
+    return request('GET', ROOM + '/status', { token: ticket, sameOrigin: true }).then(function (r) {
+      if (mine !== loop) return;
+      if (r.ok && r.data) {
+        failures = 0;
+        rejoins = 0;
+        notice('');
+        onStatus(r.data);
+        return;
+      }
+      // The place or the ticket is gone (abandoned, expired, reaped): join again.
+      if (r.status === 401 || r.status === 404) return rejoin();
+      retryLater(r, poll);
+    });
+  }
+
+  /** After a failed join or poll: wait as the server says, or back off, then `fn` again. */
+  function retryLater(r, fn) {
+    failures += 1;
+    var code = r.error && r.error.code;
+    var wait;
+    if (r.status === 429 || r.status === 503) {
+      wait = jitter(r.retryAfter !== null ? Math.max(r.retryAfter, MIN_POLL_MS) : backoff(failures));
+      var key = code === 'queue_full' ? 'retry_queue_full' : code === 'rate_limited' ? 'retry_rate_limited' : 'retry_busy';
+      notice(t(key, { s: Math.ceil(wait / 1000) }));
+    } else if (r.status === 0 || r.status >= 500) {
+      wait = jitter(backoff(failures));
+      notice(t('retry_network', { s: Math.ceil(wait / 1000) }));
+    } else {
+      // A refusal that asking again will not change: say so and let the buyer retry.
+      fail(errorText(r));
+      setHidden('queue-retry', false);
+      setState('error');
+      return;
+    }
+    later(fn, wait);
+  }
+
+  function onStatus(d) {
+    var state = String(d.state || '');
+    setState(state);
+    if (state === 'admitted' && d.pass) {
+      enterBuy({ pass: d.pass, pass_expires_at: d.pass_expires_at });
+      return;
+    }
+    if (state === 'sold_out') return finish('sold_out');
+    if (state === 'closed') return finish('closed');
+    renderQueue(d);
+    later(poll, jitter(Math.max(MIN_POLL_MS, Number(d.retry_after_ms) || DEFAULT_POLL_MS)));
+  }
+
+  function renderQueue(d) {
+    var scheduled = d.state === 'scheduled';
+    var paused = d.state === 'paused';
+    setText('queue-title', t(scheduled ? 'scheduled_title' : paused ? 'paused_title' : 'waiting_title'));
+    setText('queue-body', t(scheduled ? 'scheduled_body' : paused ? 'paused_body' : 'waiting_body'));
+
+    var position = typeof d.position === 'number' ? d.position : null;
+    var progress = $('progress');
+    if (position !== null) {
+      var first = store.get(KEYS.first);
+      if (typeof first !== 'number' || position > first) {
+        first = position;
+        store.set(KEYS.first, first);
+      }
+      setText('position', number.format(position));
+      setText('ahead', position > 1 ? t('people_ahead', { n: number.format(position - 1) }) : t('next_in_line'));
+      var pct = first > 0 ? Math.round(((first - position) / first) * 100) : 0;
+      pct = Math.max(0, Math.min(99, pct));
+      if (progress) progress.value = pct;
+      setText('progress-text', t('progress_value', { p: pct }));
+      announce(t('announce_position', { n: number.format(position), eta: humanEta(d.eta_seconds) }), false);
+    } else {
+      setText('position', '–');
+      setText('ahead', '');
+      if (progress) progress.removeAttribute('value'); // indeterminate until the line forms
+      setText('progress-text', '');
+      announce(t(scheduled ? 'scheduled_title' : 'waiting_title'), true);
+    }
+    setText('eta', scheduled ? '–' : humanEta(d.eta_seconds));
+    setText('updated', t('updated_at', { time: new Date().toLocaleTimeString(LOCALE) }));
+    tickCountdown();
+  }
+
+  setInterval(tickCountdown, 1000);
+
+  function tickCountdown() {
+    var box = $('countdown-box');
+    if (!box) return;
+    var opens = Date.parse(store.get(KEYS.opens) || '');
+    var scheduled = document.body.getAttribute('data-state') === 'scheduled';
+    if (!scheduled || isNaN(opens) || currentView !== 'queue') {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    var left = opens - now();
+    setText('countdown', left > 0 ? clock(left) : t('opening_now'));
+  }
+
+  function finish(kind) {
+    halt();
+    stopPassTimer();
+    store.del(KEYS.ticket);
+    store.del(KEYS.first);
+    store.del(KEYS.pass);
+    setState(kind);
+    setText('final-title', t(kind + '_title'));
+    setText('final-body', t(kind + '_body'));
+    notice('');
+    show('final');
+    announce(t(kind + '_title'), true);
+  }
+
+  function leave() {
+    var ticket = store.get(KEYS.ticket);
+    halt();
+    busy('leave', true);
+    var done = ticket
+      ? request('DELETE', ROOM + '/join', { token: ticket, sameOrigin: true })
+      : Promise.resolve({ status: 204, ok: true });
+    return done.then(function (r) {
+      busy('leave', false);
+      // 401/404: the place was already gone, which is what the buyer asked for.
+      if (r.ok || r.status === 401 || r.status === 404) {
+        store.del(KEYS.ticket);
+        store.del(KEYS.first);
+        setState('left');
+        notice('');
+        fail('');
+        show('left');
+        announce(t('left_title'), true);
+        return;
+      }
+      // Could not leave: keep the place alive and say so.
+      fail(errorText(r));
+      later(poll, jitter(DEFAULT_POLL_MS));
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Admitted: the purchase view
+
+  var passTimer = null;
+  var saleInfo = null;
+
+  function stopPassTimer() {
+    clearInterval(passTimer);
+    passTimer = null;
+  }
+
+  function enterBuy(pass) {
+    halt();
+    store.set(KEYS.pass, pass);
+    setState('admitted');
+    notice('');
+    fail('');
+    show('buy');
+    announce(t('admitted_announce'), true);
+    stopPassTimer();
+    tickPass();
+    passTimer = setInterval(tickPass, 1000);
+    loadSale();
+    var attempt = store.get(KEYS.order);
+    if (attempt && attempt.order_id && !attempt.done) resumeOrder(attempt);
+  }
+
+  function orderActive() {
+    var attempt = store.get(KEYS.order);
+    return Boolean(attempt && attempt.order_id && !attempt.done);
+  }
+
+  function tickPass() {
+    var pass = store.get(KEYS.pass);
+    var left = pass ? Date.parse(pass.pass_expires_at) - now() : 0;
+    if (isNaN(left)) left = 0;
+    setText('pass-left', clock(left));
+    var hold = store.get(KEYS.order);
+    if (hold && hold.hold_expires_at && hold.status === 'held' && !hold.done) {
+      var holdLeft = Date.parse(hold.hold_expires_at) - now();
+      setText('hold-left', isNaN(holdLeft) ? '' : t('hold_left', { time: clock(holdLeft) }));
+    } else {
+      setText('hold-left', '');
+    }
+    if (left <= 0 && !orderActive()) {
+      stopPassTimer();
+      busy('order-submit', true);
+      setText('order-result', t('pass_expired'));
+      setHidden('buy-rejoin', false);
+      setOutcome('pass_expired');
+    }
+  }
+
+  function loadSale() {
+    return request('GET', API + '/api/sales/' + encodeURIComponent(SALE)).then(function (r) {
+      var limit = 1;
+      if (r.ok && r.data) {
+        saleInfo = r.data;
+        limit = Math.max(1, Math.min(20, Number(r.data.per_user_limit) || 1));
+        var product = r.data.product;
+        if (product && product.name) {
+          setText('product-name', product.name);
+          setText('product-price', money(product.price, product.currency || 'KRW'));
+          setHidden('product', false);
+        }
+      }
+      var select = $('quantity');
+      if (!select) return;
+      var chosen = Number(select.value) || 1;
+      while (select.firstChild) select.removeChild(select.firstChild);
+      for (var i = 1; i <= limit; i += 1) {
+        var option = document.createElement('option');
+        option.value = String(i);
+        option.textContent = number.format(i);
+        if (i === Math.min(chosen, limit)) option.selected = true;
+        select.appendChild(option);
+      }
+    });
+  }
+
+  /** Repeats `call` through brief trouble (network, 429, 5xx), at most 4 times. */
+  function withRetry(call) {
+    var tries = 0;
+    var attempt = function () {
+      return call().then(function (r) {
+        tries += 1;
+        var transient = r && (r.status === 0 || r.status === 429 || r.status >= 500);
+        if (!transient || tries >= 4) return r;
+        var wait = jitter(r.retryAfter !== null ? Math.min(r.retryAfter, 10000) : 1000 * tries);
+        notice(t('retry_network', { s: Math.ceil(wait / 1000) }));
+        return sleep(wait).then(attempt);
+      });
+    };
+    return attempt().then(function (r) {
+      notice('');
+      return r;
+    });
+  }
+
+  function orderUrl(id, suffix) {
+    return API + '/api/orders/' + encodeURIComponent(id) + (suffix || '');
+  }
+
+  function buy() {
+    var mine = loop;
+    var quantity = Number(($('quantity') || {}).value) || 1;
+    var card = ($('card') || {}).value || 'tok_test';
+    var attempt = store.get(KEYS.order);
+    // One Idempotency-Key per attempt: a retry of the same attempt reuses it, a new
+    // quantity or a finished attempt starts a new one.
+    if (!attempt || attempt.done || (!attempt.order_id && attempt.quantity !== quantity)) {
+      attempt = { key: newKey(), quantity: quantity };
+    }
+    attempt.card = card;
+    store.set(KEYS.order, attempt);
+    busy('order-submit', true);
+    setText('order-result', t('ordering'));
+    setOutcome('');
+    fail('');
+    var created = attempt.order_id
+      ? Promise.resolve(true)
+      : withRetry(function () {
+        var pass = store.get(KEYS.pass) || {};
+        return authed('POST', API + '/api/orders', {
+          body: { sale_id: SALE, quantity: attempt.quantity },
+          headers: { 'Dropline-Pass': pass.pass || '', 'Idempotency-Key': attempt.key }
+        });
+      }).then(function (r) {
+        if (r === null || mine !== loop) return false;
+        if (r.status === 404) return unavailable();
+        if (!r.ok || !r.data || !r.data.id) return orderRefused(r, attempt);
+        attempt.order_id = r.data.id;
+        keepOrder(attempt, r.data);
+        renderOrder(r.data);
+        return true;
+      });
+    return created.then(function (ok) {
+      if (ok) return pay(attempt, mine);
+    });
+  }
+
+  function pay(attempt, mine) {
+    setText('order-result', t('paying'));
+    return withRetry(function () {
+      return authed('POST', orderUrl(attempt.order_id, '/pay'), { body: { card_token: attempt.card || 'tok_test' } });
+    }).then(function (r) {
+      if (r === null || mine !== loop) return;
+      if (r.status === 404) return unavailable();
+      // invalid_state: the order is no longer held (paying already, paid, expired): look.
+      var settled = r.ok || (r.error && r.error.code === 'invalid_state');
+      if (!settled) return orderRefused(r, attempt);
+      attempt.paying = true;
+      store.set(KEYS.order, attempt);
+      return watchOrder(attempt, mine);
+    });
+  }
+
+  function watchOrder(attempt, mine) {
+    var delay = 1000;
+    var step = function () {
+      return authed('GET', orderUrl(attempt.order_id)).then(function (r) {
+        if (r === null || mine !== loop) return;
+        if (r.status === 404) return unavailable();
+        if (r.ok && r.data) {
+          keepOrder(attempt, r.data);
+          renderOrder(r.data);
+          var status = String(r.data.status || '').toLowerCase();
+          if (FINAL_ORDER_STATES.indexOf(status) !== -1) return orderDone(status, attempt);
+        }
+        var wait = jitter(r.retryAfter !== null ? Math.max(r.retryAfter, delay) : delay);
+        delay = Math.min(5000, Math.round(delay * 1.5));
+        return sleep(wait).then(function () {
+          if (mine === loop) return step();
+        });
+      });
+    };
+    return step();
+  }
+
+  /** After a reload with an order in hand: look at it, then carry on from where it is. */
+  function resumeOrder(attempt) {
+    var mine = loop;
+    busy('order-submit', true);
+    return authed('GET', orderUrl(attempt.order_id)).then(function (r) {
+      if (r === null || mine !== loop) return;
+      if (r.status === 404) return unavailable();
+      if (!r.ok || !r.data) {
+        busy('order-submit', false);
+        return;
+      }
+      keepOrder(attempt, r.data);
+      renderOrder(r.data);
+      var status = String(r.data.status || '').toLowerCase();
+      if (FINAL_ORDER_STATES.indexOf(status) !== -1) return orderDone(status, attempt);
+      if (status === 'paying') return watchOrder(attempt, mine);
+      setText('order-submit', t('pay_submit'));
+      busy('order-submit', false);
+    });
+  }
+
+  function keepOrder(attempt, order) {
+    attempt.status = String(order.status || '').toLowerCase();
+    if (order.hold_expires_at) attempt.hold_expires_at = order.hold_expires_at;
+    store.set(KEYS.order, attempt);
+  }
+
+  function renderOrder(order) {
+    var status = String(order.status || '').toLowerCase();
+    setHidden('order-box', false);
+    setText('order-status', has(strings, 'order_' + status) ? t('order_' + status) : status);
+    if (order.amount !== undefined && order.currency) {
+      setText('order-amount', t('order_amount', { amount: money(order.amount, order.currency), n: number.format(order.quantity || 1) }));
+    }
+    tickPass();
+  }
+
+  function orderDone(status, attempt) {
+    attempt.done = true;
+    store.set(KEYS.order, attempt);
+    setOutcome(status);
+    setText('order-result', t('result_' + status));
+    announce(t('result_' + status), true);
+    setText('order-submit', t('order_submit'));
+    if (status === 'paid') {
+      setHidden('order-form', true);
+      busy('order-submit', true);
+    } else {
+      busy('order-submit', false);
+      tickPass();
+    }
+  }
+
+  function unavailable() {
+    setOutcome('unavailable');
+    setText('order-result', t('orders_unavailable'));
+    busy('order-submit', false);
+    return false;
+  }
+
+  function orderRefused(r, attempt) {
+    var code = r.error && r.error.code;
+    setOutcome('error');
+    setText('order-result', errorText(r));
+    busy('order-submit', false);
+    if (code === 'idempotency_key_reused' || code === 'sold_out' || code === 'limit_exceeded') {
+      attempt.done = true;
+      store.set(KEYS.order, attempt);
+    }
+    if (code === 'not_admitted') {
+      busy('order-submit', true);
+      setHidden('buy-rejoin', false);
+    }
+    return false;
+  }
+
+  function rejoinFromBuy() {
+    stopPassTimer();
+    store.del(KEYS.pass);
+    store.del(KEYS.order);
+    store.del(KEYS.ticket);
+    store.del(KEYS.first);
+    setHidden('buy-rejoin', true);
+    setHidden('order-box', true);
+    setHidden('order-form', false);
+    setText('order-result', '');
+    setOutcome('');
+    busy('order-submit', false);
+    halt();
+    join();
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Sign-in, sign-up and e-mail verification
+
+  var pending = null; // {email, password} between sign-up and verification, memory only
+
+  function field(id) {
+    var el = $(id);
+    return el ? el.value : '';
+  }
+
+  function signIn(ev) {
+    ev.preventDefault();
+    var email = field('signin-email').trim();
+    var password = field('signin-password');
+    if (!email || !password) return formError('signin', t('err_fill_in'));
+    formError('signin', '');
+    busy('signin-submit', true);
+    return login(email, password).then(function (r) {
+      busy('signin-submit', false);
+      if (r.ok && auth()) {
+        var pw = $('signin-password');
+        if (pw) pw.value = '';
+        begin();
+        return;
+      }
+      if (r.error && r.error.code === 'email_not_verified') {
+        pending = { email: email, password: password };
+        showVerify(email);
+        return;
+      }
+      formError('signin', errorText(r));
+    });
+  }
+
+  function signUp(ev) {
+    ev.preventDefault();
+    var name = field('signup-name').trim();
+    var email = field('signup-email').trim();
+    var password = field('signup-password');
+    if (!name || !email || !password) return formError('signup', t('err_fill_in'));
+    formError('signup', '');
+    busy('signup-submit', true);
+    return request('POST', API + '/api/users', { body: { email: email, password: password, name: name } })
+      .then(function (r) {
+        busy('signup-submit', false);
+        if (r.ok) {
+          pending = { email: email, password: password };
+          showVerify(email);
+          return;
+        }
+        formError('signup', errorText(r));
+      });
+  }
+
+  function showVerify(email) {
+    setText('verify-intro', t('verify_intro', { email: email }));
+    formError('verify', '');
+    show('verify');
+  }
+
+  function verify(ev) {
+    ev.preventDefault();
+    var code = field('verify-code').trim();
+    if (!pending) return show('signin');
+    if (!/^\d{6}$/.test(code)) return formError('verify', t('err_code_format'));
+    formError('verify', '');
+    busy('verify-submit', true);
+    return request('POST', API + '/api/users/verify', { body: { email: pending.email, code: code } })
+      .then(function (r) {
+        if (!r.ok) {
+          busy('verify-submit', false);
+          formError('verify', errorText(r));
+          return null;
+        }
+        return login(pending.email, pending.password).then(function (lr) {
+          busy('verify-submit', false);
+          if (lr.ok && auth()) {
+            pending = null;
+            begin();
+            return;
+          }
+          var signinEmail = $('signin-email');
+          if (signinEmail) signinEmail.value = pending.email;
+          show('signin');
+          formError('signin', errorText(lr));
+        });
+      });
+  }
+
+  function resend() {
+    if (!pending) return;
+    busy('resend', true);
+    return request('POST', API + '/api/users/verify/resend', { body: { email: pending.email } })
+      .then(function (r) {
+        busy('resend', false);
+        if (r.ok) formError('verify', '');
+        if (r.ok) notice(t('code_resent'));
+        else formError('verify', errorText(r));
+      });
+  }
+
+  function signOut() {
+    var a = auth();
+    halt();
+    stopPassTimer();
+    Object.keys(KEYS).forEach(function (k) { store.del(KEYS[k]); });
+    setState('');
+    setOutcome('');
+    if (a && a.refresh_token) {
+      request('POST', API + '/api/auth/logout', { body: { refresh_token: a.refresh_token } });
+    }
+    notice(t('signed_out'));
+    needSignIn('');
+  }
+
+  // ------------------------------------------------------------------------------------------
+
+  on('signin-form', 'submit', signIn);
+  on('signup-form', 'submit', signUp);
+  on('verify-form', 'submit', verify);
+  on('resend', 'click', resend);
+  on('to-signup', 'click', function () { formError('signup', ''); show('signup'); });
+  on('to-signin', 'click', function () { show('signin'); });
+  on('verify-to-signin', 'click', function () { show('signin'); });
+  on('signout', 'click', signOut);
+  on('leave', 'click', leave);
+  on('rejoin', 'click', function () { rejoins = 0; fail(''); join(); });
+  on('queue-retry', 'click', function () { fail(''); failures = 0; setHidden('queue-retry', true); join(); });
+  on('order-form', 'submit', function (ev) { ev.preventDefault(); buy(); });
+  on('buy-rejoin', 'click', rejoinFromBuy);
+
+  begin();
+}());
