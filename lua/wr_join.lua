@@ -26,19 +26,23 @@
 -- KEYS[4]  q (the queue, layout above)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  qseq (counter of arrivals after opening)
+-- KEYS[7]  wr hash (field admit_rate_milli: the measured admission rate, written by the admitter)
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  pre-open draw: an integer in [0, 2^37) from a CSPRNG (used only for a new arrival
 --          before opening: low 36 bits the key, bit 36 the probe direction)
 -- ARGV[3]  maximum queue length (0 = no limit)
 -- ARGV[4]  abandon_after in ms
 --
--- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new}
+-- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new,
+--           admit_per_second, admit_rate_milli}
 --   state     scheduled | waiting | admitted | sold_out | closed | queue_full | not_found
 --             (not_found: the sale's cfg hash has no opens_at, it is not armed)
 --   position  users ahead + 1 when waiting, else 0
 --   deadline_ms  the admission deadline when admitted, else 0
 --   paused    1 when the sale is paused (places are kept, nobody is admitted)
 --   new       1 when this call put the user in the queue, 0 when the place already existed
+--   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
+--             measured rate x 1000 (-1 when none was measured yet), for the ETA
 -- Nothing is written for closed, sold_out, queue_full or not_found.
 local ORDER = 65536
 local PRE = 68719476736
@@ -50,9 +54,9 @@ local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function num(v) return tonumber(v) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
-local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
 if not c[1] then
-  return {'not_found', 0, 0, 0, now, 0, 0, 0}
+  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0}
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
@@ -69,9 +73,11 @@ local user = ARGV[1]
 local max_len = num(ARGV[3])
 local abandon_ms = num(ARGV[4])
 local qlen = redis.call('ZCARD', KEYS[4])
+local rate = num(c[5])
+local measured = tonumber(redis.call('HGET', KEYS[7], 'admit_rate_milli')) or -1
 
 local function reply(st, position, deadline, new)
-  return {st, position, deadline, opens_at, now, qlen, paused, new}
+  return {st, position, deadline, opens_at, now, qlen, paused, new, rate, measured}
 end
 
 if state == 'closed' or state == 'sold_out' then

@@ -9,10 +9,11 @@
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue, see wr_join.lua)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (admitted_total, abandoned_total)
+-- KEYS[6]  wr hash (admitted_total, abandoned_total, admit_rate_milli)
 --
 -- Returns  {state, queue_length, admitted_total, active, available, held, abandoned_total,
---           now_ms, opens_at_ms}
+--           now_ms, opens_at_ms, admit_rate_milli}
+--   admit_rate_milli  the admitter's smoothed measured rate x 1000, -1 when none measured yet
 --   state     scheduled | open | paused | sold_out | closed | not_found
 --   queue_length  entries in the queue (silent users count until removed)
 --   active    admissions whose deadline is still ahead
@@ -23,7 +24,7 @@ local function num(v) return tonumber(v) or 0 end
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
 if not c[1] then
-  return {'not_found', 0, 0, 0, 0, 0, 0, now, 0}
+  return {'not_found', 0, 0, 0, 0, 0, 0, now, 0, -1}
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
@@ -37,7 +38,7 @@ elseif now < opens_at then
 elseif c[3] == '1' or c[3] == 'true' then
   state = 'paused'
 end
-local w = redis.call('HMGET', KEYS[6], 'admitted_total', 'abandoned_total')
+local w = redis.call('HMGET', KEYS[6], 'admitted_total', 'abandoned_total', 'admit_rate_milli')
 return {
   state,
   redis.call('ZCARD', KEYS[4]),
@@ -48,4 +49,5 @@ return {
   num(w[2]),
   now,
   opens_at,
+  tonumber(w[3]) or -1,
 }

@@ -10,10 +10,12 @@
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
+-- KEYS[6]  wr hash (field admit_rate_milli: the measured admission rate, written by the admitter)
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  abandon_after in ms
 --
--- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, 0}
+-- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, 0,
+--           admit_per_second, admit_rate_milli}
 --   state     scheduled | waiting | admitted | sold_out | closed | none | not_found
 --             none: not in the queue and not admitted (never joined, left, abandoned, or the
 --             admission lapsed): the client has to join again
@@ -22,6 +24,8 @@
 --   position  users ahead + 1 when waiting, else 0
 --   deadline_ms  the admission deadline when admitted (the pass's exp), else 0
 --   paused    1 when the sale is paused
+--   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
+--             measured rate x 1000 (-1 when none was measured yet), for the ETA
 -- The shape is wr_join's, so one decoder reads both.
 local ORDER = 65536
 
@@ -32,9 +36,9 @@ local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function num(v) return tonumber(v) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
-local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
 if not c[1] then
-  return {'not_found', 0, 0, 0, now, 0, 0, 0}
+  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0}
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
@@ -50,9 +54,11 @@ end
 local user = ARGV[1]
 local abandon_ms = num(ARGV[2])
 local qlen = redis.call('ZCARD', KEYS[4])
+local rate = num(c[5])
+local measured = tonumber(redis.call('HGET', KEYS[6], 'admit_rate_milli')) or -1
 
 local function reply(st, position, deadline)
-  return {st, position, deadline, opens_at, now, qlen, paused, 0}
+  return {st, position, deadline, opens_at, now, qlen, paused, 0, rate, measured}
 end
 
 if state == 'closed' then

@@ -11,6 +11,7 @@ mod demo;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -167,6 +168,14 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Waitroom => {
+            // Keys first: a missing key is a config error, reported before any connection.
+            let secrets = match dropline_waitroom::Secrets::from_config(&config) {
+                Ok(secrets) => secrets,
+                Err(error) => {
+                    eprintln!("dropline: {error:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let deps = connect(
                 &config,
                 Needs {
@@ -175,7 +184,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
-            let server = dropline_waitroom::build(&config, &deps).await?;
+            let server = dropline_waitroom::build(&config, &deps, secrets).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
             server.run(shutdown).await?;
@@ -303,6 +312,33 @@ fn print_listening(servers: &[(&dropline_core::http::Server, &str)]) {
     }
 }
 
+/// In one process the waiting page is served by one origin and calls the api on another:
+/// point the page at this api (unless configured) and let that origin in.
+fn link_origins(config: &mut Config, waitroom: SocketAddr, api: SocketAddr) {
+    if config.waitroom.api_base_url.is_empty() {
+        config.waitroom.api_base_url = format!("http://{}", browser_host(api));
+    }
+    let mut origins = vec![format!("http://{}", browser_host(waitroom))];
+    if waitroom.ip().is_loopback() {
+        // The same page opened as localhost is another origin to a browser.
+        origins.push(format!("http://localhost:{}", waitroom.port()));
+    }
+    for origin in origins {
+        if !config.api.cors_allowed_origins.contains(&origin) {
+            config.api.cors_allowed_origins.push(origin);
+        }
+    }
+}
+
+/// `host:port` as a browser writes it (an unspecified bind address means this machine).
+fn browser_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
 /// Every component in one process, sharing one set of connections.
 async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     let mut config = config.clone();
@@ -313,11 +349,21 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
             "no key configured: using throw-away keys; tokens, passes and stored phone/address do not survive a restart"
         );
     }
+    // Both listeners first, so each side can be told where the other is: the waiting page
+    // calls this api, and the api lets that page's origin in (CORS).
+    let waitroom_bound = dropline_core::http::bind(config.waitroom_listen())
+        .await
+        .context("waitroom listener")?;
+    let api_bound = dropline_core::http::bind(config.api_listen())
+        .await
+        .context("api listener")?;
+    link_origins(&mut config, waitroom_bound.addr, api_bound.addr);
     let config = &config;
-    let secrets = dropline_api::Secrets::from_config(config)?;
+    let api_secrets = dropline_api::Secrets::from_config(config)?;
+    let waitroom_secrets = dropline_waitroom::Secrets::from_config(config)?;
     let deps = connect(config, Needs::ALL).await?;
-    let waitroom = dropline_waitroom::build(config, &deps).await?;
-    let api = dropline_api::build(config, &deps, secrets).await?;
+    let waitroom = dropline_waitroom::build_on(waitroom_bound, config, &deps, waitroom_secrets)?;
+    let api = dropline_api::build_on(api_bound, config, &deps, api_secrets)?;
     print_listening(&[(&waitroom, ""), (&api, "")]);
     if args.demo {
         let demo = demo::ensure(deps.mysql()?, deps.redis()?).await?;

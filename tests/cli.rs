@@ -397,3 +397,47 @@ fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(env.cleanup())
 }
+
+#[test]
+fn waitroom_needs_its_keys() -> anyhow::Result<()> {
+    use dropline_core::keys::SigningKeyPair;
+    // Nothing reachable: the key check must come before any connection attempt.
+    let unreachable = |cmd: &mut Command| {
+        cmd.env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1");
+    };
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    let (code, _, stderr) = output(cmd.arg("waitroom"))?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("auth.verify_key_files"), "{stderr}");
+
+    let dir = tempfile::tempdir()?;
+    let access_pub = dir.path().join("access.pub.pem");
+    std::fs::write(&access_pub, SigningKeyPair::generate()?.public()?.to_pem()?)?;
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    cmd.env(
+        "DROPLINE_AUTH__VERIFY_KEY_FILES",
+        format!("[\"{}\"]", access_pub.display()),
+    );
+    let (code, _, stderr) = output(cmd.arg("waitroom"))?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("passes.signing_key_file"), "{stderr}");
+
+    // With both keys the key check passes and it goes on to connect (and fails: no Redis).
+    let pass_key = dir.path().join("pass.pem");
+    std::fs::write(&pass_key, SigningKeyPair::generate()?.to_pem()?)?;
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    cmd.env(
+        "DROPLINE_AUTH__VERIFY_KEY_FILES",
+        format!("[\"{}\"]", access_pub.display()),
+    )
+    .env("DROPLINE_PASSES__SIGNING_KEY_FILE", &pass_key)
+    .env("DROPLINE_REDIS__CONNECT_TIMEOUT_SECONDS", "1");
+    let (code, _, stderr) = output(cmd.arg("waitroom"))?;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(!stderr.contains("verify_key_files"), "{stderr}");
+    assert!(!stderr.contains("signing_key_file"), "{stderr}");
+    Ok(())
+}

@@ -416,12 +416,24 @@ impl Server {
         let bound = bind(addr)
             .await
             .with_context(|| format!("{name} listener"))?;
-        Ok(Self {
+        Ok(Self::on(name, bound, routes, readiness, http))
+    }
+
+    /// Wraps `routes` in the [`shell`] on a listener bound earlier (`dropline all` binds every
+    /// listener first, so each component can be told the others' addresses).
+    pub fn on(
+        name: &'static str,
+        bound: Bound,
+        routes: Router,
+        readiness: Readiness,
+        http: &HttpConfig,
+    ) -> Self {
+        Self {
             name,
             bound,
             router: shell(name, routes, readiness, http),
             grace: http.shutdown_grace(),
-        })
+        }
     }
 
     pub fn name(&self) -> &'static str {

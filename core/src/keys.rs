@@ -119,6 +119,29 @@ impl SigningKeyPair {
         &self.encoding
     }
 
+    /// A 32-byte secret for `label`, derived from this private key (HMAC-SHA256 keyed with the
+    /// key's seed). Every process holding the same key derives the same secret, and the
+    /// secret reveals nothing about the key: the waiting room's ticket MAC key comes from
+    /// here, so operators manage one secret, not two.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        use hmac::Mac;
+        // HMAC takes keys of any length, so this cannot fail; fall back to hashing anyway
+        // rather than panic.
+        match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.signing.as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(label.as_bytes());
+                mac.finalize().into_bytes().into()
+            }
+            Err(_) => {
+                use sha2::Digest;
+                let mut hash = sha2::Sha256::new();
+                hash.update(self.signing.as_bytes());
+                hash.update(label.as_bytes());
+                hash.finalize().into()
+            }
+        }
+    }
+
     pub fn public(&self) -> anyhow::Result<PublicKey> {
         PublicKey::new(self.signing.verifying_key())
     }

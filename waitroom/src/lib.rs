@@ -1,28 +1,47 @@
 //! `dropline-waitroom`: the edge that turns a stampede into an orderly line.
 //!
 //! Buyers join a per-sale Redis queue, poll for their place, and leave with a short-lived
-//! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge, the queue and
-//! admission logic, the admitter and the waiting page. It needs Redis only.
+//! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge ([`edge`]), the
+//! tickets waiting buyers poll with ([`ticket`]), the queue in Redis ([`queue`], Lua in
+//! `lua/wr_*.lua`), the admitter and the waiting page. It needs Redis only.
 
+pub mod edge;
 pub mod page;
 pub mod queue;
 pub mod scripts;
+pub mod ticket;
 
-use axum::Router;
+use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::deps::Deps;
-use dropline_core::http::{Dependency, Readiness, Server};
+use dropline_core::http::{Bound, Dependency, Readiness, Server};
+
+pub use edge::Secrets;
 
 /// Builds the waitroom server on `waitroom.listen` (port 0: any free port).
-pub async fn build(config: &Config, deps: &Deps) -> anyhow::Result<Server> {
-    let readiness = Readiness::new(vec![Dependency::Redis(deps.redis()?.clone())]);
-    let routes = Router::new().merge(page::routes(&config.waitroom)?);
-    Server::bind(
+pub async fn build(config: &Config, deps: &Deps, secrets: Secrets) -> anyhow::Result<Server> {
+    let bound = dropline_core::http::bind(config.waitroom_listen())
+        .await
+        .context("waitroom listener")?;
+    build_on(bound, config, deps, secrets)
+}
+
+/// As [`build`], on a listener bound earlier.
+pub fn build_on(
+    bound: Bound,
+    config: &Config,
+    deps: &Deps,
+    secrets: Secrets,
+) -> anyhow::Result<Server> {
+    let redis = deps.redis()?.clone();
+    let readiness = Readiness::new(vec![Dependency::Redis(redis.clone())]);
+    let routes = edge::routes(edge::Edge::new(config, redis, secrets)?)
+        .merge(page::routes(&config.waitroom)?);
+    Ok(Server::on(
         "waitroom",
-        config.waitroom_listen(),
+        bound,
         routes,
         readiness,
         &config.http,
-    )
-    .await
+    ))
 }

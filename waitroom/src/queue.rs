@@ -171,6 +171,11 @@ pub struct Status {
     pub queue_length: u64,
     /// Admission is paused; places are kept.
     pub paused: bool,
+    /// The sale's configured admission rate (users per second).
+    pub admit_per_second: u64,
+    /// The admitter's smoothed measured rate × 1000 (`wr.admit_rate_milli`); `None` before the
+    /// admitter measured anything.
+    pub measured_rate_milli: Option<u64>,
 }
 
 /// What a join did.
@@ -287,6 +292,8 @@ pub struct Stats {
     pub abandoned_total: u64,
     pub now_ms: u64,
     pub opens_at_ms: u64,
+    /// As in [`Status::measured_rate_milli`].
+    pub measured_rate_milli: Option<u64>,
 }
 
 /// One sale's waiting room in Redis. Cheap to build per request.
@@ -322,7 +329,7 @@ impl WaitQueue {
         let reply: Value = WR_JOIN
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr],
                 vec![
                     Value::from(&member(user)[..]),
                     Value::from(draw.to_string()),
@@ -331,7 +338,7 @@ impl WaitQueue {
                 ],
             )
             .await?;
-        let reply = Reply::new(reply, "wr_join", 8)?;
+        let reply = Reply::new(reply, "wr_join", 10)?;
         let state = reply.text(0)?;
         Ok(match state.as_str() {
             "not_found" => None,
@@ -357,14 +364,14 @@ impl WaitQueue {
         let reply: Value = WR_STATUS
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
                 vec![
                     Value::from(&member(user)[..]),
                     Value::from(millis(abandon_after)),
                 ],
             )
             .await?;
-        let reply = Reply::new(reply, "wr_status", 8)?;
+        let reply = Reply::new(reply, "wr_status", 10)?;
         let state = reply.text(0)?;
         if state == "not_found" {
             return Ok(None);
@@ -458,7 +465,7 @@ impl WaitQueue {
                 Vec::<Value>::new(),
             )
             .await?;
-        let reply = Reply::new(reply, "wr_stats", 9)?;
+        let reply = Reply::new(reply, "wr_stats", 10)?;
         let state = reply.text(0)?;
         if state == "not_found" {
             return Ok(None);
@@ -473,6 +480,7 @@ impl WaitQueue {
             abandoned_total: reply.uint(6)?,
             now_ms: reply.uint(7)?,
             opens_at_ms: reply.uint(8)?,
+            measured_rate_milli: u64::try_from(reply.int(9)?).ok(),
         }))
     }
 }
@@ -533,7 +541,7 @@ impl Reply {
     }
 
     /// The shared shape of wr_join and wr_status: {state, position, deadline_ms, opens_at_ms,
-    /// now_ms, queue_length, paused, new}.
+    /// now_ms, queue_length, paused, new, admit_per_second, admit_rate_milli}.
     fn status(&self, state: &str) -> anyhow::Result<Status> {
         let place = match state {
             "scheduled" => Place::Scheduled,
@@ -554,6 +562,8 @@ impl Reply {
             now_ms: self.uint(4)?,
             queue_length: self.uint(5)?,
             paused: self.uint(6)? == 1,
+            admit_per_second: self.uint(8)?,
+            measured_rate_milli: u64::try_from(self.int(9)?).ok(),
         })
     }
 }

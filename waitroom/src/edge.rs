@@ -1,0 +1,605 @@
+//! The waiting room's HTTP API (DESIGN §9, waitroom): join, status, leave, stats and the JWKS
+//! that verifies passes.
+//!
+//! - `POST /w/{sale}/join` (access token) puts the buyer in line, or returns the place they
+//!   already have, and hands out a [ticket](crate::ticket).
+//! - `GET /w/{sale}/status` (ticket) says where the buyer stands and keeps the place alive;
+//!   once admitted it carries the pass: an EdDSA JWT bound to the sale and the user that
+//!   expires with the admission.
+//! - `DELETE /w/{sale}/join` (ticket) leaves the line (and gives up an admission).
+//! - `GET /w/{sale}/stats` the sale's public figures; `GET /.well-known/jwks.json` the keys.
+//!
+//! Every answer carries `retry_after_ms`, chosen here so that the total poll load stays bounded
+//! whatever the crowd (see [`retry_after_ms`]), and an ETA from the admission rate the admitter
+//! actually measured. Join and status are limited per client IP and per user (governor).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, TimeZone, Utc};
+use dropline_core::Config;
+use dropline_core::coalesce::Coalesce;
+use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::extract::{self, PathId};
+use dropline_core::keys::KeyRing;
+use dropline_core::limit::{Keyed, per_minute};
+use dropline_core::redis::Redis;
+use dropline_core::tokens::{self, PassClaims};
+use rand::Rng;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::queue::{JoinOptions, JoinOutcome, Place, Stats, Status, WaitQueue};
+use crate::ticket::TicketKey;
+
+/// No buyer is ever asked to wait longer than this between polls (DESIGN §9).
+const MAX_RETRY_MS: u64 = 30_000;
+/// Nor asked to come back sooner than this.
+const MIN_RETRY_MS: u64 = 1_000;
+/// Polls per second the whole pre-queue may send right after the opening instant: buyers who
+/// waited for the opening come back spread over `queue_length / OPENING_POLL_BUDGET` seconds
+/// (at most [`MAX_RETRY_MS`]) instead of all in the same second.
+const OPENING_POLL_BUDGET: u64 = 5_000;
+/// How long a ticket lasts. It only proves who the poller is; the place has its own rules.
+const TICKET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Retry hint for `queue_full`.
+const QUEUE_FULL_RETRY_S: u64 = 30;
+
+/// The keys the waiting room needs: access-token verifiers and the pass signing key.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub access: Arc<KeyRing>,
+    pub passes: Arc<KeyRing>,
+}
+
+impl Secrets {
+    /// Loads the keys from `[auth]` and `[passes]`; a missing one is an error naming the config
+    /// key (`dropline all` fills throw-away keys in before calling this).
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let access = dropline_core::keys::access_ring(&config.auth)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the waiting room needs the api's public key to verify access tokens: set \
+                 auth.verify_key_files (DROPLINE_AUTH__VERIFY_KEY_FILES='[\"/path/access.pub.pem\"]')"
+            )
+        })?;
+        let passes = dropline_core::keys::pass_ring(&config.passes)?
+            .filter(|ring| ring.signer().is_some())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the waiting room needs a private key to sign passes: set \
+                     passes.signing_key_file (or DROPLINE_PASSES__SIGNING_KEY) to an Ed25519 \
+                     PKCS#8 PEM key (`openssl genpkey -algorithm ed25519`)"
+                )
+            })?;
+        Ok(Self {
+            access: Arc::new(access),
+            passes: Arc::new(passes),
+        })
+    }
+}
+
+/// Join and status limits, per client IP and per user.
+#[derive(Debug)]
+struct Limits {
+    join_ip: Keyed<IpAddr>,
+    join_user: Keyed<Uuid>,
+    status_ip: Keyed<IpAddr>,
+    status_user: Keyed<Uuid>,
+}
+
+/// What every handler shares; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Edge(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    redis: Redis,
+    access: Arc<KeyRing>,
+    passes: Arc<KeyRing>,
+    tickets: TicketKey,
+    limits: Limits,
+    abandon_after: Duration,
+    max_queue_length: u64,
+    trust_forwarded_for: bool,
+    /// Concurrent stats reads of one sale share one Redis call.
+    stats: Coalesce<Uuid, Result<Option<Stats>, ApiError>>,
+}
+
+impl Edge {
+    pub fn new(config: &Config, redis: Redis, secrets: Secrets) -> anyhow::Result<Self> {
+        let signer = secrets
+            .passes
+            .signer()
+            .ok_or_else(|| anyhow::anyhow!("the pass key ring has no signing key"))?;
+        let tickets = TicketKey::new(signer.derive_secret(TicketKey::LABEL))?;
+        let w = &config.waitroom;
+        Ok(Self(Arc::new(Inner {
+            redis,
+            access: secrets.access,
+            passes: secrets.passes,
+            tickets,
+            limits: Limits {
+                join_ip: Keyed::new(
+                    "join",
+                    per_minute("waitroom.join_per_ip_per_minute", w.join_per_ip_per_minute)?,
+                ),
+                join_user: Keyed::new(
+                    "join",
+                    per_minute(
+                        "waitroom.join_per_user_per_minute",
+                        w.join_per_user_per_minute,
+                    )?,
+                ),
+                status_ip: Keyed::new(
+                    "status",
+                    per_minute(
+                        "waitroom.status_per_ip_per_minute",
+                        w.status_per_ip_per_minute,
+                    )?,
+                ),
+                status_user: Keyed::new(
+                    "status",
+                    per_minute(
+                        "waitroom.status_per_user_per_minute",
+                        w.status_per_user_per_minute,
+                    )?,
+                ),
+            },
+            abandon_after: Duration::from_secs(w.abandon_after_seconds),
+            max_queue_length: w.max_queue_length,
+            trust_forwarded_for: config.http.trust_forwarded_for,
+            stats: Coalesce::new(),
+        })))
+    }
+
+    fn queue(&self, sale: Uuid) -> WaitQueue {
+        WaitQueue::new(&self.0.redis, sale)
+    }
+}
+
+/// The routes of this module.
+pub fn routes(edge: Edge) -> Router {
+    Router::new()
+        .route("/w/{sale_id}/join", post(join).delete(leave))
+        .route("/w/{sale_id}/status", get(status))
+        .route("/w/{sale_id}/stats", get(stats))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(edge)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+
+#[derive(Debug, Serialize)]
+struct JoinAnswer {
+    state: &'static str,
+    position: Option<u64>,
+    eta_seconds: Option<u64>,
+    retry_after_ms: u64,
+    ticket: String,
+    opens_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusAnswer {
+    state: &'static str,
+    position: Option<u64>,
+    eta_seconds: Option<u64>,
+    retry_after_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass_expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StatsAnswer {
+    state: &'static str,
+    queue_length: u64,
+    admitted_total: u64,
+    /// Users admitted per second, as measured by the admitter (smoothed); the configured rate
+    /// is not a measurement, so this is 0 until the admitter has measured.
+    admit_rate: f64,
+    available: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// The caller's address and bearer token, read once.
+struct Caller {
+    ip: IpAddr,
+    token: Option<String>,
+}
+
+impl FromRequestParts<Edge> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, edge: &Edge) -> Result<Self, ApiError> {
+        Ok(Self {
+            ip: extract::client_ip(parts, edge.0.trust_forwarded_for),
+            token: extract::bearer(parts).map(str::to_owned),
+        })
+    }
+}
+
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+async fn join(
+    State(edge): State<Edge>,
+    PathId(sale): PathId,
+    caller: Caller,
+) -> Result<Json<JoinAnswer>, ApiError> {
+    let e = &edge.0;
+    e.limits.join_ip.check(&caller.ip)?;
+    let token = caller.token.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "an access token is required (Authorization: Bearer <token>)",
+        )
+    })?;
+    let user = match tokens::verify_access(&e.access, &token) {
+        Ok(claims) => claims.sub,
+        Err(error) => {
+            metrics::counter!("dropline_access_tokens_refused_total").increment(1);
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("the access token is not valid ({error})"),
+            ));
+        }
+    };
+    e.limits.join_user.check(&user)?;
+    let options = JoinOptions {
+        max_queue_length: e.max_queue_length,
+        abandon_after: e.abandon_after,
+    };
+    let outcome = edge
+        .queue(sale)
+        .join(user, &options)
+        .await
+        .map_err(|error| redis_down("joining the line", error))?
+        .ok_or_else(no_such_sale)?;
+    let (status, new) = match outcome {
+        JoinOutcome::Standing { status, new } => (status, new),
+        JoinOutcome::QueueFull { .. } => {
+            metrics::counter!("dropline_waitroom_joins_total", "result" => "queue_full")
+                .increment(1);
+            return Err(ApiError::new(
+                ErrorCode::QueueFull,
+                "the line for this sale is full; try again later",
+            )
+            .with_retry_after(QUEUE_FULL_RETRY_S));
+        }
+    };
+    metrics::counter!(
+        "dropline_waitroom_joins_total",
+        "result" => if new { "new" } else { "again" }
+    )
+    .increment(1);
+    let expires = epoch_seconds().saturating_add(TICKET_TTL.as_secs());
+    Ok(Json(JoinAnswer {
+        state: status.place.state(),
+        position: status.place.position(),
+        eta_seconds: eta_seconds(&status),
+        retry_after_ms: retry_after_ms(&status, e.abandon_after),
+        ticket: e.tickets.issue(sale, user, expires),
+        opens_at: rfc3339(status.opens_at_ms),
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+async fn status(
+    State(edge): State<Edge>,
+    PathId(sale): PathId,
+    caller: Caller,
+) -> Result<Json<StatusAnswer>, ApiError> {
+    let e = &edge.0;
+    e.limits.status_ip.check(&caller.ip)?;
+    let user = ticket_user(&edge, sale, caller.token.as_deref())?;
+    e.limits.status_user.check(&user)?;
+    let status = edge
+        .queue(sale)
+        .status(user, e.abandon_after)
+        .await
+        .map_err(|error| redis_down("reading a place in line", error))?
+        .ok_or_else(no_such_sale)?;
+    let (pass, pass_expires_at) = match status.place {
+        Place::NotQueued => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "not in line: never joined, left, silent for too long, or the admission \
+                 lapsed; join again",
+            ));
+        }
+        Place::Admitted { deadline_ms } => {
+            let pass = mint_pass(&edge, sale, user, &status, deadline_ms)?;
+            (Some(pass), Some(rfc3339(deadline_ms)))
+        }
+        _ => (None, None),
+    };
+    Ok(Json(StatusAnswer {
+        state: status.place.state(),
+        position: status.place.position(),
+        eta_seconds: eta_seconds(&status),
+        retry_after_ms: retry_after_ms(&status, e.abandon_after),
+        pass,
+        pass_expires_at,
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+async fn leave(
+    State(edge): State<Edge>,
+    PathId(sale): PathId,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    let user = ticket_user(&edge, sale, caller.token.as_deref())?;
+    let removed = edge
+        .queue(sale)
+        .leave(user)
+        .await
+        .map_err(|error| redis_down("leaving the line", error))?;
+    if removed {
+        metrics::counter!("dropline_waitroom_leaves_total").increment(1);
+    }
+    // Idempotent: leaving twice, or after the place was lost, is still "not in line".
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+async fn stats(
+    State(edge): State<Edge>,
+    PathId(sale): PathId,
+) -> Result<Json<StatsAnswer>, ApiError> {
+    let queue = edge.queue(sale);
+    let stats = edge
+        .0
+        .stats
+        .run(sale, move || async move {
+            queue
+                .stats()
+                .await
+                .map_err(|error| redis_down("reading the sale's figures", error))
+        })
+        .await
+        .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))?
+        .ok_or_else(no_such_sale)?;
+    Ok(Json(StatsAnswer {
+        state: stats.state.as_str(),
+        queue_length: stats.queue_length,
+        admitted_total: stats.admitted_total,
+        admit_rate: stats
+            .measured_rate_milli
+            .map_or(0.0, |milli| milli as f64 / 1000.0),
+        available: stats.available.max(0),
+    }))
+}
+
+async fn jwks(State(edge): State<Edge>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(edge.0.passes.jwks()),
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pieces
+
+/// The user a request's ticket names (401 `unauthorized` when missing, forged, expired or for
+/// another sale).
+fn ticket_user(edge: &Edge, sale: Uuid, token: Option<&str>) -> Result<Uuid, ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "a ticket is required (Authorization: Bearer <ticket from join>)",
+        )
+    })?;
+    edge.0
+        .tickets
+        .verify(token, sale, epoch_seconds())
+        .map_err(|error| {
+            metrics::counter!("dropline_waitroom_tickets_refused_total").increment(1);
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("{error}; join again with an access token"),
+            )
+        })
+}
+
+/// The pass of an admitted buyer: valid from the admission to its deadline, the same
+/// expiry on every replica (both come from Redis).
+fn mint_pass(
+    edge: &Edge,
+    sale: Uuid,
+    user: Uuid,
+    status: &Status,
+    deadline_ms: u64,
+) -> Result<String, ApiError> {
+    let iat = i64::try_from(status.now_ms / 1000).unwrap_or(i64::MAX);
+    let exp = i64::try_from(deadline_ms / 1000).unwrap_or(i64::MAX);
+    let claims = PassClaims::new(user, sale, iat, exp);
+    let pass = tokens::sign(&edge.0.passes, &claims).map_err(ApiError::internal)?;
+    metrics::counter!("dropline_waitroom_passes_issued_total").increment(1);
+    Ok(pass)
+}
+
+/// Seconds until a waiting buyer is admitted: position over the admission rate the admitter
+/// measured (smoothed), or the configured rate before anything was measured. `None` when the
+/// buyer is not waiting, the sale is paused, or admission has stalled (measured rate 0:
+/// bounded by stock or active buyers, so no honest figure exists).
+pub fn eta_seconds(status: &Status) -> Option<u64> {
+    let position = status.place.position()?;
+    if status.paused {
+        return None;
+    }
+    let rate_milli = match status.measured_rate_milli {
+        Some(measured) => measured,
+        None => status.admit_per_second.saturating_mul(1000),
+    };
+    if rate_milli == 0 {
+        return None;
+    }
+    Some(position.saturating_mul(1000).div_ceil(rate_milli))
+}
+
+/// How long the page should wait before the next poll, so the total poll load stays bounded:
+/// - waiting: a quarter of the ETA (each buyer polls about four times before their turn, so
+///   the crowd's polls per second grow with the logarithm of the line, not its length), at
+///   least 1 s, at most 30 s, and never more than a third of `abandon_after`, so a buyer who
+///   honours it never loses the place;
+/// - scheduled: half the time left to the opening; close to it, the opening instant plus a
+///   random spread sized to the pre-queue (see [`OPENING_POLL_BUDGET`]);
+/// - admitted, sold out, closed: the maximum (the page stops polling anyway).
+pub fn retry_after_ms(status: &Status, abandon_after: Duration) -> u64 {
+    let abandon_ms = u64::try_from(abandon_after.as_millis()).unwrap_or(u64::MAX);
+    let max = MAX_RETRY_MS.min(abandon_ms / 3).max(MIN_RETRY_MS);
+    let clamp = |ms: u64| ms.clamp(MIN_RETRY_MS, max);
+    match status.place {
+        Place::Waiting { .. } => match eta_seconds(status) {
+            Some(eta) => clamp(eta.saturating_mul(1000) / 4),
+            // Paused or stalled: nothing moves soon.
+            None => clamp(max / 2),
+        },
+        Place::Scheduled => {
+            let to_open = status.opens_at_ms.saturating_sub(status.now_ms);
+            if to_open > 2 * max {
+                clamp(to_open / 2)
+            } else {
+                let spread = (status.queue_length.saturating_mul(1000) / OPENING_POLL_BUDGET)
+                    .clamp(MIN_RETRY_MS, max);
+                clamp(to_open + rand::rng().random_range(0..=spread))
+            }
+        }
+        Place::Admitted { .. } | Place::SoldOut | Place::Closed | Place::NotQueued => max,
+    }
+}
+
+fn no_such_sale() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such sale (or it is not on sale yet)",
+    )
+}
+
+fn redis_down(what: &str, error: anyhow::Error) -> ApiError {
+    ApiError::unavailable(error.context(what.to_owned()))
+}
+
+fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn rfc3339(ms: u64) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(place: Place) -> Status {
+        Status {
+            place,
+            opens_at_ms: 0,
+            now_ms: 1_000_000,
+            queue_length: 10_000,
+            paused: false,
+            admit_per_second: 100,
+            measured_rate_milli: None,
+        }
+    }
+
+    #[test]
+    fn eta_uses_the_measured_rate_and_falls_back_to_the_configured_one() {
+        let waiting = status(Place::Waiting { position: 1_000 });
+        assert_eq!(eta_seconds(&waiting), Some(10), "configured 100/s");
+        let measured = Status {
+            measured_rate_milli: Some(50_000),
+            ..waiting
+        };
+        assert_eq!(eta_seconds(&measured), Some(20), "measured 50/s wins");
+        let stalled = Status {
+            measured_rate_milli: Some(0),
+            ..waiting
+        };
+        assert_eq!(eta_seconds(&stalled), None);
+        let paused = Status {
+            paused: true,
+            ..waiting
+        };
+        assert_eq!(eta_seconds(&paused), None);
+        assert_eq!(eta_seconds(&status(Place::Scheduled)), None);
+        assert_eq!(
+            eta_seconds(&status(Place::Waiting { position: 1 })),
+            Some(1),
+            "rounds up"
+        );
+    }
+
+    #[test]
+    fn retry_after_grows_with_position_and_stays_within_bounds() {
+        let abandon = Duration::from_secs(120);
+        let mut last = 0;
+        for position in [1, 10, 100, 1_000, 5_000, 10_000, 100_000, 10_000_000] {
+            let ms = retry_after_ms(&status(Place::Waiting { position }), abandon);
+            assert!((MIN_RETRY_MS..=MAX_RETRY_MS).contains(&ms), "{ms}");
+            assert!(ms >= last, "position {position}: {ms} < {last}");
+            last = ms;
+        }
+        assert_eq!(last, MAX_RETRY_MS);
+        // A short abandon_after keeps several polls inside it.
+        let short = Duration::from_secs(9);
+        let ms = retry_after_ms(
+            &status(Place::Waiting {
+                position: 1_000_000,
+            }),
+            short,
+        );
+        assert_eq!(ms, 3_000);
+    }
+
+    #[test]
+    fn the_crowd_polls_a_bounded_number_of_times_per_second() {
+        // 200,000 waiting at 100/s: sum of 1/retry over the line.
+        let abandon = Duration::from_secs(120);
+        let polls: f64 = (1..=200_000u64)
+            .map(|p| {
+                1000.0 / retry_after_ms(&status(Place::Waiting { position: p }), abandon) as f64
+            })
+            .sum();
+        // Far below one poll per buyer per second (200,000/s).
+        assert!(polls < 12_000.0, "{polls} polls/s");
+    }
+
+    #[test]
+    fn scheduled_buyers_spread_their_first_poll_after_the_opening() {
+        let abandon = Duration::from_secs(120);
+        let far = Status {
+            opens_at_ms: 1_000_000 + 600_000,
+            ..status(Place::Scheduled)
+        };
+        assert_eq!(retry_after_ms(&far, abandon), MAX_RETRY_MS);
+        let near = Status {
+            opens_at_ms: 1_000_000 + 5_000,
+            queue_length: 50_000,
+            ..status(Place::Scheduled)
+        };
+        let draws: Vec<u64> = (0..200).map(|_| retry_after_ms(&near, abandon)).collect();
+        assert!(draws.iter().all(|&ms| (5_000..=MAX_RETRY_MS).contains(&ms)));
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 50, "spread, not one instant");
+    }
+}

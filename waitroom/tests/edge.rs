@@ -1,0 +1,542 @@
+//! The waiting room's HTTP edge (join, status, leave, stats, JWKS) over real HTTP against the
+//! machine's real Redis. Each test runs its own waitroom server on a free port with its own key
+//! prefix ([`TestEnv`]) and throw-away keys. Admission is driven by calling the admission step
+//! directly, so these tests do not depend on the admitter's timing.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use dropline_core::Config;
+use dropline_core::deps::{Deps, Needs};
+use dropline_core::keys::{KeyRing, SigningKeyPair};
+use dropline_core::sale::{self, SaleConfig};
+use dropline_core::tokens::{self, PassClaims, PassError, Role};
+use dropline_testkit::TestEnv;
+use dropline_waitroom::queue::{AdmitParams, WaitQueue};
+use fred::prelude::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// One waitroom server and what a test needs around it.
+struct Edge {
+    env: TestEnv,
+    config: Config,
+    deps: Deps,
+    base: String,
+    http: reqwest::Client,
+    access: KeyRing,
+    /// What the api holds: the public half of the pass key only.
+    api_pass_ring: KeyRing,
+    stop: CancellationToken,
+}
+
+impl Edge {
+    async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let env = TestEnv::with_overrides(overrides)?;
+        let mut config = env.config.clone();
+        dropline_core::keys::fill_dev_secrets(&mut config)?;
+        let secrets = dropline_waitroom::Secrets::from_config(&config)?;
+        let access = dropline_core::keys::access_ring(&config.auth)?
+            .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
+        let signer = secrets
+            .passes
+            .signer()
+            .ok_or_else(|| anyhow::anyhow!("no pass signer"))?;
+        let api_pass_ring = KeyRing::new(None, vec![signer.public()?])?;
+        let deps = Deps::connect(
+            &config,
+            Needs {
+                redis: true,
+                ..Needs::default()
+            },
+        )
+        .await?;
+        let server = dropline_waitroom::build(&config, &deps, secrets).await?;
+        let base = format!("http://{}", server.addr());
+        let stop = CancellationToken::new();
+        tokio::spawn(server.run(stop.clone()));
+        Ok(Self {
+            env,
+            config,
+            deps,
+            base,
+            http: reqwest::Client::new(),
+            access,
+            api_pass_ring,
+            stop,
+        })
+    }
+
+    fn redis(&self) -> anyhow::Result<&dropline_core::redis::Redis> {
+        self.deps.redis()
+    }
+
+    fn token(&self, user: Uuid) -> anyhow::Result<String> {
+        Ok(tokens::issue_access(&self.access, user, Role::Buyer, Duration::from_secs(600))?.0)
+    }
+
+    /// An armed sale, open since a second ago unless `tweak` says otherwise.
+    async fn sale(&self, tweak: impl FnOnce(&mut SaleConfig)) -> anyhow::Result<Uuid> {
+        let id = Uuid::now_v7();
+        let mut cfg = SaleConfig {
+            product_id: Uuid::now_v7(),
+            price: 1000,
+            currency: "KRW".into(),
+            stock_total: 100,
+            opens_at: Utc::now() - chrono::Duration::seconds(1),
+            closes_at: None,
+            per_user_limit: 1,
+            hold_seconds: 600,
+            admit_per_second: 100,
+            max_active: None,
+            paused: false,
+            closed: false,
+        };
+        tweak(&mut cfg);
+        sale::arm(self.redis()?, id, &cfg).await?;
+        Ok(id)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{status} {path}: not JSON ({e}): {text}"))?
+        };
+        Ok((status, headers, body))
+    }
+
+    async fn join(&self, sale: Uuid, token: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/w/{sale}/join"),
+                Some(token),
+            )
+            .await?;
+        Ok((status, body))
+    }
+
+    async fn status(&self, sale: Uuid, ticket: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let (status, _, body) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/w/{sale}/status"),
+                Some(ticket),
+            )
+            .await?;
+        Ok((status, body))
+    }
+
+    /// Joins as a new user and returns (user, ticket).
+    async fn joined(&self, sale: Uuid) -> anyhow::Result<(Uuid, String, Value)> {
+        let user = Uuid::now_v7();
+        let (status, body) = self.join(sale, &self.token(user)?).await?;
+        anyhow::ensure!(status == StatusCode::OK, "join: {status} {body}");
+        let ticket = body["ticket"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no ticket in {body}"))?
+            .to_owned();
+        Ok((user, ticket, body))
+    }
+
+    async fn admit(&self, sale: Uuid, n: u32) -> anyhow::Result<usize> {
+        let params = AdmitParams::new(
+            n,
+            Duration::from_secs(self.config.waitroom.abandon_after_seconds),
+            Duration::from_secs(self.config.waitroom.admission_window_seconds),
+        );
+        let outcome = WaitQueue::new(self.redis()?, sale)
+            .admit(&params)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("sale not armed"))?;
+        Ok(outcome.admitted.len())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.deps.close().await;
+        self.env.cleanup().await
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn join_gives_positions_in_arrival_order_and_the_same_place_again() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let mut users = Vec::new();
+    for expected in 1..=3u64 {
+        let (user, ticket, body) = edge.joined(sale).await?;
+        assert_eq!(body["state"], "waiting");
+        assert_eq!(body["position"], expected);
+        assert!(body["eta_seconds"].as_u64().is_some(), "{body}");
+        let retry = body["retry_after_ms"].as_u64().unwrap_or_default();
+        assert!((1_000..=30_000).contains(&retry), "{body}");
+        assert!(body["opens_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+        users.push((user, ticket));
+    }
+    // Joining again (another tab: a fresh access token) keeps the place.
+    let (status, again) = edge.join(sale, &edge.token(users[1].0)?).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["position"], 2);
+    // So does a second replica sharing the keys and Redis.
+    let replica_secrets = dropline_waitroom::Secrets::from_config(&edge.config)?;
+    let replica = dropline_waitroom::build(&edge.config, &edge.deps, replica_secrets).await?;
+    let replica_base = format!("http://{}", replica.addr());
+    let stop = CancellationToken::new();
+    tokio::spawn(replica.run(stop.clone()));
+    let body: Value = edge
+        .http
+        .post(format!("{replica_base}/w/{sale}/join"))
+        .bearer_auth(edge.token(users[2].0)?)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(body["position"], 3);
+    // And a ticket from one replica works on the other.
+    let body: Value = edge
+        .http
+        .get(format!("{replica_base}/w/{sale}/status"))
+        .bearer_auth(&users[0].1)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(body["state"], "waiting");
+    assert_eq!(body["position"], 1);
+    stop.cancel();
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn before_opening_the_place_is_scheduled_without_a_position() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let opens = Utc::now() + chrono::Duration::seconds(3600);
+    let sale = edge.sale(|c| c.opens_at = opens).await?;
+    let (_, ticket, body) = edge.joined(sale).await?;
+    assert_eq!(body["state"], "scheduled");
+    assert!(body["position"].is_null(), "{body}");
+    assert!(body["eta_seconds"].is_null(), "{body}");
+    assert_eq!(body["retry_after_ms"], 30_000, "an hour away: the maximum");
+    let opens_at = chrono::DateTime::parse_from_rfc3339(body["opens_at"].as_str().unwrap_or(""))?;
+    assert_eq!(opens_at.timestamp(), opens.timestamp());
+    let (status, body) = edge.status(sale, &ticket).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"], "scheduled");
+    assert!(body.get("pass").is_none(), "{body}");
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn admitted_buyers_get_a_pass_that_only_the_right_sale_and_user_accept() -> anyhow::Result<()>
+{
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let (first, first_ticket, _) = edge.joined(sale).await?;
+    let (_, second_ticket, _) = edge.joined(sale).await?;
+    assert_eq!(edge.admit(sale, 1).await?, 1);
+
+    let (status, body) = edge.status(sale, &first_ticket).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "admitted");
+    assert!(body["position"].is_null());
+    let pass = body["pass"].as_str().unwrap_or_default().to_owned();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(body["pass_expires_at"].as_str().unwrap_or_default())?;
+    let window = edge.config.waitroom.admission_window_seconds as i64;
+    let left = expires.timestamp() - Utc::now().timestamp();
+    assert!((window - 5..=window).contains(&left), "{left}");
+
+    // The api's verifier, holding the public key only.
+    let claims = tokens::verify_pass(&edge.api_pass_ring, &pass, sale, first)?;
+    assert_eq!(claims.exp, expires.timestamp());
+    assert_eq!(
+        tokens::verify_pass(&edge.api_pass_ring, &pass, Uuid::now_v7(), first),
+        Err(PassError::OtherSale)
+    );
+    assert_eq!(
+        tokens::verify_pass(&edge.api_pass_ring, &pass, sale, Uuid::now_v7()),
+        Err(PassError::OtherUser)
+    );
+    // A bad signature: the same claims signed by a key the api does not trust.
+    let stranger = KeyRing::new(Some(SigningKeyPair::generate()?), Vec::new())?;
+    let forged = tokens::sign(&stranger, &claims)?;
+    assert!(tokens::verify_pass(&edge.api_pass_ring, &forged, sale, first).is_err());
+    // Tampered payload.
+    let mut parts: Vec<String> = pass.split('.').map(str::to_owned).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    assert!(tokens::verify_pass(&edge.api_pass_ring, &parts.join("."), sale, first).is_err());
+    // Expired: genuine key, past exp.
+    let secrets = dropline_waitroom::Secrets::from_config(&edge.config)?;
+    let now = Utc::now().timestamp();
+    let old = PassClaims::new(first, sale, now - 700, now - 100);
+    let expired = tokens::sign(&secrets.passes, &old)?;
+    assert!(tokens::verify_pass(&edge.api_pass_ring, &expired, sale, first).is_err());
+
+    // The JWKS publishes the key that signed it.
+    let (status, _, jwks) = edge
+        .call(reqwest::Method::GET, "/.well-known/jwks.json", None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    let header = jsonwebtoken::decode_header(&pass)?;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .map(|keys| keys.iter().filter_map(|k| k["kid"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        header.kid.as_deref().is_some_and(|k| kids.contains(&k)),
+        "{jwks}"
+    );
+
+    // The one not admitted is first in line now.
+    let (_, body) = edge.status(sale, &second_ticket).await?;
+    assert_eq!(body["state"], "waiting");
+    assert_eq!(body["position"], 1);
+    assert!(body.get("pass").is_none());
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn tokens_and_tickets_are_checked() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let other_sale = edge.sale(|_| {}).await?;
+    let user = Uuid::now_v7();
+    let token = edge.token(user)?;
+    // Join: no token, a garbled token, a token signed by a stranger.
+    let (status, _, body) = edge
+        .call(reqwest::Method::POST, &format!("/w/{sale}/join"), None)
+        .await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = edge.join(sale, "not-a-token").await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let stranger = KeyRing::new(Some(SigningKeyPair::generate()?), Vec::new())?;
+    let (foreign, _) = tokens::issue_access(&stranger, user, Role::Buyer, Duration::from_secs(60))?;
+    let (status, body) = edge.join(sale, &foreign).await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let (status, body) = edge.join(sale, &token).await?;
+    assert_eq!(status, StatusCode::OK);
+    let ticket = body["ticket"].as_str().unwrap_or_default().to_owned();
+    // Status: no ticket, the access token instead of a ticket, a ticket of another sale, a
+    // ticket with one character changed.
+    let (status, _, body) = edge
+        .call(reqwest::Method::GET, &format!("/w/{sale}/status"), None)
+        .await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = edge.status(sale, &token).await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = edge.status(other_sale, &ticket).await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let mut bent: Vec<char> = ticket.chars().collect();
+    bent[40] = if bent[40] == 'A' { 'B' } else { 'A' };
+    let bent: String = bent.into_iter().collect();
+    let (status, body) = edge.status(sale, &bent).await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    // Leave needs the ticket too.
+    let (status, _, body) = edge
+        .call(reqwest::Method::DELETE, &format!("/w/{sale}/join"), None)
+        .await?;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    // Unknown sale and a path that is not a sale id.
+    let (status, body) = edge.join(Uuid::now_v7(), &token).await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = edge.join(Uuid::nil(), &token).await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, _, body) = edge
+        .call(reqwest::Method::POST, "/w/not-a-sale/join", Some(&token))
+        .await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, _, body) = edge
+        .call(
+            reqwest::Method::GET,
+            &format!("/w/{}/stats", Uuid::now_v7()),
+            None,
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn leaving_removes_the_place_and_status_then_says_join_again() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let (_, first, _) = edge.joined(sale).await?;
+    let (_, second, _) = edge.joined(sale).await?;
+    let (status, _, body) = edge
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/w/{sale}/join"),
+            Some(&first),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = edge.status(sale, &first).await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, _, _) = edge
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/w/{sale}/join"),
+            Some(&first),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "leaving twice is fine");
+    let (_, body) = edge.status(sale, &second).await?;
+    assert_eq!(body["position"], 1, "the one behind moved up");
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn sold_out_and_closed_reach_joiners_and_waiting_buyers() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let (_, ticket, _) = edge.joined(sale).await?;
+    // Nothing left, nothing held.
+    let redis = edge.redis()?;
+    let _: () = redis
+        .pool()
+        .set(redis.sale_key(sale, "avail"), 0, None, None, false)
+        .await?;
+    let (status, body) = edge.status(sale, &ticket).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"], "sold_out");
+    assert!(body["position"].is_null());
+    let (status, body) = edge.join(sale, &edge.token(Uuid::now_v7())?).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "sold_out");
+    // Stock comes back: the waiting buyer's place was kept.
+    let _: () = redis
+        .pool()
+        .set(redis.sale_key(sale, "avail"), 1, None, None, false)
+        .await?;
+    let (_, body) = edge.status(sale, &ticket).await?;
+    assert_eq!(body["state"], "waiting");
+    assert_eq!(body["position"], 1);
+    let _: () = redis
+        .pool()
+        .hset(redis.sale_key(sale, "cfg"), ("closed", "1"))
+        .await?;
+    let (_, body) = edge.status(sale, &ticket).await?;
+    assert_eq!(body["state"], "closed");
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn a_full_line_answers_queue_full_with_retry_after() -> anyhow::Result<()> {
+    let edge = Edge::start_with(&[("WAITROOM__MAX_QUEUE_LENGTH", "2")]).await?;
+    let sale = edge.sale(|_| {}).await?;
+    let (_, _, _) = edge.joined(sale).await?;
+    let (second, _, _) = edge.joined(sale).await?;
+    let (status, headers, body) = edge
+        .call(
+            reqwest::Method::POST,
+            &format!("/w/{sale}/join"),
+            Some(&edge.token(Uuid::now_v7())?),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "queue_full");
+    assert!(headers.get("retry-after").is_some());
+    // Someone already in line is never refused.
+    let (status, _) = edge.join(sale, &edge.token(second)?).await?;
+    assert_eq!(status, StatusCode::OK);
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn join_and_status_are_limited_per_user() -> anyhow::Result<()> {
+    let edge = Edge::start_with(&[
+        ("WAITROOM__JOIN_PER_USER_PER_MINUTE", "2"),
+        ("WAITROOM__STATUS_PER_USER_PER_MINUTE", "3"),
+    ])
+    .await?;
+    let sale = edge.sale(|_| {}).await?;
+    let user = Uuid::now_v7();
+    let token = edge.token(user)?;
+    let (_, body) = edge.join(sale, &token).await?;
+    let ticket = body["ticket"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = edge.join(sale, &token).await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, body) = edge
+        .call(
+            reqwest::Method::POST,
+            &format!("/w/{sale}/join"),
+            Some(&token),
+        )
+        .await?;
+    assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(headers.get("retry-after").is_some());
+    for _ in 0..3 {
+        let (status, _) = edge.status(sale, &ticket).await?;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, body) = edge.status(sale, &ticket).await?;
+    assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Another user is not affected.
+    let (status, _) = edge.join(sale, &edge.token(Uuid::now_v7())?).await?;
+    assert_eq!(status, StatusCode::OK);
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn stats_show_the_line_and_the_measured_rate() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|c| c.stock_total = 7).await?;
+    for _ in 0..4 {
+        edge.joined(sale).await?;
+    }
+    assert_eq!(edge.admit(sale, 1).await?, 1);
+    let (status, _, body) = edge
+        .call(reqwest::Method::GET, &format!("/w/{sale}/stats"), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "open");
+    assert_eq!(body["queue_length"], 3);
+    assert_eq!(body["admitted_total"], 1);
+    assert_eq!(body["available"], 7);
+    assert_eq!(body["admit_rate"], 0.0, "nothing measured yet");
+    // The admitter's measurement is what stats and ETAs use.
+    let redis = edge.redis()?;
+    let wr = WaitQueue::new(redis, sale).keys().wr.clone();
+    let _: () = redis.pool().hset(&wr, ("admit_rate_milli", 2_500)).await?;
+    let (_, _, body) = edge
+        .call(reqwest::Method::GET, &format!("/w/{sale}/stats"), None)
+        .await?;
+    assert_eq!(body["admit_rate"], 2.5);
+    let (_, _, body) = edge.joined(sale).await?;
+    assert_eq!(body["position"], 4);
+    assert_eq!(body["eta_seconds"], 2, "4 ahead at 2.5/s");
+    edge.stop().await
+}
