@@ -8,6 +8,7 @@
 //! `admitted-ko.png` (the same in Korean) and `ordered.png` (after pressing "Order and pay");
 //! `failure.png` when the test fails.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -60,12 +61,8 @@ async fn run(
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/browser");
     std::fs::create_dir_all(&artifacts)?;
 
-    // Fixed free ports, so that the page knows the api's URL and the api allows the page's
-    // origin before either starts.
-    let waitroom_port = free_port()?;
-    let api_port = free_port()?;
-    let waitroom = format!("http://127.0.0.1:{waitroom_port}");
-    let api = format!("http://127.0.0.1:{api_port}");
+    // Port 0 for both: `dropline all` binds them first, points the page at its api and lets
+    // the page's origin through the api's CORS.
     let vars: Vec<(&str, String)> = vec![
         ("DROPLINE_MYSQL__URL", env.config.mysql.url.clone()),
         ("DROPLINE_REDIS__URL", env.config.redis.url.clone()),
@@ -75,16 +72,8 @@ async fn run(
         ),
         ("DROPLINE_AMQP__URL", env.config.amqp.url.clone()),
         ("DROPLINE_AMQP__PREFIX", env.config.amqp.prefix.clone()),
-        (
-            "DROPLINE_WAITROOM__LISTEN",
-            format!("127.0.0.1:{waitroom_port}"),
-        ),
-        ("DROPLINE_API__LISTEN", format!("127.0.0.1:{api_port}")),
-        ("DROPLINE_WAITROOM__API_BASE_URL", api.clone()),
-        (
-            "DROPLINE_API__CORS_ALLOWED_ORIGINS",
-            format!("[\"{waitroom}\"]"),
-        ),
+        ("DROPLINE_WAITROOM__LISTEN", "127.0.0.1:0".into()),
+        ("DROPLINE_API__LISTEN", "127.0.0.1:0".into()),
         ("DROPLINE_HTTP__SHUTDOWN_GRACE_SECONDS", "5".into()),
         // Cheap hashing keeps sign-in fast; the cost itself is configuration.
         ("DROPLINE_AUTH__ARGON2_MEMORY_KIB", "1024".into()),
@@ -128,7 +117,12 @@ async fn run(
         .stderr(std::fs::File::create(&log)?);
     let child = cmd.spawn().context("starting dropline all")?;
     let stdout = procs.add("dropline all", child, Stop::Term, Some(log))?;
-    wait_for_ready(stdout)?;
+    let urls = wait_for_ready(stdout)?;
+    let waitroom = urls
+        .get("waitroom")
+        .context("no waitroom URL printed")?
+        .clone();
+    let api = urls.get("api").context("no api URL printed")?.clone();
 
     // A product and a sale that opens shortly, through the admin API.
     let http = reqwest::Client::new();
@@ -435,7 +429,10 @@ async fn wait_for_driver(http: &reqwest::Client, driver: &str) -> anyhow::Result
 // ---------------------------------------------------------------------------------------------
 // The system under test
 
-fn wait_for_ready(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<()> {
+/// Reads `dropline all`'s stdout up to `ready:`; answers the `<name> listening on <url>` lines.
+fn wait_for_ready(
+    stdout: Option<std::process::ChildStdout>,
+) -> anyhow::Result<HashMap<String, String>> {
     let stdout = stdout.context("dropline all has no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -446,11 +443,16 @@ fn wait_for_ready(stdout: Option<std::process::ChildStdout>) -> anyhow::Result<(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut urls = HashMap::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with("ready:") => return Ok(()),
-            Ok(_) => {}
+            Ok(line) if line.starts_with("ready:") => return Ok(urls),
+            Ok(line) => {
+                if let Some((name, url)) = line.split_once(" listening on ") {
+                    urls.insert(name.trim().to_owned(), url.trim().to_owned());
+                }
+            }
             Err(_) => bail!("dropline all did not print `ready:` within 60 s"),
         }
     }
