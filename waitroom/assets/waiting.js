@@ -529,8 +529,13 @@
     later(poll, jitter(Math.max(MIN_POLL_MS, Number(d.retry_after_ms) || DEFAULT_POLL_MS)));
   }
 
+  var renderedState = '';
+
   function renderQueue(d) {
     var scheduled = d.state === 'scheduled';
+    // A new state is spoken at once; a new position at most every 20 s.
+    var newState = d.state !== renderedState;
+    renderedState = d.state;
     var paused = d.state === 'paused';
     setText('queue-title', t(scheduled ? 'scheduled_title' : paused ? 'paused_title' : 'waiting_title'));
     setText('queue-body', t(scheduled ? 'scheduled_body' : paused ? 'paused_body' : 'waiting_body'));
@@ -549,13 +554,13 @@
       pct = Math.max(0, Math.min(99, pct));
       if (progress) progress.value = pct;
       setText('progress-text', t('progress_value', { p: pct }));
-      announce(t('announce_position', { n: number.format(position), eta: humanEta(d.eta_seconds) }), false);
+      announce(t('announce_position', { n: number.format(position), eta: humanEta(d.eta_seconds) }), newState);
     } else {
       setText('position', '–');
       setText('ahead', '');
       if (progress) progress.removeAttribute('value'); // indeterminate until the line forms
       setText('progress-text', '');
-      announce(t(scheduled ? 'scheduled_title' : 'waiting_title'), true);
+      announce(t(scheduled ? 'scheduled_title' : 'waiting_title'), newState);
     }
     setText('eta', scheduled ? '–' : humanEta(d.eta_seconds));
     setText('updated', t('updated_at', { time: new Date().toLocaleTimeString(LOCALE) }));
@@ -642,7 +647,13 @@
     passTimer = setInterval(tickPass, 1000);
     loadSale();
     var attempt = store.get(KEYS.order);
-    if (attempt && attempt.order_id && !attempt.done) resumeOrder(attempt);
+    if (attempt && attempt.order_id && !attempt.done) {
+      resumeOrder(attempt);
+    } else if (attempt && attempt.done && attempt.order) {
+      // Back on the page after the outcome: show it again.
+      renderOrder(attempt.order);
+      orderDone(attempt.status, attempt);
+    }
   }
 
   function orderActive() {
@@ -821,6 +832,7 @@
   function keepOrder(attempt, order) {
     attempt.status = String(order.status || '').toLowerCase();
     if (order.hold_expires_at) attempt.hold_expires_at = order.hold_expires_at;
+    attempt.order = order;
     store.set(KEYS.order, attempt);
   }
 
@@ -1010,9 +1022,9 @@
   on('signup-form', 'submit', signUp);
   on('verify-form', 'submit', verify);
   on('resend', 'click', resend);
-  on('to-signup', 'click', function () { formError('signup', ''); show('signup'); });
-  on('to-signin', 'click', function () { show('signin'); });
-  on('verify-to-signin', 'click', function () { show('signin'); });
+  on('to-signup', 'click', function () { notice(''); formError('signup', ''); show('signup'); });
+  on('to-signin', 'click', function () { notice(''); show('signin'); });
+  on('verify-to-signin', 'click', function () { notice(''); show('signin'); });
   on('signout', 'click', signOut);
   on('leave', 'click', leave);
   on('rejoin', 'click', function () { rejoins = 0; fail(''); join(); });
