@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -203,7 +204,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let server = dropline_api::build(&config, &deps, secrets).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
-            server.run(shutdown).await?;
+            let janitor = dropline_api::janitor::spawn(
+                deps.mysql()?.clone(),
+                Duration::from_secs(config.auth.purge_interval_seconds),
+                shutdown.clone(),
+            );
+            server.run(shutdown.clone()).await?;
+            shutdown.cancel();
+            let _ = janitor.await;
             deps.close().await;
         }
         Command::Worker(args) => {
@@ -371,11 +379,18 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     }
     println!("ready: health at /readyz on both; Ctrl-C stops");
     let shutdown: CancellationToken = dropline_core::shutdown::on_signal();
+    let janitor = dropline_api::janitor::spawn(
+        deps.mysql()?.clone(),
+        Duration::from_secs(config.auth.purge_interval_seconds),
+        shutdown.clone(),
+    );
     let (a, b, mail) = tokio::join!(
         waitroom.run(shutdown.clone()),
         api.run(shutdown.clone()),
         dropline_workers::run(Kind::Mail, config, &deps, shutdown.clone()),
     );
+    shutdown.cancel();
+    let _ = janitor.await;
     deps.close().await;
     a.and(b).and(mail)
 }
