@@ -42,7 +42,8 @@
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (counters: admitted_total, abandoned_total; admit_tat, the rate state)
+-- KEYS[6]  wr hash (counters: admitted_total, abandoned_total; admit_tat, the rate state; the
+--          admitter also keeps the measured rate admit_rate_milli here, see queue.rs)
 -- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms
 -- ARGV[3]  admission window in ms (the deadline is now + window)

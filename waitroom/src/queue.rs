@@ -9,7 +9,7 @@
 //! | `q` | zset | the queue: user id (16 raw bytes) → `order_key * 65536 + stamp` |
 //! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
 //! | `qseq` | string | counter of arrivals after opening |
-//! | `wr` | hash | `admitted_total`, `abandoned_total`, `reap_from` (the reaper's cursor), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`) |
+//! | `wr` | hash | `admitted_total`, `abandoned_total`, `reap_from` (the reaper's cursor), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
 //!
 //! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
 //! 125 bytes of Redis memory (measured with `examples/queue_memory.rs`; goal ≤ 150). The order
@@ -34,6 +34,14 @@
 //!
 //! Without these hooks the rules stay safe, only coarser: the slot then frees at the admission
 //! deadline.
+//!
+//! # The measured admission rate
+//!
+//! While a sale is open, the admitter leader ([`crate::admitter`]) writes `admit_rate_milli`
+//! into `wr` on every tick: admissions per second, smoothed over about five seconds, times
+//! 1000, as an integer. ETAs and `GET /w/{sale}/stats` (`admit_rate`) read it. It is absent
+//! until the sale's first open tick, and keeps its last value while the sale is paused,
+//! scheduled, sold out or closed.
 
 use std::fmt;
 use std::time::Duration;
