@@ -5,10 +5,24 @@
 -- skipped, never admitted, so silent users cannot stall the line (they do not count against
 -- the tick's budget, only against scan_limit); silent users left at the head after the last
 -- admission are removed as well. The tick admits at most
---   min(ARGV[1],                                       the rate budget of the caller
+--   min(ARGV[1],                                       the budget of the caller
+--       the rate credit,                               when ARGV[7] > 0 (below)
 --       max_active - active,                           when cfg.max_active > 0
 --       floor((avail + held) / need) - active)         the stock rule below
 -- where active = admissions whose deadline is still ahead (ZCOUNT adm (now +inf).
+--
+-- Rate credit (GCRA, the generic cell rate algorithm; optional). With ARGV[6] = r admissions a
+-- second and ARGV[7] = tolerance tau in ms, the tick admits at most
+--   floor((now + tau - max(tat, now)) * r / 1000)
+-- and then moves tat (the theoretical arrival time, wr field admit_tat, epoch ms with
+-- fractions) to max(tat, now) + admitted * 1000 / r. Only what was admitted is charged, so
+-- budget left unused (short queue, stock, max_active, pause) is not spent. In steady operation
+-- each tick admits r * (time since the previous tick); after a lull the credit is capped at
+-- r * tau (the burst). So over any span of W seconds at most r * W + r * tau / 1000 users are
+-- admitted, measured on the Redis clock, whichever process calls and however many do: the
+-- state lives here, next to the queue, so a new leader continues where the old one stopped and
+-- a stale leader that still calls cannot add to the rate. A tat ahead of now + tau (the Redis
+-- clock stepped back) is pulled back to now + tau.
 --
 -- Stock rule. Every active buyer may still claim `need` units (need = ARGV[5], or
 -- cfg.per_user_limit when ARGV[5] is 0; at least 1), and the units they can claim are those
@@ -28,18 +42,23 @@
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (counters: admitted_total, abandoned_total)
--- ARGV[1]  most users to admit in this tick (>= 0), from admit_per_second and elapsed time
+-- KEYS[6]  wr hash (counters: admitted_total, abandoned_total; admit_tat, the rate state; the
+--          admitter also keeps the measured rate admit_rate_milli here, see queue.rs)
+-- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms
 -- ARGV[3]  admission window in ms (the deadline is now + window)
 -- ARGV[4]  most queue entries to look at in this tick (1..100000; bounds the script's run time)
 -- ARGV[5]  units each admitted buyer may claim (0 = cfg.per_user_limit)
+-- ARGV[6]  optional: admissions per second r for the rate credit (<= 0: nobody is admitted)
+-- ARGV[7]  optional: the rate credit's tolerance tau in ms; absent or 0: no rate credit, the
+--          caller's ARGV[1] alone limits the tick (and admit_tat is neither read nor written)
 --
 -- Returns  {state, admitted, skipped, queue_length, active, limit, users}
 --   state     open | paused | scheduled | sold_out | closed | not_found
 --   admitted  users admitted now; skipped: abandoned users removed now
 --   queue_length  after the tick; active: admissions live after the tick
---   limit     what stopped the tick: rate | max_active | stock | empty (queue ran out) |
+--   limit     what stopped the tick: rate (ARGV[1] or the rate credit) | max_active | stock |
+--             empty (queue ran out) |
 --             scan (scan_limit reached) | state (not open, or paused)
 --   users     the admitted users' 16-byte ids, in queue order
 local ORDER = 65536
@@ -47,6 +66,8 @@ local ORDER = 65536
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- The rate credit uses the clock to the microsecond (fractions of a ms carry between ticks).
+local now_f = now_s * 1000 + tonumber(t[2]) / 1000
 
 local function num(v) return tonumber(v) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
@@ -76,6 +97,23 @@ if state ~= 'open' then
 end
 
 local budget, limit = math.floor(num(ARGV[1])), 'rate'
+local tau = num(ARGV[7])
+local rate_from, rate_step = nil, nil
+if tau > 0 then
+  local rate = num(ARGV[6])
+  if rate <= 0 then
+    budget = 0
+  else
+    rate_step = 1000 / rate
+    rate_from = math.max(num(redis.call('HGET', KEYS[6], 'admit_tat')), now_f)
+    rate_from = math.min(rate_from, now_f + tau)
+    -- The epsilon keeps a credit of exactly n cells from rounding down to n - 1.
+    local credit = math.floor((now_f + tau - rate_from) / rate_step + 1e-9)
+    if credit < budget then
+      budget = credit
+    end
+  end
+end
 local max_active = num(c[5])
 if max_active > 0 and max_active - active < budget then
   budget, limit = max_active - active, 'max_active'
@@ -130,6 +168,9 @@ while scanned < scan_limit do
 end
 if #users > 0 then
   redis.call('HINCRBY', KEYS[6], 'admitted_total', #users)
+  if rate_from then
+    redis.call('HSET', KEYS[6], 'admit_tat', string.format('%.3f', rate_from + #users * rate_step))
+  end
 end
 if skipped > 0 then
   redis.call('HINCRBY', KEYS[6], 'abandoned_total', skipped)

@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -187,7 +188,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let server = dropline_waitroom::build(&config, &deps, secrets).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
-            server.run(shutdown).await?;
+            let admitter = start_admitter(&config, &deps, &shutdown)?;
+            server.run(shutdown.clone()).await?;
+            // The leader hands the lease over at once instead of letting it expire.
+            shutdown.cancel();
+            let _ = admitter.await;
             deps.close().await;
         }
         Command::Api => {
@@ -203,7 +208,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let server = dropline_api::build(&config, &deps, secrets).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
-            server.run(shutdown).await?;
+            let janitor = dropline_api::janitor::spawn(
+                deps.mysql()?.clone(),
+                Duration::from_secs(config.auth.purge_interval_seconds),
+                shutdown.clone(),
+            );
+            server.run(shutdown.clone()).await?;
+            shutdown.cancel();
+            let _ = janitor.await;
             deps.close().await;
         }
         Command::Worker(args) => {
@@ -312,6 +324,28 @@ fn print_listening(servers: &[(&dropline_core::http::Server, &str)]) {
     }
 }
 
+/// Runs this process's admitter candidate (one leader across all waitroom replicas; a no-op
+/// task when `waitroom.run_admitter` is off).
+fn start_admitter(
+    config: &Config,
+    deps: &Deps,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    // Unique per process: host, pid and a random part (pids repeat across containers).
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+    let holder = format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    Ok(dropline_waitroom::admitter::spawn(
+        deps.redis()?.clone(),
+        config.waitroom.clone(),
+        holder,
+        shutdown.clone(),
+    ))
+}
+
 /// In one process the waiting page is served by one origin and calls the api on another:
 /// point the page at this api (unless configured) and let that origin in.
 fn link_origins(config: &mut Config, waitroom: SocketAddr, api: SocketAddr) {
@@ -371,11 +405,19 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     }
     println!("ready: health at /readyz on both; Ctrl-C stops");
     let shutdown: CancellationToken = dropline_core::shutdown::on_signal();
+    let janitor = dropline_api::janitor::spawn(
+        deps.mysql()?.clone(),
+        Duration::from_secs(config.auth.purge_interval_seconds),
+        shutdown.clone(),
+    );
+    let admitter = start_admitter(config, &deps, &shutdown)?;
     let (a, b, mail) = tokio::join!(
         waitroom.run(shutdown.clone()),
         api.run(shutdown.clone()),
         dropline_workers::run(Kind::Mail, config, &deps, shutdown.clone()),
     );
+    shutdown.cancel();
+    let _ = tokio::join!(janitor, admitter);
     deps.close().await;
     a.and(b).and(mail)
 }

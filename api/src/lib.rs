@@ -10,6 +10,7 @@ pub mod cache;
 pub mod catalog;
 pub mod extract;
 pub mod fail;
+pub mod janitor;
 pub mod limits;
 pub mod sessions;
 pub mod state;

@@ -117,6 +117,7 @@ pub struct AuthConfig {
     pub argon2_parallelism: u32,
     pub email_code_ttl_seconds: u64,
     pub email_code_max_attempts: u32,
+    pub purge_interval_seconds: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -192,6 +193,7 @@ impl fmt::Debug for AuthConfig {
             .field("argon2_parallelism", &self.argon2_parallelism)
             .field("email_code_ttl_seconds", &self.email_code_ttl_seconds)
             .field("email_code_max_attempts", &self.email_code_max_attempts)
+            .field("purge_interval_seconds", &self.purge_interval_seconds)
             .finish()
     }
 }
@@ -389,6 +391,10 @@ impl Config {
         positive(
             "auth.refresh_token_ttl_seconds",
             self.auth.refresh_token_ttl_seconds,
+        )?;
+        positive(
+            "auth.purge_interval_seconds",
+            self.auth.purge_interval_seconds,
         )?;
         if self.auth.signing_key_file.is_some() && self.auth.signing_key.is_some() {
             return Err(ConfigError::invalid(

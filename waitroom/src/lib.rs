@@ -5,6 +5,7 @@
 //! tickets waiting buyers poll with ([`ticket`]), the queue in Redis ([`queue`], Lua in
 //! `lua/wr_*.lua`), the admitter and the waiting page. It needs Redis only.
 
+pub mod admitter;
 pub mod edge;
 pub mod page;
 pub mod queue;

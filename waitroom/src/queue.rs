@@ -9,7 +9,7 @@
 //! | `q` | zset | the queue: user id (16 raw bytes) → `order_key * 65536 + stamp` |
 //! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
 //! | `qseq` | string | counter of arrivals after opening |
-//! | `wr` | hash | `admitted_total`, `abandoned_total`, `reap_from` (the reaper's cursor) |
+//! | `wr` | hash | `admitted_total`, `abandoned_total`, `reap_from` (the reaper's cursor), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
 //!
 //! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
 //! 125 bytes of Redis memory (measured with `examples/queue_memory.rs`; goal ≤ 150). The order
@@ -34,6 +34,14 @@
 //!
 //! Without these hooks the rules stay safe, only coarser: the slot then frees at the admission
 //! deadline.
+//!
+//! # The measured admission rate
+//!
+//! While a sale is open, the admitter leader ([`crate::admitter`]) writes `admit_rate_milli`
+//! into `wr` on every tick: admissions per second, smoothed over about five seconds, times
+//! 1000, as an integer. ETAs and `GET /w/{sale}/stats` (`admit_rate`) read it. It is absent
+//! until the sale's first open tick, and keeps its last value while the sale is paused,
+//! scheduled, sold out or closed.
 
 use std::fmt;
 use std::time::Duration;
@@ -238,6 +246,20 @@ pub struct AdmitParams {
     pub scan_limit: u32,
     /// Units each admitted buyer may claim in the stock rule; 0 = the sale's `per_user_limit`.
     pub units_per_buyer: u32,
+    /// The admission rate kept in Redis (GCRA state in `wr`); `None`: `max_admit` alone limits
+    /// the tick.
+    pub rate: Option<AdmitRate>,
+}
+
+/// An admission rate enforced inside `lua/wr_admit.lua` against the Redis clock, with its
+/// state next to the queue, so it holds across callers and leader changes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmitRate {
+    /// Admissions per second (0: nobody is admitted).
+    pub per_second: f64,
+    /// The GCRA tolerance: after a lull at most `per_second × tolerance` are admitted at once,
+    /// and over any span of W seconds at most `per_second × (W + tolerance)`.
+    pub tolerance: Duration,
 }
 
 impl AdmitParams {
@@ -250,6 +272,7 @@ impl AdmitParams {
             admission_window,
             scan_limit: max_admit.saturating_mul(4).clamp(256, 100_000),
             units_per_buyer: 0,
+            rate: None,
         }
     }
 }
@@ -395,17 +418,25 @@ impl WaitQueue {
     /// One admission tick (leader only). `None`: the sale is not armed in Redis.
     pub async fn admit(&self, params: &AdmitParams) -> anyhow::Result<Option<AdmitOutcome>> {
         let k = &self.keys;
+        let mut args = vec![
+            Value::from(i64::from(params.max_admit)),
+            Value::from(millis(params.abandon_after)),
+            Value::from(millis(params.admission_window)),
+            Value::from(i64::from(params.scan_limit.max(1))),
+            Value::from(i64::from(params.units_per_buyer)),
+        ];
+        if let Some(rate) = params.rate {
+            // As text: Lua's tonumber reads it exactly, fractions included.
+            args.push(Value::from(rate.per_second.max(0.0).to_string()));
+            args.push(Value::from(
+                (rate.tolerance.as_secs_f64() * 1000.0).to_string(),
+            ));
+        }
         let reply: Value = WR_ADMIT
             .run(
                 &self.redis,
                 vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
-                vec![
-                    Value::from(i64::from(params.max_admit)),
-                    Value::from(millis(params.abandon_after)),
-                    Value::from(millis(params.admission_window)),
-                    Value::from(i64::from(params.scan_limit.max(1))),
-                    Value::from(i64::from(params.units_per_buyer)),
-                ],
+                args,
             )
             .await?;
         let reply = Reply::new(reply, "wr_admit", 7)?;

@@ -1,0 +1,715 @@
+//! The admitter: the loop that lets buyers out of every sale's line at the sale's rate.
+//!
+//! Every waitroom replica runs one candidate ([`spawn`]); one of them leads at a time, through
+//! the Redis lease `<prefix>:admitter` ([`dropline_core::lease::Lease`]). Each tick
+//! (`waitroom.admit_tick_ms`) a candidate takes or renews the lease, and only the holder works:
+//!
+//! - **Admission.** For every armed sale ([`sale::indexed`]) it reads the live
+//!   `admit_per_second` (an admin change counts from the next tick) and runs one
+//!   [`WaitQueue::admit`], which also applies `max_active`, the stock rule, pause and the sale's
+//!   state. A sale that is closed and whose line is empty leaves the index.
+//! - **Measured rate.** While a sale is open it writes the admissions per second, smoothed over
+//!   about [`RATE_TIME_CONSTANT`], into the sale's `wr` hash as [`RATE_FIELD`] (rate × 1000,
+//!   an integer), for ETAs and `GET /w/{sale}/stats`.
+//! - **Reaping.** Every `waitroom.reap_interval_ms` it runs [`WaitQueue::reap`] on every sale, so
+//!   buyers who stopped polling and admissions that lapsed leave.
+//!
+//! A leader that dies stops renewing; its lease expires after `waitroom.lease_seconds` and the
+//! next candidate to tick takes over, within one lease length plus one tick. At shutdown the
+//! leader gives the lease up, so a successor takes over at its next tick. A leader also stops
+//! working once its last renewal is older than the lease length less one tick, so it does not
+//! act on a lease it may have lost while stalled.
+//!
+//! # The rate limit lives in Redis
+//!
+//! The budget of a tick is a GCRA (generic cell rate algorithm) computed inside
+//! `lua/wr_admit.lua` against the Redis clock, its state (`admit_tat`) kept in the sale's `wr`
+//! hash; see [`AdmitRate`]. It is not a `governor` limiter in this process, although governor
+//! is the GCRA crate used elsewhere, because a limiter in process memory cannot keep the rule
+//! "never more than `admit_per_second` across all replicas" once leadership moves: a new leader
+//! starts with a fresh limiter and adds a burst right after its predecessor's last tick, and a
+//! stalled leader that resumes before noticing it lost the lease admits on a second limiter
+//! next to the new leader's. Governor also cannot say "up to N now" (`check_n` is all or
+//! nothing) nor give back budget a tick did not use (short queue, stock rule, `max_active`).
+//! With the state next to the queue, every caller draws on one budget, charged only for what
+//! was admitted, and a rate change takes effect without resetting anything.
+//!
+//! The tolerance is one tick plus one admission interval (see `tolerance` for why the extra
+//! interval), so after a lull at most one tick's worth plus one buyer are admitted at once, and
+//! over any span of W seconds at most `admit_per_second × W` plus that burst, on the Redis
+//! clock, across leader changes. In steady operation a tick admits the rate times the time
+//! since the previous tick; a tick late by more than about one admission interval loses the
+//! excess (about 1% of the rate at 1000/s on a busy two-core machine, none measurable at 50/s).
+//! Exactly `admit_per_second` in *every* sliding second is not possible at a steady rate with
+//! admissions in ticks: a one-second window that happens to hold eleven ticks would have to be
+//! starved, and ticks jitter, so that costs several percent of the rate.
+//!
+//! # Metrics
+//!
+//! `dropline_waitroom_admitted_total{sale}`, `dropline_waitroom_abandoned_total{sale}` (skipped
+//! at the head by admission and removed by the reaper), the gauges
+//! `dropline_waitroom_queue_length{sale}` and `dropline_waitroom_active{sale}` (set by the leader
+//! only; a replica that loses the lead sets its own to 0, so a sum over replicas is right),
+//! `dropline_waitroom_admitter_leader` (1 on the leader) and the histogram
+//! `dropline_waitroom_admit_tick_seconds` (a leader's whole tick).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use dropline_core::config::WaitroomConfig;
+use dropline_core::lease::Lease;
+use dropline_core::redis::Redis;
+use dropline_core::sale;
+use fred::interfaces::HashesInterface;
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::queue::{AdmitParams, AdmitRate, SaleState, WaitQueue};
+
+/// The field of a sale's `wr` hash that holds the measured admission rate: admissions per
+/// second × 1000, an integer (`50000` = 50 a second).
+pub const RATE_FIELD: &str = "admit_rate_milli";
+
+/// Time constant of the measured rate's exponential smoothing: a change of the real rate shows
+/// two thirds of the way after this long.
+pub const RATE_TIME_CONSTANT: Duration = Duration::from_secs(5);
+
+/// Queue entries one reap call looks at, and calls per sale per reap interval: at the default
+/// interval of 1 s the reaper sweeps a line of a million in under two minutes, each call a few
+/// milliseconds of Redis time. (The head of the line is also cleaned by every admission tick.)
+const REAP_BATCH: u32 = 2_500;
+const REAP_CALLS: usize = 4;
+
+/// Sales worked on at once in one tick (each is two or three Redis round trips).
+const SALE_CONCURRENCY: usize = 16;
+
+/// How long shutdown waits for the lease release before leaving the lease to expire.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A repeated error is logged at most this often (with the count of the ones left out).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The Redis key of the admitter lease (holds the leader's holder id, with a TTL).
+pub fn lease_key(redis: &Redis) -> String {
+    redis.key("admitter")
+}
+
+/// Starts a candidate for the admitter lease and returns its task, which ends after `shutdown`
+/// (releasing the lease if it leads). With `waitroom.run_admitter = false` the task ends at
+/// once. `holder` must be unique per process (host, pid and a random part, say).
+///
+/// Use [`Admitter::new`] and [`Admitter::run`] instead to keep a [`Watch`] on the candidate.
+pub fn spawn(
+    redis: Redis,
+    config: WaitroomConfig,
+    holder: String,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(Admitter::new(redis, &config, holder).run(shutdown))
+}
+
+/// What one candidate is doing, readable from outside its task (tests, health output).
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    inner: Arc<WatchInner>,
+}
+
+#[derive(Debug, Default)]
+struct WatchInner {
+    leader: AtomicBool,
+    admitted: AtomicU64,
+}
+
+impl Watch {
+    /// Whether this candidate holds the lease (as of its last tick).
+    pub fn is_leader(&self) -> bool {
+        self.inner.leader.load(Ordering::Relaxed)
+    }
+
+    /// Buyers this candidate admitted since it started, over all sales.
+    pub fn admitted(&self) -> u64 {
+        self.inner.admitted.load(Ordering::Relaxed)
+    }
+}
+
+/// One candidate for the admitter lease, and the leader's work when it holds it.
+pub struct Admitter {
+    ctx: Ctx,
+    lease: Lease,
+    lease_length: Duration,
+    reap_interval: Duration,
+    enabled: bool,
+    /// Leader only: per-sale state, dropped when the lead is lost.
+    sales: HashMap<Uuid, Track>,
+    leader: bool,
+    /// The lease is surely ours until then (from the send time of the last renewal).
+    valid_until: Instant,
+    lease_errors: Throttle,
+    index_errors: Throttle,
+}
+
+/// What every per-sale job reads.
+struct Ctx {
+    redis: Redis,
+    holder: String,
+    tick: Duration,
+    abandon_after: Duration,
+    admission_window: Duration,
+    watch: Watch,
+}
+
+impl Admitter {
+    pub fn new(redis: Redis, config: &WaitroomConfig, holder: String) -> Self {
+        // Config validation keeps these positive and the lease longer than a tick; the max()
+        // guards keep a hand-built config from making a zero-period interval.
+        let tick = Duration::from_millis(config.admit_tick_ms.max(1));
+        let lease_length = Duration::from_secs(config.lease_seconds).max(tick * 2);
+        let lease = Lease::new(
+            redis.clone(),
+            lease_key(&redis),
+            holder.clone(),
+            lease_length,
+        );
+        Self {
+            ctx: Ctx {
+                redis,
+                holder,
+                tick,
+                abandon_after: Duration::from_secs(config.abandon_after_seconds),
+                admission_window: Duration::from_secs(config.admission_window_seconds),
+                watch: Watch::default(),
+            },
+            lease,
+            lease_length,
+            reap_interval: Duration::from_millis(config.reap_interval_ms.max(1)),
+            enabled: config.run_admitter,
+            sales: HashMap::new(),
+            leader: false,
+            valid_until: Instant::now(),
+            lease_errors: Throttle::default(),
+            index_errors: Throttle::default(),
+        }
+    }
+
+    pub fn watch(&self) -> Watch {
+        self.ctx.watch.clone()
+    }
+
+    /// Runs until `shutdown`; then releases the lease if it leads.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let span = tracing::info_span!("admitter", holder = %self.ctx.holder);
+        self.run_inner(shutdown).instrument(span).await;
+    }
+
+    async fn run_inner(mut self, shutdown: CancellationToken) {
+        if !self.enabled {
+            tracing::info!("admitter not started (waitroom.run_admitter = false)");
+            return;
+        }
+        metrics::gauge!("dropline_waitroom_admitter_leader").set(0.0);
+        // Skip: after a stall the ticks go back to the grid instead of firing in a burst. The
+        // budget does not depend on the tick count anyway (it is time-based, in Redis).
+        let mut admit_tick = tokio::time::interval(self.ctx.tick);
+        admit_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut reap_tick = tokio::time::interval(self.reap_interval);
+        reap_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            // A round is bounded (Redis calls time out), but shutdown does not wait for it:
+            // a Redis call cut off here either ran in full or not at all.
+            let stop = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => true,
+                _ = admit_tick.tick() => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => true,
+                    () = self.admit_round() => false,
+                },
+                _ = reap_tick.tick(), if self.leader => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => true,
+                    () = self.reap_round() => false,
+                },
+            };
+            if stop {
+                break;
+            }
+        }
+        self.step_down_at_shutdown().await;
+    }
+
+    /// Takes or renews the lease; `true` when this candidate may work now.
+    async fn hold_lease(&mut self) -> bool {
+        let sent = Instant::now();
+        match self.lease.try_acquire().await {
+            Ok(true) => {
+                self.lease_errors.reset();
+                // The lease runs from when Redis ran the call, which is after `sent`; one tick
+                // of margin covers the time a round takes to start each call.
+                self.valid_until = sent + self.lease_length.saturating_sub(self.ctx.tick);
+                if !self.leader {
+                    self.leader = true;
+                    self.ctx.watch.inner.leader.store(true, Ordering::Relaxed);
+                    metrics::gauge!("dropline_waitroom_admitter_leader").set(1.0);
+                    tracing::info!(
+                        lease_seconds = self.lease_length.as_secs_f64(),
+                        "admitter leadership gained"
+                    );
+                }
+                true
+            }
+            Ok(false) => {
+                self.lease_errors.reset();
+                if self.leader {
+                    self.step_down("another candidate holds the lease");
+                }
+                false
+            }
+            Err(error) => {
+                if let Some(suppressed) = self.lease_errors.allow() {
+                    tracing::warn!(error = %format!("{error:#}"), suppressed, "admitter: cannot take or renew the lease");
+                }
+                if self.leader && Instant::now() >= self.valid_until {
+                    self.step_down("the lease could not be renewed in time");
+                }
+                false
+            }
+        }
+    }
+
+    fn step_down(&mut self, reason: &str) {
+        self.leader = false;
+        self.ctx.watch.inner.leader.store(false, Ordering::Relaxed);
+        metrics::gauge!("dropline_waitroom_admitter_leader").set(0.0);
+        for id in self.sales.keys() {
+            zero_gauges(*id);
+        }
+        self.sales.clear();
+        tracing::info!(reason, "admitter leadership lost");
+    }
+
+    async fn step_down_at_shutdown(&mut self) {
+        if !self.leader {
+            return;
+        }
+        match tokio::time::timeout(RELEASE_TIMEOUT, self.lease.release()).await {
+            Ok(Ok(true)) => tracing::info!("admitter lease released at shutdown"),
+            Ok(Ok(false)) => tracing::info!("admitter lease was no longer ours at shutdown"),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "admitter: could not release the lease; it expires by itself");
+            }
+            Err(_) => {
+                tracing::warn!("admitter: releasing the lease timed out; it expires by itself");
+            }
+        }
+        self.step_down("shutdown");
+    }
+
+    /// The armed sales, or `None` (logged) when the index cannot be read.
+    async fn indexed(&mut self) -> Option<Vec<Uuid>> {
+        match sale::indexed(&self.ctx.redis).await {
+            Ok(ids) => {
+                self.index_errors.reset();
+                Some(ids)
+            }
+            Err(error) => {
+                if let Some(suppressed) = self.index_errors.allow() {
+                    tracing::warn!(error = %format!("{error:#}"), suppressed, "admitter: cannot read the index of sales");
+                }
+                None
+            }
+        }
+    }
+
+    /// One admission tick: lease, then every sale.
+    async fn admit_round(&mut self) {
+        let started = Instant::now();
+        if !self.hold_lease().await {
+            return;
+        }
+        let Some(ids) = self.indexed().await else {
+            return;
+        };
+        // Sales that left the index (unarmed elsewhere) are forgotten.
+        let listed: HashSet<Uuid> = ids.iter().copied().collect();
+        self.sales.retain(|id, _| {
+            let keep = listed.contains(id);
+            if !keep {
+                zero_gauges(*id);
+            }
+            keep
+        });
+        let ctx = &self.ctx;
+        let valid_until = self.valid_until;
+        let jobs: Vec<(Uuid, Track)> = ids
+            .into_iter()
+            .map(|id| (id, self.sales.remove(&id).unwrap_or_default()))
+            .collect();
+        let done: Vec<(Uuid, Option<Track>)> = futures_util::stream::iter(jobs)
+            .map(|(id, track)| async move {
+                if Instant::now() >= valid_until {
+                    // Stalled past the lease: do not act on it; the next tick renews or not.
+                    return (id, Some(track));
+                }
+                (id, ctx.admit_sale(id, track).await)
+            })
+            .buffer_unordered(SALE_CONCURRENCY)
+            .collect()
+            .await;
+        for (id, track) in done {
+            if let Some(track) = track {
+                self.sales.insert(id, track);
+            }
+        }
+        metrics::histogram!("dropline_waitroom_admit_tick_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// One reap pass over every sale (leader only; the lease was renewed by the last tick).
+    async fn reap_round(&mut self) {
+        let Some(ids) = self.indexed().await else {
+            return;
+        };
+        let ctx = &self.ctx;
+        let valid_until = self.valid_until;
+        let jobs: Vec<(Uuid, Track)> = ids
+            .into_iter()
+            .filter_map(|id| self.sales.remove(&id).map(|track| (id, track)))
+            .collect();
+        let done: Vec<(Uuid, Track)> = futures_util::stream::iter(jobs)
+            .map(|(id, mut track)| async move {
+                if Instant::now() < valid_until {
+                    ctx.reap_sale(id, &mut track).await;
+                }
+                (id, track)
+            })
+            .buffer_unordered(SALE_CONCURRENCY)
+            .collect()
+            .await;
+        self.sales.extend(done);
+    }
+}
+
+impl Ctx {
+    /// One sale's tick. `None`: the sale left the index (closed and drained, or not armed).
+    async fn admit_sale(&self, id: Uuid, mut track: Track) -> Option<Track> {
+        match self.try_admit_sale(id, &mut track).await {
+            Ok(true) => Some(track),
+            Ok(false) => None,
+            Err(error) => {
+                if let Some(suppressed) = track.errors.allow() {
+                    tracing::warn!(sale = %id, error = %format!("{error:#}"), suppressed, "admitter: admission tick failed");
+                }
+                Some(track)
+            }
+        }
+    }
+
+    /// `Ok(false)` when the sale was taken out of the index.
+    async fn try_admit_sale(&self, id: Uuid, track: &mut Track) -> anyhow::Result<bool> {
+        let Some(view) = sale::view(&self.redis, id).await? else {
+            tracing::info!(sale = %id, "sale in the index is not armed: removing it from the index");
+            self.unindex(id).await?;
+            return Ok(false);
+        };
+        let rate = AdmitRate {
+            per_second: view.admit_per_second.max(0) as f64,
+            tolerance: tolerance(self.tick, view.admit_per_second),
+        };
+        // The most the rate credit can grant (it is the real limit); also sizes scan_limit.
+        let max_admit = (rate.per_second * rate.tolerance.as_secs_f64())
+            .ceil()
+            .clamp(0.0, 100_000.0) as u32;
+        let mut params = AdmitParams::new(max_admit, self.abandon_after, self.admission_window);
+        params.rate = Some(rate);
+        let queue = WaitQueue::new(&self.redis, id);
+        let Some(outcome) = queue.admit(&params).await? else {
+            tracing::info!(sale = %id, "sale disappeared from Redis: removing it from the index");
+            self.unindex(id).await?;
+            return Ok(false);
+        };
+        track.errors.reset();
+        let label = id.to_string();
+        let admitted = outcome.admitted.len() as u64;
+        if admitted > 0 {
+            metrics::counter!("dropline_waitroom_admitted_total", "sale" => label.clone())
+                .increment(admitted);
+            self.watch
+                .inner
+                .admitted
+                .fetch_add(admitted, Ordering::Relaxed);
+        }
+        if outcome.skipped > 0 {
+            metrics::counter!("dropline_waitroom_abandoned_total", "sale" => label.clone())
+                .increment(outcome.skipped);
+        }
+        metrics::gauge!("dropline_waitroom_queue_length", "sale" => label.clone())
+            .set(outcome.queue_length as f64);
+        metrics::gauge!("dropline_waitroom_active", "sale" => label).set(outcome.active as f64);
+        tracing::trace!(sale = %id, admitted, skipped = outcome.skipped, queue_length = outcome.queue_length, active = outcome.active, limit = ?outcome.limit, "admission tick");
+
+        let now = Instant::now();
+        if outcome.state == SaleState::Open {
+            if track.meter.is_none() {
+                // A new leader goes on from its predecessor's figure, so ETAs do not jump.
+                let previous: Option<i64> = self
+                    .redis
+                    .pool()
+                    .hget(&queue.keys().wr, RATE_FIELD)
+                    .await
+                    .context("reading the measured admission rate")?;
+                track.meter = Some(Meter::new(
+                    previous.map(|milli| milli.max(0) as f64 / 1000.0),
+                    now,
+                ));
+            }
+            let meter = track.meter.get_or_insert_with(|| Meter::new(None, now));
+            let measured = meter.observe(admitted, now, self.tick);
+            let milli = (measured * 1000.0).round() as i64;
+            let _: i64 = self
+                .redis
+                .pool()
+                .hset(&queue.keys().wr, vec![(RATE_FIELD, milli)])
+                .await
+                .context("writing the measured admission rate")?;
+        } else if let Some(meter) = track.meter.as_mut() {
+            // Not open: the figure stands still (paused, sold out...) and the gap is not
+            // counted as time without admissions when the sale opens again.
+            meter.hold(now);
+        }
+
+        if outcome.state == SaleState::Closed && outcome.queue_length == 0 {
+            tracing::info!(sale = %id, "sale closed and its line is empty: removing it from the index");
+            self.unindex(id).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn unindex(&self, id: Uuid) -> anyhow::Result<()> {
+        sale::unindex(&self.redis, id).await?;
+        zero_gauges(id);
+        Ok(())
+    }
+
+    async fn reap_sale(&self, id: Uuid, track: &mut Track) {
+        let queue = WaitQueue::new(&self.redis, id);
+        let (mut expired, mut abandoned) = (0, 0);
+        for _ in 0..REAP_CALLS {
+            match queue.reap(self.abandon_after, REAP_BATCH).await {
+                Ok(outcome) => {
+                    expired += outcome.expired;
+                    abandoned += outcome.abandoned;
+                    metrics::gauge!("dropline_waitroom_queue_length", "sale" => id.to_string())
+                        .set(outcome.queue_length as f64);
+                    if outcome.wrapped {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    if let Some(suppressed) = track.errors.allow() {
+                        tracing::warn!(sale = %id, error = %format!("{error:#}"), suppressed, "admitter: reaping failed");
+                    }
+                    break;
+                }
+            }
+        }
+        if abandoned > 0 {
+            metrics::counter!("dropline_waitroom_abandoned_total", "sale" => id.to_string())
+                .increment(abandoned);
+        }
+        if expired + abandoned > 0 {
+            tracing::debug!(sale = %id, expired, abandoned, "reaped");
+        }
+    }
+}
+
+/// The GCRA tolerance: one tick plus one admission interval. The interval is what makes the
+/// rate exact: a tick rarely grants a whole number of admissions, and the fraction it carries to
+/// the next tick must fit in the bucket next to that tick's own share, else it spills over and
+/// is lost (a bucket of exactly one tick loses most of a unit on every uneven tick: 8% at 50/s).
+fn tolerance(tick: Duration, per_second: i64) -> Duration {
+    if per_second <= 0 {
+        return tick;
+    }
+    tick + Duration::from_secs_f64(1.0 / per_second as f64)
+}
+
+fn zero_gauges(id: Uuid) {
+    let label = id.to_string();
+    metrics::gauge!("dropline_waitroom_queue_length", "sale" => label.clone()).set(0.0);
+    metrics::gauge!("dropline_waitroom_active", "sale" => label).set(0.0);
+}
+
+/// The leader's state for one sale.
+#[derive(Debug, Default)]
+struct Track {
+    /// `None` until the sale's first open tick under this leader.
+    meter: Option<Meter>,
+    errors: Throttle,
+}
+
+/// Admissions per second, exponentially smoothed in time: the ratio of two decayed sums,
+/// admissions over elapsed seconds, each term weighted by `exp(-age / RATE_TIME_CONSTANT)`.
+/// Unlike a plain EWMA of per-tick rates it copes with uneven ticks and is not biased towards
+/// its starting value: the first ticks already give the real rate.
+#[derive(Debug, Clone, Copy)]
+struct Meter {
+    admitted: f64,
+    seconds: f64,
+    last: Instant,
+    /// No tick observed yet: the first one is taken to span one tick.
+    fresh: bool,
+}
+
+impl Meter {
+    /// `seed`: a rate measured before (by a previous leader), weighted as one time constant.
+    fn new(seed: Option<f64>, now: Instant) -> Self {
+        let (admitted, seconds) = match seed {
+            Some(rate) if rate.is_finite() => {
+                let weight = RATE_TIME_CONSTANT.as_secs_f64();
+                (rate * weight, weight)
+            }
+            _ => (0.0, 0.0),
+        };
+        Self {
+            admitted,
+            seconds,
+            last: now,
+            fresh: true,
+        }
+    }
+
+    /// Adds one open tick that admitted `admitted`; returns the smoothed rate.
+    fn observe(&mut self, admitted: u64, now: Instant, tick: Duration) -> f64 {
+        let dt = if self.fresh {
+            tick.as_secs_f64()
+        } else {
+            now.saturating_duration_since(self.last).as_secs_f64()
+        };
+        self.fresh = false;
+        self.last = now;
+        let keep = (-dt / RATE_TIME_CONSTANT.as_secs_f64()).exp();
+        self.admitted = self.admitted * keep + admitted as f64;
+        self.seconds = self.seconds * keep + dt;
+        self.rate()
+    }
+
+    /// A tick while the sale is not open: the time until the next open tick does not count.
+    fn hold(&mut self, now: Instant) {
+        self.last = now;
+    }
+
+    fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.admitted / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Lets a repeated error through once per [`LOG_EVERY`], counting the ones held back.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(suppressed since the last one)` when this one should be logged.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < LOG_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+
+    /// Success: the next error is logged at once.
+    fn reset(&mut self) {
+        self.last = None;
+        self.suppressed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_meter_gives_the_steady_rate_from_the_first_ticks() {
+        let tick = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut meter = Meter::new(None, start);
+        let mut rate = 0.0;
+        for i in 1..=5 {
+            rate = meter.observe(5, start + tick * i, tick);
+        }
+        assert!((rate - 50.0).abs() < 1e-6, "{rate}");
+    }
+
+    #[test]
+    fn the_meter_follows_a_change_with_its_time_constant() {
+        let tick = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut meter = Meter::new(Some(50.0), start);
+        // The rate drops to 10/s: after one time constant about 1 - 1/e of the way is done
+        // (the seed weighs one time constant too, so a little less than that).
+        let ticks = (RATE_TIME_CONSTANT.as_millis() / tick.as_millis()) as u32;
+        let mut rate = 0.0;
+        for i in 1..=ticks {
+            rate = meter.observe(1, start + tick * i, tick);
+        }
+        assert!(rate > 10.0 && rate < 30.0, "{rate}");
+        for i in ticks + 1..=ticks * 8 {
+            rate = meter.observe(1, start + tick * i, tick);
+        }
+        assert!((rate - 10.0).abs() < 0.5, "{rate}");
+    }
+
+    #[test]
+    fn a_held_meter_does_not_count_the_pause() {
+        let tick = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut meter = Meter::new(None, start);
+        for i in 1..=20 {
+            meter.observe(2, start + tick * i, tick);
+        }
+        // A minute paused, then the same rate again.
+        meter.hold(start + tick * 20 + Duration::from_secs(60));
+        let rate = meter.observe(2, start + tick * 21 + Duration::from_secs(60), tick);
+        assert!((rate - 20.0).abs() < 1e-6, "{rate}");
+    }
+
+    #[test]
+    fn the_tolerance_is_one_tick_and_one_admission_interval() {
+        let tick = Duration::from_millis(100);
+        assert_eq!(tolerance(tick, 50), Duration::from_millis(120));
+        assert_eq!(tolerance(tick, 2), Duration::from_millis(600));
+        assert_eq!(tolerance(tick, 0), tick);
+    }
+
+    #[test]
+    fn the_throttle_lets_one_through_then_counts() {
+        let mut throttle = Throttle::default();
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.suppressed, 2);
+        throttle.reset();
+        assert_eq!(throttle.allow(), Some(0));
+    }
+}
