@@ -59,7 +59,9 @@ pub fn build_on(
     let state = AppState::new(config, deps, secrets)?;
     let mut routes = routes(state);
     if let Some(cors) = cors(&config.api.cors_allowed_origins)? {
-        routes = routes.layer(cors);
+        routes = routes
+            .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+            .layer(cors);
     }
     Ok(Server::on("api", bound, routes, readiness, &config.http))
 }
@@ -98,6 +100,7 @@ fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("dropline-pass"),
             ])
             .expose_headers([header::RETRY_AFTER, HeaderName::from_static("x-request-id")])
             .max_age(std::time::Duration::from_secs(600)),

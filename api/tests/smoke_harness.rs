@@ -29,7 +29,7 @@ async fn cors_lets_only_the_configured_origins_in() -> anyhow::Result<()> {
             .header("access-control-request-method", "POST")
             .header(
                 "access-control-request-headers",
-                "authorization,content-type,idempotency-key",
+                "authorization,content-type,idempotency-key,dropline-pass",
             )
             .send()
     };
@@ -45,6 +45,7 @@ async fn cors_lets_only_the_configured_origins_in() -> anyhow::Result<()> {
         .to_str()?
         .to_ascii_lowercase();
     assert!(headers.contains("idempotency-key"), "{headers}");
+    assert!(headers.contains("dropline-pass"), "{headers}");
     let other = preflight("http://evil.example").await?;
     assert!(other.headers().get("access-control-allow-origin").is_none());
     // A plain request from the allowed origin carries the header too.
@@ -58,5 +59,19 @@ async fn cors_lets_only_the_configured_origins_in() -> anyhow::Result<()> {
         get.headers()["access-control-allow-origin"],
         "http://127.0.0.1:8080"
     );
+    // A route that does not exist is still a readable 404 to the page, not a network error.
+    let missing = api
+        .http
+        .get(format!("{}/api/nope", api.base))
+        .header("origin", "http://127.0.0.1:8080")
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["access-control-allow-origin"],
+        "http://127.0.0.1:8080"
+    );
+    let body: serde_json::Value = missing.json().await?;
+    assert_eq!(body["error"]["code"], "not_found");
     api.stop().await
 }
