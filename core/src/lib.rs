@@ -20,6 +20,7 @@ pub mod limit;
 pub mod lua;
 pub mod messages;
 pub mod mysql;
+pub mod orders;
 pub mod password;
 pub mod pii;
 pub mod redis;

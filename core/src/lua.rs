@@ -97,8 +97,31 @@ pub mod scripts {
     pub static SALE_VIEW: Script =
         Script::new("sale_view", include_str!("../../lua/sale_view.lua"));
 
+    /// Take stock for a new order: idempotency, sale, admission, limit, stock (`lua/reserve.lua`).
+    pub static RESERVE: Script = Script::new("reserve", include_str!("../../lua/reserve.lua"));
+    /// HELD → PAYING, deadline moved to the payment timeout (`lua/begin_payment.lua`).
+    pub static BEGIN_PAYMENT: Script =
+        Script::new("begin_payment", include_str!("../../lua/begin_payment.lua"));
+    /// PAYING → PAID (`lua/confirm.lua`).
+    pub static CONFIRM: Script = Script::new("confirm", include_str!("../../lua/confirm.lua"));
+    /// HELD → EXPIRED / CANCELLED, PAYING → FAILED, stock back once (`lua/release.lua`).
+    pub static RELEASE: Script = Script::new("release", include_str!("../../lua/release.lua"));
+    /// Live orders past their deadline, for the sweeper (`lua/order_due.lua`).
+    pub static ORDER_DUE: Script =
+        Script::new("order_due", include_str!("../../lua/order_due.lua"));
+
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 4] {
-        [&LEASE_ACQUIRE, &LEASE_RELEASE, &SALE_ARM, &SALE_VIEW]
+    pub fn all() -> [&'static Script; 9] {
+        [
+            &LEASE_ACQUIRE,
+            &LEASE_RELEASE,
+            &SALE_ARM,
+            &SALE_VIEW,
+            &RESERVE,
+            &BEGIN_PAYMENT,
+            &CONFIRM,
+            &RELEASE,
+            &ORDER_DUE,
+        ]
     }
 }
