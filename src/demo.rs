@@ -6,10 +6,18 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
+use dropline_api::accounts::{CreateError, create_verified_user};
+use dropline_core::password::Hasher;
 use dropline_core::redis::Redis;
 use dropline_core::sale::{self, SaleConfig};
+use dropline_core::tokens::Role;
 use sqlx::MySqlPool;
 use uuid::Uuid;
+
+/// The demo buyer, made verified at once so a newcomer can sign in on the waiting page without
+/// an SMTP server. Public on purpose: it exists only in `--demo` deployments.
+pub const BUYER_EMAIL: &str = "buyer@demo.dropline.dev";
+pub const BUYER_PASSWORD: &str = "demo-buyer-password";
 
 /// Fixed ids so that the URLs stay the same from one start to the next.
 pub const PRODUCT_ID: Uuid = Uuid::from_u128(0x019ab000_0000_7000_8000_00000000d001);
@@ -22,9 +30,22 @@ pub struct Demo {
     pub stock: i32,
 }
 
-/// Creates the demo product and sale unless they exist, arms the sale in Redis unless it is
-/// armed already, and returns the sale.
-pub async fn ensure(pool: &MySqlPool, redis: &Redis) -> anyhow::Result<Demo> {
+/// Creates the demo buyer, product and sale unless they exist, arms the sale in Redis unless it
+/// is armed already, and returns the sale.
+pub async fn ensure(pool: &MySqlPool, redis: &Redis, hasher: &Hasher) -> anyhow::Result<Demo> {
+    match create_verified_user(
+        pool,
+        hasher,
+        BUYER_EMAIL,
+        BUYER_PASSWORD,
+        Some("Demo buyer"),
+        Role::Buyer,
+    )
+    .await
+    {
+        Ok(_) | Err(CreateError::EmailTaken) => {}
+        Err(error) => return Err(anyhow::anyhow!("creating the demo buyer: {error}")),
+    }
     let now = Utc::now().trunc_subsecs(3);
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -86,6 +107,7 @@ pub fn print_urls(demo: &Demo, waitroom: SocketAddr, api: SocketAddr) {
         demo.opens_at.to_rfc3339()
     );
     println!("  waiting page:  http://{waitroom}/w/{}", demo.sale_id);
+    println!("  sign in as:    {BUYER_EMAIL} / {BUYER_PASSWORD}");
     println!("  sale (api):    http://{api}/api/sales/{}", demo.sale_id);
     println!("  health:        http://{waitroom}/readyz  http://{api}/readyz");
     println!("  metrics:       http://{waitroom}/metrics  http://{api}/metrics");

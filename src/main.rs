@@ -400,7 +400,7 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     let api = dropline_api::build_on(api_bound, config, &deps, api_secrets)?;
     print_listening(&[(&waitroom, ""), (&api, "")]);
     if args.demo {
-        let demo = demo::ensure(deps.mysql()?, deps.redis()?).await?;
+        let demo = demo::ensure(deps.mysql()?, deps.redis()?, &config.auth.hasher()?).await?;
         demo::print_urls(&demo, waitroom.addr(), api.addr());
     }
     println!("ready: health at /readyz on both; Ctrl-C stops");
