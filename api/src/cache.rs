@@ -5,6 +5,8 @@
 //! do not expire together). An id that does not exist is cached too, as JSON `null`, for a few
 //! seconds, so a client hammering a bad id does not reach MySQL either.
 //!
+//! Hits are coalesced too: concurrent readers of one key in one process share one `GET`.
+//!
 //! **Single flight.** A cold key under a stampede (a sale page at opening time) is loaded once:
 //! - in one process, concurrent misses on a key share one load (a map of in-flight
 //!   futures, [`Coalesce`]; the load runs in its own task, so a client hanging up does not cancel
@@ -87,6 +89,8 @@ struct Inner {
     ttl_ms: u64,
     jitter_percent: u8,
     inflight: Coalesce<String, Outcome>,
+    /// Cache reads in flight, shared by concurrent readers of the same key.
+    reads: Coalesce<String, Option<Arc<str>>>,
 }
 
 impl fmt::Debug for Cache {
@@ -106,6 +110,7 @@ impl Cache {
                 ttl_ms: config.ttl_seconds.saturating_mul(1000),
                 jitter_percent: config.jitter_percent,
                 inflight: Coalesce::new(),
+                reads: Coalesce::new(),
             }),
         }
     }
@@ -130,7 +135,18 @@ impl Cache {
         Fut: Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
     {
         let key = self.key(kind, id);
-        if let Some(value) = self.inner.read::<T>(&key).await {
+        // Concurrent reads of one hot key (a product page at opening time) share one GET.
+        let inner = Arc::clone(&self.inner);
+        let read_key = key.clone();
+        let raw = self
+            .inner
+            .reads
+            .run(key.clone(), move || async move {
+                inner.read_raw(&read_key, valid::<T>).await
+            })
+            .await
+            .unwrap_or(None);
+        if let Some(value) = raw.as_deref().and_then(decode::<T>) {
             count_request(kind, "hit");
             return Ok(value);
         }
@@ -174,12 +190,7 @@ impl Cache {
 }
 
 impl Inner {
-    /// The cached value, if present and decodable. Redis errors count as a miss.
-    async fn read<T: DeserializeOwned>(&self, key: &str) -> Option<Option<T>> {
-        let raw = self.read_raw(key, valid::<T>).await?;
-        decode::<T>(&raw)
-    }
-
+    /// The cached JSON, if present and valid. Redis errors count as a miss.
     async fn read_raw(&self, key: &str, valid: fn(&str) -> bool) -> Option<Arc<str>> {
         match self.redis.pool().get::<Option<String>, _>(key).await {
             Ok(Some(raw)) if valid(&raw) => Some(raw.into()),
