@@ -1,9 +1,12 @@
--- wr_status.lua: where a buyer stands, recording the poll that keeps the place alive.
+-- wr_status.lua: where buyers stand, recording the polls that keep their places alive. Takes a
+-- batch of users so that the HTTP edge can answer many concurrent polls with one call.
 --
 -- Queue layout, sale states and the abandonment rule: see wr_join.lua. A waiting user's poll
 -- rewrites the stamp in the low 16 bits of the score (the place does not move). A user silent
 -- for longer than abandon_after has lost the place: this call removes it and answers `none`,
 -- whether or not the admitter or the reaper got there first, so the rule is the same for all.
+-- The users of a batch are handled in order, exactly as if each had made its own call at the
+-- same instant (one TIME for the batch).
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
 -- KEYS[2]  avail
@@ -11,22 +14,25 @@
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  wr hash (field admit_rate_milli: the measured admission rate, written by the admitter)
--- ARGV[1]  user id, 16 raw bytes
--- ARGV[2]  abandon_after in ms
+-- ARGV[1]  abandon_after in ms
+-- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
--- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, 0,
+-- Returns  one reply per user, in ARGV order, each
+--          {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, 0,
 --           admit_per_second, admit_rate_milli}
 --   state     scheduled | waiting | admitted | sold_out | closed | none | not_found
 --             none: not in the queue and not admitted (never joined, left, abandoned, or the
 --             admission lapsed): the client has to join again
+--             not_found: the sale is not armed (every reply of the batch)
 --             sold_out and closed go to every user, admitted ones included; a waiting
 --             user's poll still keeps the place alive while sold out (stock may come back)
 --   position  users ahead + 1 when waiting, else 0
 --   deadline_ms  the admission deadline when admitted (the pass's exp), else 0
+--   queue_length  after this user's poll (a silent user removed by it no longer counts)
 --   paused    1 when the sale is paused
 --   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
 --             measured rate x 1000 (-1 when none was measured yet), for the ETA
--- The shape is wr_join's, so one decoder reads both.
+-- The shape of each reply is wr_join's, so one decoder reads both.
 local ORDER = 65536
 
 local t = redis.call('TIME')
@@ -36,9 +42,13 @@ local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function num(v) return tonumber(v) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
+local out = {}
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
 if not c[1] then
-  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0}
+  for i = 2, #ARGV do
+    out[i - 1] = {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0}
+  end
+  return out
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
@@ -51,8 +61,7 @@ elseif now < opens_at then
   state = 'scheduled'
 end
 
-local user = ARGV[1]
-local abandon_ms = num(ARGV[2])
+local abandon_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 local measured = tonumber(redis.call('HGET', KEYS[6], 'admit_rate_milli')) or -1
@@ -61,9 +70,6 @@ local function reply(st, position, deadline)
   return {st, position, deadline, opens_at, now, qlen, paused, 0, rate, measured}
 end
 
-if state == 'closed' then
-  return reply('closed', 0, 0)
-end
 -- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:
 -- stock can come back (an expired hold, an operator adding units) and the line then resumes.
 local function lost()
@@ -73,38 +79,48 @@ local function lost()
   return reply('none', 0, 0)
 end
 
-local deadline = redis.call('ZSCORE', KEYS[5], user)
-if deadline then
-  deadline = tonumber(deadline)
-  if deadline <= now then
-    redis.call('ZREM', KEYS[5], user)
+local function one(user)
+  if state == 'closed' then
+    return reply('closed', 0, 0)
+  end
+  local deadline = redis.call('ZSCORE', KEYS[5], user)
+  if deadline then
+    deadline = tonumber(deadline)
+    if deadline <= now then
+      redis.call('ZREM', KEYS[5], user)
+      return lost()
+    end
+    if state == 'sold_out' then
+      return reply('sold_out', 0, 0)
+    end
+    return reply('admitted', 0, deadline)
+  end
+
+  local score = redis.call('ZSCORE', KEYS[4], user)
+  if not score then
     return lost()
+  end
+  score = tonumber(score)
+  local old = score % ORDER
+  if ((now_s - old) % ORDER) * 1000 > abandon_ms then
+    redis.call('ZREM', KEYS[4], user)
+    qlen = qlen - 1
+    return lost()
+  end
+  local stamp = now_s % ORDER
+  if old ~= stamp then
+    redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
   end
   if state == 'sold_out' then
     return reply('sold_out', 0, 0)
   end
-  return reply('admitted', 0, deadline)
+  if state == 'scheduled' then
+    return reply('scheduled', 0, 0)
+  end
+  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0)
 end
 
-local score = redis.call('ZSCORE', KEYS[4], user)
-if not score then
-  return lost()
+for i = 2, #ARGV do
+  out[i - 1] = one(ARGV[i])
 end
-score = tonumber(score)
-local old = score % ORDER
-if ((now_s - old) % ORDER) * 1000 > abandon_ms then
-  redis.call('ZREM', KEYS[4], user)
-  qlen = qlen - 1
-  return lost()
-end
-local stamp = now_s % ORDER
-if old ~= stamp then
-  redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
-end
-if state == 'sold_out' then
-  return reply('sold_out', 0, 0)
-end
-if state == 'scheduled' then
-  return reply('scheduled', 0, 0)
-end
-return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0)
+return out

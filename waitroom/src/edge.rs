@@ -9,12 +9,16 @@
 //! - `DELETE /w/{sale}/join` (ticket) leaves the line (and gives up an admission).
 //! - `GET /w/{sale}/stats` the sale's public figures; `GET /.well-known/jwks.json` the keys.
 //!
+//! Concurrent status polls of one sale are answered together, one Redis call per batch
+//! ([`Polls`]).
+//!
 //! Every answer carries `retry_after_ms`, chosen here so that the total poll load stays bounded
 //! whatever the crowd (see [`retry_after_ms`]), and an ETA from the admission rate the admitter
 //! actually measured. Join and status are limited per client IP and per user (governor).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, State};
@@ -36,7 +40,9 @@ use rand::Rng;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::queue::{JoinOptions, JoinOutcome, Place, Stats, Status, WaitQueue};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::queue::{JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Stats, Status, WaitQueue};
 use crate::ticket::TicketKey;
 
 /// No buyer is ever asked to wait longer than this between polls (DESIGN §9).
@@ -110,6 +116,93 @@ struct Inner {
     trust_forwarded_for: bool,
     /// Concurrent stats reads of one sale share one Redis call.
     stats: Coalesce<Uuid, Result<Option<Stats>, ApiError>>,
+    /// Concurrent status polls of one sale share one Redis call.
+    polls: Polls,
+}
+
+/// A queued status poll: the user, and where its answer goes.
+type Poll = (Uuid, oneshot::Sender<Result<Option<Status>, ApiError>>);
+
+/// Status polls, batched per sale ("smart batching"). A poll queues its user; one task per
+/// sale takes everything queued (up to [`MAX_STATUS_BATCH`]) and answers it with one
+/// `wr_status.lua` call. A lone poll goes out at once, so a quiet sale pays no delay; under load
+/// a poll waits at most for the batch in flight, and the Redis round trip, the script start and
+/// the system calls are shared by the whole batch instead of paid per poll.
+#[derive(Debug)]
+struct Polls {
+    redis: Redis,
+    abandon_after: Duration,
+    queues: Mutex<HashMap<Uuid, mpsc::Sender<Poll>>>,
+}
+
+/// Polls a sale may have queued before callers wait for room (backpressure).
+const POLL_QUEUE: usize = 8_192;
+
+impl Polls {
+    fn new(redis: Redis, abandon_after: Duration) -> Self {
+        Self {
+            redis,
+            abandon_after,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where `user` stands in `sale` (recording the poll); `None`: the sale is not armed.
+    async fn poll(&self, sale: Uuid, user: Uuid) -> Result<Option<Status>, ApiError> {
+        let (answer, answered) = oneshot::channel();
+        self.queue(sale).send((user, answer)).await.map_err(|_| {
+            ApiError::internal(anyhow::anyhow!("the status batcher of {sale} stopped"))
+        })?;
+        answered.await.map_err(|_| {
+            ApiError::internal(anyhow::anyhow!(
+                "the status batcher of {sale} dropped a poll"
+            ))
+        })?
+    }
+
+    /// The sale's poll queue, its batching task started on first use. Lives as long as this
+    /// edge (sales are few; only ticket holders, who joined an armed sale, reach here).
+    fn queue(&self, sale: Uuid) -> mpsc::Sender<Poll> {
+        let mut queues = match self.queues.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        queues
+            .entry(sale)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(POLL_QUEUE);
+                tokio::spawn(batch_polls(
+                    WaitQueue::new(&self.redis, sale),
+                    self.abandon_after,
+                    rx,
+                ));
+                tx
+            })
+            .clone()
+    }
+}
+
+/// One sale's batching loop: ends when the edge (every sender) is gone.
+async fn batch_polls(queue: WaitQueue, abandon_after: Duration, mut rx: mpsc::Receiver<Poll>) {
+    let mut batch: Vec<Poll> = Vec::with_capacity(MAX_STATUS_BATCH);
+    while rx.recv_many(&mut batch, MAX_STATUS_BATCH).await > 0 {
+        let users: Vec<Uuid> = batch.iter().map(|(user, _)| *user).collect();
+        metrics::histogram!("dropline_waitroom_status_batch_size").record(users.len() as f64);
+        match queue.status_many(&users, abandon_after).await {
+            Ok(answers) => {
+                for ((_, answer), status) in batch.drain(..).zip(answers) {
+                    // The caller may have hung up; its poll still counted.
+                    let _ = answer.send(Ok(status));
+                }
+            }
+            Err(error) => {
+                let error = redis_down("reading places in line", error);
+                for (_, answer) in batch.drain(..) {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
+        }
+    }
 }
 
 impl Edge {
@@ -121,7 +214,7 @@ impl Edge {
         let tickets = TicketKey::new(signer.derive_secret(TicketKey::LABEL))?;
         let w = &config.waitroom;
         Ok(Self(Arc::new(Inner {
-            redis,
+            redis: redis.clone(),
             access: secrets.access,
             passes: secrets.passes,
             tickets,
@@ -156,6 +249,7 @@ impl Edge {
             max_queue_length: w.max_queue_length,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
+            polls: Polls::new(redis, Duration::from_secs(w.abandon_after_seconds)),
         })))
     }
 
@@ -303,12 +397,7 @@ async fn status(
     e.limits.status_ip.check(&caller.ip)?;
     let user = ticket_user(&edge, sale, caller.token.as_deref())?;
     e.limits.status_user.check(&user)?;
-    let status = edge
-        .queue(sale)
-        .status(user, e.abandon_after)
-        .await
-        .map_err(|error| redis_down("reading a place in line", error))?
-        .ok_or_else(no_such_sale)?;
+    let status = e.polls.poll(sale, user).await?.ok_or_else(no_such_sale)?;
     let (pass, pass_expires_at) = match status.place {
         Place::NotQueued => {
             return Err(ApiError::new(

@@ -58,6 +58,9 @@ use crate::scripts::{WR_ADMIT, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
 pub const ORDER_SPAN: u64 = 1 << 16;
 /// Order keys below this are pre-open draws; `PRE_OPEN_KEYS + n` is the n-th later arrival.
 pub const PRE_OPEN_KEYS: u64 = 1 << 36;
+/// Most users in one [`WaitQueue::status_many`] call (bounds one script run to well under a
+/// millisecond, so a batch never stalls Redis for others).
+pub const MAX_STATUS_BATCH: usize = 256;
 /// Most entries [`WaitQueue::reap`] handles per call (Lua's stack bounds `unpack`).
 pub const MAX_REAP_BATCH: u32 = 5_000;
 
@@ -383,23 +386,54 @@ impl WaitQueue {
         user: Uuid,
         abandon_after: Duration,
     ) -> anyhow::Result<Option<Status>> {
+        let mut all = self.status_many(&[user], abandon_after).await?;
+        all.pop().context("wr_status: no reply for the user")
+    }
+
+    /// [`WaitQueue::status`] for a batch of users in one call (one Redis round trip and one
+    /// script run for all), answers in the same order. Each is `None` when the sale is not
+    /// armed in Redis. At most [`MAX_STATUS_BATCH`] users.
+    pub async fn status_many(
+        &self,
+        users: &[Uuid],
+        abandon_after: Duration,
+    ) -> anyhow::Result<Vec<Option<Status>>> {
+        anyhow::ensure!(
+            !users.is_empty() && users.len() <= MAX_STATUS_BATCH,
+            "wr_status: a batch holds 1..={MAX_STATUS_BATCH} users, not {}",
+            users.len()
+        );
         let k = &self.keys;
+        let mut args = Vec::with_capacity(users.len() + 1);
+        args.push(Value::from(millis(abandon_after)));
+        args.extend(users.iter().map(|user| Value::from(&member(*user)[..])));
         let reply: Value = WR_STATUS
             .run(
                 &self.redis,
                 vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
-                vec![
-                    Value::from(&member(user)[..]),
-                    Value::from(millis(abandon_after)),
-                ],
+                args,
             )
             .await?;
-        let reply = Reply::new(reply, "wr_status", 10)?;
-        let state = reply.text(0)?;
-        if state == "not_found" {
-            return Ok(None);
-        }
-        reply.status(&state).map(Some)
+        let Value::Array(items) = reply else {
+            anyhow::bail!("wr_status: expected an array of replies, got {reply:?}");
+        };
+        anyhow::ensure!(
+            items.len() == users.len(),
+            "wr_status: {} replies for {} users",
+            items.len(),
+            users.len()
+        );
+        items
+            .into_iter()
+            .map(|item| {
+                let reply = Reply::new(item, "wr_status", 10)?;
+                let state = reply.text(0)?;
+                if state == "not_found" {
+                    return Ok(None);
+                }
+                reply.status(&state).map(Some)
+            })
+            .collect()
     }
 
     /// Leaves the queue and gives up an admission. `true` when there was something to remove.

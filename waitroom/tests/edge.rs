@@ -540,3 +540,28 @@ async fn stats_show_the_line_and_the_measured_rate() -> anyhow::Result<()> {
     assert_eq!(body["eta_seconds"], 2, "4 ahead at 2.5/s");
     edge.stop().await
 }
+
+#[tokio::test]
+async fn concurrent_polls_share_redis_calls_and_each_gets_its_own_place() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let mut tickets = Vec::new();
+    for _ in 0..60 {
+        tickets.push(edge.joined(sale).await?.1);
+    }
+    // All at once (and some twice): batched into few wr_status calls, answered per user.
+    let polls = futures_util::future::join_all(
+        tickets
+            .iter()
+            .chain(tickets.iter().take(10))
+            .map(|ticket| edge.status(sale, ticket)),
+    )
+    .await;
+    for (i, poll) in polls.into_iter().enumerate() {
+        let (status, body) = poll?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "waiting");
+        assert_eq!(body["position"], (i % 60) as u64 + 1, "{body}");
+    }
+    edge.stop().await
+}

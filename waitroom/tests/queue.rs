@@ -989,3 +989,32 @@ async fn every_script_has_a_header_contract() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let buyers = users(3);
+    for buyer in &buyers {
+        sale.queue.join(*buyer, &join_options()).await?;
+    }
+    let stranger = Uuid::now_v7();
+    let batch = [buyers[2], stranger, buyers[0], buyers[2]];
+    let answers = sale.queue.status_many(&batch, ABANDON).await?;
+    let places: Vec<Option<Place>> = answers.iter().map(|a| a.map(|s| s.place)).collect();
+    assert_eq!(
+        places,
+        vec![
+            Some(Place::Waiting { position: 3 }),
+            Some(Place::NotQueued),
+            Some(Place::Waiting { position: 1 }),
+            Some(Place::Waiting { position: 3 }),
+        ]
+    );
+    assert!(sale.queue.status_many(&[], ABANDON).await.is_err());
+    // An unarmed sale answers None for every user of the batch.
+    let unarmed = WaitQueue::new(&redis, Uuid::now_v7());
+    assert_eq!(unarmed.status_many(&batch, ABANDON).await?, vec![None; 4]);
+    env.cleanup().await
+}
