@@ -169,14 +169,18 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Waitroom => {
-            // Keys first: a missing key is a config error, reported before any connection.
-            let secrets = match dropline_waitroom::Secrets::from_config(&config) {
-                Ok(secrets) => secrets,
-                Err(error) => {
-                    eprintln!("dropline: {error:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
+            // Keys and the page's settings first: a config error (exit 2), reported before any
+            // connection.
+            let secrets =
+                match dropline_waitroom::Secrets::from_config(&config).and_then(|secrets| {
+                    dropline_waitroom::page::routes(&config.waitroom).map(|_| secrets)
+                }) {
+                    Ok(secrets) => secrets,
+                    Err(error) => {
+                        eprintln!("dropline: {error:#}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
             let deps = connect(
                 &config,
                 Needs {

@@ -424,9 +424,34 @@ fn waitroom_needs_its_keys() -> anyhow::Result<()> {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("passes.signing_key_file"), "{stderr}");
 
-    // With both keys the key check passes and it goes on to connect (and fails: no Redis).
+    // A page setting that cannot work is a configuration error too, before any connection.
     let pass_key = dir.path().join("pass.pem");
     std::fs::write(&pass_key, SigningKeyPair::generate()?.to_pem()?)?;
+    for (key, value) in [
+        ("DROPLINE_WAITROOM__API_BASE_URL", "ftp://example.com"),
+        (
+            "DROPLINE_WAITROOM__PAGE_TEMPLATE_FILE",
+            "/nonexistent/waiting.html",
+        ),
+    ] {
+        let mut cmd = dropline();
+        unreachable(&mut cmd);
+        cmd.env(
+            "DROPLINE_AUTH__VERIFY_KEY_FILES",
+            format!("[\"{}\"]", access_pub.display()),
+        )
+        .env("DROPLINE_PASSES__SIGNING_KEY_FILE", &pass_key)
+        .env(key, value);
+        let (code, _, stderr) = output(cmd.arg("waitroom"))?;
+        assert_eq!(code, 2, "{key}: {stderr}");
+        let named = key
+            .trim_start_matches("DROPLINE_")
+            .replace("__", ".")
+            .to_ascii_lowercase();
+        assert!(stderr.contains(&named), "{key}: {stderr}");
+    }
+
+    // With both keys the key check passes and it goes on to connect (and fails: no Redis).
     let mut cmd = dropline();
     unreachable(&mut cmd);
     cmd.env(
