@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use dropline_core::error::{ApiError, ErrorCode};
 use dropline_core::extract;
 pub use dropline_core::extract::{PathId, bearer};
-use dropline_core::tokens::{self, AccessClaims, Role};
+use dropline_core::tokens::{AccessClaims, Role};
 
 use crate::state::AppState;
 
@@ -25,23 +25,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "an access token is required (Authorization: Bearer <token>)",
-            )
-        })?;
-        match tokens::verify_access(&state.keys, token) {
-            Ok(claims) => Ok(Self(claims)),
-            Err(error) => {
-                metrics::counter!("dropline_access_tokens_refused_total").increment(1);
-                tracing::debug!(%error, "access token refused");
-                Err(ApiError::new(
-                    ErrorCode::Unauthorized,
-                    format!("the access token is not valid ({error})"),
-                ))
-            }
-        }
+        extract::access_claims(&state.keys, bearer(parts)).map(Self)
     }
 }
 

@@ -240,12 +240,7 @@ async fn verify(
         .begin()
         .await
         .map_err(|e| fail::db("starting verification", e))?;
-    let user: Option<(Uuid, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT id, email_verified_at FROM users WHERE email = ? FOR UPDATE")
-            .bind(&email)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| fail::db("reading the user", e))?;
+    let user = lock_user(&mut tx, &email).await?;
     // An unknown address gets the same answer as a wrong code: no account enumeration.
     let Some((user, verified_at)) = user else {
         return Err(invalid("the code is wrong or has expired"));
@@ -334,12 +329,7 @@ async fn resend(
         .begin()
         .await
         .map_err(|e| fail::db("starting resend", e))?;
-    let user: Option<(Uuid, Option<DateTime<Utc>>)> =
-        sqlx::query_as("SELECT id, email_verified_at FROM users WHERE email = ? FOR UPDATE")
-            .bind(&email)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| fail::db("reading the user", e))?;
+    let user = lock_user(&mut tx, &email).await?;
     if let Some((user, None)) = user {
         issue_code(&state, &mut tx, user, &email, Utc::now().trunc_subsecs(3)).await?;
         tx.commit()
@@ -482,4 +472,17 @@ async fn change_password(
         .map_err(|e| fail::db("committing password change", e))?;
     tracing::info!(user = %claims.sub, revoked, "password changed; refresh tokens revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The user with this (normalised) address and when it was verified, row-locked for the rest of
+/// the transaction so that concurrent verify/resend calls on one account run one at a time.
+async fn lock_user(
+    tx: &mut Transaction<'_, MySql>,
+    email: &str,
+) -> Result<Option<(Uuid, Option<DateTime<Utc>>)>, ApiError> {
+    sqlx::query_as("SELECT id, email_verified_at FROM users WHERE email = ? FOR UPDATE")
+        .bind(email)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| fail::db("reading the user", e))
 }

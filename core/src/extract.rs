@@ -8,7 +8,9 @@ use axum::http::header;
 use axum::http::request::Parts;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
+use crate::keys::KeyRing;
+use crate::tokens::{self, AccessClaims};
 
 /// The bearer token of `Authorization`, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
@@ -18,6 +20,24 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// The claims of a bearer access token (401 `unauthorized` when missing or not valid).
+pub fn access_claims(ring: &KeyRing, token: Option<&str>) -> Result<AccessClaims, ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "an access token is required (Authorization: Bearer <token>)",
+        )
+    })?;
+    tokens::verify_access(ring, token).map_err(|error| {
+        metrics::counter!("dropline_access_tokens_refused_total").increment(1);
+        tracing::debug!(%error, "access token refused");
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("the access token is not valid ({error})"),
+        )
+    })
 }
 
 /// The client's address: the TCP peer, or with `trust_forwarded_for` (`http.trust_forwarded_for`)

@@ -332,22 +332,7 @@ async fn join(
 ) -> Result<Json<JoinAnswer>, ApiError> {
     let e = &edge.0;
     e.limits.join_ip.check(&caller.ip)?;
-    let token = caller.token.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            "an access token is required (Authorization: Bearer <token>)",
-        )
-    })?;
-    let user = match tokens::verify_access(&e.access, &token) {
-        Ok(claims) => claims.sub,
-        Err(error) => {
-            metrics::counter!("dropline_access_tokens_refused_total").increment(1);
-            return Err(ApiError::new(
-                ErrorCode::Unauthorized,
-                format!("the access token is not valid ({error})"),
-            ));
-        }
-    };
+    let user = extract::access_claims(&e.access, caller.token.as_deref())?.sub;
     e.limits.join_user.check(&user)?;
     let options = JoinOptions {
         max_queue_length: e.max_queue_length,
