@@ -19,6 +19,7 @@
 -- KEYS[2]  hold:<order> (the timer)
 -- KEYS[3]  holds (zset: order id -> deadline ms)
 -- KEYS[4]  adm (zset: user 16 raw bytes -> admission deadline ms)
+-- KEYS[5]  events (stream: the order outbox; entry layout in reserve.lua)
 -- ARGV[1]  order id (UUID text, the member of holds)
 -- ARGV[2]  payment timeout in ms (integer >= 1)
 --
@@ -39,7 +40,7 @@ if timeout == nil or timeout < 1 or timeout ~= math.floor(timeout) then
   return redis.error_reply('ERR begin_payment: payment timeout must be an integer >= 1 ms')
 end
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user')
+local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user', 'amount', 'currency', 'created', 'idem')
 if not o[1] then
   return {'not_found', '', 0, 0, now}
 end
@@ -56,4 +57,7 @@ redis.call('HSET', KEYS[1], 'state', 'paying', 'deadline', fmt(due), 'updated', 
 redis.call('SET', KEYS[2], '1', 'PX', fmt(timeout))
 redis.call('ZADD', KEYS[3], fmt(due), ARGV[1])
 redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(due), o[4])
+redis.call('XADD', KEYS[5], '*', 'order', ARGV[1], 'state', 'paying', 'user', o[4],
+  'qty', o[2], 'amount', o[5], 'currency', o[6], 'deadline', fmt(due),
+  'created', o[7], 'at', fmt(now), 'idem', o[8])
 return {'ok', 'paying', qty, due, now}

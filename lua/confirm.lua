@@ -17,6 +17,7 @@
 -- KEYS[4]  held (units in HELD + PAYING orders)
 -- KEYS[5]  sold (units in PAID orders)
 -- KEYS[6]  adm (zset: user 16 raw bytes -> admission deadline ms)
+-- KEYS[7]  events (stream: the order outbox; entry layout in reserve.lua)
 -- ARGV[1]  order id (UUID text, the member of holds)
 --
 -- Returns  {result, state, qty, deadline_ms, now_ms}
@@ -29,7 +30,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function num(v) return tonumber(v) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user')
+local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user', 'amount', 'currency', 'created', 'idem')
 if not o[1] then
   return {'not_found', '', 0, 0, now}
 end
@@ -44,4 +45,7 @@ redis.call('INCRBY', KEYS[5], qty)
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[6], o[4])
+redis.call('XADD', KEYS[7], '*', 'order', ARGV[1], 'state', 'paid', 'user', o[4],
+  'qty', o[2], 'amount', o[5], 'currency', o[6], 'deadline', fmt(deadline),
+  'created', o[7], 'at', fmt(now), 'idem', o[8])
 return {'ok', 'paid', qty, deadline, now}

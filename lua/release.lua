@@ -22,6 +22,7 @@
 -- KEYS[5]  held
 -- KEYS[6]  u:<user uuid text> (the user's units in HELD + PAYING + PAID orders)
 -- KEYS[7]  adm (zset: user 16 raw bytes -> admission deadline ms)
+-- KEYS[8]  events (stream: the order outbox; entry layout in reserve.lua)
 -- ARGV[1]  order id (UUID text, the member of holds)
 -- ARGV[2]  target: expired | cancelled | failed
 -- ARGV[3]  the order's user, 16 raw bytes (as in the order hash)
@@ -46,7 +47,7 @@ if from == nil then
   return redis.error_reply('ERR release: target must be expired, cancelled or failed, got ' .. tostring(target))
 end
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user')
+local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user', 'amount', 'currency', 'created', 'idem')
 if not o[1] then
   return {'not_found', '', 0, 0, now}
 end
@@ -70,4 +71,7 @@ end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[7], o[4])
+redis.call('XADD', KEYS[8], '*', 'order', ARGV[1], 'state', target, 'user', o[4],
+  'qty', o[2], 'amount', o[5], 'currency', o[6], 'deadline', fmt(deadline),
+  'created', o[7], 'at', fmt(now), 'idem', o[8])
 return {'ok', target, qty, deadline, now}

@@ -19,6 +19,12 @@
 -- so the buyer stays active while the order lives (waitroom queue.rs, "the order side").
 -- avail + held + sold = stock_total holds before and after.
 --
+-- The outbox: every script that moves an order (this one, begin_payment, confirm, release)
+-- appends the order's new row to the sale's `events` stream in the same atomic step, so MySQL
+-- (written by the workers' recorder, which reads the stream with a consumer group) can never
+-- miss a state change. Entry fields: order, state, user (16 raw bytes), qty, amount, currency,
+-- deadline, created, at (the arrow's Redis time, epoch ms), idem.
+--
 -- Order hash fields (o:<order>): user (16 raw bytes, the adm member), qty, amount (price x qty,
 -- minor units), currency, state (held|paying|paid|expired|cancelled|failed), deadline (epoch
 -- ms: hold end while HELD, payment deadline while PAYING), created, updated (epoch ms), idem
@@ -33,6 +39,7 @@
 -- KEYS[7]  o:<order> (the new order's hash)
 -- KEYS[8]  hold:<order> (the hold timer)
 -- KEYS[9]  idem:<user uuid text>:<idempotency key> (hash: order, fp)
+-- KEYS[10] events (stream: the order outbox, see below)
 -- ARGV[1]  order id, UUID text (new; an order hash that already exists is an error)
 -- ARGV[2]  user id, 16 raw bytes
 -- ARGV[3]  quantity, integer in 1..10^9
@@ -149,4 +156,7 @@ redis.call('ZADD', KEYS[5], fmt(deadline), order)
 redis.call('HSET', KEYS[9], 'order', order, 'fp', fp)
 redis.call('PEXPIRE', KEYS[9], fmt(idem_ttl))
 redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(deadline), user)
+redis.call('XADD', KEYS[10], '*', 'order', order, 'state', 'held', 'user', user,
+  'qty', fmt(qty), 'amount', fmt(amount), 'currency', c[8], 'deadline', fmt(deadline),
+  'created', fmt(now), 'at', fmt(now), 'idem', idem_key)
 return {'created', order, 'held', qty, amount, c[8], deadline, now}

@@ -21,9 +21,11 @@
 -- ARGV[10] product_id                 UUID text
 -- ARGV[11] price                      integer, minor units
 -- ARGV[12] currency                   ISO 4217 code
+-- ARGV[13] held (optional, default 0)  units already in HELD + PAYING orders (`sale rearm`)
+-- ARGV[14] sold (optional, default 0)  units already in PAID orders (`sale rearm`)
 --
 -- Returns  1 when the sale was armed by this call: cfg written with the fields above, avail set
---          to stock_total, held and sold set to 0 (avail + held + sold = stock_total);
+--          to stock_total - held - sold, held and sold as given (avail + held + sold = stock_total);
 --          0 when cfg already existed (nothing changed).
 --          An error reply (nothing written) when an argument is malformed.
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -49,6 +51,11 @@ for _, c in ipairs(checks) do
     return v
   end
 end
+local held, sold = tonumber(ARGV[13] or '0'), tonumber(ARGV[14] or '0')
+if held == nil or sold == nil or held < 0 or sold < 0 or held ~= math.floor(held)
+    or sold ~= math.floor(sold) or held + sold > tonumber(ARGV[1]) then
+  return redis.error_reply('ERR sale_arm: held and sold must be integers >= 0 with held + sold <= stock_total')
+end
 if ARGV[10] == nil or ARGV[10] == '' or ARGV[12] == nil or ARGV[12] == '' then
   return redis.error_reply('ERR sale_arm: product_id and currency are required')
 end
@@ -66,7 +73,7 @@ redis.call('HSET', KEYS[1],
   'product_id', ARGV[10],
   'price', ARGV[11],
   'currency', ARGV[12])
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('SET', KEYS[3], '0')
-redis.call('SET', KEYS[4], '0')
+redis.call('SET', KEYS[2], string.format('%.0f', tonumber(ARGV[1]) - held - sold))
+redis.call('SET', KEYS[3], string.format('%.0f', held))
+redis.call('SET', KEYS[4], string.format('%.0f', sold))
 return 1

@@ -106,8 +106,14 @@ enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 enum SaleCommand {
-    /// Rebuild a sale's Redis state from MySQL after Redis was lost (paid stays paid).
-    Rearm { sale_id: String },
+    /// Rebuild a sale's Redis state from MySQL after Redis was lost: paid stays paid, paying
+    /// stays paying (settled at its deadline), stock that was only held comes back.
+    Rearm {
+        sale_id: String,
+        /// Wipe the sale's live Redis state first (holds and line included) when it is still armed.
+        #[arg(long)]
+        force: bool,
+    },
     /// Check the invariants of DESIGN §6 for a sale (Redis vs MySQL); non-zero exit on a breach.
     Audit { sale_id: String },
 }
@@ -290,7 +296,35 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Sale(SaleCommand::Rearm { .. }) => return Ok(not_yet("`sale rearm`", 5)),
+        Command::Sale(SaleCommand::Rearm { sale_id, force }) => {
+            let Ok(sale) = uuid::Uuid::parse_str(sale_id.trim()) else {
+                eprintln!("dropline: `{sale_id}` is not a sale id (a UUID)");
+                return Ok(ExitCode::from(2));
+            };
+            let deps = connect(
+                &config,
+                Needs {
+                    mysql: true,
+                    redis: true,
+                    amqp: false,
+                },
+            )
+            .await?;
+            let done = dropline_core::rearm::rearm(deps.mysql()?, deps.redis()?, sale, force).await;
+            deps.close().await;
+            let report = done?;
+            println!(
+                "sale {sale} rearmed: {} available, {} sold in {} paid order(s), {} held by {} \
+                 paying order(s), {} lost hold(s) recorded expired, {} key(s) wiped",
+                report.available,
+                report.paid_units,
+                report.paid_orders,
+                report.paying_units,
+                report.paying_orders,
+                report.expired_holds,
+                report.wiped_keys
+            );
+        }
         Command::Sale(SaleCommand::Audit { .. }) => return Ok(not_yet("`sale audit`", 7)),
         Command::Loadtest(LoadtestCommand::Seed { .. }) => {
             return Ok(not_yet("`loadtest seed`", 6));
@@ -415,13 +449,13 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let admitter = start_admitter(config, &deps, &shutdown)?;
-    let (a, b, mail) = tokio::join!(
+    let (a, b, workers) = tokio::join!(
         waitroom.run(shutdown.clone()),
         api.run(shutdown.clone()),
-        dropline_workers::run(Kind::Mail, config, &deps, shutdown.clone()),
+        dropline_workers::run(Kind::All, config, &deps, shutdown.clone()),
     );
     shutdown.cancel();
     let _ = tokio::join!(janitor, admitter);
     deps.close().await;
-    a.and(b).and(mail)
+    a.and(b).and(workers)
 }

@@ -138,10 +138,8 @@ fn bad_configuration_fails_fast_naming_the_key() -> anyhow::Result<()> {
 #[test]
 fn commands_not_built_yet_say_so_and_change_nothing() -> anyhow::Result<()> {
     for args in [
-        vec!["sale", "rearm", "x"],
         vec!["sale", "audit", "x"],
         vec!["loadtest", "seed", "--users", "1"],
-        vec!["worker", "payment"],
     ] {
         // Point every dependency at a closed port: a command that claims to do nothing must
         // not reach (let alone change) any server.
@@ -155,6 +153,19 @@ fn commands_not_built_yet_say_so_and_change_nothing() -> anyhow::Result<()> {
         assert_eq!(code, 3, "{args:?}: {stderr}");
         assert!(stderr.contains("not built yet"), "{args:?}: {stderr}");
     }
+    Ok(())
+}
+
+#[test]
+fn sale_rearm_refuses_a_malformed_id_before_connecting() -> anyhow::Result<()> {
+    let (code, _, stderr) = output(
+        dropline()
+            .args(["sale", "rearm", "not-a-uuid"])
+            .env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
+            .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1"),
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a sale id"), "{stderr}");
     Ok(())
 }
 

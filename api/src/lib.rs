@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fail;
 pub mod janitor;
 pub mod limits;
+pub mod orders;
 pub mod sessions;
 pub mod state;
 pub mod users;
@@ -33,6 +34,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(catalog::routes())
         .merge(admin::routes())
+        .merge(orders::routes())
         .with_state(state)
 }
 

@@ -202,6 +202,9 @@ impl fmt::Debug for AuthConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkersConfig {
     pub metrics_listen: String,
+    /// Prefetch of the confirm worker's consumer (it batches MySQL writes, so it wants many
+    /// deliveries in hand at once); the other queues use `amqp.prefetch`.
+    pub confirm_prefetch: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -540,6 +543,12 @@ impl Config {
             "amqp.connect_timeout_seconds",
             self.amqp.connect_timeout_seconds,
         )?;
+        if self.workers.confirm_prefetch == 0 {
+            return Err(ConfigError::invalid(
+                "workers.confirm_prefetch",
+                "expected at least 1",
+            ));
+        }
         if self.amqp.prefetch == 0 {
             return Err(ConfigError::invalid("amqp.prefetch", "expected at least 1"));
         }

@@ -48,6 +48,7 @@ pub enum Outcome {
 }
 
 /// Consumes `spec`'s queue with `handler` until `shutdown` fires, reconnecting as needed.
+/// The prefetch is `amqp.prefetch`.
 pub async fn consume<H, Fut>(
     broker: Broker,
     spec: QueueSpec,
@@ -58,11 +59,38 @@ where
     H: Fn(Message) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
+    let prefetch = broker.config().prefetch;
+    consume_with_prefetch(broker, spec, prefetch, handler, shutdown).await
+}
+
+/// [`consume`] with its own prefetch (at least 1), for a handler that wants more deliveries
+/// in hand than `amqp.prefetch` (the confirm worker batches them).
+pub async fn consume_with_prefetch<H, Fut>(
+    broker: Broker,
+    spec: QueueSpec,
+    prefetch: u16,
+    handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    H: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let prefetch = prefetch.max(1);
     let handler = Arc::new(handler);
     let queue = broker.names().queue(spec);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !shutdown.is_cancelled() {
-        match consume_once(&broker, spec, &queue, Arc::clone(&handler), &shutdown).await {
+        match consume_once(
+            &broker,
+            spec,
+            &queue,
+            prefetch,
+            Arc::clone(&handler),
+            &shutdown,
+        )
+        .await
+        {
             Ok(()) => backoff.reset(),
             Err(error) => {
                 let delay = backoff.next_delay();
@@ -83,6 +111,7 @@ async fn consume_once<H, Fut>(
     broker: &Broker,
     spec: QueueSpec,
     queue: &str,
+    prefetch: u16,
     handler: Arc<H>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()>
@@ -94,7 +123,7 @@ where
     // Prefetch bounds both memory and concurrency: the broker sends at most this many
     // unacked deliveries, and each is handled in its own task.
     channel
-        .basic_qos(broker.config().prefetch, BasicQosOptions::default())
+        .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
     let tag = format!("{}-{}", queue, uuid::Uuid::new_v4().simple());
     let mut deliveries = channel

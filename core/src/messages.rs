@@ -94,3 +94,65 @@ pub struct MailSend {
     /// Plain-text body (UTF-8).
     pub text: String,
 }
+
+/// The order fields every purchase message carries, so that a consumer never needs Redis to
+/// know what it handles (Redis may have been lost and rearmed meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRef {
+    pub order_id: Uuid,
+    pub sale_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: i64,
+    /// Minor units of `currency`.
+    pub amount: i64,
+    pub currency: String,
+    /// The client's idempotency key of the order (MySQL keeps it with the row).
+    pub idempotency_key: String,
+    /// Epoch ms the order was created (the row's `created_at`).
+    pub created_ms: i64,
+}
+
+/// `payment.requested`: charge this order (api → payment worker). Sent again when the buyer
+/// pays again while the order is PAYING; the provider call is idempotent on the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequested {
+    pub order: OrderRef,
+    /// The provider's card token (`tok_fail` declines, `tok_slow` answers late in the
+    /// simulated provider).
+    pub card_token: String,
+}
+
+/// How a payment ended, as the provider said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentOutcome {
+    Approved,
+    Declined,
+}
+
+/// `payment.completed`: the provider's answer (payment worker or sweeper → confirm worker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentCompleted {
+    pub order: OrderRef,
+    pub outcome: PaymentOutcome,
+    /// The recorded payment's id (`payments.id`).
+    pub payment_id: Uuid,
+    /// The provider's charge reference when approved, its reason when declined.
+    pub provider_ref: String,
+}
+
+/// `order.confirmed`: the order is PAID (confirm worker → mail worker, and anyone listening).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderConfirmed {
+    pub order: OrderRef,
+    /// The buyer's mailbox and name, read by the confirm worker, so the mail worker needs no
+    /// database.
+    pub email: String,
+    pub name: String,
+    /// The product's name, for the e-mail.
+    pub product: String,
+}

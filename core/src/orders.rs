@@ -13,6 +13,7 @@
 //! | `hold:<order>` | string | the hold timer: only its TTL matters (the keyspace `expired` event drives the expiry worker) |
 //! | `holds` | zset | every live (HELD or PAYING) order id (text) → its deadline (epoch ms): the sweeper's source of truth |
 //! | `u:<user>` | string | the user's units in HELD + PAYING + PAID orders (user as UUID text; deleted at 0) |
+//! | `events` | stream | the outbox: one entry per arrow, the order's new row ([`crate::outbox`]) |
 //! | `idem:<user>:<key>` | hash | `order` (id), `fp` (request fingerprint `"<sale>:<quantity>"`), TTL [`IDEMPOTENCY_TTL`] |
 //!
 //! The order id is UUID text everywhere (keys and `holds` members); the user is 16 raw bytes
@@ -312,6 +313,8 @@ pub struct OrderKeys {
     pub sold: String,
     pub adm: String,
     pub holds: String,
+    /// The order outbox stream (see [`crate::outbox`]).
+    pub events: String,
 }
 
 /// One sale's orders in Redis. Cheap to clone.
@@ -333,6 +336,7 @@ impl Orders {
                 sold: key("sold"),
                 adm: key("adm"),
                 holds: key("holds"),
+                events: key("events"),
             },
             redis: redis.clone(),
             sale,
@@ -394,6 +398,7 @@ impl Orders {
             self.order_key(request.order),
             self.hold_key(request.order),
             self.idempotency_key(request.user, key),
+            k.events.clone(),
         ];
         let args = vec![
             Value::from(request.order.to_string()),
@@ -493,6 +498,7 @@ impl Orders {
             self.hold_key(order),
             self.keys.holds.clone(),
             self.keys.adm.clone(),
+            self.keys.events.clone(),
         ];
         let args = vec![Value::from(order.to_string()), Value::from(timeout)];
         self.transition(&BEGIN_PAYMENT, order, keys, args).await
@@ -508,6 +514,7 @@ impl Orders {
             k.held.clone(),
             k.sold.clone(),
             k.adm.clone(),
+            k.events.clone(),
         ];
         self.transition(&CONFIRM, order, keys, vec![Value::from(order.to_string())])
             .await
@@ -536,6 +543,7 @@ impl Orders {
             k.held.clone(),
             self.user_key(user),
             k.adm.clone(),
+            k.events.clone(),
         ];
         let args = vec![
             Value::from(order.to_string()),

@@ -225,8 +225,23 @@ impl SaleConfig {
 /// Arms a sale in Redis (`lua/sale_arm.lua`): `Ok(true)` when this call wrote its state,
 /// `Ok(false)` when it was armed already (then nothing changed).
 pub async fn arm(redis: &Redis, sale: Uuid, config: &SaleConfig) -> anyhow::Result<bool> {
+    arm_with(redis, sale, config, 0, 0).await
+}
+
+/// [`arm`] with units already held (HELD + PAYING) and sold (PAID), for `sale rearm`:
+/// `avail = stock_total - held - sold`.
+pub async fn arm_with(
+    redis: &Redis,
+    sale: Uuid,
+    config: &SaleConfig,
+    held: i64,
+    sold: i64,
+) -> anyhow::Result<bool> {
+    let mut args = config.arm_args();
+    args.push(held.to_string());
+    args.push(sold.to_string());
     let armed: i64 = SALE_ARM
-        .run(redis, keys(redis, sale), config.arm_args())
+        .run(redis, keys(redis, sale), args)
         .await
         .with_context(|| format!("arming sale {sale}"))?;
     // Outside the script: the index is one key for all sales, so on Redis Cluster it lives in

@@ -207,6 +207,14 @@ impl TestSale {
                     )
                     .await?
                 }
+                // The outbox: every entry, with its id (an arrow appends exactly one).
+                "stream" => {
+                    pool.custom(
+                        fred::cmd!("XRANGE"),
+                        vec![key.clone(), "-".into(), "+".into()],
+                    )
+                    .await?
+                }
                 "none" => continue,
                 other => anyhow::bail!("unexpected type {other} for {key}"),
             };
@@ -1104,6 +1112,7 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
         o.order_key(order),
         o.hold_key(order),
         o.idempotency_key(user, "raw"),
+        o.keys().events.clone(),
     ];
     for qty in ["-1", "1.5", "abc", "", "0"] {
         let args = vec![
@@ -1147,6 +1156,7 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
         o.keys().held.clone(),
         o.user_key(held.user),
         o.keys().adm.clone(),
+        o.keys().events.clone(),
     ];
     let r: anyhow::Result<Value> = scripts::RELEASE
         .run(&redis, release_keys.clone(), args)
@@ -1166,9 +1176,14 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
         o.release(held.id, Target::Cancelled).await?,
         OrderState::Cancelled,
     )?;
-    // Apart from that order's own keys (made and ended above), nothing was written.
+    // Apart from that order's own keys (made and ended above) and its two outbox entries,
+    // nothing was written.
     let mut after = sale.snapshot().await?;
-    after.retain(|k, _| !k.contains(&held.id.to_string()) && !k.contains(&held.user.to_string()));
+    after.retain(|k, _| {
+        !k.contains(&held.id.to_string())
+            && !k.contains(&held.user.to_string())
+            && k != &o.keys().events
+    });
     assert_eq!(after, before);
     sale.audit(2).await?;
     redis.quit().await;

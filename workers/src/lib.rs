@@ -2,9 +2,19 @@
 //!
 //! Each worker kind is a loop over deliveries or timer ticks; run more processes to scale.
 //! Every worker process serves `/healthz`, `/readyz` and `/metrics` on its metrics address.
+//!
+//! - [`payment`]: `payment.requested` → the provider → `payments` row → `payment.completed`.
+//! - [`confirm`]: `payment.completed` → MySQL `paid` + `sales.sold` (batched) → Redis PAID →
+//!   `order.confirmed`; or Redis FAILED; or a refund when the order cannot be confirmed.
+//! - [`mail`]: `mail.send` and `order.confirmed` over SMTP, once per mail.
+//!
+//! The payment and confirm workers use the simulated provider ([`provider::Simulated`],
+//! `payment.*` config), whose ledger lives in Redis so that every process shares it.
 
 use std::fmt;
 use std::str::FromStr;
+
+use anyhow::Context;
 
 use axum::Router;
 use dropline_core::Config;
@@ -12,7 +22,10 @@ use dropline_core::deps::{Deps, Needs};
 use dropline_core::http::{Dependency, Readiness, Server};
 use tokio_util::sync::CancellationToken;
 
+pub mod confirm;
 pub mod mail;
+pub mod payment;
+pub mod provider;
 
 /// The worker kinds of `dropline worker <kind>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +43,8 @@ impl Kind {
     /// The issue that brings this worker, while it is not built yet.
     pub fn pending_issue(self) -> Option<u32> {
         match self {
-            Self::Mail => None,
-            Self::Payment | Self::Confirm | Self::Expiry | Self::All => Some(5),
+            Self::Mail | Self::Payment | Self::Confirm | Self::All => None,
+            Self::Expiry => Some(5),
         }
     }
 
@@ -81,7 +94,39 @@ impl FromStr for Kind {
 
 /// Runs the worker of `kind` until `shutdown` fires. `deps` must hold what [`Kind::needs`]
 /// names. Kinds still pending return an error naming the issue that brings them.
+///
+/// [`Kind::All`] runs every built kind in this process, sharing `deps`; when one of them
+/// fails, the others are stopped and the first error is returned.
 pub async fn run(
+    kind: Kind,
+    config: &Config,
+    deps: &Deps,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if kind != Kind::All {
+        return run_one(kind, config, deps, shutdown).await;
+    }
+    let all = shutdown.child_token();
+    let guarded = |kind: Kind| {
+        let all = all.clone();
+        async move {
+            let result = run_one(kind, config, deps, all.clone()).await;
+            if let Err(e) = &result {
+                tracing::error!(worker = %kind, error = format!("{e:#}"), "worker stopped; stopping the others");
+                all.cancel();
+            }
+            result.with_context(|| format!("the {kind} worker"))
+        }
+    };
+    let (payment, confirm, mail) = tokio::join!(
+        guarded(Kind::Payment),
+        guarded(Kind::Confirm),
+        guarded(Kind::Mail),
+    );
+    payment.and(confirm).and(mail)
+}
+
+async fn run_one(
     kind: Kind,
     config: &Config,
     deps: &Deps,
@@ -89,6 +134,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match (kind, kind.pending_issue()) {
         (Kind::Mail, _) => mail::run(config, deps, shutdown).await,
+        (Kind::Payment, _) => {
+            let provider = provider::Simulated::new(deps.redis()?, &config.payment);
+            payment::run(config, deps, provider, shutdown).await
+        }
+        (Kind::Confirm, _) => {
+            let provider = provider::Simulated::new(deps.redis()?, &config.payment);
+            confirm::run(config, deps, provider, shutdown).await
+        }
         (other, Some(issue)) => {
             anyhow::bail!("the {other} worker is not built yet (it arrives with issue #{issue})")
         }

@@ -4,8 +4,10 @@
 //!   `smtp.from`, `To`, `Subject`, a UTF-8 plain-text body, and `Message-ID:
 //!   <envelope-id@from-domain>` so a duplicate is recognisable at the receiving end) and sent
 //!   through one pooled SMTP transport per worker.
-//! - `order.confirmed`: its payload type comes with issue #5; until then it is acked with a
-//!   debug log (never parked, so nothing piles up for an operator).
+//! - `order.confirmed` (an [`Envelope<OrderConfirmed>`], from the confirm worker): a short
+//!   plain-text confirmation to the buyer (order id, product, quantity, amount with its
+//!   currency), rendered here ([`render_confirmation`]) and sent through the same path, once
+//!   per **order** (see below) with `Message-ID: <confirmed-<order-id>@from-domain>`.
 //!
 //! Deliveries are routed by the envelope's `type` (= its routing key, DESIGN §7), which the
 //! message itself carries whatever path it took through the retry queue.
@@ -15,7 +17,9 @@
 //! `amqp.retry_delay_ms`; a permanent `5xx` rejection is parked.
 //!
 //! Exactly once, as far as SMTP allows: the broker delivers at least once and a producer may
-//! publish the same envelope twice, so the worker keeps two Redis keys per envelope id:
+//! publish the same envelope twice, so the worker keeps two Redis keys per mail, named by its
+//! id: the envelope id for `mail.send`, `order-confirmed:<order id>` for `order.confirmed`
+//! (an order is confirmed once, however many confirmations are published):
 //! - `<prefix>:mail:sent:<id>`, set (7 days) right after the server accepted the message;
 //!   a delivery that finds it is acked without sending.
 //! - `<prefix>:mail:sending:<id>`, a short claim (`SET NX`) held while one delivery sends, so
@@ -32,7 +36,7 @@ use dropline_core::amqp::MAIL;
 use dropline_core::config::{SmtpConfig, SmtpTls};
 use dropline_core::consumer::{Message, Outcome, consume};
 use dropline_core::deps::Deps;
-use dropline_core::messages::{Envelope, MailSend, kinds};
+use dropline_core::messages::{Envelope, MailSend, OrderConfirmed, kinds};
 use dropline_core::redis::Redis;
 use fred::prelude::*;
 use fred::types::{Expiration, SetOptions};
@@ -151,15 +155,6 @@ impl Mailer {
     /// queue name), not its original one.
     async fn dispatch(&self, message: &Message) -> Outcome {
         let span = tracing::Span::current();
-        if message.routing_key == kinds::ORDER_CONFIRMED {
-            if let Some(id) = &message.message_id {
-                span.record("message_id", id.as_str());
-            }
-            tracing::debug!(
-                "order.confirmed has no payload type yet (it comes with issue #5); acked without sending"
-            );
-            return Outcome::Ack;
-        }
         let value: serde_json::Value = match serde_json::from_slice(&message.data) {
             Ok(value) => value,
             Err(error) => {
@@ -189,12 +184,7 @@ impl Mailer {
         }
         match kind.as_str() {
             kinds::MAIL_SEND => self.mail_send(value).await,
-            kinds::ORDER_CONFIRMED => {
-                tracing::debug!(
-                    "order.confirmed has no payload type yet (it comes with issue #5); acked without sending"
-                );
-                Outcome::Ack
-            }
+            kinds::ORDER_CONFIRMED => self.order_confirmed(value).await,
             other => Outcome::Park(format!("the mail worker does not handle `{other}`")),
         }
     }
@@ -208,7 +198,28 @@ impl Mailer {
             Ok(email) => email,
             Err(Malformed(reason)) => return Outcome::Park(reason),
         };
-        let id = envelope.id.to_string();
+        self.send_once(&envelope.id.to_string(), email).await
+    }
+
+    async fn order_confirmed(&self, value: serde_json::Value) -> Outcome {
+        let envelope: Envelope<OrderConfirmed> = match serde_json::from_value(value) {
+            Ok(envelope) => envelope,
+            Err(error) => return Outcome::Park(format!("malformed order.confirmed: {error}")),
+        };
+        let confirmed = &envelope.data;
+        let order = confirmed.order.order_id;
+        let email = match self.build_confirmation(confirmed) {
+            Ok(email) => email,
+            Err(Malformed(reason)) => return Outcome::Park(reason),
+        };
+        tracing::debug!(%order, "sending the order confirmation");
+        self.send_once(&format!("order-confirmed:{order}"), email)
+            .await
+    }
+
+    /// Sends `email` unless the mail named `id` was sent before (the exactly-once machinery of
+    /// the module docs).
+    async fn send_once(&self, id: &str, email: lettre::Message) -> Outcome {
         let sent_key = self.redis.key(&format!("mail:sent:{id}"));
         let claim_key = self.redis.key(&format!("mail:sending:{id}"));
 
@@ -289,14 +300,47 @@ impl Mailer {
         if mail.subject.contains(['\r', '\n']) {
             return Err(Malformed("`subject` contains a line break".into()));
         }
-        let message_id = format!("<{}@{}>", envelope.id, self.from.email.domain());
+        self.compose(
+            &envelope.id.to_string(),
+            to,
+            mail.subject.clone(),
+            mail.text.clone(),
+        )
+    }
+
+    /// Builds the confirmation of an order for its buyer.
+    fn build_confirmation(&self, confirmed: &OrderConfirmed) -> Result<lettre::Message, Malformed> {
+        let address = confirmed
+            .email
+            .parse()
+            .map_err(|e| Malformed(format!("`email` is not an address: {e}")))?;
+        let name = one_line(&confirmed.name);
+        let to = Mailbox::new((!name.is_empty()).then_some(name), address);
+        let (subject, text) = render_confirmation(confirmed);
+        self.compose(
+            &format!("confirmed-{}", confirmed.order.order_id),
+            to,
+            subject,
+            text,
+        )
+    }
+
+    /// One plain-text UTF-8 e-mail from `smtp.from`, with `Message-ID: <local@from-domain>`.
+    fn compose(
+        &self,
+        local: &str,
+        to: Mailbox,
+        subject: String,
+        text: String,
+    ) -> Result<lettre::Message, Malformed> {
+        let message_id = format!("<{local}@{}>", self.from.email.domain());
         lettre::Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(mail.subject.clone())
+            .subject(subject)
             .message_id(Some(message_id))
             .header(ContentType::TEXT_PLAIN)
-            .body(mail.text.clone())
+            .body(text)
             .map_err(|e| Malformed(format!("cannot build the e-mail: {e}")))
     }
 
@@ -358,4 +402,111 @@ enum Claim {
     AlreadySent,
     /// Another delivery kept the claim past its lifetime, or we are shutting down: retry later.
     GaveUp,
+}
+
+/// The subject and plain-text body of an order confirmation.
+pub fn render_confirmation(confirmed: &OrderConfirmed) -> (String, String) {
+    let order = &confirmed.order;
+    let product = one_line(&confirmed.product);
+    let subject = format!("[Dropline] Order confirmed: {product}");
+    let greeting = match one_line(&confirmed.name) {
+        name if name.is_empty() => "Hello,".to_owned(),
+        name => format!("Hello {name},"),
+    };
+    let text = format!(
+        "{greeting}\n\n\
+         your order is paid and confirmed.\n\n\
+         Order:    {}\n\
+         Product:  {product}\n\
+         Quantity: {}\n\
+         Amount:   {}\n\n\
+         Thank you for shopping with Dropline.\n",
+        order.order_id,
+        order.quantity,
+        format_amount(order.amount, &order.currency),
+    );
+    (subject, text)
+}
+
+/// An amount in minor units as `12,500 KRW` or `1,234.50 USD` (ISO 4217 minor-unit digits:
+/// 0 for the currencies listed, 3 for the dinar-like ones, 2 otherwise).
+pub fn format_amount(minor: i64, currency: &str) -> String {
+    let digits: u32 = match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        _ => 2,
+    };
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    let scale = 10u64.pow(digits);
+    let whole = (abs / scale).to_string();
+    let mut grouped = String::with_capacity(whole.len() + whole.len() / 3);
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if digits == 0 {
+        format!("{sign}{grouped} {currency}")
+    } else {
+        let fraction = abs % scale;
+        format!(
+            "{sign}{grouped}.{fraction:0width$} {currency}",
+            width = digits as usize
+        )
+    }
+}
+
+/// `s` with line breaks (and other control characters) turned into spaces, for headers.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dropline_core::messages::OrderRef;
+    use uuid::Uuid;
+
+    #[test]
+    fn amounts_use_the_currency_minor_units() {
+        assert_eq!(format_amount(12_500, "KRW"), "12,500 KRW");
+        assert_eq!(format_amount(123_456_789, "USD"), "1,234,567.89 USD");
+        assert_eq!(format_amount(5, "EUR"), "0.05 EUR");
+        assert_eq!(format_amount(1_000, "KWD"), "1.000 KWD");
+        assert_eq!(format_amount(0, "KRW"), "0 KRW");
+        assert_eq!(format_amount(-1_500, "KRW"), "-1,500 KRW");
+    }
+
+    #[test]
+    fn confirmation_names_order_product_quantity_and_amount() {
+        let order = Uuid::now_v7();
+        let confirmed = OrderConfirmed {
+            order: OrderRef {
+                order_id: order,
+                sale_id: Uuid::now_v7(),
+                user_id: Uuid::now_v7(),
+                quantity: 2,
+                amount: 25_000,
+                currency: "KRW".into(),
+                idempotency_key: "k".into(),
+                created_ms: 0,
+            },
+            email: "buyer@example.com".into(),
+            name: "김민준".into(),
+            product: "한정판\n스니커즈".into(),
+        };
+        let (subject, text) = render_confirmation(&confirmed);
+        assert_eq!(subject, "[Dropline] Order confirmed: 한정판 스니커즈");
+        assert!(text.starts_with("Hello 김민준,"), "{text}");
+        assert!(text.contains(&format!("Order:    {order}")), "{text}");
+        assert!(text.contains("Quantity: 2"), "{text}");
+        assert!(text.contains("Amount:   25,000 KRW"), "{text}");
+    }
 }

@@ -201,7 +201,22 @@ impl TestApi {
         token: Option<&str>,
         body: Option<Value>,
     ) -> anyhow::Result<Reply> {
+        self.call_with(method, path, token, &[], body).await
+    }
+
+    /// [`TestApi::call`] with extra request headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> anyhow::Result<Reply> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

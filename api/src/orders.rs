@@ -1,0 +1,505 @@
+//! Orders: create (reserve), read, list own, cancel, pay (DESIGN §9).
+//!
+//! - `POST /api/orders`: access token + `Dropline-Pass` (verified with the waiting room's public
+//!   key, for this sale and this user) + `Idempotency-Key`; one `lua/reserve.lua` call decides.
+//!   MySQL is not on this path: the order reaches it through the sale's outbox
+//!   ([`dropline_core::outbox`], written by the workers' recorder).
+//! - `GET /api/orders/{id}`, `DELETE /api/orders/{id}` (held only), `POST /api/orders/{id}/pay`:
+//!   the order is found through a lookup key (`<prefix>:order:<id>` → sale, written when the
+//!   order is made, kept [`LOOKUP_TTL`]), or through MySQL once that key is gone. Another user's
+//!   order is 404, the same as one that does not exist.
+//! - `GET /api/orders?cursor=&limit=`: the caller's orders from MySQL, newest first (keyset on
+//!   the UUIDv7 id), with the live state of held and paying ones read from Redis. An order made
+//!   a moment ago may be missing from the list until the recorder has written it (≈100 ms).
+//!
+//! Idempotency keys are scoped to the user (DESIGN §9): the key is bound to the sale it was first
+//! used for (`<prefix>:idem:<user>:<key>`, 24 h), so the same key for another sale is
+//! `idempotency_key_reused`; within the sale, `reserve.lua` compares the whole request.
+//!
+//! Pay: `begin_payment.lua` (HELD → PAYING, deadline moved to the payment timeout), then
+//! `payment.requested` with a publisher confirm. If the broker does not confirm, the caller gets
+//! 503 and the order stays PAYING: paying again (harmless, as the contract says) publishes again,
+//! and the payment worker and the provider are idempotent on the order. A buyer who never comes
+//! back is settled by the sweeper at the payment deadline (asks the provider, fails the order
+//! if nothing was charged). There is no PAYING → HELD arrow: DESIGN §5 has none.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::http::Json;
+use dropline_core::ledger::{self, OrderRow};
+use dropline_core::messages::{Envelope, OrderRef, PaymentRequested, kinds};
+use dropline_core::orders::{
+    MAX_IDEMPOTENCY_KEY_LEN, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Transition,
+};
+use dropline_core::sale::from_ms;
+use dropline_core::tokens::{PassError, verify_pass};
+use fred::interfaces::KeysInterface;
+use fred::types::{Expiration, SetOptions};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::catalog::{decode_cursor, encode_cursor, rfc3339};
+use crate::extract::{Caller, PathId};
+use crate::fail;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/orders", post(create).get(list))
+        .route("/api/orders/{id}", get(read).delete(cancel))
+        .route("/api/orders/{id}/pay", post(pay))
+}
+
+/// How long the order → sale lookup key lives; after it, orders are found through MySQL.
+pub const LOOKUP_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most units one order may ask for (the sale's per-user limit is usually far lower).
+pub const MAX_QUANTITY: u32 = 1000;
+/// Longest card token accepted.
+pub const MAX_CARD_TOKEN_LEN: usize = 128;
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    pub sale_id: Uuid,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayOrder {
+    pub card_token: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// An order as the api shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub sale_id: Uuid,
+    pub quantity: i64,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    /// When the hold ends, while the order is held; null after.
+    #[serde(with = "rfc3339::option")]
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    #[serde(with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        Self {
+            id: o.id,
+            sale_id: o.sale,
+            quantity: o.quantity,
+            amount: o.amount,
+            currency: o.currency.clone(),
+            status: o.state.as_str().to_owned(),
+            hold_expires_at: (o.state == OrderState::Held).then(|| from_ms(o.deadline_ms)),
+            created_at: from_ms(o.created_ms),
+        }
+    }
+}
+
+impl From<&OrderRow> for OrderView {
+    fn from(o: &OrderRow) -> Self {
+        Self {
+            id: o.id,
+            sale_id: o.sale,
+            quantity: o.quantity,
+            amount: o.amount,
+            currency: o.currency.clone(),
+            status: o.state.as_str().to_owned(),
+            hold_expires_at: (o.state == OrderState::Held).then_some(o.deadline),
+            created_at: o.created,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OrderPage {
+    pub items: Vec<OrderView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    pub status: String,
+}
+
+fn lookup_key(state: &AppState, order: Uuid) -> String {
+    state.redis.key(&format!("order:{order}"))
+}
+
+fn user_idem_key(state: &AppState, user: Uuid, key: &str) -> String {
+    state.redis.key(&format!("idem:{user}:{key}"))
+}
+
+/// The `Idempotency-Key` header: 1 to 64 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let raw = headers
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::bad_request("the Idempotency-Key header is required"))?;
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| {
+            (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ))
+        })?;
+    Ok(key.to_owned())
+}
+
+fn pass_header(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get("dropline-pass")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotAdmitted,
+                "a pass from the waiting room is required (Dropline-Pass header)",
+            )
+        })
+}
+
+#[tracing::instrument(skip_all, fields(sale = %body.sale_id))]
+async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    Json(body): Json<CreateOrder>,
+) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    let pass = pass_header(&headers)?;
+    if !(1..=MAX_QUANTITY).contains(&body.quantity) {
+        return Err(ApiError::bad_request(format!(
+            "quantity must be 1 to {MAX_QUANTITY}"
+        )));
+    }
+    verify_pass(&state.passes, pass, body.sale_id, caller.sub).map_err(|e| {
+        let message = match e {
+            PassError::OtherSale => "the pass is for another sale",
+            PassError::OtherUser => "the pass is for another user",
+            PassError::Token(_) => "the pass is not valid or has expired: join the line again",
+        };
+        ApiError::new(ErrorCode::NotAdmitted, message)
+    })?;
+
+    // Bind the key to this sale for the user (the slot's own key covers the rest of the body).
+    let bind_key = user_idem_key(&state, caller.sub, &key);
+    let sale_text = body.sale_id.to_string();
+    let bound: Option<String> = state
+        .redis
+        .pool()
+        .set(
+            &bind_key,
+            sale_text.as_str(),
+            Some(Expiration::PX(
+                dropline_core::orders::IDEMPOTENCY_TTL.as_millis() as i64,
+            )),
+            Some(SetOptions::NX),
+            true,
+        )
+        .await
+        .map_err(|e| fail::redis("binding the idempotency key", e))?;
+    let fresh_binding = bound.is_none();
+    if let Some(previous) = &bound
+        && previous != &sale_text
+    {
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used for another request",
+        ));
+    }
+
+    let orders = Orders::new(&state.redis, body.sale_id);
+    let request = ReserveRequest {
+        order: Uuid::now_v7(),
+        user: caller.sub,
+        quantity: body.quantity,
+        idempotency_key: key,
+    };
+    let outcome = orders
+        .reserve(&request)
+        .await
+        .map_err(|e| fail::redis("reserving stock", e))?;
+    let (status, order) = match outcome {
+        ReserveOutcome::Created(order) => (StatusCode::CREATED, order),
+        ReserveOutcome::Existing(order) => (StatusCode::OK, order),
+        refusal => {
+            if fresh_binding {
+                // Nothing was made: the key is free again, for any sale.
+                let _: Result<i64, _> = state.redis.pool().del(&bind_key).await;
+            }
+            return Err(refusal_error(&refusal));
+        }
+    };
+    let _: () = state
+        .redis
+        .pool()
+        .set(
+            lookup_key(&state, order.id),
+            sale_text.as_str(),
+            Some(Expiration::PX(LOOKUP_TTL.as_millis() as i64)),
+            None,
+            false,
+        )
+        .await
+        .map_err(|e| fail::redis("indexing the new order", e))?;
+    if status == StatusCode::CREATED {
+        tracing::info!(order = %order.id, user = %caller.sub, quantity = order.quantity, "order held");
+    }
+    Ok((status, Json(OrderView::from(&order))))
+}
+
+fn refusal_error(outcome: &ReserveOutcome) -> ApiError {
+    let code = outcome.error_code().unwrap_or(ErrorCode::Internal);
+    let message = match outcome {
+        ReserveOutcome::IdempotencyKeyReused { .. } => {
+            "this Idempotency-Key was used for another request".to_owned()
+        }
+        ReserveOutcome::SaleNotOpen(state) => format!("the sale is {state}"),
+        ReserveOutcome::NotAdmitted => {
+            "your admission has lapsed or was used: join the line again".to_owned()
+        }
+        ReserveOutcome::LimitExceeded { owned, limit } => {
+            format!("you hold {owned} of the {limit} units one buyer may have")
+        }
+        ReserveOutcome::SoldOut { available } => {
+            format!("not enough stock left ({available} available)")
+        }
+        ReserveOutcome::SaleNotFound => "no such sale".to_owned(),
+        ReserveOutcome::Created(_) | ReserveOutcome::Existing(_) => String::new(),
+    };
+    ApiError::new(code, message)
+}
+
+/// The caller's order `id` with its sale's handle; 404 for someone else's or a missing one.
+async fn resolve(state: &AppState, caller: Uuid, id: Uuid) -> Result<(Orders, Order), ApiError> {
+    let sale: Option<String> = state
+        .redis
+        .pool()
+        .get(lookup_key(state, id))
+        .await
+        .map_err(|e| fail::redis("finding the order", e))?;
+    let sale = match sale.as_deref().map(Uuid::parse_str) {
+        Some(Ok(sale)) => Some(sale),
+        _ => None,
+    };
+    let sale = match sale {
+        Some(sale) => sale,
+        None => {
+            let row = ledger::get(&state.mysql, id)
+                .await
+                .map_err(|e| ApiError::unavailable(e.context("reading the order")))?;
+            match row {
+                Some(row) if row.user == caller => row.sale,
+                _ => return Err(ApiError::not_found()),
+            }
+        }
+    };
+    let orders = Orders::new(&state.redis, sale);
+    let order = orders
+        .get(id)
+        .await
+        .map_err(|e| fail::redis("reading the order", e))?;
+    match order {
+        Some(order) if order.user == caller => Ok((orders, order)),
+        Some(_) => Err(ApiError::not_found()),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(order = %id.0))]
+async fn read(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    id: PathId,
+) -> Result<Json<OrderView>, ApiError> {
+    match resolve(&state, caller.sub, id.0).await {
+        Ok((_, order)) => Ok(Json(OrderView::from(&order))),
+        Err(e) if e.status() == StatusCode::NOT_FOUND => {
+            // Redis may have lost the order (a rearmed sale): MySQL still has its record.
+            let row = ledger::get(&state.mysql, id.0)
+                .await
+                .map_err(|e| ApiError::unavailable(e.context("reading the order")))?;
+            match row {
+                Some(row) if row.user == caller.sub => Ok(Json(OrderView::from(&row))),
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let before = decode_cursor(q.cursor.as_deref())?;
+    let mut rows = ledger::list_for_user(&state.mysql, caller.sub, before, limit + 1)
+        .await
+        .map_err(|e| ApiError::unavailable(e.context("listing orders")))?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(r.id))
+    } else {
+        None
+    };
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // MySQL follows Redis by a moment: a live order shows its state as Redis has it now.
+        let live = if row.state.is_live() {
+            Orders::new(&state.redis, row.sale)
+                .get(row.id)
+                .await
+                .map_err(|e| fail::redis("reading a live order", e))?
+        } else {
+            None
+        };
+        items.push(match live {
+            Some(order) => OrderView::from(&order),
+            None => OrderView::from(row),
+        });
+    }
+    Ok(Json(OrderPage { items, next_cursor }))
+}
+
+#[tracing::instrument(skip_all, fields(order = %id.0))]
+async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    id: PathId,
+) -> Result<Json<StatusView>, ApiError> {
+    let (orders, order) = resolve(&state, caller.sub, id.0).await?;
+    let done = orders
+        .release(order.id, dropline_core::orders::Target::Cancelled)
+        .await
+        .map_err(|e| fail::redis("cancelling the order", e))?;
+    match done {
+        Transition::Applied(_) => {
+            tracing::info!(order = %order.id, "order cancelled");
+            Ok(Json(StatusView {
+                status: OrderState::Cancelled.as_str().into(),
+            }))
+        }
+        Transition::Unchanged(s) if s.state == OrderState::Cancelled => Ok(Json(StatusView {
+            status: OrderState::Cancelled.as_str().into(),
+        })),
+        Transition::NotFound => Err(ApiError::not_found()),
+        other => Err(invalid_state(other, "only a held order can be cancelled")),
+    }
+}
+
+fn invalid_state(t: Transition, why: &str) -> ApiError {
+    let state = t.state().map_or("unknown", OrderState::as_str);
+    ApiError::new(
+        ErrorCode::InvalidState,
+        format!("{why}; this one is {state}"),
+    )
+}
+
+#[tracing::instrument(skip_all, fields(order = %id.0))]
+async fn pay(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    id: PathId,
+    Json(body): Json<PayOrder>,
+) -> Result<(StatusCode, Json<StatusView>), ApiError> {
+    let token = body.card_token.trim();
+    if token.is_empty()
+        || token.len() > MAX_CARD_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::bad_request(format!(
+            "card_token must be 1 to {MAX_CARD_TOKEN_LEN} visible ASCII characters"
+        )));
+    }
+    let (orders, order) = resolve(&state, caller.sub, id.0).await?;
+    let timeout = Duration::from_secs(state.config.payment.timeout_seconds);
+    let moved = orders
+        .begin_payment(order.id, timeout)
+        .await
+        .map_err(|e| fail::redis("starting the payment", e))?;
+    match moved {
+        Transition::Applied(_) => {}
+        Transition::Unchanged(s) if s.state == OrderState::Paying => {}
+        Transition::Unchanged(s) if s.state == OrderState::Paid => {
+            return Ok((
+                StatusCode::OK,
+                Json(StatusView {
+                    status: OrderState::Paid.as_str().into(),
+                }),
+            ));
+        }
+        Transition::DeadlinePassed(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                "the hold has expired; the stock went back",
+            ));
+        }
+        Transition::NotFound => return Err(ApiError::not_found()),
+        other => return Err(invalid_state(other, "only a held order can be paid")),
+    }
+    let message = Envelope::new(
+        kinds::PAYMENT_REQUESTED,
+        PaymentRequested {
+            order: OrderRef {
+                order_id: order.id,
+                sale_id: order.sale,
+                user_id: order.user,
+                quantity: order.quantity,
+                amount: order.amount,
+                currency: order.currency.clone(),
+                idempotency_key: order.idempotency_key.clone(),
+                created_ms: order.created_ms,
+            },
+            card_token: token.to_owned(),
+        },
+    );
+    let payload = message.to_json().map_err(ApiError::internal)?;
+    state
+        .broker
+        .publish(kinds::PAYMENT_REQUESTED, &message.id.to_string(), &payload)
+        .await
+        .map_err(|e| fail::broker("requesting the payment", e))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(StatusView {
+            status: OrderState::Paying.as_str().into(),
+        }),
+    ))
+}

@@ -1,0 +1,475 @@
+//! The orders' record in MySQL (`orders`, `payments`, `sales.sold`): what must last.
+//!
+//! Redis decides every arrow of an order ([`crate::orders`]); MySQL follows, through two writers
+//! with separate rights:
+//!
+//! - [`record`] (the workers' recorder, fed by the sale's outbox stream) inserts a row or moves
+//!   it forward: `held` → `paying` → an end state, never backwards, never from one end state to
+//!   another, and **never to `paid`**. A `paid` entry for a row it does not know yet inserts the
+//!   row as `paying`.
+//! - [`confirm_paid`] (the confirm worker) alone writes `paid`, in one transaction with the
+//!   sale's `sold`, guarded by the expected state (the row is `held`/`paying`, or new) and by
+//!   the stock (`sold + qty <= stock_total`). So `sales.sold` is always the sum of the paid rows'
+//!   quantities, and MySQL refuses to record an oversell even if Redis were wrong.
+//!
+//! Both are idempotent: a duplicate or late write changes nothing.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::{MySql, MySqlPool, Transaction};
+use uuid::Uuid;
+
+use crate::orders::{Order, OrderState};
+use crate::sale::from_ms;
+
+/// One order row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub sale: Uuid,
+    pub user: Uuid,
+    pub quantity: i64,
+    pub amount: i64,
+    pub currency: String,
+    pub state: OrderState,
+    /// Hold end while held, payment deadline while paying, the last one after.
+    pub deadline: DateTime<Utc>,
+    pub idempotency_key: String,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+impl From<&Order> for OrderRow {
+    fn from(o: &Order) -> Self {
+        Self {
+            id: o.id,
+            sale: o.sale,
+            user: o.user,
+            quantity: o.quantity,
+            amount: o.amount,
+            currency: o.currency.clone(),
+            state: o.state,
+            deadline: from_ms(o.deadline_ms),
+            idempotency_key: o.idempotency_key.clone(),
+            created: from_ms(o.created_ms),
+            updated: from_ms(o.updated_ms),
+        }
+    }
+}
+
+type RawRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    i32,
+    i64,
+    String,
+    String,
+    DateTime<Utc>,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+const COLUMNS: &str = "id, sale_id, user_id, quantity, amount, currency, status, deadline_at, \
+                       idempotency_key, created_at, updated_at";
+
+fn from_raw(raw: RawRow) -> anyhow::Result<OrderRow> {
+    let (id, sale, user, quantity, amount, currency, status, deadline, idem, created, updated) =
+        raw;
+    Ok(OrderRow {
+        id,
+        sale,
+        user,
+        quantity: quantity.into(),
+        amount,
+        currency,
+        state: status
+            .parse()
+            .with_context(|| format!("order {id}: status"))?,
+        deadline,
+        idempotency_key: idem,
+        created,
+        updated,
+    })
+}
+
+/// The recorder's forward-only rule, on the row's old `status` and the incoming `VALUES(status)`.
+const FORWARD: &str = "(VALUES(status) <> 'paid' AND ((status = 'held' AND VALUES(status) <> 'held') \
+                        OR (status = 'paying' AND VALUES(status) = 'failed')))";
+
+/// Most rows one [`record`] statement carries (placeholders stay well under MySQL's 65,535).
+pub const MAX_RECORD_BATCH: usize = 1000;
+
+/// Applies outbox rows (the recorder). Rows of one order are folded first (the furthest
+/// state wins), then written with one upsert per [`MAX_RECORD_BATCH`] rows, each of which
+/// moves a row only forward (see the module docs). Safe to repeat.
+pub async fn record(pool: &MySqlPool, rows: &[OrderRow]) -> anyhow::Result<()> {
+    let mut folded: BTreeMap<Uuid, OrderRow> = BTreeMap::new();
+    for row in rows {
+        match folded.get(&row.id) {
+            Some(seen) if rank(seen.state) >= rank(row.state) => {}
+            _ => {
+                folded.insert(row.id, row.clone());
+            }
+        }
+    }
+    let rows: Vec<OrderRow> = folded.into_values().collect();
+    for chunk in rows.chunks(MAX_RECORD_BATCH) {
+        let mut q = sqlx::QueryBuilder::<MySql>::new(format!("INSERT INTO orders ({COLUMNS}) "));
+        q.push_values(chunk, |mut b, row| {
+            // `paid` is the confirm worker's to write (with sales.sold); a row first seen
+            // as paid goes in as paying, and the confirm worker's transaction moves it.
+            let state = match row.state {
+                OrderState::Paid => OrderState::Paying,
+                other => other,
+            };
+            b.push_bind(row.id)
+                .push_bind(row.sale)
+                .push_bind(row.user)
+                .push_bind(clamp_i32(row.quantity))
+                .push_bind(row.amount)
+                .push_bind(row.currency.as_str())
+                .push_bind(state.as_str())
+                .push_bind(row.deadline)
+                .push_bind(row.idempotency_key.as_str())
+                .push_bind(row.created)
+                .push_bind(row.updated);
+        });
+        // Assignments run left to right and see earlier ones, so `status` goes last and the
+        // others test the same forward-only condition on the old status.
+        q.push(format!(
+            " ON DUPLICATE KEY UPDATE deadline_at = IF({FORWARD}, VALUES(deadline_at), deadline_at), \
+               updated_at = IF({FORWARD}, VALUES(updated_at), updated_at), \
+               status = IF({FORWARD}, VALUES(status), status)"
+        ));
+        q.build()
+            .execute(pool)
+            .await
+            .with_context(|| format!("recording {} order row(s)", chunk.len()))?;
+    }
+    Ok(())
+}
+
+/// held 0, paying 1, paid 3, the other end states 2: the order in which the recorder lets a
+/// row move (paid outranks the rest so that a batch holding both a paying and a paid entry
+/// keeps the paid one, which [`record`] writes as paying).
+fn rank(state: OrderState) -> u8 {
+    match state {
+        OrderState::Held => 0,
+        OrderState::Paying => 1,
+        OrderState::Expired | OrderState::Cancelled | OrderState::Failed => 2,
+        OrderState::Paid => 3,
+    }
+}
+
+fn clamp_i32(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// What [`confirm_paid`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaidOutcome {
+    /// This call wrote the row as paid and added its quantity to `sales.sold`.
+    Recorded,
+    /// The row was paid already (a duplicate): nothing changed.
+    AlreadyPaid,
+    /// The row had ended otherwise (expired, cancelled, failed): nothing changed. The payment
+    /// must be refunded.
+    Ended(OrderState),
+    /// `sold + qty` would pass `stock_total`: nothing changed. Redis sold more than the stock;
+    /// the payment must be refunded and an operator told.
+    WouldOversell,
+    /// The sale has no row.
+    NoSale,
+}
+
+/// Writes a batch of orders as paid, each with its sale's `sold`, in one transaction. Every
+/// row of `orders` must be an order whose payment the provider approved (any state in it is
+/// ignored). Returns one outcome per row, in order. On a database error nothing is written.
+///
+/// Runs at READ COMMITTED so that looking up rows that do not exist yet takes no gap locks
+/// (concurrent batches would deadlock on them at REPEATABLE READ).
+pub async fn confirm_paid(
+    pool: &MySqlPool,
+    orders: &[OrderRow],
+) -> anyhow::Result<Vec<PaidOutcome>> {
+    let mut conn = pool.acquire().await.context("MySQL connection")?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut *conn)
+        .await
+        .context("setting the isolation level")?;
+    let mut tx: Transaction<'_, MySql> = sqlx::Connection::begin(&mut *conn)
+        .await
+        .context("starting the confirm transaction")?;
+    let mut outcomes = Vec::with_capacity(orders.len());
+    // Rows of the same order in one batch: the first decides, the rest are duplicates.
+    let mut seen: BTreeMap<Uuid, ()> = BTreeMap::new();
+    // Sales touched, locked once each in id order (no lock-order deadlocks between batches).
+    let mut sales: BTreeMap<Uuid, Option<(i64, i64)>> = BTreeMap::new();
+    for row in orders {
+        sales.entry(row.sale).or_insert(None);
+    }
+    for (sale, slot) in sales.iter_mut() {
+        let found: Option<(i32, i32)> =
+            sqlx::query_as("SELECT stock_total, sold FROM sales WHERE id = ? FOR UPDATE")
+                .bind(*sale)
+                .fetch_optional(&mut *tx)
+                .await
+                .with_context(|| format!("locking sale {sale}"))?;
+        *slot = found.map(|(total, sold)| (i64::from(total), i64::from(sold)));
+    }
+    // Every order's current row, locked, in one statement (no gap locks at READ COMMITTED:
+    // ids with no row yet lock nothing).
+    let mut current: BTreeMap<Uuid, OrderState> = BTreeMap::new();
+    let ids: Vec<Uuid> = orders
+        .iter()
+        .map(|r| r.id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for chunk in ids.chunks(MAX_RECORD_BATCH) {
+        let mut q = sqlx::QueryBuilder::<MySql>::new("SELECT id, status FROM orders WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(") ORDER BY id FOR UPDATE");
+        let found: Vec<(Uuid, String)> = q
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .context("locking the batch's order rows")?;
+        for (id, status) in found {
+            current.insert(id, status.parse().with_context(|| format!("order {id}"))?);
+        }
+    }
+    let mut added: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let mut to_update: Vec<Uuid> = Vec::new();
+    let mut to_insert: Vec<&OrderRow> = Vec::new();
+    for row in orders {
+        if seen.insert(row.id, ()).is_some() {
+            outcomes.push(PaidOutcome::AlreadyPaid);
+            continue;
+        }
+        let Some(Some((total, sold))) = sales.get(&row.sale).copied() else {
+            outcomes.push(PaidOutcome::NoSale);
+            continue;
+        };
+        let state = current.get(&row.id).copied();
+        match state {
+            Some(OrderState::Paid) => {
+                outcomes.push(PaidOutcome::AlreadyPaid);
+                continue;
+            }
+            Some(end @ (OrderState::Expired | OrderState::Cancelled | OrderState::Failed)) => {
+                outcomes.push(PaidOutcome::Ended(end));
+                continue;
+            }
+            Some(OrderState::Held | OrderState::Paying) | None => {}
+        }
+        let so_far = added.get(&row.sale).copied().unwrap_or(0);
+        if sold + so_far + row.quantity > total {
+            outcomes.push(PaidOutcome::WouldOversell);
+            continue;
+        }
+        if state.is_some() {
+            to_update.push(row.id);
+        } else {
+            to_insert.push(row);
+        }
+        *added.entry(row.sale).or_insert(0) += row.quantity;
+        outcomes.push(PaidOutcome::Recorded);
+    }
+    for chunk in to_update.chunks(MAX_RECORD_BATCH) {
+        let mut q = sqlx::QueryBuilder::<MySql>::new(
+            "UPDATE orders SET status = 'paid', updated_at = UTC_TIMESTAMP(3) \
+             WHERE status IN ('held', 'paying') AND id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("marking {} order(s) paid", chunk.len()))?;
+    }
+    for chunk in to_insert.chunks(MAX_RECORD_BATCH) {
+        let mut q = sqlx::QueryBuilder::<MySql>::new(format!("INSERT INTO orders ({COLUMNS}) "));
+        q.push_values(chunk, |mut b, row| {
+            b.push_bind(row.id)
+                .push_bind(row.sale)
+                .push_bind(row.user)
+                .push_bind(clamp_i32(row.quantity))
+                .push_bind(row.amount)
+                .push_bind(row.currency.as_str())
+                .push_bind(OrderState::Paid.as_str())
+                .push_bind(row.deadline)
+                .push_bind(row.idempotency_key.as_str())
+                .push_bind(row.created)
+                .push_bind(row.updated);
+        });
+        // A row the recorder inserted since the lookup makes this fail (duplicate key): the
+        // whole batch rolls back and is tried again, and then finds the row.
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("inserting {} order(s) as paid", chunk.len()))?;
+    }
+    for (sale, qty) in &added {
+        let done = sqlx::query(
+            "UPDATE sales SET sold = sold + ?, updated_at = UTC_TIMESTAMP(3) \
+             WHERE id = ? AND sold + ? <= stock_total",
+        )
+        .bind(*qty)
+        .bind(*sale)
+        .bind(*qty)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("adding {qty} to the sold count of sale {sale}"))?;
+        // The row is locked and checked above, so this only fails if the schema changed.
+        anyhow::ensure!(
+            done.rows_affected() == 1,
+            "sale {sale}: the sold count refused +{qty}"
+        );
+    }
+    tx.commit().await.context("committing the confirm batch")?;
+    Ok(outcomes)
+}
+
+/// A payment as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub order: Uuid,
+    pub sale: Uuid,
+    pub amount: i64,
+    pub currency: String,
+    /// approved | declined | refunded
+    pub status: String,
+    pub provider_ref: String,
+}
+
+/// Records a payment outcome, once per order: the first row stays (`INSERT IGNORE` on the
+/// unique order id). Returns the row that is recorded, which may be an earlier one.
+pub async fn record_payment(pool: &MySqlPool, payment: &PaymentRow) -> anyhow::Result<PaymentRow> {
+    sqlx::query(
+        "INSERT IGNORE INTO payments \
+           (id, order_id, sale_id, amount, currency, status, provider_ref, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+    )
+    .bind(payment.id)
+    .bind(payment.order)
+    .bind(payment.sale)
+    .bind(payment.amount)
+    .bind(payment.currency.as_str())
+    .bind(payment.status.as_str())
+    .bind(payment.provider_ref.as_str())
+    .execute(pool)
+    .await
+    .with_context(|| format!("recording the payment of order {}", payment.order))?;
+    payment_of(pool, payment.order)
+        .await?
+        .with_context(|| format!("the payment of order {} vanished", payment.order))
+}
+
+/// Marks an approved payment refunded (idempotent).
+pub async fn mark_refunded(pool: &MySqlPool, order: Uuid) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE payments SET status = 'refunded', updated_at = UTC_TIMESTAMP(3) \
+         WHERE order_id = ? AND status = 'approved'",
+    )
+    .bind(order)
+    .execute(pool)
+    .await
+    .with_context(|| format!("marking the payment of order {order} refunded"))?;
+    Ok(())
+}
+
+/// The payment recorded for an order.
+pub async fn payment_of(pool: &MySqlPool, order: Uuid) -> anyhow::Result<Option<PaymentRow>> {
+    let row: Option<(Uuid, Uuid, Uuid, i64, String, String, String)> = sqlx::query_as(
+        "SELECT id, order_id, sale_id, amount, currency, status, provider_ref \
+         FROM payments WHERE order_id = ?",
+    )
+    .bind(order)
+    .fetch_optional(pool)
+    .await
+    .with_context(|| format!("reading the payment of order {order}"))?;
+    Ok(row.map(
+        |(id, order, sale, amount, currency, status, provider_ref)| PaymentRow {
+            id,
+            order,
+            sale,
+            amount,
+            currency,
+            status,
+            provider_ref,
+        },
+    ))
+}
+
+/// One order row by id.
+pub async fn get(pool: &MySqlPool, order: Uuid) -> anyhow::Result<Option<OrderRow>> {
+    let raw: Option<RawRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders WHERE id = ?"
+    )))
+    .bind(order)
+    .fetch_optional(pool)
+    .await
+    .with_context(|| format!("reading order {order}"))?;
+    raw.map(from_raw).transpose()
+}
+
+/// A user's orders, newest first, strictly older than `before` (keyset on the UUIDv7 id).
+pub async fn list_for_user(
+    pool: &MySqlPool,
+    user: Uuid,
+    before: Option<Uuid>,
+    limit: u32,
+) -> anyhow::Result<Vec<OrderRow>> {
+    let raws: Vec<RawRow> = match before {
+        Some(before) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM orders WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(user)
+        .bind(before)
+        .bind(i64::from(limit)),
+        None => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(user)
+        .bind(i64::from(limit)),
+    }
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("listing the orders of user {user}"))?;
+    raws.into_iter().map(from_raw).collect()
+}
+
+/// Every order row of a sale (audit, rearm).
+pub async fn of_sale(pool: &MySqlPool, sale: Uuid) -> anyhow::Result<Vec<OrderRow>> {
+    let raws: Vec<RawRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM orders WHERE sale_id = ? ORDER BY id"
+    )))
+    .bind(sale)
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("reading the orders of sale {sale}"))?;
+    raws.into_iter().map(from_raw).collect()
+}
+
+/// `sales.stock_total` and `sales.sold`.
+pub async fn sale_counts(pool: &MySqlPool, sale: Uuid) -> anyhow::Result<Option<(i64, i64)>> {
+    let row: Option<(i32, i32)> =
+        sqlx::query_as("SELECT stock_total, sold FROM sales WHERE id = ?")
+            .bind(sale)
+            .fetch_optional(pool)
+            .await
+            .with_context(|| format!("reading the counts of sale {sale}"))?;
+    Ok(row.map(|(t, s)| (i64::from(t), i64::from(s))))
+}

@@ -1,0 +1,185 @@
+//! `dropline sale rearm <sale>`: rebuild a sale's Redis state from MySQL after Redis lost it.
+//!
+//! MySQL is the record of what must last; Redis held what was in flight. So:
+//! - **paid** orders stay paid: their hashes come back (a late message then finds the end state
+//!   and changes nothing), their units count as sold and toward their buyers' limits;
+//! - **paying** orders stay paying, with their payment deadline, timer and `holds` entry: the
+//!   payment may have been charged, and the sweeper settles it at the deadline with the provider
+//!   (approved → paid, nothing charged → failed and the stock back);
+//! - **held** orders were only holds: they are recorded `expired` in MySQL and their stock is
+//!   available again (their buyers queue again);
+//! - the waiting line and admissions are not rebuilt: buyers join again.
+//!
+//! The counters are written last, in one `sale_arm.lua` call (`avail = stock_total - held -
+//! sold`), so until then the sale looks unarmed and takes no order. A paying order the recorder
+//! had not written before Redis was lost is not known here; if its payment is approved, the
+//! confirm worker's stock guard in MySQL decides (it refuses and refunds rather than oversell).
+//!
+//! By default a sale still armed in Redis is refused (rearming a live sale would drop its holds
+//! and line); `force` wipes the sale's keys first.
+
+use anyhow::Context;
+use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
+use fred::types::Expiration;
+use fred::types::scan::Scanner;
+use futures_util::TryStreamExt;
+use sqlx::MySqlPool;
+use uuid::Uuid;
+
+use crate::ledger;
+use crate::orders::{OrderState, Orders};
+use crate::redis::Redis;
+use crate::sale::{self, SaleConfig};
+
+/// What a rearm did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub paid_orders: u64,
+    pub paid_units: i64,
+    pub paying_orders: u64,
+    pub paying_units: i64,
+    /// Held orders recorded expired (their stock is available again).
+    pub expired_holds: u64,
+    pub available: i64,
+    /// Keys deleted first (with `force`).
+    pub wiped_keys: u64,
+}
+
+/// Rebuilds `sale` in Redis from MySQL (see the module docs).
+pub async fn rearm(
+    mysql: &MySqlPool,
+    redis: &Redis,
+    sale: Uuid,
+    force: bool,
+) -> anyhow::Result<Report> {
+    let config = SaleConfig::load(mysql, sale)
+        .await?
+        .with_context(|| format!("no sale {sale} in MySQL"))?;
+    let mut report = Report::default();
+    let cfg_key = redis.sale_key(sale, "cfg");
+    let armed: i64 = redis
+        .pool()
+        .exists(&cfg_key)
+        .await
+        .context("checking whether the sale is armed")?;
+    if armed > 0 {
+        anyhow::ensure!(
+            force,
+            "sale {sale} is still armed in Redis; rearm rebuilds a sale Redis lost (pass --force \
+             to wipe its live state, holds and line included, and rebuild it)"
+        );
+    }
+    if force {
+        report.wiped_keys = wipe(redis, sale).await?;
+    }
+
+    let expired = sqlx::query(
+        "UPDATE orders SET status = 'expired', updated_at = UTC_TIMESTAMP(3) \
+         WHERE sale_id = ? AND status = 'held'",
+    )
+    .bind(sale)
+    .execute(mysql)
+    .await
+    .context("recording the lost holds expired")?;
+    report.expired_holds = expired.rows_affected();
+
+    let rows = ledger::of_sale(mysql, sale).await?;
+    let orders = Orders::new(redis, sale);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let pool = redis.pool();
+    for row in rows
+        .iter()
+        .filter(|r| matches!(r.state, OrderState::Paid | OrderState::Paying))
+    {
+        let fields: Vec<(&str, fred::types::Value)> = vec![
+            ("user", (&row.user.as_bytes()[..]).into()),
+            ("qty", row.quantity.into()),
+            ("amount", row.amount.into()),
+            ("currency", row.currency.as_str().into()),
+            ("state", row.state.as_str().into()),
+            ("deadline", row.deadline.timestamp_millis().into()),
+            ("created", row.created.timestamp_millis().into()),
+            ("updated", row.updated.timestamp_millis().into()),
+            ("idem", row.idempotency_key.as_str().into()),
+        ];
+        let _: i64 = pool
+            .hset(orders.order_key(row.id), fields)
+            .await
+            .with_context(|| format!("restoring order {}", row.id))?;
+        let _: i64 = pool
+            .incr_by(orders.user_key(row.user), row.quantity)
+            .await
+            .with_context(|| format!("restoring the units of user {}", row.user))?;
+        if row.state == OrderState::Paying {
+            let deadline = row.deadline.timestamp_millis();
+            let _: i64 = pool
+                .zadd(
+                    &orders.keys().holds,
+                    None,
+                    None,
+                    false,
+                    false,
+                    (deadline as f64, row.id.to_string()),
+                )
+                .await
+                .with_context(|| format!("restoring the deadline of order {}", row.id))?;
+            let _: () = pool
+                .set(
+                    orders.hold_key(row.id),
+                    "1",
+                    Some(Expiration::PX((deadline - now_ms).max(1))),
+                    None,
+                    false,
+                )
+                .await
+                .with_context(|| format!("restoring the timer of order {}", row.id))?;
+            report.paying_orders += 1;
+            report.paying_units += row.quantity;
+        } else {
+            report.paid_orders += 1;
+            report.paid_units += row.quantity;
+        }
+    }
+
+    let (_, sold_count) = ledger::sale_counts(mysql, sale)
+        .await?
+        .with_context(|| format!("sale {sale} vanished"))?;
+    if sold_count != report.paid_units {
+        tracing::error!(%sale, sales_sold = sold_count, paid_rows = report.paid_units, "sales.sold disagrees with the paid orders; rearming with the larger");
+    }
+    let sold = sold_count.max(report.paid_units);
+    anyhow::ensure!(
+        sold + report.paying_units <= config.stock_total,
+        "sale {sale}: {sold} sold + {} paying exceed the stock of {}",
+        report.paying_units,
+        config.stock_total
+    );
+    let armed = sale::arm_with(redis, sale, &config, report.paying_units, sold).await?;
+    anyhow::ensure!(
+        armed,
+        "sale {sale} was armed by someone else while rearming; run it again with --force"
+    );
+    report.available = config.stock_total - sold - report.paying_units;
+    tracing::info!(%sale, ?report, "sale rearmed from MySQL");
+    Ok(report)
+}
+
+/// Deletes every key of the sale's slot (`<prefix>:{s:<sale>}:*`); returns how many.
+async fn wipe(redis: &Redis, sale: Uuid) -> anyhow::Result<u64> {
+    let pattern = format!("{}:{{s:{sale}}}:*", redis.prefix());
+    let mut deleted = 0u64;
+    let mut pages = redis.pool().next().scan(pattern, Some(1000), None);
+    while let Some(mut page) = pages.try_next().await.context("scanning the sale's keys")? {
+        if let Some(keys) = page.take_results()
+            && !keys.is_empty()
+        {
+            let n: i64 = redis
+                .pool()
+                .del(keys)
+                .await
+                .context("deleting the sale's keys")?;
+            deleted += n.max(0) as u64;
+        }
+    }
+    Ok(deleted)
+}

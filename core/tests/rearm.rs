@@ -1,0 +1,202 @@
+//! `sale rearm` against the machine's real Redis and MariaDB: a sale with paid, paying, held
+//! and cancelled orders loses its Redis state, and the rebuild keeps paid paid, paying paying
+//! (with its timer), gives the held stock back, and takes new orders without overselling.
+
+use anyhow::Context;
+use chrono::Utc;
+use dropline_core::deps::{Deps, Needs};
+use dropline_core::ledger;
+use dropline_core::orders::{OrderState, Orders, ReserveOutcome, ReserveRequest, Target};
+use dropline_core::outbox::Outbox;
+use dropline_core::rearm::rearm;
+use dropline_core::redis::Redis;
+use dropline_core::sale::{self, SaleConfig};
+use dropline_testkit::TestEnv;
+use fred::prelude::*;
+use std::time::Duration;
+use uuid::Uuid;
+
+const STOCK: i64 = 10;
+
+async fn sale_in_mysql(pool: &sqlx::MySqlPool) -> anyhow::Result<(Uuid, SaleConfig)> {
+    let product = Uuid::now_v7();
+    let sale = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO products (id, name, price, currency, created_at) \
+         VALUES (?, 'Chair', 1000, 'KRW', UTC_TIMESTAMP(3))",
+    )
+    .bind(product)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO sales (id, product_id, stock_total, opens_at, per_user_limit, hold_seconds, \
+           admit_per_second, created_at, updated_at) \
+         VALUES (?, ?, ?, UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE, 2, 600, 100, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+    )
+    .bind(sale)
+    .bind(product)
+    .bind(STOCK as i32)
+    .execute(pool)
+    .await?;
+    let config = SaleConfig::load(pool, sale)
+        .await?
+        .context("the sale just inserted")?;
+    Ok((sale, config))
+}
+
+async fn admit(redis: &Redis, sale: Uuid, user: Uuid) -> anyhow::Result<()> {
+    let deadline = Utc::now().timestamp_millis() + 600_000;
+    let _: i64 = redis
+        .pool()
+        .zadd(
+            redis.sale_key(sale, "adm"),
+            None,
+            None,
+            false,
+            false,
+            (deadline as f64, &user.as_bytes()[..]),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn order(orders: &Orders, redis: &Redis, qty: u32) -> anyhow::Result<Uuid> {
+    let user = Uuid::now_v7();
+    admit(redis, orders.sale(), user).await?;
+    let id = Uuid::now_v7();
+    match orders
+        .reserve(&ReserveRequest {
+            order: id,
+            user,
+            quantity: qty,
+            idempotency_key: "k".into(),
+        })
+        .await?
+    {
+        ReserveOutcome::Created(_) => Ok(id),
+        other => anyhow::bail!("reserve: {other:?}"),
+    }
+}
+
+async fn record_outbox(pool: &sqlx::MySqlPool, redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
+    let outbox = Outbox::new(redis, sale);
+    outbox.ensure_group().await?;
+    loop {
+        let entries = outbox.read("test", 500).await?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = entries.iter().filter_map(|e| e.row.clone()).collect();
+        ledger::record(pool, &rows).await?;
+        outbox
+            .done(&entries.into_iter().map(|e| e.id).collect::<Vec<_>>())
+            .await?;
+    }
+}
+
+async fn counters(redis: &Redis, sale: Uuid) -> anyhow::Result<(i64, i64, i64)> {
+    let pool = redis.pool();
+    let avail: i64 = pool.get(redis.sale_key(sale, "avail")).await?;
+    let held: i64 = pool.get(redis.sale_key(sale, "held")).await?;
+    let sold: i64 = pool.get(redis.sale_key(sale, "sold")).await?;
+    Ok((avail, held, sold))
+}
+
+#[tokio::test]
+async fn a_sale_redis_lost_is_rebuilt_from_mysql_without_overselling() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let deps = Deps::connect(
+        &env.config,
+        Needs {
+            mysql: true,
+            redis: true,
+            amqp: false,
+        },
+    )
+    .await?;
+    let (mysql, redis) = (deps.mysql()?.clone(), deps.redis()?.clone());
+    let (sale, config) = sale_in_mysql(&mysql).await?;
+    anyhow::ensure!(sale::arm(&redis, sale, &config).await?);
+    let orders = Orders::new(&redis, sale);
+
+    // 2 paid (3 units), 1 paying (2 units), 1 held (1 unit), 1 cancelled (1 unit).
+    let paid_a = order(&orders, &redis, 1).await?;
+    let paid_b = order(&orders, &redis, 2).await?;
+    let paying = order(&orders, &redis, 2).await?;
+    let held = order(&orders, &redis, 1).await?;
+    let cancelled = order(&orders, &redis, 1).await?;
+    for id in [paid_a, paid_b, paying] {
+        orders.begin_payment(id, Duration::from_secs(120)).await?;
+    }
+    orders.release(cancelled, Target::Cancelled).await?;
+    record_outbox(&mysql, &redis, sale).await?;
+    // The confirm worker's order: MySQL first, then Redis.
+    let mut rows = Vec::new();
+    for id in [paid_a, paid_b] {
+        let o = orders.get(id).await?.context("order")?;
+        rows.push(ledger::OrderRow::from(&o));
+    }
+    ledger::confirm_paid(&mysql, &rows).await?;
+    for id in [paid_a, paid_b] {
+        orders.confirm(id).await?;
+    }
+    record_outbox(&mysql, &redis, sale).await?;
+    assert_eq!(counters(&redis, sale).await?, (STOCK - 6, 3, 3));
+
+    // Armed: refused without --force.
+    assert!(rearm(&mysql, &redis, sale, false).await.is_err());
+
+    // Redis loses the sale.
+    let keys: Vec<String> = {
+        let pattern = format!("{}:{{s:{sale}}}:*", redis.prefix());
+        redis
+            .pool()
+            .custom(fred::cmd!("KEYS"), vec![pattern])
+            .await?
+    };
+    let _: i64 = redis.pool().del(keys).await?;
+
+    let report = rearm(&mysql, &redis, sale, false).await?;
+    assert_eq!(report.paid_orders, 2);
+    assert_eq!(report.paid_units, 3);
+    assert_eq!(report.paying_orders, 1);
+    assert_eq!(report.paying_units, 2);
+    assert_eq!(report.expired_holds, 1);
+    assert_eq!(report.available, STOCK - 5);
+    // avail + held + sold = stock_total, the held unit is back.
+    assert_eq!(counters(&redis, sale).await?, (STOCK - 5, 2, 3));
+    let held_row = ledger::get(&mysql, held).await?.context("held row")?;
+    assert_eq!(held_row.state, OrderState::Expired);
+    // Paid stays paid (a late confirm changes nothing), paying keeps its deadline and timer.
+    let p = orders.get(paid_a).await?.context("paid order")?;
+    assert_eq!(p.state, OrderState::Paid);
+    assert!(!orders.confirm(paid_a).await?.applied());
+    let live = orders.get(paying).await?.context("paying order")?;
+    assert_eq!(live.state, OrderState::Paying);
+    let ttl: i64 = redis.pool().pttl(orders.hold_key(paying)).await?;
+    assert!(ttl > 0, "the paying order's timer is back (pttl {ttl})");
+    // The paying order can still be confirmed; the user limits count restored units.
+    assert!(orders.confirm(paying).await?.applied());
+    assert_eq!(counters(&redis, sale).await?, (STOCK - 5, 0, 5));
+    // The rest sells, and not one unit more.
+    let mut made = 0;
+    for _ in 0..10 {
+        let user = Uuid::now_v7();
+        admit(&redis, sale, user).await?;
+        if let ReserveOutcome::Created(_) = orders
+            .reserve(&ReserveRequest {
+                order: Uuid::now_v7(),
+                user,
+                quantity: 1,
+                idempotency_key: "x".into(),
+            })
+            .await?
+        {
+            made += 1;
+        }
+    }
+    assert_eq!(made, STOCK - 5);
+    assert_eq!(counters(&redis, sale).await?, (0, STOCK - 5, 5));
+    deps.close().await;
+    env.cleanup().await
+}

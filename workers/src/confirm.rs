@@ -1,0 +1,525 @@
+//! The confirm worker: consumes `<prefix>.confirmations` (`payment.completed`) and ends each
+//! paying order: PAID (MySQL, then Redis, then `order.confirmed`) or FAILED (Redis; the
+//! recorder copies the arrow to MySQL).
+//!
+//! # Declined
+//!
+//! [`Orders::release`] with [`Target::Failed`]: PAYING → FAILED, the stock back exactly once.
+//! Any other state (a duplicate, a late or out-of-order message) changes nothing and is acked;
+//! an order Redis does not know (lost) is acked with a warning.
+//!
+//! # Approved
+//!
+//! 1. The order's Redis state is read first. An order that already ended otherwise (EXPIRED,
+//!    CANCELLED, FAILED) cannot be confirmed: the payment is refunded and MySQL is not asked
+//!    to book it. A HELD order (never sent to payment: Redis and the message disagree) is
+//!    retried and, if it stays HELD, parked for an operator. When Redis lost the order, a
+//!    payment MySQL already marked refunded is not booked again.
+//! 2. [`ledger::confirm_paid`] books it: the only writer of `paid`, in one transaction with
+//!    `sales.sold`. Concurrent deliveries are **batched**: each handler hands its order to one
+//!    writer task, which takes every order queued (up to [`MAX_BATCH`]) into one transaction
+//!    and answers each handler through a oneshot; a lone order goes at once. A batch that
+//!    fails is written again order by order, so one bad row cannot hold the others back. To
+//!    keep batches full, this queue's prefetch is `workers.confirm_prefetch`, not
+//!    `amqp.prefetch`.
+//! 3. Per order, by [`PaidOutcome`]:
+//!    - `Recorded` / `AlreadyPaid` → [`Orders::confirm`] (PAYING → PAID; already PAID or an
+//!      order Redis lost is fine; any other end state is a protocol breach: error log and
+//!      `dropline_confirm_conflicts_total`, the MySQL record stands) → `order.confirmed` with
+//!      the buyer's e-mail and name and the product's name from MySQL → ack.
+//!    - `Ended(_)` → refund at the provider, payment row marked refunded → ack.
+//!    - `WouldOversell` → the order is failed in Redis first (so it is never confirmed
+//!      later), then refunded as above; error log → ack.
+//!    - `NoSale` → parked.
+//!
+//! Acks come only after the work is committed. Every step repeats safely, so a crash between
+//! the MySQL commit and the ack (the delivery comes back) finds the row paid (`AlreadyPaid`)
+//! and finishes the remaining steps: no second payment, no second `sold`. A dependency failure
+//! (MySQL deadlock, Redis or RabbitMQ down) is retried after `amqp.retry_delay_ms`.
+//!
+//! `order.confirmed` carries a message id derived from the order id ([`confirmation_id`]), so
+//! every copy of one order's confirmation has the same id; the mail worker also mails once
+//! per order.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::Utc;
+use dropline_core::Config;
+use dropline_core::amqp::{Broker, CONFIRMATIONS};
+use dropline_core::consumer::{Message, Outcome, consume_with_prefetch};
+use dropline_core::deps::Deps;
+use dropline_core::ledger::{self, OrderRow, PaidOutcome};
+use dropline_core::messages::{
+    Envelope, OrderConfirmed, OrderRef, PaymentCompleted, PaymentOutcome, kinds,
+};
+use dropline_core::orders::{Order, OrderState, Orders, Target, Transition};
+use dropline_core::redis::Redis;
+use dropline_core::sale::from_ms;
+use futures_util::future::BoxFuture;
+use sqlx::MySqlPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::payment::validate;
+use crate::provider::PaymentProvider;
+
+/// Most orders one confirm transaction carries.
+pub const MAX_BATCH: usize = 256;
+
+/// See [`Hooks::after_commit`].
+pub type AfterCommit = Arc<dyn Fn(Vec<Uuid>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Fault injection for tests: lets a test stop the worker at a chosen point, as if its
+/// process died there.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Awaited by the MySQL writer after each committed transaction (with the ids of the
+    /// orders it held), before any handler hears of it. A future that never completes leaves
+    /// the batch committed and its deliveries unacked.
+    pub after_commit: Option<AfterCommit>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("after_commit", &self.after_commit.is_some())
+            .finish()
+    }
+}
+
+/// Consumes the confirmations queue until `shutdown` fires; returns after the deliveries in
+/// hand are finished and the MySQL writer has stopped.
+pub async fn run(
+    config: &Config,
+    deps: &Deps,
+    provider: Arc<dyn PaymentProvider>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with_hooks(config, deps, provider, shutdown, Hooks::default()).await
+}
+
+/// [`run`] with test [`Hooks`].
+pub async fn run_with_hooks(
+    config: &Config,
+    deps: &Deps,
+    provider: Arc<dyn PaymentProvider>,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> anyhow::Result<()> {
+    let broker = deps.broker()?.clone();
+    let mysql = deps.mysql()?.clone();
+    let prefetch = config.workers.confirm_prefetch;
+    let (jobs, queue) = mpsc::channel::<Job>(usize::from(prefetch).max(MAX_BATCH));
+    // Aborted if this future is dropped (the process "dies"); otherwise it ends once every
+    // handler (and so every sender) is gone.
+    let writer = AbortOnDrop(Some(tokio::spawn(writer(mysql.clone(), queue, hooks))));
+    let worker = Arc::new(Confirmer {
+        broker: broker.clone(),
+        mysql,
+        redis: deps.redis()?.clone(),
+        provider,
+        jobs,
+    });
+    tracing::info!(prefetch, max_batch = MAX_BATCH, "confirm worker starting");
+    let handler = {
+        let worker = Arc::clone(&worker);
+        move |message: Message| {
+            let worker = Arc::clone(&worker);
+            async move { worker.handle(message).await }
+        }
+    };
+    let result = consume_with_prefetch(broker, CONFIRMATIONS, prefetch, handler, shutdown).await;
+    drop(worker);
+    if let Some(handle) = writer.take_handle()
+        && let Err(error) = handle.await
+    {
+        tracing::error!(%error, "the confirm writer task failed");
+    }
+    tracing::info!("confirm worker stopped");
+    result
+}
+
+/// The message id of an order's `order.confirmed`: the order id with its version nibble set
+/// to 8 (custom). Fixed per order, and never equal to an order id (UUIDv7).
+pub fn confirmation_id(order: Uuid) -> Uuid {
+    let mut bytes = *order.as_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(bytes)
+}
+
+/// One order for the writer, and where to send its outcome.
+struct Job {
+    row: OrderRow,
+    reply: oneshot::Sender<anyhow::Result<PaidOutcome>>,
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn take_handle(mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.0.take()
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+/// The MySQL writer: one transaction per batch of queued orders, until every sender is gone.
+async fn writer(pool: MySqlPool, mut queue: mpsc::Receiver<Job>, hooks: Hooks) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        write_batch(&pool, std::mem::take(&mut batch), &hooks).await;
+        batch.reserve(MAX_BATCH);
+    }
+}
+
+async fn write_batch(pool: &MySqlPool, batch: Vec<Job>, hooks: &Hooks) {
+    metrics::histogram!("dropline_confirm_batch_size").record(batch.len() as f64);
+    let rows: Vec<OrderRow> = batch.iter().map(|job| job.row.clone()).collect();
+    let started = Instant::now();
+    match ledger::confirm_paid(pool, &rows).await {
+        Ok(outcomes) if outcomes.len() == batch.len() => {
+            metrics::histogram!("dropline_confirm_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tracing::debug!(size = batch.len(), "confirm batch committed");
+            after_commit(hooks, &rows).await;
+            for (job, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Ok(outcomes) => {
+            // Cannot happen (one outcome per row); fail every caller rather than guess.
+            let reason = format!(
+                "confirm_paid returned {} outcomes for {} orders",
+                outcomes.len(),
+                batch.len()
+            );
+            tracing::error!(%reason);
+            for job in batch {
+                let _ = job.reply.send(Err(anyhow::anyhow!("{reason}")));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            // A deadlock, or one row MySQL refuses: each order on its own, so the others go
+            // through and only a bad one fails.
+            tracing::warn!(
+                size = batch.len(),
+                error = format!("{error:#}"),
+                "confirm batch failed; writing its orders one by one"
+            );
+            for job in batch {
+                let row = std::slice::from_ref(&job.row);
+                let result = match ledger::confirm_paid(pool, row).await {
+                    Ok(outcomes) => {
+                        after_commit(hooks, row).await;
+                        outcomes
+                            .into_iter()
+                            .next()
+                            .context("confirm_paid returned no outcome")
+                    }
+                    Err(error) => Err(error),
+                };
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
+async fn after_commit(hooks: &Hooks, rows: &[OrderRow]) {
+    if let Some(hook) = &hooks.after_commit {
+        hook(rows.iter().map(|r| r.id).collect()).await;
+    }
+}
+
+/// What one worker shares between its deliveries.
+struct Confirmer {
+    broker: Broker,
+    mysql: MySqlPool,
+    redis: Redis,
+    provider: Arc<dyn PaymentProvider>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Why a payment is given back (the `reason` label of `dropline_refunds_total`).
+#[derive(Debug, Clone, Copy)]
+enum RefundReason {
+    /// The order ended (expired, cancelled, failed) before its payment was confirmed.
+    Ended,
+    /// Booking it would sell more than the stock.
+    WouldOversell,
+}
+
+impl RefundReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ended => "ended",
+            Self::WouldOversell => "would_oversell",
+        }
+    }
+}
+
+impl Confirmer {
+    #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or(""), order, outcome, attempt = message.attempt))]
+    async fn handle(&self, message: Message) -> Outcome {
+        let envelope: Envelope<PaymentCompleted> = match serde_json::from_slice(&message.data) {
+            Ok(envelope) => envelope,
+            Err(error) => return Outcome::Park(format!("malformed payment.completed: {error}")),
+        };
+        if envelope.kind != kinds::PAYMENT_COMPLETED {
+            return Outcome::Park(format!(
+                "the confirm worker does not handle `{}`",
+                envelope.kind
+            ));
+        }
+        let completed = envelope.data;
+        let span = tracing::Span::current();
+        span.record("order", tracing::field::display(completed.order.order_id));
+        span.record("outcome", tracing::field::debug(completed.outcome));
+        if let Err(reason) = validate(&completed.order) {
+            return Outcome::Park(format!("malformed payment.completed: {reason}"));
+        }
+        let result = match completed.outcome {
+            PaymentOutcome::Declined => self.declined(&completed).await,
+            PaymentOutcome::Approved => self.approved(&completed).await,
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "payment.completed not handled; will retry"
+                );
+                Outcome::Retry(format!("{error:#}"))
+            }
+        }
+    }
+
+    /// PAYING → FAILED; anything else changes nothing.
+    async fn declined(&self, completed: &PaymentCompleted) -> anyhow::Result<Outcome> {
+        let order = &completed.order;
+        let orders = Orders::new(&self.redis, order.sale_id);
+        let transition = orders.release(order.order_id, Target::Failed).await?;
+        match transition {
+            Transition::Applied(_) => {
+                tracing::info!(reason = %completed.provider_ref, "payment declined; order failed, stock back");
+            }
+            Transition::Unchanged(s) if s.state == OrderState::Failed => {
+                tracing::debug!("declined again: the order is failed already");
+            }
+            Transition::Unchanged(s) if s.state == OrderState::Paid => {
+                tracing::warn!(
+                    "a declined payment for a paid order (the provider decides once; a stray message?): nothing changed"
+                );
+            }
+            Transition::Unchanged(s) | Transition::NotDue(s) | Transition::DeadlinePassed(s) => {
+                tracing::info!(state = %s.state, "declined payment for an order that is not paying: nothing changed");
+            }
+            Transition::NotFound => {
+                tracing::warn!("declined payment for an order Redis does not know (lost?): acked");
+            }
+        }
+        Ok(Outcome::Ack)
+    }
+
+    async fn approved(&self, completed: &PaymentCompleted) -> anyhow::Result<Outcome> {
+        let order = &completed.order;
+        let orders = Orders::new(&self.redis, order.sale_id);
+        let current = orders.get(order.order_id).await?;
+        match current.as_ref().map(|o| o.state) {
+            Some(OrderState::Expired | OrderState::Cancelled | OrderState::Failed) => {
+                return self.refund(&orders, order, RefundReason::Ended).await;
+            }
+            Some(OrderState::Held) => {
+                // The api starts the payment (HELD → PAYING) before it asks for it.
+                return Ok(Outcome::Retry(format!(
+                    "approved payment for order {} which is still held in Redis",
+                    order.order_id
+                )));
+            }
+            None => {
+                if let Some(payment) = ledger::payment_of(&self.mysql, order.order_id).await?
+                    && payment.status == "refunded"
+                {
+                    tracing::warn!(
+                        "approved payment for an order Redis does not know, refunded already: acked"
+                    );
+                    return Ok(Outcome::Ack);
+                }
+            }
+            Some(OrderState::Paying | OrderState::Paid) => {}
+        }
+        let row = order_row(order, current.as_ref());
+        let outcome = self.book(row).await?;
+        match outcome {
+            PaidOutcome::Recorded | PaidOutcome::AlreadyPaid => {
+                if outcome == PaidOutcome::Recorded {
+                    metrics::counter!("dropline_orders_confirmed_total").increment(1);
+                }
+                self.confirm_in_redis(&orders, order.order_id).await?;
+                self.announce(order).await?;
+                Ok(Outcome::Ack)
+            }
+            PaidOutcome::Ended(state) => {
+                tracing::info!(mysql_state = %state, "the order ended in MySQL before its payment was confirmed");
+                self.refund(&orders, order, RefundReason::Ended).await
+            }
+            PaidOutcome::WouldOversell => {
+                self.refund(&orders, order, RefundReason::WouldOversell)
+                    .await
+            }
+            PaidOutcome::NoSale => Ok(Outcome::Park(format!(
+                "sale {} has no MySQL row",
+                order.sale_id
+            ))),
+        }
+    }
+
+    /// Hands the order to the writer and waits for its batch.
+    async fn book(&self, row: OrderRow) -> anyhow::Result<PaidOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { row, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the confirm writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the confirm writer dropped the order"))?
+    }
+
+    /// PAYING → PAID in Redis, after MySQL booked it.
+    async fn confirm_in_redis(&self, orders: &Orders, order: Uuid) -> anyhow::Result<()> {
+        match orders.confirm(order).await? {
+            Transition::Applied(_) => tracing::info!("order paid"),
+            Transition::Unchanged(s) if s.state == OrderState::Paid => {
+                tracing::debug!("the order was paid already in Redis");
+            }
+            Transition::NotFound => {
+                tracing::warn!("order paid in MySQL; Redis does not know it (lost?)");
+            }
+            Transition::Unchanged(s) | Transition::NotDue(s) | Transition::DeadlinePassed(s) => {
+                metrics::counter!("dropline_confirm_conflicts_total").increment(1);
+                tracing::error!(
+                    redis_state = %s.state,
+                    "protocol breach: the order is paid in MySQL but ended otherwise in Redis; the MySQL record stands"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `order.confirmed` with the buyer's and the product's names.
+    async fn announce(&self, order: &OrderRef) -> anyhow::Result<()> {
+        let found: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT u.email, u.name, p.name FROM users u \
+             JOIN sales s ON s.id = ? JOIN products p ON p.id = s.product_id \
+             WHERE u.id = ?",
+        )
+        .bind(order.sale_id)
+        .bind(order.user_id)
+        .fetch_optional(&self.mysql)
+        .await
+        .with_context(|| format!("reading the buyer and product of order {}", order.order_id))?;
+        let Some((email, name, product)) = found else {
+            tracing::warn!(user = %order.user_id, "order paid, but its buyer (or product) has no MySQL row: no order.confirmed");
+            return Ok(());
+        };
+        let envelope = Envelope {
+            id: confirmation_id(order.order_id),
+            ..Envelope::new(
+                kinds::ORDER_CONFIRMED,
+                OrderConfirmed {
+                    order: order.clone(),
+                    email,
+                    name,
+                    product,
+                },
+            )
+        };
+        let payload = envelope.to_json().context("serialising order.confirmed")?;
+        self.broker
+            .publish(kinds::ORDER_CONFIRMED, &envelope.id.to_string(), &payload)
+            .await
+            .with_context(|| format!("publishing order.confirmed of order {}", order.order_id))
+    }
+
+    /// Gives an approved payment back. For an oversell the order is failed in Redis first, so
+    /// a later copy of this message finds it ended and never books it.
+    async fn refund(
+        &self,
+        orders: &Orders,
+        order: &OrderRef,
+        reason: RefundReason,
+    ) -> anyhow::Result<Outcome> {
+        if let RefundReason::WouldOversell = reason {
+            let released = orders.release(order.order_id, Target::Failed).await?;
+            tracing::info!(redis = ?released.state(), "oversold order released in Redis");
+        }
+        let decision = self
+            .provider
+            .refund(order.order_id)
+            .await
+            .with_context(|| format!("refunding order {}", order.order_id))?;
+        ledger::mark_refunded(&self.mysql, order.order_id).await?;
+        metrics::counter!("dropline_refunds_total", "reason" => reason.as_str()).increment(1);
+        match reason {
+            RefundReason::WouldOversell => tracing::error!(
+                decision = ?decision,
+                "approved payment refunded: booking it would sell more than the stock (Redis and MySQL disagree; check the sale)"
+            ),
+            RefundReason::Ended => tracing::error!(
+                decision = ?decision,
+                "approved payment refunded: the order ended before its payment was confirmed"
+            ),
+        }
+        Ok(Outcome::Ack)
+    }
+}
+
+/// The MySQL row to book: the message's order, with Redis's deadline when Redis has it.
+fn order_row(order: &OrderRef, current: Option<&Order>) -> OrderRow {
+    let now = Utc::now();
+    OrderRow {
+        id: order.order_id,
+        sale: order.sale_id,
+        user: order.user_id,
+        quantity: order.quantity,
+        amount: order.amount,
+        currency: order.currency.clone(),
+        state: OrderState::Paid,
+        deadline: current.map_or(now, |o| from_ms(o.deadline_ms)),
+        idempotency_key: order.idempotency_key.clone(),
+        created: from_ms(order.created_ms),
+        updated: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmation_ids_are_fixed_per_order_and_never_an_order_id() {
+        let order = Uuid::now_v7();
+        let id = confirmation_id(order);
+        assert_eq!(id, confirmation_id(order));
+        assert_ne!(id, order);
+        assert_eq!(id.get_version_num(), 8);
+        assert_ne!(confirmation_id(Uuid::now_v7()), id);
+    }
+}

@@ -1,0 +1,297 @@
+//! The payment worker: consumes `<prefix>.payments` (`payment.requested`), charges the order
+//! with the payment provider, records the outcome in MySQL and publishes `payment.completed`
+//! for the confirm worker.
+//!
+//! For each delivery:
+//!
+//! 1. [`PaymentProvider::charge`] with the order id as the idempotency key: the provider
+//!    decides an order's payment once, and every later call (a redelivery, the buyer paying
+//!    again, a duplicate publish) gets that first decision back, never a second charge.
+//! 2. [`ledger::record_payment`] writes the decision (`approved` with the provider's charge
+//!    reference, `declined` with its reason) unless the order has a payment row already; the
+//!    row that stands is the one this worker reports, so two messages never make two payments.
+//! 3. `payment.completed` ([`PaymentCompleted`], message id = the payment row's id, the same
+//!    for every copy) is published and confirmed by the broker, and only then is the delivery
+//!    acked. A crash anywhere before the ack redelivers the request, which repeats the same
+//!    steps with the same results: the confirm worker is idempotent, so a second completion is
+//!    harmless.
+//!
+//! A [`Decision::Refunded`] means the order was charged and then given back (the confirm
+//! worker could not confirm it): the payment row is marked refunded and a **declined**
+//! completion is published (`provider_ref` = `refunded:<charge reference>`). Never an approved
+//! one: the confirm worker must not book a payment whose money went back. A declined
+//! completion for an order that has ended changes nothing (DESIGN §5).
+//!
+//! Outcomes: a malformed message (bad JSON, unknown fields, impossible values) is parked at
+//! once; a provider, MySQL or RabbitMQ failure is retried after `amqp.retry_delay_ms` (and
+//! parked after `amqp.max_attempts`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use dropline_core::Config;
+use dropline_core::amqp::{Broker, PAYMENTS};
+use dropline_core::consumer::{Message, Outcome, consume};
+use dropline_core::deps::Deps;
+use dropline_core::ledger::{self, PaymentRow};
+use dropline_core::messages::{
+    Envelope, OrderRef, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
+};
+use sqlx::MySqlPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::provider::{ChargeRequest, Decision, PaymentProvider};
+
+/// `payments.provider_ref` is VARCHAR(128).
+const MAX_PROVIDER_REF: usize = 128;
+
+/// Consumes the payments queue until `shutdown` fires; returns after the deliveries in hand
+/// are finished.
+pub async fn run(
+    _config: &Config,
+    deps: &Deps,
+    provider: Arc<dyn PaymentProvider>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let worker = Arc::new(PaymentWorker {
+        broker: deps.broker()?.clone(),
+        mysql: deps.mysql()?.clone(),
+        provider,
+    });
+    tracing::info!(provider = ?worker.provider, "payment worker starting");
+    let handler = {
+        let worker = Arc::clone(&worker);
+        move |message: Message| {
+            let worker = Arc::clone(&worker);
+            async move { worker.handle(message).await }
+        }
+    };
+    let result = consume(worker.broker.clone(), PAYMENTS, handler, shutdown).await;
+    tracing::info!("payment worker stopped");
+    result
+}
+
+struct PaymentWorker {
+    broker: Broker,
+    mysql: MySqlPool,
+    provider: Arc<dyn PaymentProvider>,
+}
+
+impl PaymentWorker {
+    #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or(""), order, attempt = message.attempt))]
+    async fn handle(&self, message: Message) -> Outcome {
+        let envelope: Envelope<PaymentRequested> = match serde_json::from_slice(&message.data) {
+            Ok(envelope) => envelope,
+            Err(error) => return Outcome::Park(format!("malformed payment.requested: {error}")),
+        };
+        if envelope.kind != kinds::PAYMENT_REQUESTED {
+            return Outcome::Park(format!(
+                "the payment worker does not handle `{}`",
+                envelope.kind
+            ));
+        }
+        let request = envelope.data;
+        tracing::Span::current().record("order", tracing::field::display(request.order.order_id));
+        if let Err(reason) = validate(&request.order) {
+            return Outcome::Park(format!("malformed payment.requested: {reason}"));
+        }
+        match self.pay(&request).await {
+            Ok(outcome) => {
+                tracing::info!(outcome = ?outcome, "payment completed");
+                Outcome::Ack
+            }
+            Err(error) => {
+                metrics::counter!("dropline_payment_failures_total").increment(1);
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "payment not completed; will retry"
+                );
+                Outcome::Retry(format!("{error:#}"))
+            }
+        }
+    }
+
+    /// Charge, record, publish. Every step is idempotent on the order id.
+    async fn pay(&self, request: &PaymentRequested) -> anyhow::Result<PaymentOutcome> {
+        let order = &request.order;
+        let decision = self
+            .provider
+            .charge(ChargeRequest {
+                order: order.order_id,
+                amount: order.amount,
+                currency: order.currency.clone(),
+                card_token: request.card_token.clone(),
+            })
+            .await
+            .with_context(|| format!("charging order {}", order.order_id))?;
+        let (status, provider_ref) = match &decision {
+            Decision::Approved { reference } => ("approved", reference.clone()),
+            Decision::Declined { reason } => ("declined", reason.clone()),
+            Decision::Refunded { reference } => ("refunded", reference.clone()),
+        };
+        let standing = ledger::record_payment(
+            &self.mysql,
+            &PaymentRow {
+                id: Uuid::now_v7(),
+                order: order.order_id,
+                sale: order.sale_id,
+                amount: order.amount,
+                currency: order.currency.clone(),
+                status: status.to_owned(),
+                provider_ref: truncate(&provider_ref, MAX_PROVIDER_REF),
+            },
+        )
+        .await?;
+        let (outcome, provider_ref) = match (&decision, standing.status.as_str()) {
+            // The money went back: never report it approved (see the module docs).
+            (Decision::Refunded { reference }, standing_status) => {
+                if standing_status == "approved" {
+                    ledger::mark_refunded(&self.mysql, order.order_id).await?;
+                }
+                (
+                    PaymentOutcome::Declined,
+                    truncate(&format!("refunded:{reference}"), MAX_PROVIDER_REF),
+                )
+            }
+            (_, "approved") => (PaymentOutcome::Approved, standing.provider_ref.clone()),
+            (_, "declined" | "refunded") => {
+                (PaymentOutcome::Declined, standing.provider_ref.clone())
+            }
+            (_, other) => anyhow::bail!(
+                "the payment of order {} has an unknown status `{other}`",
+                order.order_id
+            ),
+        };
+        if outcome == PaymentOutcome::Approved && !matches!(decision, Decision::Approved { .. }) {
+            // The provider decides once, so this is a row written by something else.
+            tracing::warn!(
+                decision = ?decision,
+                "the recorded payment is approved but the provider's decision is not; reporting the recorded one"
+            );
+        }
+        let completed = Envelope {
+            // The same id for every copy: one payment, one completion.
+            id: standing.id,
+            ..Envelope::new(
+                kinds::PAYMENT_COMPLETED,
+                PaymentCompleted {
+                    order: order.clone(),
+                    outcome,
+                    payment_id: standing.id,
+                    provider_ref,
+                },
+            )
+        };
+        let payload = completed
+            .to_json()
+            .context("serialising payment.completed")?;
+        self.broker
+            .publish(
+                kinds::PAYMENT_COMPLETED,
+                &completed.id.to_string(),
+                &payload,
+            )
+            .await
+            .with_context(|| format!("publishing payment.completed of order {}", order.order_id))?;
+        let label = match (&decision, outcome) {
+            (Decision::Refunded { .. }, _) => "refunded",
+            (_, PaymentOutcome::Approved) => "approved",
+            (_, PaymentOutcome::Declined) => "declined",
+        };
+        metrics::counter!("dropline_payments_total", "outcome" => label).increment(1);
+        Ok(outcome)
+    }
+}
+
+/// Checks what MySQL would refuse anyway, so a bad message is parked instead of retried.
+pub(crate) fn validate(order: &OrderRef) -> Result<(), String> {
+    if order.quantity < 1 || order.quantity > i64::from(i32::MAX) {
+        return Err(format!("quantity {} out of range", order.quantity));
+    }
+    if order.amount < 0 {
+        return Err(format!("negative amount {}", order.amount));
+    }
+    if order.currency.len() != 3 || !order.currency.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!(
+            "currency `{}` is not an ISO 4217 code",
+            order.currency
+        ));
+    }
+    if order.idempotency_key.is_empty()
+        || order.idempotency_key.len() > dropline_core::orders::MAX_IDEMPOTENCY_KEY_LEN
+    {
+        return Err("idempotency key must be 1 to 64 bytes".into());
+    }
+    Ok(())
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> OrderRef {
+        OrderRef {
+            order_id: Uuid::now_v7(),
+            sale_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            quantity: 1,
+            amount: 100,
+            currency: "KRW".into(),
+            idempotency_key: "k".into(),
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn validation_refuses_what_mysql_would() {
+        assert!(validate(&order()).is_ok());
+        assert!(
+            validate(&OrderRef {
+                quantity: 0,
+                ..order()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&OrderRef {
+                amount: -1,
+                ..order()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&OrderRef {
+                currency: "KR1".into(),
+                ..order()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&OrderRef {
+                idempotency_key: String::new(),
+                ..order()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("가나다", 4), "가");
+        assert_eq!(truncate("abcdef", 3), "abc");
+    }
+}

@@ -1,0 +1,1182 @@
+//! The purchase path behind `POST /api/orders/{id}/pay` against the machine's real servers:
+//! `payment.requested` → payment worker (simulated provider) → `payments` row →
+//! `payment.completed` → confirm worker → MySQL `paid` + `sales.sold`, Redis PAID →
+//! `order.confirmed` → mail worker → a real SMTP server on loopback ([`SmtpSink`]).
+//!
+//! Each test has its own MySQL database, Redis prefix and RabbitMQ names ([`TestEnv`]). It
+//! makes a product, a sale and buyers in MySQL, arms the sale in Redis (`sale::arm`), admits
+//! the buyers by writing the waiting room's `adm` zset, and reserves and starts the payment
+//! with `Orders` as the api does; then it publishes `payment.requested` as the api does.
+//!
+//! "Changes nothing" is checked over a quiet period (several retry delays of 200 ms) after
+//! the queues have drained.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dropline_core::amqp::{Broker, CONFIRMATIONS, MAIL, PAYMENTS};
+use dropline_core::deps::{Deps, Needs};
+use dropline_core::ledger::{self, OrderRow};
+use dropline_core::messages::{
+    Envelope, OrderRef, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
+};
+use dropline_core::orders::{
+    Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Transition,
+};
+use dropline_core::sale::{self, SaleConfig};
+use dropline_testkit::smtp::{ReceivedMail, SmtpSink};
+use dropline_testkit::{TestEnv, eventually};
+use dropline_workers::confirm::{self, Hooks};
+use dropline_workers::provider::{ChargeRequest, Decision, PaymentProvider, Settlement, Simulated};
+use dropline_workers::{Kind, payment};
+use fred::prelude::*;
+use futures_util::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const PRICE: i64 = 12_500;
+const PRODUCT: &str = "한정판 스니커즈";
+const PAY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The simulated provider, counting what it is asked and the distinct charges it approved.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<Simulated>,
+    charges: AtomicUsize,
+    approved: Mutex<HashSet<String>>,
+    refunds: AtomicUsize,
+}
+
+impl Counting {
+    fn approved(&self) -> HashSet<String> {
+        self.approved.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+impl PaymentProvider for Counting {
+    fn charge(&self, request: ChargeRequest) -> BoxFuture<'_, anyhow::Result<Decision>> {
+        Box::pin(async move {
+            self.charges.fetch_add(1, Ordering::SeqCst);
+            let decision = self.inner.charge(request).await?;
+            if let Decision::Approved { reference } = &decision
+                && let Ok(mut approved) = self.approved.lock()
+            {
+                approved.insert(reference.clone());
+            }
+            Ok(decision)
+        })
+    }
+
+    fn settle(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Settlement>> {
+        self.inner.settle(order)
+    }
+
+    fn refund(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Decision>> {
+        Box::pin(async move {
+            self.refunds.fetch_add(1, Ordering::SeqCst);
+            self.inner.refund(order).await
+        })
+    }
+}
+
+/// A running worker and the connections it owns.
+struct Worker {
+    deps: Deps,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Worker {
+    /// Stops it as SIGTERM does (it must finish its deliveries within 10 s).
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .map_err(|_| anyhow::anyhow!("a worker did not stop within 10 s"))???;
+        self.deps.close().await;
+        Ok(())
+    }
+
+    /// Kills it: the task is dropped where it stands and its connections are closed, so
+    /// the broker takes back every delivery it had not acked.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.deps.close().await;
+    }
+}
+
+/// One test's world: servers, a sale, and the workers.
+struct World {
+    env: TestEnv,
+    sink: SmtpSink,
+    /// The test's own connections (never a worker's).
+    deps: Deps,
+    provider: Arc<Counting>,
+    sale: Uuid,
+    stock: i64,
+    orders: Orders,
+    workers: Vec<Worker>,
+}
+
+struct Setup {
+    stock: i64,
+    per_user_limit: i64,
+    /// Start the payment, confirm and mail workers.
+    payment: bool,
+    confirm: bool,
+    mail: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            stock: 10,
+            per_user_limit: 4,
+            payment: true,
+            confirm: true,
+            mail: true,
+        }
+    }
+}
+
+impl World {
+    async fn start(setup: Setup) -> anyhow::Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let sink = SmtpSink::start().await?;
+        let port = sink.port();
+        let env = TestEnv::with_overrides(&[
+            ("SMTP__HOST", "127.0.0.1"),
+            ("SMTP__PORT", port.as_str()),
+            ("SMTP__TLS", "none"),
+            ("AMQP__RETRY_DELAY_MS", "200"),
+            ("AMQP__MAX_ATTEMPTS", "50"),
+            ("PAYMENT__SIM_LATENCY_MS", "5"),
+            ("MYSQL__MAX_CONNECTIONS", "8"),
+            ("REDIS__POOL_SIZE", "4"),
+        ])?;
+        let deps = Deps::connect(&env.config, Needs::ALL).await?;
+        let provider = Arc::new(Counting {
+            inner: Simulated::new(deps.redis()?, &env.config.payment),
+            charges: AtomicUsize::new(0),
+            approved: Mutex::new(HashSet::new()),
+            refunds: AtomicUsize::new(0),
+        });
+        let sale = Uuid::now_v7();
+        let mut world = Self {
+            orders: Orders::new(deps.redis()?, sale),
+            env,
+            sink,
+            deps,
+            provider,
+            sale,
+            stock: setup.stock,
+            workers: Vec::new(),
+        };
+        world.make_sale(setup.per_user_limit).await?;
+        if setup.payment {
+            world.spawn_payment().await?;
+        }
+        if setup.confirm {
+            let worker = world.spawn_confirm(Hooks::default()).await?;
+            world.workers.push(worker);
+        }
+        if setup.mail {
+            world.spawn_mail().await?;
+        }
+        Ok(world)
+    }
+
+    fn mysql(&self) -> anyhow::Result<&sqlx::MySqlPool> {
+        self.deps.mysql()
+    }
+
+    fn broker(&self) -> anyhow::Result<&Broker> {
+        self.deps.broker()
+    }
+
+    /// Product and sale rows in MySQL (open since a minute ago), then the sale armed in Redis.
+    async fn make_sale(&self, per_user_limit: i64) -> anyhow::Result<()> {
+        let pool = self.mysql()?;
+        let product = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO products (id, name, description, price, currency, created_at) \
+             VALUES (?, ?, NULL, ?, 'KRW', UTC_TIMESTAMP(3))",
+        )
+        .bind(product)
+        .bind(PRODUCT)
+        .bind(PRICE)
+        .execute(pool)
+        .await
+        .context("inserting the product")?;
+        sqlx::query(
+            "INSERT INTO sales (id, product_id, stock_total, sold, opens_at, per_user_limit, \
+                                hold_seconds, admit_per_second, created_at, updated_at) \
+             VALUES (?, ?, ?, 0, UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE, ?, 600, 100, \
+                     UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+        )
+        .bind(self.sale)
+        .bind(product)
+        .bind(self.stock)
+        .bind(per_user_limit)
+        .execute(pool)
+        .await
+        .context("inserting the sale")?;
+        let config = SaleConfig::load(pool, self.sale)
+            .await?
+            .context("the sale just inserted")?;
+        anyhow::ensure!(
+            sale::arm(self.deps.redis()?, self.sale, &config).await?,
+            "sale armed twice"
+        );
+        Ok(())
+    }
+
+    async fn worker_deps(&self) -> anyhow::Result<Deps> {
+        Deps::connect(&self.env.config, Needs::ALL).await
+    }
+
+    async fn spawn_payment(&mut self) -> anyhow::Result<()> {
+        let deps = self.worker_deps().await?;
+        let shutdown = CancellationToken::new();
+        let provider: Arc<dyn PaymentProvider> = self.provider.clone();
+        let task = tokio::spawn({
+            let (config, deps, shutdown) =
+                (self.env.config.clone(), deps.clone(), shutdown.clone());
+            async move { payment::run(&config, &deps, provider, shutdown).await }
+        });
+        self.workers.push(Worker {
+            deps,
+            shutdown,
+            task,
+        });
+        Ok(())
+    }
+
+    /// A confirm worker with its own connections (not added to `workers`).
+    async fn spawn_confirm(&self, hooks: Hooks) -> anyhow::Result<Worker> {
+        let deps = self.worker_deps().await?;
+        let shutdown = CancellationToken::new();
+        let provider: Arc<dyn PaymentProvider> = self.provider.clone();
+        let task = tokio::spawn({
+            let (config, deps, shutdown) =
+                (self.env.config.clone(), deps.clone(), shutdown.clone());
+            async move { confirm::run_with_hooks(&config, &deps, provider, shutdown, hooks).await }
+        });
+        Ok(Worker {
+            deps,
+            shutdown,
+            task,
+        })
+    }
+
+    async fn spawn_mail(&mut self) -> anyhow::Result<()> {
+        let deps = self.worker_deps().await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (config, deps, shutdown) =
+                (self.env.config.clone(), deps.clone(), shutdown.clone());
+            async move { dropline_workers::run(Kind::Mail, &config, &deps, shutdown).await }
+        });
+        self.workers.push(Worker {
+            deps,
+            shutdown,
+            task,
+        });
+        Ok(())
+    }
+
+    /// `n` verified buyers in MySQL, admitted to the sale for ten minutes.
+    async fn buyers(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
+        let pool = self.mysql()?;
+        let users: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        for chunk in users.chunks(200) {
+            let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
+                "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, \
+                 created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, user| {
+                b.push_bind(*user)
+                    .push_bind(email_of(*user))
+                    .push_bind("x")
+                    .push_bind("김민준")
+                    .push_bind("buyer")
+                    .push("UTC_TIMESTAMP(3)")
+                    .push("UTC_TIMESTAMP(3)")
+                    .push("UTC_TIMESTAMP(3)");
+            });
+            q.build().execute(pool).await.context("inserting buyers")?;
+        }
+        let deadline = chrono::Utc::now().timestamp_millis() + 600_000;
+        let redis = self.deps.redis()?;
+        for chunk in users.chunks(500) {
+            let mut args = vec![Value::from(self.orders.keys().adm.as_str())];
+            for user in chunk {
+                args.push(Value::from(deadline));
+                args.push(Value::from(&user.as_bytes()[..]));
+            }
+            let _: i64 = redis.pool().custom(fred::cmd!("ZADD"), args).await?;
+        }
+        Ok(users)
+    }
+
+    /// Reserves `quantity` for `user` and starts its payment (HELD → PAYING), as the api does.
+    async fn paying_order(&self, user: Uuid, quantity: u32) -> anyhow::Result<Order> {
+        let request = ReserveRequest {
+            order: Uuid::now_v7(),
+            user,
+            quantity,
+            idempotency_key: format!("k-{}", Uuid::new_v4().simple()),
+        };
+        let order = match self.orders.reserve(&request).await? {
+            ReserveOutcome::Created(order) => order,
+            other => anyhow::bail!("reserve: {other:?}"),
+        };
+        let started = self.orders.begin_payment(order.id, PAY_TIMEOUT).await?;
+        anyhow::ensure!(started.applied(), "begin_payment: {started:?}");
+        self.orders
+            .get(order.id)
+            .await?
+            .context("the order just reserved")
+    }
+
+    /// Publishes `payment.requested` for `order` as the api does; returns the envelope.
+    async fn request_payment(
+        &self,
+        order: &Order,
+        card_token: &str,
+    ) -> anyhow::Result<Envelope<PaymentRequested>> {
+        let envelope = Envelope::new(
+            kinds::PAYMENT_REQUESTED,
+            PaymentRequested {
+                order: order_ref(order),
+                card_token: card_token.into(),
+            },
+        );
+        self.publish(&envelope).await?;
+        Ok(envelope)
+    }
+
+    async fn publish<T: serde::Serialize>(&self, envelope: &Envelope<T>) -> anyhow::Result<()> {
+        self.broker()?
+            .publish(
+                &envelope.kind,
+                &envelope.id.to_string(),
+                &envelope.to_json()?,
+            )
+            .await
+    }
+
+    /// Publishes a `payment.completed` by hand (a stray, late or duplicate one).
+    async fn complete(
+        &self,
+        order: &Order,
+        outcome: PaymentOutcome,
+        provider_ref: &str,
+    ) -> anyhow::Result<()> {
+        self.publish(&Envelope::new(
+            kinds::PAYMENT_COMPLETED,
+            PaymentCompleted {
+                order: order_ref(order),
+                outcome,
+                payment_id: Uuid::now_v7(),
+                provider_ref: provider_ref.into(),
+            },
+        ))
+        .await
+    }
+
+    async fn state(&self, order: Uuid) -> anyhow::Result<Option<OrderState>> {
+        Ok(self.orders.get(order).await?.map(|o| o.state))
+    }
+
+    async fn mysql_state(&self, order: Uuid) -> anyhow::Result<Option<OrderState>> {
+        Ok(ledger::get(self.mysql()?, order).await?.map(|o| o.state))
+    }
+
+    /// Waits until every order is in `state` in Redis.
+    async fn wait_all(&self, orders: &[Uuid], state: OrderState, limit: Duration) -> bool {
+        eventually(limit, || async {
+            let mut all = true;
+            for order in orders {
+                if !matches!(self.state(*order).await, Ok(Some(s)) if s == state) {
+                    all = false;
+                    break;
+                }
+            }
+            all
+        })
+        .await
+    }
+
+    /// (avail, held, sold) in Redis, read in one command.
+    async fn counters(&self) -> anyhow::Result<(i64, i64, i64)> {
+        let k = self.orders.keys();
+        let v: Vec<Option<i64>> = self
+            .deps
+            .redis()?
+            .pool()
+            .mget(vec![k.avail.clone(), k.held.clone(), k.sold.clone()])
+            .await?;
+        match v.as_slice() {
+            [a, h, s] => Ok((a.unwrap_or(0), h.unwrap_or(0), s.unwrap_or(0))),
+            other => anyhow::bail!("MGET: {other:?}"),
+        }
+    }
+
+    /// `sales.sold` in MySQL.
+    async fn sold(&self) -> anyhow::Result<i64> {
+        let (_, sold) = ledger::sale_counts(self.mysql()?, self.sale)
+            .await?
+            .context("the sale row")?;
+        Ok(sold)
+    }
+
+    /// DESIGN §6: avail + held + sold = stock_total in Redis, avail ≥ 0; MySQL `sold` = the
+    /// sum of the paid rows' quantities ≤ stock_total, and Redis `sold` = MySQL `sold`.
+    async fn check_invariants(&self) -> anyhow::Result<()> {
+        let (avail, held, sold) = self.counters().await?;
+        anyhow::ensure!(
+            avail + held + sold == self.stock && avail >= 0 && held >= 0 && sold >= 0,
+            "Redis: avail {avail} + held {held} + sold {sold} != {}",
+            self.stock
+        );
+        let (paid_sum,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM orders \
+             WHERE sale_id = ? AND status = 'paid'",
+        )
+        .bind(self.sale)
+        .fetch_one(self.mysql()?)
+        .await?;
+        let mysql_sold = self.sold().await?;
+        anyhow::ensure!(
+            mysql_sold == paid_sum && mysql_sold <= self.stock,
+            "MySQL: sold {mysql_sold}, paid rows {paid_sum}, stock {}",
+            self.stock
+        );
+        anyhow::ensure!(
+            mysql_sold == sold,
+            "Redis sold {sold} != MySQL sold {mysql_sold}"
+        );
+        Ok(())
+    }
+
+    async fn payment_rows(&self, order: Uuid) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM payments WHERE order_id = ?")
+            .bind(order)
+            .fetch_one(self.mysql()?)
+            .await?;
+        Ok(n)
+    }
+
+    fn mails_to(&self, user: Uuid) -> Vec<ReceivedMail> {
+        let to = email_of(user);
+        self.sink
+            .messages()
+            .into_iter()
+            .filter(|m| m.recipients.contains(&to))
+            .collect()
+    }
+
+    /// Messages ready or parked in every queue of the test (0 once everything is handled;
+    /// unacked deliveries are not counted, so callers also wait a quiet period).
+    async fn backlog(&self) -> anyhow::Result<(u32, u32)> {
+        let broker = self.broker()?;
+        let names = broker.names();
+        let mut ready = 0;
+        let mut parked = 0;
+        for spec in [PAYMENTS, CONFIRMATIONS, MAIL] {
+            ready += broker.queue_len(&names.queue(spec)).await?;
+            ready += broker.queue_len(&names.retry_queue(spec)).await?;
+            parked += broker.queue_len(&names.parked_queue(spec)).await?;
+        }
+        Ok((ready, parked))
+    }
+
+    /// Waits until no message is ready anywhere, then a quiet period.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let drained = eventually(Duration::from_secs(20), || async {
+            self.backlog().await.is_ok_and(|(ready, _)| ready == 0)
+        })
+        .await;
+        anyhow::ensure!(drained, "queues did not drain: {:?}", self.backlog().await);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let mut errors = Vec::new();
+        for worker in self.workers {
+            if let Err(error) = worker.stop().await {
+                errors.push(format!("{error:#}"));
+            }
+        }
+        self.deps.close().await;
+        self.env.cleanup().await?;
+        anyhow::ensure!(errors.is_empty(), "stopping workers: {}", errors.join("; "));
+        Ok(())
+    }
+}
+
+fn email_of(user: Uuid) -> String {
+    format!("buyer-{}@example.com", user.simple())
+}
+
+fn order_ref(order: &Order) -> OrderRef {
+    OrderRef {
+        order_id: order.id,
+        sale_id: order.sale,
+        user_id: order.user,
+        quantity: order.quantity,
+        amount: order.amount,
+        currency: order.currency.clone(),
+        idempotency_key: order.idempotency_key.clone(),
+        created_ms: order.created_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_payment_ends_paid_everywhere_and_mails_the_buyer() -> anyhow::Result<()> {
+    let world = World::start(Setup::default()).await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    let order = world.paying_order(user, 2).await?;
+    world.request_payment(&order, "tok_visa").await?;
+
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Paid, Duration::from_secs(20))
+            .await,
+        "order not paid in Redis: {:?}",
+        world.state(order.id).await
+    );
+    assert_eq!(world.mysql_state(order.id).await?, Some(OrderState::Paid));
+    assert_eq!(world.sold().await?, 2);
+    assert_eq!(world.counters().await?, (8, 0, 2));
+    world.check_invariants().await?;
+
+    let payment = ledger::payment_of(world.mysql()?, order.id)
+        .await?
+        .context("payment row")?;
+    assert_eq!(payment.status, "approved");
+    assert_eq!(payment.amount, 2 * PRICE);
+    assert_eq!(payment.sale, world.sale);
+    assert_eq!(world.payment_rows(order.id).await?, 1);
+    assert_eq!(
+        world.provider.approved(),
+        HashSet::from([payment.provider_ref.clone()]),
+        "the recorded reference is the provider's one charge"
+    );
+
+    let mails = world.sink.wait_for(1, Duration::from_secs(20)).await?;
+    let mail = &mails[0];
+    assert_eq!(mail.recipients, [email_of(user)]);
+    assert_eq!(
+        mail.header("Message-ID").as_deref(),
+        Some(format!("<confirmed-{}@localhost>", order.id).as_str())
+    );
+    let subject = mail.header("Subject").unwrap_or_default();
+    assert!(subject.contains(PRODUCT), "Subject: {subject}");
+    let body = mail.text_body()?;
+    for needle in [
+        order.id.to_string(),
+        PRODUCT.to_owned(),
+        "Quantity: 2".to_owned(),
+        "25,000 KRW".to_owned(),
+    ] {
+        assert!(body.contains(&needle), "`{needle}` missing from:\n{body}");
+    }
+    world.settle().await?;
+    assert_eq!(world.sink.messages().len(), 1, "one confirmation");
+    assert_eq!(world.backlog().await?, (0, 0), "nothing parked");
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_fails_the_order_and_gives_the_stock_back_once() -> anyhow::Result<()> {
+    let world = World::start(Setup::default()).await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    let order = world.paying_order(user, 3).await?;
+    assert_eq!(world.counters().await?, (7, 3, 0));
+    world.request_payment(&order, "tok_fail").await?;
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Failed, Duration::from_secs(20))
+            .await,
+        "order not failed: {:?}",
+        world.state(order.id).await
+    );
+    assert_eq!(world.counters().await?, (10, 0, 0), "stock back");
+    assert_eq!(world.orders.units_of(user).await?, 0);
+    let payment = ledger::payment_of(world.mysql()?, order.id)
+        .await?
+        .context("payment row")?;
+    assert_eq!(payment.status, "declined");
+    assert_eq!(payment.provider_ref, "card_declined");
+
+    // The decline again (a duplicate completion and a duplicate request): nothing moves.
+    world
+        .complete(&order, PaymentOutcome::Declined, "card_declined")
+        .await?;
+    world.request_payment(&order, "tok_fail").await?;
+    world.settle().await?;
+    assert_eq!(
+        world.counters().await?,
+        (10, 0, 0),
+        "stock back exactly once"
+    );
+    assert_eq!(world.state(order.id).await?, Some(OrderState::Failed));
+    assert_eq!(world.sold().await?, 0);
+    assert_eq!(world.payment_rows(order.id).await?, 1);
+    assert!(world.sink.messages().is_empty(), "no confirmation mail");
+    assert_eq!(world.backlog().await?, (0, 0));
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_three_times_charges_and_books_once() -> anyhow::Result<()> {
+    let world = World::start(Setup::default()).await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    let order = world.paying_order(user, 1).await?;
+    let envelope = Envelope::new(
+        kinds::PAYMENT_REQUESTED,
+        PaymentRequested {
+            order: order_ref(&order),
+            card_token: "tok_visa".into(),
+        },
+    );
+    // The same envelope three times at once: the copies race through the workers.
+    for _ in 0..3 {
+        world.publish(&envelope).await?;
+    }
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Paid, Duration::from_secs(20))
+            .await
+    );
+    world.sink.wait_for(1, Duration::from_secs(20)).await?;
+    world.settle().await?;
+    assert_eq!(
+        world.provider.charges.load(Ordering::SeqCst),
+        3,
+        "asked three times"
+    );
+    assert_eq!(world.provider.approved().len(), 1, "one charge");
+    assert_eq!(world.payment_rows(order.id).await?, 1);
+    assert_eq!(world.sold().await?, 1);
+    assert_eq!(world.counters().await?, (9, 0, 1));
+    assert_eq!(world.mails_to(user).len(), 1, "one confirmation mail");
+    assert_eq!(world.backlog().await?, (0, 0));
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_worker_killed_between_commit_and_ack_books_nothing_twice() -> anyhow::Result<()>
+{
+    let mut world = World::start(Setup {
+        confirm: false,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(5).await?;
+    let mut orders = Vec::new();
+    for user in &users {
+        orders.push(world.paying_order(*user, 2).await?);
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+
+    // The first confirm worker commits its first batch, then "dies" before anything else:
+    // no Redis arrow, no order.confirmed, no ack.
+    let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Uuid>>();
+    let hooks = Hooks {
+        after_commit: Some(Arc::new(move |orders: Vec<Uuid>| {
+            let _ = committed_tx.send(orders);
+            Box::pin(std::future::pending::<()>())
+        })),
+    };
+    let doomed = world.spawn_confirm(hooks).await?;
+    for order in &orders {
+        world.request_payment(order, "tok_visa").await?;
+    }
+    let committed = tokio::time::timeout(Duration::from_secs(20), committed_rx.recv())
+        .await
+        .context("no batch committed within 20 s")?
+        .context("hook dropped")?;
+    assert!(!committed.is_empty());
+    let booked: i64 = 2 * i64::try_from(committed.len())?;
+    assert_eq!(world.sold().await?, booked, "the batch is committed");
+    for order in &committed {
+        assert_eq!(world.mysql_state(*order).await?, Some(OrderState::Paid));
+        assert_eq!(
+            world.state(*order).await?,
+            Some(OrderState::Paying),
+            "the worker died before the Redis arrow"
+        );
+    }
+    doomed.kill().await;
+
+    // A new worker gets the unacked deliveries again and finishes the job.
+    let heir = world.spawn_confirm(Hooks::default()).await?;
+    world.workers.push(heir);
+    assert!(
+        world
+            .wait_all(&ids, OrderState::Paid, Duration::from_secs(30))
+            .await,
+        "not every order was paid after the redelivery"
+    );
+    world
+        .sink
+        .wait_for(ids.len(), Duration::from_secs(20))
+        .await?;
+    world.settle().await?;
+    assert_eq!(world.sold().await?, 10, "each order's units counted once");
+    assert_eq!(world.counters().await?, (0, 0, 10));
+    for (order, user) in ids.iter().zip(&users) {
+        assert_eq!(world.payment_rows(*order).await?, 1);
+        assert_eq!(world.mysql_state(*order).await?, Some(OrderState::Paid));
+        assert_eq!(world.mails_to(*user).len(), 1, "one mail per order");
+    }
+    assert_eq!(
+        world.provider.approved().len(),
+        ids.len(),
+        "one charge per order"
+    );
+    assert_eq!(world.backlog().await?, (0, 0));
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_late_and_out_of_order_completions_change_nothing() -> anyhow::Result<()> {
+    let world = World::start(Setup::default()).await?;
+    let users = world.buyers(2).await?;
+    let paid = world.paying_order(users[0], 1).await?;
+    let failed = world.paying_order(users[1], 1).await?;
+    world.request_payment(&paid, "tok_visa").await?;
+    world.request_payment(&failed, "tok_fail").await?;
+    assert!(
+        world
+            .wait_all(&[paid.id], OrderState::Paid, Duration::from_secs(20))
+            .await
+    );
+    assert!(
+        world
+            .wait_all(&[failed.id], OrderState::Failed, Duration::from_secs(20))
+            .await
+    );
+    world.sink.wait_for(1, Duration::from_secs(20)).await?;
+    world.settle().await?;
+    let before = (
+        world.counters().await?,
+        world.sold().await?,
+        ledger::payment_of(world.mysql()?, paid.id).await?,
+        ledger::payment_of(world.mysql()?, failed.id).await?,
+    );
+    assert_eq!(
+        before.0,
+        (9, 0, 1),
+        "one paid, one failed with its unit back"
+    );
+
+    // Approved twice, declined after approved, approved after declined, declined twice.
+    world
+        .complete(&paid, PaymentOutcome::Approved, "sim_dup")
+        .await?;
+    world
+        .complete(&paid, PaymentOutcome::Declined, "late_decline")
+        .await?;
+    world
+        .complete(&failed, PaymentOutcome::Approved, "stray_approval")
+        .await?;
+    world
+        .complete(&failed, PaymentOutcome::Declined, "card_declined")
+        .await?;
+    world.settle().await?;
+
+    let after = (
+        world.counters().await?,
+        world.sold().await?,
+        ledger::payment_of(world.mysql()?, paid.id).await?,
+        ledger::payment_of(world.mysql()?, failed.id).await?,
+    );
+    assert_eq!(after, before, "nothing moved");
+    assert_eq!(world.state(paid.id).await?, Some(OrderState::Paid));
+    assert_eq!(world.state(failed.id).await?, Some(OrderState::Failed));
+    assert_eq!(world.mysql_state(paid.id).await?, Some(OrderState::Paid));
+    assert_eq!(world.mysql_state(failed.id).await?, None, "never booked");
+    assert_eq!(
+        world.sink.messages().len(),
+        1,
+        "the duplicate approval mails nothing new"
+    );
+    assert_eq!(world.backlog().await?, (0, 0), "nothing parked");
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_payment_for_an_order_that_ended_is_refunded() -> anyhow::Result<()> {
+    let world = World::start(Setup {
+        payment: false,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(2).await?;
+
+    // 1. MySQL has the row ended (expired) while Redis still says paying (as after a rearm).
+    let ended_in_mysql = world.paying_order(users[0], 1).await?;
+    let mut row = OrderRow::from(&ended_in_mysql);
+    row.state = OrderState::Expired;
+    ledger::record(world.mysql()?, &[row]).await?;
+    // 2. The order failed in Redis (e.g. after its payment deadline) before the approval came.
+    let ended_in_redis = world.paying_order(users[1], 1).await?;
+    let failed = world
+        .orders
+        .release(ended_in_redis.id, dropline_core::orders::Target::Failed)
+        .await?;
+    assert!(matches!(failed, Transition::Applied(_)));
+
+    for order in [&ended_in_mysql, &ended_in_redis] {
+        // What the payment worker does for an approved charge.
+        let decision = world
+            .provider
+            .charge(ChargeRequest {
+                order: order.id,
+                amount: order.amount,
+                currency: order.currency.clone(),
+                card_token: "tok_visa".into(),
+            })
+            .await?;
+        let Decision::Approved { reference } = decision else {
+            anyhow::bail!("expected an approval, got {decision:?}");
+        };
+        let recorded = ledger::record_payment(
+            world.mysql()?,
+            &ledger::PaymentRow {
+                id: Uuid::now_v7(),
+                order: order.id,
+                sale: order.sale,
+                amount: order.amount,
+                currency: order.currency.clone(),
+                status: "approved".into(),
+                provider_ref: reference.clone(),
+            },
+        )
+        .await?;
+        world
+            .complete(order, PaymentOutcome::Approved, &recorded.provider_ref)
+            .await?;
+    }
+    let pool = world.mysql()?.clone();
+    let refunded = eventually(Duration::from_secs(20), || async {
+        let mut all = true;
+        for order in [ended_in_mysql.id, ended_in_redis.id] {
+            let status = ledger::payment_of(&pool, order).await;
+            all &= matches!(status, Ok(Some(p)) if p.status == "refunded");
+        }
+        all
+    })
+    .await;
+    assert!(refunded, "both payments refunded");
+    world.settle().await?;
+    assert_eq!(world.sold().await?, 0, "nothing booked");
+    assert_eq!(
+        world.mysql_state(ended_in_mysql.id).await?,
+        Some(OrderState::Expired)
+    );
+    assert_eq!(world.mysql_state(ended_in_redis.id).await?, None);
+    assert_eq!(
+        world.state(ended_in_redis.id).await?,
+        Some(OrderState::Failed)
+    );
+    assert!(world.provider.refunds.load(Ordering::SeqCst) >= 2);
+    // The provider's ledger says refunded: asking again returns that, never a new charge.
+    let again = world
+        .provider
+        .charge(ChargeRequest {
+            order: ended_in_redis.id,
+            amount: ended_in_redis.amount,
+            currency: ended_in_redis.currency.clone(),
+            card_token: "tok_visa".into(),
+        })
+        .await?;
+    assert!(matches!(again, Decision::Refunded { .. }), "{again:?}");
+    assert!(world.sink.messages().is_empty(), "no confirmation mail");
+    assert_eq!(world.backlog().await?, (0, 0));
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refunded_charge_asked_again_is_reported_declined() -> anyhow::Result<()> {
+    let world = World::start(Setup::default()).await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    let order = world.paying_order(user, 1).await?;
+    // Charged and given back before the request is handled (the confirm worker refunded it).
+    world
+        .provider
+        .charge(ChargeRequest {
+            order: order.id,
+            amount: order.amount,
+            currency: order.currency.clone(),
+            card_token: "tok_visa".into(),
+        })
+        .await?;
+    world.provider.refund(order.id).await?;
+    world.request_payment(&order, "tok_visa").await?;
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Failed, Duration::from_secs(20))
+            .await,
+        "a refunded payment fails the order: {:?}",
+        world.state(order.id).await
+    );
+    let payment = ledger::payment_of(world.mysql()?, order.id)
+        .await?
+        .context("payment row")?;
+    assert_eq!(payment.status, "refunded");
+    world.settle().await?;
+    assert_eq!(world.sold().await?, 0);
+    assert_eq!(world.counters().await?, (10, 0, 0));
+    assert!(world.sink.messages().is_empty());
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_that_would_oversell_is_refunded_and_the_order_failed() -> anyhow::Result<()> {
+    let world = World::start(Setup::default()).await?;
+    let users = world.buyers(2).await?;
+    let first = world.paying_order(users[0], 1).await?;
+    let second = world.paying_order(users[1], 1).await?;
+    // Redis sells 10 but MySQL knows of 1 (Redis wrong, e.g. armed from a stale record):
+    // MySQL's guard refuses the second.
+    sqlx::query("UPDATE sales SET stock_total = 1 WHERE id = ?")
+        .bind(world.sale)
+        .execute(world.mysql()?)
+        .await?;
+    world.request_payment(&first, "tok_visa").await?;
+    assert!(
+        world
+            .wait_all(&[first.id], OrderState::Paid, Duration::from_secs(20))
+            .await
+    );
+    world.request_payment(&second, "tok_visa").await?;
+    assert!(
+        world
+            .wait_all(&[second.id], OrderState::Failed, Duration::from_secs(20))
+            .await,
+        "the oversold order is failed in Redis: {:?}",
+        world.state(second.id).await
+    );
+    let pool = world.mysql()?.clone();
+    let refunded = eventually(Duration::from_secs(10), || async {
+        matches!(ledger::payment_of(&pool, second.id).await, Ok(Some(p)) if p.status == "refunded")
+    })
+    .await;
+    assert!(refunded, "the oversold payment is refunded");
+    world.settle().await?;
+    assert_eq!(world.sold().await?, 1, "MySQL never sells past its stock");
+    assert_eq!(
+        world.counters().await?,
+        (9, 0, 1),
+        "the unit is back in Redis"
+    );
+    assert_eq!(world.mysql_state(second.id).await?, None);
+    assert_eq!(
+        ledger::payment_of(world.mysql()?, first.id)
+            .await?
+            .map(|p| p.status),
+        Some("approved".to_owned())
+    );
+    assert_eq!(world.mails_to(users[0]).len(), 1);
+    assert!(world.mails_to(users[1]).is_empty());
+    assert_eq!(world.backlog().await?, (0, 0));
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_orders_are_all_paid_with_exact_stock() -> anyhow::Result<()> {
+    const BUYERS: usize = 240;
+    let world = World::start(Setup {
+        stock: 400,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(BUYERS).await?;
+    let mut orders = Vec::with_capacity(BUYERS);
+    let mut units = 0;
+    for (i, user) in users.iter().enumerate() {
+        let quantity = if i % 3 == 0 { 2 } else { 1 };
+        units += i64::from(quantity);
+        orders.push(world.paying_order(*user, quantity).await?);
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let started = Instant::now();
+    // Published concurrently, as many api replicas would.
+    let mut publishes = tokio::task::JoinSet::new();
+    for chunk in orders.chunks(BUYERS / 8) {
+        let broker = world.broker()?.clone();
+        let envelopes: Vec<_> = chunk
+            .iter()
+            .map(|o| {
+                Envelope::new(
+                    kinds::PAYMENT_REQUESTED,
+                    PaymentRequested {
+                        order: order_ref(o),
+                        card_token: "tok_visa".into(),
+                    },
+                )
+            })
+            .collect();
+        publishes.spawn(async move {
+            for e in envelopes {
+                broker
+                    .publish(&e.kind, &e.id.to_string(), &e.to_json()?)
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(done) = publishes.join_next().await {
+        done??;
+    }
+    // Sample the Redis invariant while payments are in flight.
+    let mut samples = 0;
+    let all_paid = loop {
+        world.check_invariants_redis().await?;
+        samples += 1;
+        if world
+            .wait_all(&ids, OrderState::Paid, Duration::from_millis(0))
+            .await
+        {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let elapsed = started.elapsed();
+    assert!(all_paid, "not every order was paid within 60 s");
+    tracing::info!(orders = BUYERS, ?elapsed, samples, "all paid");
+    world.sink.wait_for(BUYERS, Duration::from_secs(60)).await?;
+    world.settle().await?;
+    assert_eq!(world.sink.messages().len(), BUYERS, "one confirmation each");
+    assert_eq!(world.sold().await?, units);
+    assert_eq!(world.counters().await?, (400 - units, 0, units));
+    let (rows,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM payments WHERE sale_id = ? AND status = 'approved'")
+            .bind(world.sale)
+            .fetch_one(world.mysql()?)
+            .await?;
+    assert_eq!(rows, i64::try_from(BUYERS)?);
+    assert_eq!(world.provider.approved().len(), BUYERS);
+    let (_, parked) = world.backlog().await?;
+    assert_eq!(parked, 0);
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+impl World {
+    /// The Redis half of [`World::check_invariants`], safe to sample while orders move.
+    async fn check_invariants_redis(&self) -> anyhow::Result<()> {
+        let (avail, held, sold) = self.counters().await?;
+        anyhow::ensure!(
+            avail + held + sold == self.stock && avail >= 0,
+            "Redis: avail {avail} + held {held} + sold {sold} != {}",
+            self.stock
+        );
+        Ok(())
+    }
+}
+
+/// Throughput of the confirm path alone (RabbitMQ + MySQL + Redis): approvals for many paying
+/// orders published at once. Not a pass/fail check of speed on a shared machine; it prints the
+/// rate. Run with `cargo nextest run -p dropline-workers --test purchase --run-ignored only`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly"]
+async fn confirm_throughput() -> anyhow::Result<()> {
+    const ORDERS: usize = 5_000;
+    let world = World::start(Setup {
+        stock: 10_000,
+        payment: false,
+        mail: false,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(ORDERS).await?;
+    let mut orders = Vec::with_capacity(ORDERS);
+    for user in &users {
+        orders.push(world.paying_order(*user, 1).await?);
+    }
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let payloads: Vec<(String, Vec<u8>)> = orders
+        .iter()
+        .map(|o| {
+            let e = Envelope::new(
+                kinds::PAYMENT_COMPLETED,
+                PaymentCompleted {
+                    order: order_ref(o),
+                    outcome: PaymentOutcome::Approved,
+                    payment_id: Uuid::now_v7(),
+                    provider_ref: "sim".into(),
+                },
+            );
+            Ok((e.id.to_string(), e.to_json()?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    let mut publishes = tokio::task::JoinSet::new();
+    for chunk in payloads.chunks(ORDERS / 16) {
+        let broker = world.broker()?.clone();
+        let chunk = chunk.to_vec();
+        publishes.spawn(async move {
+            for (id, payload) in chunk {
+                broker
+                    .publish(kinds::PAYMENT_COMPLETED, &id, &payload)
+                    .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(done) = publishes.join_next().await {
+        done??;
+    }
+    let published = started.elapsed();
+    let sold = eventually(Duration::from_secs(120), || async {
+        world
+            .sold()
+            .await
+            .is_ok_and(|s| s == i64::try_from(ORDERS).unwrap_or(0))
+    })
+    .await;
+    let booked = started.elapsed();
+    assert!(sold, "not all booked: sold {:?}", world.sold().await);
+    assert!(
+        world
+            .wait_all(&ids, OrderState::Paid, Duration::from_secs(60))
+            .await
+    );
+    let paid = started.elapsed();
+    let rate = ORDERS as f64 / paid.as_secs_f64();
+    println!(
+        "confirm throughput: {ORDERS} orders, published in {published:?}, booked in MySQL by {booked:?}, all PAID by {paid:?}: {rate:.0} orders/s"
+    );
+    world.check_invariants().await?;
+    world.stop().await
+}
