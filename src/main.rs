@@ -230,12 +230,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Worker(args) => {
             let kind: Kind = args.kind.parse().map_err(anyhow::Error::msg)?;
-            if let Some(issue) = kind.pending_issue() {
-                eprintln!(
-                    "dropline: the {kind} worker is not built yet (it arrives with issue #{issue}); nothing to run"
-                );
-                return Ok(ExitCode::from(NOT_YET));
-            }
             let addr = match &args.metrics_addr {
                 Some(a) => dropline_core::config::parse_listen("--metrics-addr", a)?,
                 None => config.workers_metrics_listen(),

@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use dropline_core::error::{ApiError, ErrorCode};
 use dropline_core::http::Json;
 use dropline_core::ledger::{self, OrderRow};
-use dropline_core::messages::{Envelope, OrderRef, PaymentRequested, kinds};
+use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::{
     MAX_IDEMPOTENCY_KEY_LEN, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Transition,
 };
@@ -477,16 +477,7 @@ async fn pay(
     let message = Envelope::new(
         kinds::PAYMENT_REQUESTED,
         PaymentRequested {
-            order: OrderRef {
-                order_id: order.id,
-                sale_id: order.sale,
-                user_id: order.user,
-                quantity: order.quantity,
-                amount: order.amount,
-                currency: order.currency.clone(),
-                idempotency_key: order.idempotency_key.clone(),
-                created_ms: order.created_ms,
-            },
+            order: order.reference(),
             card_token: token.to_owned(),
         },
     );

@@ -205,6 +205,9 @@ pub struct WorkersConfig {
     /// Prefetch of the confirm worker's consumer (it batches MySQL writes, so it wants many
     /// deliveries in hand at once); the other queues use `amqp.prefetch`.
     pub confirm_prefetch: u16,
+    /// Prefetch of the payment worker's consumer: the payments one process has in flight
+    /// with the provider.
+    pub payment_prefetch: u16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +284,8 @@ pub struct PaymentConfig {
 #[serde(deny_unknown_fields)]
 pub struct ExpiryConfig {
     pub sweep_interval_seconds: u64,
+    /// Turn on keyspace events for expired keys at start (`CONFIG SET`).
+    pub keyspace_events: bool,
 }
 
 /// Where the configuration comes from, besides the built-in defaults.
@@ -546,6 +551,12 @@ impl Config {
         if self.workers.confirm_prefetch == 0 {
             return Err(ConfigError::invalid(
                 "workers.confirm_prefetch",
+                "expected at least 1",
+            ));
+        }
+        if self.workers.payment_prefetch == 0 {
+            return Err(ConfigError::invalid(
+                "workers.payment_prefetch",
                 "expected at least 1",
             ));
         }

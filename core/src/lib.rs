@@ -14,6 +14,7 @@ pub mod deps;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod keyevents;
 pub mod keys;
 pub mod lease;
 pub mod ledger;

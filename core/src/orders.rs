@@ -201,6 +201,22 @@ pub struct Order {
     pub idempotency_key: String,
 }
 
+impl Order {
+    /// The order as the messages carry it (`payment.requested`, `payment.completed`).
+    pub fn reference(&self) -> crate::messages::OrderRef {
+        crate::messages::OrderRef {
+            order_id: self.id,
+            sale_id: self.sale,
+            user_id: self.user,
+            quantity: self.quantity,
+            amount: self.amount,
+            currency: self.currency.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            created_ms: self.created_ms,
+        }
+    }
+}
+
 /// A reservation to make. `order` is the id to give a new order (UUIDv7 from the caller); a
 /// replayed idempotency key returns the order it made first instead.
 #[derive(Debug, Clone, PartialEq, Eq)]

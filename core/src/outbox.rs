@@ -150,6 +150,27 @@ impl Outbox {
         Ok(())
     }
 
+    /// Removes `consumer` from the group (a reader that stops with nothing pending). Entries
+    /// it still held would be lost to the group, so it is left in place when it has any.
+    pub async fn leave(&self, consumer: &str) -> anyhow::Result<()> {
+        let pending: Value = self
+            .redis
+            .pool()
+            .xpending(self.key.as_str(), GROUP, ("-", "+", 1, consumer))
+            .await
+            .with_context(|| format!("listing pending outbox entries of sale {}", self.sale))?;
+        if matches!(&pending, Value::Array(items) if !items.is_empty()) {
+            return Ok(());
+        }
+        let _: Value = self
+            .redis
+            .pool()
+            .xgroup_delconsumer(self.key.as_str(), GROUP, consumer)
+            .await
+            .with_context(|| format!("leaving the outbox group of sale {}", self.sale))?;
+        Ok(())
+    }
+
     fn entries(&self, items: Value) -> anyhow::Result<Vec<Entry>> {
         let items = match items {
             Value::Array(items) => items,

@@ -71,7 +71,7 @@ impl RedisTarget {
         }
     }
 
-    fn fred_config(&self) -> anyhow::Result<fred::types::config::Config> {
+    pub(crate) fn fred_config(&self) -> anyhow::Result<fred::types::config::Config> {
         Ok(match self {
             Self::Standalone(url) => fred::types::config::Config::from_url(url)
                 .map_err(|e| anyhow::anyhow!("{}", e.details()))?,

@@ -6,6 +6,9 @@
 //! - [`payment`]: `payment.requested` → the provider → `payments` row → `payment.completed`.
 //! - [`confirm`]: `payment.completed` → MySQL `paid` + `sales.sold` (batched) → Redis PAID →
 //!   `order.confirmed`; or Redis FAILED; or a refund when the order cannot be confirmed.
+//! - [`expiry`]: hold timers' keyspace events and the sweeper end due orders (EXPIRED, or a
+//!   stuck payment settled with the provider); its [`recorder`] copies every order arrow from
+//!   the sales' outbox streams to MySQL.
 //! - [`mail`]: `mail.send` and `order.confirmed` over SMTP, once per mail.
 //!
 //! The payment and confirm workers use the simulated provider ([`provider::Simulated`],
@@ -23,9 +26,12 @@ use dropline_core::http::{Dependency, Readiness, Server};
 use tokio_util::sync::CancellationToken;
 
 pub mod confirm;
+pub mod expiry;
 pub mod mail;
 pub mod payment;
 pub mod provider;
+pub mod recorder;
+pub mod sales;
 
 /// The worker kinds of `dropline worker <kind>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,14 +45,6 @@ pub enum Kind {
 
 impl Kind {
     pub const NAMES: [&'static str; 5] = ["payment", "confirm", "expiry", "mail", "all"];
-
-    /// The issue that brings this worker, while it is not built yet.
-    pub fn pending_issue(self) -> Option<u32> {
-        match self {
-            Self::Mail | Self::Payment | Self::Confirm | Self::All => None,
-            Self::Expiry => Some(5),
-        }
-    }
 
     /// What the worker connects to.
     pub fn needs(self) -> Needs {
@@ -93,7 +91,7 @@ impl FromStr for Kind {
 }
 
 /// Runs the worker of `kind` until `shutdown` fires. `deps` must hold what [`Kind::needs`]
-/// names. Kinds still pending return an error naming the issue that brings them.
+/// names.
 ///
 /// [`Kind::All`] runs every built kind in this process, sharing `deps`; when one of them
 /// fails, the others are stopped and the first error is returned.
@@ -118,12 +116,13 @@ pub async fn run(
             result.with_context(|| format!("the {kind} worker"))
         }
     };
-    let (payment, confirm, mail) = tokio::join!(
+    let (payment, confirm, expiry, mail) = tokio::join!(
         guarded(Kind::Payment),
         guarded(Kind::Confirm),
+        guarded(Kind::Expiry),
         guarded(Kind::Mail),
     );
-    payment.and(confirm).and(mail)
+    payment.and(confirm).and(expiry).and(mail)
 }
 
 async fn run_one(
@@ -132,20 +131,21 @@ async fn run_one(
     deps: &Deps,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    match (kind, kind.pending_issue()) {
-        (Kind::Mail, _) => mail::run(config, deps, shutdown).await,
-        (Kind::Payment, _) => {
+    match kind {
+        Kind::Mail => mail::run(config, deps, shutdown).await,
+        Kind::Payment => {
             let provider = provider::Simulated::new(deps.redis()?, &config.payment);
             payment::run(config, deps, provider, shutdown).await
         }
-        (Kind::Confirm, _) => {
+        Kind::Confirm => {
             let provider = provider::Simulated::new(deps.redis()?, &config.payment);
             confirm::run(config, deps, provider, shutdown).await
         }
-        (other, Some(issue)) => {
-            anyhow::bail!("the {other} worker is not built yet (it arrives with issue #{issue})")
+        Kind::Expiry => {
+            let provider = provider::Simulated::new(deps.redis()?, &config.payment);
+            expiry::run(config, deps, provider, shutdown).await
         }
-        (other, None) => anyhow::bail!("the {other} worker has no runner"),
+        Kind::All => anyhow::bail!("`all` is not one worker"),
     }
 }
 

@@ -22,6 +22,9 @@
 //! one: the confirm worker must not book a payment whose money went back. A declined
 //! completion for an order that has ended changes nothing (DESIGN §5).
 //!
+//! Deliveries are handled concurrently, up to `workers.payment_prefetch` per process: each
+//! mostly waits for the provider.
+//!
 //! Outcomes: a malformed message (bad JSON, unknown fields, impossible values) is parked at
 //! once; a provider, MySQL or RabbitMQ failure is retried after `amqp.retry_delay_ms` (and
 //! parked after `amqp.max_attempts`).
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::amqp::{Broker, PAYMENTS};
-use dropline_core::consumer::{Message, Outcome, consume};
+use dropline_core::consumer::{Message, Outcome, consume_with_prefetch};
 use dropline_core::deps::Deps;
 use dropline_core::ledger::{self, PaymentRow};
 use dropline_core::messages::{
@@ -49,14 +52,13 @@ const MAX_PROVIDER_REF: usize = 128;
 /// Consumes the payments queue until `shutdown` fires; returns after the deliveries in hand
 /// are finished.
 pub async fn run(
-    _config: &Config,
+    config: &Config,
     deps: &Deps,
     provider: Arc<dyn PaymentProvider>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker = Arc::new(PaymentWorker {
-        broker: deps.broker()?.clone(),
-        mysql: deps.mysql()?.clone(),
+        reporter: Reporter::new(deps)?,
         provider,
     });
     tracing::info!(provider = ?worker.provider, "payment worker starting");
@@ -67,15 +69,31 @@ pub async fn run(
             async move { worker.handle(message).await }
         }
     };
-    let result = consume(worker.broker.clone(), PAYMENTS, handler, shutdown).await;
+    let result = consume_with_prefetch(
+        worker.reporter.broker.clone(),
+        PAYMENTS,
+        config.workers.payment_prefetch,
+        handler,
+        shutdown,
+    )
+    .await;
     tracing::info!("payment worker stopped");
     result
 }
 
 struct PaymentWorker {
+    reporter: Reporter,
+    provider: Arc<dyn PaymentProvider>,
+}
+
+/// Records a provider's decision about an order in MySQL and announces it with
+/// `payment.completed` (steps 2 and 3 above). The expiry worker uses it too, for a payment
+/// the provider decided but nobody reported (the buyer's request was lost, or the payment
+/// worker died before publishing).
+#[derive(Clone)]
+pub struct Reporter {
     broker: Broker,
     mysql: MySqlPool,
-    provider: Arc<dyn PaymentProvider>,
 }
 
 impl PaymentWorker {
@@ -125,7 +143,26 @@ impl PaymentWorker {
             })
             .await
             .with_context(|| format!("charging order {}", order.order_id))?;
-        let (status, provider_ref) = match &decision {
+        self.reporter.report(order, &decision).await
+    }
+}
+
+impl Reporter {
+    pub fn new(deps: &Deps) -> anyhow::Result<Self> {
+        Ok(Self {
+            broker: deps.broker()?.clone(),
+            mysql: deps.mysql()?.clone(),
+        })
+    }
+
+    /// Writes the payment row (unless the order has one: the standing row wins) and publishes
+    /// `payment.completed` with the standing outcome, confirmed by the broker.
+    pub async fn report(
+        &self,
+        order: &OrderRef,
+        decision: &Decision,
+    ) -> anyhow::Result<PaymentOutcome> {
+        let (status, provider_ref) = match decision {
             Decision::Approved { reference } => ("approved", reference.clone()),
             Decision::Declined { reason } => ("declined", reason.clone()),
             Decision::Refunded { reference } => ("refunded", reference.clone()),
@@ -143,7 +180,7 @@ impl PaymentWorker {
             },
         )
         .await?;
-        let (outcome, provider_ref) = match (&decision, standing.status.as_str()) {
+        let (outcome, provider_ref) = match (decision, standing.status.as_str()) {
             // The money went back: never report it approved (see the module docs).
             (Decision::Refunded { reference }, standing_status) => {
                 if standing_status == "approved" {
@@ -194,7 +231,7 @@ impl PaymentWorker {
             )
             .await
             .with_context(|| format!("publishing payment.completed of order {}", order.order_id))?;
-        let label = match (&decision, outcome) {
+        let label = match (decision, outcome) {
             (Decision::Refunded { .. }, _) => "refunded",
             (_, PaymentOutcome::Approved) => "approved",
             (_, PaymentOutcome::Declined) => "declined",

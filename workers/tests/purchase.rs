@@ -1,7 +1,8 @@
 //! The purchase path behind `POST /api/orders/{id}/pay` against the machine's real servers:
 //! `payment.requested` → payment worker (simulated provider) → `payments` row →
 //! `payment.completed` → confirm worker → MySQL `paid` + `sales.sold`, Redis PAID →
-//! `order.confirmed` → mail worker → a real SMTP server on loopback ([`SmtpSink`]).
+//! `order.confirmed` → mail worker → a real SMTP server on loopback ([`SmtpSink`]); and the
+//! expiry worker (hold timers' keyspace events, the sweeper, the recorder to MySQL).
 //!
 //! Each test has its own MySQL database, Redis prefix and RabbitMQ names ([`TestEnv`]). It
 //! makes a product, a sale and buyers in MySQL, arms the sale in Redis (`sale::arm`), admits
@@ -21,17 +22,17 @@ use dropline_core::amqp::{Broker, CONFIRMATIONS, MAIL, PAYMENTS};
 use dropline_core::deps::{Deps, Needs};
 use dropline_core::ledger::{self, OrderRow};
 use dropline_core::messages::{
-    Envelope, OrderRef, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
+    Envelope, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
 };
 use dropline_core::orders::{
-    Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Transition,
+    Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Target, Transition,
 };
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::smtp::{ReceivedMail, SmtpSink};
 use dropline_testkit::{TestEnv, eventually};
 use dropline_workers::confirm::{self, Hooks};
 use dropline_workers::provider::{ChargeRequest, Decision, PaymentProvider, Settlement, Simulated};
-use dropline_workers::{Kind, payment};
+use dropline_workers::{Kind, expiry, payment};
 use fred::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
@@ -130,6 +131,12 @@ struct Setup {
     payment: bool,
     confirm: bool,
     mail: bool,
+    /// Start the expiry worker (with the recorder).
+    expiry: bool,
+    /// The sale's `hold_seconds`.
+    hold_seconds: i64,
+    /// `expiry.sweep_interval_seconds`.
+    sweep_seconds: u64,
 }
 
 impl Default for Setup {
@@ -140,6 +147,9 @@ impl Default for Setup {
             payment: true,
             confirm: true,
             mail: true,
+            expiry: false,
+            hold_seconds: 600,
+            sweep_seconds: 1,
         }
     }
 }
@@ -152,7 +162,9 @@ impl World {
             .try_init();
         let sink = SmtpSink::start().await?;
         let port = sink.port();
+        let sweep = setup.sweep_seconds.to_string();
         let env = TestEnv::with_overrides(&[
+            ("EXPIRY__SWEEP_INTERVAL_SECONDS", sweep.as_str()),
             ("SMTP__HOST", "127.0.0.1"),
             ("SMTP__PORT", port.as_str()),
             ("SMTP__TLS", "none"),
@@ -180,7 +192,9 @@ impl World {
             stock: setup.stock,
             workers: Vec::new(),
         };
-        world.make_sale(setup.per_user_limit).await?;
+        world
+            .make_sale(setup.per_user_limit, setup.hold_seconds)
+            .await?;
         if setup.payment {
             world.spawn_payment().await?;
         }
@@ -190,6 +204,10 @@ impl World {
         }
         if setup.mail {
             world.spawn_mail().await?;
+        }
+        if setup.expiry {
+            let worker = world.spawn_expiry().await?;
+            world.workers.push(worker);
         }
         Ok(world)
     }
@@ -203,7 +221,7 @@ impl World {
     }
 
     /// Product and sale rows in MySQL (open since a minute ago), then the sale armed in Redis.
-    async fn make_sale(&self, per_user_limit: i64) -> anyhow::Result<()> {
+    async fn make_sale(&self, per_user_limit: i64, hold_seconds: i64) -> anyhow::Result<()> {
         let pool = self.mysql()?;
         let product = Uuid::now_v7();
         sqlx::query(
@@ -219,13 +237,14 @@ impl World {
         sqlx::query(
             "INSERT INTO sales (id, product_id, stock_total, sold, opens_at, per_user_limit, \
                                 hold_seconds, admit_per_second, created_at, updated_at) \
-             VALUES (?, ?, ?, 0, UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE, ?, 600, 100, \
+             VALUES (?, ?, ?, 0, UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE, ?, ?, 100, \
                      UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
         )
         .bind(self.sale)
         .bind(product)
         .bind(self.stock)
         .bind(per_user_limit)
+        .bind(hold_seconds)
         .execute(pool)
         .await
         .context("inserting the sale")?;
@@ -269,6 +288,24 @@ impl World {
             let (config, deps, shutdown) =
                 (self.env.config.clone(), deps.clone(), shutdown.clone());
             async move { confirm::run_with_hooks(&config, &deps, provider, shutdown, hooks).await }
+        });
+        Ok(Worker {
+            deps,
+            shutdown,
+            task,
+        })
+    }
+
+    /// An expiry worker (events, sweeper, recorder) with its own connections (not added to
+    /// `workers`).
+    async fn spawn_expiry(&self) -> anyhow::Result<Worker> {
+        let deps = self.worker_deps().await?;
+        let shutdown = CancellationToken::new();
+        let provider: Arc<dyn PaymentProvider> = self.provider.clone();
+        let task = tokio::spawn({
+            let (config, deps, shutdown) =
+                (self.env.config.clone(), deps.clone(), shutdown.clone());
+            async move { expiry::run(&config, &deps, provider, shutdown).await }
         });
         Ok(Worker {
             deps,
@@ -327,19 +364,34 @@ impl World {
         Ok(users)
     }
 
-    /// Reserves `quantity` for `user` and starts its payment (HELD → PAYING), as the api does.
-    async fn paying_order(&self, user: Uuid, quantity: u32) -> anyhow::Result<Order> {
+    /// Reserves `quantity` for `user` (HELD), as the api does.
+    async fn held_order(&self, user: Uuid, quantity: u32) -> anyhow::Result<Order> {
         let request = ReserveRequest {
             order: Uuid::now_v7(),
             user,
             quantity,
             idempotency_key: format!("k-{}", Uuid::new_v4().simple()),
         };
-        let order = match self.orders.reserve(&request).await? {
-            ReserveOutcome::Created(order) => order,
+        match self.orders.reserve(&request).await? {
+            ReserveOutcome::Created(order) => Ok(order),
             other => anyhow::bail!("reserve: {other:?}"),
-        };
-        let started = self.orders.begin_payment(order.id, PAY_TIMEOUT).await?;
+        }
+    }
+
+    /// Reserves `quantity` for `user` and starts its payment (HELD → PAYING), as the api does.
+    async fn paying_order(&self, user: Uuid, quantity: u32) -> anyhow::Result<Order> {
+        self.paying_order_within(user, quantity, PAY_TIMEOUT).await
+    }
+
+    /// [`Self::paying_order`] with the payment deadline `timeout` away.
+    async fn paying_order_within(
+        &self,
+        user: Uuid,
+        quantity: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<Order> {
+        let order = self.held_order(user, quantity).await?;
+        let started = self.orders.begin_payment(order.id, timeout).await?;
         anyhow::ensure!(started.applied(), "begin_payment: {started:?}");
         self.orders
             .get(order.id)
@@ -356,7 +408,7 @@ impl World {
         let envelope = Envelope::new(
             kinds::PAYMENT_REQUESTED,
             PaymentRequested {
-                order: order_ref(order),
+                order: order.reference(),
                 card_token: card_token.into(),
             },
         );
@@ -384,7 +436,7 @@ impl World {
         self.publish(&Envelope::new(
             kinds::PAYMENT_COMPLETED,
             PaymentCompleted {
-                order: order_ref(order),
+                order: order.reference(),
                 outcome,
                 payment_id: Uuid::now_v7(),
                 provider_ref: provider_ref.into(),
@@ -529,19 +581,6 @@ fn email_of(user: Uuid) -> String {
     format!("buyer-{}@example.com", user.simple())
 }
 
-fn order_ref(order: &Order) -> OrderRef {
-    OrderRef {
-        order_id: order.id,
-        sale_id: order.sale,
-        user_id: order.user,
-        quantity: order.quantity,
-        amount: order.amount,
-        currency: order.currency.clone(),
-        idempotency_key: order.idempotency_key.clone(),
-        created_ms: order.created_ms,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_payment_ends_paid_everywhere_and_mails_the_buyer() -> anyhow::Result<()> {
     let world = World::start(Setup::default()).await?;
@@ -654,7 +693,7 @@ async fn the_same_request_three_times_charges_and_books_once() -> anyhow::Result
     let envelope = Envelope::new(
         kinds::PAYMENT_REQUESTED,
         PaymentRequested {
-            order: order_ref(&order),
+            order: order.reference(),
             card_token: "tok_visa".into(),
         },
     );
@@ -1037,7 +1076,7 @@ async fn many_concurrent_orders_are_all_paid_with_exact_stock() -> anyhow::Resul
                 Envelope::new(
                     kinds::PAYMENT_REQUESTED,
                     PaymentRequested {
-                        order: order_ref(o),
+                        order: o.reference(),
                         card_token: "tok_visa".into(),
                     },
                 )
@@ -1131,7 +1170,7 @@ async fn confirm_throughput() -> anyhow::Result<()> {
             let e = Envelope::new(
                 kinds::PAYMENT_COMPLETED,
                 PaymentCompleted {
-                    order: order_ref(o),
+                    order: o.reference(),
                     outcome: PaymentOutcome::Approved,
                     payment_id: Uuid::now_v7(),
                     provider_ref: "sim".into(),
@@ -1177,6 +1216,317 @@ async fn confirm_throughput() -> anyhow::Result<()> {
     println!(
         "confirm throughput: {ORDERS} orders, published in {published:?}, booked in MySQL by {booked:?}, all PAID by {paid:?}: {rate:.0} orders/s"
     );
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+/// A MySQL row's state once the recorder has copied it.
+async fn recorded(world: &World, order: Uuid, state: OrderState) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        matches!(world.mysql_state(order).await, Ok(Some(s)) if s == state)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_ends_by_its_timer_event_long_before_the_sweep() -> anyhow::Result<()> {
+    // The sweeper runs once a minute here, so only the keyspace event can end the hold soon.
+    let world = World::start(Setup {
+        payment: false,
+        confirm: false,
+        mail: false,
+        expiry: true,
+        hold_seconds: 1,
+        sweep_seconds: 60,
+        ..Setup::default()
+    })
+    .await?;
+    let [a, b] = world.buyers(2).await?[..] else {
+        anyhow::bail!("two buyers");
+    };
+    let order = world.held_order(a, 3).await?;
+    assert!(
+        recorded(&world, order.id, OrderState::Held).await,
+        "held row in MySQL"
+    );
+    assert_eq!(world.counters().await?, (7, 3, 0));
+    let started = Instant::now();
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Expired, Duration::from_secs(10))
+            .await,
+        "hold not expired: {:?}",
+        world.state(order.id).await
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "expired by the event, not the sweep"
+    );
+    assert_eq!(world.counters().await?, (10, 0, 0), "stock back");
+    assert_eq!(world.orders.units_of(a).await?, 0, "the limit frees");
+    assert!(
+        recorded(&world, order.id, OrderState::Expired).await,
+        "expired row in MySQL: {:?}",
+        world.mysql_state(order.id).await
+    );
+    // The released stock sells again, and the old hold's end changes nothing more.
+    let again = world.held_order(b, 4).await?;
+    assert_eq!(world.counters().await?, (6, 4, 0));
+    assert_eq!(world.state(again.id).await?, Some(OrderState::Held));
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_that_expired_while_the_worker_was_down_are_released_once_after_restart()
+-> anyhow::Result<()> {
+    let world = World::start(Setup {
+        payment: false,
+        confirm: false,
+        mail: false,
+        expiry: false,
+        hold_seconds: 1,
+        sweep_seconds: 1,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(4).await?;
+    let mut ids = Vec::new();
+    for user in &users {
+        ids.push(world.held_order(*user, 2).await?.id);
+    }
+    assert_eq!(world.counters().await?, (2, 8, 0));
+    // The timers fire and their events go nowhere: no expiry worker runs.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(world.state(ids[0]).await? == Some(OrderState::Held));
+    assert_eq!(world.counters().await?, (2, 8, 0), "nothing released yet");
+
+    // Two workers start at once: the sweeper catches every hold, each exactly once.
+    let first = world.spawn_expiry().await?;
+    let second = world.spawn_expiry().await?;
+    assert!(
+        world
+            .wait_all(&ids, OrderState::Expired, Duration::from_secs(10))
+            .await,
+        "not all expired"
+    );
+    assert_eq!(
+        world.counters().await?,
+        (10, 0, 0),
+        "stock back exactly once"
+    );
+    for id in &ids {
+        assert!(
+            recorded(&world, *id, OrderState::Expired).await,
+            "{id} in MySQL"
+        );
+    }
+    for user in &users {
+        assert_eq!(world.orders.units_of(*user).await?, 0);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(world.counters().await?, (10, 0, 0), "still exactly once");
+    first.stop().await?;
+    second.stop().await?;
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_without_outcome_is_voided_and_failed_at_its_deadline() -> anyhow::Result<()> {
+    // No payment worker: the request is never handled, as when the broker lost it.
+    let world = World::start(Setup {
+        payment: false,
+        expiry: true,
+        ..Setup::default()
+    })
+    .await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    let order = world
+        .paying_order_within(user, 2, Duration::from_secs(1))
+        .await?;
+    assert_eq!(world.counters().await?, (8, 2, 0));
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Failed, Duration::from_secs(10))
+            .await,
+        "stuck payment not failed: {:?}",
+        world.state(order.id).await
+    );
+    assert_eq!(world.counters().await?, (10, 0, 0), "stock back");
+    assert!(recorded(&world, order.id, OrderState::Failed).await);
+    // The charge arriving after the void is declined: nobody pays for a failed order.
+    let late = world
+        .provider
+        .charge(ChargeRequest {
+            order: order.id,
+            amount: order.amount,
+            currency: order.currency.clone(),
+            card_token: "tok_visa".into(),
+        })
+        .await?;
+    assert!(matches!(late, Decision::Declined { .. }), "{late:?}");
+    assert!(world.provider.approved().is_empty());
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_payment_nobody_reported_ends_paid_not_failed() -> anyhow::Result<()> {
+    // The provider approved, but the payment worker died before recording or publishing it.
+    let world = World::start(Setup {
+        payment: false,
+        expiry: true,
+        ..Setup::default()
+    })
+    .await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    let order = world
+        .paying_order_within(user, 1, Duration::from_secs(1))
+        .await?;
+    let decision = world
+        .provider
+        .charge(ChargeRequest {
+            order: order.id,
+            amount: order.amount,
+            currency: order.currency.clone(),
+            card_token: "tok_visa".into(),
+        })
+        .await?;
+    assert!(
+        matches!(decision, Decision::Approved { .. }),
+        "{decision:?}"
+    );
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Paid, Duration::from_secs(15))
+            .await,
+        "approved payment not confirmed: {:?}",
+        world.state(order.id).await
+    );
+    assert_eq!(world.mysql_state(order.id).await?, Some(OrderState::Paid));
+    assert_eq!(world.counters().await?, (9, 0, 1));
+    assert_eq!(world.payment_rows(order.id).await?, 1);
+    assert_eq!(world.provider.refunds.load(Ordering::SeqCst), 0);
+    world.settle().await?;
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_brings_mysql_to_agree_with_redis_on_every_order() -> anyhow::Result<()> {
+    let world = World::start(Setup {
+        stock: 200,
+        per_user_limit: 2,
+        expiry: false,
+        hold_seconds: 600,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(60).await?;
+    let mut ids = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let order = match i % 4 {
+            0 => world.held_order(*user, 1).await?,
+            1 => {
+                let o = world.held_order(*user, 2).await?;
+                world.orders.release(o.id, Target::Cancelled).await?;
+                o
+            }
+            2 => {
+                let o = world.paying_order(*user, 1).await?;
+                world.request_payment(&o, "tok_visa").await?;
+                o
+            }
+            _ => {
+                let o = world.paying_order(*user, 2).await?;
+                world.request_payment(&o, "tok_fail").await?;
+                o
+            }
+        };
+        ids.push(order.id);
+    }
+    world.settle().await?;
+    // Two recorders share the backlog.
+    let first = world.spawn_expiry().await?;
+    let second = world.spawn_expiry().await?;
+    let agreed = eventually(Duration::from_secs(15), || async {
+        let mut all = true;
+        for id in &ids {
+            let (r, m) = (world.state(*id).await, world.mysql_state(*id).await);
+            if !matches!((r, m), (Ok(Some(a)), Ok(Some(b))) if a == b) {
+                all = false;
+                break;
+            }
+        }
+        all
+    })
+    .await;
+    assert!(agreed, "Redis and MySQL disagree");
+    let rows = ledger::of_sale(world.mysql()?, world.sale).await?;
+    assert_eq!(rows.len(), ids.len(), "one row per order");
+    let count = |state: OrderState| rows.iter().filter(|r| r.state == state).count();
+    assert_eq!(count(OrderState::Held), 15);
+    assert_eq!(count(OrderState::Cancelled), 15);
+    assert_eq!(count(OrderState::Paid), 15);
+    assert_eq!(count(OrderState::Failed), 15);
+    // Every entry was acknowledged and deleted.
+    let len: i64 = world
+        .deps
+        .redis()?
+        .pool()
+        .xlen(world.orders.keys().events.as_str())
+        .await?;
+    assert_eq!(len, 0, "outbox drained");
+    first.stop().await?;
+    second.stop().await?;
+    world.check_invariants().await?;
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_the_admitter_dropped_is_still_swept_and_recorded() -> anyhow::Result<()> {
+    let world = World::start(Setup {
+        payment: false,
+        confirm: false,
+        mail: false,
+        expiry: false,
+        hold_seconds: 1,
+        sweep_seconds: 1,
+        ..Setup::default()
+    })
+    .await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    // The worker has seen the sale, then the admitter drops it from the index (closed, line
+    // empty) while a hold is still live.
+    let worker = world.spawn_expiry().await?;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    sale::unindex(world.deps.redis()?, world.sale).await?;
+    let order = world.held_order(user, 4).await?;
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Expired, Duration::from_secs(10))
+            .await,
+        "hold of an unindexed sale not expired"
+    );
+    assert!(recorded(&world, order.id, OrderState::Expired).await);
+    assert_eq!(world.counters().await?, (10, 0, 0));
+    // Nothing live or unrecorded is left: the sale is no longer watched.
+    let redis = world.deps.redis()?;
+    let watched_key = redis.key("expiry:sales");
+    let watched = eventually(Duration::from_secs(10), || async {
+        let members: Result<Vec<String>, _> = redis.pool().smembers(watched_key.as_str()).await;
+        members.is_ok_and(|m| m.is_empty())
+    })
+    .await;
+    assert!(watched, "drained sale still watched");
+    worker.stop().await?;
     world.check_invariants().await?;
     world.stop().await
 }

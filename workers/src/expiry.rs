@@ -1,0 +1,309 @@
+//! The expiry worker: ends every live order whose deadline has passed, and runs the recorder
+//! ([`crate::recorder`]) that copies every order arrow to MySQL.
+//!
+//! Two ways in, one handling:
+//!
+//! - **Keyspace events.** At start the worker adds `Ex` to `notify-keyspace-events` (keeping
+//!   flags already set; a refusal is a warning) and subscribes to expired keys on every
+//!   primary ([`ExpiredKeys`]). A hold timer (`hold:<order>`) that expires names its order:
+//!   a HELD one is released at once; a PAYING one makes its sale swept now.
+//! - **The sweeper**, every `expiry.sweep_interval_seconds`, over each sale's `holds` index
+//!   ([`Orders::due`], Redis time): events are fire-and-forget and come late or never (worker
+//!   down, connection lost), so the sweeper alone guarantees every hold ends by its deadline
+//!   plus one interval. Events only make it sooner.
+//!
+//! A due order is settled by state:
+//!
+//! - HELD → [`Orders::release`] to EXPIRED (the script checks the deadline by Redis time, so
+//!   an early event changes nothing): the stock comes back exactly once.
+//! - PAYING (no outcome by the payment deadline) → the provider is asked
+//!   ([`PaymentProvider::settle`]): with no decision yet it voids the order, which is then
+//!   released to FAILED; with a decision, it is reported like the payment worker does
+//!   ([`Reporter`]: payment row + `payment.completed`) and the confirm worker ends the order
+//!   (PAID, or FAILED). So a payment the provider accepted is never failed with its stock
+//!   sold again, and a lost `payment.requested` does not leave an order paying for ever.
+//!
+//! Every step repeats safely: several expiry workers may run (they share the sweep and the
+//! events), and a crash anywhere is finished by the next sweep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use dropline_core::Config;
+use dropline_core::deps::Deps;
+use dropline_core::keyevents::{ExpiredKeys, Notifications};
+use dropline_core::orders::{self, OrderState, Orders, Target, Transition};
+use dropline_core::redis::Redis;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::payment::Reporter;
+use crate::provider::{PaymentProvider, Settlement};
+use crate::sales::Sales;
+
+/// Due orders settled at once (each may wait for the provider).
+const CONCURRENCY: usize = 32;
+/// Due orders listed per call.
+const DUE_BATCH: usize = 1_000;
+
+/// What settling one due order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// Ended (EXPIRED or FAILED): it leaves `holds`.
+    Released,
+    /// Its payment decision was reported; the confirm worker ends it.
+    Reported,
+    /// Nothing (not due after all, or already ended).
+    Nothing,
+}
+
+/// Runs the event listener, the sweeper and the recorder until `shutdown` fires.
+pub async fn run(
+    config: &Config,
+    deps: &Deps,
+    provider: Arc<dyn PaymentProvider>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let redis = deps.redis()?.clone();
+    let settler = Arc::new(Settler {
+        redis: redis.clone(),
+        provider,
+        reporter: Reporter::new(deps)?,
+    });
+    let consumer = format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        &Uuid::now_v7().simple().to_string()[20..]
+    );
+    let interval = Duration::from_secs(config.expiry.sweep_interval_seconds.max(1));
+    tracing::info!(sweep_interval = ?interval, consumer = %consumer, "expiry worker starting");
+
+    let events = match ExpiredKeys::subscribe(&config.redis, config.expiry.keyspace_events).await {
+        Ok((events, found)) => {
+            for notifications in found {
+                match notifications {
+                    Notifications::Refused(reason) => tracing::warn!(
+                        reason = %reason,
+                        "Redis refused to turn on keyspace events; holds end by the sweeper alone (up to expiry.sweep_interval_seconds late)"
+                    ),
+                    Notifications::TurnedOn(value) => {
+                        tracing::info!(notify_keyspace_events = %value, "turned on keyspace events for expired keys")
+                    }
+                    Notifications::AlreadyOn | Notifications::Untouched => {}
+                }
+            }
+            Some(events)
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "no keyspace event subscription; holds end by the sweeper alone"
+            );
+            None
+        }
+    };
+
+    let recorder = tokio::spawn(crate::recorder::run(
+        redis.clone(),
+        deps.mysql()?.clone(),
+        consumer,
+        shutdown.clone(),
+    ));
+    let listener =
+        events.map(|events| tokio::spawn(listen(events, Arc::clone(&settler), shutdown.clone())));
+    sweep_loop(&settler, interval, &shutdown).await;
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
+    let _ = recorder.await;
+    tracing::info!("expiry worker stopped");
+    Ok(())
+}
+
+/// One pass of the sweeper over every sale it looks after; returns how many orders it ended
+/// or reported. Public so that tests (and operators' tools) can sweep once.
+pub async fn sweep_once(deps: &Deps, provider: Arc<dyn PaymentProvider>) -> anyhow::Result<usize> {
+    let settler = Settler {
+        redis: deps.redis()?.clone(),
+        provider,
+        reporter: Reporter::new(deps)?,
+    };
+    settler.sweep().await
+}
+
+async fn sweep_loop(settler: &Settler, interval: Duration, shutdown: &CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match settler.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(orders = n, "sweeper settled due orders"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "sweep failed; next one in an interval"
+            ),
+        }
+    }
+}
+
+async fn listen(mut events: ExpiredKeys, settler: Arc<Settler>, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    while let Some(key) = events.next(&shutdown).await {
+        let Some((sale, order)) = orders::parse_hold_key(&settler.redis, &key) else {
+            continue; // Another key of this Redis expired.
+        };
+        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+            break;
+        };
+        let settler = Arc::clone(&settler);
+        tokio::spawn(async move {
+            if let Err(error) = settler.on_timer(sale, order).await {
+                tracing::warn!(sale = %sale, order = %order, error = format!("{error:#}"), "hold timer event not handled; the sweeper will");
+            }
+            drop(permit);
+        });
+    }
+    // Let the handlers in flight finish before closing.
+    let _ = limit.acquire_many(CONCURRENCY as u32).await;
+    events.close().await;
+}
+
+struct Settler {
+    redis: Redis,
+    provider: Arc<dyn PaymentProvider>,
+    reporter: Reporter,
+}
+
+impl Settler {
+    /// A hold timer expired.
+    async fn on_timer(&self, sale: Uuid, order: Uuid) -> anyhow::Result<()> {
+        let orders = Orders::new(&self.redis, sale);
+        let Some(current) = orders.get(order).await? else {
+            return Ok(());
+        };
+        match current.state {
+            OrderState::Held => {
+                self.release(&orders, order, Target::Expired, "event")
+                    .await?;
+            }
+            // The deadline is checked by Redis time there.
+            OrderState::Paying => {
+                self.sweep_sale(sale).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self) -> anyhow::Result<usize> {
+        let mut settled = 0;
+        for sale in Sales::new(&self.redis).current().await? {
+            settled += self
+                .sweep_sale(sale)
+                .await
+                .with_context(|| format!("sweeping sale {sale}"))?;
+        }
+        Ok(settled)
+    }
+
+    async fn sweep_sale(&self, sale: Uuid) -> anyhow::Result<usize> {
+        let orders = Orders::new(&self.redis, sale);
+        let mut settled = 0;
+        loop {
+            let (due, _now) = orders.due(DUE_BATCH).await?;
+            let full = due.len() >= DUE_BATCH;
+            let results: Vec<anyhow::Result<Settled>> = futures_util::stream::iter(due)
+                .map(|d| self.settle_due(&orders, d.order))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            let mut released = 0;
+            for result in results {
+                match result {
+                    Ok(Settled::Released) => released += 1,
+                    Ok(Settled::Reported) => settled += 1,
+                    Ok(Settled::Nothing) => {}
+                    Err(error) => {
+                        tracing::warn!(sale = %sale, error = format!("{error:#}"), "a due order was not settled; next sweep")
+                    }
+                }
+            }
+            settled += released;
+            // Reported orders stay listed until the confirm worker ends them: go on only
+            // while whole batches are being released.
+            if !full || released == 0 {
+                return Ok(settled);
+            }
+        }
+    }
+
+    /// Ends or reports one order `due` listed.
+    async fn settle_due(&self, orders: &Orders, order: Uuid) -> anyhow::Result<Settled> {
+        let Some(current) = orders.get(order).await? else {
+            tracing::warn!(sale = %orders.sale(), order = %order, "a due order has no hash; left for an operator");
+            return Ok(Settled::Nothing);
+        };
+        match current.state {
+            OrderState::Held => self.release(orders, order, Target::Expired, "sweep").await,
+            OrderState::Paying => {
+                let settlement = self
+                    .provider
+                    .settle(order)
+                    .await
+                    .with_context(|| format!("asking the provider about order {order}"))?;
+                match settlement {
+                    Settlement::Voided => {
+                        tracing::info!(sale = %orders.sale(), order = %order, "no payment outcome by the deadline: voided at the provider");
+                        self.release(orders, order, Target::Failed, "sweep").await
+                    }
+                    Settlement::Decided(decision) => {
+                        let outcome = self
+                            .reporter
+                            .report(&current.reference(), &decision)
+                            .await?;
+                        tracing::info!(sale = %orders.sale(), order = %order, outcome = ?outcome, "payment decided but not confirmed by its deadline: reported again");
+                        metrics::counter!("dropline_expiry_reported_total").increment(1);
+                        Ok(Settled::Reported)
+                    }
+                }
+            }
+            _ => Ok(Settled::Nothing),
+        }
+    }
+
+    async fn release(
+        &self,
+        orders: &Orders,
+        order: Uuid,
+        target: Target,
+        via: &'static str,
+    ) -> anyhow::Result<Settled> {
+        let transition = orders.release(order, target).await?;
+        let applied = matches!(transition, Transition::Applied(_));
+        if applied {
+            metrics::counter!("dropline_expiry_released_total", "to" => target.as_str(), "via" => via)
+                .increment(1);
+            tracing::info!(sale = %orders.sale(), order = %order, to = target.as_str(), via, "order released");
+        }
+        Ok(if applied {
+            Settled::Released
+        } else {
+            Settled::Nothing
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned())
+}

@@ -1,0 +1,160 @@
+//! The recorder: copies every order arrow from the sales' outbox streams to MySQL
+//! ([`dropline_core::outbox`], [`ledger::record`]). Part of the expiry worker.
+//!
+//! Every expiry worker process reads as its own consumer of the stream's consumer group, so
+//! processes share the entries. Per sale and round: up to [`BATCH`] new entries, written to
+//! MySQL in one call, then acknowledged and deleted. Entries a dead process held are claimed
+//! every [`CLAIM_EVERY`]. Writing an entry twice is harmless (rows only move forward), so a
+//! crash between the MySQL write and the acknowledgement costs nothing but a repeat.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dropline_core::ledger;
+use dropline_core::outbox::{Entry, Outbox};
+use dropline_core::redis::Redis;
+use sqlx::MySqlPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::sales::Sales;
+
+/// Entries read per sale and round.
+pub const BATCH: u64 = 512;
+/// The pause after a round that found nothing.
+const IDLE: Duration = Duration::from_millis(50);
+/// How often stale entries of dead readers are claimed.
+const CLAIM_EVERY: Duration = Duration::from_secs(10);
+/// How often the list of sales is read again.
+const SALES_EVERY: Duration = Duration::from_secs(1);
+/// The pause after a failed round (MySQL or Redis down).
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Records until `shutdown` fires. `consumer` names this process in the consumer groups.
+pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: CancellationToken) {
+    let sales = Sales::new(&redis);
+    let mut outboxes: HashMap<Uuid, Outbox> = HashMap::new();
+    let mut listed: Vec<Uuid> = Vec::new();
+    let mut listed_at: Option<Instant> = None;
+    let mut claimed_at = Instant::now();
+    let mut failures = 0u32;
+    tracing::info!(consumer = %consumer, "recorder starting");
+    while !shutdown.is_cancelled() {
+        if listed_at.is_none_or(|at| at.elapsed() >= SALES_EVERY) {
+            match sales.current().await {
+                Ok(current) => {
+                    outboxes.retain(|id, _| current.contains(id));
+                    listed = current;
+                    listed_at = Some(Instant::now());
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "recorder: could not list the sales"
+                    );
+                }
+            }
+        }
+        let claim = claimed_at.elapsed() >= CLAIM_EVERY;
+        if claim {
+            claimed_at = Instant::now();
+        }
+        let mut full = false;
+        let mut failed = false;
+        for &sale in &listed {
+            let outbox = match outboxes.get(&sale) {
+                Some(outbox) => outbox.clone(),
+                None => {
+                    let outbox = Outbox::new(&redis, sale);
+                    if let Err(error) = outbox.ensure_group().await {
+                        tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: no consumer group");
+                        failed = true;
+                        continue;
+                    }
+                    outboxes.insert(sale, outbox.clone());
+                    outbox
+                }
+            };
+            match round(&outbox, &mysql, &consumer, claim).await {
+                Ok(n) => full |= n >= BATCH as usize,
+                Err(error) => {
+                    failed = true;
+                    // A group lost with its stream (the sale's keys were deleted) is made again.
+                    outboxes.remove(&sale);
+                    if failures.is_multiple_of(30) {
+                        tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: round failed; will retry");
+                    }
+                }
+            }
+        }
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
+        let pause = if failed {
+            BACKOFF
+        } else if full {
+            Duration::ZERO
+        } else {
+            IDLE
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+    for outbox in outboxes.values() {
+        if let Err(error) = outbox.leave(&consumer).await {
+            tracing::debug!(
+                error = format!("{error:#}"),
+                "recorder: could not leave a consumer group"
+            );
+        }
+    }
+    tracing::info!("recorder stopped");
+}
+
+/// One sale's round: stale entries (when `claim`), then new ones. Returns how many new
+/// entries were read.
+async fn round(
+    outbox: &Outbox,
+    mysql: &MySqlPool,
+    consumer: &str,
+    claim: bool,
+) -> anyhow::Result<usize> {
+    if claim {
+        let stale = outbox.claim_stale(consumer, BATCH).await?;
+        if !stale.is_empty() {
+            tracing::info!(
+                entries = stale.len(),
+                "recorder: took over entries of a dead reader"
+            );
+            write(outbox, mysql, stale).await?;
+        }
+    }
+    let entries = outbox.read(consumer, BATCH).await?;
+    let n = entries.len();
+    if n > 0 {
+        write(outbox, mysql, entries).await?;
+    }
+    Ok(n)
+}
+
+async fn write(outbox: &Outbox, mysql: &MySqlPool, entries: Vec<Entry>) -> anyhow::Result<()> {
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        ids.push(entry.id);
+        // A malformed entry was logged when read; it is acknowledged so it does not block.
+        if let Some(row) = entry.row {
+            rows.push(row);
+        }
+    }
+    ledger::record(mysql, &rows).await?;
+    outbox.done(&ids).await?;
+    metrics::counter!("dropline_recorder_entries_total").increment(ids.len() as u64);
+    Ok(())
+}
