@@ -8,7 +8,9 @@
 //! subscribes again.
 //!
 //! Notifications are fire-and-forget: whatever expires while a subscriber is disconnected is
-//! never reported. Callers need another source of truth (the expiry worker's sweeper).
+//! never reported. Callers need another source of truth (the expiry worker's sweeper); the
+//! subscription says [`Expired::Missed`] when it knows it lost some (a reconnect, a reader that
+//! fell behind), so the caller can look at once instead of at its next interval.
 
 use std::time::Duration;
 
@@ -22,9 +24,19 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RedisConfig;
 use crate::redis::RedisTarget;
 
+/// What the subscription reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expired {
+    /// This key expired.
+    Key(String),
+    /// Some events may have been lost (the reader fell behind, or a connection dropped and
+    /// subscribed again): whoever relies on them should look for itself now.
+    Missed,
+}
+
 /// The names of expired keys, as Redis reports them.
 pub struct ExpiredKeys {
-    keys: mpsc::Receiver<String>,
+    keys: mpsc::Receiver<Expired>,
     clients: Vec<Client>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -100,7 +112,11 @@ impl ExpiredKeys {
                 Notifications::Untouched
             });
             tasks.push(forward(client.clone(), tx.clone(), db));
-            tasks.push(resubscribe_on_reconnect(client.clone(), channel.clone()));
+            tasks.push(resubscribe_on_reconnect(
+                client.clone(),
+                channel.clone(),
+                tx.clone(),
+            ));
             client
                 .subscribe(channel.as_str())
                 .await
@@ -117,8 +133,8 @@ impl ExpiredKeys {
         ))
     }
 
-    /// The next expired key; `None` once `shutdown` fires.
-    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<String> {
+    /// The next report; `None` once `shutdown` fires.
+    pub async fn next(&mut self, shutdown: &CancellationToken) -> Option<Expired> {
         tokio::select! {
             _ = shutdown.cancelled() => None,
             key = self.keys.recv() => key,
@@ -141,6 +157,11 @@ async fn connect(config: fred::types::config::Config) -> anyhow::Result<Client> 
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(3);
             c.internal_command_timeout = Duration::from_secs(3);
+        })
+        .with_performance_config(|p| {
+            // fred hands events out on a broadcast channel that drops the oldest when a reader
+            // falls behind; a burst of expiries must fit.
+            p.broadcast_channel_capacity = 16_384;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
         .build()
@@ -173,7 +194,7 @@ async fn turn_notifications_on(client: &Client) -> Notifications {
 
 /// fred parses keyspace notifications itself and hands them out on its keyspace channel
 /// (not the pub/sub one).
-fn forward(client: Client, tx: mpsc::Sender<String>, db: u8) -> JoinHandle<()> {
+fn forward(client: Client, tx: mpsc::Sender<Expired>, db: u8) -> JoinHandle<()> {
     let mut events = client.keyspace_event_rx();
     tokio::spawn(async move {
         loop {
@@ -186,13 +207,15 @@ fn forward(client: Client, tx: mpsc::Sender<String>, db: u8) -> JoinHandle<()> {
                         continue; // Not UTF-8: not one of ours.
                     };
                     tracing::trace!(key = %key, "expired key reported");
-                    if tx.send(key.to_owned()).await.is_err() {
+                    if tx.send(Expired::Key(key.to_owned())).await.is_err() {
                         return;
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    // The sweeper catches whatever these were.
                     tracing::warn!(missed, "keyspace events dropped: the reader fell behind");
+                    if tx.send(Expired::Missed).await.is_err() {
+                        return;
+                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
@@ -200,10 +223,18 @@ fn forward(client: Client, tx: mpsc::Sender<String>, db: u8) -> JoinHandle<()> {
     })
 }
 
-fn resubscribe_on_reconnect(client: Client, channel: String) -> JoinHandle<()> {
+fn resubscribe_on_reconnect(
+    client: Client,
+    channel: String,
+    tx: mpsc::Sender<Expired>,
+) -> JoinHandle<()> {
     let mut reconnects = client.reconnect_rx();
     tokio::spawn(async move {
         while reconnects.recv().await.is_ok() {
+            // Whatever expired while the connection was down was never reported.
+            if tx.send(Expired::Missed).await.is_err() {
+                return;
+            }
             match client.subscribe(channel.as_str()).await {
                 Ok(()) => tracing::info!(channel = %channel, "subscribed again after a reconnect"),
                 Err(e) => {

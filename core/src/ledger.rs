@@ -354,27 +354,89 @@ pub struct PaymentRow {
     pub provider_ref: String,
 }
 
+/// A `payments` row as selected by [`PAYMENT_COLUMNS`].
+type RawPayment = (Uuid, Uuid, Uuid, i64, String, String, String);
+const PAYMENT_COLUMNS: &str = "id, order_id, sale_id, amount, currency, status, provider_ref";
+
+impl From<RawPayment> for PaymentRow {
+    fn from((id, order, sale, amount, currency, status, provider_ref): RawPayment) -> Self {
+        Self {
+            id,
+            order,
+            sale,
+            amount,
+            currency,
+            status,
+            provider_ref,
+        }
+    }
+}
+
 /// Records a payment outcome, once per order: the first row stays (`INSERT IGNORE` on the
 /// unique order id). Returns the row that is recorded, which may be an earlier one.
 pub async fn record_payment(pool: &MySqlPool, payment: &PaymentRow) -> anyhow::Result<PaymentRow> {
-    sqlx::query(
-        "INSERT IGNORE INTO payments \
-           (id, order_id, sale_id, amount, currency, status, provider_ref, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
-    )
-    .bind(payment.id)
-    .bind(payment.order)
-    .bind(payment.sale)
-    .bind(payment.amount)
-    .bind(payment.currency.as_str())
-    .bind(payment.status.as_str())
-    .bind(payment.provider_ref.as_str())
-    .execute(pool)
-    .await
-    .with_context(|| format!("recording the payment of order {}", payment.order))?;
-    payment_of(pool, payment.order)
+    record_payments(pool, std::slice::from_ref(payment))
         .await?
+        .into_iter()
+        .next()
         .with_context(|| format!("the payment of order {} vanished", payment.order))
+}
+
+/// [`record_payment`] for many orders in one statement (one commit): returns the standing row
+/// of each, in the order given.
+pub async fn record_payments(
+    pool: &MySqlPool,
+    payments: &[PaymentRow],
+) -> anyhow::Result<Vec<PaymentRow>> {
+    if payments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut insert = sqlx::QueryBuilder::<sqlx::MySql>::new(
+        "INSERT IGNORE INTO payments \
+           (id, order_id, sale_id, amount, currency, status, provider_ref, created_at, updated_at) ",
+    );
+    insert.push_values(payments, |mut b, p| {
+        b.push_bind(p.id)
+            .push_bind(p.order)
+            .push_bind(p.sale)
+            .push_bind(p.amount)
+            .push_bind(p.currency.as_str())
+            .push_bind(p.status.as_str())
+            .push_bind(p.provider_ref.as_str())
+            .push("UTC_TIMESTAMP(3)")
+            .push("UTC_TIMESTAMP(3)");
+    });
+    insert
+        .build()
+        .execute(pool)
+        .await
+        .with_context(|| format!("recording {} payments", payments.len()))?;
+    let mut select = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id IN ("
+    ));
+    let mut ids = select.separated(", ");
+    for p in payments {
+        ids.push_bind(p.order);
+    }
+    select.push(")");
+    let rows: Vec<RawPayment> = select
+        .build_query_as()
+        .fetch_all(pool)
+        .await
+        .context("reading the recorded payments")?;
+    let standing: std::collections::HashMap<Uuid, PaymentRow> = rows
+        .into_iter()
+        .map(|raw| (raw.1, PaymentRow::from(raw)))
+        .collect();
+    payments
+        .iter()
+        .map(|p| {
+            standing
+                .get(&p.order)
+                .cloned()
+                .with_context(|| format!("the payment of order {} vanished", p.order))
+        })
+        .collect()
 }
 
 /// Marks an approved payment refunded (idempotent).
@@ -392,25 +454,14 @@ pub async fn mark_refunded(pool: &MySqlPool, order: Uuid) -> anyhow::Result<()> 
 
 /// The payment recorded for an order.
 pub async fn payment_of(pool: &MySqlPool, order: Uuid) -> anyhow::Result<Option<PaymentRow>> {
-    let row: Option<(Uuid, Uuid, Uuid, i64, String, String, String)> = sqlx::query_as(
-        "SELECT id, order_id, sale_id, amount, currency, status, provider_ref \
-         FROM payments WHERE order_id = ?",
-    )
+    let row: Option<RawPayment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?"
+    )))
     .bind(order)
     .fetch_optional(pool)
     .await
     .with_context(|| format!("reading the payment of order {order}"))?;
-    Ok(row.map(
-        |(id, order, sale, amount, currency, status, provider_ref)| PaymentRow {
-            id,
-            order,
-            sale,
-            amount,
-            currency,
-            status,
-            provider_ref,
-        },
-    ))
+    Ok(row.map(PaymentRow::from))
 }
 
 /// One order row by id.

@@ -17,8 +17,8 @@
 //!    payment MySQL already marked refunded is not booked again.
 //! 2. [`ledger::confirm_paid`] books it: the only writer of `paid`, in one transaction with
 //!    `sales.sold`. Concurrent deliveries are **batched**: each handler hands its order to one
-//!    writer task, which takes every order queued (up to [`MAX_BATCH`]) into one transaction
-//!    and answers each handler through a oneshot; a lone order goes at once. A batch that
+//!    writer task ([`batch`]), which takes every order queued (up to [`MAX_BATCH`]) into one
+//!    transaction and answers each handler; a lone order goes at once. A batch that
 //!    fails is written again order by order, so one bad row cannot hold the others back. To
 //!    keep batches full, this queue's prefetch is `workers.confirm_prefetch`, not
 //!    `amqp.prefetch`.
@@ -49,6 +49,7 @@ use anyhow::Context;
 use chrono::Utc;
 use dropline_core::Config;
 use dropline_core::amqp::{Broker, CONFIRMATIONS};
+use dropline_core::batch::{self, Batcher};
 use dropline_core::consumer::{Message, Outcome, consume_with_prefetch};
 use dropline_core::deps::Deps;
 use dropline_core::ledger::{self, OrderRow, PaidOutcome};
@@ -60,7 +61,6 @@ use dropline_core::redis::Redis;
 use dropline_core::sale::from_ms;
 use futures_util::future::BoxFuture;
 use sqlx::MySqlPool;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -113,10 +113,14 @@ pub async fn run_with_hooks(
     let broker = deps.broker()?.clone();
     let mysql = deps.mysql()?.clone();
     let prefetch = config.workers.confirm_prefetch;
-    let (jobs, queue) = mpsc::channel::<Job>(usize::from(prefetch).max(MAX_BATCH));
-    // Aborted if this future is dropped (the process "dies"); otherwise it ends once every
-    // handler (and so every sender) is gone.
-    let writer = AbortOnDrop(Some(tokio::spawn(writer(mysql.clone(), queue, hooks))));
+    // The writer is aborted if this future is dropped (the process "dies"); otherwise it ends
+    // once every handler (and so every sender) is gone.
+    let pool = mysql.clone();
+    let hooks = Arc::new(hooks);
+    let (jobs, writer) = batch::start("confirm", MAX_BATCH, move |rows| {
+        let (pool, hooks) = (pool.clone(), Arc::clone(&hooks));
+        async move { write_batch(&pool, rows, &hooks).await }
+    });
     let worker = Arc::new(Confirmer {
         broker: broker.clone(),
         mysql,
@@ -134,11 +138,7 @@ pub async fn run_with_hooks(
     };
     let result = consume_with_prefetch(broker, CONFIRMATIONS, prefetch, handler, shutdown).await;
     drop(worker);
-    if let Some(handle) = writer.take_handle()
-        && let Err(error) = handle.await
-    {
-        tracing::error!(%error, "the confirm writer task failed");
-    }
+    writer.finish().await;
     tracing::info!("confirm worker stopped");
     result
 }
@@ -152,80 +152,34 @@ pub fn confirmation_id(order: Uuid) -> Uuid {
     Uuid::from_bytes(bytes)
 }
 
-/// One order for the writer, and where to send its outcome.
-struct Job {
-    row: OrderRow,
-    reply: oneshot::Sender<anyhow::Result<PaidOutcome>>,
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl AbortOnDrop {
-    fn take_handle(mut self) -> Option<tokio::task::JoinHandle<()>> {
-        self.0.take()
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(handle) = &self.0 {
-            handle.abort();
-        }
-    }
-}
-
-/// The MySQL writer: one transaction per batch of queued orders, until every sender is gone.
-async fn writer(pool: MySqlPool, mut queue: mpsc::Receiver<Job>, hooks: Hooks) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&pool, std::mem::take(&mut batch), &hooks).await;
-        batch.reserve(MAX_BATCH);
-    }
-}
-
-async fn write_batch(pool: &MySqlPool, batch: Vec<Job>, hooks: &Hooks) {
-    metrics::histogram!("dropline_confirm_batch_size").record(batch.len() as f64);
-    let rows: Vec<OrderRow> = batch.iter().map(|job| job.row.clone()).collect();
+/// One batch of orders for `ledger::confirm_paid`: one transaction; if it fails (a
+/// deadlock, or one row MySQL refuses), each order on its own, so the others go through and
+/// only a bad one fails.
+async fn write_batch(
+    pool: &MySqlPool,
+    rows: Vec<OrderRow>,
+    hooks: &Hooks,
+) -> Vec<anyhow::Result<PaidOutcome>> {
     let started = Instant::now();
     match ledger::confirm_paid(pool, &rows).await {
-        Ok(outcomes) if outcomes.len() == batch.len() => {
+        Ok(outcomes) => {
             metrics::histogram!("dropline_confirm_batch_seconds")
                 .record(started.elapsed().as_secs_f64());
-            tracing::debug!(size = batch.len(), "confirm batch committed");
+            tracing::debug!(size = rows.len(), "confirm batch committed");
             after_commit(hooks, &rows).await;
-            for (job, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = job.reply.send(Ok(outcome));
-            }
+            outcomes.into_iter().map(Ok).collect()
         }
-        Ok(outcomes) => {
-            // Cannot happen (one outcome per row); fail every caller rather than guess.
-            let reason = format!(
-                "confirm_paid returned {} outcomes for {} orders",
-                outcomes.len(),
-                batch.len()
-            );
-            tracing::error!(%reason);
-            for job in batch {
-                let _ = job.reply.send(Err(anyhow::anyhow!("{reason}")));
-            }
-        }
-        Err(error) if batch.len() == 1 => {
-            if let Some(job) = batch.into_iter().next() {
-                let _ = job.reply.send(Err(error));
-            }
-        }
+        Err(error) if rows.len() == 1 => vec![Err(error)],
         Err(error) => {
-            // A deadlock, or one row MySQL refuses: each order on its own, so the others go
-            // through and only a bad one fails.
             tracing::warn!(
-                size = batch.len(),
+                size = rows.len(),
                 error = format!("{error:#}"),
                 "confirm batch failed; writing its orders one by one"
             );
-            for job in batch {
-                let row = std::slice::from_ref(&job.row);
-                let result = match ledger::confirm_paid(pool, row).await {
+            let mut results = Vec::with_capacity(rows.len());
+            for row in rows {
+                let row = std::slice::from_ref(&row);
+                results.push(match ledger::confirm_paid(pool, row).await {
                     Ok(outcomes) => {
                         after_commit(hooks, row).await;
                         outcomes
@@ -234,9 +188,9 @@ async fn write_batch(pool: &MySqlPool, batch: Vec<Job>, hooks: &Hooks) {
                             .context("confirm_paid returned no outcome")
                     }
                     Err(error) => Err(error),
-                };
-                let _ = job.reply.send(result);
+                });
             }
+            results
         }
     }
 }
@@ -253,7 +207,7 @@ struct Confirmer {
     mysql: MySqlPool,
     redis: Redis,
     provider: Arc<dyn PaymentProvider>,
-    jobs: mpsc::Sender<Job>,
+    jobs: Batcher<OrderRow, PaidOutcome>,
 }
 
 /// Why a payment is given back (the `reason` label of `dropline_refunds_total`).
@@ -392,14 +346,7 @@ impl Confirmer {
 
     /// Hands the order to the writer and waits for its batch.
     async fn book(&self, row: OrderRow) -> anyhow::Result<PaidOutcome> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { row, reply })
-            .await
-            .map_err(|_| anyhow::anyhow!("the confirm writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| anyhow::anyhow!("the confirm writer dropped the order"))?
+        self.jobs.submit(row).await
     }
 
     /// PAYING → PAID in Redis, after MySQL booked it.

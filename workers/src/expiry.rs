@@ -32,7 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::deps::Deps;
-use dropline_core::keyevents::{ExpiredKeys, Notifications};
+use dropline_core::keyevents::{Expired, ExpiredKeys, Notifications};
 use dropline_core::orders::{self, OrderState, Orders, Target, Transition};
 use dropline_core::redis::Redis;
 use futures_util::StreamExt;
@@ -156,7 +156,24 @@ async fn sweep_loop(settler: &Settler, interval: Duration, shutdown: &Cancellati
 
 async fn listen(mut events: ExpiredKeys, settler: Arc<Settler>, shutdown: CancellationToken) {
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
-    while let Some(key) = events.next(&shutdown).await {
+    while let Some(event) = events.next(&shutdown).await {
+        let key = match event {
+            Expired::Key(key) => key,
+            Expired::Missed => {
+                // Events were lost: sweep now rather than at the next interval.
+                let settler = Arc::clone(&settler);
+                tokio::spawn(async move {
+                    match settler.sweep().await {
+                        Ok(n) => tracing::info!(orders = n, "swept after lost keyspace events"),
+                        Err(error) => tracing::warn!(
+                            error = format!("{error:#}"),
+                            "sweep after lost keyspace events failed"
+                        ),
+                    }
+                });
+                continue;
+            }
+        };
         let Some((sale, order)) = orders::parse_hold_key(&settler.redis, &key) else {
             continue; // Another key of this Redis expired.
         };

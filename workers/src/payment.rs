@@ -7,7 +7,8 @@
 //! 1. [`PaymentProvider::charge`] with the order id as the idempotency key: the provider
 //!    decides an order's payment once, and every later call (a redelivery, the buyer paying
 //!    again, a duplicate publish) gets that first decision back, never a second charge.
-//! 2. [`ledger::record_payment`] writes the decision (`approved` with the provider's charge
+//! 2. [`ledger::record_payments`] writes the decision (concurrent payments' rows in one
+//!    statement, [`batch`]) (`approved` with the provider's charge
 //!    reference, `declined` with its reason) unless the order has a payment row already; the
 //!    row that stands is the one this worker reports, so two messages never make two payments.
 //! 3. `payment.completed` ([`PaymentCompleted`], message id = the payment row's id, the same
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::amqp::{Broker, PAYMENTS};
+use dropline_core::batch::{self, Batcher};
 use dropline_core::consumer::{Message, Outcome, consume_with_prefetch};
 use dropline_core::deps::Deps;
 use dropline_core::ledger::{self, PaymentRow};
@@ -94,7 +96,13 @@ struct PaymentWorker {
 pub struct Reporter {
     broker: Broker,
     mysql: MySqlPool,
+    /// Concurrent payments' rows go to MySQL together ([`batch`]).
+    payments: Batcher<PaymentRow, PaymentRow>,
+    _writer: Arc<batch::Writer>,
 }
+
+/// Payment rows written in one statement at most.
+const MAX_BATCH: usize = 256;
 
 impl PaymentWorker {
     #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or(""), order, attempt = message.attempt))]
@@ -149,9 +157,17 @@ impl PaymentWorker {
 
 impl Reporter {
     pub fn new(deps: &Deps) -> anyhow::Result<Self> {
+        let mysql = deps.mysql()?.clone();
+        let pool = mysql.clone();
+        let (payments, writer) = batch::start("payments", MAX_BATCH, move |rows| {
+            let pool = pool.clone();
+            async move { write_payments(&pool, rows).await }
+        });
         Ok(Self {
             broker: deps.broker()?.clone(),
-            mysql: deps.mysql()?.clone(),
+            mysql,
+            payments,
+            _writer: Arc::new(writer),
         })
     }
 
@@ -167,9 +183,9 @@ impl Reporter {
             Decision::Declined { reason } => ("declined", reason.clone()),
             Decision::Refunded { reference } => ("refunded", reference.clone()),
         };
-        let standing = ledger::record_payment(
-            &self.mysql,
-            &PaymentRow {
+        let standing = self
+            .payments
+            .submit(PaymentRow {
                 id: Uuid::now_v7(),
                 order: order.order_id,
                 sale: order.sale_id,
@@ -177,9 +193,8 @@ impl Reporter {
                 currency: order.currency.clone(),
                 status: status.to_owned(),
                 provider_ref: truncate(&provider_ref, MAX_PROVIDER_REF),
-            },
-        )
-        .await?;
+            })
+            .await?;
         let (outcome, provider_ref) = match (decision, standing.status.as_str()) {
             // The money went back: never report it approved (see the module docs).
             (Decision::Refunded { reference }, standing_status) => {
@@ -238,6 +253,30 @@ impl Reporter {
         };
         metrics::counter!("dropline_payments_total", "outcome" => label).increment(1);
         Ok(outcome)
+    }
+}
+
+/// The payments writer's call: one statement for the batch; if MySQL refuses it, each row on
+/// its own, so one bad row cannot hold the others back.
+async fn write_payments(
+    pool: &MySqlPool,
+    rows: Vec<PaymentRow>,
+) -> Vec<anyhow::Result<PaymentRow>> {
+    match ledger::record_payments(pool, &rows).await {
+        Ok(standing) => standing.into_iter().map(Ok).collect(),
+        Err(error) if rows.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(
+                size = rows.len(),
+                error = format!("{error:#}"),
+                "payment batch failed; writing its rows one by one"
+            );
+            let mut results = Vec::with_capacity(rows.len());
+            for row in &rows {
+                results.push(ledger::record_payment(pool, row).await);
+            }
+            results
+        }
     }
 }
 
