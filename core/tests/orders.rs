@@ -231,6 +231,32 @@ impl TestSale {
         Ok(out)
     }
 
+    /// Asserts that the sale's keys are as in `before`, as of Redis time now: a key whose TTL
+    /// ran out between the two snapshots (a hold timer on a loaded machine) is dropped from
+    /// both, because it vanished by itself, not by what the test did.
+    async fn assert_unchanged(
+        &self,
+        before: &BTreeMap<String, String>,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let after = self.snapshot().await?;
+        let now = redis_now_ms(&self.redis).await?;
+        let live = |snap: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            snap.iter()
+                .filter(|(_, v)| {
+                    let expires = v
+                        .rsplit_once(" expires ")
+                        .and_then(|(_, t)| t.parse::<i64>().ok())
+                        .unwrap_or(-1);
+                    expires < 0 || expires > now
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(live(&after), live(before), "{what}");
+        Ok(())
+    }
+
     /// Every order hash of the sale, read back through [`Orders::get`].
     async fn all_orders(&self) -> anyhow::Result<Vec<Order>> {
         let prefix = self.redis.sale_key(self.id, "o:");
@@ -661,11 +687,8 @@ async fn forbidden_arrows_change_nothing() -> anyhow::Result<()> {
                 Op::Release(target) => s.orders.release(order.id, target).await?,
             };
             unchanged(t, state).with_context(|| format!("{op:?} on {state}"))?;
-            assert_eq!(
-                s.snapshot().await?,
-                before,
-                "{op:?} on {state} changed keys"
-            );
+            s.assert_unchanged(&before, &format!("{op:?} on {state} changed keys"))
+                .await?;
             checked += 1;
         }
     }
@@ -694,7 +717,7 @@ async fn duplicate_and_late_calls_change_nothing() -> anyhow::Result<()> {
         o.begin_payment(a.id, Duration::from_secs(5)).await?,
         OrderState::Paying,
     )?;
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // 20 redelivered confirmations at once: one arrow, 19 no-ops.
     let results = futures_util::future::join_all((0..20).map(|_| o.confirm(a.id))).await;
@@ -710,7 +733,7 @@ async fn duplicate_and_late_calls_change_nothing() -> anyhow::Result<()> {
     let before = sale.snapshot().await?;
     unchanged(o.release(a.id, Target::Failed).await?, OrderState::Paid)?;
     unchanged(o.confirm(a.id).await?, OrderState::Paid)?;
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // A late success after the order failed: nothing changes (the caller must refund).
     let b = held_order(&sale, 1).await?;
@@ -722,7 +745,7 @@ async fn duplicate_and_late_calls_change_nothing() -> anyhow::Result<()> {
     let before = sale.snapshot().await?;
     unchanged(o.confirm(b.id).await?, OrderState::Failed)?;
     unchanged(o.release(b.id, Target::Failed).await?, OrderState::Failed)?;
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // Twenty cancels at once: the stock comes back once.
     let c = held_order(&sale, 2).await?;
@@ -767,7 +790,7 @@ async fn duplicate_and_late_calls_change_nothing() -> anyhow::Result<()> {
         assert_eq!(o.release(ghost, target).await?, Transition::NotFound);
     }
     assert_eq!(o.get(ghost).await?, None);
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
     redis.quit().await;
     env.cleanup().await
 }
@@ -789,14 +812,14 @@ async fn idempotency_key_returns_the_same_order_or_refuses_another_body() -> any
         ReserveOutcome::Existing(order) => assert_eq!(order, first),
         other => panic!("expected the existing order, got {other:?}"),
     }
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // Another body with the same key.
     match o.reserve(&request(user, 2, "key-A")).await? {
         ReserveOutcome::IdempotencyKeyReused { order } => assert_eq!(order, first.id),
         other => panic!("expected idempotency_key_reused, got {other:?}"),
     }
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // The replay shows the order's current state, even once the buyer is no longer admitted
     // and the sale has closed: the key is checked first.
@@ -815,7 +838,7 @@ async fn idempotency_key_returns_the_same_order_or_refuses_another_body() -> any
         }
         other => panic!("expected the existing order, got {other:?}"),
     }
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
     sale.set_cfg("closed", 0).await?;
 
     // Keys are scoped to the user: another user's "key-A" is a new order.
@@ -890,7 +913,7 @@ async fn per_user_limit_counts_held_paying_and_paid_units() -> anyhow::Result<()
         o.reserve(&request(user, 4, "too-many")).await?,
         ReserveOutcome::LimitExceeded { owned: 0, limit: 3 }
     );
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     let a = created(&sale, &request(user, 1, "a")).await?;
     let b = created(&sale, &request(user, 1, "b")).await?;
@@ -912,7 +935,7 @@ async fn per_user_limit_counts_held_paying_and_paid_units() -> anyhow::Result<()
         o.reserve(&request(user, 1, "d")).await?,
         ReserveOutcome::LimitExceeded { owned: 3, limit: 3 }
     );
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // A released order frees its units for the limit (the buyer is admitted again).
     applied(
@@ -945,7 +968,7 @@ async fn only_active_admitted_buyers_reserve() -> anyhow::Result<()> {
         o.reserve(&request(stranger, 1, "k")).await?,
         ReserveOutcome::NotAdmitted
     );
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
     assert_eq!(sale.admission(stranger).await?, None);
 
     // Admission lapsed (deadline just passed, entry not yet reaped).
@@ -956,7 +979,7 @@ async fn only_active_admitted_buyers_reserve() -> anyhow::Result<()> {
         o.reserve(&request(lapsed, 1, "k")).await?,
         ReserveOutcome::NotAdmitted
     );
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // Admission running out by itself.
     let brief = Uuid::now_v7();
@@ -1025,7 +1048,7 @@ async fn a_sale_that_is_not_open_takes_no_order() -> anyhow::Result<()> {
             ReserveOutcome::SaleNotOpen(state),
             "{name}"
         );
-        assert_eq!(sale.snapshot().await?, before, "{name}");
+        sale.assert_unchanged(&before, name).await?;
         for (f, v) in &open {
             sale.set_cfg(f, v).await?;
         }
@@ -1071,7 +1094,7 @@ async fn sold_out_reports_what_is_left_and_takes_nothing() -> anyhow::Result<()>
         sale.orders.reserve(&request(user, 2, "k")).await?,
         ReserveOutcome::SoldOut { available: 1 }
     );
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
     created(&sale, &request(user, 1, "k")).await?;
     assert_eq!(
         sale.orders.reserve(&request(user, 1, "k2")).await?,
@@ -1171,7 +1194,7 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
     let r: anyhow::Result<Value> = scripts::RELEASE.run(&redis, release_keys, args).await;
     assert!(r.is_err());
     assert!(o.begin_payment(held.id, Duration::ZERO).await.is_err());
-    assert_eq!(sale.snapshot().await?, before_release);
+    sale.assert_unchanged(&before_release, "").await?;
     applied(
         o.release(held.id, Target::Cancelled).await?,
         OrderState::Cancelled,
@@ -1219,7 +1242,7 @@ async fn a_hold_expires_only_after_its_deadline_and_once() -> anyhow::Result<()>
         }
         other => panic!("expected not_due, got {other:?}"),
     }
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
     assert_eq!(o.due(100).await?.0, Vec::<DueOrder>::new());
 
     let wait = b.deadline_ms - redis_now_ms(&redis).await? + 50;
@@ -1231,7 +1254,7 @@ async fn a_hold_expires_only_after_its_deadline_and_once() -> anyhow::Result<()>
         Transition::DeadlinePassed(s) => assert_eq!(s.state, OrderState::Held),
         other => panic!("expected deadline_passed, got {other:?}"),
     }
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
 
     // The sweeper sees both, earliest first.
     let (due, now) = o.due(100).await?;
@@ -1260,7 +1283,7 @@ async fn a_hold_expires_only_after_its_deadline_and_once() -> anyhow::Result<()>
         o.release(a.id, Target::Cancelled).await?,
         OrderState::Expired,
     )?;
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
     // Cancelling a hold whose deadline passed is still a cancel (stock back once as well).
     applied(
         o.release(b.id, Target::Cancelled).await?,
@@ -1313,7 +1336,7 @@ async fn a_hold_cannot_expire_while_its_payment_is_in_flight() -> anyhow::Result
         o.release(a.id, Target::Cancelled).await?,
         OrderState::Paying,
     )?;
-    assert_eq!(sale.snapshot().await?, before);
+    sale.assert_unchanged(&before, "").await?;
     applied(o.confirm(a.id).await?, OrderState::Paid)?;
 
     // A payment with no outcome by its deadline shows up for the sweeper, which fails it.
