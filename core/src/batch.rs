@@ -3,7 +3,8 @@
 //! own result. A lone item goes at once, so batching costs no latency when idle; under load
 //! one MySQL round trip and one commit serve hundreds of items.
 //!
-//! The confirm worker books paid orders this way, and the payment worker records payments.
+//! The confirm worker books paid orders this way (and looks up who to mail), and the payment
+//! worker records payments.
 
 use std::future::Future;
 

@@ -232,10 +232,7 @@ pub async fn confirm_paid(
         .collect();
     for chunk in ids.chunks(MAX_RECORD_BATCH) {
         let mut q = sqlx::QueryBuilder::<MySql>::new("SELECT id, status FROM orders WHERE id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
+        push_in_list(&mut q, chunk.iter().copied());
         q.push(") ORDER BY id FOR UPDATE");
         let found: Vec<(Uuid, String)> = q
             .build_query_as()
@@ -288,10 +285,7 @@ pub async fn confirm_paid(
             "UPDATE orders SET status = 'paid', updated_at = UTC_TIMESTAMP(3) \
              WHERE status IN ('held', 'paying') AND id IN (",
         );
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
+        push_in_list(&mut q, chunk.iter().copied());
         q.push(")");
         q.build()
             .execute(&mut *tx)
@@ -414,10 +408,7 @@ pub async fn record_payments(
     let mut select = sqlx::QueryBuilder::<sqlx::MySql>::new(format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id IN ("
     ));
-    let mut ids = select.separated(", ");
-    for p in payments {
-        ids.push_bind(p.order);
-    }
+    push_in_list(&mut select, payments.iter().map(|p| p.order));
     select.push(")");
     let rows: Vec<RawPayment> = select
         .build_query_as()
@@ -462,6 +453,86 @@ pub async fn payment_of(pool: &MySqlPool, order: Uuid) -> anyhow::Result<Option<
     .await
     .with_context(|| format!("reading the payment of order {order}"))?;
     Ok(row.map(PaymentRow::from))
+}
+
+/// Who an `order.confirmed` goes to and what it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub email: String,
+    pub name: String,
+    pub product: String,
+}
+
+/// The buyer's e-mail and name and the product's name for each `(sale, user)`, in order; `None`
+/// where the user or the sale (or its product) has no row. Two statements for the whole list,
+/// however long: the confirm worker asks for a batch of paid orders at once.
+pub async fn recipients(
+    pool: &MySqlPool,
+    wanted: &[(Uuid, Uuid)],
+) -> anyhow::Result<Vec<Option<Recipient>>> {
+    let users: std::collections::BTreeSet<Uuid> = wanted.iter().map(|(_, u)| *u).collect();
+    let sales: std::collections::BTreeSet<Uuid> = wanted.iter().map(|(s, _)| *s).collect();
+    let mut people: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
+    let users: Vec<Uuid> = users.into_iter().collect();
+    for chunk in users.chunks(MAX_RECORD_BATCH) {
+        let mut q =
+            sqlx::QueryBuilder::<MySql>::new("SELECT id, email, name FROM users WHERE id IN (");
+        push_in_list(&mut q, chunk.iter().copied());
+        q.push(")");
+        let found: Vec<(Uuid, String, String)> = q
+            .build_query_as()
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("reading {} buyer(s)", chunk.len()))?;
+        people.extend(
+            found
+                .into_iter()
+                .map(|(id, email, name)| (id, (email, name))),
+        );
+    }
+    let mut products: BTreeMap<Uuid, String> = BTreeMap::new();
+    let sales: Vec<Uuid> = sales.into_iter().collect();
+    for chunk in sales.chunks(MAX_RECORD_BATCH) {
+        let mut q = sqlx::QueryBuilder::<MySql>::new(
+            "SELECT s.id, p.name FROM sales s JOIN products p ON p.id = s.product_id WHERE s.id IN (",
+        );
+        push_in_list(&mut q, chunk.iter().copied());
+        q.push(")");
+        let found: Vec<(Uuid, String)> = q
+            .build_query_as()
+            .fetch_all(pool)
+            .await
+            .with_context(|| format!("reading the products of {} sale(s)", chunk.len()))?;
+        products.extend(found);
+    }
+    Ok(wanted
+        .iter()
+        .map(|(sale, user)| {
+            let (email, name) = people.get(user)?.clone();
+            let product = products.get(sale)?.clone();
+            Some(Recipient {
+                email,
+                name,
+                product,
+            })
+        })
+        .collect())
+}
+
+/// Pushes `ids` as the items of an `IN (...)` list, padded to the next power of two by
+/// repeating the last id (a repeat changes nothing in `IN`). MySQL prepares a statement per
+/// distinct text, so unpadded batches of every length from 1 to 1,000 would each cost a
+/// prepare round trip and crowd sqlx's statement cache; padded, there are ten shapes.
+fn push_in_list(q: &mut sqlx::QueryBuilder<MySql>, ids: impl IntoIterator<Item = Uuid>) {
+    let ids: Vec<Uuid> = ids.into_iter().collect();
+    let Some(last) = ids.last().copied() else {
+        return;
+    };
+    let pad = ids.len().next_power_of_two() - ids.len();
+    let mut list = q.separated(", ");
+    for id in ids.into_iter().chain(std::iter::repeat_n(last, pad)) {
+        list.push_bind(id);
+    }
 }
 
 /// One order row by id.

@@ -26,7 +26,8 @@
 //!    - `Recorded` / `AlreadyPaid` → [`Orders::confirm`] (PAYING → PAID; already PAID or an
 //!      order Redis lost is fine; any other end state is a protocol breach: error log and
 //!      `dropline_confirm_conflicts_total`, the MySQL record stands) → `order.confirmed` with
-//!      the buyer's e-mail and name and the product's name from MySQL → ack.
+//!      the buyer's e-mail and name and the product's name from MySQL (one lookup per batch
+//!      of orders, [`ledger::recipients`]) → ack.
 //!    - `Ended(_)` → refund at the provider, payment row marked refunded → ack.
 //!    - `WouldOversell` → the order is failed in Redis first (so it is never confirmed
 //!      later), then refunded as above; error log → ack.
@@ -52,7 +53,7 @@ use dropline_core::amqp::{Broker, CONFIRMATIONS};
 use dropline_core::batch::{self, Batcher};
 use dropline_core::consumer::{Message, Outcome, consume_with_prefetch};
 use dropline_core::deps::Deps;
-use dropline_core::ledger::{self, OrderRow, PaidOutcome};
+use dropline_core::ledger::{self, OrderRow, PaidOutcome, Recipient};
 use dropline_core::messages::{
     Envelope, OrderConfirmed, OrderRef, PaymentCompleted, PaymentOutcome, kinds,
 };
@@ -121,12 +122,18 @@ pub async fn run_with_hooks(
         let (pool, hooks) = (pool.clone(), Arc::clone(&hooks));
         async move { write_batch(&pool, rows, &hooks).await }
     });
+    let pool = mysql.clone();
+    let (recipients, lookups) = batch::start("recipients", MAX_BATCH, move |wanted| {
+        let pool = pool.clone();
+        async move { lookup_recipients(&pool, wanted).await }
+    });
     let worker = Arc::new(Confirmer {
         broker: broker.clone(),
         mysql,
         redis: deps.redis()?.clone(),
         provider,
         jobs,
+        recipients,
     });
     tracing::info!(prefetch, max_batch = MAX_BATCH, "confirm worker starting");
     let handler = {
@@ -139,6 +146,7 @@ pub async fn run_with_hooks(
     let result = consume_with_prefetch(broker, CONFIRMATIONS, prefetch, handler, shutdown).await;
     drop(worker);
     writer.finish().await;
+    lookups.finish().await;
     tracing::info!("confirm worker stopped");
     result
 }
@@ -195,6 +203,24 @@ async fn write_batch(
     }
 }
 
+/// One batch of `order.confirmed` recipients; a failed lookup fails each order of the batch
+/// (its delivery is retried).
+async fn lookup_recipients(
+    pool: &MySqlPool,
+    wanted: Vec<(Uuid, Uuid)>,
+) -> Vec<anyhow::Result<Option<Recipient>>> {
+    match ledger::recipients(pool, &wanted).await {
+        Ok(found) => found.into_iter().map(Ok).collect(),
+        Err(error) => {
+            let error = format!("{error:#}");
+            wanted
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("{error}")))
+                .collect()
+        }
+    }
+}
+
 async fn after_commit(hooks: &Hooks, rows: &[OrderRow]) {
     if let Some(hook) = &hooks.after_commit {
         hook(rows.iter().map(|r| r.id).collect()).await;
@@ -208,6 +234,8 @@ struct Confirmer {
     redis: Redis,
     provider: Arc<dyn PaymentProvider>,
     jobs: Batcher<OrderRow, PaidOutcome>,
+    /// `(sale, user)` → who `order.confirmed` goes to, looked up a batch at a time.
+    recipients: Batcher<(Uuid, Uuid), Option<Recipient>>,
 }
 
 /// Why a payment is given back (the `reason` label of `dropline_refunds_total`).
@@ -370,19 +398,22 @@ impl Confirmer {
         Ok(())
     }
 
-    /// Publishes `order.confirmed` with the buyer's and the product's names.
+    /// Publishes `order.confirmed` with the buyer's and the product's names (looked up
+    /// together with the other orders confirmed at the same time: [`ledger::recipients`]).
     async fn announce(&self, order: &OrderRef) -> anyhow::Result<()> {
-        let found: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT u.email, u.name, p.name FROM users u \
-             JOIN sales s ON s.id = ? JOIN products p ON p.id = s.product_id \
-             WHERE u.id = ?",
-        )
-        .bind(order.sale_id)
-        .bind(order.user_id)
-        .fetch_optional(&self.mysql)
-        .await
-        .with_context(|| format!("reading the buyer and product of order {}", order.order_id))?;
-        let Some((email, name, product)) = found else {
+        let found = self
+            .recipients
+            .submit((order.sale_id, order.user_id))
+            .await
+            .with_context(|| {
+                format!("reading the buyer and product of order {}", order.order_id)
+            })?;
+        let Some(Recipient {
+            email,
+            name,
+            product,
+        }) = found
+        else {
             tracing::warn!(user = %order.user_id, "order paid, but its buyer (or product) has no MySQL row: no order.confirmed");
             return Ok(());
         };

@@ -12,7 +12,7 @@
 //! "Changes nothing" is checked over a quiet period (several retry delays of 200 ms) after
 //! the queues have drained.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -1115,7 +1115,21 @@ async fn many_concurrent_orders_are_all_paid_with_exact_stock() -> anyhow::Resul
     tracing::info!(orders = BUYERS, ?elapsed, samples, "all paid");
     world.sink.wait_for(BUYERS, Duration::from_secs(60)).await?;
     world.settle().await?;
-    assert_eq!(world.sink.messages().len(), BUYERS, "one confirmation each");
+    let mails = world.sink.messages();
+    assert_eq!(mails.len(), BUYERS, "one confirmation each");
+    // The recipients are looked up a batch at a time: each mail still goes to its own order's
+    // buyer and names that order.
+    let mailed: HashMap<String, String> = mails
+        .iter()
+        .map(|m| Ok((m.recipients.join(","), m.text_body()?)))
+        .collect::<anyhow::Result<_>>()?;
+    for (user, order) in users.iter().zip(&orders) {
+        let body = mailed
+            .get(&email_of(*user))
+            .with_context(|| format!("no mail for buyer {user}"))?;
+        assert!(body.contains(&order.id.to_string()), "{user}: {body}");
+        assert!(body.contains(PRODUCT), "{user}: {body}");
+    }
     assert_eq!(world.sold().await?, units);
     assert_eq!(world.counters().await?, (400 - units, 0, units));
     let (rows,): (i64,) =
