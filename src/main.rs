@@ -122,8 +122,18 @@ enum SaleCommand {
 enum LoadtestCommand {
     /// Create N verified accounts in bulk and write access tokens for k6 (only when allowed).
     Seed {
+        /// How many buyers (1 to 1,000,000).
         #[arg(long)]
         users: u32,
+        /// Write `user_id<TAB>email<TAB>access_token` lines here instead of stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The password every seeded buyer shares (to test logins too).
+        #[arg(long, default_value = "loadtest-password")]
+        password: String,
+        /// How long the access tokens are valid.
+        #[arg(long, default_value_t = 4 * 3600)]
+        token_ttl_seconds: u64,
     },
 }
 
@@ -320,9 +330,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Sale(SaleCommand::Audit { .. }) => return Ok(not_yet("`sale audit`", 7)),
-        Command::Loadtest(LoadtestCommand::Seed { .. }) => {
-            return Ok(not_yet("`loadtest seed`", 6));
-        }
+        Command::Loadtest(LoadtestCommand::Seed {
+            users,
+            out,
+            password,
+            token_ttl_seconds,
+        }) => return loadtest_seed(&config, users, out, password, token_ttl_seconds).await,
         Command::Config(ConfigCommand::Check) => {
             println!("configuration is valid:\n{config:#?}");
         }
@@ -330,6 +343,61 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             print!("{}", dropline_core::config::DEFAULTS_TOML);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dropline loadtest seed`: checked (allowed, sane, a signing key) before connecting.
+async fn loadtest_seed(
+    config: &Config,
+    users: u32,
+    out: Option<std::path::PathBuf>,
+    password: String,
+    token_ttl_seconds: u64,
+) -> anyhow::Result<ExitCode> {
+    use dropline_api::loadtest::{SeedOptions, check, seed};
+    let options = SeedOptions {
+        users,
+        password,
+        token_ttl: std::time::Duration::from_secs(token_ttl_seconds),
+    };
+    if let Err(refused) = check(config.loadtest.allow, &options) {
+        eprintln!("dropline: {refused}; nothing was changed");
+        return Ok(ExitCode::from(2));
+    }
+    let ring = match dropline_core::keys::access_ring(&config.auth) {
+        Ok(ring) => ring.filter(|ring| ring.signer().is_some()),
+        Err(error) => {
+            eprintln!("dropline: {error:#}; nothing was changed");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(ring) = ring else {
+        eprintln!(
+            "dropline: loadtest seed signs access tokens with the api's key: set \
+             auth.signing_key_file (or DROPLINE_AUTH__SIGNING_KEY) to the key the api runs with; \
+             nothing was changed"
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let hasher = config.auth.hasher()?;
+    let mut writer: Box<dyn std::io::Write> = match &out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let pool = dropline_core::mysql::connect(&config.mysql).await?;
+    if config.mysql.run_migrations {
+        dropline_core::mysql::migrate(&pool).await?;
+    }
+    let started = std::time::Instant::now();
+    let made = seed(&pool, &hasher, &ring, &options, &mut writer).await;
+    pool.close().await;
+    let made = made?;
+    eprintln!(
+        "dropline: seeded {made} verified buyer(s) in {:.1} s; tokens valid for {token_ttl_seconds} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

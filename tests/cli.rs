@@ -137,22 +137,18 @@ fn bad_configuration_fails_fast_naming_the_key() -> anyhow::Result<()> {
 
 #[test]
 fn commands_not_built_yet_say_so_and_change_nothing() -> anyhow::Result<()> {
-    for args in [
-        vec!["sale", "audit", "x"],
-        vec!["loadtest", "seed", "--users", "1"],
-    ] {
-        // Point every dependency at a closed port: a command that claims to do nothing must
-        // not reach (let alone change) any server.
-        let (code, _, stderr) = output(
-            dropline()
-                .args(&args)
-                .env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
-                .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1")
-                .env("DROPLINE_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
-        )?;
-        assert_eq!(code, 3, "{args:?}: {stderr}");
-        assert!(stderr.contains("not built yet"), "{args:?}: {stderr}");
-    }
+    let args = ["sale", "audit", "x"];
+    // Point every dependency at a closed port: a command that claims to do nothing must not
+    // reach (let alone change) any server.
+    let (code, _, stderr) = output(
+        dropline()
+            .args(args)
+            .env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
+            .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1")
+            .env("DROPLINE_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+    )?;
+    assert_eq!(code, 3, "{args:?}: {stderr}");
+    assert!(stderr.contains("not built yet"), "{args:?}: {stderr}");
     Ok(())
 }
 
@@ -311,6 +307,115 @@ fn user_create_makes_a_verified_account_and_refuses_bad_input() -> anyhow::Resul
         assert_eq!(role, "admin");
         assert!(verified.is_some(), "created verified");
         assert!(hash.starts_with("$argon2id$"), "{hash}");
+        pool.close().await;
+        env.cleanup().await
+    })
+}
+
+#[test]
+fn loadtest_seed_is_refused_unless_allowed_before_connecting() -> anyhow::Result<()> {
+    let unreachable = |cmd: &mut Command| {
+        cmd.env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
+            .args(["loadtest", "seed", "--users", "5"]);
+    };
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    let (code, _, stderr) = output(&mut cmd)?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("loadtest.allow"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+
+    // Allowed, but no key to sign the tokens with: refused too, still before connecting.
+    let mut cmd = dropline();
+    unreachable(&mut cmd);
+    cmd.env("DROPLINE_LOADTEST__ALLOW", "true");
+    let (code, _, stderr) = output(&mut cmd)?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("auth.signing_key_file"), "{stderr}");
+
+    for bad in [
+        vec!["--users", "0"],
+        vec!["--users", "5", "--password", "short"],
+    ] {
+        let mut cmd = dropline();
+        cmd.env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
+            .env("DROPLINE_LOADTEST__ALLOW", "true")
+            .args(["loadtest", "seed"])
+            .args(&bad);
+        let (code, _, stderr) = output(&mut cmd)?;
+        assert_eq!(code, 2, "{bad:?}: {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
+fn loadtest_seed_makes_verified_buyers_whose_tokens_the_api_accepts() -> anyhow::Result<()> {
+    use dropline_core::keys::{KeyRing, SigningKeyPair};
+    use dropline_core::tokens::{Role, verify_access};
+    let env = TestEnv::new()?;
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("access.pem");
+    let pem = SigningKeyPair::generate()?.to_pem()?;
+    std::fs::write(&key_path, &pem)?;
+    let ring = KeyRing::new(Some(SigningKeyPair::from_pem(&pem)?), Vec::new())?;
+    let seed = |users: &str, out: &std::path::Path| {
+        let mut cmd = dropline();
+        isolated(&mut cmd, &env);
+        cmd.env("DROPLINE_AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("DROPLINE_AUTH__ARGON2_ITERATIONS", "1")
+            .env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path)
+            .env("DROPLINE_LOADTEST__ALLOW", "true")
+            .args(["loadtest", "seed", "--users", users, "--out"])
+            .arg(out);
+        output(&mut cmd)
+    };
+    // 1,500: more than one INSERT statement.
+    let first = dir.path().join("first.tsv");
+    let (code, _, stderr) = seed("1500", &first)?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("seeded 1500"), "{stderr}");
+    // Seeding again adds buyers; nothing collides with the first run.
+    let second = dir.path().join("second.tsv");
+    let (code, _, stderr) = seed("3", &second)?;
+    assert_eq!(code, 0, "{stderr}");
+
+    let mut lines = Vec::new();
+    for file in [&first, &second] {
+        for line in std::fs::read_to_string(file)?.lines() {
+            let [id, email, token] = line.split('\t').collect::<Vec<_>>()[..] else {
+                anyhow::bail!("malformed line {line:?}");
+            };
+            let id: uuid::Uuid = id.parse()?;
+            let claims = verify_access(&ring, token)?;
+            assert_eq!(claims.sub, id, "the token names its buyer");
+            assert_eq!(claims.role, Role::Buyer);
+            lines.push((id, email.to_owned()));
+        }
+    }
+    assert_eq!(lines.len(), 1503);
+    let ids: std::collections::HashSet<_> = lines.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), 1503, "distinct buyers");
+
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
+        let (count, verified): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(email_verified_at) FROM users \
+             WHERE role = 'buyer' AND email LIKE 'load-%@loadtest.invalid'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        assert_eq!((count, verified), (1503, 1503));
+        // The shared password logs any of them in.
+        let (id, email) = &lines[1234];
+        let (stored_email, hash): (String, String) =
+            sqlx::query_as("SELECT email, password_hash FROM users WHERE id = ?")
+                .bind(id)
+                .fetch_one(&pool)
+                .await?;
+        assert_eq!(&stored_email, email);
+        let hasher = dropline_core::password::Hasher::new(1024, 1, 1)?;
+        assert!(hasher.verify("loadtest-password", &hash)?);
         pool.close().await;
         env.cleanup().await
     })

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fail;
 pub mod janitor;
 pub mod limits;
+pub mod loadtest;
 pub mod orders;
 pub mod sessions;
 pub mod state;

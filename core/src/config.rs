@@ -71,6 +71,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub payment: PaymentConfig,
     pub expiry: ExpiryConfig,
+    pub loadtest: LoadtestConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -286,6 +287,13 @@ pub struct ExpiryConfig {
     pub sweep_interval_seconds: u64,
     /// Turn on keyspace events for expired keys at start (`CONFIG SET`).
     pub keyspace_events: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadtestConfig {
+    /// `dropline loadtest seed` runs only when this is true.
+    pub allow: bool,
 }
 
 /// Where the configuration comes from, besides the built-in defaults.
