@@ -14,10 +14,10 @@
 // `user_id<TAB>email<TAB>access_token` from `dropline loadtest seed`), MAX_DURATION.
 
 import http from 'k6/http';
-import { check, sleep } from 'k6';
+import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
-import { SharedArray } from 'k6/data';
 import exec from 'k6/execution';
+import { loadTokens, placeOrder, payAndWait, surprise, waitForPass } from './lib/buyer.js';
 
 const WAITROOM = __ENV.WAITROOM;
 const API = __ENV.API;
@@ -26,16 +26,9 @@ const STOCK = parseInt(__ENV.STOCK || '10', 10);
 const BUYERS = parseInt(__ENV.BUYERS || '10000', 10);
 const VUS = parseInt(__ENV.VUS || '500', 10);
 
-const tokens = new SharedArray('buyers', () =>
-  open(__ENV.BUYERS_FILE)
-    .split('\n')
-    .filter((line) => line.length > 0)
-    .map((line) => line.split('\t')[2]),
-);
-
+const tokens = loadTokens(__ENV.BUYERS_FILE);
 const ordersPaid = new Counter('orders_paid');
 const soldOut = new Counter('buyers_sold_out');
-const unexpected = new Counter('unexpected_responses');
 const waitToAdmission = new Trend('wait_to_admission', true);
 const payToPaid = new Trend('pay_to_paid', true);
 
@@ -59,109 +52,37 @@ export const options = {
   summaryTrendStats: ['avg', 'med', 'p(95)', 'p(99)', 'max'],
 };
 
-function errorCode(response) {
-  try {
-    return response.json('error.code');
-  } catch (_) {
-    return null;
-  }
-}
-
-// A response a buyer in a rush may legitimately get is checked by the caller; anything else
-// lands here.
-function surprise(what, response) {
-  unexpected.add(1);
-  check(response, { [`${what}: expected answer`]: () => false });
-  console.warn(`${what}: ${response.status} ${response.body}`);
-}
-
-// Sleeps as the waiting page does: the server's delay, plus up to 20% jitter.
-function wait(ms) {
-  const base = ms == null ? 1000 : ms;
-  sleep((base * (1 + Math.random() * 0.2)) / 1000);
-}
-
 export default function () {
-  const token = tokens[exec.scenario.iterationInTest];
+  const n = exec.scenario.iterationInTest;
+  const token = tokens[n];
   const started = Date.now();
-  let r = http.post(`${WAITROOM}/w/${SALE}/join`, null, {
-    headers: { Authorization: `Bearer ${token}` },
-    tags: { name: 'join' },
-  });
-  if (r.status !== 200) {
-    return surprise('join', r);
+  const line = waitForPass(WAITROOM, SALE, token);
+  if (line === null) {
+    return;
   }
-  const ticket = r.json('ticket');
-  let state = r.json('state');
-  let retry = r.json('retry_after_ms');
-  let pass = null;
-  for (;;) {
-    if (state === 'sold_out' || state === 'closed') {
-      soldOut.add(1);
-      return;
-    }
-    if (state === 'admitted' && pass) {
-      break;
-    }
-    // Admitted by the last answer but no pass in it (the join's answer carries none): ask now.
-    wait(state === 'admitted' ? 0 : retry);
-    r = http.get(`${WAITROOM}/w/${SALE}/status`, {
-      headers: { Authorization: `Bearer ${ticket}` },
-      tags: { name: 'status' },
-    });
-    if (r.status !== 200) {
-      return surprise('status', r);
-    }
-    state = r.json('state');
-    retry = r.json('retry_after_ms');
-    pass = r.json('pass');
-  }
-  waitToAdmission.add(Date.now() - started);
-
-  r = http.post(`${API}/api/orders`, JSON.stringify({ sale_id: SALE, quantity: 1 }), {
-    headers: {
-      Authorization: `Bearer ${token}`,
-      'Dropline-Pass': pass,
-      'Idempotency-Key': `rush-${exec.scenario.iterationInTest}`,
-      'Content-Type': 'application/json',
-    },
-    tags: { name: 'order' },
-  });
-  if (r.status === 409 && errorCode(r) === 'sold_out') {
-    // Admitted while the last units were still held by others, which then sold.
+  if (line.ended) {
     soldOut.add(1);
     return;
   }
-  if (!check(r, { 'order: 201 held': (res) => res.status === 201 && res.json('status') === 'held' })) {
-    return surprise('order', r);
+  waitToAdmission.add(Date.now() - started);
+  const placed = placeOrder(API, SALE, token, line.pass, `rush-${n}`);
+  if (placed === null) {
+    return;
   }
-  const order = r.json('id');
-  const auth = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
-  const paid = Date.now();
-  r = http.post(`${API}/api/orders/${order}/pay`, JSON.stringify({ card_token: 'tok_visa' }), {
-    headers: auth,
-    tags: { name: 'pay' },
-  });
-  if (!check(r, { 'pay: 202': (res) => res.status === 202 })) {
-    return surprise('pay', r);
+  if (placed.soldOut) {
+    soldOut.add(1);
+    return;
   }
-  for (let i = 0; i < 300; i++) {
-    sleep(0.1);
-    r = http.get(`${API}/api/orders/${order}`, { headers: auth, tags: { name: 'order_status' } });
-    if (r.status !== 200) {
-      return surprise('order status', r);
-    }
-    const status = r.json('status');
-    if (status === 'paid') {
-      ordersPaid.add(1);
-      payToPaid.add(Date.now() - paid);
-      return;
-    }
-    if (status !== 'paying') {
-      return surprise(`order ended ${status}`, r);
-    }
+  const outcome = payAndWait(API, token, placed.order);
+  if (outcome === null) {
+    return;
   }
-  surprise('order still paying after 30 s', r);
+  if (outcome.status !== 'paid') {
+    surprise(`order ended ${outcome.status}`, { status: 200, body: outcome.status });
+    return;
+  }
+  ordersPaid.add(1);
+  payToPaid.add(outcome.ms);
 }
 
 // After the rush: the sale's own figures must say exactly STOCK sold, nothing held.

@@ -11,27 +11,19 @@
 // Env: WAITROOM (base URL), SALE (id), BUYERS, BUYERS_FILE (lines of
 // `user_id<TAB>email<TAB>access_token` from `dropline loadtest seed`), MAX_DURATION.
 
-import http from 'k6/http';
-import { check, sleep } from 'k6';
+import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
-import { SharedArray } from 'k6/data';
 import exec from 'k6/execution';
+import { loadTokens, waitForPass } from './lib/buyer.js';
 
 const WAITROOM = __ENV.WAITROOM;
 const SALE = __ENV.SALE;
-const BUYERS = parseInt(__ENV.BUYERS || '5000', 10);
+const BUYERS = parseInt(__ENV.BUYERS || '2000', 10);
 
-const tokens = new SharedArray('buyers', () =>
-  open(__ENV.BUYERS_FILE)
-    .split('\n')
-    .filter((line) => line.length > 0)
-    .map((line) => line.split('\t')[2]),
-);
-
+const tokens = loadTokens(__ENV.BUYERS_FILE);
 const admitted = new Counter('buyers_admitted');
-const unexpected = new Counter('unexpected_responses');
 const waitToAdmission = new Trend('wait_to_admission', true);
-const polls = new Trend('polls_per_buyer');
+const polls = new Trend('answers_per_buyer');
 
 export const options = {
   scenarios: {
@@ -53,34 +45,13 @@ export const options = {
   summaryTrendStats: ['avg', 'med', 'p(95)', 'p(99)', 'max'],
 };
 
-function surprise(what, response) {
-  unexpected.add(1);
-  check(response, { [`${what}: expected answer`]: () => false });
-  console.warn(`${what}: ${response.status} ${response.body}`);
-}
-
-function wait(ms) {
-  const base = ms == null ? 1000 : ms;
-  sleep((base * (1 + Math.random() * 0.2)) / 1000);
-}
-
 export default function () {
   const token = tokens[exec.vu.idInTest - 1];
   const started = Date.now();
-  let r = http.post(`${WAITROOM}/w/${SALE}/join`, null, {
-    headers: { Authorization: `Bearer ${token}` },
-    tags: { name: 'join' },
-  });
-  if (r.status !== 200) {
-    return surprise('join', r);
-  }
-  const ticket = r.json('ticket');
-  let state = r.json('state');
-  let position = r.json('position');
-  let retry = r.json('retry_after_ms');
   let lastPosition = null;
-  let n = 0;
-  for (;;) {
+  let answers = 0;
+  const line = waitForPass(WAITROOM, SALE, token, (state, position) => {
+    answers += 1;
     if (state === 'scheduled') {
       check(position, { 'scheduled: no position yet': (p) => p === null });
     } else if (state === 'waiting') {
@@ -89,28 +60,15 @@ export default function () {
           Number.isInteger(p) && p >= 1 && (lastPosition === null || p <= lastPosition),
       });
       lastPosition = position;
-    } else if (state === 'admitted') {
-      if (r.json('pass')) {
-        admitted.add(1);
-        waitToAdmission.add(Date.now() - started);
-        polls.add(n);
-        return;
-      }
-      retry = 0; // the join's answer carries no pass: ask for it now
-    } else {
-      return surprise(`state ${state}`, r);
     }
-    wait(retry);
-    r = http.get(`${WAITROOM}/w/${SALE}/status`, {
-      headers: { Authorization: `Bearer ${ticket}` },
-      tags: { name: 'status' },
-    });
-    n += 1;
-    if (r.status !== 200) {
-      return surprise('status', r);
-    }
-    state = r.json('state');
-    position = r.json('position');
-    retry = r.json('retry_after_ms');
+  });
+  if (line === null) {
+    return;
   }
+  if (!check(line, { 'admitted with a pass (the stock covers everyone)': (l) => !!l.pass })) {
+    return;
+  }
+  admitted.add(1);
+  waitToAdmission.add(Date.now() - started);
+  polls.add(answers);
 }
