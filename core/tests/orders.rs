@@ -1217,13 +1217,36 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
 async fn a_hold_expires_only_after_its_deadline_and_once() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
+    // Early (a stale or wrong event): nothing happens. A sale of its own with a long hold, so
+    // no machine is slow enough for the deadline to pass during the check.
+    let early = TestSale::arm(
+        &redis,
+        Spec {
+            stock: 10,
+            hold_seconds: 600,
+            ..Spec::default()
+        },
+    )
+    .await?;
+    let live = held_order(&early, 2).await?;
+    let before = early.snapshot().await?;
+    match early.orders.release(live.id, Target::Expired).await? {
+        Transition::NotDue(s) => {
+            assert_eq!(s.state, OrderState::Held);
+            assert_eq!(s.deadline_ms, live.deadline_ms);
+            assert!(s.now_ms < s.deadline_ms);
+        }
+        other => panic!("expected not_due, got {other:?}"),
+    }
+    early.assert_unchanged(&before, "").await?;
+    assert_eq!(early.orders.due(100).await?.0, Vec::<DueOrder>::new());
+
+    // Past the deadline: a sale whose holds last a second.
     let sale = TestSale::arm(
         &redis,
         Spec {
             stock: 10,
-            // Room for the early check below on a loaded machine: the timers must not
-            // expire by themselves between its two snapshots.
-            hold_seconds: 3,
+            hold_seconds: 1,
             ..Spec::default()
         },
     )
@@ -1231,19 +1254,6 @@ async fn a_hold_expires_only_after_its_deadline_and_once() -> anyhow::Result<()>
     let o = &sale.orders;
     let a = held_order(&sale, 2).await?;
     let b = held_order(&sale, 1).await?;
-
-    // Early (a stale or wrong event): nothing happens.
-    let before = sale.snapshot().await?;
-    match o.release(a.id, Target::Expired).await? {
-        Transition::NotDue(s) => {
-            assert_eq!(s.state, OrderState::Held);
-            assert_eq!(s.deadline_ms, a.deadline_ms);
-            assert!(s.now_ms < s.deadline_ms);
-        }
-        other => panic!("expected not_due, got {other:?}"),
-    }
-    sale.assert_unchanged(&before, "").await?;
-    assert_eq!(o.due(100).await?.0, Vec::<DueOrder>::new());
 
     let wait = b.deadline_ms - redis_now_ms(&redis).await? + 50;
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
@@ -1291,6 +1301,7 @@ async fn a_hold_expires_only_after_its_deadline_and_once() -> anyhow::Result<()>
     )?;
     assert_eq!(sale.check_counters().await?, (10, 0, 0));
     assert!(o.due(100).await?.0.is_empty());
+    early.audit(2).await?;
     sale.audit(2).await?;
     redis.quit().await;
     env.cleanup().await
@@ -1304,7 +1315,8 @@ async fn a_hold_cannot_expire_while_its_payment_is_in_flight() -> anyhow::Result
         &redis,
         Spec {
             stock: 10,
-            hold_seconds: 1,
+            // Room on a loaded machine: each payment below must start within the hold.
+            hold_seconds: 3,
             ..Spec::default()
         },
     )
@@ -1342,11 +1354,11 @@ async fn a_hold_cannot_expire_while_its_payment_is_in_flight() -> anyhow::Result
     // A payment with no outcome by its deadline shows up for the sweeper, which fails it.
     let b = held_order(&sale, 2).await?;
     applied(
-        o.begin_payment(b.id, Duration::from_millis(300)).await?,
+        o.begin_payment(b.id, Duration::from_secs(2)).await?,
         OrderState::Paying,
     )?;
     assert!(o.due(100).await?.0.is_empty());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     let (due, _) = o.due(100).await?;
     assert_eq!(due.iter().map(|d| d.order).collect::<Vec<_>>(), vec![b.id]);
     unchanged(o.release(b.id, Target::Expired).await?, OrderState::Paying)?;
