@@ -127,7 +127,7 @@ enum LoadtestCommand {
         users: u32,
         /// Write `user_id<TAB>email<TAB>access_token` lines here instead of stdout.
         #[arg(long)]
-        out: Option<std::path::PathBuf>,
+        out: Option<PathBuf>,
         /// The password every seeded buyer shares (to test logins too).
         #[arg(long, default_value = "loadtest-password")]
         password: String,
@@ -350,7 +350,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 async fn loadtest_seed(
     config: &Config,
     users: u32,
-    out: Option<std::path::PathBuf>,
+    out: Option<PathBuf>,
     password: String,
     token_ttl_seconds: u64,
 ) -> anyhow::Result<ExitCode> {
@@ -358,7 +358,7 @@ async fn loadtest_seed(
     let options = SeedOptions {
         users,
         password,
-        token_ttl: std::time::Duration::from_secs(token_ttl_seconds),
+        token_ttl: Duration::from_secs(token_ttl_seconds),
     };
     if let Err(refused) = check(config.loadtest.allow, &options) {
         eprintln!("dropline: {refused}; nothing was changed");
