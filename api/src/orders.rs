@@ -34,12 +34,13 @@ use chrono::{DateTime, Utc};
 use dropline_core::error::{ApiError, ErrorCode};
 use dropline_core::http::Json;
 use dropline_core::ledger::{self, OrderRow};
+use dropline_core::lua::PipelinedSet;
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::{
     MAX_IDEMPOTENCY_KEY_LEN, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Transition,
 };
 use dropline_core::sale::from_ms;
-use dropline_core::tokens::{PassError, verify_pass};
+use dropline_core::tokens::{PassError, TokenError, verify_pass};
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
@@ -200,11 +201,18 @@ async fn create(
         )));
     }
     verify_pass(&state.passes, pass, body.sale_id, caller.sub).map_err(|e| {
-        let message = match e {
-            PassError::OtherSale => "the pass is for another sale",
-            PassError::OtherUser => "the pass is for another user",
-            PassError::Token(_) => "the pass is not valid or has expired: join the line again",
+        let (reason, message) = match e {
+            PassError::OtherSale => ("other_sale", "the pass is for another sale"),
+            PassError::OtherUser => ("other_user", "the pass is for another user"),
+            PassError::Token(TokenError::Expired) => {
+                ("expired", "the pass has expired: join the line again")
+            }
+            PassError::Token(_) => (
+                "invalid",
+                "the pass is not valid or has expired: join the line again",
+            ),
         };
+        metrics::counter!("dropline_passes_refused_total", "reason" => reason).increment(1);
         ApiError::new(ErrorCode::NotAdmitted, message)
     })?;
 
@@ -242,8 +250,17 @@ async fn create(
         quantity: body.quantity,
         idempotency_key: key,
     };
+    // The order → sale index goes out in the same round trip as the reservation, so a GET
+    // right after the answer finds the order. A refused reservation leaves an index entry to
+    // an order that does not exist: it reads as 404 like any unknown id, and expires.
+    let index_key = lookup_key(&state, request.order);
+    let index = PipelinedSet {
+        key: &index_key,
+        value: &sale_text,
+        ttl: LOOKUP_TTL,
+    };
     let outcome = orders
-        .reserve(&request)
+        .reserve_indexed(&request, &index)
         .await
         .map_err(|e| fail::redis("reserving stock", e))?;
     let (status, order) = match outcome {
@@ -257,18 +274,22 @@ async fn create(
             return Err(refusal_error(&refusal));
         }
     };
-    let _: () = state
-        .redis
-        .pool()
-        .set(
-            lookup_key(&state, order.id),
-            sale_text.as_str(),
-            Some(Expiration::PX(LOOKUP_TTL.as_millis() as i64)),
-            None,
-            false,
-        )
-        .await
-        .map_err(|e| fail::redis("indexing the new order", e))?;
+    if order.id != request.order {
+        // A replay: the index was written for the first request's order; write it again in
+        // case it is gone (it outlives the idempotency key, but a replay costs one SET).
+        let _: () = state
+            .redis
+            .pool()
+            .set(
+                lookup_key(&state, order.id),
+                sale_text.as_str(),
+                Some(Expiration::PX(LOOKUP_TTL.as_millis() as i64)),
+                None,
+                false,
+            )
+            .await
+            .map_err(|e| fail::redis("indexing the order", e))?;
+    }
     if status == StatusCode::CREATED {
         tracing::info!(order = %order.id, user = %caller.sub, quantity = order.quantity, "order held");
     }

@@ -37,6 +37,7 @@ impl PublicKey {
     pub fn new(key: VerifyingKey) -> anyhow::Result<Self> {
         let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
         let decoding = DecodingKey::from_ed_components(&x).context("building the verifying key")?;
+        crate::jwt_crypto::remember(&key);
         Ok(Self {
             kid: kid_of(&key),
             key,

@@ -15,6 +15,7 @@ pub mod deps;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod jwt_crypto;
 pub mod keyevents;
 pub mod keys;
 pub mod lease;

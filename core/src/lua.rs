@@ -7,7 +7,8 @@
 
 use std::sync::OnceLock;
 
-use fred::interfaces::LuaInterface;
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
+use fred::types::{ClusterHash, CustomCommand, Expiration};
 use fred::types::{FromValue, MultipleKeys, MultipleValues};
 use sha1::{Digest, Sha1};
 
@@ -76,6 +77,82 @@ impl Script {
     }
 }
 
+impl Script {
+    /// Like [`Script::run`], with `SET set.key set.value PX set.ttl` sent just ahead of the
+    /// script in the same round trip (a pipeline on one connection: the SET is applied first,
+    /// but the two are not atomic). For a write that must exist before the script's result is
+    /// answered and is harmless when the script turns out to refuse. Either failure is an error.
+    pub async fn run_after_set<R>(
+        &self,
+        redis: &Redis,
+        set: &PipelinedSet<'_>,
+        keys: Vec<String>,
+        args: Vec<fred::types::Value>,
+    ) -> anyhow::Result<R>
+    where
+        R: FromValue,
+    {
+        let pipeline = redis.pool().next().pipeline();
+        let ttl_ms = i64::try_from(set.ttl.as_millis()).unwrap_or(i64::MAX);
+        let queued: Result<(), fred::error::Error> = async {
+            let () = pipeline
+                .set(
+                    set.key,
+                    set.value,
+                    Some(Expiration::PX(ttl_ms)),
+                    None,
+                    false,
+                )
+                .await?;
+            // fred's pipelines have no EVALSHA method; the custom command is the same frame.
+            // In a cluster it goes to the slot of its first key (argument 2, after the SHA and
+            // the key count), like the script's own keys, which share one slot.
+            let mut frame: Vec<fred::types::Value> =
+                Vec::with_capacity(2 + keys.len() + args.len());
+            frame.push(self.sha().into());
+            frame.push(i64::try_from(keys.len()).unwrap_or(i64::MAX).into());
+            frame.extend(keys.iter().map(|k| k.as_str().into()));
+            frame.extend(args.iter().cloned());
+            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+            pipeline.custom::<(), _>(evalsha, frame).await
+        }
+        .await;
+        queued.map_err(|e| anyhow::anyhow!("script {}: queueing the pipeline: {e}", self.name))?;
+        let mut results = pipeline.try_all::<fred::types::Value>().await.into_iter();
+        let (Some(set_result), Some(script_result)) = (results.next(), results.next()) else {
+            anyhow::bail!(
+                "script {}: the pipeline answered fewer than 2 replies",
+                self.name
+            );
+        };
+        set_result.map_err(|e| anyhow::anyhow!("script {}: SET {}: {e}", self.name, set.key))?;
+        match script_result {
+            Err(error) if is_noscript(&error) => {
+                metrics::counter!("dropline_lua_noscript_reloads_total", "script" => self.name)
+                    .increment(1);
+                tracing::debug!(script = self.name, "NOSCRIPT: running with EVAL");
+                redis
+                    .pool()
+                    .eval::<R, _, _, _>(self.body, keys, args)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("script {}: {e}", self.name))
+            }
+            Err(error) => Err(anyhow::anyhow!("script {}: {error}", self.name)),
+            Ok(value) => {
+                R::from_value(value).map_err(|e| anyhow::anyhow!("script {}: {e}", self.name))
+            }
+        }
+    }
+}
+
+/// The `SET key value PX ttl` that [`Script::run_after_set`] sends ahead of a script.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelinedSet<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+    pub ttl: std::time::Duration,
+}
+
 fn is_noscript(error: &fred::error::Error) -> bool {
     error.details().starts_with("NOSCRIPT") || error.to_string().contains("NOSCRIPT")
 }
@@ -110,8 +187,15 @@ pub mod scripts {
     pub static ORDER_DUE: Script =
         Script::new("order_due", include_str!("../../lua/order_due.lua"));
 
+    /// A sale's counters and outbox marker at one moment, for `sale audit`
+    /// (`lua/audit_snapshot.lua`).
+    pub static AUDIT_SNAPSHOT: Script = Script::new(
+        "audit_snapshot",
+        include_str!("../../lua/audit_snapshot.lua"),
+    );
+
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 9] {
+    pub fn all() -> [&'static Script; 10] {
         [
             &LEASE_ACQUIRE,
             &LEASE_RELEASE,
@@ -122,6 +206,7 @@ pub mod scripts {
             &CONFIRM,
             &RELEASE,
             &ORDER_DUE,
+            &AUDIT_SNAPSHOT,
         ]
     }
 }

@@ -76,6 +76,7 @@ use fred::types::Value;
 use uuid::Uuid;
 
 use crate::error::ErrorCode;
+use crate::lua::PipelinedSet;
 use crate::lua::scripts::{BEGIN_PAYMENT, CONFIRM, ORDER_DUE, RELEASE, RESERVE};
 use crate::redis::Redis;
 use crate::sale::SaleState;
@@ -397,6 +398,26 @@ impl Orders {
     /// in its header). A replayed idempotency key returns the order it made first, read after
     /// the script (its state may have moved on since).
     pub async fn reserve(&self, request: &ReserveRequest) -> anyhow::Result<ReserveOutcome> {
+        self.reserve_after(request, None).await
+    }
+
+    /// [`Orders::reserve`], with `index` written in the same round trip just before the script
+    /// (see [`Script::run_after_set`](crate::lua::Script::run_after_set)): for a key that must
+    /// exist once the order does, such as the api's order → sale index. It is written whatever
+    /// the script answers, so it must be harmless for an order that was never made.
+    pub async fn reserve_indexed(
+        &self,
+        request: &ReserveRequest,
+        index: &PipelinedSet<'_>,
+    ) -> anyhow::Result<ReserveOutcome> {
+        self.reserve_after(request, Some(index)).await
+    }
+
+    async fn reserve_after(
+        &self,
+        request: &ReserveRequest,
+        index: Option<&PipelinedSet<'_>>,
+    ) -> anyhow::Result<ReserveOutcome> {
         let key = &request.idempotency_key;
         anyhow::ensure!(
             (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len()),
@@ -424,15 +445,16 @@ impl Orders {
             Value::from(self.fingerprint(request.quantity)),
             Value::from(millis(IDEMPOTENCY_TTL)),
         ];
-        let reply: Value = RESERVE
-            .run(&self.redis, keys, args)
-            .await
-            .with_context(|| {
-                format!(
-                    "reserving {} unit(s) of sale {} for user {}",
-                    request.quantity, self.sale, request.user
-                )
-            })?;
+        let reply: anyhow::Result<Value> = match index {
+            Some(set) => RESERVE.run_after_set(&self.redis, set, keys, args).await,
+            None => RESERVE.run(&self.redis, keys, args).await,
+        };
+        let reply = reply.with_context(|| {
+            format!(
+                "reserving {} unit(s) of sale {} for user {}",
+                request.quantity, self.sale, request.user
+            )
+        })?;
         let reply = Reply::new(reply, "reserve")?;
         let result = reply.text(0)?;
         let outcome = match result.as_str() {

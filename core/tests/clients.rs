@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dropline_core::amqp::{Broker, Names, QUEUES};
 use dropline_core::lease::Lease;
-use dropline_core::lua::{Script, scripts};
+use dropline_core::lua::{PipelinedSet, Script, scripts};
 use dropline_core::redis::Redis;
 use dropline_testkit::TestEnv;
 use fred::prelude::*;
@@ -83,12 +83,36 @@ async fn scripts_survive_script_flush_under_load() -> anyhow::Result<()> {
     let calls = Arc::new(AtomicU64::new(0));
     let stop = tokio_util::sync::CancellationToken::new();
 
+    // Half the workers send the script alone, half pipelined behind a SET (`run_after_set`),
+    // whose NOSCRIPT fallback must also run the script exactly once.
     let mut workers = Vec::new();
-    for _ in 0..8 {
+    let mut markers = Vec::new();
+    for i in 0..8 {
         let (redis, key, calls, stop) = (redis.clone(), key.clone(), calls.clone(), stop.clone());
+        let marker = redis.sale_key("noscript", &format!("marker:{i}"));
+        let pipelined = i % 2 == 1;
+        if pipelined {
+            markers.push(marker.clone());
+        }
         workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
             while !stop.is_cancelled() {
-                let _: i64 = INCR.run(&redis, vec![key.clone()], vec!["1"]).await?;
+                if pipelined {
+                    n += 1;
+                    let value = n.to_string();
+                    let set = PipelinedSet {
+                        key: &marker,
+                        value: &value,
+                        ttl: Duration::from_secs(60),
+                    };
+                    let _: i64 = INCR
+                        .run_after_set(&redis, &set, vec![key.clone()], vec!["1".into()])
+                        .await?;
+                    let seen: Option<u64> = redis.pool().get(&marker).await?;
+                    assert_eq!(seen, Some(n), "the SET went out with the script");
+                } else {
+                    let _: i64 = INCR.run(&redis, vec![key.clone()], vec!["1"]).await?;
+                }
                 calls.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<_, anyhow::Error>(())
@@ -111,6 +135,13 @@ async fn scripts_survive_script_flush_under_load() -> anyhow::Result<()> {
         "the load was too light to mean anything: {made} calls"
     );
     assert_eq!(total, made, "every call ran exactly once");
+    for marker in &markers {
+        let ttl: i64 = redis.pool().pttl(marker).await?;
+        assert!(
+            (1..=60_000).contains(&ttl),
+            "{marker} carries the TTL it was sent with: {ttl}"
+        );
+    }
     let reloads = dropline_core::telemetry::render_metrics()
         .lines()
         .find(|l| l.starts_with("dropline_lua_noscript_reloads_total{script=\"test_incr\"}"))

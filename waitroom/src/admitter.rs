@@ -418,6 +418,7 @@ impl Ctx {
             self.unindex(id).await?;
             return Ok(false);
         };
+        stock_gauges(id, &view);
         let rate = AdmitRate {
             per_second: view.admit_per_second.max(0) as f64,
             tolerance: tolerance(self.tick, view.admit_per_second),
@@ -545,6 +546,21 @@ fn zero_gauges(id: Uuid) {
     let label = id.to_string();
     metrics::gauge!("dropline_waitroom_queue_length", "sale" => label.clone()).set(0.0);
     metrics::gauge!("dropline_waitroom_active", "sale" => label).set(0.0);
+}
+
+/// The sale's stock as the leader read it this tick: `dropline_sale_stock_units{sale, state}`
+/// with `state` available, held (HELD and PAYING) or sold. Only the leader ticks, so a
+/// dashboard takes the max over replicas (a former leader's figure stops moving).
+fn stock_gauges(id: Uuid, view: &sale::SaleView) {
+    let label = id.to_string();
+    for (state, units) in [
+        ("available", view.available),
+        ("held", view.held),
+        ("sold", view.sold),
+    ] {
+        metrics::gauge!("dropline_sale_stock_units", "sale" => label.clone(), "state" => state)
+            .set(units as f64);
+    }
 }
 
 /// The leader's state for one sale.
