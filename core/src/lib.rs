@@ -7,6 +7,7 @@
 //! depend on this crate and never on each other.
 
 pub mod amqp;
+pub mod audit;
 pub mod batch;
 pub mod coalesce;
 pub mod config;

@@ -33,7 +33,32 @@ pub async fn connect(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
         .context("mysql.url without its database is not valid")?;
 
     wait_for(config, deadline, || create_database(&server, &database)).await?;
+    open(config, options, deadline).await
+}
 
+/// Like [`connect`], but never creates the database: for read-only tools (`sale audit`),
+/// which must change nothing, not even make an empty database under a mistyped URL.
+pub async fn connect_existing(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
+    let options = MySqlConnectOptions::from_str(&config.url)
+        .with_context(|| format!("mysql.url `{}` is not valid", redact_url(&config.url)))?;
+    anyhow::ensure!(
+        options.get_database().is_some(),
+        "mysql.url names no database"
+    );
+    open(
+        config,
+        options,
+        Duration::from_secs(config.connect_timeout_seconds),
+    )
+    .await
+}
+
+/// The pool on `options`, once one query went through (waiting at most `deadline`).
+async fn open(
+    config: &MysqlConfig,
+    options: MySqlConnectOptions,
+    deadline: Duration,
+) -> anyhow::Result<MySqlPool> {
     let pool = MySqlPoolOptions::new()
         .max_connections(config.max_connections)
         .min_connections(1)
@@ -43,7 +68,6 @@ pub async fn connect(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
         .test_before_acquire(true)
         .connect_lazy_with(
             options
-                .clone()
                 .charset("utf8mb4")
                 .log_statements(tracing::log::LevelFilter::Trace),
         );
