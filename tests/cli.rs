@@ -136,20 +136,113 @@ fn bad_configuration_fails_fast_naming_the_key() -> anyhow::Result<()> {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_change_nothing() -> anyhow::Result<()> {
-    let args = ["sale", "audit", "x"];
-    // Point every dependency at a closed port: a command that claims to do nothing must not
-    // reach (let alone change) any server.
-    let (code, _, stderr) = output(
+fn sale_audit_refuses_a_malformed_id_before_connecting() -> anyhow::Result<()> {
+    // Every dependency on a closed port: the id is checked before any connection.
+    let (code, stdout, stderr) = output(
         dropline()
-            .args(args)
+            .args(["sale", "audit", "--json", "not-a-uuid"])
             .env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
-            .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1")
-            .env("DROPLINE_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+            .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1"),
     )?;
-    assert_eq!(code, 3, "{args:?}: {stderr}");
-    assert!(stderr.contains("not built yet"), "{args:?}: {stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a sale id"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
     Ok(())
+}
+
+/// A product and an open sale of `stock` in MySQL, armed in Redis (as the admin api does).
+async fn armed_sale(env: &TestEnv, stock: i32) -> anyhow::Result<uuid::Uuid> {
+    let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
+    dropline_core::mysql::migrate(&pool).await?;
+    let redis = dropline_core::redis::Redis::connect(&env.config.redis).await?;
+    let (product, sale) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO products (id, name, price, currency, created_at) \
+         VALUES (?, 'Lamp', 1000, 'KRW', UTC_TIMESTAMP(3))",
+    )
+    .bind(product)
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO sales (id, product_id, stock_total, opens_at, per_user_limit, hold_seconds, \
+           admit_per_second, created_at, updated_at) \
+         VALUES (?, ?, ?, UTC_TIMESTAMP(3), 1, 600, 100, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+    )
+    .bind(sale)
+    .bind(product)
+    .bind(stock)
+    .execute(&pool)
+    .await?;
+    let config = dropline_core::sale::SaleConfig::load(&pool, sale)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the sale just inserted"))?;
+    anyhow::ensure!(dropline_core::sale::arm(&redis, sale, &config).await?);
+    redis.quit().await;
+    pool.close().await;
+    Ok(sale)
+}
+
+#[test]
+fn sale_audit_exits_0_when_sound_1_on_a_breach_and_2_for_an_unknown_sale() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let sale = rt.block_on(armed_sale(&env, 5))?;
+    let run = |args: &[&str]| {
+        let mut cmd = dropline();
+        isolated(&mut cmd, &env);
+        output(cmd.args(["sale", "audit"]).args(args))
+    };
+    let id = sale.to_string();
+
+    // Sound: exit 0, the human report and the JSON.
+    let (code, stdout, stderr) = run(&[&id])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("sale {id}: OK")), "{stdout}");
+    assert!(stdout.contains("breaches: none"), "{stdout}");
+    let (code, stdout, stderr) = run(&["--json", "--settled", &id])?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(json["sale_id"], id);
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["settled"], true);
+    assert_eq!(json["redis"]["avail"], 5);
+    assert_eq!(json["mysql"]["stock_total"], 5);
+    for state in ["held", "paying", "paid", "expired", "cancelled", "failed"] {
+        assert_eq!(json["redis"]["orders"][state]["orders"], 0, "{state}");
+        assert_eq!(json["mysql"]["orders"][state]["units"], 0, "{state}");
+    }
+    assert_eq!(json["breaches"], serde_json::json!([]));
+
+    // MySQL's sold count no longer the sum of the paid rows: exit 1, with the code.
+    rt.block_on(async {
+        let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
+        sqlx::query("UPDATE sales SET sold = 1 WHERE id = ?")
+            .bind(sale)
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let (code, stdout, stderr) = run(&["--json", &id])?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["breaches"][0]["code"], "sold_mismatch");
+    assert_eq!(json["breach_counts"]["sold_mismatch"], 1);
+    let (code, stdout, _) = run(&[&id])?;
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("sold_mismatch: sales.sold is 1"),
+        "{stdout}"
+    );
+
+    // A sale nobody made: exit 2, said clearly, nothing on stdout.
+    let other = uuid::Uuid::now_v7().to_string();
+    let (code, stdout, stderr) = run(&[&other])?;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("no sale {other}")), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    rt.block_on(env.cleanup())
 }
 
 #[test]

@@ -52,10 +52,11 @@
 //! one pipelined `HMGET` per order and one `MGET` per page of users' counters, `holds` and the
 //! outbox read in pages; repeated per scan attempt. MySQL: one streamed query over the sale's
 //! orders (index `ix_orders_sale_status`) with two lookups per order in `payments` (its unique
-//! order key). Memory: about 100 bytes per order in Redis (id, user, quantity, state: the map
-//! the MySQL rows are matched against), plus per-user sums and the outbox's order ids. A sale
-//! of 100,000 orders takes a few seconds and some tens of MB. Breaches are listed up to
-//! [`MAX_LISTED`] per code (all are counted).
+//! order key). Memory: about 150 bytes per order (the map of Redis orders the MySQL rows are
+//! matched against: id, user, quantity, state; per-user sums on both sides; the outbox's order
+//! ids), so ~15 MB for 100,000 orders. Measured: 100,000 orders with 640,000 keys in Redis in
+//! 2.7 s (debug build on 2 busy cores; the ignored test `a_sale_of_100k_orders`). Breaches are
+//! listed up to [`MAX_LISTED`] per code (all are counted).
 //!
 //! # Not checked
 //!
@@ -397,7 +398,7 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "  orders   {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}   (orders (units))",
+            "  orders   {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}  orders (units)",
             "held", "paying", "paid", "expired", "cancelled", "failed"
         );
         for (name, counts) in [("redis", &r.orders), ("mysql", &m.orders)] {
@@ -406,7 +407,7 @@ impl Report {
                 .map(|s| {
                     let t = counts.get(*s);
                     let cell = format!("{} ({})", t.orders, t.units);
-                    format!("{cell:>10}")
+                    format!("{cell:>13}")
                 })
                 .collect();
             let _ = writeln!(out, "  {name:<8} {}", cells.join(" "));
