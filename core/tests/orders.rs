@@ -22,6 +22,8 @@ use dropline_core::redis::Redis;
 use dropline_core::sale::{self, SaleConfig, SaleState};
 use dropline_testkit::TestEnv;
 use fred::prelude::*;
+use fred::types::scan::Scanner;
+use futures_util::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
@@ -162,28 +164,15 @@ impl TestSale {
 
     /// Every key of the sale whose name (after the sale's part) starts with `start`.
     async fn scan_keys(&self, start: &str) -> anyhow::Result<Vec<String>> {
+        // The pattern carries the sale's hash tag, so on a Redis Cluster the scan goes to the
+        // node that owns the sale's slot.
         let pattern = self.redis.sale_key(self.id, &format!("{start}*"));
-        let pool = self.redis.pool();
+        let mut pages = self.redis.pool().next().scan(pattern, Some(1000), None);
         let mut keys = Vec::new();
-        let mut cursor = "0".to_owned();
-        loop {
-            let (next, batch): (String, Vec<String>) = pool
-                .custom(
-                    fred::cmd!("SCAN"),
-                    vec![
-                        cursor.clone(),
-                        "MATCH".into(),
-                        pattern.clone(),
-                        "COUNT".into(),
-                        "1000".into(),
-                    ],
-                )
-                .await?;
-            keys.extend(batch);
-            if next == "0" {
-                break;
+        while let Some(mut page) = pages.try_next().await? {
+            if let Some(batch) = page.take_results() {
+                keys.extend(batch.into_iter().filter_map(|k| k.into_string()));
             }
-            cursor = next;
         }
         Ok(keys)
     }

@@ -117,33 +117,56 @@ async fn drop_database(server_url: &str, database: &str) -> anyhow::Result<()> {
 }
 
 async fn delete_redis_keys(config: &Config) -> anyhow::Result<()> {
-    use fred::prelude::*;
     let redis = dropline_core::redis::Redis::connect(&config.redis).await?;
     let pattern = format!("{}:*", redis.prefix());
-    let client = redis.pool().next().clone();
-    let mut cursor = "0".to_owned();
-    loop {
-        let (next, keys): (String, Vec<String>) = client
-            .custom(
-                fred::cmd!("SCAN"),
-                vec![
-                    cursor.clone(),
-                    "MATCH".into(),
-                    pattern.clone(),
-                    "COUNT".into(),
-                    "500".into(),
-                ],
-            )
-            .await?;
-        if !keys.is_empty() {
-            let _: i64 = client.del(keys).await?;
-        }
-        if next == "0" {
-            break;
-        }
-        cursor = next;
-    }
+    let keys = scan_keys(&redis, &pattern).await?;
+    delete_keys(&redis, keys).await?;
     redis.quit().await;
+    Ok(())
+}
+
+/// Every key matching `pattern`: on one server, or on every primary of a Redis Cluster (a
+/// plain `SCAN` there sees one node's keys only).
+pub async fn scan_keys(
+    redis: &dropline_core::redis::Redis,
+    pattern: &str,
+) -> anyhow::Result<Vec<String>> {
+    use fred::prelude::*;
+    use fred::types::scan::Scanner;
+    use futures_util::{StreamExt, TryStreamExt};
+    let client = redis.pool().next().clone();
+    let mut pages = if client.is_clustered() {
+        client.scan_cluster(pattern, Some(1000), None).boxed()
+    } else {
+        client.scan(pattern, Some(1000), None).boxed()
+    };
+    let mut keys = Vec::new();
+    while let Some(mut page) = pages.try_next().await? {
+        if let Some(batch) = page.take_results() {
+            keys.extend(batch.into_iter().filter_map(|k| k.into_string()));
+        }
+    }
+    Ok(keys)
+}
+
+/// Deletes `keys`, one `DEL` per hash slot (a Cluster refuses keys of several slots at once).
+pub async fn delete_keys(
+    redis: &dropline_core::redis::Redis,
+    keys: Vec<String>,
+) -> anyhow::Result<()> {
+    use fred::prelude::*;
+    let mut by_slot: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for key in keys {
+        by_slot
+            .entry(fred::util::redis_keyslot(key.as_bytes()))
+            .or_default()
+            .push(key);
+    }
+    for (_, keys) in by_slot {
+        for chunk in keys.chunks(500) {
+            let _: i64 = redis.pool().del(chunk.to_vec()).await?;
+        }
+    }
     Ok(())
 }
 
