@@ -27,7 +27,8 @@
 //!   state after it. MySQL *behind* R is a breach; MySQL *ahead* of R means the order moved
 //!   after the scan: its hash is read again and must now be at or past MySQL's state;
 //! - PAYING in Redis and PAID in MySQL is the confirm worker between its MySQL commit and
-//!   `confirm.lua`: pending. PAID in Redis is always PAID in MySQL (MySQL is written first);
+//!   `confirm.lua`: pending. PAID in Redis is always PAID in MySQL (MySQL is written first),
+//!   outbox or not;
 //! - an order in MySQL that the scan did not see is read again from Redis (it may have been
 //!   made during the scan); still absent is a breach;
 //! - an approved payment on an order not paid yet is the confirm worker's job in flight:
@@ -543,7 +544,8 @@ pub async fn audit(
         let mut left: Vec<(&Uuid, &RedisOrder)> = scan.orders.iter().collect();
         left.sort_by_key(|(id, _)| **id);
         for (id, order) in left {
-            if outbox.contains(id) && !options.settled {
+            // PAID never waits for the outbox: the confirm worker writes the MySQL row first.
+            if outbox.contains(id) && !options.settled && order.state != OrderState::Paid {
                 f.pending(
                     *id,
                     format!(
@@ -557,7 +559,9 @@ pub async fn audit(
                     format!(
                         "order {id} is {} in Redis but has no MySQL row{}",
                         order.state,
-                        if outbox.contains(id) {
+                        if order.state == OrderState::Paid {
+                            " (the confirm worker writes MySQL before Redis)"
+                        } else if outbox.contains(id) {
                             " (its change is still in the outbox)"
                         } else {
                             ", and no change of it is in flight"

@@ -542,6 +542,23 @@ async fn orders_redis_and_mysql_disagree_on_are_breaches() -> anyhow::Result<()>
     let report = world.audit(false).await?;
     assert_codes(&report, &[BreachCode::MissingInMysql]);
     assert_eq!(report.breaches[0].order, Some(made.expired));
+
+    // PAID in Redis without a MySQL row is a breach even while its changes are still in the
+    // outbox: the confirm worker writes MySQL before Redis.
+    let late = world.reserve(world.buyer().await?, 1).await?;
+    world.begin_payment(late).await?;
+    world.pay(late).await?;
+    world.sql("DELETE FROM orders WHERE id = ?", late).await?;
+    let report = world.audit(false).await?;
+    assert!(
+        report
+            .breaches
+            .iter()
+            .any(|b| b.code == BreachCode::MissingInMysql && b.order == Some(late)),
+        "{}",
+        report.human()
+    );
+    assert_eq!(report.pending.orders, 0, "{}", report.human());
     world.stop().await
 }
 
