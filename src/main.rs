@@ -213,6 +213,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
+            dropline_core::alerts::install(&config.alerts, "waitroom");
             let server = dropline_waitroom::build(&config, &deps, secrets).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
@@ -233,6 +234,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 }
             };
             let deps = connect(&config, Needs::ALL).await?;
+            dropline_core::alerts::install(&config.alerts, "api");
             let server = dropline_api::build(&config, &deps, secrets).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
@@ -253,6 +255,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 None => config.workers_metrics_listen(),
             };
             let deps = connect(&config, kind.needs()).await?;
+            dropline_core::alerts::install(&config.alerts, &format!("worker {}", args.kind));
             let server = dropline_workers::metrics_server(&config, &deps, addr).await?;
             print_listening(&[(&server, "")]);
             let shutdown = dropline_core::shutdown::on_signal();
@@ -498,6 +501,7 @@ fn start_admitter(
         deps.redis()?.clone(),
         config.waitroom.clone(),
         holder,
+        std::time::Duration::from_secs(config.alerts.stall_after_seconds),
         shutdown.clone(),
     ))
 }
@@ -552,6 +556,7 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     let api_secrets = dropline_api::Secrets::from_config(config)?;
     let waitroom_secrets = dropline_waitroom::Secrets::from_config(config)?;
     let deps = connect(config, Needs::ALL).await?;
+    dropline_core::alerts::install(&config.alerts, "all");
     let waitroom = dropline_waitroom::build_on(waitroom_bound, config, &deps, waitroom_secrets)?;
     let api = dropline_api::build_on(api_bound, config, &deps, api_secrets)?;
     print_listening(&[(&waitroom, ""), (&api, "")]);

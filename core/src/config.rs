@@ -72,6 +72,7 @@ pub struct Config {
     pub payment: PaymentConfig,
     pub expiry: ExpiryConfig,
     pub loadtest: LoadtestConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +295,25 @@ pub struct ExpiryConfig {
 pub struct LoadtestConfig {
     /// `dropline loadtest seed` runs only when this is true.
     pub allow: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Slack-compatible incoming webhook; empty or absent = no alerts.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The same alert (kind and subject) is sent again at most this often.
+    pub repeat_after_seconds: u64,
+    /// An open sale with buyers waiting and no admission for this long is stalled.
+    pub stall_after_seconds: u64,
+    /// Share of 5xx answers (0 to 1) over one check window that raises an error-rate alert.
+    pub error_rate: f64,
+    /// Fewer requests than this in a window raise nothing.
+    pub error_rate_min_requests: u64,
+    pub check_interval_seconds: u64,
+    /// Per webhook call.
+    pub timeout_seconds: u64,
 }
 
 /// Where the configuration comes from, besides the built-in defaults.
@@ -615,6 +635,30 @@ impl Config {
             "expiry.sweep_interval_seconds",
             self.expiry.sweep_interval_seconds,
         )?;
+        self.validate_alerts()
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let alerts = &self.alerts;
+        if let Some(url) = alerts.webhook_url.as_deref().filter(|u| !u.is_empty()) {
+            check_scheme("alerts.webhook_url", url, &["http", "https"])?;
+            url::Url::parse(url)
+                .map_err(|e| ConfigError::invalid("alerts.webhook_url", e.to_string()))?;
+        }
+        positive("alerts.repeat_after_seconds", alerts.repeat_after_seconds)?;
+        positive("alerts.stall_after_seconds", alerts.stall_after_seconds)?;
+        positive(
+            "alerts.check_interval_seconds",
+            alerts.check_interval_seconds,
+        )?;
+        positive("alerts.timeout_seconds", alerts.timeout_seconds)?;
+        let rate = alerts.error_rate;
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(ConfigError::invalid(
+                "alerts.error_rate",
+                format!("expected more than 0.0, up to 1.0, got {rate}"),
+            ));
+        }
         Ok(())
     }
 

@@ -259,6 +259,13 @@ async fn park(
     {
         Ok(()) => {
             metrics::counter!("dropline_amqp_parked_total", "queue" => spec.suffix).increment(1);
+            crate::alerts::raise(
+                crate::alerts::AlertKind::Parked,
+                queue,
+                format!(
+                    "a message was parked on {queue} after {attempt} attempt(s) (message id `{message_id}`); see the parking queue"
+                ),
+            );
             if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::warn!(queue, %error, "parked, but the ack failed; a duplicate may be parked");
             }

@@ -218,6 +218,7 @@ async fn observe(service: &'static str, request: Request, next: Next) -> Respons
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let response = contract_errors(next.run(request).await);
+    crate::alerts::record_http(service, response.status().is_server_error());
     let route: metrics::SharedString = match &route {
         Some(path) => path.as_str().to_owned().into(),
         None => metrics::SharedString::const_str("unmatched"),

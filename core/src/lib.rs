@@ -6,6 +6,7 @@
 //! service shell ([`http`]) and process shutdown ([`shutdown`]). Waitroom, api and workers
 //! depend on this crate and never on each other.
 
+pub mod alerts;
 pub mod amqp;
 pub mod audit;
 pub mod batch;

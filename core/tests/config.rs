@@ -135,6 +135,19 @@ fn invalid_values_name_key_and_expectation() {
         ),
         ("SMTP__TLS", "maybe", "smtp.tls"),
         ("SMTP__USER", "alice", "smtp.user"),
+        (
+            "ALERTS__WEBHOOK_URL",
+            "ftp://hooks.example",
+            "alerts.webhook_url",
+        ),
+        ("ALERTS__WEBHOOK_URL", "https://", "alerts.webhook_url"),
+        ("ALERTS__ERROR_RATE", "0", "alerts.error_rate"),
+        ("ALERTS__ERROR_RATE", "1.5", "alerts.error_rate"),
+        (
+            "ALERTS__STALL_AFTER_SECONDS",
+            "0",
+            "alerts.stall_after_seconds",
+        ),
     ];
     for (key, value, named) in cases {
         let msg = error_text(load(None, &[(key, value)]));

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod smtp;
+pub mod webhook;
 
 /// One test's isolated configuration and the names it owns.
 #[derive(Debug)]

@@ -59,11 +59,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use dropline_core::alerts::{self, AlertKind};
 use dropline_core::config::WaitroomConfig;
 use dropline_core::lease::Lease;
 use dropline_core::redis::Redis;
 use dropline_core::sale;
-use fred::interfaces::HashesInterface;
+use fred::interfaces::{HashesInterface, KeysInterface};
+use fred::types::{Expiration, SetOptions};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -71,7 +73,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::queue::{AdmitParams, AdmitRate, SaleState, WaitQueue};
+use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, SaleState, WaitQueue};
 
 /// The field of a sale's `wr` hash that holds the measured admission rate: admissions per
 /// second × 1000, an integer (`50000` = 50 a second).
@@ -110,10 +112,21 @@ pub fn spawn(
     redis: Redis,
     config: WaitroomConfig,
     holder: String,
+    stall_after: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(Admitter::new(redis, &config, holder).run(shutdown))
+    tokio::spawn(
+        Admitter::new(redis, &config, holder)
+            .stall_after(stall_after)
+            .run(shutdown),
+    )
 }
+
+/// A sold-out flag outlives any sale's sold-out spell worth one alert.
+const SOLD_OUT_FLAG_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The default of `alerts.stall_after_seconds`.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(30);
 
 /// What one candidate is doing, readable from outside its task (tests, health output).
 #[derive(Debug, Clone, Default)]
@@ -162,6 +175,8 @@ struct Ctx {
     tick: Duration,
     abandon_after: Duration,
     admission_window: Duration,
+    /// No admission for this long, with buyers waiting on an open sale: an alert.
+    stall_after: Duration,
     watch: Watch,
 }
 
@@ -184,6 +199,7 @@ impl Admitter {
                 tick,
                 abandon_after: Duration::from_secs(config.abandon_after_seconds),
                 admission_window: Duration::from_secs(config.admission_window_seconds),
+                stall_after: DEFAULT_STALL_AFTER,
                 watch: Watch::default(),
             },
             lease,
@@ -196,6 +212,13 @@ impl Admitter {
             lease_errors: Throttle::default(),
             index_errors: Throttle::default(),
         }
+    }
+
+    /// How long an open sale with buyers in line may go without an admission before an
+    /// `admission_stalled` alert (`alerts.stall_after_seconds`).
+    pub fn stall_after(mut self, after: Duration) -> Self {
+        self.ctx.stall_after = after.max(Duration::from_secs(1));
+        self
     }
 
     pub fn watch(&self) -> Watch {
@@ -456,6 +479,7 @@ impl Ctx {
         tracing::trace!(sale = %id, admitted, skipped = outcome.skipped, queue_length = outcome.queue_length, active = outcome.active, limit = ?outcome.limit, "admission tick");
 
         let now = Instant::now();
+        self.alert_on(id, &outcome, track, now).await;
         if outcome.state == SaleState::Open {
             if track.meter.is_none() {
                 // A new leader goes on from its predecessor's figure, so ETAs do not jump.
@@ -491,6 +515,69 @@ impl Ctx {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Sold out (once per sold-out spell of the sale, across leaders: a Redis flag) and
+    /// admission stalled (the sale is open, buyers wait, and nobody was admitted for
+    /// `stall_after` for a reason other than stock all being held).
+    async fn alert_on(&self, id: Uuid, outcome: &AdmitOutcome, track: &mut Track, now: Instant) {
+        if outcome.state == SaleState::SoldOut {
+            if !track.sold_out_alerted {
+                track.sold_out_alerted = true;
+                let flag = self.redis.sale_key(id, "alerted:sold_out");
+                let first: Result<Option<String>, _> = self
+                    .redis
+                    .pool()
+                    .set(
+                        &flag,
+                        "1",
+                        Some(Expiration::EX(SOLD_OUT_FLAG_TTL.as_secs() as i64)),
+                        Some(SetOptions::NX),
+                        false,
+                    )
+                    .await;
+                // NX answers OK (Some) when this leader set it first; nil when already set.
+                if matches!(first, Ok(Some(_)) | Err(_)) {
+                    alerts::raise(
+                        AlertKind::SoldOut,
+                        &id.to_string(),
+                        format!(
+                            "sale {id} is sold out; {} buyer(s) were still in line",
+                            outcome.queue_length
+                        ),
+                    );
+                }
+            }
+        } else if track.sold_out_alerted {
+            // Stock came back (an expired or failed order): a later sell-out alerts again.
+            track.sold_out_alerted = false;
+            let flag = self.redis.sale_key(id, "alerted:sold_out");
+            let _: Result<i64, _> = self.redis.pool().del(&flag).await;
+        }
+
+        let waiting_without_admission = outcome.state == SaleState::Open
+            && outcome.queue_length > 0
+            && outcome.admitted.is_empty()
+            && !matches!(outcome.limit, AdmitLimit::Stock | AdmitLimit::State);
+        if !waiting_without_admission {
+            track.stalled_since = None;
+            return;
+        }
+        let since = *track.stalled_since.get_or_insert(now);
+        let stalled = now.duration_since(since);
+        if stalled >= self.stall_after {
+            alerts::raise(
+                AlertKind::AdmissionStalled,
+                &id.to_string(),
+                format!(
+                    "sale {id}: {} buyer(s) in line and nobody admitted for {}s (limited by {:?}; {} active)",
+                    outcome.queue_length,
+                    stalled.as_secs(),
+                    outcome.limit,
+                    outcome.active
+                ),
+            );
+        }
     }
 
     async fn unindex(&self, id: Uuid) -> anyhow::Result<()> {
@@ -569,6 +656,10 @@ struct Track {
     /// `None` until the sale's first open tick under this leader.
     meter: Option<Meter>,
     errors: Throttle,
+    /// Since when buyers wait on the open sale without anyone being admitted.
+    stalled_since: Option<Instant>,
+    /// The sold-out alert went out for the current sold-out spell.
+    sold_out_alerted: bool,
 }
 
 /// Admissions per second, exponentially smoothed in time: the ratio of two decayed sums,
