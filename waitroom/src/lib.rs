@@ -3,9 +3,11 @@
 //! Buyers join a per-sale Redis queue, poll for their place, and leave with a short-lived
 //! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge ([`edge`]), the
 //! tickets waiting buyers poll with ([`ticket`]), the queue in Redis ([`queue`], Lua in
-//! `lua/wr_*.lua`), the admitter and the waiting page. It needs Redis only.
+//! `lua/wr_*.lua`), the admitter, the waiting page ([`page`]) and the administrators' control room
+//! ([`control`]). It needs Redis only.
 
 pub mod admitter;
+pub mod control;
 pub mod edge;
 pub mod page;
 pub mod queue;
@@ -36,8 +38,10 @@ pub fn build_on(
 ) -> anyhow::Result<Server> {
     let redis = deps.redis()?.clone();
     let readiness = Readiness::new(vec![Dependency::Redis(redis.clone())]);
-    let routes = edge::routes(edge::Edge::new(config, redis, secrets)?)
-        .merge(page::routes(&config.waitroom)?);
+    let access = secrets.access.clone();
+    let routes = edge::routes(edge::Edge::new(config, redis.clone(), secrets)?)
+        .merge(page::routes(&config.waitroom)?)
+        .merge(control::routes(&config.waitroom, redis, access)?);
     Ok(Server::on(
         "waitroom",
         bound,

@@ -742,16 +742,20 @@ pub fn escape_script_json_into(out: &mut String, json: &str) {
 
 /// A static asset with its content fingerprint.
 #[derive(Debug)]
-struct Asset {
+pub(crate) struct Asset {
     body: &'static str,
     content_type: &'static str,
     version: String,
     etag: HeaderValue,
-    versioned_url: String,
+    pub(crate) versioned_url: String,
 }
 
 impl Asset {
-    fn new(path: &str, body: &'static str, content_type: &'static str) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        path: &str,
+        body: &'static str,
+        content_type: &'static str,
+    ) -> anyhow::Result<Self> {
         let version = format!("{:016x}", fnv1a(body.as_bytes()));
         let etag = HeaderValue::from_str(&format!("\"{version}\""))?;
         Ok(Self {
@@ -763,7 +767,7 @@ impl Asset {
         })
     }
 
-    fn respond(&self, query: Option<&str>, headers: &HeaderMap) -> Response {
+    pub(crate) fn respond(&self, query: Option<&str>, headers: &HeaderMap) -> Response {
         let current = query.is_some_and(|q| {
             q.split('&')
                 .filter_map(|pair| pair.split_once('='))
@@ -859,7 +863,7 @@ impl PageState {
 }
 
 /// `waitroom.api_base_url` without a trailing `/`, and its origin when it has one.
-fn api_base_url(raw: &str) -> anyhow::Result<(String, Option<String>)> {
+pub(crate) fn api_base_url(raw: &str) -> anyhow::Result<(String, Option<String>)> {
     let trimmed = raw.trim().trim_end_matches('/');
     if trimmed.is_empty() {
         return Ok((String::new(), None));

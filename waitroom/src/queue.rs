@@ -118,7 +118,7 @@ impl SaleState {
         }
     }
 
-    fn parse(s: &str) -> anyhow::Result<Self> {
+    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
             "scheduled" => Self::Scheduled,
             "open" => Self::Open,
@@ -555,13 +555,13 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// A script's array reply, read by position with the script's name in every error.
-struct Reply {
+pub(crate) struct Reply {
     script: &'static str,
     items: Vec<Value>,
 }
 
 impl Reply {
-    fn new(value: Value, script: &'static str, len: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(value: Value, script: &'static str, len: usize) -> anyhow::Result<Self> {
         let items = match value {
             Value::Array(items) => items,
             other => anyhow::bail!("{script}: expected an array, got {other:?}"),
@@ -580,18 +580,18 @@ impl Reply {
             .with_context(|| format!("{}: item {i} missing", self.script))
     }
 
-    fn int(&self, i: usize) -> anyhow::Result<i64> {
+    pub(crate) fn int(&self, i: usize) -> anyhow::Result<i64> {
         self.item(i)?
             .as_i64()
             .with_context(|| format!("{}: item {i} is not an integer", self.script))
     }
 
-    fn uint(&self, i: usize) -> anyhow::Result<u64> {
+    pub(crate) fn uint(&self, i: usize) -> anyhow::Result<u64> {
         let n = self.int(i)?;
         u64::try_from(n).with_context(|| format!("{}: item {i} is negative ({n})", self.script))
     }
 
-    fn text(&self, i: usize) -> anyhow::Result<String> {
+    pub(crate) fn text(&self, i: usize) -> anyhow::Result<String> {
         self.item(i)?
             .as_str()
             .map(|s| s.into_owned())

@@ -16,10 +16,18 @@ pub static WR_ADMIT: Script = Script::new("wr_admit", include_str!("../../lua/wr
 pub static WR_REAP: Script = Script::new("wr_reap", include_str!("../../lua/wr_reap.lua"));
 /// Read-only figures for `/stats` (`lua/wr_stats.lua`).
 pub static WR_STATS: Script = Script::new("wr_stats", include_str!("../../lua/wr_stats.lua"));
+/// Read-only figures for the control room (`lua/wr_control.lua`).
+pub static WR_CONTROL: Script = Script::new("wr_control", include_str!("../../lua/wr_control.lua"));
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 6] {
+pub fn all() -> [&'static Script; 7] {
     [
-        &WR_JOIN, &WR_STATUS, &WR_LEAVE, &WR_ADMIT, &WR_REAP, &WR_STATS,
+        &WR_JOIN,
+        &WR_STATUS,
+        &WR_LEAVE,
+        &WR_ADMIT,
+        &WR_REAP,
+        &WR_STATS,
+        &WR_CONTROL,
     ]
 }

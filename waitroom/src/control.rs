@@ -1,0 +1,386 @@
+//! The control room: a page for administrators that shows one sale live, as charts over time.
+//!
+//! - `GET /w/{sale_id}/control`: the page (HTML; plain HTML, CSS and JavaScript compiled into
+//!   the binary from `assets/control.*`, no framework, nothing from a CDN, the charts drawn on
+//!   `<canvas>` by the page's own code). Anyone may load the page; it shows nothing until an
+//!   administrator signs in (through the api's `POST /api/auth/login`, like the waiting page)
+//!   or pastes an admin access token. The tokens stay in the tab's `sessionStorage`.
+//! - `GET /w/{sale_id}/control/data`: the figures as JSON, for an access token with the `admin`
+//!   role only (no or a bad token: 401 `unauthorized`; a buyer's: 403 `forbidden`; a sale id
+//!   that is not a UUID, or a sale not armed in Redis: 404 `not_found`). One Redis round trip
+//!   (`lua/wr_control.lua`); concurrent requests for one sale share it. The page polls it every
+//!   second and keeps the last ten minutes in the browser.
+//! - `GET /w/assets/control.js`, `GET /w/assets/control.css`: the assets, fingerprinted and
+//!   cached like the waiting page's.
+//!
+//! The data answer:
+//!
+//! ```json
+//! {"sale_id": "…", "state": "open", "now": "2026-…Z", "now_ms": 1790000000000,
+//!  "opens_at": "…", "closes_at": null,
+//!  "queue": {"length": 120, "admitted_total": 80, "abandoned_total": 3, "active": 20,
+//!            "max_active": 50, "admit_per_second": 10, "admit_rate": 9.8},
+//!  "stock": {"total": 100, "available": 70, "held": 12, "sold": 18},
+//!  "orders": {"live": 11, "held": 8, "paying": 3}}
+//! ```
+//!
+//! `queue.max_active` is null when there is no limit; `queue.admit_rate` (the admitter's
+//! measured, smoothed rate) is null before it measured anything; `orders.held` / `.paying`
+//! (live orders in each state) are null when more than [`MAX_ORDERS_SPLIT`] orders are live.
+//! Paid orders are counted in units (`stock.sold`): Redis keeps no count of ended orders.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, TimeZone, Utc};
+use dropline_core::coalesce::Coalesce;
+use dropline_core::config::WaitroomConfig;
+use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::extract::{self, PathId};
+use dropline_core::keys::KeyRing;
+use dropline_core::redis::Redis;
+use dropline_core::tokens::Role;
+use fred::types::Value;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::page::{Asset, api_base_url, escape_script_json_into};
+use crate::queue::{Reply, SaleState};
+use crate::scripts::WR_CONTROL;
+
+const TEMPLATE: &str = include_str!("../assets/control.html");
+const SCRIPT: &str = include_str!("../assets/control.js");
+const STYLESHEET: &str = include_str!("../assets/control.css");
+
+pub const SCRIPT_PATH: &str = "/w/assets/control.js";
+pub const STYLESHEET_PATH: &str = "/w/assets/control.css";
+
+/// Most live orders whose state the data call reads one by one (see `lua/wr_control.lua`).
+pub const MAX_ORDERS_SPLIT: u32 = 1_000;
+
+/// What the control room's handlers share.
+#[derive(Debug)]
+struct ControlRoom {
+    redis: Redis,
+    access: Arc<KeyRing>,
+    api_base_url: String,
+    api_origin: Option<String>,
+    script: Asset,
+    stylesheet: Asset,
+    /// Concurrent data requests for one sale share one Redis call.
+    reads: Coalesce<Uuid, Result<Option<Figures>, ApiError>>,
+}
+
+/// The control room's routes.
+pub fn routes(
+    config: &WaitroomConfig,
+    redis: Redis,
+    access: Arc<KeyRing>,
+) -> anyhow::Result<Router> {
+    let (api_base_url, api_origin) = api_base_url(&config.api_base_url)?;
+    let room = Arc::new(ControlRoom {
+        redis,
+        access,
+        api_base_url,
+        api_origin,
+        script: Asset::new(SCRIPT_PATH, SCRIPT, "text/javascript; charset=utf-8")?,
+        stylesheet: Asset::new(STYLESHEET_PATH, STYLESHEET, "text/css; charset=utf-8")?,
+        reads: Coalesce::new(),
+    });
+    Ok(Router::new()
+        .route("/w/{sale_id}/control", get(control_page))
+        .route("/w/{sale_id}/control/data", get(control_data))
+        .route(SCRIPT_PATH, get(script))
+        .route(STYLESHEET_PATH, get(stylesheet))
+        .with_state(room))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// One sale's figures at one instant of the Redis clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Figures {
+    pub state: SaleState,
+    pub queue_length: u64,
+    pub admitted_total: u64,
+    pub abandoned_total: u64,
+    pub active: u64,
+    /// The admitter's measured rate × 1000; `None` before it measured anything.
+    pub measured_rate_milli: Option<u64>,
+    pub admit_per_second: u64,
+    /// 0 = no limit.
+    pub max_active: u64,
+    pub stock_total: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub live_orders: u64,
+    /// Live orders HELD / PAYING; `None` when too many are live to read each one.
+    pub orders_held: Option<u64>,
+    pub orders_paying: Option<u64>,
+    pub now_ms: u64,
+    pub opens_at_ms: u64,
+    /// 0 = none.
+    pub closes_at_ms: u64,
+}
+
+/// Reads a sale's figures in one round trip; `None` when the sale is not armed.
+pub async fn figures(redis: &Redis, sale: Uuid) -> anyhow::Result<Option<Figures>> {
+    let key = |name| redis.sale_key(sale, name);
+    let keys = vec![
+        key("cfg"),
+        key("avail"),
+        key("held"),
+        key("sold"),
+        key("q"),
+        key("adm"),
+        key("wr"),
+        key("holds"),
+    ];
+    let args = vec![Value::from(key("o:")), Value::from(MAX_ORDERS_SPLIT)];
+    let reply: Value = WR_CONTROL.run(redis, keys, args).await?;
+    let r = Reply::new(reply, "wr_control", 18)?;
+    let state = r.text(0)?;
+    if state == "not_found" {
+        return Ok(None);
+    }
+    Ok(Some(Figures {
+        state: SaleState::parse(&state)?,
+        queue_length: r.uint(1)?,
+        admitted_total: r.uint(2)?,
+        abandoned_total: r.uint(3)?,
+        active: r.uint(4)?,
+        measured_rate_milli: u64::try_from(r.int(5)?).ok(),
+        admit_per_second: r.uint(6)?,
+        max_active: r.uint(7)?,
+        stock_total: r.int(8)?,
+        available: r.int(9)?,
+        held: r.int(10)?,
+        sold: r.int(11)?,
+        live_orders: r.uint(12)?,
+        orders_held: u64::try_from(r.int(13)?).ok(),
+        orders_paying: u64::try_from(r.int(14)?).ok(),
+        now_ms: r.uint(15)?,
+        opens_at_ms: r.uint(16)?,
+        closes_at_ms: r.uint(17)?,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct DataAnswer {
+    sale_id: Uuid,
+    state: &'static str,
+    now: String,
+    now_ms: u64,
+    opens_at: String,
+    closes_at: Option<String>,
+    queue: QueueAnswer,
+    stock: StockAnswer,
+    orders: OrdersAnswer,
+}
+
+#[derive(Debug, Serialize)]
+struct QueueAnswer {
+    length: u64,
+    admitted_total: u64,
+    abandoned_total: u64,
+    active: u64,
+    max_active: Option<u64>,
+    admit_per_second: u64,
+    admit_rate: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct StockAnswer {
+    total: i64,
+    available: i64,
+    held: i64,
+    sold: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct OrdersAnswer {
+    live: u64,
+    held: Option<u64>,
+    paying: Option<u64>,
+}
+
+impl DataAnswer {
+    fn new(sale_id: Uuid, f: &Figures) -> Self {
+        Self {
+            sale_id,
+            state: f.state.as_str(),
+            now: rfc3339(f.now_ms),
+            now_ms: f.now_ms,
+            opens_at: rfc3339(f.opens_at_ms),
+            closes_at: (f.closes_at_ms > 0).then(|| rfc3339(f.closes_at_ms)),
+            queue: QueueAnswer {
+                length: f.queue_length,
+                admitted_total: f.admitted_total,
+                abandoned_total: f.abandoned_total,
+                active: f.active,
+                max_active: (f.max_active > 0).then_some(f.max_active),
+                admit_per_second: f.admit_per_second,
+                admit_rate: f.measured_rate_milli.map(|milli| milli as f64 / 1000.0),
+            },
+            stock: StockAnswer {
+                total: f.stock_total,
+                available: f.available.max(0),
+                held: f.held,
+                sold: f.sold,
+            },
+            orders: OrdersAnswer {
+                live: f.live_orders,
+                held: f.orders_held,
+                paying: f.orders_paying,
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// A caller whose access token carries the `admin` role: 401 `unauthorized` without a valid
+/// access token, 403 `forbidden` with a buyer's (as the api's admin routes answer).
+struct AdminCaller;
+
+impl FromRequestParts<Arc<ControlRoom>> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        room: &Arc<ControlRoom>,
+    ) -> Result<Self, ApiError> {
+        let claims = extract::access_claims(&room.access, extract::bearer(parts))?;
+        if claims.role == Role::Admin {
+            Ok(Self)
+        } else {
+            metrics::counter!("dropline_waitroom_control_refused_total").increment(1);
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "the control room needs an administrator",
+            ))
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+async fn control_data(
+    State(room): State<Arc<ControlRoom>>,
+    PathId(sale): PathId,
+    _admin: AdminCaller,
+) -> Result<Response, ApiError> {
+    let redis = room.redis.clone();
+    let figures = room
+        .reads
+        .run(sale, move || async move {
+            figures(&redis, sale)
+                .await
+                .map_err(|error| ApiError::unavailable(error.context("reading the sale's figures")))
+        })
+        .await
+        .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                "no such sale (or it is not on sale yet)",
+            )
+        })?;
+    let mut response = Json(DataAnswer::new(sale, &figures)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The page's settings for `control.js`.
+#[derive(Debug, Serialize)]
+struct PageConfig<'a> {
+    sale_id: &'a str,
+    api_base_url: &'a str,
+    data_url: String,
+}
+
+async fn control_page(
+    State(room): State<Arc<ControlRoom>>,
+    PathId(sale): PathId,
+) -> Result<Response, ApiError> {
+    let sale_id = sale.hyphenated().to_string();
+    let config = PageConfig {
+        sale_id: &sale_id,
+        api_base_url: &room.api_base_url,
+        data_url: format!("/w/{sale_id}/control/data"),
+    };
+    let json = serde_json::to_string(&config).map_err(ApiError::internal)?;
+    let mut config_json = String::with_capacity(json.len() + 16);
+    escape_script_json_into(&mut config_json, &json);
+    let html = TEMPLATE
+        .replace("{{config_json}}", &config_json)
+        .replace("{{sale_id}}", &sale_id)
+        .replace("{{stylesheet_href}}", &room.stylesheet.versioned_url)
+        .replace("{{script_src}}", &room.script.versioned_url);
+    let api = room
+        .api_origin
+        .as_deref()
+        .map(|origin| format!(" {origin}"))
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'{api}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    let mut response = html.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::HeaderName::from_static("x-robots-tag"),
+        HeaderValue::from_static("noindex"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    Ok(response)
+}
+
+async fn script(
+    State(room): State<Arc<ControlRoom>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    room.script.respond(query.as_deref(), &headers)
+}
+
+async fn stylesheet(
+    State(room): State<Arc<ControlRoom>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    room.stylesheet.respond(query.as_deref(), &headers)
+}
+
+fn rfc3339(ms: u64) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
