@@ -1,13 +1,17 @@
-//! The waiting page in a real browser: headless Chromium driven through chromedriver
-//! (WebDriver) takes a buyer from the sign-in form through the line to admission, against the
-//! real `dropline all` with its own database, key prefix and ports.
+//! The waiting page and the control room in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver) takes a buyer from the sign-in form through the line to admission,
+//! and shows an admin a live sale in the control room, against the real `dropline all` with its
+//! own database, key prefix and ports (one per test).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test` installs them; `CHROMIUM` and
 //! `CHROMEDRIVER` may name other binaries). Screenshots go to `artifacts/browser/`:
 //! `waiting.png` (in line before the opening), `admitted.png` (the purchase view with the pass),
 //! `admitted-ko.png` (the same in Korean) and `ordered.png` (after pressing "Order and pay");
-//! `failure.png` when the test fails. Checks fail as errors, not panics, so that every process
-//! is stopped and the test's database, keys and queues are removed when a check fails.
+//! `control.png` (the control room on a phone-sized window during a sale with buyers in line,
+//! admitted, one order held and one paid) and `control-wide.png` (the same on a desktop-sized
+//! window); `failure.png` / `control-failure.png` when a test fails. Checks fail as errors, not
+//! panics, so that every process is stopped and the test's database, keys and queues are
+//! removed when a check fails.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -53,109 +57,182 @@ async fn a_buyer_signs_in_waits_and_is_admitted_in_chromium() -> anyhow::Result<
     cleaned
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_watches_a_live_sale_in_the_control_room_in_chromium() -> anyhow::Result<()> {
+    let tools = BrowserTools::find()?;
+    let env = TestEnv::new()?;
+    let work = tempfile::tempdir()?;
+    let result = {
+        let mut procs = Processes::default();
+        let outcome = run_control_room(&env, &tools, work.path(), &mut procs).await;
+        if outcome.is_err() {
+            procs.print_logs();
+        }
+        outcome
+    };
+    let cleaned = env.cleanup().await;
+    result?;
+    cleaned
+}
+
 async fn run(
     env: &TestEnv,
     tools: &BrowserTools,
     work: &Path,
     procs: &mut Processes,
 ) -> anyhow::Result<()> {
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/browser");
-    std::fs::create_dir_all(&artifacts)?;
-
-    // Port 0 for both: `dropline all` binds them first, points the page at its api and lets
-    // the page's origin through the api's CORS.
-    let vars: Vec<(&str, String)> = vec![
-        ("DROPLINE_MYSQL__URL", env.config.mysql.url.clone()),
-        ("DROPLINE_REDIS__URL", env.config.redis.url.clone()),
-        (
-            "DROPLINE_REDIS__KEY_PREFIX",
-            env.config.redis.key_prefix.clone(),
-        ),
-        ("DROPLINE_AMQP__URL", env.config.amqp.url.clone()),
-        ("DROPLINE_AMQP__PREFIX", env.config.amqp.prefix.clone()),
-        ("DROPLINE_WAITROOM__LISTEN", "127.0.0.1:0".into()),
-        ("DROPLINE_API__LISTEN", "127.0.0.1:0".into()),
-        ("DROPLINE_HTTP__SHUTDOWN_GRACE_SECONDS", "5".into()),
-        // Cheap hashing keeps sign-in fast; the cost itself is configuration.
-        ("DROPLINE_AUTH__ARGON2_MEMORY_KIB", "1024".into()),
-        ("DROPLINE_AUTH__ARGON2_ITERATIONS", "1".into()),
-        ("DROPLINE_LOG_FORMAT", "json".into()),
-    ];
-    let dropline = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropline"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("DROPLINE_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
-        cmd
-    };
-
-    for (email, password, admin) in [
-        (EMAIL, PASSWORD, false),
-        (ADMIN_EMAIL, ADMIN_PASSWORD, true),
-    ] {
-        let mut cmd = dropline();
-        cmd.args(["user", "create", "--email", email, "--password", password]);
-        if admin {
-            cmd.arg("--admin");
-        }
-        let out = cmd.output().context("running dropline user create")?;
-        if !out.status.success() {
-            bail!(
-                "dropline user create {email}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-
-    // `dropline all`, until it says it is ready.
-    let log = work.join("dropline.log");
-    let mut cmd = dropline();
-    cmd.arg("all")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log)?);
-    let child = cmd.spawn().context("starting dropline all")?;
-    let stdout = procs.add("dropline all", child, Stop::Term, Some(log))?;
-    let urls = wait_for_ready(stdout)?;
-    let waitroom = urls
-        .get("waitroom")
-        .context("no waitroom URL printed")?
-        .clone();
-    let api = urls.get("api").context("no api URL printed")?.clone();
-
-    // A product and a sale that opens shortly, through the admin API.
-    let http = reqwest::Client::new();
-    let admin_token = login(&http, &api, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
-    let product = post(
-        &http,
-        &format!("{api}/api/admin/products"),
-        &admin_token,
-        json!({"name": "Numbered chair", "price": 390_000}),
-    )
-    .await?;
+    let artifacts = artifacts()?;
+    let system = System::start(env, work, procs, 0).await?;
     let opens_at = (Utc::now() + chrono::Duration::seconds(OPENS_IN_SECONDS))
         .to_rfc3339_opts(SecondsFormat::Millis, true);
-    let sale = post(
-        &http,
-        &format!("{api}/api/admin/sales"),
-        &admin_token,
-        json!({
-            "product_id": product["id"],
+    let sale_id = system
+        .sale(json!({
             "stock": 10,
             "opens_at": opens_at,
             "per_user_limit": 2,
             "admit_per_second": 100,
-        }),
-    )
-    .await?;
-    let sale_id = sale["id"]
-        .as_str()
-        .context("the sale has no id")?
-        .to_owned();
+        }))
+        .await?;
+    let browser = start_browser(tools, work, procs, &system.http).await?;
+    let flow = buyer_flow(&browser, &system.waitroom, &sale_id, &artifacts).await;
+    finish(browser, flow, &artifacts.join("failure.png")).await
+}
 
-    // chromedriver on a free port, in its own process group with the browsers it starts.
+/// Where screenshots go.
+fn artifacts() -> anyhow::Result<PathBuf> {
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/browser");
+    std::fs::create_dir_all(&artifacts)?;
+    Ok(artifacts)
+}
+
+/// `dropline all` with its own database, key prefix and ports, an admin and buyers.
+struct System {
+    waitroom: String,
+    api: String,
+    http: reqwest::Client,
+    admin_token: String,
+}
+
+impl System {
+    /// Creates the buyer [`EMAIL`], the admin and `extra_buyers` more buyers
+    /// ([`buyer_email`]), then starts `dropline all` and signs the admin in.
+    async fn start(
+        env: &TestEnv,
+        work: &Path,
+        procs: &mut Processes,
+        extra_buyers: usize,
+    ) -> anyhow::Result<Self> {
+        // Port 0 for both: `dropline all` binds them first, points the page at its api and lets
+        // the page's origin through the api's CORS.
+        let vars: Vec<(&str, String)> = vec![
+            ("DROPLINE_MYSQL__URL", env.config.mysql.url.clone()),
+            ("DROPLINE_REDIS__URL", env.config.redis.url.clone()),
+            (
+                "DROPLINE_REDIS__KEY_PREFIX",
+                env.config.redis.key_prefix.clone(),
+            ),
+            ("DROPLINE_AMQP__URL", env.config.amqp.url.clone()),
+            ("DROPLINE_AMQP__PREFIX", env.config.amqp.prefix.clone()),
+            ("DROPLINE_WAITROOM__LISTEN", "127.0.0.1:0".into()),
+            ("DROPLINE_API__LISTEN", "127.0.0.1:0".into()),
+            ("DROPLINE_HTTP__SHUTDOWN_GRACE_SECONDS", "5".into()),
+            // Cheap hashing keeps sign-in fast; the cost itself is configuration.
+            ("DROPLINE_AUTH__ARGON2_MEMORY_KIB", "1024".into()),
+            ("DROPLINE_AUTH__ARGON2_ITERATIONS", "1".into()),
+            ("DROPLINE_LOG_FORMAT", "json".into()),
+        ];
+        let dropline = || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropline"));
+            for (key, _) in std::env::vars() {
+                if key.starts_with("DROPLINE_") {
+                    cmd.env_remove(key);
+                }
+            }
+            cmd.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+            cmd
+        };
+
+        let mut accounts = vec![
+            (EMAIL.to_owned(), PASSWORD, false),
+            (ADMIN_EMAIL.to_owned(), ADMIN_PASSWORD, true),
+        ];
+        accounts.extend((0..extra_buyers).map(|i| (buyer_email(i), PASSWORD, false)));
+        for (email, password, admin) in &accounts {
+            let mut cmd = dropline();
+            cmd.args(["user", "create", "--email", email, "--password", password]);
+            if *admin {
+                cmd.arg("--admin");
+            }
+            let out = cmd.output().context("running dropline user create")?;
+            if !out.status.success() {
+                bail!(
+                    "dropline user create {email}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+
+        // `dropline all`, until it says it is ready.
+        let log = work.join("dropline.log");
+        let mut cmd = dropline();
+        cmd.arg("all")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?);
+        let child = cmd.spawn().context("starting dropline all")?;
+        let stdout = procs.add("dropline all", child, Stop::Term, Some(log))?;
+        let urls = wait_for_ready(stdout)?;
+        let waitroom = urls
+            .get("waitroom")
+            .context("no waitroom URL printed")?
+            .clone();
+        let api = urls.get("api").context("no api URL printed")?.clone();
+        let http = reqwest::Client::new();
+        let admin_token = login(&http, &api, ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+        Ok(Self {
+            waitroom,
+            api,
+            http,
+            admin_token,
+        })
+    }
+
+    /// A product and a sale of it through the admin API (`sale` without `product_id`); answers
+    /// the sale id.
+    async fn sale(&self, mut sale: Value) -> anyhow::Result<String> {
+        let product = post(
+            &self.http,
+            &format!("{}/api/admin/products", self.api),
+            &self.admin_token,
+            json!({"name": "Numbered chair", "price": 390_000}),
+        )
+        .await?;
+        sale["product_id"] = product["id"].clone();
+        let sale = post(
+            &self.http,
+            &format!("{}/api/admin/sales", self.api),
+            &self.admin_token,
+            sale,
+        )
+        .await?;
+        Ok(sale["id"]
+            .as_str()
+            .context("the sale has no id")?
+            .to_owned())
+    }
+}
+
+fn buyer_email(i: usize) -> String {
+    format!("buyer{i}@example.com")
+}
+
+/// chromedriver on a free port, in its own process group with the browsers it starts, and a
+/// session of headless Chromium with a phone-sized window.
+async fn start_browser(
+    tools: &BrowserTools,
+    work: &Path,
+    procs: &mut Processes,
+    http: &reqwest::Client,
+) -> anyhow::Result<Client> {
     let driver_port = free_port()?;
     let driver_log = work.join("chromedriver.log");
     let child = Command::new(&tools.chromedriver)
@@ -168,13 +245,16 @@ async fn run(
         .with_context(|| format!("starting {}", tools.chromedriver.display()))?;
     procs.add("chromedriver", child, Stop::KillGroup, Some(driver_log))?;
     let driver = format!("http://127.0.0.1:{driver_port}");
-    wait_for_driver(&http, &driver).await?;
+    wait_for_driver(http, &driver).await?;
+    connect(&driver, tools, &work.join("profile")).await
+}
 
-    let browser = connect(&driver, tools, &work.join("profile")).await?;
-    let flow = buyer_flow(&browser, &waitroom, &sale_id, &artifacts).await;
+/// Ends a browser flow: on failure a screenshot to `failure` and the page's state on stderr;
+/// the session is closed either way.
+async fn finish(browser: Client, flow: anyhow::Result<()>, failure: &Path) -> anyhow::Result<()> {
     if flow.is_err() {
         if let Ok(png) = browser.screenshot().await {
-            let _ = std::fs::write(artifacts.join("failure.png"), png);
+            let _ = std::fs::write(failure, png);
         }
         if let Ok(state) = page_state(&browser).await {
             eprintln!("page state at failure: {state}");
@@ -304,6 +384,250 @@ async fn buyer_flow(
     );
 
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The control room
+
+/// Buyers in the control-room sale: more than it admits at once, so some stay in line.
+const CONTROL_BUYERS: usize = 6;
+/// Seconds from creating that sale to its opening: the admin signs in meanwhile.
+const CONTROL_OPENS_IN_SECONDS: i64 = 4;
+
+/// A buyer of the control-room sale, driven over HTTP.
+struct Buyer {
+    token: String,
+    ticket: String,
+    pass: Option<String>,
+}
+
+async fn run_control_room(
+    env: &TestEnv,
+    tools: &BrowserTools,
+    work: &Path,
+    procs: &mut Processes,
+) -> anyhow::Result<()> {
+    let artifacts = artifacts()?;
+    let system = System::start(env, work, procs, CONTROL_BUYERS).await?;
+    let opens_at = (Utc::now() + chrono::Duration::seconds(CONTROL_OPENS_IN_SECONDS))
+        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    // One admission a second and three active buyers at most: a line that moves slowly.
+    let sale_id = system
+        .sale(json!({
+            "stock": 10,
+            "opens_at": opens_at,
+            "per_user_limit": 2,
+            "admit_per_second": 1,
+            "max_active": 3,
+        }))
+        .await?;
+    // Everyone signs in and joins before the opening.
+    let mut buyers = Vec::new();
+    for i in 0..CONTROL_BUYERS {
+        let token = login(&system.http, &system.api, &buyer_email(i), PASSWORD).await?;
+        let response = system
+            .http
+            .post(format!("{}/w/{sale_id}/join", system.waitroom))
+            .bearer_auth(&token)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(status == 200, "join as buyer {i}: {status} {body}");
+        let ticket = body["ticket"].as_str().context("no ticket")?.to_owned();
+        buyers.push(Buyer {
+            token,
+            ticket,
+            pass: None,
+        });
+    }
+    let browser = start_browser(tools, work, procs, &system.http).await?;
+    let flow = control_flow(&browser, &system, &sale_id, &mut buyers, &artifacts).await;
+    finish(browser, flow, &artifacts.join("control-failure.png")).await
+}
+
+/// The admin signs in to the control room and watches the sale open, buyers get admitted, one
+/// order paid and one held; the figures on the page must match.
+async fn control_flow(
+    browser: &Client,
+    system: &System,
+    sale_id: &str,
+    buyers: &mut [Buyer],
+    artifacts: &Path,
+) -> anyhow::Result<()> {
+    browser
+        .goto(&format!("{}/w/{sale_id}/control", system.waitroom))
+        .await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    browser
+        .find(Locator::Css("#signin-email"))
+        .await?
+        .send_keys(ADMIN_EMAIL)
+        .await?;
+    browser
+        .find(Locator::Css("#signin-password"))
+        .await?
+        .send_keys(ADMIN_PASSWORD)
+        .await?;
+    browser
+        .find(Locator::Css("#signin-submit"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "body[data-view='room'][data-samples]").await?;
+
+    // The sale opens; buyers poll until three are admitted (the most active at once).
+    let admitted = admit_buyers(system, sale_id, buyers, 3).await?;
+    // The first admitted buyer orders one chair and pays; the second holds two.
+    let paid = order(system, sale_id, &buyers[admitted[0]], 1).await?;
+    let response = system
+        .http
+        .post(format!("{}/api/orders/{paid}/pay", system.api))
+        .bearer_auth(&buyers[admitted[0]].token)
+        .json(&json!({"card_token": "tok_ok"}))
+        .send()
+        .await?;
+    ensure!(response.status() == 202, "pay: {}", response.status());
+    order(system, sale_id, &buyers[admitted[1]], 2).await?;
+
+    // The page shows it: one sold (the workers confirm the payment), two held, seven left, a
+    // line still waiting, and a history of samples behind the charts.
+    let deadline = Instant::now() + STEP;
+    let shown = loop {
+        let shown = control_figures(browser).await?;
+        let text = |key: &str| shown[key].as_str().unwrap_or_default().to_owned();
+        let number = |key: &str| text(key).replace(',', "").parse::<u64>().ok();
+        if text("state") == "open"
+            && number("sold") == Some(1)
+            && number("held") == Some(2)
+            && number("available") == Some(7)
+            && number("admitted_total").is_some_and(|n| n >= 3)
+            && number("queue").is_some_and(|n| n >= 1)
+            && number("samples").is_some_and(|n| n >= 5)
+        {
+            break shown;
+        }
+        if Instant::now() >= deadline {
+            bail!("the control room did not show the sale within {STEP:?}: {shown}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("control room shows: {shown}");
+    // The same figures as the data endpoint gives an admin.
+    let response = system
+        .http
+        .get(format!("{}/w/{sale_id}/control/data", system.waitroom))
+        .bearer_auth(&system.admin_token)
+        .send()
+        .await?;
+    ensure!(
+        response.status() == 200,
+        "control data: {}",
+        response.status()
+    );
+    let data: Value = response.json().await?;
+    ensure!(
+        data["stock"]["sold"] == 1 && data["stock"]["held"] == 2,
+        "control data: {data}"
+    );
+    // Every chart was drawn.
+    let drawn: Value = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('canvas')).map(c => c.width > 0);",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        drawn
+            .as_array()
+            .is_some_and(|all| all.len() == 6 && all.iter().all(|d| d == true)),
+        "canvases sized and drawn: {drawn}"
+    );
+    save_screenshot(browser, &artifacts.join("control.png")).await?;
+    // A desktop-sized window: the charts side by side.
+    browser.set_window_size(1280, 1000).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    save_screenshot(browser, &artifacts.join("control-wide.png")).await?;
+    Ok(())
+}
+
+/// Polls every buyer's status until `want` of them hold a pass; answers their indexes in the
+/// order they were admitted.
+async fn admit_buyers(
+    system: &System,
+    sale_id: &str,
+    buyers: &mut [Buyer],
+    want: usize,
+) -> anyhow::Result<Vec<usize>> {
+    let deadline = Instant::now() + STEP + Duration::from_secs(CONTROL_OPENS_IN_SECONDS as u64);
+    let mut admitted = Vec::new();
+    while admitted.len() < want {
+        for (i, buyer) in buyers.iter_mut().enumerate() {
+            if buyer.pass.is_some() {
+                continue;
+            }
+            let response = system
+                .http
+                .get(format!("{}/w/{sale_id}/status", system.waitroom))
+                .bearer_auth(&buyer.ticket)
+                .send()
+                .await?;
+            let status = response.status();
+            let body: Value = response.json().await?;
+            ensure!(status == 200, "status of buyer {i}: {status} {body}");
+            if let Some(pass) = body["pass"].as_str() {
+                buyer.pass = Some(pass.to_owned());
+                admitted.push(i);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("only {} of {want} buyers admitted in time", admitted.len());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(admitted)
+}
+
+/// Places an order with the buyer's pass; answers its id.
+async fn order(
+    system: &System,
+    sale_id: &str,
+    buyer: &Buyer,
+    quantity: u32,
+) -> anyhow::Result<String> {
+    let response = system
+        .http
+        .post(format!("{}/api/orders", system.api))
+        .bearer_auth(&buyer.token)
+        .header("Dropline-Pass", buyer.pass.as_deref().unwrap_or_default())
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"sale_id": sale_id, "quantity": quantity}))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    ensure!(status == 201, "order: {status} {body}");
+    Ok(body["id"]
+        .as_str()
+        .context("the order has no id")?
+        .to_owned())
+}
+
+/// The control room's current figures as the page shows them (text).
+async fn control_figures(browser: &Client) -> anyhow::Result<Value> {
+    Ok(browser
+        .execute(
+            "const text = (id) => { const e = document.getElementById(id); return e ? e.textContent : null; };
+             return { view: document.body.dataset.view, state: document.body.dataset.state || null,
+                      samples: document.body.dataset.samples || null, queue: text('fig-queue'),
+                      admitted_total: text('fig-admitted-total'), active: text('fig-active'),
+                      available: text('fig-available'), held: text('fig-held'), sold: text('fig-sold'),
+                      orders_live: text('fig-orders-live'), orders_held: text('fig-orders-held'),
+                      orders_paying: text('fig-orders-paying'), notice: text('notice'),
+                      signin_error: text('signin-error') };",
+            vec![],
+        )
+        .await?)
 }
 
 // ---------------------------------------------------------------------------------------------
