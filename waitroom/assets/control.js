@@ -29,7 +29,7 @@
   const DATA_URL = String(config.data_url);
   const AUTH_KEY = 'dropline.control.auth';
   const WINDOW_MS = 10 * 60 * 1000;
-  const MIN_SPAN_MS = 60 * 1000;
+  const MIN_SPAN_MS = 30 * 1000;
   const POLL_MS = 1000;
   const MAX_BACKOFF_MS = 15000;
   const STATE_COLORS = {
@@ -309,7 +309,7 @@
     return { ctx, w, h };
   }
 
-  /** The time span shown: the last ten minutes, at least one minute. */
+  /** The time span shown: the last ten minutes, at least half a minute. */
   function span() {
     const end = history[history.length - 1].t;
     const start = Math.max(end - WINDOW_MS, Math.min(history[0].t, end - MIN_SPAN_MS));
@@ -440,8 +440,9 @@
     const bandHeight = Math.max(20, h - PAD.bottom - bandTop - 8);
     shown.forEach((p, i) => {
       const next = shown[i + 1];
-      const a = x(p.t);
-      const b = next ? x(next.t) : Math.max(a + 2, x1);
+      // Whole pixels, so that neighbouring bands leave no seams.
+      const a = Math.floor(x(p.t));
+      const b = Math.ceil(next ? x(next.t) : Math.max(a + 2, x1));
       ctx.fillStyle = STATE_COLORS[p.state] || '#444';
       ctx.fillRect(a, bandTop, Math.max(1, b - a), bandHeight);
     });
