@@ -113,12 +113,19 @@ pub async fn run(
         consumer,
         shutdown.clone(),
     ));
+    let gauges = tokio::spawn(order_gauges_loop(
+        redis.clone(),
+        deps.mysql()?.clone(),
+        interval,
+        shutdown.clone(),
+    ));
     let listener =
         events.map(|events| tokio::spawn(listen(events, Arc::clone(&settler), shutdown.clone())));
     sweep_loop(&settler, interval, &shutdown).await;
     if let Some(listener) = listener {
         let _ = listener.await;
     }
+    let _ = gauges.await;
     let _ = recorder.await;
     tracing::info!("expiry worker stopped");
     Ok(())
@@ -152,6 +159,53 @@ async fn sweep_loop(settler: &Settler, interval: Duration, shutdown: &Cancellati
             ),
         }
     }
+}
+
+/// `dropline_orders{sale, state}`: every current sale's orders by state, as MySQL has them
+/// (the recorder copies each arrow there within moments), refreshed every sweep interval. One
+/// indexed `GROUP BY` per sale (`ix_orders_sale_status`); each expiry replica exports the same
+/// figures, so a dashboard takes the max over replicas.
+async fn order_gauges_loop(
+    redis: Redis,
+    mysql: sqlx::MySqlPool,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = order_gauges_once(&redis, &mysql).await {
+            tracing::debug!(
+                error = format!("{error:#}"),
+                "orders-by-state gauges not refreshed"
+            );
+        }
+    }
+}
+
+async fn order_gauges_once(redis: &Redis, mysql: &sqlx::MySqlPool) -> anyhow::Result<()> {
+    for sale in Sales::new(redis).current().await? {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM orders WHERE sale_id = ? GROUP BY status")
+                .bind(sale)
+                .fetch_all(mysql)
+                .await
+                .with_context(|| format!("counting sale {sale}'s orders by state"))?;
+        let label = sale.to_string();
+        for state in OrderState::ALL {
+            let count = rows
+                .iter()
+                .find(|(status, _)| status == state.as_str())
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("dropline_orders", "sale" => label.clone(), "state" => state.as_str())
+                .set(count as f64);
+        }
+    }
+    Ok(())
 }
 
 async fn listen(mut events: ExpiredKeys, settler: Arc<Settler>, shutdown: CancellationToken) {

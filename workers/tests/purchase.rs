@@ -1478,6 +1478,7 @@ async fn the_recorder_brings_mysql_to_agree_with_redis_on_every_order() -> anyho
         ids.push(order.id);
     }
     world.settle().await?;
+    dropline_core::telemetry::metrics_handle();
     // Two recorders share the backlog.
     let first = world.spawn_expiry().await?;
     let second = world.spawn_expiry().await?;
@@ -1501,6 +1502,33 @@ async fn the_recorder_brings_mysql_to_agree_with_redis_on_every_order() -> anyho
     assert_eq!(count(OrderState::Cancelled), 15);
     assert_eq!(count(OrderState::Paid), 15);
     assert_eq!(count(OrderState::Failed), 15);
+    // The expiry workers export the same figures as `dropline_orders{sale, state}`.
+    let gauge = |state: OrderState| {
+        let sale = format!("sale=\"{}\"", world.sale);
+        let state = format!("state=\"{}\"", state.as_str());
+        dropline_core::telemetry::render_metrics()
+            .lines()
+            .find(|l| l.starts_with("dropline_orders{") && l.contains(&sale) && l.contains(&state))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let expected = [
+        (OrderState::Held, 15.0),
+        (OrderState::Paying, 0.0),
+        (OrderState::Paid, 15.0),
+        (OrderState::Expired, 0.0),
+        (OrderState::Cancelled, 15.0),
+        (OrderState::Failed, 15.0),
+    ];
+    let exported = eventually(Duration::from_secs(10), || async {
+        expected.iter().all(|(state, n)| gauge(*state) == Some(*n))
+    })
+    .await;
+    assert!(
+        exported,
+        "orders by state: {:?}",
+        expected.map(|(state, _)| (state, gauge(state)))
+    );
     // Every entry was acknowledged and deleted.
     let len: i64 = world
         .deps
