@@ -919,16 +919,23 @@ async fn waiting_page(
     let csp = page.content_security_policy(&nonce);
     let mut response = html.into_response();
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    html_headers(h, &csp);
     h.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
     h.insert(
         header::CONTENT_LANGUAGE,
         HeaderValue::from_static(lang.code()),
     );
+    response
+}
+
+/// The headers every HTML page of the waitroom carries: HTML, never cached, no sniffing, no
+/// referrer, no framing, and its Content-Security-Policy `csp`.
+pub(crate) fn html_headers(h: &mut HeaderMap, csp: &str) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -938,10 +945,9 @@ async fn waiting_page(
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if let Ok(value) = HeaderValue::from_str(&csp) {
+    if let Ok(value) = HeaderValue::from_str(csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, value);
     }
-    response
 }
 
 async fn script(
