@@ -9,32 +9,25 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::join_all;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::amqp::Broker;
 use crate::config::HttpConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::redis::Redis;
+
+mod layer;
+use layer::ShellLayer;
 
 /// A dependency `/readyz` checks.
 #[derive(Clone, Debug)]
@@ -122,37 +115,23 @@ pub fn shell(
         .route("/metrics", get(metrics_endpoint))
         .with_state(readiness);
 
-    // Each `.layer` wraps everything above it, so the last one listed runs first.
-    routes
-        .merge(ops)
-        .layer(axum::extract::DefaultBodyLimit::max(http.body_limit_bytes))
-        .layer(RequestBodyLimitLayer::new(http.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            http.request_timeout(),
-        ))
-        .layer(CatchPanicLayer::new())
-        .layer(middleware::from_fn(move |req, next| {
-            observe(service, req, next)
-        }))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(make_span))
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+    let routes = routes.merge(ops);
+    // axum's body extractors stop at 2 MiB unless told otherwise; the shell's own limit (a
+    // `Limited` body and a Content-Length check) is the one that counts.
+    let routes = if http.body_limit_bytes > AXUM_DEFAULT_BODY_LIMIT {
+        routes.layer(axum::extract::DefaultBodyLimit::max(http.body_limit_bytes))
+    } else {
+        routes
+    };
+    routes.layer(ShellLayer::new(
+        service,
+        http.request_timeout(),
+        http.body_limit_bytes,
+    ))
 }
 
-fn make_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!(
-        "http",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %request_id,
-    )
-}
+/// The limit axum's `Bytes`/`Json` extractors apply when no `DefaultBodyLimit` is set.
+const AXUM_DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 async fn healthz() -> impl IntoResponse {
     json_ok(serde_json::json!({"status": "ok"}))
@@ -181,120 +160,6 @@ async fn metrics_endpoint() -> Response {
 
 fn json_ok(value: serde_json::Value) -> Response {
     axum::Json(value).into_response()
-}
-
-/// Request ids: a random per-process prefix and a counter (`3f9a2c1e-000000000001a7`), unique
-/// across replicas without a random draw (a syscall) per request.
-#[derive(Clone, Debug)]
-struct RequestIds {
-    prefix: Arc<str>,
-    next: Arc<AtomicU64>,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        let prefix: u32 = rand::random();
-        Self {
-            prefix: format!("{prefix:08x}").into(),
-            next: Arc::new(AtomicU64::new(1)),
-        }
-    }
-}
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:012x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-/// Per-route latency histograms and the contract error shape, in one middleware (each
-/// `from_fn` layer costs a boxed future per request).
-async fn observe(service: &'static str, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    // Label by route template, never by raw path, to keep label cardinality bounded.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let response = contract_errors(next.run(request).await);
-    crate::alerts::record_http(service, response.status().is_server_error());
-    let route: metrics::SharedString = match &route {
-        Some(path) => path.as_str().to_owned().into(),
-        None => metrics::SharedString::const_str("unmatched"),
-    };
-    metrics::histogram!(
-        "dropline_http_request_duration_seconds",
-        "service" => service,
-        "method" => method_label(&method),
-        "route" => route,
-        "status" => status_label(response.status()),
-    )
-    .record(started.elapsed().as_secs_f64());
-    response
-}
-
-fn method_label(method: &axum::http::Method) -> metrics::SharedString {
-    use axum::http::Method;
-    let fixed = match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    };
-    metrics::SharedString::const_str(fixed)
-}
-
-fn status_label(status: StatusCode) -> metrics::SharedString {
-    match status.canonical_reason().and(Some(status.as_u16())) {
-        Some(200) => metrics::SharedString::const_str("200"),
-        Some(201) => metrics::SharedString::const_str("201"),
-        Some(202) => metrics::SharedString::const_str("202"),
-        Some(204) => metrics::SharedString::const_str("204"),
-        _ => status.as_u16().to_string().into(),
-    }
-}
-
-/// Turns an error response that is not JSON (produced by a layer or the router, not a
-/// handler) into the contract's shape, keeping its status and headers.
-fn contract_errors(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return response;
-    }
-    let code = ErrorCode::for_status(status);
-    let message = match status {
-        StatusCode::NOT_FOUND => "no such route",
-        StatusCode::SERVICE_UNAVAILABLE => "the request took too long or a dependency is down",
-        _ => code.default_message(),
-    };
-    let error = ApiError::new(code, message);
-    let (mut parts, _) = response.into_parts();
-    parts.status = status;
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(header::RETRY_AFTER)
-    {
-        parts
-            .headers
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    Response::from_parts(parts, Body::from(error.body()))
 }
 
 /// A JSON body extractor whose every rejection is a contract error: wrong content type → 415,

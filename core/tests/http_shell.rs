@@ -30,6 +30,13 @@ fn test_routes() -> Router {
             }),
         )
         .route(
+            "/stuck",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "too late"
+            }),
+        )
+        .route(
             "/panic",
             get(|| async {
                 let v: Vec<u8> = Vec::new();
@@ -128,7 +135,12 @@ async fn every_error_has_the_contract_shape() -> anyhow::Result<()> {
         Some("abc-123")
     );
 
-    assert_error(http.get(url("/nope")).send().await?, 404, "not_found").await?;
+    let unknown_route = http.get(url("/nope")).send().await?;
+    assert!(
+        unknown_route.headers().contains_key("x-request-id"),
+        "errors carry a request id too"
+    );
+    assert_error(unknown_route, 404, "not_found").await?;
     assert_error(
         http.delete(url("/echo")).send().await?,
         405,
@@ -213,6 +225,47 @@ async fn every_error_has_the_contract_shape() -> anyhow::Result<()> {
     // The server survived the panic.
     assert_eq!(http.get(url("/healthz")).send().await?.status(), 200);
 
+    app.shutdown.cancel();
+    app.task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_gets_503_in_contract_shape() -> anyhow::Result<()> {
+    let mut env = TestEnv::new()?;
+    env.config.http.request_timeout_seconds = 1;
+    let app = start(&env.config, Readiness::default()).await?;
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let response = http.get(format!("{}/stuck", app.base)).send().await?;
+    let waited = started.elapsed();
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    assert_error(response, 503, "unavailable").await?;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    // The timed-out request is in the latency histogram with its status.
+    let text = http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("dropline_http_request_duration_seconds")
+                && l.contains("route=\"/stuck\"")
+                && l.contains("status=\"503\"")),
+        "{text}"
+    );
     app.shutdown.cancel();
     app.task.await??;
     Ok(())
