@@ -17,13 +17,14 @@
 -- ARGV[1]  abandon_after in ms
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
--- Returns  one reply per user, in ARGV order, each
---          {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, 0,
---           admit_per_second, admit_rate_milli}
---   state     scheduled | waiting | admitted | sold_out | closed | none | not_found
+-- Returns  {opens_at_ms, now_ms, paused, admit_per_second, admit_rate_milli, row_1, ..., row_n},
+--          or {'not_found'} when the sale is not armed. One row per user, in ARGV order, each a
+--          string "state position deadline_ms queue_length" (space-separated). A batch answers
+--          hundreds of polls: with ten RESP values per user, encoding and decoding the reply
+--          cost more than the lookups, so what is the same for the whole batch is sent once.
+--   state     scheduled | waiting | admitted | sold_out | closed | none
 --             none: not in the queue and not admitted (never joined, left, abandoned, or the
 --             admission lapsed): the client has to join again
---             not_found: the sale is not armed (every reply of the batch)
 --             sold_out and closed go to every user, admitted ones included; a waiting
 --             user's poll still keeps the place alive while sold out (stock may come back)
 --   position  users ahead + 1 when waiting, else 0
@@ -32,7 +33,6 @@
 --   paused    1 when the sale is paused
 --   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
 --             measured rate x 1000 (-1 when none was measured yet), for the ETA
--- The shape of each reply is wr_join's, so one decoder reads both.
 local ORDER = 65536
 
 local t = redis.call('TIME')
@@ -42,13 +42,9 @@ local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function num(v) return tonumber(v) or 0 end
 local function fmt(x) return string.format('%.0f', x) end
 
-local out = {}
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
 if not c[1] then
-  for i = 2, #ARGV do
-    out[i - 1] = {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0}
-  end
-  return out
+  return {'not_found'}
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
@@ -67,7 +63,7 @@ local rate = num(c[5])
 local measured = tonumber(redis.call('HGET', KEYS[6], 'admit_rate_milli')) or -1
 
 local function reply(st, position, deadline)
-  return {st, position, deadline, opens_at, now, qlen, paused, 0, rate, measured}
+  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen
 end
 
 -- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:
@@ -120,7 +116,8 @@ local function one(user)
   return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0)
 end
 
+local out = {opens_at, now, paused, rate, measured}
 for i = 2, #ARGV do
-  out[i - 1] = one(ARGV[i])
+  out[i + 4] = one(ARGV[i])
 end
 return out

@@ -415,23 +415,45 @@ impl WaitQueue {
             )
             .await?;
         let Value::Array(items) = reply else {
-            anyhow::bail!("wr_status: expected an array of replies, got {reply:?}");
+            anyhow::bail!("wr_status: expected an array, got {reply:?}");
         };
+        if items.len() == 1 && items.first().and_then(Value::as_str).as_deref() == Some("not_found")
+        {
+            return Ok(vec![None; users.len()]);
+        }
         anyhow::ensure!(
-            items.len() == users.len(),
-            "wr_status: {} replies for {} users",
+            items.len() == STATUS_HEADER + users.len(),
+            "wr_status: {} items for {} users",
             items.len(),
             users.len()
         );
+        let mut items = items.into_iter();
+        let header = Reply::new(
+            Value::Array(items.by_ref().take(STATUS_HEADER).collect()),
+            "wr_status",
+            STATUS_HEADER,
+        )?;
+        let sale = Status {
+            place: Place::NotQueued,
+            opens_at_ms: header.uint(0)?,
+            now_ms: header.uint(1)?,
+            queue_length: 0,
+            paused: header.uint(2)? == 1,
+            admit_per_second: header.uint(3)?,
+            measured_rate_milli: u64::try_from(header.int(4)?).ok(),
+        };
         items
-            .into_iter()
-            .map(|item| {
-                let reply = Reply::new(item, "wr_status", 10)?;
-                let state = reply.text(0)?;
-                if state == "not_found" {
-                    return Ok(None);
-                }
-                reply.status(&state).map(Some)
+            .map(|row| {
+                let row = row
+                    .as_bytes_str()
+                    .context("wr_status: a row is not a string")?;
+                let (place, queue_length) = status_row(&row)
+                    .with_context(|| format!("wr_status: malformed row `{row}`"))?;
+                Ok(Some(Status {
+                    place,
+                    queue_length,
+                    ..sale
+                }))
             })
             .collect()
     }
@@ -550,6 +572,30 @@ impl WaitQueue {
     }
 }
 
+/// The sale-wide values at the head of a wr_status reply.
+const STATUS_HEADER: usize = 5;
+
+/// One user's row of a wr_status reply, `"state position deadline_ms queue_length"`: the place
+/// and the queue length after this user's poll.
+fn status_row(row: &str) -> anyhow::Result<(Place, u64)> {
+    let mut fields = row.split(' ');
+    let mut next = || fields.next().context("too few fields");
+    let state = next()?;
+    let position: u64 = next()?.parse()?;
+    let deadline_ms: u64 = next()?.parse()?;
+    let queue_length: u64 = next()?.parse()?;
+    let place = match state {
+        "scheduled" => Place::Scheduled,
+        "waiting" => Place::Waiting { position },
+        "admitted" => Place::Admitted { deadline_ms },
+        "sold_out" => Place::SoldOut,
+        "closed" => Place::Closed,
+        "none" => Place::NotQueued,
+        other => anyhow::bail!("unknown state `{other}`"),
+    };
+    Ok((place, queue_length))
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -605,7 +651,7 @@ impl Reply {
         }
     }
 
-    /// The shared shape of wr_join and wr_status: {state, position, deadline_ms, opens_at_ms,
+    /// wr_join's reply: {state, position, deadline_ms, opens_at_ms,
     /// now_ms, queue_length, paused, new, admit_per_second, admit_rate_milli}.
     fn status(&self, state: &str) -> anyhow::Result<Status> {
         let place = match state {
