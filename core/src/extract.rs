@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path};
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
 use axum::http::header;
 use axum::http::request::Parts;
 use uuid::Uuid;
@@ -14,7 +14,12 @@ use crate::tokens::{self, AccessClaims};
 
 /// The bearer token of `Authorization`, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token(parts.headers.get(header::AUTHORIZATION)?)
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_token(authorization: &axum::http::HeaderValue) -> Option<&str> {
+    let value = authorization.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -73,11 +78,16 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+        // The raw (percent-decoded) parameter: no deserializer and no String per request.
+        let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found())?;
-        Uuid::parse_str(&raw)
-            .map(Self)
-            .map_err(|_| ApiError::not_found())
+        let mut params = params.iter();
+        match (params.next(), params.next()) {
+            (Some((_, raw)), None) => Uuid::parse_str(raw)
+                .map(Self)
+                .map_err(|_| ApiError::not_found()),
+            _ => Err(ApiError::not_found()),
+        }
     }
 }

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::join_all;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -227,6 +229,10 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<Bound> {
 
 /// Serves `router` until `shutdown` fires, then lets in-flight requests finish for at most
 /// `grace` before returning.
+///
+/// HTTP/1.1 only, each connection on hyper's `http1` server (what nginx and load balancers
+/// speak to a backend). axum's own `serve` sniffs every connection for HTTP/2 and wraps it in
+/// more layers; on a status poll that was a few percent of the CPU for nothing.
 pub async fn serve(
     bound: Bound,
     router: Router,
@@ -234,30 +240,59 @@ pub async fn serve(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let addr = bound.addr;
-    let signal = shutdown.clone();
-    use axum::serve::ListenerExt;
-    // Small JSON answers go out at once instead of waiting on Nagle's algorithm.
-    let listener = bound.listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.cancelled().await });
-    let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => return result.map_err(Into::into),
-        () = shutdown.cancelled() => {}
+    let listener = bound.listener;
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        // Small JSON answers go out at once instead of waiting on Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(router.clone(), request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                // A client that hangs up mid-request is routine; nothing to act on.
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
     }
-    // Stopped accepting; wait for in-flight requests, within the grace period.
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result.map_err(Into::into),
+    // Stopped accepting; in-flight requests finish, idle connections close.
+    drop(listener);
+    match tokio::time::timeout(grace, connections.shutdown()).await {
+        Ok(()) => Ok(()),
         Err(_) => {
             tracing::warn!(%addr, grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period");
             Ok(())
         }
     }
+}
+
+/// An `accept` that failed: a connection that died in the backlog is skipped at once; running
+/// out of file descriptors or memory is logged and waited out, so the loop does not spin.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// A component's HTTP server, bound and ready to run.

@@ -53,7 +53,10 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
-            Ok(handle) => handle,
+            Ok(handle) => {
+                spawn_upkeep(handle.clone());
+                handle
+            }
             Err(error) => {
                 // Another recorder is installed already: render from a detached one so that
                 // /metrics still answers (empty) instead of failing.
@@ -62,6 +65,27 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             }
         }
     })
+}
+
+/// How often histogram samples are folded into their buckets without a scrape.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Histograms keep every sample until they are folded into buckets, which a scrape does. With
+/// no scrape (Prometheus down, or none configured) that is a few bytes per request forever:
+/// a busy replica would grow by gigabytes an hour. A thread (not a task: the recorder may be
+/// installed before any runtime exists) folds them every few seconds.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the metrics upkeep thread; histograms are folded only on scrape");
+    }
 }
 
 /// Renders all metrics in the Prometheus text format.

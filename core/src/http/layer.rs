@@ -45,8 +45,14 @@ impl RequestIds {
     }
 
     fn next(&self) -> Option<HeaderValue> {
+        use std::io::Write;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:012x}", self.prefix)).ok()
+        // Formatted on the stack: the header value is the only allocation.
+        let mut buf = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        write!(cursor, "{}-{n:012x}", self.prefix).ok()?;
+        let len = usize::try_from(cursor.position()).ok()?;
+        HeaderValue::from_bytes(buf.get(..len)?).ok()
     }
 }
 
@@ -389,4 +395,30 @@ fn histogram(
         "route" => route.to_owned(),
         "status" => status.to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prefix_and_counter_and_never_repeat() {
+        let ids = RequestIds::new();
+        let first = ids.next().and_then(|v| v.to_str().ok().map(str::to_owned));
+        let second = ids.next().and_then(|v| v.to_str().ok().map(str::to_owned));
+        let (Some(first), Some(second)) = (first, second) else {
+            panic!("request ids are valid header values");
+        };
+        assert_ne!(first, second);
+        for id in [&first, &second] {
+            let (prefix, counter) = id.split_once('-').unwrap_or_default();
+            assert_eq!(prefix.len(), 8, "{id}");
+            assert_eq!(counter.len(), 12, "{id}");
+            assert!(
+                id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+                "{id}"
+            );
+        }
+        assert!(first.ends_with("000000000001"), "{first}");
+    }
 }
