@@ -149,10 +149,29 @@ impl Polls {
 
     /// Where `user` stands in `sale` (recording the poll); `None`: the sale is not armed.
     async fn poll(&self, sale: Uuid, user: Uuid) -> Result<Option<Status>, ApiError> {
+        let stopped =
+            || ApiError::internal(anyhow::anyhow!("the status batcher of {sale} stopped"));
         let (answer, answered) = oneshot::channel();
-        self.queue(sale).send((user, answer)).await.map_err(|_| {
-            ApiError::internal(anyhow::anyhow!("the status batcher of {sale} stopped"))
-        })?;
+        // Usually the queue has room: hand the poll over under the lock, without cloning the
+        // sender (two shared counters touched per poll). When it is full, wait for room
+        // outside the lock (backpressure).
+        let full = {
+            let mut queues = match self.queues.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let queue = queues
+                .entry(sale)
+                .or_insert_with(|| self.start_batcher(sale));
+            match queue.try_send((user, answer)) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(poll)) => Some((queue.clone(), poll)),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+            }
+        };
+        if let Some((queue, poll)) = full {
+            queue.send(poll).await.map_err(|_| stopped())?;
+        }
         answered.await.map_err(|_| {
             ApiError::internal(anyhow::anyhow!(
                 "the status batcher of {sale} dropped a poll"
@@ -160,25 +179,16 @@ impl Polls {
         })?
     }
 
-    /// The sale's poll queue, its batching task started on first use. Lives as long as this
+    /// Starts the batching task of `sale`'s polls and returns its queue. Lives as long as this
     /// edge (sales are few; only ticket holders, who joined an armed sale, reach here).
-    fn queue(&self, sale: Uuid) -> mpsc::Sender<Poll> {
-        let mut queues = match self.queues.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        queues
-            .entry(sale)
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(POLL_QUEUE);
-                tokio::spawn(batch_polls(
-                    WaitQueue::new(&self.redis, sale),
-                    self.abandon_after,
-                    rx,
-                ));
-                tx
-            })
-            .clone()
+    fn start_batcher(&self, sale: Uuid) -> mpsc::Sender<Poll> {
+        let (tx, rx) = mpsc::channel(POLL_QUEUE);
+        tokio::spawn(batch_polls(
+            WaitQueue::new(&self.redis, sale),
+            self.abandon_after,
+            rx,
+        ));
+        tx
     }
 }
 
