@@ -5,6 +5,24 @@
 
 use tokio_util::sync::CancellationToken;
 
+/// Runs `work` every `interval` (the first run at once) until `shutdown` fires. A run that
+/// overruns delays the next tick instead of bunching the missed ones.
+pub async fn every<F, Fut>(interval: std::time::Duration, shutdown: &CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        work().await;
+    }
+}
+
 /// Returns a token cancelled on the first SIGTERM / SIGINT; the second exits the process.
 pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();

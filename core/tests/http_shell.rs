@@ -73,6 +73,15 @@ async fn start(config: &Config, readiness: Readiness) -> anyhow::Result<Running>
     })
 }
 
+async fn metrics_text(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    Ok(http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
 async fn assert_error(
     response: reqwest::Response,
     status: u16,
@@ -253,12 +262,7 @@ async fn a_request_over_the_timeout_gets_503_in_contract_shape() -> anyhow::Resu
         "answered after {waited:?}"
     );
     // The timed-out request is in the latency histogram with its status.
-    let text = http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = metrics_text(&http, &app.base).await?;
     assert!(
         text.lines()
             .any(|l| l.starts_with("dropline_http_request_duration_seconds")
@@ -280,12 +284,7 @@ async fn metrics_endpoint_reports_request_latency_by_route() -> anyhow::Result<(
         .json(&serde_json::json!({"name": "m"}))
         .send()
         .await?;
-    let text = http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = metrics_text(&http, &app.base).await?;
     assert!(
         text.lines().any(
             |l| l.starts_with("dropline_http_request_duration_seconds_bucket")

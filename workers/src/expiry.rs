@@ -143,13 +143,7 @@ pub async fn sweep_once(deps: &Deps, provider: Arc<dyn PaymentProvider>) -> anyh
 }
 
 async fn sweep_loop(settler: &Settler, interval: Duration, shutdown: &CancellationToken) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    dropline_core::shutdown::every(interval, shutdown, || async {
         match settler.sweep().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(orders = n, "sweeper settled due orders"),
@@ -158,7 +152,8 @@ async fn sweep_loop(settler: &Settler, interval: Duration, shutdown: &Cancellati
                 "sweep failed; next one in an interval"
             ),
         }
-    }
+    })
+    .await;
 }
 
 /// `dropline_orders{sale, state}`: every current sale's orders by state, as MySQL has them
@@ -171,20 +166,16 @@ async fn order_gauges_loop(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        if let Err(error) = order_gauges_once(&redis, &mysql).await {
+    let (redis, mysql) = (&redis, &mysql);
+    dropline_core::shutdown::every(interval, &shutdown, || async move {
+        if let Err(error) = order_gauges_once(redis, mysql).await {
             tracing::debug!(
                 error = format!("{error:#}"),
                 "orders-by-state gauges not refreshed"
             );
         }
-    }
+    })
+    .await;
 }
 
 async fn order_gauges_once(redis: &Redis, mysql: &sqlx::MySqlPool) -> anyhow::Result<()> {
