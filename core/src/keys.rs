@@ -17,6 +17,8 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+
+use crate::tokens::VerifiedAccess;
 use sha2::{Digest, Sha256};
 
 /// A public key that verifies, with its id.
@@ -161,6 +163,7 @@ impl SigningKeyPair {
 pub struct KeyRing {
     signer: Option<SigningKeyPair>,
     verifiers: BTreeMap<String, PublicKey>,
+    verified_access: VerifiedAccess,
 }
 
 impl KeyRing {
@@ -175,7 +178,11 @@ impl KeyRing {
             verifiers.insert(key.kid.clone(), key);
         }
         anyhow::ensure!(!verifiers.is_empty(), "a key ring needs at least one key");
-        Ok(Self { signer, verifiers })
+        Ok(Self {
+            signer,
+            verifiers,
+            verified_access: VerifiedAccess::default(),
+        })
     }
 
     pub fn signer(&self) -> Option<&SigningKeyPair> {
@@ -184,6 +191,11 @@ impl KeyRing {
 
     pub fn verifier(&self, kid: &str) -> Option<&PublicKey> {
         self.verifiers.get(kid)
+    }
+
+    /// The access tokens this ring has verified ([`crate::tokens::verify_access`]).
+    pub fn verified_access(&self) -> &VerifiedAccess {
+        &self.verified_access
     }
 
     pub fn public_keys(&self) -> impl Iterator<Item = &PublicKey> {

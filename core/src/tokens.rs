@@ -5,10 +5,12 @@
 //! (an `alg: none` or HMAC token is refused before any key is looked at), picks the key by
 //! `kid`, and checks issuer, audience and expiry.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, Header, Validation};
+use quick_cache::sync::Cache;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -138,9 +140,41 @@ pub fn issue_access(
     Ok((sign(ring, &claims)?, claims))
 }
 
-/// Verifies an access token.
+/// Verifies an access token (remembering it: see [`VerifiedAccess`]).
 pub fn verify_access(ring: &KeyRing, token: &str) -> Result<AccessClaims, TokenError> {
-    verify(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE)
+    let memo = ring.verified_access().cache();
+    if let Some(claims) = memo.get(token) {
+        // The same text was verified before; only time has moved since.
+        if claims.exp < Utc::now().timestamp() - LEEWAY_SECONDS as i64 {
+            return Err(TokenError::Expired);
+        }
+        return Ok(claims);
+    }
+    let claims: AccessClaims = verify(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE)?;
+    memo.insert(token.into(), claims.clone());
+    Ok(claims)
+}
+
+/// Access tokens a key ring has verified, by their exact text. A buyer sends the same access
+/// token with every call (join, order, pay, polling the order), and an Ed25519 check costs
+/// tens of microseconds: most of the CPU an order takes. A hit needs the identical token, the
+/// very bytes whose signature, issuer and audience were checked, so it proves what the check
+/// proved; expiry is still checked on every use, and only tokens that verified are kept.
+/// Rings never lose keys while running (rotation adds a key and restarts), so a kept token
+/// never outlives its key. Bounded: quick_cache evicts the least used first.
+///
+/// Passes are not remembered: each admission's pass is used about once, so a memo would only
+/// flatter a benchmark that reuses them.
+#[derive(Debug, Default)]
+pub struct VerifiedAccess(OnceLock<Cache<Box<str>, AccessClaims>>);
+
+/// Tokens kept per ring: about 400 bytes each, so a few MiB at most.
+const VERIFIED_ACCESS_CAPACITY: usize = 16_384;
+
+impl VerifiedAccess {
+    fn cache(&self) -> &Cache<Box<str>, AccessClaims> {
+        self.0.get_or_init(|| Cache::new(VERIFIED_ACCESS_CAPACITY))
+    }
 }
 
 /// Issuer and audience of passes (DESIGN §9, waitroom).
@@ -231,6 +265,8 @@ mod tests {
     fn tampered_token_is_refused() -> anyhow::Result<()> {
         let ring = ring()?;
         let (token, _) = issue_access(&ring, Uuid::now_v7(), Role::Buyer, Duration::from_secs(60))?;
+        // The genuine token is remembered as verified; that must not help a forgery of it.
+        assert_eq!(verify_access(&ring, &token)?.role, Role::Buyer);
         // Swap the payload for one claiming admin, keeping the signature.
         let parts: Vec<&str> = token.split('.').collect();
         let payload = URL_SAFE_NO_PAD.decode(parts.get(1).copied().unwrap_or_default())?;
@@ -245,6 +281,40 @@ mod tests {
             verify_access(&ring, &forged),
             Err(TokenError::Invalid(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() -> anyhow::Result<()> {
+        let signer = ring()?;
+        let (token, claims) = issue_access(
+            &signer,
+            Uuid::now_v7(),
+            Role::Buyer,
+            Duration::from_secs(60),
+        )?;
+        assert_eq!(verify_access(&signer, &token)?, claims);
+        // A second use is answered from the memo (same claims) ...
+        assert_eq!(
+            signer.verified_access().cache().get(token.as_str()),
+            Some(claims.clone())
+        );
+        assert_eq!(verify_access(&signer, &token)?, claims);
+        // ... until the clock passes its expiry (and the leeway): stand in for the passing
+        // time by remembering it with an expiry in the past.
+        let lapsed = AccessClaims {
+            exp: Utc::now().timestamp() - LEEWAY_SECONDS as i64 - 1,
+            ..claims
+        };
+        signer
+            .verified_access()
+            .cache()
+            .insert(token.as_str().into(), lapsed);
+        assert_eq!(verify_access(&signer, &token), Err(TokenError::Expired));
+        // A token that failed is not remembered.
+        let other = ring()?;
+        assert!(verify_access(&other, &token).is_err());
+        assert_eq!(other.verified_access().cache().get(token.as_str()), None);
         Ok(())
     }
 
