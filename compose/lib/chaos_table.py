@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Markdown table of a compose/chaos series: results.tsv plus figures read from each run's
-output (orders by end state, mails and duplicates, the admitter takeover, RabbitMQ's downtime,
-what the k6 buyers saw).
+output (orders by end state, mails and duplicates, the admitter takeover, RabbitMQ's and
+MariaDB's downtime, what the k6 buyers saw).
 
     python3 compose/lib/chaos_table.py artifacts/chaos > artifacts/chaos/results.md
 """
@@ -61,8 +61,8 @@ def main():
         rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
     print("| run | ended (UTC) | oversold | lost | charged twice | audit `--settled` | paid / stock "
           "| orders (expired / failed) | refunds | parked | mails (dup) | leader killed → new lease "
-          "| RabbitMQ down | buyers: retried / gave up | duration (s) | verdict |")
-    print("| --- " * 16 + "|")
+          "| RabbitMQ down | MariaDB down | buyers: retried / gave up | duration (s) | verdict |")
+    print("| --- " * 17 + "|")
     for r in rows:
         n = int(r[0])
         run_dir = f"{root}/run-{n:02d}"
@@ -85,6 +85,7 @@ def main():
             return m.group(1) if m else "0"
 
         down = re.search(r"RabbitMQ up again \((\d+) s after stop_app\)", chaos)
+        mdown = re.search(r"MariaDB up again \((\d+) s after kill -9\)", chaos)
         sent, dup = mails(run_dir)
         orders = "-"
         if v:
@@ -93,6 +94,7 @@ def main():
         print(f"| {n} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {audit} | {r[6]} / {r[7]} | {orders} "
               f"| {r[8]} | {r[9]} | {sent} ({dup}) | {takeover(run_dir, chaos)} "
               f"| {down.group(1) + ' s' if down else '-'} "
+              f"| {mdown.group(1) + ' s' if mdown else '-'} "
               f"| {counter('requests_retried')} / {counter('buyers_gave_up')} | {r[11]} | {r[12]} |")
 
 
