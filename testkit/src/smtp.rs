@@ -57,6 +57,8 @@ struct Shared {
     arrived: Notify,
     down: AtomicBool,
     refused: AtomicU64,
+    /// How long the answer to a message's final `.` is held back, in milliseconds.
+    reply_delay_ms: AtomicU64,
     rejected: Mutex<HashSet<String>>,
     /// Cancelled by `set_down(true)` to drop every live connection; replaced by a fresh token.
     connections: Mutex<CancellationToken>,
@@ -82,6 +84,7 @@ impl SmtpSink {
             arrived: Notify::new(),
             down: AtomicBool::new(false),
             refused: AtomicU64::new(0),
+            reply_delay_ms: AtomicU64::new(0),
             rejected: Mutex::new(HashSet::new()),
             connections: Mutex::new(CancellationToken::new()),
             stop: CancellationToken::new(),
@@ -142,6 +145,13 @@ impl SmtpSink {
             token.cancel();
             *token = CancellationToken::new();
         }
+    }
+
+    /// Holds back the answer to each message's final `.` (the server "thinking") for `delay`
+    /// from now on; the message counts as received when the answer goes out.
+    pub fn set_reply_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.reply_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many connections were refused with `421` while down.
@@ -281,6 +291,10 @@ async fn session(stream: TcpStream, shared: &Shared) -> anyhow::Result<()> {
                         .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
                         .await?;
                     let data = read_data(&mut reader).await?;
+                    let delay = shared.reply_delay_ms.load(Ordering::SeqCst);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
                     let mail = ReceivedMail {
                         from: from.take().unwrap_or_default(),
                         recipients: std::mem::take(&mut recipients),

@@ -22,10 +22,12 @@
 //! (an order is confirmed once, however many confirmations are published):
 //! - `<prefix>:mail:sent:<id>`, set (7 days) right after the server accepted the message;
 //!   a delivery that finds it is acked without sending.
-//! - `<prefix>:mail:sending:<id>`, a short claim (`SET NX`) held while one delivery sends, so
-//!   two copies handled at the same moment (prefetch > 1, or two workers) do not both send.
-//!   The other copy waits for the holder to finish, then acks (sent) or takes the claim
-//!   (the holder failed and let go).
+//! - `<prefix>:mail:sending:<id>`, a claim held while one delivery sends, so two copies
+//!   handled at the same moment (prefetch > 1, or two workers) do not both send. It is a
+//!   [`Lease`] naming its holder: short ([`CLAIM_TTL`]), renewed while the send runs, released
+//!   only by its holder. The other copy waits for the holder to finish, then acks (sent) or
+//!   takes the claim (the holder failed and let go, or died and its claim ran out: a killed
+//!   worker delays a mail by at most [`CLAIM_TTL`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,23 +38,30 @@ use dropline_core::amqp::MAIL;
 use dropline_core::config::{SmtpConfig, SmtpTls};
 use dropline_core::consumer::{Message, Outcome, consume};
 use dropline_core::deps::Deps;
+use dropline_core::lease::Lease;
 use dropline_core::messages::{Envelope, MailSend, OrderConfirmed, kinds};
 use dropline_core::redis::Redis;
 use fred::prelude::*;
-use fred::types::{Expiration, SetOptions};
+use fred::types::Expiration;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::response::Response;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Each SMTP command (connect, greeting, EHLO, MAIL, ...) fails after this long.
 const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// One whole send (connection and every command) is given up after this long.
 const SEND_LIMIT: Duration = Duration::from_secs(30);
-/// How long a sending claim lives if its holder dies. Longer than [`SEND_LIMIT`], so a live
-/// holder always finishes (and releases the claim) before it expires.
-const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How long a sending claim lives unless its holder renews it (every third of this while the
+/// send runs): how long a copy waits for a holder that died.
+const CLAIM_TTL: Duration = Duration::from_secs(6);
+/// How long a copy waits for a live holder: its send is bounded by [`SEND_LIMIT`], and a dead
+/// holder's claim runs out within [`CLAIM_TTL`] after its last renewal.
+const CLAIM_WAIT: Duration = Duration::from_secs(SEND_LIMIT.as_secs() + CLAIM_TTL.as_secs());
 /// How long the "sent" marker is kept: far longer than any redelivery or retry path.
 const SENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often a copy waiting for another copy's claim looks again.
@@ -221,9 +230,14 @@ impl Mailer {
     /// the module docs).
     async fn send_once(&self, id: &str, email: lettre::Message) -> Outcome {
         let sent_key = self.redis.key(&format!("mail:sent:{id}"));
-        let claim_key = self.redis.key(&format!("mail:sending:{id}"));
+        let claim = Lease::new(
+            self.redis.clone(),
+            self.redis.key(&format!("mail:sending:{id}")),
+            Uuid::new_v4().to_string(),
+            CLAIM_TTL,
+        );
 
-        match self.claim(&sent_key, &claim_key).await {
+        match self.claim(&sent_key, &claim).await {
             Ok(Claim::Ours) => {}
             Ok(Claim::AlreadySent) => {
                 tracing::info!("mail already sent for this envelope; duplicate acked");
@@ -238,7 +252,11 @@ impl Mailer {
             }
         }
 
-        let result = tokio::time::timeout(SEND_LIMIT, self.transport.send(email)).await;
+        let Some(result) = self.send_holding(&claim, email).await else {
+            // Our claim ran out or was taken: another copy may be sending now. Ours was
+            // abandoned before the server's final reply could be read.
+            return Outcome::Retry("lost the sending claim while sending".into());
+        };
         match result {
             Ok(Ok(_response)) => {
                 // The server has the message. Mark it sent at once; until this SET lands, a
@@ -262,11 +280,12 @@ impl Mailer {
                 match marked {
                     Ok(_) => {
                         // The claim is only released once the marker is in place.
-                        let _: Result<i64, _> = self.redis.pool().del(&claim_key).await;
+                        self.release(&claim).await;
                     }
                     Err(error) => {
-                        // Keep the claim (it expires by itself) so a concurrent copy still
-                        // waits; acking is still right: retrying would mail a second time.
+                        // Keep the claim (it runs out within CLAIM_TTL) so a copy arriving
+                        // meanwhile still waits; acking is still right: retrying would mail a
+                        // second time.
                         tracing::error!(%error, "mail sent but the sent marker could not be written; a redelivered copy could be sent again");
                     }
                 }
@@ -275,7 +294,7 @@ impl Mailer {
                 Outcome::Ack
             }
             Ok(Err(error)) => {
-                self.release(&claim_key).await;
+                self.release(&claim).await;
                 if error.is_permanent() {
                     Outcome::Park(format!("SMTP server rejected the mail: {error}"))
                 } else {
@@ -284,7 +303,7 @@ impl Mailer {
                 }
             }
             Err(_elapsed) => {
-                self.release(&claim_key).await;
+                self.release(&claim).await;
                 Outcome::Retry(format!("SMTP send took longer than {SEND_LIMIT:?}"))
             }
         }
@@ -345,31 +364,25 @@ impl Mailer {
     }
 
     /// Takes the sending claim for one envelope, unless it was sent already. When another
-    /// delivery holds the claim, waits (up to the claim's lifetime) for it to finish.
-    async fn claim(&self, sent_key: &str, claim_key: &str) -> anyhow::Result<Claim> {
+    /// delivery holds the claim, waits (up to [`CLAIM_WAIT`]) for it to finish or let go.
+    async fn claim(&self, sent_key: &str, claim: &Lease) -> anyhow::Result<Claim> {
         let pool = self.redis.pool();
-        let deadline = tokio::time::Instant::now() + CLAIM_TTL;
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
         loop {
             let sent: bool = pool.exists(sent_key).await.context("EXISTS sent marker")?;
             if sent {
                 return Ok(Claim::AlreadySent);
             }
-            let taken: Option<String> = pool
-                .set(
-                    claim_key,
-                    "1",
-                    Some(Expiration::PX(CLAIM_TTL.as_millis() as i64)),
-                    Some(SetOptions::NX),
-                    false,
-                )
+            if claim
+                .try_acquire()
                 .await
-                .context("SET NX sending claim")?;
-            if taken.is_some() {
+                .context("taking the sending claim")?
+            {
                 // The holder we may have waited for could have finished between our EXISTS and
-                // SET: look once more before sending.
+                // taking the claim: look once more before sending.
                 let sent: bool = pool.exists(sent_key).await.context("EXISTS sent marker")?;
                 if sent {
-                    self.release(claim_key).await;
+                    self.release(claim).await;
                     return Ok(Claim::AlreadySent);
                 }
                 return Ok(Claim::Ours);
@@ -385,12 +398,44 @@ impl Mailer {
         }
     }
 
-    async fn release(&self, claim_key: &str) {
-        // Safe without comparing owners: a send is bounded by SEND_LIMIT < CLAIM_TTL, so the
-        // claim being released is still ours. If the DEL fails the claim expires by itself.
-        let released: Result<i64, _> = self.redis.pool().del(claim_key).await;
-        if let Err(error) = released {
-            tracing::warn!(%error, "could not release the sending claim; it expires by itself");
+    /// Sends `email` (bounded by [`SEND_LIMIT`]) while renewing `claim`; `None` when the claim
+    /// was found in other hands (the send is dropped). A renewal that fails for want of Redis
+    /// is only logged: the claim then runs out by itself, and a copy waiting for it cannot
+    /// take it before Redis is back either.
+    async fn send_holding(
+        &self,
+        claim: &Lease,
+        email: lettre::Message,
+    ) -> Option<Result<Result<Response, SmtpError>, tokio::time::error::Elapsed>> {
+        let send = tokio::time::timeout(SEND_LIMIT, self.transport.send(email));
+        tokio::pin!(send);
+        let mut renew = tokio::time::interval(CLAIM_TTL / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await; // the first tick is now: the claim was just taken
+        loop {
+            tokio::select! {
+                result = &mut send => return Some(result),
+                _ = renew.tick() => match claim.try_acquire().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("the sending claim ran out while sending; giving the send up");
+                        return None;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "could not renew the sending claim");
+                    }
+                },
+            }
+        }
+    }
+
+    async fn release(&self, claim: &Lease) {
+        // Only ours is deleted: a claim that ran out and was taken by another copy stays.
+        if let Err(error) = claim.release().await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not release the sending claim; it runs out by itself"
+            );
         }
     }
 }

@@ -248,6 +248,49 @@ async fn the_same_envelope_published_twice_at_once_is_sent_once() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_send_keeps_its_short_claim_and_its_duplicate_waits() -> anyhow::Result<()> {
+    // The server takes 7 s to accept the message: longer than a sending claim lives (6 s)
+    // unless its holder renews it, shorter than one SMTP command may take (10 s).
+    let world = World::start(&[]).await?;
+    world.sink.set_reply_delay(Duration::from_secs(7));
+    let envelope = mail("slow@example.com", "slow", "taking its time");
+    let redis = world.deps.redis()?;
+    let claim = redis.key(&format!("mail:sending:{}", envelope.id));
+    world.publish(&envelope).await?;
+    world.publish(&envelope).await?;
+
+    // The claim is short-lived (a killed holder's runs out within 6 s) ...
+    let pool = redis.pool();
+    let mut ttls = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
+    while tokio::time::Instant::now() < deadline {
+        let ttl: i64 = pool.pttl(&claim).await?;
+        if ttl > 0 {
+            ttls.push(ttl);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!ttls.is_empty(), "nobody held the sending claim");
+    assert!(
+        ttls.iter().all(|&ttl| ttl <= 6_000),
+        "the claim lives longer than 6 s: {ttls:?}"
+    );
+    // ... and renewed while the send runs, so the copy waiting for it never sends too. (Had
+    // it run out at 6 s, that copy's send would land 7 s later: watch past that.)
+    world.sink.wait_for(1, Duration::from_secs(20)).await?;
+    assert!(
+        holds_for(Duration::from_secs(8), || async {
+            world.sink.messages().len() == 1
+        })
+        .await,
+        "sent {} times",
+        world.sink.messages().len()
+    );
+    assert_eq!(world.parked().await?, 0);
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_envelope_published_again_later_is_not_sent_again() -> anyhow::Result<()> {
     // Prefetch 1: deliveries are handled one after another in queue order, so once the
     // message published after the duplicate has arrived, the duplicate has been handled.
