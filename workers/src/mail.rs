@@ -64,6 +64,10 @@ const CLAIM_TTL: Duration = Duration::from_secs(6);
 const CLAIM_WAIT: Duration = Duration::from_secs(SEND_LIMIT.as_secs() + CLAIM_TTL.as_secs());
 /// How long the "sent" marker is kept: far longer than any redelivery or retry path.
 const SENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a delivery keeps trying to write the sent marker after the server took the mail.
+const MARK_PATIENCE: Duration = Duration::from_secs(30);
+/// Pause between two tries of the sent marker.
+const MARK_RETRY: Duration = Duration::from_millis(250);
 /// How often a copy waiting for another copy's claim looks again.
 const CLAIM_POLL: Duration = Duration::from_millis(100);
 
@@ -266,19 +270,8 @@ impl Mailer {
                 // holds when the server took the message but its `250` was lost to a dropped
                 // connection or the timeout: that attempt is retried and mails again.) The
                 // Message-ID, fixed per envelope, lets the receiving side drop such a duplicate.
-                let marked: Result<Option<String>, _> = self
-                    .redis
-                    .pool()
-                    .set(
-                        &sent_key,
-                        "1",
-                        Some(Expiration::EX(SENT_TTL.as_secs() as i64)),
-                        None,
-                        false,
-                    )
-                    .await;
-                match marked {
-                    Ok(_) => {
+                match self.mark_sent(&sent_key).await {
+                    Ok(()) => {
                         // The claim is only released once the marker is in place.
                         self.release(&claim).await;
                     }
@@ -286,7 +279,10 @@ impl Mailer {
                         // Keep the claim (it runs out within CLAIM_TTL) so a copy arriving
                         // meanwhile still waits; acking is still right: retrying would mail a
                         // second time.
-                        tracing::error!(%error, "mail sent but the sent marker could not be written; a redelivered copy could be sent again");
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "mail sent but the sent marker could not be written; a redelivered copy could be sent again"
+                        );
                     }
                 }
                 metrics::counter!("dropline_mail_sent_total").increment(1);
@@ -394,6 +390,41 @@ impl Mailer {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Claim::GaveUp);
+            }
+        }
+    }
+
+    /// Writes the sent marker, trying again while Redis is away (a stall, a failover) for up to
+    /// [`MARK_PATIENCE`]: until it lands, a redelivered copy would mail a second time, so the
+    /// delivery is worth holding for it. Gives up early only at shutdown.
+    async fn mark_sent(&self, sent_key: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + MARK_PATIENCE;
+        loop {
+            let marked: Result<Option<String>, _> = self
+                .redis
+                .pool()
+                .set(
+                    sent_key,
+                    "1",
+                    Some(Expiration::EX(SENT_TTL.as_secs() as i64)),
+                    None,
+                    false,
+                )
+                .await;
+            let error = match marked {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            if tokio::time::Instant::now() + MARK_RETRY >= deadline {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("SET sent marker (tried for {MARK_PATIENCE:?})")));
+            }
+            tracing::warn!(%error, "could not write the sent marker yet; trying again");
+            tokio::select! {
+                () = self.shutdown.cancelled() => {
+                    return Err(anyhow::Error::new(error).context("SET sent marker (shutting down)"));
+                }
+                () = tokio::time::sleep(MARK_RETRY) => {}
             }
         }
     }
