@@ -169,7 +169,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_tracing(&config);
+    // Held to the end of main: dropping it writes out the log lines still queued.
+    let _log_writer = telemetry::init_tracing(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -279,13 +279,24 @@ fn all_serves_both_services_until_sigterm() -> anyhow::Result<()> {
     isolated(&mut cmd, &env);
     let mut child = cmd
         .args(["all", "--demo"])
+        .env("DROPLINE_LOG_FILTER", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
     let stdout = child
         .stdout
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    // The logs (written by their own thread): read to the end, so that the pipe never fills.
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -313,6 +324,11 @@ fn all_serves_both_services_until_sigterm() -> anyhow::Result<()> {
             for url in &urls {
                 let r = reqwest::get(format!("{url}/readyz")).await?;
                 assert_eq!(r.status(), 200, "{url}/readyz");
+                let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+                assert!(
+                    metrics.contains("dropline_log_lines_dropped_total 0"),
+                    "{url}/metrics counts dropped log lines"
+                );
             }
             Ok::<_, anyhow::Error>(())
         })
@@ -324,6 +340,14 @@ fn all_serves_both_services_until_sigterm() -> anyhow::Result<()> {
     let status = child.wait()?;
     result?;
     assert!(status.success(), "exit after SIGTERM: {status:?}");
+    // Lines logged while shutting down are written out before the process ends.
+    let logs = logs
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stderr reader panicked"))?;
+    assert!(
+        logs.contains("shutdown requested"),
+        "the shutdown is in the logs: {logs}"
+    );
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(env.cleanup())
 }
