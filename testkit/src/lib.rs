@@ -329,3 +329,22 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Asserts an error answer in the contract's shape (DESIGN §9): status `want`, `{"error":
+/// {"code": code, "message": <not empty>}}`.
+#[track_caller]
+pub fn assert_error(
+    status: axum::http::StatusCode,
+    body: &serde_json::Value,
+    want: axum::http::StatusCode,
+    code: &str,
+) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}

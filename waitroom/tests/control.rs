@@ -12,7 +12,7 @@ use dropline_core::keys::KeyRing;
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_core::tokens::{self, Role};
-use dropline_testkit::TestEnv;
+use dropline_testkit::{TestEnv, assert_error};
 use dropline_waitroom::queue::{AdmitParams, WaitQueue};
 use fred::prelude::*;
 use reqwest::StatusCode;
@@ -133,17 +133,6 @@ impl Room {
         self.deps.close().await;
         self.env.cleanup().await
     }
-}
-
-fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use dropline_core::deps::{Deps, Needs};
 use dropline_core::keys::{KeyRing, SigningKeyPair};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_core::tokens::{self, PassClaims, PassError, Role};
-use dropline_testkit::TestEnv;
+use dropline_testkit::{TestEnv, assert_error};
 use dropline_waitroom::queue::{AdmitParams, WaitQueue};
 use fred::prelude::*;
 use reqwest::StatusCode;
@@ -178,17 +178,6 @@ impl Edge {
         self.deps.close().await;
         self.env.cleanup().await
     }
-}
-
-fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
 }
 
 #[tokio::test]
