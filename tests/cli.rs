@@ -33,6 +33,32 @@ fn isolated(cmd: &mut Command, env: &TestEnv) {
         .env("DROPLINE_HTTP__SHUTDOWN_GRACE_SECONDS", "5");
 }
 
+/// A spawned `dropline` that is killed if the test ends first: a failed assertion unwinds
+/// past the test's own SIGTERM and would leave it running.
+struct Reaped(std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn output(cmd: &mut Command) -> anyhow::Result<(i32, String, String)> {
     let out = cmd.output()?;
     Ok((
@@ -277,12 +303,13 @@ fn all_serves_both_services_until_sigterm() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let mut cmd = dropline();
     isolated(&mut cmd, &env);
-    let mut child = cmd
-        .args(["all", "--demo"])
-        .env("DROPLINE_LOG_FILTER", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut child = Reaped(
+        cmd.args(["all", "--demo"])
+            .env("DROPLINE_LOG_FILTER", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
     let stdout = child
         .stdout
         .take()
@@ -588,17 +615,18 @@ fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let mut cmd = dropline();
     isolated(&mut cmd, &env);
-    let mut child = cmd
-        .arg("api")
-        .env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path)
-        .env(
-            "DROPLINE_PASSES__VERIFY_KEY_FILES",
-            format!("[\"{}\"]", pass_pub.display()),
-        )
-        .env("DROPLINE_PII__KEY", dropline_core::pii::random_key_base64())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = Reaped(
+        cmd.arg("api")
+            .env("DROPLINE_AUTH__SIGNING_KEY_FILE", &key_path)
+            .env(
+                "DROPLINE_PASSES__VERIFY_KEY_FILES",
+                format!("[\"{}\"]", pass_pub.display()),
+            )
+            .env("DROPLINE_PII__KEY", dropline_core::pii::random_key_base64())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
     let stdout = child
         .stdout
         .take()
