@@ -17,9 +17,9 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use sha2::{Digest, Sha256};
 
 use crate::tokens::VerifiedAccess;
-use sha2::{Digest, Sha256};
 
 /// A public key that verifies, with its id.
 #[derive(Clone)]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use dropline_core::config::Config;
 use dropline_core::deps::{Deps, Needs};
@@ -87,22 +88,16 @@ async fn assert_error(
     status: u16,
     code: &str,
 ) -> anyhow::Result<Value> {
-    assert_eq!(response.status().as_u16(), status);
+    let got = response.status();
     let ct = response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    assert!(ct.starts_with("application/json"), "content-type {ct}");
     let body: Value = response.json().await?;
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    dropline_testkit::assert_error(got, &body, StatusCode::from_u16(status)?, code);
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
     assert_eq!(
         body.as_object().map(|o| o.len()),
         Some(1),
