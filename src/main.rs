@@ -4,8 +4,6 @@
 //! connect what the role needs, run it until SIGTERM / Ctrl-C. The components live in the
 //! `dropline-*` crates.
 
-mod demo;
-
 // Request handling allocates many small short-lived objects; mimalloc serves them with far
 // less contention than glibc malloc (profiled: malloc/free were the top user-space symbols).
 #[global_allocator]
@@ -18,9 +16,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::config::Sources;
-use dropline_core::deps::{Deps, Needs};
 use dropline_core::{Config, telemetry};
+use dropline_ops::demo;
 use dropline_workers::Kind;
 use tokio_util::sync::CancellationToken;
 
@@ -275,8 +274,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::All(args) => run_all(&config, args).await?,
         Command::Migrate => {
-            let pool = dropline_core::mysql::connect(&config.mysql).await?;
-            dropline_core::mysql::migrate(&pool).await?;
+            let pool = dropline_core::clients::mysql::connect(&config.mysql).await?;
+            dropline_core::clients::mysql::migrate(&pool).await?;
             let applied: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
                     .fetch_one(&pool)
@@ -291,67 +290,35 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             name,
             admin,
         }) => {
-            use dropline_api::accounts::{CreateError, create_verified_user};
-            use dropline_core::tokens::Role;
-            let pool = dropline_core::mysql::connect(&config.mysql).await?;
-            if config.mysql.run_migrations {
-                dropline_core::mysql::migrate(&pool).await?;
-            }
-            let hasher = config.auth.hasher()?;
-            let role = if admin { Role::Admin } else { Role::Buyer };
-            let created =
-                create_verified_user(&pool, &hasher, &email, &password, name.as_deref(), role)
-                    .await;
-            pool.close().await;
-            match created {
-                Ok(id) => println!("{id}"),
-                Err(CreateError::Other(e)) => return Err(e),
-                Err(e) => {
-                    eprintln!("dropline: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
+            let user = dropline_ops::users::NewUser {
+                email,
+                password,
+                name,
+                admin,
+            };
+            return dropline_ops::users::create(&config, user).await;
         }
         Command::Sale(SaleCommand::Rearm { sale_id, force }) => {
-            let Ok(sale) = uuid::Uuid::parse_str(sale_id.trim()) else {
-                eprintln!("dropline: `{sale_id}` is not a sale id (a UUID)");
-                return Ok(ExitCode::from(2));
-            };
-            let deps = connect(
-                &config,
-                Needs {
-                    mysql: true,
-                    redis: true,
-                    amqp: false,
-                },
-            )
-            .await?;
-            let done = dropline_core::rearm::rearm(deps.mysql()?, deps.redis()?, sale, force).await;
-            deps.close().await;
-            let report = done?;
-            println!(
-                "sale {sale} rearmed: {} available, {} sold in {} paid order(s), {} held by {} \
-                 paying order(s), {} lost hold(s) recorded expired, {} key(s) wiped",
-                report.available,
-                report.paid_units,
-                report.paid_orders,
-                report.paying_units,
-                report.paying_orders,
-                report.expired_holds,
-                report.wiped_keys
-            );
+            return dropline_ops::rearm::rearm_command(&config, &sale_id, force).await;
         }
         Command::Sale(SaleCommand::Audit {
             sale_id,
             json,
             settled,
-        }) => return sale_audit(&config, &sale_id, json, settled).await,
+        }) => return dropline_ops::audit::sale_audit(&config, &sale_id, json, settled).await,
         Command::Loadtest(LoadtestCommand::Seed {
             users,
             out,
             password,
             token_ttl_seconds,
-        }) => return loadtest_seed(&config, users, out, password, token_ttl_seconds).await,
+        }) => {
+            let options = dropline_ops::loadtest::SeedOptions {
+                users,
+                password,
+                token_ttl: Duration::from_secs(token_ttl_seconds),
+            };
+            return dropline_ops::loadtest::seed_command(&config, options, out).await;
+        }
         Command::Config(ConfigCommand::Check) => {
             println!("configuration is valid:\n{config:#?}");
         }
@@ -359,112 +326,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             print!("{}", dropline_core::config::DEFAULTS_TOML);
         }
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `dropline sale audit`: 0 no breach, 1 a breach (or the audit could not run: then nothing
-/// is printed on stdout), 2 a malformed or unknown sale id. Connects without migrating or
-/// creating anything: the audit only reads.
-async fn sale_audit(
-    config: &Config,
-    sale_id: &str,
-    json: bool,
-    settled: bool,
-) -> anyhow::Result<ExitCode> {
-    use dropline_core::audit::{AuditOptions, UnknownSale, audit};
-    let Ok(sale) = uuid::Uuid::parse_str(sale_id.trim()) else {
-        eprintln!("dropline: `{sale_id}` is not a sale id (a UUID)");
-        return Ok(ExitCode::from(2));
-    };
-    let mysql = dropline_core::mysql::connect_existing(&config.mysql)
-        .await
-        .context("connecting to MySQL")?;
-    let redis = match dropline_core::redis::Redis::connect(&config.redis).await {
-        Ok(redis) => redis,
-        Err(error) => {
-            mysql.close().await;
-            return Err(error.context("connecting to Redis"));
-        }
-    };
-    let options = AuditOptions {
-        settled,
-        ..AuditOptions::default()
-    };
-    let done = audit(&mysql, &redis, sale, options).await;
-    mysql.close().await;
-    redis.quit().await;
-    let report = match done {
-        Ok(report) => report,
-        Err(error) if error.downcast_ref::<UnknownSale>().is_some() => {
-            eprintln!("dropline: no sale {sale} in MySQL (check the id and mysql.url)");
-            return Ok(ExitCode::from(2));
-        }
-        Err(error) => return Err(error.context(format!("auditing sale {sale}"))),
-    };
-    if json {
-        println!("{}", report.to_json()?);
-    } else {
-        print!("{}", report.human());
-    }
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// `dropline loadtest seed`: checked (allowed, sane, a signing key) before connecting.
-async fn loadtest_seed(
-    config: &Config,
-    users: u32,
-    out: Option<PathBuf>,
-    password: String,
-    token_ttl_seconds: u64,
-) -> anyhow::Result<ExitCode> {
-    use dropline_api::loadtest::{SeedOptions, check, seed};
-    let options = SeedOptions {
-        users,
-        password,
-        token_ttl: Duration::from_secs(token_ttl_seconds),
-    };
-    if let Err(refused) = check(config.loadtest.allow, &options) {
-        eprintln!("dropline: {refused}; nothing was changed");
-        return Ok(ExitCode::from(2));
-    }
-    let ring = match dropline_core::keys::access_ring(&config.auth) {
-        Ok(ring) => ring.filter(|ring| ring.signer().is_some()),
-        Err(error) => {
-            eprintln!("dropline: {error:#}; nothing was changed");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let Some(ring) = ring else {
-        eprintln!(
-            "dropline: loadtest seed signs access tokens with the api's key: set \
-             auth.signing_key_file (or DROPLINE_AUTH__SIGNING_KEY) to the key the api runs with; \
-             nothing was changed"
-        );
-        return Ok(ExitCode::from(2));
-    };
-    let hasher = config.auth.hasher()?;
-    let mut writer: Box<dyn std::io::Write> = match &out {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let pool = dropline_core::mysql::connect(&config.mysql).await?;
-    if config.mysql.run_migrations {
-        dropline_core::mysql::migrate(&pool).await?;
-    }
-    let started = std::time::Instant::now();
-    let made = seed(&pool, &hasher, &ring, &options, &mut writer).await;
-    pool.close().await;
-    let made = made?;
-    eprintln!(
-        "dropline: seeded {made} verified buyer(s) in {:.1} s; tokens valid for {token_ttl_seconds} s",
-        started.elapsed().as_secs_f64()
-    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -537,7 +398,7 @@ fn browser_host(addr: SocketAddr) -> String {
 /// Every component in one process, sharing one set of connections.
 async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     let mut config = config.clone();
-    let made = dropline_core::keys::fill_dev_secrets(&mut config)?;
+    let made = dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
     if !made.is_empty() {
         tracing::warn!(
             keys = made.join(", "),
@@ -562,7 +423,12 @@ async fn run_all(config: &Config, args: AllArgs) -> anyhow::Result<()> {
     let api = dropline_api::build_on(api_bound, config, &deps, api_secrets)?;
     print_listening(&[(&waitroom, ""), (&api, "")]);
     if args.demo {
-        let demo = demo::ensure(deps.mysql()?, deps.redis()?, &config.auth.hasher()?).await?;
+        let demo = demo::ensure(
+            deps.mysql()?,
+            deps.redis()?,
+            &dropline_core::auth::password::Hasher::from_config(&config.auth)?,
+        )
+        .await?;
         demo::print_urls(&demo, waitroom.addr(), api.addr());
     }
     println!("ready: health at /readyz on both; Ctrl-C stops");

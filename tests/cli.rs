@@ -178,9 +178,9 @@ fn sale_audit_refuses_a_malformed_id_before_connecting() -> anyhow::Result<()> {
 
 /// A product and an open sale of `stock` in MySQL, armed in Redis (as the admin api does).
 async fn armed_sale(env: &TestEnv, stock: i32) -> anyhow::Result<uuid::Uuid> {
-    let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
-    dropline_core::mysql::migrate(&pool).await?;
-    let redis = dropline_core::redis::Redis::connect(&env.config.redis).await?;
+    let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
+    dropline_core::clients::mysql::migrate(&pool).await?;
+    let redis = dropline_core::clients::redis::Redis::connect(&env.config.redis).await?;
     let (product, sale) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     sqlx::query(
         "INSERT INTO products (id, name, price, currency, created_at) \
@@ -241,7 +241,7 @@ fn sale_audit_exits_0_when_sound_1_on_a_breach_and_2_for_an_unknown_sale() -> an
 
     // MySQL's sold count no longer the sum of the paid rows: exit 1, with the code.
     rt.block_on(async {
-        let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
+        let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
         sqlx::query("UPDATE sales SET sold = 1 WHERE id = ?")
             .bind(sale)
             .execute(&pool)
@@ -435,7 +435,7 @@ fn user_create_makes_a_verified_account_and_refuses_bad_input() -> anyhow::Resul
 
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
+        let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
         let (email, role, verified, hash): (
             String,
             String,
@@ -494,8 +494,8 @@ fn loadtest_seed_is_refused_unless_allowed_before_connecting() -> anyhow::Result
 
 #[test]
 fn loadtest_seed_makes_verified_buyers_whose_tokens_the_api_accepts() -> anyhow::Result<()> {
-    use dropline_core::keys::{KeyRing, SigningKeyPair};
-    use dropline_core::tokens::{Role, verify_access};
+    use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
+    use dropline_core::auth::tokens::{Role, verify_access};
     let env = TestEnv::new()?;
     let dir = tempfile::tempdir()?;
     let key_path = dir.path().join("access.pem");
@@ -542,7 +542,7 @@ fn loadtest_seed_makes_verified_buyers_whose_tokens_the_api_accepts() -> anyhow:
 
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
+        let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
         let (count, verified): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), COUNT(email_verified_at) FROM users \
              WHERE role = 'buyer' AND email LIKE 'load-%@loadtest.invalid'",
@@ -558,7 +558,7 @@ fn loadtest_seed_makes_verified_buyers_whose_tokens_the_api_accepts() -> anyhow:
                 .fetch_one(&pool)
                 .await?;
         assert_eq!(&stored_email, email);
-        let hasher = dropline_core::password::Hasher::new(1024, 1, 1)?;
+        let hasher = dropline_core::auth::password::Hasher::new(1024, 1, 1)?;
         assert!(hasher.verify("loadtest-password", &hash)?);
         pool.close().await;
         env.cleanup().await
@@ -567,7 +567,7 @@ fn loadtest_seed_makes_verified_buyers_whose_tokens_the_api_accepts() -> anyhow:
 
 #[test]
 fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
-    use dropline_core::keys::SigningKeyPair;
+    use dropline_core::auth::keys::SigningKeyPair;
     // Nothing reachable: the key check must come before any connection attempt.
     let unreachable = |cmd: &mut Command| {
         cmd.env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
@@ -622,7 +622,10 @@ fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
                 "DROPLINE_PASSES__VERIFY_KEY_FILES",
                 format!("[\"{}\"]", pass_pub.display()),
             )
-            .env("DROPLINE_PII__KEY", dropline_core::pii::random_key_base64())
+            .env(
+                "DROPLINE_PII__KEY",
+                dropline_core::config::pii_key::random_key_base64(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?,
@@ -661,7 +664,7 @@ fn api_needs_its_keys_and_starts_with_configured_ones() -> anyhow::Result<()> {
 
 #[test]
 fn waitroom_needs_its_keys() -> anyhow::Result<()> {
-    use dropline_core::keys::SigningKeyPair;
+    use dropline_core::auth::keys::SigningKeyPair;
     // Nothing reachable: the key check must come before any connection attempt.
     let unreachable = |cmd: &mut Command| {
         cmd.env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1");

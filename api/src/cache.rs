@@ -32,11 +32,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
 use dropline_core::config::CacheConfig;
-use dropline_core::error::ApiError;
+use dropline_core::http::error::ApiError;
 use dropline_core::lua::scripts::LEASE_RELEASE;
-use dropline_core::redis::Redis;
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
 use rand::Rng;

@@ -5,10 +5,10 @@ use std::net::IpAddr;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use dropline_core::error::{ApiError, ErrorCode};
-use dropline_core::extract;
-pub use dropline_core::extract::{PathId, bearer};
-use dropline_core::tokens::{AccessClaims, Role};
+use dropline_core::auth::tokens::{AccessClaims, Role};
+use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::http::extract;
+pub use dropline_core::http::extract::{PathId, bearer};
 
 use crate::state::AppState;
 

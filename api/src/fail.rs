@@ -1,7 +1,7 @@
 //! Dependency failures to contract errors: an outage (connection refused, pool exhausted,
 //! timeout) is 503 `unavailable` with `Retry-After`, anything else is a logged 500 `internal`.
 
-use dropline_core::error::ApiError;
+use dropline_core::http::error::ApiError;
 
 /// A MySQL error that was not expected by the handler.
 pub fn db(context: &'static str, error: sqlx::Error) -> ApiError {

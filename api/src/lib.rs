@@ -4,7 +4,6 @@
 //! stock steps in `lua/`, and payment and confirmation in `dropline-workers`. It needs MySQL,
 //! Redis and RabbitMQ.
 
-pub mod accounts;
 pub mod admin;
 pub mod cache;
 pub mod catalog;
@@ -12,8 +11,8 @@ pub mod extract;
 pub mod fail;
 pub mod janitor;
 pub mod limits;
-pub mod loadtest;
 pub mod orders;
+pub mod pii;
 pub mod sessions;
 pub mod state;
 pub mod users;
@@ -22,7 +21,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use dropline_core::Config;
-use dropline_core::deps::Deps;
+use dropline_core::clients::deps::Deps;
 use dropline_core::http::{Bound, Dependency, Readiness, Server};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 

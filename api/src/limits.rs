@@ -1,6 +1,6 @@
 //! Keyed request limits (GCRA through `governor`): login per IP and per e-mail, sign-up per IP,
 //! verification e-mail resends per address. Over a limit the answer is 429 `rate_limited` with
-//! `Retry-After` set to when the next request would pass ([`dropline_core::limit`]; counted per
+//! `Retry-After` set to when the next request would pass ([`dropline_core::http::limit`]; counted per
 //! process).
 
 use std::net::IpAddr;
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dropline_core::config::LimitsConfig;
-use dropline_core::error::ApiError;
-use dropline_core::limit::{Keyed, per_minute};
+use dropline_core::http::error::ApiError;
+use dropline_core::http::limit::{Keyed, per_minute};
 use governor::Quota;
 
 /// The api's limiters.

@@ -3,7 +3,7 @@
 //! - `POST /api/orders`: access token + `Dropline-Pass` (verified with the waiting room's public
 //!   key, for this sale and this user) + `Idempotency-Key`; one `lua/reserve.lua` call decides.
 //!   MySQL is not on this path: the order reaches it through the sale's outbox
-//!   ([`dropline_core::outbox`], written by the workers' recorder).
+//!   ([`dropline_core::orders::outbox`], written by the workers' recorder).
 //! - `GET /api/orders/{id}`, `DELETE /api/orders/{id}` (held only), `POST /api/orders/{id}/pay`:
 //!   the order is found through a lookup key (`<prefix>:order:<id>` → sale, written when the
 //!   order is made, kept [`LOOKUP_TTL`]), or through MySQL once that key is gone. Another user's
@@ -31,16 +31,16 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::auth::tokens::{PassError, TokenError, verify_pass};
 use dropline_core::http::Json;
-use dropline_core::ledger::{self, OrderRow};
+use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::lua::PipelinedSet;
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
+use dropline_core::orders::ledger::{self, OrderRow};
 use dropline_core::orders::{
     MAX_IDEMPOTENCY_KEY_LEN, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Transition,
 };
 use dropline_core::sale::from_ms;
-use dropline_core::tokens::{PassError, TokenError, verify_pass};
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};

@@ -17,18 +17,18 @@ use axum::{Json as AxumJson, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};
-use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::auth::tokens::{self, Role};
 use dropline_core::http::Json;
-use dropline_core::tokens::{self, Role};
+use dropline_core::http::error::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{MySql, Transaction};
 use uuid::Uuid;
 
-use crate::accounts;
 use crate::extract::ClientIp;
 use crate::fail::{self, TxError};
 use crate::state::AppState;
+use dropline_core::auth::accounts;
 
 /// Refresh tokens start with this, so they are recognisable in logs and secret scanners.
 const REFRESH_PREFIX: &str = "drt_";

@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
+use crate::pii::Pii;
 use dropline_core::Config;
-use dropline_core::amqp::Broker;
+use dropline_core::auth::keys::KeyRing;
+use dropline_core::auth::password::Hasher;
+use dropline_core::clients::amqp::Broker;
+use dropline_core::clients::deps::Deps;
+use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
-use dropline_core::deps::Deps;
-use dropline_core::error::ApiError;
-use dropline_core::keys::KeyRing;
-use dropline_core::password::Hasher;
-use dropline_core::pii::Pii;
-use dropline_core::redis::Redis;
+use dropline_core::http::error::ApiError;
 use dropline_core::sale::SaleView;
 use sqlx::MySqlPool;
 use uuid::Uuid;
@@ -30,7 +30,7 @@ impl Secrets {
     /// Loads the keys from `[auth]`, `[passes]` and `[pii]`; a missing one is an error naming
     /// the config key (`dropline all` fills throw-away keys in before calling this).
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let keys = dropline_core::keys::access_ring(&config.auth)?
+        let keys = dropline_core::auth::keys::access_ring(&config.auth)?
             .filter(|ring| ring.signer().is_some())
             .ok_or_else(|| {
                 anyhow::anyhow!(
@@ -39,7 +39,7 @@ impl Secrets {
                      (`openssl genpkey -algorithm ed25519`)"
                 )
             })?;
-        let passes = dropline_core::keys::pass_ring(&config.passes)?.ok_or_else(|| {
+        let passes = dropline_core::auth::keys::pass_ring(&config.passes)?.ok_or_else(|| {
             anyhow::anyhow!(
                 "the api needs the waiting room's public key to verify passes: set \
                  passes.verify_key_files (DROPLINE_PASSES__VERIFY_KEY_FILES='[\"/path/pass.pub.pem\"]')"
@@ -97,7 +97,7 @@ impl AppState {
             keys: secrets.keys,
             passes: secrets.passes,
             pii: secrets.pii,
-            hasher: config.auth.hasher()?,
+            hasher: dropline_core::auth::password::Hasher::from_config(&config.auth)?,
             limits: Limits::new(&config.limits)?,
             cache: crate::cache::Cache::new(redis.clone(), &config.cache),
             redis,
@@ -111,7 +111,7 @@ impl AppState {
     pub async fn dummy_hash(&self) -> Result<String, ApiError> {
         self.dummy_hash
             .get_or_try_init(|| async {
-                let random = dropline_core::pii::random_key_base64();
+                let random = dropline_core::config::pii_key::random_key_base64();
                 self.hasher.hash_async(random).await
             })
             .await

@@ -11,18 +11,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json as AxumJson, Router};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use dropline_core::error::{ApiError, ErrorCode};
 use dropline_core::http::Json;
+use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::messages::{Envelope, MailSend, kinds};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::{MySql, Transaction};
 use uuid::Uuid;
 
-use crate::accounts::{self, CreateError};
 use crate::extract::{Caller, ClientIp};
 use crate::fail;
 use crate::state::AppState;
+use dropline_core::auth::accounts;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,16 +31,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/users/verify/resend", post(resend))
         .route("/api/me", get(me))
         .route("/api/me/password", put(change_password))
-}
-
-impl From<CreateError> for ApiError {
-    fn from(error: CreateError) -> Self {
-        match error {
-            CreateError::Invalid(message) => ApiError::bad_request(message),
-            CreateError::EmailTaken => ApiError::code(ErrorCode::EmailTaken),
-            CreateError::Other(e) => ApiError::internal(e),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::TestApi;
-use dropline_core::keys::{KeyRing, SigningKeyPair};
-use dropline_core::tokens::{self, AccessClaims, Role};
+use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
+use dropline_core::auth::tokens::{self, AccessClaims, Role};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;

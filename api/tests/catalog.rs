@@ -14,7 +14,7 @@ use chrono::{SecondsFormat, Utc};
 use common::{Reply, TestApi};
 use dropline_api::Secrets;
 use dropline_core::Config;
-use dropline_core::deps::Deps;
+use dropline_core::clients::deps::Deps;
 use dropline_testkit::{FaultProxy, eventually, url_target, url_via};
 use fred::prelude::*;
 use futures_util::future::join_all;
@@ -684,7 +684,7 @@ async fn stock_is_answered_from_redis_with_mysql_unreachable() -> anyhow::Result
     let proxy = FaultProxy::start(url_target(&config.mysql.url)?).await?;
     config.mysql.url = url_via(&config.mysql.url, proxy.addr())?;
     let deps = Deps {
-        mysql: Some(dropline_core::mysql::connect(&config.mysql).await?),
+        mysql: Some(dropline_core::clients::mysql::connect(&config.mysql).await?),
         redis: api.deps.redis.clone(),
         broker: api.deps.broker.clone(),
     };

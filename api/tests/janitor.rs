@@ -4,7 +4,7 @@ mod common;
 
 use chrono::{Duration, Utc};
 use dropline_api::janitor;
-use dropline_core::tokens::Role;
+use dropline_core::auth::tokens::Role;
 use uuid::Uuid;
 
 #[tokio::test]

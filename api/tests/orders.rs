@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common::{Reply, TestApi};
-use dropline_core::ledger;
-use dropline_core::outbox::Outbox;
-use dropline_core::tokens::{self, PassClaims, Role};
+use dropline_core::auth::tokens::{self, PassClaims, Role};
+use dropline_core::orders::ledger;
+use dropline_core::orders::outbox::Outbox;
 use fred::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -440,7 +440,7 @@ async fn pay_moves_to_paying_and_requests_the_payment_each_time() -> anyhow::Res
         .await?
         .expect(202, None);
     let broker = shop.api.deps.broker()?;
-    let queue = broker.names().queue(dropline_core::amqp::PAYMENTS);
+    let queue = broker.names().queue(dropline_core::clients::amqp::PAYMENTS);
     let mut waited = 0;
     while broker.queue_len(&queue).await? < 2 && waited < 50 {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -17,9 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use common::TestApi;
-use dropline_core::ledger;
+use dropline_core::auth::tokens::{self, PassClaims, Role};
+use dropline_core::orders::ledger;
 use dropline_core::orders::{OrderState, Orders};
-use dropline_core::tokens::{self, PassClaims, Role};
 use dropline_workers::Kind;
 use fred::prelude::*;
 use futures_util::StreamExt;
@@ -148,7 +148,7 @@ impl Rig {
 /// DESIGN §6 at one moment (Redis counters, MySQL sold vs paid rows); returns
 /// (avail, held, sold) in Redis.
 async fn invariants(
-    redis: &dropline_core::redis::Redis,
+    redis: &dropline_core::clients::redis::Redis,
     mysql: &sqlx::MySqlPool,
     sale: Uuid,
     stock: i64,

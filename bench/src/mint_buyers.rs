@@ -13,10 +13,10 @@ use std::io::{BufWriter, Write};
 use std::time::Duration;
 
 use anyhow::Context;
+use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
+use dropline_core::auth::tokens::{PassClaims, Role, issue_access, sign};
+use dropline_core::clients::redis::Redis;
 use dropline_core::config::{Config, Sources};
-use dropline_core::keys::{KeyRing, SigningKeyPair};
-use dropline_core::redis::Redis;
-use dropline_core::tokens::{PassClaims, Role, issue_access, sign};
 use fred::interfaces::SortedSetsInterface;
 use uuid::Uuid;
 

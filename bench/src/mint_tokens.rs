@@ -9,8 +9,8 @@ use std::io::{BufWriter, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use dropline_core::keys::{KeyRing, SigningKeyPair};
-use dropline_core::tokens::{Role, issue_access};
+use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
+use dropline_core::auth::tokens::{Role, issue_access};
 use uuid::Uuid;
 
 fn main() -> anyhow::Result<()> {

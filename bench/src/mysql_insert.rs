@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         overrides: Vec::new(),
     })?;
     config.mysql.max_connections = connections.max(1);
-    let pool = dropline_core::mysql::connect(&config.mysql).await?;
+    let pool = dropline_core::clients::mysql::connect(&config.mysql).await?;
     sqlx::query("DROP TABLE IF EXISTS bench_inserts")
         .execute(&pool)
         .await?;

@@ -18,8 +18,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::config::{Config, Sources};
-use dropline_core::deps::{Deps, Needs};
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::{Order, OrderState, Orders, ReserveOutcome, ReserveRequest};
 use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, StreamsInterface};

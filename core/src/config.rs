@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
@@ -471,10 +472,10 @@ impl Config {
             return Err(ConfigError::invalid("pii.key_id", "expected 1 to 255"));
         }
         if let Some(key) = &self.pii.key {
-            crate::pii::parse_key(key).map_err(|e| ConfigError::invalid("pii.key", e))?;
+            pii_key::parse_key(key).map_err(|e| ConfigError::invalid("pii.key", e))?;
         }
         for entry in &self.pii.previous_keys {
-            crate::pii::parse_previous(entry)
+            pii_key::parse_previous(entry)
                 .map_err(|e| ConfigError::invalid("pii.previous_keys", e))?;
         }
         positive(
@@ -537,7 +538,7 @@ impl Config {
             &self.redis.url,
             &["redis", "rediss", "redis+cluster"],
         )?;
-        crate::redis::RedisTarget::parse(&self.redis.url)
+        RedisTarget::parse(&self.redis.url)
             .map_err(|e| ConfigError::invalid("redis.url", e.to_string()))?;
         let prefix = &self.redis.key_prefix;
         if prefix.is_empty()
@@ -690,17 +691,6 @@ impl Config {
 }
 
 const FALLBACK_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-
-impl AuthConfig {
-    /// The password hasher for these parameters.
-    pub fn hasher(&self) -> anyhow::Result<crate::password::Hasher> {
-        crate::password::Hasher::new(
-            self.argon2_memory_kib,
-            self.argon2_iterations,
-            self.argon2_parallelism,
-        )
-    }
-}
 
 impl HttpConfig {
     pub fn request_timeout(&self) -> Duration {
@@ -860,5 +850,138 @@ impl fmt::Debug for SmtpConfig {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("from", &self.from)
             .finish()
+    }
+}
+
+/// The key material of `pii.key` and `pii.previous_keys`: parsed here so that a bad key is a
+/// configuration error at load, and used by the api's cipher (`dropline_api::pii`).
+pub mod pii_key {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    /// Parses a base64 key of exactly 32 bytes.
+    pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| "expected 32 bytes in standard base64 (`openssl rand -base64 32`)")?;
+        bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| format!("expected 32 bytes, got {}", b.len()))
+    }
+
+    /// Parses a retired key entry `"id:base64key"`.
+    pub fn parse_previous(entry: &str) -> Result<(u8, [u8; 32]), String> {
+        let (id, key) = entry
+            .split_once(':')
+            .ok_or("expected \"id:base64key\", e.g. \"1:q2Fz...\"")?;
+        let id: u8 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or("the key id must be 1 to 255")?;
+        Ok((id, parse_key(key)?))
+    }
+
+    /// 32 random bytes.
+    pub fn random_key() -> [u8; 32] {
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key);
+        key
+    }
+
+    /// A random key in the base64 form `pii.key` takes.
+    pub fn random_key_base64() -> String {
+        STANDARD.encode(random_key())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn keys_are_parsed_strictly() {
+            assert!(parse_key(&random_key_base64()).is_ok());
+            assert!(parse_key("c2hvcnQ=").is_err());
+            assert!(parse_key("not base64!").is_err());
+            assert!(parse_previous(&format!("3:{}", random_key_base64())).is_ok());
+            assert!(parse_previous(&format!("0:{}", random_key_base64())).is_err());
+            assert!(parse_previous(&random_key_base64()).is_err());
+        }
+    }
+}
+
+/// Where Redis lives, parsed from `redis.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://[user:pass@]host[:port][/db]`
+    Standalone(String),
+    /// `redis+cluster://[user:pass@]host:port,host:port,...`
+    Cluster {
+        nodes: Vec<(String, u16)>,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+impl RedisTarget {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((auth, hosts)) => (Some(auth), hosts),
+                None => (None, rest),
+            };
+            let (username, password) = match auth {
+                None => (None, None),
+                Some(a) => match a.split_once(':') {
+                    Some((u, p)) => (
+                        (!u.is_empty()).then(|| u.to_owned()),
+                        (!p.is_empty()).then(|| p.to_owned()),
+                    ),
+                    None => (None, Some(a.to_owned())),
+                },
+            };
+            let hosts = hosts.trim_end_matches('/');
+            let mut nodes = Vec::new();
+            for node in hosts.split(',').filter(|n| !n.is_empty()) {
+                let (host, port) = node
+                    .rsplit_once(':')
+                    .with_context(|| format!("cluster node `{node}` needs host:port"))?;
+                let port: u16 = port
+                    .parse()
+                    .with_context(|| format!("cluster node `{node}` has a bad port"))?;
+                nodes.push((host.to_owned(), port));
+            }
+            anyhow::ensure!(!nodes.is_empty(), "redis+cluster:// URL names no node");
+            Ok(Self::Cluster {
+                nodes,
+                username,
+                password,
+            })
+        } else if url.starts_with("redis://") {
+            fred::types::config::Config::from_url(url)
+                .map_err(|e| anyhow::anyhow!("{}", e.details()))?;
+            Ok(Self::Standalone(url.to_owned()))
+        } else {
+            anyhow::bail!("expected redis:// or redis+cluster://")
+        }
+    }
+
+    /// The fred client configuration for this target.
+    pub fn fred_config(&self) -> anyhow::Result<fred::types::config::Config> {
+        Ok(match self {
+            Self::Standalone(url) => fred::types::config::Config::from_url(url)
+                .map_err(|e| anyhow::anyhow!("{}", e.details()))?,
+            Self::Cluster {
+                nodes,
+                username,
+                password,
+            } => fred::types::config::Config {
+                server: fred::types::config::ServerConfig::new_clustered(nodes.clone()),
+                username: username.clone(),
+                password: password.clone(),
+                ..Default::default()
+            },
+        })
     }
 }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::clients::redis::Redis;
 use crate::lua::scripts::{LEASE_ACQUIRE, LEASE_RELEASE};
-use crate::redis::Redis;
 
 /// One candidate for one lease key.
 #[derive(Debug, Clone)]

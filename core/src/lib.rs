@@ -1,42 +1,33 @@
-//! `dropline-core`: what every Dropline component shares.
+//! `dropline-core`: what two or more Dropline components share, one folder per concern.
 //!
-//! Configuration ([`config`]), the contract's error shape ([`error`]), logs and metrics
-//! ([`telemetry`]), the clients for MySQL ([`mysql`]), Redis ([`redis`]) and RabbitMQ
-//! ([`amqp`]), the Lua script registry ([`lua`]), the message envelope ([`messages`]), the HTTP
-//! service shell ([`http`]) and process shutdown ([`shutdown`]). Waitroom, api and workers
-//! depend on this crate and never on each other.
+//! - [`config`]: the layered configuration (defaults file < `dropline.toml` < `DROPLINE_*`).
+//! - [`clients`]: MySQL, Redis (and the Lua script registry, [`lua`]), RabbitMQ, the bundle of
+//!   connections a process holds, and their reconnect backoff.
+//! - [`http`]: the service shell every server runs in, the contract's error shape, request
+//!   extractors and rate limits.
+//! - [`auth`]: signing keys, access tokens and passes, password hashing, account rules.
+//! - [`sale`]: a sale's state in Redis and the state a buyer sees.
+//! - [`orders`]: the order state machine, its outbox to MySQL, the MySQL ledger, and the
+//!   invariant audit.
+//! - [`messages`]: the RabbitMQ message envelope and payloads.
+//! - [`alerts`], [`coalesce`], [`lease`], [`shutdown`], [`telemetry`]: the small shared pieces.
+//!
+//! Waitroom, api and workers depend on this crate and never on each other; the operator
+//! commands live in `dropline-ops`.
 
 pub mod alerts;
-pub mod amqp;
-pub mod audit;
-pub mod batch;
+pub mod auth;
+pub mod clients;
 pub mod coalesce;
 pub mod config;
-pub mod consumer;
-pub mod deps;
-pub mod error;
-pub mod extract;
 pub mod http;
-pub mod jwt_crypto;
-pub mod keyevents;
-pub mod keys;
 pub mod lease;
-pub mod ledger;
-pub mod limit;
 pub mod lua;
 pub mod messages;
-pub mod mysql;
 pub mod orders;
-pub mod outbox;
-pub mod password;
-pub mod pii;
-pub mod rearm;
-pub mod redis;
-pub mod retry;
 pub mod sale;
 pub mod shutdown;
 pub mod telemetry;
-pub mod tokens;
 
 pub use config::Config;
-pub use error::{ApiError, ErrorCode};
+pub use http::error::{ApiError, ErrorCode};

@@ -12,7 +12,7 @@ use fred::types::{ClusterHash, CustomCommand, Expiration};
 use fred::types::{FromValue, MultipleKeys, MultipleValues};
 use sha1::{Digest, Sha1};
 
-use crate::redis::Redis;
+use crate::clients::redis::Redis;
 
 /// One embedded Lua script.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! `sale audit` (`dropline_core::audit`) against the machine's real Redis and MariaDB. Each
+//! `sale audit` (`dropline_core::orders::audit`) against the machine's real Redis and MariaDB. Each
 //! test builds a sale through the real code paths (`Orders` for every arrow, the outbox
 //! drained into `ledger::record` as the recorder does, payment rows with
 //! `ledger::record_payments` as the payment worker does, `ledger::confirm_paid` before
@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use dropline_core::audit::{AuditOptions, BreachCode, Report, audit};
-use dropline_core::deps::{Deps, Needs};
-use dropline_core::ledger::{self, OrderRow, PaymentRow};
+use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::clients::redis::Redis;
+use dropline_core::orders::audit::{AuditOptions, BreachCode, Report, audit};
+use dropline_core::orders::ledger::{self, OrderRow, PaymentRow};
+use dropline_core::orders::outbox::Outbox;
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
-use dropline_core::outbox::Outbox;
-use dropline_core::redis::Redis;
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::TestEnv;
 use fred::prelude::*;
@@ -307,7 +307,7 @@ fn codes(report: &Report) -> HashSet<BreachCode> {
 /// The report has exactly these codes (and says so in its messages).
 fn assert_codes(report: &Report, expected: &[BreachCode]) {
     let expected: HashSet<BreachCode> = expected.iter().copied().collect();
-    assert_eq!(codes(report), expected, "{}", report.human());
+    assert_eq!(codes(report), expected, "{report:#?}");
     assert_eq!(report.ok, expected.is_empty());
     for code in expected {
         assert!(
@@ -323,7 +323,7 @@ async fn a_healthy_sale_with_orders_in_every_state_passes() -> anyhow::Result<()
     let made = world.healthy().await?;
     let report = world.audit(false).await?;
     assert_codes(&report, &[]);
-    assert_eq!(report.pending.orders, 0, "{}", report.human());
+    assert_eq!(report.pending.orders, 0, "{report:#?}");
     assert!(report.redis.stable && report.redis.armed);
     assert!(report.notes.is_empty(), "{:?}", report.notes);
     // Counts per state, the same on both sides: paid 2 orders (3 units), held 1, paying 1,
@@ -361,11 +361,10 @@ async fn a_healthy_sale_with_orders_in_every_state_passes() -> anyhow::Result<()
     );
     let left: HashSet<Uuid> = report.breaches.iter().filter_map(|b| b.order).collect();
     assert_eq!(left, HashSet::from([made.held_b, made.paying]));
-    assert!(
-        report
-            .human()
+    assert!(report.breaches.iter().any(|b| {
+        b.message
             .contains(&format!("order {} is still held in Redis", made.held_b))
-    );
+    }));
 
     // Once they end, the sale is settled.
     world.pay(made.paying).await?;
@@ -410,8 +409,7 @@ async fn changes_still_in_the_outbox_are_pending_not_breaches() -> anyhow::Resul
     assert_eq!(
         pending,
         HashSet::from([fresh, made.held_b, made.paying]),
-        "{}",
-        report.human()
+        "{report:#?}"
     );
     assert_eq!(report.pending.orders, 3);
 
@@ -423,7 +421,7 @@ async fn changes_still_in_the_outbox_are_pending_not_breaches() -> anyhow::Resul
         BreachCode::StateMismatch,
         BreachCode::LiveOrderLeft,
     ] {
-        assert!(report.has(code), "{code}: {}", report.human());
+        assert!(report.has(code), "{code}: {report:#?}");
     }
 
     // Recorded and confirmed, it is settled.
@@ -494,7 +492,7 @@ async fn orders_redis_and_mysql_disagree_on_are_breaches() -> anyhow::Result<()>
     // PAID in MySQL, missing in Redis (renamed out of the scan's sight, then back).
     let _: () = world.redis.pool().rename(&hash, &moved).await?;
     let report = world.audit(false).await?;
-    assert!(report.has(BreachCode::MissingInRedis), "{}", report.human());
+    assert!(report.has(BreachCode::MissingInRedis), "{report:#?}");
     let missing = report
         .breaches
         .iter()
@@ -514,7 +512,7 @@ async fn orders_redis_and_mysql_disagree_on_are_breaches() -> anyhow::Result<()>
     // PAID in MySQL, FAILED in Redis.
     let _: i64 = world.redis.pool().hset(&hash, ("state", "failed")).await?;
     let report = world.audit(false).await?;
-    assert!(report.has(BreachCode::StateMismatch), "{}", report.human());
+    assert!(report.has(BreachCode::StateMismatch), "{report:#?}");
     let _: i64 = world.redis.pool().hset(&hash, ("state", "paid")).await?;
 
     // Another quantity in MySQL.
@@ -555,10 +553,9 @@ async fn orders_redis_and_mysql_disagree_on_are_breaches() -> anyhow::Result<()>
             .breaches
             .iter()
             .any(|b| b.code == BreachCode::MissingInMysql && b.order == Some(late)),
-        "{}",
-        report.human()
+        "{report:#?}"
     );
-    assert_eq!(report.pending.orders, 0, "{}", report.human());
+    assert_eq!(report.pending.orders, 0, "{report:#?}");
     world.stop().await
 }
 
@@ -577,7 +574,7 @@ async fn a_user_over_the_limit_is_a_breach_on_both_sides() -> anyhow::Result<()>
     let report = world.audit(false).await?;
     assert_codes(&report, &[BreachCode::UserLimitExceeded]);
     let users: HashSet<Uuid> = report.breaches.iter().filter_map(|b| b.user).collect();
-    assert!(users.contains(&made.user_a), "{}", report.human());
+    assert!(users.contains(&made.user_a), "{report:#?}");
     let sides: Vec<bool> = report
         .breaches
         .iter()
@@ -585,8 +582,7 @@ async fn a_user_over_the_limit_is_a_breach_on_both_sides() -> anyhow::Result<()>
         .collect();
     assert!(
         sides.contains(&true) && sides.contains(&false),
-        "Redis and MySQL both: {}",
-        report.human()
+        "Redis and MySQL both: {report:#?}"
     );
     // A limit that differs between the two is a breach of its own.
     world.set_cfg("per_user_limit", "2").await?;
@@ -651,7 +647,7 @@ async fn payment_and_sold_count_breaches_in_mysql() -> anyhow::Result<()> {
         .sql("UPDATE sales SET sold = sold - 1 WHERE id = ?", world.sale)
         .await?;
     let report = world.audit(false).await?;
-    assert!(report.has(BreachCode::SoldMismatch), "{}", report.human());
+    assert!(report.has(BreachCode::SoldMismatch), "{report:#?}");
     assert_eq!(report.mysql.sold, 2);
     assert_eq!(report.mysql.paid_units, 3);
     world.stop().await
@@ -672,7 +668,7 @@ async fn a_sale_redis_lost_and_an_unknown_sale() -> anyhow::Result<()> {
     let error = unknown.err().context("an unknown sale is an error")?;
     assert!(
         error
-            .downcast_ref::<dropline_core::audit::UnknownSale>()
+            .downcast_ref::<dropline_core::orders::audit::UnknownSale>()
             .is_some(),
         "{error:#}"
     );
@@ -786,7 +782,7 @@ async fn a_sale_of_100k_orders() -> anyhow::Result<()> {
         "audit of {ORDERS} orders ({keys} keys in Redis): {:.2} s, {} scan(s)\n{}",
         elapsed.as_secs_f64(),
         report.redis.scans,
-        report.human()
+        report.to_json()?
     );
     world.stop().await
 }

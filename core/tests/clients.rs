@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dropline_core::amqp::{Broker, Names, QUEUES};
+use dropline_core::clients::amqp::{Broker, Names, QUEUES};
+use dropline_core::clients::redis::Redis;
 use dropline_core::lease::Lease;
 use dropline_core::lua::{PipelinedSet, Script, scripts};
-use dropline_core::redis::Redis;
 use dropline_testkit::TestEnv;
 use fred::prelude::*;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
@@ -17,8 +17,8 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 async fn migrations_create_the_database_and_are_idempotent() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     // The database does not exist yet: connect creates it.
-    let pool = dropline_core::mysql::connect(&env.config.mysql).await?;
-    dropline_core::mysql::migrate(&pool).await?;
+    let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
+    dropline_core::clients::mysql::migrate(&pool).await?;
     let count = || async {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations")
             .fetch_one(&pool)
@@ -27,13 +27,13 @@ async fn migrations_create_the_database_and_are_idempotent() -> anyhow::Result<(
     let first = count().await?;
     assert_eq!(
         first as usize,
-        dropline_core::mysql::MIGRATOR.iter().count()
+        dropline_core::clients::mysql::MIGRATOR.iter().count()
     );
     // Again, and concurrently from two pools (two replicas starting at once).
-    let other = dropline_core::mysql::connect(&env.config.mysql).await?;
+    let other = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
     let (a, b) = tokio::join!(
-        dropline_core::mysql::migrate(&pool),
-        dropline_core::mysql::migrate(&other)
+        dropline_core::clients::mysql::migrate(&pool),
+        dropline_core::clients::mysql::migrate(&other)
     );
     a?;
     b?;
@@ -248,10 +248,13 @@ async fn unreachable_dependency_fails_within_its_bound_and_is_named() -> anyhow:
         ("MYSQL__CONNECT_TIMEOUT_SECONDS", "1"),
     ])?;
     let started = std::time::Instant::now();
-    let error = dropline_core::deps::Deps::connect(&env.config, dropline_core::deps::Needs::ALL)
-        .await
-        .err()
-        .ok_or_else(|| anyhow::anyhow!("connect should fail"))?;
+    let error = dropline_core::clients::deps::Deps::connect(
+        &env.config,
+        dropline_core::clients::deps::Needs::ALL,
+    )
+    .await
+    .err()
+    .ok_or_else(|| anyhow::anyhow!("connect should fail"))?;
     let message = format!("{error:#}");
     assert!(
         started.elapsed() < Duration::from_secs(10),

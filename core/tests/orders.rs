@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use dropline_core::clients::redis::Redis;
 use dropline_core::lua::scripts;
 use dropline_core::orders::{
     DueOrder, IDEMPOTENCY_TTL, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Target,
     Transition, parse_hold_key,
 };
-use dropline_core::redis::Redis;
 use dropline_core::sale::{self, SaleConfig, SaleState};
 use dropline_testkit::TestEnv;
 use fred::prelude::*;

@@ -118,7 +118,7 @@ async fn drop_database(server_url: &str, database: &str) -> anyhow::Result<()> {
 }
 
 async fn delete_redis_keys(config: &Config) -> anyhow::Result<()> {
-    let redis = dropline_core::redis::Redis::connect(&config.redis).await?;
+    let redis = dropline_core::clients::redis::Redis::connect(&config.redis).await?;
     let pattern = format!("{}:*", redis.prefix());
     let keys = scan_keys(&redis, &pattern).await?;
     delete_keys(&redis, keys).await?;
@@ -129,7 +129,7 @@ async fn delete_redis_keys(config: &Config) -> anyhow::Result<()> {
 /// Every key matching `pattern`: on one server, or on every primary of a Redis Cluster (a
 /// plain `SCAN` there sees one node's keys only).
 pub async fn scan_keys(
-    redis: &dropline_core::redis::Redis,
+    redis: &dropline_core::clients::redis::Redis,
     pattern: &str,
 ) -> anyhow::Result<Vec<String>> {
     use fred::prelude::*;
@@ -152,7 +152,7 @@ pub async fn scan_keys(
 
 /// Deletes `keys`, one `DEL` per hash slot (a Cluster refuses keys of several slots at once).
 pub async fn delete_keys(
-    redis: &dropline_core::redis::Redis,
+    redis: &dropline_core::clients::redis::Redis,
     keys: Vec<String>,
 ) -> anyhow::Result<()> {
     use fred::prelude::*;
@@ -173,7 +173,7 @@ pub async fn delete_keys(
 
 async fn delete_amqp_topology(config: &Config) -> anyhow::Result<()> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let names = dropline_core::amqp::Names::new(&config.amqp.prefix);
+    let names = dropline_core::clients::amqp::Names::new(&config.amqp.prefix);
     let connection =
         lapin::Connection::connect(&config.amqp.url, lapin::ConnectionProperties::default())
             .await?;

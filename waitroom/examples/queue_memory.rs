@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use dropline_core::redis::Redis;
+use dropline_core::clients::redis::Redis;
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{JoinOptions, JoinOutcome, WaitQueue};
 use fred::prelude::*;

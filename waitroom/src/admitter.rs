@@ -60,9 +60,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dropline_core::alerts::{self, AlertKind};
+use dropline_core::clients::redis::Redis;
 use dropline_core::config::WaitroomConfig;
 use dropline_core::lease::Lease;
-use dropline_core::redis::Redis;
 use dropline_core::sale;
 use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::{Expiration, SetOptions};
@@ -73,7 +73,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, SaleState, WaitQueue};
+use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, WaitQueue};
+use dropline_core::sale::SaleState;
 
 /// The field of a sale's `wr` hash that holds the measured admission rate: admissions per
 /// second × 1000, an integer (`50000` = 50 a second).

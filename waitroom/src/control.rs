@@ -38,20 +38,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
+use dropline_core::auth::keys::KeyRing;
+use dropline_core::auth::tokens::Role;
+use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
 use dropline_core::config::WaitroomConfig;
-use dropline_core::error::{ApiError, ErrorCode};
-use dropline_core::extract::{self, PathId};
-use dropline_core::keys::KeyRing;
-use dropline_core::redis::Redis;
-use dropline_core::tokens::Role;
+use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::http::extract::{self, PathId};
 use fred::types::Value;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::page::{Asset, api_base_url, escape_script_json_into};
-use crate::queue::{Reply, SaleState};
+use crate::queue::Reply;
 use crate::scripts::WR_CONTROL;
+use dropline_core::sale::SaleState;
 
 const TEMPLATE: &str = include_str!("../assets/control.html");
 const SCRIPT: &str = include_str!("../assets/control.js");
@@ -151,7 +152,7 @@ pub async fn figures(redis: &Redis, sale: Uuid) -> anyhow::Result<Option<Figures
         return Ok(None);
     }
     Ok(Some(Figures {
-        state: SaleState::parse(&state)?,
+        state: state.parse::<SaleState>()?,
         queue_length: r.uint(1)?,
         admitted_total: r.uint(2)?,
         abandoned_total: r.uint(3)?,

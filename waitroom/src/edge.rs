@@ -29,13 +29,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use dropline_core::Config;
+use dropline_core::auth::keys::KeyRing;
+use dropline_core::auth::tokens::{self, PassClaims};
+use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
-use dropline_core::error::{ApiError, ErrorCode};
-use dropline_core::extract::{self, PathId};
-use dropline_core::keys::KeyRing;
-use dropline_core::limit::{Keyed, per_minute};
-use dropline_core::redis::Redis;
-use dropline_core::tokens::{self, PassClaims};
+use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::http::extract::{self, PathId};
+use dropline_core::http::limit::{Keyed, per_minute};
 use rand::Rng;
 use serde::Serialize;
 use uuid::Uuid;
@@ -69,13 +69,13 @@ impl Secrets {
     /// Loads the keys from `[auth]` and `[passes]`; a missing one is an error naming the config
     /// key (`dropline all` fills throw-away keys in before calling this).
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let access = dropline_core::keys::access_ring(&config.auth)?.ok_or_else(|| {
+        let access = dropline_core::auth::keys::access_ring(&config.auth)?.ok_or_else(|| {
             anyhow::anyhow!(
                 "the waiting room needs the api's public key to verify access tokens: set \
                  auth.verify_key_files (DROPLINE_AUTH__VERIFY_KEY_FILES='[\"/path/access.pub.pem\"]')"
             )
         })?;
-        let passes = dropline_core::keys::pass_ring(&config.passes)?
+        let passes = dropline_core::auth::keys::pass_ring(&config.passes)?
             .filter(|ring| ring.signer().is_some())
             .ok_or_else(|| {
                 anyhow::anyhow!(

@@ -16,7 +16,7 @@ pub mod ticket;
 
 use anyhow::Context;
 use dropline_core::Config;
-use dropline_core::deps::Deps;
+use dropline_core::clients::deps::Deps;
 use dropline_core::http::{Bound, Dependency, Readiness, Server};
 
 pub use edge::Secrets;

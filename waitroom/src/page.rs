@@ -56,7 +56,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dropline_core::config::WaitroomConfig;
-use dropline_core::error::{ApiError, ErrorCode};
+use dropline_core::http::error::{ApiError, ErrorCode};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use uuid::Uuid;
 

@@ -47,7 +47,8 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
-use dropline_core::redis::Redis;
+use dropline_core::clients::redis::Redis;
+use dropline_core::sale::SaleState;
 use fred::types::Value;
 use rand::Rng;
 use uuid::Uuid;
@@ -94,39 +95,6 @@ impl QueueKeys {
             seq: key("qseq"),
             wr: key("wr"),
         }
-    }
-}
-
-/// A sale as the waiting room sees it (the api's sale states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaleState {
-    Scheduled,
-    Open,
-    Paused,
-    SoldOut,
-    Closed,
-}
-
-impl SaleState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Scheduled => "scheduled",
-            Self::Open => "open",
-            Self::Paused => "paused",
-            Self::SoldOut => "sold_out",
-            Self::Closed => "closed",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
-        Ok(match s {
-            "scheduled" => Self::Scheduled,
-            "open" => Self::Open,
-            "paused" => Self::Paused,
-            "sold_out" => Self::SoldOut,
-            "closed" => Self::Closed,
-            other => anyhow::bail!("unknown sale state `{other}`"),
-        })
     }
 }
 
@@ -511,7 +479,7 @@ impl WaitQueue {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Some(AdmitOutcome {
-            state: SaleState::parse(&state)?,
+            state: state.parse::<SaleState>()?,
             admitted,
             skipped: reply.uint(2)?,
             queue_length: reply.uint(3)?,
@@ -558,7 +526,7 @@ impl WaitQueue {
             return Ok(None);
         }
         Ok(Some(Stats {
-            state: SaleState::parse(&state)?,
+            state: state.parse::<SaleState>()?,
             queue_length: reply.uint(1)?,
             admitted_total: reply.uint(2)?,
             active: reply.uint(3)?,

@@ -10,7 +10,7 @@
 //! Layout, base64url without padding (76 characters):
 //! `version (1) ‖ sale (16) ‖ user (16) ‖ expires_at epoch s (8, big endian) ‖ tag (16)`,
 //! tag = HMAC-SHA256(key, everything before it) truncated to 128 bits. The key is derived from
-//! the pass signing key ([`dropline_core::keys::SigningKeyPair::derive_secret`]), so every
+//! the pass signing key ([`dropline_core::auth::keys::SigningKeyPair::derive_secret`]), so every
 //! replica shares it and rotating the pass key also rotates tickets (old tickets get 401; the
 //! page re-joins and keeps its place, since places are per user).
 

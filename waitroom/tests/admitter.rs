@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use dropline_core::clients::redis::Redis;
 use dropline_core::config::WaitroomConfig;
-use dropline_core::redis::Redis;
-use dropline_core::sale::{self, SaleConfig, SettingsUpdate};
+use dropline_core::sale::{self, SaleConfig, SaleState, SettingsUpdate};
 use dropline_testkit::{TestEnv, eventually};
 use dropline_waitroom::admitter::{self, Admitter, RATE_FIELD, Watch};
 use dropline_waitroom::queue::{
-    AdmitLimit, AdmitParams, AdmitRate, JoinOptions, JoinOutcome, Place, SaleState, Stats,
-    WaitQueue, member,
+    AdmitLimit, AdmitParams, AdmitRate, JoinOptions, JoinOutcome, Place, Stats, WaitQueue, member,
 };
 use fred::prelude::*;
 use tokio::task::JoinHandle;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use dropline_core::alerts;
+use dropline_core::clients::redis::Redis;
 use dropline_core::config::AlertsConfig;
-use dropline_core::redis::Redis;
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::TestEnv;
 use dropline_testkit::webhook::WebhookSink;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use dropline_core::Config;
-use dropline_core::deps::{Deps, Needs};
-use dropline_core::keys::KeyRing;
+use dropline_core::auth::keys::KeyRing;
+use dropline_core::auth::tokens::{self, Role};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest};
 use dropline_core::sale::{self, SaleConfig};
-use dropline_core::tokens::{self, Role};
 use dropline_testkit::{TestEnv, assert_error};
 use dropline_waitroom::queue::{AdmitParams, WaitQueue};
 use fred::prelude::*;
@@ -34,9 +34,9 @@ impl Room {
     async fn start() -> anyhow::Result<Self> {
         let env = TestEnv::new()?;
         let mut config = env.config.clone();
-        dropline_core::keys::fill_dev_secrets(&mut config)?;
+        dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
         let secrets = dropline_waitroom::Secrets::from_config(&config)?;
-        let access = dropline_core::keys::access_ring(&config.auth)?
+        let access = dropline_core::auth::keys::access_ring(&config.auth)?
             .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
         let deps = Deps::connect(
             &config,
@@ -61,7 +61,7 @@ impl Room {
         })
     }
 
-    fn redis(&self) -> anyhow::Result<&dropline_core::redis::Redis> {
+    fn redis(&self) -> anyhow::Result<&dropline_core::clients::redis::Redis> {
         self.deps.redis()
     }
 
@@ -148,7 +148,7 @@ async fn control_data_is_for_administrators_only() -> anyhow::Result<()> {
     assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
     // A token signed by another key is not an access token of this deployment.
     let stranger = KeyRing::new(
-        Some(dropline_core::keys::SigningKeyPair::generate()?),
+        Some(dropline_core::auth::keys::SigningKeyPair::generate()?),
         vec![],
     )?;
     let forged = tokens::issue_access(

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use dropline_core::Config;
-use dropline_core::deps::{Deps, Needs};
-use dropline_core::keys::{KeyRing, SigningKeyPair};
+use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
+use dropline_core::auth::tokens::{self, PassClaims, PassError, Role};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::sale::{self, SaleConfig};
-use dropline_core::tokens::{self, PassClaims, PassError, Role};
 use dropline_testkit::{TestEnv, assert_error};
 use dropline_waitroom::queue::{AdmitParams, WaitQueue};
 use fred::prelude::*;
@@ -40,9 +40,9 @@ impl Edge {
     async fn start_with(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
         let env = TestEnv::with_overrides(overrides)?;
         let mut config = env.config.clone();
-        dropline_core::keys::fill_dev_secrets(&mut config)?;
+        dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
         let secrets = dropline_waitroom::Secrets::from_config(&config)?;
-        let access = dropline_core::keys::access_ring(&config.auth)?
+        let access = dropline_core::auth::keys::access_ring(&config.auth)?
             .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
         let signer = secrets
             .passes
@@ -73,7 +73,7 @@ impl Edge {
         })
     }
 
-    fn redis(&self) -> anyhow::Result<&dropline_core::redis::Redis> {
+    fn redis(&self) -> anyhow::Result<&dropline_core::clients::redis::Redis> {
         self.deps.redis()
     }
 

@@ -7,10 +7,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use dropline_core::redis::Redis;
+use dropline_core::clients::redis::Redis;
+use dropline_core::sale::SaleState;
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{
-    AdmitLimit, AdmitParams, JoinOptions, JoinOutcome, Place, SaleState, Status, WaitQueue, member,
+    AdmitLimit, AdmitParams, JoinOptions, JoinOutcome, Place, Status, WaitQueue, member,
 };
 use fred::prelude::*;
 use futures_util::{StreamExt, stream};

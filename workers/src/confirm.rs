@@ -46,19 +46,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::batch::{self, Batcher};
+use crate::consumer::{Message, Outcome, consume_with_prefetch};
 use anyhow::Context;
 use chrono::Utc;
 use dropline_core::Config;
-use dropline_core::amqp::{Broker, CONFIRMATIONS};
-use dropline_core::batch::{self, Batcher};
-use dropline_core::consumer::{Message, Outcome, consume_with_prefetch};
-use dropline_core::deps::Deps;
-use dropline_core::ledger::{self, OrderRow, PaidOutcome, Recipient};
+use dropline_core::clients::amqp::{Broker, CONFIRMATIONS};
+use dropline_core::clients::deps::Deps;
+use dropline_core::clients::redis::Redis;
 use dropline_core::messages::{
     Envelope, OrderConfirmed, OrderRef, PaymentCompleted, PaymentOutcome, kinds,
 };
+use dropline_core::orders::ledger::{self, OrderRow, PaidOutcome, Recipient};
 use dropline_core::orders::{Order, OrderState, Orders, Target, Transition};
-use dropline_core::redis::Redis;
 use dropline_core::sale::from_ms;
 use futures_util::future::BoxFuture;
 use sqlx::MySqlPool;

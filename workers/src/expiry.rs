@@ -29,12 +29,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::keyevents::{Expired, ExpiredKeys, Notifications};
 use anyhow::Context;
 use dropline_core::Config;
-use dropline_core::deps::Deps;
-use dropline_core::keyevents::{Expired, ExpiredKeys, Notifications};
+use dropline_core::clients::deps::Deps;
+use dropline_core::clients::redis::Redis;
 use dropline_core::orders::{self, OrderState, Orders, Target, Transition};
-use dropline_core::redis::Redis;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;

@@ -21,12 +21,15 @@ use anyhow::Context;
 
 use axum::Router;
 use dropline_core::Config;
-use dropline_core::deps::{Deps, Needs};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::http::{Dependency, Readiness, Server};
 use tokio_util::sync::CancellationToken;
 
+pub mod batch;
 pub mod confirm;
+pub mod consumer;
 pub mod expiry;
+pub mod keyevents;
 pub mod mail;
 pub mod payment;
 pub mod provider;

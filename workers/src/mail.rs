@@ -32,15 +32,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::consumer::{Message, Outcome, consume};
 use anyhow::Context;
 use dropline_core::Config;
-use dropline_core::amqp::MAIL;
+use dropline_core::clients::amqp::MAIL;
+use dropline_core::clients::deps::Deps;
+use dropline_core::clients::redis::Redis;
 use dropline_core::config::{SmtpConfig, SmtpTls};
-use dropline_core::consumer::{Message, Outcome, consume};
-use dropline_core::deps::Deps;
 use dropline_core::lease::Lease;
 use dropline_core::messages::{Envelope, MailSend, OrderConfirmed, kinds};
-use dropline_core::redis::Redis;
 use fred::prelude::*;
 use fred::types::Expiration;
 use lettre::message::Mailbox;

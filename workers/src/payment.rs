@@ -32,16 +32,16 @@
 
 use std::sync::Arc;
 
+use crate::batch::{self, Batcher};
+use crate::consumer::{Message, Outcome, consume_with_prefetch};
 use anyhow::Context;
 use dropline_core::Config;
-use dropline_core::amqp::{Broker, PAYMENTS};
-use dropline_core::batch::{self, Batcher};
-use dropline_core::consumer::{Message, Outcome, consume_with_prefetch};
-use dropline_core::deps::Deps;
-use dropline_core::ledger::{self, PaymentRow};
+use dropline_core::clients::amqp::{Broker, PAYMENTS};
+use dropline_core::clients::deps::Deps;
 use dropline_core::messages::{
     Envelope, OrderRef, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
 };
+use dropline_core::orders::ledger::{self, PaymentRow};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use dropline_core::clients::redis::Redis;
 use dropline_core::config::PaymentConfig;
-use dropline_core::redis::Redis;
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
 use futures_util::future::BoxFuture;

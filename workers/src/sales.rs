@@ -10,8 +10,8 @@
 use std::collections::HashSet;
 
 use anyhow::Context;
+use dropline_core::clients::redis::Redis;
 use dropline_core::orders::Orders;
-use dropline_core::redis::Redis;
 use dropline_core::sale;
 use fred::interfaces::{KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface};
 use uuid::Uuid;

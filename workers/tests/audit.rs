@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use dropline_core::audit::{AuditOptions, Report, audit};
-use dropline_core::deps::{Deps, Needs};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
+use dropline_core::orders::audit::{AuditOptions, Report, audit};
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::{TestEnv, eventually};
@@ -32,7 +32,7 @@ struct Worker {
 
 async fn sale_in_mysql(
     pool: &sqlx::MySqlPool,
-    redis: &dropline_core::redis::Redis,
+    redis: &dropline_core::clients::redis::Redis,
 ) -> anyhow::Result<Uuid> {
     let (product, sale) = (Uuid::now_v7(), Uuid::now_v7());
     sqlx::query(
@@ -61,7 +61,7 @@ async fn sale_in_mysql(
 }
 
 fn no_breach(report: &Report) -> anyhow::Result<()> {
-    anyhow::ensure!(report.ok, "{}", report.human());
+    anyhow::ensure!(report.ok, "{report:#?}");
     Ok(())
 }
 
@@ -214,7 +214,7 @@ async fn audits_during_a_rush_find_nothing_and_the_settled_sale_passes() -> anyh
     auditing.cancel();
     let (reports, during, pending) = auditor.await??;
     let report = audit_now(true).await?;
-    assert!(settled, "never settled:\n{}", report.human());
+    assert!(settled, "never settled:\n{report:#?}");
     tracing::info!(reports, during, pending, "audits during the rush");
     assert!(
         during >= 1,
@@ -224,8 +224,7 @@ async fn audits_during_a_rush_find_nothing_and_the_settled_sale_passes() -> anyh
     assert_eq!(counts.held.orders + counts.paying.orders, 0);
     assert!(
         counts.paid.orders > 0 && counts.expired.orders > 0,
-        "{}",
-        report.human()
+        "{report:#?}"
     );
     assert_eq!(report.redis.avail, Some(STOCK - counts.paid.units));
     assert_eq!(counts.total_orders(), made);

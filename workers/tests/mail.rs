@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use dropline_core::amqp::{Broker, MAIL};
-use dropline_core::deps::Deps;
+use dropline_core::clients::amqp::{Broker, MAIL};
+use dropline_core::clients::deps::Deps;
 use dropline_core::messages::{Envelope, MailSend, kinds};
 use dropline_testkit::smtp::{ReceivedMail, SmtpSink};
 use dropline_testkit::{TestEnv, eventually};

@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dropline_core::amqp::{Broker, CONFIRMATIONS, MAIL, PAYMENTS};
-use dropline_core::deps::{Deps, Needs};
-use dropline_core::ledger::{self, OrderRow};
+use dropline_core::clients::amqp::{Broker, CONFIRMATIONS, MAIL, PAYMENTS};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::messages::{
     Envelope, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
 };
+use dropline_core::orders::ledger::{self, OrderRow};
 use dropline_core::orders::{
     Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Target, Transition,
 };

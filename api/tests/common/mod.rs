@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dropline_api::accounts::create_verified_user;
+use dropline_api::pii::Pii;
 use dropline_api::{AppState, Secrets};
-use dropline_core::deps::{Deps, Needs};
-use dropline_core::keys::{KeyRing, SigningKeyPair};
-use dropline_core::pii::Pii;
-use dropline_core::tokens::{self, Role};
+use dropline_core::auth::accounts::create_verified_user;
+use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
+use dropline_core::auth::tokens::{self, Role};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_testkit::TestEnv;
 use dropline_testkit::smtp::SmtpSink;
 use dropline_workers::Kind;

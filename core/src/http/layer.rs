@@ -290,7 +290,7 @@ fn error_response(status: StatusCode) -> Response {
 /// Turns an error response that is not JSON (produced by a layer or the router, not a
 /// handler) into the contract's shape, keeping its status and headers.
 fn contract_errors(response: Response) -> Response {
-    use crate::error::{ApiError, ErrorCode};
+    use crate::http::error::{ApiError, ErrorCode};
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -20,8 +20,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::{Broker, QueueSpec};
-use crate::retry::Backoff;
+use dropline_core::clients::amqp::{Broker, QueueSpec};
+use dropline_core::clients::retry::Backoff;
 
 /// One delivery, as a handler sees it.
 #[derive(Debug, Clone)]
@@ -259,8 +259,8 @@ async fn park(
     {
         Ok(()) => {
             metrics::counter!("dropline_amqp_parked_total", "queue" => spec.suffix).increment(1);
-            crate::alerts::raise(
-                crate::alerts::AlertKind::Parked,
+            dropline_core::alerts::raise(
+                dropline_core::alerts::AlertKind::Parked,
                 queue,
                 format!(
                     "a message was parked on {queue} after {attempt} attempt(s) (message id `{message_id}`); see the parking queue"

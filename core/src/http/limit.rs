@@ -14,7 +14,7 @@ use anyhow::Context;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::http::error::{ApiError, ErrorCode};
 
 /// Every how many checks a limiter forgets keys whose state is back to idle, so memory
 /// follows the clients seen recently, not every client ever seen.

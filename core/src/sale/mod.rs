@@ -24,8 +24,8 @@ use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::clients::redis::Redis;
 use crate::lua::scripts::{SALE_ARM, SALE_VIEW};
-use crate::redis::Redis;
 
 /// What a buyer sees of a sale (DESIGN §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

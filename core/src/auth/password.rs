@@ -23,6 +23,15 @@ impl Hasher {
         Ok(Self { params })
     }
 
+    /// The hasher for the configured argon2 parameters (`auth.argon2_*`).
+    pub fn from_config(auth: &crate::config::AuthConfig) -> anyhow::Result<Self> {
+        Self::new(
+            auth.argon2_memory_kib,
+            auth.argon2_iterations,
+            auth.argon2_parallelism,
+        )
+    }
+
     fn argon2(&self) -> Argon2<'static> {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
     }

@@ -250,3 +250,15 @@ impl From<ErrorCode> for ApiError {
         Self::code(code)
     }
 }
+
+/// An account the api could not create: bad input is a 400, a taken address a 409.
+impl From<crate::auth::accounts::CreateError> for ApiError {
+    fn from(error: crate::auth::accounts::CreateError) -> Self {
+        use crate::auth::accounts::CreateError;
+        match error {
+            CreateError::Invalid(message) => ApiError::bad_request(message),
+            CreateError::EmailTaken => ApiError::code(ErrorCode::EmailTaken),
+            CreateError::Other(e) => ApiError::internal(e),
+        }
+    }
+}

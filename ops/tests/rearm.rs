@@ -4,13 +4,13 @@
 
 use anyhow::Context;
 use chrono::Utc;
-use dropline_core::deps::{Deps, Needs};
-use dropline_core::ledger;
+use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::clients::redis::Redis;
+use dropline_core::orders::ledger;
+use dropline_core::orders::outbox::Outbox;
 use dropline_core::orders::{OrderState, Orders, ReserveOutcome, ReserveRequest, Target};
-use dropline_core::outbox::Outbox;
-use dropline_core::rearm::rearm;
-use dropline_core::redis::Redis;
 use dropline_core::sale::{self, SaleConfig};
+use dropline_ops::rearm::rearm;
 use dropline_testkit::TestEnv;
 use fred::prelude::*;
 use std::time::Duration;

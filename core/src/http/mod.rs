@@ -23,12 +23,15 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::Broker;
+use crate::clients::amqp::Broker;
+use crate::clients::redis::Redis;
 use crate::config::HttpConfig;
-use crate::error::{ApiError, ErrorCode};
-use crate::redis::Redis;
+use crate::http::error::{ApiError, ErrorCode};
 
+pub mod error;
+pub mod extract;
 mod layer;
+pub mod limit;
 use layer::ShellLayer;
 
 /// A dependency `/readyz` checks.
@@ -50,7 +53,7 @@ impl Dependency {
 
     async fn check(&self) -> anyhow::Result<()> {
         match self {
-            Self::Mysql(pool) => crate::mysql::ping(pool).await,
+            Self::Mysql(pool) => crate::clients::mysql::ping(pool).await,
             Self::Redis(redis) => redis.ping().await,
             Self::Rabbitmq(broker) => broker.ping().await,
         }

@@ -5,76 +5,19 @@
 //! (an `alg: none` or HMAC token is refused before any key is looked at), picks the key by
 //! `kid`, and checks issuer, audience and expiry.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, Header, Validation};
-use quick_cache::sync::Cache;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::keys::KeyRing;
-
-/// Issuer and audience of access tokens.
-pub const ACCESS_ISSUER: &str = "dropline-api";
-pub const ACCESS_AUDIENCE: &str = "dropline";
+pub use crate::auth::claims::{ACCESS_AUDIENCE, ACCESS_ISSUER, AccessClaims, Role, VerifiedAccess};
+use crate::auth::keys::KeyRing;
 
 /// Clock skew tolerated between services, in seconds.
 const LEEWAY_SECONDS: u64 = 5;
-
-/// A buyer or an administrator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Buyer,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Buyer => "buyer",
-            Self::Admin => "admin",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "buyer" => Some(Self::Buyer),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-}
-
-/// The claims of an access token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub sub: Uuid,
-    pub role: Role,
-    pub iat: i64,
-    pub exp: i64,
-    pub jti: Uuid,
-    pub iss: String,
-    pub aud: String,
-}
-
-impl AccessClaims {
-    pub fn new(user: Uuid, role: Role, ttl: Duration) -> Self {
-        let now = Utc::now().timestamp();
-        Self {
-            sub: user,
-            role,
-            iat: now,
-            exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
-            jti: Uuid::now_v7(),
-            iss: ACCESS_ISSUER.to_owned(),
-            aud: ACCESS_AUDIENCE.to_owned(),
-        }
-    }
-}
 
 /// Why a token was refused. Callers map every variant to 401 (or 403 for passes); the
 /// variant is for logs and metrics only.
@@ -155,28 +98,6 @@ pub fn verify_access(ring: &KeyRing, token: &str) -> Result<AccessClaims, TokenE
     Ok(claims)
 }
 
-/// Access tokens a key ring has verified, by their exact text. A buyer sends the same access
-/// token with every call (join, order, pay, polling the order), and an Ed25519 check costs
-/// tens of microseconds: most of the CPU an order takes. A hit needs the identical token, the
-/// very bytes whose signature, issuer and audience were checked, so it proves what the check
-/// proved; expiry is still checked on every use, and only tokens that verified are kept.
-/// Rings never lose keys while running (rotation adds a key and restarts), so a kept token
-/// never outlives its key. Bounded: quick_cache evicts the least used first.
-///
-/// Passes are not remembered: each admission's pass is used about once, so a memo would only
-/// flatter a benchmark that reuses them.
-#[derive(Debug, Default)]
-pub struct VerifiedAccess(OnceLock<Cache<Box<str>, AccessClaims>>);
-
-/// Tokens kept per ring: about 400 bytes each, so a few MiB at most.
-const VERIFIED_ACCESS_CAPACITY: usize = 16_384;
-
-impl VerifiedAccess {
-    fn cache(&self) -> &Cache<Box<str>, AccessClaims> {
-        self.0.get_or_init(|| Cache::new(VERIFIED_ACCESS_CAPACITY))
-    }
-}
-
 /// Issuer and audience of passes (DESIGN §9, waitroom).
 pub const PASS_ISSUER: &str = "dropline-waitroom";
 pub const PASS_AUDIENCE: &str = "dropline-api";
@@ -242,7 +163,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use super::*;
-    use crate::keys::SigningKeyPair;
+    use crate::auth::keys::SigningKeyPair;
 
     fn ring() -> anyhow::Result<KeyRing> {
         KeyRing::new(Some(SigningKeyPair::generate()?), vec![])

@@ -19,7 +19,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use sha2::{Digest, Sha256};
 
-use crate::tokens::VerifiedAccess;
+use crate::auth::claims::VerifiedAccess;
 
 /// A public key that verifies, with its id.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ impl PublicKey {
     pub fn new(key: VerifyingKey) -> anyhow::Result<Self> {
         let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
         let decoding = DecodingKey::from_ed_components(&x).context("building the verifying key")?;
-        crate::jwt_crypto::remember(&key);
+        crate::auth::jwt_crypto::remember(&key);
         Ok(Self {
             kid: kid_of(&key),
             key,
@@ -193,7 +193,7 @@ impl KeyRing {
         self.verifiers.get(kid)
     }
 
-    /// The access tokens this ring has verified ([`crate::tokens::verify_access`]).
+    /// The access tokens this ring has verified ([`crate::auth::tokens::verify_access`]).
     pub fn verified_access(&self) -> &VerifiedAccess {
         &self.verified_access
     }
@@ -277,7 +277,7 @@ pub fn fill_dev_secrets(config: &mut crate::Config) -> anyhow::Result<Vec<&'stat
         made.push("passes.signing_key");
     }
     if config.pii.key.is_none() && config.pii.key_file.is_none() {
-        config.pii.key = Some(crate::pii::random_key_base64());
+        config.pii.key = Some(crate::config::pii_key::random_key_base64());
         made.push("pii.key");
     }
     Ok(made)

@@ -5,7 +5,7 @@
 //!
 //! Delivery is at least once: an entry is acknowledged and deleted only after MySQL has it
 //! ([`Outbox::done`]); entries a dead reader held are taken over after [`CLAIM_IDLE`]
-//! ([`Outbox::claim_stale`]). Applying an entry twice is harmless ([`crate::ledger::record`]
+//! ([`Outbox::claim_stale`]). Applying an entry twice is harmless ([`crate::orders::ledger::record`]
 //! only moves a row forward).
 
 use std::time::Duration;
@@ -15,9 +15,9 @@ use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use uuid::Uuid;
 
-use crate::ledger::OrderRow;
+use crate::clients::redis::Redis;
 use crate::orders::OrderState;
-use crate::redis::Redis;
+use crate::orders::ledger::OrderRow;
 use crate::sale::from_ms;
 
 /// The consumer group of the recorder.

@@ -10,84 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fred::prelude::*;
-use fred::types::config::{ReconnectPolicy, ServerConfig};
+use fred::types::config::ReconnectPolicy;
 
-use crate::config::{RedisConfig, redact_url};
-use crate::retry::Backoff;
-
-/// Where Redis lives, parsed from `redis.url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// `redis://[user:pass@]host[:port][/db]`
-    Standalone(String),
-    /// `redis+cluster://[user:pass@]host:port,host:port,...`
-    Cluster {
-        nodes: Vec<(String, u16)>,
-        username: Option<String>,
-        password: Option<String>,
-    },
-}
-
-impl RedisTarget {
-    pub fn parse(url: &str) -> anyhow::Result<Self> {
-        if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let (auth, hosts) = match rest.rsplit_once('@') {
-                Some((auth, hosts)) => (Some(auth), hosts),
-                None => (None, rest),
-            };
-            let (username, password) = match auth {
-                None => (None, None),
-                Some(a) => match a.split_once(':') {
-                    Some((u, p)) => (
-                        (!u.is_empty()).then(|| u.to_owned()),
-                        (!p.is_empty()).then(|| p.to_owned()),
-                    ),
-                    None => (None, Some(a.to_owned())),
-                },
-            };
-            let hosts = hosts.trim_end_matches('/');
-            let mut nodes = Vec::new();
-            for node in hosts.split(',').filter(|n| !n.is_empty()) {
-                let (host, port) = node
-                    .rsplit_once(':')
-                    .with_context(|| format!("cluster node `{node}` needs host:port"))?;
-                let port: u16 = port
-                    .parse()
-                    .with_context(|| format!("cluster node `{node}` has a bad port"))?;
-                nodes.push((host.to_owned(), port));
-            }
-            anyhow::ensure!(!nodes.is_empty(), "redis+cluster:// URL names no node");
-            Ok(Self::Cluster {
-                nodes,
-                username,
-                password,
-            })
-        } else if url.starts_with("redis://") {
-            fred::types::config::Config::from_url(url)
-                .map_err(|e| anyhow::anyhow!("{}", e.details()))?;
-            Ok(Self::Standalone(url.to_owned()))
-        } else {
-            anyhow::bail!("expected redis:// or redis+cluster://")
-        }
-    }
-
-    pub(crate) fn fred_config(&self) -> anyhow::Result<fred::types::config::Config> {
-        Ok(match self {
-            Self::Standalone(url) => fred::types::config::Config::from_url(url)
-                .map_err(|e| anyhow::anyhow!("{}", e.details()))?,
-            Self::Cluster {
-                nodes,
-                username,
-                password,
-            } => fred::types::config::Config {
-                server: ServerConfig::new_clustered(nodes.clone()),
-                username: username.clone(),
-                password: password.clone(),
-                ..Default::default()
-            },
-        })
-    }
-}
+use crate::clients::retry::Backoff;
+use crate::config::{RedisConfig, RedisTarget, redact_url};
 
 /// A cheap-to-clone Redis handle: the pool plus the key prefix.
 #[derive(Clone)]

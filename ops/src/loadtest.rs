@@ -12,17 +12,20 @@
 //! id so that seeding again adds buyers instead of colliding with the last run's.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{SubsecRound, Utc};
-use dropline_core::keys::KeyRing;
-use dropline_core::password::Hasher;
-use dropline_core::tokens::{Role, issue_access};
+use dropline_core::Config;
+use dropline_core::auth::accounts::check_password;
+use dropline_core::auth::keys::{self, KeyRing};
+use dropline_core::auth::password::Hasher;
+use dropline_core::auth::tokens::{Role, issue_access};
+use dropline_core::clients::mysql;
 use sqlx::{MySql, MySqlPool, QueryBuilder};
 use uuid::Uuid;
-
-use crate::accounts::check_password;
 
 /// Most buyers one seed makes.
 pub const MAX_USERS: u32 = 1_000_000;
@@ -117,6 +120,55 @@ pub async fn seed(
     }
     out.flush().context("writing the seed output")?;
     Ok(u32::try_from(made).unwrap_or(u32::MAX))
+}
+
+/// `dropline loadtest seed`: checked (allowed, sane, a signing key) before connecting; exit 2
+/// with nothing changed when refused. Writes to `out`, or to stdout.
+pub async fn seed_command(
+    config: &Config,
+    options: SeedOptions,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if let Err(refused) = check(config.loadtest.allow, &options) {
+        eprintln!("dropline: {refused}; nothing was changed");
+        return Ok(ExitCode::from(2));
+    }
+    let ring = match keys::access_ring(&config.auth) {
+        Ok(ring) => ring.filter(|ring| ring.signer().is_some()),
+        Err(error) => {
+            eprintln!("dropline: {error:#}; nothing was changed");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let Some(ring) = ring else {
+        eprintln!(
+            "dropline: loadtest seed signs access tokens with the api's key: set \
+             auth.signing_key_file (or DROPLINE_AUTH__SIGNING_KEY) to the key the api runs with; \
+             nothing was changed"
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let hasher = dropline_core::auth::password::Hasher::from_config(&config.auth)?;
+    let mut writer: Box<dyn std::io::Write> = match &out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let pool = mysql::connect(&config.mysql).await?;
+    if config.mysql.run_migrations {
+        mysql::migrate(&pool).await?;
+    }
+    let started = std::time::Instant::now();
+    let made = seed(&pool, &hasher, &ring, &options, &mut writer).await;
+    pool.close().await;
+    let made = made?;
+    eprintln!(
+        "dropline: seeded {made} verified buyer(s) in {:.1} s; tokens valid for {} s",
+        started.elapsed().as_secs_f64(),
+        options.token_ttl.as_secs()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RedisConfig;
-use crate::redis::RedisTarget;
+use dropline_core::config::RedisConfig;
+use dropline_core::config::RedisTarget;
 
 /// What the subscription reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,36 +12,11 @@ use std::fmt;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use anyhow::Context;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
-use crate::config::PiiConfig;
+use dropline_core::config::PiiConfig;
+use dropline_core::config::pii_key::{parse_key, parse_previous, random_key};
 
 const NONCE_LEN: usize = 12;
-
-/// Parses a base64 key of exactly 32 bytes.
-pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
-    let bytes = STANDARD
-        .decode(text.trim())
-        .map_err(|_| "expected 32 bytes in standard base64 (`openssl rand -base64 32`)")?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("expected 32 bytes, got {}", b.len()))
-}
-
-/// Parses a retired key entry `"id:base64key"`.
-pub fn parse_previous(entry: &str) -> Result<(u8, [u8; 32]), String> {
-    let (id, key) = entry
-        .split_once(':')
-        .ok_or("expected \"id:base64key\", e.g. \"1:q2Fz...\"")?;
-    let id: u8 = id
-        .trim()
-        .parse()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or("the key id must be 1 to 255")?;
-    Ok((id, parse_key(key)?))
-}
 
 /// Encrypts and decrypts personal data.
 #[derive(Clone)]
@@ -174,18 +149,6 @@ impl Pii {
     }
 }
 
-/// 32 random bytes.
-pub fn random_key() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    rand::Rng::fill(&mut rand::rng(), &mut key);
-    key
-}
-
-/// A random key in the base64 form `pii.key` takes.
-pub fn random_key_base64() -> String {
-    STANDARD.encode(random_key())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,16 +194,6 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("id 1"), "{err}");
         Ok(())
-    }
-
-    #[test]
-    fn keys_are_parsed_strictly() {
-        assert!(parse_key(&random_key_base64()).is_ok());
-        assert!(parse_key("c2hvcnQ=").is_err());
-        assert!(parse_key("not base64!").is_err());
-        assert!(parse_previous(&format!("3:{}", random_key_base64())).is_ok());
-        assert!(parse_previous(&format!("0:{}", random_key_base64())).is_err());
-        assert!(parse_previous(&random_key_base64()).is_err());
     }
 
     #[test]

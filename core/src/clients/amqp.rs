@@ -31,8 +31,8 @@ use lapin::{
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::retry::Backoff;
 use crate::config::{AmqpConfig, redact_url};
-use crate::retry::Backoff;
 
 /// One work queue of the topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use anyhow::Context;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+use crate::clients::retry::Backoff;
 use crate::config::{MysqlConfig, redact_url};
-use crate::retry::Backoff;
 
 /// The embedded migrations (`migrations/*.sql`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,10 +1,10 @@
 //! Accounts: input rules for e-mail, password, name, phone and address, and storing a user.
 //!
-//! Shared by the HTTP sign-up flow (`users`) and by `dropline user create`.
+//! Shared by the api's sign-up flow and by `dropline user create` (`dropline-ops`).
 
+use crate::auth::password::Hasher;
+use crate::auth::tokens::Role;
 use chrono::{SubsecRound, Utc};
-use dropline_core::password::Hasher;
-use dropline_core::tokens::Role;
 use sqlx::MySqlPool;
 use uuid::Uuid;
 

@@ -18,7 +18,11 @@
 //! By default a sale still armed in Redis is refused (rearming a live sale would drop its holds
 //! and line); `force` wipes the sale's keys first.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
+use dropline_core::Config;
+use dropline_core::clients::deps::{Deps, Needs};
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::types::Expiration;
 use fred::types::scan::Scanner;
@@ -26,10 +30,10 @@ use futures_util::TryStreamExt;
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
-use crate::ledger;
-use crate::orders::{OrderState, Orders};
-use crate::redis::Redis;
-use crate::sale::{self, SaleConfig};
+use dropline_core::clients::redis::Redis;
+use dropline_core::orders::ledger;
+use dropline_core::orders::{OrderState, Orders};
+use dropline_core::sale::{self, SaleConfig};
 
 /// What a rearm did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -182,4 +186,42 @@ async fn wipe(redis: &Redis, sale: Uuid) -> anyhow::Result<u64> {
         }
     }
     Ok(deleted)
+}
+
+/// `dropline sale rearm <sale-id> [--force]`: exit 0 rearmed (a line says what came back), 2
+/// for a malformed sale id; an error when the sale cannot be rearmed.
+pub async fn rearm_command(
+    config: &Config,
+    sale_id: &str,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let Ok(sale) = Uuid::parse_str(sale_id.trim()) else {
+        eprintln!("dropline: `{sale_id}` is not a sale id (a UUID)");
+        return Ok(ExitCode::from(2));
+    };
+    let deps = Deps::connect(
+        config,
+        Needs {
+            mysql: true,
+            redis: true,
+            amqp: false,
+        },
+    )
+    .await
+    .context("connecting to dependencies")?;
+    let done = rearm(deps.mysql()?, deps.redis()?, sale, force).await;
+    deps.close().await;
+    let report = done?;
+    println!(
+        "sale {sale} rearmed: {} available, {} sold in {} paid order(s), {} held by {} \
+         paying order(s), {} lost hold(s) recorded expired, {} key(s) wiped",
+        report.available,
+        report.paid_units,
+        report.paid_orders,
+        report.paying_units,
+        report.paying_orders,
+        report.expired_holds,
+        report.wiped_keys
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,9 +8,9 @@ use axum::http::header;
 use axum::http::request::Parts;
 use uuid::Uuid;
 
-use crate::error::{ApiError, ErrorCode};
-use crate::keys::KeyRing;
-use crate::tokens::{self, AccessClaims};
+use crate::auth::keys::KeyRing;
+use crate::auth::tokens::{self, AccessClaims};
+use crate::http::error::{ApiError, ErrorCode};
 
 /// The bearer token of `Authorization`, if any.
 pub fn bearer(parts: &Parts) -> Option<&str> {

@@ -1,10 +1,10 @@
 //! The jsonwebtoken crypto backend Dropline installs: RustCrypto's, with the Ed25519 verifying
-//! keys of this process's [`KeyRing`](crate::keys::KeyRing)s kept decompressed.
+//! keys of this process's [`KeyRing`](crate::auth::keys::KeyRing)s kept decompressed.
 //!
 //! jsonwebtoken's RustCrypto backend rebuilds an Ed25519 verifying key from its 32 bytes on
 //! every verification, which decompresses the curve point (a field square root): about a fifth
 //! of what a verification costs, paid on every access token and pass. This backend looks the
-//! key up among the ones [`remember`]ed (each [`PublicKey`](crate::keys::PublicKey) is, when
+//! key up among the ones [`remember`]ed (each [`PublicKey`](crate::auth::keys::PublicKey) is, when
 //! made) and otherwise hands over to jsonwebtoken's own backend. Everything else — parsing,
 //! the algorithm check, the signature equation, claims validation — is still jsonwebtoken's
 //! and ed25519-dalek's: the verifier calls the same `Verifier::verify` the default one does.

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use dropline_core::amqp::{Broker, MAIL};
-use dropline_core::consumer::{Outcome, consume};
+use dropline_core::clients::amqp::{Broker, MAIL};
 use dropline_testkit::{TestEnv, eventually};
+use dropline_workers::consumer::{Outcome, consume};
 use lapin::options::BasicGetOptions;
 use tokio_util::sync::CancellationToken;
 

@@ -18,7 +18,7 @@
 //! # Orders in flight (without `--settled`)
 //!
 //! Redis decides; MySQL follows through the sale's outbox stream (`events`) and the confirm
-//! worker (see [`crate::ledger`]). The audit reads Redis first (the scan), then the outbox,
+//! worker (see [`crate::orders::ledger`]). The audit reads Redis first (the scan), then the outbox,
 //! then MySQL, so for an order Redis showed in state R:
 //!
 //! - R's outbox entry is still in the stream: MySQL may lag behind R (or not have the row
@@ -65,7 +65,7 @@
 //! the sale's orders; `payments` has no index on the sale), nor what the provider charged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use anyhow::Context;
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
@@ -77,9 +77,9 @@ use serde::Serialize;
 use sqlx::MySqlPool;
 use uuid::Uuid;
 
+use crate::clients::redis::Redis;
 use crate::lua::scripts::AUDIT_SNAPSHOT;
 use crate::orders::{OrderState, Orders};
-use crate::redis::Redis;
 
 /// Breaches of one code listed in a report; the rest are only counted.
 pub const MAX_LISTED: usize = 50;
@@ -351,104 +351,6 @@ impl Report {
     /// The report as pretty-printed JSON (`dropline sale audit --json`).
     pub fn to_json(&self) -> anyhow::Result<String> {
         serde_json::to_string_pretty(self).context("serialising the audit report")
-    }
-
-    /// The human report (`dropline sale audit` without `--json`).
-    pub fn human(&self) -> String {
-        let mut out = String::new();
-        let total: u64 = self.breach_counts.values().sum();
-        let verdict = if self.ok {
-            "OK".to_owned()
-        } else {
-            format!("{total} BREACH(ES)")
-        };
-        let mode = if self.settled { " (settled)" } else { "" };
-        let _ = writeln!(out, "sale {}{mode}: {verdict}", self.sale_id);
-        let m = &self.mysql;
-        let r = &self.redis;
-        let _ = writeln!(
-            out,
-            "  stock    {} in MySQL (per-user limit {}), sold {} = paid rows {}",
-            m.stock_total, m.per_user_limit, m.sold, m.paid_units
-        );
-        if r.armed {
-            let v = |x: Option<i64>| x.map_or_else(|| "?".to_owned(), |x| x.to_string());
-            let _ = writeln!(
-                out,
-                "  redis    avail {} + held {} + sold {} (stock {}), {} in holds, {} outbox entr{}",
-                v(r.avail),
-                v(r.held),
-                v(r.sold),
-                v(r.stock_total),
-                r.holds.unwrap_or(0),
-                r.outbox_entries,
-                if r.outbox_entries == 1 { "y" } else { "ies" }
-            );
-            let _ = writeln!(
-                out,
-                "  scan     {} pass(es), {}",
-                r.scans,
-                if r.stable {
-                    "no order changed meanwhile"
-                } else {
-                    "orders changed during each"
-                }
-            );
-        } else {
-            let _ = writeln!(out, "  redis    not armed");
-        }
-        let _ = writeln!(
-            out,
-            "  orders   {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}  orders (units)",
-            "held", "paying", "paid", "expired", "cancelled", "failed"
-        );
-        for (name, counts) in [("redis", &r.orders), ("mysql", &m.orders)] {
-            let cells: Vec<String> = OrderState::ALL
-                .iter()
-                .map(|s| {
-                    let t = counts.get(*s);
-                    let cell = format!("{} ({})", t.orders, t.units);
-                    format!("{cell:>13}")
-                })
-                .collect();
-            let _ = writeln!(out, "  {name:<8} {}", cells.join(" "));
-        }
-        let _ = writeln!(out, "  payments {}", m.payments);
-        if self.pending.orders > 0 {
-            let _ = writeln!(
-                out,
-                "pending: {} order(s) in flight (not breaches)",
-                self.pending.orders
-            );
-            for p in &self.pending.examples {
-                let _ = writeln!(out, "  {}: {}", p.order, p.reason);
-            }
-            if self.pending.orders > self.pending.examples.len() as u64 {
-                let _ = writeln!(
-                    out,
-                    "  ... and {} more",
-                    self.pending.orders - self.pending.examples.len() as u64
-                );
-            }
-        }
-        for note in &self.notes {
-            let _ = writeln!(out, "note: {note}");
-        }
-        if self.breaches.is_empty() {
-            let _ = writeln!(out, "breaches: none");
-        } else {
-            let _ = writeln!(out, "breaches:");
-            for b in &self.breaches {
-                let _ = writeln!(out, "  {}: {}", b.code, b.message);
-            }
-            for (code, n) in &self.breach_counts {
-                let listed = self.breaches.iter().filter(|b| b.code == *code).count() as u64;
-                if *n > listed {
-                    let _ = writeln!(out, "  {code}: ... and {} more", n - listed);
-                }
-            }
-        }
-        out
     }
 }
 

@@ -13,7 +13,7 @@
 //! | `hold:<order>` | string | the hold timer: only its TTL matters (the keyspace `expired` event drives the expiry worker) |
 //! | `holds` | zset | every live (HELD or PAYING) order id (text) → its deadline (epoch ms): the sweeper's source of truth |
 //! | `u:<user>` | string | the user's units in HELD + PAYING + PAID orders (user as UUID text; deleted at 0) |
-//! | `events` | stream | the outbox: one entry per arrow, the order's new row ([`crate::outbox`]) |
+//! | `events` | stream | the outbox: one entry per arrow, the order's new row ([`crate::orders::outbox`]) |
 //! | `idem:<user>:<key>` | hash | `order` (id), `fp` (request fingerprint `"<sale>:<quantity>"`), TTL [`IDEMPOTENCY_TTL`] |
 //!
 //! The order id is UUID text everywhere (keys and `holds` members); the user is 16 raw bytes
@@ -54,7 +54,7 @@
 //! # For callers
 //!
 //! - The Redis client sends a command again once when its connection drops (see
-//!   [`crate::redis`]), so a call may run twice. Every script is safe to repeat, but the second
+//!   [`crate::clients::redis`]), so a call may run twice. Every script is safe to repeat, but the second
 //!   run reports what it finds: a repeated arrow answers [`Transition::Unchanged`] with the state
 //!   the first run produced, and a repeated reserve answers [`ReserveOutcome::Existing`]. Treat
 //!   "the order is in the state I asked for" as success, not only [`Transition::Applied`].
@@ -66,6 +66,10 @@
 //!   sale*: the same key sent for another sale is not seen here. Enforcing "one key, one body"
 //!   across sales needs a check outside this slot (the api's job).
 
+pub mod audit;
+pub mod ledger;
+pub mod outbox;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -75,10 +79,10 @@ use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::Value;
 use uuid::Uuid;
 
-use crate::error::ErrorCode;
+use crate::clients::redis::Redis;
+use crate::http::error::ErrorCode;
 use crate::lua::PipelinedSet;
 use crate::lua::scripts::{BEGIN_PAYMENT, CONFIRM, ORDER_DUE, RELEASE, RESERVE};
-use crate::redis::Redis;
 use crate::sale::SaleState;
 
 /// How long an idempotency key is kept (DESIGN §9: at least 24 h).
@@ -330,7 +334,7 @@ pub struct OrderKeys {
     pub sold: String,
     pub adm: String,
     pub holds: String,
-    /// The order outbox stream (see [`crate::outbox`]).
+    /// The order outbox stream (see [`crate::orders::outbox`]).
     pub events: String,
 }
 

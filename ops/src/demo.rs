@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use dropline_api::accounts::{CreateError, create_verified_user};
-use dropline_core::password::Hasher;
-use dropline_core::redis::Redis;
+use dropline_core::auth::accounts::{CreateError, create_verified_user};
+use dropline_core::auth::password::Hasher;
+use dropline_core::auth::tokens::Role;
+use dropline_core::clients::redis::Redis;
 use dropline_core::sale::{self, SaleConfig};
-use dropline_core::tokens::Role;
 use sqlx::MySqlPool;
 use uuid::Uuid;
 

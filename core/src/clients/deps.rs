@@ -3,9 +3,9 @@
 use anyhow::Context;
 use sqlx::MySqlPool;
 
-use crate::amqp::Broker;
+use crate::clients::amqp::Broker;
+use crate::clients::redis::Redis;
 use crate::config::Config;
-use crate::redis::Redis;
 
 /// Which dependencies to connect.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,9 +39,9 @@ impl Deps {
             if !needs.mysql {
                 return Ok(None);
             }
-            let pool = crate::mysql::connect(&config.mysql).await?;
+            let pool = crate::clients::mysql::connect(&config.mysql).await?;
             if config.mysql.run_migrations {
-                crate::mysql::migrate(&pool).await?;
+                crate::clients::mysql::migrate(&pool).await?;
             }
             Ok::<_, anyhow::Error>(Some(pool))
         };
