@@ -430,24 +430,28 @@ impl ReceivedMail {
     /// The first run of exactly `digits` ASCII digits in the text body (a verification code
     /// such as `123456`), if any.
     pub fn digit_code(&self, digits: usize) -> Option<String> {
-        let text = self.text_body().ok()?;
-        let chars: Vec<char> = text.chars().collect();
-        let mut i = 0;
-        while i < chars.len() {
-            if chars[i].is_ascii_digit() {
-                let start = i;
-                while i < chars.len() && chars[i].is_ascii_digit() {
-                    i += 1;
-                }
-                if i - start == digits {
-                    return Some(chars[start..i].iter().collect());
-                }
-            } else {
+        digit_run(&self.text_body().ok()?, digits)
+    }
+}
+
+/// The first run of exactly `digits` ASCII digits in `text` (a verification code in a mail).
+pub fn digit_run(text: &str, digits: usize) -> Option<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_digit() {
+            let start = i;
+            while i < chars.len() && chars[i].is_ascii_digit() {
                 i += 1;
             }
+            if i - start == digits {
+                return Some(chars[start..i].iter().collect());
+            }
+        } else {
+            i += 1;
         }
-        None
     }
+    None
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -1,10 +1,13 @@
 //! Shared harness for the api's integration tests: a real api server (own database, Redis
-//! prefix and queue names per test, on a free port), throw-away keys, and helpers to make
-//! accounts and tokens without going through e-mail.
+//! prefix and queue names per test, on a free port), throw-away keys, helpers to make
+//! accounts and tokens without going through e-mail, and the `mail.send` messages the api
+//! published, read from the test's own mail queue (no mail worker runs here: the message is the
+//! api's side of the contract; `tests/signup_mail.rs` at the top level runs the worker too).
+//! The end-to-end tests at the top level include this file as their api harness.
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dropline_api::pii::Pii;
@@ -12,10 +15,12 @@ use dropline_api::{AppState, Secrets};
 use dropline_core::auth::accounts::create_verified_user;
 use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{self, Role};
+use dropline_core::clients::amqp::MAIL;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::messages::{Envelope, MailSend};
 use dropline_testkit::TestEnv;
-use dropline_testkit::smtp::SmtpSink;
-use dropline_workers::Kind;
+use dropline_testkit::smtp::digit_run;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -42,9 +47,8 @@ pub struct TestApi {
     pub state: AppState,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
-    /// With [`TestApi::start_with_mail`]: the SMTP sink the mail worker delivers to.
-    pub sink: Option<SmtpSink>,
-    mail_worker: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The `mail.send` messages taken from the test's mail queue so far.
+    mails: Mutex<Vec<MailSend>>,
 }
 
 /// A response: status, headers and the JSON body (`Value::Null` when empty or not JSON).
@@ -80,71 +84,60 @@ impl Reply {
 }
 
 impl TestApi {
-    /// Starts an api and a mail worker delivering to a fresh [`SmtpSink`].
-    pub async fn start_with_mail(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let sink = SmtpSink::start().await?;
-        let port = sink.port();
-        let mut overrides = vec![
-            ("SMTP__HOST", "127.0.0.1"),
-            ("SMTP__PORT", port.as_str()),
-            ("SMTP__TLS", "none"),
-            ("AMQP__RETRY_DELAY_MS", "200"),
-            ("AMQP__MAX_ATTEMPTS", "100"),
-        ];
-        overrides.extend_from_slice(extra);
-        let mut api = Self::start(&overrides).await?;
-        let worker = tokio::spawn({
-            let (config, deps, shutdown) = (
-                api.env.config.clone(),
-                api.deps.clone(),
-                api.shutdown.clone(),
-            );
-            async move { dropline_workers::run(Kind::Mail, &config, &deps, shutdown).await }
-        });
-        api.sink = Some(sink);
-        api.mail_worker = Some(worker);
-        Ok(api)
+    /// Takes every `mail.send` message waiting in this test's mail queue into [`Self::mails`].
+    async fn take_mails(&self) -> anyhow::Result<()> {
+        let broker = self.deps.broker()?;
+        let queue = broker.names().queue(MAIL);
+        let channel = broker.channel().await?;
+        while let Some(message) = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await?
+        {
+            let envelope: Envelope<MailSend> = serde_json::from_slice(&message.delivery.data)?;
+            message.delivery.ack(BasicAckOptions::default()).await?;
+            self.mails
+                .lock()
+                .map_err(|_| anyhow::anyhow!("mail list poisoned"))?
+                .push(envelope.data);
+        }
+        Ok(())
     }
 
-    /// The sink of [`TestApi::start_with_mail`].
-    pub fn sink(&self) -> anyhow::Result<&SmtpSink> {
-        self.sink
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("started without mail"))
+    /// The mails to `to` the api has published so far (bodies in order).
+    pub async fn mails_for(&self, to: &str) -> anyhow::Result<Vec<String>> {
+        self.take_mails().await?;
+        let mails = self
+            .mails
+            .lock()
+            .map_err(|_| anyhow::anyhow!("mail list poisoned"))?;
+        Ok(mails
+            .iter()
+            .filter(|m| m.to == to || m.to.ends_with(&format!("<{to}>")))
+            .map(|m| m.text.clone())
+            .collect())
     }
 
-    /// Waits for the `n`-th message to `to` (1-based) and returns its six-digit code.
+    /// Waits for the `n`-th mail to `to` (1-based) and returns its six-digit code.
     pub async fn code_for(&self, to: &str, n: usize) -> anyhow::Result<String> {
-        let sink = self.sink()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let mails: Vec<_> = sink
-                .messages()
-                .into_iter()
-                .filter(|m| m.recipients.iter().any(|r| r == to))
-                .collect();
-            if let Some(mail) = mails.get(n - 1) {
-                return mail
-                    .digit_code(6)
+            let mails = self.mails_for(to).await?;
+            if let Some(text) = mails.get(n - 1) {
+                return digit_run(text, 6)
                     .ok_or_else(|| anyhow::anyhow!("no six-digit code in the mail to {to}"));
             }
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
-                "mail #{n} to {to} did not arrive within 20 s ({} arrived)",
+                "mail #{n} to {to} was not published within 20 s ({} were)",
                 mails.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Mails delivered to `to` so far.
-    pub fn mails_to(&self, to: &str) -> usize {
-        self.sink.as_ref().map_or(0, |sink| {
-            sink.messages()
-                .iter()
-                .filter(|m| m.recipients.iter().any(|r| r == to))
-                .count()
-        })
+    /// Mails to `to` published so far.
+    pub async fn mails_to(&self, to: &str) -> anyhow::Result<usize> {
+        Ok(self.mails_for(to).await?.len())
     }
 
     /// Starts an api with fast argon2 and `extra` config overrides (env form).
@@ -184,8 +177,7 @@ impl TestApi {
             state,
             shutdown,
             server,
-            sink: None,
-            mail_worker: None,
+            mails: Mutex::new(Vec::new()),
         })
     }
 
@@ -286,9 +278,6 @@ impl TestApi {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.server).await???;
-        if let Some(worker) = self.mail_worker {
-            tokio::time::timeout(Duration::from_secs(10), worker).await???;
-        }
         self.deps.close().await;
         self.env.cleanup().await
     }

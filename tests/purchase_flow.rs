@@ -9,6 +9,7 @@
 //!   rows' units ≤ stock; at the end also `avail + sold = stock_total`, Redis and MySQL agree on
 //!   every order, one payment row per paid order, every buyer within the per-user limit.
 
+#[path = "../api/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
