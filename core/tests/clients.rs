@@ -159,8 +159,15 @@ async fn scripts_survive_script_flush_under_load() -> anyhow::Result<()> {
 #[test]
 fn every_script_documents_keys_argv_and_returns() {
     for script in scripts::all() {
+        // What Redis runs is the shared prelude, then the script's own file.
+        assert_eq!(
+            script.body(),
+            format!("{}\n{}", dropline_core::lua::PRELUDE, script.source()),
+            "{}",
+            script.name()
+        );
         let header: String = script
-            .body()
+            .source()
             .lines()
             .take_while(|l| l.starts_with("--"))
             .collect::<Vec<_>>()
