@@ -23,11 +23,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local cfg = redis.call('HMGET', KEYS[1], 'stock_total', 'per_user_limit')
 local out = {
-  tonumber(cfg[1]) or 0,
-  tonumber(cfg[2]) or 0,
-  tonumber(redis.call('GET', KEYS[2])) or 0,
-  tonumber(redis.call('GET', KEYS[3])) or 0,
-  tonumber(redis.call('GET', KEYS[4])) or 0,
+  num(cfg[1]),
+  num(cfg[2]),
+  num(redis.call('GET', KEYS[2])),
+  num(redis.call('GET', KEYS[3])),
+  num(redis.call('GET', KEYS[4])),
   redis.call('ZCARD', KEYS[5]),
   0,
   '',
@@ -42,6 +42,5 @@ if redis.call('EXISTS', KEYS[6]) == 1 then
     end
   end
 end
-local t = redis.call('TIME')
-out[9] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+out[9] = clock()
 return out

@@ -29,27 +29,19 @@
 --           deadline_passed  HELD past its deadline: nothing changed (state held)
 --           not_found        no such order (state '', numbers 0)
 --   An error reply (nothing written) for a malformed argument.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
+local now = clock()
 
 local timeout = tonumber(ARGV[2])
 if timeout == nil or timeout < 1 or timeout ~= math.floor(timeout) then
   return redis.error_reply('ERR begin_payment: payment timeout must be an integer >= 1 ms')
 end
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user', 'amount', 'currency', 'created', 'idem')
-if not o[1] then
-  return {'not_found', '', 0, 0, now}
-end
-local state, qty, deadline = o[1], num(o[2]), num(o[3])
-if state ~= 'held' then
-  return {'noop', state, qty, deadline, now}
+local refused, o, qty, deadline = order_at(KEYS[1], 'held', now)
+if refused then
+  return refused
 end
 if deadline <= now then
-  return {'deadline_passed', state, qty, deadline, now}
+  return {'deadline_passed', o[1], qty, deadline, now}
 end
 
 local due = now + timeout
@@ -57,7 +49,5 @@ redis.call('HSET', KEYS[1], 'state', 'paying', 'deadline', fmt(due), 'updated', 
 redis.call('SET', KEYS[2], '1', 'PX', fmt(timeout))
 redis.call('ZADD', KEYS[3], fmt(due), ARGV[1])
 redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(due), o[4])
-redis.call('XADD', KEYS[5], '*', 'order', ARGV[1], 'state', 'paying', 'user', o[4],
-  'qty', o[2], 'amount', o[5], 'currency', o[6], 'deadline', fmt(due),
-  'created', o[7], 'at', fmt(now), 'idem', o[8])
+outbox_order(KEYS[5], ARGV[1], o, 'paying', due, now)
 return {'ok', 'paying', qty, due, now}

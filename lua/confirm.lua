@@ -24,19 +24,11 @@
 --   result  ok         this call moved the order to PAID (state paid)
 --           noop       not PAYING: nothing changed; state is the current state
 --           not_found  no such order (state '', numbers 0)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock()
 
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
-
-local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user', 'amount', 'currency', 'created', 'idem')
-if not o[1] then
-  return {'not_found', '', 0, 0, now}
-end
-local state, qty, deadline = o[1], num(o[2]), num(o[3])
-if state ~= 'paying' then
-  return {'noop', state, qty, deadline, now}
+local refused, o, qty, deadline = order_at(KEYS[1], 'paying', now)
+if refused then
+  return refused
 end
 
 redis.call('HSET', KEYS[1], 'state', 'paid', 'updated', fmt(now))
@@ -45,7 +37,5 @@ redis.call('INCRBY', KEYS[5], qty)
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[6], o[4])
-redis.call('XADD', KEYS[7], '*', 'order', ARGV[1], 'state', 'paid', 'user', o[4],
-  'qty', o[2], 'amount', o[5], 'currency', o[6], 'deadline', fmt(deadline),
-  'created', o[7], 'at', fmt(now), 'idem', o[8])
+outbox_order(KEYS[7], ARGV[1], o, 'paid', deadline, now)
 return {'ok', 'paid', qty, deadline, now}

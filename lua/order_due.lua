@@ -9,10 +9,9 @@
 -- ARGV[1]  most entries to return (1..10000)
 --
 -- Returns  {now_ms, order_1, deadline_1, order_2, deadline_2, ...}, earliest deadline first.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock()
 local limit = math.min(10000, math.max(1, math.floor(tonumber(ARGV[1]) or 1)))
-local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now),
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(now),
   'WITHSCORES', 'LIMIT', 0, limit)
 local out = {now}
 for i = 1, #rows, 2 do

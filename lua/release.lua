@@ -35,11 +35,7 @@
 --                      changed (state held)
 --           not_found  no such order (state '', numbers 0)
 --   An error reply (nothing written) for an unknown target or a user that does not match.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
+local now = clock()
 
 local target = ARGV[2]
 local from = ({expired = 'held', cancelled = 'held', failed = 'paying'})[target]
@@ -47,16 +43,12 @@ if from == nil then
   return redis.error_reply('ERR release: target must be expired, cancelled or failed, got ' .. tostring(target))
 end
 
-local o = redis.call('HMGET', KEYS[1], 'state', 'qty', 'deadline', 'user', 'amount', 'currency', 'created', 'idem')
-if not o[1] then
-  return {'not_found', '', 0, 0, now}
-end
-local state, qty, deadline = o[1], num(o[2]), num(o[3])
-if state ~= from then
-  return {'noop', state, qty, deadline, now}
+local refused, o, qty, deadline = order_at(KEYS[1], from, now)
+if refused then
+  return refused
 end
 if target == 'expired' and deadline > now then
-  return {'not_due', state, qty, deadline, now}
+  return {'not_due', o[1], qty, deadline, now}
 end
 if o[4] ~= ARGV[3] then
   return redis.error_reply('ERR release: the user does not match the order')
@@ -71,7 +63,5 @@ end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[7], o[4])
-redis.call('XADD', KEYS[8], '*', 'order', ARGV[1], 'state', target, 'user', o[4],
-  'qty', o[2], 'amount', o[5], 'currency', o[6], 'deadline', fmt(deadline),
-  'created', o[7], 'at', fmt(now), 'idem', o[8])
+outbox_order(KEYS[8], ARGV[1], o, target, deadline, now)
 return {'ok', target, qty, deadline, now}

@@ -5,8 +5,9 @@
 --      `existing` (the order the key made; the caller reads its current state); seen with
 --      another fingerprint → `idempotency_key_reused`. Only a created order stores a key, so a
 --      request refused below may be retried with the same key.
---   2. the sale, from cfg and Redis TIME: closed (cfg.closed, or closes_at > 0 and
---      now >= closes_at), scheduled (now < opens_at) or paused (cfg.paused) → `sale_not_open`.
+--   2. the sale, from cfg and Redis TIME (sale_state in lib/prelude.lua, without sold_out):
+--      closed (cfg.closed, or closes_at > 0 and now >= closes_at), scheduled (now < opens_at)
+--      or paused (cfg.paused) → `sale_not_open`.
 --      Paused blocks new reservations too (orders already live carry on: pay, confirm, expire).
 --   3. the caller is an active admitted buyer: adm holds the user with a deadline > now.
 --   4. the per-user limit: u + quantity <= cfg.per_user_limit, where u counts the user's units
@@ -20,7 +21,8 @@
 -- avail + held + sold = stock_total holds before and after.
 --
 -- The outbox: every script that moves an order (this one, begin_payment, confirm, release)
--- appends the order's new row to the sale's `events` stream in the same atomic step, so MySQL
+-- appends the order's new row to the sale's `events` stream in the same atomic step (outbox in
+-- lib/prelude.lua, the one XADD), so MySQL
 -- (written by the workers' recorder, which reads the stream with a consumer group) can never
 -- miss a state change. Entry fields: order, state, user (16 raw bytes), qty, amount, currency,
 -- deadline, created, at (the arrow's Redis time, epoch ms), idem.
@@ -58,11 +60,7 @@
 --   {'not_found'}                        the sale is not armed (no cfg hash)
 --   An error reply (nothing written) for a malformed argument, a malformed cfg, or an order id
 --   that already has a hash.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
+local now = clock()
 
 local order, user, idem_key, fp = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
 local qty = tonumber(ARGV[3])
@@ -101,15 +99,9 @@ local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'close
 if not c[1] then
   return {'not_found'}
 end
-local closes_at = num(c[2])
-if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
-  return {'sale_not_open', 'closed'}
-end
-if now < num(c[1]) then
-  return {'sale_not_open', 'scheduled'}
-end
-if c[3] == '1' or c[3] == 'true' then
-  return {'sale_not_open', 'paused'}
+local sale = sale_state(now, num(c[1]), num(c[2]), c[3], c[4])
+if sale ~= 'open' then
+  return {'sale_not_open', sale}
 end
 local limit, hold_s, price = tonumber(c[5]), tonumber(c[6]), tonumber(c[7])
 if limit == nil or hold_s == nil or hold_s < 1 or price == nil or not c[8] then
@@ -156,7 +148,6 @@ redis.call('ZADD', KEYS[5], fmt(deadline), order)
 redis.call('HSET', KEYS[9], 'order', order, 'fp', fp)
 redis.call('PEXPIRE', KEYS[9], fmt(idem_ttl))
 redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(deadline), user)
-redis.call('XADD', KEYS[10], '*', 'order', order, 'state', 'held', 'user', user,
-  'qty', fmt(qty), 'amount', fmt(amount), 'currency', c[8], 'deadline', fmt(deadline),
-  'created', fmt(now), 'at', fmt(now), 'idem', idem_key)
+outbox(KEYS[10], order, 'held', user, fmt(qty), fmt(amount), c[8], fmt(deadline),
+  fmt(now), fmt(now), idem_key)
 return {'created', order, 'held', qty, amount, c[8], deadline, now}

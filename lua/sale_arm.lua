@@ -73,7 +73,7 @@ redis.call('HSET', KEYS[1],
   'product_id', ARGV[10],
   'price', ARGV[11],
   'currency', ARGV[12])
-redis.call('SET', KEYS[2], string.format('%.0f', tonumber(ARGV[1]) - held - sold))
-redis.call('SET', KEYS[3], string.format('%.0f', held))
-redis.call('SET', KEYS[4], string.format('%.0f', sold))
+redis.call('SET', KEYS[2], fmt(tonumber(ARGV[1]) - held - sold))
+redis.call('SET', KEYS[3], fmt(held))
+redis.call('SET', KEYS[4], fmt(sold))
 return 1

@@ -22,11 +22,10 @@ local cfg = redis.call('HMGET', KEYS[1], 'stock_total', 'opens_at', 'closes_at',
   'hold_seconds', 'admit_per_second', 'max_active', 'paused', 'closed')
 local out = {}
 for i = 1, 9 do
-  out[i] = tonumber(cfg[i]) or 0
+  out[i] = num(cfg[i])
 end
-out[10] = tonumber(redis.call('GET', KEYS[2])) or 0
-out[11] = tonumber(redis.call('GET', KEYS[3])) or 0
-out[12] = tonumber(redis.call('GET', KEYS[4])) or 0
-local t = redis.call('TIME')
-out[13] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+out[10] = num(redis.call('GET', KEYS[2]))
+out[11] = num(redis.call('GET', KEYS[3]))
+out[12] = num(redis.call('GET', KEYS[4]))
+out[13] = clock()
 return out

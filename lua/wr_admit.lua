@@ -61,16 +61,8 @@
 --             empty (queue ran out) |
 --             scan (scan_limit reached) | state (not open, or paused)
 --   users     the admitted users' 16-byte ids, in queue order
-local ORDER = 65536
-
-local t = redis.call('TIME')
-local now_s = tonumber(t[1])
-local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
--- The rate credit uses the clock to the microsecond (fractions of a ms carry between ticks).
-local now_f = now_s * 1000 + tonumber(t[2]) / 1000
-
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
+-- The rate credit uses now_f, the clock to the microsecond (fractions of a ms carry between ticks).
+local now, now_s, now_f = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
   'max_active', 'per_user_limit')
@@ -79,16 +71,7 @@ if not c[1] then
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
-local state = 'open'
-if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
-  state = 'closed'
-elseif avail <= 0 and held <= 0 then
-  state = 'sold_out'
-elseif now < opens_at then
-  state = 'scheduled'
-elseif c[3] == '1' or c[3] == 'true' then
-  state = 'paused'
-end
+local state = sale_state(now, opens_at, closes_at, c[3], c[4], avail, held)
 
 local qlen = redis.call('ZCARD', KEYS[4])
 local active = redis.call('ZCOUNT', KEYS[5], '(' .. fmt(now), '+inf')
@@ -147,7 +130,7 @@ while #users < budget do
     local user, score = head[i], tonumber(head[i + 1])
     scanned = scanned + 1
     redis.call('ZREM', KEYS[4], user)
-    if ((now_s - score % ORDER) % ORDER) * 1000 > abandon_ms then
+    if silent(score, now_s, abandon_ms) then
       skipped = skipped + 1
     else
       redis.call('ZADD', KEYS[5], fmt(deadline), user)
@@ -159,7 +142,7 @@ end
 -- max_active is full, so the positions of those behind them stay honest.
 while scanned < scan_limit do
   local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  if #head == 0 or ((now_s - tonumber(head[2]) % ORDER) % ORDER) * 1000 <= abandon_ms then
+  if #head == 0 or not silent(tonumber(head[2]), now_s, abandon_ms) then
     break
   end
   redis.call('ZREM', KEYS[4], head[1])

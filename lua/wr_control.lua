@@ -1,8 +1,8 @@
 -- wr_control.lua: one sale's figures for the control room (GET /w/{sale}/control/data), in one
 -- round trip. Read-only; polled every second or two by each admin watching.
 --
--- The state is derived as in wr_stats.lua: closed (cfg.closed = 1, or closes_at > 0 and now >=
--- closes_at) > sold_out (avail <= 0 and held <= 0) > scheduled (now < opens_at) > paused > open.
+-- The state is sale_state (lib/prelude.lua), as in wr_stats.lua: closed > sold_out > scheduled >
+-- paused > open.
 --
 -- Live orders (HELD or PAYING) are the members of `holds`. When there are at most ARGV[2] of
 -- them the script also reads each one's state from its hash (`<ARGV[1]><order id>`, a key in the
@@ -29,10 +29,7 @@
 --   max_active        0 = no limit
 --   orders_held / orders_paying  live orders in each state, -1 when not read (see above)
 --   every other item an integer; a missing field or counter reads as 0
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
+local now = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'stock_total', 'opens_at', 'closes_at', 'admit_per_second',
   'max_active', 'paused', 'closed')
@@ -43,16 +40,7 @@ local opens_at, closes_at = num(c[2]), num(c[3])
 local avail = num(redis.call('GET', KEYS[2]))
 local held = num(redis.call('GET', KEYS[3]))
 local sold = num(redis.call('GET', KEYS[4]))
-local state = 'open'
-if c[7] == '1' or c[7] == 'true' or (closes_at > 0 and now >= closes_at) then
-  state = 'closed'
-elseif avail <= 0 and held <= 0 then
-  state = 'sold_out'
-elseif now < opens_at then
-  state = 'scheduled'
-elseif c[6] == '1' or c[6] == 'true' then
-  state = 'paused'
-end
+local state = sale_state(now, opens_at, closes_at, c[6], c[7], avail, held)
 
 local live = redis.call('ZCARD', KEYS[8])
 local orders_held, orders_paying = -1, -1
@@ -77,7 +65,7 @@ return {
   redis.call('ZCARD', KEYS[5]),
   num(w[1]),
   num(w[2]),
-  redis.call('ZCOUNT', KEYS[6], '(' .. string.format('%.0f', now), '+inf'),
+  redis.call('ZCOUNT', KEYS[6], '(' .. fmt(now), '+inf'),
   tonumber(w[3]) or -1,
   num(c[4]),
   num(c[5]),

@@ -15,7 +15,8 @@
 -- The place never moves when the stamp changes: order keys are unique, so the stamp never
 -- decides between two users.
 --
--- Sale state, from the cfg hash and the stock counters, by precedence:
+-- Sale state, from the cfg hash and the stock counters, by precedence (sale_state in
+-- lib/prelude.lua, which also has paused: for the line, a paused sale stands as an open one):
 --   closed    cfg.closed = 1, or closes_at > 0 and now >= closes_at
 --   sold_out  avail <= 0 and held <= 0 (nothing left and nothing that can come back)
 --   scheduled now < opens_at
@@ -44,30 +45,18 @@
 --   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
 --             measured rate x 1000 (-1 when none was measured yet), for the ETA
 -- Nothing is written for closed, sold_out, queue_full or not_found.
-local ORDER = 65536
 local PRE = 68719476736
 
-local t = redis.call('TIME')
-local now_s = tonumber(t[1])
-local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
+local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
 if not c[1] then
   return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0}
 end
-local opens_at, closes_at = num(c[1]), num(c[2])
-local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
-local state = 'open'
-if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
-  state = 'closed'
-elseif num(redis.call('GET', KEYS[2])) <= 0 and num(redis.call('GET', KEYS[3])) <= 0 then
-  state = 'sold_out'
-elseif now < opens_at then
-  state = 'scheduled'
-end
+local opens_at = num(c[1])
+local paused = flag(c[3]) and 1 or 0
+-- paused is reported on its own: the line stands as when open (places kept, nobody admitted).
+local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 
 local user = ARGV[1]
 local max_len = num(ARGV[3])
@@ -106,7 +95,7 @@ local score = redis.call('ZSCORE', KEYS[4], user)
 if score then
   score = tonumber(score)
   local old = score % ORDER
-  if ((now_s - old) % ORDER) * 1000 <= abandon_ms then
+  if not silent(score, now_s, abandon_ms) then
     if old ~= stamp then
       redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
     end

@@ -19,14 +19,8 @@
 --   expired    lapsed admissions removed; abandoned: silent waiters removed
 --   queue_length  after the call
 --   wrapped    1 when this call reached the tail (the next call starts at the head again)
-local ORDER = 65536
 
-local t = redis.call('TIME')
-local now_s = tonumber(t[1])
-local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
+local now, now_s = clock()
 
 local abandon_ms = num(ARGV[1])
 -- unpack() below puts every member on Lua's C stack, which holds about 8000 values.
@@ -45,7 +39,7 @@ local last = from
 for i = 1, #rows, 2 do
   local score = tonumber(rows[i + 1])
   last = math.floor(score / ORDER)
-  if ((now_s - score % ORDER) % ORDER) * 1000 > abandon_ms then
+  if silent(score, now_s, abandon_ms) then
     gone[#gone + 1] = rows[i]
   end
 end

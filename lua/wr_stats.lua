@@ -1,8 +1,7 @@
 -- wr_stats.lua: one sale's waiting-room figures for GET /w/{sale}/stats. Read-only.
 --
--- State precedence (the api's sale states): closed (cfg.closed = 1, or closes_at > 0 and
--- now >= closes_at) > sold_out (avail <= 0 and held <= 0) > scheduled (now < opens_at) > paused
--- (now < opens_at) > open.
+-- The state is sale_state (lib/prelude.lua), the api's sale states by precedence: closed >
+-- sold_out > scheduled > paused > open.
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
 -- KEYS[2]  avail
@@ -17,10 +16,7 @@
 --   state     scheduled | open | paused | sold_out | closed | not_found
 --   queue_length  entries in the queue (silent users count until removed)
 --   active    admissions whose deadline is still ahead
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
+local now = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
 if not c[1] then
@@ -28,22 +24,13 @@ if not c[1] then
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
-local state = 'open'
-if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
-  state = 'closed'
-elseif avail <= 0 and held <= 0 then
-  state = 'sold_out'
-elseif now < opens_at then
-  state = 'scheduled'
-elseif c[3] == '1' or c[3] == 'true' then
-  state = 'paused'
-end
+local state = sale_state(now, opens_at, closes_at, c[3], c[4], avail, held)
 local w = redis.call('HMGET', KEYS[6], 'admitted_total', 'abandoned_total', 'admit_rate_milli')
 return {
   state,
   redis.call('ZCARD', KEYS[4]),
   num(w[1]),
-  redis.call('ZCOUNT', KEYS[5], '(' .. string.format('%.0f', now), '+inf'),
+  redis.call('ZCOUNT', KEYS[5], '(' .. fmt(now), '+inf'),
   avail,
   held,
   num(w[2]),

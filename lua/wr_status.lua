@@ -33,29 +33,17 @@
 --   paused    1 when the sale is paused
 --   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
 --             measured rate x 1000 (-1 when none was measured yet), for the ETA
-local ORDER = 65536
 
-local t = redis.call('TIME')
-local now_s = tonumber(t[1])
-local now = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
-
-local function num(v) return tonumber(v) or 0 end
-local function fmt(x) return string.format('%.0f', x) end
+local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
 if not c[1] then
   return {'not_found'}
 end
-local opens_at, closes_at = num(c[1]), num(c[2])
-local paused = (c[3] == '1' or c[3] == 'true') and 1 or 0
-local state = 'open'
-if c[4] == '1' or c[4] == 'true' or (closes_at > 0 and now >= closes_at) then
-  state = 'closed'
-elseif num(redis.call('GET', KEYS[2])) <= 0 and num(redis.call('GET', KEYS[3])) <= 0 then
-  state = 'sold_out'
-elseif now < opens_at then
-  state = 'scheduled'
-end
+local opens_at = num(c[1])
+local paused = flag(c[3]) and 1 or 0
+-- paused is reported on its own: the line stands as when open (places kept, nobody admitted).
+local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 
 local abandon_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
@@ -98,7 +86,7 @@ local function one(user)
   end
   score = tonumber(score)
   local old = score % ORDER
-  if ((now_s - old) % ORDER) * 1000 > abandon_ms then
+  if silent(score, now_s, abandon_ms) then
     redis.call('ZREM', KEYS[4], user)
     qlen = qlen - 1
     return lost()

@@ -1,5 +1,10 @@
 //! The Lua script registry: every `lua/*.lua` embedded with `include_str!`, run by `EVALSHA`.
 //!
+//! [`lua_script!`](crate::lua_script) embeds a script behind the shared prelude
+//! (`lua/lib/prelude.lua`: the clock, number helpers, the sale-state precedence, the order
+//! outbox), joined at compile time with `concat!`, so the rules live once in Lua and every
+//! script still reaches Redis as one self-contained body.
+//!
 //! A script's SHA-1 is computed at first use. When Redis answers `NOSCRIPT` (restart, failover,
 //! `SCRIPT FLUSH`, or a Cluster node that never saw the script) the call falls back to `EVAL`
 //! with the body, which runs it and caches it on that node, so the next call is an `EVALSHA`
@@ -14,19 +19,62 @@ use sha1::{Digest, Sha1};
 
 use crate::clients::redis::Redis;
 
+/// `lua/lib/prelude.lua`, the helpers that [`lua_script!`](crate::lua_script) puts in front of
+/// every script.
+pub const PRELUDE: &str = include_str!("../../lua/lib/prelude.lua");
+
+/// A [`Script`] from `lua/<name>.lua` behind [`PRELUDE`], joined at compile time:
+/// `lua_script!("reserve")`. The `lua/` folder is found beside the calling crate's folder.
+#[macro_export]
+macro_rules! lua_script {
+    ($name:literal) => {
+        $crate::lua::Script::with_prelude(
+            $name,
+            concat!(
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../lua/lib/prelude.lua"
+                )),
+                "\n",
+                include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../lua/",
+                    $name,
+                    ".lua"
+                )),
+            ),
+        )
+    };
+}
+
 /// One embedded Lua script.
 #[derive(Debug)]
 pub struct Script {
     name: &'static str,
     body: &'static str,
+    /// Bytes of `body` before the script's own file (the prelude and its newline), or 0.
+    prelude: usize,
     sha: OnceLock<String>,
 }
 
 impl Script {
+    /// A script whose body is all its own (no prelude).
     pub const fn new(name: &'static str, body: &'static str) -> Self {
         Self {
             name,
             body,
+            prelude: 0,
+            sha: OnceLock::new(),
+        }
+    }
+
+    /// A script whose body is [`PRELUDE`], a newline and the script's file; made by
+    /// [`lua_script!`](crate::lua_script).
+    pub const fn with_prelude(name: &'static str, body: &'static str) -> Self {
+        Self {
+            name,
+            body,
+            prelude: PRELUDE.len() + 1,
             sha: OnceLock::new(),
         }
     }
@@ -35,8 +83,14 @@ impl Script {
         self.name
     }
 
+    /// What Redis runs (and the SHA-1 names): the prelude, if any, and the script's file.
     pub fn body(&self) -> &'static str {
         self.body
+    }
+
+    /// The script's own file, whose header comment is its contract.
+    pub fn source(&self) -> &'static str {
+        self.body.get(self.prelude..).unwrap_or(self.body)
     }
 
     /// The script's SHA-1, as Redis names it.
@@ -162,37 +216,29 @@ pub mod scripts {
     use super::Script;
 
     /// Acquire or renew a leader lease (`lua/lease_acquire.lua`).
-    pub static LEASE_ACQUIRE: Script =
-        Script::new("lease_acquire", include_str!("../../lua/lease_acquire.lua"));
+    pub static LEASE_ACQUIRE: Script = crate::lua_script!("lease_acquire");
     /// Give a leader lease up, only if still held (`lua/lease_release.lua`).
-    pub static LEASE_RELEASE: Script =
-        Script::new("lease_release", include_str!("../../lua/lease_release.lua"));
+    pub static LEASE_RELEASE: Script = crate::lua_script!("lease_release");
 
     /// Arm a sale: write its config hash and stock counters once (`lua/sale_arm.lua`).
-    pub static SALE_ARM: Script = Script::new("sale_arm", include_str!("../../lua/sale_arm.lua"));
+    pub static SALE_ARM: Script = crate::lua_script!("sale_arm");
     /// Read a sale's config, counters and the server clock at once (`lua/sale_view.lua`).
-    pub static SALE_VIEW: Script =
-        Script::new("sale_view", include_str!("../../lua/sale_view.lua"));
+    pub static SALE_VIEW: Script = crate::lua_script!("sale_view");
 
     /// Take stock for a new order: idempotency, sale, admission, limit, stock (`lua/reserve.lua`).
-    pub static RESERVE: Script = Script::new("reserve", include_str!("../../lua/reserve.lua"));
+    pub static RESERVE: Script = crate::lua_script!("reserve");
     /// HELD → PAYING, deadline moved to the payment timeout (`lua/begin_payment.lua`).
-    pub static BEGIN_PAYMENT: Script =
-        Script::new("begin_payment", include_str!("../../lua/begin_payment.lua"));
+    pub static BEGIN_PAYMENT: Script = crate::lua_script!("begin_payment");
     /// PAYING → PAID (`lua/confirm.lua`).
-    pub static CONFIRM: Script = Script::new("confirm", include_str!("../../lua/confirm.lua"));
+    pub static CONFIRM: Script = crate::lua_script!("confirm");
     /// HELD → EXPIRED / CANCELLED, PAYING → FAILED, stock back once (`lua/release.lua`).
-    pub static RELEASE: Script = Script::new("release", include_str!("../../lua/release.lua"));
+    pub static RELEASE: Script = crate::lua_script!("release");
     /// Live orders past their deadline, for the sweeper (`lua/order_due.lua`).
-    pub static ORDER_DUE: Script =
-        Script::new("order_due", include_str!("../../lua/order_due.lua"));
+    pub static ORDER_DUE: Script = crate::lua_script!("order_due");
 
     /// A sale's counters and outbox marker at one moment, for `sale audit`
     /// (`lua/audit_snapshot.lua`).
-    pub static AUDIT_SNAPSHOT: Script = Script::new(
-        "audit_snapshot",
-        include_str!("../../lua/audit_snapshot.lua"),
-    );
+    pub static AUDIT_SNAPSHOT: Script = crate::lua_script!("audit_snapshot");
 
     /// All scripts, for preloading and for the test that checks every header.
     pub fn all() -> [&'static Script; 10] {

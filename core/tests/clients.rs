@@ -9,6 +9,7 @@ use dropline_core::clients::amqp::{Broker, Names, QUEUES};
 use dropline_core::clients::redis::Redis;
 use dropline_core::lease::Lease;
 use dropline_core::lua::{PipelinedSet, Script, scripts};
+use dropline_core::sale::{SaleState, StateInputs, derive_state};
 use dropline_testkit::TestEnv;
 use fred::prelude::*;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
@@ -159,8 +160,15 @@ async fn scripts_survive_script_flush_under_load() -> anyhow::Result<()> {
 #[test]
 fn every_script_documents_keys_argv_and_returns() {
     for script in scripts::all() {
+        // What Redis runs is the shared prelude, then the script's own file.
+        assert_eq!(
+            script.body(),
+            format!("{}\n{}", dropline_core::lua::PRELUDE, script.source()),
+            "{}",
+            script.name()
+        );
         let header: String = script
-            .body()
+            .source()
             .lines()
             .take_while(|l| l.starts_with("--"))
             .collect::<Vec<_>>()
@@ -174,6 +182,58 @@ fn every_script_documents_keys_argv_and_returns() {
         }
         assert_eq!(script.sha().len(), 40);
     }
+}
+
+/// `sale_state` in `lua/lib/prelude.lua` (the scripts' rule) and [`derive_state`] (the Rust one,
+/// for `sale_view.lua`'s snapshot) answer alike on every combination of their inputs.
+#[tokio::test]
+async fn lua_and_rust_derive_the_same_sale_state() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = Redis::connect(&env.config.redis).await?;
+    let body = format!(
+        "{}\nreturn sale_state(tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), \
+         ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]))",
+        dropline_core::lua::PRELUDE
+    );
+    let (opens_at_ms, close) = (1_000, 2_000);
+    let mut seen = std::collections::HashSet::new();
+    for now_ms in [999, 1_000, 1_999, 2_000] {
+        for closes_at_ms in [None, Some(close)] {
+            for (available, held) in [(0, 0), (1, 0), (0, 1), (-1, 0)] {
+                for (paused, closed) in [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    let inputs = StateInputs {
+                        now_ms,
+                        opens_at_ms,
+                        closes_at_ms,
+                        paused,
+                        closed,
+                        available,
+                        held,
+                    };
+                    let args: Vec<String> = vec![
+                        now_ms.to_string(),
+                        opens_at_ms.to_string(),
+                        closes_at_ms.unwrap_or(0).to_string(),
+                        u8::from(paused).to_string(),
+                        u8::from(closed).to_string(),
+                        available.to_string(),
+                        held.to_string(),
+                    ];
+                    let lua: String = redis
+                        .pool()
+                        .eval(body.as_str(), Vec::<String>::new(), args)
+                        .await?;
+                    let rust = derive_state(inputs);
+                    assert_eq!(lua, rust.as_str(), "{inputs:?}");
+                    seen.insert(rust);
+                }
+            }
+        }
+    }
+    assert_eq!(seen.len(), SaleState::ALL.len(), "every state was reached");
+    redis.quit().await;
+    env.cleanup().await
 }
 
 #[tokio::test]

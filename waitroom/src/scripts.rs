@@ -1,23 +1,25 @@
-//! The waiting room's Lua scripts (`lua/wr_*.lua`), embedded and run by SHA through
+//! The waiting room's Lua scripts (`lua/wr_*.lua`), embedded behind the shared prelude
+//! (`lua/lib/prelude.lua`, see [`dropline_core::lua_script!`]) and run by SHA through
 //! [`dropline_core::lua::Script`]. Each file's header comment is its contract (KEYS, ARGV,
 //! returns); [`crate::queue`] is the typed wrapper the rest of the crate uses.
 
 use dropline_core::lua::Script;
+use dropline_core::lua_script;
 
 /// Join the queue, or report the existing place (`lua/wr_join.lua`).
-pub static WR_JOIN: Script = Script::new("wr_join", include_str!("../../lua/wr_join.lua"));
+pub static WR_JOIN: Script = lua_script!("wr_join");
 /// A buyer's state and position; records the poll (`lua/wr_status.lua`).
-pub static WR_STATUS: Script = Script::new("wr_status", include_str!("../../lua/wr_status.lua"));
+pub static WR_STATUS: Script = lua_script!("wr_status");
 /// Leave the queue, idempotent (`lua/wr_leave.lua`).
-pub static WR_LEAVE: Script = Script::new("wr_leave", include_str!("../../lua/wr_leave.lua"));
+pub static WR_LEAVE: Script = lua_script!("wr_leave");
 /// One admission tick (`lua/wr_admit.lua`).
-pub static WR_ADMIT: Script = Script::new("wr_admit", include_str!("../../lua/wr_admit.lua"));
+pub static WR_ADMIT: Script = lua_script!("wr_admit");
 /// Lapsed admissions and silent waiters, in bounded batches (`lua/wr_reap.lua`).
-pub static WR_REAP: Script = Script::new("wr_reap", include_str!("../../lua/wr_reap.lua"));
+pub static WR_REAP: Script = lua_script!("wr_reap");
 /// Read-only figures for `/stats` (`lua/wr_stats.lua`).
-pub static WR_STATS: Script = Script::new("wr_stats", include_str!("../../lua/wr_stats.lua"));
+pub static WR_STATS: Script = lua_script!("wr_stats");
 /// Read-only figures for the control room (`lua/wr_control.lua`).
-pub static WR_CONTROL: Script = Script::new("wr_control", include_str!("../../lua/wr_control.lua"));
+pub static WR_CONTROL: Script = lua_script!("wr_control");
 
 /// Every waiting-room script, for preloading and for header checks.
 pub fn all() -> [&'static Script; 7] {

@@ -974,7 +974,12 @@ async fn closed_sales_and_unknown_sales_say_so() -> anyhow::Result<()> {
 #[tokio::test]
 async fn every_script_has_a_header_contract() {
     for script in dropline_waitroom::scripts::all() {
-        let body = script.body();
+        assert!(
+            script.body().starts_with(dropline_core::lua::PRELUDE),
+            "{}: runs behind the shared prelude",
+            script.name()
+        );
+        let body = script.source();
         let first = body.lines().next().unwrap_or_default();
         assert!(
             first.starts_with(&format!("-- {}.lua: ", script.name())),

@@ -96,7 +96,11 @@ pub struct StateInputs {
 /// The state rule, first match wins: `closed` (closed by an operator, or past `closes_at`);
 /// `sold_out` (nothing available and nothing held, so no stock can come back: final news for
 /// the buyers, even while paused); `scheduled` (before `opens_at`); `paused`; otherwise `open`.
-/// The waiting room's scripts (`lua/wr_*.lua`) apply the same order.
+///
+/// The Lua scripts take the rule from `sale_state` in `lua/lib/prelude.lua`; this is its one
+/// Rust form, for [`SaleView`]: `lua/sale_view.lua` answers the inputs (13 integers), not the
+/// state, so the api and the admitter derive it here. A test (`core/tests/clients.rs`) runs
+/// both on the same inputs.
 ///
 /// A sale with units still held is `open` even at `available == 0`: a hold that expires or is
 /// cancelled puts its units back on sale.
