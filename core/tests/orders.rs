@@ -17,8 +17,9 @@ use dropline_core::clients::redis::Redis;
 use dropline_core::lua::scripts;
 use dropline_core::orders::{
     DueOrder, IDEMPOTENCY_TTL, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Target,
-    Transition, parse_hold_key,
+    Transition,
 };
+use dropline_core::sale::keys::parse_hold_key;
 use dropline_core::sale::{self, SaleConfig, SaleState};
 use dropline_testkit::TestEnv;
 use fred::prelude::*;

@@ -60,7 +60,7 @@ pub async fn rearm(
         .await?
         .with_context(|| format!("no sale {sale} in MySQL"))?;
     let mut report = Report::default();
-    let cfg_key = redis.sale_key(sale, "cfg");
+    let cfg_key = dropline_core::sale::keys::SaleKeys::new(redis, sale).cfg();
     let armed: i64 = redis
         .pool()
         .exists(&cfg_key)

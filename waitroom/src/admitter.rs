@@ -75,6 +75,7 @@ use uuid::Uuid;
 
 use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, WaitQueue};
 use dropline_core::sale::SaleState;
+use dropline_core::sale::keys::SaleKeys;
 
 /// The field of a sale's `wr` hash that holds the measured admission rate: admissions per
 /// second × 1000, an integer (`50000` = 50 a second).
@@ -525,7 +526,7 @@ impl Ctx {
         if outcome.state == SaleState::SoldOut {
             if !track.sold_out_alerted {
                 track.sold_out_alerted = true;
-                let flag = self.redis.sale_key(id, "alerted:sold_out");
+                let flag = SaleKeys::new(&self.redis, id).sold_out_alerted();
                 let first: Result<Option<String>, _> = self
                     .redis
                     .pool()
@@ -552,7 +553,7 @@ impl Ctx {
         } else if track.sold_out_alerted {
             // Stock came back (an expired or failed order): a later sell-out alerts again.
             track.sold_out_alerted = false;
-            let flag = self.redis.sale_key(id, "alerted:sold_out");
+            let flag = SaleKeys::new(&self.redis, id).sold_out_alerted();
             let _: Result<i64, _> = self.redis.pool().del(&flag).await;
         }
 

@@ -53,6 +53,7 @@ use crate::page::{Asset, api_base_url, escape_script_json_into};
 use crate::queue::Reply;
 use crate::scripts::WR_CONTROL;
 use dropline_core::sale::SaleState;
+use dropline_core::sale::keys::SaleKeys;
 
 const TEMPLATE: &str = include_str!("../assets/control.html");
 const SCRIPT: &str = include_str!("../assets/control.js");
@@ -133,18 +134,21 @@ pub struct Figures {
 
 /// Reads a sale's figures in one round trip; `None` when the sale is not armed.
 pub async fn figures(redis: &Redis, sale: Uuid) -> anyhow::Result<Option<Figures>> {
-    let key = |name| redis.sale_key(sale, name);
+    let layout = SaleKeys::new(redis, sale);
     let keys = vec![
-        key("cfg"),
-        key("avail"),
-        key("held"),
-        key("sold"),
-        key("q"),
-        key("adm"),
-        key("wr"),
-        key("holds"),
+        layout.cfg(),
+        layout.avail(),
+        layout.held(),
+        layout.sold(),
+        layout.queue(),
+        layout.admitted(),
+        layout.room(),
+        layout.holds(),
     ];
-    let args = vec![Value::from(key("o:")), Value::from(MAX_ORDERS_SPLIT)];
+    let args = vec![
+        Value::from(layout.order_prefix()),
+        Value::from(MAX_ORDERS_SPLIT),
+    ];
     let reply: Value = WR_CONTROL.run(redis, keys, args).await?;
     let r = Reply::new(reply, "wr_control", 18)?;
     let state = r.text(0)?;

@@ -49,6 +49,7 @@ use std::time::Duration;
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::sale::SaleState;
+use dropline_core::sale::keys::SaleKeys;
 use fred::types::Value;
 use rand::Rng;
 use uuid::Uuid;
@@ -84,16 +85,15 @@ pub struct QueueKeys {
 
 impl QueueKeys {
     pub fn new(redis: &Redis, sale: impl fmt::Display) -> Self {
-        let sale = sale.to_string();
-        let key = |name| redis.sale_key(&sale, name);
+        let layout = SaleKeys::new(redis, sale);
         Self {
-            cfg: key("cfg"),
-            avail: key("avail"),
-            held: key("held"),
-            q: key("q"),
-            adm: key("adm"),
-            seq: key("qseq"),
-            wr: key("wr"),
+            cfg: layout.cfg(),
+            avail: layout.avail(),
+            held: layout.held(),
+            q: layout.queue(),
+            adm: layout.admitted(),
+            seq: layout.queue_seq(),
+            wr: layout.room(),
         }
     }
 }

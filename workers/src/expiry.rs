@@ -34,7 +34,8 @@ use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
-use dropline_core::orders::{self, OrderState, Orders, Target, Transition};
+use dropline_core::orders::{OrderState, Orders, Target, Transition};
+use dropline_core::sale::keys::parse_hold_key;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -219,7 +220,7 @@ async fn listen(mut events: ExpiredKeys, settler: Arc<Settler>, shutdown: Cancel
                 continue;
             }
         };
-        let Some((sale, order)) = orders::parse_hold_key(&settler.redis, &key) else {
+        let Some((sale, order)) = parse_hold_key(&settler.redis, &key) else {
             continue; // Another key of this Redis expired.
         };
         let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {

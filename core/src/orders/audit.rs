@@ -80,6 +80,7 @@ use uuid::Uuid;
 use crate::clients::redis::Redis;
 use crate::lua::scripts::AUDIT_SNAPSHOT;
 use crate::orders::{OrderState, Orders};
+use crate::sale::keys::KeyName;
 
 /// Breaches of one code listed in a report; the rest are only counted.
 pub const MAX_LISTED: usize = 50;
@@ -1215,8 +1216,8 @@ impl Scan {
     /// Scans the sale's order hashes and users' counters, then reads `holds`.
     async fn read(redis: &Redis, orders: &Orders, count: u32) -> anyhow::Result<Self> {
         let sale = orders.sale();
-        let base = redis.sale_key(sale, "");
-        let pattern = format!("{}[ou]:*", glob_escape(&base));
+        let layout = orders.layout();
+        let pattern = layout.orders_and_users_pattern();
         let mut scan = Self::default();
         let client = redis.pool().next();
         let mut pages = client.scan(pattern, Some(count.max(10)), None);
@@ -1232,10 +1233,10 @@ impl Scan {
             let mut user_keys = Vec::new();
             for key in keys {
                 let Some(name) = key.as_str() else { continue };
-                let Some(rest) = name.strip_prefix(&base) else {
+                let Some(named) = layout.name_of(name) else {
                     continue;
                 };
-                if let Some(id) = rest.strip_prefix("o:") {
+                if let KeyName::Order(id) = named {
                     match Uuid::parse_str(id) {
                         Ok(id) => order_keys.push((id, name.to_owned())),
                         Err(_) => tracing::warn!(
@@ -1243,7 +1244,7 @@ impl Scan {
                             "skipping an order key that is not an order id"
                         ),
                     }
-                } else if let Some(user) = rest.strip_prefix("u:") {
+                } else if let KeyName::User(user) = named {
                     match Uuid::parse_str(user) {
                         Ok(user) => user_keys.push((user, name.to_owned())),
                         Err(_) => {
@@ -1415,17 +1416,6 @@ async fn read_outbox(redis: &Redis, orders: &Orders) -> anyhow::Result<HashSet<U
 }
 
 /// Escapes the glob characters of a Redis `MATCH` pattern.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1497,11 +1487,5 @@ mod tests {
             );
         }
         Ok(())
-    }
-
-    #[test]
-    fn glob_characters_are_escaped() {
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-        assert_eq!(glob_escape("dl:{s:x}:"), "dl:{s:x}:");
     }
 }

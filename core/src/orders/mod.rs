@@ -84,6 +84,7 @@ use crate::http::error::ErrorCode;
 use crate::lua::PipelinedSet;
 use crate::lua::scripts::{BEGIN_PAYMENT, CONFIRM, ORDER_DUE, RELEASE, RESERVE};
 use crate::sale::SaleState;
+use crate::sale::keys::SaleKeys;
 
 /// How long an idempotency key is kept (DESIGN §9: at least 24 h).
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -344,21 +345,23 @@ pub struct Orders {
     redis: Redis,
     sale: Uuid,
     keys: OrderKeys,
+    layout: SaleKeys,
 }
 
 impl Orders {
     pub fn new(redis: &Redis, sale: Uuid) -> Self {
-        let key = |name| redis.sale_key(sale, name);
+        let layout = SaleKeys::new(redis, sale);
         Self {
             keys: OrderKeys {
-                cfg: key("cfg"),
-                avail: key("avail"),
-                held: key("held"),
-                sold: key("sold"),
-                adm: key("adm"),
-                holds: key("holds"),
-                events: key("events"),
+                cfg: layout.cfg(),
+                avail: layout.avail(),
+                held: layout.held(),
+                sold: layout.sold(),
+                adm: layout.admitted(),
+                holds: layout.holds(),
+                events: layout.events(),
             },
+            layout,
             redis: redis.clone(),
             sale,
         }
@@ -374,23 +377,27 @@ impl Orders {
 
     /// `o:<order>`, the order's hash.
     pub fn order_key(&self, order: Uuid) -> String {
-        self.redis.sale_key(self.sale, &format!("o:{order}"))
+        self.layout.order(order)
     }
 
     /// `hold:<order>`, the order's timer.
     pub fn hold_key(&self, order: Uuid) -> String {
-        self.redis.sale_key(self.sale, &format!("hold:{order}"))
+        self.layout.hold(order)
     }
 
     /// `u:<user>`, the user's units in HELD + PAYING + PAID orders.
     pub fn user_key(&self, user: Uuid) -> String {
-        self.redis.sale_key(self.sale, &format!("u:{user}"))
+        self.layout.user(user)
     }
 
     /// `idem:<user>:<key>`, an idempotency key.
     pub fn idempotency_key(&self, user: Uuid, key: &str) -> String {
-        self.redis
-            .sale_key(self.sale, &format!("idem:{user}:{key}"))
+        self.layout.idempotency(user, key)
+    }
+
+    /// The names of every key of this sale.
+    pub fn layout(&self) -> &SaleKeys {
+        &self.layout
     }
 
     /// The fingerprint stored with an idempotency key: the request's sale and quantity.
@@ -731,14 +738,6 @@ impl Orders {
             .with_context(|| format!("reading the units of user {user} in sale {}", self.sale))?;
         Ok(units.unwrap_or(0))
     }
-}
-
-/// The sale and order a hold timer key names (`<prefix>:{s:<sale>}:hold:<order>`), for the
-/// expiry worker's keyspace events; `None` for any other key.
-pub fn parse_hold_key(redis: &Redis, key: &str) -> Option<(Uuid, Uuid)> {
-    let rest = key.strip_prefix(redis.prefix())?.strip_prefix(":{s:")?;
-    let (sale, rest) = rest.split_once("}:hold:")?;
-    Some((Uuid::parse_str(sale).ok()?, Uuid::parse_str(rest).ok()?))
 }
 
 fn result_label(outcome: &ReserveOutcome) -> &'static str {

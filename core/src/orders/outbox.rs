@@ -43,7 +43,7 @@ pub struct Entry {
 impl Outbox {
     pub fn new(redis: &Redis, sale: Uuid) -> Self {
         Self {
-            key: redis.sale_key(sale, "events"),
+            key: crate::sale::keys::SaleKeys::new(redis, sale).events(),
             redis: redis.clone(),
             sale,
         }

@@ -15,6 +15,8 @@
 //! (`lua/sale_view.lua`), and [`SaleView::state`] derives the [`SaleState`] from that one
 //! snapshot, so every replica agrees on "now".
 
+pub mod keys;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -120,10 +122,7 @@ pub fn derive_state(i: StateInputs) -> SaleState {
 
 /// The four Redis keys of a sale's live state, in the order the scripts take them.
 pub fn keys(redis: &Redis, sale: Uuid) -> Vec<String> {
-    ["cfg", "avail", "held", "sold"]
-        .into_iter()
-        .map(|name| redis.sale_key(sale, name))
-        .collect()
+    keys::SaleKeys::new(redis, sale).stock().into()
 }
 
 /// Everything [`arm`] writes into the `cfg` hash.
@@ -452,7 +451,7 @@ pub async fn update_settings(
     update: &SettingsUpdate,
 ) -> anyhow::Result<bool> {
     let fields = update.fields();
-    let cfg = redis.sale_key(sale, "cfg");
+    let cfg = keys::SaleKeys::new(redis, sale).cfg();
     let exists: i64 = redis
         .pool()
         .exists(&cfg)

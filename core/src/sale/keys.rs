@@ -1,0 +1,204 @@
+//! A sale's Redis key layout: the one place that names a sale's keys (DESIGN §4).
+//!
+//! Every key of a sale is `<prefix>:{s:<sale>}:<name>`: the hash tag `{s:<sale>}` puts all of
+//! them in one slot, so each Lua script touches one slot and the design runs unchanged on Redis
+//! Cluster (sales spread across shards).
+//!
+//! | name | type | content |
+//! | --- | --- | --- |
+//! | `cfg` | hash | the sale's settings ([`crate::sale`]) |
+//! | `avail`, `held`, `sold` | strings | units for sale, in HELD + PAYING orders, in PAID orders |
+//! | `q` | zset | the waiting line: user (16 raw bytes) → arrival score |
+//! | `qseq` | string | the line's arrival counter |
+//! | `wr` | hash | the waiting room's figures (admitted and abandoned totals, last poll times) |
+//! | `adm` | zset | admitted buyers: user (16 raw bytes) → admission deadline (epoch ms) |
+//! | `alerted:sold_out` | string | the sold-out alert went out for this spell |
+//! | `o:<order>` | hash | an order ([`crate::orders`]) |
+//! | `hold:<order>` | string | the order's hold timer: only its TTL matters |
+//! | `holds` | zset | live (HELD or PAYING) order ids → deadline (epoch ms) |
+//! | `u:<user>` | string | the user's units in HELD + PAYING + PAID orders |
+//! | `idem:<user>:<key>` | hash | an idempotency key: the order it made and the request's fingerprint |
+//! | `events` | stream | the order outbox ([`crate::orders::outbox`]) |
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::clients::redis::Redis;
+
+/// The names of one sale's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaleKeys {
+    /// `<prefix>:{s:<sale>}:`
+    base: String,
+}
+
+impl SaleKeys {
+    pub fn new(redis: &Redis, sale: impl fmt::Display) -> Self {
+        Self {
+            base: redis.sale_key(sale, ""),
+        }
+    }
+
+    fn named(&self, name: &str) -> String {
+        format!("{}{name}", self.base)
+    }
+
+    /// `<prefix>:{s:<sale>}:`, what every key of the sale starts with (a SCAN pattern's base).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn cfg(&self) -> String {
+        self.named("cfg")
+    }
+
+    pub fn avail(&self) -> String {
+        self.named("avail")
+    }
+
+    pub fn held(&self) -> String {
+        self.named("held")
+    }
+
+    pub fn sold(&self) -> String {
+        self.named("sold")
+    }
+
+    /// The stock keys in the order the scripts take them: `cfg`, `avail`, `held`, `sold`.
+    pub fn stock(&self) -> [String; 4] {
+        [self.cfg(), self.avail(), self.held(), self.sold()]
+    }
+
+    /// `q`, the waiting line.
+    pub fn queue(&self) -> String {
+        self.named("q")
+    }
+
+    /// `qseq`, the line's arrival counter.
+    pub fn queue_seq(&self) -> String {
+        self.named("qseq")
+    }
+
+    /// `wr`, the waiting room's figures.
+    pub fn room(&self) -> String {
+        self.named("wr")
+    }
+
+    /// `adm`, the admitted buyers.
+    pub fn admitted(&self) -> String {
+        self.named("adm")
+    }
+
+    /// `alerted:sold_out`, the sold-out alert's flag.
+    pub fn sold_out_alerted(&self) -> String {
+        self.named("alerted:sold_out")
+    }
+
+    /// `holds`, the live orders' deadlines.
+    pub fn holds(&self) -> String {
+        self.named("holds")
+    }
+
+    /// `events`, the order outbox.
+    pub fn events(&self) -> String {
+        self.named("events")
+    }
+
+    /// `o:`, what every order hash's key starts with.
+    pub fn order_prefix(&self) -> String {
+        self.named(ORDER)
+    }
+
+    /// `o:<order>`, the order's hash.
+    pub fn order(&self, order: Uuid) -> String {
+        format!("{}{ORDER}{order}", self.base)
+    }
+
+    /// `hold:<order>`, the order's timer.
+    pub fn hold(&self, order: Uuid) -> String {
+        format!("{}{HOLD}{order}", self.base)
+    }
+
+    /// `u:<user>`, what every user counter's key starts with.
+    pub fn user_prefix(&self) -> String {
+        self.named(USER)
+    }
+
+    /// `u:<user>`, the user's units in HELD + PAYING + PAID orders.
+    pub fn user(&self, user: Uuid) -> String {
+        format!("{}{USER}{user}", self.base)
+    }
+
+    /// `idem:<user>:<key>`, an idempotency key.
+    pub fn idempotency(&self, user: Uuid, key: &str) -> String {
+        format!("{}idem:{user}:{key}", self.base)
+    }
+}
+
+/// What one of a sale's keys names, as a scan of the sale's keys meets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyName<'a> {
+    /// `o:<text>`: an order hash (the text should be an order id).
+    Order(&'a str),
+    /// `u:<text>`: a user's counter (the text should be a user id).
+    User(&'a str),
+    /// Any other key of the sale.
+    Other,
+}
+
+impl SaleKeys {
+    /// What `key` names; `None` when it is not one of this sale's keys.
+    pub fn name_of<'a>(&self, key: &'a str) -> Option<KeyName<'a>> {
+        let rest = key.strip_prefix(self.base.as_str())?;
+        Some(if let Some(order) = rest.strip_prefix(ORDER) {
+            KeyName::Order(order)
+        } else if let Some(user) = rest.strip_prefix(USER) {
+            KeyName::User(user)
+        } else {
+            KeyName::Other
+        })
+    }
+
+    /// A SCAN pattern that matches the sale's order hashes and user counters (and no other
+    /// key of the sale).
+    pub fn orders_and_users_pattern(&self) -> String {
+        format!("{}[ou]:*", glob_escape(&self.base))
+    }
+}
+
+const ORDER: &str = "o:";
+const HOLD: &str = "hold:";
+const USER: &str = "u:";
+
+/// The sale and order a hold timer key names (`<prefix>:{s:<sale>}:hold:<order>`, the inverse
+/// of [`SaleKeys::hold`]), for the expiry worker's keyspace events; `None` for any other key.
+pub fn parse_hold_key(redis: &Redis, key: &str) -> Option<(Uuid, Uuid)> {
+    let rest = key.strip_prefix(redis.prefix())?.strip_prefix(":{s:")?;
+    let (sale, rest) = rest.split_once("}:")?;
+    let order = rest.strip_prefix(HOLD)?;
+    Some((Uuid::parse_str(sale).ok()?, Uuid::parse_str(order).ok()?))
+}
+
+/// `s` with the characters a Redis glob pattern gives a meaning escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(glob_escape("dl:{s:x}:"), "dl:{s:x}:");
+    }
+}
