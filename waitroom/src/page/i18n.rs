@@ -1,457 +1,493 @@
-//! The page's words and the buyer's language: the catalog of every string of the page in
-//! English and Korean, and the choice of a language from `?lang=` and `Accept-Language`.
+//! The page's words and the buyer's language.
+//!
+//! Each language is a [Project Fluent](https://projectfluent.org) file named by its language
+//! tag: English (`en`) and Korean (`ko`) are compiled in from `waitroom/locales/`, and
+//! `waitroom.locales_dir` may name a directory of more (`fr.ftl`, `pt-BR.ftl`; a file named like
+//! a built-in language replaces its words). Every file is parsed and checked once, at start:
+//! English is the reference, and every other language has each of its messages, no other, with
+//! the same `{ $variables }`; a file that does not parse or does not match refuses the start,
+//! naming the file and the message. Each message is then formatted once into plain text in
+//! which `{ $n }` stays `{n}`, for `waiting.js` to fill in (so selectors and functions, which
+//! would need the value, are refused); a request only looks texts up.
+//!
+//! A request's language: `lang` of the query string when it names a loaded language, else the
+//! `Accept-Language` entry with the highest q-value that does (the first of equals), else
+//! English. A tag names a loaded language when it is its tag (in any case, `_` for `-`), when
+//! it starts with it (`ko-KR` names `ko`), or when it has its primary subtag (`pt` names
+//! `pt-BR`).
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use fluent_bundle::{FluentArgs, FluentBundle, FluentResource};
+use fluent_syntax::ast;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use unic_langid::LanguageIdentifier;
 
-/// The languages of the page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    En,
-    Ko,
-}
+/// The config key of the operator's language files, named in their errors.
+pub const LOCALES_DIR_KEY: &str = "waitroom.locales_dir";
 
-impl Lang {
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::En => "en",
-            Self::Ko => "ko",
-        }
-    }
-
-    pub fn other(self) -> Self {
-        match self {
-            Self::En => Self::Ko,
-            Self::Ko => Self::En,
-        }
-    }
-
-    /// `en` or `ko`, any case, with or without a region (`ko-KR`).
-    fn from_tag(tag: &str) -> Option<Self> {
-        let primary = tag.split(['-', '_']).next().unwrap_or_default();
-        if primary.eq_ignore_ascii_case("ko") {
-            Some(Self::Ko)
-        } else if primary.eq_ignore_ascii_case("en") {
-            Some(Self::En)
-        } else {
-            None
-        }
-    }
-}
-
-/// The page's language: `lang` of the query string when it is `ko` or `en`, else the
-/// `Accept-Language` entry with the highest q-value that we speak (the first of equals), else
-/// English.
-pub fn choose_lang(query: Option<&str>, accept_language: Option<&str>) -> Lang {
-    query
-        .and_then(lang_from_query)
-        .or_else(|| accept_language.and_then(lang_from_accept_language))
-        .unwrap_or(Lang::En)
-}
-
-fn lang_from_query(query: &str) -> Option<Lang> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(key, _)| *key == "lang")
-        .find_map(|(_, value)| Lang::from_tag(value))
-}
-
-/// RFC 9110 §12.5.4: `ko-KR, ko;q=0.9, en;q=0.5`. Entries with q=0 or an unreadable q are
-/// skipped; `*` adds nothing (English is the default anyway).
-fn lang_from_accept_language(header: &str) -> Option<Lang> {
-    let mut best: Option<(f32, Lang)> = None;
-    for entry in header.split(',') {
-        let mut parts = entry.split(';');
-        let tag = parts.next().unwrap_or_default().trim();
-        let mut q = 1.0_f32;
-        for param in parts {
-            let Some((name, value)) = param.split_once('=') else {
-                continue;
-            };
-            if name.trim().eq_ignore_ascii_case("q") {
-                q = match value.trim().parse::<f32>() {
-                    Ok(v) if (0.0..=1.0).contains(&v) => v,
-                    _ => 0.0,
-                };
-            }
-        }
-        let Some(lang) = Lang::from_tag(tag) else {
-            continue;
-        };
-        if q > 0.0 && best.is_none_or(|(best_q, _)| q > best_q) {
-            best = Some((q, lang));
-        }
-    }
-    best.map(|(_, lang)| lang)
-}
-
-/// One string of the page in both languages.
-#[derive(Debug)]
-pub struct Message {
-    pub key: &'static str,
-    pub en: &'static str,
-    pub ko: &'static str,
-}
-
-impl Message {
-    pub fn get(&self, lang: Lang) -> &'static str {
-        match lang {
-            Lang::En => self.en,
-            Lang::Ko => self.ko,
-        }
-    }
-}
-
-const fn m(key: &'static str, en: &'static str, ko: &'static str) -> Message {
-    Message { key, en, ko }
-}
-
-/// Every string of the page. `{name}` is filled in by the script. `err_<code>` words an error
-/// code of the contract (in English the page shows the server's own message instead).
-pub const MESSAGES: &[Message] = &[
-    m("page_title", "Waiting room", "대기실"),
-    m("skip_to_content", "Skip to content", "본문으로 건너뛰기"),
-    m("nav_label", "Page options", "페이지 설정"),
-    m("other_lang_name", "한국어", "English"),
-    m("sign_out", "Sign out", "로그아웃"),
-    m("loading", "Loading…", "불러오는 중…"),
-    m(
-        "noscript",
-        "This page needs JavaScript to hold your place in line.",
-        "대기열 순서를 유지하려면 JavaScript가 필요합니다.",
-    ),
-    m("footer", "Powered by Dropline", "Dropline 제공"),
-    // sign-in, sign-up, verification
-    m(
-        "signin_title",
-        "Sign in to join the line",
-        "로그인하고 줄 서기",
-    ),
-    m(
-        "signin_intro",
-        "You need an account to get a place in line.",
-        "대기열에 들어가려면 계정이 필요합니다.",
-    ),
-    m("email", "E-mail", "이메일"),
-    m("password", "Password", "비밀번호"),
-    m("name", "Name", "이름"),
-    m("signin_submit", "Sign in", "로그인"),
-    m("signup_prompt", "No account yet?", "계정이 없으신가요?"),
-    m("signup_link", "Create one", "회원가입"),
-    m("signin_prompt", "Already registered?", "이미 가입하셨나요?"),
-    m("signin_link", "Sign in", "로그인"),
-    m("signup_title", "Create an account", "회원가입"),
-    m("password_hint", "8 to 128 characters.", "8~128자."),
-    m("signup_submit", "Create account", "가입하기"),
-    m("verify_title", "Check your e-mail", "이메일을 확인하세요"),
-    m(
-        "verify_intro",
-        "We sent a six-digit code to {email}.",
-        "{email}(으)로 6자리 코드를 보냈습니다.",
-    ),
-    m(
-        "verify_intro_plain",
-        "We sent you a six-digit code by e-mail.",
-        "이메일로 6자리 코드를 보냈습니다.",
-    ),
-    m("code", "Six-digit code", "6자리 코드"),
-    m("verify_submit", "Verify", "인증하기"),
-    m("resend", "Send a new code", "코드 다시 받기"),
-    m(
-        "code_resent",
-        "If the address has an account, a new code is on its way.",
-        "가입된 주소라면 새 코드가 곧 도착합니다.",
-    ),
-    m(
-        "session_expired",
-        "Your session has ended. Please sign in again.",
-        "세션이 만료되었습니다. 다시 로그인해 주세요.",
-    ),
-    m("signed_out", "You are signed out.", "로그아웃되었습니다."),
-    // the line
-    m("waiting_title", "You are in line", "대기 중입니다"),
-    m(
-        "waiting_body",
-        "Keep this page open. You move on by yourself when it is your turn.",
-        "이 페이지를 열어 두세요. 차례가 되면 자동으로 넘어갑니다.",
-    ),
-    m(
-        "scheduled_title",
-        "The sale has not opened yet",
-        "아직 판매가 시작되지 않았습니다",
-    ),
-    m(
-        "scheduled_body",
-        "Everyone who arrives before the opening is put in a random order when the sale opens, so there is no need to refresh.",
-        "오픈 전에 들어온 분들은 오픈 시각에 무작위로 순서가 정해집니다. 새로고침할 필요가 없습니다.",
-    ),
-    m(
-        "paused_title",
-        "The line is paused",
-        "대기열이 잠시 멈췄습니다",
-    ),
-    m(
-        "paused_body",
-        "Admission is paused for a moment. You keep your place.",
-        "입장이 잠시 중단되었습니다. 순서는 그대로 유지됩니다.",
-    ),
-    m("opens_in", "Opens in", "오픈까지"),
-    m("opening_now", "Opening…", "곧 오픈합니다…"),
-    m("position_label", "Your place in line", "내 대기 순서"),
-    m("people_ahead", "{n} ahead of you", "앞에 {n}명"),
-    m("next_in_line", "You are next", "다음 차례입니다"),
-    m("eta_label", "Estimated wait", "예상 대기 시간"),
-    m("eta_now", "any moment now", "곧 입장"),
-    m("eta_under_minute", "less than a minute", "1분 이내"),
-    m("eta_minutes", "about {n} min", "약 {n}분"),
-    m("eta_hours", "about {h} h {m} min", "약 {h}시간 {m}분"),
-    m("progress_label", "Progress", "진행률"),
-    m("progress_value", "{p}%", "{p}%"),
-    m("updated_at", "Updated {time}", "{time} 업데이트"),
-    m(
-        "announce_position",
-        "You are number {n} in line. Estimated wait: {eta}.",
-        "현재 {n}번째입니다. 예상 대기 시간: {eta}.",
-    ),
-    m("leave", "Leave the line", "대기열 나가기"),
-    m("try_again", "Try again", "다시 시도"),
-    m("left_title", "You left the line", "대기열에서 나왔습니다"),
-    m(
-        "left_body",
-        "Your place was given up. If you join again, you go to the back of the line.",
-        "순서를 포기했습니다. 다시 들어오면 맨 뒤에 서게 됩니다.",
-    ),
-    m("rejoin", "Join the line again", "다시 줄 서기"),
-    m("sold_out_title", "Sold out", "품절"),
-    m(
-        "sold_out_body",
-        "Everything has been sold. Thank you for waiting.",
-        "모든 수량이 판매되었습니다. 기다려 주셔서 감사합니다.",
-    ),
-    m(
-        "closed_title",
-        "The sale has ended",
-        "판매가 종료되었습니다",
-    ),
-    m(
-        "closed_body",
-        "This sale is closed. Thank you for your interest.",
-        "이 판매는 종료되었습니다. 관심 가져 주셔서 감사합니다.",
-    ),
-    m("missing_title", "No such sale", "존재하지 않는 판매입니다"),
-    m(
-        "missing_body",
-        "Check the link you followed.",
-        "접속한 링크를 확인해 주세요.",
-    ),
-    m(
-        "retry_network",
-        "Cannot reach the server. Trying again in {s} s…",
-        "서버에 연결할 수 없습니다. {s}초 후 다시 시도합니다…",
-    ),
-    m(
-        "retry_busy",
-        "The waiting room is busy. Trying again in {s} s…",
-        "대기실이 혼잡합니다. {s}초 후 다시 시도합니다…",
-    ),
-    m(
-        "retry_rate_limited",
-        "Too many requests. Trying again in {s} s…",
-        "요청이 너무 많습니다. {s}초 후 다시 시도합니다…",
-    ),
-    m(
-        "retry_queue_full",
-        "The line is full right now. Trying again in {s} s…",
-        "지금은 대기열이 가득 찼습니다. {s}초 후 다시 시도합니다…",
-    ),
-    // purchase
-    m("buy_title", "It is your turn", "입장 차례입니다"),
-    m(
-        "admitted_announce",
-        "It is your turn. You can order now.",
-        "입장 차례입니다. 지금 주문할 수 있습니다.",
-    ),
-    m("pass_left_label", "Time left to order:", "주문 가능 시간:"),
-    m("quantity", "Quantity", "수량"),
-    m("card_label", "Test card", "테스트 카드"),
-    m("card_ok", "Approved", "승인"),
-    m("card_fail", "Declined", "거절"),
-    m(
-        "card_slow",
-        "No answer (times out)",
-        "응답 없음 (시간 초과)",
-    ),
-    m(
-        "card_hint",
-        "Payments are simulated: no real card is charged.",
-        "결제는 모의 결제입니다. 실제 카드는 청구되지 않습니다.",
-    ),
-    m("order_submit", "Order and pay", "주문하고 결제하기"),
-    m("pay_submit", "Pay", "결제하기"),
-    m("ordering", "Placing your order…", "주문하는 중…"),
-    m("paying", "Paying…", "결제하는 중…"),
-    m("order_status_label", "Order:", "주문 상태:"),
-    m("order_amount", "{n} × · {amount}", "{n}개 · {amount}"),
-    m("order_held", "reserved", "재고 확보됨"),
-    m("order_paying", "payment in progress", "결제 진행 중"),
-    m("order_paid", "paid", "결제 완료"),
-    m("order_failed", "payment failed", "결제 실패"),
-    m("order_expired", "reservation expired", "예약 만료"),
-    m("order_cancelled", "cancelled", "취소됨"),
-    m(
-        "hold_left",
-        "Reserved for you for {time}",
-        "{time} 동안 확보되어 있습니다",
-    ),
-    m(
-        "result_paid",
-        "Paid. Your order is confirmed. Thank you!",
-        "결제가 완료되어 주문이 확정되었습니다. 감사합니다!",
-    ),
-    m(
-        "result_failed",
-        "The payment did not go through and the items went back on sale. You may try again while your pass lasts.",
-        "결제가 완료되지 않아 상품이 다시 판매로 돌아갔습니다. 입장 시간이 남아 있으면 다시 시도할 수 있습니다.",
-    ),
-    m(
-        "result_expired",
-        "The reservation expired before payment. You may try again while your pass lasts.",
-        "결제 전에 예약이 만료되었습니다. 입장 시간이 남아 있으면 다시 시도할 수 있습니다.",
-    ),
-    m(
-        "result_cancelled",
-        "The order was cancelled.",
-        "주문이 취소되었습니다.",
-    ),
-    m(
-        "orders_unavailable",
-        "Ordering is not available yet. Keep this page open and try again in a moment.",
-        "아직 주문할 수 없습니다. 이 페이지를 열어 둔 채 잠시 후 다시 시도해 주세요.",
-    ),
-    m(
-        "pass_expired",
-        "Your time to order has run out.",
-        "주문 가능 시간이 끝났습니다.",
-    ),
-    // errors
-    m(
-        "err_network",
-        "Cannot reach the server. Check your connection and try again.",
-        "서버에 연결할 수 없습니다. 연결을 확인하고 다시 시도해 주세요.",
-    ),
-    m(
-        "err_generic",
-        "Something went wrong. Please try again.",
-        "문제가 발생했습니다. 다시 시도해 주세요.",
-    ),
-    m(
-        "err_fill_in",
-        "Please fill in every field.",
-        "모든 항목을 입력해 주세요.",
-    ),
-    m(
-        "err_code_format",
-        "The code has six digits.",
-        "코드는 숫자 6자리입니다.",
-    ),
-    m(
-        "err_bad_request",
-        "Please check what you entered.",
-        "입력한 내용을 확인해 주세요.",
-    ),
-    m(
-        "err_unauthorized",
-        "Please sign in again.",
-        "다시 로그인해 주세요.",
-    ),
-    m(
-        "err_forbidden",
-        "This is not allowed.",
-        "허용되지 않은 요청입니다.",
-    ),
-    m(
-        "err_not_admitted",
-        "Your pass is no longer valid. Join the line again.",
-        "입장 권한이 더 이상 유효하지 않습니다. 다시 줄을 서 주세요.",
-    ),
-    m(
-        "err_email_not_verified",
-        "Your e-mail address is not verified yet.",
-        "이메일 주소가 아직 인증되지 않았습니다.",
-    ),
-    m("err_not_found", "Not found.", "찾을 수 없습니다."),
-    m(
-        "err_invalid_code",
-        "The code is wrong or has expired.",
-        "코드가 틀렸거나 만료되었습니다.",
-    ),
-    m(
-        "err_invalid_credentials",
-        "Wrong e-mail or password.",
-        "이메일 또는 비밀번호가 올바르지 않습니다.",
-    ),
-    m(
-        "err_idempotency_key_reused",
-        "This order attempt was already used. Please try again.",
-        "이미 사용된 주문 요청입니다. 다시 시도해 주세요.",
-    ),
-    m("err_sold_out", "Sold out.", "품절되었습니다."),
-    m(
-        "err_limit_exceeded",
-        "You have reached the limit per buyer.",
-        "1인당 구매 한도에 도달했습니다.",
-    ),
-    m(
-        "err_sale_not_open",
-        "The sale is not open.",
-        "판매 중이 아닙니다.",
-    ),
-    m(
-        "err_invalid_state",
-        "That is not possible right now.",
-        "지금은 할 수 없는 작업입니다.",
-    ),
-    m(
-        "err_email_taken",
-        "This e-mail address is already registered.",
-        "이미 가입된 이메일 주소입니다.",
-    ),
-    m(
-        "err_rate_limited",
-        "Too many attempts. Please wait a moment.",
-        "시도가 너무 많습니다. 잠시 후 다시 시도해 주세요.",
-    ),
-    m(
-        "err_queue_full",
-        "The waiting room is full. Please try again shortly.",
-        "대기실이 가득 찼습니다. 잠시 후 다시 시도해 주세요.",
-    ),
-    m(
-        "err_unavailable",
-        "Temporarily unavailable. Please try again shortly.",
-        "일시적으로 이용할 수 없습니다. 잠시 후 다시 시도해 주세요.",
-    ),
-    m(
-        "err_internal",
-        "Something went wrong on our side.",
-        "서버에 문제가 발생했습니다.",
-    ),
+/// The built-in languages, English (the reference and the fallback) first.
+pub const BUILTIN: [(&str, &str); 2] = [
+    ("en", include_str!("../../locales/en.ftl")),
+    ("ko", include_str!("../../locales/ko.ftl")),
 ];
 
-pub(super) fn message_index(key: &str) -> Option<usize> {
-    MESSAGES.iter().position(|message| message.key == key)
+/// One language: its tag and every message of the page in it.
+#[derive(Debug)]
+pub struct Language {
+    code: String,
+    /// The messages' keys, in English's order (shared by every language).
+    keys: Arc<[String]>,
+    /// The texts, in the order of `keys`.
+    texts: Vec<String>,
 }
 
-/// The catalog in one language, serialised as a JSON object `{key: text}`.
-pub(super) struct Strings(pub(super) Lang);
+impl Language {
+    /// The language tag (`en`, `ko`, `pt-BR`).
+    pub fn code(&self) -> &str {
+        &self.code
+    }
 
-impl Serialize for Strings {
+    /// The text of the message at `index` (see [`Languages::index_of`]).
+    pub fn text(&self, index: usize) -> Option<&str> {
+        self.texts.get(index).map(String::as_str)
+    }
+
+    /// The text of the message `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let index = self.keys.iter().position(|k| k == key)?;
+        self.text(index)
+    }
+
+    /// Every message as `(key, text)`, in English's order.
+    pub fn messages(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.keys
+            .iter()
+            .map(String::as_str)
+            .zip(self.texts.iter().map(String::as_str))
+    }
+}
+
+/// The messages of one language, serialised as a JSON object `{key: text}` in English's order.
+pub(super) struct Strings<'a>(pub(super) &'a Language);
+
+impl Serialize for Strings<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(MESSAGES.len()))?;
-        for message in MESSAGES {
-            map.serialize_entry(message.key, message.get(self.0))?;
+        let mut map = serializer.serialize_map(Some(self.0.texts.len()))?;
+        for (key, text) in self.0.messages() {
+            map.serialize_entry(key, text)?;
         }
         map.end()
+    }
+}
+
+/// Every language the page speaks.
+#[derive(Debug)]
+pub struct Languages {
+    keys: Arc<[String]>,
+    english: Language,
+    /// Korean, then the operator's languages by file name.
+    others: Vec<Language>,
+}
+
+impl Languages {
+    /// The built-in languages only.
+    pub fn builtin() -> anyhow::Result<Self> {
+        Self::load(None)
+    }
+
+    /// The built-in languages and the `.ftl` files of `dir` (the value of
+    /// `waitroom.locales_dir`); the error names the key, the file and what is wrong.
+    pub fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
+        let [(_, english_source), korean] = BUILTIN;
+        let reference = compile("en", english_source)
+            .map_err(|e| anyhow::anyhow!("the built-in `locales/en.ftl`: {e}"))?;
+        let keys: Arc<[String]> = reference.iter().map(|m| m.key.clone()).collect();
+        let english = Language {
+            code: "en".to_owned(),
+            keys: Arc::clone(&keys),
+            texts: reference.iter().map(|m| m.text.clone()).collect(),
+        };
+        let mut languages = Self {
+            keys,
+            english,
+            others: Vec::new(),
+        };
+        let (code, source) = korean;
+        let korean = languages
+            .translation(code, source, &reference)
+            .map_err(|e| anyhow::anyhow!("the built-in `locales/{code}.ftl`: {e}"))?;
+        languages.others.push(korean);
+        if let Some(dir) = dir {
+            for (path, code) in ftl_files(dir)? {
+                let in_file = |e: String| {
+                    anyhow::anyhow!("config key `{LOCALES_DIR_KEY}`: `{}`: {e}", path.display())
+                };
+                let source = std::fs::read_to_string(&path)
+                    .map_err(|e| in_file(format!("cannot read it: {e}")))?;
+                let language = languages
+                    .translation(&code, &source, &reference)
+                    .map_err(in_file)?;
+                languages.insert(language);
+            }
+        }
+        Ok(languages)
+    }
+
+    /// `source` in language `code`, checked against English (`reference`).
+    fn translation(
+        &self,
+        code: &str,
+        source: &str,
+        reference: &[Compiled],
+    ) -> Result<Language, String> {
+        let mut messages = compile(code, source)?;
+        let mut problems = Vec::new();
+        let mut texts = Vec::with_capacity(reference.len());
+        for wanted in reference {
+            match messages.iter().position(|m| m.key == wanted.key) {
+                None => problems.push(format!("lacks the message `{}`", wanted.key)),
+                Some(at) => {
+                    let message = messages.swap_remove(at);
+                    if message.variables != wanted.variables {
+                        problems.push(format!(
+                            "the message `{}` has the variables {} where English has {}",
+                            message.key,
+                            list(&message.variables),
+                            list(&wanted.variables),
+                        ));
+                    }
+                    texts.push(message.text);
+                }
+            }
+        }
+        for extra in messages {
+            problems.push(format!(
+                "has the message `{}`, which English does not have (a typo?)",
+                extra.key
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(Language {
+            code: code.to_owned(),
+            keys: Arc::clone(&self.keys),
+            texts,
+        })
+    }
+
+    /// Adds `language`, or replaces the one with its tag.
+    fn insert(&mut self, language: Language) {
+        if language.code == self.english.code {
+            self.english = language;
+        } else if let Some(known) = self.others.iter_mut().find(|l| l.code == language.code) {
+            *known = language;
+        } else {
+            self.others.push(language);
+        }
+    }
+
+    /// Every message key, in English's order.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Where `key` is among [`keys`](Self::keys).
+    pub fn index_of(&self, key: &str) -> Option<usize> {
+        self.keys.iter().position(|k| k == key)
+    }
+
+    /// Every language, English first.
+    pub fn iter(&self) -> impl Iterator<Item = &Language> {
+        std::iter::once(&self.english).chain(&self.others)
+    }
+
+    /// English, the fallback.
+    pub fn english(&self) -> &Language {
+        &self.english
+    }
+
+    /// The language the page's language link leads to: Korean from English, English from any
+    /// other.
+    pub fn other(&self, language: &Language) -> &Language {
+        if language.code == self.english.code {
+            self.others
+                .iter()
+                .find(|l| l.code == "ko")
+                .unwrap_or(&self.english)
+        } else {
+            &self.english
+        }
+    }
+
+    /// The page's language: `lang` of the query string when it names a loaded language, else
+    /// the `Accept-Language` entry with the highest q-value that does (the first of equals),
+    /// else English.
+    pub fn choose(&self, query: Option<&str>, accept_language: Option<&str>) -> &Language {
+        query
+            .and_then(|q| self.in_query(q))
+            .or_else(|| accept_language.and_then(|h| self.in_accept_language(h)))
+            .unwrap_or(&self.english)
+    }
+
+    fn in_query(&self, query: &str) -> Option<&Language> {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(key, _)| *key == "lang")
+            .find_map(|(_, value)| self.find(value))
+    }
+
+    /// RFC 9110 §12.5.4: `ko-KR, ko;q=0.9, en;q=0.5`. Entries with q=0 or an unreadable q are
+    /// skipped; `*` adds nothing (English is the default anyway).
+    fn in_accept_language(&self, header: &str) -> Option<&Language> {
+        let mut best: Option<(f32, &Language)> = None;
+        for entry in header.split(',') {
+            let mut parts = entry.split(';');
+            let tag = parts.next().unwrap_or_default().trim();
+            let mut q = 1.0_f32;
+            for param in parts {
+                let Some((name, value)) = param.split_once('=') else {
+                    continue;
+                };
+                if name.trim().eq_ignore_ascii_case("q") {
+                    q = match value.trim().parse::<f32>() {
+                        Ok(v) if (0.0..=1.0).contains(&v) => v,
+                        _ => 0.0,
+                    };
+                }
+            }
+            let Some(language) = self.find(tag) else {
+                continue;
+            };
+            if q > 0.0 && best.is_none_or(|(best_q, _)| q > best_q) {
+                best = Some((q, language));
+            }
+        }
+        best.map(|(_, language)| language)
+    }
+
+    /// The loaded language that `tag` names: the same tag, else the longest loaded tag it
+    /// starts with (`ko-KR`: `ko`), else the first with its primary subtag (`pt`: `pt-BR`).
+    pub fn find(&self, tag: &str) -> Option<&Language> {
+        let tag = tag.replace('_', "-").to_ascii_lowercase();
+        let primary = tag.split('-').next().unwrap_or_default();
+        if primary.is_empty() {
+            return None;
+        }
+        let code = |l: &&Language| l.code.to_ascii_lowercase();
+        self.iter()
+            .find(|l| code(l) == tag)
+            .or_else(|| {
+                self.iter()
+                    .filter(|l| tag.starts_with(&format!("{}-", code(l))))
+                    .max_by_key(|l| l.code.len())
+            })
+            .or_else(|| {
+                self.iter()
+                    .find(|l| code(l).split('-').next() == Some(primary))
+            })
+    }
+}
+
+/// The `.ftl` files of `dir` by name, each with the language tag its name gives.
+fn ftl_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "config key `{LOCALES_DIR_KEY}`: cannot read the directory `{}`",
+            dir.display()
+        )
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| {
+                format!(
+                    "config key `{LOCALES_DIR_KEY}`: cannot read the directory `{}`",
+                    dir.display()
+                )
+            })?
+            .path();
+        if path.extension().is_none_or(|ext| ext != "ftl") || path.is_dir() {
+            continue;
+        }
+        let tag = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse::<LanguageIdentifier>().ok())
+            .map(|tag| tag.to_string())
+            .filter(|tag| tag != "und")
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "config key `{LOCALES_DIR_KEY}`: `{}`: the file's name is not a language tag \
+                     (such as `fr.ftl` or `pt-BR.ftl`)",
+                    path.display()
+                )
+            })?;
+        files.push((path, tag));
+    }
+    files.sort();
+    for pair in files.windows(2) {
+        if let [(first, a), (second, b)] = pair
+            && a == b
+        {
+            anyhow::bail!(
+                "config key `{LOCALES_DIR_KEY}`: `{}` and `{}` are both for the language `{a}`",
+                first.display(),
+                second.display()
+            );
+        }
+    }
+    Ok(files)
+}
+
+/// One message of a file, formatted.
+#[derive(Debug)]
+struct Compiled {
+    key: String,
+    /// The names of its `{ $variables }`.
+    variables: BTreeSet<String>,
+    /// Its text, each `{ $name }` written `{name}`.
+    text: String,
+}
+
+/// Parses the Fluent `source` of language `code` and formats each message, in file order. The
+/// error lists every problem: the line of a syntax error, or the message it is in.
+fn compile(code: &str, source: &str) -> Result<Vec<Compiled>, String> {
+    let lang: LanguageIdentifier = code
+        .parse()
+        .map_err(|_| format!("`{code}` is not a language tag"))?;
+    let resource = FluentResource::try_new(source.to_owned()).map_err(|(_, errors)| {
+        errors
+            .iter()
+            .map(|e| {
+                // The start of the entry that failed, else where the parser stopped.
+                let at = e.slice.as_ref().map_or(e.pos.start, |slice| slice.start);
+                let line = source
+                    .get(..at)
+                    .map_or(0, |before| before.matches('\n').count() + 1);
+                format!("line {line}: {e}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let mut bundle = FluentBundle::new(vec![lang]);
+    bundle.set_use_isolating(false);
+    bundle.add_resource(&resource).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let mut problems = Vec::new();
+    let mut messages = Vec::new();
+    for entry in resource.entries() {
+        let body = match entry {
+            ast::Entry::Message(message) => {
+                let key = message.id.name;
+                if !message.attributes.is_empty() {
+                    problems.push(format!(
+                        "the message `{key}` has attributes (`.name = …`), which the page does not use"
+                    ));
+                }
+                let Some(pattern) = &message.value else {
+                    problems.push(format!("the message `{key}` has no text"));
+                    continue;
+                };
+                Some((key, pattern))
+            }
+            ast::Entry::Term(term) => {
+                if let Err(e) = plain(&term.value, &mut BTreeSet::new()) {
+                    problems.push(format!("the term `-{}` {e}", term.id.name));
+                }
+                None
+            }
+            _ => None,
+        };
+        let Some((key, pattern)) = body else {
+            continue;
+        };
+        let mut variables = BTreeSet::new();
+        if let Err(e) = plain(pattern, &mut variables) {
+            problems.push(format!("the message `{key}` {e}"));
+            continue;
+        }
+        let mut args = FluentArgs::new();
+        for name in &variables {
+            args.set(name.clone(), format!("{{{name}}}"));
+        }
+        let mut errors = Vec::new();
+        let text = bundle.format_pattern(pattern, Some(&args), &mut errors);
+        if !errors.is_empty() {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            problems.push(format!("the message `{key}`: {}", errors.join(", ")));
+        }
+        if text.trim().is_empty() {
+            problems.push(format!("the message `{key}` has no text"));
+        }
+        messages.push(Compiled {
+            key: key.to_owned(),
+            variables,
+            text: text.into_owned(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(messages)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Checks that `pattern` is text with placeables the page can format ahead of time (variables,
+/// literals, message and term references), and collects its variables' names.
+fn plain(pattern: &ast::Pattern<&str>, variables: &mut BTreeSet<String>) -> Result<(), String> {
+    fn inline(
+        expression: &ast::InlineExpression<&str>,
+        variables: &mut BTreeSet<String>,
+    ) -> Result<(), String> {
+        match expression {
+            ast::InlineExpression::VariableReference { id } => {
+                variables.insert(id.name.to_owned());
+                Ok(())
+            }
+            ast::InlineExpression::StringLiteral { .. }
+            | ast::InlineExpression::NumberLiteral { .. }
+            | ast::InlineExpression::MessageReference { .. }
+            | ast::InlineExpression::TermReference { .. } => Ok(()),
+            ast::InlineExpression::Placeable { expression } => match expression.as_ref() {
+                ast::Expression::Inline(expression) => inline(expression, variables),
+                ast::Expression::Select { .. } => Err(UNSUPPORTED.to_owned()),
+            },
+            ast::InlineExpression::FunctionReference { .. } => Err(UNSUPPORTED.to_owned()),
+        }
+    }
+    for element in &pattern.elements {
+        match element {
+            ast::PatternElement::TextElement { .. } => {}
+            ast::PatternElement::Placeable { expression } => match expression {
+                ast::Expression::Inline(expression) => inline(expression, variables)?,
+                ast::Expression::Select { .. } => return Err(UNSUPPORTED.to_owned()),
+            },
+        }
+    }
+    Ok(())
+}
+
+const UNSUPPORTED: &str = "uses a selector (`->`) or a function: the page's texts are made once, \
+     before any value is known (waiting.js fills `{ $name }` in), so use plain text and variables";
+
+/// `{a, b}` for an error message.
+fn list(names: &BTreeSet<String>) -> String {
+    let names: Vec<String> = names.iter().map(|n| format!("`{{ ${n} }}`")).collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -463,51 +499,69 @@ mod tests {
     use crate::page::assets::SCRIPT;
 
     #[test]
-    fn the_query_wins_then_accept_language_by_q_then_english() {
-        let cases: &[(Option<&str>, Option<&str>, Lang)] = &[
-            (Some("lang=ko"), Some("en"), Lang::Ko),
-            (Some("x=1&lang=EN"), Some("ko"), Lang::En),
-            (Some("lang=fr"), Some("ko-KR,ko;q=0.9"), Lang::Ko),
-            (Some("lang="), None, Lang::En),
-            (None, Some("ko-KR,ko;q=0.9,en-US;q=0.8,en;q=0.7"), Lang::Ko),
-            (None, Some("en;q=0.5, ko;q=0.8"), Lang::Ko),
-            (None, Some("ko;q=0.5, en;q=0.8"), Lang::En),
-            (None, Some("fr-CH, fr;q=0.9, ko;q=0.1"), Lang::Ko),
-            (None, Some("ko;q=0, fr"), Lang::En),
-            (None, Some("ko;q=abc"), Lang::En),
-            (None, Some("ko;q=2"), Lang::En),
-            (None, Some("en, ko"), Lang::En),
-            (None, Some("ko , en"), Lang::Ko),
-            (None, Some("KO;Q=0.3"), Lang::Ko),
-            (None, Some("*"), Lang::En),
-            (None, Some(""), Lang::En),
-            (None, Some(";;,,=q"), Lang::En),
-            (None, None, Lang::En),
+    fn the_query_wins_then_accept_language_by_q_then_english() -> anyhow::Result<()> {
+        let languages = Languages::builtin()?;
+        let cases: &[(Option<&str>, Option<&str>, &str)] = &[
+            (Some("lang=ko"), Some("en"), "ko"),
+            (Some("x=1&lang=EN"), Some("ko"), "en"),
+            (Some("lang=fr"), Some("ko-KR,ko;q=0.9"), "ko"),
+            (Some("lang="), None, "en"),
+            (None, Some("ko-KR,ko;q=0.9,en-US;q=0.8,en;q=0.7"), "ko"),
+            (None, Some("en;q=0.5, ko;q=0.8"), "ko"),
+            (None, Some("ko;q=0.5, en;q=0.8"), "en"),
+            (None, Some("fr-CH, fr;q=0.9, ko;q=0.1"), "ko"),
+            (None, Some("ko;q=0, fr"), "en"),
+            (None, Some("ko;q=abc"), "en"),
+            (None, Some("ko;q=2"), "en"),
+            (None, Some("en, ko"), "en"),
+            (None, Some("ko , en"), "ko"),
+            (None, Some("KO;Q=0.3"), "ko"),
+            (None, Some("*"), "en"),
+            (None, Some(""), "en"),
+            (None, Some(";;,,=q"), "en"),
+            (None, None, "en"),
         ];
         for (query, accept, want) in cases {
             assert_eq!(
-                choose_lang(*query, *accept),
+                languages.choose(*query, *accept).code(),
                 *want,
                 "query {query:?}, Accept-Language {accept:?}"
             );
         }
+        Ok(())
+    }
+
+    /// The test that fails when a built-in language lacks a message of English, has one that
+    /// English does not (a typo), or changes its `{ $variables }`; and when a file does not parse.
+    #[test]
+    fn every_built_in_language_has_every_message_of_english_and_no_other() -> anyhow::Result<()> {
+        let [(_, english), _] = BUILTIN;
+        let reference = compile("en", english).map_err(anyhow::Error::msg)?;
+        assert!(
+            reference.len() > 100,
+            "{} messages in en.ftl",
+            reference.len()
+        );
+        let languages = Languages::builtin()?;
+        for (code, source) in BUILTIN {
+            if let Err(e) = languages.translation(code, source, &reference) {
+                panic!("locales/{code}.ftl: {e}");
+            }
+        }
+        Ok(())
     }
 
     #[test]
-    fn every_string_exists_in_both_languages_once() {
+    fn every_string_exists_in_both_languages_once() -> anyhow::Result<()> {
+        let languages = Languages::builtin()?;
+        let (en, ko) = (languages.english(), languages.other(languages.english()));
+        assert_eq!(ko.code(), "ko");
         let mut seen = std::collections::HashSet::new();
-        for message in MESSAGES {
-            assert!(seen.insert(message.key), "duplicate key {}", message.key);
-            assert!(
-                !message.en.trim().is_empty(),
-                "{} lacks English",
-                message.key
-            );
-            assert!(
-                !message.ko.trim().is_empty(),
-                "{} lacks Korean",
-                message.key
-            );
+        for ((key, en), (ko_key, ko)) in en.messages().zip(ko.messages()) {
+            assert_eq!(key, ko_key);
+            assert!(seen.insert(key), "duplicate key {key}");
+            assert!(!en.trim().is_empty(), "{key} lacks English");
+            assert!(!ko.trim().is_empty(), "{key} lacks Korean");
             // The same {placeholders} in both.
             let names = |s: &str| {
                 let mut v: Vec<String> = s
@@ -518,12 +572,15 @@ mod tests {
                 v.sort();
                 v
             };
-            assert_eq!(names(message.en), names(message.ko), "{}", message.key);
+            assert_eq!(names(en), names(ko), "{key}");
         }
+        assert_eq!(seen.len(), languages.keys().len());
+        Ok(())
     }
 
     #[test]
-    fn every_key_the_script_uses_is_in_the_catalog() {
+    fn every_key_the_script_uses_is_in_the_catalog() -> anyhow::Result<()> {
+        let languages = Languages::builtin()?;
         // Literal keys: t('key' …), not setText('…').
         let mut keys: Vec<String> = Vec::new();
         let bytes = SCRIPT.as_bytes();
@@ -582,7 +639,159 @@ mod tests {
             keys.push(format!("err_{}", code.as_str()));
         }
         for key in keys {
-            assert!(message_index(&key).is_some(), "the catalog lacks `{key}`");
+            assert!(
+                languages.index_of(&key).is_some(),
+                "the catalog lacks `{key}`"
+            );
         }
+        Ok(())
+    }
+
+    /// English's file with `edit` applied to its lines.
+    fn english_with(edit: impl Fn(&str) -> Option<String>) -> String {
+        let [(_, english), _] = BUILTIN;
+        english
+            .lines()
+            .filter_map(edit)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_language_file_that_does_not_match_english_says_which_message() -> anyhow::Result<()> {
+        let [(_, english), _] = BUILTIN;
+        let reference = compile("en", english).map_err(anyhow::Error::msg)?;
+        let languages = Languages::builtin()?;
+        let cases = [
+            (
+                english_with(|l| (!l.starts_with("footer =")).then(|| l.to_owned())),
+                "lacks the message `footer`",
+            ),
+            (
+                english_with(|l| Some(l.replace("sign_out =", "sing_out ="))),
+                "has the message `sing_out`, which English does not have",
+            ),
+            (
+                english_with(|l| Some(l.replace("{ $n } ahead", "{ $count } ahead"))),
+                "the message `people_ahead` has the variables `{ $count }` where English has `{ $n }`",
+            ),
+            (
+                english_with(|l| {
+                    Some(l.replace("page_title = Waiting room", "page_title = Wait {"))
+                }),
+                "line 12: ",
+            ),
+            (
+                english_with(|l| {
+                    Some(l.replace(
+                        "{ $n } ahead of you",
+                        "{ $n ->\n    [one] one person\n   *[other] { $n } people\n} ahead",
+                    ))
+                }),
+                "the message `people_ahead` uses a selector",
+            ),
+            (
+                english_with(|l| Some(l.replace("Sign out", "{ -brand } out"))),
+                "the message `sign_out`: Resolver error: Unknown term: -brand",
+            ),
+            (
+                format!("{english}\nfooter = again"),
+                "Attempt to override an existing message: \"footer\"",
+            ),
+        ];
+        for (source, want) in cases {
+            match languages.translation("fr", &source, &reference) {
+                Ok(_) => panic!("accepted a file that should say {want:?}"),
+                Err(e) => assert!(e.contains(want), "`{e}` lacks `{want}`"),
+            }
+        }
+        // Terms and literals are fine.
+        let source = english_with(|l| {
+            Some(match l {
+                "footer = Powered by Dropline" => {
+                    "-brand = Dropline\nfooter = Powered by { -brand }{ \"\" }".to_owned()
+                }
+                _ => l.to_owned(),
+            })
+        });
+        let french = languages
+            .translation("fr", &source, &reference)
+            .map_err(anyhow::Error::msg)?;
+        assert_eq!(french.get("footer"), Some("Powered by Dropline"));
+        assert_eq!(
+            french.get("verify_intro"),
+            Some("We sent a six-digit code to {email}.")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_operators_directory_adds_languages_and_a_bad_file_stops_the_start() -> anyhow::Result<()>
+    {
+        let dir = std::env::temp_dir().join(format!("dl-locales-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir)?;
+        let french = english_with(|l| {
+            Some(match l.split_once(" = ") {
+                Some(("page_title", _)) => "page_title = Salle d'attente".to_owned(),
+                Some(("other_lang_name", _)) => "other_lang_name = English".to_owned(),
+                _ => l.to_owned(),
+            })
+        });
+        std::fs::write(dir.join("fr.ftl"), &french)?;
+        std::fs::write(dir.join("pt_br.ftl"), &french)?;
+        std::fs::write(dir.join("README.txt"), "not a language")?;
+        let languages = Languages::load(Some(&dir))?;
+        let codes: Vec<&str> = languages.iter().map(Language::code).collect();
+        assert_eq!(codes, ["en", "ko", "fr", "pt-BR"]);
+        let cases: &[(Option<&str>, Option<&str>, &str)] = &[
+            (Some("lang=fr"), Some("ko"), "fr"),
+            (Some("lang=FR-ca"), None, "fr"),
+            (None, Some("fr-CH, fr;q=0.9, en;q=0.8"), "fr"),
+            (None, Some("de, fr;q=0.5, ko;q=0.4"), "fr"),
+            (None, Some("pt"), "pt-BR"),
+            (None, Some("pt-br"), "pt-BR"),
+            (None, Some("ko-KR,ko;q=0.9,fr;q=0.8"), "ko"),
+            (Some("lang=de"), Some("de"), "en"),
+        ];
+        for (query, accept, want) in cases {
+            assert_eq!(
+                languages.choose(*query, *accept).code(),
+                *want,
+                "query {query:?}, Accept-Language {accept:?}"
+            );
+        }
+        let fr = languages.choose(Some("lang=fr"), None);
+        assert_eq!(fr.get("page_title"), Some("Salle d'attente"));
+        assert_eq!(languages.other(fr).code(), "en");
+
+        // A file without a message, a name that is no language tag, no directory at all.
+        std::fs::write(
+            dir.join("de.ftl"),
+            english_with(|l| (!l.starts_with("card_hint =")).then(|| l.to_owned())),
+        )?;
+        let error = |dir: &Path| {
+            Languages::load(Some(dir))
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        };
+        let e = error(&dir);
+        for want in [LOCALES_DIR_KEY, "de.ftl", "lacks the message `card_hint`"] {
+            assert!(e.contains(want), "`{e}` lacks `{want}`");
+        }
+        std::fs::remove_file(dir.join("de.ftl"))?;
+        std::fs::write(dir.join("not a tag.ftl"), &french)?;
+        let e = error(&dir);
+        assert!(
+            e.contains("not a tag.ftl") && e.contains("not a language tag"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir)?;
+        let e = error(&dir);
+        assert!(
+            e.contains(LOCALES_DIR_KEY) && e.contains("cannot read"),
+            "{e}"
+        );
+        Ok(())
     }
 }

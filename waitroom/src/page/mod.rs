@@ -2,7 +2,8 @@
 //!
 //! The page is plain HTML, CSS and JavaScript compiled into the binary (`assets/`), with no
 //! framework, no build step and nothing from a CDN. The HTML is a template rendered per request
-//! in the buyer's language (`?lang=ko|en`, else `Accept-Language` by q-value, else English);
+//! in the buyer's language (`?lang=ko`, else `Accept-Language` by q-value, else English; see
+//! [`i18n`] for the languages, one Fluent file each in `locales/`);
 //! the script reads the sale id, the api's address and the strings of that language from a JSON
 //! block the server puts into the page, then signs in, joins, polls and buys (see
 //! `assets/waiting.js`).
@@ -29,7 +30,7 @@
 //! | `{{config_json}}` | **required**: the page's settings for `waiting.js` (`sale_id`, `api_base_url`, `lang`, `strings`); put it in `<script id="dl-config" type="application/json">` |
 //! | `{{script_src}}` | **required**: URL of `waiting.js`, for `<script src defer>` |
 //! | `{{stylesheet_href}}` | URL of `waiting.css` |
-//! | `{{lang}}` / `{{other_lang}}` | `en` or `ko`: the page's language and the other one |
+//! | `{{lang}}` / `{{other_lang}}` | the page's language tag (`en`, `ko`, …) and that of its language link: Korean from English, English from any other |
 //! | `{{other_lang_href}}` | a link to this page in the other language (`?lang=…`) |
 //! | `{{sale_id}}` | the sale id (canonical UUID) |
 //! | `{{api_base_url}}` | `waitroom.api_base_url` as configured (may be empty) |
@@ -74,7 +75,7 @@ pub(crate) use assets::Asset;
 use assets::{SCRIPT, STYLESHEET};
 pub use assets::{SCRIPT_PATH, STYLESHEET_PATH};
 pub(crate) use headers::{api_base_url, html_headers};
-pub use i18n::{Lang, choose_lang};
+pub use i18n::{Language, Languages};
 pub use template::{BUILTIN_TEMPLATE, Template, Values, escape_html_into, escape_script_json_into};
 
 /// The config key of a custom template, named in every template error.
@@ -92,6 +93,7 @@ pub fn routes(config: &WaitroomConfig) -> anyhow::Result<Router> {
 
 #[derive(Debug)]
 struct PageState {
+    languages: Languages,
     template: Template,
     api_base_url: String,
     /// The api's origin for `connect-src`, when it is not the page's own.
@@ -103,8 +105,9 @@ struct PageState {
 impl PageState {
     fn new(config: &WaitroomConfig) -> anyhow::Result<Self> {
         let (api_base_url, api_origin) = api_base_url(&config.api_base_url)?;
+        let languages = Languages::builtin()?;
         let template = match &config.page_template_file {
-            None => Template::parse(BUILTIN_TEMPLATE)
+            None => Template::parse(BUILTIN_TEMPLATE, &languages)
                 .map_err(|e| anyhow::anyhow!("the built-in waiting page template: {e}"))?,
             Some(path) => {
                 let source = std::fs::read_to_string(path).with_context(|| {
@@ -113,12 +116,13 @@ impl PageState {
                         path.display()
                     )
                 })?;
-                Template::parse(&source).map_err(|e| {
+                Template::parse(&source, &languages).map_err(|e| {
                     anyhow::anyhow!("config key `{TEMPLATE_KEY}`: `{}`: {e}", path.display())
                 })?
             }
         };
         Ok(Self {
+            languages,
             template,
             api_base_url,
             api_origin,
@@ -157,11 +161,12 @@ async fn waiting_page(
     let accept_language = headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok());
-    let lang = choose_lang(query.as_deref(), accept_language);
+    let lang = page.languages.choose(query.as_deref(), accept_language);
     let nonce = format!("{:032x}", rand::random::<u128>());
     let sale_id = sale_id.hyphenated().to_string();
     let html = page.template.render(&Values {
         lang,
+        other_lang: page.languages.other(lang),
         sale_id: &sale_id,
         api_base_url: &page.api_base_url,
         nonce: &nonce,
@@ -173,10 +178,9 @@ async fn waiting_page(
     let h = response.headers_mut();
     html_headers(h, &csp);
     h.insert(header::VARY, HeaderValue::from_static("Accept-Language"));
-    h.insert(
-        header::CONTENT_LANGUAGE,
-        HeaderValue::from_static(lang.code()),
-    );
+    if let Ok(code) = HeaderValue::from_str(lang.code()) {
+        h.insert(header::CONTENT_LANGUAGE, code);
+    }
     response
 }
 

@@ -2,9 +2,7 @@
 //! [`page`](super) module doc) once at start, and rendering it per request with every value
 //! escaped for where it goes (HTML text and attributes, or the JSON block for `waiting.js`).
 
-use std::fmt::Write as _;
-
-use super::i18n::{Lang, MESSAGES, Strings, message_index};
+use super::i18n::{Language, Languages, Strings};
 
 /// The built-in template (see the placeholder table in the module doc).
 pub const BUILTIN_TEMPLATE: &str = include_str!("../../assets/waiting.html");
@@ -14,8 +12,8 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("../../assets/waiting.html");
 struct PageConfig<'a> {
     sale_id: &'a str,
     api_base_url: &'a str,
-    lang: &'static str,
-    strings: Strings,
+    lang: &'a str,
+    strings: Strings<'a>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +31,7 @@ enum Slot {
 }
 
 impl Slot {
-    fn parse(name: &str) -> Option<Self> {
+    fn parse(name: &str, languages: &Languages) -> Option<Self> {
         Some(match name {
             "lang" => Self::Lang,
             "other_lang" => Self::OtherLang,
@@ -44,7 +42,7 @@ impl Slot {
             "stylesheet_href" => Self::StylesheetHref,
             "script_src" => Self::ScriptSrc,
             "config_json" => Self::ConfigJson,
-            _ => Self::Text(message_index(name.strip_prefix("t:")?)?),
+            _ => Self::Text(languages.index_of(name.strip_prefix("t:")?)?),
         })
     }
 }
@@ -65,7 +63,9 @@ pub struct Template {
 /// The values of one rendering.
 #[derive(Debug)]
 pub struct Values<'a> {
-    pub lang: Lang,
+    /// The page's language, and the one its language link leads to.
+    pub lang: &'a Language,
+    pub other_lang: &'a Language,
     pub sale_id: &'a str,
     pub api_base_url: &'a str,
     pub nonce: &'a str,
@@ -75,7 +75,8 @@ pub struct Values<'a> {
 
 impl Template {
     /// Parses `source`; the error says what is wrong and on which line.
-    pub fn parse(source: &str) -> Result<Self, String> {
+    /// `t:KEY` must name a message of `languages`.
+    pub fn parse(source: &str, languages: &Languages) -> Result<Self, String> {
         let line_of = |offset: usize| source[..offset].matches('\n').count() + 1;
         let mut parts = Vec::new();
         let mut rest = source;
@@ -90,7 +91,7 @@ impl Template {
                 ));
             };
             let name = after[..close].trim();
-            let slot = Slot::parse(name).ok_or_else(|| {
+            let slot = Slot::parse(name, languages).ok_or_else(|| {
                 format!(
                     "line {}: unknown placeholder `{{{{{name}}}}}` (known: lang, other_lang, other_lang_href, sale_id, api_base_url, nonce, stylesheet_href, script_src, config_json, t:KEY with a KEY of the page's strings)",
                     line_of(offset + open)
@@ -145,10 +146,11 @@ impl Template {
             match part {
                 Part::Literal(text) => out.push_str(text),
                 Part::Slot(slot) => match *slot {
-                    Slot::Lang => out.push_str(lang.code()),
-                    Slot::OtherLang => out.push_str(lang.other().code()),
+                    Slot::Lang => escape_html_into(&mut out, lang.code()),
+                    Slot::OtherLang => escape_html_into(&mut out, values.other_lang.code()),
                     Slot::OtherLangHref => {
-                        let _ = write!(out, "?lang={}", lang.other().code());
+                        out.push_str("?lang=");
+                        escape_html_into(&mut out, values.other_lang.code());
                     }
                     Slot::SaleId => escape_html_into(&mut out, values.sale_id),
                     Slot::ApiBaseUrl => escape_html_into(&mut out, values.api_base_url),
@@ -157,8 +159,8 @@ impl Template {
                     Slot::ScriptSrc => escape_html_into(&mut out, values.script_src),
                     Slot::ConfigJson => escape_script_json_into(&mut out, &config_json),
                     Slot::Text(index) => {
-                        if let Some(message) = MESSAGES.get(index) {
-                            escape_html_into(&mut out, message.get(lang));
+                        if let Some(text) = lang.text(index) {
+                            escape_html_into(&mut out, text);
                         }
                     }
                 },
@@ -202,9 +204,11 @@ pub fn escape_script_json_into(out: &mut String, json: &str) {
 mod tests {
     use super::*;
 
-    fn values(sale_id: &str) -> Values<'_> {
+    fn values<'a>(languages: &'a Languages, sale_id: &'a str) -> Values<'a> {
+        let ko = languages.choose(Some("lang=ko"), None);
         Values {
-            lang: Lang::Ko,
+            lang: ko,
+            other_lang: languages.other(ko),
             sale_id,
             api_base_url: "https://api.example",
             nonce: "abc",
@@ -214,15 +218,17 @@ mod tests {
     }
 
     #[test]
-    fn the_builtin_template_renders_in_both_languages() -> Result<(), String> {
-        let template = Template::parse(BUILTIN_TEMPLATE)?;
-        let mut v = values("0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10");
+    fn the_builtin_template_renders_in_both_languages() -> anyhow::Result<()> {
+        let languages = Languages::builtin()?;
+        let template = Template::parse(BUILTIN_TEMPLATE, &languages).map_err(anyhow::Error::msg)?;
+        let mut v = values(&languages, "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10");
         let ko = template.render(&v);
         assert!(ko.contains(r#"<html lang="ko">"#));
         assert!(ko.contains("<title>대기실</title>"));
         assert!(ko.contains(r#"href="?lang=en""#));
         assert!(!ko.contains("{{"), "every placeholder is filled");
-        v.lang = Lang::En;
+        v.lang = languages.english();
+        v.other_lang = languages.other(v.lang);
         let en = template.render(&v);
         assert!(en.contains("<title>Waiting room</title>"));
         assert!(en.contains(r#"src="/w/assets/waiting.js?v=1""#));
@@ -231,13 +237,15 @@ mod tests {
 
     #[test]
     fn values_are_escaped_for_html_and_for_the_json_block() -> Result<(), String> {
+        let languages = Languages::builtin().map_err(|e| e.to_string())?;
         let nasty = "\"><script>alert('x')</script>&\u{2028}";
         let template = Template::parse(
             "<p title=\"{{sale_id}}\">{{ sale_id }}</p>\
              <script type=\"application/json\">{{config_json}}</script>\
              <script src=\"{{script_src}}\"></script>",
+            &languages,
         )?;
-        let html = template.render(&values(nasty));
+        let html = template.render(&values(&languages, nasty));
         assert!(html.contains(
             "<p title=\"&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;\u{2028}\">"
         ));
@@ -256,7 +264,8 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_template_says_what_and_where() {
+    fn a_bad_template_says_what_and_where() -> anyhow::Result<()> {
+        let languages = Languages::builtin()?;
         let cases = [
             (
                 "{{config_json}}{{script_src}}\n{{nope}}",
@@ -274,10 +283,11 @@ mod tests {
             ("{{config_json}}", "required placeholder `{{script_src}}`"),
         ];
         for (source, want) in cases {
-            match Template::parse(source) {
+            match Template::parse(source, &languages) {
                 Ok(_) => panic!("{source:?} was accepted"),
                 Err(e) => assert!(e.contains(want), "{source:?}: `{e}` lacks `{want}`"),
             }
         }
+        Ok(())
     }
 }
