@@ -6,13 +6,16 @@
 //!
 //! A deliberate change to the page's words or template: run with `DROPLINE_BLESS=1` to rewrite
 //! the snapshots, and review their diff.
+//!
+//! Also: an operator's language file (`waitroom.locales_dir`) is served by `?lang=` and by
+//! `Accept-Language`, and a file that lacks a message stops the start.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
 use dropline_core::Config;
-use dropline_core::config::WaitroomConfig;
+use dropline_core::config::{Sources, WaitroomConfig};
 use tower::ServiceExt;
 
 const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
@@ -109,5 +112,92 @@ async fn the_page_in_english_and_korean_is_byte_for_byte_the_snapshot() -> anyho
             );
         }
     }
+    Ok(())
+}
+
+/// The waitroom's config with `waitroom.locales_dir` set the way an operator would, through the
+/// environment (`DROPLINE_WAITROOM__LOCALES_DIR`).
+fn config_with_locales(dir: &Path) -> anyhow::Result<WaitroomConfig> {
+    let config = Config::load(&Sources {
+        file: None,
+        env: false,
+        overrides: vec![(
+            "WAITROOM__LOCALES_DIR".to_owned(),
+            dir.display().to_string(),
+        )],
+    })?;
+    assert_eq!(config.waitroom.locales_dir.as_deref(), Some(dir));
+    Ok(config.waitroom)
+}
+
+/// The built-in English file with some lines in French (a real one translates them all).
+fn french() -> anyhow::Result<String> {
+    let english =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("locales/en.ftl"))?;
+    Ok(english
+        .lines()
+        .map(|line| match line.split_once(" = ") {
+            Some(("page_title", _)) => "page_title = Salle d'attente".to_owned(),
+            Some(("other_lang_name", _)) => "other_lang_name = English".to_owned(),
+            Some(("people_ahead", _)) => "people_ahead = { $n } devant vous".to_owned(),
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+#[tokio::test]
+async fn an_operators_language_file_is_served_and_one_lacking_a_message_stops_the_start()
+-> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("dl-locales-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let french = french()?;
+    std::fs::write(dir.join("fr.ftl"), &french)?;
+    let router = dropline_waitroom::page::routes(&config_with_locales(&dir)?)?;
+    for (uri, accept) in [
+        (format!("/w/{SALE}?lang=fr"), "ko"),
+        (format!("/w/{SALE}"), "fr-CH, fr;q=0.9, en;q=0.8, ko;q=0.7"),
+    ] {
+        let (status, headers, body) = get(&router, &uri, &[("accept-language", accept)]).await?;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(content_language(&headers), "fr", "{uri}");
+        for want in [
+            r#"<html lang="fr">"#,
+            "<title>Salle d&#39;attente</title>",
+            r#"<a href="?lang=en" hreflang="en" lang="en">English</a>"#,
+            r#""lang":"fr""#,
+            r#""people_ahead":"{n} devant vous""#,
+        ] {
+            assert!(body.contains(want), "{uri}: the page lacks {want}");
+        }
+    }
+    // English and Korean are as before.
+    for lang in ["en", "ko"] {
+        let (_, _, body) = get(&router, &format!("/w/{SALE}?lang={lang}"), &[]).await?;
+        assert_eq!(
+            mask_fingerprints(&body),
+            std::fs::read_to_string(snapshot(lang))?,
+            "{lang}"
+        );
+    }
+
+    // A file without `footer`: the start is refused, naming the key, the file and the message.
+    let without_footer: Vec<&str> = french
+        .lines()
+        .filter(|line| !line.starts_with("footer ="))
+        .collect();
+    std::fs::write(dir.join("fr.ftl"), without_footer.join("\n"))?;
+    let error = dropline_waitroom::page::routes(&config_with_locales(&dir)?)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    for want in [
+        "waitroom.locales_dir",
+        "fr.ftl",
+        "lacks the message `footer`",
+    ] {
+        assert!(error.contains(want), "`{error}` lacks `{want}`");
+    }
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -17,7 +17,8 @@
 //! `http(s)://` URL, which the Content-Security-Policy also allows to be called) and
 //! `waitroom.page_template_file` (an HTML file replacing the built-in template). The template is
 //! read and checked once, in [`routes`]: an unreadable file, an unknown placeholder or a missing
-//! required one stops the start with an error naming the key.
+//! required one stops the start with an error naming the key. `waitroom.locales_dir` names a
+//! directory of more languages (one Fluent file each, see [`i18n`]), read and checked there too.
 //!
 //! # Template placeholders
 //!
@@ -105,7 +106,7 @@ struct PageState {
 impl PageState {
     fn new(config: &WaitroomConfig) -> anyhow::Result<Self> {
         let (api_base_url, api_origin) = api_base_url(&config.api_base_url)?;
-        let languages = Languages::builtin()?;
+        let languages = Languages::load(config.locales_dir.as_deref())?;
         let template = match &config.page_template_file {
             None => Template::parse(BUILTIN_TEMPLATE, &languages)
                 .map_err(|e| anyhow::anyhow!("the built-in waiting page template: {e}"))?,
@@ -224,6 +225,7 @@ mod tests {
             run_admitter: false,
             api_base_url: api_base_url.into(),
             page_template_file: template.map(std::path::Path::to_path_buf),
+            locales_dir: None,
         }
     }
 
