@@ -1,11 +1,12 @@
 //! The waiting page as a buyer gets it, byte for byte: `GET /w/{sale}` in English and Korean
-//! must render exactly `tests/snapshots/waiting.{en,ko}.html` (the words of the page, the markup
-//! of the built-in template and the JSON block handed to `waiting.js`). The assets'
+//! must be exactly the page of [`SNAPSHOTS`] (the words of the page, the markup of the built-in
+//! template and the JSON block handed to `waiting.js`), kept as SHA-256 digests. The assets'
 //! fingerprints (`?v=…`) are masked, so a change to `waiting.js` or `waiting.css` alone does not
-//! touch the snapshots.
+//! touch them.
 //!
-//! A deliberate change to the page's words or template: run with `DROPLINE_BLESS=1` to rewrite
-//! the snapshots, and review their diff.
+//! A failure writes the page it got to `$CARGO_TARGET_TMPDIR/waiting.<lang>.html`: compare it
+//! with the same file from a commit where the test passes. A deliberate change to the page's
+//! words or template: put the digest that the failure prints into [`SNAPSHOTS`].
 //!
 //! Also: an operator's language file (`waitroom.locales_dir`) is served by `?lang=` and by
 //! `Accept-Language`, and a file that lacks a message stops the start.
@@ -13,41 +14,50 @@
 use std::path::{Path, PathBuf};
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use dropline_core::Config;
 use dropline_core::config::{Sources, WaitroomConfig};
+use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
 const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
+
+/// SHA-256 of the page (fingerprints masked) in each language, as served before the page's
+/// words moved from a Rust table to Fluent files.
+const SNAPSHOTS: [(&str, &str); 2] = [
+    (
+        "en",
+        "839975f7c0403f11ad2490e5c31996d04812efea32e6dbb870ca0dbcbe404b0b",
+    ),
+    (
+        "ko",
+        "43830e44d1f233fbcd6ee2381f53740be3b3362dc8923adf86e6bcd9b754615a",
+    ),
+];
 
 fn config() -> anyhow::Result<WaitroomConfig> {
     Ok(Config::defaults()?.waitroom)
 }
 
-async fn get(
+/// `GET uri` with `Accept-Language: accept`: the status, `Content-Language` and the body.
+async fn page(
     router: &Router,
     uri: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<(StatusCode, HeaderMap, String)> {
-    let mut request = axum::http::Request::get(uri);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(axum::body::Body::empty())?)
-        .await?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
-    Ok((status, headers, String::from_utf8(body.to_vec())?))
-}
-
-fn content_language(headers: &HeaderMap) -> &str {
-    headers
+    accept: &str,
+) -> anyhow::Result<(StatusCode, String, String)> {
+    let request = axum::http::Request::get(uri)
+        .header(header::ACCEPT_LANGUAGE, accept)
+        .body(axum::body::Body::empty())?;
+    let response = router.clone().oneshot(request).await?;
+    let language = response
+        .headers()
         .get(header::CONTENT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
+        .to_owned();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+    Ok((status, language, String::from_utf8(body.to_vec())?))
 }
 
 /// `?v=` followed by 16 hex digits (an asset fingerprint) becomes `?v=FINGERPRINT`.
@@ -69,48 +79,39 @@ fn mask_fingerprints(html: &str) -> String {
     out
 }
 
-fn snapshot(lang: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(format!("waiting.{lang}.html"))
+/// Fails unless `body` (masked) is the snapshot of `lang`.
+fn assert_snapshot(lang: &str, body: &str, what: &str) -> anyhow::Result<()> {
+    let body = mask_fingerprints(body);
+    let got = format!("{:x}", Sha256::digest(body.as_bytes()));
+    let want = SNAPSHOTS
+        .iter()
+        .find(|(l, _)| *l == lang)
+        .map(|(_, digest)| *digest)
+        .unwrap_or_default();
+    if got != want {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("waiting.{lang}.html"));
+        std::fs::write(&path, &body)?;
+        panic!(
+            "{what}: the {lang} page is not the snapshot (SHA-256 {got}, want {want}); it is in {}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[tokio::test]
 async fn the_page_in_english_and_korean_is_byte_for_byte_the_snapshot() -> anyhow::Result<()> {
     let router = dropline_waitroom::page::routes(&config()?)?;
-    let bless = std::env::var_os("DROPLINE_BLESS").is_some();
     for (lang, uri, accept) in [
         ("en", format!("/w/{SALE}?lang=en"), "ko"),
         ("en", format!("/w/{SALE}"), "fr-CH, de;q=0.9"),
         ("ko", format!("/w/{SALE}?lang=ko"), "en"),
         ("ko", format!("/w/{SALE}"), "ko-KR,ko;q=0.9,en;q=0.8"),
     ] {
-        let (status, headers, body) = get(&router, &uri, &[("accept-language", accept)]).await?;
+        let (status, language, body) = page(&router, &uri, accept).await?;
         assert_eq!(status, StatusCode::OK, "{uri}");
-        assert_eq!(content_language(&headers), lang, "{uri}");
-        let body = mask_fingerprints(&body);
-        let path = snapshot(lang);
-        if bless {
-            std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
-            std::fs::write(&path, &body)?;
-            continue;
-        }
-        let want = std::fs::read_to_string(&path)?;
-        if body != want {
-            let line = body
-                .lines()
-                .zip(want.lines())
-                .position(|(got, want)| got != want)
-                .map_or(body.lines().count().min(want.lines().count()), |i| i)
-                + 1;
-            panic!(
-                "{uri} (Accept-Language {accept}) differs from {} from line {line}:\n got: {:?}\nwant: {:?}\n\
-                 (a deliberate change: DROPLINE_BLESS=1 rewrites the snapshot)",
-                path.display(),
-                body.lines().nth(line - 1),
-                want.lines().nth(line - 1),
-            );
-        }
+        assert_eq!(language, lang, "{uri}");
+        assert_snapshot(lang, &body, &format!("{uri} (Accept-Language {accept})"))?;
     }
     Ok(())
 }
@@ -158,9 +159,9 @@ async fn an_operators_language_file_is_served_and_one_lacking_a_message_stops_th
         (format!("/w/{SALE}?lang=fr"), "ko"),
         (format!("/w/{SALE}"), "fr-CH, fr;q=0.9, en;q=0.8, ko;q=0.7"),
     ] {
-        let (status, headers, body) = get(&router, &uri, &[("accept-language", accept)]).await?;
+        let (status, language, body) = page(&router, &uri, accept).await?;
         assert_eq!(status, StatusCode::OK, "{uri}");
-        assert_eq!(content_language(&headers), "fr", "{uri}");
+        assert_eq!(language, "fr", "{uri}");
         for want in [
             r#"<html lang="fr">"#,
             "<title>Salle d&#39;attente</title>",
@@ -173,12 +174,8 @@ async fn an_operators_language_file_is_served_and_one_lacking_a_message_stops_th
     }
     // English and Korean are as before.
     for lang in ["en", "ko"] {
-        let (_, _, body) = get(&router, &format!("/w/{SALE}?lang={lang}"), &[]).await?;
-        assert_eq!(
-            mask_fingerprints(&body),
-            std::fs::read_to_string(snapshot(lang))?,
-            "{lang}"
-        );
+        let (_, _, body) = page(&router, &format!("/w/{SALE}?lang={lang}"), "").await?;
+        assert_snapshot(lang, &body, "with an operator's language")?;
     }
 
     // A file without `footer`: the start is refused, naming the key, the file and the message.

@@ -743,21 +743,27 @@ mod tests {
         let languages = Languages::load(Some(&dir))?;
         let codes: Vec<&str> = languages.iter().map(Language::code).collect();
         assert_eq!(codes, ["en", "ko", "fr", "pt-BR"]);
-        let cases: &[(Option<&str>, Option<&str>, &str)] = &[
-            (Some("lang=fr"), Some("ko"), "fr"),
-            (Some("lang=FR-ca"), None, "fr"),
-            (None, Some("fr-CH, fr;q=0.9, en;q=0.8"), "fr"),
-            (None, Some("de, fr;q=0.5, ko;q=0.4"), "fr"),
-            (None, Some("pt"), "pt-BR"),
-            (None, Some("pt-br"), "pt-BR"),
-            (None, Some("ko-KR,ko;q=0.9,fr;q=0.8"), "ko"),
-            (Some("lang=de"), Some("de"), "en"),
+        // (why, query, Accept-Language, the language chosen)
+        let cases = [
+            ("the query names it", "lang=fr", "ko", "fr"),
+            ("a region of it", "lang=FR-ca", "", "fr"),
+            ("by q-value", "", "fr-CH, fr;q=0.9, en;q=0.8", "fr"),
+            (
+                "the best that is loaded",
+                "",
+                "de, fr;q=0.5, ko;q=0.4",
+                "fr",
+            ),
+            ("the primary subtag", "", "pt", "pt-BR"),
+            ("any case", "", "pt-br", "pt-BR"),
+            ("the built-ins still", "", "ko-KR,ko;q=0.9,fr;q=0.8", "ko"),
+            ("nothing loaded: English", "lang=de", "de", "en"),
         ];
-        for (query, accept, want) in cases {
+        for (why, query, accept, want) in cases {
+            let chosen = languages.choose(Some(query), Some(accept)).code();
             assert_eq!(
-                languages.choose(*query, *accept).code(),
-                *want,
-                "query {query:?}, Accept-Language {accept:?}"
+                chosen, want,
+                "{why}: query {query:?}, Accept-Language {accept:?}"
             );
         }
         let fr = languages.choose(Some("lang=fr"), None);

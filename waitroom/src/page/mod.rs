@@ -65,7 +65,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dropline_core::config::WaitroomConfig;
@@ -87,8 +87,8 @@ pub fn routes(config: &WaitroomConfig) -> anyhow::Result<Router> {
     let state = Arc::new(PageState::new(config)?);
     Ok(Router::new()
         .route("/w/{sale_id}", get(waiting_page))
-        .route(SCRIPT_PATH, get(script))
-        .route(STYLESHEET_PATH, get(stylesheet))
+        .route(SCRIPT_PATH, get(asset))
+        .route(STYLESHEET_PATH, get(asset))
         .with_state(state))
 }
 
@@ -185,20 +185,14 @@ async fn waiting_page(
     response
 }
 
-async fn script(
-    State(page): State<Arc<PageState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    page.script.respond(query.as_deref(), &headers)
-}
-
-async fn stylesheet(
-    State(page): State<Arc<PageState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    page.stylesheet.respond(query.as_deref(), &headers)
+/// `waiting.js` or `waiting.css`, by the path asked for.
+async fn asset(State(page): State<Arc<PageState>>, uri: Uri, headers: HeaderMap) -> Response {
+    let asset = if uri.path() == STYLESHEET_PATH {
+        &page.stylesheet
+    } else {
+        &page.script
+    };
+    asset.respond(uri.query(), &headers)
 }
 
 #[cfg(test)]
