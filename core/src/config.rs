@@ -94,6 +94,8 @@ pub struct WaitroomConfig {
     pub api_base_url: String,
     #[serde(default)]
     pub page_template_file: Option<PathBuf>,
+    #[serde(default)]
+    pub locales_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
