@@ -133,7 +133,8 @@ impl Shop {
         Ok((avail, held, sold))
     }
 
-    /// What the workers' recorder does, once: the sale's outbox into MySQL.
+    /// What the workers' recorder does, once: the sale's outbox into MySQL (here each entry is
+    /// written as it stands, in outbox order, so the last entry of an order wins).
     async fn record(&self, sale: Uuid) -> anyhow::Result<()> {
         let outbox = Outbox::new(self.api.deps.redis()?, sale);
         outbox.ensure_group().await?;
@@ -142,8 +143,25 @@ impl Shop {
             if entries.is_empty() {
                 return Ok(());
             }
-            let rows: Vec<_> = entries.iter().filter_map(|e| e.row.clone()).collect();
-            ledger::record(self.api.mysql(), &rows).await?;
+            for row in entries.iter().filter_map(|e| e.row.as_ref()) {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "REPLACE INTO orders ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ledger::COLUMNS
+                )))
+                .bind(row.id)
+                .bind(row.sale)
+                .bind(row.user)
+                .bind(i32::try_from(row.quantity)?)
+                .bind(row.amount)
+                .bind(&row.currency)
+                .bind(row.state.as_str())
+                .bind(row.deadline)
+                .bind(&row.idempotency_key)
+                .bind(row.created)
+                .bind(row.updated)
+                .execute(self.api.mysql())
+                .await?;
+            }
             let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
             outbox.done(&ids).await?;
         }

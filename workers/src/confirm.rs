@@ -48,6 +48,7 @@ use std::time::Instant;
 
 use crate::batch::{self, Batcher};
 use crate::consumer::{Message, Outcome, consume_with_prefetch};
+use crate::ledger::{self, PaidOutcome, Recipient};
 use anyhow::Context;
 use chrono::Utc;
 use dropline_core::Config;
@@ -57,7 +58,7 @@ use dropline_core::clients::redis::Redis;
 use dropline_core::messages::{
     Envelope, OrderConfirmed, OrderRef, PaymentCompleted, PaymentOutcome, kinds,
 };
-use dropline_core::orders::ledger::{self, OrderRow, PaidOutcome, Recipient};
+use dropline_core::orders::ledger::OrderRow;
 use dropline_core::orders::{Order, OrderState, Orders, Target, Transition};
 use dropline_core::sale::from_ms;
 use futures_util::future::BoxFuture;

@@ -30,6 +30,7 @@ pub mod confirm;
 pub mod consumer;
 pub mod expiry;
 pub mod keyevents;
+pub mod ledger;
 pub mod mail;
 pub mod payment;
 pub mod provider;

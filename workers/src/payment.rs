@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use crate::batch::{self, Batcher};
 use crate::consumer::{Message, Outcome, consume_with_prefetch};
+use crate::ledger::{self, PaymentRow};
 use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::amqp::{Broker, PAYMENTS};
@@ -41,7 +42,6 @@ use dropline_core::clients::deps::Deps;
 use dropline_core::messages::{
     Envelope, OrderRef, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
 };
-use dropline_core::orders::ledger::{self, PaymentRow};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -1,5 +1,5 @@
 //! The recorder: copies every order arrow from the sales' outbox streams to MySQL
-//! ([`dropline_core::orders::outbox`], [`ledger::record`]). Part of the expiry worker.
+//! ([`dropline_core::orders::outbox`], [`ledger::record`](crate::ledger::record)). Part of the expiry worker.
 //!
 //! Every expiry worker process reads as its own consumer of the stream's consumer group, so
 //! processes share the entries. Per sale and round: up to [`BATCH`] new entries, written to
@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::ledger;
 use dropline_core::clients::redis::Redis;
-use dropline_core::orders::ledger;
 use dropline_core::orders::outbox::{Entry, Outbox};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;

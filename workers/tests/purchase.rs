@@ -23,7 +23,7 @@ use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::messages::{
     Envelope, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
 };
-use dropline_core::orders::ledger::{self, OrderRow};
+use dropline_core::orders::ledger::OrderRow;
 use dropline_core::orders::{
     Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Target, Transition,
 };
@@ -31,6 +31,7 @@ use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::smtp::{ReceivedMail, SmtpSink};
 use dropline_testkit::{TestEnv, eventually};
 use dropline_workers::confirm::{self, Hooks};
+use dropline_workers::ledger;
 use dropline_workers::provider::{ChargeRequest, Decision, PaymentProvider, Settlement, Simulated};
 use dropline_workers::{Kind, expiry, payment};
 use fred::prelude::*;
@@ -450,7 +451,9 @@ impl World {
     }
 
     async fn mysql_state(&self, order: Uuid) -> anyhow::Result<Option<OrderState>> {
-        Ok(ledger::get(self.mysql()?, order).await?.map(|o| o.state))
+        Ok(dropline_core::orders::ledger::get(self.mysql()?, order)
+            .await?
+            .map(|o| o.state))
     }
 
     /// Waits until every order is in `state` in Redis.
@@ -485,7 +488,7 @@ impl World {
 
     /// `sales.sold` in MySQL.
     async fn sold(&self) -> anyhow::Result<i64> {
-        let (_, sold) = ledger::sale_counts(self.mysql()?, self.sale)
+        let (_, sold) = dropline_core::orders::ledger::sale_counts(self.mysql()?, self.sale)
             .await?
             .context("the sale row")?;
         Ok(sold)
@@ -1495,7 +1498,7 @@ async fn the_recorder_brings_mysql_to_agree_with_redis_on_every_order() -> anyho
     })
     .await;
     assert!(agreed, "Redis and MySQL disagree");
-    let rows = ledger::of_sale(world.mysql()?, world.sale).await?;
+    let rows = dropline_core::orders::ledger::of_sale(world.mysql()?, world.sale).await?;
     assert_eq!(rows.len(), ids.len(), "one row per order");
     let count = |state: OrderState| rows.iter().filter(|r| r.state == state).count();
     assert_eq!(count(OrderState::Held), 15);

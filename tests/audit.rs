@@ -13,11 +13,12 @@ use chrono::Utc;
 use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::clients::redis::Redis;
 use dropline_core::orders::audit::{AuditOptions, BreachCode, Report, audit};
-use dropline_core::orders::ledger::{self, OrderRow, PaymentRow};
+use dropline_core::orders::ledger::OrderRow;
 use dropline_core::orders::outbox::Outbox;
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::TestEnv;
+use dropline_workers::ledger::{self, PaymentRow};
 use fred::prelude::*;
 use uuid::Uuid;
 

@@ -12,6 +12,7 @@ use dropline_core::orders::{OrderState, Orders, ReserveOutcome, ReserveRequest, 
 use dropline_core::sale::{self, SaleConfig};
 use dropline_ops::rearm::rearm;
 use dropline_testkit::TestEnv;
+use dropline_workers::ledger as writes;
 use fred::prelude::*;
 use std::time::Duration;
 use uuid::Uuid;
@@ -87,7 +88,7 @@ async fn record_outbox(pool: &sqlx::MySqlPool, redis: &Redis, sale: Uuid) -> any
             return Ok(());
         }
         let rows: Vec<_> = entries.iter().filter_map(|e| e.row.clone()).collect();
-        ledger::record(pool, &rows).await?;
+        writes::record(pool, &rows).await?;
         outbox
             .done(&entries.into_iter().map(|e| e.id).collect::<Vec<_>>())
             .await?;
@@ -136,7 +137,7 @@ async fn a_sale_redis_lost_is_rebuilt_from_mysql_without_overselling() -> anyhow
         let o = orders.get(id).await?.context("order")?;
         rows.push(ledger::OrderRow::from(&o));
     }
-    ledger::confirm_paid(&mysql, &rows).await?;
+    writes::confirm_paid(&mysql, &rows).await?;
     for id in [paid_a, paid_b] {
         orders.confirm(id).await?;
     }
