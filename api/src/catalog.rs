@@ -3,10 +3,7 @@
 //! - `GET /api/products?limit=&cursor=`, `GET /api/products/{id}`
 //! - `GET /api/sales?state=&limit=&cursor=`, `GET /api/sales/{id}`, `GET /api/sales/{id}/stock`
 //!
-//! Lists are newest first with keyset pagination on the id (UUIDv7, so id order is creation
-//! order): a page starts strictly after the last id of the previous one, so items added while a
-//! client pages never make it see an item twice or miss one. The cursor is opaque to clients:
-//! base64url of a version byte and that last id.
+//! Lists are newest first with keyset pagination on the id ([`crate::paging`]).
 //!
 //! Details go through the look-aside [`Cache`](crate::cache::Cache). A sale's answer joins its
 //! cached static part (product, stock, times, limits: nothing a `PATCH` changes) with its live
@@ -20,8 +17,6 @@ use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
@@ -34,6 +29,7 @@ use uuid::Uuid;
 use crate::cache::Kind;
 use crate::extract::PathId;
 use crate::fail;
+use crate::paging::{self, Keyset, Page, PageRequest};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -45,14 +41,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/sales/{id}/stock", get(get_stock))
 }
 
-/// Page size when `limit` is not given, and the largest allowed.
-pub const DEFAULT_LIMIT: u32 = 20;
-pub const MAX_LIMIT: u32 = 100;
 /// With a state filter, at most this many sales are examined for one page; a page may then hold
 /// fewer items than asked for, with a `next_cursor` to go on from.
 const MAX_SCAN: usize = 500;
-/// The first byte of every cursor, so that the format can change without misreading old ones.
-const CURSOR_VERSION: u8 = 1;
 
 /// RFC 3339 UTC with milliseconds (`2026-11-23T09:00:00.000Z`), the contract's time format.
 pub(crate) mod rfc3339 {
@@ -162,17 +153,15 @@ pub struct Stock {
     pub sold: i64,
 }
 
-/// A page of a list.
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-const PRODUCT_COLUMNS: &str = "id, name, description, price, currency, created_at";
+/// The products list, newest first.
+const PRODUCTS: Keyset<'static> = Keyset {
+    select: "SELECT id, name, description, price, currency, created_at FROM products",
+    filter: None,
+    id: "id",
+};
 
 /// A product from MySQL.
 pub async fn load_product(pool: &MySqlPool, id: Uuid) -> Result<Option<Product>, ApiError> {
@@ -320,41 +309,6 @@ fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, A
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
 }
 
-/// `limit`: 1 to 100, default 20.
-pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
-    let Some(raw) = raw else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    raw.parse::<u32>()
-        .ok()
-        .filter(|n| (1..=MAX_LIMIT).contains(n))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "limit must be an integer from 1 to {MAX_LIMIT}, got `{raw}`"
-            ))
-        })
-}
-
-pub fn encode_cursor(last: Uuid) -> String {
-    let mut bytes = Vec::with_capacity(17);
-    bytes.push(CURSOR_VERSION);
-    bytes.extend_from_slice(last.as_bytes());
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub fn decode_cursor(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    let bad =
-        || ApiError::bad_request("cursor is not valid: pass next_cursor from a previous page");
-    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
-    match bytes.split_first() {
-        Some((&CURSOR_VERSION, id)) => Uuid::from_slice(id).map(Some).map_err(|_| bad()),
-        _ => Err(bad()),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
@@ -364,37 +318,12 @@ async fn list_products(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page<Product>>, ApiError> {
     let q = query(q)?;
-    let limit = parse_limit(q.limit.as_deref())?;
-    let after = decode_cursor(q.cursor.as_deref())?;
-    // One more than asked tells whether there is a next page.
-    let fetch = i64::from(limit) + 1;
-    let mut items = match after {
-        None => {
-            sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
-                "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY id DESC LIMIT ?"
-            )))
-            .bind(fetch)
-            .fetch_all(&state.mysql)
-            .await
-        }
-        Some(after) => {
-            sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
-                "SELECT {PRODUCT_COLUMNS} FROM products WHERE id < ? ORDER BY id DESC LIMIT ?"
-            )))
-            .bind(after)
-            .bind(fetch)
-            .fetch_all(&state.mysql)
-            .await
-        }
-    }
-    .map_err(|e| fail::db("listing products", e))?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|p| encode_cursor(p.id))
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    let PageRequest { limit, after } = PageRequest::parse(q.limit.as_deref(), q.cursor.as_deref())?;
+    let rows = PRODUCTS
+        .fetch(&state.mysql, after, limit)
+        .await
+        .map_err(|e| fail::db("listing products", e))?;
+    Ok(Json(paging::page(rows, limit, |p: &Product| p.id)))
 }
 
 #[tracing::instrument(skip_all, fields(product_id = %id))]
@@ -439,49 +368,37 @@ async fn list_sales(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page<Sale>>, ApiError> {
     let q = query(q)?;
-    let limit = parse_limit(q.limit.as_deref())? as usize;
-    let mut after = decode_cursor(q.cursor.as_deref())?;
+    let PageRequest { limit, mut after } =
+        PageRequest::parse(q.limit.as_deref(), q.cursor.as_deref())?;
     let wanted = q
         .state
         .as_deref()
         .map(str::parse::<SaleState>)
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("state: {e}")))?;
-    let filter = state_prefilter(wanted);
+    let sales = Keyset {
+        select: SALE_SELECT,
+        filter: Some(state_prefilter(wanted)),
+        id: "s.id",
+    };
 
     let mut items = Vec::with_capacity(limit);
     let mut scanned = 0;
     loop {
-        // One more than needed tells whether anything follows the last row.
-        let fetch = (limit - items.len() + 1) as i64;
-        let rows: Vec<SaleRow> = match after {
-            None => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SALE_SELECT} WHERE {filter} ORDER BY s.id DESC LIMIT ?"
-                )))
-                .bind(fetch)
-                .fetch_all(&state.mysql)
-                .await
-            }
-            Some(after) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "{SALE_SELECT} WHERE {filter} AND s.id < ? ORDER BY s.id DESC LIMIT ?"
-                )))
-                .bind(after)
-                .bind(fetch)
-                .fetch_all(&state.mysql)
-                .await
-            }
-        }
-        .map_err(|e| fail::db("listing sales", e))?;
-        let more = rows.len() as i64 == fetch;
+        // One row more than needed tells whether anything follows the last one.
+        let needed = limit - items.len();
+        let rows: Vec<SaleRow> = sales
+            .fetch(&state.mysql, after, needed)
+            .await
+            .map_err(|e| fail::db("listing sales", e))?;
+        let more = rows.len() > needed;
         // Every sale's live state at once (auto-pipelined on the pool's connections).
         let views = try_join_all(rows.iter().map(|r| live_view(&state, r.id))).await?;
         for (row, view) in rows.into_iter().zip(views) {
             if items.len() == limit {
                 // This row exists past a full page: there is a next page.
-                let next_cursor = items.last().map(|s: &Sale| encode_cursor(s.id));
-                return Ok(Json(Page { items, next_cursor }));
+                let last = items.last().map(|s: &Sale| s.id);
+                return Ok(Json(Page::new(items, last)));
             }
             scanned += 1;
             after = Some(row.id);
@@ -491,17 +408,11 @@ async fn list_sales(
             }
         }
         if !more {
-            return Ok(Json(Page {
-                items,
-                next_cursor: None,
-            }));
+            return Ok(Json(Page::new(items, None)));
         }
         if scanned >= MAX_SCAN {
             // Enough work for one request; the client goes on from here.
-            return Ok(Json(Page {
-                items,
-                next_cursor: after.map(encode_cursor),
-            }));
+            return Ok(Json(Page::new(items, after)));
         }
     }
 }
@@ -531,43 +442,4 @@ async fn get_stock(
         held: view.held,
         sold: view.sold,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() -> anyhow::Result<()> {
-        let id = Uuid::now_v7();
-        let cursor = encode_cursor(id);
-        assert_eq!(
-            decode_cursor(Some(&cursor)).map_err(|e| anyhow::anyhow!("{e}"))?,
-            Some(id)
-        );
-        assert_eq!(
-            decode_cursor(None).map_err(|e| anyhow::anyhow!("{e}"))?,
-            None
-        );
-        for bad in [
-            "",
-            "!!",
-            "AQ",
-            &URL_SAFE_NO_PAD.encode([2u8; 17]),
-            &URL_SAFE_NO_PAD.encode([1u8; 16]),
-        ] {
-            assert!(decode_cursor(Some(bad)).is_err(), "{bad:?} accepted");
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn limit_bounds() {
-        assert_eq!(parse_limit(None).ok(), Some(DEFAULT_LIMIT));
-        assert_eq!(parse_limit(Some("1")).ok(), Some(1));
-        assert_eq!(parse_limit(Some("100")).ok(), Some(100));
-        for bad in ["0", "101", "-1", "x", "", "1.5"] {
-            assert!(parse_limit(Some(bad)).is_err(), "{bad:?} accepted");
-        }
-    }
 }

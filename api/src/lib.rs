@@ -12,6 +12,7 @@ pub mod fail;
 pub mod janitor;
 pub mod limits;
 pub mod orders;
+pub mod paging;
 pub mod pii;
 pub mod sessions;
 pub mod state;

@@ -46,9 +46,10 @@ use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::catalog::{decode_cursor, encode_cursor, rfc3339};
+use crate::catalog::rfc3339;
 use crate::extract::{Caller, PathId};
 use crate::fail;
+use crate::paging::{decode_cursor, encode_cursor};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {

@@ -435,12 +435,11 @@ impl Config {
             "auth.purge_interval_seconds",
             self.auth.purge_interval_seconds,
         )?;
-        if self.auth.signing_key_file.is_some() && self.auth.signing_key.is_some() {
-            return Err(ConfigError::invalid(
-                "auth.signing_key",
-                "set auth.signing_key_file or auth.signing_key, not both",
-            ));
-        }
+        file_or_value(
+            "auth.signing_key",
+            &self.auth.signing_key_file,
+            &self.auth.signing_key,
+        )?;
         if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1)
             || self.auth.argon2_iterations == 0
             || self.auth.argon2_parallelism == 0
@@ -458,18 +457,12 @@ impl Config {
             "auth.email_code_max_attempts",
             u64::from(self.auth.email_code_max_attempts),
         )?;
-        if self.passes.signing_key_file.is_some() && self.passes.signing_key.is_some() {
-            return Err(ConfigError::invalid(
-                "passes.signing_key",
-                "set passes.signing_key_file or passes.signing_key, not both",
-            ));
-        }
-        if self.pii.key_file.is_some() && self.pii.key.is_some() {
-            return Err(ConfigError::invalid(
-                "pii.key",
-                "set pii.key_file or pii.key, not both",
-            ));
-        }
+        file_or_value(
+            "passes.signing_key",
+            &self.passes.signing_key_file,
+            &self.passes.signing_key,
+        )?;
+        file_or_value("pii.key", &self.pii.key_file, &self.pii.key)?;
         if self.pii.key_id == 0 {
             return Err(ConfigError::invalid("pii.key_id", "expected 1 to 255"));
         }
@@ -726,6 +719,21 @@ fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
     } else {
         Ok(())
     }
+}
+
+/// A secret given either inline (`key`) or as a file (`key` + `_file`): not both.
+fn file_or_value<F, V>(
+    key: &'static str,
+    file: &Option<F>,
+    value: &Option<V>,
+) -> Result<(), ConfigError> {
+    if file.is_some() && value.is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("set {key}_file or {key}, not both"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_scheme(key: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
@@ -985,5 +993,41 @@ impl RedisTarget {
                 ..Default::default()
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod file_or_value_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_set_both_inline_and_as_a_file_is_refused_naming_both_keys() -> anyhow::Result<()> {
+        let defaults = Config::load(&Sources::default())?;
+        let file = Some(PathBuf::from("/run/secrets/key"));
+        let value = Some("inline".to_owned());
+        let mut auth = defaults.clone();
+        (auth.auth.signing_key_file, auth.auth.signing_key) = (file.clone(), value.clone());
+        let mut passes = defaults.clone();
+        (passes.passes.signing_key_file, passes.passes.signing_key) = (file.clone(), value.clone());
+        let mut pii = defaults;
+        (pii.pii.key_file, pii.pii.key) = (file, value);
+        for (config, message) in [
+            (
+                auth,
+                "config key `auth.signing_key`: set auth.signing_key_file or auth.signing_key, not both",
+            ),
+            (
+                passes,
+                "config key `passes.signing_key`: set passes.signing_key_file or passes.signing_key, not both",
+            ),
+            (
+                pii,
+                "config key `pii.key`: set pii.key_file or pii.key, not both",
+            ),
+        ] {
+            let error = config.validate().err().map(|e| e.to_string());
+            assert_eq!(error.as_deref(), Some(message));
+        }
+        Ok(())
     }
 }

@@ -48,6 +48,7 @@ use std::time::Instant;
 
 use crate::batch::{self, Batcher};
 use crate::consumer::{Message, Outcome, consume_with_prefetch};
+use crate::envelope;
 use crate::ledger::{self, PaidOutcome, Recipient};
 use anyhow::Context;
 use chrono::Utc;
@@ -260,22 +261,16 @@ impl RefundReason {
 impl Confirmer {
     #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or(""), order, outcome, attempt = message.attempt))]
     async fn handle(&self, message: Message) -> Outcome {
-        let envelope: Envelope<PaymentCompleted> = match serde_json::from_slice(&message.data) {
-            Ok(envelope) => envelope,
-            Err(error) => return Outcome::Park(format!("malformed payment.completed: {error}")),
-        };
-        if envelope.kind != kinds::PAYMENT_COMPLETED {
-            return Outcome::Park(format!(
-                "the confirm worker does not handle `{}`",
-                envelope.kind
-            ));
-        }
-        let completed = envelope.data;
+        let completed: PaymentCompleted =
+            match envelope::decode("confirm", kinds::PAYMENT_COMPLETED, &message.data) {
+                Ok(envelope) => envelope.data,
+                Err(outcome) => return outcome,
+            };
         let span = tracing::Span::current();
         span.record("order", tracing::field::display(completed.order.order_id));
         span.record("outcome", tracing::field::debug(completed.outcome));
         if let Err(reason) = validate(&completed.order) {
-            return Outcome::Park(format!("malformed payment.completed: {reason}"));
+            return envelope::malformed(kinds::PAYMENT_COMPLETED, reason);
         }
         let result = match completed.outcome {
             PaymentOutcome::Declined => self.declined(&completed).await,

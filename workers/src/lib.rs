@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub mod batch;
 pub mod confirm;
 pub mod consumer;
+pub mod envelope;
 pub mod expiry;
 pub mod keyevents;
 pub mod ledger;

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::consumer::{Message, Outcome, consume};
+use crate::envelope::{self, Body};
 use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::amqp::MAIL;
@@ -52,6 +53,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The mail worker's name in the park reason of a message it does not take.
+const WORKER: &str = "mail";
 /// Each SMTP command (connect, greeting, EHLO, MAIL, ...) fails after this long.
 const SMTP_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// One whole send (connection and every command) is given up after this long.
@@ -168,25 +171,22 @@ impl Mailer {
     /// queue name), not its original one.
     async fn dispatch(&self, message: &Message) -> Outcome {
         let span = tracing::Span::current();
-        let value: serde_json::Value = match serde_json::from_slice(&message.data) {
-            Ok(value) => value,
-            Err(error) => {
+        let body = match Body::parse(&message.data) {
+            Ok(body) => body,
+            Err(outcome) => {
                 if let Some(id) = &message.message_id {
                     span.record("message_id", id.as_str());
                 }
-                return Outcome::Park(format!("malformed message: not JSON: {error}"));
+                return outcome;
             }
         };
-        match value.get("id").and_then(|v| v.as_str()) {
+        match body.id() {
             Some(id) => span.record("message_id", id),
             None => span.record("message_id", message.message_id.as_deref().unwrap_or("")),
         };
-        let Some(kind) = value
-            .get("type")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-        else {
-            return Outcome::Park("malformed message: no envelope `type`".into());
+        let kind = match body.kind() {
+            Ok(kind) => kind,
+            Err(outcome) => return outcome,
         };
         if MAIL.routing_keys.contains(&message.routing_key.as_str()) && message.routing_key != kind
         {
@@ -196,16 +196,16 @@ impl Mailer {
             ));
         }
         match kind.as_str() {
-            kinds::MAIL_SEND => self.mail_send(value).await,
-            kinds::ORDER_CONFIRMED => self.order_confirmed(value).await,
-            other => Outcome::Park(format!("the mail worker does not handle `{other}`")),
+            kinds::MAIL_SEND => self.mail_send(body).await,
+            kinds::ORDER_CONFIRMED => self.order_confirmed(body).await,
+            other => envelope::unhandled(WORKER, other),
         }
     }
 
-    async fn mail_send(&self, value: serde_json::Value) -> Outcome {
-        let envelope: Envelope<MailSend> = match serde_json::from_value(value) {
+    async fn mail_send(&self, body: Body) -> Outcome {
+        let envelope: Envelope<MailSend> = match body.decode(WORKER, kinds::MAIL_SEND) {
             Ok(envelope) => envelope,
-            Err(error) => return Outcome::Park(format!("malformed mail.send: {error}")),
+            Err(outcome) => return outcome,
         };
         let email = match self.build(&envelope) {
             Ok(email) => email,
@@ -214,10 +214,10 @@ impl Mailer {
         self.send_once(&envelope.id.to_string(), email).await
     }
 
-    async fn order_confirmed(&self, value: serde_json::Value) -> Outcome {
-        let envelope: Envelope<OrderConfirmed> = match serde_json::from_value(value) {
+    async fn order_confirmed(&self, body: Body) -> Outcome {
+        let envelope: Envelope<OrderConfirmed> = match body.decode(WORKER, kinds::ORDER_CONFIRMED) {
             Ok(envelope) => envelope,
-            Err(error) => return Outcome::Park(format!("malformed order.confirmed: {error}")),
+            Err(outcome) => return outcome,
         };
         let confirmed = &envelope.data;
         let order = confirmed.order.order_id;

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use crate::batch::{self, Batcher};
 use crate::consumer::{Message, Outcome, consume_with_prefetch};
+use crate::envelope;
 use crate::ledger::{self, PaymentRow};
 use anyhow::Context;
 use dropline_core::Config;
@@ -107,20 +108,14 @@ const MAX_BATCH: usize = 256;
 impl PaymentWorker {
     #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or(""), order, attempt = message.attempt))]
     async fn handle(&self, message: Message) -> Outcome {
-        let envelope: Envelope<PaymentRequested> = match serde_json::from_slice(&message.data) {
-            Ok(envelope) => envelope,
-            Err(error) => return Outcome::Park(format!("malformed payment.requested: {error}")),
-        };
-        if envelope.kind != kinds::PAYMENT_REQUESTED {
-            return Outcome::Park(format!(
-                "the payment worker does not handle `{}`",
-                envelope.kind
-            ));
-        }
-        let request = envelope.data;
+        let request: PaymentRequested =
+            match envelope::decode("payment", kinds::PAYMENT_REQUESTED, &message.data) {
+                Ok(envelope) => envelope.data,
+                Err(outcome) => return outcome,
+            };
         tracing::Span::current().record("order", tracing::field::display(request.order.order_id));
         if let Err(reason) = validate(&request.order) {
-            return Outcome::Park(format!("malformed payment.requested: {reason}"));
+            return envelope::malformed(kinds::PAYMENT_REQUESTED, reason);
         }
         match self.pay(&request).await {
             Ok(outcome) => {

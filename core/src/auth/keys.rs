@@ -266,7 +266,7 @@ fn ring_from(
 /// For `dropline all` (development, demo): puts a throw-away key into every secret the
 /// configuration leaves unset (access-token key, pass key, PII key), so every component loads
 /// its keys from the configuration the same way. Returns the keys it made up.
-pub fn fill_dev_secrets(config: &mut crate::Config) -> anyhow::Result<Vec<&'static str>> {
+pub fn fill_dev_secrets(config: &mut crate::config::Config) -> anyhow::Result<Vec<&'static str>> {
     let mut made = Vec::new();
     if config.auth.signing_key.is_none() && config.auth.signing_key_file.is_none() {
         config.auth.signing_key = Some(SigningKeyPair::generate()?.to_pem()?);
