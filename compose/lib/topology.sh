@@ -295,9 +295,10 @@ topo_start_nginx() {
         done
         printf '\n    upstream dropline_waitroom {\n'
         for a in "${waitroom_addrs[@]}"; do printf '        server %s;\n' "${a#http://}"; done
-        printf '        keepalive 64;\n    }\n\n    upstream dropline_api {\n'
+        # keepalive_timeout below the backends' http.idle_timeout_seconds (60), as in nginx.conf.
+        printf '        keepalive 64;\n        keepalive_timeout 50s;\n    }\n\n    upstream dropline_api {\n'
         for a in "${api_addrs[@]}"; do printf '        server %s;\n' "${a#http://}"; done
-        printf '        keepalive 64;\n    }\n\n    server {\n        listen 127.0.0.1:%s;\n' "${port}"
+        printf '        keepalive 64;\n        keepalive_timeout 50s;\n    }\n\n    server {\n        listen 127.0.0.1:%s;\n' "${port}"
         printf '        include %s/compose/nginx/dropline-routes.conf;\n    }\n}\n' "${PWD}"
     } >"${run}/nginx/nginx.conf"
     /usr/sbin/nginx -t -q -p "${run}/nginx" -c "${run}/nginx/nginx.conf" -e stderr \

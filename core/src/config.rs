@@ -222,6 +222,9 @@ pub struct HttpConfig {
     pub request_timeout_seconds: u64,
     pub shutdown_grace_seconds: u64,
     pub trust_forwarded_for: bool,
+    pub header_read_timeout_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -506,6 +509,12 @@ impl Config {
             "http.request_timeout_seconds",
             self.http.request_timeout_seconds,
         )?;
+        positive(
+            "http.header_read_timeout_seconds",
+            self.http.header_read_timeout_seconds,
+        )?;
+        positive("http.idle_timeout_seconds", self.http.idle_timeout_seconds)?;
+        positive("http.max_connections", self.http.max_connections as u64)?;
 
         check_scheme("mysql.url", &self.mysql.url, &["mysql", "mariadb"])?;
         let mysql_url = url::Url::parse(&self.mysql.url)

@@ -387,3 +387,172 @@ async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() -> anyhow
     assert!(after.is_err(), "no new requests after shutdown");
     Ok(())
 }
+
+/// Reads from `stream` until the server closes it (or it errs); returns what arrived and when
+/// the connection ended, failing if it stays open past `limit`.
+async fn until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> anyhow::Result<(Vec<u8>, Duration)> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Err(_) => anyhow::bail!("the connection was still open after {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok((got, started.elapsed())),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn addr_of(base: &str) -> anyhow::Result<String> {
+    Ok(base
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("not an http base: {base}"))?
+        .to_owned())
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_its_headers_loses_the_connection() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut env = TestEnv::new()?;
+    env.config.http.header_read_timeout_seconds = 1;
+    env.config.http.idle_timeout_seconds = 30;
+    let app = start(&env.config, Readiness::default()).await?;
+    let addr = addr_of(&app.base)?;
+
+    // Half the headers, then nothing: cut one header-read timeout after the first byte.
+    let mut half = tokio::net::TcpStream::connect(&addr).await?;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")
+        .await?;
+    let (got, after) = until_closed(&mut half, Duration::from_secs(5)).await?;
+    assert!(
+        got.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed after {after:?}"
+    );
+
+    // Trickling a byte every 300 ms does not stretch it: the clock runs from the first byte.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await?;
+    let started = std::time::Instant::now();
+    let trickle = async {
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaa" {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), trickle).await;
+    let (got, _) = until_closed(&mut slow, Duration::from_secs(5)).await?;
+    assert!(got.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "a trickling client held the connection {:?}",
+        started.elapsed()
+    );
+
+    // A complete request on a fresh connection is still answered.
+    let response = reqwest::get(format!("{}/healthz", app.base)).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.shutdown.cancel();
+    app.task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut env = TestEnv::new()?;
+    env.config.http.header_read_timeout_seconds = 10;
+    env.config.http.idle_timeout_seconds = 1;
+    let app = start(&env.config, Readiness::default()).await?;
+    let addr = addr_of(&app.base)?;
+
+    // A connection that never sends a byte.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await?;
+    let (_, after) = until_closed(&mut silent, Duration::from_secs(5)).await?;
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed after {after:?}"
+    );
+
+    // A keep-alive connection: answered, then closed once idle for the timeout.
+    let mut kept = tokio::net::TcpStream::connect(&addr).await?;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await?;
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).await?;
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Still served within the idle time: a second request on the same connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await?;
+    let (got, after) = until_closed(&mut kept, Duration::from_secs(5)).await?;
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "closed {after:?} after the second request"
+    );
+    app.shutdown.cancel();
+    app.task.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_new_connection_gets_503_and_is_closed() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut env = TestEnv::new()?;
+    env.config.http.max_connections = 2;
+    let app = start(&env.config, Readiness::default()).await?;
+    let addr = addr_of(&app.base)?;
+
+    let held_a = tokio::net::TcpStream::connect(&addr).await?;
+    let _held_b = tokio::net::TcpStream::connect(&addr).await?;
+    // Let the server accept both before the third arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(&addr).await?;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await?;
+    let (got, _) = until_closed(&mut third, Duration::from_secs(5)).await?;
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.starts_with("http/1.1 503"), "{text}");
+    assert!(text.contains("\r\nretry-after: 1\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("no body in {text}"))?;
+    let body: Value = serde_json::from_str(body)?;
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+
+    // A slot that frees is taken by the next connection.
+    drop(held_a);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let served = eventually(Duration::from_secs(5), || async {
+        http.get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    assert!(served, "the freed slot was never served");
+    app.shutdown.cancel();
+    app.task.await??;
+    Ok(())
+}

@@ -28,6 +28,7 @@ use crate::clients::redis::Redis;
 use crate::config::HttpConfig;
 use crate::http::error::{ApiError, ErrorCode};
 
+pub mod conn;
 pub mod error;
 pub mod extract;
 mod layer;
@@ -236,15 +237,21 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<Bound> {
 /// HTTP/1.1 only, each connection on hyper's `http1` server (what nginx and load balancers
 /// speak to a backend). axum's own `serve` sniffs every connection for HTTP/2 and wraps it in
 /// more layers; on a status poll that was a few percent of the CPU for nothing.
+///
+/// Each connection is held to [`conn::ConnLimits`]: a client that sends half its headers and
+/// stops, or leaves a keep-alive connection idle, loses it; past `max_connections` a new
+/// connection is answered 503 and closed.
 pub async fn serve(
     bound: Bound,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
+    limits: conn::ConnLimits,
 ) -> anyhow::Result<()> {
     let addr = bound.addr;
     let listener = bound.listener;
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -258,15 +265,33 @@ pub async fn serve(
         };
         // Small JSON answers go out at once instead of waiting on Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(conn::refuse(stream));
+            continue;
+        };
+        let (stream, state) = conn::Guarded::new(stream, limits);
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            tower::ServiceExt::oneshot(router.clone(), request)
+            state.request_started();
+            let state = state.clone();
+            let response = tower::ServiceExt::oneshot(router.clone(), request);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| conn::Tracked::new(body, state)),
+                )
+            }
         });
+        // hyper's own header-read timer is off: it would count the idle wait and the header
+        // read from one instant (see `conn`).
         let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(None)
             .serve_connection(TokioIo::new(stream), service);
         let connection = connections.watch(connection);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(error) = connection.await {
                 // A client that hangs up mid-request is routine; nothing to act on.
                 tracing::debug!(%peer, %error, "connection ended with an error");
@@ -305,6 +330,7 @@ pub struct Server {
     bound: Bound,
     router: Router,
     grace: Duration,
+    limits: conn::ConnLimits,
 }
 
 impl Server {
@@ -337,6 +363,7 @@ impl Server {
             bound,
             router: shell(name, routes, readiness, http),
             grace: http.shutdown_grace(),
+            limits: conn::ConnLimits::from_config(http),
         }
     }
 
@@ -352,7 +379,7 @@ impl Server {
     /// Serves until `shutdown` fires, then drains (see [`serve`]).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(service = self.name, addr = %self.bound.addr, "listening");
-        serve(self.bound, self.router, shutdown, self.grace).await?;
+        serve(self.bound, self.router, shutdown, self.grace, self.limits).await?;
         tracing::info!(service = self.name, "stopped");
         Ok(())
     }
