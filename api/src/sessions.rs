@@ -62,6 +62,9 @@ pub struct TokenPair {
     pub expires_in: u64,
 }
 
+/// The login limiter's one key for every address that is not one.
+const MALFORMED_EMAIL_KEY: &str = "(malformed)";
+
 fn invalid_credentials() -> ApiError {
     ApiError::code(ErrorCode::InvalidCredentials)
 }
@@ -71,10 +74,13 @@ async fn login(
     ClientIp(ip): ClientIp,
     Json(body): Json<Login>,
 ) -> Result<Response, ApiError> {
-    // Limit on what was typed, before any lookup: malformed addresses count too.
-    let key = body.email.trim().to_lowercase();
-    state.limits.login(ip, &key)?;
+    // Limit before any lookup, on the address as it is stored (at most 254 characters, so a
+    // client cannot make the limiter keep 64 KiB keys); malformed addresses share one key, and
+    // the per-IP limit comes first.
     let email = accounts::normalize_email(&body.email).ok();
+    state
+        .limits
+        .login(ip, email.as_deref().unwrap_or(MALFORMED_EMAIL_KEY))?;
     let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> = match &email {
         Some(email) => sqlx::query_as(
             "SELECT id, password_hash, role, email_verified_at FROM users WHERE email = ?",

@@ -404,6 +404,34 @@ async fn resend_is_silent_about_accounts_and_rate_limited_per_address() -> anyho
 }
 
 #[tokio::test]
+async fn a_login_sent_as_a_json_array_is_refused() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let email = email();
+    api.user(&email, Role::Buyer).await?;
+    // serde's sequence form of the login struct: it used to sign in.
+    for body in [json!([email, PASSWORD]), json!([[email, PASSWORD]])] {
+        api.post("/api/auth/login", None, body)
+            .await?
+            .expect(400, Some("bad_request"));
+    }
+    api.post(
+        "/api/users",
+        None,
+        json!([format!("x-{email}"), PASSWORD, "Kim"]),
+    )
+    .await?
+    .expect(400, Some("bad_request"));
+    api.post(
+        "/api/auth/login",
+        None,
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await?
+    .expect(200, None);
+    api.stop().await
+}
+
+#[tokio::test]
 async fn login_refuses_wrong_credentials_the_same_way() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let email = email();
@@ -669,6 +697,54 @@ async fn me_refuses_missing_tampered_expired_unsigned_and_foreign_tokens() -> an
     api.get("/api/me", Some(&ghost))
         .await?
         .expect(404, Some("not_found"));
+    api.stop().await
+}
+
+#[tokio::test]
+async fn the_login_limiter_keys_on_the_stored_form_not_the_raw_text() -> anyhow::Result<()> {
+    let api = TestApi::start(&[
+        ("LIMITS__LOGIN_PER_EMAIL_PER_MINUTE", "3"),
+        ("LIMITS__LOGIN_PER_IP_PER_MINUTE", "1000"),
+    ])
+    .await?;
+    // Malformed addresses, each a different (and large) text: one key for all of them, so a
+    // client can neither grow the limiter by a key per try nor dodge the limit by varying them.
+    for i in 0..3 {
+        let junk = format!("{i}{}", "x".repeat(60_000));
+        api.post(
+            "/api/auth/login",
+            None,
+            json!({"email": junk, "password": "x"}),
+        )
+        .await?
+        .expect(401, Some("invalid_credentials"));
+    }
+    api.post(
+        "/api/auth/login",
+        None,
+        json!({"email": "yet another malformed one", "password": "x"}),
+    )
+    .await?
+    .expect(429, Some("rate_limited"));
+    // Spellings of one address share its key.
+    let email = email();
+    api.user(&email, Role::Buyer).await?;
+    for spelling in [email.clone(), email.to_uppercase(), format!("  {email} ")] {
+        api.post(
+            "/api/auth/login",
+            None,
+            json!({"email": spelling, "password": "wrong password"}),
+        )
+        .await?
+        .expect(401, Some("invalid_credentials"));
+    }
+    api.post(
+        "/api/auth/login",
+        None,
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await?
+    .expect(429, Some("rate_limited"));
     api.stop().await
 }
 

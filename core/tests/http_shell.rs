@@ -556,3 +556,43 @@ async fn past_the_connection_cap_a_new_connection_gets_503_and_is_closed() -> an
     app.task.await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn every_body_must_be_a_json_object() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let app = start(&env.config, Readiness::default()).await?;
+    let http = reqwest::Client::new();
+    let post = |body: &'static str, content_type: &'static str| {
+        http.post(format!("{}/echo", app.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    // serde's sequence form of a struct, a bare string, a number: 400, never taken.
+    for body in [r#"["alice"]"#, r#"  ["alice"]"#, r#""alice""#, "7", "null"] {
+        let response = post(body, "application/json").await?;
+        assert_error(response, 400, "bad_request").await?;
+    }
+    // Objects still pass, with leading white space and a +json type; the other errors stay.
+    let ok = post("\n {\"name\":\"alice\"}", "application/json; charset=utf-8").await?;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.json::<Value>().await?["name"], "alice");
+    let ok = post(r#"{"name":"bob"}"#, "application/vnd.dropline+json").await?;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_error(
+        post(r#"{"name":"x"}"#, "text/plain").await?,
+        415,
+        "unsupported_media_type",
+    )
+    .await?;
+    assert_error(
+        post(r#"{"name":1}"#, "application/json").await?,
+        400,
+        "bad_request",
+    )
+    .await?;
+    assert_error(post("{", "application/json").await?, 400, "bad_request").await?;
+    app.shutdown.cancel();
+    app.task.await??;
+    Ok(())
+}

@@ -182,7 +182,25 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         use axum::extract::rejection::JsonRejection;
-        match axum::Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::code(ErrorCode::UnsupportedMediaType));
+        }
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::code(ErrorCode::PayloadTooLarge));
+            }
+            Err(_) => return Err(ApiError::bad_request("could not read the request body")),
+        };
+        // Every body of the contract is an object. serde would also take an array for a
+        // struct (its sequence form: `["a@b.c","secret"]` as a login), which no client means.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => {
                 Err(ApiError::code(ErrorCode::UnsupportedMediaType))
@@ -206,6 +224,27 @@ where
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }
+}
+
+/// `Content-Type: application/json` or `application/<anything>+json`, parameters allowed (what
+/// axum's own `Json` accepts).
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
 }
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
