@@ -235,9 +235,18 @@ async fn verify(
     let Some((user, verified_at)) = user else {
         return Err(invalid("the code is wrong or has expired"));
     };
-    if verified_at.is_some() {
-        return Ok(verified_response());
-    }
+    // A verified account answers `verified` only to the code that verified it (kept until it
+    // expires, so a retried request is harmless); any other code, and every reason a code is
+    // refused, gets the unknown address's answer, so verify does not tell who has a verified
+    // account. An unverified account's buyer gets the helpful reasons.
+    let verified = verified_at.is_some();
+    let invalid = |message: &str| {
+        if verified {
+            invalid("the code is wrong or has expired")
+        } else {
+            invalid(message)
+        }
+    };
     let pending: Option<(Vec<u8>, i32, DateTime<Utc>)> = sqlx::query_as(
         "SELECT code_hash, attempts, expires_at FROM email_codes WHERE user_id = ? FOR UPDATE",
     )
@@ -272,6 +281,9 @@ async fn verify(
             invalid("the code is wrong and now burnt: ask for a new one")
         });
     }
+    if verified {
+        return Ok(verified_response());
+    }
     let now = Utc::now().trunc_subsecs(3);
     sqlx::query("UPDATE users SET email_verified_at = ?, updated_at = ? WHERE id = ?")
         .bind(now)
@@ -280,11 +292,8 @@ async fn verify(
         .execute(&mut *tx)
         .await
         .map_err(|e| fail::db("marking the user verified", e))?;
-    sqlx::query("DELETE FROM email_codes WHERE user_id = ?")
-        .bind(user)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| fail::db("removing the spent code", e))?;
+    // The code stays (its digest, until it expires and the janitor purges it) so that the same
+    // request again answers `verified`; it can verify nothing else.
     tx.commit()
         .await
         .map_err(|e| fail::db("committing verification", e))?;

@@ -254,6 +254,53 @@ async fn sign_up_refuses_bad_input_and_taken_addresses() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn verify_does_not_tell_who_has_a_verified_account() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let email = email();
+    sign_up(&api, &email).await?;
+    let code = api.code_for(&email, 1).await?;
+    api.post(
+        "/api/users/verify",
+        None,
+        json!({"email": email, "code": code}),
+    )
+    .await?
+    .expect(200, None);
+    let unknown = api
+        .post(
+            "/api/users/verify",
+            None,
+            json!({"email": "nobody-here@example.com", "code": "123456"}),
+        )
+        .await?;
+    unknown.expect(400, Some("invalid_code"));
+    // Any other code for the verified address: the unknown address's answer, to the letter.
+    for guess in ["000000", "123456", "999999"] {
+        if guess == code {
+            continue;
+        }
+        let reply = api
+            .post(
+                "/api/users/verify",
+                None,
+                json!({"email": email, "code": guess}),
+            )
+            .await?;
+        assert_eq!(reply.status, unknown.status);
+        assert_eq!(reply.body, unknown.body);
+    }
+    // The code that verified it is still answered `verified` (a retried request).
+    api.post(
+        "/api/users/verify",
+        None,
+        json!({"email": email, "code": code}),
+    )
+    .await?
+    .expect(200, None);
+    api.stop().await
+}
+
+#[tokio::test]
 async fn five_wrong_codes_burn_the_code_and_resend_issues_a_new_one() -> anyhow::Result<()> {
     let api = TestApi::start(&[("LIMITS__RESEND_INTERVAL_SECONDS", "1")]).await?;
     let email = email();
