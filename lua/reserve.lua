@@ -28,7 +28,7 @@
 -- deadline, created, at (the arrow's Redis time, epoch ms), idem.
 --
 -- Order hash fields (o:<order>): user (16 raw bytes, the adm member), qty, amount (price x qty,
--- minor units), currency, state (held|paying|paid|expired|cancelled|failed), deadline (epoch
+-- minor units, computed exactly: see mul_exact), currency, state (held|paying|paid|expired|cancelled|failed), deadline (epoch
 -- ms: hold end while HELD, payment deadline while PAYING), created, updated (epoch ms), idem
 -- (the client's idempotency key).
 --
@@ -51,6 +51,7 @@
 --
 -- Returns, by the first item:
 --   {'created', order, 'held', qty, amount, currency, deadline_ms, now_ms}
+--                                        amount as decimal text (exact past 2^53)
 --   {'existing', order}                  same key, same fingerprint: nothing changed
 --   {'idempotency_key_reused', order}    same key, other fingerprint: nothing changed
 --   {'sale_not_open', sale_state}        sale_state: closed | scheduled | paused
@@ -129,14 +130,14 @@ end
 -- Take it.
 local hold_ms = hold_s * 1000
 local deadline = now + hold_ms
-local amount = price * qty
+local amount = mul_exact(price, qty)
 redis.call('DECRBY', KEYS[2], qty)
 redis.call('INCRBY', KEYS[3], qty)
 redis.call('INCRBY', KEYS[6], qty)
 redis.call('HSET', KEYS[7],
   'user', user,
   'qty', fmt(qty),
-  'amount', fmt(amount),
+  'amount', amount,
   'currency', c[8],
   'state', 'held',
   'deadline', fmt(deadline),
@@ -148,6 +149,6 @@ redis.call('ZADD', KEYS[5], fmt(deadline), order)
 redis.call('HSET', KEYS[9], 'order', order, 'fp', fp)
 redis.call('PEXPIRE', KEYS[9], fmt(idem_ttl))
 redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(deadline), user)
-outbox(KEYS[10], order, 'held', user, fmt(qty), fmt(amount), c[8], fmt(deadline),
+outbox(KEYS[10], order, 'held', user, fmt(qty), amount, c[8], fmt(deadline),
   fmt(now), fmt(now), idem_key)
 return {'created', order, 'held', qty, amount, c[8], deadline, now}

@@ -489,6 +489,54 @@ async fn reserve_takes_stock_and_writes_the_whole_order() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
+async fn amounts_are_exact_integers_past_two_to_the_53() -> anyhow::Result<()> {
+    let env = load_env()?;
+    let redis = connect(&env).await?;
+    let spec = Spec {
+        stock: 10_000,
+        per_user_limit: 1_000,
+        ..Spec::default()
+    };
+    let sale = TestSale::arm(&redis, spec).await?;
+    let max_price: i64 = (1 << 53) - 1;
+    for (price, quantity) in [
+        (max_price, 3_u32),
+        (max_price, 1_000),
+        (max_price - 2, 7),
+        (100_000_007, 999),
+        (123, 1),
+        (0, 5),
+    ] {
+        sale.set_cfg("price", price).await?;
+        let order = held_order(&sale, quantity).await?;
+        let want = i128::from(price) * i128::from(quantity);
+        assert_eq!(i128::from(order.amount), want, "{price} x {quantity}");
+        // The order hash and the outbox row carry the same exact amount.
+        let stored: String = redis
+            .pool()
+            .hget(sale.orders.order_key(order.id), "amount")
+            .await?;
+        assert_eq!(stored, want.to_string());
+        let read = sale
+            .orders
+            .get(order.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("order {} not found", order.id))?;
+        assert_eq!(i128::from(read.amount), want);
+    }
+    let outbox = dropline_core::orders::outbox::Outbox::new(&redis, sale.id);
+    outbox.ensure_group().await?;
+    let entries = outbox.read("test", 100).await?;
+    let first = entries
+        .iter()
+        .filter_map(|e| e.row.as_ref())
+        .find(|row| row.quantity == 3)
+        .ok_or_else(|| anyhow::anyhow!("no outbox row for the first order"))?;
+    assert_eq!(i128::from(first.amount), i128::from(max_price) * 3);
+    env.cleanup().await
+}
+
+#[tokio::test]
 async fn every_allowed_arrow_moves_the_stock_exactly() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;

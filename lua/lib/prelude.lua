@@ -34,6 +34,22 @@ local function num(v) return tonumber(v) or 0 end
 -- An integer (epoch ms, units, scores up to 2^53) as the text Redis stores, never 1e+15.
 local function fmt(x) return string.format('%.0f', x) end
 
+-- a * b, exactly, as decimal text, for 0 <= a <= 2^53 - 1 and 0 <= b <= 2^20 (an amount: a
+-- price in minor units times a quantity). Lua's numbers are doubles, exact only up to 2^53, so
+-- price * qty would round past it (2^53 - 1 times 3 came out one off). Split a at 10^8: each
+-- partial product stays below 2^53 and the carry is exact.
+local function mul_exact(a, b)
+  local lo_base = 100000000
+  local hi, lo = math.floor(a / lo_base), a % lo_base
+  local lo_prod = lo * b
+  local carry, low = math.floor(lo_prod / lo_base), lo_prod % lo_base
+  local high = hi * b + carry
+  if high == 0 then
+    return fmt(low)
+  end
+  return fmt(high) .. string.format('%08d', low)
+end
+
 -- A cfg flag (paused, closed): set when '1' or 'true'.
 local function flag(v) return v == '1' or v == 'true' end
 
