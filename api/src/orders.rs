@@ -14,7 +14,10 @@
 //!
 //! Idempotency keys are scoped to the user (DESIGN §9): the key is bound to the sale it was first
 //! used for (`<prefix>:idem:<user>:<key>`, 24 h), so the same key for another sale is
-//! `idempotency_key_reused`; within the sale, `reserve.lua` compares the whole request.
+//! `idempotency_key_reused`; within the sale, `reserve.lua` compares the whole request. A key
+//! that made an order is answered from what it made before the pass is looked at, and stays
+//! bound for 24 h whatever the order's state; a refused request leaves neither a binding nor an
+//! index entry behind.
 //!
 //! Pay: `begin_payment.lua` (HELD → PAYING, deadline moved to the payment timeout), then
 //! `payment.requested` with a publisher confirm. If the broker does not confirm, the caller gets
@@ -38,10 +41,11 @@ use dropline_core::lua::PipelinedSet;
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::ledger::{self, OrderRow};
 use dropline_core::orders::{
-    MAX_IDEMPOTENCY_KEY_LEN, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Transition,
+    IDEMPOTENCY_TTL, MAX_IDEMPOTENCY_KEY_LEN, Order, OrderState, Orders, ReserveOutcome,
+    ReserveRequest, Transition,
 };
 use dropline_core::sale::from_ms;
-use fred::interfaces::KeysInterface;
+use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -194,57 +198,59 @@ async fn create(
     headers: HeaderMap,
     Json(body): Json<CreateOrder>,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+    // The order of the checks (#17): the access token (401, the extractor), the key's format and
+    // the body (400), a key this user already used (its stored answer, whatever the pass), then
+    // the pass (403). A buyer retrying after the pass expired gets the order they have.
     let key = idempotency_key(&headers)?;
-    let pass = pass_header(&headers)?;
     if !(1..=MAX_QUANTITY).contains(&body.quantity) {
         return Err(ApiError::bad_request(format!(
             "quantity must be 1 to {MAX_QUANTITY}"
         )));
     }
-    verify_pass(&state.passes, pass, body.sale_id, caller.sub).map_err(|e| {
-        let (reason, message) = match e {
-            PassError::OtherSale => ("other_sale", "the pass is for another sale"),
-            PassError::OtherUser => ("other_user", "the pass is for another user"),
-            PassError::Token(TokenError::Expired) => {
-                ("expired", "the pass has expired: join the line again")
-            }
-            PassError::Token(_) => (
-                "invalid",
-                "the pass is not valid or has expired: join the line again",
-            ),
-        };
-        metrics::counter!("dropline_passes_refused_total", "reason" => reason).increment(1);
-        ApiError::new(ErrorCode::NotAdmitted, message)
-    })?;
-
-    // Bind the key to this sale for the user (the slot's own key covers the rest of the body).
-    let bind_key = user_idem_key(&state, caller.sub, &key);
+    let orders = Orders::new(&state.redis, body.sale_id);
     let sale_text = body.sale_id.to_string();
-    let bound: Option<String> = state
-        .redis
-        .pool()
-        .set(
-            &bind_key,
-            sale_text.as_str(),
-            Some(Expiration::PX(
-                dropline_core::orders::IDEMPOTENCY_TTL.as_millis() as i64,
-            )),
-            Some(SetOptions::NX),
-            true,
-        )
-        .await
-        .map_err(|e| fail::redis("binding the idempotency key", e))?;
-    let fresh_binding = bound.is_none();
+    let binding = Binding {
+        key: user_idem_key(&state, caller.sub, &key),
+        sale: sale_text.as_str(),
+        slot_key: orders.idempotency_key(caller.sub, &key),
+    };
+    // One round trip: bind the key to this sale unless it is bound already (answering the
+    // earlier binding), and read what this sale holds under the key.
+    let (bound, earlier) = binding.claim(&state).await?;
+    let fresh = bound.is_none();
     if let Some(previous) = &bound
         && previous != &sale_text
     {
-        return Err(ApiError::new(
-            ErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was used for another request",
-        ));
+        return Err(reused());
+    }
+    if let Some((order_id, fingerprint)) = earlier {
+        // The key made an order in this sale: the stored answer, or 409 for another body.
+        if fingerprint != orders.fingerprint(body.quantity) {
+            return Err(reused());
+        }
+        let order = orders
+            .get(order_id)
+            .await
+            .map_err(|e| fail::redis("reading the order", e))?
+            .ok_or_else(|| {
+                ApiError::unavailable(anyhow::anyhow!(
+                    "order {order_id} of an idempotency key has no hash"
+                ))
+            })?;
+        index_order(&state, order.id, &sale_text).await?;
+        return Ok((StatusCode::OK, Json(OrderView::from(&order))));
     }
 
-    let orders = Orders::new(&state.redis, body.sale_id);
+    let admitted = pass_header(&headers).and_then(|pass| {
+        verify_pass(&state.passes, pass, body.sale_id, caller.sub).map_err(pass_refused)
+    });
+    if let Err(refused) = admitted {
+        if fresh {
+            binding.release(&state).await;
+        }
+        return Err(refused);
+    }
+
     let request = ReserveRequest {
         order: Uuid::now_v7(),
         user: caller.sub,
@@ -252,8 +258,8 @@ async fn create(
         idempotency_key: key,
     };
     // The order → sale index goes out in the same round trip as the reservation, so a GET
-    // right after the answer finds the order. A refused reservation leaves an index entry to
-    // an order that does not exist: it reads as 404 like any unknown id, and expires.
+    // right after the answer finds the order. When no order was made under it (a refusal, or a
+    // concurrent request that made the order first), it is deleted again before the answer.
     let index_key = lookup_key(&state, request.order);
     let index = PipelinedSet {
         key: &index_key,
@@ -268,33 +274,149 @@ async fn create(
         ReserveOutcome::Created(order) => (StatusCode::CREATED, order),
         ReserveOutcome::Existing(order) => (StatusCode::OK, order),
         refusal => {
-            if fresh_binding {
-                // Nothing was made: the key is free again, for any sale.
-                let _: Result<i64, _> = state.redis.pool().del(&bind_key).await;
+            forget_index(&state, &index_key).await;
+            // An order exists under the key when the script says `idempotency_key_reused`:
+            // its binding stays.
+            if fresh && !matches!(refusal, ReserveOutcome::IdempotencyKeyReused { .. }) {
+                binding.release(&state).await;
             }
             return Err(refusal_error(&refusal));
         }
     };
     if order.id != request.order {
-        // A replay: the index was written for the first request's order; write it again in
-        // case it is gone (it outlives the idempotency key, but a replay costs one SET).
-        let _: () = state
-            .redis
-            .pool()
-            .set(
-                lookup_key(&state, order.id),
-                sale_text.as_str(),
-                Some(Expiration::PX(LOOKUP_TTL.as_millis() as i64)),
-                None,
-                false,
-            )
-            .await
-            .map_err(|e| fail::redis("indexing the order", e))?;
+        // A concurrent request with this key made the order first.
+        forget_index(&state, &index_key).await;
+        index_order(&state, order.id, &sale_text).await?;
     }
     if status == StatusCode::CREATED {
         tracing::info!(order = %order.id, user = %caller.sub, quantity = order.quantity, "order held");
     }
     Ok((status, Json(OrderView::from(&order))))
+}
+
+fn reused() -> ApiError {
+    ApiError::new(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used for another request",
+    )
+}
+
+fn pass_refused(e: PassError) -> ApiError {
+    let (reason, message) = match e {
+        PassError::OtherSale => ("other_sale", "the pass is for another sale"),
+        PassError::OtherUser => ("other_user", "the pass is for another user"),
+        PassError::Token(TokenError::Expired) => {
+            ("expired", "the pass has expired: join the line again")
+        }
+        PassError::Token(_) => (
+            "invalid",
+            "the pass is not valid or has expired: join the line again",
+        ),
+    };
+    metrics::counter!("dropline_passes_refused_total", "reason" => reason).increment(1);
+    ApiError::new(ErrorCode::NotAdmitted, message)
+}
+
+/// A user's idempotency key bound to the sale it was first used for (`<prefix>:idem:<user>:<key>`,
+/// 24 h), beside what the sale holds under the key (`idem:<user>:<key>` in the sale's slot, written
+/// by `reserve.lua` with the order it made).
+struct Binding<'a> {
+    key: String,
+    sale: &'a str,
+    slot_key: String,
+}
+
+impl Binding<'_> {
+    /// `SET key sale NX GET PX 24h` and `HMGET slot_key order fp`, pipelined: the earlier binding
+    /// (`None`: this call made it) and the order this sale holds under the key, if any.
+    async fn claim(
+        &self,
+        state: &AppState,
+    ) -> Result<(Option<String>, Option<(Uuid, String)>), ApiError> {
+        let pipeline = state.redis.pool().next().pipeline();
+        let queued: Result<(), fred::error::Error> = async {
+            let () = pipeline
+                .set(
+                    &self.key,
+                    self.sale,
+                    Some(Expiration::PX(IDEMPOTENCY_TTL.as_millis() as i64)),
+                    Some(SetOptions::NX),
+                    true,
+                )
+                .await?;
+            pipeline
+                .hmget::<(), _, _>(&self.slot_key, vec!["order", "fp"])
+                .await
+        }
+        .await;
+        queued.map_err(|e| fail::redis("binding the idempotency key", e))?;
+        let (bound, slot): (Option<String>, (Option<String>, Option<String>)) = pipeline
+            .all()
+            .await
+            .map_err(|e| fail::redis("binding the idempotency key", e))?;
+        let earlier = match slot {
+            (Some(order), Some(fingerprint)) => Uuid::parse_str(&order)
+                .ok()
+                .map(|order| (order, fingerprint)),
+            _ => None,
+        };
+        Ok((bound, earlier))
+    }
+
+    /// Frees a binding this request made and made no order under, so a refused request leaves
+    /// nothing behind. If a concurrent request with the key made an order in the meantime, the
+    /// binding is written again: once an order exists for a key, the key stays bound to it.
+    /// Best effort: a failure leaves the binding to expire (24 h), which refuses the key for
+    /// another sale, never more.
+    async fn release(&self, state: &AppState) {
+        let pool = state.redis.pool();
+        if let Err(error) = pool.del::<i64, _>(&self.key).await {
+            tracing::warn!(%error, "could not free an idempotency key binding");
+            return;
+        }
+        match pool.exists::<i64, _>(&self.slot_key).await {
+            Ok(0) => {}
+            Ok(_) => {
+                let restored: Result<(), _> = pool
+                    .set(
+                        &self.key,
+                        self.sale,
+                        Some(Expiration::PX(IDEMPOTENCY_TTL.as_millis() as i64)),
+                        None,
+                        false,
+                    )
+                    .await;
+                if let Err(error) = restored {
+                    tracing::warn!(%error, "could not restore an idempotency key binding");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not check an idempotency key"),
+        }
+    }
+}
+
+/// Writes the order → sale index (`<prefix>:order:<id>`).
+async fn index_order(state: &AppState, order: Uuid, sale: &str) -> Result<(), ApiError> {
+    state
+        .redis
+        .pool()
+        .set::<(), _, _>(
+            lookup_key(state, order),
+            sale,
+            Some(Expiration::PX(LOOKUP_TTL.as_millis() as i64)),
+            None,
+            false,
+        )
+        .await
+        .map_err(|e| fail::redis("indexing the order", e))
+}
+
+/// Deletes an index entry written ahead of a reservation that made no order. Best effort: one
+/// left behind reads as 404 like any unknown id, and expires.
+async fn forget_index(state: &AppState, index_key: &str) {
+    if let Err(error) = state.redis.pool().del::<i64, _>(index_key).await {
+        tracing::warn!(%error, "could not delete an unused order index entry");
+    }
 }
 
 fn refusal_error(outcome: &ReserveOutcome) -> ApiError {

@@ -538,3 +538,138 @@ async fn the_list_shows_own_orders_newest_first_with_live_states() -> anyhow::Re
     assert_eq!(row.user, buyer.id);
     shop.api.stop().await
 }
+
+/// Keys under this test's prefix whose name continues with `rest` (`order:*`, `idem:*`).
+async fn keys_under(shop: &Shop, rest: &str) -> anyhow::Result<usize> {
+    let redis = shop.api.deps.redis()?;
+    let pattern = redis.key(rest);
+    Ok(dropline_testkit::scan_keys(redis, &pattern).await?.len())
+}
+
+#[tokio::test]
+async fn refused_orders_leave_nothing_behind() -> anyhow::Result<()> {
+    let shop = Shop::start().await?;
+    let sale = shop.sale(3, 1).await?;
+    let buyer = shop.buyer(sale).await?;
+    shop.order(&buyer, sale, 1, "first")
+        .await?
+        .expect(201, None);
+    assert_eq!(keys_under(&shop, "order:*").await?, 1);
+    assert_eq!(keys_under(&shop, "idem:*").await?, 1);
+    // A buyer looping on refusals: over the limit with fresh keys, the same key with another
+    // body, and replays of the order made.
+    for i in 0..40 {
+        shop.order(&buyer, sale, 1, &format!("more-{i}"))
+            .await?
+            .expect(409, Some("limit_exceeded"));
+        shop.order(&buyer, sale, 2, "first")
+            .await?
+            .expect(409, Some("idempotency_key_reused"));
+        shop.order(&buyer, sale, 1, "first")
+            .await?
+            .expect(200, None);
+    }
+    // Sold out for another buyer.
+    let other = shop.buyer(sale).await?;
+    let redis = shop.api.deps.redis()?;
+    let _: () = redis
+        .pool()
+        .set(redis.sale_key(sale, "avail"), 0, None, None, false)
+        .await?;
+    for i in 0..20 {
+        shop.order(&other, sale, 1, &format!("late-{i}"))
+            .await?
+            .expect(409, Some("sold_out"));
+    }
+    // Only the one order's index entry and binding are left.
+    assert_eq!(keys_under(&shop, "order:*").await?, 1);
+    assert_eq!(keys_under(&shop, "idem:*").await?, 1);
+    shop.api.stop().await
+}
+
+#[tokio::test]
+async fn a_key_that_made_an_order_stays_bound_to_it_under_a_race() -> anyhow::Result<()> {
+    let shop = Shop::start().await?;
+    let sale = shop.sale(1_000, 2).await?;
+    let elsewhere = shop.sale(1_000, 2).await?;
+    for round in 0..30 {
+        let buyer = shop.buyer(sale).await?;
+        let key = format!("race-{round}");
+        // Two bodies with one key at once: one makes the order, the other is refused.
+        let (a, b) = tokio::join!(
+            shop.order(&buyer, sale, 1, &key),
+            shop.order(&buyer, sale, 2, &key)
+        );
+        let (a, b) = (a?, b?);
+        let made = [&a, &b].iter().filter(|r| r.status.as_u16() == 201).count();
+        assert_eq!(made, 1, "round {round}: {} and {}", a.body, b.body);
+        // A third body, for another sale, must not make a second order under the key.
+        let third = Buyer {
+            id: buyer.id,
+            token: buyer.token.clone(),
+            pass: shop.pass(elsewhere, buyer.id, 600)?,
+        };
+        shop.admit(elsewhere, buyer.id).await?;
+        shop.order(&third, elsewhere, 1, &key)
+            .await?
+            .expect(409, Some("idempotency_key_reused"));
+    }
+    shop.api.stop().await
+}
+
+#[tokio::test]
+async fn a_retry_after_the_pass_expired_gets_the_order() -> anyhow::Result<()> {
+    let shop = Shop::start().await?;
+    let sale = shop.sale(5, 1).await?;
+    let buyer = shop.buyer(sale).await?;
+    let made = shop.order(&buyer, sale, 1, "k").await?;
+    made.expect(201, None);
+    // The same request again with an expired pass, or with none: the stored order.
+    for pass in [Some(shop.pass(sale, buyer.id, -120)?), None] {
+        let mut headers = vec![("Idempotency-Key", "k")];
+        if let Some(pass) = &pass {
+            headers.push(("Dropline-Pass", pass.as_str()));
+        }
+        let again = shop
+            .api
+            .call_with(
+                Method::POST,
+                "/api/orders",
+                Some(&buyer.token),
+                &headers,
+                Some(json!({"sale_id": sale, "quantity": 1})),
+            )
+            .await?;
+        again.expect(200, None);
+        assert_eq!(again.body, made.body);
+        // Another body under the key: 409, pass or not.
+        let other = shop
+            .api
+            .call_with(
+                Method::POST,
+                "/api/orders",
+                Some(&buyer.token),
+                &headers,
+                Some(json!({"sale_id": sale, "quantity": 2})),
+            )
+            .await?;
+        other.expect(409, Some("idempotency_key_reused"));
+    }
+    // A new key still needs a valid pass.
+    let fresh = shop
+        .api
+        .call_with(
+            Method::POST,
+            "/api/orders",
+            Some(&buyer.token),
+            &[
+                ("Idempotency-Key", "new"),
+                ("Dropline-Pass", &shop.pass(sale, buyer.id, -120)?),
+            ],
+            Some(json!({"sale_id": sale, "quantity": 1})),
+        )
+        .await?;
+    fresh.expect(403, Some("not_admitted"));
+    assert_eq!(keys_under(&shop, "idem:*").await?, 1);
+    shop.api.stop().await
+}
