@@ -38,13 +38,19 @@ struct Rig {
 
 impl Rig {
     async fn start() -> anyhow::Result<Self> {
-        let api = TestApi::start(&[
+        Self::start_with(&[]).await
+    }
+
+    /// [`Rig::start`] with more config overrides (env form).
+    async fn start_with(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut overrides = vec![
             ("PAYMENT__SIM_LATENCY_MS", "5"),
             ("EXPIRY__SWEEP_INTERVAL_SECONDS", "1"),
             ("MYSQL__MAX_CONNECTIONS", "20"),
             ("REDIS__POOL_SIZE", "4"),
-        ])
-        .await?;
+        ];
+        overrides.extend_from_slice(extra);
+        let api = TestApi::start(&overrides).await?;
         let admin = api.admin().await?;
         let stop_workers = CancellationToken::new();
         let workers = tokio::spawn({
@@ -422,5 +428,93 @@ async fn eight_thousand_five_hundred_orders_for_a_thousand_units_sell_exactly_a_
     .fetch_one(api.mysql())
     .await?;
     assert_eq!(over, 0, "a buyer over the per-user limit");
+    rig.stop().await
+}
+
+/// Places an order for a buyer made by [`Rig::buyers`] and returns its id.
+async fn place(
+    rig: &Rig,
+    sale: Uuid,
+    buyer: &(Uuid, String, String),
+    key: &str,
+) -> anyhow::Result<Uuid> {
+    let (_, token, pass) = buyer;
+    let made = rig
+        .api
+        .call_with(
+            Method::POST,
+            "/api/orders",
+            Some(token),
+            &[("Dropline-Pass", pass.as_str()), ("Idempotency-Key", key)],
+            Some(json!({"sale_id": sale, "quantity": 1})),
+        )
+        .await?;
+    made.expect(201, None);
+    Ok(Uuid::parse_str(
+        made.body["id"].as_str().context("order id")?,
+    )?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_buyer_hammering_pay_does_not_delay_another_buyers_payment() -> anyhow::Result<()> {
+    // Few payment slots, a slow card that answers after the payment timeout, and no per-user
+    // pay limit: what is measured is that copies of one order's request do not take the slots.
+    let rig = Rig::start_with(&[
+        ("WORKERS__PAYMENT_PREFETCH", "4"),
+        ("PAYMENT__TIMEOUT_SECONDS", "4"),
+        ("LIMITS__PAY_PER_USER_PER_MINUTE", "1000000"),
+    ])
+    .await?;
+    let sale = rig.sale(10, 1).await?;
+    let buyers = rig.buyers(sale, 2).await?;
+    let (hostile, honest) = (&buyers[0], &buyers[1]);
+    let slow_order = place(&rig, sale, hostile, "h").await?;
+    let honest_order = place(&rig, sale, honest, "o").await?;
+
+    // 600 pays of one order with the slow card, 50 at a time.
+    let path = format!("/api/orders/{slow_order}/pay");
+    let hammer = futures_util::stream::iter(0..600)
+        .map(|_| {
+            let (api, path, token) = (&rig.api, path.clone(), hostile.1.clone());
+            async move {
+                api.post(&path, Some(&token), json!({"card_token": "tok_slow"}))
+                    .await
+            }
+        })
+        .buffer_unordered(50)
+        .collect::<Vec<_>>()
+        .await;
+    for reply in hammer {
+        let reply = reply?;
+        assert!(
+            reply.status.as_u16() == 202,
+            "{}: {}",
+            reply.status,
+            reply.body
+        );
+    }
+
+    // The honest buyer pays once and is paid well inside the payment timeout.
+    let started = std::time::Instant::now();
+    rig.api
+        .post(
+            &format!("/api/orders/{honest_order}/pay"),
+            Some(&honest.1),
+            json!({"card_token": "tok_ok"}),
+        )
+        .await?
+        .expect(202, None);
+    let paid = dropline_testkit::eventually(Duration::from_secs(3), || async {
+        rig.api
+            .get(&format!("/api/orders/{honest_order}"), Some(&honest.1))
+            .await
+            .is_ok_and(|r| r.body["status"] == "paid")
+    })
+    .await;
+    assert!(
+        paid,
+        "the honest payment was not paid within 3 s ({:?})",
+        started.elapsed()
+    );
     rig.stop().await
 }

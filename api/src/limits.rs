@@ -1,5 +1,5 @@
 //! Keyed request limits (GCRA through `governor`): login per IP and per e-mail, sign-up per IP,
-//! verification e-mail resends per address. Over a limit the answer is 429 `rate_limited` with
+//! verification e-mail resends per address, orders and pays per buyer. Over a limit the answer is 429 `rate_limited` with
 //! `Retry-After` set to when the next request would pass ([`dropline_core::http::limit`]; counted per
 //! process).
 
@@ -11,6 +11,7 @@ use dropline_core::config::LimitsConfig;
 use dropline_core::http::error::ApiError;
 use dropline_core::http::limit::{Keyed, per_minute};
 use governor::Quota;
+use uuid::Uuid;
 
 /// The api's limiters.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct Limits {
     login_email: Keyed<String>,
     signup_ip: Keyed<IpAddr>,
     resend_email: Keyed<String>,
+    orders_user: Keyed<Uuid>,
+    pay_user: Keyed<Uuid>,
 }
 
 impl Limits {
@@ -48,6 +51,20 @@ impl Limits {
                 )?,
             ),
             resend_email: Keyed::new("verification e-mail", resend),
+            orders_user: Keyed::new(
+                "order",
+                per_minute(
+                    "limits.orders_per_user_per_minute",
+                    config.orders_per_user_per_minute,
+                )?,
+            ),
+            pay_user: Keyed::new(
+                "pay",
+                per_minute(
+                    "limits.pay_per_user_per_minute",
+                    config.pay_per_user_per_minute,
+                )?,
+            ),
         })
     }
 
@@ -58,6 +75,16 @@ impl Limits {
 
     pub fn signup(&self, ip: IpAddr) -> Result<(), ApiError> {
         self.signup_ip.check(&ip)
+    }
+
+    /// `POST /api/orders` by `user`.
+    pub fn order(&self, user: Uuid) -> Result<(), ApiError> {
+        self.orders_user.check(&user)
+    }
+
+    /// `POST /api/orders/{id}/pay` by `user`.
+    pub fn pay(&self, user: Uuid) -> Result<(), ApiError> {
+        self.pay_user.check(&user)
     }
 
     pub fn resend(&self, email: &str) -> Result<(), ApiError> {

@@ -200,7 +200,9 @@ async fn create(
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
     // The order of the checks (#17): the access token (401, the extractor), the key's format and
     // the body (400), a key this user already used (its stored answer, whatever the pass), then
-    // the pass (403). A buyer retrying after the pass expired gets the order they have.
+    // the pass (403). A buyer retrying after the pass expired gets the order they have. A buyer
+    // looping is limited first (429), before any of it costs Redis a command.
+    state.limits.order(caller.sub)?;
     let key = idempotency_key(&headers)?;
     if !(1..=MAX_QUANTITY).contains(&body.quantity) {
         return Err(ApiError::bad_request(format!(
@@ -576,6 +578,93 @@ fn invalid_state(t: Transition, why: &str) -> ApiError {
     )
 }
 
+/// How long one api process may take to publish a `payment.requested` before another may try.
+const PUBLISH_CLAIM: Duration = Duration::from_secs(10);
+
+/// Publishes the order's `payment.requested`, at most once per payment timeout across every api
+/// process, always with the card token of the order's first pay. A buyer paying again and again
+/// (or a thousand times at once) would otherwise put a copy per call in the payment queue, each
+/// held by a worker for as long as the provider takes: with a slow card, enough copies fill
+/// every worker's prefetch and other buyers' payments wait past their deadline.
+///
+/// The claim (`payreq:<order>`) is `pending` while a process publishes and `sent` once the
+/// broker confirmed, for the payment timeout; a publish that fails frees it, so the buyer's
+/// retry publishes again. Within the timeout the payment is in the worker's hands (or settled
+/// by the sweeper at the deadline), so another copy would add nothing.
+async fn request_payment(
+    state: &AppState,
+    orders: &Orders,
+    order: &Order,
+    token: &str,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let claim_key = orders.layout().payment_request(order.id);
+    let card_key = orders.layout().payment_card(order.id);
+    let pipeline = state.redis.pool().next().pipeline();
+    let queued: Result<(), fred::error::Error> = async {
+        let () = pipeline
+            .set(
+                &claim_key,
+                "pending",
+                Some(Expiration::PX(PUBLISH_CLAIM.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        pipeline
+            .set::<(), _, _>(
+                &card_key,
+                token,
+                Some(Expiration::PX((timeout + PUBLISH_CLAIM).as_millis() as i64)),
+                Some(SetOptions::NX),
+                true,
+            )
+            .await
+    }
+    .await;
+    queued.map_err(|e| fail::redis("claiming the payment request", e))?;
+    let (claimed, first_card): (Option<String>, Option<String>) = pipeline
+        .all()
+        .await
+        .map_err(|e| fail::redis("claiming the payment request", e))?;
+    if claimed.is_none() {
+        metrics::counter!("dropline_payment_requests_deduplicated_total").increment(1);
+        return Ok(());
+    }
+    let message = Envelope::new(
+        kinds::PAYMENT_REQUESTED,
+        PaymentRequested {
+            order: order.reference(),
+            card_token: first_card.unwrap_or_else(|| token.to_owned()),
+        },
+    );
+    let payload = message.to_json().map_err(ApiError::internal)?;
+    if let Err(e) = state
+        .broker
+        .publish(kinds::PAYMENT_REQUESTED, &message.id.to_string(), &payload)
+        .await
+    {
+        let _: Result<i64, _> = state.redis.pool().del(&claim_key).await;
+        return Err(fail::broker("requesting the payment", e));
+    }
+    // The request is out: a failure here only shortens the claim to its pending 10 s.
+    let marked: Result<(), _> = state
+        .redis
+        .pool()
+        .set(
+            &claim_key,
+            "sent",
+            Some(Expiration::PX(timeout.as_millis() as i64)),
+            None,
+            false,
+        )
+        .await;
+    if let Err(error) = marked {
+        tracing::warn!(%error, order = %order.id, "could not mark the payment requested");
+    }
+    Ok(())
+}
+
 #[tracing::instrument(skip_all, fields(order = %id.0))]
 async fn pay(
     State(state): State<AppState>,
@@ -583,6 +672,7 @@ async fn pay(
     id: PathId,
     Json(body): Json<PayOrder>,
 ) -> Result<(StatusCode, Json<StatusView>), ApiError> {
+    state.limits.pay(caller.sub)?;
     let token = body.card_token.trim();
     if token.is_empty()
         || token.len() > MAX_CARD_TOKEN_LEN
@@ -618,19 +708,7 @@ async fn pay(
         Transition::NotFound => return Err(ApiError::not_found()),
         other => return Err(invalid_state(other, "only a held order can be paid")),
     }
-    let message = Envelope::new(
-        kinds::PAYMENT_REQUESTED,
-        PaymentRequested {
-            order: order.reference(),
-            card_token: token.to_owned(),
-        },
-    );
-    let payload = message.to_json().map_err(ApiError::internal)?;
-    state
-        .broker
-        .publish(kinds::PAYMENT_REQUESTED, &message.id.to_string(), &payload)
-        .await
-        .map_err(|e| fail::broker("requesting the payment", e))?;
+    request_payment(&state, &orders, &order, token, timeout).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(StatusView {

@@ -176,6 +176,8 @@ pub struct LimitsConfig {
     pub login_per_email_per_minute: u32,
     pub signup_per_ip_per_minute: u32,
     pub resend_interval_seconds: u64,
+    pub orders_per_user_per_minute: u32,
+    pub pay_per_user_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,6 +489,14 @@ impl Config {
         positive(
             "limits.signup_per_ip_per_minute",
             u64::from(self.limits.signup_per_ip_per_minute),
+        )?;
+        positive(
+            "limits.orders_per_user_per_minute",
+            u64::from(self.limits.orders_per_user_per_minute),
+        )?;
+        positive(
+            "limits.pay_per_user_per_minute",
+            u64::from(self.limits.pay_per_user_per_minute),
         )?;
         positive(
             "limits.resend_interval_seconds",

@@ -63,6 +63,7 @@ pub async fn run(
     let worker = Arc::new(PaymentWorker {
         reporter: Reporter::new(deps)?,
         provider,
+        in_hand: InHand::default(),
     });
     tracing::info!(provider = ?worker.provider, "payment worker starting");
     let handler = {
@@ -87,6 +88,46 @@ pub async fn run(
 struct PaymentWorker {
     reporter: Reporter,
     provider: Arc<dyn PaymentProvider>,
+    in_hand: InHand,
+}
+
+/// The orders whose payment this process is handling right now. A copy of a request for one of
+/// them is acked at once instead of waiting beside the first for the provider in a prefetch
+/// slot: the first delivery finishes the order's payment (or is retried), so the copy adds
+/// nothing, and a buyer's copies can no longer fill the slots other buyers' payments need.
+#[derive(Default)]
+struct InHand(std::sync::Mutex<std::collections::HashSet<Uuid>>);
+
+impl InHand {
+    /// Takes `order` in hand; `None` when it already is.
+    fn take(&self, order: Uuid) -> Option<InHandGuard<'_>> {
+        let mut orders = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        orders
+            .insert(order)
+            // `then`, not `then_some`: a guard built for nothing would be dropped here, under
+            // the lock its drop takes.
+            .then(|| InHandGuard { set: self, order })
+    }
+}
+
+/// Lets the order go when the delivery is done (or dropped).
+struct InHandGuard<'a> {
+    set: &'a InHand,
+    order: Uuid,
+}
+
+impl Drop for InHandGuard<'_> {
+    fn drop(&mut self) {
+        let mut orders = self
+            .set
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        orders.remove(&self.order);
+    }
 }
 
 /// Records a provider's decision about an order in MySQL and announces it with
@@ -117,6 +158,11 @@ impl PaymentWorker {
         if let Err(reason) = validate(&request.order) {
             return envelope::malformed(kinds::PAYMENT_REQUESTED, reason);
         }
+        let Some(_in_hand) = self.in_hand.take(request.order.order_id) else {
+            metrics::counter!("dropline_payment_copies_acked_total").increment(1);
+            tracing::info!("a copy of a payment already in hand: acked");
+            return Outcome::Ack;
+        };
         match self.pay(&request).await {
             Ok(outcome) => {
                 tracing::info!(outcome = ?outcome, "payment completed");

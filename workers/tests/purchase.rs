@@ -711,11 +711,9 @@ async fn the_same_request_three_times_charges_and_books_once() -> anyhow::Result
     );
     world.sink.wait_for(1, Duration::from_secs(20)).await?;
     world.settle().await?;
-    assert_eq!(
-        world.provider.charges.load(Ordering::SeqCst),
-        3,
-        "asked three times"
-    );
+    // Copies that arrive while the first is in hand are acked without asking the provider.
+    let asked = world.provider.charges.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&asked), "asked {asked} times");
     assert_eq!(world.provider.approved().len(), 1, "one charge");
     assert_eq!(world.payment_rows(order.id).await?, 1);
     assert_eq!(world.sold().await?, 1);

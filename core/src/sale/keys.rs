@@ -19,6 +19,8 @@
 //! | `u:<user>` | string | the user's units in HELD + PAYING + PAID orders |
 //! | `idem:<user>:<key>` | hash | an idempotency key: the order it made and the request's fingerprint |
 //! | `events` | stream | the order outbox ([`crate::orders::outbox`]) |
+//! | `payreq:<order>` | string | the api's claim on publishing the order's `payment.requested`: `pending` while one is published, `sent` once the broker confirmed it (TTL the payment timeout) |
+//! | `paycard:<order>` | string | the card token of the order's first pay, the one every request for it carries |
 
 use std::fmt;
 
@@ -128,6 +130,16 @@ impl SaleKeys {
     /// `u:<user>`, the user's units in HELD + PAYING + PAID orders.
     pub fn user(&self, user: Uuid) -> String {
         format!("{}{USER}{user}", self.base)
+    }
+
+    /// `payreq:<order>`, the claim on publishing the order's `payment.requested`.
+    pub fn payment_request(&self, order: Uuid) -> String {
+        format!("{}payreq:{order}", self.base)
+    }
+
+    /// `paycard:<order>`, the card token of the order's first pay.
+    pub fn payment_card(&self, order: Uuid) -> String {
+        format!("{}paycard:{order}", self.base)
     }
 
     /// `idem:<user>:<key>`, an idempotency key.
