@@ -34,6 +34,7 @@ use chrono::{DateTime, Utc};
 use dropline_core::auth::tokens::{PassError, TokenError, verify_pass};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::lua::PipelinedSet;
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::ledger::{self, OrderRow};
@@ -44,7 +45,6 @@ use dropline_core::sale::from_ms;
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::catalog::rfc3339;
 use crate::extract::{Caller, PathId};
@@ -71,7 +71,7 @@ const MAX_LIMIT: u32 = 100;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
-    pub sale_id: Uuid,
+    pub sale_id: SaleId,
     pub quantity: u32,
 }
 
@@ -91,8 +91,8 @@ pub struct ListQuery {
 /// An order as the api shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OrderView {
-    pub id: Uuid,
-    pub sale_id: Uuid,
+    pub id: OrderId,
+    pub sale_id: SaleId,
     pub quantity: i64,
     pub amount: i64,
     pub currency: String,
@@ -145,11 +145,11 @@ pub struct StatusView {
     pub status: String,
 }
 
-fn lookup_key(state: &AppState, order: Uuid) -> String {
+fn lookup_key(state: &AppState, order: OrderId) -> String {
     state.redis.key(&format!("order:{order}"))
 }
 
-fn user_idem_key(state: &AppState, user: Uuid, key: &str) -> String {
+fn user_idem_key(state: &AppState, user: UserId, key: &str) -> String {
     state.redis.key(&format!("idem:{user}:{key}"))
 }
 
@@ -246,7 +246,7 @@ async fn create(
 
     let orders = Orders::new(&state.redis, body.sale_id);
     let request = ReserveRequest {
-        order: Uuid::now_v7(),
+        order: OrderId::new_v7(),
         user: caller.sub,
         quantity: body.quantity,
         idempotency_key: key,
@@ -320,14 +320,18 @@ fn refusal_error(outcome: &ReserveOutcome) -> ApiError {
 }
 
 /// The caller's order `id` with its sale's handle; 404 for someone else's or a missing one.
-async fn resolve(state: &AppState, caller: Uuid, id: Uuid) -> Result<(Orders, Order), ApiError> {
+async fn resolve(
+    state: &AppState,
+    caller: UserId,
+    id: OrderId,
+) -> Result<(Orders, Order), ApiError> {
     let sale: Option<String> = state
         .redis
         .pool()
         .get(lookup_key(state, id))
         .await
         .map_err(|e| fail::redis("finding the order", e))?;
-    let sale = match sale.as_deref().map(Uuid::parse_str) {
+    let sale = match sale.as_deref().map(SaleId::parse_str) {
         Some(Ok(sale)) => Some(sale),
         _ => None,
     };
@@ -359,7 +363,7 @@ async fn resolve(state: &AppState, caller: Uuid, id: Uuid) -> Result<(Orders, Or
 async fn read(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    id: PathId,
+    id: PathId<OrderId>,
 ) -> Result<Json<OrderView>, ApiError> {
     match resolve(&state, caller.sub, id.0).await {
         Ok((_, order)) => Ok(Json(OrderView::from(&order))),
@@ -391,7 +395,7 @@ async fn list(
             "limit must be 1 to {MAX_LIMIT}"
         )));
     }
-    let before = decode_cursor(q.cursor.as_deref())?;
+    let before = decode_cursor(q.cursor.as_deref())?.map(OrderId::from);
     let mut rows = ledger::list_for_user(&state.mysql, caller.sub, before, limit + 1)
         .await
         .map_err(|e| ApiError::unavailable(e.context("listing orders")))?;
@@ -424,7 +428,7 @@ async fn list(
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    id: PathId,
+    id: PathId<OrderId>,
 ) -> Result<Json<StatusView>, ApiError> {
     let (orders, order) = resolve(&state, caller.sub, id.0).await?;
     let done = orders
@@ -458,7 +462,7 @@ fn invalid_state(t: Transition, why: &str) -> ApiError {
 async fn pay(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    id: PathId,
+    id: PathId<OrderId>,
     Json(body): Json<PayOrder>,
 ) -> Result<(StatusCode, Json<StatusView>), ApiError> {
     let token = body.card_token.trim();

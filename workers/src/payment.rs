@@ -312,12 +312,13 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dropline_core::ids::{OrderId, SaleId, UserId};
 
     fn order() -> OrderRef {
         OrderRef {
-            order_id: Uuid::now_v7(),
-            sale_id: Uuid::now_v7(),
-            user_id: Uuid::now_v7(),
+            order_id: OrderId::new_v7(),
+            sale_id: SaleId::new_v7(),
+            user_id: UserId::new_v7(),
             quantity: 1,
             amount: 100,
             currency: "KRW".into(),
