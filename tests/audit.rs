@@ -12,6 +12,7 @@ use anyhow::Context;
 use chrono::Utc;
 use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
 use dropline_core::orders::audit::{AuditOptions, BreachCode, Report, audit};
 use dropline_core::orders::ledger::OrderRow;
 use dropline_core::orders::outbox::Outbox;
@@ -30,26 +31,26 @@ struct World {
     deps: Deps,
     mysql: sqlx::MySqlPool,
     redis: Redis,
-    sale: Uuid,
+    sale: SaleId,
     orders: Orders,
 }
 
 /// The orders of [`World::healthy`], by what happened to them.
 struct Made {
     /// user A: 2 units, paid.
-    paid_a: Uuid,
-    user_a: Uuid,
+    paid_a: OrderId,
+    user_a: UserId,
     /// user B: 1 unit paid, 1 unit held (at the limit of 2).
-    paid_b: Uuid,
-    held_b: Uuid,
+    paid_b: OrderId,
+    held_b: OrderId,
     /// 1 unit, paying (no outcome yet).
-    paying: Uuid,
+    paying: OrderId,
     /// 1 unit, expired.
-    expired: Uuid,
+    expired: OrderId,
     /// 2 units, cancelled.
-    cancelled: Uuid,
+    cancelled: OrderId,
     /// 1 unit, failed (declined).
-    failed: Uuid,
+    failed: OrderId,
 }
 
 impl World {
@@ -65,8 +66,8 @@ impl World {
         )
         .await?;
         let (mysql, redis) = (deps.mysql()?.clone(), deps.redis()?.clone());
-        let product = Uuid::now_v7();
-        let sale = Uuid::now_v7();
+        let product = ProductId::new_v7();
+        let sale = SaleId::new_v7();
         sqlx::query(
             "INSERT INTO products (id, name, price, currency, created_at) \
              VALUES (?, 'Lamp', 1000, 'KRW', UTC_TIMESTAMP(3))",
@@ -119,8 +120,8 @@ impl World {
     }
 
     /// A new buyer, admitted for ten minutes (as the admitter writes `adm`).
-    async fn buyer(&self) -> anyhow::Result<Uuid> {
-        let user = Uuid::now_v7();
+    async fn buyer(&self) -> anyhow::Result<UserId> {
+        let user = UserId::new_v7();
         let deadline = Utc::now().timestamp_millis() + 600_000;
         let _: i64 = self
             .redis
@@ -138,8 +139,8 @@ impl World {
     }
 
     /// A HELD order, as the api makes it.
-    async fn reserve(&self, user: Uuid, quantity: u32) -> anyhow::Result<Uuid> {
-        let id = Uuid::now_v7();
+    async fn reserve(&self, user: UserId, quantity: u32) -> anyhow::Result<OrderId> {
+        let id = OrderId::new_v7();
         match self
             .orders
             .reserve(&ReserveRequest {
@@ -156,7 +157,7 @@ impl World {
     }
 
     /// HELD → PAYING, as `POST /api/orders/{id}/pay` does.
-    async fn begin_payment(&self, order: Uuid) -> anyhow::Result<()> {
+    async fn begin_payment(&self, order: OrderId) -> anyhow::Result<()> {
         let t = self
             .orders
             .begin_payment(order, Duration::from_secs(600))
@@ -166,7 +167,7 @@ impl World {
     }
 
     /// The payment worker's row.
-    async fn payment_row(&self, order: Uuid, status: &str) -> anyhow::Result<()> {
+    async fn payment_row(&self, order: OrderId, status: &str) -> anyhow::Result<()> {
         let o = self.orders.get(order).await?.context("order")?;
         ledger::record_payments(
             &self.mysql,
@@ -185,7 +186,7 @@ impl World {
     }
 
     /// PAYING → PAID as the payment and confirm workers do it: payment row, MySQL, Redis.
-    async fn pay(&self, order: Uuid) -> anyhow::Result<()> {
+    async fn pay(&self, order: OrderId) -> anyhow::Result<()> {
         self.payment_row(order, "approved").await?;
         let o = self.orders.get(order).await?.context("order")?;
         ledger::confirm_paid(&self.mysql, &[OrderRow::from(&o)]).await?;
@@ -194,7 +195,7 @@ impl World {
     }
 
     /// PAYING → FAILED on a declined payment.
-    async fn decline(&self, order: Uuid) -> anyhow::Result<()> {
+    async fn decline(&self, order: OrderId) -> anyhow::Result<()> {
         self.payment_row(order, "declined").await?;
         anyhow::ensure!(
             self.orders.release(order, Target::Failed).await?.applied(),
@@ -291,9 +292,9 @@ impl World {
         Ok(())
     }
 
-    async fn sql(&self, statement: &str, id: Uuid) -> anyhow::Result<()> {
+    async fn sql(&self, statement: &str, id: impl Into<Uuid>) -> anyhow::Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-            .bind(id)
+            .bind(id.into())
             .execute(&self.mysql)
             .await
             .with_context(|| statement.to_owned())?;
@@ -360,7 +361,7 @@ async fn a_healthy_sale_with_orders_in_every_state_passes() -> anyhow::Result<()
         &report,
         &[BreachCode::LiveOrderLeft, BreachCode::UnsettledStock],
     );
-    let left: HashSet<Uuid> = report.breaches.iter().filter_map(|b| b.order).collect();
+    let left: HashSet<OrderId> = report.breaches.iter().filter_map(|b| b.order).collect();
     assert_eq!(left, HashSet::from([made.held_b, made.paying]));
     assert!(report.breaches.iter().any(|b| {
         b.message
@@ -406,7 +407,7 @@ async fn changes_still_in_the_outbox_are_pending_not_breaches() -> anyhow::Resul
 
     let report = world.audit(false).await?;
     assert_codes(&report, &[]);
-    let pending: HashSet<Uuid> = report.pending.examples.iter().map(|p| p.order).collect();
+    let pending: HashSet<OrderId> = report.pending.examples.iter().map(|p| p.order).collect();
     assert_eq!(
         pending,
         HashSet::from([fresh, made.held_b, made.paying]),
@@ -574,7 +575,7 @@ async fn a_user_over_the_limit_is_a_breach_on_both_sides() -> anyhow::Result<()>
         .await?;
     let report = world.audit(false).await?;
     assert_codes(&report, &[BreachCode::UserLimitExceeded]);
-    let users: HashSet<Uuid> = report.breaches.iter().filter_map(|b| b.user).collect();
+    let users: HashSet<UserId> = report.breaches.iter().filter_map(|b| b.user).collect();
     assert!(users.contains(&made.user_a), "{report:#?}");
     let sides: Vec<bool> = report
         .breaches
@@ -662,7 +663,7 @@ async fn a_sale_redis_lost_and_an_unknown_sale() -> anyhow::Result<()> {
     let unknown = audit(
         &world.mysql,
         &world.redis,
-        Uuid::now_v7(),
+        SaleId::new_v7(),
         AuditOptions::default(),
     )
     .await;
@@ -699,7 +700,7 @@ async fn a_sale_of_100k_orders() -> anyhow::Result<()> {
     let world = World::start().await?;
     world.set_cfg("hold_seconds", "3600").await?;
     let started = std::time::Instant::now();
-    let users: Vec<Uuid> = (0..ORDERS).map(|_| Uuid::now_v7()).collect();
+    let users: Vec<UserId> = (0..ORDERS).map(|_| UserId::new_v7()).collect();
     let deadline = Utc::now().timestamp_millis() + 3_600_000;
     for chunk in users.chunks(1000) {
         let mut args = vec![Value::from(world.orders.keys().adm.as_str())];
@@ -720,13 +721,13 @@ async fn a_sale_of_100k_orders() -> anyhow::Result<()> {
         .bind(world.sale)
         .execute(&world.mysql)
         .await?;
-    let ids: Vec<Uuid> = futures_util::stream::iter(users.iter().copied())
+    let ids: Vec<OrderId> = futures_util::stream::iter(users.iter().copied())
         .map(|user| world.reserve(user, 1))
         .buffered(64)
         .try_collect()
         .await?;
-    let paying: Vec<Uuid> = ids.iter().copied().step_by(4).collect();
-    let cancelled: Vec<Uuid> = ids.iter().copied().skip(1).step_by(4).collect();
+    let paying: Vec<OrderId> = ids.iter().copied().step_by(4).collect();
+    let cancelled: Vec<OrderId> = ids.iter().copied().skip(1).step_by(4).collect();
     futures_util::stream::iter(paying.iter().copied())
         .map(|id| world.begin_payment(id))
         .buffered(64)

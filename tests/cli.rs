@@ -177,11 +177,14 @@ fn sale_audit_refuses_a_malformed_id_before_connecting() -> anyhow::Result<()> {
 }
 
 /// A product and an open sale of `stock` in MySQL, armed in Redis (as the admin api does).
-async fn armed_sale(env: &TestEnv, stock: i32) -> anyhow::Result<uuid::Uuid> {
+async fn armed_sale(env: &TestEnv, stock: i32) -> anyhow::Result<dropline_core::ids::SaleId> {
     let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
     dropline_core::clients::mysql::migrate(&pool).await?;
     let redis = dropline_core::clients::redis::Redis::connect(&env.config.redis).await?;
-    let (product, sale) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (product, sale) = (
+        dropline_core::ids::ProductId::new_v7(),
+        dropline_core::ids::SaleId::new_v7(),
+    );
     sqlx::query(
         "INSERT INTO products (id, name, price, currency, created_at) \
          VALUES (?, 'Lamp', 1000, 'KRW', UTC_TIMESTAMP(3))",
@@ -529,7 +532,7 @@ fn loadtest_seed_makes_verified_buyers_whose_tokens_the_api_accepts() -> anyhow:
             let [id, email, token] = line.split('\t').collect::<Vec<_>>()[..] else {
                 anyhow::bail!("malformed line {line:?}");
             };
-            let id: uuid::Uuid = id.parse()?;
+            let id: dropline_core::ids::UserId = id.parse()?;
             let claims = verify_access(&ring, token)?;
             assert_eq!(claims.sub, id, "the token names its buyer");
             assert_eq!(claims.role, Role::Buyer);

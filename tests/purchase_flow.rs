@@ -19,6 +19,7 @@ use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use common::TestApi;
 use dropline_core::auth::tokens::{self, PassClaims, Role};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::orders::ledger;
 use dropline_core::orders::{OrderState, Orders};
 use dropline_workers::Kind;
@@ -27,7 +28,6 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 struct Rig {
     api: TestApi,
@@ -67,7 +67,7 @@ impl Rig {
         })
     }
 
-    async fn sale(&self, stock: i64, limit: i64) -> anyhow::Result<Uuid> {
+    async fn sale(&self, stock: i64, limit: i64) -> anyhow::Result<SaleId> {
         let product = self
             .api
             .post(
@@ -89,22 +89,26 @@ impl Rig {
             )
             .await?;
         sale.expect(201, None);
-        Ok(Uuid::parse_str(
+        Ok(SaleId::parse_str(
             sale.body["id"].as_str().context("sale id")?,
         )?)
     }
 
     /// `n` buyers: rows in `users` (the mail worker needs their address), access tokens,
     /// admissions and passes, made in bulk (argon2 sign-ups are not what this measures).
-    async fn buyers(&self, sale: Uuid, n: usize) -> anyhow::Result<Vec<(Uuid, String, String)>> {
-        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    async fn buyers(
+        &self,
+        sale: SaleId,
+        n: usize,
+    ) -> anyhow::Result<Vec<(UserId, String, String)>> {
+        let ids: Vec<UserId> = (0..n).map(|_| UserId::new_v7()).collect();
         for chunk in ids.chunks(1000) {
             let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
                 "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, created_at, updated_at) ",
             );
             q.push_values(chunk, |mut b, id| {
                 b.push_bind(*id)
-                    .push_bind(format!("{}@buyers.example", id.simple()))
+                    .push_bind(format!("{}@buyers.example", id.as_uuid().simple()))
                     .push_bind("not-a-hash")
                     .push_bind("Buyer")
                     .push_bind("buyer")
@@ -157,7 +161,7 @@ impl Rig {
 async fn invariants(
     redis: &dropline_core::clients::redis::Redis,
     mysql: &sqlx::MySqlPool,
-    sale: Uuid,
+    sale: SaleId,
     stock: i64,
 ) -> anyhow::Result<(i64, i64, i64)> {
     let keys: Vec<String> = ["avail", "held", "sold"]
@@ -199,7 +203,7 @@ async fn invariants(
 /// otherwise returns how many samples it took.
 fn sampler(
     api: &TestApi,
-    sale: Uuid,
+    sale: SaleId,
     stock: i64,
 ) -> anyhow::Result<(
     CancellationToken,
@@ -223,20 +227,20 @@ fn sampler(
     Ok((stop, handle))
 }
 
-type Buyer = (Uuid, String, String);
+type Buyer = (UserId, String, String);
 
 /// Every buyer in `who` orders (one unit) and, if it got an order, pays; ~1 in 10 (by id)
 /// pays with `tok_fail`. Returns each buyer with the order's status code.
 async fn round<'a>(
     api: &TestApi,
-    sale: Uuid,
+    sale: SaleId,
     who: &[&'a Buyer],
 ) -> anyhow::Result<Vec<(&'a Buyer, u16)>> {
     futures_util::stream::iter(who.iter().copied())
         .map(|b| async move {
             let (status, order) = order(api, b, sale).await?;
             if let Some(order) = order {
-                let card = if b.0.as_u128() % 10 == 0 {
+                let card = if b.0.as_uuid().as_u128() % 10 == 0 {
                     "tok_fail"
                 } else {
                     "tok_ok"
@@ -252,7 +256,11 @@ async fn round<'a>(
         .collect()
 }
 
-async fn order(api: &TestApi, buyer: &Buyer, sale: Uuid) -> anyhow::Result<(u16, Option<Uuid>)> {
+async fn order(
+    api: &TestApi,
+    buyer: &Buyer,
+    sale: SaleId,
+) -> anyhow::Result<(u16, Option<OrderId>)> {
     let reply = api
         .call_with(
             Method::POST,
@@ -264,11 +272,11 @@ async fn order(api: &TestApi, buyer: &Buyer, sale: Uuid) -> anyhow::Result<(u16,
         .await?;
     let id = reply.body["id"]
         .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok());
+        .and_then(|s| OrderId::parse_str(s).ok());
     Ok((reply.status.as_u16(), id))
 }
 
-async fn pay(api: &TestApi, token: &str, order: Uuid, card: &str) -> anyhow::Result<u16> {
+async fn pay(api: &TestApi, token: &str, order: OrderId, card: &str) -> anyhow::Result<u16> {
     let reply = api
         .post(
             &format!("/api/orders/{order}/pay"),
@@ -282,9 +290,9 @@ async fn pay(api: &TestApi, token: &str, order: Uuid, card: &str) -> anyhow::Res
 /// Waits until Redis and MySQL agree on every order of the sale and none is live.
 async fn settle(
     api: &TestApi,
-    sale: Uuid,
+    sale: SaleId,
     limit: Duration,
-) -> anyhow::Result<HashMap<Uuid, OrderState>> {
+) -> anyhow::Result<HashMap<OrderId, OrderState>> {
     let orders = Orders::new(api.deps.redis()?, sale);
     let started = std::time::Instant::now();
     loop {
@@ -321,7 +329,7 @@ async fn ten_thousand_buyers_for_ten_chairs_make_exactly_ten_paid_orders() -> an
     let buyers = rig.buyers(sale, 10_000).await?;
     let api = &rig.api;
 
-    let results: Vec<anyhow::Result<(u16, Option<Uuid>)>> =
+    let results: Vec<anyhow::Result<(u16, Option<OrderId>)>> =
         futures_util::stream::iter(buyers.iter())
             .map(|b| order(api, b, sale))
             .buffer_unordered(256)
@@ -340,7 +348,7 @@ async fn ten_thousand_buyers_for_ten_chairs_make_exactly_ten_paid_orders() -> an
     assert_eq!(sold_out, 10_000 - 10);
     invariants(api.deps.redis()?, api.mysql(), sale, stock).await?;
 
-    let by_order: HashMap<Uuid, &(Uuid, String, String)> = {
+    let by_order: HashMap<OrderId, &(UserId, String, String)> = {
         let orders = Orders::new(api.deps.redis()?, sale);
         let mut map = HashMap::new();
         for id in &winners {
@@ -434,10 +442,10 @@ async fn eight_thousand_five_hundred_orders_for_a_thousand_units_sell_exactly_a_
 /// Places an order for a buyer made by [`Rig::buyers`] and returns its id.
 async fn place(
     rig: &Rig,
-    sale: Uuid,
-    buyer: &(Uuid, String, String),
+    sale: SaleId,
+    buyer: &(UserId, String, String),
     key: &str,
-) -> anyhow::Result<Uuid> {
+) -> anyhow::Result<OrderId> {
     let (_, token, pass) = buyer;
     let made = rig
         .api
@@ -450,7 +458,7 @@ async fn place(
         )
         .await?;
     made.expect(201, None);
-    Ok(Uuid::parse_str(
+    Ok(OrderId::parse_str(
         made.body["id"].as_str().context("order id")?,
     )?)
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 use chrono::Utc;
 use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
 use dropline_core::orders::ledger;
 use dropline_core::orders::outbox::Outbox;
 use dropline_core::orders::{OrderState, Orders, ReserveOutcome, ReserveRequest, Target};
@@ -15,13 +16,12 @@ use dropline_testkit::TestEnv;
 use dropline_workers::ledger as writes;
 use fred::prelude::*;
 use std::time::Duration;
-use uuid::Uuid;
 
 const STOCK: i64 = 10;
 
-async fn sale_in_mysql(pool: &sqlx::MySqlPool) -> anyhow::Result<(Uuid, SaleConfig)> {
-    let product = Uuid::now_v7();
-    let sale = Uuid::now_v7();
+async fn sale_in_mysql(pool: &sqlx::MySqlPool) -> anyhow::Result<(SaleId, SaleConfig)> {
+    let product = ProductId::new_v7();
+    let sale = SaleId::new_v7();
     sqlx::query(
         "INSERT INTO products (id, name, price, currency, created_at) \
          VALUES (?, 'Chair', 1000, 'KRW', UTC_TIMESTAMP(3))",
@@ -45,7 +45,7 @@ async fn sale_in_mysql(pool: &sqlx::MySqlPool) -> anyhow::Result<(Uuid, SaleConf
     Ok((sale, config))
 }
 
-async fn admit(redis: &Redis, sale: Uuid, user: Uuid) -> anyhow::Result<()> {
+async fn admit(redis: &Redis, sale: SaleId, user: UserId) -> anyhow::Result<()> {
     let deadline = Utc::now().timestamp_millis() + 600_000;
     let _: i64 = redis
         .pool()
@@ -61,10 +61,10 @@ async fn admit(redis: &Redis, sale: Uuid, user: Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn order(orders: &Orders, redis: &Redis, qty: u32) -> anyhow::Result<Uuid> {
-    let user = Uuid::now_v7();
+async fn order(orders: &Orders, redis: &Redis, qty: u32) -> anyhow::Result<OrderId> {
+    let user = UserId::new_v7();
     admit(redis, orders.sale(), user).await?;
-    let id = Uuid::now_v7();
+    let id = OrderId::new_v7();
     match orders
         .reserve(&ReserveRequest {
             order: id,
@@ -79,7 +79,7 @@ async fn order(orders: &Orders, redis: &Redis, qty: u32) -> anyhow::Result<Uuid>
     }
 }
 
-async fn record_outbox(pool: &sqlx::MySqlPool, redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
+async fn record_outbox(pool: &sqlx::MySqlPool, redis: &Redis, sale: SaleId) -> anyhow::Result<()> {
     let outbox = Outbox::new(redis, sale);
     outbox.ensure_group().await?;
     loop {
@@ -95,7 +95,7 @@ async fn record_outbox(pool: &sqlx::MySqlPool, redis: &Redis, sale: Uuid) -> any
     }
 }
 
-async fn counters(redis: &Redis, sale: Uuid) -> anyhow::Result<(i64, i64, i64)> {
+async fn counters(redis: &Redis, sale: SaleId) -> anyhow::Result<(i64, i64, i64)> {
     let pool = redis.pool();
     let avail: i64 = pool.get(redis.sale_key(sale, "avail")).await?;
     let held: i64 = pool.get(redis.sale_key(sale, "held")).await?;
@@ -182,11 +182,11 @@ async fn a_sale_redis_lost_is_rebuilt_from_mysql_without_overselling() -> anyhow
     // The rest sells, and not one unit more.
     let mut made = 0;
     for _ in 0..10 {
-        let user = Uuid::now_v7();
+        let user = UserId::new_v7();
         admit(&redis, sale, user).await?;
         if let ReserveOutcome::Created(_) = orders
             .reserve(&ReserveRequest {
-                order: Uuid::now_v7(),
+                order: OrderId::new_v7(),
                 user,
                 quantity: 1,
                 idempotency_key: "x".into(),

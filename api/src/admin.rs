@@ -18,11 +18,11 @@ use axum::routing::{patch, post};
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::{self, SaleConfig, SettingsUpdate};
 use serde::{Deserialize, Deserializer};
-use uuid::Uuid;
 
-use crate::cache::Kind;
+use crate::cache::Entry;
 use crate::catalog::{self, Product, Sale, SaleRecord};
 use crate::extract::{Admin, PathId};
 use crate::fail;
@@ -120,7 +120,7 @@ async fn create_product(
 ) -> Result<(StatusCode, Json<Product>), ApiError> {
     let (name, description, price, currency) = body.validate()?;
     let product = Product {
-        id: Uuid::now_v7(),
+        id: ProductId::new_v7(),
         name,
         description,
         price,
@@ -142,7 +142,7 @@ async fn create_product(
     .await
     .map_err(|e| fail::db("creating a product", e))?;
     // A fresh id cannot be cached yet, unless someone guessed it: drop a "does not exist".
-    state.cache.invalidate(Kind::Product, product.id).await;
+    state.cache.invalidate(Entry::Product(product.id)).await;
     tracing::info!(name = %product.name, price = product.price, currency = %product.currency, "product created");
     Ok((StatusCode::CREATED, Json(product)))
 }
@@ -171,7 +171,7 @@ pub struct NewSale {
 /// A validated [`NewSale`].
 #[derive(Debug)]
 struct SaleInput {
-    product_id: Uuid,
+    product_id: ProductId,
     stock: i64,
     opens_at: DateTime<Utc>,
     closes_at: Option<DateTime<Utc>>,
@@ -221,7 +221,7 @@ fn check_max_active(value: i64) -> Result<i64, ApiError> {
 
 impl NewSale {
     fn validate(self) -> Result<SaleInput, ApiError> {
-        let product_id = Uuid::parse_str(self.product_id.trim()).map_err(|_| {
+        let product_id = ProductId::parse_str(self.product_id.trim()).map_err(|_| {
             ApiError::bad_request(format!(
                 "product_id must be a product id (a UUID), got `{}`",
                 self.product_id
@@ -272,7 +272,7 @@ async fn create_sale(
     Json(body): Json<NewSale>,
 ) -> Result<(StatusCode, Json<Sale>), ApiError> {
     let input = body.validate()?;
-    let id = Uuid::now_v7();
+    let id = SaleId::new_v7();
     tracing::Span::current().record("sale_id", tracing::field::display(id));
     let now = Utc::now().trunc_subsecs(3);
 
@@ -361,7 +361,7 @@ async fn create_sale(
         undo_arm_after_failed_commit(&state, id).await;
         return Err(fail::db("committing a new sale", error));
     }
-    state.cache.invalidate(Kind::Sale, id).await;
+    state.cache.invalidate(Entry::Sale(id)).await;
     tracing::info!(
         product_id = %product.id,
         stock = input.stock,
@@ -384,7 +384,7 @@ async fn create_sale(
 /// The Redis state is removed only when a fresh read shows the sale is not in MySQL; when that
 /// cannot be told, it stays (a sale without Redis state could not sell, an orphan state is
 /// harmless) and the log says so.
-async fn undo_arm_after_failed_commit(state: &AppState, id: Uuid) {
+async fn undo_arm_after_failed_commit(state: &AppState, id: SaleId) {
     let exists = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sales WHERE id = ?")
         .bind(id)
         .fetch_one(&state.mysql)
@@ -476,7 +476,7 @@ type SettingsRow = (
 async fn patch_sale(
     State(state): State<AppState>,
     Admin(admin): Admin,
-    PathId(id): PathId,
+    PathId(id): PathId<SaleId>,
     Json(body): Json<SalePatch>,
 ) -> Result<Json<Sale>, ApiError> {
     let update = body.validate()?;
@@ -561,7 +561,7 @@ async fn patch_sale(
         }
         return Err(fail::db("committing a sale change", error));
     }
-    state.cache.invalidate(Kind::Sale, id).await;
+    state.cache.invalidate(Entry::Sale(id)).await;
     tracing::info!(
         admit_per_second = ?update.admit_per_second,
         max_active = ?update.max_active,

@@ -36,6 +36,7 @@ use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
 use dropline_core::config::CacheConfig;
 use dropline_core::http::error::ApiError;
+use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::lua::scripts::LEASE_RELEASE;
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
@@ -72,6 +73,31 @@ impl Kind {
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// One cached value: its kind and its id, typed, so that a product id never names a sale's
+/// entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Product(ProductId),
+    Sale(SaleId),
+}
+
+impl Entry {
+    pub fn kind(self) -> Kind {
+        match self {
+            Self::Product(_) => Kind::Product,
+            Self::Sale(_) => Kind::Sale,
+        }
+    }
+
+    /// The id's UUID (its text is the key's last part).
+    pub fn id(self) -> Uuid {
+        match self {
+            Self::Product(id) => id.into_uuid(),
+            Self::Sale(id) => id.into_uuid(),
+        }
     }
 }
 
@@ -116,25 +142,22 @@ impl Cache {
     }
 
     /// The Redis key of one cached value: `<prefix>:cache:<kind>:<id>`.
-    pub fn key(&self, kind: Kind, id: Uuid) -> String {
+    pub fn key(&self, entry: Entry) -> String {
+        let (kind, id) = (entry.kind(), entry.id());
         self.inner.redis.key(&format!("cache:{kind}:{id}"))
     }
 
-    /// The cached value of `kind`/`id`, loading it with `load` (MySQL) on a miss. `Ok(None)`:
+    /// The cached value of `entry`, loading it with `load` (MySQL) on a miss. `Ok(None)`:
     /// it does not exist. `load` runs at most once per process per cold key, however many
     /// callers miss at once; its error reaches every caller that waited on it.
-    pub async fn get_or_load<T, F, Fut>(
-        &self,
-        kind: Kind,
-        id: Uuid,
-        load: F,
-    ) -> Result<Option<T>, ApiError>
+    pub async fn get_or_load<T, F, Fut>(&self, entry: Entry, load: F) -> Result<Option<T>, ApiError>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<T>, ApiError>> + Send + 'static,
     {
-        let key = self.key(kind, id);
+        let (kind, id) = (entry.kind(), entry.id());
+        let key = self.key(entry);
         // Concurrent reads of one hot key (a product page at opening time) share one GET.
         let inner = Arc::clone(&self.inner);
         let read_key = key.clone();
@@ -159,10 +182,10 @@ impl Cache {
         })
     }
 
-    /// Drops the cached value of `kind`/`id` (after an admin write). A Redis failure is logged,
+    /// Drops the cached value of `entry` (after an admin write). A Redis failure is logged,
     /// not returned: the write it follows has happened, and cached values expire anyway.
-    pub async fn invalidate(&self, kind: Kind, id: Uuid) {
-        let key = self.key(kind, id);
+    pub async fn invalidate(&self, entry: Entry) {
+        let key = self.key(entry);
         if let Err(error) = self.inner.redis.pool().del::<i64, _>(&key).await {
             tracing::warn!(%error, %key, "could not invalidate a cache entry; it expires with its TTL");
         }

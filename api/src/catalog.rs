@@ -20,13 +20,13 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::{self, SaleState, SaleView};
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
-use uuid::Uuid;
 
-use crate::cache::Kind;
+use crate::cache::Entry;
 use crate::extract::PathId;
 use crate::fail;
 use crate::paging::{self, Keyset, Page, PageRequest};
@@ -82,7 +82,7 @@ pub(crate) mod rfc3339 {
 /// A product, as answered and as cached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Product {
-    pub id: Uuid,
+    pub id: ProductId,
     pub name: String,
     pub description: Option<String>,
     /// Minor units of `currency`.
@@ -95,7 +95,7 @@ pub struct Product {
 /// What never changes about a sale once created; cached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaleRecord {
-    pub id: Uuid,
+    pub id: SaleId,
     pub product: Product,
     pub stock_total: i64,
     #[serde(with = "rfc3339")]
@@ -109,7 +109,7 @@ pub struct SaleRecord {
 /// A sale as answered: the record plus its live state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sale {
-    pub id: Uuid,
+    pub id: SaleId,
     pub product: Product,
     pub stock_total: i64,
     pub available: i64,
@@ -164,7 +164,7 @@ const PRODUCTS: Keyset<'static> = Keyset {
 };
 
 /// A product from MySQL.
-pub async fn load_product(pool: &MySqlPool, id: Uuid) -> Result<Option<Product>, ApiError> {
+pub async fn load_product(pool: &MySqlPool, id: ProductId) -> Result<Option<Product>, ApiError> {
     sqlx::query_as::<_, Product>(
         "SELECT id, name, description, price, currency, created_at FROM products WHERE id = ?",
     )
@@ -177,13 +177,13 @@ pub async fn load_product(pool: &MySqlPool, id: Uuid) -> Result<Option<Product>,
 /// One row of `sales JOIN products`.
 #[derive(Debug, sqlx::FromRow)]
 struct SaleRow {
-    id: Uuid,
+    id: SaleId,
     stock_total: i32,
     opens_at: DateTime<Utc>,
     closes_at: Option<DateTime<Utc>>,
     per_user_limit: i32,
     hold_seconds: i32,
-    product_id: Uuid,
+    product_id: ProductId,
     product_name: String,
     product_description: Option<String>,
     product_price: i64,
@@ -219,7 +219,7 @@ impl From<SaleRow> for SaleRecord {
 }
 
 /// A sale's record from MySQL.
-pub async fn load_sale(pool: &MySqlPool, id: Uuid) -> Result<Option<SaleRecord>, ApiError> {
+pub async fn load_sale(pool: &MySqlPool, id: SaleId) -> Result<Option<SaleRecord>, ApiError> {
     sqlx::query_as::<_, SaleRow>(sqlx::AssertSqlSafe(format!("{SALE_SELECT} WHERE s.id = ?")))
         .bind(id)
         .fetch_optional(pool)
@@ -229,26 +229,24 @@ pub async fn load_sale(pool: &MySqlPool, id: Uuid) -> Result<Option<SaleRecord>,
 }
 
 /// A product through the cache.
-pub async fn cached_product(state: &AppState, id: Uuid) -> Result<Option<Product>, ApiError> {
+pub async fn cached_product(state: &AppState, id: ProductId) -> Result<Option<Product>, ApiError> {
     let pool = state.mysql.clone();
     state
         .cache
-        .get_or_load(Kind::Product, id, move || async move {
+        .get_or_load(Entry::Product(id), move || async move {
             load_product(&pool, id).await
         })
         .await
 }
 
 /// A sale's record through the cache.
-pub async fn cached_sale(state: &AppState, id: Uuid) -> Result<Option<SaleRecord>, ApiError> {
+pub async fn cached_sale(state: &AppState, id: SaleId) -> Result<Option<SaleRecord>, ApiError> {
     let pool = state.mysql.clone();
     state
         .cache
-        .get_or_load(
-            Kind::Sale,
-            id,
-            move || async move { load_sale(&pool, id).await },
-        )
+        .get_or_load(Entry::Sale(id), move || async move {
+            load_sale(&pool, id).await
+        })
         .await
 }
 
@@ -257,7 +255,7 @@ pub async fn cached_sale(state: &AppState, id: Uuid) -> Result<Option<SaleRecord
 /// Callers asking at the same moment share one read (see [`dropline_core::coalesce`]): under a
 /// stock storm one Redis round trip answers a whole batch, and no answer is older than the
 /// read in flight when its request arrived.
-pub async fn live_view(state: &AppState, id: Uuid) -> Result<Option<SaleView>, ApiError> {
+pub async fn live_view(state: &AppState, id: SaleId) -> Result<Option<SaleView>, ApiError> {
     let redis = state.redis.clone();
     state
         .views
@@ -272,7 +270,7 @@ pub async fn live_view(state: &AppState, id: Uuid) -> Result<Option<SaleView>, A
 
 /// The answer for a sale that exists in MySQL but has no state in Redis: Redis lost its data
 /// and the sale needs `dropline sale rearm`.
-fn not_armed(id: Uuid) -> ApiError {
+fn not_armed(id: SaleId) -> ApiError {
     tracing::error!(sale_id = %id, "sale has no state in Redis; run `dropline sale rearm {id}`");
     ApiError::new(
         ErrorCode::Unavailable,
@@ -282,7 +280,7 @@ fn not_armed(id: Uuid) -> ApiError {
 }
 
 /// A sale as answered, from the cache and Redis; `None` when there is no such sale.
-pub async fn sale_answer(state: &AppState, id: Uuid) -> Result<Option<Sale>, ApiError> {
+pub async fn sale_answer(state: &AppState, id: SaleId) -> Result<Option<Sale>, ApiError> {
     let (record, view) = tokio::join!(cached_sale(state, id), live_view(state, id));
     let Some(record) = record? else {
         return Ok(None);
@@ -329,7 +327,7 @@ async fn list_products(
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 async fn get_product(
     State(state): State<AppState>,
-    PathId(id): PathId,
+    PathId(id): PathId<ProductId>,
 ) -> Result<Json<Product>, ApiError> {
     cached_product(&state, id)
         .await?
@@ -397,11 +395,11 @@ async fn list_sales(
         for (row, view) in rows.into_iter().zip(views) {
             if items.len() == limit {
                 // This row exists past a full page: there is a next page.
-                let last = items.last().map(|s: &Sale| s.id);
+                let last = items.last().map(|s: &Sale| s.id.into_uuid());
                 return Ok(Json(Page::new(items, last)));
             }
             scanned += 1;
-            after = Some(row.id);
+            after = Some(row.id.into_uuid());
             let view = view.ok_or_else(|| not_armed(row.id))?;
             if wanted.is_none_or(|w| w == view.state()) {
                 items.push(Sale::new(row.into(), &view));
@@ -420,7 +418,7 @@ async fn list_sales(
 #[tracing::instrument(skip_all, fields(sale_id = %id))]
 async fn get_sale(
     State(state): State<AppState>,
-    PathId(id): PathId,
+    PathId(id): PathId<SaleId>,
 ) -> Result<Json<Sale>, ApiError> {
     sale_answer(&state, id)
         .await?
@@ -432,7 +430,7 @@ async fn get_sale(
 #[tracing::instrument(skip_all, fields(sale_id = %id))]
 async fn get_stock(
     State(state): State<AppState>,
-    PathId(id): PathId,
+    PathId(id): PathId<SaleId>,
 ) -> Result<Json<Stock>, ApiError> {
     let view = live_view(&state, id)
         .await?

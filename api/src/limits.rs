@@ -10,8 +10,8 @@ use anyhow::Context;
 use dropline_core::config::LimitsConfig;
 use dropline_core::http::error::ApiError;
 use dropline_core::http::limit::{Keyed, per_minute};
+use dropline_core::ids::UserId;
 use governor::Quota;
-use uuid::Uuid;
 
 /// The api's limiters.
 #[derive(Debug)]
@@ -20,8 +20,8 @@ pub struct Limits {
     login_email: Keyed<String>,
     signup_ip: Keyed<IpAddr>,
     resend_email: Keyed<String>,
-    orders_user: Keyed<Uuid>,
-    pay_user: Keyed<Uuid>,
+    orders_user: Keyed<UserId>,
+    pay_user: Keyed<UserId>,
 }
 
 impl Limits {
@@ -78,12 +78,12 @@ impl Limits {
     }
 
     /// `POST /api/orders` by `user`.
-    pub fn order(&self, user: Uuid) -> Result<(), ApiError> {
+    pub fn order(&self, user: UserId) -> Result<(), ApiError> {
         self.orders_user.check(&user)
     }
 
     /// `POST /api/orders/{id}/pay` by `user`.
-    pub fn pay(&self, user: Uuid) -> Result<(), ApiError> {
+    pub fn pay(&self, user: UserId) -> Result<(), ApiError> {
         self.pay_user.check(&user)
     }
 

@@ -37,6 +37,7 @@ use chrono::{DateTime, Utc};
 use dropline_core::auth::tokens::{PassError, TokenError, verify_pass};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::lua::PipelinedSet;
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::ledger::{self, OrderRow};
@@ -48,7 +49,6 @@ use dropline_core::sale::from_ms;
 use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::catalog::rfc3339;
 use crate::extract::{Caller, PathId};
@@ -75,7 +75,7 @@ const MAX_LIMIT: u32 = 100;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
-    pub sale_id: Uuid,
+    pub sale_id: SaleId,
     pub quantity: u32,
 }
 
@@ -95,8 +95,8 @@ pub struct ListQuery {
 /// An order as the api shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OrderView {
-    pub id: Uuid,
-    pub sale_id: Uuid,
+    pub id: OrderId,
+    pub sale_id: SaleId,
     pub quantity: i64,
     pub amount: i64,
     pub currency: String,
@@ -149,11 +149,11 @@ pub struct StatusView {
     pub status: String,
 }
 
-fn lookup_key(state: &AppState, order: Uuid) -> String {
+fn lookup_key(state: &AppState, order: OrderId) -> String {
     state.redis.key(&format!("order:{order}"))
 }
 
-fn user_idem_key(state: &AppState, user: Uuid, key: &str) -> String {
+fn user_idem_key(state: &AppState, user: UserId, key: &str) -> String {
     state.redis.key(&format!("idem:{user}:{key}"))
 }
 
@@ -254,7 +254,7 @@ async fn create(
     }
 
     let request = ReserveRequest {
-        order: Uuid::now_v7(),
+        order: OrderId::new_v7(),
         user: caller.sub,
         quantity: body.quantity,
         idempotency_key: key,
@@ -334,7 +334,7 @@ impl Binding<'_> {
     async fn claim(
         &self,
         state: &AppState,
-    ) -> Result<(Option<String>, Option<(Uuid, String)>), ApiError> {
+    ) -> Result<(Option<String>, Option<(OrderId, String)>), ApiError> {
         let pipeline = state.redis.pool().next().pipeline();
         let queued: Result<(), fred::error::Error> = async {
             let () = pipeline
@@ -357,7 +357,7 @@ impl Binding<'_> {
             .await
             .map_err(|e| fail::redis("binding the idempotency key", e))?;
         let earlier = match slot {
-            (Some(order), Some(fingerprint)) => Uuid::parse_str(&order)
+            (Some(order), Some(fingerprint)) => OrderId::parse_str(&order)
                 .ok()
                 .map(|order| (order, fingerprint)),
             _ => None,
@@ -398,7 +398,7 @@ impl Binding<'_> {
 }
 
 /// Writes the order → sale index (`<prefix>:order:<id>`).
-async fn index_order(state: &AppState, order: Uuid, sale: &str) -> Result<(), ApiError> {
+async fn index_order(state: &AppState, order: OrderId, sale: &str) -> Result<(), ApiError> {
     state
         .redis
         .pool()
@@ -444,14 +444,18 @@ fn refusal_error(outcome: &ReserveOutcome) -> ApiError {
 }
 
 /// The caller's order `id` with its sale's handle; 404 for someone else's or a missing one.
-async fn resolve(state: &AppState, caller: Uuid, id: Uuid) -> Result<(Orders, Order), ApiError> {
+async fn resolve(
+    state: &AppState,
+    caller: UserId,
+    id: OrderId,
+) -> Result<(Orders, Order), ApiError> {
     let sale: Option<String> = state
         .redis
         .pool()
         .get(lookup_key(state, id))
         .await
         .map_err(|e| fail::redis("finding the order", e))?;
-    let sale = match sale.as_deref().map(Uuid::parse_str) {
+    let sale = match sale.as_deref().map(SaleId::parse_str) {
         Some(Ok(sale)) => Some(sale),
         _ => None,
     };
@@ -483,7 +487,7 @@ async fn resolve(state: &AppState, caller: Uuid, id: Uuid) -> Result<(Orders, Or
 async fn read(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    id: PathId,
+    id: PathId<OrderId>,
 ) -> Result<Json<OrderView>, ApiError> {
     match resolve(&state, caller.sub, id.0).await {
         Ok((_, order)) => Ok(Json(OrderView::from(&order))),
@@ -515,7 +519,7 @@ async fn list(
             "limit must be 1 to {MAX_LIMIT}"
         )));
     }
-    let before = decode_cursor(q.cursor.as_deref())?;
+    let before = decode_cursor(q.cursor.as_deref())?.map(OrderId::from);
     let mut rows = ledger::list_for_user(&state.mysql, caller.sub, before, limit + 1)
         .await
         .map_err(|e| ApiError::unavailable(e.context("listing orders")))?;
@@ -548,7 +552,7 @@ async fn list(
 async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    id: PathId,
+    id: PathId<OrderId>,
 ) -> Result<Json<StatusView>, ApiError> {
     let (orders, order) = resolve(&state, caller.sub, id.0).await?;
     let done = orders
@@ -669,7 +673,7 @@ async fn request_payment(
 async fn pay(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    id: PathId,
+    id: PathId<OrderId>,
     Json(body): Json<PayOrder>,
 ) -> Result<(StatusCode, Json<StatusView>), ApiError> {
     state.limits.pay(caller.sub)?;

@@ -32,7 +32,8 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// `items`, and a cursor to go on after `last` (`None`: nothing follows).
+    /// `items`, and a cursor to go on after `last` (`None`: nothing follows). A cursor holds
+    /// the UUID of any id (a product's, a sale's, an order's), so this takes the bare UUID.
     pub fn new(items: Vec<T>, last: Option<Uuid>) -> Self {
         Self {
             items,
@@ -43,10 +44,10 @@ impl<T> Page<T> {
 
 /// The page of `rows` read for `limit` items (by [`Keyset::fetch`]): at most `limit` of them,
 /// with a cursor after the last one when a row past them was read.
-pub fn page<T>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> Uuid) -> Page<T> {
+pub fn page<T, I: Into<Uuid>>(mut rows: Vec<T>, limit: usize, id: impl Fn(&T) -> I) -> Page<T> {
     let last = if rows.len() > limit {
         rows.truncate(limit);
-        rows.last().map(id)
+        rows.last().map(|row| id(row).into())
     } else {
         None
     };
@@ -85,7 +86,9 @@ pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
         })
 }
 
-pub fn encode_cursor(last: Uuid) -> String {
+/// The cursor after `last`, any id (the cursor holds its UUID).
+pub fn encode_cursor(last: impl Into<Uuid>) -> String {
+    let last: Uuid = last.into();
     let mut bytes = Vec::with_capacity(17);
     bytes.push(CURSOR_VERSION);
     bytes.extend_from_slice(last.as_bytes());

@@ -20,6 +20,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use dropline_core::auth::tokens::{self, Role};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::ids::UserId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{MySql, Transaction};
@@ -81,7 +82,7 @@ async fn login(
     state
         .limits
         .login(ip, email.as_deref().unwrap_or(MALFORMED_EMAIL_KEY))?;
-    let row: Option<(Uuid, String, String, Option<DateTime<Utc>>)> = match &email {
+    let row: Option<(UserId, String, String, Option<DateTime<Utc>>)> = match &email {
         Some(email) => sqlx::query_as(
             "SELECT id, password_hash, role, email_verified_at FROM users WHERE email = ?",
         )
@@ -139,7 +140,7 @@ async fn login(
 
 /// Stores a hash made with the current argon2 parameters (after they were raised).
 /// Best effort: the login succeeds either way.
-async fn rehash(state: &AppState, user: Uuid, password: String) {
+async fn rehash(state: &AppState, user: UserId, password: String) {
     let outcome = async {
         let hash = state.hasher.hash_async(password).await?;
         sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
@@ -157,7 +158,7 @@ async fn rehash(state: &AppState, user: Uuid, password: String) {
 
 fn pair(
     state: &AppState,
-    user: Uuid,
+    user: UserId,
     role: Role,
     refresh_token: String,
 ) -> Result<TokenPair, ApiError> {
@@ -180,7 +181,7 @@ fn hash_token(token: &str) -> Vec<u8> {
 async fn insert_refresh(
     state: &AppState,
     tx: &mut Transaction<'_, MySql>,
-    user: Uuid,
+    user: UserId,
     family: Uuid,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
@@ -206,7 +207,7 @@ async fn insert_refresh(
 
 type RefreshRow = (
     Uuid,
-    Uuid,
+    UserId,
     DateTime<Utc>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
@@ -228,7 +229,7 @@ async fn refresh(
 }
 
 /// One attempt at spending the token with hash `hash` and issuing the next of its family.
-async fn rotate(state: &AppState, hash: &[u8]) -> Result<(Uuid, Role, String), TxError> {
+async fn rotate(state: &AppState, hash: &[u8]) -> Result<(UserId, Role, String), TxError> {
     let now = Utc::now().trunc_subsecs(3);
     let mut tx = state
         .mysql
@@ -341,7 +342,7 @@ async fn revoke_family(
 /// Revokes every refresh token of `user` (password change); returns how many.
 pub async fn revoke_user(
     tx: &mut Transaction<'_, MySql>,
-    user: Uuid,
+    user: UserId,
     now: DateTime<Utc>,
 ) -> Result<u64, ApiError> {
     sqlx::query("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")

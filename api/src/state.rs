@@ -11,9 +11,9 @@ use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
 use dropline_core::http::error::ApiError;
+use dropline_core::ids::SaleId;
 use dropline_core::sale::SaleView;
 use sqlx::MySqlPool;
-use uuid::Uuid;
 
 use crate::limits::Limits;
 
@@ -76,7 +76,7 @@ pub struct Inner {
     pub limits: Limits,
     pub cache: crate::cache::Cache,
     /// Concurrent reads of one sale's live view share one Redis round trip (the stock storm).
-    pub views: Coalesce<Uuid, Result<Option<SaleView>, ApiError>>,
+    pub views: Coalesce<SaleId, Result<Option<SaleView>, ApiError>>,
     /// A hash of a random password, verified against when a login names an unknown address.
     dummy_hash: tokio::sync::OnceCell<String>,
 }

@@ -13,11 +13,11 @@ use axum::{Json as AxumJson, Router};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
+use dropline_core::ids::UserId;
 use dropline_core::messages::{Envelope, MailSend, kinds};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::{MySql, Transaction};
-use uuid::Uuid;
 
 use crate::extract::{Caller, ClientIp};
 use crate::fail;
@@ -47,13 +47,13 @@ struct SignUp {
 
 #[derive(Debug, Serialize)]
 struct SignedUp {
-    id: Uuid,
+    id: UserId,
     email: String,
     verified: bool,
 }
 
 /// Associated data binding an encrypted column value to its row.
-pub fn pii_aad(column: &str, user: Uuid) -> Vec<u8> {
+pub fn pii_aad(column: &str, user: UserId) -> Vec<u8> {
     format!("users.{column}:{user}").into_bytes()
 }
 
@@ -92,7 +92,7 @@ async fn sign_up(
         .await
         .map_err(ApiError::internal)?;
 
-    let id = Uuid::now_v7();
+    let id = UserId::new_v7();
     let now = Utc::now().trunc_subsecs(3);
     let encrypt = |column: &str, value: Option<String>| -> Result<Option<Vec<u8>>, ApiError> {
         value
@@ -152,7 +152,7 @@ fn new_code() -> String {
     format!("{:06}", rand::rng().random_range(0..1_000_000u32))
 }
 
-fn code_digest(state: &AppState, user: Uuid, code: &str) -> Vec<u8> {
+fn code_digest(state: &AppState, user: UserId, code: &str) -> Vec<u8> {
     state
         .pii
         .digest("email-code", format!("{user}:{code}").as_bytes())
@@ -163,7 +163,7 @@ fn code_digest(state: &AppState, user: Uuid, code: &str) -> Vec<u8> {
 async fn issue_code(
     state: &AppState,
     tx: &mut Transaction<'_, MySql>,
-    user: Uuid,
+    user: UserId,
     email: &str,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
@@ -345,7 +345,7 @@ async fn resend(
 
 #[derive(Debug, Serialize)]
 struct Profile {
-    id: Uuid,
+    id: UserId,
     email: String,
     name: String,
     phone: Option<String>,
@@ -356,7 +356,7 @@ struct Profile {
 }
 
 type ProfileRow = (
-    Uuid,
+    UserId,
     String,
     String,
     Option<Vec<u8>>,
@@ -478,7 +478,7 @@ async fn change_password(
 async fn lock_user(
     tx: &mut Transaction<'_, MySql>,
     email: &str,
-) -> Result<Option<(Uuid, Option<DateTime<Utc>>)>, ApiError> {
+) -> Result<Option<(UserId, Option<DateTime<Utc>>)>, ApiError> {
     sqlx::query_as("SELECT id, email_verified_at FROM users WHERE email = ? FOR UPDATE")
         .bind(email)
         .fetch_optional(&mut **tx)

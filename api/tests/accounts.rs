@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::TestApi;
 use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{self, AccessClaims, Role};
+use dropline_core::ids::UserId;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -153,7 +154,7 @@ async fn sign_up_verify_login_and_profile() -> anyhow::Result<()> {
         "{refresh}"
     );
     let claims: AccessClaims = tokens::verify_access(&api.keys, &access)?;
-    assert_eq!(claims.sub, id);
+    assert_eq!(claims.sub, UserId::from(id));
     assert_eq!(claims.role, Role::Buyer);
     assert!(claims.exp > claims.iat);
 
@@ -740,7 +741,7 @@ async fn me_refuses_missing_tampered_expired_unsigned_and_foreign_tokens() -> an
         assert_eq!(reply.code(), Some("unauthorized"), "{what}");
     }
     // A valid token for an account that no longer exists.
-    let ghost = api.token(Uuid::now_v7(), Role::Buyer)?;
+    let ghost = api.token(UserId::new_v7(), Role::Buyer)?;
     api.get("/api/me", Some(&ghost))
         .await?
         .expect(404, Some("not_found"));

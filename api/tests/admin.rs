@@ -10,9 +10,10 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use common::{Reply, TestApi};
 use dropline_api::Secrets;
-use dropline_api::cache::Kind;
+use dropline_api::cache::Entry;
 use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::{self, SaleConfig, SaleState};
 use dropline_testkit::{FaultProxy, TestEnv, url_target, url_via};
 use fred::prelude::*;
@@ -77,11 +78,11 @@ async fn new_sale(api: &TestApi, admin: &str) -> anyhow::Result<Value> {
     Ok(reply.body)
 }
 
-async fn cfg(redis: &Redis, sale: Uuid) -> anyhow::Result<HashMap<String, String>> {
+async fn cfg(redis: &Redis, sale: SaleId) -> anyhow::Result<HashMap<String, String>> {
     Ok(redis.pool().hgetall(redis.sale_key(sale, "cfg")).await?)
 }
 
-async fn counters(redis: &Redis, sale: Uuid) -> anyhow::Result<(i64, i64, i64)> {
+async fn counters(redis: &Redis, sale: SaleId) -> anyhow::Result<(i64, i64, i64)> {
     let pool = redis.pool();
     let avail: i64 = pool.get(redis.sale_key(sale, "avail")).await?;
     let held: i64 = pool.get(redis.sale_key(sale, "held")).await?;
@@ -102,7 +103,7 @@ async fn count_sales(api: &TestApi) -> anyhow::Result<i64> {
 async fn admin_routes_need_an_admin() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let buyer = api.buyer().await?;
-    let sale = Uuid::now_v7();
+    let sale = SaleId::new_v7();
     let calls = [
         (
             Method::POST,
@@ -289,7 +290,7 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
     );
 
     let redis = &api.state.redis;
-    let cfg = cfg(redis, sale_id).await?;
+    let cfg = cfg(redis, SaleId::from(sale_id)).await?;
     let opens_ms = chrono::DateTime::parse_from_rfc3339(opens_at)?.timestamp_millis();
     let closes_ms =
         chrono::DateTime::parse_from_rfc3339("2030-01-03T03:04:05Z")?.timestamp_millis();
@@ -311,10 +312,10 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(cfg, expected);
-    assert_eq!(counters(redis, sale_id).await?, (100, 0, 0));
+    assert_eq!(counters(redis, SaleId::from(sale_id)).await?, (100, 0, 0));
 
     // MySQL holds the same sale (the record a rearm would read).
-    let stored = SaleConfig::load(api.mysql(), sale_id)
+    let stored = SaleConfig::load(api.mysql(), SaleId::from(sale_id))
         .await?
         .ok_or_else(|| anyhow::anyhow!("sale not in MySQL"))?;
     assert_eq!(stored.stock_total, 100);
@@ -350,7 +351,7 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
             &json!("open")
         )
     );
-    let d_cfg = self::cfg(redis, id(d)?).await?;
+    let d_cfg = self::cfg(redis, SaleId::from(id(d)?)).await?;
     assert_eq!(d_cfg.get("max_active").map(String::as_str), Some("0"));
     assert_eq!(d_cfg.get("closes_at").map(String::as_str), Some("0"));
     api.stop().await
@@ -509,7 +510,7 @@ async fn create_sale_with_redis_down_is_503_and_writes_nothing() -> anyhow::Resu
 
 fn config(stock: i64, product: Uuid) -> SaleConfig {
     SaleConfig {
-        product_id: product,
+        product_id: ProductId::from(product),
         price: 1000,
         currency: "KRW".into(),
         stock_total: stock,
@@ -528,7 +529,7 @@ fn config(stock: i64, product: Uuid) -> SaleConfig {
 async fn arming_is_idempotent_already_armed_changes_nothing() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = Redis::connect(&env.config.redis).await?;
-    let sale_id = Uuid::now_v7();
+    let sale_id = SaleId::new_v7();
     let product = Uuid::now_v7();
 
     assert_eq!(sale::view(&redis, sale_id).await?, None, "not armed yet");
@@ -564,7 +565,7 @@ async fn arming_is_atomic_under_concurrent_calls() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = Redis::connect(&env.config.redis).await?;
     for _ in 0..10 {
-        let sale_id = Uuid::now_v7();
+        let sale_id = SaleId::new_v7();
         // Fifty callers race with different stock: exactly one wins, and what is stored is
         // entirely that caller's (never a mix of two).
         let configs: Vec<SaleConfig> = (1..=50).map(|n| config(n, Uuid::now_v7())).collect();
@@ -596,7 +597,7 @@ async fn arming_is_atomic_under_concurrent_calls() -> anyhow::Result<()> {
 async fn arming_with_a_bad_argument_writes_nothing() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = Redis::connect(&env.config.redis).await?;
-    let sale_id = Uuid::now_v7();
+    let sale_id = SaleId::new_v7();
     for bad in [
         config(0, Uuid::now_v7()),
         SaleConfig {
@@ -641,7 +642,10 @@ async fn patch_pauses_resumes_tunes_and_closes() -> anyhow::Result<()> {
     assert_eq!(paused.body["paused"], true);
     assert_eq!(get_state().await?, "paused");
     assert_eq!(
-        cfg(redis, sale_id).await?.get("paused").map(String::as_str),
+        cfg(redis, SaleId::from(sale_id))
+            .await?
+            .get("paused")
+            .map(String::as_str),
         Some("1")
     );
     let mysql_paused: bool = sqlx::query_scalar("SELECT paused FROM sales WHERE id = ?")
@@ -655,7 +659,10 @@ async fn patch_pauses_resumes_tunes_and_closes() -> anyhow::Result<()> {
     assert_eq!(resumed.body["state"], "open");
     assert_eq!(get_state().await?, "open");
     assert_eq!(
-        cfg(redis, sale_id).await?.get("paused").map(String::as_str),
+        cfg(redis, SaleId::from(sale_id))
+            .await?
+            .get("paused")
+            .map(String::as_str),
         Some("0")
     );
 
@@ -669,7 +676,7 @@ async fn patch_pauses_resumes_tunes_and_closes() -> anyhow::Result<()> {
     tuned.expect(200, None);
     assert_eq!(tuned.body["admit_per_second"], 7);
     assert_eq!(tuned.body["max_active"], 30);
-    let c = cfg(redis, sale_id).await?;
+    let c = cfg(redis, SaleId::from(sale_id)).await?;
     assert_eq!(
         (
             c.get("admit_per_second").map(String::as_str),
@@ -682,7 +689,7 @@ async fn patch_pauses_resumes_tunes_and_closes() -> anyhow::Result<()> {
     unlimited.expect(200, None);
     assert!(unlimited.body["max_active"].is_null());
     assert_eq!(
-        cfg(redis, sale_id)
+        cfg(redis, SaleId::from(sale_id))
             .await?
             .get("max_active")
             .map(String::as_str),
@@ -700,7 +707,10 @@ async fn patch_pauses_resumes_tunes_and_closes() -> anyhow::Result<()> {
     assert_eq!(closed.body["state"], "closed");
     assert_eq!(get_state().await?, "closed");
     assert_eq!(
-        cfg(redis, sale_id).await?.get("closed").map(String::as_str),
+        cfg(redis, SaleId::from(sale_id))
+            .await?
+            .get("closed")
+            .map(String::as_str),
         Some("1")
     );
     let closed_at: Option<chrono::DateTime<Utc>> =
@@ -793,7 +803,7 @@ async fn patch_invalidates_the_cached_sale() -> anyhow::Result<()> {
     api.get(&path, None).await?.expect(200, None);
 
     // Spoil the cached record: only an invalidation brings the real one back before the TTL.
-    let key = api.state.cache.key(Kind::Sale, sale_id);
+    let key = api.state.cache.key(Entry::Sale(SaleId::from(sale_id)));
     let redis = api.state.redis.pool();
     let cached: String = redis.get(&key).await?;
     let mut spoiled: Value = serde_json::from_str(&cached)?;

@@ -424,7 +424,7 @@ async fn unknown_ids_are_cached_briefly_too() -> anyhow::Result<()> {
     let key = api
         .state
         .cache
-        .key(dropline_api::cache::Kind::Product, ghost);
+        .key(dropline_api::cache::Entry::Product(ghost.into()));
     let pttl: i64 = api.state.redis.pool().pttl(&key).await?;
     assert!((1..=5_000).contains(&pttl), "negative entry TTL {pttl} ms");
 
@@ -457,7 +457,7 @@ async fn cache_ttls_are_jittered_within_bounds() -> anyhow::Result<()> {
         let key = api
             .state
             .cache
-            .key(dropline_api::cache::Kind::Product, product_id);
+            .key(dropline_api::cache::Entry::Product(product_id.into()));
         let pttl: i64 = api.state.redis.pool().pttl(&key).await?;
         ttls.push(pttl);
     }

@@ -63,9 +63,10 @@ async fn purge_deletes_only_what_can_no_longer_be_used() -> anyhow::Result<()> {
         .await?;
     survivors.sort();
     assert_eq!(left, survivors);
-    let codes: Vec<Uuid> = sqlx::query_scalar("SELECT user_id FROM email_codes")
-        .fetch_all(api.mysql())
-        .await?;
+    let codes: Vec<dropline_core::ids::UserId> =
+        sqlx::query_scalar("SELECT user_id FROM email_codes")
+            .fetch_all(api.mysql())
+            .await?;
     assert_eq!(codes, vec![live]);
     // Nothing left to do: a second run deletes nothing.
     assert_eq!(

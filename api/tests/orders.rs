@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use common::{Reply, TestApi};
 use dropline_core::auth::tokens::{self, PassClaims, Role};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::orders::ledger;
 use dropline_core::orders::outbox::Outbox;
 use fred::prelude::*;
@@ -29,7 +30,7 @@ fn id_of(value: &Value) -> anyhow::Result<Uuid> {
 }
 
 struct Buyer {
-    id: Uuid,
+    id: UserId,
     token: String,
     pass: String,
 }
@@ -53,7 +54,7 @@ impl Shop {
     }
 
     /// An open sale of `stock` units at 39,000 KRW, `limit` per buyer.
-    async fn sale(&self, stock: i64, limit: i64) -> anyhow::Result<Uuid> {
+    async fn sale(&self, stock: i64, limit: i64) -> anyhow::Result<SaleId> {
         let product = self
             .api
             .post(
@@ -77,11 +78,11 @@ impl Shop {
             )
             .await?;
         sale.expect(201, None);
-        id_of(&sale.body)
+        Ok(SaleId::from(id_of(&sale.body)?))
     }
 
     /// A verified buyer admitted to `sale` (for 10 minutes), with a pass for it.
-    async fn buyer(&self, sale: Uuid) -> anyhow::Result<Buyer> {
+    async fn buyer(&self, sale: SaleId) -> anyhow::Result<Buyer> {
         let email = format!("buyer-{}@example.com", Uuid::new_v4().simple());
         let (id, token) = self.api.user(&email, Role::Buyer).await?;
         self.admit(sale, id).await?;
@@ -89,7 +90,7 @@ impl Shop {
         Ok(Buyer { id, token, pass })
     }
 
-    async fn admit(&self, sale: Uuid, user: Uuid) -> anyhow::Result<()> {
+    async fn admit(&self, sale: SaleId, user: UserId) -> anyhow::Result<()> {
         let redis = self.api.deps.redis()?;
         let deadline = Utc::now().timestamp_millis() + 600_000;
         let _: i64 = redis
@@ -106,7 +107,7 @@ impl Shop {
         Ok(())
     }
 
-    fn pass(&self, sale: Uuid, user: Uuid, ttl_seconds: i64) -> anyhow::Result<String> {
+    fn pass(&self, sale: SaleId, user: UserId, ttl_seconds: i64) -> anyhow::Result<String> {
         let now = Utc::now().timestamp();
         let claims = PassClaims::new(user, sale, now, now + ttl_seconds);
         tokens::sign(&self.api.passes, &claims).map_err(|e| anyhow::anyhow!("{e}"))
@@ -115,7 +116,7 @@ impl Shop {
     async fn order(
         &self,
         buyer: &Buyer,
-        sale: Uuid,
+        sale: SaleId,
         quantity: i64,
         key: &str,
     ) -> anyhow::Result<Reply> {
@@ -130,7 +131,7 @@ impl Shop {
             .await
     }
 
-    async fn counters(&self, sale: Uuid) -> anyhow::Result<(i64, i64, i64)> {
+    async fn counters(&self, sale: SaleId) -> anyhow::Result<(i64, i64, i64)> {
         let redis = self.api.deps.redis()?;
         let pool = redis.pool();
         let avail: i64 = pool.get(redis.sale_key(sale, "avail")).await?;
@@ -141,7 +142,7 @@ impl Shop {
 
     /// What the workers' recorder does, once: the sale's outbox into MySQL (here each entry is
     /// written as it stands, in outbox order, so the last entry of an order wins).
-    async fn record(&self, sale: Uuid) -> anyhow::Result<()> {
+    async fn record(&self, sale: SaleId) -> anyhow::Result<()> {
         let outbox = Outbox::new(self.api.deps.redis()?, sale);
         outbox.ensure_group().await?;
         loop {
@@ -559,7 +560,7 @@ async fn the_list_shows_own_orders_newest_first_with_live_states() -> anyhow::Re
         .expect(400, Some("bad_request"));
     // MySQL agrees with Redis once recorded.
     shop.record(sale).await?;
-    let row = ledger::get(shop.api.mysql(), made[4])
+    let row = ledger::get(shop.api.mysql(), OrderId::from(made[4]))
         .await?
         .ok_or_else(|| anyhow::anyhow!("no row"))?;
     assert_eq!(row.state.as_str(), "cancelled");

@@ -17,8 +17,8 @@ use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{PassClaims, Role, issue_access, sign};
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::{Config, Sources};
+use dropline_core::ids::{SaleId, UserId};
 use fred::interfaces::SortedSetsInterface;
-use uuid::Uuid;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let [access, pass, sale, count] = args.as_slice() else {
         anyhow::bail!("usage: mint-buyers ACCESS.pem PASS.pem SALE COUNT");
     };
-    let sale = Uuid::parse_str(sale).context("SALE must be a sale id")?;
+    let sale = SaleId::parse_str(sale).context("SALE must be a sale id")?;
     let count: usize = count.parse().context("COUNT must be a number")?;
     let ring = |path: &str| -> anyhow::Result<KeyRing> {
         let pem = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let mut out = BufWriter::new(out.lock());
     let mut admitted: Vec<(f64, Vec<u8>)> = Vec::with_capacity(count);
     for _ in 0..count {
-        let user = Uuid::now_v7();
+        let user = UserId::new_v7();
         let (token, _) = issue_access(&access, user, Role::Buyer, Duration::from_secs(3600))?;
         let claims = PassClaims::new(user, sale, now.timestamp(), now.timestamp() + 3600);
         let pass = sign(&passes, &claims)?;

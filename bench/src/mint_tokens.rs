@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{Role, issue_access};
-use uuid::Uuid;
+use dropline_core::ids::UserId;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..count {
         let (token, _) = issue_access(
             &ring,
-            Uuid::now_v7(),
+            UserId::new_v7(),
             Role::Buyer,
             Duration::from_secs(3600),
         )?;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::config::{Config, Sources};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::{Order, OrderState, Orders, ReserveOutcome, ReserveRequest};
 use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, StreamsInterface};
@@ -35,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let [sale, burst, rate, seconds] = args.as_slice() else {
         anyhow::bail!("usage: pay-flow SALE BURST RATE SECONDS");
     };
-    let sale = Uuid::parse_str(sale).context("SALE must be a sale id")?;
+    let sale = SaleId::parse_str(sale).context("SALE must be a sale id")?;
     let burst: usize = burst.parse().context("BURST must be a number")?;
     let rate: usize = rate.parse().context("RATE must be a number")?;
     let seconds: usize = seconds.parse().context("SECONDS must be a number")?;
@@ -130,8 +131,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// `n` verified buyers in MySQL, admitted to the sale for an hour.
-async fn make_buyers(deps: &Deps, orders: &Orders, n: usize) -> anyhow::Result<Vec<Uuid>> {
-    let users: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+async fn make_buyers(deps: &Deps, orders: &Orders, n: usize) -> anyhow::Result<Vec<UserId>> {
+    let users: Vec<UserId> = (0..n).map(|_| UserId::new_v7()).collect();
     for chunk in users.chunks(1000) {
         let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
             "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, \
@@ -139,7 +140,7 @@ async fn make_buyers(deps: &Deps, orders: &Orders, n: usize) -> anyhow::Result<V
         );
         q.push_values(chunk, |mut b, user| {
             b.push_bind(*user)
-                .push_bind(format!("bench-{}@example.com", user.simple()))
+                .push_bind(format!("bench-{}@example.com", user.as_uuid().simple()))
                 .push_bind("x")
                 .push_bind("Bench Buyer")
                 .push_bind("buyer")
@@ -169,9 +170,9 @@ async fn make_buyers(deps: &Deps, orders: &Orders, n: usize) -> anyhow::Result<V
     Ok(users)
 }
 
-async fn paying_order(orders: &Orders, user: Uuid, timeout: Duration) -> anyhow::Result<Order> {
+async fn paying_order(orders: &Orders, user: UserId, timeout: Duration) -> anyhow::Result<Order> {
     let request = ReserveRequest {
-        order: Uuid::now_v7(),
+        order: OrderId::new_v7(),
         user,
         quantity: 1,
         idempotency_key: format!("b-{}", Uuid::new_v4().simple()),

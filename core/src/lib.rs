@@ -9,6 +9,8 @@
 //! - [`sale`]: a sale's state in Redis and the state a buyer sees.
 //! - [`orders`]: the order state machine, its outbox to MySQL, the MySQL ledger, and the
 //!   invariant audit.
+//! - [`ids`]: the typed ids (`SaleId`, `UserId`, `OrderId`, `ProductId`); [`money`]: an amount
+//!   in minor units with its currency code.
 //! - [`messages`]: the RabbitMQ message envelope and payloads.
 //! - [`alerts`], [`coalesce`], [`lease`], [`shutdown`], [`telemetry`]: the small shared pieces.
 //!
@@ -21,9 +23,11 @@ pub mod clients;
 pub mod coalesce;
 pub mod config;
 pub mod http;
+pub mod ids;
 pub mod lease;
 pub mod lua;
 pub mod messages;
+pub mod money;
 pub mod orders;
 pub mod sale;
 pub mod shutdown;
@@ -31,3 +35,5 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use http::error::{ApiError, ErrorCode};
+pub use ids::{OrderId, ProductId, SaleId, UserId};
+pub use money::{Currency, Money};

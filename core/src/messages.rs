@@ -5,6 +5,8 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ids::{OrderId, SaleId, UserId};
+
 /// A message on the bus. `id` is the idempotency handle consumers deduplicate on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +76,28 @@ mod tests {
         assert_eq!(back, env);
         Ok(())
     }
+
+    /// #18: the typed ids of a message are plain UUID text, as before they were typed.
+    #[test]
+    fn order_ref_ids_are_uuid_text() -> anyhow::Result<()> {
+        let (order, sale, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let reference = OrderRef {
+            order_id: order.into(),
+            sale_id: sale.into(),
+            user_id: user.into(),
+            quantity: 1,
+            amount: 100,
+            currency: "KRW".into(),
+            idempotency_key: "k".into(),
+            created_ms: 1,
+        };
+        let json = serde_json::to_value(&reference)?;
+        assert_eq!(json["order_id"], order.hyphenated().to_string());
+        assert_eq!(json["sale_id"], sale.hyphenated().to_string());
+        assert_eq!(json["user_id"], user.hyphenated().to_string());
+        assert_eq!(serde_json::from_value::<OrderRef>(json)?, reference);
+        Ok(())
+    }
 }
 
 /// Routing keys (= message `type`s) of DESIGN §7.
@@ -100,9 +124,9 @@ pub struct MailSend {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRef {
-    pub order_id: Uuid,
-    pub sale_id: Uuid,
-    pub user_id: Uuid,
+    pub order_id: OrderId,
+    pub sale_id: SaleId,
+    pub user_id: UserId,
     pub quantity: i64,
     /// Minor units of `currency`.
     pub amount: i64,

@@ -14,6 +14,35 @@ use dropline_testkit::TestEnv;
 use fred::prelude::*;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 
+/// #18: a typed id is its UUID on the MySQL wire. Bound, it is the same 16 bytes as the bare
+/// `Uuid` (a `BINARY(16)` value); a `BINARY(16)` value decodes into it.
+#[tokio::test]
+async fn typed_ids_are_their_uuid_in_mysql() -> anyhow::Result<()> {
+    use dropline_core::ids::{OrderId, SaleId, UserId};
+    let env = TestEnv::new()?;
+    let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
+    let uuid = uuid::Uuid::now_v7();
+    let hex = uuid.simple().to_string().to_uppercase();
+    let (bare, sale, user, order): (String, String, String, String) =
+        sqlx::query_as("SELECT HEX(?), HEX(?), HEX(?), HEX(?)")
+            .bind(uuid)
+            .bind(SaleId::from(uuid))
+            .bind(UserId::from(uuid))
+            .bind(OrderId::from(uuid))
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(bare, hex);
+    assert_eq!((sale, user, order), (hex.clone(), hex.clone(), hex.clone()));
+    let (sale, user): (SaleId, UserId) =
+        sqlx::query_as("SELECT CAST(UNHEX(?) AS BINARY(16)), CAST(UNHEX(?) AS BINARY(16))")
+            .bind(&hex)
+            .bind(&hex)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((sale.into_uuid(), user.into_uuid()), (uuid, uuid));
+    Ok(())
+}
+
 #[tokio::test]
 async fn migrations_create_the_database_and_are_idempotent() -> anyhow::Result<()> {
     let env = TestEnv::new()?;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
 use dropline_core::lua::scripts;
 use dropline_core::orders::{
     DueOrder, IDEMPOTENCY_TTL, Order, OrderState, Orders, ReserveOutcome, ReserveRequest, Target,
@@ -27,7 +28,6 @@ use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use uuid::Uuid;
 
 const PAY_TIMEOUT: Duration = Duration::from_secs(60);
 const PRICE: i64 = 12_500;
@@ -54,17 +54,17 @@ impl Default for Spec {
 
 struct TestSale {
     redis: Redis,
-    id: Uuid,
+    id: SaleId,
     orders: Orders,
     stock: i64,
 }
 
 impl TestSale {
     async fn arm(redis: &Redis, spec: Spec) -> anyhow::Result<Self> {
-        let id = Uuid::now_v7();
+        let id = SaleId::new_v7();
         let now = redis_now_ms(redis).await?;
         let config = SaleConfig {
-            product_id: Uuid::now_v7(),
+            product_id: ProductId::new_v7(),
             price: PRICE,
             currency: "KRW".into(),
             stock_total: spec.stock,
@@ -99,7 +99,7 @@ impl TestSale {
     }
 
     /// Admits users until Redis now + `ms` (writes `adm` as the admitter does).
-    async fn admit(&self, users: &[Uuid], ms: i64) -> anyhow::Result<()> {
+    async fn admit(&self, users: &[UserId], ms: i64) -> anyhow::Result<()> {
         let deadline = redis_now_ms(&self.redis).await? + ms;
         for chunk in users.chunks(1_000) {
             let mut args = vec![Value::from(self.orders.keys().adm.as_str())];
@@ -112,7 +112,7 @@ impl TestSale {
         Ok(())
     }
 
-    async fn admission(&self, user: Uuid) -> anyhow::Result<Option<i64>> {
+    async fn admission(&self, user: UserId) -> anyhow::Result<Option<i64>> {
         let score: Option<f64> = self
             .redis
             .pool()
@@ -154,7 +154,7 @@ impl TestSale {
             .await?)
     }
 
-    async fn holds_score(&self, order: Uuid) -> anyhow::Result<Option<i64>> {
+    async fn holds_score(&self, order: OrderId) -> anyhow::Result<Option<i64>> {
         let score: Option<f64> = self
             .redis
             .pool()
@@ -253,7 +253,7 @@ impl TestSale {
         let mut orders = Vec::new();
         for key in self.scan_keys("o:").await? {
             if let Some(id) = key.strip_prefix(&prefix) {
-                let id = Uuid::parse_str(id)?;
+                let id = OrderId::parse_str(id)?;
                 orders.push(self.orders.get(id).await?.context("order vanished")?);
             }
         }
@@ -261,12 +261,12 @@ impl TestSale {
     }
 
     /// Every (user, units) in `u:<user>` keys.
-    async fn user_units(&self) -> anyhow::Result<HashMap<Uuid, i64>> {
+    async fn user_units(&self) -> anyhow::Result<HashMap<UserId, i64>> {
         let prefix = self.redis.sale_key(self.id, "u:");
         let mut units = HashMap::new();
         for key in self.scan_keys("u:").await? {
             if let Some(user) = key.strip_prefix(&prefix) {
-                let user = Uuid::parse_str(user)?;
+                let user = UserId::parse_str(user)?;
                 units.insert(user, self.orders.units_of(user).await?);
             }
         }
@@ -290,7 +290,7 @@ impl TestSale {
             "sold {sold} != units of paid orders"
         );
         anyhow::ensure!(avail == self.stock - held - sold);
-        let mut per_user: HashMap<Uuid, i64> = HashMap::new();
+        let mut per_user: HashMap<UserId, i64> = HashMap::new();
         for o in orders
             .iter()
             .filter(|o| o.state.is_live() || o.state == OrderState::Paid)
@@ -308,11 +308,11 @@ impl TestSale {
             .pool()
             .zrange(&self.orders.keys().holds, 0, -1, None, false, None, true)
             .await?;
-        let holds: HashMap<Uuid, i64> = holds
+        let holds: HashMap<OrderId, i64> = holds
             .into_iter()
-            .map(|(m, s)| Ok((Uuid::parse_str(&m)?, s as i64)))
+            .map(|(m, s)| Ok((OrderId::parse_str(&m)?, s as i64)))
             .collect::<anyhow::Result<_>>()?;
-        let live: HashMap<Uuid, i64> = orders
+        let live: HashMap<OrderId, i64> = orders
             .iter()
             .filter(|o| o.state.is_live())
             .map(|o| (o.id, o.deadline_ms))
@@ -395,9 +395,9 @@ fn load_env() -> anyhow::Result<TestEnv> {
     ])
 }
 
-fn request(user: Uuid, quantity: u32, key: &str) -> ReserveRequest {
+fn request(user: UserId, quantity: u32, key: &str) -> ReserveRequest {
     ReserveRequest {
-        order: Uuid::now_v7(),
+        order: OrderId::new_v7(),
         user,
         quantity,
         idempotency_key: key.to_owned(),
@@ -413,7 +413,7 @@ async fn created(sale: &TestSale, req: &ReserveRequest) -> anyhow::Result<Order>
 
 /// A new admitted buyer's new HELD order.
 async fn held_order(sale: &TestSale, quantity: u32) -> anyhow::Result<Order> {
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 600_000).await?;
     created(sale, &request(user, quantity, "k1")).await
 }
@@ -437,7 +437,7 @@ async fn reserve_takes_stock_and_writes_the_whole_order() -> anyhow::Result<()> 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = TestSale::arm(&redis, Spec::default()).await?;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 5_000).await?;
     let req = request(user, 2, "first-try");
     let before = redis_now_ms(&redis).await?;
@@ -467,7 +467,7 @@ async fn reserve_takes_stock_and_writes_the_whole_order() -> anyhow::Result<()> 
     assert_eq!(sale.admission(user).await?, Some(order.deadline_ms));
 
     // An admission that outlasts the hold is left alone (GT).
-    let long = Uuid::now_v7();
+    let long = UserId::new_v7();
     sale.admit(&[long], 3_600_000).await?;
     let admitted = sale.admission(long).await?;
     created(&sale, &request(long, 1, "k")).await?;
@@ -818,7 +818,7 @@ async fn duplicate_and_late_calls_change_nothing() -> anyhow::Result<()> {
 
     // Unknown orders: not found, nothing written.
     let before = sale.snapshot().await?;
-    let ghost = Uuid::now_v7();
+    let ghost = OrderId::new_v7();
     assert_eq!(
         o.begin_payment(ghost, PAY_TIMEOUT).await?,
         Transition::NotFound
@@ -839,7 +839,7 @@ async fn idempotency_key_returns_the_same_order_or_refuses_another_body() -> any
     let redis = connect(&env).await?;
     let sale = TestSale::arm(&redis, Spec::default()).await?;
     let o = &sale.orders;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 600_000).await?;
     let first = created(&sale, &request(user, 1, "key-A")).await?;
 
@@ -880,13 +880,13 @@ async fn idempotency_key_returns_the_same_order_or_refuses_another_body() -> any
     sale.set_cfg("closed", 0).await?;
 
     // Keys are scoped to the user: another user's "key-A" is a new order.
-    let other = Uuid::now_v7();
+    let other = UserId::new_v7();
     sale.admit(&[other], 600_000).await?;
     let theirs = created(&sale, &request(other, 1, "key-A")).await?;
     assert_ne!(theirs.id, first.id);
 
     // A refused request stores no key: the same key works once the refusal is gone.
-    let late = Uuid::now_v7();
+    let late = UserId::new_v7();
     assert_eq!(
         o.reserve(&request(late, 1, "key-B")).await?,
         ReserveOutcome::NotAdmitted
@@ -895,7 +895,7 @@ async fn idempotency_key_returns_the_same_order_or_refuses_another_body() -> any
     created(&sale, &request(late, 1, "key-B")).await?;
 
     // Concurrent retries of one request make one order.
-    let racer = Uuid::now_v7();
+    let racer = UserId::new_v7();
     sale.admit(&[racer], 600_000).await?;
     let results = futures_util::future::join_all(
         (0..20).map(|_| async move { o.reserve(&request(racer, 2, "same")).await }),
@@ -943,7 +943,7 @@ async fn per_user_limit_counts_held_paying_and_paid_units() -> anyhow::Result<()
     )
     .await?;
     let o = &sale.orders;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 600_000).await?;
 
     let before = sale.snapshot().await?;
@@ -1000,7 +1000,7 @@ async fn only_active_admitted_buyers_reserve() -> anyhow::Result<()> {
     let o = &sale.orders;
 
     // Never admitted: refused, and not added to adm either.
-    let stranger = Uuid::now_v7();
+    let stranger = UserId::new_v7();
     let before = sale.snapshot().await?;
     assert_eq!(
         o.reserve(&request(stranger, 1, "k")).await?,
@@ -1010,7 +1010,7 @@ async fn only_active_admitted_buyers_reserve() -> anyhow::Result<()> {
     assert_eq!(sale.admission(stranger).await?, None);
 
     // Admission lapsed (deadline just passed, entry not yet reaped).
-    let lapsed = Uuid::now_v7();
+    let lapsed = UserId::new_v7();
     sale.admit(&[lapsed], -1).await?;
     let before = sale.snapshot().await?;
     assert_eq!(
@@ -1020,7 +1020,7 @@ async fn only_active_admitted_buyers_reserve() -> anyhow::Result<()> {
     sale.assert_unchanged(&before, "").await?;
 
     // Admission running out by itself.
-    let brief = Uuid::now_v7();
+    let brief = UserId::new_v7();
     sale.admit(&[brief], 300).await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
@@ -1029,7 +1029,7 @@ async fn only_active_admitted_buyers_reserve() -> anyhow::Result<()> {
     );
 
     // Admitted: fine; once the order ends the buyer is no longer active.
-    let buyer = Uuid::now_v7();
+    let buyer = UserId::new_v7();
     sale.admit(&[buyer], 60_000).await?;
     let order = created(&sale, &request(buyer, 1, "k")).await?;
     applied(
@@ -1051,7 +1051,7 @@ async fn a_sale_that_is_not_open_takes_no_order() -> anyhow::Result<()> {
     let redis = connect(&env).await?;
     let sale = TestSale::arm(&redis, Spec::default()).await?;
     let o = &sale.orders;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 600_000).await?;
     let live = created(&sale, &request(user, 1, "live")).await?;
 
@@ -1102,7 +1102,7 @@ async fn a_sale_that_is_not_open_takes_no_order() -> anyhow::Result<()> {
     sale.set_cfg("paused", 0).await?;
 
     // A sale that is not armed.
-    let ghost = Orders::new(&redis, Uuid::now_v7());
+    let ghost = Orders::new(&redis, SaleId::new_v7());
     assert_eq!(
         ghost.reserve(&request(user, 1, "x")).await?,
         ReserveOutcome::SaleNotFound
@@ -1125,7 +1125,7 @@ async fn sold_out_reports_what_is_left_and_takes_nothing() -> anyhow::Result<()>
     )
     .await?;
     let a = held_order(&sale, 2).await?;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 600_000).await?;
     let before = sale.snapshot().await?;
     assert_eq!(
@@ -1156,13 +1156,13 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
     let redis = connect(&env).await?;
     let sale = TestSale::arm(&redis, Spec::default()).await?;
     let o = &sale.orders;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 600_000).await?;
     let before = sale.snapshot().await?;
 
     assert!(o.reserve(&request(user, 0, "zero")).await.is_err());
     // The script itself, with quantities the typed wrapper cannot express.
-    let order = Uuid::now_v7();
+    let order = OrderId::new_v7();
     let keys = vec![
         o.keys().cfg.clone(),
         o.keys().avail.clone(),
@@ -1360,7 +1360,7 @@ async fn a_hold_cannot_expire_while_its_payment_is_in_flight() -> anyhow::Result
     )
     .await?;
     let o = &sale.orders;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     sale.admit(&[user], 500).await?;
     let a = created(&sale, &request(user, 1, "k")).await?;
     assert_eq!(sale.admission(user).await?, Some(a.deadline_ms));
@@ -1422,7 +1422,7 @@ async fn ten_thousand_buyers_for_ten_units_make_exactly_ten_orders() -> anyhow::
         )
         .await?,
     );
-    let users: Vec<Uuid> = (0..10_000).map(|_| Uuid::now_v7()).collect();
+    let users: Vec<UserId> = (0..10_000).map(|_| UserId::new_v7()).collect();
     sale.admit(&users, 600_000).await?;
 
     let tasks: Vec<_> = users
@@ -1486,7 +1486,7 @@ async fn eight_thousand_five_hundred_orders_never_oversell() -> anyhow::Result<(
     );
     // 6,000 buyers; the first 2,500 send a second order; quantities 1 and 2, and every 50th
     // asks for 3 (always over the limit).
-    let users: Vec<Uuid> = (0..6_000).map(|_| Uuid::now_v7()).collect();
+    let users: Vec<UserId> = (0..6_000).map(|_| UserId::new_v7()).collect();
     sale.admit(&users, 600_000).await?;
     let mut requests = Vec::new();
     for (i, &u) in users.iter().chain(users[..2_500].iter()).enumerate() {
@@ -1624,8 +1624,8 @@ async fn a_storm_of_every_call_keeps_counters_and_orders_consistent() -> anyhow:
         )
         .await?,
     );
-    let users: Arc<Vec<Uuid>> = Arc::new((0..400).map(|_| Uuid::now_v7()).collect());
-    let known: Arc<tokio::sync::Mutex<Vec<Uuid>>> = Arc::default();
+    let users: Arc<Vec<UserId>> = Arc::new((0..400).map(|_| UserId::new_v7()).collect());
+    let known: Arc<tokio::sync::Mutex<Vec<OrderId>>> = Arc::default();
     // Applied arrows by kind: reserve, pay, confirm, cancel, fail, expire.
     let counts: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
 

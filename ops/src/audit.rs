@@ -9,9 +9,9 @@ use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::mysql;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::SaleId;
 use dropline_core::orders::OrderState;
 use dropline_core::orders::audit::{AuditOptions, Report, UnknownSale, audit};
-use uuid::Uuid;
 
 /// `dropline sale audit`: 0 no breach, 1 a breach (or the audit could not run: then nothing
 /// is printed on stdout), 2 a malformed or unknown sale id. Connects without migrating or
@@ -22,7 +22,7 @@ pub async fn sale_audit(
     json: bool,
     settled: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Ok(sale) = Uuid::parse_str(sale_id.trim()) else {
+    let Ok(sale) = SaleId::parse_str(sale_id.trim()) else {
         eprintln!("dropline: `{sale_id}` is not a sale id (a UUID)");
         return Ok(ExitCode::from(2));
     };
@@ -165,6 +165,7 @@ pub fn human(report: &Report) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
+    use dropline_core::ids::{OrderId, SaleId};
     use dropline_core::orders::audit::{
         Breach, BreachCode, MysqlFigures, Pending, PendingOrder, RedisFigures, Report, Tally,
     };
@@ -173,7 +174,7 @@ mod tests {
     use super::human;
 
     fn report() -> Report {
-        let sale = Uuid::from_u128(1);
+        let sale = SaleId::from_uuid(Uuid::from_u128(1));
         let mut redis = RedisFigures {
             armed: true,
             stock_total: Some(20),
@@ -207,7 +208,7 @@ mod tests {
             pending: Pending {
                 orders: 3,
                 examples: vec![PendingOrder {
-                    order: Uuid::from_u128(7),
+                    order: OrderId::from_uuid(Uuid::from_u128(7)),
                     reason: "paying in Redis".into(),
                 }],
             },

@@ -10,6 +10,7 @@ use dropline_core::auth::accounts::{CreateError, create_verified_user};
 use dropline_core::auth::password::Hasher;
 use dropline_core::auth::tokens::Role;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::{self, SaleConfig};
 use sqlx::MySqlPool;
 use uuid::Uuid;
@@ -20,12 +21,14 @@ pub const BUYER_EMAIL: &str = "buyer@demo.dropline.dev";
 pub const BUYER_PASSWORD: &str = "demo-buyer-password";
 
 /// Fixed ids so that the URLs stay the same from one start to the next.
-pub const PRODUCT_ID: Uuid = Uuid::from_u128(0x019ab000_0000_7000_8000_00000000d001);
-pub const SALE_ID: Uuid = Uuid::from_u128(0x019ab000_0000_7000_8000_00000000d002);
+pub const PRODUCT_ID: ProductId =
+    ProductId::from_uuid(Uuid::from_u128(0x019ab000_0000_7000_8000_00000000d001));
+pub const SALE_ID: SaleId =
+    SaleId::from_uuid(Uuid::from_u128(0x019ab000_0000_7000_8000_00000000d002));
 
 #[derive(Debug)]
 pub struct Demo {
-    pub sale_id: Uuid,
+    pub sale_id: SaleId,
     pub opens_at: DateTime<Utc>,
     pub stock: i32,
 }

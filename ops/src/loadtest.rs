@@ -24,6 +24,7 @@ use dropline_core::auth::keys::{self, KeyRing};
 use dropline_core::auth::password::Hasher;
 use dropline_core::auth::tokens::{Role, issue_access};
 use dropline_core::clients::mysql;
+use dropline_core::ids::UserId;
 use sqlx::{MySql, MySqlPool, QueryBuilder};
 use uuid::Uuid;
 
@@ -89,8 +90,8 @@ pub async fn seed(
     while made < total {
         let count = ROWS_PER_STATEMENT.min(total - made);
         let now = Utc::now().trunc_subsecs(3);
-        let rows: Vec<(Uuid, String)> = (made..made + count)
-            .map(|n| (Uuid::now_v7(), format!("load-{run}-{n}@loadtest.invalid")))
+        let rows: Vec<(UserId, String)> = (made..made + count)
+            .map(|n| (UserId::new_v7(), format!("load-{run}-{n}@loadtest.invalid")))
             .collect();
         let mut insert = QueryBuilder::<MySql>::new(
             "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, \

@@ -23,12 +23,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::ids::SaleId;
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::types::Expiration;
 use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 use sqlx::MySqlPool;
-use uuid::Uuid;
 
 use dropline_core::clients::redis::Redis;
 use dropline_core::orders::ledger;
@@ -53,7 +53,7 @@ pub struct Report {
 pub async fn rearm(
     mysql: &MySqlPool,
     redis: &Redis,
-    sale: Uuid,
+    sale: SaleId,
     force: bool,
 ) -> anyhow::Result<Report> {
     let config = SaleConfig::load(mysql, sale)
@@ -169,7 +169,7 @@ pub async fn rearm(
 }
 
 /// Deletes every key of the sale's slot (`<prefix>:{s:<sale>}:*`); returns how many.
-async fn wipe(redis: &Redis, sale: Uuid) -> anyhow::Result<u64> {
+async fn wipe(redis: &Redis, sale: SaleId) -> anyhow::Result<u64> {
     let pattern = format!("{}:{{s:{sale}}}:*", redis.prefix());
     let mut deleted = 0u64;
     let mut pages = redis.pool().next().scan(pattern, Some(1000), None);
@@ -195,7 +195,7 @@ pub async fn rearm_command(
     sale_id: &str,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Ok(sale) = Uuid::parse_str(sale_id.trim()) else {
+    let Ok(sale) = SaleId::parse_str(sale_id.trim()) else {
         eprintln!("dropline: `{sale_id}` is not a sale id (a UUID)");
         return Ok(ExitCode::from(2));
     };

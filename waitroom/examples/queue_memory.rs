@@ -13,11 +13,11 @@
 use std::time::Instant;
 
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{SaleId, UserId};
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{JoinOptions, JoinOutcome, WaitQueue};
 use fred::prelude::*;
 use futures_util::{StreamExt, stream};
-use uuid::Uuid;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(redis: &Redis, buyers: u64, pre_open: bool) -> anyhow::Result<()> {
-    let sale = Uuid::now_v7();
+    let sale = SaleId::new_v7();
     let now_ms = {
         let t: Vec<i64> = redis
             .pool()
@@ -74,7 +74,7 @@ async fn run(redis: &Redis, buyers: u64, pre_open: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut joined = 0u64;
     let mut joins = stream::iter(0..buyers)
-        .map(|_| queue.join(Uuid::now_v7(), &options))
+        .map(|_| queue.join(UserId::new_v7(), &options))
         .buffer_unordered(512);
     while let Some(outcome) = joins.next().await {
         match outcome? {

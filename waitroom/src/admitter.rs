@@ -62,6 +62,7 @@ use anyhow::Context;
 use dropline_core::alerts::{self, AlertKind};
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::WaitroomConfig;
+use dropline_core::ids::SaleId;
 use dropline_core::lease::Lease;
 use dropline_core::sale;
 use fred::interfaces::{HashesInterface, KeysInterface};
@@ -71,7 +72,6 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, WaitQueue};
 use dropline_core::sale::SaleState;
@@ -162,7 +162,7 @@ pub struct Admitter {
     reap_interval: Duration,
     enabled: bool,
     /// Leader only: per-sale state, dropped when the lead is lost.
-    sales: HashMap<Uuid, Track>,
+    sales: HashMap<SaleId, Track>,
     leader: bool,
     /// The lease is surely ours until then (from the send time of the last renewal).
     valid_until: Instant,
@@ -337,7 +337,7 @@ impl Admitter {
     }
 
     /// The armed sales, or `None` (logged) when the index cannot be read.
-    async fn indexed(&mut self) -> Option<Vec<Uuid>> {
+    async fn indexed(&mut self) -> Option<Vec<SaleId>> {
         match sale::indexed(&self.ctx.redis).await {
             Ok(ids) => {
                 self.index_errors.reset();
@@ -362,7 +362,7 @@ impl Admitter {
             return;
         };
         // Sales that left the index (unarmed elsewhere) are forgotten.
-        let listed: HashSet<Uuid> = ids.iter().copied().collect();
+        let listed: HashSet<SaleId> = ids.iter().copied().collect();
         self.sales.retain(|id, _| {
             let keep = listed.contains(id);
             if !keep {
@@ -372,11 +372,11 @@ impl Admitter {
         });
         let ctx = &self.ctx;
         let valid_until = self.valid_until;
-        let jobs: Vec<(Uuid, Track)> = ids
+        let jobs: Vec<(SaleId, Track)> = ids
             .into_iter()
             .map(|id| (id, self.sales.remove(&id).unwrap_or_default()))
             .collect();
-        let done: Vec<(Uuid, Option<Track>)> = futures_util::stream::iter(jobs)
+        let done: Vec<(SaleId, Option<Track>)> = futures_util::stream::iter(jobs)
             .map(|(id, track)| async move {
                 if Instant::now() >= valid_until {
                     // Stalled past the lease: do not act on it; the next tick renews or not.
@@ -403,11 +403,11 @@ impl Admitter {
         };
         let ctx = &self.ctx;
         let valid_until = self.valid_until;
-        let jobs: Vec<(Uuid, Track)> = ids
+        let jobs: Vec<(SaleId, Track)> = ids
             .into_iter()
             .filter_map(|id| self.sales.remove(&id).map(|track| (id, track)))
             .collect();
-        let done: Vec<(Uuid, Track)> = futures_util::stream::iter(jobs)
+        let done: Vec<(SaleId, Track)> = futures_util::stream::iter(jobs)
             .map(|(id, mut track)| async move {
                 if Instant::now() < valid_until {
                     ctx.reap_sale(id, &mut track).await;
@@ -423,7 +423,7 @@ impl Admitter {
 
 impl Ctx {
     /// One sale's tick. `None`: the sale left the index (closed and drained, or not armed).
-    async fn admit_sale(&self, id: Uuid, mut track: Track) -> Option<Track> {
+    async fn admit_sale(&self, id: SaleId, mut track: Track) -> Option<Track> {
         match self.try_admit_sale(id, &mut track).await {
             Ok(true) => Some(track),
             Ok(false) => None,
@@ -437,7 +437,7 @@ impl Ctx {
     }
 
     /// `Ok(false)` when the sale was taken out of the index.
-    async fn try_admit_sale(&self, id: Uuid, track: &mut Track) -> anyhow::Result<bool> {
+    async fn try_admit_sale(&self, id: SaleId, track: &mut Track) -> anyhow::Result<bool> {
         let Some(view) = sale::view(&self.redis, id).await? else {
             tracing::info!(sale = %id, "sale in the index is not armed: removing it from the index");
             self.unindex(id).await?;
@@ -522,7 +522,7 @@ impl Ctx {
     /// Sold out (once per sold-out spell of the sale, across leaders: a Redis flag) and
     /// admission stalled (the sale is open, buyers wait, and nobody was admitted for
     /// `stall_after` for a reason other than stock all being held).
-    async fn alert_on(&self, id: Uuid, outcome: &AdmitOutcome, track: &mut Track, now: Instant) {
+    async fn alert_on(&self, id: SaleId, outcome: &AdmitOutcome, track: &mut Track, now: Instant) {
         if outcome.state == SaleState::SoldOut {
             if !track.sold_out_alerted {
                 track.sold_out_alerted = true;
@@ -582,13 +582,13 @@ impl Ctx {
         }
     }
 
-    async fn unindex(&self, id: Uuid) -> anyhow::Result<()> {
+    async fn unindex(&self, id: SaleId) -> anyhow::Result<()> {
         sale::unindex(&self.redis, id).await?;
         zero_gauges(id);
         Ok(())
     }
 
-    async fn reap_sale(&self, id: Uuid, track: &mut Track) {
+    async fn reap_sale(&self, id: SaleId, track: &mut Track) {
         let queue = WaitQueue::new(&self.redis, id);
         let (mut expired, mut abandoned) = (0, 0);
         for _ in 0..REAP_CALLS {
@@ -631,7 +631,7 @@ fn tolerance(tick: Duration, per_second: i64) -> Duration {
     tick + Duration::from_secs_f64(1.0 / per_second as f64)
 }
 
-fn zero_gauges(id: Uuid) {
+fn zero_gauges(id: SaleId) {
     let label = id.to_string();
     metrics::gauge!("dropline_waitroom_queue_length", "sale" => label.clone()).set(0.0);
     metrics::gauge!("dropline_waitroom_active", "sale" => label).set(0.0);
@@ -640,7 +640,7 @@ fn zero_gauges(id: Uuid) {
 /// The sale's stock as the leader read it this tick: `dropline_sale_stock_units{sale, state}`
 /// with `state` available, held (HELD and PAYING) or sold. Only the leader ticks, so a
 /// dashboard takes the max over replicas (a former leader's figure stops moving).
-fn stock_gauges(id: Uuid, view: &sale::SaleView) {
+fn stock_gauges(id: SaleId, view: &sale::SaleView) {
     let label = id.to_string();
     for (state, units) in [
         ("available", view.available),

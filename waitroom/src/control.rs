@@ -45,9 +45,9 @@ use dropline_core::coalesce::Coalesce;
 use dropline_core::config::WaitroomConfig;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::http::extract::{self, PathId};
+use dropline_core::ids::SaleId;
 use fred::types::Value;
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::page::{Asset, api_base_url, escape_script_json_into};
 use crate::queue::Reply;
@@ -75,7 +75,7 @@ struct ControlRoom {
     script: Asset,
     stylesheet: Asset,
     /// Concurrent data requests for one sale share one Redis call.
-    reads: Coalesce<Uuid, Result<Option<Figures>, ApiError>>,
+    reads: Coalesce<SaleId, Result<Option<Figures>, ApiError>>,
 }
 
 /// The control room's routes.
@@ -133,7 +133,7 @@ pub struct Figures {
 }
 
 /// Reads a sale's figures in one round trip; `None` when the sale is not armed.
-pub async fn figures(redis: &Redis, sale: Uuid) -> anyhow::Result<Option<Figures>> {
+pub async fn figures(redis: &Redis, sale: SaleId) -> anyhow::Result<Option<Figures>> {
     let layout = SaleKeys::new(redis, sale);
     let keys = vec![
         layout.cfg(),
@@ -179,7 +179,7 @@ pub async fn figures(redis: &Redis, sale: Uuid) -> anyhow::Result<Option<Figures
 
 #[derive(Debug, Serialize)]
 struct DataAnswer {
-    sale_id: Uuid,
+    sale_id: SaleId,
     state: &'static str,
     now: String,
     now_ms: u64,
@@ -217,7 +217,7 @@ struct OrdersAnswer {
 }
 
 impl DataAnswer {
-    fn new(sale_id: Uuid, f: &Figures) -> Self {
+    fn new(sale_id: SaleId, f: &Figures) -> Self {
         Self {
             sale_id,
             state: f.state.as_str(),
@@ -279,7 +279,7 @@ impl FromRequestParts<Arc<ControlRoom>> for AdminCaller {
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn control_data(
     State(room): State<Arc<ControlRoom>>,
-    PathId(sale): PathId,
+    PathId(sale): PathId<SaleId>,
     _admin: AdminCaller,
 ) -> Result<Response, ApiError> {
     let redis = room.redis.clone();
@@ -315,9 +315,9 @@ struct PageConfig<'a> {
 
 async fn control_page(
     State(room): State<Arc<ControlRoom>>,
-    PathId(sale): PathId,
+    PathId(sale): PathId<SaleId>,
 ) -> Result<Response, ApiError> {
-    let sale_id = sale.hyphenated().to_string();
+    let sale_id = sale.as_uuid().hyphenated().to_string();
     let config = PageConfig {
         sale_id: &sale_id,
         api_base_url: &room.api_base_url,

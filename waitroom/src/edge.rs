@@ -36,9 +36,9 @@ use dropline_core::coalesce::Coalesce;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::http::extract::{self, PathId};
 use dropline_core::http::limit::{Keyed, per_minute};
+use dropline_core::ids::{SaleId, UserId};
 use rand::Rng;
 use serde::Serialize;
-use uuid::Uuid;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -95,9 +95,9 @@ impl Secrets {
 #[derive(Debug)]
 struct Limits {
     join_ip: Keyed<IpAddr>,
-    join_user: Keyed<Uuid>,
+    join_user: Keyed<UserId>,
     status_ip: Keyed<IpAddr>,
-    status_user: Keyed<Uuid>,
+    status_user: Keyed<UserId>,
 }
 
 /// What every handler shares; cheap to clone.
@@ -115,13 +115,13 @@ struct Inner {
     max_queue_length: u64,
     trust_forwarded_for: bool,
     /// Concurrent stats reads of one sale share one Redis call.
-    stats: Coalesce<Uuid, Result<Option<Stats>, ApiError>>,
+    stats: Coalesce<SaleId, Result<Option<Stats>, ApiError>>,
     /// Concurrent status polls of one sale share one Redis call.
     polls: Polls,
 }
 
 /// A queued status poll: the user, and where its answer goes.
-type Poll = (Uuid, oneshot::Sender<Result<Option<Status>, ApiError>>);
+type Poll = (UserId, oneshot::Sender<Result<Option<Status>, ApiError>>);
 
 /// Status polls, batched per sale ("smart batching"). A poll queues its user; one task per
 /// sale takes everything queued (up to [`MAX_STATUS_BATCH`]) and answers it with one
@@ -132,7 +132,7 @@ type Poll = (Uuid, oneshot::Sender<Result<Option<Status>, ApiError>>);
 struct Polls {
     redis: Redis,
     abandon_after: Duration,
-    queues: Mutex<HashMap<Uuid, mpsc::Sender<Poll>>>,
+    queues: Mutex<HashMap<SaleId, mpsc::Sender<Poll>>>,
 }
 
 /// Polls a sale may have queued before callers wait for room (backpressure).
@@ -148,7 +148,7 @@ impl Polls {
     }
 
     /// Where `user` stands in `sale` (recording the poll); `None`: the sale is not armed.
-    async fn poll(&self, sale: Uuid, user: Uuid) -> Result<Option<Status>, ApiError> {
+    async fn poll(&self, sale: SaleId, user: UserId) -> Result<Option<Status>, ApiError> {
         let stopped =
             || ApiError::internal(anyhow::anyhow!("the status batcher of {sale} stopped"));
         let (answer, answered) = oneshot::channel();
@@ -181,7 +181,7 @@ impl Polls {
 
     /// Starts the batching task of `sale`'s polls and returns its queue. Lives as long as this
     /// edge (sales are few; only ticket holders, who joined an armed sale, reach here).
-    fn start_batcher(&self, sale: Uuid) -> mpsc::Sender<Poll> {
+    fn start_batcher(&self, sale: SaleId) -> mpsc::Sender<Poll> {
         let (tx, rx) = mpsc::channel(POLL_QUEUE);
         tokio::spawn(batch_polls(
             WaitQueue::new(&self.redis, sale),
@@ -196,7 +196,7 @@ impl Polls {
 async fn batch_polls(queue: WaitQueue, abandon_after: Duration, mut rx: mpsc::Receiver<Poll>) {
     let mut batch: Vec<Poll> = Vec::with_capacity(MAX_STATUS_BATCH);
     while rx.recv_many(&mut batch, MAX_STATUS_BATCH).await > 0 {
-        let users: Vec<Uuid> = batch.iter().map(|(user, _)| *user).collect();
+        let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
         metrics::histogram!("dropline_waitroom_status_batch_size").record(users.len() as f64);
         match queue.status_many(&users, abandon_after).await {
             Ok(answers) => {
@@ -263,7 +263,7 @@ impl Edge {
         })))
     }
 
-    fn queue(&self, sale: Uuid) -> WaitQueue {
+    fn queue(&self, sale: SaleId) -> WaitQueue {
         WaitQueue::new(&self.0.redis, sale)
     }
 }
@@ -344,7 +344,7 @@ impl FromRequestParts<Edge> for Caller {
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn join(
     State(edge): State<Edge>,
-    PathId(sale): PathId,
+    PathId(sale): PathId<SaleId>,
     caller: Caller,
 ) -> Result<Json<JoinAnswer>, ApiError> {
     let e = &edge.0;
@@ -392,7 +392,7 @@ async fn join(
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn status(
     State(edge): State<Edge>,
-    PathId(sale): PathId,
+    PathId(sale): PathId<SaleId>,
     caller: Caller,
 ) -> Result<Json<StatusAnswer>, ApiError> {
     let e = &edge.0;
@@ -427,7 +427,7 @@ async fn status(
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn leave(
     State(edge): State<Edge>,
-    PathId(sale): PathId,
+    PathId(sale): PathId<SaleId>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     let user = ticket_user(&edge, sale, caller.token())?;
@@ -446,7 +446,7 @@ async fn leave(
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn stats(
     State(edge): State<Edge>,
-    PathId(sale): PathId,
+    PathId(sale): PathId<SaleId>,
 ) -> Result<Json<StatsAnswer>, ApiError> {
     let queue = edge.queue(sale);
     let stats = edge
@@ -485,7 +485,7 @@ async fn jwks(State(edge): State<Edge>) -> Response {
 
 /// The user a request's ticket names (401 `unauthorized` when missing, forged, expired or for
 /// another sale).
-fn ticket_user(edge: &Edge, sale: Uuid, token: Option<&str>) -> Result<Uuid, ApiError> {
+fn ticket_user(edge: &Edge, sale: SaleId, token: Option<&str>) -> Result<UserId, ApiError> {
     let token = token.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
@@ -508,8 +508,8 @@ fn ticket_user(edge: &Edge, sale: Uuid, token: Option<&str>) -> Result<Uuid, Api
 /// expiry on every replica (both come from Redis).
 fn mint_pass(
     edge: &Edge,
-    sale: Uuid,
-    user: Uuid,
+    sale: SaleId,
+    user: UserId,
     status: &Status,
     deadline_ms: u64,
 ) -> Result<String, ApiError> {

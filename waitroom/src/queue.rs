@@ -43,16 +43,15 @@
 //! until the sale's first open tick, and keeps its last value while the sale is paused,
 //! scheduled, sold out or closed.
 
-use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::SaleState;
 use dropline_core::sale::keys::SaleKeys;
 use fred::types::Value;
 use rand::Rng;
-use uuid::Uuid;
 
 use crate::scripts::{WR_ADMIT, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
 
@@ -67,7 +66,7 @@ pub const MAX_STATUS_BATCH: usize = 256;
 pub const MAX_REAP_BATCH: u32 = 5_000;
 
 /// The queue member for a user: the UUID's 16 raw bytes.
-pub fn member(user: Uuid) -> [u8; 16] {
+pub fn member(user: UserId) -> [u8; 16] {
     *user.as_bytes()
 }
 
@@ -84,7 +83,7 @@ pub struct QueueKeys {
 }
 
 impl QueueKeys {
-    pub fn new(redis: &Redis, sale: impl fmt::Display) -> Self {
+    pub fn new(redis: &Redis, sale: SaleId) -> Self {
         let layout = SaleKeys::new(redis, sale);
         Self {
             cfg: layout.cfg(),
@@ -253,7 +252,7 @@ impl AdmitParams {
 pub struct AdmitOutcome {
     pub state: SaleState,
     /// The users admitted now, in queue order.
-    pub admitted: Vec<Uuid>,
+    pub admitted: Vec<UserId>,
     /// Silent users removed from the head now.
     pub skipped: u64,
     pub queue_length: u64,
@@ -298,7 +297,7 @@ pub struct WaitQueue {
 }
 
 impl WaitQueue {
-    pub fn new(redis: &Redis, sale: impl fmt::Display) -> Self {
+    pub fn new(redis: &Redis, sale: SaleId) -> Self {
         Self {
             keys: QueueKeys::new(redis, sale),
             redis: redis.clone(),
@@ -313,7 +312,7 @@ impl WaitQueue {
     /// `None`: the sale is not armed in Redis.
     pub async fn join(
         &self,
-        user: Uuid,
+        user: UserId,
         options: &JoinOptions,
     ) -> anyhow::Result<Option<JoinOutcome>> {
         // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
@@ -351,7 +350,7 @@ impl WaitQueue {
     /// `None`: the sale is not armed in Redis.
     pub async fn status(
         &self,
-        user: Uuid,
+        user: UserId,
         abandon_after: Duration,
     ) -> anyhow::Result<Option<Status>> {
         let mut all = self.status_many(&[user], abandon_after).await?;
@@ -363,7 +362,7 @@ impl WaitQueue {
     /// armed in Redis. At most [`MAX_STATUS_BATCH`] users.
     pub async fn status_many(
         &self,
-        users: &[Uuid],
+        users: &[UserId],
         abandon_after: Duration,
     ) -> anyhow::Result<Vec<Option<Status>>> {
         anyhow::ensure!(
@@ -427,7 +426,7 @@ impl WaitQueue {
     }
 
     /// Leaves the queue and gives up an admission. `true` when there was something to remove.
-    pub async fn leave(&self, user: Uuid) -> anyhow::Result<bool> {
+    pub async fn leave(&self, user: UserId) -> anyhow::Result<bool> {
         let k = &self.keys;
         let removed: i64 = WR_LEAVE
             .run(
@@ -475,7 +474,7 @@ impl WaitQueue {
                 let bytes = v
                     .as_bytes()
                     .context("wr_admit: a user id is not a string")?;
-                Uuid::from_slice(bytes).context("wr_admit: a user id is not 16 bytes")
+                UserId::from_slice(bytes).context("wr_admit: a user id is not 16 bytes")
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Some(AdmitOutcome {

@@ -18,6 +18,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dropline_core::ids::{SaleId, UserId};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -66,7 +67,7 @@ impl TicketKey {
     }
 
     /// A ticket for `user` in `sale`, valid until `expires_at` (epoch seconds).
-    pub fn issue(&self, sale: Uuid, user: Uuid, expires_at: u64) -> String {
+    pub fn issue(&self, sale: SaleId, user: UserId, expires_at: u64) -> String {
         let mut raw = [0u8; BODY + TAG];
         raw[0] = VERSION;
         raw[1..17].copy_from_slice(sale.as_bytes());
@@ -81,7 +82,7 @@ impl TicketKey {
 
     /// The user a ticket names, when it is genuine, unexpired at `now` (epoch seconds) and for
     /// `sale`.
-    pub fn verify(&self, ticket: &str, sale: Uuid, now: u64) -> Result<Uuid, TicketError> {
+    pub fn verify(&self, ticket: &str, sale: SaleId, now: u64) -> Result<UserId, TicketError> {
         if ticket.len() != ((BODY + TAG) * 4).div_ceil(3) {
             return Err(TicketError::Malformed);
         }
@@ -105,11 +106,11 @@ impl TicketKey {
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&raw[1..17]);
-        if Uuid::from_bytes(id) != sale {
+        if Uuid::from_bytes(id) != sale.into_uuid() {
             return Err(TicketError::OtherSale);
         }
         id.copy_from_slice(&raw[17..33]);
-        Ok(Uuid::from_bytes(id))
+        Ok(UserId::from(Uuid::from_bytes(id)))
     }
 }
 
@@ -126,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_ticket_names_its_user_until_it_expires() {
-        let (sale, user) = (Uuid::now_v7(), Uuid::now_v7());
+        let (sale, user) = (SaleId::new_v7(), UserId::new_v7());
         let ticket = key(1).issue(sale, user, 1_000);
         assert_eq!(ticket.len(), 76);
         assert_eq!(key(1).verify(&ticket, sale, 999), Ok(user));
@@ -138,11 +139,11 @@ mod tests {
 
     #[test]
     fn forged_foreign_and_garbled_tickets_are_refused() {
-        let (sale, user) = (Uuid::now_v7(), Uuid::now_v7());
+        let (sale, user) = (SaleId::new_v7(), UserId::new_v7());
         let ticket = key(1).issue(sale, user, 1_000);
         assert_eq!(key(2).verify(&ticket, sale, 0), Err(TicketError::BadTag));
         assert_eq!(
-            key(1).verify(&ticket, Uuid::now_v7(), 0),
+            key(1).verify(&ticket, SaleId::new_v7(), 0),
             Err(TicketError::OtherSale)
         );
         // Flip one bit of every byte position in turn: each is caught.

@@ -15,6 +15,7 @@ use anyhow::Context;
 use chrono::Utc;
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::WaitroomConfig;
+use dropline_core::ids::{ProductId, SaleId, UserId};
 use dropline_core::sale::{self, SaleConfig, SaleState, SettingsUpdate};
 use dropline_testkit::{TestEnv, eventually};
 use dropline_waitroom::admitter::{self, Admitter, RATE_FIELD, Watch};
@@ -25,7 +26,6 @@ use fred::prelude::*;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 const TICK: Duration = Duration::from_millis(100);
 const LEASE: Duration = Duration::from_secs(1);
@@ -77,9 +77,9 @@ impl World {
     }
 
     async fn arm(&self, spec: Spec) -> anyhow::Result<TestSale> {
-        let id = Uuid::now_v7();
+        let id = SaleId::new_v7();
         let config = SaleConfig {
-            product_id: Uuid::now_v7(),
+            product_id: ProductId::new_v7(),
             price: 1_000,
             currency: "KRW".into(),
             stock_total: spec.stock,
@@ -151,21 +151,21 @@ impl Candidate {
 }
 
 struct TestSale {
-    id: Uuid,
+    id: SaleId,
     redis: Redis,
     queue: WaitQueue,
 }
 
 impl TestSale {
     /// `n` buyers join, one after the other (so the line is in this order).
-    async fn fill(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    async fn fill(&self, n: usize) -> anyhow::Result<Vec<UserId>> {
         let options = JoinOptions {
             max_queue_length: 0,
             abandon_after: ABANDON,
         };
         let mut users = Vec::with_capacity(n);
         for _ in 0..n {
-            let user = Uuid::now_v7();
+            let user = UserId::new_v7();
             match self.queue.join(user, &options).await? {
                 Some(JoinOutcome::Standing { new: true, .. }) => users.push(user),
                 other => anyhow::bail!("join: {other:?}"),
@@ -186,7 +186,7 @@ impl TestSale {
         self.queue.stats().await?.context("stats: sale not armed")
     }
 
-    async fn place(&self, user: Uuid) -> anyhow::Result<Place> {
+    async fn place(&self, user: UserId) -> anyhow::Result<Place> {
         Ok(self
             .queue
             .status(user, ABANDON)
@@ -214,7 +214,7 @@ impl TestSale {
     }
 
     /// The order side's hooks (see `queue.rs`): a buyer with a live order stays active...
-    async fn hold_active(&self, user: Uuid) -> anyhow::Result<()> {
+    async fn hold_active(&self, user: UserId) -> anyhow::Result<()> {
         let t: Vec<i64> = self
             .redis
             .pool()
@@ -237,7 +237,7 @@ impl TestSale {
     }
 
     /// ...until the order ends, which frees the slot.
-    async fn order_ended(&self, user: Uuid) -> anyhow::Result<()> {
+    async fn order_ended(&self, user: UserId) -> anyhow::Result<()> {
         let _: i64 = self
             .redis
             .pool()
@@ -592,7 +592,7 @@ async fn admission_follows_the_stock() -> anyhow::Result<()> {
         })
         .await?;
     // Two earlier buyers hold the two units in live orders.
-    let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
+    let (x, y) = (UserId::new_v7(), UserId::new_v7());
     sale.hold_active(x).await?;
     sale.hold_active(y).await?;
     sale.set("avail", 0).await?;
@@ -775,7 +775,7 @@ async fn the_reaper_removes_silent_buyers_and_lapsed_admissions() -> anyhow::Res
     let users = sale.fill(30).await?;
     let live = users[15];
     let lapsed: Vec<Value> = (0..3)
-        .map(|_| Value::from(&member(Uuid::now_v7())[..]))
+        .map(|_| Value::from(&member(UserId::new_v7())[..]))
         .collect();
     for user in &lapsed {
         let _: i64 = sale

@@ -9,6 +9,7 @@ use chrono::Utc;
 use dropline_core::alerts;
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::AlertsConfig;
+use dropline_core::ids::{ProductId, SaleId, UserId};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::TestEnv;
 use dropline_testkit::webhook::WebhookSink;
@@ -16,14 +17,13 @@ use dropline_waitroom::admitter::Admitter;
 use dropline_waitroom::queue::{JoinOptions, WaitQueue};
 use fred::prelude::*;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn arm(redis: &Redis, stock: i64, max_active: Option<i64>) -> anyhow::Result<Uuid> {
-    let id = Uuid::now_v7();
+async fn arm(redis: &Redis, stock: i64, max_active: Option<i64>) -> anyhow::Result<SaleId> {
+    let id = SaleId::new_v7();
     let config = SaleConfig {
-        product_id: Uuid::now_v7(),
+        product_id: ProductId::new_v7(),
         price: 1_000,
         currency: "KRW".into(),
         stock_total: stock,
@@ -46,7 +46,7 @@ async fn arm(redis: &Redis, stock: i64, max_active: Option<i64>) -> anyhow::Resu
         abandon_after: Duration::from_secs(120),
     };
     for _ in 0..5 {
-        queue.join(Uuid::now_v7(), &options).await?;
+        queue.join(UserId::new_v7(), &options).await?;
     }
     Ok(id)
 }

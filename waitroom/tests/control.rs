@@ -10,6 +10,7 @@ use dropline_core::Config;
 use dropline_core::auth::keys::KeyRing;
 use dropline_core::auth::tokens::{self, Role};
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::{TestEnv, assert_error};
@@ -65,14 +66,14 @@ impl Room {
         self.deps.redis()
     }
 
-    fn token(&self, user: Uuid, role: Role) -> anyhow::Result<String> {
+    fn token(&self, user: UserId, role: Role) -> anyhow::Result<String> {
         Ok(tokens::issue_access(&self.access, user, role, Duration::from_secs(600))?.0)
     }
 
-    async fn sale(&self, tweak: impl FnOnce(&mut SaleConfig)) -> anyhow::Result<Uuid> {
-        let id = Uuid::now_v7();
+    async fn sale(&self, tweak: impl FnOnce(&mut SaleConfig)) -> anyhow::Result<SaleId> {
+        let id = SaleId::new_v7();
         let mut cfg = SaleConfig {
-            product_id: Uuid::now_v7(),
+            product_id: ProductId::new_v7(),
             price: 1000,
             currency: "KRW".into(),
             stock_total: 100,
@@ -112,8 +113,8 @@ impl Room {
         Ok((status, body))
     }
 
-    async fn join(&self, sale: Uuid) -> anyhow::Result<Uuid> {
-        let user = Uuid::now_v7();
+    async fn join(&self, sale: SaleId) -> anyhow::Result<UserId> {
+        let user = UserId::new_v7();
         let response = self
             .http
             .post(format!("{}/w/{sale}/join", self.base))
@@ -143,7 +144,7 @@ async fn control_data_is_for_administrators_only() -> anyhow::Result<()> {
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     let (status, body) = room.data(&sale, Some("not.a.token")).await?;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-    let buyer = room.token(Uuid::now_v7(), Role::Buyer)?;
+    let buyer = room.token(UserId::new_v7(), Role::Buyer)?;
     let (status, body) = room.data(&sale, Some(&buyer)).await?;
     assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
     // A token signed by another key is not an access token of this deployment.
@@ -153,7 +154,7 @@ async fn control_data_is_for_administrators_only() -> anyhow::Result<()> {
     )?;
     let forged = tokens::issue_access(
         &stranger,
-        Uuid::now_v7(),
+        UserId::new_v7(),
         Role::Admin,
         Duration::from_secs(60),
     )?
@@ -161,7 +162,7 @@ async fn control_data_is_for_administrators_only() -> anyhow::Result<()> {
     let (status, body) = room.data(&sale, Some(&forged)).await?;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
 
-    let admin = room.token(Uuid::now_v7(), Role::Admin)?;
+    let admin = room.token(UserId::new_v7(), Role::Admin)?;
     let (status, body) = room.data(&sale, Some(&admin)).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["sale_id"], sale.as_str());
@@ -202,7 +203,7 @@ async fn control_data_shows_the_line_admissions_stock_and_orders() -> anyhow::Re
     let orders = Orders::new(room.redis()?, sale);
     let mut ids = Vec::new();
     for (buyer, quantity) in admitted.iter().zip([2, 1, 1]) {
-        let order = Uuid::now_v7();
+        let order = OrderId::new_v7();
         let outcome = orders
             .reserve(&ReserveRequest {
                 order,
@@ -219,7 +220,7 @@ async fn control_data_shows_the_line_admissions_stock_and_orders() -> anyhow::Re
     assert!(orders.begin_payment(ids[2], timeout).await?.applied());
     assert!(orders.confirm(ids[2]).await?.applied());
 
-    let admin = room.token(Uuid::now_v7(), Role::Admin)?;
+    let admin = room.token(UserId::new_v7(), Role::Admin)?;
     let (status, body) = room.data(&sale.to_string(), Some(&admin)).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "open", "{body}");
@@ -264,7 +265,7 @@ async fn control_data_shows_the_line_admissions_stock_and_orders() -> anyhow::Re
 #[tokio::test]
 async fn the_control_page_is_served_without_outside_assets() -> anyhow::Result<()> {
     let room = Room::start().await?;
-    let sale = Uuid::now_v7();
+    let sale = SaleId::new_v7();
     let (status, headers, html) = room.get(&format!("/w/{sale}/control"), None).await?;
     assert_eq!(status, StatusCode::OK);
     let header = |name: &str| {

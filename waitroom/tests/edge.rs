@@ -10,6 +10,7 @@ use dropline_core::Config;
 use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{self, PassClaims, PassError, Role};
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::ids::{ProductId, SaleId, UserId};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::{TestEnv, assert_error};
 use dropline_waitroom::queue::{AdmitParams, WaitQueue};
@@ -77,15 +78,15 @@ impl Edge {
         self.deps.redis()
     }
 
-    fn token(&self, user: Uuid) -> anyhow::Result<String> {
+    fn token(&self, user: UserId) -> anyhow::Result<String> {
         Ok(tokens::issue_access(&self.access, user, Role::Buyer, Duration::from_secs(600))?.0)
     }
 
     /// An armed sale, open since a second ago unless `tweak` says otherwise.
-    async fn sale(&self, tweak: impl FnOnce(&mut SaleConfig)) -> anyhow::Result<Uuid> {
-        let id = Uuid::now_v7();
+    async fn sale(&self, tweak: impl FnOnce(&mut SaleConfig)) -> anyhow::Result<SaleId> {
+        let id = SaleId::new_v7();
         let mut cfg = SaleConfig {
-            product_id: Uuid::now_v7(),
+            product_id: ProductId::new_v7(),
             price: 1000,
             currency: "KRW".into(),
             stock_total: 100,
@@ -126,7 +127,7 @@ impl Edge {
         Ok((status, headers, body))
     }
 
-    async fn join(&self, sale: Uuid, token: &str) -> anyhow::Result<(StatusCode, Value)> {
+    async fn join(&self, sale: SaleId, token: &str) -> anyhow::Result<(StatusCode, Value)> {
         let (status, _, body) = self
             .call(
                 reqwest::Method::POST,
@@ -137,7 +138,7 @@ impl Edge {
         Ok((status, body))
     }
 
-    async fn status(&self, sale: Uuid, ticket: &str) -> anyhow::Result<(StatusCode, Value)> {
+    async fn status(&self, sale: SaleId, ticket: &str) -> anyhow::Result<(StatusCode, Value)> {
         let (status, _, body) = self
             .call(
                 reqwest::Method::GET,
@@ -149,8 +150,8 @@ impl Edge {
     }
 
     /// Joins as a new user and returns (user, ticket).
-    async fn joined(&self, sale: Uuid) -> anyhow::Result<(Uuid, String, Value)> {
-        let user = Uuid::now_v7();
+    async fn joined(&self, sale: SaleId) -> anyhow::Result<(UserId, String, Value)> {
+        let user = UserId::new_v7();
         let (status, body) = self.join(sale, &self.token(user)?).await?;
         anyhow::ensure!(status == StatusCode::OK, "join: {status} {body}");
         let ticket = body["ticket"]
@@ -160,7 +161,7 @@ impl Edge {
         Ok((user, ticket, body))
     }
 
-    async fn admit(&self, sale: Uuid, n: u32) -> anyhow::Result<usize> {
+    async fn admit(&self, sale: SaleId, n: u32) -> anyhow::Result<usize> {
         let params = AdmitParams::new(
             n,
             Duration::from_secs(self.config.waitroom.abandon_after_seconds),
@@ -272,11 +273,11 @@ async fn admitted_buyers_get_a_pass_that_only_the_right_sale_and_user_accept() -
     let claims = tokens::verify_pass(&edge.api_pass_ring, &pass, sale, first)?;
     assert_eq!(claims.exp, expires.timestamp());
     assert_eq!(
-        tokens::verify_pass(&edge.api_pass_ring, &pass, Uuid::now_v7(), first),
+        tokens::verify_pass(&edge.api_pass_ring, &pass, SaleId::new_v7(), first),
         Err(PassError::OtherSale)
     );
     assert_eq!(
-        tokens::verify_pass(&edge.api_pass_ring, &pass, sale, Uuid::now_v7()),
+        tokens::verify_pass(&edge.api_pass_ring, &pass, sale, UserId::new_v7()),
         Err(PassError::OtherUser)
     );
     // A bad signature: the same claims signed by a key the api does not trust.
@@ -322,7 +323,7 @@ async fn tokens_and_tickets_are_checked() -> anyhow::Result<()> {
     let edge = Edge::start().await?;
     let sale = edge.sale(|_| {}).await?;
     let other_sale = edge.sale(|_| {}).await?;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     let token = edge.token(user)?;
     // Join: no token, a garbled token, a token signed by a stranger.
     let (status, _, body) = edge
@@ -360,9 +361,9 @@ async fn tokens_and_tickets_are_checked() -> anyhow::Result<()> {
         .await?;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     // Unknown sale and a path that is not a sale id.
-    let (status, body) = edge.join(Uuid::now_v7(), &token).await?;
+    let (status, body) = edge.join(SaleId::new_v7(), &token).await?;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
-    let (status, body) = edge.join(Uuid::nil(), &token).await?;
+    let (status, body) = edge.join(SaleId::nil(), &token).await?;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, _, body) = edge
         .call(reqwest::Method::POST, "/w/not-a-sale/join", Some(&token))
@@ -423,7 +424,7 @@ async fn sold_out_and_closed_reach_joiners_and_waiting_buyers() -> anyhow::Resul
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["state"], "sold_out");
     assert!(body["position"].is_null());
-    let (status, body) = edge.join(sale, &edge.token(Uuid::now_v7())?).await?;
+    let (status, body) = edge.join(sale, &edge.token(UserId::new_v7())?).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "sold_out");
     // Stock comes back: the waiting buyer's place was kept.
@@ -453,7 +454,7 @@ async fn a_full_line_answers_queue_full_with_retry_after() -> anyhow::Result<()>
         .call(
             reqwest::Method::POST,
             &format!("/w/{sale}/join"),
-            Some(&edge.token(Uuid::now_v7())?),
+            Some(&edge.token(UserId::new_v7())?),
         )
         .await?;
     assert_error(status, &body, StatusCode::SERVICE_UNAVAILABLE, "queue_full");
@@ -472,7 +473,7 @@ async fn join_and_status_are_limited_per_user() -> anyhow::Result<()> {
     ])
     .await?;
     let sale = edge.sale(|_| {}).await?;
-    let user = Uuid::now_v7();
+    let user = UserId::new_v7();
     let token = edge.token(user)?;
     let (_, body) = edge.join(sale, &token).await?;
     let ticket = body["ticket"].as_str().unwrap_or_default().to_owned();
@@ -494,7 +495,7 @@ async fn join_and_status_are_limited_per_user() -> anyhow::Result<()> {
     let (status, body) = edge.status(sale, &ticket).await?;
     assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     // Another user is not affected.
-    let (status, _) = edge.join(sale, &edge.token(Uuid::now_v7())?).await?;
+    let (status, _) = edge.join(sale, &edge.token(UserId::new_v7())?).await?;
     assert_eq!(status, StatusCode::OK);
     edge.stop().await
 }

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::SaleState;
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{
@@ -50,12 +51,12 @@ impl Default for SaleSpec {
 struct Sale {
     redis: Redis,
     queue: WaitQueue,
-    id: Uuid,
+    id: SaleId,
 }
 
 impl Sale {
     async fn arm(redis: &Redis, spec: SaleSpec) -> anyhow::Result<Self> {
-        let id = Uuid::now_v7();
+        let id = SaleId::new_v7();
         let opens_at = redis_now_ms(redis).await? + spec.opens_in_ms;
         let pool = redis.pool();
         let cfg: Vec<(&str, String)> = vec![
@@ -111,18 +112,18 @@ impl Sale {
         self.set_cfg("opens_at", at).await
     }
 
-    async fn join(&self, user: Uuid) -> anyhow::Result<(Status, bool)> {
+    async fn join(&self, user: UserId) -> anyhow::Result<(Status, bool)> {
         match self.queue.join(user, &join_options()).await? {
             Some(JoinOutcome::Standing { status, new }) => Ok((status, new)),
             other => anyhow::bail!("join: {other:?}"),
         }
     }
 
-    async fn place(&self, user: Uuid) -> anyhow::Result<Place> {
+    async fn place(&self, user: UserId) -> anyhow::Result<Place> {
         self.place_with(user, ABANDON).await
     }
 
-    async fn place_with(&self, user: Uuid, abandon_after: Duration) -> anyhow::Result<Place> {
+    async fn place_with(&self, user: UserId, abandon_after: Duration) -> anyhow::Result<Place> {
         match self.queue.status(user, abandon_after).await? {
             Some(status) => Ok(status.place),
             None => anyhow::bail!("status: sale not found"),
@@ -152,7 +153,7 @@ impl Sale {
     }
 
     /// The order side's hooks (see `queue.rs`): an order keeps the buyer active until it ends.
-    async fn order_placed(&self, user: Uuid, qty: i64) -> anyhow::Result<()> {
+    async fn order_placed(&self, user: UserId, qty: i64) -> anyhow::Result<()> {
         let pool = self.redis.pool();
         let _: i64 = pool
             .decr_by(self.redis.sale_key(self.id, "avail"), qty)
@@ -177,7 +178,7 @@ impl Sale {
     }
 
     /// An order ends: paid (`to_sold`) or expired (units back to avail); the slot frees.
-    async fn order_ended(&self, user: Uuid, qty: i64, paid: bool) -> anyhow::Result<()> {
+    async fn order_ended(&self, user: UserId, qty: i64, paid: bool) -> anyhow::Result<()> {
         let pool = self.redis.pool();
         let _: i64 = pool
             .decr_by(self.redis.sale_key(self.id, "held"), qty)
@@ -206,7 +207,7 @@ async fn redis_now_ms(redis: &Redis) -> anyhow::Result<i64> {
 /// `abandon_after`); everyone else in the queue stays silent.
 async fn wait_while_polling(
     sale: &Sale,
-    live: &[Uuid],
+    live: &[UserId],
     abandon_after: Duration,
     silence: Duration,
 ) -> anyhow::Result<()> {
@@ -230,8 +231,8 @@ async fn connect(env: &TestEnv) -> anyhow::Result<Redis> {
     Redis::connect(&env.config.redis).await
 }
 
-fn users(n: usize) -> Vec<Uuid> {
-    (0..n).map(|_| Uuid::now_v7()).collect()
+fn users(n: usize) -> Vec<UserId> {
+    (0..n).map(|_| UserId::new_v7()).collect()
 }
 
 #[tokio::test]
@@ -367,7 +368,7 @@ fn spearman(a: &[u64], b: &[u64]) -> f64 {
 }
 
 /// Final positions of `buyers` (status after opening), concurrently.
-async fn positions(sale: &Sale, buyers: &[Uuid]) -> anyhow::Result<Vec<u64>> {
+async fn positions(sale: &Sale, buyers: &[UserId]) -> anyhow::Result<Vec<u64>> {
     let places: Vec<anyhow::Result<Place>> = stream::iter(buyers.iter().copied())
         .map(|u| sale.place(u))
         .buffered(256)
@@ -505,7 +506,7 @@ async fn admitting_from_an_empty_queue_admits_nobody() -> anyhow::Result<()> {
     );
     assert_eq!(outcome.limit, AdmitLimit::Empty);
     // A zero budget admits nobody either, and says why.
-    sale.join(Uuid::now_v7()).await?;
+    sale.join(UserId::new_v7()).await?;
     let outcome = sale.admit(0).await?;
     assert!(outcome.admitted.is_empty());
     assert_eq!(outcome.limit, AdmitLimit::Rate);
@@ -663,7 +664,7 @@ async fn pause_admits_nobody_and_keeps_every_place() -> anyhow::Result<()> {
         assert!(status.paused);
     }
     // New arrivals still queue while paused.
-    let late = Uuid::now_v7();
+    let late = UserId::new_v7();
     assert_eq!(
         sale.join(late).await?.0.place,
         Place::Waiting { position: 6 }
@@ -695,8 +696,8 @@ async fn silent_buyers_are_skipped_and_the_queue_drains() -> anyhow::Result<()> 
     for &u in &b {
         sale.join(u).await?;
     }
-    let silent: HashSet<Uuid> = b.iter().copied().skip(2).step_by(3).collect();
-    let live: Vec<Uuid> = b.iter().copied().filter(|u| !silent.contains(u)).collect();
+    let silent: HashSet<UserId> = b.iter().copied().skip(2).step_by(3).collect();
+    let live: Vec<UserId> = b.iter().copied().filter(|u| !silent.contains(u)).collect();
     assert_eq!((silent.len(), live.len()), (10, 20));
     // Wall time passes (abandonment has one-second resolution: 2 s of silence > 1 s).
     wait_while_polling(&sale, &live, ABANDON_FAST, Duration::from_millis(2_100)).await?;
@@ -861,7 +862,7 @@ async fn leaving_is_idempotent_and_frees_an_admission() -> anyhow::Result<()> {
     }
     assert!(sale.queue.leave(b[1]).await?);
     assert!(!sale.queue.leave(b[1]).await?);
-    assert!(!sale.queue.leave(Uuid::now_v7()).await?, "never joined");
+    assert!(!sale.queue.leave(UserId::new_v7()).await?, "never joined");
     assert_eq!(sale.place(b[1]).await?, Place::NotQueued);
     assert_eq!(sale.place(b[2]).await?, Place::Waiting { position: 2 });
     // An admitted buyer who leaves gives the slot back at once.
@@ -883,7 +884,7 @@ async fn the_reaper_sweeps_silent_waiters_in_bounded_batches() -> anyhow::Result
     for &u in &b {
         sale.join(u).await?;
     }
-    let live: Vec<Uuid> = b.iter().copied().step_by(5).collect();
+    let live: Vec<UserId> = b.iter().copied().step_by(5).collect();
     wait_while_polling(&sale, &live, ABANDON_FAST, Duration::from_millis(2_100)).await?;
     let mut abandoned = 0;
     let mut calls = 0;
@@ -922,7 +923,7 @@ async fn before_opening_buyers_are_scheduled_and_nobody_is_admitted() -> anyhow:
         },
     )
     .await?;
-    let u = Uuid::now_v7();
+    let u = UserId::new_v7();
     let (status, new) = sale.join(u).await?;
     assert!(new);
     assert_eq!(status.place, Place::Scheduled);
@@ -945,11 +946,11 @@ async fn closed_sales_and_unknown_sales_say_so() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
-    let u = Uuid::now_v7();
+    let u = UserId::new_v7();
     sale.join(u).await?;
     sale.set_cfg("closed", 1).await?;
     assert_eq!(sale.place(u).await?, Place::Closed);
-    assert_eq!(sale.join(Uuid::now_v7()).await?.0.place, Place::Closed);
+    assert_eq!(sale.join(UserId::new_v7()).await?.0.place, Place::Closed);
     assert_eq!(sale.admit(10).await?.state, SaleState::Closed);
     assert_eq!(sale.stats().await?.state, SaleState::Closed);
     // closes_at in the past closes it too.
@@ -958,7 +959,7 @@ async fn closed_sales_and_unknown_sales_say_so() -> anyhow::Result<()> {
     other.set_cfg("closes_at", now - 1).await?;
     assert_eq!(other.join(u).await?.0.place, Place::Closed);
     // A sale that was never armed.
-    let unknown = WaitQueue::new(&redis, Uuid::now_v7());
+    let unknown = WaitQueue::new(&redis, SaleId::new_v7());
     assert!(unknown.join(u, &join_options()).await?.is_none());
     assert!(unknown.status(u, ABANDON).await?.is_none());
     assert!(
@@ -1005,7 +1006,7 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
     for buyer in &buyers {
         sale.queue.join(*buyer, &join_options()).await?;
     }
-    let stranger = Uuid::now_v7();
+    let stranger = UserId::new_v7();
     let batch = [buyers[2], stranger, buyers[0], buyers[2]];
     let answers = sale.queue.status_many(&batch, ABANDON).await?;
     let places: Vec<Option<Place>> = answers.iter().map(|a| a.map(|s| s.place)).collect();
@@ -1043,7 +1044,7 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
     );
     assert!(sale.queue.status_many(&[], ABANDON).await.is_err());
     // An unarmed sale answers None for every user of the batch.
-    let unarmed = WaitQueue::new(&redis, Uuid::now_v7());
+    let unarmed = WaitQueue::new(&redis, SaleId::new_v7());
     assert_eq!(unarmed.status_many(&batch, ABANDON).await?, vec![None; 4]);
     env.cleanup().await
 }

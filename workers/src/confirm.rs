@@ -56,6 +56,7 @@ use dropline_core::Config;
 use dropline_core::clients::amqp::{Broker, CONFIRMATIONS};
 use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::messages::{
     Envelope, OrderConfirmed, OrderRef, PaymentCompleted, PaymentOutcome, kinds,
 };
@@ -74,7 +75,7 @@ use crate::provider::PaymentProvider;
 pub const MAX_BATCH: usize = 256;
 
 /// See [`Hooks::after_commit`].
-pub type AfterCommit = Arc<dyn Fn(Vec<Uuid>) -> BoxFuture<'static, ()> + Send + Sync>;
+pub type AfterCommit = Arc<dyn Fn(Vec<OrderId>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Fault injection for tests: lets a test stop the worker at a chosen point, as if its
 /// process died there.
@@ -155,7 +156,7 @@ pub async fn run_with_hooks(
 
 /// The message id of an order's `order.confirmed`: the order id with its version nibble set
 /// to 8 (custom). Fixed per order, and never equal to an order id (UUIDv7).
-pub fn confirmation_id(order: Uuid) -> Uuid {
+pub fn confirmation_id(order: OrderId) -> Uuid {
     let mut bytes = *order.as_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x80;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
@@ -209,7 +210,7 @@ async fn write_batch(
 /// (its delivery is retried).
 async fn lookup_recipients(
     pool: &MySqlPool,
-    wanted: Vec<(Uuid, Uuid)>,
+    wanted: Vec<(SaleId, UserId)>,
 ) -> Vec<anyhow::Result<Option<Recipient>>> {
     match ledger::recipients(pool, &wanted).await {
         Ok(found) => found.into_iter().map(Ok).collect(),
@@ -237,7 +238,7 @@ struct Confirmer {
     provider: Arc<dyn PaymentProvider>,
     jobs: Batcher<OrderRow, PaidOutcome>,
     /// `(sale, user)` → who `order.confirmed` goes to, looked up a batch at a time.
-    recipients: Batcher<(Uuid, Uuid), Option<Recipient>>,
+    recipients: Batcher<(SaleId, UserId), Option<Recipient>>,
 }
 
 /// Why a payment is given back (the `reason` label of `dropline_refunds_total`).
@@ -374,7 +375,7 @@ impl Confirmer {
     }
 
     /// PAYING → PAID in Redis, after MySQL booked it.
-    async fn confirm_in_redis(&self, orders: &Orders, order: Uuid) -> anyhow::Result<()> {
+    async fn confirm_in_redis(&self, orders: &Orders, order: OrderId) -> anyhow::Result<()> {
         match orders.confirm(order).await? {
             Transition::Applied(_) => tracing::info!("order paid"),
             Transition::Unchanged(s) if s.state == OrderState::Paid => {
@@ -489,11 +490,11 @@ mod tests {
 
     #[test]
     fn confirmation_ids_are_fixed_per_order_and_never_an_order_id() {
-        let order = Uuid::now_v7();
+        let order = OrderId::new_v7();
         let id = confirmation_id(order);
         assert_eq!(id, confirmation_id(order));
-        assert_ne!(id, order);
+        assert_ne!(id, order.into_uuid());
         assert_eq!(id.get_version_num(), 8);
-        assert_ne!(confirmation_id(Uuid::now_v7()), id);
+        assert_ne!(confirmation_id(OrderId::new_v7()), id);
     }
 }

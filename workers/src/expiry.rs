@@ -34,6 +34,7 @@ use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::{OrderId, SaleId};
 use dropline_core::orders::{OrderState, Orders, Target, Transition};
 use dropline_core::sale::keys::parse_hold_key;
 use futures_util::StreamExt;
@@ -247,7 +248,7 @@ struct Settler {
 
 impl Settler {
     /// A hold timer expired.
-    async fn on_timer(&self, sale: Uuid, order: Uuid) -> anyhow::Result<()> {
+    async fn on_timer(&self, sale: SaleId, order: OrderId) -> anyhow::Result<()> {
         let orders = Orders::new(&self.redis, sale);
         let Some(current) = orders.get(order).await? else {
             return Ok(());
@@ -277,7 +278,7 @@ impl Settler {
         Ok(settled)
     }
 
-    async fn sweep_sale(&self, sale: Uuid) -> anyhow::Result<usize> {
+    async fn sweep_sale(&self, sale: SaleId) -> anyhow::Result<usize> {
         let orders = Orders::new(&self.redis, sale);
         let mut settled = 0;
         loop {
@@ -309,7 +310,7 @@ impl Settler {
     }
 
     /// Ends or reports one order `due` listed.
-    async fn settle_due(&self, orders: &Orders, order: Uuid) -> anyhow::Result<Settled> {
+    async fn settle_due(&self, orders: &Orders, order: OrderId) -> anyhow::Result<Settled> {
         let Some(current) = orders.get(order).await? else {
             tracing::warn!(sale = %orders.sale(), order = %order, "a due order has no hash; left for an operator");
             return Ok(Settled::Nothing);
@@ -345,7 +346,7 @@ impl Settler {
     async fn release(
         &self,
         orders: &Orders,
-        order: Uuid,
+        order: OrderId,
         target: Target,
         via: &'static str,
     ) -> anyhow::Result<Settled> {

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::orders::OrderState;
 use dropline_core::orders::ledger::{COLUMNS, OrderRow};
 use sqlx::{MySql, MySqlPool, Transaction};
@@ -36,7 +37,7 @@ pub const MAX_RECORD_BATCH: usize = 1000;
 /// state wins), then written with one upsert per [`MAX_RECORD_BATCH`] rows, each of which
 /// moves a row only forward (see the module docs). Safe to repeat.
 pub async fn record(pool: &MySqlPool, rows: &[OrderRow]) -> anyhow::Result<()> {
-    let mut folded: BTreeMap<Uuid, OrderRow> = BTreeMap::new();
+    let mut folded: BTreeMap<OrderId, OrderRow> = BTreeMap::new();
     for row in rows {
         match folded.get(&row.id) {
             Some(seen) if rank(seen.state) >= rank(row.state) => {}
@@ -135,9 +136,9 @@ pub async fn confirm_paid(
         .context("starting the confirm transaction")?;
     let mut outcomes = Vec::with_capacity(orders.len());
     // Rows of the same order in one batch: the first decides, the rest are duplicates.
-    let mut seen: BTreeMap<Uuid, ()> = BTreeMap::new();
+    let mut seen: BTreeMap<OrderId, ()> = BTreeMap::new();
     // Sales touched, locked once each in id order (no lock-order deadlocks between batches).
-    let mut sales: BTreeMap<Uuid, Option<(i64, i64)>> = BTreeMap::new();
+    let mut sales: BTreeMap<SaleId, Option<(i64, i64)>> = BTreeMap::new();
     for row in orders {
         sales.entry(row.sale).or_insert(None);
     }
@@ -152,8 +153,8 @@ pub async fn confirm_paid(
     }
     // Every order's current row, locked, in one statement (no gap locks at READ COMMITTED:
     // ids with no row yet lock nothing).
-    let mut current: BTreeMap<Uuid, OrderState> = BTreeMap::new();
-    let ids: Vec<Uuid> = orders
+    let mut current: BTreeMap<OrderId, OrderState> = BTreeMap::new();
+    let ids: Vec<OrderId> = orders
         .iter()
         .map(|r| r.id)
         .collect::<std::collections::BTreeSet<_>>()
@@ -163,7 +164,7 @@ pub async fn confirm_paid(
         let mut q = sqlx::QueryBuilder::<MySql>::new("SELECT id, status FROM orders WHERE id IN (");
         push_in_list(&mut q, chunk.iter().copied());
         q.push(") ORDER BY id FOR UPDATE");
-        let found: Vec<(Uuid, String)> = q
+        let found: Vec<(OrderId, String)> = q
             .build_query_as()
             .fetch_all(&mut *tx)
             .await
@@ -172,8 +173,8 @@ pub async fn confirm_paid(
             current.insert(id, status.parse().with_context(|| format!("order {id}"))?);
         }
     }
-    let mut added: BTreeMap<Uuid, i64> = BTreeMap::new();
-    let mut to_update: Vec<Uuid> = Vec::new();
+    let mut added: BTreeMap<SaleId, i64> = BTreeMap::new();
+    let mut to_update: Vec<OrderId> = Vec::new();
     let mut to_insert: Vec<&OrderRow> = Vec::new();
     for row in orders {
         if seen.insert(row.id, ()).is_some() {
@@ -268,8 +269,8 @@ pub async fn confirm_paid(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRow {
     pub id: Uuid,
-    pub order: Uuid,
-    pub sale: Uuid,
+    pub order: OrderId,
+    pub sale: SaleId,
     pub amount: i64,
     pub currency: String,
     /// approved | declined | refunded
@@ -278,7 +279,7 @@ pub struct PaymentRow {
 }
 
 /// A `payments` row as selected by [`PAYMENT_COLUMNS`].
-type RawPayment = (Uuid, Uuid, Uuid, i64, String, String, String);
+type RawPayment = (Uuid, OrderId, SaleId, i64, String, String, String);
 const PAYMENT_COLUMNS: &str = "id, order_id, sale_id, amount, currency, status, provider_ref";
 
 impl From<RawPayment> for PaymentRow {
@@ -344,7 +345,7 @@ pub async fn record_payments(
         .fetch_all(pool)
         .await
         .context("reading the recorded payments")?;
-    let standing: std::collections::HashMap<Uuid, PaymentRow> = rows
+    let standing: std::collections::HashMap<OrderId, PaymentRow> = rows
         .into_iter()
         .map(|raw| (raw.1, PaymentRow::from(raw)))
         .collect();
@@ -360,7 +361,7 @@ pub async fn record_payments(
 }
 
 /// Marks an approved payment refunded (idempotent).
-pub async fn mark_refunded(pool: &MySqlPool, order: Uuid) -> anyhow::Result<()> {
+pub async fn mark_refunded(pool: &MySqlPool, order: OrderId) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE payments SET status = 'refunded', updated_at = UTC_TIMESTAMP(3) \
          WHERE order_id = ? AND status = 'approved'",
@@ -373,7 +374,7 @@ pub async fn mark_refunded(pool: &MySqlPool, order: Uuid) -> anyhow::Result<()> 
 }
 
 /// The payment recorded for an order.
-pub async fn payment_of(pool: &MySqlPool, order: Uuid) -> anyhow::Result<Option<PaymentRow>> {
+pub async fn payment_of(pool: &MySqlPool, order: OrderId) -> anyhow::Result<Option<PaymentRow>> {
     let row: Option<RawPayment> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?"
     )))
@@ -397,18 +398,18 @@ pub struct Recipient {
 /// however long: the confirm worker asks for a batch of paid orders at once.
 pub async fn recipients(
     pool: &MySqlPool,
-    wanted: &[(Uuid, Uuid)],
+    wanted: &[(SaleId, UserId)],
 ) -> anyhow::Result<Vec<Option<Recipient>>> {
-    let users: std::collections::BTreeSet<Uuid> = wanted.iter().map(|(_, u)| *u).collect();
-    let sales: std::collections::BTreeSet<Uuid> = wanted.iter().map(|(s, _)| *s).collect();
-    let mut people: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
-    let users: Vec<Uuid> = users.into_iter().collect();
+    let users: std::collections::BTreeSet<UserId> = wanted.iter().map(|(_, u)| *u).collect();
+    let sales: std::collections::BTreeSet<SaleId> = wanted.iter().map(|(s, _)| *s).collect();
+    let mut people: BTreeMap<UserId, (String, String)> = BTreeMap::new();
+    let users: Vec<UserId> = users.into_iter().collect();
     for chunk in users.chunks(MAX_RECORD_BATCH) {
         let mut q =
             sqlx::QueryBuilder::<MySql>::new("SELECT id, email, name FROM users WHERE id IN (");
         push_in_list(&mut q, chunk.iter().copied());
         q.push(")");
-        let found: Vec<(Uuid, String, String)> = q
+        let found: Vec<(UserId, String, String)> = q
             .build_query_as()
             .fetch_all(pool)
             .await
@@ -419,15 +420,15 @@ pub async fn recipients(
                 .map(|(id, email, name)| (id, (email, name))),
         );
     }
-    let mut products: BTreeMap<Uuid, String> = BTreeMap::new();
-    let sales: Vec<Uuid> = sales.into_iter().collect();
+    let mut products: BTreeMap<SaleId, String> = BTreeMap::new();
+    let sales: Vec<SaleId> = sales.into_iter().collect();
     for chunk in sales.chunks(MAX_RECORD_BATCH) {
         let mut q = sqlx::QueryBuilder::<MySql>::new(
             "SELECT s.id, p.name FROM sales s JOIN products p ON p.id = s.product_id WHERE s.id IN (",
         );
         push_in_list(&mut q, chunk.iter().copied());
         q.push(")");
-        let found: Vec<(Uuid, String)> = q
+        let found: Vec<(SaleId, String)> = q
             .build_query_as()
             .fetch_all(pool)
             .await
@@ -452,8 +453,8 @@ pub async fn recipients(
 /// repeating the last id (a repeat changes nothing in `IN`). MySQL prepares a statement per
 /// distinct text, so unpadded batches of every length from 1 to 1,000 would each cost a
 /// prepare round trip and crowd sqlx's statement cache; padded, there are ten shapes.
-fn push_in_list(q: &mut sqlx::QueryBuilder<MySql>, ids: impl IntoIterator<Item = Uuid>) {
-    let ids: Vec<Uuid> = ids.into_iter().collect();
+fn push_in_list(q: &mut sqlx::QueryBuilder<MySql>, ids: impl IntoIterator<Item = impl Into<Uuid>>) {
+    let ids: Vec<Uuid> = ids.into_iter().map(Into::into).collect();
     let Some(last) = ids.last().copied() else {
         return;
     };

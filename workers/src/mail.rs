@@ -547,8 +547,8 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dropline_core::ids::{OrderId, SaleId, UserId};
     use dropline_core::messages::OrderRef;
-    use uuid::Uuid;
 
     #[test]
     fn amounts_use_the_currency_minor_units() {
@@ -562,12 +562,12 @@ mod tests {
 
     #[test]
     fn confirmation_names_order_product_quantity_and_amount() {
-        let order = Uuid::now_v7();
+        let order = OrderId::new_v7();
         let confirmed = OrderConfirmed {
             order: OrderRef {
                 order_id: order,
-                sale_id: Uuid::now_v7(),
-                user_id: Uuid::now_v7(),
+                sale_id: SaleId::new_v7(),
+                user_id: UserId::new_v7(),
                 quantity: 2,
                 amount: 25_000,
                 currency: "KRW".into(),

@@ -40,6 +40,7 @@ use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::amqp::{Broker, PAYMENTS};
 use dropline_core::clients::deps::Deps;
+use dropline_core::ids::OrderId;
 use dropline_core::messages::{
     Envelope, OrderRef, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
 };
@@ -96,11 +97,11 @@ struct PaymentWorker {
 /// slot: the first delivery finishes the order's payment (or is retried), so the copy adds
 /// nothing, and a buyer's copies can no longer fill the slots other buyers' payments need.
 #[derive(Default)]
-struct InHand(std::sync::Mutex<std::collections::HashSet<Uuid>>);
+struct InHand(std::sync::Mutex<std::collections::HashSet<OrderId>>);
 
 impl InHand {
     /// Takes `order` in hand; `None` when it already is.
-    fn take(&self, order: Uuid) -> Option<InHandGuard<'_>> {
+    fn take(&self, order: OrderId) -> Option<InHandGuard<'_>> {
         let mut orders = self
             .0
             .lock()
@@ -116,7 +117,7 @@ impl InHand {
 /// Lets the order go when the delivery is done (or dropped).
 struct InHandGuard<'a> {
     set: &'a InHand,
-    order: Uuid,
+    order: OrderId,
 }
 
 impl Drop for InHandGuard<'_> {
@@ -358,12 +359,13 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dropline_core::ids::{OrderId, SaleId, UserId};
 
     fn order() -> OrderRef {
         OrderRef {
-            order_id: Uuid::now_v7(),
-            sale_id: Uuid::now_v7(),
-            user_id: Uuid::now_v7(),
+            order_id: OrderId::new_v7(),
+            sale_id: SaleId::new_v7(),
+            user_id: UserId::new_v7(),
             quantity: 1,
             amount: 100,
             currency: "KRW".into(),

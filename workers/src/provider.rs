@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::PaymentConfig;
+use dropline_core::ids::OrderId;
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
 use futures_util::future::BoxFuture;
@@ -33,7 +34,7 @@ use uuid::Uuid;
 /// A charge to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRequest {
-    pub order: Uuid,
+    pub order: OrderId,
     pub amount: i64,
     pub currency: String,
     pub card_token: String,
@@ -64,9 +65,9 @@ pub trait PaymentProvider: Send + Sync + fmt::Debug {
     /// Charges once per order; a repeat returns the first decision.
     fn charge(&self, request: ChargeRequest) -> BoxFuture<'_, anyhow::Result<Decision>>;
     /// The decision about `order`, voiding it at the provider when there is none yet.
-    fn settle(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Settlement>>;
+    fn settle(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Settlement>>;
     /// Refunds an approved charge; a repeat (or an order never charged) changes nothing.
-    fn refund(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Decision>>;
+    fn refund(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Decision>>;
 }
 
 /// The card token the simulated provider declines.
@@ -105,12 +106,12 @@ impl Simulated {
         })
     }
 
-    fn key(&self, order: Uuid) -> String {
+    fn key(&self, order: OrderId) -> String {
         self.redis.key(&format!("psp:{order}"))
     }
 
     /// Stores `value` as the order's decision unless there is one; returns the one that stands.
-    async fn decide(&self, order: Uuid, value: &str) -> anyhow::Result<String> {
+    async fn decide(&self, order: OrderId, value: &str) -> anyhow::Result<String> {
         let key = self.key(order);
         let set: Option<String> = self
             .redis
@@ -136,7 +137,7 @@ impl Simulated {
         current.with_context(|| format!("simulated provider: the decision on {order} vanished"))
     }
 
-    async fn lookup(&self, order: Uuid) -> anyhow::Result<Option<String>> {
+    async fn lookup(&self, order: OrderId) -> anyhow::Result<Option<String>> {
         self.redis
             .pool()
             .get(self.key(order))
@@ -193,7 +194,7 @@ impl PaymentProvider for Simulated {
         })
     }
 
-    fn settle(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Settlement>> {
+    fn settle(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Settlement>> {
         Box::pin(async move {
             let standing = self.decide(order, "voided").await?;
             Ok(match parse(&standing)? {
@@ -203,7 +204,7 @@ impl PaymentProvider for Simulated {
         })
     }
 
-    fn refund(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Decision>> {
+    fn refund(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Decision>> {
         Box::pin(async move {
             let Some(value) = self.lookup(order).await? else {
                 // Never charged: nothing to give back; void it so it never will be.

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::ledger;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::SaleId;
 use dropline_core::orders::outbox::{Entry, Outbox};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::sales::Sales;
 
@@ -33,8 +33,8 @@ const BACKOFF: Duration = Duration::from_secs(1);
 /// Records until `shutdown` fires. `consumer` names this process in the consumer groups.
 pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: CancellationToken) {
     let sales = Sales::new(&redis);
-    let mut outboxes: HashMap<Uuid, Outbox> = HashMap::new();
-    let mut listed: Vec<Uuid> = Vec::new();
+    let mut outboxes: HashMap<SaleId, Outbox> = HashMap::new();
+    let mut listed: Vec<SaleId> = Vec::new();
     let mut listed_at: Option<Instant> = None;
     let mut claimed_at = Instant::now();
     let mut failures = 0u32;

@@ -11,10 +11,10 @@ use std::collections::HashSet;
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::SaleId;
 use dropline_core::orders::Orders;
 use dropline_core::sale;
 use fred::interfaces::{KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface};
-use uuid::Uuid;
 
 /// The shared set of sales with expiry or recording work.
 #[derive(Debug, Clone)]
@@ -32,11 +32,11 @@ impl Sales {
     }
 
     /// The sales to look after now (indexed ones, then the rest), updating the shared set.
-    pub async fn current(&self) -> anyhow::Result<Vec<Uuid>> {
+    pub async fn current(&self) -> anyhow::Result<Vec<SaleId>> {
         let indexed = sale::indexed(&self.redis).await?;
         let pool = self.redis.pool();
         if !indexed.is_empty() {
-            let members: Vec<String> = indexed.iter().map(Uuid::to_string).collect();
+            let members: Vec<String> = indexed.iter().map(SaleId::to_string).collect();
             let _: i64 = pool
                 .sadd(self.key.as_str(), members)
                 .await
@@ -46,10 +46,10 @@ impl Sales {
             .smembers(self.key.as_str())
             .await
             .context("reading the expiry set")?;
-        let seen: HashSet<Uuid> = indexed.iter().copied().collect();
+        let seen: HashSet<SaleId> = indexed.iter().copied().collect();
         let mut sales = indexed;
         for member in tracked {
-            let Ok(id) = Uuid::parse_str(&member) else {
+            let Ok(id) = SaleId::parse_str(&member) else {
                 tracing::warn!(member = %member, "dropping an expiry set entry that is not a sale id");
                 let _: i64 = pool.srem(self.key.as_str(), member).await?;
                 continue;
@@ -71,7 +71,7 @@ impl Sales {
     }
 
     /// No live order and no outbox entry left.
-    async fn drained(&self, sale: Uuid) -> anyhow::Result<bool> {
+    async fn drained(&self, sale: SaleId) -> anyhow::Result<bool> {
         let keys = Orders::new(&self.redis, sale).keys().clone();
         let pool = self.redis.pool();
         let live: i64 = pool

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
 use dropline_core::orders::audit::{AuditOptions, Report, audit};
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
@@ -20,7 +21,6 @@ use dropline_workers::{confirm, expiry, payment};
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 const STOCK: i64 = 30;
 const BUYERS: usize = 40;
@@ -33,8 +33,8 @@ struct Worker {
 async fn sale_in_mysql(
     pool: &sqlx::MySqlPool,
     redis: &dropline_core::clients::redis::Redis,
-) -> anyhow::Result<Uuid> {
-    let (product, sale) = (Uuid::now_v7(), Uuid::now_v7());
+) -> anyhow::Result<SaleId> {
+    let (product, sale) = (ProductId::new_v7(), SaleId::new_v7());
     sqlx::query(
         "INSERT INTO products (id, name, price, currency, created_at) \
          VALUES (?, 'Sneakers', 12500, 'KRW', UTC_TIMESTAMP(3))",
@@ -144,7 +144,7 @@ async fn audits_during_a_rush_find_nothing_and_the_settled_sale_passes() -> anyh
     let deadline = chrono::Utc::now().timestamp_millis() + 600_000;
     let mut made = 0;
     for i in 0..BUYERS {
-        let user = Uuid::now_v7();
+        let user = UserId::new_v7();
         let _: i64 = redis
             .pool()
             .zadd(
@@ -157,7 +157,7 @@ async fn audits_during_a_rush_find_nothing_and_the_settled_sale_passes() -> anyh
             )
             .await?;
         let quantity = if i % 3 == 0 { 2 } else { 1 };
-        let id = Uuid::now_v7();
+        let id = OrderId::new_v7();
         let order = match orders
             .reserve(&ReserveRequest {
                 order: id,

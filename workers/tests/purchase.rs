@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dropline_core::clients::amqp::{Broker, CONFIRMATIONS, MAIL, PAYMENTS};
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
 use dropline_core::messages::{
     Envelope, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
 };
@@ -73,11 +74,11 @@ impl PaymentProvider for Counting {
         })
     }
 
-    fn settle(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Settlement>> {
+    fn settle(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Settlement>> {
         self.inner.settle(order)
     }
 
-    fn refund(&self, order: Uuid) -> BoxFuture<'_, anyhow::Result<Decision>> {
+    fn refund(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Decision>> {
         Box::pin(async move {
             self.refunds.fetch_add(1, Ordering::SeqCst);
             self.inner.refund(order).await
@@ -119,7 +120,7 @@ struct World {
     /// The test's own connections (never a worker's).
     deps: Deps,
     provider: Arc<Counting>,
-    sale: Uuid,
+    sale: SaleId,
     stock: i64,
     orders: Orders,
     workers: Vec<Worker>,
@@ -182,7 +183,7 @@ impl World {
             approved: Mutex::new(HashSet::new()),
             refunds: AtomicUsize::new(0),
         });
-        let sale = Uuid::now_v7();
+        let sale = SaleId::new_v7();
         let mut world = Self {
             orders: Orders::new(deps.redis()?, sale),
             env,
@@ -224,7 +225,7 @@ impl World {
     /// Product and sale rows in MySQL (open since a minute ago), then the sale armed in Redis.
     async fn make_sale(&self, per_user_limit: i64, hold_seconds: i64) -> anyhow::Result<()> {
         let pool = self.mysql()?;
-        let product = Uuid::now_v7();
+        let product = ProductId::new_v7();
         sqlx::query(
             "INSERT INTO products (id, name, description, price, currency, created_at) \
              VALUES (?, ?, NULL, ?, 'KRW', UTC_TIMESTAMP(3))",
@@ -332,9 +333,9 @@ impl World {
     }
 
     /// `n` verified buyers in MySQL, admitted to the sale for ten minutes.
-    async fn buyers(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    async fn buyers(&self, n: usize) -> anyhow::Result<Vec<UserId>> {
         let pool = self.mysql()?;
-        let users: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        let users: Vec<UserId> = (0..n).map(|_| UserId::new_v7()).collect();
         for chunk in users.chunks(200) {
             let mut q = sqlx::QueryBuilder::<sqlx::MySql>::new(
                 "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, \
@@ -366,9 +367,9 @@ impl World {
     }
 
     /// Reserves `quantity` for `user` (HELD), as the api does.
-    async fn held_order(&self, user: Uuid, quantity: u32) -> anyhow::Result<Order> {
+    async fn held_order(&self, user: UserId, quantity: u32) -> anyhow::Result<Order> {
         let request = ReserveRequest {
-            order: Uuid::now_v7(),
+            order: OrderId::new_v7(),
             user,
             quantity,
             idempotency_key: format!("k-{}", Uuid::new_v4().simple()),
@@ -380,14 +381,14 @@ impl World {
     }
 
     /// Reserves `quantity` for `user` and starts its payment (HELD → PAYING), as the api does.
-    async fn paying_order(&self, user: Uuid, quantity: u32) -> anyhow::Result<Order> {
+    async fn paying_order(&self, user: UserId, quantity: u32) -> anyhow::Result<Order> {
         self.paying_order_within(user, quantity, PAY_TIMEOUT).await
     }
 
     /// [`Self::paying_order`] with the payment deadline `timeout` away.
     async fn paying_order_within(
         &self,
-        user: Uuid,
+        user: UserId,
         quantity: u32,
         timeout: Duration,
     ) -> anyhow::Result<Order> {
@@ -446,18 +447,18 @@ impl World {
         .await
     }
 
-    async fn state(&self, order: Uuid) -> anyhow::Result<Option<OrderState>> {
+    async fn state(&self, order: OrderId) -> anyhow::Result<Option<OrderState>> {
         Ok(self.orders.get(order).await?.map(|o| o.state))
     }
 
-    async fn mysql_state(&self, order: Uuid) -> anyhow::Result<Option<OrderState>> {
+    async fn mysql_state(&self, order: OrderId) -> anyhow::Result<Option<OrderState>> {
         Ok(dropline_core::orders::ledger::get(self.mysql()?, order)
             .await?
             .map(|o| o.state))
     }
 
     /// Waits until every order is in `state` in Redis.
-    async fn wait_all(&self, orders: &[Uuid], state: OrderState, limit: Duration) -> bool {
+    async fn wait_all(&self, orders: &[OrderId], state: OrderState, limit: Duration) -> bool {
         eventually(limit, || async {
             let mut all = true;
             for order in orders {
@@ -523,7 +524,7 @@ impl World {
         Ok(())
     }
 
-    async fn payment_rows(&self, order: Uuid) -> anyhow::Result<i64> {
+    async fn payment_rows(&self, order: OrderId) -> anyhow::Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM payments WHERE order_id = ?")
             .bind(order)
             .fetch_one(self.mysql()?)
@@ -531,7 +532,7 @@ impl World {
         Ok(n)
     }
 
-    fn mails_to(&self, user: Uuid) -> Vec<ReceivedMail> {
+    fn mails_to(&self, user: UserId) -> Vec<ReceivedMail> {
         let to = email_of(user);
         self.sink
             .messages()
@@ -580,8 +581,8 @@ impl World {
     }
 }
 
-fn email_of(user: Uuid) -> String {
-    format!("buyer-{}@example.com", user.simple())
+fn email_of(user: UserId) -> String {
+    format!("buyer-{}@example.com", user.as_uuid().simple())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,13 +738,13 @@ async fn a_confirm_worker_killed_between_commit_and_ack_books_nothing_twice() ->
     for user in &users {
         orders.push(world.paying_order(*user, 2).await?);
     }
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let ids: Vec<OrderId> = orders.iter().map(|o| o.id).collect();
 
     // The first confirm worker commits its first batch, then "dies" before anything else:
     // no Redis arrow, no order.confirmed, no ack.
-    let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Uuid>>();
+    let (committed_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<OrderId>>();
     let hooks = Hooks {
-        after_commit: Some(Arc::new(move |orders: Vec<Uuid>| {
+        after_commit: Some(Arc::new(move |orders: Vec<OrderId>| {
             let _ = committed_tx.send(orders);
             Box::pin(std::future::pending::<()>())
         })),
@@ -1065,7 +1066,7 @@ async fn many_concurrent_orders_are_all_paid_with_exact_stock() -> anyhow::Resul
         units += i64::from(quantity);
         orders.push(world.paying_order(*user, quantity).await?);
     }
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let ids: Vec<OrderId> = orders.iter().map(|o| o.id).collect();
     let started = Instant::now();
     // Published concurrently, as many api replicas would.
     let mut publishes = tokio::task::JoinSet::new();
@@ -1178,7 +1179,7 @@ async fn confirm_throughput() -> anyhow::Result<()> {
     for user in &users {
         orders.push(world.paying_order(*user, 1).await?);
     }
-    let ids: Vec<Uuid> = orders.iter().map(|o| o.id).collect();
+    let ids: Vec<OrderId> = orders.iter().map(|o| o.id).collect();
     let payloads: Vec<(String, Vec<u8>)> = orders
         .iter()
         .map(|o| {
@@ -1236,7 +1237,7 @@ async fn confirm_throughput() -> anyhow::Result<()> {
 }
 
 /// A MySQL row's state once the recorder has copied it.
-async fn recorded(world: &World, order: Uuid, state: OrderState) -> bool {
+async fn recorded(world: &World, order: OrderId, state: OrderState) -> bool {
     eventually(Duration::from_secs(10), || async {
         matches!(world.mysql_state(order).await, Ok(Some(s)) if s == state)
     })

@@ -17,6 +17,7 @@ use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{self, Role};
 use dropline_core::clients::amqp::MAIL;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::ids::UserId;
 use dropline_core::messages::{Envelope, MailSend};
 use dropline_testkit::TestEnv;
 use dropline_testkit::smtp::digit_run;
@@ -241,7 +242,7 @@ impl TestApi {
     }
 
     /// A verified account made directly (no e-mail); returns its id and an access token.
-    pub async fn user(&self, email: &str, role: Role) -> anyhow::Result<(Uuid, String)> {
+    pub async fn user(&self, email: &str, role: Role) -> anyhow::Result<(UserId, String)> {
         let id = create_verified_user(
             self.mysql(),
             &self.state.hasher,
@@ -256,7 +257,7 @@ impl TestApi {
     }
 
     /// An access token for `user` signed by this server's key.
-    pub fn token(&self, user: Uuid, role: Role) -> anyhow::Result<String> {
+    pub fn token(&self, user: UserId, role: Role) -> anyhow::Result<String> {
         let (token, _) = tokens::issue_access(&self.keys, user, role, Duration::from_secs(600))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(token)

@@ -4,9 +4,9 @@
 
 use crate::auth::password::Hasher;
 use crate::auth::tokens::Role;
+use crate::ids::UserId;
 use chrono::{SubsecRound, Utc};
 use sqlx::MySqlPool;
-use uuid::Uuid;
 
 /// Why an account could not be created; each maps to a contract error code.
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +108,12 @@ pub async fn create_verified_user(
     password: &str,
     name: Option<&str>,
     role: Role,
-) -> Result<Uuid, CreateError> {
+) -> Result<UserId, CreateError> {
     let email = normalize_email(email)?;
     check_password(password)?;
     let name = check_name(name.unwrap_or_else(|| email.split('@').next().unwrap_or("user")))?;
     let hash = hasher.hash_async(password.to_owned()).await?;
-    let id = Uuid::now_v7();
+    let id = UserId::new_v7();
     let now = Utc::now().trunc_subsecs(3);
     let inserted = sqlx::query(
         "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, created_at, updated_at) \

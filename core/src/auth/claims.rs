@@ -10,6 +10,8 @@ use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ids::UserId;
+
 /// Issuer and audience of access tokens.
 pub const ACCESS_ISSUER: &str = "dropline-api";
 pub const ACCESS_AUDIENCE: &str = "dropline";
@@ -42,7 +44,7 @@ impl Role {
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
-    pub sub: Uuid,
+    pub sub: UserId,
     pub role: Role,
     pub iat: i64,
     pub exp: i64,
@@ -52,7 +54,7 @@ pub struct AccessClaims {
 }
 
 impl AccessClaims {
-    pub fn new(user: Uuid, role: Role, ttl: Duration) -> Self {
+    pub fn new(user: UserId, role: Role, ttl: Duration) -> Self {
         let now = Utc::now().timestamp();
         Self {
             sub: user,

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ids::{SaleId, UserId};
+
 pub use crate::auth::claims::{ACCESS_AUDIENCE, ACCESS_ISSUER, AccessClaims, Role, VerifiedAccess};
 use crate::auth::keys::KeyRing;
 
@@ -75,7 +77,7 @@ pub fn verify<T: DeserializeOwned>(
 /// Signs an access token; returns it with its claims.
 pub fn issue_access(
     ring: &KeyRing,
-    user: Uuid,
+    user: UserId,
     role: Role,
     ttl: Duration,
 ) -> Result<(String, AccessClaims), TokenError> {
@@ -105,8 +107,8 @@ pub const PASS_AUDIENCE: &str = "dropline-api";
 /// The claims of a pass: proof that `sub` was admitted to `sale` by the waiting room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassClaims {
-    pub sub: Uuid,
-    pub sale: Uuid,
+    pub sub: UserId,
+    pub sale: SaleId,
     pub iat: i64,
     pub exp: i64,
     pub jti: Uuid,
@@ -116,7 +118,7 @@ pub struct PassClaims {
 
 impl PassClaims {
     /// A pass for `user` in `sale`, valid until `expires_at` (epoch seconds).
-    pub fn new(user: Uuid, sale: Uuid, issued_at: i64, expires_at: i64) -> Self {
+    pub fn new(user: UserId, sale: SaleId, issued_at: i64, expires_at: i64) -> Self {
         Self {
             sub: user,
             sale,
@@ -144,8 +146,8 @@ pub enum PassError {
 pub fn verify_pass(
     ring: &KeyRing,
     token: &str,
-    sale: Uuid,
-    user: Uuid,
+    sale: SaleId,
+    user: UserId,
 ) -> Result<PassClaims, PassError> {
     let claims: PassClaims = verify(ring, token, PASS_ISSUER, PASS_AUDIENCE)?;
     if claims.sale != sale {
@@ -172,12 +174,16 @@ mod tests {
     #[test]
     fn issued_token_verifies_with_public_key_only() -> anyhow::Result<()> {
         let signing = ring()?;
-        let user = Uuid::now_v7();
+        let user = UserId::new_v7();
         let (token, claims) = issue_access(&signing, user, Role::Admin, Duration::from_secs(60))?;
         let public_only = KeyRing::new(None, signing.public_keys().cloned().collect())?;
         let back = verify_access(&public_only, &token)?;
         assert_eq!(back, claims);
         assert_eq!(back.sub, user);
+        // The typed id is plain UUID text in the claims (#18: the wire did not change).
+        let payload = URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap_or_default())?;
+        let payload: serde_json::Value = serde_json::from_slice(&payload)?;
+        assert_eq!(payload["sub"], user.as_uuid().hyphenated().to_string());
         assert_eq!(back.role, Role::Admin);
         Ok(())
     }
@@ -185,7 +191,12 @@ mod tests {
     #[test]
     fn tampered_token_is_refused() -> anyhow::Result<()> {
         let ring = ring()?;
-        let (token, _) = issue_access(&ring, Uuid::now_v7(), Role::Buyer, Duration::from_secs(60))?;
+        let (token, _) = issue_access(
+            &ring,
+            UserId::new_v7(),
+            Role::Buyer,
+            Duration::from_secs(60),
+        )?;
         // The genuine token is remembered as verified; that must not help a forgery of it.
         assert_eq!(verify_access(&ring, &token)?.role, Role::Buyer);
         // Swap the payload for one claiming admin, keeping the signature.
@@ -210,7 +221,7 @@ mod tests {
         let signer = ring()?;
         let (token, claims) = issue_access(
             &signer,
-            Uuid::now_v7(),
+            UserId::new_v7(),
             Role::Buyer,
             Duration::from_secs(60),
         )?;
@@ -242,7 +253,7 @@ mod tests {
     #[test]
     fn alg_none_and_hmac_tokens_are_refused() -> anyhow::Result<()> {
         let ring = ring()?;
-        let claims = AccessClaims::new(Uuid::now_v7(), Role::Admin, Duration::from_secs(60));
+        let claims = AccessClaims::new(UserId::new_v7(), Role::Admin, Duration::from_secs(60));
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?);
         let kid = ring
             .public_keys()
@@ -268,7 +279,7 @@ mod tests {
     #[test]
     fn expired_token_is_refused() -> anyhow::Result<()> {
         let ring = ring()?;
-        let mut claims = AccessClaims::new(Uuid::now_v7(), Role::Buyer, Duration::from_secs(60));
+        let mut claims = AccessClaims::new(UserId::new_v7(), Role::Buyer, Duration::from_secs(60));
         claims.iat -= 3600;
         claims.exp = Utc::now().timestamp() - 60;
         let token = sign(&ring, &claims)?;
@@ -282,13 +293,13 @@ mod tests {
         let theirs = ring()?;
         let (token, _) = issue_access(
             &theirs,
-            Uuid::now_v7(),
+            UserId::new_v7(),
             Role::Buyer,
             Duration::from_secs(60),
         )?;
         assert_eq!(verify_access(&ours, &token), Err(TokenError::UnknownKey));
 
-        let mut claims = AccessClaims::new(Uuid::now_v7(), Role::Buyer, Duration::from_secs(60));
+        let mut claims = AccessClaims::new(UserId::new_v7(), Role::Buyer, Duration::from_secs(60));
         claims.aud = "dropline-api".into();
         let token = sign(&ours, &claims)?;
         assert!(matches!(
@@ -304,7 +315,7 @@ mod tests {
         let old_ring = KeyRing::new(Some(SigningKeyPair::from_pem(&old.to_pem()?)?), vec![])?;
         let (old_token, _) = issue_access(
             &old_ring,
-            Uuid::now_v7(),
+            UserId::new_v7(),
             Role::Buyer,
             Duration::from_secs(60),
         )?;
@@ -312,7 +323,7 @@ mod tests {
         verify_access(&rotated, &old_token)?;
         let (new_token, _) = issue_access(
             &rotated,
-            Uuid::now_v7(),
+            UserId::new_v7(),
             Role::Buyer,
             Duration::from_secs(60),
         )?;
@@ -324,16 +335,21 @@ mod tests {
     fn passes_are_bound_to_sale_user_issuer_and_time() -> anyhow::Result<()> {
         let waitroom = ring()?;
         let api_side = KeyRing::new(None, waitroom.public_keys().cloned().collect())?;
-        let (user, sale) = (Uuid::now_v7(), Uuid::now_v7());
+        let (user, sale) = (UserId::new_v7(), SaleId::new_v7());
         let now = Utc::now().timestamp();
         let pass = sign(&waitroom, &PassClaims::new(user, sale, now, now + 600))?;
+        // The typed ids are plain UUID text in the claims (#18: the wire did not change).
+        let payload = URL_SAFE_NO_PAD.decode(pass.split('.').nth(1).unwrap_or_default())?;
+        let payload: serde_json::Value = serde_json::from_slice(&payload)?;
+        assert_eq!(payload["sub"], user.as_uuid().hyphenated().to_string());
+        assert_eq!(payload["sale"], sale.as_uuid().hyphenated().to_string());
         assert_eq!(verify_pass(&api_side, &pass, sale, user)?.sub, user);
         assert_eq!(
-            verify_pass(&api_side, &pass, Uuid::now_v7(), user),
+            verify_pass(&api_side, &pass, SaleId::new_v7(), user),
             Err(PassError::OtherSale)
         );
         assert_eq!(
-            verify_pass(&api_side, &pass, sale, Uuid::now_v7()),
+            verify_pass(&api_side, &pass, sale, UserId::new_v7()),
             Err(PassError::OtherUser)
         );
         let expired = sign(

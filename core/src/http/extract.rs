@@ -2,6 +2,7 @@
 //! address and UUID path segments, each failing with the contract's error shape.
 
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
 use axum::http::header;
@@ -70,11 +71,12 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-/// A UUID path segment; anything else is 404 `not_found` (no such resource can exist).
+/// A UUID path segment, as a bare [`Uuid`] or a typed id (`PathId<SaleId>`); anything else is
+/// 404 `not_found` (no such resource can exist).
 #[derive(Debug, Clone, Copy)]
-pub struct PathId(pub Uuid);
+pub struct PathId<T = Uuid>(pub T);
 
-impl<S: Send + Sync> FromRequestParts<S> for PathId {
+impl<S: Send + Sync, T: FromStr<Err = uuid::Error>> FromRequestParts<S> for PathId<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
@@ -84,7 +86,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             .map_err(|_| ApiError::not_found())?;
         let mut params = params.iter();
         match (params.next(), params.next()) {
-            (Some((_, raw)), None) => Uuid::parse_str(raw)
+            (Some((_, raw)), None) => T::from_str(raw)
                 .map(Self)
                 .map_err(|_| ApiError::not_found()),
             _ => Err(ApiError::not_found()),

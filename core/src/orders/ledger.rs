@@ -8,10 +8,10 @@
 //! and by the stock. So `sales.sold` is always the sum of the paid rows' quantities, and MySQL
 //! refuses to record an oversell even if Redis were wrong.
 
+use crate::ids::{OrderId, SaleId, UserId};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::MySqlPool;
-use uuid::Uuid;
 
 use crate::orders::{Order, OrderState};
 use crate::sale::from_ms;
@@ -19,9 +19,9 @@ use crate::sale::from_ms;
 /// One order row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRow {
-    pub id: Uuid,
-    pub sale: Uuid,
-    pub user: Uuid,
+    pub id: OrderId,
+    pub sale: SaleId,
+    pub user: UserId,
     pub quantity: i64,
     pub amount: i64,
     pub currency: String,
@@ -53,9 +53,9 @@ impl From<&Order> for OrderRow {
 
 /// An `orders` row as selected by [`COLUMNS`].
 pub type RawRow = (
-    Uuid,
-    Uuid,
-    Uuid,
+    OrderId,
+    SaleId,
+    UserId,
     i32,
     i64,
     String,
@@ -92,7 +92,7 @@ pub fn from_raw(raw: RawRow) -> anyhow::Result<OrderRow> {
 }
 
 /// One order row by id.
-pub async fn get(pool: &MySqlPool, order: Uuid) -> anyhow::Result<Option<OrderRow>> {
+pub async fn get(pool: &MySqlPool, order: OrderId) -> anyhow::Result<Option<OrderRow>> {
     let raw: Option<RawRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM orders WHERE id = ?"
     )))
@@ -106,8 +106,8 @@ pub async fn get(pool: &MySqlPool, order: Uuid) -> anyhow::Result<Option<OrderRo
 /// A user's orders, newest first, strictly older than `before` (keyset on the UUIDv7 id).
 pub async fn list_for_user(
     pool: &MySqlPool,
-    user: Uuid,
-    before: Option<Uuid>,
+    user: UserId,
+    before: Option<OrderId>,
     limit: u32,
 ) -> anyhow::Result<Vec<OrderRow>> {
     let raws: Vec<RawRow> = match before {
@@ -130,7 +130,7 @@ pub async fn list_for_user(
 }
 
 /// Every order row of a sale (audit, rearm).
-pub async fn of_sale(pool: &MySqlPool, sale: Uuid) -> anyhow::Result<Vec<OrderRow>> {
+pub async fn of_sale(pool: &MySqlPool, sale: SaleId) -> anyhow::Result<Vec<OrderRow>> {
     let raws: Vec<RawRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM orders WHERE sale_id = ? ORDER BY id"
     )))
@@ -142,7 +142,7 @@ pub async fn of_sale(pool: &MySqlPool, sale: Uuid) -> anyhow::Result<Vec<OrderRo
 }
 
 /// `sales.stock_total` and `sales.sold`.
-pub async fn sale_counts(pool: &MySqlPool, sale: Uuid) -> anyhow::Result<Option<(i64, i64)>> {
+pub async fn sale_counts(pool: &MySqlPool, sale: SaleId) -> anyhow::Result<Option<(i64, i64)>> {
     let row: Option<(i32, i32)> =
         sqlx::query_as("SELECT stock_total, sold FROM sales WHERE id = ?")
             .bind(sale)

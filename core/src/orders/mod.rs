@@ -74,10 +74,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::ids::{OrderId, SaleId, UserId};
+use crate::money::{BadCurrency, Money};
 use anyhow::Context;
 use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::Value;
-use uuid::Uuid;
 
 use crate::clients::redis::Redis;
 use crate::http::error::ErrorCode;
@@ -190,9 +191,9 @@ impl Target {
 /// One order as its hash holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
-    pub id: Uuid,
-    pub sale: Uuid,
-    pub user: Uuid,
+    pub id: OrderId,
+    pub sale: SaleId,
+    pub user: UserId,
     pub quantity: i64,
     /// price × quantity, in minor units of `currency`.
     pub amount: i64,
@@ -208,6 +209,11 @@ pub struct Order {
 }
 
 impl Order {
+    /// `amount` and `currency` as one [`Money`]; an error when the currency is not a code.
+    pub fn money(&self) -> Result<Money, BadCurrency> {
+        Money::parse(self.amount, &self.currency)
+    }
+
     /// The order as the messages carry it (`payment.requested`, `payment.completed`).
     pub fn reference(&self) -> crate::messages::OrderRef {
         crate::messages::OrderRef {
@@ -227,8 +233,8 @@ impl Order {
 /// replayed idempotency key returns the order it made first instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReserveRequest {
-    pub order: Uuid,
-    pub user: Uuid,
+    pub order: OrderId,
+    pub user: UserId,
     /// At least 1 (the script refuses anything else with an error).
     pub quantity: u32,
     /// The client's `Idempotency-Key`, 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes.
@@ -244,7 +250,7 @@ pub enum ReserveOutcome {
     /// Nothing changed.
     Existing(Order),
     /// The idempotency key was used before with another request (`idempotency_key_reused`).
-    IdempotencyKeyReused { order: Uuid },
+    IdempotencyKeyReused { order: OrderId },
     /// Closed, scheduled or paused (`sale_not_open`).
     SaleNotOpen(SaleState),
     /// No admission, or it lapsed (`not_admitted`).
@@ -322,7 +328,7 @@ impl Transition {
 /// A live order whose deadline has passed ([`Orders::due`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DueOrder {
-    pub order: Uuid,
+    pub order: OrderId,
     pub deadline_ms: i64,
 }
 
@@ -343,13 +349,13 @@ pub struct OrderKeys {
 #[derive(Debug, Clone)]
 pub struct Orders {
     redis: Redis,
-    sale: Uuid,
+    sale: SaleId,
     keys: OrderKeys,
     layout: SaleKeys,
 }
 
 impl Orders {
-    pub fn new(redis: &Redis, sale: Uuid) -> Self {
+    pub fn new(redis: &Redis, sale: SaleId) -> Self {
         let layout = SaleKeys::new(redis, sale);
         Self {
             keys: OrderKeys {
@@ -367,7 +373,7 @@ impl Orders {
         }
     }
 
-    pub fn sale(&self) -> Uuid {
+    pub fn sale(&self) -> SaleId {
         self.sale
     }
 
@@ -376,22 +382,22 @@ impl Orders {
     }
 
     /// `o:<order>`, the order's hash.
-    pub fn order_key(&self, order: Uuid) -> String {
+    pub fn order_key(&self, order: OrderId) -> String {
         self.layout.order(order)
     }
 
     /// `hold:<order>`, the order's timer.
-    pub fn hold_key(&self, order: Uuid) -> String {
+    pub fn hold_key(&self, order: OrderId) -> String {
         self.layout.hold(order)
     }
 
     /// `u:<user>`, the user's units in HELD + PAYING + PAID orders.
-    pub fn user_key(&self, user: Uuid) -> String {
+    pub fn user_key(&self, user: UserId) -> String {
         self.layout.user(user)
     }
 
     /// `idem:<user>:<key>`, an idempotency key.
-    pub fn idempotency_key(&self, user: Uuid, key: &str) -> String {
+    pub fn idempotency_key(&self, user: UserId, key: &str) -> String {
         self.layout.idempotency(user, key)
     }
 
@@ -537,7 +543,7 @@ impl Orders {
     /// On a PAYING order: [`Transition::Unchanged`] with state PAYING (paying twice is harmless).
     pub async fn begin_payment(
         &self,
-        order: Uuid,
+        order: OrderId,
         payment_timeout: Duration,
     ) -> anyhow::Result<Transition> {
         let timeout = millis(payment_timeout);
@@ -554,7 +560,7 @@ impl Orders {
     }
 
     /// PAYING → PAID (`lua/confirm.lua`). Any other state: [`Transition::Unchanged`].
-    pub async fn confirm(&self, order: Uuid) -> anyhow::Result<Transition> {
+    pub async fn confirm(&self, order: OrderId) -> anyhow::Result<Transition> {
         let k = &self.keys;
         let keys = vec![
             self.order_key(order),
@@ -572,7 +578,7 @@ impl Orders {
     /// HELD → EXPIRED (deadline passed) / CANCELLED, PAYING → FAILED, giving the stock back
     /// exactly once (`lua/release.lua`). Reads the order's user first (it never changes) to
     /// name the user's key.
-    pub async fn release(&self, order: Uuid, target: Target) -> anyhow::Result<Transition> {
+    pub async fn release(&self, order: OrderId, target: Target) -> anyhow::Result<Transition> {
         let user: Option<Value> = self
             .redis
             .pool()
@@ -605,7 +611,7 @@ impl Orders {
     async fn transition(
         &self,
         script: &'static crate::lua::Script,
-        order: Uuid,
+        order: OrderId,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> anyhow::Result<Transition> {
@@ -641,7 +647,7 @@ impl Orders {
     }
 
     /// Reads one order; `None` when there is no such order.
-    pub async fn get(&self, order: Uuid) -> anyhow::Result<Option<Order>> {
+    pub async fn get(&self, order: OrderId) -> anyhow::Result<Option<Order>> {
         const FIELDS: [&str; 9] = [
             "user", "qty", "amount", "currency", "state", "deadline", "created", "updated", "idem",
         ];
@@ -715,7 +721,7 @@ impl Orders {
         let mut due = Vec::with_capacity(reply.items.len() / 2);
         for i in (1..reply.items.len()).step_by(2) {
             let member = reply.text(i)?;
-            match Uuid::parse_str(&member) {
+            match OrderId::parse_str(&member) {
                 Ok(order) => due.push(DueOrder {
                     order,
                     deadline_ms: reply.int(i + 1)?,
@@ -729,7 +735,7 @@ impl Orders {
     }
 
     /// The user's units in HELD + PAYING + PAID orders of this sale.
-    pub async fn units_of(&self, user: Uuid) -> anyhow::Result<i64> {
+    pub async fn units_of(&self, user: UserId) -> anyhow::Result<i64> {
         let units: Option<i64> = self
             .redis
             .pool()
@@ -748,9 +754,9 @@ fn result_label(outcome: &ReserveOutcome) -> &'static str {
     }
 }
 
-fn user_id(value: &Value) -> anyhow::Result<Uuid> {
+fn user_id(value: &Value) -> anyhow::Result<UserId> {
     let bytes = value.as_bytes().context("not a string")?;
-    Uuid::from_slice(bytes).context("not 16 bytes")
+    UserId::from_slice(bytes).context("not 16 bytes")
 }
 
 fn millis(d: Duration) -> i64 {
@@ -799,9 +805,9 @@ impl Reply {
             .with_context(|| format!("{}: item {i} is not a string", self.script))
     }
 
-    fn uuid(&self, i: usize) -> anyhow::Result<Uuid> {
+    fn uuid(&self, i: usize) -> anyhow::Result<OrderId> {
         let text = self.text(i)?;
-        Uuid::parse_str(&text)
+        OrderId::parse_str(&text)
             .with_context(|| format!("{}: item {i} is not an order id: `{text}`", self.script))
     }
 }
@@ -829,7 +835,9 @@ mod tests {
     fn refusals_map_to_their_contract_codes() {
         let cases = [
             (
-                ReserveOutcome::IdempotencyKeyReused { order: Uuid::nil() },
+                ReserveOutcome::IdempotencyKeyReused {
+                    order: OrderId::nil(),
+                },
                 "idempotency_key_reused",
             ),
             (

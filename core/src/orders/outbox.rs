@@ -10,10 +10,10 @@
 
 use std::time::Duration;
 
+use crate::ids::{OrderId, SaleId, UserId};
 use anyhow::Context;
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
-use uuid::Uuid;
 
 use crate::clients::redis::Redis;
 use crate::orders::OrderState;
@@ -29,7 +29,7 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Outbox {
     redis: Redis,
-    sale: Uuid,
+    sale: SaleId,
     key: String,
 }
 
@@ -41,7 +41,7 @@ pub struct Entry {
 }
 
 impl Outbox {
-    pub fn new(redis: &Redis, sale: Uuid) -> Self {
+    pub fn new(redis: &Redis, sale: SaleId) -> Self {
         Self {
             key: crate::sale::keys::SaleKeys::new(redis, sale).events(),
             redis: redis.clone(),
@@ -201,7 +201,7 @@ impl Outbox {
     }
 }
 
-fn parse_row(sale: Uuid, fields: Value) -> anyhow::Result<OrderRow> {
+fn parse_row(sale: SaleId, fields: Value) -> anyhow::Result<OrderRow> {
     let list = match fields {
         Value::Array(list) => list,
         // A deleted entry still pending comes back with nil fields.
@@ -229,9 +229,9 @@ fn parse_row(sale: Uuid, fields: Value) -> anyhow::Result<OrderRow> {
         .context("field user missing")?;
     let state: OrderState = text("state")?.parse()?;
     Ok(OrderRow {
-        id: Uuid::parse_str(&text("order")?).context("field order")?,
+        id: OrderId::parse_str(&text("order")?).context("field order")?,
         sale,
-        user: Uuid::from_slice(user).context("field user is not 16 bytes")?,
+        user: UserId::from_slice(user).context("field user is not 16 bytes")?,
         quantity: int("qty")?,
         amount: int("amount")?,
         currency: text("currency")?,

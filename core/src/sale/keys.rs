@@ -22,11 +22,8 @@
 //! | `payreq:<order>` | string | the api's claim on publishing the order's `payment.requested`: `pending` while one is published, `sent` once the broker confirmed it (TTL the payment timeout) |
 //! | `paycard:<order>` | string | the card token of the order's first pay, the one every request for it carries |
 
-use std::fmt;
-
-use uuid::Uuid;
-
 use crate::clients::redis::Redis;
+use crate::ids::{OrderId, SaleId, UserId};
 
 /// The names of one sale's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +33,7 @@ pub struct SaleKeys {
 }
 
 impl SaleKeys {
-    pub fn new(redis: &Redis, sale: impl fmt::Display) -> Self {
+    pub fn new(redis: &Redis, sale: SaleId) -> Self {
         Self {
             base: redis.sale_key(sale, ""),
         }
@@ -113,12 +110,12 @@ impl SaleKeys {
     }
 
     /// `o:<order>`, the order's hash.
-    pub fn order(&self, order: Uuid) -> String {
+    pub fn order(&self, order: OrderId) -> String {
         format!("{}{ORDER}{order}", self.base)
     }
 
     /// `hold:<order>`, the order's timer.
-    pub fn hold(&self, order: Uuid) -> String {
+    pub fn hold(&self, order: OrderId) -> String {
         format!("{}{HOLD}{order}", self.base)
     }
 
@@ -128,22 +125,22 @@ impl SaleKeys {
     }
 
     /// `u:<user>`, the user's units in HELD + PAYING + PAID orders.
-    pub fn user(&self, user: Uuid) -> String {
+    pub fn user(&self, user: UserId) -> String {
         format!("{}{USER}{user}", self.base)
     }
 
     /// `payreq:<order>`, the claim on publishing the order's `payment.requested`.
-    pub fn payment_request(&self, order: Uuid) -> String {
+    pub fn payment_request(&self, order: OrderId) -> String {
         format!("{}payreq:{order}", self.base)
     }
 
     /// `paycard:<order>`, the card token of the order's first pay.
-    pub fn payment_card(&self, order: Uuid) -> String {
+    pub fn payment_card(&self, order: OrderId) -> String {
         format!("{}paycard:{order}", self.base)
     }
 
     /// `idem:<user>:<key>`, an idempotency key.
-    pub fn idempotency(&self, user: Uuid, key: &str) -> String {
+    pub fn idempotency(&self, user: UserId, key: &str) -> String {
         format!("{}idem:{user}:{key}", self.base)
     }
 }
@@ -185,11 +182,14 @@ const USER: &str = "u:";
 
 /// The sale and order a hold timer key names (`<prefix>:{s:<sale>}:hold:<order>`, the inverse
 /// of [`SaleKeys::hold`]), for the expiry worker's keyspace events; `None` for any other key.
-pub fn parse_hold_key(redis: &Redis, key: &str) -> Option<(Uuid, Uuid)> {
+pub fn parse_hold_key(redis: &Redis, key: &str) -> Option<(SaleId, OrderId)> {
     let rest = key.strip_prefix(redis.prefix())?.strip_prefix(":{s:")?;
     let (sale, rest) = rest.split_once("}:")?;
     let order = rest.strip_prefix(HOLD)?;
-    Some((Uuid::parse_str(sale).ok()?, Uuid::parse_str(order).ok()?))
+    Some((
+        SaleId::parse_str(sale).ok()?,
+        OrderId::parse_str(order).ok()?,
+    ))
 }
 
 /// `s` with the characters a Redis glob pattern gives a meaning escaped.

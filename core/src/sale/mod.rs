@@ -20,11 +20,11 @@ pub mod keys;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::ids::{ProductId, SaleId};
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::clients::redis::Redis;
 use crate::lua::scripts::{SALE_ARM, SALE_VIEW};
@@ -121,14 +121,14 @@ pub fn derive_state(i: StateInputs) -> SaleState {
 }
 
 /// The four Redis keys of a sale's live state, in the order the scripts take them.
-pub fn keys(redis: &Redis, sale: Uuid) -> Vec<String> {
+pub fn keys(redis: &Redis, sale: SaleId) -> Vec<String> {
     keys::SaleKeys::new(redis, sale).stock().into()
 }
 
 /// Everything [`arm`] writes into the `cfg` hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SaleConfig {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub price: i64,
     pub currency: String,
     pub stock_total: i64,
@@ -144,7 +144,7 @@ pub struct SaleConfig {
 }
 
 type SaleRow = (
-    Uuid,
+    ProductId,
     i64,
     String,
     i32,
@@ -160,7 +160,7 @@ type SaleRow = (
 
 impl SaleConfig {
     /// Reads a sale's configuration from MySQL (the record); `None` when there is no such sale.
-    pub async fn load<'e, E>(db: E, sale: Uuid) -> anyhow::Result<Option<Self>>
+    pub async fn load<'e, E>(db: E, sale: SaleId) -> anyhow::Result<Option<Self>>
     where
         E: sqlx::Executor<'e, Database = sqlx::MySql>,
     {
@@ -227,7 +227,7 @@ impl SaleConfig {
 
 /// Arms a sale in Redis (`lua/sale_arm.lua`): `Ok(true)` when this call wrote its state,
 /// `Ok(false)` when it was armed already (then nothing changed).
-pub async fn arm(redis: &Redis, sale: Uuid, config: &SaleConfig) -> anyhow::Result<bool> {
+pub async fn arm(redis: &Redis, sale: SaleId, config: &SaleConfig) -> anyhow::Result<bool> {
     arm_with(redis, sale, config, 0, 0).await
 }
 
@@ -235,7 +235,7 @@ pub async fn arm(redis: &Redis, sale: Uuid, config: &SaleConfig) -> anyhow::Resu
 /// `avail = stock_total - held - sold`.
 pub async fn arm_with(
     redis: &Redis,
-    sale: Uuid,
+    sale: SaleId,
     config: &SaleConfig,
     held: i64,
     sold: i64,
@@ -273,7 +273,7 @@ pub fn index_key(redis: &Redis) -> String {
 
 /// Every sale in the index, earliest opening first. An entry that is not a UUID is skipped
 /// (logged): it was not written by this code.
-pub async fn indexed(redis: &Redis) -> anyhow::Result<Vec<Uuid>> {
+pub async fn indexed(redis: &Redis) -> anyhow::Result<Vec<SaleId>> {
     let members: Vec<String> = redis
         .pool()
         .zrange(index_key(redis), 0, -1, None, false, None, false)
@@ -281,7 +281,7 @@ pub async fn indexed(redis: &Redis) -> anyhow::Result<Vec<Uuid>> {
         .context("reading the index of armed sales")?;
     Ok(members
         .into_iter()
-        .filter_map(|m| match Uuid::parse_str(&m) {
+        .filter_map(|m| match SaleId::parse_str(&m) {
             Ok(id) => Some(id),
             Err(_) => {
                 tracing::warn!(member = %m, "skipping a sale index entry that is not a UUID");
@@ -292,7 +292,7 @@ pub async fn indexed(redis: &Redis) -> anyhow::Result<Vec<Uuid>> {
 }
 
 /// Drops a sale from the index (closed and drained, or unarmed).
-pub async fn unindex(redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
+pub async fn unindex(redis: &Redis, sale: SaleId) -> anyhow::Result<()> {
     let _: i64 = redis
         .pool()
         .zrem(index_key(redis), sale.to_string())
@@ -303,7 +303,7 @@ pub async fn unindex(redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
 
 /// Deletes a sale's live state. Only for undoing an [`arm`] whose MySQL insert did not commit:
 /// on a live sale this would lose its counters.
-pub async fn unarm(redis: &Redis, sale: Uuid) -> anyhow::Result<()> {
+pub async fn unarm(redis: &Redis, sale: SaleId) -> anyhow::Result<()> {
     let _: i64 = redis
         .pool()
         .del(keys(redis, sale))
@@ -402,7 +402,7 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
 }
 
 /// Reads a sale's live state in one round trip; `None` when the sale is not armed.
-pub async fn view(redis: &Redis, sale: Uuid) -> anyhow::Result<Option<SaleView>> {
+pub async fn view(redis: &Redis, sale: SaleId) -> anyhow::Result<Option<SaleView>> {
     let values: Vec<i64> = SALE_VIEW
         .run(redis, keys(redis, sale), Vec::<String>::new())
         .await
@@ -447,7 +447,7 @@ impl SettingsUpdate {
 /// reach Redis with the next arming, which reads MySQL.
 pub async fn update_settings(
     redis: &Redis,
-    sale: Uuid,
+    sale: SaleId,
     update: &SettingsUpdate,
 ) -> anyhow::Result<bool> {
     let fields = update.fields();

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::Context;
 use futures_util::TryStreamExt;
 use sqlx::MySqlPool;
-use uuid::Uuid;
+
+use crate::ids::{OrderId, SaleId, UserId};
 
 use super::report::*;
 use super::scan::{RedisOrder, Scan, Snapshot, read_orders};
@@ -67,10 +68,10 @@ pub(super) fn check_redis(
         );
     }
     let limit = snap.per_user_limit;
-    let mut users: Vec<(&Uuid, &i64)> = scan.user_counters.iter().collect();
+    let mut users: Vec<(&UserId, &i64)> = scan.user_counters.iter().collect();
     users.sort();
     // A counter over the limit is a breach at any moment (reserve.lua keeps it under).
-    let mut over: HashSet<Uuid> = HashSet::new();
+    let mut over: HashSet<UserId> = HashSet::new();
     for (user, units) in &users {
         if **units > limit {
             over.insert(**user);
@@ -109,7 +110,7 @@ pub(super) fn check_redis(
             None,
         );
     }
-    let mut live_ids: Vec<&Uuid> = scan
+    let mut live_ids: Vec<&OrderId> = scan
         .orders
         .iter()
         .filter(|(_, o)| o.state.is_live())
@@ -130,7 +131,7 @@ pub(super) fn check_redis(
         .holds_members
         .iter()
         .filter(|m| {
-            Uuid::parse_str(m)
+            OrderId::parse_str(m)
                 .ok()
                 .and_then(|id| scan.orders.get(&id))
                 .is_none_or(|o| !o.state.is_live())
@@ -141,12 +142,12 @@ pub(super) fn check_redis(
         f.breach(
             BreachCode::HoldsDrift,
             format!("holds lists `{member}`, which is not a live order"),
-            Uuid::parse_str(member).ok(),
+            OrderId::parse_str(member).ok(),
             None,
         );
     }
     let derived = scan.user_units();
-    let mut all_users: Vec<Uuid> = derived
+    let mut all_users: Vec<UserId> = derived
         .keys()
         .chain(scan.user_counters.keys())
         .copied()
@@ -186,9 +187,9 @@ pub(super) fn check_redis(
 /// in `f.recheck`.
 pub(super) async fn check_mysql(
     pool: &MySqlPool,
-    sale: Uuid,
-    mut redis: Option<&mut HashMap<Uuid, RedisOrder>>,
-    outbox: &HashSet<Uuid>,
+    sale: SaleId,
+    mut redis: Option<&mut HashMap<OrderId, RedisOrder>>,
+    outbox: &HashSet<OrderId>,
     f: &mut Findings,
 ) -> anyhow::Result<MysqlFigures> {
     let mut conn = pool.acquire().await.context("MySQL connection")?;
@@ -211,9 +212,9 @@ pub(super) async fn check_mysql(
         ..MysqlFigures::default()
     };
     // user → (units in held + paying + paid rows, some of them in flight)
-    let mut users: HashMap<Uuid, (i64, bool)> = HashMap::new();
+    let mut users: HashMap<UserId, (i64, bool)> = HashMap::new();
     {
-        type Row = (Uuid, Uuid, i32, String, i64, i64);
+        type Row = (OrderId, UserId, i32, String, i64, i64);
         let mut rows = sqlx::query_as::<_, Row>(
             "SELECT o.id, o.user_id, o.quantity, o.status, \
                     (SELECT COUNT(*) FROM payments p WHERE p.order_id = o.id), \
@@ -319,7 +320,7 @@ pub(super) async fn check_mysql(
             None,
         );
     }
-    let mut over: Vec<(Uuid, i64, bool)> = users
+    let mut over: Vec<(UserId, i64, bool)> = users
         .into_iter()
         .filter(|(_, (units, _))| *units > per_user_limit)
         .map(|(user, (units, unsure))| (user, units, unsure))
@@ -346,8 +347,8 @@ pub(super) async fn check_mysql(
 /// order not paid yet).
 pub(super) fn check_payments(
     f: &mut Findings,
-    id: Uuid,
-    user: Uuid,
+    id: OrderId,
+    user: UserId,
     state: OrderState,
     payments: i64,
     approved: i64,
@@ -407,7 +408,7 @@ pub(super) async fn recheck(
 ) -> anyhow::Result<()> {
     let queued = std::mem::take(&mut f.recheck);
     for chunk in queued.chunks(PAGE) {
-        let keys: Vec<(Uuid, String)> = chunk
+        let keys: Vec<(OrderId, String)> = chunk
             .iter()
             .map(|(id, _, _)| (*id, orders.order_key(*id)))
             .collect();
@@ -525,9 +526,9 @@ pub(super) struct Findings {
     pub(super) breaches: Vec<Breach>,
     pub(super) counts: BTreeMap<BreachCode, u64>,
     pub(super) pending: Pending,
-    pub(super) pending_seen: HashSet<Uuid>,
+    pub(super) pending_seen: HashSet<OrderId>,
     /// (order, MySQL state, scanned Redis state) to read again from Redis.
-    pub(super) recheck: Vec<(Uuid, OrderState, Option<OrderState>)>,
+    pub(super) recheck: Vec<(OrderId, OrderState, Option<OrderState>)>,
     pub(super) notes: Vec<String>,
 }
 
@@ -548,8 +549,8 @@ impl Findings {
         &mut self,
         code: BreachCode,
         message: String,
-        order: Option<Uuid>,
-        user: Option<Uuid>,
+        order: Option<OrderId>,
+        user: Option<UserId>,
     ) {
         let n = self.counts.entry(code).or_insert(0);
         *n += 1;
@@ -564,7 +565,7 @@ impl Findings {
         }
     }
 
-    pub(super) fn pending(&mut self, order: Uuid, reason: String) {
+    pub(super) fn pending(&mut self, order: OrderId, reason: String) {
         if !self.pending_seen.insert(order) {
             return;
         }
@@ -574,13 +575,13 @@ impl Findings {
         }
     }
 
-    pub(super) fn pending_user(&mut self, user: Uuid, units: i64, limit: i64) {
+    pub(super) fn pending_user(&mut self, user: UserId, units: i64, limit: i64) {
         self.notes.push(format!(
             "user {user} has {units} unit(s) in MySQL, over the limit of {limit}, with orders in flight: not counted as a breach"
         ));
     }
 
-    pub(super) fn finish(self, sale: Uuid, redis: RedisFigures, mysql: MysqlFigures) -> Report {
+    pub(super) fn finish(self, sale: SaleId, redis: RedisFigures, mysql: MysqlFigures) -> Report {
         Report {
             sale_id: sale,
             settled: self.settled,

@@ -74,7 +74,8 @@ use std::collections::HashSet;
 
 use anyhow::Context;
 use sqlx::MySqlPool;
-use uuid::Uuid;
+
+use crate::ids::{OrderId, SaleId};
 
 use crate::clients::redis::Redis;
 use crate::orders::{OrderState, Orders};
@@ -120,14 +121,14 @@ impl Default for AuditOptions {
 /// The sale has no MySQL row (the command maps this to a bad-input exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no sale {0} in MySQL")]
-pub struct UnknownSale(pub Uuid);
+pub struct UnknownSale(pub SaleId);
 
 /// Audits `sale` (see the module docs). `Err` only when the audit could not run (a
 /// dependency failed, or [`UnknownSale`]); breaches are in the report.
 pub async fn audit(
     mysql: &MySqlPool,
     redis: &Redis,
-    sale: Uuid,
+    sale: SaleId,
     options: AuditOptions,
 ) -> anyhow::Result<Report> {
     let started = std::time::Instant::now();
@@ -184,7 +185,7 @@ pub async fn audit(
     }
 
     if options.settled {
-        let mut live: Vec<(&Uuid, &RedisOrder)> = scan
+        let mut live: Vec<(&OrderId, &RedisOrder)> = scan
             .orders
             .iter()
             .filter(|(_, o)| o.state.is_live())
@@ -211,7 +212,7 @@ pub async fn audit(
     // 4. What only a second look at Redis can settle, and the orders MySQL does not have.
     if last.is_some() {
         recheck(redis, &orders, &mut f).await?;
-        let mut left: Vec<(&Uuid, &RedisOrder)> = scan.orders.iter().collect();
+        let mut left: Vec<(&OrderId, &RedisOrder)> = scan.orders.iter().collect();
         left.sort_by_key(|(id, _)| **id);
         for (id, order) in left {
             // PAID never waits for the outbox: the confirm worker writes the MySQL row first.
@@ -307,7 +308,7 @@ pub async fn audit(
 }
 
 /// `stock_total`, `sold`, `per_user_limit` of a sale.
-pub(super) async fn sale_row<'e, E>(db: E, sale: Uuid) -> anyhow::Result<Option<(i64, i64, i64)>>
+pub(super) async fn sale_row<'e, E>(db: E, sale: SaleId) -> anyhow::Result<Option<(i64, i64, i64)>>
 where
     E: sqlx::Executor<'e, Database = sqlx::MySql>,
 {

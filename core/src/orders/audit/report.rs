@@ -6,7 +6,8 @@ use std::fmt;
 
 use anyhow::Context;
 use serde::Serialize;
-use uuid::Uuid;
+
+use crate::ids::{OrderId, SaleId, UserId};
 
 use crate::orders::OrderState;
 
@@ -104,9 +105,9 @@ pub struct Breach {
     pub code: BreachCode,
     pub message: String,
     /// The order concerned, if one.
-    pub order: Option<Uuid>,
+    pub order: Option<OrderId>,
     /// The user concerned, if one.
-    pub user: Option<Uuid>,
+    pub user: Option<UserId>,
 }
 
 /// Orders and units in one state.
@@ -202,7 +203,7 @@ pub struct MysqlFigures {
 /// An order whose Redis and MySQL states differ for a reason that is still in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingOrder {
-    pub order: Uuid,
+    pub order: OrderId,
     pub reason: String,
 }
 
@@ -217,7 +218,7 @@ pub struct Pending {
 /// The outcome of an audit (`--json` prints it as is).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    pub sale_id: Uuid,
+    pub sale_id: SaleId,
     /// The quiescent invariants were asserted (`--settled`).
     pub settled: bool,
     /// No breach.

@@ -9,7 +9,8 @@ use fred::types::Value;
 use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 use futures_util::future::try_join_all;
-use uuid::Uuid;
+
+use crate::ids::{OrderId, UserId};
 
 use super::PAGE;
 use super::report::StateCounts;
@@ -88,7 +89,7 @@ pub(super) async fn snapshot(redis: &Redis, orders: &Orders) -> anyhow::Result<O
 /// One order as the audit needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RedisOrder {
-    pub(super) user: Uuid,
+    pub(super) user: UserId,
     pub(super) quantity: i64,
     pub(super) state: OrderState,
 }
@@ -96,12 +97,12 @@ pub(super) struct RedisOrder {
 /// What one scan of the sale's slot found.
 #[derive(Debug, Default)]
 pub(super) struct Scan {
-    pub(super) orders: HashMap<Uuid, RedisOrder>,
-    pub(super) malformed: Vec<(Uuid, String)>,
+    pub(super) orders: HashMap<OrderId, RedisOrder>,
+    pub(super) malformed: Vec<(OrderId, String)>,
     /// `u:<user>` counters.
-    pub(super) user_counters: HashMap<Uuid, i64>,
+    pub(super) user_counters: HashMap<UserId, i64>,
     /// Members of `holds` that are order ids.
-    pub(super) holds: HashSet<Uuid>,
+    pub(super) holds: HashSet<OrderId>,
     /// Every member of `holds`, as text.
     pub(super) holds_members: Vec<String>,
 }
@@ -131,7 +132,7 @@ impl Scan {
                     continue;
                 };
                 if let KeyName::Order(id) = named {
-                    match Uuid::parse_str(id) {
+                    match OrderId::parse_str(id) {
                         Ok(id) => order_keys.push((id, name.to_owned())),
                         Err(_) => tracing::warn!(
                             key = name,
@@ -139,7 +140,7 @@ impl Scan {
                         ),
                     }
                 } else if let KeyName::User(user) = named {
-                    match Uuid::parse_str(user) {
+                    match UserId::parse_str(user) {
                         Ok(user) => user_keys.push((user, name.to_owned())),
                         Err(_) => {
                             tracing::warn!(key = name, "skipping a user key that is not a user id")
@@ -186,7 +187,7 @@ impl Scan {
                 .with_context(|| format!("reading the holds of sale {sale}"))?;
             let n = members.len() as i64;
             for member in members {
-                if let Ok(id) = Uuid::parse_str(&member) {
+                if let Ok(id) = OrderId::parse_str(&member) {
                     scan.holds.insert(id);
                 }
                 scan.holds_members.push(member);
@@ -208,8 +209,8 @@ impl Scan {
     }
 
     /// Units per user in HELD + PAYING + PAID hashes.
-    pub(super) fn user_units(&self) -> HashMap<Uuid, i64> {
-        let mut units: HashMap<Uuid, i64> = HashMap::new();
+    pub(super) fn user_units(&self) -> HashMap<UserId, i64> {
+        let mut units: HashMap<UserId, i64> = HashMap::new();
         for order in self.orders.values() {
             if order.state.is_live() || order.state == OrderState::Paid {
                 *units.entry(order.user).or_insert(0) += order.quantity;
@@ -223,8 +224,8 @@ impl Scan {
 /// does not exist, `Some(Err(problem))` for one that cannot be read.
 pub(super) async fn read_orders(
     redis: &Redis,
-    keys: &[(Uuid, String)],
-) -> anyhow::Result<Vec<(Uuid, Option<Result<RedisOrder, String>>)>> {
+    keys: &[(OrderId, String)],
+) -> anyhow::Result<Vec<(OrderId, Option<Result<RedisOrder, String>>)>> {
     let pool = redis.pool();
     let replies = try_join_all(keys.iter().map(|(id, key)| async move {
         let values: Vec<Value> = pool
@@ -247,7 +248,7 @@ pub(super) fn parse_order(values: &[Value]) -> Option<Result<RedisOrder, String>
     let [user, qty, state] = values else {
         return Some(Err(format!("HMGET returned {} values", values.len())));
     };
-    let user = match user.as_bytes().map(Uuid::from_slice) {
+    let user = match user.as_bytes().map(UserId::from_slice) {
         Some(Ok(user)) => user,
         _ => return Some(Err("field user is missing or not 16 bytes".into())),
     };
@@ -266,7 +267,10 @@ pub(super) fn parse_order(values: &[Value]) -> Option<Result<RedisOrder, String>
 }
 
 /// The order ids with an entry in the sale's outbox stream (read in pages, oldest first).
-pub(super) async fn read_outbox(redis: &Redis, orders: &Orders) -> anyhow::Result<HashSet<Uuid>> {
+pub(super) async fn read_outbox(
+    redis: &Redis,
+    orders: &Orders,
+) -> anyhow::Result<HashSet<OrderId>> {
     let key = &orders.keys().events;
     let mut ids = HashSet::new();
     let mut start = "-".to_owned();
@@ -294,7 +298,7 @@ pub(super) async fn read_outbox(redis: &Redis, orders: &Orders) -> anyhow::Resul
                 let mut it = fields.iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
                     if k.as_string().as_deref() == Some("order") {
-                        if let Some(id) = v.as_string().and_then(|s| Uuid::parse_str(&s).ok()) {
+                        if let Some(id) = v.as_string().and_then(|s| OrderId::parse_str(&s).ok()) {
                             ids.insert(id);
                         }
                         break;
