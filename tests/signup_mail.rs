@@ -7,34 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestApi;
+use common::{TestApi, email, sign_up};
 use dropline_testkit::smtp::SmtpSink;
 use dropline_workers::Kind;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-
-const PASSWORD: &str = "correct horse battery";
-
-fn email() -> String {
-    format!("buyer-{}@example.com", Uuid::new_v4().simple())
-}
-
-async fn sign_up(api: &TestApi, email: &str) -> anyhow::Result<Uuid> {
-    let reply = api
-        .post(
-            "/api/users",
-            None,
-            json!({"email": email, "password": PASSWORD, "name": "Kim Minji"}),
-        )
-        .await?;
-    reply.expect(201, None);
-    reply.body["id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| anyhow::anyhow!("no id in {}", reply.body))
-}
 
 /// An api and a mail worker delivering to a fresh [`SmtpSink`].
 struct MailRig {

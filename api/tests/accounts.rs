@@ -7,34 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestApi;
+use common::{PASSWORD, TestApi, email, sign_up};
 use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{self, AccessClaims, Role};
 use dropline_core::ids::UserId;
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-const PASSWORD: &str = "correct horse battery";
-
-fn email() -> String {
-    format!("buyer-{}@example.com", Uuid::new_v4().simple())
-}
-
-async fn sign_up(api: &TestApi, email: &str) -> anyhow::Result<Uuid> {
-    let reply = api
-        .post(
-            "/api/users",
-            None,
-            json!({"email": email, "password": PASSWORD, "name": "Kim Minji"}),
-        )
-        .await?;
-    reply.expect(201, None);
-    reply.body["id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| anyhow::anyhow!("no id in {}", reply.body))
-}
 
 /// Signs up, verifies with the e-mailed code and logs in; returns the login body.
 async fn verified_login(api: &TestApi, email: &str) -> anyhow::Result<Value> {

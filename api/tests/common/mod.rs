@@ -247,7 +247,7 @@ impl TestApi {
             self.mysql(),
             &self.state.hasher,
             email,
-            "correct horse battery",
+            PASSWORD,
             None,
             role,
         )
@@ -282,4 +282,28 @@ impl TestApi {
         self.deps.close().await;
         self.env.cleanup().await
     }
+}
+
+/// The password of the accounts the tests sign up and create.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A fresh buyer address.
+pub fn email() -> String {
+    format!("buyer-{}@example.com", Uuid::new_v4().simple())
+}
+
+/// Signs `email` up through `POST /api/users` (201 expected); returns the new account's id.
+pub async fn sign_up(api: &TestApi, email: &str) -> anyhow::Result<Uuid> {
+    let reply = api
+        .post(
+            "/api/users",
+            None,
+            serde_json::json!({"email": email, "password": PASSWORD, "name": "Kim Minji"}),
+        )
+        .await?;
+    reply.expect(201, None);
+    reply.body["id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| anyhow::anyhow!("no id in {}", reply.body))
 }
