@@ -582,8 +582,9 @@ impl Ctx {
         }
     }
 
+    /// Out of the index, into the expiry worker's watch (its holds may outlive the line).
     async fn unindex(&self, id: SaleId) -> anyhow::Result<()> {
-        sale::unindex(&self.redis, id).await?;
+        sale::retire(&self.redis, id).await?;
         zero_gauges(id);
         Ok(())
     }

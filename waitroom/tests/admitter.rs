@@ -748,6 +748,17 @@ async fn closed_sales_with_an_empty_line_leave_the_index() -> anyhow::Result<()>
         || async { Ok(!drained.indexed().await?) },
     )
     .await?;
+    // Handed to the expiry worker's watch, whose holds may outlive the line (#17 hole 10).
+    let watched: Vec<String> = world
+        .redis
+        .pool()
+        .smembers(world.redis.key("expiry:sales"))
+        .await?;
+    assert_eq!(
+        watched,
+        vec![drained.id.to_string()],
+        "the unindexed sale is not in the expiry worker's watch"
+    );
     tokio::time::sleep(5 * TICK).await;
     assert!(
         waiting.indexed().await?,

@@ -3,9 +3,11 @@
 //!
 //! The admitter drops a sale from `<prefix>:sales` once it is closed and its line is empty,
 //! which can be before its last holds end and before the recorder has copied its last
-//! arrows. So the worker keeps its own set, `<prefix>:expiry:sales`: a sale seen in the index
-//! is added, and one no longer indexed is removed only when its `holds` zset and its `events`
-//! stream are both empty. Every expiry worker process shares the set.
+//! arrows. So the sales watched are a set of their own, `<prefix>:expiry:sales`
+//! ([`sale::watched_key`]): a sale seen in the index is added here, the admitter adds each sale
+//! it takes out of the index ([`sale::retire`], so a sale no worker saw while it was indexed is
+//! watched too), and one no longer indexed is removed only when its `holds` zset and its
+//! `events` stream are both empty. Every expiry worker process shares the set.
 
 use std::collections::HashSet;
 
@@ -26,7 +28,7 @@ pub struct Sales {
 impl Sales {
     pub fn new(redis: &Redis) -> Self {
         Self {
-            key: redis.key("expiry:sales"),
+            key: sale::watched_key(redis),
             redis: redis.clone(),
         }
     }

@@ -1545,6 +1545,39 @@ async fn the_recorder_brings_mysql_to_agree_with_redis_on_every_order() -> anyho
     world.stop().await
 }
 
+/// #17 hole 10: the admitter retires a sale (closed, line empty) while a hold is live and
+/// before any expiry worker ever ran; a worker that starts afterwards still ends the hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_retired_before_any_expiry_worker_ran_is_still_swept() -> anyhow::Result<()> {
+    let world = World::start(Setup {
+        payment: false,
+        confirm: false,
+        mail: false,
+        expiry: false,
+        hold_seconds: 1,
+        sweep_seconds: 1,
+        ..Setup::default()
+    })
+    .await?;
+    let [user] = world.buyers(1).await?[..] else {
+        anyhow::bail!("one buyer");
+    };
+    let order = world.held_order(user, 4).await?;
+    sale::retire(world.deps.redis()?, world.sale).await?;
+    let worker = world.spawn_expiry().await?;
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Expired, Duration::from_secs(10))
+            .await,
+        "hold of a sale retired before any worker ran not expired"
+    );
+    assert!(recorded(&world, order.id, OrderState::Expired).await);
+    assert_eq!(world.counters().await?, (10, 0, 0));
+    worker.stop().await?;
+    world.check_invariants().await?;
+    world.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_the_admitter_dropped_is_still_swept_and_recorded() -> anyhow::Result<()> {
     let world = World::start(Setup {

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use crate::ids::{ProductId, SaleId};
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
-use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use serde::{Deserialize, Serialize};
 
 use crate::clients::redis::Redis;
@@ -291,7 +291,30 @@ pub async fn indexed(redis: &Redis) -> anyhow::Result<Vec<SaleId>> {
         .collect())
 }
 
-/// Drops a sale from the index (closed and drained, or unarmed).
+/// The set of sales the expiry worker watches, `<prefix>:expiry:sales` (members: sale ids as
+/// text). A sale stays in it while it has live holds or outbox entries the recorder has not
+/// copied, even after it left [`index_key`]: the expiry worker adds every indexed sale, the
+/// admitter hands over each sale it takes out of the index ([`retire`]), and only the expiry
+/// worker removes a sale, once nothing of it is left to end or record.
+pub fn watched_key(redis: &Redis) -> String {
+    redis.key("expiry:sales")
+}
+
+/// Takes a sale out of the admitter's index, handing it to the expiry worker's watch first
+/// ([`watched_key`]): a sale that closes and leaves the index before any expiry worker saw it
+/// still has its holds ended and its outbox recorded. The two keys live in different slots
+/// under Redis Cluster, so this is two calls, in this order: a crash between them leaves the
+/// sale in both, which costs the expiry worker one check.
+pub async fn retire(redis: &Redis, sale: SaleId) -> anyhow::Result<()> {
+    let _: i64 = redis
+        .pool()
+        .sadd(watched_key(redis), sale.to_string())
+        .await
+        .with_context(|| format!("handing sale {sale} to the expiry worker's watch"))?;
+    unindex(redis, sale).await
+}
+
+/// Drops a sale from the index without handing it over (only for undoing an [`arm`]).
 pub async fn unindex(redis: &Redis, sale: SaleId) -> anyhow::Result<()> {
     let _: i64 = redis
         .pool()
