@@ -101,6 +101,9 @@ enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List accounts whose stored e-mail addresses are one address in canonical form (NFC,
+    /// lower case, IDNA domain): run before upgrading; exit 1 when there is any (read-only).
+    Collisions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +300,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 admin,
             };
             return dropline_ops::users::create(&config, user).await;
+        }
+        Command::User(UserCommand::Collisions) => {
+            return dropline_ops::users::collisions(&config).await;
         }
         Command::Sale(SaleCommand::Rearm { sale_id, force }) => {
             return dropline_ops::rearm::rearm_command(&config, &sale_id, force).await;

@@ -301,6 +301,115 @@ fn migrate_creates_the_database_and_is_idempotent() -> anyhow::Result<()> {
     rt.block_on(env.cleanup())
 }
 
+/// #17 hole 2: addresses stored before the canonical form are rewritten by the step after the
+/// migrations; two accounts that would become one are left alone and named (by the step's log
+/// and by `dropline user collisions`), and no service is stopped by them.
+#[test]
+fn stored_addresses_become_canonical_and_collisions_are_named() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let run = |args: &[&str]| {
+        let mut cmd = dropline();
+        isolated(&mut cmd, &env);
+        output(cmd.args(args))
+    };
+    let (code, _, stderr) = run(&["migrate"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let rt = tokio::runtime::Runtime::new()?;
+    let mysql = rt.block_on(sqlx::MySqlPool::connect(&env.config.mysql.url))?;
+    let insert = |email: &'static str| {
+        let mysql = mysql.clone();
+        async move {
+            let id = uuid::Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, name, role, email_verified_at, \
+                 created_at, updated_at) VALUES (?, ?, 'x', 'n', 'buyer', UTC_TIMESTAMP(3), \
+                 UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+            )
+            .bind(id)
+            .bind(email)
+            .execute(&mysql)
+            .await?;
+            anyhow::Ok(id)
+        }
+    };
+    let email_of = |id: uuid::Uuid| {
+        let mysql = mysql.clone();
+        async move {
+            let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mysql)
+                .await?;
+            anyhow::Ok(email)
+        }
+    };
+    let step_done = || {
+        let mysql = mysql.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM data_steps")
+                .fetch_one(&mysql)
+                .await?;
+            anyhow::Ok(n == 1)
+        }
+    };
+    // As an older version stored them: trimmed and lower-cased only.
+    let (punycode, decomposed, b1, b2, invalid) = rt.block_on(async {
+        let punycode = insert("anna@xn--bcher-kva.example").await?;
+        let decomposed = insert("du\u{0308}@example.com").await?;
+        let b1 = insert("bo@xn--bcher-kva.example").await?;
+        let b2 = insert("bo@bücher.example").await?;
+        let invalid = insert("cy@xn--zz.example").await?;
+        sqlx::query("DELETE FROM data_steps")
+            .execute(&mysql)
+            .await?;
+        anyhow::Ok((punycode, decomposed, b1, b2, invalid))
+    })?;
+
+    let (code, stdout, stderr) = run(&["user", "collisions"])?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("bo@bücher.example"), "{stdout}");
+    for id in [b1, b2, invalid] {
+        assert!(
+            stdout.contains(&id.to_string()),
+            "{id} not listed:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("2 stored address(es) to be rewritten"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = run(&["migrate"])?;
+    assert_eq!(code, 0, "a collision stopped the migration: {stderr}");
+    assert!(
+        stderr.contains(&b1.to_string()),
+        "collision not named: {stderr}"
+    );
+    rt.block_on(async {
+        assert_eq!(email_of(punycode).await?, "anna@bücher.example");
+        assert_eq!(email_of(decomposed).await?, "dü@example.com");
+        assert_eq!(email_of(b1).await?, "bo@xn--bcher-kva.example");
+        assert_eq!(email_of(b2).await?, "bo@bücher.example");
+        assert!(!step_done().await?, "step recorded with a collision left");
+        // The operator resolves it; the next start completes the step.
+        sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(b2)
+            .execute(&mysql)
+            .await?;
+        anyhow::Ok(())
+    })?;
+    let (code, _, stderr) = run(&["migrate"])?;
+    assert_eq!(code, 0, "{stderr}");
+    rt.block_on(async {
+        assert_eq!(email_of(b1).await?, "bo@bücher.example");
+        assert!(step_done().await?);
+        anyhow::Ok(())
+    })?;
+    let (code, stdout, _) = run(&["user", "collisions"])?;
+    assert_eq!(code, 0, "{stdout}");
+    rt.block_on(mysql.close());
+    rt.block_on(env.cleanup())
+}
+
 #[test]
 fn all_serves_both_services_until_sigterm() -> anyhow::Result<()> {
     let env = TestEnv::new()?;

@@ -3,7 +3,7 @@
 //!
 //! - refresh tokens a day after they expired (an expired token is refused anyway; the day
 //!   keeps recent ones for an incident investigation);
-//! - e-mail codes once expired (a resend writes a fresh one).
+//! - e-mail codes once expired and their hour window (codes sent, tries spent) has ended.
 //!
 //! Every api replica runs it, at a random offset within the interval; the deletes are
 //! idempotent, in batches of [`BATCH`] rows so no statement holds locks for long.
@@ -37,7 +37,9 @@ pub async fn purge(mysql: &MySqlPool) -> anyhow::Result<Purged> {
     let email_codes = delete_in_batches(
         mysql,
         "email_codes",
-        "DELETE FROM email_codes WHERE expires_at < NOW(3) LIMIT ?",
+        // Kept while its hour window runs: the window's count and tries outlive the code.
+        "DELETE FROM email_codes WHERE expires_at < NOW(3) \
+         AND (window_started_at IS NULL OR window_started_at < UTC_TIMESTAMP(3) - INTERVAL 1 HOUR) LIMIT ?",
     )
     .await?;
     Ok(Purged {

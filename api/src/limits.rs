@@ -1,5 +1,5 @@
 //! Keyed request limits (GCRA through `governor`): login per IP and per e-mail, sign-up per IP,
-//! verification e-mail resends per address, orders and pays per buyer. Over a limit the answer is 429 `rate_limited` with
+//! verification e-mail resends per address, code checks per IP and per address, orders and pays per buyer. Over a limit the answer is 429 `rate_limited` with
 //! `Retry-After` set to when the next request would pass ([`dropline_core::http::limit`]; counted per
 //! process).
 
@@ -20,6 +20,8 @@ pub struct Limits {
     login_email: Keyed<String>,
     signup_ip: Keyed<IpAddr>,
     resend_email: Keyed<String>,
+    verify_ip: Keyed<IpAddr>,
+    verify_email: Keyed<String>,
     orders_user: Keyed<UserId>,
     pay_user: Keyed<UserId>,
 }
@@ -51,6 +53,20 @@ impl Limits {
                 )?,
             ),
             resend_email: Keyed::new("verification e-mail", resend),
+            verify_ip: Keyed::new(
+                "verification",
+                per_minute(
+                    "limits.verify_per_ip_per_minute",
+                    config.verify_per_ip_per_minute,
+                )?,
+            ),
+            verify_email: Keyed::new(
+                "verification",
+                per_minute(
+                    "limits.verify_per_email_per_minute",
+                    config.verify_per_email_per_minute,
+                )?,
+            ),
             orders_user: Keyed::new(
                 "order",
                 per_minute(
@@ -85,6 +101,16 @@ impl Limits {
     /// `POST /api/orders/{id}/pay` by `user`.
     pub fn pay(&self, user: UserId) -> Result<(), ApiError> {
         self.pay_user.check(&user)
+    }
+
+    /// `POST /api/users/verify` from `ip`.
+    pub fn verify_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.verify_ip.check(&ip)
+    }
+
+    /// `POST /api/users/verify` for the canonical address `email`.
+    pub fn verify_email(&self, email: &str) -> Result<(), ApiError> {
+        self.verify_email.check(&email.to_owned())
     }
 
     pub fn resend(&self, email: &str) -> Result<(), ApiError> {

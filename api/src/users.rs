@@ -77,15 +77,25 @@ async fn sign_up(
         .map(accounts::check_address)
         .transpose()?;
 
-    // Cheap check before paying for argon2; the unique key still decides under a race.
-    let taken: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE email = ?")
-        .bind(&email)
-        .fetch_optional(&state.mysql)
-        .await
-        .map_err(|e| fail::db("checking the e-mail", e))?;
-    if taken.is_some() {
-        return Err(ApiError::code(ErrorCode::EmailTaken));
-    }
+    // Cheap check before paying for argon2; the unique key still decides under a race. An
+    // account never verified within auth.unverified_grace_seconds does not hold its address:
+    // this sign-up takes it over (the code goes to the address, as always, so only its owner
+    // can finish either sign-up).
+    let grace = Duration::seconds(
+        i64::try_from(state.config.auth.unverified_grace_seconds).unwrap_or(i64::MAX / 2_000),
+    );
+    let holder: Option<(UserId, Option<DateTime<Utc>>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, email_verified_at, created_at FROM users WHERE email = ?")
+            .bind(&email)
+            .fetch_optional(&state.mysql)
+            .await
+            .map_err(|e| fail::db("checking the e-mail", e))?;
+    let stale_before = Utc::now().trunc_subsecs(3) - grace;
+    let takeover = match holder {
+        None => None,
+        Some((old, None, created_at)) if created_at <= stale_before => Some(old),
+        Some(_) => return Err(ApiError::code(ErrorCode::EmailTaken)),
+    };
     let hash = state
         .hasher
         .hash_async(body.password)
@@ -108,6 +118,23 @@ async fn sign_up(
         .begin()
         .await
         .map_err(|e| fail::db("starting sign-up", e))?;
+    if let Some(old) = takeover {
+        // Still unverified and still past the grace (re-checked under the row lock): a
+        // verify or another takeover in between wins, and this one is `email_taken`.
+        let deleted = sqlx::query(
+            "DELETE FROM users WHERE id = ? AND email_verified_at IS NULL AND created_at <= ?",
+        )
+        .bind(old)
+        .bind(stale_before)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| fail::db("taking over an unverified address", e))?;
+        if deleted.rows_affected() != 1 {
+            return Err(ApiError::code(ErrorCode::EmailTaken));
+        }
+        metrics::counter!("dropline_signup_takeovers_total").increment(1);
+        tracing::info!(old_user = %old, user = %id, "sign-up took over an address whose account was never verified");
+    }
     let inserted = sqlx::query(
         "INSERT INTO users (id, email, password_hash, name, phone_enc, address_enc, role, \
          email_verified_at, created_at, updated_at) \
@@ -130,7 +157,12 @@ async fn sign_up(
         }
         Err(e) => return Err(fail::db("inserting a user", e)),
     }
-    issue_code(&state, &mut tx, id, &email, now).await?;
+    if let Err(why) = issue_code(&state, &mut tx, id, &email, now).await? {
+        // A new account has no code window yet; this would be a bug, not the buyer's doing.
+        return Err(ApiError::internal(anyhow::anyhow!(
+            "a new account's first code was not sent ({why:?})"
+        )));
+    }
     tx.commit()
         .await
         .map_err(|e| fail::db("committing sign-up", e))?;
@@ -158,28 +190,71 @@ fn code_digest(state: &AppState, user: UserId, code: &str) -> Vec<u8> {
         .digest("email-code", format!("{user}:{code}").as_bytes())
 }
 
-/// Stores a fresh code for `user` (replacing any earlier one, tries reset) and publishes the
-/// e-mail carrying it, inside `tx`: the caller commits only once the broker confirmed.
+/// The window that caps codes per account and keeps its wrong tries.
+const CODE_WINDOW: Duration = Duration::hours(1);
+
+/// Why [`issue_code`] sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotSent {
+    /// `auth.email_codes_per_hour` codes went out in this window.
+    Cap,
+    /// This window's wrong tries are spent: a new code could not be used before it ends.
+    TriesSpent,
+}
+
+/// Stores a fresh code for `user` (replacing any earlier one) and publishes the e-mail carrying
+/// it to `email`, the account's *stored* address, inside `tx`: the caller commits only once
+/// the broker confirmed.
+///
+/// A new code never restores spent tries: within one window (an hour from its first code)
+/// the wrong tries add up across codes, and at most `auth.email_codes_per_hour` codes are
+/// sent; a new window starts both afresh.
 async fn issue_code(
     state: &AppState,
     tx: &mut Transaction<'_, MySql>,
     user: UserId,
     email: &str,
     now: DateTime<Utc>,
-) -> Result<(), ApiError> {
+) -> Result<Result<(), NotSent>, ApiError> {
+    let previous: Option<(Option<DateTime<Utc>>, i32, i32)> = sqlx::query_as(
+        "SELECT window_started_at, codes_in_window, attempts FROM email_codes \
+         WHERE user_id = ? FOR UPDATE",
+    )
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|e| fail::db("reading the code window", e))?;
+    let (window_started, sent, attempts) = match previous {
+        Some((Some(started), sent, attempts)) if started + CODE_WINDOW > now => {
+            (started, sent, attempts)
+        }
+        _ => (now, 0, 0),
+    };
+    let cap = i32::try_from(state.config.auth.email_codes_per_hour).unwrap_or(i32::MAX);
+    if sent >= cap {
+        return Ok(Err(NotSent::Cap));
+    }
+    let max_tries = i32::try_from(state.config.auth.email_code_max_attempts).unwrap_or(5);
+    if attempts >= max_tries {
+        return Ok(Err(NotSent::TriesSpent));
+    }
     let code = new_code();
     let ttl = state.config.auth.email_code_ttl_seconds;
     let expires = now + Duration::seconds(i64::try_from(ttl).unwrap_or(600));
     sqlx::query(
-        "INSERT INTO email_codes (user_id, code_hash, attempts, expires_at, sent_at) \
-         VALUES (?, ?, 0, ?, ?) \
-         ON DUPLICATE KEY UPDATE code_hash = VALUES(code_hash), attempts = 0, \
-         expires_at = VALUES(expires_at), sent_at = VALUES(sent_at)",
+        "INSERT INTO email_codes (user_id, code_hash, attempts, expires_at, sent_at, \
+         window_started_at, codes_in_window) VALUES (?, ?, ?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE code_hash = VALUES(code_hash), attempts = VALUES(attempts), \
+         expires_at = VALUES(expires_at), sent_at = VALUES(sent_at), \
+         window_started_at = VALUES(window_started_at), codes_in_window = VALUES(codes_in_window)",
     )
     .bind(user)
     .bind(code_digest(state, user, &code))
+    .bind(attempts)
     .bind(expires)
     .bind(now)
+    .bind(window_started)
+    .bind(sent + 1)
     .execute(&mut **tx)
     .await
     .map_err(|e| fail::db("storing a verification code", e))?;
@@ -203,7 +278,7 @@ async fn issue_code(
         .publish(kinds::MAIL_SEND, &mail.id.to_string(), &payload)
         .await
         .map_err(|e| fail::broker("queueing the verification e-mail", e))?;
-    Ok(())
+    Ok(Ok(()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,14 +288,19 @@ struct Verify {
     code: String,
 }
 
+/// Checks a code. Limited per IP and per (canonical) address, so that guessing is slow from
+/// one machine and against one account from many.
 async fn verify(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(body): Json<Verify>,
 ) -> Result<Response, ApiError> {
+    state.limits.verify_ip(ip)?;
     let invalid = |message: &str| ApiError::new(ErrorCode::InvalidCode, message);
     let Ok(email) = accounts::normalize_email(&body.email) else {
         return Err(invalid("the code is wrong or has expired"));
     };
+    state.limits.verify_email(&email)?;
     let code = body.code.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid("the code is six digits"));
@@ -247,19 +327,20 @@ async fn verify(
             invalid(message)
         }
     };
-    let pending: Option<(Vec<u8>, i32, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT code_hash, attempts, expires_at FROM email_codes WHERE user_id = ? FOR UPDATE",
+    let pending: Option<PendingCode> = sqlx::query_as(
+        "SELECT code_hash, attempts, expires_at, window_started_at FROM email_codes \
+         WHERE user_id = ? FOR UPDATE",
     )
     .bind(user)
     .fetch_optional(&mut *tx)
     .await
     .map_err(|e| fail::db("reading the code", e))?;
-    let Some((stored, attempts, expires_at)) = pending else {
+    let Some((stored, attempts, expires_at, window_started)) = pending else {
         return Err(invalid("no code is pending: ask for a new one"));
     };
     let max = i32::try_from(state.config.auth.email_code_max_attempts).unwrap_or(5);
     if attempts >= max {
-        return Err(invalid("too many wrong tries: ask for a new code"));
+        return Err(invalid(&tries_spent_message(window_started)));
     }
     if expires_at <= Utc::now() {
         return Err(invalid("the code has expired: ask for a new one"));
@@ -278,7 +359,10 @@ async fn verify(
         return Err(if left > 0 {
             invalid(&format!("the code is wrong ({left} tries left)"))
         } else {
-            invalid("the code is wrong and now burnt: ask for a new one")
+            invalid(&format!(
+                "the code is wrong and now burnt; {}",
+                tries_spent_message(window_started)
+            ))
         });
     }
     if verified {
@@ -301,6 +385,21 @@ async fn verify(
     Ok(verified_response())
 }
 
+/// A pending code: its digest, wrong tries (in its window), expiry, and window start.
+type PendingCode = (Vec<u8>, i32, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// When a new code can help again: a new code keeps the window's spent tries.
+fn tries_spent_message(window_started: Option<DateTime<Utc>>) -> String {
+    let minutes = window_started
+        .map(|started| (started + CODE_WINDOW - Utc::now()).num_seconds().max(0))
+        .map_or(0, |seconds| (seconds + 59) / 60);
+    if minutes > 0 {
+        format!("too many wrong tries: ask for a new code in {minutes} minutes")
+    } else {
+        "too many wrong tries: ask for a new code".to_owned()
+    }
+}
+
 fn verified_response() -> Response {
     AxumJson(serde_json::json!({"verified": true})).into_response()
 }
@@ -316,7 +415,9 @@ struct Resend {
 }
 
 /// Always 202 for a well-formed address, whether or not an unverified account has it, so the
-/// endpoint does not reveal who signed up. Limited per address.
+/// endpoint does not reveal who signed up. Limited per (canonical) address; the code goes to
+/// the address the account has stored, never to the text typed here; a code is sent only
+/// within the account's hourly cap and while its tries are not spent ([`issue_code`]).
 async fn resend(
     State(state): State<AppState>,
     Json(body): Json<Resend>,
@@ -328,13 +429,26 @@ async fn resend(
         .begin()
         .await
         .map_err(|e| fail::db("starting resend", e))?;
-    let user = lock_user(&mut tx, &email).await?;
-    if let Some((user, None)) = user {
-        issue_code(&state, &mut tx, user, &email, Utc::now().trunc_subsecs(3)).await?;
-        tx.commit()
+    let account: Option<(UserId, String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT id, email, email_verified_at FROM users WHERE email = ? FOR UPDATE")
+            .bind(&email)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| fail::db("committing resend", e))?;
-        tracing::info!(%user, "verification code sent again");
+            .map_err(|e| fail::db("reading the user", e))?;
+    if let Some((user, stored, None)) = account {
+        let now = Utc::now().trunc_subsecs(3);
+        match issue_code(&state, &mut tx, user, &stored, now).await? {
+            Ok(()) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| fail::db("committing resend", e))?;
+                tracing::info!(%user, "verification code sent again");
+            }
+            Err(why) => {
+                metrics::counter!("dropline_email_codes_withheld_total").increment(1);
+                tracing::info!(%user, reason = ?why, "verification code not sent again");
+            }
+        }
     }
     Ok((
         StatusCode::ACCEPTED,

@@ -281,10 +281,14 @@ async fn verify_does_not_tell_who_has_a_verified_account() -> anyhow::Result<()>
 }
 
 #[tokio::test]
-async fn five_wrong_codes_burn_the_code_and_resend_issues_a_new_one() -> anyhow::Result<()> {
-    let api = TestApi::start(&[("LIMITS__RESEND_INTERVAL_SECONDS", "1")]).await?;
+async fn five_wrong_codes_burn_the_code_until_the_window_ends() -> anyhow::Result<()> {
+    let api = TestApi::start(&[
+        ("LIMITS__RESEND_INTERVAL_SECONDS", "1"),
+        ("LIMITS__VERIFY_PER_EMAIL_PER_MINUTE", "100"),
+    ])
+    .await?;
     let email = email();
-    sign_up(&api, &email).await?;
+    let id = sign_up(&api, &email).await?;
     let code = api.code_for(&email, 1).await?;
     let wrong = if code == "999999" { "999998" } else { "999999" };
     for left in (0..5).rev() {
@@ -330,10 +334,40 @@ async fn five_wrong_codes_burn_the_code_and_resend_issues_a_new_one() -> anyhow:
     .await?
     .expect(400, Some("invalid_code"));
 
-    let resent = api
-        .post("/api/users/verify/resend", None, json!({"email": email}))
+    // A resend never restores spent tries (#17 hole 2): within the code window it answers as
+    // always but sends nothing, and the burnt account says when a new code can help.
+    api.post("/api/users/verify/resend", None, json!({"email": email}))
+        .await?
+        .expect(202, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        api.mails_to(&email).await?,
+        1,
+        "a resend restored spent tries"
+    );
+    let refused = api
+        .post(
+            "/api/users/verify",
+            None,
+            json!({"email": email, "code": code}),
+        )
         .await?;
-    resent.expect(202, None);
+    refused.expect(400, Some("invalid_code"));
+    let message = s(&refused.body["error"]["message"]);
+    assert!(message.contains("minutes"), "{message}");
+
+    // Once the window is over, a resend issues a new code with fresh tries.
+    sqlx::query(
+        "UPDATE email_codes SET window_started_at = window_started_at - INTERVAL 61 MINUTE \
+         WHERE user_id = ?",
+    )
+    .bind(id)
+    .execute(api.mysql())
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // the resend interval
+    api.post("/api/users/verify/resend", None, json!({"email": email}))
+        .await?
+        .expect(202, None);
     let fresh = api.code_for(&email, 2).await?;
     api.post(
         "/api/users/verify",
@@ -342,6 +376,266 @@ async fn five_wrong_codes_burn_the_code_and_resend_issues_a_new_one() -> anyhow:
     )
     .await?
     .expect(200, None);
+    api.stop().await
+}
+
+/// Mails to `to` after a moment for the api to publish anything it would.
+async fn settled_mails(api: &TestApi, to: &str) -> anyhow::Result<usize> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.mails_to(to).await
+}
+
+/// A fresh address at `domain` whose local part holds a `u` (for its look-alike `ü`).
+fn address_at(domain: &str) -> String {
+    format!("buyer-{}@{domain}", Uuid::new_v4().simple())
+}
+
+/// #17 hole 2: an accent makes another address (the column compares exactly), so a
+/// look-alike neither signs in to the account it resembles nor is refused as taken.
+#[tokio::test]
+async fn a_look_alike_address_is_another_account() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let email = email();
+    verified_login(&api, &email).await?;
+    let look_alike = email.replacen('u', "ü", 1);
+    assert_ne!(look_alike, email);
+    api.post(
+        "/api/auth/login",
+        None,
+        json!({"email": look_alike, "password": PASSWORD}),
+    )
+    .await?
+    .expect(401, Some("invalid_credentials"));
+    let accented_domain = email.replace("@example.com", "@exämple.com");
+    api.post(
+        "/api/auth/login",
+        None,
+        json!({"email": accented_domain, "password": PASSWORD}),
+    )
+    .await?
+    .expect(401, Some("invalid_credentials"));
+    // Its owner can sign up with it: another account, its code to the look-alike.
+    let other = sign_up(&api, &look_alike).await?;
+    assert_eq!(api.code_for(&look_alike, 1).await?.len(), 6);
+    let me = api
+        .get(
+            "/api/me",
+            Some(s(&verified_token(&api, &email).await?).as_str()),
+        )
+        .await?;
+    assert_ne!(s(&me.body["id"]), other.to_string());
+    api.stop().await
+}
+
+/// Logs in an account made by [`verified_login`]; returns its access token.
+async fn verified_token(api: &TestApi, email: &str) -> anyhow::Result<Value> {
+    let login = api
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await?;
+    login.expect(200, None);
+    Ok(login.body["access_token"].clone())
+}
+
+/// #17 hole 2: the spellings of one address (case, NFC, a Punycode domain) are one account,
+/// stored in one canonical form, and the code goes to that stored form only.
+#[tokio::test]
+async fn spellings_of_one_address_are_one_account() -> anyhow::Result<()> {
+    let api = TestApi::start(&[("LIMITS__RESEND_INTERVAL_SECONDS", "1")]).await?;
+    let typed = address_at("xn--bcher-kva.example");
+    let stored = typed.replace("xn--bcher-kva", "bücher");
+    let reply = api
+        .post(
+            "/api/users",
+            None,
+            json!({"email": typed, "password": PASSWORD, "name": "Anna"}),
+        )
+        .await?;
+    reply.expect(201, None);
+    assert_eq!(s(&reply.body["email"]), stored);
+    assert_eq!(api.code_for(&stored, 1).await?.len(), 6);
+    for spelling in [
+        stored.to_uppercase(),
+        stored.replace('ü', "u\u{0308}"),
+        typed.clone(),
+    ] {
+        api.post(
+            "/api/users",
+            None,
+            json!({"email": spelling, "password": PASSWORD, "name": "Anna"}),
+        )
+        .await?
+        .expect(409, Some("email_taken"));
+    }
+    // A resend typed in another spelling mails the stored address, never the typed text.
+    api.post(
+        "/api/users/verify/resend",
+        None,
+        json!({"email": typed.to_uppercase()}),
+    )
+    .await?
+    .expect(202, None);
+    api.code_for(&stored, 2).await?;
+    assert_eq!(settled_mails(&api, &typed.to_uppercase()).await?, 0);
+    api.stop().await
+}
+
+/// #17 hole 2: a resend for a look-alike of an unverified account's address mails nobody
+/// (it was the account's code, mailed to the look-alike's owner).
+#[tokio::test]
+async fn a_code_never_goes_to_a_look_alike_address() -> anyhow::Result<()> {
+    let api = TestApi::start(&[("LIMITS__RESEND_INTERVAL_SECONDS", "1")]).await?;
+    let victim = email();
+    sign_up(&api, &victim).await?;
+    api.code_for(&victim, 1).await?;
+    let look_alike = victim.replace("@example.com", "@exämple.com");
+    api.post(
+        "/api/users/verify/resend",
+        None,
+        json!({"email": look_alike}),
+    )
+    .await?
+    .expect(202, None);
+    assert_eq!(settled_mails(&api, &look_alike).await?, 0);
+    assert_eq!(api.mails_to(&victim).await?, 1);
+    api.stop().await
+}
+
+/// #17 hole 2: codes per account per hour are capped (auth.email_codes_per_hour), whatever
+/// spelling the resends use.
+#[tokio::test]
+async fn codes_per_account_are_capped_per_hour() -> anyhow::Result<()> {
+    let api = TestApi::start(&[
+        ("LIMITS__RESEND_INTERVAL_SECONDS", "1"),
+        ("AUTH__EMAIL_CODES_PER_HOUR", "3"),
+    ])
+    .await?;
+    let email = email();
+    sign_up(&api, &email).await?;
+    api.code_for(&email, 1).await?;
+    for spelling in [email.clone(), email.to_uppercase(), format!(" {email}")] {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        api.post("/api/users/verify/resend", None, json!({"email": spelling}))
+            .await?
+            .expect(202, None);
+    }
+    assert_eq!(settled_mails(&api, &email).await?, 3);
+    api.stop().await
+}
+
+/// #17 hole 2: guessing codes is limited per address (whatever the spelling) and per IP.
+#[tokio::test]
+async fn verify_is_rate_limited_per_address_and_per_ip() -> anyhow::Result<()> {
+    let api = TestApi::start(&[
+        ("LIMITS__VERIFY_PER_EMAIL_PER_MINUTE", "3"),
+        ("LIMITS__VERIFY_PER_IP_PER_MINUTE", "1000"),
+    ])
+    .await?;
+    let email = email();
+    sign_up(&api, &email).await?;
+    let code = api.code_for(&email, 1).await?;
+    let wrong = if code == "000000" { "000001" } else { "000000" };
+    for spelling in [email.clone(), email.to_uppercase(), format!("{email} ")] {
+        api.post(
+            "/api/users/verify",
+            None,
+            json!({"email": spelling, "code": wrong}),
+        )
+        .await?
+        .expect(400, Some("invalid_code"));
+    }
+    let limited = api
+        .post(
+            "/api/users/verify",
+            None,
+            json!({"email": email, "code": code}),
+        )
+        .await?;
+    limited.expect(429, Some("rate_limited"));
+    assert!(limited.headers.get("retry-after").is_some());
+    // Another address is not held back by this one.
+    api.post(
+        "/api/users/verify",
+        None,
+        json!({"email": "nobody-here@example.com", "code": "123456"}),
+    )
+    .await?
+    .expect(400, Some("invalid_code"));
+    api.stop().await?;
+
+    let api = TestApi::start(&[
+        ("LIMITS__VERIFY_PER_EMAIL_PER_MINUTE", "1000"),
+        ("LIMITS__VERIFY_PER_IP_PER_MINUTE", "4"),
+    ])
+    .await?;
+    for i in 0..4 {
+        api.post(
+            "/api/users/verify",
+            None,
+            json!({"email": format!("guess-{i}@example.com"), "code": "123456"}),
+        )
+        .await?
+        .expect(400, Some("invalid_code"));
+    }
+    api.post(
+        "/api/users/verify",
+        None,
+        json!({"email": "guess-5@example.com", "code": "123456"}),
+    )
+    .await?
+    .expect(429, Some("rate_limited"));
+    api.stop().await
+}
+
+/// #17 hole 11: an account never verified within auth.unverified_grace_seconds no longer
+/// holds its address; a verified one always does, and so does a recent unverified one.
+#[tokio::test]
+async fn an_unverified_sign_up_is_taken_over_after_the_grace() -> anyhow::Result<()> {
+    let api = TestApi::start(&[("AUTH__UNVERIFIED_GRACE_SECONDS", "1")]).await?;
+    let email = email();
+    let first = sign_up(&api, &email).await?;
+    api.code_for(&email, 1).await?;
+    let second_password = "another horse battery";
+    let again = || {
+        api.post(
+            "/api/users",
+            None,
+            json!({"email": email, "password": second_password, "name": "Lee"}),
+        )
+    };
+    again().await?.expect(409, Some("email_taken"));
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let taken = again().await?;
+    taken.expect(201, None);
+    let second = s(&taken.body["id"]);
+    assert_ne!(second, first.to_string());
+    // The first account is gone; the code for the new one went to the address.
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = ?")
+        .bind(first)
+        .fetch_one(api.mysql())
+        .await?;
+    assert_eq!(left, 0);
+    let code = api.code_for(&email, 2).await?;
+    api.post(
+        "/api/users/verify",
+        None,
+        json!({"email": email, "code": code}),
+    )
+    .await?
+    .expect(200, None);
+    api.post(
+        "/api/auth/login",
+        None,
+        json!({"email": email, "password": second_password}),
+    )
+    .await?
+    .expect(200, None);
+    // Verified: never taken over.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    again().await?.expect(409, Some("email_taken"));
     api.stop().await
 }
 

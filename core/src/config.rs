@@ -122,6 +122,8 @@ pub struct AuthConfig {
     pub argon2_parallelism: u32,
     pub email_code_ttl_seconds: u64,
     pub email_code_max_attempts: u32,
+    pub email_codes_per_hour: u32,
+    pub unverified_grace_seconds: u64,
     pub purge_interval_seconds: u64,
 }
 
@@ -176,6 +178,8 @@ pub struct LimitsConfig {
     pub login_per_email_per_minute: u32,
     pub signup_per_ip_per_minute: u32,
     pub resend_interval_seconds: u64,
+    pub verify_per_ip_per_minute: u32,
+    pub verify_per_email_per_minute: u32,
     pub orders_per_user_per_minute: u32,
     pub pay_per_user_per_minute: u32,
 }
@@ -200,6 +204,8 @@ impl fmt::Debug for AuthConfig {
             .field("argon2_parallelism", &self.argon2_parallelism)
             .field("email_code_ttl_seconds", &self.email_code_ttl_seconds)
             .field("email_code_max_attempts", &self.email_code_max_attempts)
+            .field("email_codes_per_hour", &self.email_codes_per_hour)
+            .field("unverified_grace_seconds", &self.unverified_grace_seconds)
             .field("purge_interval_seconds", &self.purge_interval_seconds)
             .finish()
     }
@@ -462,6 +468,10 @@ impl Config {
             "auth.email_code_max_attempts",
             u64::from(self.auth.email_code_max_attempts),
         )?;
+        positive(
+            "auth.email_codes_per_hour",
+            u64::from(self.auth.email_codes_per_hour),
+        )?;
         file_or_value(
             "passes.signing_key",
             &self.passes.signing_key_file,
@@ -489,6 +499,14 @@ impl Config {
         positive(
             "limits.signup_per_ip_per_minute",
             u64::from(self.limits.signup_per_ip_per_minute),
+        )?;
+        positive(
+            "limits.verify_per_ip_per_minute",
+            u64::from(self.limits.verify_per_ip_per_minute),
+        )?;
+        positive(
+            "limits.verify_per_email_per_minute",
+            u64::from(self.limits.verify_per_email_per_minute),
         )?;
         positive(
             "limits.orders_per_user_per_minute",
