@@ -308,8 +308,7 @@ impl Mailer {
     /// Builds the e-mail; every failure here is the producer's and parks the message.
     fn build(&self, envelope: &Envelope<MailSend>) -> Result<lettre::Message, Malformed> {
         let mail = &envelope.data;
-        let to: Mailbox = mail
-            .to
+        let to: Mailbox = ascii_domain(&mail.to)
             .parse()
             .map_err(|e| Malformed(format!("`to` is not a mailbox: {e}")))?;
         if mail.subject.contains(['\r', '\n']) {
@@ -325,8 +324,7 @@ impl Mailer {
 
     /// Builds the confirmation of an order for its buyer.
     fn build_confirmation(&self, confirmed: &OrderConfirmed) -> Result<lettre::Message, Malformed> {
-        let address = confirmed
-            .email
+        let address = ascii_domain(&confirmed.email)
             .parse()
             .map_err(|e| Malformed(format!("`email` is not an address: {e}")))?;
         let name = one_line(&confirmed.name);
@@ -544,8 +542,31 @@ fn one_line(s: &str) -> String {
         .to_owned()
 }
 
+/// An address with its domain in ASCII (Punycode), as every SMTP server takes it: accounts
+/// store internationalised domains in Unicode (`core::auth::accounts::normalize_email`). A
+/// domain that does not convert is left as it is (the parse that follows refuses it).
+fn ascii_domain(address: &str) -> std::borrow::Cow<'_, str> {
+    match address.rsplit_once('@') {
+        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
+            Ok(ascii) => format!("{local}@{ascii}").into(),
+            Err(_) => address.into(),
+        },
+        _ => address.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn internationalised_domains_go_to_smtp_in_ascii() {
+        assert_eq!(
+            ascii_domain("anna@bücher.example"),
+            "anna@xn--bcher-kva.example"
+        );
+        assert_eq!(ascii_domain("anna@example.com"), "anna@example.com");
+        assert_eq!(ascii_domain("not an address"), "not an address");
+    }
     use super::*;
     use dropline_core::ids::{OrderId, SaleId, UserId};
     use dropline_core::messages::OrderRef;
