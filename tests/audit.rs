@@ -1,4 +1,4 @@
-//! `sale audit` (`dropline_core::orders::audit`) against the machine's real Redis and MariaDB. Each
+//! `sale audit` (`dropline_audit`) against the machine's real Redis and MariaDB. Each
 //! test builds a sale through the real code paths (`Orders` for every arrow, the outbox
 //! drained into `ledger::record` as the recorder does, payment rows with
 //! `ledger::record_payments` as the payment worker does, `ledger::confirm_paid` before
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use dropline_audit::{AuditOptions, BreachCode, Report, audit};
 use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
-use dropline_core::orders::audit::{AuditOptions, BreachCode, Report, audit};
 use dropline_core::orders::ledger::OrderRow;
 use dropline_core::orders::outbox::Outbox;
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
@@ -670,7 +670,7 @@ async fn a_sale_redis_lost_and_an_unknown_sale() -> anyhow::Result<()> {
     let error = unknown.err().context("an unknown sale is an error")?;
     assert!(
         error
-            .downcast_ref::<dropline_core::orders::audit::UnknownSale>()
+            .downcast_ref::<dropline_audit::UnknownSale>()
             .is_some(),
         "{error:#}"
     );

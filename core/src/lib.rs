@@ -7,15 +7,15 @@
 //!   extractors and rate limits.
 //! - [`auth`]: signing keys, access tokens and passes, password hashing, account rules.
 //! - [`sale`]: a sale's state in Redis and the state a buyer sees.
-//! - [`orders`]: the order state machine, its outbox to MySQL, the MySQL ledger, and the
-//!   invariant audit.
+//! - [`orders`]: the order state machine, its outbox to MySQL, and the MySQL ledger (the
+//!   invariant audit over them is the `dropline-audit` crate).
 //! - [`ids`]: the typed ids (`SaleId`, `UserId`, `OrderId`, `ProductId`); [`money`]: an amount
 //!   in minor units with its currency code.
 //! - [`messages`]: the RabbitMQ message envelope and payloads.
 //! - [`alerts`], [`coalesce`], [`lease`], [`shutdown`], [`telemetry`]: the small shared pieces.
 //!
 //! Waitroom, api and workers depend on this crate and never on each other; the operator
-//! commands live in `dropline-ops`.
+//! commands live in `dropline-ops`, the invariant audit in `dropline-audit`.
 
 pub mod alerts;
 pub mod auth;

@@ -236,12 +236,8 @@ pub mod scripts {
     /// Live orders past their deadline, for the sweeper (`lua/order_due.lua`).
     pub static ORDER_DUE: Script = crate::lua_script!("order_due");
 
-    /// A sale's counters and outbox marker at one moment, for `sale audit`
-    /// (`lua/audit_snapshot.lua`).
-    pub static AUDIT_SNAPSHOT: Script = crate::lua_script!("audit_snapshot");
-
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 10] {
+    pub fn all() -> [&'static Script; 9] {
         [
             &LEASE_ACQUIRE,
             &LEASE_RELEASE,
@@ -252,7 +248,6 @@ pub mod scripts {
             &CONFIRM,
             &RELEASE,
             &ORDER_DUE,
-            &AUDIT_SNAPSHOT,
         ]
     }
 }

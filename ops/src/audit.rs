@@ -1,4 +1,4 @@
-//! `dropline sale audit <sale-id>`: runs the shared audit (`dropline_core::orders::audit`:
+//! `dropline sale audit <sale-id>`: runs the shared audit (`dropline_audit`:
 //! DESIGN §6 for one sale, Redis against MySQL, read-only) and prints its report, as text for
 //! a terminal or as one JSON object.
 
@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use dropline_audit::{AuditOptions, Report, UnknownSale, audit};
 use dropline_core::Config;
 use dropline_core::clients::mysql;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::SaleId;
 use dropline_core::orders::OrderState;
-use dropline_core::orders::audit::{AuditOptions, Report, UnknownSale, audit};
 
 /// `dropline sale audit`: 0 no breach, 1 a breach (or the audit could not run: then nothing
 /// is printed on stdout), 2 a malformed or unknown sale id. Connects without migrating or
@@ -165,10 +165,10 @@ pub fn human(report: &Report) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use dropline_core::ids::{OrderId, SaleId};
-    use dropline_core::orders::audit::{
+    use dropline_audit::{
         Breach, BreachCode, MysqlFigures, Pending, PendingOrder, RedisFigures, Report, Tally,
     };
+    use dropline_core::ids::{OrderId, SaleId};
     use uuid::Uuid;
 
     use super::human;

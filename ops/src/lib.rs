@@ -1,7 +1,7 @@
 //! `dropline-ops`: the operator commands' own code, used by the `dropline` binary only.
 //!
 //! - [`audit`]: `dropline sale audit`, the terminal report around the shared audit
-//!   (`dropline_core::orders::audit` does the scan and the checks).
+//!   (`dropline_audit` does the scan and the checks).
 //! - [`rearm`]: `dropline sale rearm`, a sale's Redis state rebuilt from MySQL.
 //! - [`users`]: `dropline user create`.
 //! - [`loadtest`]: `dropline loadtest seed`.

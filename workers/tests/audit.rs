@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use dropline_audit::{AuditOptions, Report, audit};
 use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
 use dropline_core::messages::{Envelope, PaymentRequested, kinds};
-use dropline_core::orders::audit::{AuditOptions, Report, audit};
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
 use dropline_core::sale::{self, SaleConfig};
 use dropline_testkit::{TestEnv, eventually};

@@ -66,7 +66,6 @@
 //!   sale*: the same key sent for another sale is not seen here. Enforcing "one key, one body"
 //!   across sales needs a check outside this slot (the api's job).
 
-pub mod audit;
 pub mod ledger;
 pub mod outbox;
 

@@ -7,9 +7,9 @@ use std::fmt;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::ids::{OrderId, SaleId, UserId};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 
-use crate::orders::OrderState;
+use dropline_core::orders::OrderState;
 
 /// What went wrong, one code per kind (the JSON `code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

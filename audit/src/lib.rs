@@ -1,6 +1,10 @@
-//! `dropline sale audit <sale>`: checks DESIGN §6 for one sale, Redis against MySQL, and
-//! reports every breach with a stable code ([`BreachCode`]). Read-only: it never writes to
-//! Redis or MySQL.
+//! The invariant audit (`dropline sale audit <sale>`): checks DESIGN §6 for one sale, Redis
+//! against MySQL, and reports every breach with a stable code ([`BreachCode`]). Read-only: it
+//! never writes to Redis or MySQL.
+//!
+//! A crate of its own, beside `dropline-core` rather than in it: the operator's commands
+//! (`dropline-ops`) use it today, and the api's console will serve the same report; no
+//! component needs its 1,500 lines to serve buyers.
 //!
 //! # What is checked
 //!
@@ -18,7 +22,7 @@
 //! # Orders in flight (without `--settled`)
 //!
 //! Redis decides; MySQL follows through the sale's outbox stream (`events`) and the confirm
-//! worker (see [`crate::orders::ledger`]). The audit reads Redis first (the scan), then the outbox,
+//! worker (see [`dropline_core::orders::ledger`]). The audit reads Redis first (the scan), then the outbox,
 //! then MySQL, so for an order Redis showed in state R:
 //!
 //! - R's outbox entry is still in the stream: MySQL may lag behind R (or not have the row
@@ -75,14 +79,18 @@ use std::collections::HashSet;
 use anyhow::Context;
 use sqlx::MySqlPool;
 
-use crate::ids::{OrderId, SaleId};
+use dropline_core::ids::{OrderId, SaleId};
 
-use crate::clients::redis::Redis;
-use crate::orders::{OrderState, Orders};
+use dropline_core::clients::redis::Redis;
+use dropline_core::orders::{OrderState, Orders};
 
 mod checks;
 mod report;
 mod scan;
+
+/// A sale's counters and outbox marker at one moment (`lua/audit_snapshot.lua`).
+pub static AUDIT_SNAPSHOT: dropline_core::lua::Script =
+    dropline_core::lua_script!("audit_snapshot");
 
 pub use report::*;
 
@@ -308,7 +316,7 @@ pub async fn audit(
 }
 
 /// `stock_total`, `sold`, `per_user_limit` of a sale.
-pub(super) async fn sale_row<'e, E>(db: E, sale: SaleId) -> anyhow::Result<Option<(i64, i64, i64)>>
+pub(crate) async fn sale_row<'e, E>(db: E, sale: SaleId) -> anyhow::Result<Option<(i64, i64, i64)>>
 where
     E: sqlx::Executor<'e, Database = sqlx::MySql>,
 {
@@ -319,4 +327,23 @@ where
             .await
             .with_context(|| format!("reading sale {sale}"))?;
     Ok(row.map(|(t, s, l)| (t.into(), s.into(), l.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The script runs behind the shared prelude, and its header is its contract.
+    #[test]
+    fn the_snapshot_script_documents_keys_argv_and_returns() {
+        let script = &super::AUDIT_SNAPSHOT;
+        assert!(script.body().starts_with(dropline_core::lua::PRELUDE));
+        let header: String = script
+            .source()
+            .lines()
+            .take_while(|l| l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for part in ["KEYS", "ARGV", "Returns"] {
+            assert!(header.contains(part), "header lacks {part}");
+        }
+    }
 }

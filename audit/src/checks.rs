@@ -8,13 +8,13 @@ use anyhow::Context;
 use futures_util::TryStreamExt;
 use sqlx::MySqlPool;
 
-use crate::ids::{OrderId, SaleId, UserId};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 
-use super::report::*;
-use super::scan::{RedisOrder, Scan, Snapshot, read_orders};
-use super::{MAX_LISTED, MAX_PENDING_LISTED, PAGE, UnknownSale, sale_row};
-use crate::clients::redis::Redis;
-use crate::orders::{OrderState, Orders};
+use crate::report::*;
+use crate::scan::{RedisOrder, Scan, Snapshot, read_orders};
+use crate::{MAX_LISTED, MAX_PENDING_LISTED, PAGE, UnknownSale, sale_row};
+use dropline_core::clients::redis::Redis;
+use dropline_core::orders::{OrderState, Orders};
 
 /// Redis checks on the snapshot and the scan.
 pub(super) fn check_redis(

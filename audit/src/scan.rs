@@ -10,14 +10,14 @@ use fred::types::scan::Scanner;
 use futures_util::TryStreamExt;
 use futures_util::future::try_join_all;
 
-use crate::ids::{OrderId, UserId};
+use dropline_core::ids::{OrderId, UserId};
 
-use super::PAGE;
-use super::report::StateCounts;
-use crate::clients::redis::Redis;
-use crate::lua::scripts::AUDIT_SNAPSHOT;
-use crate::orders::{OrderState, Orders};
-use crate::sale::keys::KeyName;
+use crate::AUDIT_SNAPSHOT;
+use crate::PAGE;
+use crate::report::StateCounts;
+use dropline_core::clients::redis::Redis;
+use dropline_core::orders::{OrderState, Orders};
+use dropline_core::sale::keys::KeyName;
 
 /// `lua/audit_snapshot.lua`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
