@@ -235,13 +235,15 @@ pub mod scripts {
     pub static RELEASE: Script = crate::lua_script!("release");
     /// Live orders past their deadline, for the sweeper (`lua/order_due.lua`).
     pub static ORDER_DUE: Script = crate::lua_script!("order_due");
+    /// A re-report's claim with its backoff, and the parked mark (`lua/rereport.lua`).
+    pub static REREPORT: Script = crate::lua_script!("rereport");
 
     /// A sale's counters and outbox marker at one moment, for `sale audit`
     /// (`lua/audit_snapshot.lua`).
     pub static AUDIT_SNAPSHOT: Script = crate::lua_script!("audit_snapshot");
 
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 10] {
+    pub fn all() -> [&'static Script; 11] {
         [
             &LEASE_ACQUIRE,
             &LEASE_RELEASE,
@@ -252,6 +254,7 @@ pub mod scripts {
             &CONFIRM,
             &RELEASE,
             &ORDER_DUE,
+            &REREPORT,
             &AUDIT_SNAPSHOT,
         ]
     }
