@@ -30,7 +30,8 @@
 -- Order hash fields (o:<order>): user (16 raw bytes, the adm member), qty, amount (price x qty,
 -- minor units, computed exactly: see mul_exact), currency, state (held|paying|paid|expired|cancelled|failed), deadline (epoch
 -- ms: hold end while HELD, payment deadline while PAYING), created, updated (epoch ms), idem
--- (the client's idempotency key).
+-- (the client's idempotency key). rereport.lua adds rr_n, rr_next and parked to a PAYING
+-- order (the expiry worker's re-report backoff and the confirm worker's parked mark).
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, per_user_limit, hold_seconds, price, currency)
 -- KEYS[2]  avail (units available)

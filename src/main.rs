@@ -60,6 +60,9 @@ enum Command {
     /// Operate on one sale's state.
     #[command(subcommand)]
     Sale(SaleCommand),
+    /// Payments that need an operator.
+    #[command(subcommand)]
+    Payments(PaymentsCommand),
     /// Tools for load tests.
     #[command(subcommand)]
     Loadtest(LoadtestCommand),
@@ -129,6 +132,14 @@ enum SaleCommand {
         #[arg(long)]
         settled: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PaymentsCommand {
+    /// Re-send a payment.completed the confirm worker parked (the sweeper does not): ask the
+    /// provider, report its decision to the confirm worker, clear the order's parked mark.
+    /// Exit 0 re-sent (or the order ended), 1 not done, 2 a bad or unknown order id.
+    Resend { order_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +323,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             json,
             settled,
         }) => return dropline_ops::audit::sale_audit(&config, &sale_id, json, settled).await,
+        Command::Payments(PaymentsCommand::Resend { order_id }) => {
+            return dropline_ops::payments::resend_command(&config, &order_id, resend_parked).await;
+        }
         Command::Loadtest(LoadtestCommand::Seed {
             users,
             out,
@@ -333,6 +347,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dropline payments resend`'s workers part: the simulated provider, as the workers use.
+fn resend_parked<'a>(
+    config: &'a Config,
+    deps: &'a Deps,
+    sale: dropline_core::ids::SaleId,
+    order: dropline_core::ids::OrderId,
+) -> dropline_ops::payments::ResendFuture<'a> {
+    Box::pin(async move {
+        let provider = dropline_workers::provider::Simulated::new(deps.redis()?, &config.payment);
+        dropline_workers::expiry::resend(config, deps, provider, sale, order).await
+    })
 }
 
 async fn connect(config: &Config, needs: Needs) -> anyhow::Result<Deps> {

@@ -73,7 +73,8 @@ fn help_lists_every_command() -> anyhow::Result<()> {
     let (code, stdout, _) = output(dropline().arg("--help"))?;
     assert_eq!(code, 0);
     for cmd in [
-        "waitroom", "api", "worker", "all", "migrate", "user", "sale", "loadtest", "config",
+        "waitroom", "api", "worker", "all", "migrate", "user", "sale", "payments", "loadtest",
+        "config",
     ] {
         assert!(stdout.contains(cmd), "--help lacks {cmd}:\n{stdout}");
     }
@@ -172,6 +173,22 @@ fn sale_audit_refuses_a_malformed_id_before_connecting() -> anyhow::Result<()> {
     )?;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("not a sale id"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn payments_resend_refuses_a_malformed_id_before_connecting() -> anyhow::Result<()> {
+    // Every dependency on a closed port: the id is checked before any connection.
+    let (code, stdout, stderr) = output(
+        dropline()
+            .args(["payments", "resend", "not-a-uuid"])
+            .env("DROPLINE_MYSQL__URL", "mysql://root@127.0.0.1:1/none")
+            .env("DROPLINE_REDIS__URL", "redis://127.0.0.1:1")
+            .env("DROPLINE_AMQP__URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not an order id"), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     Ok(())
 }

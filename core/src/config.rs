@@ -302,6 +302,10 @@ pub struct ExpiryConfig {
     pub sweep_interval_seconds: u64,
     /// Turn on keyspace events for expired keys at start (`CONFIG SET`).
     pub keyspace_events: bool,
+    /// The wait after an order's first re-report of a decided payment; doubled each time.
+    pub rereport_backoff_seconds: u64,
+    /// The cap of that doubling.
+    pub rereport_backoff_max_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -668,6 +672,19 @@ impl Config {
             "expiry.sweep_interval_seconds",
             self.expiry.sweep_interval_seconds,
         )?;
+        positive(
+            "expiry.rereport_backoff_seconds",
+            self.expiry.rereport_backoff_seconds,
+        )?;
+        if self.expiry.rereport_backoff_max_seconds < self.expiry.rereport_backoff_seconds {
+            return Err(ConfigError::invalid(
+                "expiry.rereport_backoff_max_seconds",
+                format!(
+                    "expected at least expiry.rereport_backoff_seconds ({}), got {}",
+                    self.expiry.rereport_backoff_seconds, self.expiry.rereport_backoff_max_seconds
+                ),
+            ));
+        }
         self.validate_alerts()
     }
 

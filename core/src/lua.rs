@@ -235,9 +235,11 @@ pub mod scripts {
     pub static RELEASE: Script = crate::lua_script!("release");
     /// Live orders past their deadline, for the sweeper (`lua/order_due.lua`).
     pub static ORDER_DUE: Script = crate::lua_script!("order_due");
+    /// A re-report's claim with its backoff, and the parked mark (`lua/rereport.lua`).
+    pub static REREPORT: Script = crate::lua_script!("rereport");
 
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 9] {
+    pub fn all() -> [&'static Script; 10] {
         [
             &LEASE_ACQUIRE,
             &LEASE_RELEASE,
@@ -248,6 +250,7 @@ pub mod scripts {
             &CONFIRM,
             &RELEASE,
             &ORDER_DUE,
+            &REREPORT,
         ]
     }
 }

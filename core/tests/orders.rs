@@ -1809,3 +1809,114 @@ async fn a_storm_of_every_call_keeps_counters_and_orders_consistent() -> anyhow:
     redis.quit().await;
     env.cleanup().await
 }
+
+/// `lua/rereport.lua`: a PAYING order past its deadline is claimed once per window, the windows
+/// doubling up to the cap; concurrent claims grant one; a parked order is never granted; a
+/// claim given back is granted again at once; unpark clears the mark and opens a first window.
+#[tokio::test]
+async fn rereport_claims_back_off_per_order_and_skip_parked_ones() -> anyhow::Result<()> {
+    use dropline_core::orders::rereport::{Backoff, Claim};
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = TestSale::arm(&redis, Spec::default()).await?;
+    let o = &sale.orders;
+    let backoff = Backoff {
+        first: Duration::from_millis(200),
+        max: Duration::from_millis(500),
+    };
+    let order = held_order(&sale, 1).await?;
+    assert_eq!(
+        o.claim_rereport(order.id, backoff).await?,
+        Claim::NotPaying(OrderState::Held)
+    );
+    applied(
+        o.begin_payment(order.id, Duration::from_millis(300))
+            .await?,
+        OrderState::Paying,
+    )?;
+    assert_eq!(o.claim_rereport(order.id, backoff).await?, Claim::NotDue);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+
+    // Ten at once: one is granted.
+    let claims =
+        futures_util::future::join_all((0..10).map(|_| o.claim_rereport(order.id, backoff)))
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+    let granted: Vec<_> = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Granted { .. }))
+        .collect();
+    assert_eq!(granted.len(), 1, "{claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, Claim::Granted { .. } | Claim::Wait { .. }))
+    );
+
+    // Windows of 200, 400, then 500 ms (the cap).
+    let mut windows = Vec::new();
+    for _ in 0..3 {
+        let until = loop {
+            match o.claim_rereport(order.id, backoff).await? {
+                Claim::Wait { until_ms } => {
+                    let left = until_ms - redis_now_ms(&redis).await?;
+                    tokio::time::sleep(Duration::from_millis(u64::try_from(left.max(0))? + 5))
+                        .await;
+                }
+                Claim::Granted { n, until_ms } => break (n, until_ms),
+                other => anyhow::bail!("{other:?}"),
+            }
+        };
+        windows.push((until.0, until.1 - redis_now_ms(&redis).await?));
+    }
+    let ns: Vec<i64> = windows.iter().map(|w| w.0).collect();
+    assert_eq!(ns, [2, 3, 4]);
+    for ((_, left), want) in windows.iter().zip([400, 500, 500]) {
+        assert!((want - 100..=want).contains(left), "{windows:?}");
+    }
+
+    // Given back: granted again at once, with the same number.
+    let Claim::Wait { until_ms } = o.claim_rereport(order.id, backoff).await? else {
+        anyhow::bail!("expected a window");
+    };
+    assert!(until_ms > redis_now_ms(&redis).await?);
+    o.give_back_rereport(order.id, 4).await?;
+    assert!(matches!(
+        o.claim_rereport(order.id, backoff).await?,
+        Claim::Granted { n: 4, .. }
+    ));
+
+    // Parked: never granted, the reminder backs off too; unpark opens a first window.
+    assert!(o.mark_parked(order.id).await?);
+    assert!(o.parked_at(order.id).await?.is_some());
+    o.give_back_rereport(order.id, 4).await?;
+    assert!(matches!(
+        o.claim_rereport(order.id, backoff).await?,
+        Claim::Parked { n: 4, .. }
+    ));
+    assert!(matches!(
+        o.claim_rereport(order.id, backoff).await?,
+        Claim::Wait { .. }
+    ));
+    assert!(o.unmark_parked(order.id, backoff.first).await?);
+    assert_eq!(o.parked_at(order.id).await?, None);
+    assert!(matches!(
+        o.claim_rereport(order.id, backoff).await?,
+        Claim::Wait { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(matches!(
+        o.claim_rereport(order.id, backoff).await?,
+        Claim::Granted { n: 1, .. }
+    ));
+
+    // No such order: nothing written.
+    let ghost = OrderId::new_v7();
+    assert_eq!(o.claim_rereport(ghost, backoff).await?, Claim::NotFound);
+    assert!(!o.mark_parked(ghost).await?);
+    let exists: i64 = redis.pool().exists(o.order_key(ghost)).await?;
+    assert_eq!(exists, 0);
+    redis.quit().await;
+    env.cleanup().await
+}

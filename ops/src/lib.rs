@@ -5,6 +5,7 @@
 //! - [`rearm`]: `dropline sale rearm`, a sale's Redis state rebuilt from MySQL.
 //! - [`users`]: `dropline user create`.
 //! - [`loadtest`]: `dropline loadtest seed`.
+//! - [`payments`]: `dropline payments resend`, a parked payment completion re-sent.
 //! - [`demo`]: the demo sale of `dropline all --demo`.
 //!
 //! Each command returns the process's exit status: 0 done, 1 failed or a breach found, 2 bad
@@ -13,5 +14,6 @@
 pub mod audit;
 pub mod demo;
 pub mod loadtest;
+pub mod payments;
 pub mod rearm;
 pub mod users;

@@ -38,6 +38,10 @@
 //! and finishes the remaining steps: no second payment, no second `sold`. A dependency failure
 //! (MySQL deadlock, Redis or RabbitMQ down) is retried after `amqp.retry_delay_ms`.
 //!
+//! A completion about to be parked (after `amqp.max_attempts`, or parked at once) marks its
+//! order in Redis ([`Orders::mark_parked`]): the expiry worker's sweeper then stops re-sending
+//! it, and an operator re-sends it with `dropline payments resend <order>`.
+//!
 //! `order.confirmed` carries a message id derived from the order id ([`confirmation_id`]), so
 //! every copy of one order's confirmation has the same id; the mail worker also mails once
 //! per order.
@@ -277,7 +281,7 @@ impl Confirmer {
             PaymentOutcome::Declined => self.declined(&completed).await,
             PaymentOutcome::Approved => self.approved(&completed).await,
         };
-        match result {
+        let outcome = match result {
             Ok(outcome) => outcome,
             Err(error) => {
                 tracing::warn!(
@@ -286,6 +290,35 @@ impl Confirmer {
                 );
                 Outcome::Retry(format!("{error:#}"))
             }
+        };
+        if outcome.parks(message.attempt, self.broker.config().max_attempts) {
+            self.mark_parked(&completed.order).await;
+        }
+        outcome
+    }
+
+    /// This order's completion goes to the parking queue: mark the order so that the expiry
+    /// worker's sweeper stops re-sending it (an operator re-sends it with `dropline payments
+    /// resend`). Marked before the message is parked: if parking fails the delivery comes
+    /// back and is parked again, and a mark on an order that then ends is harmless. A mark
+    /// that cannot be written only leaves the sweeper re-sending it, backed off.
+    async fn mark_parked(&self, order: &OrderRef) {
+        let orders = Orders::new(&self.redis, order.sale_id);
+        match orders.mark_parked(order.order_id).await {
+            Ok(true) => {
+                metrics::counter!("dropline_confirm_parked_orders_total").increment(1);
+                tracing::warn!(
+                    "payment.completed parked: the order is marked; the sweeper will not re-send it (`dropline payments resend {}`)",
+                    order.order_id
+                );
+            }
+            Ok(false) => {
+                tracing::warn!("payment.completed parked for an order Redis does not know")
+            }
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "payment.completed parked, but the order could not be marked; the sweeper may re-send it"
+            ),
         }
     }
 

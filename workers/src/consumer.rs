@@ -47,6 +47,18 @@ pub enum Outcome {
     Park(String),
 }
 
+impl Outcome {
+    /// Whether this outcome of delivery number `attempt` sends the message to the parking
+    /// queue (a [`Outcome::Park`], or a [`Outcome::Retry`] on the last attempt).
+    pub fn parks(&self, attempt: u32, max_attempts: u32) -> bool {
+        match self {
+            Self::Ack => false,
+            Self::Retry(_) => attempt >= max_attempts,
+            Self::Park(_) => true,
+        }
+    }
+}
+
 /// Consumes `spec`'s queue with `handler` until `shutdown` fires, reconnecting as needed.
 /// The prefetch is `amqp.prefetch`.
 pub async fn consume<H, Fut>(
@@ -188,11 +200,12 @@ async fn handle<H, Fut>(
     let started = std::time::Instant::now();
     let outcome = handler(message).await;
     let max_attempts = broker.config().max_attempts;
-    let label = match &outcome {
-        Outcome::Ack => "ack",
-        Outcome::Retry(_) if attempt >= max_attempts => "parked",
-        Outcome::Retry(_) => "retry",
-        Outcome::Park(_) => "parked",
+    let label = if outcome.parks(attempt, max_attempts) {
+        "parked"
+    } else if outcome == Outcome::Ack {
+        "ack"
+    } else {
+        "retry"
     };
     metrics::histogram!("dropline_amqp_handle_duration_seconds", "queue" => spec.suffix)
         .record(started.elapsed().as_secs_f64());

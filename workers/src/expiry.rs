@@ -5,8 +5,9 @@
 //!
 //! - **Keyspace events.** At start the worker adds `Ex` to `notify-keyspace-events` (keeping
 //!   flags already set; a refusal is a warning) and subscribes to expired keys on every
-//!   primary ([`ExpiredKeys`]). A hold timer (`hold:<order>`) that expires names its order:
-//!   a HELD one is released at once; a PAYING one makes its sale swept now.
+//!   primary ([`ExpiredKeys`]). A hold timer (`hold:<order>`) that expires names its order,
+//!   and that order alone is settled at once (as below); the rest of its sale waits for the
+//!   sweeper.
 //! - **The sweeper**, every `expiry.sweep_interval_seconds`, over each sale's `holds` index
 //!   ([`Orders::due`], Redis time): events are fire-and-forget and come late or never (worker
 //!   down, connection lost), so the sweeper alone guarantees every hold ends by its deadline
@@ -16,12 +17,23 @@
 //!
 //! - HELD → [`Orders::release`] to EXPIRED (the script checks the deadline by Redis time, so
 //!   an early event changes nothing): the stock comes back exactly once.
-//! - PAYING (no outcome by the payment deadline) → the provider is asked
-//!   ([`PaymentProvider::settle`]): with no decision yet it voids the order, which is then
-//!   released to FAILED; with a decision, it is reported like the payment worker does
-//!   ([`Reporter`]: payment row + `payment.completed`) and the confirm worker ends the order
-//!   (PAID, or FAILED). So a payment the provider accepted is never failed with its stock
-//!   sold again, and a lost `payment.requested` does not leave an order paying for ever.
+//! - PAYING (no outcome by the payment deadline) → first a claim
+//!   ([`Orders::claim_rereport`]), then the provider is asked ([`PaymentProvider::settle`]):
+//!   with no decision yet it voids the order, which is then released to FAILED; with a
+//!   decision, it is reported like the payment worker does ([`Reporter`]: payment row +
+//!   `payment.completed`) and the confirm worker ends the order (PAID, or FAILED). So a
+//!   payment the provider accepted is never failed with its stock sold again, and a lost
+//!   `payment.requested` does not leave an order paying for ever.
+//!
+//! Such an order stays due until the confirm worker ends it, and a confirm worker that lags
+//! must not be fed a copy of its completion every sweep: the claim is granted once per
+//! window, the windows doubling per order from `expiry.rereport_backoff_seconds` up to
+//! `expiry.rereport_backoff_max_seconds`, atomically in Redis (several expiry workers and the
+//! timer events share it). A claim whose report failed is given back, so a dependency that
+//! failed is tried again at the next sweep. An order whose completion the confirm worker
+//! parked is never re-sent from here (logged, backing off the same way, and counted in
+//! `dropline_expiry_parked_skipped_total`): an operator re-sends it with
+//! `dropline payments resend <order>` ([`resend`]) once the cause is fixed.
 //!
 //! Every step repeats safely: several expiry workers may run (they share the sweep and the
 //! events), and a crash anywhere is finished by the next sweep.
@@ -35,7 +47,9 @@ use dropline_core::Config;
 use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{OrderId, SaleId};
-use dropline_core::orders::{OrderState, Orders, Target, Transition};
+use dropline_core::messages::PaymentOutcome;
+use dropline_core::orders::rereport::{Backoff, Claim, Resent};
+use dropline_core::orders::{Order, OrderState, Orders, Target, Transition};
 use dropline_core::sale::keys::parse_hold_key;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
@@ -74,6 +88,7 @@ pub async fn run(
         redis: redis.clone(),
         provider,
         reporter: Reporter::new(deps)?,
+        backoff: backoff(config),
     });
     let consumer = format!(
         "{}-{}-{}",
@@ -133,15 +148,81 @@ pub async fn run(
     Ok(())
 }
 
+/// The re-report backoff of `config` (`expiry.rereport_backoff_*`).
+pub fn backoff(config: &Config) -> Backoff {
+    Backoff {
+        first: Duration::from_secs(config.expiry.rereport_backoff_seconds.max(1)),
+        max: Duration::from_secs(
+            config
+                .expiry
+                .rereport_backoff_max_seconds
+                .max(config.expiry.rereport_backoff_seconds),
+        ),
+    }
+}
+
 /// One pass of the sweeper over every sale it looks after; returns how many orders it ended
 /// or reported. Public so that tests (and operators' tools) can sweep once.
-pub async fn sweep_once(deps: &Deps, provider: Arc<dyn PaymentProvider>) -> anyhow::Result<usize> {
+pub async fn sweep_once(
+    config: &Config,
+    deps: &Deps,
+    provider: Arc<dyn PaymentProvider>,
+) -> anyhow::Result<usize> {
     let settler = Settler {
         redis: deps.redis()?.clone(),
         provider,
         reporter: Reporter::new(deps)?,
+        backoff: backoff(config),
     };
     settler.sweep().await
+}
+
+/// `dropline payments resend <order>`: re-sends the completion of a PAYING order whose
+/// `payment.completed` the confirm worker parked. Asks the provider as the sweeper does
+/// ([`PaymentProvider::settle`]), reports the decision through the same [`Reporter`] (payment
+/// row + `payment.completed`, broker-confirmed) and only then clears the parked mark, which
+/// also restarts the order's re-report backoff. An order without the mark is settled the same
+/// way once its payment deadline passed (an operator may push a stuck one); before it, its
+/// payment may be in flight and nothing is done ([`Resent::InFlight`]).
+pub async fn resend(
+    config: &Config,
+    deps: &Deps,
+    provider: Arc<dyn PaymentProvider>,
+    sale: SaleId,
+    order: OrderId,
+) -> anyhow::Result<Resent> {
+    let orders = Orders::new(deps.redis()?, sale);
+    let backoff = backoff(config);
+    let Some(current) = orders.get(order).await? else {
+        return Ok(Resent::NotInRedis);
+    };
+    let parked = orders.parked_at(order).await?;
+    if current.state != OrderState::Paying {
+        if parked.is_some() {
+            orders.unmark_parked(order, backoff.first).await?;
+        }
+        return Ok(Resent::NotPaying(current.state));
+    }
+    if parked.is_none() && current.deadline_ms > chrono::Utc::now().timestamp_millis() {
+        return Ok(Resent::InFlight {
+            deadline_ms: current.deadline_ms,
+        });
+    }
+    let settler = Settler {
+        redis: deps.redis()?.clone(),
+        provider,
+        reporter: Reporter::new(deps)?,
+        backoff,
+    };
+    let resent = match settler.ask_provider(&orders, &current, "operator").await? {
+        Asked::Voided => Resent::Voided,
+        Asked::Reported(outcome) => Resent::Reported {
+            approved: outcome == PaymentOutcome::Approved,
+        },
+    };
+    orders.unmark_parked(order, backoff.first).await?;
+    tracing::info!(sale = %sale, order = %order, resent = ?resent, "parked completion re-sent by an operator");
+    Ok(resent)
 }
 
 async fn sweep_loop(settler: &Settler, interval: Duration, shutdown: &CancellationToken) {
@@ -244,26 +325,25 @@ struct Settler {
     redis: Redis,
     provider: Arc<dyn PaymentProvider>,
     reporter: Reporter,
+    backoff: Backoff,
+}
+
+/// What the provider said about a PAYING order, and what was done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// No decision: voided there, the order released to FAILED (or it had ended meanwhile).
+    Voided,
+    /// A decision, reported (`payment.completed` with this outcome).
+    Reported(PaymentOutcome),
 }
 
 impl Settler {
-    /// A hold timer expired.
+    /// A hold timer expired: that order is settled (released if HELD and due, settled with
+    /// the provider if PAYING and due), and nothing else: the sale's other due orders are the
+    /// sweeper's.
     async fn on_timer(&self, sale: SaleId, order: OrderId) -> anyhow::Result<()> {
         let orders = Orders::new(&self.redis, sale);
-        let Some(current) = orders.get(order).await? else {
-            return Ok(());
-        };
-        match current.state {
-            OrderState::Held => {
-                self.release(&orders, order, Target::Expired, "event")
-                    .await?;
-            }
-            // The deadline is checked by Redis time there.
-            OrderState::Paying => {
-                self.sweep_sale(sale).await?;
-            }
-            _ => {}
-        }
+        self.settle_due(&orders, order, "event").await?;
         Ok(())
     }
 
@@ -285,7 +365,7 @@ impl Settler {
             let (due, _now) = orders.due(DUE_BATCH).await?;
             let full = due.len() >= DUE_BATCH;
             let results: Vec<anyhow::Result<Settled>> = futures_util::stream::iter(due)
-                .map(|d| self.settle_due(&orders, d.order))
+                .map(|d| self.settle_due(&orders, d.order, "sweep"))
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
@@ -309,37 +389,93 @@ impl Settler {
         }
     }
 
-    /// Ends or reports one order `due` listed.
-    async fn settle_due(&self, orders: &Orders, order: OrderId) -> anyhow::Result<Settled> {
+    /// Ends or reports one order, if it is due (by Redis time, checked by the scripts).
+    async fn settle_due(
+        &self,
+        orders: &Orders,
+        order: OrderId,
+        via: &'static str,
+    ) -> anyhow::Result<Settled> {
         let Some(current) = orders.get(order).await? else {
             tracing::warn!(sale = %orders.sale(), order = %order, "a due order has no hash; left for an operator");
             return Ok(Settled::Nothing);
         };
         match current.state {
-            OrderState::Held => self.release(orders, order, Target::Expired, "sweep").await,
-            OrderState::Paying => {
-                let settlement = self
-                    .provider
-                    .settle(order)
-                    .await
-                    .with_context(|| format!("asking the provider about order {order}"))?;
-                match settlement {
-                    Settlement::Voided => {
-                        tracing::info!(sale = %orders.sale(), order = %order, "no payment outcome by the deadline: voided at the provider");
-                        self.release(orders, order, Target::Failed, "sweep").await
-                    }
-                    Settlement::Decided(decision) => {
-                        let outcome = self
-                            .reporter
-                            .report(&current.reference(), &decision)
-                            .await?;
-                        tracing::info!(sale = %orders.sale(), order = %order, outcome = ?outcome, "payment decided but not confirmed by its deadline: reported again");
-                        metrics::counter!("dropline_expiry_reported_total").increment(1);
-                        Ok(Settled::Reported)
-                    }
-                }
-            }
+            OrderState::Held => self.release(orders, order, Target::Expired, via).await,
+            OrderState::Paying => self.settle_paying(orders, &current, via).await,
             _ => Ok(Settled::Nothing),
+        }
+    }
+
+    /// A PAYING order past its payment deadline: claim it (backoff, parked mark, deadline by
+    /// Redis time), then ask the provider. A claim not used is given back.
+    async fn settle_paying(
+        &self,
+        orders: &Orders,
+        current: &Order,
+        via: &'static str,
+    ) -> anyhow::Result<Settled> {
+        let (sale, order) = (orders.sale(), current.id);
+        let n = match orders.claim_rereport(order, self.backoff).await? {
+            Claim::Granted { n, .. } => n,
+            Claim::Wait { .. } => {
+                metrics::counter!("dropline_expiry_rereports_deferred_total").increment(1);
+                return Ok(Settled::Nothing);
+            }
+            Claim::Parked { until_ms, .. } => {
+                metrics::counter!("dropline_expiry_parked_skipped_total").increment(1);
+                tracing::warn!(
+                    sale = %sale,
+                    order = %order,
+                    next_reminder = %dropline_core::sale::from_ms(until_ms),
+                    "the confirm worker parked this order's payment.completed: not re-sent; once the cause is fixed run `dropline payments resend {order}`"
+                );
+                return Ok(Settled::Nothing);
+            }
+            Claim::NotPaying(_) | Claim::NotDue | Claim::NotFound => return Ok(Settled::Nothing),
+        };
+        match self.ask_provider(orders, current, via).await {
+            Ok(Asked::Voided) => Ok(Settled::Released),
+            Ok(Asked::Reported(_)) => Ok(Settled::Reported),
+            Err(error) => {
+                // Not reported: the next sweep may try again at once.
+                if let Err(e) = orders.give_back_rereport(order, n).await {
+                    tracing::debug!(sale = %sale, order = %order, error = format!("{e:#}"), "claim not given back; the next try waits its window");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Asks the provider about a PAYING order: no decision → voided there and FAILED here;
+    /// a decision → reported like the payment worker does.
+    async fn ask_provider(
+        &self,
+        orders: &Orders,
+        current: &Order,
+        via: &'static str,
+    ) -> anyhow::Result<Asked> {
+        let (sale, order) = (orders.sale(), current.id);
+        let settlement = self
+            .provider
+            .settle(order)
+            .await
+            .with_context(|| format!("asking the provider about order {order}"))?;
+        match settlement {
+            Settlement::Voided => {
+                tracing::info!(sale = %sale, order = %order, via, "no payment outcome by the deadline: voided at the provider");
+                self.release(orders, order, Target::Failed, via).await?;
+                Ok(Asked::Voided)
+            }
+            Settlement::Decided(decision) => {
+                let outcome = self
+                    .reporter
+                    .report(&current.reference(), &decision)
+                    .await?;
+                tracing::info!(sale = %sale, order = %order, via, outcome = ?outcome, "payment decided but not confirmed by its deadline: reported again");
+                metrics::counter!("dropline_expiry_reported_total").increment(1);
+                Ok(Asked::Reported(outcome))
+            }
         }
     }
 

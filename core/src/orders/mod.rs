@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `cfg`, `avail`, `held`, `sold` | hash, strings | the sale ([`crate::sale`]); `held` = units in HELD + PAYING, `sold` = units in PAID |
 //! | `adm` | zset | the waiting room's admitted buyers: user (16 raw bytes) → admission deadline (epoch ms) |
-//! | `o:<order>` | hash | `user` (16 raw bytes, the `adm` member), `qty`, `amount` (price × qty, minor units), `currency`, `state`, `deadline`, `created`, `updated` (epoch ms), `idem` (the client's key) |
+//! | `o:<order>` | hash | `user` (16 raw bytes, the `adm` member), `qty`, `amount` (price × qty, minor units), `currency`, `state`, `deadline`, `created`, `updated` (epoch ms), `idem` (the client's key); on a PAYING order also `rr_n`, `rr_next` (the re-report backoff) and `parked` (epoch ms: a completion was parked), see [`rereport`] |
 //! | `hold:<order>` | string | the hold timer: only its TTL matters (the keyspace `expired` event drives the expiry worker) |
 //! | `holds` | zset | every live (HELD or PAYING) order id (text) → its deadline (epoch ms): the sweeper's source of truth |
 //! | `u:<user>` | string | the user's units in HELD + PAYING + PAID orders (user as UUID text; deleted at 0) |
@@ -68,6 +68,7 @@
 
 pub mod ledger;
 pub mod outbox;
+pub mod rereport;
 
 use std::fmt;
 use std::str::FromStr;
