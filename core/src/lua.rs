@@ -93,6 +93,30 @@ impl Script {
         self.body.get(self.prelude..).unwrap_or(self.body)
     }
 
+    /// Checks what every script must be (a test helper for each crate's scripts): its body is
+    /// the prelude and its own file when made by [`lua_script!`](crate::lua_script), and its
+    /// header comment names KEYS, ARGV and Returns. `Err` says what is missing.
+    pub fn check_contract(&self) -> Result<(), String> {
+        if self.prelude > 0 && self.body != format!("{PRELUDE}\n{}", self.source()) {
+            return Err(format!(
+                "{}: does not run behind the shared prelude",
+                self.name
+            ));
+        }
+        let header: String = self
+            .source()
+            .lines()
+            .take_while(|l| l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for part in ["KEYS", "ARGV", "Returns"] {
+            if !header.contains(part) {
+                return Err(format!("{}: header lacks {part}", self.name));
+            }
+        }
+        Ok(())
+    }
+
     /// The script's SHA-1, as Redis names it.
     pub fn sha(&self) -> &str {
         self.sha

@@ -196,19 +196,7 @@ fn every_script_documents_keys_argv_and_returns() {
             "{}",
             script.name()
         );
-        let header: String = script
-            .source()
-            .lines()
-            .take_while(|l| l.starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        for part in ["KEYS", "ARGV", "Returns"] {
-            assert!(
-                header.contains(part),
-                "{} header lacks {part}",
-                script.name()
-            );
-        }
+        assert_eq!(script.check_contract(), Ok(()));
         assert_eq!(script.sha().len(), 40);
     }
 }

@@ -1545,10 +1545,11 @@ async fn the_recorder_brings_mysql_to_agree_with_redis_on_every_order() -> anyho
     world.stop().await
 }
 
-/// #17 hole 10: the admitter retires a sale (closed, line empty) while a hold is live and
-/// before any expiry worker ever ran; a worker that starts afterwards still ends the hold.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sale_retired_before_any_expiry_worker_ran_is_still_swept() -> anyhow::Result<()> {
+/// A sale leaves the admitter's index (closed, line empty) while a hold is still live, with an
+/// expiry worker watching it since before (`worker_first`) or started only afterwards (#17
+/// hole 10: the admitter retires it into the watch); either way the hold ends and is
+/// recorded, and the drained sale is no longer watched.
+async fn a_hold_outlives_the_index(worker_first: bool) -> anyhow::Result<()> {
     let world = World::start(Setup {
         payment: false,
         confirm: false,
@@ -1562,43 +1563,17 @@ async fn a_sale_retired_before_any_expiry_worker_ran_is_still_swept() -> anyhow:
     let [user] = world.buyers(1).await?[..] else {
         anyhow::bail!("one buyer");
     };
-    let order = world.held_order(user, 4).await?;
-    sale::retire(world.deps.redis()?, world.sale).await?;
-    let worker = world.spawn_expiry().await?;
-    assert!(
-        world
-            .wait_all(&[order.id], OrderState::Expired, Duration::from_secs(10))
-            .await,
-        "hold of a sale retired before any worker ran not expired"
-    );
-    assert!(recorded(&world, order.id, OrderState::Expired).await);
-    assert_eq!(world.counters().await?, (10, 0, 0));
-    worker.stop().await?;
-    world.check_invariants().await?;
-    world.stop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sale_the_admitter_dropped_is_still_swept_and_recorded() -> anyhow::Result<()> {
-    let world = World::start(Setup {
-        payment: false,
-        confirm: false,
-        mail: false,
-        expiry: false,
-        hold_seconds: 1,
-        sweep_seconds: 1,
-        ..Setup::default()
-    })
-    .await?;
-    let [user] = world.buyers(1).await?[..] else {
-        anyhow::bail!("one buyer");
+    let redis = world.deps.redis()?;
+    let (worker, order) = if worker_first {
+        let worker = world.spawn_expiry().await?;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        sale::unindex(redis, world.sale).await?;
+        (worker, world.held_order(user, 4).await?)
+    } else {
+        let order = world.held_order(user, 4).await?;
+        sale::retire(redis, world.sale).await?;
+        (world.spawn_expiry().await?, order)
     };
-    // The worker has seen the sale, then the admitter drops it from the index (closed, line
-    // empty) while a hold is still live.
-    let worker = world.spawn_expiry().await?;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    sale::unindex(world.deps.redis()?, world.sale).await?;
-    let order = world.held_order(user, 4).await?;
     assert!(
         world
             .wait_all(&[order.id], OrderState::Expired, Duration::from_secs(10))
@@ -1608,8 +1583,7 @@ async fn a_sale_the_admitter_dropped_is_still_swept_and_recorded() -> anyhow::Re
     assert!(recorded(&world, order.id, OrderState::Expired).await);
     assert_eq!(world.counters().await?, (10, 0, 0));
     // Nothing live or unrecorded is left: the sale is no longer watched.
-    let redis = world.deps.redis()?;
-    let watched_key = redis.key("expiry:sales");
+    let watched_key = sale::watched_key(redis);
     let watched = eventually(Duration::from_secs(10), || async {
         let members: Result<Vec<String>, _> = redis.pool().smembers(watched_key.as_str()).await;
         members.is_ok_and(|m| m.is_empty())
@@ -1619,4 +1593,14 @@ async fn a_sale_the_admitter_dropped_is_still_swept_and_recorded() -> anyhow::Re
     worker.stop().await?;
     world.check_invariants().await?;
     world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_retired_before_any_expiry_worker_ran_is_still_swept() -> anyhow::Result<()> {
+    a_hold_outlives_the_index(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_the_admitter_dropped_is_still_swept_and_recorded() -> anyhow::Result<()> {
+    a_hold_outlives_the_index(true).await
 }
