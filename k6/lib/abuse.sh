@@ -4,8 +4,8 @@
 #
 #   abuse_before   Redis memory before the run; starts k6/lib/halfopen.py (half-sent
 #                  connections on both servers) unless the run is clean
-#   abuse_after    stops the helper, waits until every hold of the sale has ended, reads Redis
-#                  memory again
+#   abuse_after    stops the helper, waits until every hold of the sale has ended and the keys
+#                  that outlive a payment by a fixed time have lapsed, reads Redis memory again
 #   abuse_report   prints the run's figures (honest, hostile, half-open, Redis) and writes them
 #                  to ${art}/abuse.json; non-zero when the smoke's half-open check fails
 
@@ -73,6 +73,7 @@ abuse_before() {
 }
 
 abuse_after() {
+    local k6_ended=${SECONDS}
     if [[ -n "${helper_pid}" ]]; then
         kill -TERM "${helper_pid}" 2>/dev/null || true
         wait "${helper_pid}" 2>/dev/null || true
@@ -92,8 +93,14 @@ abuse_after() {
         _abuse_memory after
         return 1
     fi
-    # A sweep interval for the timers and claims that end with the holds.
-    sleep 5
+    # Then the keys that outlive a payment by a fixed time (the card and the publish claim:
+    # payment timeout + 10 s) lapse too, so that both runs are read at the same point whatever
+    # their holds did: k6's end + payment timeout + 15 s, and at least one sweep (5 s) after
+    # the holds ended.
+    local settle=$((k6_ended + ${DROPLINE_PAYMENT__TIMEOUT_SECONDS:-30} + 15 - SECONDS))
+    ((settle >= 5)) || settle=5
+    dl_log "k6 abuse: the holds have ended; reading Redis in ${settle} s"
+    sleep "${settle}"
     _abuse_memory after
 }
 
