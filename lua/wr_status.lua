@@ -8,16 +8,19 @@
 -- The users of a batch are handled in order, exactly as if each had made its own call at the
 -- same instant (one TIME for the batch).
 --
--- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, max_active,
+--          per_user_limit)
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (field admit_rate_milli: the measured admission rate, written by the admitter)
+-- KEYS[6]  wr hash (fields admit_rate_milli and limited_rate_milli: measured admission rates,
+--          written by the admitter)
 -- ARGV[1]  abandon_after in ms
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
--- Returns  {opens_at_ms, now_ms, paused, admit_per_second, admit_rate_milli, row_1, ..., row_n},
+-- Returns  {opens_at_ms, now_ms, paused, admit_per_second, admit_rate_milli, free,
+--           limited_rate_milli, row_1, ..., row_n},
 --          or {'not_found'} when the sale is not armed. One row per user, in ARGV order, each a
 --          string "state position deadline_ms queue_length" (space-separated). A batch answers
 --          hundreds of polls: with ten RESP values per user, encoding and decoding the reply
@@ -32,7 +35,8 @@
 --   queue_length  after this user's poll (a silent user removed by it no longer counts)
 --   paused    1 when the sale is paused
 --   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
---             measured rate x 1000 (-1 when none was measured yet), for the ETA
+--             measured rate x 1000 (-1 when none was measured yet), for the control room
+--   free, limited_rate_milli  for the ETA: see eta_inputs in lib/prelude.lua
 
 local now, now_s = clock()
 
@@ -104,8 +108,9 @@ local function one(user)
   return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0)
 end
 
-local out = {opens_at, now, paused, rate, measured}
+local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
+local out = {opens_at, now, paused, rate, measured, free, limited}
 for i = 2, #ARGV do
-  out[i + 4] = one(ARGV[i])
+  out[i + 6] = one(ARGV[i])
 end
 return out

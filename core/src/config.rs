@@ -88,6 +88,7 @@ pub struct WaitroomConfig {
     pub status_per_ip_per_minute: u32,
     pub status_per_user_per_minute: u32,
     pub admit_tick_ms: u64,
+    pub eta_rate_window_seconds: u64,
     pub lease_seconds: u64,
     pub reap_interval_ms: u64,
     pub run_admitter: bool,
@@ -410,6 +411,10 @@ impl Config {
             self.waitroom.admission_window_seconds,
         )?;
         positive("waitroom.admit_tick_ms", self.waitroom.admit_tick_ms)?;
+        positive(
+            "waitroom.eta_rate_window_seconds",
+            self.waitroom.eta_rate_window_seconds,
+        )?;
         positive("waitroom.lease_seconds", self.waitroom.lease_seconds)?;
         positive("waitroom.reap_interval_ms", self.waitroom.reap_interval_ms)?;
         for (key, value) in [

@@ -9,7 +9,7 @@
 -- Everything here is a `local` (a Redis script may not create globals) and nothing runs at the
 -- top: defining these functions is all the prelude does on a call, no Redis command (TIME is
 -- read by clock(), when a script calls it). Every script gets the whole prelude, used or not:
--- the definitions cost about 0.6 us a call (11 closures), which is within the run-to-run noise
+-- the definitions cost about 0.6 us a call (12 closures), which is within the run-to-run noise
 -- of the hot scripts (reserve.lua about 24 us of Redis time, a 100-user wr_status.lua batch
 -- about 200 us); prepending only what each script uses would save about 0.2 us of reserve's.
 -- It adds about 6 KB to each body, sent once per node (SCRIPT LOAD or the NOSCRIPT fallback),
@@ -126,4 +126,23 @@ end
 -- outbox for an order read by order_at (o), now in `state` with `deadline`, moved at `now`.
 local function outbox_order(stream, order, o, state, deadline, now)
   outbox(stream, order, state, o[4], o[2], o[5], o[6], fmt(deadline), o[7], fmt(now), o[8])
+end
+
+-- What the ETA needs beyond the rate (door.md §3), read once per call:
+--   free     buyers the admitter could admit now before max_active or the stock rule binds
+--            (the same rules as wr_admit.lua, with need = cfg.per_user_limit): >= 0
+--   limited  the admission rate x 1000 measured over the recent ticks that max_active or stock
+--            limited (wr field limited_rate_milli, written by the admitter), -1 when unknown
+-- cfg, avail, held, adm, wr: the sale's keys; now: epoch ms.
+local function eta_inputs(cfg, avail, held, adm, wr, now)
+  local c = redis.call('HMGET', cfg, 'max_active', 'per_user_limit')
+  local active = redis.call('ZCOUNT', adm, '(' .. fmt(now), '+inf')
+  local need = math.max(1, num(c[2]))
+  local free = math.floor((counter(avail) + counter(held)) / need) - active
+  local max_active = num(c[1])
+  if max_active > 0 and max_active - active < free then
+    free = max_active - active
+  end
+  local limited = tonumber(redis.call('HGET', wr, 'limited_rate_milli')) or -1
+  return math.max(0, free), limited
 end

@@ -4,7 +4,8 @@
  * strings of the page's language in <script id="dl-config" type="application/json">.
  *
  * Contract (DESIGN §9): POST /w/{sale}/join with the access token -> a ticket; GET
- * /w/{sale}/status with the ticket every `retry_after_ms` (plus 0-40 % jitter, never sooner);
+ * /w/{sale}/status with the ticket every `retry_after_ms` (plus 0-40 % jitter, 0-10 % below a
+ * second, never sooner);
  * DELETE /w/{sale}/join leaves. Once admitted the status carries `pass`: POST {api}/api/orders
  * with the pass (header Dropline-Pass) and an Idempotency-Key, then /pay, then poll the order.
  *
@@ -50,7 +51,7 @@
     order: 'dropline.order.' + SALE
   };
   var FINAL_ORDER_STATES = ['paid', 'failed', 'expired', 'cancelled'];
-  var MIN_POLL_MS = 500;
+  var MIN_POLL_MS = 250;
   var DEFAULT_POLL_MS = 2000;
   var MAX_BACKOFF_MS = 30000;
 
@@ -76,9 +77,12 @@
     return new Promise(function (resolve) { setTimeout(resolve, ms); });
   }
 
-  /** `ms` stretched by 0-40 %: spreads a crowd out and is never sooner than asked. */
+  /**
+   * `ms` stretched by 0-40 %: spreads a crowd out and is never sooner than asked. Below a
+   * second only by 0-10 %: a buyer told to come back that soon is about to be let in.
+   */
   function jitter(ms) {
-    return Math.round(ms * (1 + Math.random() * 0.4));
+    return Math.round(ms * (1 + Math.random() * (ms < 1000 ? 0.1 : 0.4)));
   }
 
   function backoff(failures) {

@@ -53,7 +53,7 @@
 //! `dropline_waitroom_admitter_leader` (1 on the leader) and the histogram
 //! `dropline_waitroom_admit_tick_seconds` (a leader's whole tick).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -80,6 +80,11 @@ use dropline_core::sale::keys::SaleKeys;
 /// The field of a sale's `wr` hash that holds the measured admission rate: admissions per
 /// second × 1000, an integer (`50000` = 50 a second).
 pub const RATE_FIELD: &str = "admit_rate_milli";
+
+/// The field of a sale's `wr` hash that holds M of door.md §3: admissions per second × 1000
+/// over the ticks of the last `waitroom.eta_rate_window_seconds` that `max_active` or stock
+/// limited, `-1` when there was none. The ETA of a buyer behind those limits comes from it.
+pub const LIMITED_RATE_FIELD: &str = "limited_rate_milli";
 
 /// Time constant of the measured rate's exponential smoothing: a change of the real rate shows
 /// two thirds of the way after this long.
@@ -177,6 +182,8 @@ struct Ctx {
     tick: Duration,
     abandon_after: Duration,
     admission_window: Duration,
+    /// The span over which [`LimitedRate`] measures.
+    eta_window: Duration,
     /// No admission for this long, with buyers waiting on an open sale: an alert.
     stall_after: Duration,
     watch: Watch,
@@ -201,6 +208,7 @@ impl Admitter {
                 tick,
                 abandon_after: Duration::from_secs(config.abandon_after_seconds),
                 admission_window: Duration::from_secs(config.admission_window_seconds),
+                eta_window: Duration::from_secs(config.eta_rate_window_seconds.max(1)),
                 stall_after: DEFAULT_STALL_AFTER,
                 watch: Watch::default(),
             },
@@ -499,16 +507,27 @@ impl Ctx {
             let meter = track.meter.get_or_insert_with(|| Meter::new(None, now));
             let measured = meter.observe(admitted, now, self.tick);
             let milli = (measured * 1000.0).round() as i64;
+            let bound = matches!(outcome.limit, AdmitLimit::MaxActive | AdmitLimit::Stock);
+            let limited = track
+                .limited
+                .observe(now, admitted, bound, self.tick, self.eta_window)
+                .map_or(-1, |rate| (rate * 1000.0).round() as i64);
             let _: i64 = self
                 .redis
                 .pool()
-                .hset(&queue.keys().wr, vec![(RATE_FIELD, milli)])
+                .hset(
+                    &queue.keys().wr,
+                    vec![(RATE_FIELD, milli), (LIMITED_RATE_FIELD, limited)],
+                )
                 .await
-                .context("writing the measured admission rate")?;
-        } else if let Some(meter) = track.meter.as_mut() {
-            // Not open: the figure stands still (paused, sold out...) and the gap is not
+                .context("writing the measured admission rates")?;
+        } else {
+            // Not open: the figures stand still (paused, sold out...) and the gap is not
             // counted as time without admissions when the sale opens again.
-            meter.hold(now);
+            if let Some(meter) = track.meter.as_mut() {
+                meter.hold(now);
+            }
+            track.limited.hold(now);
         }
 
         if outcome.state == SaleState::Closed && outcome.queue_length == 0 {
@@ -658,6 +677,7 @@ fn stock_gauges(id: SaleId, view: &sale::SaleView) {
 struct Track {
     /// `None` until the sale's first open tick under this leader.
     meter: Option<Meter>,
+    limited: LimitedRate,
     errors: Throttle,
     /// Since when buyers wait on the open sale without anyone being admitted.
     stalled_since: Option<Instant>,
@@ -725,6 +745,51 @@ impl Meter {
     }
 }
 
+/// M of door.md §3: admissions per second over the open ticks of the last `window` that
+/// `max_active` or stock limited, each tick counted for the time since the previous open tick.
+/// `None` when no such tick fell in the window (the ETA then has no figure past F).
+#[derive(Debug, Default)]
+struct LimitedRate {
+    /// (when, admitted, seconds spanned) of each limited tick in the window, oldest first.
+    ticks: VecDeque<(Instant, u64, f64)>,
+    last: Option<Instant>,
+}
+
+impl LimitedRate {
+    /// A tick while the sale is not open: that time is no tick's span.
+    fn hold(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
+
+    fn observe(
+        &mut self,
+        now: Instant,
+        admitted: u64,
+        limited: bool,
+        tick: Duration,
+        window: Duration,
+    ) -> Option<f64> {
+        let span = self
+            .last
+            .map_or(tick, |last| now.saturating_duration_since(last));
+        self.last = Some(now);
+        if limited {
+            self.ticks.push_back((now, admitted, span.as_secs_f64()));
+        }
+        while self
+            .ticks
+            .front()
+            .is_some_and(|(when, _, _)| now.saturating_duration_since(*when) > window)
+        {
+            self.ticks.pop_front();
+        }
+        let seconds: f64 = self.ticks.iter().map(|(_, _, s)| s).sum();
+        // (An empty window sums to 0 s: no figure.)
+        let admitted: u64 = self.ticks.iter().map(|(_, n, _)| n).sum();
+        (seconds > 0.0).then(|| admitted as f64 / seconds)
+    }
+}
+
 /// Lets a repeated error through once per [`LOG_EVERY`], counting the ones held back.
 #[derive(Debug, Default)]
 struct Throttle {
@@ -757,6 +822,29 @@ impl Throttle {
 
 #[cfg(test)]
 mod tests {
+
+    /// M counts only ticks that max_active or stock limited, over the window.
+    #[test]
+    fn the_limited_rate_counts_only_limited_ticks_in_the_window() {
+        let tick = Duration::from_millis(100);
+        let window = Duration::from_secs(10);
+        let start = Instant::now();
+        let mut m = LimitedRate::default();
+        // Rate-limited ticks only: no figure.
+        for i in 1..=10 {
+            assert_eq!(m.observe(start + tick * i, 2, false, tick, window), None);
+        }
+        // Limited ticks admitting 1 per 100 ms: 10 a second.
+        let mut last = None;
+        for i in 11..=30 {
+            last = m.observe(start + tick * i, 1, true, tick, window);
+        }
+        let rate = last.unwrap_or_default();
+        assert!((rate - 10.0).abs() < 1e-6, "{rate}");
+        // Twenty seconds later, the old limited ticks left the window.
+        let later = start + Duration::from_secs(23);
+        assert_eq!(m.observe(later, 5, false, tick, window), None);
+    }
     use super::*;
 
     #[test]

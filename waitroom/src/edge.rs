@@ -47,8 +47,10 @@ use crate::ticket::TicketKey;
 
 /// No buyer is ever asked to wait longer than this between polls (DESIGN §9).
 const MAX_RETRY_MS: u64 = 30_000;
-/// Nor asked to come back sooner than this.
+/// Nor asked to come back sooner than this, unless due within that time.
 const MIN_RETRY_MS: u64 = 1_000;
+/// A buyer due within a second polls again after the ETA, but not sooner than this.
+const DUE_RETRY_MS: u64 = 250;
 /// Polls per second the whole pre-queue may send right after the opening instant: buyers who
 /// waited for the opening come back spread over `queue_length / OPENING_POLL_BUDGET` seconds
 /// (at most [`MAX_RETRY_MS`]) instead of all in the same second.
@@ -112,6 +114,8 @@ struct Inner {
     tickets: TicketKey,
     limits: Limits,
     abandon_after: Duration,
+    /// The admitter's tick (`waitroom.admit_tick_ms`): the ETA's last step.
+    tick: Duration,
     max_queue_length: u64,
     trust_forwarded_for: bool,
     /// Concurrent stats reads of one sale share one Redis call.
@@ -256,6 +260,7 @@ impl Edge {
                 ),
             },
             abandon_after: Duration::from_secs(w.abandon_after_seconds),
+            tick: Duration::from_millis(w.admit_tick_ms),
             max_queue_length: w.max_queue_length,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
@@ -382,8 +387,8 @@ async fn join(
     Ok(Json(JoinAnswer {
         state: status.place.state(),
         position: status.place.position(),
-        eta_seconds: eta_seconds(&status),
-        retry_after_ms: retry_after_ms(&status, e.abandon_after),
+        eta_seconds: eta_seconds(&status, e.tick),
+        retry_after_ms: retry_after_ms(&status, e.abandon_after, e.tick),
         ticket: e.tickets.issue(sale, user, expires),
         opens_at: rfc3339(status.opens_at_ms),
     }))
@@ -417,8 +422,8 @@ async fn status(
     Ok(Json(StatusAnswer {
         state: status.place.state(),
         position: status.place.position(),
-        eta_seconds: eta_seconds(&status),
-        retry_after_ms: retry_after_ms(&status, e.abandon_after),
+        eta_seconds: eta_seconds(&status, e.tick),
+        retry_after_ms: retry_after_ms(&status, e.abandon_after, e.tick),
         pass,
         pass_expires_at,
     }))
@@ -521,26 +526,45 @@ fn mint_pass(
     Ok(pass)
 }
 
-/// Seconds until a waiting buyer is admitted: position over the admission rate the admitter
-/// measured (smoothed), or the configured rate before anything was measured. `None` when the
-/// buyer is not waiting, the sale is paused, or admission has stalled (measured rate 0:
-/// bounded by stock or active buyers, so no honest figure exists).
-pub fn eta_seconds(status: &Status) -> Option<u64> {
+/// Seconds until a waiting buyer at position p is admitted (door.md §3), with R the live
+/// `admit_per_second`, F the buyers admissible now before `max_active` or stock binds
+/// ([`Status::free`]) and M the rate measured over recent ticks those limits bound
+/// ([`Status::limited_rate_milli`]):
+///
+/// - p ≤ F: p / R + tick: the admitter can take everyone up to p at the configured rate, so
+///   the rate it *can* admit now is the honest one (a measured rate is near zero when arrivals
+///   are scarce, which made a lone buyer wait 30 s for an admission that came at the next tick);
+/// - p > F: F / R + (p − F) / M + tick: past F, admissions wait for slots or stock to come back,
+///   at the pace they did lately.
+///
+/// `None` when the buyer is not waiting, the sale is paused, or M is needed and unknown or 0
+/// (no honest figure exists then).
+pub fn eta(status: &Status, tick: Duration) -> Option<Duration> {
     let position = status.place.position()?;
-    if status.paused {
+    if status.paused || status.admit_per_second == 0 {
         return None;
     }
-    let rate_milli = match status.measured_rate_milli {
-        Some(measured) => measured,
-        None => status.admit_per_second.saturating_mul(1000),
+    let r = status.admit_per_second as f64;
+    let seconds = if position <= status.free {
+        position as f64 / r
+    } else {
+        let m = status.limited_rate_milli.filter(|&m| m > 0)? as f64 / 1000.0;
+        status.free as f64 / r + (position - status.free) as f64 / m
     };
-    if rate_milli == 0 {
-        return None;
-    }
-    Some(position.saturating_mul(1000).div_ceil(rate_milli))
+    Some(Duration::from_secs_f64(seconds.min(1e9)) + tick)
+}
+
+/// [`eta`] in whole seconds, rounded up: the contract's `eta_seconds`.
+pub fn eta_seconds(status: &Status, tick: Duration) -> Option<u64> {
+    eta(status, tick).map(|eta| {
+        let ms = u64::try_from(eta.as_millis()).unwrap_or(u64::MAX);
+        ms.div_ceil(1000)
+    })
 }
 
 /// How long the page should wait before the next poll, so the total poll load stays bounded:
+/// - waiting, due within a second: the ETA itself, at least 250 ms (door.md §3: a buyer let in
+///   at the next tick hears it at once, not a second later);
 /// - waiting: a quarter of the ETA (each buyer polls about four times before their turn, so
 ///   the crowd's polls per second grow with the logarithm of the line, not its length), at
 ///   least 1 s, at most 30 s, and never more than a third of `abandon_after`, so a buyer who
@@ -548,13 +572,15 @@ pub fn eta_seconds(status: &Status) -> Option<u64> {
 /// - scheduled: half the time left to the opening; close to it, the opening instant plus a
 ///   random spread sized to the pre-queue (see [`OPENING_POLL_BUDGET`]);
 /// - admitted, sold out, closed: the maximum (the page stops polling anyway).
-pub fn retry_after_ms(status: &Status, abandon_after: Duration) -> u64 {
+pub fn retry_after_ms(status: &Status, abandon_after: Duration, tick: Duration) -> u64 {
     let abandon_ms = u64::try_from(abandon_after.as_millis()).unwrap_or(u64::MAX);
     let max = MAX_RETRY_MS.min(abandon_ms / 3).max(MIN_RETRY_MS);
     let clamp = |ms: u64| ms.clamp(MIN_RETRY_MS, max);
     match status.place {
-        Place::Waiting { .. } => match eta_seconds(status) {
-            Some(eta) => clamp(eta.saturating_mul(1000) / 4),
+        Place::Waiting { .. } => match eta(status, tick) {
+            Some(eta) if eta <= Duration::from_secs(1) => u64::try_from(eta.as_millis())
+                .map_or(MIN_RETRY_MS, |ms| ms.clamp(DUE_RETRY_MS, MIN_RETRY_MS)),
+            Some(eta) => clamp(u64::try_from(eta.as_millis()).unwrap_or(u64::MAX) / 4),
             // Paused or stalled: nothing moves soon.
             None => clamp(max / 2),
         },
@@ -601,6 +627,8 @@ fn rfc3339(ms: u64) -> String {
 mod tests {
     use super::*;
 
+    const TICK: Duration = Duration::from_millis(100);
+
     fn status(place: Place) -> Status {
         Status {
             place,
@@ -610,33 +638,76 @@ mod tests {
             paused: false,
             admit_per_second: 100,
             measured_rate_milli: None,
+            free: u64::MAX,
+            limited_rate_milli: None,
         }
     }
 
+    /// door.md §3: within F at the configured rate, past F at the measured limited rate.
     #[test]
-    fn eta_uses_the_measured_rate_and_falls_back_to_the_configured_one() {
+    fn eta_is_the_rate_the_admitter_can_admit_now() {
         let waiting = status(Place::Waiting { position: 1_000 });
-        assert_eq!(eta_seconds(&waiting), Some(10), "configured 100/s");
-        let measured = Status {
-            measured_rate_milli: Some(50_000),
+        assert_eq!(eta_seconds(&waiting, TICK), Some(11), "1,000 / 100 + tick");
+        // A measured rate near zero (arrivals were scarce) does not matter within F.
+        let scarce = Status {
+            measured_rate_milli: Some(9),
+            admit_per_second: 20,
+            place: Place::Waiting { position: 1 },
             ..waiting
         };
-        assert_eq!(eta_seconds(&measured), Some(20), "measured 50/s wins");
-        let stalled = Status {
-            measured_rate_milli: Some(0),
+        assert_eq!(eta(&scarce, TICK), Some(Duration::from_millis(150)));
+        assert_eq!(eta_seconds(&scarce, TICK), Some(1));
+        // Past F: F / R + (p - F) / M + tick.
+        let bound = Status {
+            free: 100,
+            limited_rate_milli: Some(10_000),
             ..waiting
         };
-        assert_eq!(eta_seconds(&stalled), None);
+        assert_eq!(
+            eta(&bound, TICK),
+            Some(Duration::from_secs(1) + Duration::from_secs(90) + TICK)
+        );
+        // M unknown or 0 past F: no honest figure.
+        for m in [None, Some(0)] {
+            let unknown = Status {
+                limited_rate_milli: m,
+                ..bound
+            };
+            assert_eq!(eta_seconds(&unknown, TICK), None);
+        }
         let paused = Status {
             paused: true,
             ..waiting
         };
-        assert_eq!(eta_seconds(&paused), None);
-        assert_eq!(eta_seconds(&status(Place::Scheduled)), None);
+        assert_eq!(eta_seconds(&paused, TICK), None);
+        assert_eq!(eta_seconds(&status(Place::Scheduled), TICK), None);
+    }
+
+    #[test]
+    fn a_buyer_due_within_a_second_polls_within_a_second() {
+        let abandon = Duration::from_secs(120);
+        let lone = Status {
+            admit_per_second: 20,
+            ..status(Place::Waiting { position: 1 })
+        };
         assert_eq!(
-            eta_seconds(&status(Place::Waiting { position: 1 })),
-            Some(1),
-            "rounds up"
+            retry_after_ms(&lone, abandon, TICK),
+            250,
+            "150 ms, at least 250"
+        );
+        let soon = Status {
+            admit_per_second: 20,
+            ..status(Place::Waiting { position: 16 })
+        };
+        assert_eq!(retry_after_ms(&soon, abandon, TICK), 900);
+        let later = Status {
+            admit_per_second: 20,
+            ..status(Place::Waiting { position: 200 })
+        };
+        assert_eq!(
+            retry_after_ms(&later, abandon, TICK),
+            2_525,
+            "a quarter of 10.1 s"
         );
     }
 
@@ -644,8 +715,8 @@ mod tests {
     fn retry_after_grows_with_position_and_stays_within_bounds() {
         let abandon = Duration::from_secs(120);
         let mut last = 0;
-        for position in [1, 10, 100, 1_000, 5_000, 10_000, 100_000, 10_000_000] {
-            let ms = retry_after_ms(&status(Place::Waiting { position }), abandon);
+        for position in [100, 1_000, 5_000, 10_000, 100_000, 10_000_000] {
+            let ms = retry_after_ms(&status(Place::Waiting { position }), abandon, TICK);
             assert!((MIN_RETRY_MS..=MAX_RETRY_MS).contains(&ms), "{ms}");
             assert!(ms >= last, "position {position}: {ms} < {last}");
             last = ms;
@@ -658,6 +729,7 @@ mod tests {
                 position: 1_000_000,
             }),
             short,
+            TICK,
         );
         assert_eq!(ms, 3_000);
     }
@@ -668,7 +740,8 @@ mod tests {
         let abandon = Duration::from_secs(120);
         let polls: f64 = (1..=200_000u64)
             .map(|p| {
-                1000.0 / retry_after_ms(&status(Place::Waiting { position: p }), abandon) as f64
+                1000.0
+                    / retry_after_ms(&status(Place::Waiting { position: p }), abandon, TICK) as f64
             })
             .sum();
         // Far below one poll per buyer per second (200,000/s).
@@ -682,13 +755,15 @@ mod tests {
             opens_at_ms: 1_000_000 + 600_000,
             ..status(Place::Scheduled)
         };
-        assert_eq!(retry_after_ms(&far, abandon), MAX_RETRY_MS);
+        assert_eq!(retry_after_ms(&far, abandon, TICK), MAX_RETRY_MS);
         let near = Status {
             opens_at_ms: 1_000_000 + 5_000,
             queue_length: 50_000,
             ..status(Place::Scheduled)
         };
-        let draws: Vec<u64> = (0..200).map(|_| retry_after_ms(&near, abandon)).collect();
+        let draws: Vec<u64> = (0..200)
+            .map(|_| retry_after_ms(&near, abandon, TICK))
+            .collect();
         assert!(draws.iter().all(|&ms| (5_000..=MAX_RETRY_MS).contains(&ms)));
         let distinct: std::collections::HashSet<_> = draws.iter().collect();
         assert!(distinct.len() > 50, "spread, not one instant");

@@ -154,6 +154,12 @@ pub struct Status {
     /// The admitter's smoothed measured rate × 1000 (`wr.admit_rate_milli`); `None` before the
     /// admitter measured anything.
     pub measured_rate_milli: Option<u64>,
+    /// Buyers the admitter could admit now before `max_active` or the stock rule binds (F of
+    /// door.md §3); 0 unless the place is waiting.
+    pub free: u64,
+    /// Admissions per second × 1000 over the recent ticks that `max_active` or stock limited
+    /// (M of door.md §3, `wr.limited_rate_milli`); `None` when none was measured.
+    pub limited_rate_milli: Option<u64>,
 }
 
 /// What a join did.
@@ -331,7 +337,7 @@ impl WaitQueue {
                 ],
             )
             .await?;
-        let reply = Reply::new(reply, "wr_join", 10)?;
+        let reply = Reply::new(reply, "wr_join", 12)?;
         let state = reply.text(0)?;
         Ok(match state.as_str() {
             "not_found" => None,
@@ -408,6 +414,8 @@ impl WaitQueue {
             paused: header.uint(2)? == 1,
             admit_per_second: header.uint(3)?,
             measured_rate_milli: u64::try_from(header.int(4)?).ok(),
+            free: header.uint(5)?,
+            limited_rate_milli: u64::try_from(header.int(6)?).ok(),
         };
         items
             .map(|row| {
@@ -540,7 +548,7 @@ impl WaitQueue {
 }
 
 /// The sale-wide values at the head of a wr_status reply.
-const STATUS_HEADER: usize = 5;
+const STATUS_HEADER: usize = 7;
 
 /// One user's row of a wr_status reply, `"state position deadline_ms queue_length"`: the place
 /// and the queue length after this user's poll.
@@ -642,6 +650,8 @@ impl Reply {
             paused: self.uint(6)? == 1,
             admit_per_second: self.uint(8)?,
             measured_rate_milli: u64::try_from(self.int(9)?).ok(),
+            free: self.uint(10)?,
+            limited_rate_milli: u64::try_from(self.int(11)?).ok(),
         })
     }
 }

@@ -19,6 +19,7 @@ use dropline_core::ids::{ProductId, SaleId, UserId};
 use dropline_core::sale::{self, SaleConfig, SaleState, SettingsUpdate};
 use dropline_testkit::{TestEnv, eventually};
 use dropline_waitroom::admitter::{self, Admitter, RATE_FIELD, Watch};
+use dropline_waitroom::edge;
 use dropline_waitroom::queue::{
     AdmitLimit, AdmitParams, AdmitRate, JoinOptions, JoinOutcome, Place, Stats, WaitQueue, member,
 };
@@ -878,4 +879,119 @@ async fn two_callers_share_one_rate_budget() -> anyhow::Result<()> {
         "{admitted} admitted in {seconds:.3} s by two callers, expected {expected:.1}"
     );
     world.finish(vec![]).await
+}
+
+/// door.md §3 "Done when": a lone buyer at an open sale admitting 20 a second, after the line
+/// stood empty for 60 s (the measured rate decayed to about zero), is told `eta_seconds` ≤ 1
+/// and `retry_after_ms` ≤ 1000, and polling as told is admitted within 1.5 s of the join.
+/// (On the measured-rate ETA this buyer was told about 28 s and waited 30.) The answers are
+/// computed by the edge's own functions from the join's and each poll's standing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_buyer_after_an_idle_minute_is_told_the_truth_and_let_in_at_once()
+-> anyhow::Result<()> {
+    let world = World::new(&[]).await?;
+    let sale = world
+        .arm(Spec {
+            rate: 20,
+            ..Spec::default()
+        })
+        .await?;
+    let a = world.candidate("a").await?;
+    wait_for_leader(&a.watch, 3 * LEASE).await?;
+    // A warm-up buyer, admitted, so the rate was measured once; then a minute with nobody.
+    sale.fill(1).await?;
+    wait_until(
+        Duration::from_secs(3),
+        "the warm-up buyer admitted",
+        || async { Ok(sale.admitted_total().await? == 1) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let measured = sale.wr_field(RATE_FIELD).await?.unwrap_or(-1);
+    assert!(
+        measured < 100,
+        "the measured rate is about zero: {measured} milli/s"
+    );
+
+    let user = UserId::new_v7();
+    let joined_at = Instant::now();
+    let options = JoinOptions {
+        max_queue_length: 0,
+        abandon_after: ABANDON,
+    };
+    let Some(JoinOutcome::Standing { status, .. }) = sale.queue.join(user, &options).await? else {
+        anyhow::bail!("join refused");
+    };
+    assert_eq!(status.place, Place::Waiting { position: 1 });
+    let eta = edge::eta_seconds(&status, TICK);
+    assert!(eta.is_some_and(|s| s <= 1), "eta_seconds {eta:?}");
+    let mut retry = edge::retry_after_ms(&status, ABANDON, TICK);
+    assert!(retry <= 1_000, "retry_after_ms {retry}");
+    loop {
+        tokio::time::sleep(Duration::from_millis(retry)).await;
+        let status = sale
+            .queue
+            .status(user, ABANDON)
+            .await?
+            .context("sale not armed")?;
+        if matches!(status.place, Place::Admitted { .. }) {
+            break;
+        }
+        anyhow::ensure!(
+            joined_at.elapsed() < Duration::from_secs(5),
+            "not admitted 5 s after the join: {status:?}"
+        );
+        retry = edge::retry_after_ms(&status, ABANDON, TICK);
+    }
+    let waited = joined_at.elapsed();
+    assert!(
+        waited <= Duration::from_millis(1_500),
+        "admitted {waited:?} after the join"
+    );
+    world.finish(vec![a]).await
+}
+
+/// door.md §3: behind `max_active`, a buyer's ETA comes from the admission rate the admitter
+/// measured over ticks that limit bound (M), past the F buyers it can still admit now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_max_active_the_eta_uses_the_limited_rate() -> anyhow::Result<()> {
+    let world = World::new(&[]).await?;
+    let sale = world
+        .arm(Spec {
+            rate: 100,
+            max_active: Some(5),
+            ..Spec::default()
+        })
+        .await?;
+    let users = sale.fill(20).await?;
+    let a = world.candidate("a").await?;
+    wait_for_leader(&a.watch, 3 * LEASE).await?;
+    wait_until(Duration::from_secs(3), "five admitted", || async {
+        Ok(sale.admitted_total().await? == 5)
+    })
+    .await?;
+    // Full: nobody admissible now, and no limited rate known while nobody left.
+    let last = users.last().copied().context("users")?;
+    let status = sale.queue.status(last, ABANDON).await?.context("armed")?;
+    assert_eq!(status.free, 0);
+    // One slot frees every 200 ms for two seconds: M about 5/s.
+    for user in &users[..10] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sale.order_ended(*user).await?;
+    }
+    let status = sale.queue.status(last, ABANDON).await?.context("armed")?;
+    let Place::Waiting { position } = status.place else {
+        anyhow::bail!("last buyer not waiting: {status:?}");
+    };
+    let m = status
+        .limited_rate_milli
+        .context("no limited rate measured")?;
+    assert!((2_500..=8_000).contains(&m), "M = {m} milli/s");
+    let eta = edge::eta(&status, TICK).context("no ETA")?;
+    let expected = position as f64 * 1000.0 / m as f64 + TICK.as_secs_f64();
+    assert!(
+        (eta.as_secs_f64() - expected).abs() < 0.5,
+        "ETA {eta:?} for position {position} at M {m}"
+    );
+    world.finish(vec![a]).await
 }

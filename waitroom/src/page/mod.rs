@@ -214,6 +214,7 @@ mod tests {
             status_per_ip_per_minute: 1,
             status_per_user_per_minute: 1,
             admit_tick_ms: 100,
+            eta_rate_window_seconds: 10,
             lease_seconds: 3,
             reap_interval_ms: 1000,
             run_admitter: false,
