@@ -11,28 +11,30 @@
 //! fails after Redis changed, the Redis change is undone where that is safe. Cache entries are
 //! invalidated after the commit.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{patch, post};
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate, door};
 use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::cache::Entry;
 use crate::catalog::{self, Product, Sale, SaleRecord};
+use crate::docs::{Error, IdParam};
 use crate::extract::{Admin, PathId};
 use crate::fail;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/admin/products", post(create_product))
-        .route("/api/admin/sales", post(create_sale))
-        .route("/api/admin/sales/{id}", patch(patch_sale))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_product))
+        .routes(routes!(create_sale))
+        .routes(routes!(patch_sale))
 }
 
 /// Bounds the contract gives (DESIGN §9 and issue #3).
@@ -47,14 +49,23 @@ const MAX_DESCRIPTION_CHARS: usize = 10_000;
 // ---------------------------------------------------------------------------------------------
 // Products
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
+    /// 1 to 200 characters after trimming, no control characters.
+    #[schema(pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\s\x00-\x1F\x7F-\x9F])?\s*$")]
     name: String,
+    /// Up to 10,000 characters after trimming; tabs and line breaks allowed, no other control
+    /// characters. Empty: none.
     #[serde(default)]
+    #[schema(pattern = r"^\s*(?:[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]{0,9998}[^\s\x00-\x1F\x7F-\x9F])?)?\s*$")]
     description: Option<String>,
+    /// Minor units of `currency`, 0 to 2^53 - 1.
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     price: i64,
+    /// ISO 4217: three upper-case letters (default `KRW`).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Z]{3}$")]
     currency: Option<String>,
 }
 
@@ -112,6 +123,14 @@ impl NewProduct {
     }
 }
 
+/// Create a product.
+///
+/// Role `admin`. Products are not changed once made.
+#[utoipa::path(post, path = "/api/admin/products", tag = "admin", security(("accessToken" = [])), request_body = NewProduct, responses(
+    (status = 201, description = "The product", body = Product),
+    (status = 400, description = "`bad_request`: a field breaks its bound", body = Error),
+    (status = 403, description = "`forbidden`: not an administrator", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, product_id = tracing::field::Empty))]
 async fn create_product(
     State(state): State<AppState>,
@@ -150,31 +169,62 @@ async fn create_product(
 // ---------------------------------------------------------------------------------------------
 // Sales
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSale {
+    /// An existing product.
+    #[schema(format = Uuid)]
     product_id: String,
+    /// Units on sale, 1 to 10,000,000.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     stock: i64,
+    #[schema(format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     opens_at: String,
+    /// After `opens_at`; absent or `null`: open until sold out or closed.
     #[serde(default)]
+    #[schema(format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     closes_at: Option<String>,
+    /// Units one buyer may hold or buy, 1 to `stock` (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000_000)]
     per_user_limit: Option<i64>,
+    /// How long a hold lasts before payment, 10 to 86,400 s (default 600).
     #[serde(default)]
+    #[schema(minimum = 10, maximum = 86_400)]
     hold_seconds: Option<i64>,
+    /// Buyers the waiting room admits per second, 1 to 100,000 (default 100).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000)]
     admit_per_second: Option<i64>,
+    /// The most buyers active at once; absent or `null`: no limit.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
     max_active: Option<i64>,
+    /// Leading zero bits of the proof of work a join must bring, 0 to 24 (default 0: none).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 24)]
     pow_difficulty: Option<i64>,
+    /// Priority groups in order, at most 8 distinct names of `[a-z0-9_-]{1,32}`, never
+    /// `public` (implicit and last).
     #[serde(default)]
+    #[schema(max_items = 8, inline, value_type = Option<Vec<GroupName>>)]
     groups: Option<Vec<String>>,
+    /// Before this time only buyers with an access code of a group may join; needs `groups`.
     #[serde(default)]
+    #[schema(format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     presale_only_until: Option<String>,
+    /// A line the waiting page shows: at most 280 characters, no control characters; `null`
+    /// or empty: none.
     #[serde(default)]
+    #[schema(max_length = 280, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     notice: Option<String>,
 }
+
+/// A priority group's name: `[a-z0-9_-]{1,32}`, not `public`.
+#[derive(Debug, ToSchema)]
+#[schema(pattern = r"^(?!public$)[a-z0-9_-]{1,32}$")]
+#[allow(dead_code)]
+pub struct GroupName(String);
 
 /// A validated [`NewSale`].
 #[derive(Debug)]
@@ -302,6 +352,14 @@ impl NewSale {
     }
 }
 
+/// Create a sale.
+///
+/// Role `admin`. The sale is armed in Redis and the waiting room opens it at `opens_at`.
+#[utoipa::path(post, path = "/api/admin/sales", tag = "admin", security(("accessToken" = [])), request_body = NewSale, responses(
+    (status = 201, description = "The sale", body = Sale),
+    (status = 400, description = "`bad_request`: a field breaks its bound, `closes_at` is not after `opens_at`, `per_user_limit` is over `stock`, a presale has no group, or the product does not exist", body = Error),
+    (status = 403, description = "`forbidden`: not an administrator", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = tracing::field::Empty))]
 async fn create_sale(
     State(state): State<AppState>,
@@ -457,28 +515,39 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// At least one field; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct SalePatch {
+    /// 1 to 100,000.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000)]
     admit_per_second: Option<i64>,
     /// Absent: unchanged; `null`: no limit.
     #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 2_147_483_647)]
     max_active: Option<Option<i64>>,
     #[serde(default)]
     paused: Option<bool>,
+    /// Only `true`: a closed sale cannot be reopened.
     #[serde(default)]
     closed: Option<bool>,
+    /// 0 to 24.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 24)]
     pow_difficulty: Option<i64>,
-    /// Only while the sale is scheduled.
+    /// Only while the sale is scheduled; as in `POST /api/admin/sales`.
     #[serde(default)]
+    #[schema(max_items = 8, inline, value_type = Option<Vec<GroupName>>)]
     groups: Option<Vec<String>>,
     /// Absent: unchanged; `null`: no presale.
     #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<String>, format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
     presale_only_until: Option<Option<String>>,
     /// Absent: unchanged; `null` or `""`: no notice.
     #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<String>, max_length = 280, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     notice: Option<Option<String>>,
 }
 
@@ -589,6 +658,16 @@ impl SettingsRow {
     }
 }
 
+/// Change a sale.
+///
+/// Role `admin`: the admission rate, the active limit, pause, close, and the door's settings.
+#[utoipa::path(patch, path = "/api/admin/sales/{id}", tag = "admin", security(("accessToken" = [])), params(IdParam), request_body = SalePatch, responses(
+    (status = 200, description = "The sale after the change", body = Sale),
+    (status = 400, description = "`bad_request`: nothing to change, `closed: false`, a field breaks its bound, a presale without a group", body = Error),
+    (status = 403, description = "`forbidden`: not an administrator", body = Error),
+    (status = 404, description = "`not_found`", body = Error),
+    (status = 409, description = "`invalid_state`: the sale is closed, or its groups change after it opened", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = %id))]
 async fn patch_sale(
     State(state): State<AppState>,

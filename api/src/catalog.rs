@@ -13,10 +13,8 @@
 //! The types and loaders here are shared with [`crate::admin`], which answers with the same
 //! shapes.
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
@@ -25,20 +23,24 @@ use dropline_core::sale::{self, SaleState, SaleView, door};
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::cache::Entry;
+use crate::docs::{Error, IdParam, PageParams, SaleListParams};
 use crate::extract::PathId;
 use crate::fail;
 use crate::paging::{self, Keyset, Page, PageRequest};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/products", get(list_products))
-        .route("/api/products/{id}", get(get_product))
-        .route("/api/sales", get(list_sales))
-        .route("/api/sales/{id}", get(get_sale))
-        .route("/api/sales/{id}/stock", get(get_stock))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_products))
+        .routes(routes!(get_product))
+        .routes(routes!(list_sales))
+        .routes(routes!(get_sale))
+        .routes(routes!(get_stock))
 }
 
 /// With a state filter, at most this many sales are examined for one page; a page may then hold
@@ -80,8 +82,9 @@ pub(crate) mod rfc3339 {
 }
 
 /// A product, as answered and as cached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Product {
+    #[schema(value_type = uuid::Uuid)]
     pub id: ProductId,
     pub name: String,
     pub description: Option<String>,
@@ -117,8 +120,9 @@ pub struct SaleRecord {
 }
 
 /// A sale as answered: the record plus its live state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Sale {
+    #[schema(value_type = uuid::Uuid)]
     pub id: SaleId,
     pub product: Product,
     pub stock_total: i64,
@@ -133,11 +137,18 @@ pub struct Sale {
     /// `null`: no limit on active buyers.
     pub max_active: Option<i64>,
     pub paused: bool,
+    #[schema(value_type = crate::docs::SaleStateDoc)]
     pub state: SaleState,
+    /// Leading zero bits a join's proof of work must have (0: none asked).
+    #[schema(maximum = 24)]
     pub pow_difficulty: u8,
+    /// The priority groups, first served first (`public`, buyers without a code, is implicit
+    /// and last).
     pub groups: Vec<String>,
+    /// Before this, only buyers with an access code may join.
     #[serde(with = "rfc3339::option")]
     pub presale_only_until: Option<DateTime<Utc>>,
+    /// A line the waiting page shows.
     pub notice: Option<String>,
 }
 
@@ -165,7 +176,7 @@ impl Sale {
 }
 
 /// `GET /api/sales/{id}/stock`.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct Stock {
     pub available: i64,
     pub held: i64,
@@ -338,6 +349,13 @@ fn query(query: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, A
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
+/// List products.
+///
+/// Newest first, a page at a time.
+#[utoipa::path(get, path = "/api/products", tag = "catalog", params(PageParams), responses(
+    (status = 200, description = "A page of products", body = PageOfProducts),
+    (status = 400, description = "`bad_request`: `limit` or `cursor` is not valid", body = Error),
+))]
 #[tracing::instrument(skip_all)]
 async fn list_products(
     State(state): State<AppState>,
@@ -352,6 +370,11 @@ async fn list_products(
     Ok(Json(paging::page(rows, limit, |p: &Product| p.id)))
 }
 
+/// One product.
+#[utoipa::path(get, path = "/api/products/{id}", tag = "catalog", params(IdParam), responses(
+    (status = 200, description = "The product", body = Product),
+    (status = 404, description = "`not_found`", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(product_id = %id))]
 async fn get_product(
     State(state): State<AppState>,
@@ -388,6 +411,13 @@ fn state_prefilter(state: Option<SaleState>) -> &'static str {
     }
 }
 
+/// List sales.
+///
+/// Newest first, a page at a time, with each sale's live state and stock.
+#[utoipa::path(get, path = "/api/sales", tag = "catalog", params(SaleListParams), responses(
+    (status = 200, description = "A page of sales", body = PageOfSales),
+    (status = 400, description = "`bad_request`: `limit`, `cursor` or `state` is not valid", body = Error),
+))]
 #[tracing::instrument(skip_all)]
 async fn list_sales(
     State(state): State<AppState>,
@@ -443,6 +473,13 @@ async fn list_sales(
     }
 }
 
+/// One sale.
+///
+/// With its live state and available stock.
+#[utoipa::path(get, path = "/api/sales/{id}", tag = "catalog", params(IdParam), responses(
+    (status = 200, description = "The sale", body = Sale),
+    (status = 404, description = "`not_found`", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %id))]
 async fn get_sale(
     State(state): State<AppState>,
@@ -454,7 +491,14 @@ async fn get_sale(
         .ok_or_else(ApiError::not_found)
 }
 
-/// Redis only, never MySQL: a sale that is not armed is 404 here.
+/// A sale's stock.
+///
+/// Available, held and sold units, live. Redis only, never MySQL: a sale that is not armed is
+/// 404 here.
+#[utoipa::path(get, path = "/api/sales/{id}/stock", tag = "catalog", params(IdParam), responses(
+    (status = 200, description = "The stock", body = Stock),
+    (status = 404, description = "`not_found`", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %id))]
 async fn get_stock(
     State(state): State<AppState>,
@@ -468,4 +512,22 @@ async fn get_stock(
         held: view.held,
         sold: view.sold,
     }))
+}
+
+/// A page of products (schema only).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct PageOfProducts {
+    items: Vec<Product>,
+    /// Pass as `cursor` for the next page; `null`: the last page.
+    next_cursor: Option<String>,
+}
+
+/// A page of sales (schema only).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct PageOfSales {
+    items: Vec<Sale>,
+    /// Pass as `cursor` for the next page; `null`: the last page.
+    next_cursor: Option<String>,
 }

@@ -9,11 +9,9 @@
 //! and code ([`door::code_hash`]). As every admin write, MySQL in a transaction, Redis before the
 //! commit, a Redis failure rolls back: a batch is stored whole or not at all.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use chrono::{SubsecRound, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
@@ -24,13 +22,17 @@ use fred::interfaces::HashesInterface;
 use fred::types::Key;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::docs::{Error, IdParam};
 use crate::extract::{Admin, PathId};
 use crate::fail;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/admin/sales/{id}/codes", post(create_codes))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_codes))
 }
 
 /// The largest batch (door.md §2).
@@ -43,20 +45,35 @@ const CHUNK: usize = 1_000;
 /// A generated batch draws again when a code exists already (2^60 codes: practically never).
 const MAX_DRAWS: usize = 3;
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of `count` and `codes`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCodes {
+    /// One of the sale's groups.
     group: String,
+    /// Codes to generate (60 random bits each, shown `XXXX-XXXX-XXXX`), 1 to 100,000.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000)]
     count: Option<i64>,
+    /// Your own codes, 1 to 100,000 of them, each 6 to 32 of `0-9A-Z` once spaces and dashes
+    /// are dropped and letters upper-cased; distinct and new in the sale.
     #[serde(default)]
+    #[schema(min_items = 1, max_items = 100_000, inline, value_type = Option<Vec<GivenCode>>)]
     codes: Option<Vec<String>>,
+    /// Buyers one code lets in, 1 to 1,000,000 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     uses: Option<i64>,
 }
 
+/// An access code as an operator gives it.
+#[derive(Debug, ToSchema)]
+#[schema(pattern = r"^[ -]*(?:[0-9A-Za-z][ -]*){6,32}$")]
+#[allow(dead_code)]
+pub struct GivenCode(String);
+
 /// The answer (JSON).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Batch {
     group: String,
     uses: i64,
@@ -122,6 +139,20 @@ impl NewCodes {
     }
 }
 
+/// Add access codes to a sale.
+///
+/// Role `admin`. The answer is the only place the codes appear in plain text: the server keeps
+/// their hashes. With `Accept: text/csv` the batch comes as CSV (`code,group,uses`, CRLF).
+#[utoipa::path(post, path = "/api/admin/sales/{id}/codes", tag = "admin", security(("accessToken" = [])), params(IdParam), request_body = NewCodes, responses(
+    (status = 201, description = "The batch, stored whole", content(
+        (Batch = "application/json"),
+        (String = "text/csv", example = "code,group,uses\r\nABCD-EFGH-JKMN,vip,1\r\n"),
+    )),
+    (status = 400, description = "`bad_request`: not exactly one of `count` and `codes`, a bound broken, a group the sale does not have, a code twice or already in the sale", body = Error),
+    (status = 403, description = "`forbidden`: not an administrator", body = Error),
+    (status = 404, description = "`not_found`", body = Error),
+    (status = 409, description = "`invalid_state`: the sale is closed", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = %id))]
 async fn create_codes(
     State(state): State<AppState>,

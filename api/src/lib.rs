@@ -3,6 +3,11 @@
 //! Handlers only: domain rules shared with other components live in `dropline-core`, atomic
 //! stock steps in `lua/`, and payment and confirmation in `dropline-workers`. It needs MySQL,
 //! Redis and RabbitMQ.
+//!
+//! Every route is registered through `utoipa-axum`'s `routes!`, so the `#[utoipa::path]`
+//! annotation next to a handler is what both documents and registers it; [`openapi`] is the
+//! resulting OpenAPI 3.1 document, served at `GET /openapi.json` and committed as
+//! `openapi/api.json` (kept equal by `api/tests/openapi.rs`).
 
 pub mod admin;
 pub mod cache;
@@ -10,6 +15,7 @@ pub mod catalog;
 pub mod codes;
 pub mod extract;
 pub mod fail;
+pub mod docs;
 pub mod janitor;
 pub mod limits;
 pub mod orders;
@@ -22,6 +28,9 @@ pub mod users;
 use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
 use dropline_core::Config;
 use dropline_core::clients::deps::Deps;
 use dropline_core::http::{Bound, Dependency, Readiness, Server};
@@ -29,15 +38,42 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use state::{AppState, Secrets};
 
-/// Every api route, with its state.
-pub fn routes(state: AppState) -> Router {
-    Router::new()
+/// Every api route with its documentation, before the state.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(users::routes())
         .merge(sessions::routes())
         .merge(catalog::routes())
         .merge(admin::routes())
         .merge(codes::routes())
         .merge(orders::routes())
+}
+
+/// The api's OpenAPI document, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = documented().split_for_parts();
+    docs::finish(&mut doc);
+    doc
+}
+
+/// Every api route, with its state, and `GET /openapi.json`.
+pub fn routes(state: AppState) -> Router {
+    let (router, mut doc) = documented().split_for_parts();
+    docs::finish(&mut doc);
+    // Rendered once: the document is the same for the life of the process.
+    let json = dropline_core::http::openapi::render(&doc).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "rendering the OpenAPI document");
+        String::from("{}")
+    });
+    let json = axum::body::Bytes::from(json);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], json).into_response() }
+            }),
+        )
         .with_state(state)
 }
 

@@ -28,11 +28,9 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use dropline_core::auth::tokens::{PassError, TokenError, verify_pass};
 use dropline_core::http::Json;
@@ -49,18 +47,22 @@ use dropline_core::sale::from_ms;
 use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::catalog::rfc3339;
+use crate::docs::{Error, IdParam, IdempotencyKey, PageParams};
 use crate::extract::{Caller, PathId};
 use crate::fail;
 use crate::paging::{decode_cursor, encode_cursor};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/orders", post(create).get(list))
-        .route("/api/orders/{id}", get(read).delete(cancel))
-        .route("/api/orders/{id}/pay", post(pay))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, cancel))
+        .routes(routes!(pay))
 }
 
 /// How long the order → sale lookup key lives; after it, orders are found through MySQL.
@@ -72,16 +74,23 @@ pub const MAX_CARD_TOKEN_LEN: usize = 128;
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
+    /// The sale the pass admits to.
+    #[schema(value_type = uuid::Uuid)]
     pub sale_id: SaleId,
+    /// Units, 1 to 1,000 (and within the sale's per-user limit).
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayOrder {
+    /// 1 to 128 visible ASCII characters around any white space. The simulated provider
+    /// declines `tok_fail` and answers `tok_slow` after the payment timeout.
+    #[schema(pattern = r"^\s*[\x21-\x7E]{1,128}\s*$")]
     pub card_token: String,
 }
 
@@ -93,13 +102,17 @@ pub struct ListQuery {
 }
 
 /// An order as the api shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct OrderView {
+    #[schema(value_type = uuid::Uuid)]
     pub id: OrderId,
+    #[schema(value_type = uuid::Uuid)]
     pub sale_id: SaleId,
     pub quantity: i64,
+    /// Minor units of `currency`: the product's price times `quantity`.
     pub amount: i64,
     pub currency: String,
+    #[schema(value_type = OrderStatus)]
     pub status: String,
     /// When the hold ends, while the order is held; null after.
     #[serde(with = "rfc3339::option")]
@@ -138,15 +151,30 @@ impl From<&OrderRow> for OrderView {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OrderPage {
     pub items: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; `null`: the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusView {
+    #[schema(value_type = OrderStatus)]
     pub status: String,
+}
+
+/// An order's state (DESIGN §5, lower case).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum OrderStatus {
+    Held,
+    Paying,
+    Paid,
+    Expired,
+    Cancelled,
+    Failed,
 }
 
 fn lookup_key(state: &AppState, order: OrderId) -> String {
@@ -191,6 +219,20 @@ fn pass_header(headers: &HeaderMap) -> Result<&str, ApiError> {
         })
 }
 
+/// Order (reserve stock).
+///
+/// Needs the access token, the pass the waiting room gave for this sale (`Dropline-Pass`) and
+/// an `Idempotency-Key`. Holds the units for the sale's `hold_seconds`; pay within that time.
+/// The same key with the same body answers the order it made (200), even after the pass expired.
+#[utoipa::path(post, path = "/api/orders", tag = "orders", security(("accessToken" = [], "pass" = [])), params(IdempotencyKey), request_body = CreateOrder, responses(
+    (status = 201, description = "The order, held", body = OrderView),
+    (status = 200, description = "The order this Idempotency-Key made before", body = OrderView),
+    (status = 400, description = "`bad_request`: `Idempotency-Key` missing or malformed, `quantity` out of range", body = Error),
+    (status = 403, description = "`not_admitted`: no pass, a pass not valid for this sale and user, or an admission lapsed or used", body = Error),
+    (status = 404, description = "`not_found`: no such sale", body = Error),
+    (status = 409, description = "`sold_out`, `limit_exceeded`, `sale_not_open`, `idempotency_key_reused`, `idempotency_key_in_use`", body = Error),
+    (status = 429, description = "`rate_limited`: too many orders from this buyer", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale = %body.sale_id))]
 async fn create(
     State(state): State<AppState>,
@@ -483,6 +525,13 @@ async fn resolve(
     }
 }
 
+/// One of the caller's orders.
+///
+/// Another user's order is 404, the same as one that does not exist.
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", security(("accessToken" = [])), params(IdParam), responses(
+    (status = 200, description = "The order", body = OrderView),
+    (status = 404, description = "`not_found`", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(order = %id.0))]
 async fn read(
     State(state): State<AppState>,
@@ -505,6 +554,13 @@ async fn read(
     }
 }
 
+/// The caller's orders.
+///
+/// Newest first, a page at a time. An order made a moment ago may be missing for about 100 ms.
+#[utoipa::path(get, path = "/api/orders", tag = "orders", security(("accessToken" = [])), params(PageParams), responses(
+    (status = 200, description = "A page of orders", body = OrderPage),
+    (status = 400, description = "`bad_request`: `limit` or `cursor` is not valid, or an unknown parameter", body = Error),
+))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
@@ -548,6 +604,14 @@ async fn list(
     Ok(Json(OrderPage { items, next_cursor }))
 }
 
+/// Cancel a held order.
+///
+/// Gives its units back. Again on a cancelled order: the same 200 (safe to retry).
+#[utoipa::path(delete, path = "/api/orders/{id}", tag = "orders", security(("accessToken" = [])), params(IdParam), responses(
+    (status = 200, description = "`{\"status\": \"cancelled\"}`", body = StatusView),
+    (status = 404, description = "`not_found`", body = Error),
+    (status = 409, description = "`invalid_state`: the order is not held", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(order = %id.0))]
 async fn cancel(
     State(state): State<AppState>,
@@ -669,6 +733,17 @@ async fn request_payment(
     Ok(())
 }
 
+/// Pay a held order.
+///
+/// Starts the payment: the order goes to `paying`, then `paid` or `failed`; poll the order.
+/// Calling again is harmless.
+#[utoipa::path(post, path = "/api/orders/{id}/pay", tag = "orders", security(("accessToken" = [])), params(IdParam), request_body = PayOrder, responses(
+    (status = 202, description = "`{\"status\": \"paying\"}` (or the state it reached since)", body = StatusView),
+    (status = 400, description = "`bad_request`: `card_token` malformed", body = Error),
+    (status = 404, description = "`not_found`", body = Error),
+    (status = 409, description = "`invalid_state`: the order is neither held nor paying", body = Error),
+    (status = 429, description = "`rate_limited`: too many payments from this buyer", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(order = %id.0))]
 async fn pay(
     State(state): State<AppState>,

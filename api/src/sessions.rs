@@ -12,8 +12,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json as AxumJson, Router};
+use axum::Json as AxumJson;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -26,6 +25,11 @@ use sha2::{Digest, Sha256};
 use sqlx::{MySql, Transaction};
 use uuid::Uuid;
 
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::docs::Error;
 use crate::extract::ClientIp;
 use crate::fail::{self, TxError};
 use crate::state::AppState;
@@ -34,32 +38,36 @@ use dropline_core::auth::accounts;
 /// Refresh tokens start with this, so they are recognisable in logs and secret scanners.
 const REFRESH_PREFIX: &str = "drt_";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/logout", post(logout))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     email: String,
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: String,
 }
 
 /// The answer of login and refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenPair {
+    /// A short-lived JWT for `Authorization: Bearer`.
     pub access_token: String,
+    /// Spent by `POST /api/auth/refresh`; presenting a spent one revokes its whole family.
     pub refresh_token: String,
+    /// Always `Bearer`.
     pub token_type: &'static str,
+    /// Seconds the access token lives.
     pub expires_in: u64,
 }
 
@@ -70,6 +78,16 @@ fn invalid_credentials() -> ApiError {
     ApiError::code(ErrorCode::InvalidCredentials)
 }
 
+/// Sign in.
+///
+/// Trades an e-mail and password for an access token and a refresh token. Limited per IP and
+/// per address; an unverified account is refused with `email_not_verified`.
+#[utoipa::path(post, path = "/api/auth/login", tag = "sessions", request_body = Login, responses(
+    (status = 200, description = "A token pair", body = TokenPair),
+    (status = 401, description = "`invalid_credentials`", body = Error),
+    (status = 403, description = "`email_not_verified`", body = Error),
+    (status = 429, description = "`rate_limited`", body = Error),
+))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -217,6 +235,14 @@ fn refused(message: &str) -> ApiError {
     ApiError::new(ErrorCode::Unauthorized, message)
 }
 
+/// Refresh the tokens.
+///
+/// Spends the refresh token for a new pair of the same family. A spent, revoked, expired or
+/// unknown token is 401.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "sessions", request_body = RefreshBody, responses(
+    (status = 200, description = "A new token pair", body = TokenPair),
+    (status = 401, description = "`unauthorized`: the refresh token is not valid", body = Error),
+))]
 async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshBody>,
@@ -295,8 +321,13 @@ async fn rotate(state: &AppState, hash: &[u8]) -> Result<(UserId, Role, String),
     Ok((user, Role::parse(&role).unwrap_or(Role::Buyer), next))
 }
 
+/// Sign out.
+///
 /// Revokes the family of the presented token. Idempotent: an unknown or already revoked
 /// token is also 204, so a client can always sign out cleanly.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "sessions", request_body = RefreshBody, responses(
+    (status = 204, description = "Signed out (also for an unknown or revoked token)"),
+))]
 async fn logout(
     State(state): State<AppState>,
     Json(body): Json<RefreshBody>,

@@ -8,8 +8,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json as AxumJson, Router};
+use axum::Json as AxumJson;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
@@ -18,37 +17,52 @@ use dropline_core::messages::{Envelope, MailSend, kinds};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::{MySql, Transaction};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::docs::{Accepted, Error, Verified};
 use crate::extract::{Caller, ClientIp};
 use crate::fail;
 use crate::state::AppState;
 use dropline_core::auth::accounts;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/users", post(sign_up))
-        .route("/api/users/verify", post(verify))
-        .route("/api/users/verify/resend", post(resend))
-        .route("/api/me", get(me))
-        .route("/api/me/password", put(change_password))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sign_up))
+        .routes(routes!(verify))
+        .routes(routes!(resend))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignUp {
+    #[schema(format = Email, max_length = 254, pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F@]{1,64}@[^\s\x00-\x1F\x7F-\x9F@]+\.[^\s\x00-\x1F\x7F-\x9F@]+\s*$")]
     email: String,
+    /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    /// 1 to 100 characters after trimming, no control characters.
+    #[schema(pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]{0,98}[^\s\x00-\x1F\x7F-\x9F])?\s*$")]
     name: String,
+    /// 4 to 32 characters of digits, spaces and `+ - ( ) .`, at least 4 digits.
     #[serde(default)]
+    #[schema(pattern = r"^\s*(?=(?:[^0-9]*[0-9]){4})[0-9+()\-. ]{4,32}\s*$")]
     phone: Option<String>,
+    /// 1 to 500 characters after trimming; line breaks allowed, no other control characters.
     #[serde(default)]
+    #[schema(pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]{0,498}[^\s\x00-\x1F\x7F-\x9F])?\s*$")]
     address: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct SignedUp {
+    #[schema(value_type = uuid::Uuid)]
     id: UserId,
     email: String,
+    /// `false` until the e-mailed code is confirmed.
     verified: bool,
 }
 
@@ -57,6 +71,17 @@ pub fn pii_aad(column: &str, user: UserId) -> Vec<u8> {
     format!("users.{column}:{user}").into_bytes()
 }
 
+/// Sign up.
+///
+/// Creates an unverified account and e-mails a six-digit code to confirm the address with
+/// `POST /api/users/verify`. An address whose account was never verified within the grace
+/// period can be signed up again (the code goes to the address, so only its owner can finish).
+#[utoipa::path(post, path = "/api/users", tag = "accounts", request_body = SignUp, responses(
+    (status = 201, description = "The account, unverified", body = SignedUp),
+    (status = 400, description = "`bad_request`: a field breaks its bound", body = Error),
+    (status = 409, description = "`email_taken`", body = Error),
+    (status = 429, description = "`rate_limited`: too many sign-ups from this address", body = Error),
+))]
 async fn sign_up(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -281,15 +306,24 @@ async fn issue_code(
     Ok(Ok(()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Verify {
     email: String,
+    /// Six digits.
+    #[schema(pattern = r"^\s*[0-9]{6}\s*$")]
     code: String,
 }
 
-/// Checks a code. Limited per IP and per (canonical) address, so that guessing is slow from
+/// Verify the e-mail address.
+///
+/// Checks a code. Five wrong codes burn it. Limited per IP and per (canonical) address, so that guessing is slow from
 /// one machine and against one account from many.
+#[utoipa::path(post, path = "/api/users/verify", tag = "accounts", request_body = Verify, responses(
+    (status = 200, description = "The address is verified (again: also 200)", body = Verified),
+    (status = 400, description = "`invalid_code`: wrong, expired or burnt code, or an address without a code; `bad_request`", body = Error),
+    (status = 429, description = "`rate_limited`: too many tries from this address or for this e-mail", body = Error),
+))]
 async fn verify(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -408,16 +442,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Resend {
+    #[schema(format = Email, max_length = 254, pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F@]{1,64}@[^\s\x00-\x1F\x7F-\x9F@]+\.[^\s\x00-\x1F\x7F-\x9F@]+\s*$")]
     email: String,
 }
 
+/// Send the verification code again.
+///
 /// Always 202 for a well-formed address, whether or not an unverified account has it, so the
 /// endpoint does not reveal who signed up. Limited per (canonical) address; the code goes to
 /// the address the account has stored, never to the text typed here; a code is sent only
 /// within the account's hourly cap and while its tries are not spent ([`issue_code`]).
+#[utoipa::path(post, path = "/api/users/verify/resend", tag = "accounts", request_body = Resend, responses(
+    (status = 202, description = "Accepted (whether or not an account needs a code)", body = Accepted),
+    (status = 400, description = "`bad_request`: not an e-mail address", body = Error),
+    (status = 429, description = "`rate_limited`: too many requests for this address", body = Error),
+))]
 async fn resend(
     State(state): State<AppState>,
     Json(body): Json<Resend>,
@@ -457,13 +499,15 @@ async fn resend(
         .into_response())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Profile {
+    #[schema(value_type = uuid::Uuid)]
     id: UserId,
     email: String,
     name: String,
     phone: Option<String>,
     address: Option<String>,
+    /// `buyer` or `admin`.
     role: String,
     verified: bool,
     created_at: DateTime<Utc>,
@@ -480,6 +524,13 @@ type ProfileRow = (
     DateTime<Utc>,
 );
 
+/// The caller's profile.
+///
+/// Phone and address are stored encrypted and shown only here.
+#[utoipa::path(get, path = "/api/me", tag = "accounts", security(("accessToken" = [])), responses(
+    (status = 200, description = "The profile", body = Profile),
+    (status = 404, description = "`not_found`: the account is gone", body = Error),
+))]
 async fn me(State(state): State<AppState>, Caller(claims): Caller) -> Result<Response, ApiError> {
     let row: Option<ProfileRow> = sqlx::query_as(
         "SELECT id, email, name, phone_enc, address_enc, role, email_verified_at, created_at \
@@ -520,15 +571,25 @@ async fn me(State(state): State<AppState>, Caller(claims): Caller) -> Result<Res
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangePassword {
     current_password: String,
+    /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     new_password: String,
 }
 
+/// Change the password.
+///
 /// Checks the current password, stores the new one and revokes every refresh token of the
 /// account (other devices must sign in again; access tokens run out within their short TTL).
+#[utoipa::path(put, path = "/api/me/password", tag = "accounts", security(("accessToken" = [])), request_body = ChangePassword, responses(
+    (status = 204, description = "Changed; every refresh token of the account is revoked"),
+    (status = 401, description = "`invalid_credentials`: the current password is wrong; `unauthorized`", body = Error),
+    (status = 404, description = "`not_found`: the account is gone", body = Error),
+    (status = 429, description = "`rate_limited`: too many wrong passwords", body = Error),
+))]
 async fn change_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,

@@ -13,6 +13,7 @@ use serde::Serialize;
 /// Every error code the HTTP contract knows, plus the transport-level ones (`payload_too_large`,
 /// `unsupported_media_type`, `method_not_allowed`, `internal`) that DESIGN §9 implies by status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,

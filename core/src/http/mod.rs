@@ -33,6 +33,8 @@ pub mod error;
 pub mod extract;
 mod layer;
 pub mod limit;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 use layer::ShellLayer;
 
 /// A dependency `/readyz` checks.
