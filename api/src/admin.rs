@@ -518,7 +518,6 @@ fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 /// At least one field; absent fields stay as they are.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(min_properties = 1)]
 pub struct SalePatch {
     /// 1 to 100,000.
     #[serde(default)]

@@ -9,6 +9,7 @@
 //! written here that the handler does not enforce, or the other way round, fails there.
 
 use serde::Deserialize;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, ToSchema};
 
 pub use dropline_core::http::openapi::ErrorBody as Error;
@@ -22,6 +23,25 @@ pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
          and orders. Every error is `{\"error\": {\"code\", \"message\"}}` (schema `Error`); \
          times are RFC 3339 UTC; ids are UUIDs.",
     );
+    // What the derive cannot say: a sale's groups and a batch's codes are distinct, and a
+    // PATCH names at least one field.
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for (schema, property) in [
+        ("NewSale", "groups"),
+        ("SalePatch", "groups"),
+        ("NewCodes", "codes"),
+    ] {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema)
+            && let Some(RefOr::T(Schema::Array(array))) = object.properties.get_mut(property)
+        {
+            array.unique_items = true;
+        }
+    }
+    if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("SalePatch") {
+        object.min_properties = Some(1);
+    }
 }
 
 /// `{"verified": true}`.

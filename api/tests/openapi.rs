@@ -4,7 +4,7 @@
 //! serves the same document at `GET /openapi.json`.
 //!
 //! After a change to a route or a type it shows, regenerate the copy and commit the diff:
-//! `DROPLINE_OPENAPI_WRITE=1 cargo nextest run -p dropline-api --test openapi`.
+//! `UPDATE_OPENAPI=1 cargo nextest run -p dropline-api --test openapi`.
 
 mod common;
 

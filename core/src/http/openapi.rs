@@ -30,8 +30,9 @@ pub const PASS: &str = "pass";
 pub const PASS_HEADER: &str = "Dropline-Pass";
 /// What an `Idempotency-Key` header must match: 1 to 64 visible ASCII characters.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[\x21-\x7E]{1,64}$";
-/// The environment variable that makes [`check_committed`] rewrite the committed copy.
-pub const WRITE_ENV: &str = "DROPLINE_OPENAPI_WRITE";
+/// The environment variable that makes [`check_committed`] rewrite the committed copy (not
+/// `DROPLINE_*`: those are configuration keys, and an unknown one is refused).
+pub const WRITE_ENV: &str = "UPDATE_OPENAPI";
 
 /// Every error answer: `{"error": {"code", "message"}}` (DESIGN §9).
 #[derive(Debug, ToSchema)]
@@ -216,7 +217,7 @@ pub fn render(doc: &OpenApi) -> Result<String, serde_json::Error> {
     })
 }
 
-/// Compares `doc` with the committed copy at `path`. With `DROPLINE_OPENAPI_WRITE=1` it writes
+/// Compares `doc` with the committed copy at `path`. With `UPDATE_OPENAPI=1` it writes
 /// the copy instead. The error says what differs first and how to regenerate (`regenerate`,
 /// e.g. the command of the service's test).
 pub fn check_committed(doc: &OpenApi, path: &Path, regenerate: &str) -> Result<(), String> {
