@@ -53,12 +53,16 @@ const MAX_DESCRIPTION_CHARS: usize = 10_000;
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
     /// 1 to 200 characters after trimming, no control characters.
-    #[schema(pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\s\x00-\x1F\x7F-\x9F])?\s*$")]
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\s\x00-\x1F\x7F-\x9F])?\s*$"
+    )]
     name: String,
     /// Up to 10,000 characters after trimming; tabs and line breaks allowed, no other control
     /// characters. Empty: none.
     #[serde(default)]
-    #[schema(pattern = r"^\s*(?:[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]{0,9998}[^\s\x00-\x1F\x7F-\x9F])?)?\s*$")]
+    #[schema(
+        pattern = r"^\s*(?:[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]{0,9998}[^\s\x00-\x1F\x7F-\x9F])?)?\s*$"
+    )]
     description: Option<String>,
     /// Minor units of `currency`, 0 to 2^53 - 1.
     #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
@@ -401,15 +405,18 @@ async fn create_sale(
     .bind(id)
     .bind(product.id)
     .bind(input.stock)
-    .bind(input.opens_at)
-    .bind(input.closes_at)
+    // As DATETIME, not as DateTime<Utc>: sqlx sends that as a TIMESTAMP, which MariaDB cannot
+    // hold past 2038 and turns into NULL (schemathesis found it: a sale opening in 2546 was a
+    // 500). The columns are DATETIME(3), UTC by convention, up to 9999.
+    .bind(input.opens_at.naive_utc())
+    .bind(input.closes_at.map(|t| t.naive_utc()))
     .bind(input.per_user_limit)
     .bind(input.hold_seconds)
     .bind(input.admit_per_second)
     .bind(input.max_active)
     .bind(input.door.pow_difficulty)
     .bind(door::groups_field(&input.door.groups))
-    .bind(input.door.presale_only_until)
+    .bind(input.door.presale_only_until.map(|t| t.naive_utc()))
     .bind(input.door.notice.as_deref())
     .bind(now)
     .bind(now)
@@ -736,7 +743,7 @@ async fn patch_sale(
     .bind(update.pow_difficulty)
     .bind(update.groups.as_deref().map(door::groups_field))
     .bind(update.presale_only_until.is_some())
-    .bind(update.presale_only_until.flatten())
+    .bind(update.presale_only_until.flatten().map(|t| t.naive_utc()))
     .bind(update.notice.is_some())
     .bind(update.notice.clone().flatten())
     .bind(Utc::now().trunc_subsecs(3))

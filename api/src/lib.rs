@@ -13,9 +13,9 @@ pub mod admin;
 pub mod cache;
 pub mod catalog;
 pub mod codes;
+pub mod docs;
 pub mod extract;
 pub mod fail;
-pub mod docs;
 pub mod janitor;
 pub mod limits;
 pub mod orders;
@@ -30,11 +30,11 @@ use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use utoipa_axum::router::OpenApiRouter;
 use dropline_core::Config;
 use dropline_core::clients::deps::Deps;
 use dropline_core::http::{Bound, Dependency, Readiness, Server};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
 
 pub use state::{AppState, Secrets};
 

@@ -738,7 +738,8 @@ async fn request_payment(
 /// Starts the payment: the order goes to `paying`, then `paid` or `failed`; poll the order.
 /// Calling again is harmless.
 #[utoipa::path(post, path = "/api/orders/{id}/pay", tag = "orders", security(("accessToken" = [])), params(IdParam), request_body = PayOrder, responses(
-    (status = 202, description = "`{\"status\": \"paying\"}` (or the state it reached since)", body = StatusView),
+    (status = 202, description = "`{\"status\": \"paying\"}`: the payment is under way", body = StatusView),
+    (status = 200, description = "`{\"status\": \"paid\"}`: paid already, nothing done", body = StatusView),
     (status = 400, description = "`bad_request`: `card_token` malformed", body = Error),
     (status = 404, description = "`not_found`", body = Error),
     (status = 409, description = "`invalid_state`: the order is neither held nor paying", body = Error),

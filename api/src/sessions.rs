@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
+use axum::Json as AxumJson;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json as AxumJson;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SubsecRound, Utc};

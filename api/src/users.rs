@@ -5,10 +5,10 @@
 //! written together (the publish is confirmed by the broker before the transaction commits,
 //! so either both happen or neither does) and the mail worker delivers it.
 
+use axum::Json as AxumJson;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json as AxumJson;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
@@ -39,13 +39,20 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignUp {
-    #[schema(format = Email, max_length = 254, pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F@]{1,64}@[^\s\x00-\x1F\x7F-\x9F@]+\.[^\s\x00-\x1F\x7F-\x9F@]+\s*$")]
+    /// An e-mail address: one `@`, a dotted domain (IDNA rules), a local part of 1 to 64 bytes,
+    /// at most 254 characters once trimmed, no white space or control characters but around it. Not
+    /// `format: email`: international addresses (`büyer@bücher.example`) are taken.
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F@]{1,64}@[^\s\x00-\x1F\x7F-\x9F@]+\.[^\s\x00-\x1F\x7F-\x9F@]+\s*$"
+    )]
     email: String,
     /// 8 to 128 characters.
     #[schema(min_length = 8, max_length = 128)]
     password: String,
     /// 1 to 100 characters after trimming, no control characters.
-    #[schema(pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]{0,98}[^\s\x00-\x1F\x7F-\x9F])?\s*$")]
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]{0,98}[^\s\x00-\x1F\x7F-\x9F])?\s*$"
+    )]
     name: String,
     /// 4 to 32 characters of digits, spaces and `+ - ( ) .`, at least 4 digits.
     #[serde(default)]
@@ -53,7 +60,9 @@ struct SignUp {
     phone: Option<String>,
     /// 1 to 500 characters after trimming; line breaks allowed, no other control characters.
     #[serde(default)]
-    #[schema(pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]{0,498}[^\s\x00-\x1F\x7F-\x9F])?\s*$")]
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x09\x0B\x0C\x0E-\x1F\x7F-\x9F]{0,498}[^\s\x00-\x1F\x7F-\x9F])?\s*$"
+    )]
     address: Option<String>,
 }
 
@@ -445,7 +454,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Resend {
-    #[schema(format = Email, max_length = 254, pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F@]{1,64}@[^\s\x00-\x1F\x7F-\x9F@]+\.[^\s\x00-\x1F\x7F-\x9F@]+\s*$")]
+    /// An e-mail address: one `@`, a dotted domain (IDNA rules), a local part of 1 to 64 bytes,
+    /// at most 254 characters once trimmed, no white space or control characters but around it. Not
+    /// `format: email`: international addresses (`büyer@bücher.example`) are taken.
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F@]{1,64}@[^\s\x00-\x1F\x7F-\x9F@]+\.[^\s\x00-\x1F\x7F-\x9F@]+\s*$"
+    )]
     email: String,
 }
 

@@ -117,7 +117,9 @@ fn errors_share_one_schema_with_every_code() {
         "unsupported_media_type",
     ] {
         assert!(
-            codes.as_array().is_some_and(|c| c.contains(&Value::from(code))),
+            codes
+                .as_array()
+                .is_some_and(|c| c.contains(&Value::from(code))),
             "{code} missing from ErrorCode: {codes}"
         );
     }
@@ -184,8 +186,7 @@ fn security_schemes_and_headers() {
         "PayOrder",
     ] {
         assert_eq!(
-            doc["components"]["schemas"][name]["additionalProperties"],
-            false,
+            doc["components"]["schemas"][name]["additionalProperties"], false,
             "{name}"
         );
     }

@@ -128,7 +128,11 @@ fn error_response(description: &str, retry_after: bool) -> RefOr<utoipa::openapi
 
 fn retry_after_header() -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
-        .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
         .description(Some("Seconds to wait before trying again."))
         .build()
 }
