@@ -85,6 +85,10 @@ fn every_route_of_the_contract_is_in_it() {
         "GET /api/orders/{id}",
         "DELETE /api/orders/{id}",
         "POST /api/orders/{id}/pay",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /openapi.json",
     ];
     expected.sort();
     assert_eq!(operations, expected);

@@ -97,6 +97,7 @@ pub fn finish(doc: &mut OpenApi, title: &str, description: &str) {
              always with the access token.",
         ))),
     );
+    shell_paths(doc);
     for item in doc.paths.paths.values_mut() {
         for op in [
             &mut item.get,
@@ -110,6 +111,79 @@ pub fn finish(doc: &mut OpenApi, title: &str, description: &str) {
         {
             complete(op);
         }
+    }
+}
+
+/// The routes the service shell adds to every service (`http::shell`), and the document itself.
+fn shell_paths(doc: &mut OpenApi) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+    let json = |description: &str, schema: ObjectBuilder| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(schema)).build(),
+            )
+            .build()
+    };
+    let text = |name: &str| {
+        ObjectBuilder::new()
+            .property(name, ObjectBuilder::new().schema_type(Type::String))
+            .required(name)
+    };
+    let operations = [
+        (
+            "/healthz",
+            "Liveness",
+            "The process is alive (it answers without looking at its dependencies).",
+            json("`{\"status\": \"ok\"}`", text("status")),
+        ),
+        (
+            "/readyz",
+            "Readiness",
+            "Every dependency answered (503 `unavailable` names the one that did not).",
+            json(
+                "`{\"status\": \"ready\", \"dependencies\": [...]}`",
+                text("status").property(
+                    "dependencies",
+                    utoipa::openapi::schema::ArrayBuilder::new()
+                        .items(ObjectBuilder::new().schema_type(Type::String)),
+                ),
+            ),
+        ),
+        (
+            "/metrics",
+            "Metrics",
+            "Prometheus text exposition of the process's metrics.",
+            ResponseBuilder::new()
+                .description("Prometheus text format")
+                .content(
+                    "text/plain",
+                    ContentBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build(),
+                )
+                .build(),
+        ),
+        (
+            "/openapi.json",
+            "This document",
+            "The service's OpenAPI 3.1 document, generated from its code.",
+            json(
+                "The document",
+                ObjectBuilder::new().schema_type(Type::Object),
+            ),
+        ),
+    ];
+    for (path, summary, description, ok) in operations {
+        let operation = OperationBuilder::new()
+            .tag("service")
+            .summary(Some(summary))
+            .description(Some(description))
+            .response("200", ok)
+            .build();
+        doc.paths
+            .add_path_operation(path, vec![HttpMethod::Get], operation);
     }
 }
 
