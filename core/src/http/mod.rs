@@ -248,8 +248,8 @@ fn with_integral_floats(bytes: &[u8]) -> Option<serde_json::Value> {
         match value {
             serde_json::Value::Number(n) if n.is_f64() => {
                 let Some(f) = n.as_f64() else { return false };
-                // Exactly representable and in range: 2^63 and beyond stay floats.
-                if f.fract() != 0.0 || f.abs() >= 9.223_372_036_854_775_808e18 {
+                // In range: `i64::MAX as f64` is 2^63, and 2^63 and beyond stay floats.
+                if f.fract() != 0.0 || f.abs() >= i64::MAX as f64 {
                     return false;
                 }
                 #[allow(clippy::cast_possible_truncation)]
