@@ -71,7 +71,8 @@ pub struct IdempotencyKey {
 }
 
 /// A cursor as the lists hand it out (`next_cursor`): version 1 and a UUID, base64url without
-/// padding, 23 characters whose last one carries no stray bits.
+/// padding, 23 characters whose last one carries no stray bits. (`#[param]` takes only a
+/// literal: `api/tests/openapi.rs` checks every list's `cursor` says this.)
 pub const CURSOR_PATTERN: &str = r"^A[Q-Za-f][A-Za-z0-9_-]{20}[AEIMQUYcgkosw048]$";
 
 /// A sale's state (DESIGN §9), derived from the clock, the stock and the operator's switches.

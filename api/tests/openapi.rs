@@ -204,3 +204,20 @@ async fn the_api_serves_it() -> anyhow::Result<()> {
     assert_eq!(reply.body, generated());
     api.stop().await
 }
+
+#[test]
+fn every_cursor_has_the_one_pattern() {
+    let doc = generated();
+    for path in ["/api/products", "/api/sales", "/api/orders"] {
+        let cursor = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "cursor"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            cursor["schema"]["pattern"],
+            dropline_api::docs::CURSOR_PATTERN,
+            "{path}"
+        );
+    }
+}
