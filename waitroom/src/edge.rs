@@ -113,7 +113,10 @@ struct Inner {
     passes: Arc<KeyRing>,
     tickets: TicketKey,
     limits: Limits,
+    /// `waitroom.abandon_after_seconds`: bounds `retry_after_ms` (several polls fit in it).
     abandon_after: Duration,
+    /// `waitroom.return_grace_seconds`: a place silent for longer is lost (door.md §6).
+    return_grace: Duration,
     /// The admitter's tick (`waitroom.admit_tick_ms`): the ETA's last step.
     tick: Duration,
     max_queue_length: u64,
@@ -135,7 +138,7 @@ type Poll = (UserId, oneshot::Sender<Result<Option<Status>, ApiError>>);
 #[derive(Debug)]
 struct Polls {
     redis: Redis,
-    abandon_after: Duration,
+    return_grace: Duration,
     queues: Mutex<HashMap<SaleId, mpsc::Sender<Poll>>>,
 }
 
@@ -143,10 +146,10 @@ struct Polls {
 const POLL_QUEUE: usize = 8_192;
 
 impl Polls {
-    fn new(redis: Redis, abandon_after: Duration) -> Self {
+    fn new(redis: Redis, return_grace: Duration) -> Self {
         Self {
             redis,
-            abandon_after,
+            return_grace,
             queues: Mutex::new(HashMap::new()),
         }
     }
@@ -189,7 +192,7 @@ impl Polls {
         let (tx, rx) = mpsc::channel(POLL_QUEUE);
         tokio::spawn(batch_polls(
             WaitQueue::new(&self.redis, sale),
-            self.abandon_after,
+            self.return_grace,
             rx,
         ));
         tx
@@ -197,12 +200,12 @@ impl Polls {
 }
 
 /// One sale's batching loop: ends when the edge (every sender) is gone.
-async fn batch_polls(queue: WaitQueue, abandon_after: Duration, mut rx: mpsc::Receiver<Poll>) {
+async fn batch_polls(queue: WaitQueue, return_grace: Duration, mut rx: mpsc::Receiver<Poll>) {
     let mut batch: Vec<Poll> = Vec::with_capacity(MAX_STATUS_BATCH);
     while rx.recv_many(&mut batch, MAX_STATUS_BATCH).await > 0 {
         let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
         metrics::histogram!("dropline_waitroom_status_batch_size").record(users.len() as f64);
-        match queue.status_many(&users, abandon_after).await {
+        match queue.status_many(&users, return_grace).await {
             Ok(answers) => {
                 for ((_, answer), status) in batch.drain(..).zip(answers) {
                     // The caller may have hung up; its poll still counted.
@@ -260,11 +263,12 @@ impl Edge {
                 ),
             },
             abandon_after: Duration::from_secs(w.abandon_after_seconds),
+            return_grace: Duration::from_secs(w.return_grace_seconds),
             tick: Duration::from_millis(w.admit_tick_ms),
             max_queue_length: w.max_queue_length,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
-            polls: Polls::new(redis, Duration::from_secs(w.abandon_after_seconds)),
+            polls: Polls::new(redis, Duration::from_secs(w.return_grace_seconds)),
         })))
     }
 
@@ -358,7 +362,7 @@ async fn join(
     e.limits.join_user.check(&user)?;
     let options = JoinOptions {
         max_queue_length: e.max_queue_length,
-        abandon_after: e.abandon_after,
+        return_grace: e.return_grace,
     };
     let outcome = edge
         .queue(sale)
@@ -409,8 +413,8 @@ async fn status(
         Place::NotQueued => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
-                "not in line: never joined, left, silent for too long, or the admission \
-                 lapsed; join again",
+                "not in line: never joined, left, silent past the return grace, or the \
+                 admission lapsed; join again",
             ));
         }
         Place::Admitted { deadline_ms } => {
