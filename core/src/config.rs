@@ -86,6 +86,7 @@ pub struct WaitroomConfig {
     pub listen: String,
     pub abandon_after_seconds: u64,
     pub return_grace_seconds: u64,
+    pub outage_retry_after_seconds: u64,
     pub admission_window_seconds: u64,
     pub max_queue_length: u64,
     pub join_per_ip_per_minute: u32,
@@ -426,6 +427,10 @@ impl Config {
                 ),
             ));
         }
+        positive(
+            "waitroom.outage_retry_after_seconds",
+            self.waitroom.outage_retry_after_seconds,
+        )?;
         positive(
             "waitroom.admission_window_seconds",
             self.waitroom.admission_window_seconds,

@@ -44,6 +44,7 @@ fn defaults_match_the_contract() -> anyhow::Result<()> {
     assert_eq!(c.smtp.from, "Dropline <no-reply@localhost>");
     assert_eq!(c.waitroom.abandon_after_seconds, 120);
     assert_eq!(c.waitroom.return_grace_seconds, 1800);
+    assert_eq!(c.waitroom.outage_retry_after_seconds, 2);
     assert_eq!(c.waitroom.admission_window_seconds, 600);
     assert_eq!(c.payment.timeout_seconds, 30);
     assert_eq!(c.payment.sim_latency_ms, 50);
