@@ -1095,13 +1095,22 @@ async fn closed_sales_and_unknown_sales_say_so() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
-    let u = UserId::new_v7();
+    let (u, asleep) = (UserId::new_v7(), UserId::new_v7());
+    sale.join(asleep).await?;
     sale.join(u).await?;
+    common::silence(&redis, sale.queue.keys(), &[asleep], 25).await?;
+    let skipped = sale
+        .admit_with(AdmitParams::new(0, ABANDON_20, WINDOW))
+        .await?;
+    assert_eq!((skipped.skipped, sale.stats().await?.skipped), (1, 1));
     sale.set_cfg("closed", 1).await?;
     assert_eq!(sale.place(u).await?, Place::Closed);
     assert_eq!(sale.join(UserId::new_v7()).await?.0.place, Place::Closed);
     assert_eq!(sale.admit(10).await?.state, SaleState::Closed);
-    assert_eq!(sale.stats().await?.state, SaleState::Closed);
+    let stats = sale.stats().await?;
+    assert_eq!(stats.state, SaleState::Closed);
+    // Nobody can come back to a closed sale: its skipped places are dropped, counted as lost.
+    assert_eq!((stats.skipped, stats.abandoned_total), (0, 1));
     // closes_at in the past closes it too.
     let other = Sale::arm(&redis, SaleSpec::default()).await?;
     let now = redis_now_ms(&redis).await?;
