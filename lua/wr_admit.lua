@@ -40,6 +40,15 @@
 -- for stock that the buyers already in cannot leave over, and stock that comes back (an
 -- expired or failed order, more stock) resumes admission at the next tick.
 --
+-- Outage credit (door.md §5: an outage does not count toward abandon_after). With ARGV[8] = gap,
+-- every tick stamps wr.tick_at (epoch ms), whatever the sale's state; a tick that finds the last
+-- stamp older than the gap (Redis, or every admitter, was away: buyers could not poll) records
+-- wr.resumed_at = now, and until abandon_after has passed since then nobody is skipped, here or
+-- by the reaper (wr_reap.lua reads resumed_at too): every buyer gets a whole abandon_after to poll again after
+-- the outage, so the line goes on in its order instead of admitting first whoever came back
+-- first. A buyer still silent after that is skipped as usual (and gets the place back within
+-- the grace).
+--
 -- The tick admits nothing (and keeps every place) when the sale is paused, scheduled, closed or
 -- sold out (avail <= 0 and held <= 0; every status call then answers sold_out by itself). A
 -- closed sale keeps no skipped place (nobody can come back to it): the tick deletes skip and
@@ -62,6 +71,8 @@
 -- ARGV[6]  optional: admissions per second r for the rate credit (<= 0: nobody is admitted)
 -- ARGV[7]  optional: the rate credit's tolerance tau in ms; absent or 0: no rate credit, the
 --          caller's ARGV[1] alone limits the tick (and admit_tat is neither read nor written)
+-- ARGV[8]  optional: the outage gap in ms (below); absent or 0: no outage credit (tick_at and
+--          resumed_at are neither read nor written)
 --
 -- Returns  {state, admitted, skipped, queue_length, active, limit, users}
 --   state     open | paused | scheduled | sold_out | closed | not_found
@@ -85,6 +96,14 @@ local state = sale_state(now, opens_at, closes_at, c[3], c[4], avail, held)
 
 local qlen = redis.call('ZCARD', KEYS[4])
 local active = redis.call('ZCOUNT', KEYS[5], '(' .. fmt(now), '+inf')
+local gap = num(ARGV[8])
+if gap > 0 then
+  local last = num(redis.call('HGET', KEYS[6], 'tick_at'))
+  if last > 0 and now - last > gap then
+    redis.call('HSET', KEYS[6], 'resumed_at', fmt(now))
+  end
+  redis.call('HSET', KEYS[6], 'tick_at', fmt(now))
+end
 if state == 'closed' then
   local gone = redis.call('ZCARD', KEYS[7])
   if gone > 0 then
@@ -128,6 +147,10 @@ if by_stock < budget then
 end
 
 local abandon_ms = num(ARGV[2])
+if now - num(redis.call('HGET', KEYS[6], 'resumed_at')) <= abandon_ms then
+  -- Within the outage credit: nobody counts as silent.
+  abandon_ms = math.huge
+end
 local deadline = fmt(now + num(ARGV[3]))
 local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[4]))))
 -- Entries are looked at from the head in rank order and left in q until the end (so ranks stay

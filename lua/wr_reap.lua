@@ -11,6 +11,8 @@
 -- 3. Walks up to `batch` skipped places from a cursor of its own (wr field reap_skip_from) and
 --    removes those silent past the return grace: those places are lost (door.md §6), counted
 --    in abandoned_total.
+-- Within the outage credit (wr.resumed_at, written by wr_admit.lua: until abandon_after has
+-- passed since an outage ended) steps 2 and 3 skip and remove nobody.
 -- Each cursor goes back to the head after the tail, so repeated calls sweep both sets; a full
 -- pass takes ceil(max(queue_length, skipped) / batch) calls. The stamp of a skipped place
 -- wraps after 65536 s, so a pass must come round well within 65536 s minus the grace (the
@@ -19,7 +21,7 @@
 -- KEYS[1]  q (the queue)
 -- KEYS[2]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[3]  wr hash (counters skipped_total and abandoned_total; the cursors reap_from and
---          reap_skip_from)
+--          reap_skip_from; resumed_at, the outage credit's start)
 -- KEYS[4]  skip (zset: skipped places, the layout of q)
 -- ARGV[1]  abandon_after in ms: a user silent for longer is skipped
 -- ARGV[2]  batch size (1..5000)
@@ -43,6 +45,9 @@ local grace_ms = num(ARGV[3])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', fmt(now), 'LIMIT', 0, batch)
 if #expired > 0 then
   redis.call('ZREM', KEYS[2], unpack(expired))
+end
+if now - num(redis.call('HGET', KEYS[3], 'resumed_at')) <= abandon_ms then
+  return {#expired, 0, 0, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[4]), 1}
 end
 
 -- One walk of up to `batch` entries of `key` from the cursor in wr field `field`; calls

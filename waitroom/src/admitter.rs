@@ -100,6 +100,11 @@ pub const RATE_TIME_CONSTANT: Duration = Duration::from_secs(5);
 const REAP_BATCH: u32 = 2_500;
 const REAP_CALLS: usize = 4;
 
+/// A sale's ticks this far apart mean Redis, or every admitter, was away (a leader change takes
+/// a lease plus a tick, 3.1 s by default): buyers then get `abandon_after` to poll again before
+/// anyone is skipped (door.md §5; [`AdmitParams::outage_gap`]).
+const OUTAGE_GAP: Duration = Duration::from_secs(5);
+
 /// Sales worked on at once in one tick (each is two or three Redis round trips).
 const SALE_CONCURRENCY: usize = 16;
 
@@ -469,6 +474,7 @@ impl Ctx {
             .clamp(0.0, 100_000.0) as u32;
         let mut params = AdmitParams::new(max_admit, self.abandon_after, self.admission_window);
         params.rate = Some(rate);
+        params.outage_gap = Some(OUTAGE_GAP);
         let queue = WaitQueue::new(&self.redis, id);
         let Some(outcome) = queue.admit(&params).await? else {
             tracing::info!(sale = %id, "sale disappeared from Redis: removing it from the index");

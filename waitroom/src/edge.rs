@@ -28,9 +28,11 @@
 //! waits at most that bound for its batch, and a sale's poll queue has a fixed size
 //! ([`POLL_QUEUE`]): past it a poll is answered 503 at once, so polls cannot pile up while Redis
 //! hangs; polls whose caller gave up are dropped before the next batch goes out. Places are not
-//! touched by an outage: a buyer it made silent for longer than `abandon_after` is skipped when
-//! Redis is back and gets the place back at the next poll (door.md §6), so polling buyers keep
-//! their position or better.
+//! touched by an outage, and it does not count toward `abandon_after`: the admitter sees the gap
+//! between its ticks and skips nobody for `abandon_after` after it
+//! ([`crate::queue::AdmitParams::outage_gap`]); a buyer silent even after that is skipped and
+//! gets the place back at the next poll within the grace (door.md §6). Polling buyers keep their
+//! position or better.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -10,7 +10,7 @@
 //! | `qskip` | zset | skipped places (below): the same member and score as they had in `q` |
 //! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
 //! | `qseq` | string | counter of arrivals after opening |
-//! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
+//! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `tick_at` and `resumed_at` (the outage credit, below), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
 //!
 //! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
 //! 125 bytes of Redis memory (measured with `examples/queue_memory.rs`; goal ≤ 150). The order
@@ -39,6 +39,11 @@
 //! buyer joins again at the back. Leaving removes a skipped place too. An entry is in `q` or
 //! in `qskip`, never both, so a buyer holds one place at most, and memory per buyer is the same
 //! wherever the entry is.
+//!
+//! An outage does not count toward `abandon_after` (door.md §5): the admitter stamps each tick
+//! (`wr.tick_at`); a tick after a gap longer than [`AdmitParams::outage_gap`] records
+//! `wr.resumed_at`, and for `abandon_after` from then neither the admission tick nor the reaper
+//! skips anyone, so the line goes on in its order while buyers come back.
 //!
 //! Counters in `wr`: `skipped_total` (moves to `qskip`), `returned_total` (places given back),
 //! `abandoned_total` (places lost past the grace, by the reaper, a poll or a join, and the
@@ -259,6 +264,11 @@ pub struct AdmitParams {
     /// The admission rate kept in Redis (GCRA state in `wr`); `None`: `max_admit` alone limits
     /// the tick.
     pub rate: Option<AdmitRate>,
+    /// The outage credit (door.md §5, `lua/wr_admit.lua`): when the previous tick of the sale is
+    /// older than this, Redis or every admitter was away, and for `abandon_after` from now nobody
+    /// is skipped (here or by the reaper), so buyers who could not poll lose nothing. `None`:
+    /// off (ticks are not stamped).
+    pub outage_gap: Option<Duration>,
 }
 
 /// An admission rate enforced inside `lua/wr_admit.lua` against the Redis clock, with its
@@ -286,6 +296,7 @@ impl AdmitParams {
             scan_limit: max_admit.saturating_mul(4).clamp(MIN_SCAN, 100_000),
             units_per_buyer: 0,
             rate: None,
+            outage_gap: None,
         }
     }
 }
@@ -510,6 +521,13 @@ impl WaitQueue {
             args.push(Value::from(
                 (rate.tolerance.as_secs_f64() * 1000.0).to_string(),
             ));
+        }
+        if let Some(gap) = params.outage_gap {
+            if params.rate.is_none() {
+                // No rate credit: a tolerance of 0 turns it off.
+                args.extend([Value::from("0"), Value::from("0")]);
+            }
+            args.push(Value::from(millis(gap).max(1)));
         }
         let reply: Value = WR_ADMIT
             .run(

@@ -180,8 +180,8 @@ impl Room {
 /// leave and stats answer 503 `unavailable` with `Retry-After: 2` within the command timeout
 /// + 1 s, a burst of 1,000 polls included (no pile-up), the admitted buyer gets no pass, and
 /// `/readyz` is 503. Afterwards every waiting buyer who polls keeps the position or better; one
-/// whose tab slept through the outage (made silent by it) is skipped, then gets the place
-/// back at the first poll (door.md §6); and the line moves again.
+/// whose tab slept through the outage is not skipped for it (the outage does not count toward
+/// `abandon_after`) and is in the same place at the first poll; and the line moves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_outage_fails_closed_and_keeps_every_place() -> anyhow::Result<()> {
     let redis_server = PrivateRedis::start()?;
@@ -346,18 +346,15 @@ async fn a_redis_outage_fails_closed_and_keeps_every_place() -> anyhow::Result<(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The sleeper was silent for the whole outage, longer than abandon_after: the admitter
-    // skips that place (it counts in nobody's position) and keeps it for the grace.
+    // The sleeper was silent for the whole outage, longer than abandon_after, but the outage
+    // does not count: the admitter saw the gap between its ticks and skips nobody for
+    // abandon_after from now. (A fixed wait: ten ticks in which nothing must happen.)
     let keys = WaitQueue::new(&redis, sale).keys().clone();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let skipped: i64 = redis.pool().zcard(&keys.skip).await?;
-        if skipped >= 1 {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the sleeper was not skipped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resumed: Option<i64> = redis.pool().hget(&keys.wr, "resumed_at").await?;
+    anyhow::ensure!(resumed.is_some(), "the admitter did not see the outage");
+    let skipped: i64 = redis.pool().zcard(&keys.skip).await?;
+    assert_eq!(skipped, 0, "buyers skipped for the outage");
     for (i, ticket) in waiting.iter().enumerate() {
         let position = room.position(sale, ticket).await?;
         assert!(

@@ -863,6 +863,48 @@ async fn a_thousand_silent_buyers_ahead_cost_a_live_buyer_no_tick() -> anyhow::R
     env.cleanup().await
 }
 
+/// door.md §5: an outage does not count toward `abandon_after`. With the admitter's outage gap
+/// set, a tick after a long gap between ticks (Redis was away: set back by hand here) starts a
+/// credit of `abandon_after` during which neither the tick nor the reaper skips anyone; after
+/// it, a buyer still silent is skipped as usual.
+#[tokio::test]
+async fn an_outage_does_not_count_toward_abandon_after() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let b = users(2);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    let mut params = AdmitParams::new(0, ABANDON_20, WINDOW);
+    params.outage_gap = Some(Duration::from_secs(5));
+    assert_eq!(sale.admit_with(params).await?.skipped, 0);
+    // Redis comes back after 30 s: the last tick is that old, and b0 was silent all along.
+    let wr = sale.queue.keys().wr.clone();
+    let now = redis_now_ms(&redis).await?;
+    let _: () = redis.pool().hset(&wr, ("tick_at", now - 30_000)).await?;
+    common::silence(&redis, sale.queue.keys(), &[b[0]], 31).await?;
+    let tick = sale.admit_with(params).await?;
+    assert_eq!(
+        (tick.skipped, tick.queue_length),
+        (0, 2),
+        "skipped for the outage"
+    );
+    let resumed: Option<i64> = redis.pool().hget(&wr, "resumed_at").await?;
+    assert!(resumed.is_some_and(|at| at >= now), "{resumed:?}");
+    let reaped = sale.queue.reap(ABANDON_20, GRACE, 100).await?;
+    assert_eq!((reaped.skipped, reaped.queue_length), (0, 2));
+    assert_eq!(sale.place(b[1]).await?, Place::Waiting { position: 2 });
+    // abandon_after after the outage, b0 has still not polled: skipped now.
+    let _: () = redis
+        .pool()
+        .hset(&wr, ("resumed_at", redis_now_ms(&redis).await? - 21_000))
+        .await?;
+    assert_eq!(sale.admit_with(params).await?.skipped, 1);
+    assert_eq!(sale.place(b[1]).await?, Place::Waiting { position: 1 });
+    env.cleanup().await
+}
+
 #[tokio::test]
 async fn a_poll_past_the_return_grace_loses_the_place() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
