@@ -91,6 +91,7 @@ async fn run(
             "opens_at": opens_at,
             "per_user_limit": 2,
             "admit_per_second": 100,
+            "notice": NOTICE,
         }))
         .await?;
     let browser = start_browser(tools, work, procs, &system.http).await?;
@@ -267,6 +268,9 @@ async fn finish(browser: Client, flow: anyhow::Result<()>, failure: &Path) -> an
 }
 
 /// What a buyer does, and what the test checks on the way.
+/// The operator's notice on the buyer's sale, with markup that must stay text.
+const NOTICE: &str = "<b>x</b> Doors close at 20:30";
+
 async fn buyer_flow(
     browser: &Client,
     waitroom: &str,
@@ -324,6 +328,18 @@ async fn buyer_flow(
         );
         save_screenshot(browser, &artifacts.join("waiting.png")).await?;
     }
+
+    // The operator's notice (door.md §4) came with the first answer, as text: markup is shown
+    // literally, never parsed.
+    let notice = wait_for(browser, "#notice:not([hidden])")
+        .await?
+        .text()
+        .await?;
+    ensure!(notice == NOTICE, "notice shown: {notice:?}");
+    ensure!(
+        browser.find(Locator::Css("#notice b")).await.is_err(),
+        "the notice's markup became an element"
+    );
 
     // Admitted at the opening: the purchase view with the pass's time left.
     wait_for(browser, "body[data-view='buy'] #pass-left:not(:empty)").await?;
@@ -732,7 +748,8 @@ async fn page_state(browser: &Client) -> anyhow::Result<Value> {
         .execute(
             "const text = (id) => { const e = document.getElementById(id); return e ? e.textContent : null; };
              return { url: location.href, view: document.body.dataset.view, state: document.body.dataset.state,
-                      outcome: document.body.dataset.outcome, notice: text('notice'), error: text('error'),
+                      outcome: document.body.dataset.outcome, notice: text('notice'), message: text('message'),
+                      error: text('error'),
                       signin_error: text('signin-error'), order_result: text('order-result') };",
             vec![],
         )

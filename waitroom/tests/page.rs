@@ -27,11 +27,11 @@ const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
 const SNAPSHOTS: [(&str, &str); 2] = [
     (
         "en",
-        "839975f7c0403f11ad2490e5c31996d04812efea32e6dbb870ca0dbcbe404b0b",
+        "45812ccd16def9f0f02aea4e31c5e5828c33197eea1d4fdd2f1d3d93a232406c",
     ),
     (
         "ko",
-        "43830e44d1f233fbcd6ee2381f53740be3b3362dc8923adf86e6bcd9b754615a",
+        "402912f81a891c614285af444b26bd80ecd148bddb4d2e353f6146c7dac123aa",
     ),
 ];
 

@@ -37,6 +37,16 @@ pub enum ErrorCode {
     QueueFull,
     Unavailable,
     Internal,
+    /// design/door.md §1: the sale asks a proof of work and the join brought none.
+    PowRequired,
+    /// design/door.md §1: the challenge or nonce does not hold (or was spent).
+    PowInvalid,
+    /// design/door.md §2: before `presale_only_until` a join needs a code.
+    AccessCodeRequired,
+    /// design/door.md §2: unknown code, or a code of another sale.
+    AccessCodeInvalid,
+    /// design/door.md §2: the code's uses were spent by other buyers.
+    AccessCodeUsed,
 }
 
 impl ErrorCode {
@@ -45,11 +55,12 @@ impl ErrorCode {
         match self {
             BadRequest | InvalidCode => StatusCode::BAD_REQUEST,
             Unauthorized | InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Forbidden | NotAdmitted | EmailNotVerified => StatusCode::FORBIDDEN,
+            Forbidden | NotAdmitted | EmailNotVerified | PowRequired | PowInvalid
+            | AccessCodeRequired | AccessCodeInvalid => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             IdempotencyKeyReused | IdempotencyKeyInUse | SoldOut | LimitExceeded | SaleNotOpen
-            | InvalidState | EmailTaken => StatusCode::CONFLICT,
+            | InvalidState | EmailTaken | AccessCodeUsed => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -83,6 +94,11 @@ impl ErrorCode {
             QueueFull => "queue_full",
             Unavailable => "unavailable",
             Internal => "internal",
+            PowRequired => "pow_required",
+            PowInvalid => "pow_invalid",
+            AccessCodeRequired => "access_code_required",
+            AccessCodeInvalid => "access_code_invalid",
+            AccessCodeUsed => "access_code_used",
         }
     }
 
@@ -131,6 +147,11 @@ impl ErrorCode {
             QueueFull => "the waiting room is full, try again shortly",
             Unavailable => "temporarily unavailable, try again shortly",
             Internal => "internal error",
+            PowRequired => "this sale asks a proof of work: get a challenge and solve it",
+            PowInvalid => "the proof of work does not hold for this challenge, or it was used",
+            AccessCodeRequired => "this presale needs an access code",
+            AccessCodeInvalid => "this access code is not valid for this sale",
+            AccessCodeUsed => "this access code was already used",
         }
     }
 }
