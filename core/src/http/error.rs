@@ -37,6 +37,10 @@ pub enum ErrorCode {
     QueueFull,
     Unavailable,
     Internal,
+    /// door.md §1: the sale asks for proof of work and the join brought no challenge.
+    PowRequired,
+    /// door.md §1: the challenge or nonce does not pass (forged, foreign, expired, unsolved, spent).
+    PowInvalid,
 }
 
 impl ErrorCode {
@@ -45,7 +49,9 @@ impl ErrorCode {
         match self {
             BadRequest | InvalidCode => StatusCode::BAD_REQUEST,
             Unauthorized | InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Forbidden | NotAdmitted | EmailNotVerified => StatusCode::FORBIDDEN,
+            Forbidden | NotAdmitted | EmailNotVerified | PowRequired | PowInvalid => {
+                StatusCode::FORBIDDEN
+            }
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             IdempotencyKeyReused | IdempotencyKeyInUse | SoldOut | LimitExceeded | SaleNotOpen
@@ -83,6 +89,8 @@ impl ErrorCode {
             QueueFull => "queue_full",
             Unavailable => "unavailable",
             Internal => "internal",
+            PowRequired => "pow_required",
+            PowInvalid => "pow_invalid",
         }
     }
 
@@ -131,6 +139,8 @@ impl ErrorCode {
             QueueFull => "the waiting room is full, try again shortly",
             Unavailable => "temporarily unavailable, try again shortly",
             Internal => "internal error",
+            PowRequired => "this sale asks for proof of work: fetch a challenge and join with it",
+            PowInvalid => "the proof of work does not pass: fetch a new challenge",
         }
     }
 }
