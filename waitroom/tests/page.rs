@@ -23,15 +23,16 @@ use tower::ServiceExt;
 const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
 
 /// SHA-256 of the page (fingerprints masked) in each language, as served before the page's
-/// words moved from a Rust table to Fluent files.
+/// words moved from a Rust table to Fluent files, plus the proof-of-work box (door.md §1: its
+/// words, `#pow-box`, and `pow_worker_src` in the JSON block).
 const SNAPSHOTS: [(&str, &str); 2] = [
     (
         "en",
-        "839975f7c0403f11ad2490e5c31996d04812efea32e6dbb870ca0dbcbe404b0b",
+        "f1c875cf0bfa0e6c4a81a1d8ba8e87f171ff58a6f42571f4112a1aa9f58bfa5c",
     ),
     (
         "ko",
-        "43830e44d1f233fbcd6ee2381f53740be3b3362dc8923adf86e6bcd9b754615a",
+        "c4536581f9bebb0800bda0b41261d239f91a7ffac2c4986799d032d2864d16d3",
     ),
 ];
 
