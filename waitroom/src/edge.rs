@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::pow::{self, PowError, PowKey};
 use crate::queue::{
-    Door, JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, WaitQueue,
+    JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, Verdict, WaitQueue,
 };
 use crate::ticket::TicketKey;
 
@@ -437,7 +437,7 @@ fn judge(
     sale: SaleId,
     user: UserId,
     request: JoinRequest,
-) -> (Door, Option<ApiError>) {
+) -> (Verdict, Option<ApiError>) {
     let pow_invalid = |why: PowError| {
         ApiError::new(
             ErrorCode::PowInvalid,
@@ -445,8 +445,8 @@ fn judge(
         )
     };
     let body = match request {
-        JoinRequest::Empty => return (Door::Open, None),
-        JoinRequest::Bad(error) => return (Door::BadRequest, Some(error)),
+        JoinRequest::Empty => return (Verdict::Open, None),
+        JoinRequest::Bad(error) => return (Verdict::BadRequest, Some(error)),
         JoinRequest::Body(body) => body,
     };
     let nonce = match body
@@ -458,7 +458,7 @@ fn judge(
         Some(Some(nonce)) => Some(nonce),
         Some(None) => {
             return (
-                Door::BadRequest,
+                Verdict::BadRequest,
                 Some(ApiError::bad_request(format!(
                     "`nonce` must be a JSON integer from 0 to {} (2^53 - 1)",
                     pow::MAX_NONCE
@@ -467,20 +467,20 @@ fn judge(
         }
     };
     match (body.challenge, nonce) {
-        (None, _) => (Door::Open, None),
+        (None, _) => (Verdict::Open, None),
         (Some(_), None) => (
-            Door::BadRequest,
+            Verdict::BadRequest,
             Some(ApiError::bad_request("a `challenge` needs its `nonce`")),
         ),
         (Some(challenge), Some(nonce)) => match edge.0.pow.verify(&challenge, nonce, sale, user) {
             Ok(solved) => (
-                Door::PowSolved {
+                Verdict::PowSolved {
                     spent_id: solved.spent_id(),
                     expires_at_ms: solved.expires_at_ms,
                 },
                 None,
             ),
-            Err(why) => (Door::PowInvalid, Some(pow_invalid(why))),
+            Err(why) => (Verdict::PowInvalid, Some(pow_invalid(why))),
         },
     }
 }
@@ -510,10 +510,10 @@ async fn join(
         max_queue_length: e.max_queue_length,
         abandon_after: e.abandon_after,
     };
-    let (door, refusal) = judge(&edge, sale, user, request);
+    let (verdict, refusal) = judge(&edge, sale, user, request);
     let outcome = edge
         .queue(sale)
-        .join_through(user, &options, &door)
+        .join_through(user, &options, &verdict)
         .await
         .map_err(|error| redis_down("joining the line", error))?
         .ok_or_else(no_such_sale)?;
@@ -523,7 +523,7 @@ async fn join(
             let edge_says = |what: &str| {
                 refusal.clone().unwrap_or_else(|| {
                     ApiError::internal(anyhow::anyhow!(
-                        "wr_join refused with `{what}` although the edge's verdict was {door:?}"
+                        "wr_join refused with `{what}` although the edge's verdict was {verdict:?}"
                     ))
                 })
             };

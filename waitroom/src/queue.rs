@@ -179,11 +179,11 @@ pub enum JoinOutcome {
 /// Why a join without a place made none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The edge found the body malformed ([`Door::BadRequest`]): 400.
+    /// The edge found the body malformed ([`Verdict::BadRequest`]): 400.
     BadRequest,
     /// The sale asks for proof of work and no challenge came: 403 `pow_required`.
     PowRequired,
-    /// The edge refused the challenge ([`Door::PowInvalid`]): 403 `pow_invalid`.
+    /// The edge refused the challenge ([`Verdict::PowInvalid`]): 403 `pow_invalid`.
     PowInvalid,
     /// The challenge expired (by Redis time): 403 `pow_invalid`.
     PowExpired,
@@ -194,7 +194,7 @@ pub enum Refusal {
 /// The edge's stateless verdict on a join's body and proof of work, for the join script to act
 /// on once it knows the user has no place (a user with a place gets it back whatever this says).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Door {
+pub enum Verdict {
     /// No challenge came (or none is needed).
     #[default]
     Open,
@@ -210,8 +210,8 @@ pub enum Door {
     },
 }
 
-impl Door {
-    fn verdict(&self) -> &'static str {
+impl Verdict {
+    fn as_arg(&self) -> &'static str {
         match self {
             Self::Open => "none",
             Self::BadRequest => "bad",
@@ -382,7 +382,7 @@ impl WaitQueue {
         user: UserId,
         options: &JoinOptions,
     ) -> anyhow::Result<Option<JoinOutcome>> {
-        self.join_through(user, options, &Door::Open).await
+        self.join_through(user, options, &Verdict::Open).await
     }
 
     /// [`WaitQueue::join`] with the edge's verdict on the request's body and proof of work
@@ -391,7 +391,7 @@ impl WaitQueue {
         &self,
         user: UserId,
         options: &JoinOptions,
-        door: &Door,
+        verdict: &Verdict,
     ) -> anyhow::Result<Option<JoinOutcome>> {
         // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
         // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
@@ -411,12 +411,12 @@ impl WaitQueue {
             Value::from(draw.to_string()),
             Value::from(options.max_queue_length.to_string()),
             Value::from(millis(options.abandon_after)),
-            Value::from(door.verdict()),
+            Value::from(verdict.as_arg()),
         ];
-        if let Door::PowSolved {
+        if let Verdict::PowSolved {
             spent_id,
             expires_at_ms,
-        } = door
+        } = verdict
         {
             keys.push(SaleKeys::new(&self.redis, self.sale).pow_spent(spent_id));
             args.push(Value::from(expires_at_ms.to_string()));
