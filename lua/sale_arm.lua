@@ -23,6 +23,11 @@
 -- ARGV[12] currency                   ISO 4217 code
 -- ARGV[13] held (optional, default 0)  units already in HELD + PAYING orders (`sale rearm`)
 -- ARGV[14] sold (optional, default 0)  units already in PAID orders (`sale rearm`)
+-- ARGV[15] pow_difficulty (optional, default 0)  integer 0..24 (design/door.md §1)
+-- ARGV[16] groups (optional, default '')  priority group names, highest first, comma-joined
+-- ARGV[17] presale_only_until (optional, default 0)  epoch milliseconds, 0 = no presale
+-- ARGV[18] notice (optional, default '')  the operator's notice, '' = none
+-- (core/src/sale/door.rs validates 15..18; this script checks only what would break readers.)
 --
 -- Returns  1 when the sale was armed by this call: cfg written with the fields above, avail set
 --          to stock_total - held - sold, held and sold as given (avail + held + sold = stock_total);
@@ -32,18 +37,22 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 
-local function int(i, name, min, max)
-  local v = tonumber(ARGV[i])
+-- The door's settings, with their defaults when not given.
+local pow, groups, presale, notice = ARGV[15] or '0', ARGV[16] or '', ARGV[17] or '0', ARGV[18] or ''
+
+local function int(raw, name, min, max)
+  local v = tonumber(raw)
   if v == nil or v ~= math.floor(v) or v < min or (max ~= nil and v > max) then
-    return redis.error_reply('ERR sale_arm: ' .. name .. ' must be an integer in range, got ' .. tostring(ARGV[i]))
+    return redis.error_reply('ERR sale_arm: ' .. name .. ' must be an integer in range, got ' .. tostring(raw))
   end
   return v
 end
 
 local checks = {
-  {1, 'stock_total', 1}, {2, 'opens_at', 0}, {3, 'closes_at', 0}, {4, 'per_user_limit', 1},
-  {5, 'hold_seconds', 1}, {6, 'admit_per_second', 1}, {7, 'max_active', 0},
-  {8, 'paused', 0, 1}, {9, 'closed', 0, 1}, {11, 'price', 0},
+  {ARGV[1], 'stock_total', 1}, {ARGV[2], 'opens_at', 0}, {ARGV[3], 'closes_at', 0},
+  {ARGV[4], 'per_user_limit', 1}, {ARGV[5], 'hold_seconds', 1}, {ARGV[6], 'admit_per_second', 1},
+  {ARGV[7], 'max_active', 0}, {ARGV[8], 'paused', 0, 1}, {ARGV[9], 'closed', 0, 1},
+  {ARGV[11], 'price', 0}, {pow, 'pow_difficulty', 0, 24}, {presale, 'presale_only_until', 0},
 }
 for _, c in ipairs(checks) do
   local v = int(c[1], c[2], c[3], c[4])
@@ -72,7 +81,11 @@ redis.call('HSET', KEYS[1],
   'closed', ARGV[9],
   'product_id', ARGV[10],
   'price', ARGV[11],
-  'currency', ARGV[12])
+  'currency', ARGV[12],
+  'pow_difficulty', pow,
+  'groups', groups,
+  'presale_only_until', presale,
+  'notice', notice)
 redis.call('SET', KEYS[2], fmt(tonumber(ARGV[1]) - held - sold))
 redis.call('SET', KEYS[3], fmt(held))
 redis.call('SET', KEYS[4], fmt(sold))

@@ -21,15 +21,14 @@
 --   sold_out  avail <= 0 and held <= 0 (nothing left and nothing that can come back)
 --   scheduled now < opens_at
 --
--- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, max_active,
---          per_user_limit, pow_difficulty)
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
+--          max_active, per_user_limit, pow_difficulty)
 -- KEYS[2]  avail (units available)
 -- KEYS[3]  held (units in HELD + PAYING orders)
 -- KEYS[4]  q (the queue, layout above)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  qseq (counter of arrivals after opening)
--- KEYS[7]  wr hash (fields admit_rate_milli and limited_rate_milli: measured admission rates,
---          written by the admitter)
+-- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs)
 -- KEYS[8]  (only with ARGV[5] = ok) the challenge's spent marker, pow:<random as 16 hex digits>
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  pre-open draw: an integer in [0, 2^37) from a CSPRNG (used only for a new arrival
@@ -47,7 +46,7 @@
 -- ARGV[6]  with ok: the challenge's expiry, epoch ms
 --
 -- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new,
---           admit_per_second, admit_rate_milli, free, limited_rate_milli}
+--           admit_per_second, free, limited_rate_milli, notice}
 --   state     scheduled | waiting | admitted | sold_out | closed | queue_full | not_found
 --             (not_found: the sale's cfg hash has no opens_at, it is not armed)
 --             | bad_request | pow_required | pow_invalid | pow_expired | pow_spent (refusals of
@@ -56,10 +55,10 @@
 --   deadline_ms  the admission deadline when admitted, else 0
 --   paused    1 when the sale is paused (places are kept, nobody is admitted)
 --   new       1 when this call put the user in the queue, 0 when the place already existed
---   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
---             measured rate x 1000 (-1 when none was measured yet), for the control room
+--   admit_per_second  the configured rate (cfg)
 --   free, limited_rate_milli  for the ETA (0 and -1 unless waiting): see eta_inputs in
 --             lib/prelude.lua
+--   notice    the operator's notice to the line, '' when none (design/door.md §4)
 -- Nothing is written for closed, sold_out, queue_full, not_found or a refusal (beyond clearing a
 -- lapsed admission or a place already lost to silence, as any join does). A join that makes a
 -- new place with a challenge spends it: SET KEYS[8] NX PXAT expiry (memory: one small key per
@@ -68,9 +67,10 @@ local PRE = 68719476736
 
 local now, now_s = clock()
 
-local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
+  'notice')
 if not c[1] then
-  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0, 0, -1}
+  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0, -1, ''}
 end
 local opens_at = num(c[1])
 local paused = flag(c[3]) and 1 or 0
@@ -82,14 +82,14 @@ local max_len = num(ARGV[3])
 local abandon_ms = num(ARGV[4])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
-local measured = tonumber(redis.call('HGET', KEYS[7], 'admit_rate_milli')) or -1
 
 local function reply(st, position, deadline, new)
   local free, limited = 0, -1
   if st == 'waiting' then
     free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[7], now)
   end
-  return {st, position, deadline, opens_at, now, qlen, paused, new, rate, measured, free, limited}
+  return {st, position, deadline, opens_at, now, qlen, paused, new, rate, free, limited,
+    c[6] or ''}
 end
 
 if state == 'closed' or state == 'sold_out' then

@@ -3,7 +3,7 @@
 -- The state is sale_state (lib/prelude.lua), the api's sale states by precedence: closed >
 -- sold_out > scheduled > paused > open.
 --
--- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed)
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, notice)
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue, see wr_join.lua)
@@ -11,16 +11,17 @@
 -- KEYS[6]  wr hash (admitted_total, abandoned_total, admit_rate_milli)
 --
 -- Returns  {state, queue_length, admitted_total, active, available, held, abandoned_total,
---           now_ms, opens_at_ms, admit_rate_milli}
+--           now_ms, opens_at_ms, admit_rate_milli, notice}
 --   admit_rate_milli  the admitter's smoothed measured rate x 1000, -1 when none measured yet
+--   notice    the operator's notice to the line, '' when none (design/door.md §4)
 --   state     scheduled | open | paused | sold_out | closed | not_found
 --   queue_length  entries in the queue (silent users count until removed)
 --   active    admissions whose deadline is still ahead
 local now = clock()
 
-local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed')
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'notice')
 if not c[1] then
-  return {'not_found', 0, 0, 0, 0, 0, 0, now, 0, -1}
+  return {'not_found', 0, 0, 0, 0, 0, 0, now, 0, -1, ''}
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
@@ -37,4 +38,5 @@ return {
   now,
   opens_at,
   tonumber(w[3]) or -1,
+  c[5] or '',
 }

@@ -8,19 +8,18 @@
 -- The users of a batch are handled in order, exactly as if each had made its own call at the
 -- same instant (one TIME for the batch).
 --
--- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, max_active,
---          per_user_limit)
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
+--          max_active, per_user_limit)
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (fields admit_rate_milli and limited_rate_milli: measured admission rates,
---          written by the admitter)
+-- KEYS[6]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs)
 -- ARGV[1]  abandon_after in ms
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
--- Returns  {opens_at_ms, now_ms, paused, admit_per_second, admit_rate_milli, free,
---           limited_rate_milli, row_1, ..., row_n},
+-- Returns  {opens_at_ms, now_ms, paused, admit_per_second, free, limited_rate_milli, notice,
+--           row_1, ..., row_n},
 --          or {'not_found'} when the sale is not armed. One row per user, in ARGV order, each a
 --          string "state position deadline_ms queue_length" (space-separated). A batch answers
 --          hundreds of polls: with ten RESP values per user, encoding and decoding the reply
@@ -34,13 +33,15 @@
 --   deadline_ms  the admission deadline when admitted (the pass's exp), else 0
 --   queue_length  after this user's poll (a silent user removed by it no longer counts)
 --   paused    1 when the sale is paused
---   admit_per_second  the configured rate (cfg); admit_rate_milli: the admitter's smoothed
---             measured rate x 1000 (-1 when none was measured yet), for the control room
+--   admit_per_second  the configured rate (cfg)
 --   free, limited_rate_milli  for the ETA: see eta_inputs in lib/prelude.lua
+--   notice    the operator's notice to the line, '' when none (design/door.md §4); read in this
+--             call, so a poll that starts after the notice was stored carries it
 
 local now, now_s = clock()
 
-local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second')
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
+  'notice')
 if not c[1] then
   return {'not_found'}
 end
@@ -52,7 +53,6 @@ local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 local abandon_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
-local measured = tonumber(redis.call('HGET', KEYS[6], 'admit_rate_milli')) or -1
 
 local function reply(st, position, deadline)
   return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen
@@ -109,7 +109,7 @@ local function one(user)
 end
 
 local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
-local out = {opens_at, now, paused, rate, measured, free, limited}
+local out = {opens_at, now, paused, rate, free, limited, c[6] or ''}
 for i = 2, #ARGV do
   out[i + 6] = one(ARGV[i])
 end

@@ -113,6 +113,7 @@ async fn run(
             "opens_at": opens_at,
             "per_user_limit": 2,
             "admit_per_second": 100,
+            "notice": NOTICE,
         }))
         .await?;
     let browser = start_browser(tools, work, procs, &system.http).await?;
@@ -289,6 +290,9 @@ async fn finish(browser: Client, flow: anyhow::Result<()>, failure: &Path) -> an
 }
 
 /// What a buyer does, and what the test checks on the way.
+/// The operator's notice on the buyer's sale, with markup that must stay text.
+const NOTICE: &str = "<b>x</b> Doors close at 20:30";
+
 async fn buyer_flow(
     browser: &Client,
     waitroom: &str,
@@ -346,6 +350,18 @@ async fn buyer_flow(
         );
         save_screenshot(browser, &artifacts.join("waiting.png")).await?;
     }
+
+    // The operator's notice (door.md §4) came with the first answer, as text: markup is shown
+    // literally, never parsed.
+    let notice = wait_for(browser, "#notice:not([hidden])")
+        .await?
+        .text()
+        .await?;
+    ensure!(notice == NOTICE, "notice shown: {notice:?}");
+    ensure!(
+        browser.find(Locator::Css("#notice b")).await.is_err(),
+        "the notice's markup became an element"
+    );
 
     // Admitted at the opening: the purchase view with the pass's time left.
     wait_for(browser, "body[data-view='buy'] #pass-left:not(:empty)").await?;
@@ -433,22 +449,25 @@ async fn run_pow(
             "stock": 10,
             "opens_at": opens_at,
             "admit_per_second": 100,
+            "pow_difficulty": POW_DIFFICULTY,
         }))
         .await?;
-    let redis = dropline_core::clients::redis::Redis::connect(&env.config.redis).await?;
+    // The operator's PATCH: applies to challenges issued afterwards.
     let set_difficulty = async |difficulty: u8| -> anyhow::Result<()> {
-        use fred::prelude::*;
-        let sale: dropline_core::ids::SaleId = sale_id.parse()?;
-        let _: () = redis
-            .pool()
-            .hset(
-                redis.sale_key(sale, "cfg"),
-                ("pow_difficulty", i64::from(difficulty)),
-            )
+        let url = format!("{}/api/admin/sales/{sale_id}", system.api);
+        let response = system
+            .http
+            .patch(&url)
+            .bearer_auth(&system.admin_token)
+            .json(&json!({ "pow_difficulty": difficulty }))
+            .send()
             .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(status == 200, "PATCH {url}: {status} {body}");
+        ensure!(body["pow_difficulty"] == difficulty, "{body}");
         Ok(())
     };
-    set_difficulty(POW_DIFFICULTY).await?;
     let browser = start_browser(tools, work, procs, &system.http).await?;
     let flow = pow_flow(
         &browser,
@@ -458,7 +477,6 @@ async fn run_pow(
         &set_difficulty,
     )
     .await;
-    redis.quit().await;
     finish(browser, flow, &artifacts.join("pow-failure.png")).await
 }
 
@@ -1005,7 +1023,8 @@ async fn page_state(browser: &Client) -> anyhow::Result<Value> {
         .execute(
             "const text = (id) => { const e = document.getElementById(id); return e ? e.textContent : null; };
              return { url: location.href, view: document.body.dataset.view, state: document.body.dataset.state,
-                      outcome: document.body.dataset.outcome, notice: text('notice'), error: text('error'),
+                      outcome: document.body.dataset.outcome, notice: text('notice'), message: text('message'),
+                      error: text('error'),
                       signin_error: text('signin-error'), order_result: text('order-result') };",
             vec![],
         )

@@ -201,3 +201,65 @@ async fn a_sale_redis_lost_is_rebuilt_from_mysql_without_overselling() -> anyhow
     deps.close().await;
     env.cleanup().await
 }
+
+/// The door's settings and the access codes (design/door.md) come back from MySQL with the
+/// sale; codes as the hashes MySQL keeps, never as text.
+#[tokio::test]
+async fn a_rearmed_sale_keeps_its_door_settings_and_access_codes() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let deps = Deps::connect(
+        &env.config,
+        Needs {
+            mysql: true,
+            redis: true,
+            amqp: false,
+        },
+    )
+    .await?;
+    let (mysql, redis) = (deps.mysql()?.clone(), deps.redis()?.clone());
+    let (sale, _) = sale_in_mysql(&mysql).await?;
+    sqlx::query(
+        "UPDATE sales SET pow_difficulty = 12, access_groups = 'vip,fans', \
+         presale_only_until = UTC_TIMESTAMP(3) + INTERVAL 1 HOUR, notice = 'Back soon' WHERE id = ?",
+    )
+    .bind(sale)
+    .execute(&mysql)
+    .await?;
+    let codes = [("ABCDEFGHJKMN", "vip", 1), ("ZZZZ99", "fans", 3)];
+    for (code, group, uses) in codes {
+        sqlx::query(
+            "INSERT INTO access_codes (sale_id, code_hash, group_name, uses, created_at) \
+             VALUES (?, ?, ?, ?, UTC_TIMESTAMP(3))",
+        )
+        .bind(sale)
+        .bind(&sale::door::code_hash(sale, code)[..])
+        .bind(group)
+        .bind(uses)
+        .execute(&mysql)
+        .await?;
+    }
+
+    let report = rearm(&mysql, &redis, sale, false).await?;
+    assert_eq!(report.codes, 2);
+    let cfg: std::collections::HashMap<String, String> =
+        redis.pool().hgetall(redis.sale_key(sale, "cfg")).await?;
+    assert_eq!(cfg.get("pow_difficulty").map(String::as_str), Some("12"));
+    assert_eq!(cfg.get("groups").map(String::as_str), Some("vip,fans"));
+    assert_eq!(cfg.get("notice").map(String::as_str), Some("Back soon"));
+    let presale: i64 = cfg
+        .get("presale_only_until")
+        .context("presale_only_until")?
+        .parse()?;
+    assert!(presale > Utc::now().timestamp_millis());
+    let stored: std::collections::HashMap<Vec<u8>, String> =
+        redis.pool().hgetall(redis.sale_key(sale, "codes")).await?;
+    for (code, group, uses) in codes {
+        assert_eq!(
+            stored.get(&sale::door::code_hash(sale, code)[..]),
+            Some(&format!("{group}:{uses}"))
+        );
+    }
+    assert_eq!(stored.len(), 2);
+    deps.close().await;
+    env.cleanup().await
+}

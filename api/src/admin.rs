@@ -19,7 +19,7 @@ use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
-use dropline_core::sale::{self, SaleConfig, SettingsUpdate};
+use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate, door};
 use serde::{Deserialize, Deserializer};
 
 use crate::cache::Entry;
@@ -166,6 +166,14 @@ pub struct NewSale {
     admit_per_second: Option<i64>,
     #[serde(default)]
     max_active: Option<i64>,
+    #[serde(default)]
+    pow_difficulty: Option<i64>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    presale_only_until: Option<String>,
+    #[serde(default)]
+    notice: Option<String>,
 }
 
 /// A validated [`NewSale`].
@@ -179,6 +187,21 @@ struct SaleInput {
     hold_seconds: i64,
     admit_per_second: i64,
     max_active: Option<i64>,
+    door: Door,
+}
+
+/// A presale needs a group whose codes can get in before it ends.
+fn check_presale(
+    presale_only_until: Option<DateTime<Utc>>,
+    groups: &[String],
+) -> Result<(), ApiError> {
+    if presale_only_until.is_some() && groups.is_empty() {
+        return Err(ApiError::bad_request(
+            "presale_only_until needs at least one group: before it only buyers with an access \
+             code of a group may join",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_time(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -252,6 +275,19 @@ impl NewSale {
             *ADMIT_PER_SECOND.end(),
         )?;
         let max_active = self.max_active.map(check_max_active).transpose()?;
+        let door = Door {
+            pow_difficulty: door::check_pow_difficulty(self.pow_difficulty.unwrap_or(0))
+                .map_err(ApiError::bad_request)?,
+            groups: door::check_groups(self.groups.as_deref().unwrap_or_default())
+                .map_err(ApiError::bad_request)?,
+            presale_only_until: self
+                .presale_only_until
+                .as_deref()
+                .map(|raw| parse_time("presale_only_until", raw))
+                .transpose()?,
+            notice: door::check_notice(self.notice.as_deref()).map_err(ApiError::bad_request)?,
+        };
+        check_presale(door.presale_only_until, &door.groups)?;
         Ok(SaleInput {
             product_id,
             stock,
@@ -261,6 +297,7 @@ impl NewSale {
             hold_seconds,
             admit_per_second,
             max_active,
+            door,
         })
     }
 }
@@ -299,8 +336,9 @@ async fn create_sale(
     };
     sqlx::query(
         "INSERT INTO sales (id, product_id, stock_total, opens_at, closes_at, per_user_limit, \
-         hold_seconds, admit_per_second, max_active, paused, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?)",
+         hold_seconds, admit_per_second, max_active, paused, pow_difficulty, access_groups, \
+         presale_only_until, notice, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id)
     .bind(product.id)
@@ -311,6 +349,10 @@ async fn create_sale(
     .bind(input.hold_seconds)
     .bind(input.admit_per_second)
     .bind(input.max_active)
+    .bind(input.door.pow_difficulty)
+    .bind(door::groups_field(&input.door.groups))
+    .bind(input.door.presale_only_until)
+    .bind(input.door.notice.as_deref())
     .bind(now)
     .bind(now)
     .execute(&mut *tx)
@@ -333,7 +375,7 @@ async fn create_sale(
     };
     // Redis before the commit: if it fails, the transaction rolls back and nothing exists.
     let armed = async {
-        if !sale::arm(&state.redis, id, &config).await? {
+        if !sale::arm_with(&state.redis, id, &config, &input.door, 0, 0).await? {
             anyhow::bail!("sale {id} was armed already");
         }
         sale::view(&state.redis, id)
@@ -376,6 +418,10 @@ async fn create_sale(
         closes_at: input.closes_at,
         per_user_limit: input.per_user_limit,
         hold_seconds: input.hold_seconds,
+        pow_difficulty: input.door.pow_difficulty,
+        groups: input.door.groups,
+        presale_only_until: input.door.presale_only_until,
+        notice: input.door.notice,
     };
     Ok((StatusCode::CREATED, Json(Sale::new(record, &view))))
 }
@@ -405,8 +451,10 @@ async fn undo_arm_after_failed_commit(state: &AppState, id: SaleId) {
 }
 
 /// `Some(None)` for an explicit `null`, so that `"max_active": null` can remove the limit.
-fn explicit_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
+fn explicit_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +469,17 @@ pub struct SalePatch {
     paused: Option<bool>,
     #[serde(default)]
     closed: Option<bool>,
+    #[serde(default)]
+    pow_difficulty: Option<i64>,
+    /// Only while the sale is scheduled.
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    /// Absent: unchanged; `null`: no presale.
+    #[serde(default, deserialize_with = "explicit_null")]
+    presale_only_until: Option<Option<String>>,
+    /// Absent: unchanged; `null` or `""`: no notice.
+    #[serde(default, deserialize_with = "explicit_null")]
+    notice: Option<Option<String>>,
 }
 
 impl SalePatch {
@@ -429,9 +488,14 @@ impl SalePatch {
             && self.max_active.is_none()
             && self.paused.is_none()
             && self.closed.is_none()
+            && self.pow_difficulty.is_none()
+            && self.groups.is_none()
+            && self.presale_only_until.is_none()
+            && self.notice.is_none()
         {
             return Err(ApiError::bad_request(
-                "nothing to change: give admit_per_second, max_active, paused or closed",
+                "nothing to change: give admit_per_second, max_active, paused, closed, \
+                 pow_difficulty, groups, presale_only_until or notice",
             ));
         }
         if self.closed == Some(false) {
@@ -454,23 +518,76 @@ impl SalePatch {
             Some(Some(n)) => Some(Some(check_max_active(n)?)),
             other => other,
         };
+        let bad = ApiError::bad_request;
         Ok(SettingsUpdate {
             admit_per_second,
             max_active,
             paused: self.paused,
             closed: self.closed,
+            pow_difficulty: self
+                .pow_difficulty
+                .map(door::check_pow_difficulty)
+                .transpose()
+                .map_err(bad)?,
+            groups: self
+                .groups
+                .as_deref()
+                .map(door::check_groups)
+                .transpose()
+                .map_err(bad)?,
+            presale_only_until: self
+                .presale_only_until
+                .map(|raw| {
+                    raw.as_deref()
+                        .map(|raw| parse_time("presale_only_until", raw))
+                        .transpose()
+                })
+                .transpose()?,
+            notice: self
+                .notice
+                .map(|text| door::check_notice(text.as_deref()))
+                .transpose()
+                .map_err(bad)?,
         })
     }
 }
 
-/// The settings row as it was before a `PATCH`, to undo the Redis side if the commit fails.
-type SettingsRow = (
-    i32,
-    Option<i32>,
-    bool,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-);
+/// The settings row as it was before a `PATCH`, to check the change against it and to undo
+/// the Redis side if the commit fails.
+#[derive(Debug, sqlx::FromRow)]
+struct SettingsRow {
+    admit_per_second: i32,
+    max_active: Option<i32>,
+    paused: bool,
+    opens_at: DateTime<Utc>,
+    closed_at: Option<DateTime<Utc>>,
+    closes_at: Option<DateTime<Utc>>,
+    pow_difficulty: u8,
+    access_groups: String,
+    presale_only_until: Option<DateTime<Utc>>,
+    notice: Option<String>,
+}
+
+impl SettingsRow {
+    /// The update that puts back what `update` changes.
+    fn undo(&self, update: &SettingsUpdate) -> SettingsUpdate {
+        SettingsUpdate {
+            admit_per_second: update
+                .admit_per_second
+                .map(|_| i64::from(self.admit_per_second)),
+            max_active: update.max_active.map(|_| self.max_active.map(i64::from)),
+            paused: update.paused.map(|_| self.paused),
+            closed: update.closed.map(|_| false),
+            pow_difficulty: update.pow_difficulty.map(|_| self.pow_difficulty),
+            groups: update
+                .groups
+                .as_ref()
+                .map(|_| door::parse_groups_field(&self.access_groups)),
+            presale_only_until: update.presale_only_until.map(|_| self.presale_only_until),
+            notice: update.notice.as_ref().map(|_| self.notice.clone()),
+        }
+    }
+}
 
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = %id))]
 async fn patch_sale(
@@ -487,34 +604,50 @@ async fn patch_sale(
         .map_err(|e| fail::db("starting a transaction", e))?;
     // The row lock serialises concurrent PATCHes of one sale, so Redis ends as MySQL does.
     let row: Option<SettingsRow> = sqlx::query_as(
-        "SELECT admit_per_second, max_active, paused, closed_at, closes_at FROM sales \
+        "SELECT admit_per_second, max_active, paused, opens_at, closed_at, closes_at, \
+         pow_difficulty, access_groups, presale_only_until, notice FROM sales \
          WHERE id = ? FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await
     .map_err(|e| fail::db("reading a sale", e))?;
-    let Some((old_admit, old_max_active, old_paused, closed_at, closes_at)) = row else {
+    let Some(old) = row else {
         return Err(ApiError::not_found());
     };
     // "Now" is the Redis clock, as for the state buyers see.
     let view = catalog::live_view(&state, id).await?;
     let now = view.map_or_else(|| Utc::now().trunc_subsecs(3), |v| v.now());
-    let closed = closed_at.is_some()
+    let closed = old.closed_at.is_some()
         || view.is_some_and(|v| v.closed)
-        || closes_at.is_some_and(|c| c <= now);
+        || old.closes_at.is_some_and(|c| c <= now);
     if closed {
         return Err(ApiError::new(
             ErrorCode::InvalidState,
             "the sale is closed and can no longer be changed",
         ));
     }
+    let old_groups = door::parse_groups_field(&old.access_groups);
+    // The groups order the line: once buyers are let in, changing them would reorder it.
+    if update.groups.as_ref().is_some_and(|g| *g != old_groups) && now >= old.opens_at {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "groups can only change while the sale is scheduled (before opens_at)",
+        ));
+    }
+    check_presale(
+        update.presale_only_until.unwrap_or(old.presale_only_until),
+        update.groups.as_deref().unwrap_or(&old_groups),
+    )?;
 
     let close = update.closed == Some(true);
     sqlx::query(
         "UPDATE sales SET admit_per_second = COALESCE(?, admit_per_second), \
          max_active = IF(?, ?, max_active), paused = COALESCE(?, paused), \
-         closed_at = IF(?, ?, closed_at), updated_at = ? WHERE id = ?",
+         closed_at = IF(?, ?, closed_at), pow_difficulty = COALESCE(?, pow_difficulty), \
+         access_groups = COALESCE(?, access_groups), \
+         presale_only_until = IF(?, ?, presale_only_until), notice = IF(?, ?, notice), \
+         updated_at = ? WHERE id = ?",
     )
     .bind(update.admit_per_second)
     .bind(update.max_active.is_some())
@@ -522,6 +655,12 @@ async fn patch_sale(
     .bind(update.paused)
     .bind(close)
     .bind(now)
+    .bind(update.pow_difficulty)
+    .bind(update.groups.as_deref().map(door::groups_field))
+    .bind(update.presale_only_until.is_some())
+    .bind(update.presale_only_until.flatten())
+    .bind(update.notice.is_some())
+    .bind(update.notice.clone().flatten())
     .bind(Utc::now().trunc_subsecs(3))
     .bind(id)
     .execute(&mut *tx)
@@ -546,12 +685,7 @@ async fn patch_sale(
         if armed {
             // Put Redis back as MySQL still has it. If the commit did happen after all, the
             // admin's retry (the PATCH is idempotent) writes both again.
-            let before = SettingsUpdate {
-                admit_per_second: update.admit_per_second.map(|_| i64::from(old_admit)),
-                max_active: update.max_active.map(|_| old_max_active.map(i64::from)),
-                paused: update.paused.map(|_| old_paused),
-                closed: update.closed.map(|_| false),
-            };
+            let before = old.undo(&update);
             if let Err(e) = sale::update_settings(&state.redis, id, &before).await {
                 tracing::error!(
                     error = format!("{e:#}"),
@@ -567,6 +701,10 @@ async fn patch_sale(
         max_active = ?update.max_active,
         paused = ?update.paused,
         closed = close,
+        pow_difficulty = ?update.pow_difficulty,
+        groups = ?update.groups,
+        presale_only_until = ?update.presale_only_until,
+        notice_set = update.notice.is_some(),
         "sale settings changed"
     );
     catalog::sale_answer(&state, id)

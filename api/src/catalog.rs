@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
-use dropline_core::sale::{self, SaleState, SaleView};
+use dropline_core::sale::{self, SaleState, SaleView, door};
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
@@ -92,7 +92,8 @@ pub struct Product {
     pub created_at: DateTime<Utc>,
 }
 
-/// What never changes about a sale once created; cached.
+/// A sale's record from MySQL, cached (every admin change invalidates the entry). What moves
+/// during the sale (stock, rate, pause) comes from Redis instead ([`SaleView`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaleRecord {
     pub id: SaleId,
@@ -104,6 +105,15 @@ pub struct SaleRecord {
     pub closes_at: Option<DateTime<Utc>>,
     pub per_user_limit: i64,
     pub hold_seconds: i64,
+    /// The door's settings (design/door.md); defaults for an entry cached before they existed.
+    #[serde(default)]
+    pub pow_difficulty: u8,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default, with = "rfc3339::option")]
+    pub presale_only_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub notice: Option<String>,
 }
 
 /// A sale as answered: the record plus its live state.
@@ -124,6 +134,11 @@ pub struct Sale {
     pub max_active: Option<i64>,
     pub paused: bool,
     pub state: SaleState,
+    pub pow_difficulty: u8,
+    pub groups: Vec<String>,
+    #[serde(with = "rfc3339::option")]
+    pub presale_only_until: Option<DateTime<Utc>>,
+    pub notice: Option<String>,
 }
 
 impl Sale {
@@ -141,6 +156,10 @@ impl Sale {
             max_active: view.max_active,
             paused: view.paused,
             state: view.state(),
+            pow_difficulty: record.pow_difficulty,
+            groups: record.groups,
+            presale_only_until: record.presale_only_until,
+            notice: record.notice,
         }
     }
 }
@@ -189,12 +208,17 @@ struct SaleRow {
     product_price: i64,
     product_currency: String,
     product_created_at: DateTime<Utc>,
+    pow_difficulty: u8,
+    access_groups: String,
+    presale_only_until: Option<DateTime<Utc>>,
+    notice: Option<String>,
 }
 
 const SALE_SELECT: &str = "SELECT s.id, s.stock_total, s.opens_at, s.closes_at, \
      s.per_user_limit, s.hold_seconds, p.id AS product_id, p.name AS product_name, \
      p.description AS product_description, p.price AS product_price, \
-     p.currency AS product_currency, p.created_at AS product_created_at \
+     p.currency AS product_currency, p.created_at AS product_created_at, s.pow_difficulty, \
+     s.access_groups, s.presale_only_until, s.notice \
      FROM sales s JOIN products p ON p.id = s.product_id";
 
 impl From<SaleRow> for SaleRecord {
@@ -214,6 +238,10 @@ impl From<SaleRow> for SaleRecord {
             closes_at: r.closes_at,
             per_user_limit: r.per_user_limit.into(),
             hold_seconds: r.hold_seconds.into(),
+            pow_difficulty: r.pow_difficulty,
+            groups: door::parse_groups_field(&r.access_groups),
+            presale_only_until: r.presale_only_until,
+            notice: r.notice,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cache;
 pub mod catalog;
+pub mod codes;
 pub mod extract;
 pub mod fail;
 pub mod janitor;
@@ -35,6 +36,7 @@ pub fn routes(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(catalog::routes())
         .merge(admin::routes())
+        .merge(codes::routes())
         .merge(orders::routes())
         .with_state(state)
 }

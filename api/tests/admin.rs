@@ -286,6 +286,10 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
             "max_active": 500,
             "paused": false,
             "state": "scheduled",
+            "pow_difficulty": 0,
+            "groups": [],
+            "presale_only_until": null,
+            "notice": null,
         })
     );
 
@@ -307,6 +311,10 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
         ("product_id", id(&product)?.to_string()),
         ("price", "390000".to_owned()),
         ("currency", "KRW".to_owned()),
+        ("pow_difficulty", "0".to_owned()),
+        ("groups", String::new()),
+        ("presale_only_until", "0".to_owned()),
+        ("notice", String::new()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -834,5 +842,214 @@ async fn patch_invalidates_the_cached_sale() -> anyhow::Result<()> {
     let after = api.get(&path, None).await?;
     assert_eq!(after.body["stock_total"], 10);
     assert_eq!(after.body["admit_per_second"], 3);
+    api.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The door's sale fields (design/door.md)
+
+#[tokio::test]
+async fn door_fields_are_created_shown_armed_and_patched() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = new_product(&api, &admin).await?;
+    let presale = "2030-01-02T04:00:00.000Z";
+    let reply = api
+        .post(
+            "/api/admin/sales",
+            Some(&admin),
+            json!({
+                "product_id": product["id"],
+                "stock": 10,
+                "opens_at": "2030-01-02T03:00:00Z",
+                "pow_difficulty": 15,
+                "groups": ["vip", "fans"],
+                "presale_only_until": presale,
+                "notice": "Doors open at 20:00 <b>sharp</b>",
+            }),
+        )
+        .await?;
+    reply.expect(201, None);
+    let sale_id = SaleId::from(id(&reply.body)?);
+    let s = sale_id.to_string();
+    let door = |body: &Value| {
+        json!([
+            body["pow_difficulty"],
+            body["groups"],
+            body["presale_only_until"],
+            body["notice"]
+        ])
+    };
+    let expected = json!([
+        15,
+        ["vip", "fans"],
+        presale,
+        "Doors open at 20:00 <b>sharp</b>"
+    ]);
+    assert_eq!(door(&reply.body), expected);
+    let shown = api.get(&format!("/api/sales/{s}"), None).await?;
+    shown.expect(200, None);
+    assert_eq!(door(&shown.body), expected);
+
+    // Redis runs the sale with them; MySQL keeps them for a rearm.
+    let redis = &api.state.redis;
+    let presale_ms = chrono::DateTime::parse_from_rfc3339(presale)?.timestamp_millis();
+    let in_cfg = |cfg: &HashMap<String, String>| {
+        ["pow_difficulty", "groups", "presale_only_until", "notice"]
+            .map(|f| cfg.get(f).cloned().unwrap_or_else(|| "<missing>".into()))
+    };
+    assert_eq!(
+        in_cfg(&cfg(redis, sale_id).await?),
+        [
+            "15".to_owned(),
+            "vip,fans".to_owned(),
+            presale_ms.to_string(),
+            "Doors open at 20:00 <b>sharp</b>".to_owned()
+        ]
+    );
+    let stored = sale::Door::load(api.mysql(), sale_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("sale not in MySQL"))?;
+    assert_eq!(stored.pow_difficulty, 15);
+    assert_eq!(stored.groups, ["vip", "fans"]);
+    assert_eq!(
+        stored.presale_only_until.map(|t| t.timestamp_millis()),
+        Some(presale_ms)
+    );
+
+    // PATCH reaches MySQL, Redis and every reader; null and "" clear.
+    let changed = patch(
+        &api,
+        Some(&admin),
+        &s,
+        json!({"notice": "🪑".repeat(280), "pow_difficulty": 0, "groups": ["vip"], "presale_only_until": null}),
+    )
+    .await?;
+    changed.expect(200, None);
+    let expected = json!([0, ["vip"], null, "🪑".repeat(280)]);
+    assert_eq!(door(&changed.body), expected);
+    assert_eq!(
+        door(&api.get(&format!("/api/sales/{s}"), None).await?.body),
+        expected
+    );
+    assert_eq!(
+        in_cfg(&cfg(redis, sale_id).await?),
+        [
+            "0".to_owned(),
+            "vip".to_owned(),
+            "0".to_owned(),
+            "🪑".repeat(280)
+        ]
+    );
+    for clear in [json!({"notice": null}), json!({"notice": ""})] {
+        patch(&api, Some(&admin), &s, json!({"notice": "again"}))
+            .await?
+            .expect(200, None);
+        let cleared = patch(&api, Some(&admin), &s, clear).await?;
+        cleared.expect(200, None);
+        assert_eq!(cleared.body["notice"], Value::Null);
+        assert_eq!(
+            cfg(redis, sale_id).await?.get("notice").map(String::as_str),
+            Some("")
+        );
+        let stored = sale::Door::load(api.mysql(), sale_id).await?;
+        assert_eq!(stored.and_then(|d| d.notice), None);
+    }
+    api.stop().await
+}
+
+#[tokio::test]
+async fn door_fields_reject_bad_input_and_groups_freeze_at_the_opening() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = new_product(&api, &admin).await?;
+    let base = json!({"product_id": product["id"], "stock": 10, "opens_at": rfc3339(chrono::Duration::hours(1))});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body
+    };
+    let bad = [
+        (json!({"pow_difficulty": 25}), "pow_difficulty"),
+        (json!({"pow_difficulty": -1}), "pow_difficulty"),
+        (json!({"groups": ["VIP"]}), "groups"),
+        (json!({"groups": ["public"]}), "groups"),
+        (json!({"groups": ["a", "a"]}), "groups"),
+        (
+            json!({"groups": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}),
+            "groups",
+        ),
+        (json!({"groups": "vip"}), "groups"),
+        (
+            json!({"presale_only_until": "tomorrow", "groups": ["vip"]}),
+            "presale_only_until",
+        ),
+        (
+            json!({"presale_only_until": rfc3339(chrono::Duration::hours(2))}),
+            "presale_only_until",
+        ),
+        (json!({"notice": "x".repeat(281)}), "notice"),
+        (json!({"notice": "two\nlines"}), "notice"),
+        (json!({"notice": 5}), "notice"),
+    ];
+    for (extra, field) in &bad {
+        let reply = api
+            .post("/api/admin/sales", Some(&admin), with(extra.clone()))
+            .await?;
+        reply.expect(400, Some("bad_request"));
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{extra}: `{message}`");
+    }
+    assert_eq!(count_sales(&api).await?, 0, "nothing half-created");
+
+    // The same rules on PATCH, and nothing changes.
+    let scheduled = api
+        .post("/api/admin/sales", Some(&admin), base.clone())
+        .await?;
+    scheduled.expect(201, None);
+    let s = id(&scheduled.body)?.to_string();
+    for (extra, field) in &bad {
+        let reply = patch(&api, Some(&admin), &s, extra.clone()).await?;
+        reply.expect(400, Some("bad_request"));
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "PATCH {extra}: `{message}`");
+    }
+    let shown = api.get(&format!("/api/sales/{s}"), None).await?;
+    assert_eq!(
+        json!([
+            shown.body["pow_difficulty"],
+            shown.body["groups"],
+            shown.body["notice"]
+        ]),
+        json!([0, [], null])
+    );
+    // Groups change while scheduled; a presale then needs them.
+    patch(
+        &api,
+        Some(&admin),
+        &s,
+        json!({"groups": ["vip"], "presale_only_until": rfc3339(chrono::Duration::minutes(90))}),
+    )
+    .await?
+    .expect(200, None);
+    let reply = patch(&api, Some(&admin), &s, json!({"groups": []})).await?;
+    reply.expect(400, Some("bad_request"));
+
+    // Once open, the groups are frozen (the same list is no change); the rest still moves.
+    let open = new_sale(&api, &admin).await?;
+    let o = id(&open)?.to_string();
+    patch(&api, Some(&admin), &o, json!({"groups": ["vip"]}))
+        .await?
+        .expect(409, Some("invalid_state"));
+    patch(
+        &api,
+        Some(&admin),
+        &o,
+        json!({"groups": [], "notice": "Still 3 left", "pow_difficulty": 4}),
+    )
+    .await?
+    .expect(200, None);
     api.stop().await
 }

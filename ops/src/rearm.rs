@@ -8,7 +8,10 @@
 //!   (approved → paid, nothing charged → failed and the stock back);
 //! - **held** orders were only holds: they are recorded `expired` in MySQL and their stock is
 //!   available again (their buyers queue again);
-//! - the waiting line and admissions are not rebuilt: buyers join again.
+//! - the waiting line and admissions are not rebuilt: buyers join again;
+//! - the door's settings and the access codes come back from MySQL (design/door.md); which
+//!   buyers had spent a code's uses lived only in Redis, so the codes come back unspent (a
+//!   buyer who used one joins again with it).
 //!
 //! The counters are written last, in one `sale_arm.lua` call (`avail = stock_total - held -
 //! sold`), so until then the sale looks unarmed and takes no order. A paying order the recorder
@@ -33,6 +36,7 @@ use sqlx::MySqlPool;
 use dropline_core::clients::redis::Redis;
 use dropline_core::orders::ledger;
 use dropline_core::orders::{OrderState, Orders};
+use dropline_core::sale::keys::SaleKeys;
 use dropline_core::sale::{self, SaleConfig};
 
 /// What a rearm did.
@@ -47,6 +51,8 @@ pub struct Report {
     pub available: i64,
     /// Keys deleted first (with `force`).
     pub wiped_keys: u64,
+    /// Access codes written back.
+    pub codes: u64,
 }
 
 /// Rebuilds `sale` in Redis from MySQL (see the module docs).
@@ -57,6 +63,9 @@ pub async fn rearm(
     force: bool,
 ) -> anyhow::Result<Report> {
     let config = SaleConfig::load(mysql, sale)
+        .await?
+        .with_context(|| format!("no sale {sale} in MySQL"))?;
+    let door = sale::Door::load(mysql, sale)
         .await?
         .with_context(|| format!("no sale {sale} in MySQL"))?;
     let mut report = Report::default();
@@ -145,6 +154,8 @@ pub async fn rearm(
         }
     }
 
+    report.codes = restore_codes(mysql, redis, sale).await?;
+
     let (_, sold_count) = ledger::sale_counts(mysql, sale)
         .await?
         .with_context(|| format!("sale {sale} vanished"))?;
@@ -158,7 +169,7 @@ pub async fn rearm(
         report.paying_units,
         config.stock_total
     );
-    let armed = sale::arm_with(redis, sale, &config, report.paying_units, sold).await?;
+    let armed = sale::arm_with(redis, sale, &config, &door, report.paying_units, sold).await?;
     anyhow::ensure!(
         armed,
         "sale {sale} was armed by someone else while rearming; run it again with --force"
@@ -166,6 +177,32 @@ pub async fn rearm(
     report.available = config.stock_total - sold - report.paying_units;
     tracing::info!(%sale, ?report, "sale rearmed from MySQL");
     Ok(report)
+}
+
+/// Writes the sale's access codes from MySQL back into its Redis `codes` hash (before the
+/// counters, so the sale is whole when it looks armed); returns how many.
+async fn restore_codes(mysql: &MySqlPool, redis: &Redis, sale: SaleId) -> anyhow::Result<u64> {
+    let rows: Vec<(Vec<u8>, String, i32)> =
+        sqlx::query_as("SELECT code_hash, group_name, uses FROM access_codes WHERE sale_id = ?")
+            .bind(sale)
+            .fetch_all(mysql)
+            .await
+            .with_context(|| format!("reading the access codes of sale {sale}"))?;
+    let key = SaleKeys::new(redis, sale).codes();
+    for chunk in rows.chunks(1_000) {
+        let fields: std::collections::VecDeque<(fred::types::Key, String)> = chunk
+            .iter()
+            .map(|(hash, group, uses)| {
+                (fred::types::Key::from(&hash[..]), format!("{group}:{uses}"))
+            })
+            .collect();
+        let _: i64 = redis
+            .pool()
+            .hset(&key, fields)
+            .await
+            .with_context(|| format!("restoring the access codes of sale {sale}"))?;
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Deletes every key of the sale's slot (`<prefix>:{s:<sale>}:*`); returns how many.
@@ -214,13 +251,14 @@ pub async fn rearm_command(
     let report = done?;
     println!(
         "sale {sale} rearmed: {} available, {} sold in {} paid order(s), {} held by {} \
-         paying order(s), {} lost hold(s) recorded expired, {} key(s) wiped",
+         paying order(s), {} lost hold(s) recorded expired, {} access code(s), {} key(s) wiped",
         report.available,
         report.paid_units,
         report.paid_orders,
         report.paying_units,
         report.paying_orders,
         report.expired_holds,
+        report.codes,
         report.wiped_keys
     );
     Ok(ExitCode::SUCCESS)

@@ -358,8 +358,20 @@
     }
   }
 
-  function notice(text) {
-    setText('notice', text || '');
+  /** The page's own messages (retrying, code sent, signed out). */
+  function message(text) {
+    setText('message', text || '');
+    setHidden('message', !text);
+  }
+
+  /**
+   * The operator's notice to the line (door.md §4), from a join or status answer: plain text
+   * (textContent, never HTML); an answer without it leaves the last one shown.
+   */
+  function operatorNotice(d) {
+    if (!d || !('notice' in d)) return;
+    var text = typeof d.notice === 'string' ? d.notice : '';
+    setText('notice', text);
     setHidden('notice', !text);
   }
 
@@ -427,7 +439,7 @@
 
   function begin() {
     fail('');
-    notice('');
+    message('');
     if (!auth()) {
       needSignIn('');
       return;
@@ -471,7 +483,7 @@
         if (r.data.opens_at) store.set(KEYS.opens, r.data.opens_at);
         failures = 0;
         powTries = 0;
-        notice('');
+        message('');
         fail('');
         onStatus(r.data);
         return;
@@ -603,7 +615,7 @@
       if (r.ok && r.data) {
         failures = 0;
         rejoins = 0;
-        notice('');
+        message('');
         onStatus(r.data);
         return;
       }
@@ -621,10 +633,10 @@
     if (r.status === 429 || r.status === 503) {
       wait = jitter(r.retryAfter !== null ? Math.max(r.retryAfter, MIN_POLL_MS) : backoff(failures));
       var key = code === 'queue_full' ? 'retry_queue_full' : code === 'rate_limited' ? 'retry_rate_limited' : 'retry_busy';
-      notice(t(key, { s: Math.ceil(wait / 1000) }));
+      message(t(key, { s: Math.ceil(wait / 1000) }));
     } else if (r.status === 0 || r.status >= 500) {
       wait = jitter(backoff(failures));
-      notice(t('retry_network', { s: Math.ceil(wait / 1000) }));
+      message(t('retry_network', { s: Math.ceil(wait / 1000) }));
     } else {
       // A refusal that asking again will not change: say so and let the buyer retry.
       fail(errorText(r));
@@ -636,6 +648,7 @@
   }
 
   function onStatus(d) {
+    operatorNotice(d);
     var state = String(d.state || '');
     setState(state);
     if (state === 'admitted' && d.pass) {
@@ -711,7 +724,7 @@
     setState(kind);
     setText('final-title', t(kind + '_title'));
     setText('final-body', t(kind + '_body'));
-    notice('');
+    message('');
     show('final');
     announce(t(kind + '_title'), true);
   }
@@ -730,7 +743,7 @@
         store.del(KEYS.ticket);
         store.del(KEYS.first);
         setState('left');
-        notice('');
+        message('');
         fail('');
         show('left');
         announce(t('left_title'), true);
@@ -757,7 +770,7 @@
     halt();
     store.set(KEYS.pass, pass);
     setState('admitted');
-    notice('');
+    message('');
     fail('');
     show('buy');
     announce(t('admitted_announce'), true);
@@ -837,12 +850,12 @@
         var transient = r && (r.status === 0 || r.status === 429 || r.status >= 500);
         if (!transient || tries >= 4) return r;
         var wait = jitter(r.retryAfter !== null ? Math.min(r.retryAfter, 10000) : 1000 * tries);
-        notice(t('retry_network', { s: Math.ceil(wait / 1000) }));
+        message(t('retry_network', { s: Math.ceil(wait / 1000) }));
         return sleep(wait).then(attempt);
       });
     };
     return attempt().then(function (r) {
-      notice('');
+      message('');
       return r;
     });
   }
@@ -1116,7 +1129,7 @@
       .then(function (r) {
         busy('resend', false);
         if (r.ok) formError('verify', '');
-        if (r.ok) notice(t('code_resent'));
+        if (r.ok) message(t('code_resent'));
         else formError('verify', errorText(r));
       });
   }
@@ -1131,7 +1144,7 @@
     if (a && a.refresh_token) {
       request('POST', API + '/api/auth/logout', { body: { refresh_token: a.refresh_token } });
     }
-    notice(t('signed_out'));
+    message(t('signed_out'));
     needSignIn('');
   }
 
@@ -1141,9 +1154,9 @@
   on('signup-form', 'submit', signUp);
   on('verify-form', 'submit', verify);
   on('resend', 'click', resend);
-  on('to-signup', 'click', function () { notice(''); formError('signup', ''); show('signup'); });
-  on('to-signin', 'click', function () { notice(''); show('signin'); });
-  on('verify-to-signin', 'click', function () { notice(''); show('signin'); });
+  on('to-signup', 'click', function () { message(''); formError('signup', ''); show('signup'); });
+  on('to-signin', 'click', function () { message(''); show('signin'); });
+  on('verify-to-signin', 'click', function () { message(''); show('signin'); });
   on('signout', 'click', signOut);
   on('leave', 'click', leave);
   on('rejoin', 'click', function () { rejoins = 0; fail(''); join(); });

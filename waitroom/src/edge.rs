@@ -314,6 +314,8 @@ struct JoinAnswer {
     retry_after_ms: u64,
     ticket: String,
     opens_at: String,
+    /// The operator's notice to the line (door.md §4), `null` when none.
+    notice: Option<String>,
 }
 
 /// `GET /w/{sale}/challenge`: all three null but `difficulty` (0) when the sale asks for none.
@@ -334,6 +336,7 @@ struct StatusAnswer {
     pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pass_expires_at: Option<String>,
+    notice: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -345,6 +348,7 @@ struct StatsAnswer {
     /// is not a measurement, so this is 0 until the admitter has measured.
     admit_rate: f64,
     available: i64,
+    notice: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,6 +582,7 @@ async fn join(
         retry_after_ms: retry_after_ms(&status, e.abandon_after, e.tick),
         ticket: e.tickets.issue(sale, user, expires),
         opens_at: rfc3339(status.opens_at_ms),
+        notice: status.notice.as_deref().map(str::to_owned),
     }))
 }
 
@@ -665,6 +670,7 @@ async fn status(
         retry_after_ms: retry_after_ms(&status, e.abandon_after, e.tick),
         pass,
         pass_expires_at,
+        notice: status.notice.as_deref().map(str::to_owned),
     }))
 }
 
@@ -713,6 +719,7 @@ async fn stats(
             .measured_rate_milli
             .map_or(0.0, |milli| milli as f64 / 1000.0),
         available: stats.available.max(0),
+        notice: stats.notice.as_deref().map(str::to_owned),
     }))
 }
 
@@ -876,9 +883,9 @@ mod tests {
             queue_length: 10_000,
             paused: false,
             admit_per_second: 100,
-            measured_rate_milli: None,
             free: u64::MAX,
             limited_rate_milli: None,
+            notice: None,
         }
     }
 
@@ -887,12 +894,11 @@ mod tests {
     fn eta_is_the_rate_the_admitter_can_admit_now() {
         let waiting = status(Place::Waiting { position: 1_000 });
         assert_eq!(eta_seconds(&waiting, TICK), Some(11), "1,000 / 100 + tick");
-        // A measured rate near zero (arrivals were scarce) does not matter within F.
+        // Within F only the configured rate counts, however scarce arrivals were.
         let scarce = Status {
-            measured_rate_milli: Some(9),
             admit_per_second: 20,
             place: Place::Waiting { position: 1 },
-            ..waiting
+            ..waiting.clone()
         };
         assert_eq!(eta(&scarce, TICK), Some(Duration::from_millis(150)));
         assert_eq!(eta_seconds(&scarce, TICK), Some(1));
@@ -900,7 +906,7 @@ mod tests {
         let bound = Status {
             free: 100,
             limited_rate_milli: Some(10_000),
-            ..waiting
+            ..waiting.clone()
         };
         assert_eq!(
             eta(&bound, TICK),
@@ -910,13 +916,13 @@ mod tests {
         for m in [None, Some(0)] {
             let unknown = Status {
                 limited_rate_milli: m,
-                ..bound
+                ..bound.clone()
             };
             assert_eq!(eta_seconds(&unknown, TICK), None);
         }
         let paused = Status {
             paused: true,
-            ..waiting
+            ..waiting.clone()
         };
         assert_eq!(eta_seconds(&paused, TICK), None);
         assert_eq!(eta_seconds(&status(Place::Scheduled), TICK), None);

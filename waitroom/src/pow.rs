@@ -41,7 +41,8 @@ use sha2::{Digest, Sha256};
 
 /// The challenge's version prefix.
 pub const PREFIX: &str = "pow1.";
-/// The highest difficulty a sale may ask for (door.md §1).
+/// The highest difficulty a sale may ask for (door.md §1; the api's
+/// [`dropline_core::sale::door::MAX_POW_DIFFICULTY`]).
 pub const MAX_DIFFICULTY: u8 = 24;
 /// The largest nonce: the largest integer every JSON reader holds exactly (2^53 − 1).
 pub const MAX_NONCE: u64 = (1 << 53) - 1;
@@ -268,6 +269,14 @@ mod tests {
         assert!(solves("pow1.example", 7772, 12));
         assert!(!solves("pow1.example", 7772, 13));
         assert_eq!(solve("pow1.example", 12), Some(7772), "no smaller n works");
+    }
+
+    #[test]
+    fn the_highest_difficulty_is_the_one_the_api_accepts() {
+        assert_eq!(
+            i64::from(MAX_DIFFICULTY),
+            dropline_core::sale::door::MAX_POW_DIFFICULTY
+        );
     }
 
     #[test]

@@ -40,10 +40,12 @@
 //!
 //! While a sale is open, the admitter leader ([`crate::admitter`]) writes `admit_rate_milli`
 //! into `wr` on every tick: admissions per second, smoothed over about five seconds, times
-//! 1000, as an integer. ETAs and `GET /w/{sale}/stats` (`admit_rate`) read it. It is absent
+//! 1000, as an integer. The control room and `GET /w/{sale}/stats` (`admit_rate`) read it;
+//! ETAs do not (door.md §3: they use the rate the admitter can admit now, `limited_rate_milli`). It is absent
 //! until the sale's first open tick, and keeps its last value while the sale is paused,
 //! scheduled, sold out or closed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -141,7 +143,7 @@ impl Place {
 }
 
 /// A buyer's standing, with what the HTTP layer needs around it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub place: Place,
     pub opens_at_ms: u64,
@@ -152,19 +154,18 @@ pub struct Status {
     pub paused: bool,
     /// The sale's configured admission rate (users per second).
     pub admit_per_second: u64,
-    /// The admitter's smoothed measured rate × 1000 (`wr.admit_rate_milli`); `None` before the
-    /// admitter measured anything.
-    pub measured_rate_milli: Option<u64>,
     /// Buyers the admitter could admit now before `max_active` or the stock rule binds (F of
     /// door.md §3); 0 unless the place is waiting.
     pub free: u64,
     /// Admissions per second × 1000 over the recent ticks that `max_active` or stock limited
     /// (M of door.md §3, `wr.limited_rate_milli`); `None` when none was measured.
     pub limited_rate_milli: Option<u64>,
+    /// The operator's notice to the line (door.md §4), shared by a batch's answers.
+    pub notice: Option<Arc<str>>,
 }
 
 /// What a join did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinOutcome {
     /// The buyer's standing; `new` when this call made the place (else it already existed, and
     /// the same place is returned).
@@ -339,7 +340,7 @@ pub struct ReapOutcome {
 }
 
 /// The figures behind `GET /w/{sale}/stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub state: SaleState,
     pub queue_length: u64,
@@ -350,8 +351,12 @@ pub struct Stats {
     pub abandoned_total: u64,
     pub now_ms: u64,
     pub opens_at_ms: u64,
-    /// As in [`Status::measured_rate_milli`].
+    /// The admitter's smoothed measured rate × 1000 (`wr.admit_rate_milli`, for the control
+    /// room and `/stats`; ETAs use the rate the admitter can admit now); `None` before the
+    /// admitter measured anything.
     pub measured_rate_milli: Option<u64>,
+    /// The operator's notice to the line (door.md §4).
+    pub notice: Option<Arc<str>>,
 }
 
 /// One sale's waiting room in Redis. Cheap to build per request.
@@ -521,9 +526,9 @@ impl WaitQueue {
             queue_length: 0,
             paused: header.uint(2)? == 1,
             admit_per_second: header.uint(3)?,
-            measured_rate_milli: u64::try_from(header.int(4)?).ok(),
-            free: header.uint(5)?,
-            limited_rate_milli: u64::try_from(header.int(6)?).ok(),
+            free: header.uint(4)?,
+            limited_rate_milli: u64::try_from(header.int(5)?).ok(),
+            notice: header.notice(6)?,
         };
         items
             .map(|row| {
@@ -535,7 +540,7 @@ impl WaitQueue {
                 Ok(Some(Status {
                     place,
                     queue_length,
-                    ..sale
+                    ..sale.clone()
                 }))
             })
             .collect()
@@ -635,7 +640,7 @@ impl WaitQueue {
                 Vec::<Value>::new(),
             )
             .await?;
-        let reply = Reply::new(reply, "wr_stats", 10)?;
+        let reply = Reply::new(reply, "wr_stats", 11)?;
         let state = reply.text(0)?;
         if state == "not_found" {
             return Ok(None);
@@ -651,6 +656,7 @@ impl WaitQueue {
             now_ms: reply.uint(7)?,
             opens_at_ms: reply.uint(8)?,
             measured_rate_milli: u64::try_from(reply.int(9)?).ok(),
+            notice: reply.notice(10)?,
         }))
     }
 }
@@ -727,6 +733,12 @@ impl Reply {
             .with_context(|| format!("{}: item {i} is not a string", self.script))
     }
 
+    /// A notice field: the text, or `None` for `""`.
+    fn notice(&self, i: usize) -> anyhow::Result<Option<Arc<str>>> {
+        let text = self.text(i)?;
+        Ok((!text.is_empty()).then(|| Arc::from(text)))
+    }
+
     fn array(&self, i: usize) -> anyhow::Result<&[Value]> {
         match self.item(i)? {
             Value::Array(items) => Ok(items),
@@ -735,7 +747,7 @@ impl Reply {
     }
 
     /// wr_join's reply: {state, position, deadline_ms, opens_at_ms,
-    /// now_ms, queue_length, paused, new, admit_per_second, admit_rate_milli}.
+    /// now_ms, queue_length, paused, new, admit_per_second, free, limited_rate_milli, notice}.
     fn status(&self, state: &str) -> anyhow::Result<Status> {
         let place = match state {
             "scheduled" => Place::Scheduled,
@@ -757,9 +769,9 @@ impl Reply {
             queue_length: self.uint(5)?,
             paused: self.uint(6)? == 1,
             admit_per_second: self.uint(8)?,
-            measured_rate_milli: u64::try_from(self.int(9)?).ok(),
-            free: self.uint(10)?,
-            limited_rate_milli: u64::try_from(self.int(11)?).ok(),
+            free: self.uint(9)?,
+            limited_rate_milli: u64::try_from(self.int(10)?).ok(),
+            notice: self.notice(11)?,
         })
     }
 }

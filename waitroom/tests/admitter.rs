@@ -740,7 +740,7 @@ async fn closed_sales_with_an_empty_line_leave_the_index() -> anyhow::Result<()>
         ..SettingsUpdate::default()
     };
     waiting.fill(1).await?;
-    drained.update(close).await?;
+    drained.update(close.clone()).await?;
     waiting.update(close).await?;
     let a = world.candidate("a").await?;
     wait_until(

@@ -518,7 +518,7 @@ async fn stats_show_the_line_and_the_measured_rate() -> anyhow::Result<()> {
     assert_eq!(body["admitted_total"], 1);
     assert_eq!(body["available"], 7);
     assert_eq!(body["admit_rate"], 0.0, "nothing measured yet");
-    // The admitter's measurement is what stats and ETAs use.
+    // The admitter's measurement is what stats shows (ETAs do not use it).
     let redis = edge.redis()?;
     let wr = WaitQueue::new(redis, sale).keys().wr.clone();
     let _: () = redis.pool().hset(&wr, ("admit_rate_milli", 2_500)).await?;
@@ -556,5 +556,45 @@ async fn concurrent_polls_share_redis_calls_and_each_gets_its_own_place() -> any
         assert_eq!(body["state"], "waiting");
         assert_eq!(body["position"], (i % 60) as u64 + 1, "{body}");
     }
+    edge.stop().await
+}
+
+/// door.md §4: the notice is stored in the sale's cfg before the admin's 200, and join, status
+/// and stats read it in the same script call as the place, so the first poll that starts after
+/// the change carries it; clearing it reaches the next poll the same way.
+#[tokio::test]
+async fn the_operators_notice_reaches_join_status_and_stats_at_the_next_call() -> anyhow::Result<()>
+{
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let (_, ticket, joined) = edge.joined(sale).await?;
+    assert_eq!(joined["notice"], Value::Null, "{joined}");
+    let (_, polled) = edge.status(sale, &ticket).await?;
+    assert_eq!(polled["notice"], Value::Null, "{polled}");
+
+    let text = "Drop delayed 5 minutes <b>x</b> 🪑";
+    let set = sale::SettingsUpdate {
+        notice: Some(Some(text.to_owned())),
+        ..sale::SettingsUpdate::default()
+    };
+    assert!(sale::update_settings(edge.redis()?, sale, &set).await?);
+    let (status, polled) = edge.status(sale, &ticket).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(polled["notice"], text, "the first poll after the change");
+    assert_eq!(polled["state"], "waiting");
+    let (_, rejoined) = edge.join(sale, &edge.token(UserId::new_v7())?).await?;
+    assert_eq!(rejoined["notice"], text);
+    let (_, _, stats) = edge
+        .call(reqwest::Method::GET, &format!("/w/{sale}/stats"), None)
+        .await?;
+    assert_eq!(stats["notice"], text);
+
+    let clear = sale::SettingsUpdate {
+        notice: Some(None),
+        ..sale::SettingsUpdate::default()
+    };
+    assert!(sale::update_settings(edge.redis()?, sale, &clear).await?);
+    let (_, polled) = edge.status(sale, &ticket).await?;
+    assert_eq!(polled["notice"], Value::Null, "{polled}");
     edge.stop().await
 }

@@ -23,16 +23,16 @@ use tower::ServiceExt;
 const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
 
 /// SHA-256 of the page (fingerprints masked) in each language, as served before the page's
-/// words moved from a Rust table to Fluent files, plus the proof-of-work box (door.md §1: its
-/// words, `#pow-box`, and `pow_worker_src` in the JSON block).
+/// words moved from a Rust table to Fluent files, with the door's additions since (the notice,
+/// the proof-of-work box and `pow_worker_src` in the JSON block).
 const SNAPSHOTS: [(&str, &str); 2] = [
     (
         "en",
-        "f1c875cf0bfa0e6c4a81a1d8ba8e87f171ff58a6f42571f4112a1aa9f58bfa5c",
+        "60c326d253fb277b839aad7c9af98af72001ec3cc5cee9a086e027cbd8cb7b77",
     ),
     (
         "ko",
-        "c4536581f9bebb0800bda0b41261d239f91a7ffac2c4986799d032d2864d16d3",
+        "c250e15a77650c3e25479514e814ad25f8b705e2e2a2ea0c2d33573812e1a925",
     ),
 ];
 

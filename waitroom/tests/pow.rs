@@ -1,7 +1,8 @@
 //! Proof of work at the join (door.md §1) over real HTTP against the machine's real Redis: the
 //! challenge endpoint, the join's order of answers, single use, expiry, and what it costs Redis.
 //! Each test runs its own waitroom server on a free port with its own key prefix ([`TestEnv`]).
-//! A sale's difficulty is the `pow_difficulty` field of its Redis cfg hash, set here directly.
+//! A sale's difficulty is armed and changed as the api does it (`sale::arm_with` with its door
+//! settings, `sale::update_settings` for a `PATCH`).
 //!
 //! One check solves with Python's `hashlib` (`python3` on the PATH): JSON clients follow the
 //! byte rule, not our Rust.
@@ -14,7 +15,7 @@ use dropline_core::auth::tokens::{self, Role};
 use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{ProductId, SaleId, UserId};
-use dropline_core::sale::{self, SaleConfig};
+use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate};
 use dropline_testkit::{TestEnv, assert_error};
 use dropline_waitroom::pow;
 use fred::prelude::*;
@@ -94,20 +95,24 @@ impl Edge {
             paused: false,
             closed: false,
         };
-        sale::arm(self.redis()?, id, &cfg).await?;
-        self.set_difficulty(id, difficulty).await?;
+        let door = Door {
+            pow_difficulty: difficulty,
+            ..Door::default()
+        };
+        sale::arm_with(self.redis()?, id, &cfg, &door, 0, 0).await?;
         Ok(id)
     }
 
+    /// What the api's `PATCH {"pow_difficulty"}` writes to Redis.
     async fn set_difficulty(&self, sale: SaleId, difficulty: u8) -> anyhow::Result<()> {
-        let redis = self.redis()?;
-        let _: () = redis
-            .pool()
-            .hset(
-                redis.sale_key(sale, "cfg"),
-                ("pow_difficulty", i64::from(difficulty)),
-            )
-            .await?;
+        let update = SettingsUpdate {
+            pow_difficulty: Some(difficulty),
+            ..SettingsUpdate::default()
+        };
+        anyhow::ensure!(
+            sale::update_settings(self.redis()?, sale, &update).await?,
+            "sale {sale} is not armed"
+        );
         Ok(())
     }
 

@@ -1009,7 +1009,10 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
     let stranger = UserId::new_v7();
     let batch = [buyers[2], stranger, buyers[0], buyers[2]];
     let answers = sale.queue.status_many(&batch, ABANDON).await?;
-    let places: Vec<Option<Place>> = answers.iter().map(|a| a.map(|s| s.place)).collect();
+    let places: Vec<Option<Place>> = answers
+        .iter()
+        .map(|a| a.as_ref().map(|s| s.place))
+        .collect();
     assert_eq!(
         places,
         vec![
@@ -1022,24 +1025,24 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
     // Sale-wide values are the same for every user of the batch.
     for answer in answers.iter().flatten() {
         assert_eq!(answer.queue_length, 3);
-        assert_eq!(answer.now_ms, answers[0].map_or(0, |a| a.now_ms));
+        assert_eq!(answer.now_ms, answers[0].as_ref().map_or(0, |a| a.now_ms));
         assert!(!answer.paused);
     }
     // After one admission, the batch mixes an admitted buyer (with the deadline) and waiting ones.
     let outcome = sale.admit(1).await?;
     assert_eq!(outcome.admitted.len(), 1);
     let answers = sale.queue.status_many(&batch, ABANDON).await?;
-    match answers[2].map(|a| a.place) {
+    match answers[2].as_ref().map(|a| a.place) {
         Some(Place::Admitted { deadline_ms }) => {
             assert!(
-                deadline_ms > answers[2].map_or(0, |a| a.now_ms),
+                deadline_ms > answers[2].as_ref().map_or(0, |a| a.now_ms),
                 "deadline in the future"
             );
         }
         other => panic!("buyers[0] should be admitted, is {other:?}"),
     }
     assert_eq!(
-        answers[0].map(|a| (a.place, a.queue_length)),
+        answers[0].as_ref().map(|a| (a.place, a.queue_length)),
         Some((Place::Waiting { position: 2 }, 2))
     );
     assert!(sale.queue.status_many(&[], ABANDON).await.is_err());

@@ -37,10 +37,16 @@ pub enum ErrorCode {
     QueueFull,
     Unavailable,
     Internal,
-    /// door.md §1: the sale asks for proof of work and the join brought no challenge.
+    /// design/door.md §1: the sale asks a proof of work and the join brought none.
     PowRequired,
-    /// door.md §1: the challenge or nonce does not pass (forged, foreign, expired, unsolved, spent).
+    /// design/door.md §1: the challenge or nonce does not hold (or was spent).
     PowInvalid,
+    /// design/door.md §2: before `presale_only_until` a join needs a code.
+    AccessCodeRequired,
+    /// design/door.md §2: unknown code, or a code of another sale.
+    AccessCodeInvalid,
+    /// design/door.md §2: the code's uses were spent by other buyers.
+    AccessCodeUsed,
 }
 
 impl ErrorCode {
@@ -49,13 +55,12 @@ impl ErrorCode {
         match self {
             BadRequest | InvalidCode => StatusCode::BAD_REQUEST,
             Unauthorized | InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Forbidden | NotAdmitted | EmailNotVerified | PowRequired | PowInvalid => {
-                StatusCode::FORBIDDEN
-            }
+            Forbidden | NotAdmitted | EmailNotVerified | PowRequired | PowInvalid
+            | AccessCodeRequired | AccessCodeInvalid => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             IdempotencyKeyReused | IdempotencyKeyInUse | SoldOut | LimitExceeded | SaleNotOpen
-            | InvalidState | EmailTaken => StatusCode::CONFLICT,
+            | InvalidState | EmailTaken | AccessCodeUsed => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -91,6 +96,9 @@ impl ErrorCode {
             Internal => "internal",
             PowRequired => "pow_required",
             PowInvalid => "pow_invalid",
+            AccessCodeRequired => "access_code_required",
+            AccessCodeInvalid => "access_code_invalid",
+            AccessCodeUsed => "access_code_used",
         }
     }
 
@@ -139,8 +147,11 @@ impl ErrorCode {
             QueueFull => "the waiting room is full, try again shortly",
             Unavailable => "temporarily unavailable, try again shortly",
             Internal => "internal error",
-            PowRequired => "this sale asks for proof of work: fetch a challenge and join with it",
-            PowInvalid => "the proof of work does not pass: fetch a new challenge",
+            PowRequired => "this sale asks a proof of work: get a challenge and solve it",
+            PowInvalid => "the proof of work does not hold for this challenge, or it was used",
+            AccessCodeRequired => "this presale needs an access code",
+            AccessCodeInvalid => "this access code is not valid for this sale",
+            AccessCodeUsed => "this access code was already used",
         }
     }
 }

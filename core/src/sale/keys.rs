@@ -13,6 +13,7 @@
 //! | `wr` | hash | the waiting room's figures (admitted and abandoned totals, last poll times) |
 //! | `adm` | zset | admitted buyers: user (16 raw bytes) → admission deadline (epoch ms) |
 //! | `alerted:sold_out` | string | the sold-out alert went out for this spell |
+//! | `codes` | hash | access codes: SHA-256 of sale id and code (32 raw bytes) → `<group>:<uses>` (design/door.md §2) |
 //! | `o:<order>` | hash | an order ([`crate::orders`]) |
 //! | `hold:<order>` | string | the order's hold timer: only its TTL matters |
 //! | `holds` | zset | live (HELD or PAYING) order ids → deadline (epoch ms) |
@@ -98,6 +99,12 @@ impl SaleKeys {
     /// `holds`, the live orders' deadlines.
     pub fn holds(&self) -> String {
         self.named("holds")
+    }
+
+    /// `codes`, the sale's access codes: code hash (32 raw bytes, [`crate::sale::door::code_hash`])
+    /// → `<group>:<uses>`.
+    pub fn codes(&self) -> String {
+        self.named("codes")
     }
 
     /// `events`, the order outbox.

@@ -5,7 +5,7 @@
 //!
 //! | key (`r.sale_key(id, ..)`) | type | content |
 //! | --- | --- | --- |
-//! | `cfg` | hash | `stock_total`, `opens_at` / `closes_at` (epoch ms, `closes_at` 0 = none), `per_user_limit`, `hold_seconds`, `admit_per_second`, `max_active` (0 = no limit), `paused` / `closed` (0/1), `product_id`, `price`, `currency` |
+//! | `cfg` | hash | `stock_total`, `opens_at` / `closes_at` (epoch ms, `closes_at` 0 = none), `per_user_limit`, `hold_seconds`, `admit_per_second`, `max_active` (0 = no limit), `paused` / `closed` (0/1), `product_id`, `price`, `currency`, and the door's settings ([`door`]) |
 //! | `avail` | string | units still for sale (starts at `stock_total`) |
 //! | `held` | string | units in HELD and PAYING orders (starts at 0) |
 //! | `sold` | string | units in PAID orders (starts at 0) |
@@ -15,6 +15,7 @@
 //! (`lua/sale_view.lua`), and [`SaleView::state`] derives the [`SaleState`] from that one
 //! snapshot, so every replica agrees on "now".
 
+pub mod door;
 pub mod keys;
 
 use std::fmt;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clients::redis::Redis;
 use crate::lua::scripts::{SALE_ARM, SALE_VIEW};
+pub use door::Door;
 
 /// What a buyer sees of a sale (DESIGN §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -225,24 +227,26 @@ impl SaleConfig {
     }
 }
 
-/// Arms a sale in Redis (`lua/sale_arm.lua`): `Ok(true)` when this call wrote its state,
-/// `Ok(false)` when it was armed already (then nothing changed).
+/// Arms a sale with the default door settings in Redis (`lua/sale_arm.lua`): `Ok(true)` when
+/// this call wrote its state, `Ok(false)` when it was armed already (then nothing changed).
 pub async fn arm(redis: &Redis, sale: SaleId, config: &SaleConfig) -> anyhow::Result<bool> {
-    arm_with(redis, sale, config, 0, 0).await
+    arm_with(redis, sale, config, &Door::default(), 0, 0).await
 }
 
-/// [`arm`] with units already held (HELD + PAYING) and sold (PAID), for `sale rearm`:
-/// `avail = stock_total - held - sold`.
+/// [`arm`] with the sale's door settings and the units already held (HELD + PAYING) and sold
+/// (PAID), for `sale rearm`: `avail = stock_total - held - sold`.
 pub async fn arm_with(
     redis: &Redis,
     sale: SaleId,
     config: &SaleConfig,
+    door: &Door,
     held: i64,
     sold: i64,
 ) -> anyhow::Result<bool> {
     let mut args = config.arm_args();
     args.push(held.to_string());
     args.push(sold.to_string());
+    args.extend(door.cfg_values());
     let armed: i64 = SALE_ARM
         .run(redis, keys(redis, sale), args)
         .await
@@ -436,14 +440,20 @@ pub async fn view(redis: &Redis, sale: SaleId) -> anyhow::Result<Option<SaleView
     SaleView::from_values(&values).map(Some)
 }
 
-/// A change to the settings an operator may adjust during a sale (admin `PATCH`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A change to the settings an operator may adjust (admin `PATCH`); `None`: unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsUpdate {
     pub admit_per_second: Option<i64>,
     /// `Some(None)`: remove the limit.
     pub max_active: Option<Option<i64>>,
     pub paused: Option<bool>,
     pub closed: Option<bool>,
+    pub pow_difficulty: Option<u8>,
+    pub groups: Option<Vec<String>>,
+    /// `Some(None)`: no presale.
+    pub presale_only_until: Option<Option<DateTime<Utc>>>,
+    /// `Some(None)`: clear the notice.
+    pub notice: Option<Option<String>>,
 }
 
 impl SettingsUpdate {
@@ -460,6 +470,19 @@ impl SettingsUpdate {
         }
         if let Some(b) = self.closed {
             fields.push(("closed", u8::from(b).to_string()));
+        }
+        if let Some(d) = self.pow_difficulty {
+            fields.push(("pow_difficulty", d.to_string()));
+        }
+        if let Some(groups) = &self.groups {
+            fields.push(("groups", door::groups_field(groups)));
+        }
+        if let Some(until) = self.presale_only_until {
+            let ms = until.map_or(0, |t| t.timestamp_millis());
+            fields.push(("presale_only_until", ms.to_string()));
+        }
+        if let Some(notice) = &self.notice {
+            fields.push(("notice", notice.clone().unwrap_or_default()));
         }
         fields
     }
