@@ -402,15 +402,8 @@ impl WaitQueue {
         // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
         let draw: u64 = rand::rng().random_range(0..2 * PRE_OPEN_KEYS);
         let k = &self.keys;
-        let mut keys = vec![
-            k.cfg.clone(),
-            k.avail.clone(),
-            k.held.clone(),
-            k.q.clone(),
-            k.adm.clone(),
-            k.seq.clone(),
-            k.wr.clone(),
-        ];
+        let spent_key;
+        let mut keys: Vec<&str> = vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr];
         let mut args = vec![
             Value::from(&member(user)[..]),
             Value::from(draw.to_string()),
@@ -423,24 +416,25 @@ impl WaitQueue {
             expires_at_ms,
         } = verdict
         {
-            keys.push(SaleKeys::new(&self.redis, self.sale).pow_spent(spent_id));
+            spent_key = SaleKeys::new(&self.redis, self.sale).pow_spent(spent_id);
+            keys.push(&spent_key);
             args.push(Value::from(expires_at_ms.to_string()));
         }
         let reply: Value = WR_JOIN.run(&self.redis, keys, args).await?;
         let reply = Reply::new(reply, "wr_join", 12)?;
         let state = reply.text(0)?;
-        let refused = |why| Ok(Some(JoinOutcome::Refused(why)));
+        let refused = |why| Some(JoinOutcome::Refused(why));
         Ok(match state.as_str() {
             "not_found" => None,
             "queue_full" => Some(JoinOutcome::QueueFull {
                 queue_length: reply.uint(5)?,
                 now_ms: reply.uint(4)?,
             }),
-            "bad_request" => return refused(Refusal::BadRequest),
-            "pow_required" => return refused(Refusal::PowRequired),
-            "pow_invalid" => return refused(Refusal::PowInvalid),
-            "pow_expired" => return refused(Refusal::PowExpired),
-            "pow_spent" => return refused(Refusal::PowSpent),
+            "bad_request" => refused(Refusal::BadRequest),
+            "pow_required" => refused(Refusal::PowRequired),
+            "pow_invalid" => refused(Refusal::PowInvalid),
+            "pow_expired" => refused(Refusal::PowExpired),
+            "pow_spent" => refused(Refusal::PowSpent),
             _ => Some(JoinOutcome::Standing {
                 status: reply.status(&state)?,
                 new: reply.uint(7)? == 1,
