@@ -32,7 +32,7 @@
 --   scheduled now < opens_at
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
---          max_active, per_user_limit)
+--          max_active, per_user_limit, pow_difficulty)
 -- KEYS[2]  avail (units available)
 -- KEYS[3]  held (units in HELD + PAYING orders)
 -- KEYS[4]  q (the queue, layout above)
@@ -41,17 +41,29 @@
 -- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
 --          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
 -- KEYS[8]  skip (zset: skipped places, the layout of q)
+-- KEYS[9]  (only with ARGV[5] = ok) the challenge's spent marker, pow:<random as 16 hex digits>
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  pre-open draw: an integer in [0, 2^37) from a CSPRNG (used only for a new arrival
 --          before opening: low 36 bits the key, bit 36 the probe direction)
 -- ARGV[3]  maximum queue length (0 = no limit): places in q and skip (both hold memory, and a
 --          skipped place may come back)
 -- ARGV[4]  the return grace in ms: a place silent for longer is lost
+-- ARGV[5]  the edge's stateless verdict on the request body and proof of work (door.md §1),
+--          judged only when the user has no place (a user with a place gets it back, nothing
+--          checked or spent):
+--            none     no challenge (absent or not needed); bad  the body is malformed (400);
+--            invalid  the challenge or nonce failed the edge's checks (MAC, sale, user, bits);
+--            ok       genuine and solved: expiry (ARGV[6]) and single use (KEYS[9]) judged here.
+--          Missing = none. With cfg.pow_difficulty 0 (or unset) proof of work is off and only
+--          `bad` is acted on.
+-- ARGV[6]  with ok: the challenge's expiry, epoch ms
 --
 -- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new,
 --           admit_per_second, free, limited_rate_milli, notice}
 --   state     scheduled | waiting | admitted | sold_out | closed | queue_full | not_found
 --             (not_found: the sale's cfg hash has no opens_at, it is not armed)
+--             | bad_request | pow_required | pow_invalid | pow_expired | pow_spent (refusals of
+--             a new place, in this order, before queue_full: door.md's order of answers)
 --   position  users ahead in q + 1 when waiting (skipped places do not count), else 0
 --   deadline_ms  the admission deadline when admitted, else 0
 --   paused    1 when the sale is paused (places are kept, nobody is admitted)
@@ -61,8 +73,11 @@
 --             lib/prelude.lua
 --   queue_length  places in q after the call (the waiting line; skipped places do not count)
 --   notice    the operator's notice to the line, '' when none (design/door.md §4)
--- Nothing is written for closed, sold_out or not_found; queue_full writes nothing but the
--- removal of a place lost past the grace.
+-- Nothing is written for closed, sold_out, not_found or a refusal (beyond clearing a lapsed
+-- admission or a place lost past the grace, as any join does); queue_full writes nothing but
+-- that removal either. A join that makes a new place with a challenge spends it: SET KEYS[9] NX
+-- PXAT expiry (memory: one small key per such join, gone when the challenge expires). A join
+-- ending queue_full spends nothing.
 local PRE = 68719476736
 
 local now, now_s = clock()
@@ -120,6 +135,27 @@ if standing == 'live' then
 end
 -- No place, or it was lost past the grace: this join starts a new one.
 
+-- No place: the request's body and proof of work decide (door.md §1), before queue_full.
+local verdict = ARGV[5] or 'none'
+if verdict == 'bad' then
+  return reply('bad_request', 0, 0, 0)
+end
+local spend = false
+if num(redis.call('HGET', KEYS[1], 'pow_difficulty')) > 0 then
+  if verdict == 'none' then
+    return reply('pow_required', 0, 0, 0)
+  elseif verdict ~= 'ok' then
+    return reply('pow_invalid', 0, 0, 0)
+  end
+  if now >= num(ARGV[6]) then
+    return reply('pow_expired', 0, 0, 0)
+  end
+  if redis.call('EXISTS', KEYS[9]) == 1 then
+    return reply('pow_spent', 0, 0, 0)
+  end
+  spend = true
+end
+
 if max_len > 0 and qlen + redis.call('ZCARD', KEYS[8]) >= max_len then
   return reply('queue_full', 0, 0, 0)
 end
@@ -147,6 +183,10 @@ if state == 'scheduled' then
   end
 else
   key = PRE + redis.call('INCR', KEYS[6])
+end
+if spend then
+  -- Spent by the join that makes the place, until the challenge would have expired anyway.
+  redis.call('SET', KEYS[9], '1', 'NX', 'PXAT', fmt(num(ARGV[6])))
 end
 redis.call('ZADD', KEYS[4], fmt(key * ORDER + now_s % ORDER), user)
 qlen = qlen + 1

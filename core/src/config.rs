@@ -95,6 +95,8 @@ pub struct WaitroomConfig {
     pub status_per_user_per_minute: u32,
     pub admit_tick_ms: u64,
     pub eta_rate_window_seconds: u64,
+    /// How long a proof-of-work challenge is good for (door.md §1).
+    pub pow_challenge_ttl_seconds: u64,
     pub lease_seconds: u64,
     pub reap_interval_ms: u64,
     pub run_admitter: bool,
@@ -439,6 +441,10 @@ impl Config {
         positive(
             "waitroom.eta_rate_window_seconds",
             self.waitroom.eta_rate_window_seconds,
+        )?;
+        positive(
+            "waitroom.pow_challenge_ttl_seconds",
+            self.waitroom.pow_challenge_ttl_seconds,
         )?;
         positive("waitroom.lease_seconds", self.waitroom.lease_seconds)?;
         positive("waitroom.reap_interval_ms", self.waitroom.reap_interval_ms)?;

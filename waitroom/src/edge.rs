@@ -2,7 +2,13 @@
 //! that verifies passes.
 //!
 //! - `POST /w/{sale}/join` (access token) puts the buyer in line, or returns the place they
-//!   already have, and hands out a [ticket](crate::ticket).
+//!   already have, and hands out a [ticket](crate::ticket). An optional JSON body
+//!   `{"challenge"?, "nonce"?, "access_code"?}` carries the [proof of work](crate::pow) a sale
+//!   with `pow_difficulty` > 0 asks of a new place (`access_code` is accepted and not used yet).
+//!   Answers in door.md's order: 401, 429, 404; a user who has a place gets it back (200),
+//!   nothing checked or spent; then 400, `pow_required` / `pow_invalid` (403), `queue_full`.
+//! - `GET /w/{sale}/challenge` (access token, join's limits) a proof-of-work challenge for the
+//!   caller; writes nothing.
 //! - `GET /w/{sale}/status` (ticket) says where the buyer stands and keeps the place alive;
 //!   once admitted it carries the pass: an EdDSA JWT bound to the sale and the user that
 //!   expires with the admission.
@@ -40,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,13 +61,17 @@ use dropline_core::coalesce::Coalesce;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::http::extract::{self, PathId};
 use dropline_core::http::limit::{Keyed, per_minute};
+use dropline_core::http::{json_content_type, parse_json};
 use dropline_core::ids::{SaleId, UserId};
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::queue::{JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Stats, Status, WaitQueue};
+use crate::pow::{self, PowError, PowKey};
+use crate::queue::{
+    JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, Verdict, WaitQueue,
+};
 use crate::ticket::TicketKey;
 
 /// No buyer is ever asked to wait longer than this between polls (DESIGN §9).
@@ -112,11 +122,15 @@ impl Secrets {
     }
 }
 
-/// Join and status limits, per client IP and per user.
+/// Join and status limits, per client IP and per user. Challenges have join's quotas, in
+/// buckets of their own (a page that is told `pow_required` asks for a challenge and joins
+/// again).
 #[derive(Debug)]
 struct Limits {
     join_ip: Keyed<IpAddr>,
     join_user: Keyed<UserId>,
+    challenge_ip: Keyed<IpAddr>,
+    challenge_user: Keyed<UserId>,
     status_ip: Keyed<IpAddr>,
     status_user: Keyed<UserId>,
 }
@@ -131,6 +145,10 @@ struct Inner {
     access: Arc<KeyRing>,
     passes: Arc<KeyRing>,
     tickets: TicketKey,
+    /// The MAC key of proof-of-work challenges.
+    pow: PowKey,
+    /// How long a challenge is good for (`waitroom.pow_challenge_ttl_seconds`).
+    challenge_ttl: Duration,
     limits: Limits,
     /// `waitroom.abandon_after_seconds`: bounds `retry_after_ms` (several polls fit in it).
     abandon_after: Duration,
@@ -336,25 +354,26 @@ impl Edge {
             .signer()
             .ok_or_else(|| anyhow::anyhow!("the pass key ring has no signing key"))?;
         let tickets = TicketKey::new(signer.derive_secret(TicketKey::LABEL))?;
+        let pow = PowKey::new(signer.derive_secret(PowKey::LABEL))?;
         let w = &config.waitroom;
         let outage = Outage::new(config);
+        let join_ip = per_minute("waitroom.join_per_ip_per_minute", w.join_per_ip_per_minute)?;
+        let join_user = per_minute(
+            "waitroom.join_per_user_per_minute",
+            w.join_per_user_per_minute,
+        )?;
         Ok(Self(Arc::new(Inner {
             redis: redis.clone(),
             access: secrets.access,
             passes: secrets.passes,
             tickets,
+            pow,
+            challenge_ttl: Duration::from_secs(w.pow_challenge_ttl_seconds),
             limits: Limits {
-                join_ip: Keyed::new(
-                    "join",
-                    per_minute("waitroom.join_per_ip_per_minute", w.join_per_ip_per_minute)?,
-                ),
-                join_user: Keyed::new(
-                    "join",
-                    per_minute(
-                        "waitroom.join_per_user_per_minute",
-                        w.join_per_user_per_minute,
-                    )?,
-                ),
+                join_ip: Keyed::new("join", join_ip),
+                join_user: Keyed::new("join", join_user),
+                challenge_ip: Keyed::new("challenge", join_ip),
+                challenge_user: Keyed::new("challenge", join_user),
                 status_ip: Keyed::new(
                     "status",
                     per_minute(
@@ -390,6 +409,7 @@ impl Edge {
 pub fn routes(edge: Edge) -> Router {
     Router::new()
         .route("/w/{sale_id}/join", post(join).delete(leave))
+        .route("/w/{sale_id}/challenge", get(challenge))
         .route("/w/{sale_id}/status", get(status))
         .route("/w/{sale_id}/stats", get(stats))
         .route("/.well-known/jwks.json", get(jwks))
@@ -409,6 +429,14 @@ struct JoinAnswer {
     opens_at: String,
     /// The operator's notice to the line (door.md §4), `null` when none.
     notice: Option<String>,
+}
+
+/// `GET /w/{sale}/challenge`: all three null but `difficulty` (0) when the sale asks for none.
+#[derive(Debug, Serialize)]
+struct ChallengeAnswer {
+    challenge: Option<String>,
+    difficulty: u8,
+    expires_at: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -463,11 +491,133 @@ impl FromRequestParts<Edge> for Caller {
     }
 }
 
+/// The body of `POST /w/{sale}/join` (door.md): every field optional, unknown ones refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    #[serde(default)]
+    challenge: Option<String>,
+    /// Any JSON number here, so that a float or a huge integer is told apart from a string
+    /// (both 400, with their own message).
+    #[serde(default)]
+    nonce: Option<serde_json::Number>,
+    /// door.md §2; accepted and not used yet.
+    #[serde(default, rename = "access_code")]
+    _access_code: Option<String>,
+}
+
+/// A join's body as read, never refused by itself: its verdict waits until the join script
+/// knows whether the caller already has a place (then nothing in it matters).
+#[derive(Debug)]
+enum JoinRequest {
+    /// No body, or only whitespace: `{}`.
+    Empty,
+    Body(JoinBody),
+    /// What is wrong with it (400, 413 or 415), answered only when the caller has no place.
+    Bad(ApiError),
+}
+
+impl<S: Send + Sync> FromRequest<S> for JoinRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = json_content_type(req.headers());
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Ok(Self::Bad(ApiError::code(ErrorCode::PayloadTooLarge)));
+            }
+            Err(_) => {
+                return Ok(Self::Bad(ApiError::bad_request(
+                    "could not read the request body",
+                )));
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::Empty);
+        }
+        if !json {
+            return Ok(Self::Bad(ApiError::code(ErrorCode::UnsupportedMediaType)));
+        }
+        Ok(match parse_json::<JoinBody>(&bytes) {
+            Ok(body) => Self::Body(body),
+            Err(error) => Self::Bad(error),
+        })
+    }
+}
+
+/// The stateless part of door.md §1 for one join: the verdict the join script acts on, and
+/// the answer to give if it refuses for the edge's reason (a malformed body, a challenge that
+/// fails the MAC, sale, user or zero-bit check).
+fn judge(
+    edge: &Edge,
+    sale: SaleId,
+    user: UserId,
+    request: JoinRequest,
+) -> (Verdict, Option<ApiError>) {
+    let pow_invalid = |why: PowError| {
+        ApiError::new(
+            ErrorCode::PowInvalid,
+            format!("{why}; fetch a new challenge (GET /w/{sale}/challenge)"),
+        )
+    };
+    let body = match request {
+        JoinRequest::Empty => return (Verdict::Open, None),
+        JoinRequest::Bad(error) => return (Verdict::BadRequest, Some(error)),
+        JoinRequest::Body(body) => body,
+    };
+    let nonce = match body
+        .nonce
+        .as_ref()
+        .map(|n| n.as_u64().filter(|&n| n <= pow::MAX_NONCE))
+    {
+        None => None,
+        Some(Some(nonce)) => Some(nonce),
+        Some(None) => {
+            return (
+                Verdict::BadRequest,
+                Some(ApiError::bad_request(format!(
+                    "`nonce` must be a JSON integer from 0 to {} (2^53 - 1)",
+                    pow::MAX_NONCE
+                ))),
+            );
+        }
+    };
+    match (body.challenge, nonce) {
+        (None, _) => (Verdict::Open, None),
+        (Some(_), None) => (
+            Verdict::BadRequest,
+            Some(ApiError::bad_request("a `challenge` needs its `nonce`")),
+        ),
+        (Some(challenge), Some(nonce)) => match edge.0.pow.verify(&challenge, nonce, sale, user) {
+            Ok(solved) => (
+                Verdict::PowSolved {
+                    spent_id: solved.spent_id(),
+                    expires_at_ms: solved.expires_at_ms,
+                },
+                None,
+            ),
+            Err(why) => (Verdict::PowInvalid, Some(pow_invalid(why))),
+        },
+    }
+}
+
+fn pow_required(sale: SaleId) -> ApiError {
+    ApiError::new(
+        ErrorCode::PowRequired,
+        format!(
+            "this sale asks for proof of work: GET /w/{sale}/challenge, find the nonce and join \
+             with {{\"challenge\", \"nonce\"}}"
+        ),
+    )
+}
+
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn join(
     State(edge): State<Edge>,
     PathId(sale): PathId<SaleId>,
     caller: Caller,
+    request: JoinRequest,
 ) -> Result<Json<JoinAnswer>, ApiError> {
     let e = &edge.0;
     e.limits.join_ip.check(&caller.ip)?;
@@ -477,13 +627,53 @@ async fn join(
         max_queue_length: e.max_queue_length,
         return_grace: e.return_grace,
     };
+    let (verdict, refusal) = judge(&edge, sale, user, request);
     let outcome = e
         .outage
-        .run("joining the line", edge.queue(sale).join(user, &options))
+        .run(
+            "joining the line",
+            edge.queue(sale).join_through(user, &options, &verdict),
+        )
         .await?
         .ok_or_else(no_such_sale)?;
     let (status, new) = match outcome {
         JoinOutcome::Standing { status, new } => (status, new),
+        JoinOutcome::Refused(why) => {
+            let edge_says = |what: &str| {
+                refusal.clone().unwrap_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!(
+                        "wr_join refused with `{what}` although the edge's verdict was {verdict:?}"
+                    ))
+                })
+            };
+            let (result, error) = match why {
+                Refusal::BadRequest => ("bad_request", edge_says("bad_request")),
+                Refusal::PowRequired => ("pow_required", pow_required(sale)),
+                Refusal::PowInvalid => ("pow_invalid", edge_says("pow_invalid")),
+                Refusal::PowExpired => (
+                    "pow_invalid",
+                    ApiError::new(
+                        ErrorCode::PowInvalid,
+                        format!(
+                            "the challenge has expired; fetch a new one (GET /w/{sale}/challenge)"
+                        ),
+                    ),
+                ),
+                Refusal::PowSpent => (
+                    "pow_invalid",
+                    ApiError::new(
+                        ErrorCode::PowInvalid,
+                        format!(
+                            "the challenge was already used by a join; fetch a new one \
+                             (GET /w/{sale}/challenge)"
+                        ),
+                    ),
+                ),
+            };
+            tracing::debug!(result, reason = ?why, "join refused");
+            metrics::counter!("dropline_waitroom_joins_total", "result" => result).increment(1);
+            return Err(error);
+        }
         JoinOutcome::QueueFull { .. } => {
             metrics::counter!("dropline_waitroom_joins_total", "result" => "queue_full")
                 .increment(1);
@@ -509,6 +699,60 @@ async fn join(
         opens_at: rfc3339(status.opens_at_ms),
         notice: status.notice.as_deref().map(str::to_owned),
     }))
+}
+
+/// `GET /w/{sale}/challenge`: a proof-of-work challenge for the caller, good for
+/// `waitroom.pow_challenge_ttl_seconds` by Redis time. Reads the sale's cfg, writes nothing.
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+async fn challenge(
+    State(edge): State<Edge>,
+    PathId(sale): PathId<SaleId>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let e = &edge.0;
+    e.limits.challenge_ip.check(&caller.ip)?;
+    let user = extract::access_claims(&e.access, caller.token())?.sub;
+    e.limits.challenge_user.check(&user)?;
+    let info = e
+        .outage
+        .run(
+            "reading the sale's proof-of-work difficulty",
+            edge.queue(sale).challenge_info(),
+        )
+        .await?
+        .ok_or_else(no_such_sale)?;
+    let difficulty = u8::try_from(info.difficulty)
+        .unwrap_or(u8::MAX)
+        .min(pow::MAX_DIFFICULTY);
+    if u64::from(difficulty) != info.difficulty {
+        tracing::warn!(
+            stored = info.difficulty,
+            used = difficulty,
+            "pow_difficulty out of range in the sale's cfg; capped"
+        );
+    }
+    let answer = if difficulty == 0 {
+        ChallengeAnswer {
+            challenge: None,
+            difficulty: 0,
+            expires_at: None,
+        }
+    } else {
+        let ttl = u64::try_from(e.challenge_ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires_at_ms = info.now_ms.saturating_add(ttl);
+        metrics::counter!("dropline_waitroom_challenges_issued_total").increment(1);
+        ChallengeAnswer {
+            challenge: Some(e.pow.issue(sale, user, expires_at_ms, difficulty)),
+            difficulty,
+            expires_at: Some(rfc3339(expires_at_ms)),
+        }
+    };
+    // Each challenge is the caller's own and new: never from a cache.
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(answer),
+    )
+        .into_response())
 }
 
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]

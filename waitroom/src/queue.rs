@@ -11,6 +11,7 @@
 //! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
 //! | `qseq` | string | counter of arrivals after opening |
 //! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `tick_at` and `resumed_at` (the outage credit, below), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
+//! | `pow:<random>` | string | a proof-of-work challenge spent by a join, until the challenge's expiry ([`crate::pow`]) |
 //!
 //! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
 //! 125 bytes of Redis memory (measured with `examples/queue_memory.rs`; goal ≤ 150). The order
@@ -83,7 +84,7 @@ use dropline_core::sale::keys::SaleKeys;
 use fred::types::Value;
 use rand::Rng;
 
-use crate::scripts::{WR_ADMIT, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
+use crate::scripts::{WR_ADMIT, WR_CHALLENGE, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
 
 /// Scores are `order_key * ORDER_SPAN + stamp`.
 pub const ORDER_SPAN: u64 = 1 << 16;
@@ -205,6 +206,64 @@ pub enum JoinOutcome {
     Standing { status: Status, new: bool },
     /// The queue is at its maximum length and the buyer is not in it (503 `queue_full`).
     QueueFull { queue_length: u64, now_ms: u64 },
+    /// The buyer has no place and the request may not make one (door.md's order of answers:
+    /// these come after a place given back and before `queue_full`).
+    Refused(Refusal),
+}
+
+/// Why a join without a place made none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The edge found the body malformed ([`Verdict::BadRequest`]): 400.
+    BadRequest,
+    /// The sale asks for proof of work and no challenge came: 403 `pow_required`.
+    PowRequired,
+    /// The edge refused the challenge ([`Verdict::PowInvalid`]): 403 `pow_invalid`.
+    PowInvalid,
+    /// The challenge expired (by Redis time): 403 `pow_invalid`.
+    PowExpired,
+    /// The challenge was spent by an earlier join: 403 `pow_invalid`.
+    PowSpent,
+}
+
+/// The edge's stateless verdict on a join's body and proof of work, for the join script to act
+/// on once it knows the user has no place (a user with a place gets it back whatever this says).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Verdict {
+    /// No challenge came (or none is needed).
+    #[default]
+    Open,
+    /// The body is malformed.
+    BadRequest,
+    /// A challenge came and failed the stateless checks (MAC, sale, user, zero bits).
+    PowInvalid,
+    /// A genuine, solved challenge: the script judges its expiry and spends it.
+    PowSolved {
+        /// `pow:<id>` names its spent marker ([`crate::pow::Challenge::spent_id`]).
+        spent_id: String,
+        expires_at_ms: u64,
+    },
+}
+
+impl Verdict {
+    fn as_arg(&self) -> &'static str {
+        match self {
+            Self::Open => "none",
+            Self::BadRequest => "bad",
+            Self::PowInvalid => "invalid",
+            Self::PowSolved { .. } => "ok",
+        }
+    }
+}
+
+/// What `GET /w/{sale}/challenge` needs from Redis (read only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeInfo {
+    /// The sale's `pow_difficulty` as stored (0 = off; the edge caps it at
+    /// [`crate::pow::MAX_DIFFICULTY`]).
+    pub difficulty: u64,
+    /// Redis time, epoch ms.
+    pub now_ms: u64,
 }
 
 /// Settings of a join.
@@ -359,6 +418,7 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub struct WaitQueue {
     redis: Redis,
+    sale: SaleId,
     keys: QueueKeys,
 }
 
@@ -366,6 +426,7 @@ impl WaitQueue {
     pub fn new(redis: &Redis, sale: SaleId) -> Self {
         Self {
             keys: QueueKeys::new(redis, sale),
+            sale,
             redis: redis.clone(),
         }
     }
@@ -381,37 +442,78 @@ impl WaitQueue {
         user: UserId,
         options: &JoinOptions,
     ) -> anyhow::Result<Option<JoinOutcome>> {
+        self.join_through(user, options, &Verdict::Open).await
+    }
+
+    /// [`WaitQueue::join`] with the edge's verdict on the request's body and proof of work
+    /// (door.md §1), acted on only when the user has no place.
+    pub async fn join_through(
+        &self,
+        user: UserId,
+        options: &JoinOptions,
+        verdict: &Verdict,
+    ) -> anyhow::Result<Option<JoinOutcome>> {
         // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
         // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
         let draw: u64 = rand::rng().random_range(0..2 * PRE_OPEN_KEYS);
         let k = &self.keys;
-        let reply: Value = WR_JOIN
-            .run(
-                &self.redis,
-                vec![
-                    &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr, &k.skip,
-                ],
-                vec![
-                    Value::from(&member(user)[..]),
-                    Value::from(draw.to_string()),
-                    Value::from(options.max_queue_length.to_string()),
-                    Value::from(millis(options.return_grace)),
-                ],
-            )
-            .await?;
+        let spent_key;
+        let mut keys: Vec<&str> = vec![
+            &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr, &k.skip,
+        ];
+        let mut args = vec![
+            Value::from(&member(user)[..]),
+            Value::from(draw.to_string()),
+            Value::from(options.max_queue_length.to_string()),
+            Value::from(millis(options.return_grace)),
+            Value::from(verdict.as_arg()),
+        ];
+        if let Verdict::PowSolved {
+            spent_id,
+            expires_at_ms,
+        } = verdict
+        {
+            spent_key = SaleKeys::new(&self.redis, self.sale).pow_spent(spent_id);
+            keys.push(&spent_key);
+            args.push(Value::from(expires_at_ms.to_string()));
+        }
+        let reply: Value = WR_JOIN.run(&self.redis, keys, args).await?;
         let reply = Reply::new(reply, "wr_join", 12)?;
         let state = reply.text(0)?;
+        let refused = |why| Some(JoinOutcome::Refused(why));
         Ok(match state.as_str() {
             "not_found" => None,
             "queue_full" => Some(JoinOutcome::QueueFull {
                 queue_length: reply.uint(5)?,
                 now_ms: reply.uint(4)?,
             }),
+            "bad_request" => refused(Refusal::BadRequest),
+            "pow_required" => refused(Refusal::PowRequired),
+            "pow_invalid" => refused(Refusal::PowInvalid),
+            "pow_expired" => refused(Refusal::PowExpired),
+            "pow_spent" => refused(Refusal::PowSpent),
             _ => Some(JoinOutcome::Standing {
                 status: reply.status(&state)?,
                 new: reply.uint(7)? == 1,
             }),
         })
+    }
+
+    /// Whether the sale is armed (`None`: not), its proof-of-work difficulty and Redis time, for
+    /// issuing a challenge. Read only.
+    pub async fn challenge_info(&self) -> anyhow::Result<Option<ChallengeInfo>> {
+        let reply: Value = WR_CHALLENGE
+            .run(&self.redis, vec![&self.keys.cfg], Vec::<Value>::new())
+            .await?;
+        let reply = Reply::new(reply, "wr_challenge", 3)?;
+        if reply.uint(0)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ChallengeInfo {
+            // A negative difficulty is none.
+            difficulty: u64::try_from(reply.int(1)?).unwrap_or(0),
+            now_ms: reply.uint(2)?,
+        }))
     }
 
     /// The user's standing; records the poll that keeps a waiting place alive and brings a

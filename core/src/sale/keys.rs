@@ -23,6 +23,7 @@
 //! | `events` | stream | the order outbox ([`crate::orders::outbox`]) |
 //! | `payreq:<order>` | string | the api's claim on publishing the order's `payment.requested`: `pending` while one is published, `sent` once the broker confirmed it (TTL the payment timeout) |
 //! | `paycard:<order>` | string | the card token of the order's first pay, the one every request for it carries |
+//! | `pow:<random>` | string | a proof-of-work challenge spent by a join (door.md §1; expires with the challenge) |
 
 use crate::clients::redis::Redis;
 use crate::ids::{OrderId, SaleId, UserId};
@@ -150,6 +151,11 @@ impl SaleKeys {
     /// `paycard:<order>`, the card token of the order's first pay.
     pub fn payment_card(&self, order: OrderId) -> String {
         format!("{}paycard:{order}", self.base)
+    }
+
+    /// `pow:<id>`, the spent marker of a proof-of-work challenge (`id`: its random part in hex).
+    pub fn pow_spent(&self, id: &str) -> String {
+        format!("{}pow:{id}", self.base)
     }
 
     /// `idem:<user>:<key>`, an idempotency key.
