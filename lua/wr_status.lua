@@ -11,7 +11,7 @@
 -- The users of a batch are handled in order, exactly as if each had made its own call at the
 -- same instant (one TIME for the batch).
 --
--- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice, groups,
 --          max_active, per_user_limit)
 -- KEYS[2]  avail
 -- KEYS[3]  held
@@ -24,9 +24,9 @@
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
 -- Returns  {opens_at_ms, now_ms, paused, admit_per_second, free, limited_rate_milli, notice,
---           row_1, ..., row_n},
+--           groups, row_1, ..., row_n},
 --          or {'not_found'} when the sale is not armed. One row per user, in ARGV order, each a
---          string "state position deadline_ms queue_length" (space-separated). A batch answers
+--          string "state position deadline_ms queue_length group_rank" (space-separated). A batch answers
 --          hundreds of polls: with ten RESP values per user, encoding and decoding the reply
 --          cost more than the lookups, so what is the same for the whole batch is sent once.
 --   state     scheduled | waiting | admitted | sold_out | closed | none
@@ -43,11 +43,14 @@
 --   free, limited_rate_milli  for the ETA: see eta_inputs in lib/prelude.lua
 --   notice    the operator's notice to the line, '' when none (design/door.md §4); read in this
 --             call, so a poll that starts after the notice was stored carries it
+--   groups    cfg.groups, the sale's priority groups (comma-joined, highest first)
+--   group_rank  the place's group (door.md §2): its index in groups, #groups for public; -1
+--             when the user has no place in line (admitted, none, sold_out, closed)
 
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice')
+  'notice', 'groups')
 if not c[1] then
   return {'not_found'}
 end
@@ -60,8 +63,8 @@ local grace_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
-local function reply(st, position, deadline)
-  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen
+local function reply(st, position, deadline, rank)
+  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen .. ' ' .. (rank or -1)
 end
 
 -- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:
@@ -90,7 +93,7 @@ local function one(user)
     return reply('admitted', 0, deadline)
   end
 
-  local standing, moved = revisit(KEYS[4], KEYS[7], KEYS[6], user, now_s, grace_ms)
+  local standing, moved, score = revisit(KEYS[4], KEYS[7], KEYS[6], user, now_s, grace_ms)
   qlen = qlen + moved
   if standing ~= 'live' then
     return lost()
@@ -99,14 +102,14 @@ local function one(user)
     return reply('sold_out', 0, 0)
   end
   if state == 'scheduled' then
-    return reply('scheduled', 0, 0)
+    return reply('scheduled', 0, 0, group_rank(score))
   end
-  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0)
+  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, group_rank(score))
 end
 
 local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
-local out = {opens_at, now, paused, rate, free, limited, c[6] or ''}
+local out = {opens_at, now, paused, rate, free, limited, c[6] or '', c[7] or ''}
 for i = 2, #ARGV do
-  out[i + 6] = one(ARGV[i])
+  out[i + 7] = one(ARGV[i])
 end
 return out

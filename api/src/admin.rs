@@ -639,6 +639,21 @@ async fn patch_sale(
         update.presale_only_until.unwrap_or(old.presale_only_until),
         update.groups.as_deref().unwrap_or(&old_groups),
     )?;
+    // A group that has access codes stays: its codes would stop letting anyone in.
+    if let Some(groups) = &update.groups {
+        let coded: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT group_name FROM access_codes WHERE sale_id = ?")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| fail::db("reading a sale's access codes", e))?;
+        if let Some(dropped) = coded.iter().find(|g| !groups.contains(g)) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!("groups: `{dropped}` has access codes and cannot be removed"),
+            ));
+        }
+    }
 
     let close = update.closed == Some(true);
     sqlx::query(

@@ -87,6 +87,9 @@ pub struct WaitroomConfig {
     pub abandon_after_seconds: u64,
     pub return_grace_seconds: u64,
     pub outage_retry_after_seconds: u64,
+    /// Wrong access codes a user may send per hour and sale before joins with a code answer
+    /// 429 (door.md §2).
+    pub code_failures_per_user_per_hour: u64,
     pub admission_window_seconds: u64,
     pub max_queue_length: u64,
     pub join_per_ip_per_minute: u32,
@@ -432,6 +435,10 @@ impl Config {
         positive(
             "waitroom.outage_retry_after_seconds",
             self.waitroom.outage_retry_after_seconds,
+        )?;
+        positive(
+            "waitroom.code_failures_per_user_per_hour",
+            self.waitroom.code_failures_per_user_per_hour,
         )?;
         positive(
             "waitroom.admission_window_seconds",

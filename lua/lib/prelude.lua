@@ -89,8 +89,17 @@ local function sale_state(now, opens_at, closes_at, paused, closed, avail, held)
   return 'open'
 end
 
--- The waiting-room queue's score: order_key * ORDER + stamp (layout in wr_join.lua).
+-- The waiting-room queue's score: order_key * ORDER + stamp (layout in wr_join.lua). The order
+-- key's high part is the buyer's priority group (door.md §2): rank * GROUP_BAND + the key within
+-- the group (below PRE_KEYS for a pre-open arrival, PRE_KEYS + n for the n-th later one).
 local ORDER = 65536
+local PRE_KEYS = 4294967296    -- 2^32
+local GROUP_BAND = 8589934592  -- 2^33
+
+-- The group rank of a queue score: 0 for the sale's first group, #groups for `public`.
+local function group_rank(score)
+  return math.floor(score / ORDER / GROUP_BAND)
+end
 
 -- Whether a queue entry with this score was silent for longer than after_ms: its stamp (Redis
 -- seconds mod ORDER at the last join or poll) is older. With abandon_after the admitter skips
@@ -123,7 +132,8 @@ end
 --     the order key's high bits, the head of q is the head of the buyer's group, behind every
 --     waiting buyer of a higher group.) Counted in wr.returned_total when it came from skip.
 --   silent for longer than grace_ms: the place is lost, removed, counted in wr.abandoned_total.
--- Returns 'live' | 'lost' | nil (no place), and the change of ZCARD q (-1, 0 or 1).
+-- Returns 'live' | 'lost' | nil (no place), the change of ZCARD q (-1, 0 or 1), and the place's
+-- score when live.
 local function revisit(q, skip, wr, user, now_s, grace_ms)
   local from = q
   local score = redis.call('ZSCORE', q, user)
@@ -145,12 +155,12 @@ local function revisit(q, skip, wr, user, now_s, grace_ms)
     redis.call('ZREM', skip, user)
     redis.call('ZADD', q, fmt(fresh), user)
     redis.call('HINCRBY', wr, 'returned_total', 1)
-    return 'live', 1
+    return 'live', 1, fresh
   end
   if fresh ~= score then
     redis.call('ZADD', q, 'XX', fmt(fresh), user)
   end
-  return 'live', 0
+  return 'live', 0, fresh
 end
 
 -- The start of every arrow of an existing order (begin_payment, confirm, release): reads the

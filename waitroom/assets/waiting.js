@@ -55,7 +55,8 @@
     opens: 'dropline.opens.' + SALE,
     pass: 'dropline.pass.' + SALE,
     order: 'dropline.order.' + SALE,
-    pow: 'dropline.pow.' + SALE
+    pow: 'dropline.pow.' + SALE,
+    code: 'dropline.code.' + SALE
   };
   var POW_WORKER = String(config.pow_worker_src || '/w/assets/pow.js');
   /** Challenges fetched in a row without a place (each one solved) before the page gives up. */
@@ -469,13 +470,60 @@
     setHidden('queue-retry', true);
   }
 
+  /**
+   * The buyer's access code (door.md §2): from the link (`?code=`), or typed when the sale asked
+   * for one; sent with every join until the line is joined.
+   */
+  function accessCode() {
+    var typed = store.get(KEYS.code);
+    if (typeof typed === 'string' && typed) return typed;
+    try {
+      return new URLSearchParams(location.search).get('code') || '';
+    } catch (e) {
+      return '';
+    }
+  }
+
+  /** The presale's form: the line's words replaced by the code's, and why when a code failed. */
+  function askCode(why) {
+    stopPow();
+    show('queue');
+    setState('code');
+    setText('queue-title', t('code_title'));
+    setText('queue-body', t('code_body'));
+    setHidden('code-form', false);
+    formError('code', why);
+    var input = $('access-code');
+    if (input) {
+      if (!input.value) input.value = accessCode();
+      input.focus();
+    }
+  }
+
+  function submitCode(event) {
+    event.preventDefault();
+    var input = $('access-code');
+    var code = input ? String(input.value || '').trim() : '';
+    if (!code) return formError('code', t('code_invalid'));
+    store.set(KEYS.code, code);
+    setHidden('code-form', true);
+    join(null);
+  }
+
   /** Joins; `proof` ({challenge, nonce}) when the sale asked for proof of work. */
   function join(proof) {
     var mine = loop;
     showQueue();
     setState('joining');
     var opts = { sameOrigin: true };
-    if (proof && proof.challenge) opts.body = proof;
+    var body = {};
+    if (proof && proof.challenge) {
+      body.challenge = proof.challenge;
+      body.nonce = proof.nonce;
+    }
+    var code = accessCode();
+    if (code) body.access_code = code;
+    if (body.challenge || body.access_code) opts.body = body;
     return authed('POST', ROOM + '/join', opts).then(function (r) {
       if (r === null || mine !== loop) return;
       if (r.ok && r.data && r.data.ticket) {
@@ -485,6 +533,7 @@
         powTries = 0;
         message('');
         fail('');
+        setHidden('code-form', true);
         onStatus(r.data);
         return;
       }
@@ -493,6 +542,11 @@
       if (code === 'sold_out') return finish('sold_out');
       if (code === 'sale_not_open') return finish('closed');
       if (code === 'pow_required' || code === 'pow_invalid') return work(r);
+      if (code === 'access_code_required') return askCode('');
+      if (code === 'access_code_invalid' || code === 'access_code_used') {
+        store.del(KEYS.code);
+        return askCode(t(code === 'access_code_used' ? 'code_used' : 'code_invalid'));
+      }
       // queue_full and the like: the same solution is good until its challenge expires.
       retryLater(r, function () { join(proof); });
     });
@@ -1151,6 +1205,7 @@
   // ------------------------------------------------------------------------------------------
 
   on('signin-form', 'submit', signIn);
+  on('code-form', 'submit', submitCode);
   on('signup-form', 'submit', signUp);
   on('verify-form', 'submit', verify);
   on('resend', 'click', resend);

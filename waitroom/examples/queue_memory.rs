@@ -73,6 +73,7 @@ async fn run(redis: &Redis, buyers: u64, pre_open: bool, asleep: bool) -> anyhow
     let options = JoinOptions {
         max_queue_length: 0,
         return_grace: std::time::Duration::from_secs(3_600),
+        code_failures_per_hour: 10,
     };
     let started = Instant::now();
     let mut joined = 0u64;

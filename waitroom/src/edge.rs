@@ -63,6 +63,7 @@ use dropline_core::http::extract::{self, PathId};
 use dropline_core::http::limit::{Keyed, per_minute};
 use dropline_core::http::{json_content_type, parse_json};
 use dropline_core::ids::{SaleId, UserId};
+use dropline_core::sale::door;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +158,8 @@ struct Inner {
     /// The admitter's tick (`waitroom.admit_tick_ms`): the ETA's last step.
     tick: Duration,
     max_queue_length: u64,
+    /// `waitroom.code_failures_per_user_per_hour` (door.md §2).
+    code_failures_per_hour: u64,
     trust_forwarded_for: bool,
     /// Concurrent stats reads of one sale share one Redis call.
     stats: Coalesce<SaleId, Result<Option<Stats>, ApiError>>,
@@ -393,6 +396,7 @@ impl Edge {
             return_grace: Duration::from_secs(w.return_grace_seconds),
             tick: Duration::from_millis(w.admit_tick_ms),
             max_queue_length: w.max_queue_length,
+            code_failures_per_hour: w.code_failures_per_user_per_hour,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
             polls: Polls::new(redis, Duration::from_secs(w.return_grace_seconds), outage),
@@ -429,6 +433,9 @@ struct JoinAnswer {
     opens_at: String,
     /// The operator's notice to the line (door.md §4), `null` when none.
     notice: Option<String>,
+    /// The place's priority group (door.md §2): a group of the sale or `public`; `null` without
+    /// a place in line.
+    group: Option<String>,
 }
 
 /// `GET /w/{sale}/challenge`: all three null but `difficulty` (0) when the sale asks for none.
@@ -450,6 +457,7 @@ struct StatusAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pass_expires_at: Option<String>,
     notice: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -501,9 +509,24 @@ struct JoinBody {
     /// (both 400, with their own message).
     #[serde(default)]
     nonce: Option<serde_json::Number>,
-    /// door.md §2; accepted and not used yet.
-    #[serde(default, rename = "access_code")]
-    _access_code: Option<String>,
+    /// door.md §2: the code of a presale or priority group.
+    #[serde(default)]
+    access_code: Option<String>,
+}
+
+/// The hash the join script looks an access code up by (door.md §2): of the normalised code,
+/// or, for text that is no code at all, of the text itself (it matches nothing and counts as a
+/// wrong code, as a mistyped code does). An empty or blank code is no code.
+fn code_of(sale: SaleId, request: &JoinRequest) -> Option<[u8; 32]> {
+    let JoinRequest::Body(body) = request else {
+        return None;
+    };
+    let raw = body.access_code.as_deref()?.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let code = door::normalize_code(raw).unwrap_or_else(|| raw.to_owned());
+    Some(door::code_hash(sale, &code))
 }
 
 /// A join's body as read, never refused by itself: its verdict waits until the join script
@@ -626,13 +649,16 @@ async fn join(
     let options = JoinOptions {
         max_queue_length: e.max_queue_length,
         return_grace: e.return_grace,
+        code_failures_per_hour: e.code_failures_per_hour,
     };
+    let code = code_of(sale, &request);
     let (verdict, refusal) = judge(&edge, sale, user, request);
     let outcome = e
         .outage
         .run(
             "joining the line",
-            edge.queue(sale).join_through(user, &options, &verdict),
+            edge.queue(sale)
+                .join_through(user, &options, &verdict, code.as_ref()),
         )
         .await?
         .ok_or_else(no_such_sale)?;
@@ -669,6 +695,30 @@ async fn join(
                         ),
                     ),
                 ),
+                Refusal::CodeRateLimited { retry_after_ms } => (
+                    "code_rate_limited",
+                    ApiError::new(
+                        ErrorCode::RateLimited,
+                        "too many wrong access codes; try again later",
+                    )
+                    .with_retry_after(retry_after_ms.div_ceil(1000).max(1)),
+                ),
+                Refusal::AccessCodeInvalid => (
+                    "access_code_invalid",
+                    ApiError::code(ErrorCode::AccessCodeInvalid),
+                ),
+                Refusal::AccessCodeUsed => (
+                    "access_code_used",
+                    ApiError::code(ErrorCode::AccessCodeUsed),
+                ),
+                Refusal::AccessCodeRequired => (
+                    "access_code_required",
+                    ApiError::new(
+                        ErrorCode::AccessCodeRequired,
+                        "until the presale ends only buyers with an access code may join: send \
+                         {\"access_code\": \"XXXX-XXXX-XXXX\"}",
+                    ),
+                ),
             };
             tracing::debug!(result, reason = ?why, "join refused");
             metrics::counter!("dropline_waitroom_joins_total", "result" => result).increment(1);
@@ -698,6 +748,7 @@ async fn join(
         ticket: e.tickets.issue(sale, user, expires),
         opens_at: rfc3339(status.opens_at_ms),
         notice: status.notice.as_deref().map(str::to_owned),
+        group: status.group.as_deref().map(str::to_owned),
     }))
 }
 
@@ -788,6 +839,7 @@ async fn status(
         pass,
         pass_expires_at,
         notice: status.notice.as_deref().map(str::to_owned),
+        group: status.group.as_deref().map(str::to_owned),
     }))
 }
 
@@ -999,6 +1051,7 @@ mod tests {
             free: u64::MAX,
             limited_rate_milli: None,
             notice: None,
+            group: None,
         }
     }
 

@@ -88,8 +88,11 @@ use crate::scripts::{WR_ADMIT, WR_CHALLENGE, WR_JOIN, WR_LEAVE, WR_REAP, WR_STAT
 
 /// Scores are `order_key * ORDER_SPAN + stamp`.
 pub const ORDER_SPAN: u64 = 1 << 16;
-/// Order keys below this are pre-open draws; `PRE_OPEN_KEYS + n` is the n-th later arrival.
-pub const PRE_OPEN_KEYS: u64 = 1 << 36;
+/// Within a group's band, keys below this are pre-open draws; `PRE_OPEN_KEYS + n` is the n-th
+/// later arrival.
+pub const PRE_OPEN_KEYS: u64 = 1 << 32;
+/// Order keys per priority group (door.md §2): `rank * GROUP_BAND + key within the group`.
+pub const GROUP_BAND: u64 = 1 << 33;
 /// Most users in one [`WaitQueue::status_many`] call (bounds one script run to well under a
 /// millisecond, so a batch never stalls Redis for others).
 pub const MAX_STATUS_BATCH: usize = 256;
@@ -115,6 +118,8 @@ pub struct QueueKeys {
     pub adm: String,
     pub seq: String,
     pub wr: String,
+    /// `codes`, the access codes' hashes (door.md §2).
+    pub codes: String,
 }
 
 impl QueueKeys {
@@ -129,6 +134,7 @@ impl QueueKeys {
             adm: layout.admitted(),
             seq: layout.queue_seq(),
             wr: layout.room(),
+            codes: layout.codes(),
         }
     }
 }
@@ -196,6 +202,9 @@ pub struct Status {
     pub limited_rate_milli: Option<u64>,
     /// The operator's notice to the line (door.md §4), shared by a batch's answers.
     pub notice: Option<Arc<str>>,
+    /// The place's priority group (door.md §2): one of the sale's groups or `public`; `None`
+    /// without a place in line.
+    pub group: Option<Arc<str>>,
 }
 
 /// What a join did.
@@ -224,6 +233,14 @@ pub enum Refusal {
     PowExpired,
     /// The challenge was spent by an earlier join: 403 `pow_invalid`.
     PowSpent,
+    /// The user sent too many wrong codes this hour: 429 until `retry_after_ms` from now.
+    CodeRateLimited { retry_after_ms: u64 },
+    /// Unknown code (or another sale's): 403 `access_code_invalid`.
+    AccessCodeInvalid,
+    /// The code's uses were spent by other users: 409 `access_code_used`.
+    AccessCodeUsed,
+    /// Before `presale_only_until` without a code: 403 `access_code_required`.
+    AccessCodeRequired,
 }
 
 /// The edge's stateless verdict on a join's body and proof of work, for the join script to act
@@ -275,6 +292,9 @@ pub struct JoinOptions {
     /// A place silent for longer than this is lost (`waitroom.return_grace_seconds`); within
     /// it, a skipped place comes back.
     pub return_grace: Duration,
+    /// Wrong access codes a user may send per hour before joins with a code answer 429
+    /// (`waitroom.code_failures_per_user_per_hour`).
+    pub code_failures_per_hour: u64,
 }
 
 /// What stopped an admission tick.
@@ -442,43 +462,59 @@ impl WaitQueue {
         user: UserId,
         options: &JoinOptions,
     ) -> anyhow::Result<Option<JoinOutcome>> {
-        self.join_through(user, options, &Verdict::Open).await
+        self.join_through(user, options, &Verdict::Open, None).await
     }
 
     /// [`WaitQueue::join`] with the edge's verdict on the request's body and proof of work
-    /// (door.md §1), acted on only when the user has no place.
+    /// (door.md §1) and the access code's hash ([`dropline_core::sale::door::code_hash`],
+    /// door.md §2), acted on only when the user has no place.
     pub async fn join_through(
         &self,
         user: UserId,
         options: &JoinOptions,
         verdict: &Verdict,
+        code: Option<&[u8; 32]>,
     ) -> anyhow::Result<Option<JoinOutcome>> {
         // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
         // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
         let draw: u64 = rand::rng().random_range(0..2 * PRE_OPEN_KEYS);
         let k = &self.keys;
-        let spent_key;
-        let mut keys: Vec<&str> = vec![
-            &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr, &k.skip,
+        let layout = SaleKeys::new(&self.redis, self.sale);
+        let (spent_key, expires_at_ms) = match verdict {
+            Verdict::PowSolved {
+                spent_id,
+                expires_at_ms,
+            } => (layout.pow_spent(spent_id), *expires_at_ms),
+            // Named for the cluster slot only: the script touches it with a solved challenge.
+            _ => (layout.pow_spent("-"), 0),
+        };
+        let (code_use, code_failures) = (layout.code_use(), layout.code_failures(user));
+        let keys: Vec<&str> = vec![
+            &k.cfg,
+            &k.avail,
+            &k.held,
+            &k.q,
+            &k.adm,
+            &k.seq,
+            &k.wr,
+            &k.skip,
+            &spent_key,
+            &k.codes,
+            &code_use,
+            &code_failures,
         ];
-        let mut args = vec![
+        let args = vec![
             Value::from(&member(user)[..]),
             Value::from(draw.to_string()),
             Value::from(options.max_queue_length.to_string()),
             Value::from(millis(options.return_grace)),
             Value::from(verdict.as_arg()),
+            Value::from(expires_at_ms.to_string()),
+            code.map_or_else(|| Value::from(""), |hash| Value::from(&hash[..])),
+            Value::from(options.code_failures_per_hour.to_string()),
         ];
-        if let Verdict::PowSolved {
-            spent_id,
-            expires_at_ms,
-        } = verdict
-        {
-            spent_key = SaleKeys::new(&self.redis, self.sale).pow_spent(spent_id);
-            keys.push(&spent_key);
-            args.push(Value::from(expires_at_ms.to_string()));
-        }
         let reply: Value = WR_JOIN.run(&self.redis, keys, args).await?;
-        let reply = Reply::new(reply, "wr_join", 12)?;
+        let reply = Reply::new(reply, "wr_join", 14)?;
         let state = reply.text(0)?;
         let refused = |why| Some(JoinOutcome::Refused(why));
         Ok(match state.as_str() {
@@ -492,6 +528,12 @@ impl WaitQueue {
             "pow_invalid" => refused(Refusal::PowInvalid),
             "pow_expired" => refused(Refusal::PowExpired),
             "pow_spent" => refused(Refusal::PowSpent),
+            "code_rate_limited" => refused(Refusal::CodeRateLimited {
+                retry_after_ms: reply.uint(2)?,
+            }),
+            "access_code_invalid" => refused(Refusal::AccessCodeInvalid),
+            "access_code_used" => refused(Refusal::AccessCodeUsed),
+            "access_code_required" => refused(Refusal::AccessCodeRequired),
             _ => Some(JoinOutcome::Standing {
                 status: reply.status(&state)?,
                 new: reply.uint(7)? == 1,
@@ -581,17 +623,20 @@ impl WaitQueue {
             free: header.uint(4)?,
             limited_rate_milli: u64::try_from(header.int(5)?).ok(),
             notice: header.notice(6)?,
+            group: None,
         };
+        let groups = Groups::new(&header.text(7)?);
         items
             .map(|row| {
                 let row = row
                     .as_bytes_str()
                     .context("wr_status: a row is not a string")?;
-                let (place, queue_length) = status_row(&row)
+                let (place, queue_length, rank) = status_row(&row)
                     .with_context(|| format!("wr_status: malformed row `{row}`"))?;
                 Ok(Some(Status {
                     place,
                     queue_length,
+                    group: groups.name(rank),
                     ..sale.clone()
                 }))
             })
@@ -733,17 +778,43 @@ impl WaitQueue {
 }
 
 /// The sale-wide values at the head of a wr_status reply.
-const STATUS_HEADER: usize = 7;
+const STATUS_HEADER: usize = 8;
 
-/// One user's row of a wr_status reply, `"state position deadline_ms queue_length"`: the place
-/// and the queue length after this user's poll.
-fn status_row(row: &str) -> anyhow::Result<(Place, u64)> {
+/// A sale's priority groups as the scripts answer them (`cfg.groups`), to name a group rank.
+struct Groups(Vec<Arc<str>>);
+
+impl Groups {
+    fn new(field: &str) -> Self {
+        Self(
+            dropline_core::sale::door::parse_groups_field(field)
+                .into_iter()
+                .map(Arc::from)
+                .collect(),
+        )
+    }
+
+    /// The name of group `rank` (`public` after the named ones); `None` for a negative rank
+    /// (no place) or one past `public` (a group the sale no longer has: not expected).
+    fn name(&self, rank: i64) -> Option<Arc<str>> {
+        let rank = usize::try_from(rank).ok()?;
+        match rank.cmp(&self.0.len()) {
+            std::cmp::Ordering::Less => self.0.get(rank).cloned(),
+            std::cmp::Ordering::Equal => Some(Arc::from(dropline_core::sale::door::PUBLIC_GROUP)),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+}
+
+/// One user's row of a wr_status reply, `"state position deadline_ms queue_length group_rank"`:
+/// the place, the queue length after this user's poll and the place's group rank.
+fn status_row(row: &str) -> anyhow::Result<(Place, u64, i64)> {
     let mut fields = row.split(' ');
     let mut next = || fields.next().context("too few fields");
     let state = next()?;
     let position: u64 = next()?.parse()?;
     let deadline_ms: u64 = next()?.parse()?;
     let queue_length: u64 = next()?.parse()?;
+    let rank: i64 = next()?.parse()?;
     let place = match state {
         "scheduled" => Place::Scheduled,
         "waiting" => Place::Waiting { position },
@@ -753,7 +824,7 @@ fn status_row(row: &str) -> anyhow::Result<(Place, u64)> {
         "none" => Place::NotQueued,
         other => anyhow::bail!("unknown state `{other}`"),
     };
-    Ok((place, queue_length))
+    Ok((place, queue_length, rank))
 }
 
 fn millis(d: Duration) -> i64 {
@@ -818,7 +889,8 @@ impl Reply {
     }
 
     /// wr_join's reply: {state, position, deadline_ms, opens_at_ms,
-    /// now_ms, queue_length, paused, new, admit_per_second, free, limited_rate_milli, notice}.
+    /// now_ms, queue_length, paused, new, admit_per_second, free, limited_rate_milli, notice,
+    /// groups, group_rank}.
     fn status(&self, state: &str) -> anyhow::Result<Status> {
         let place = match state {
             "scheduled" => Place::Scheduled,
@@ -843,6 +915,7 @@ impl Reply {
             free: self.uint(9)?,
             limited_rate_milli: u64::try_from(self.int(10)?).ok(),
             notice: self.notice(11)?,
+            group: Groups::new(&self.text(12)?).name(self.int(13)?),
         })
     }
 }

@@ -167,6 +167,7 @@ impl TestSale {
         let options = JoinOptions {
             max_queue_length: 0,
             return_grace: GRACE,
+            code_failures_per_hour: 10,
         };
         let mut users = Vec::with_capacity(n);
         for _ in 0..n {
@@ -907,6 +908,7 @@ async fn a_sleeping_tab_polls_again_and_is_let_in_first() -> anyhow::Result<()> 
     let options = JoinOptions {
         max_queue_length: 0,
         return_grace: grace,
+        code_failures_per_hour: 10,
     };
     match sale.queue.join(e, &options).await? {
         Some(JoinOutcome::Standing { status, new }) => {
@@ -1010,6 +1012,7 @@ async fn a_lone_buyer_after_an_idle_minute_is_told_the_truth_and_let_in_at_once(
     let options = JoinOptions {
         max_queue_length: 0,
         return_grace: GRACE,
+        code_failures_per_hour: 10,
     };
     let Some(JoinOutcome::Standing { status, .. }) = sale.queue.join(user, &options).await? else {
         anyhow::bail!("join refused");

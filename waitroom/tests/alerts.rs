@@ -44,6 +44,7 @@ async fn arm(redis: &Redis, stock: i64, max_active: Option<i64>) -> anyhow::Resu
     let options = JoinOptions {
         max_queue_length: 0,
         return_grace: Duration::from_secs(1_800),
+        code_failures_per_hour: 10,
     };
     for _ in 0..5 {
         queue.join(UserId::new_v7(), &options).await?;

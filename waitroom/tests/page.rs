@@ -28,11 +28,11 @@ const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
 const SNAPSHOTS: [(&str, &str); 2] = [
     (
         "en",
-        "60c326d253fb277b839aad7c9af98af72001ec3cc5cee9a086e027cbd8cb7b77",
+        "9a8bd0622093f77cb1f672bafd884927bb67fe479d32ae062aea99f6ca1a8b07",
     ),
     (
         "ko",
-        "c250e15a77650c3e25479514e814ad25f8b705e2e2a2ea0c2d33573812e1a925",
+        "b845c1eab08c33867f3712229097f73bf65c9ed6cee81fadbeac22bfed0eee18",
     ),
 ];
 

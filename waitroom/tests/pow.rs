@@ -244,11 +244,11 @@ async fn at_difficulty_zero_the_join_is_unchanged() -> anyhow::Result<()> {
         body,
         json!({"challenge": null, "difficulty": 0, "expires_at": null})
     );
-    // No body, `{}`, a body with only an access code, a stray challenge: all join.
+    // No body, `{}`, a stray challenge: all join (an access code is judged on its own, see
+    // tests/codes.rs).
     for body in [
         Body::None,
         Body::Json(json!({})),
-        Body::Json(json!({"access_code": "ABCD-EFGH-JKMN"})),
         Body::Json(json!({"challenge": "pow1.nope", "nonce": 1})),
     ] {
         let (status, answer) = edge.join(sale, UserId::new_v7(), body).await?;

@@ -34,6 +34,7 @@ fn join_options() -> JoinOptions {
     JoinOptions {
         max_queue_length: 0,
         return_grace: GRACE,
+        code_failures_per_hour: 10,
     }
 }
 
@@ -445,6 +446,7 @@ async fn a_full_queue_refuses_new_places_but_keeps_existing_ones() -> anyhow::Re
     let options = JoinOptions {
         max_queue_length: 3,
         return_grace: GRACE,
+        code_failures_per_hour: 10,
     };
     let buyers = users(5);
     for &u in &buyers[..3] {
@@ -930,6 +932,7 @@ async fn a_poll_past_the_return_grace_loses_the_place() -> anyhow::Result<()> {
             &JoinOptions {
                 max_queue_length: 0,
                 return_grace: Duration::from_secs(1),
+                code_failures_per_hour: 10,
             },
         )
         .await?;

@@ -15,6 +15,8 @@
 //! | `adm` | zset | admitted buyers: user (16 raw bytes) → admission deadline (epoch ms) |
 //! | `alerted:sold_out` | string | the sold-out alert went out for this spell |
 //! | `codes` | hash | access codes: SHA-256 of sale id and code (32 raw bytes) → `<group>:<uses>` (design/door.md §2) |
+//! | `codeuse` | hash | access codes' spent uses: code hash → count; code hash + user (48 raw bytes) → 1 |
+//! | `codefail:<user>` | string | the user's wrong codes this hour (TTL an hour from the first) |
 //! | `o:<order>` | hash | an order ([`crate::orders`]) |
 //! | `hold:<order>` | string | the order's hold timer: only its TTL matters |
 //! | `holds` | zset | live (HELD or PAYING) order ids → deadline (epoch ms) |
@@ -111,6 +113,18 @@ impl SaleKeys {
     /// → `<group>:<uses>`.
     pub fn codes(&self) -> String {
         self.named("codes")
+    }
+
+    /// `codeuse`, the access codes' spent uses: code hash → uses spent, and code hash followed
+    /// by the user's 16 bytes → 1 for each user who spent one (design/door.md §2).
+    pub fn code_use(&self) -> String {
+        self.named("codeuse")
+    }
+
+    /// `codefail:<user>`, the user's wrong access codes this hour (expires an hour after the
+    /// first).
+    pub fn code_failures(&self, user: UserId) -> String {
+        format!("{}codefail:{user}", self.base)
     }
 
     /// `events`, the order outbox.

@@ -219,6 +219,7 @@ mod tests {
             abandon_after_seconds: 120,
             return_grace_seconds: 1_800,
             outage_retry_after_seconds: 2,
+            code_failures_per_user_per_hour: 10,
             admission_window_seconds: 600,
             max_queue_length: 0,
             join_per_ip_per_minute: 1,
