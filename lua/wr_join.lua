@@ -1,6 +1,7 @@
 -- wr_join.lua: put a buyer in a sale's waiting room (one place per user), or say where they are.
 --
--- The queue is one sorted set, the whole per-buyer state (memory: about 125 bytes a buyer).
+-- A place is one sorted-set entry, the whole per-buyer state (memory: about 125 bytes a buyer),
+-- in q (the queue) or, once skipped, in skip with the same member and score:
 --   member  the user id's 16 raw bytes
 --   score   order_key * 65536 + stamp   (always < 2^53, so an exact double)
 --   order_key < 2^36 for arrivals before opens_at: a random draw from the caller's CSPRNG, so
@@ -9,11 +10,20 @@
 --             also picks, so keys are unique and no tie is broken by arrival.
 --             2^36 + n for the n-th arrival after opening (KEYS[6] counts them): strict arrival
 --             order as Redis runs the calls, always behind every pre-open arrival.
---   stamp     Redis TIME seconds mod 65536 at the user's last join or status call. A user whose
---             stamp is older than abandon_after has abandoned the place (1 s resolution; the
---             wrap after 18 h is harmless because wr_reap removes the silent long before).
+--   stamp     Redis TIME seconds mod 65536 at the user's last join or status call (1 s
+--             resolution; the wrap after 18 h is harmless because wr_reap removes places silent
+--             past the return grace, at most 12 h, long before).
 -- The place never moves when the stamp changes: order keys are unique, so the stamp never
 -- decides between two users.
+--
+-- Sleeping tabs keep their place (door.md §6). A user silent for longer than abandon_after is
+-- skipped: the admitter (wr_admit.lua) or the reaper (wr_reap.lua) moves the entry, same
+-- member and score, from q to skip (KEYS[8]), so it no longer counts in anyone's position or
+-- in queue_length. A join or poll within the return grace of the last one puts it back in q
+-- with its original order key (revisit in lib/prelude.lua): at the head when the line has
+-- passed it, else where it was. Past the grace the place is lost (removed from q or skip,
+-- counted in wr.abandoned_total) and a join starts a new one at the back. A user has one
+-- place at most: in q or in skip, never both.
 --
 -- Sale state, from the cfg hash and the stock counters, by precedence (sale_state in
 -- lib/prelude.lua, which also has paused: for the line, a paused sale stands as an open one):
@@ -28,19 +38,22 @@
 -- KEYS[4]  q (the queue, layout above)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  qseq (counter of arrivals after opening)
--- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs)
--- KEYS[8]  (only with ARGV[5] = ok) the challenge's spent marker, pow:<random as 16 hex digits>
+-- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
+--          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
+-- KEYS[8]  skip (zset: skipped places, the layout of q)
+-- KEYS[9]  (only with ARGV[5] = ok) the challenge's spent marker, pow:<random as 16 hex digits>
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  pre-open draw: an integer in [0, 2^37) from a CSPRNG (used only for a new arrival
 --          before opening: low 36 bits the key, bit 36 the probe direction)
--- ARGV[3]  maximum queue length (0 = no limit)
--- ARGV[4]  abandon_after in ms
+-- ARGV[3]  maximum queue length (0 = no limit): places in q and skip (both hold memory, and a
+--          skipped place may come back)
+-- ARGV[4]  the return grace in ms: a place silent for longer is lost
 -- ARGV[5]  the edge's stateless verdict on the request body and proof of work (door.md §1),
 --          judged only when the user has no place (a user with a place gets it back, nothing
 --          checked or spent):
 --            none     no challenge (absent or not needed); bad  the body is malformed (400);
 --            invalid  the challenge or nonce failed the edge's checks (MAC, sale, user, bits);
---            ok       genuine and solved: expiry (ARGV[6]) and single use (KEYS[8]) judged here.
+--            ok       genuine and solved: expiry (ARGV[6]) and single use (KEYS[9]) judged here.
 --          Missing = none. With cfg.pow_difficulty 0 (or unset) proof of work is off and only
 --          `bad` is acted on.
 -- ARGV[6]  with ok: the challenge's expiry, epoch ms
@@ -51,18 +64,20 @@
 --             (not_found: the sale's cfg hash has no opens_at, it is not armed)
 --             | bad_request | pow_required | pow_invalid | pow_expired | pow_spent (refusals of
 --             a new place, in this order, before queue_full: door.md's order of answers)
---   position  users ahead + 1 when waiting, else 0
+--   position  users ahead in q + 1 when waiting (skipped places do not count), else 0
 --   deadline_ms  the admission deadline when admitted, else 0
 --   paused    1 when the sale is paused (places are kept, nobody is admitted)
 --   new       1 when this call put the user in the queue, 0 when the place already existed
 --   admit_per_second  the configured rate (cfg)
 --   free, limited_rate_milli  for the ETA (0 and -1 unless waiting): see eta_inputs in
 --             lib/prelude.lua
+--   queue_length  places in q after the call (the waiting line; skipped places do not count)
 --   notice    the operator's notice to the line, '' when none (design/door.md §4)
--- Nothing is written for closed, sold_out, queue_full, not_found or a refusal (beyond clearing a
--- lapsed admission or a place already lost to silence, as any join does). A join that makes a
--- new place with a challenge spends it: SET KEYS[8] NX PXAT expiry (memory: one small key per
--- such join, gone when the challenge expires). A join ending queue_full spends nothing.
+-- Nothing is written for closed, sold_out, not_found or a refusal (beyond clearing a lapsed
+-- admission or a place lost past the grace, as any join does); queue_full writes nothing but
+-- that removal either. A join that makes a new place with a challenge spends it: SET KEYS[9] NX
+-- PXAT expiry (memory: one small key per such join, gone when the challenge expires). A join
+-- ending queue_full spends nothing.
 local PRE = 68719476736
 
 local now, now_s = clock()
@@ -79,7 +94,7 @@ local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 
 local user = ARGV[1]
 local max_len = num(ARGV[3])
-local abandon_ms = num(ARGV[4])
+local grace_ms = num(ARGV[4])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
@@ -113,21 +128,12 @@ local function place(new)
   return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, new)
 end
 
-local stamp = now_s % ORDER
-local score = redis.call('ZSCORE', KEYS[4], user)
-if score then
-  score = tonumber(score)
-  local old = score % ORDER
-  if not silent(score, now_s, abandon_ms) then
-    if old ~= stamp then
-      redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
-    end
-    return place(0)
-  end
-  -- Silent for longer than abandon_after: that place is lost; this join starts a new one.
-  redis.call('ZREM', KEYS[4], user)
-  qlen = qlen - 1
+local standing, moved = revisit(KEYS[4], KEYS[8], KEYS[7], user, now_s, grace_ms)
+qlen = qlen + moved
+if standing == 'live' then
+  return place(0)
 end
+-- No place, or it was lost past the grace: this join starts a new one.
 
 -- No place: the request's body and proof of work decide (door.md §1), before queue_full.
 local verdict = ARGV[5] or 'none'
@@ -144,13 +150,13 @@ if num(redis.call('HGET', KEYS[1], 'pow_difficulty')) > 0 then
   if now >= num(ARGV[6]) then
     return reply('pow_expired', 0, 0, 0)
   end
-  if redis.call('EXISTS', KEYS[8]) == 1 then
+  if redis.call('EXISTS', KEYS[9]) == 1 then
     return reply('pow_spent', 0, 0, 0)
   end
   spend = true
 end
 
-if max_len > 0 and qlen >= max_len then
+if max_len > 0 and qlen + redis.call('ZCARD', KEYS[8]) >= max_len then
   return reply('queue_full', 0, 0, 0)
 end
 
@@ -180,8 +186,8 @@ else
 end
 if spend then
   -- Spent by the join that makes the place, until the challenge would have expired anyway.
-  redis.call('SET', KEYS[8], '1', 'NX', 'PXAT', fmt(num(ARGV[6])))
+  redis.call('SET', KEYS[9], '1', 'NX', 'PXAT', fmt(num(ARGV[6])))
 end
-redis.call('ZADD', KEYS[4], fmt(key * ORDER + stamp), user)
+redis.call('ZADD', KEYS[4], fmt(key * ORDER + now_s % ORDER), user)
 qlen = qlen + 1
 return place(1)

@@ -17,6 +17,10 @@ use serde::Deserialize;
 /// The compiled-in defaults file (documented; also printed by `dropline config defaults`).
 pub const DEFAULTS_TOML: &str = include_str!("../defaults.toml");
 
+/// The longest `waitroom.return_grace_seconds`: 12 h, well inside the 18 h wrap of the
+/// last-poll stamp a place carries.
+pub const MAX_RETURN_GRACE_SECONDS: u64 = 43_200;
+
 /// Environment variable naming the config file, as an alternative to `--config`.
 pub const CONFIG_FILE_ENV: &str = "DROPLINE_CONFIG";
 
@@ -81,6 +85,8 @@ pub struct Config {
 pub struct WaitroomConfig {
     pub listen: String,
     pub abandon_after_seconds: u64,
+    pub return_grace_seconds: u64,
+    pub outage_retry_after_seconds: u64,
     pub admission_window_seconds: u64,
     pub max_queue_length: u64,
     pub join_per_ip_per_minute: u32,
@@ -407,6 +413,25 @@ impl Config {
         positive(
             "waitroom.abandon_after_seconds",
             self.waitroom.abandon_after_seconds,
+        )?;
+        // A skipped place's last-poll stamp is Redis seconds mod 65536 (waitroom/src/queue.rs):
+        // the grace must stay well inside that wrap, and at least abandon_after (a place must
+        // not be lost before it can even be skipped).
+        if self.waitroom.return_grace_seconds < self.waitroom.abandon_after_seconds
+            || self.waitroom.return_grace_seconds > MAX_RETURN_GRACE_SECONDS
+        {
+            return Err(ConfigError::invalid(
+                "waitroom.return_grace_seconds",
+                format!(
+                    "must be between waitroom.abandon_after_seconds ({}) and {MAX_RETURN_GRACE_SECONDS} \
+                     (12 h), got {}",
+                    self.waitroom.abandon_after_seconds, self.waitroom.return_grace_seconds
+                ),
+            ));
+        }
+        positive(
+            "waitroom.outage_retry_after_seconds",
+            self.waitroom.outage_retry_after_seconds,
         )?;
         positive(
             "waitroom.admission_window_seconds",

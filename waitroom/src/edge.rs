@@ -21,9 +21,28 @@
 //! Every answer carries `retry_after_ms`, chosen here so that the total poll load stays bounded
 //! whatever the crowd (see [`retry_after_ms`]), and an ETA from the admission rate the admitter
 //! actually measured. Join and status are limited per client IP and per user (governor).
+//!
+//! # Fail closed (door.md §5)
+//!
+//! Redis holds every place and admission, so when it is down or a command times out, join,
+//! status, leave and stats answer 503 `unavailable` with `Retry-After:
+//! waitroom.outage_retry_after_seconds`, within `redis.command_timeout_ms` (each request's Redis
+//! step is bounded by it here, whatever the client's own timeout and reconnect policy do), plus
+//! the time to write the answer. Nothing is answered from a cache: a stats read shared by
+//! concurrent callers is one live call, not a kept value. Without a status answer from Redis no
+//! pass is minted, and the admitter, which works only through Redis, admits nobody. A status poll
+//! waits at most that bound for its batch, and a sale's poll queue has a fixed size
+//! ([`POLL_QUEUE`]): past it a poll is answered 503 at once, so polls cannot pile up while Redis
+//! hangs; polls whose caller gave up are dropped before the next batch goes out. Places are not
+//! touched by an outage, and it does not count toward `abandon_after`: the admitter sees the gap
+//! between its ticks and skips nobody for `abandon_after` after it
+//! ([`crate::queue::AdmitParams::outage_gap`]); a buyer silent even after that is skipped and
+//! gets the place back at the next poll within the grace (door.md §6). Polling buyers keep their
+//! position or better.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -131,7 +150,10 @@ struct Inner {
     /// How long a challenge is good for (`waitroom.pow_challenge_ttl_seconds`).
     challenge_ttl: Duration,
     limits: Limits,
+    /// `waitroom.abandon_after_seconds`: bounds `retry_after_ms` (several polls fit in it).
     abandon_after: Duration,
+    /// `waitroom.return_grace_seconds`: a place silent for longer is lost (door.md §6).
+    return_grace: Duration,
     /// The admitter's tick (`waitroom.admit_tick_ms`): the ETA's last step.
     tick: Duration,
     max_queue_length: u64,
@@ -140,6 +162,71 @@ struct Inner {
     stats: Coalesce<SaleId, Result<Option<Stats>, ApiError>>,
     /// Concurrent status polls of one sale share one Redis call.
     polls: Polls,
+    outage: Outage,
+}
+
+/// How the edge answers while Redis is down or slow (door.md §5; module docs).
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    /// `redis.command_timeout_ms`: the longest a request's Redis step may take.
+    bound: Duration,
+    /// `waitroom.outage_retry_after_seconds`, the `Retry-After` of the 503.
+    retry_after: u64,
+}
+
+impl Outage {
+    fn new(config: &Config) -> Self {
+        Self {
+            bound: Duration::from_millis(config.redis.command_timeout_ms.max(1)),
+            retry_after: config.waitroom.outage_retry_after_seconds,
+        }
+    }
+
+    /// Runs one Redis step of a request within [`Outage::bound`]; a failure or a timeout is a
+    /// 503 `unavailable` (logged at most once a second across the process).
+    async fn run<T>(
+        self,
+        what: &'static str,
+        step: impl Future<Output = anyhow::Result<T>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.bound, step).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.error(what, error)),
+            Err(_) => Err(self.error(
+                what,
+                anyhow::anyhow!("Redis did not answer within {:?}", self.bound),
+            )),
+        }
+    }
+
+    fn error(self, what: &'static str, error: anyhow::Error) -> ApiError {
+        warn_throttled(what, &error);
+        self.answer()
+    }
+
+    /// The 503 itself, without logging (for the many polls of one failed batch).
+    fn answer(self) -> ApiError {
+        metrics::counter!("dropline_waitroom_unavailable_total").increment(1);
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the waiting room cannot reach its store right now; places are kept, try again",
+        )
+        .with_retry_after(self.retry_after)
+    }
+}
+
+/// Logs a Redis failure at warn, at most once a second across the process (an outage fails
+/// every request; the count of the ones left out goes with the next line).
+fn warn_throttled(what: &str, error: &anyhow::Error) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static HELD: AtomicU64 = AtomicU64::new(0);
+    let now = epoch_seconds();
+    if LAST.swap(now, Ordering::Relaxed) == now {
+        HELD.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = HELD.swap(0, Ordering::Relaxed);
+    tracing::warn!(error = %format!("{error:#}"), suppressed, "Redis unavailable while {what}: answering 503");
 }
 
 /// A queued status poll: the user, and where its answer goes.
@@ -149,35 +236,38 @@ type Poll = (UserId, oneshot::Sender<Result<Option<Status>, ApiError>>);
 /// sale takes everything queued (up to [`MAX_STATUS_BATCH`]) and answers it with one
 /// `wr_status.lua` call. A lone poll goes out at once, so a quiet sale pays no delay; under load
 /// a poll waits at most for the batch in flight, and the Redis round trip, the script start and
-/// the system calls are shared by the whole batch instead of paid per poll.
+/// the system calls are shared by the whole batch instead of paid per poll. While Redis hangs a
+/// poll waits at most [`Outage::bound`] and the queue never grows past [`POLL_QUEUE`].
 #[derive(Debug)]
 struct Polls {
     redis: Redis,
-    abandon_after: Duration,
+    return_grace: Duration,
+    outage: Outage,
     queues: Mutex<HashMap<SaleId, mpsc::Sender<Poll>>>,
 }
 
-/// Polls a sale may have queued before callers wait for room (backpressure).
+/// Polls a sale may have queued. A full queue means Redis is slow or down (a healthy batcher
+/// drains 256 polls per call in well under a millisecond): the next poll is answered 503 at
+/// once rather than wait for room.
 const POLL_QUEUE: usize = 8_192;
 
 impl Polls {
-    fn new(redis: Redis, abandon_after: Duration) -> Self {
+    fn new(redis: Redis, return_grace: Duration, outage: Outage) -> Self {
         Self {
             redis,
-            abandon_after,
+            return_grace,
+            outage,
             queues: Mutex::new(HashMap::new()),
         }
     }
 
     /// Where `user` stands in `sale` (recording the poll); `None`: the sale is not armed.
+    /// Answered within [`Outage::bound`], 503 `unavailable` past it.
     async fn poll(&self, sale: SaleId, user: UserId) -> Result<Option<Status>, ApiError> {
-        let stopped =
-            || ApiError::internal(anyhow::anyhow!("the status batcher of {sale} stopped"));
         let (answer, answered) = oneshot::channel();
-        // Usually the queue has room: hand the poll over under the lock, without cloning the
-        // sender (two shared counters touched per poll). When it is full, wait for room
-        // outside the lock (backpressure).
-        let full = {
+        {
+            // The queue has room unless Redis is slow or down: hand the poll over under the
+            // lock, without cloning the sender (two shared counters touched per poll).
             let mut queues = match self.queues.lock() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
@@ -186,19 +276,23 @@ impl Polls {
                 .entry(sale)
                 .or_insert_with(|| self.start_batcher(sale));
             match queue.try_send((user, answer)) {
-                Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(poll)) => Some((queue.clone(), poll)),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.outage.answer()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(ApiError::internal(anyhow::anyhow!(
+                        "the status batcher of {sale} stopped"
+                    )));
+                }
             }
-        };
-        if let Some((queue, poll)) = full {
-            queue.send(poll).await.map_err(|_| stopped())?;
         }
-        answered.await.map_err(|_| {
-            ApiError::internal(anyhow::anyhow!(
+        match tokio::time::timeout(self.outage.bound, answered).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ApiError::internal(anyhow::anyhow!(
                 "the status batcher of {sale} dropped a poll"
-            ))
-        })?
+            ))),
+            // The batch in flight (or this one) hangs on Redis; the batcher logs it.
+            Err(_) => Err(self.outage.answer()),
+        }
     }
 
     /// Starts the batching task of `sale`'s polls and returns its queue. Lives as long as this
@@ -207,7 +301,8 @@ impl Polls {
         let (tx, rx) = mpsc::channel(POLL_QUEUE);
         tokio::spawn(batch_polls(
             WaitQueue::new(&self.redis, sale),
-            self.abandon_after,
+            self.return_grace,
+            self.outage,
             rx,
         ));
         tx
@@ -215,12 +310,28 @@ impl Polls {
 }
 
 /// One sale's batching loop: ends when the edge (every sender) is gone.
-async fn batch_polls(queue: WaitQueue, abandon_after: Duration, mut rx: mpsc::Receiver<Poll>) {
+async fn batch_polls(
+    queue: WaitQueue,
+    return_grace: Duration,
+    outage: Outage,
+    mut rx: mpsc::Receiver<Poll>,
+) {
     let mut batch: Vec<Poll> = Vec::with_capacity(MAX_STATUS_BATCH);
     while rx.recv_many(&mut batch, MAX_STATUS_BATCH).await > 0 {
+        // Polls whose caller already had its 503 (Redis hung on the batch before) are not sent.
+        batch.retain(|(_, answer)| !answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
         metrics::histogram!("dropline_waitroom_status_batch_size").record(users.len() as f64);
-        match queue.status_many(&users, abandon_after).await {
+        match outage
+            .run(
+                "reading places in line",
+                queue.status_many(&users, return_grace),
+            )
+            .await
+        {
             Ok(answers) => {
                 for ((_, answer), status) in batch.drain(..).zip(answers) {
                     // The caller may have hung up; its poll still counted.
@@ -228,7 +339,6 @@ async fn batch_polls(queue: WaitQueue, abandon_after: Duration, mut rx: mpsc::Re
                 }
             }
             Err(error) => {
-                let error = redis_down("reading places in line", error);
                 for (_, answer) in batch.drain(..) {
                     let _ = answer.send(Err(error.clone()));
                 }
@@ -246,6 +356,7 @@ impl Edge {
         let tickets = TicketKey::new(signer.derive_secret(TicketKey::LABEL))?;
         let pow = PowKey::new(signer.derive_secret(PowKey::LABEL))?;
         let w = &config.waitroom;
+        let outage = Outage::new(config);
         let join_ip = per_minute("waitroom.join_per_ip_per_minute", w.join_per_ip_per_minute)?;
         let join_user = per_minute(
             "waitroom.join_per_user_per_minute",
@@ -279,11 +390,13 @@ impl Edge {
                 ),
             },
             abandon_after: Duration::from_secs(w.abandon_after_seconds),
+            return_grace: Duration::from_secs(w.return_grace_seconds),
             tick: Duration::from_millis(w.admit_tick_ms),
             max_queue_length: w.max_queue_length,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
-            polls: Polls::new(redis, Duration::from_secs(w.abandon_after_seconds)),
+            polls: Polls::new(redis, Duration::from_secs(w.return_grace_seconds), outage),
+            outage,
         })))
     }
 
@@ -512,14 +625,16 @@ async fn join(
     e.limits.join_user.check(&user)?;
     let options = JoinOptions {
         max_queue_length: e.max_queue_length,
-        abandon_after: e.abandon_after,
+        return_grace: e.return_grace,
     };
     let (verdict, refusal) = judge(&edge, sale, user, request);
-    let outcome = edge
-        .queue(sale)
-        .join_through(user, &options, &verdict)
-        .await
-        .map_err(|error| redis_down("joining the line", error))?
+    let outcome = e
+        .outage
+        .run(
+            "joining the line",
+            edge.queue(sale).join_through(user, &options, &verdict),
+        )
+        .await?
         .ok_or_else(no_such_sale)?;
     let (status, new) = match outcome {
         JoinOutcome::Standing { status, new } => (status, new),
@@ -598,11 +713,13 @@ async fn challenge(
     e.limits.challenge_ip.check(&caller.ip)?;
     let user = extract::access_claims(&e.access, caller.token())?.sub;
     e.limits.challenge_user.check(&user)?;
-    let info = edge
-        .queue(sale)
-        .challenge_info()
-        .await
-        .map_err(|error| redis_down("reading the sale's proof-of-work difficulty", error))?
+    let info = e
+        .outage
+        .run(
+            "reading the sale's proof-of-work difficulty",
+            edge.queue(sale).challenge_info(),
+        )
+        .await?
         .ok_or_else(no_such_sale)?;
     let difficulty = u8::try_from(info.difficulty)
         .unwrap_or(u8::MAX)
@@ -653,8 +770,8 @@ async fn status(
         Place::NotQueued => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
-                "not in line: never joined, left, silent for too long, or the admission \
-                 lapsed; join again",
+                "not in line: never joined, left, silent past the return grace, or the \
+                 admission lapsed; join again",
             ));
         }
         Place::Admitted { deadline_ms } => {
@@ -682,10 +799,10 @@ async fn leave(
 ) -> Result<StatusCode, ApiError> {
     let user = ticket_user(&edge, sale, caller.token())?;
     let removed = edge
-        .queue(sale)
-        .leave(user)
-        .await
-        .map_err(|error| redis_down("leaving the line", error))?;
+        .0
+        .outage
+        .run("leaving the line", edge.queue(sale).leave(user))
+        .await?;
     if removed {
         metrics::counter!("dropline_waitroom_leaves_total").increment(1);
     }
@@ -699,14 +816,14 @@ async fn stats(
     PathId(sale): PathId<SaleId>,
 ) -> Result<Json<StatsAnswer>, ApiError> {
     let queue = edge.queue(sale);
+    let outage = edge.0.outage;
     let stats = edge
         .0
         .stats
         .run(sale, move || async move {
-            queue
-                .stats()
+            outage
+                .run("reading the sale's figures", queue.stats())
                 .await
-                .map_err(|error| redis_down("reading the sale's figures", error))
         })
         .await
         .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))?
@@ -849,10 +966,6 @@ fn no_such_sale() -> ApiError {
         ErrorCode::NotFound,
         "no such sale (or it is not on sale yet)",
     )
-}
-
-fn redis_down(what: &str, error: anyhow::Error) -> ApiError {
-    ApiError::unavailable(error.context(what.to_owned()))
 }
 
 fn epoch_seconds() -> u64 {

@@ -7,9 +7,10 @@
 //! | --- | --- | --- |
 //! | `cfg`, `avail`, `held` | hash, strings | the sale, armed elsewhere (read only here) |
 //! | `q` | zset | the queue: user id (16 raw bytes) → `order_key * 65536 + stamp` |
+//! | `qskip` | zset | skipped places (below): the same member and score as they had in `q` |
 //! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
 //! | `qseq` | string | counter of arrivals after opening |
-//! | `wr` | hash | `admitted_total`, `abandoned_total`, `reap_from` (the reaper's cursor), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
+//! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `tick_at` and `resumed_at` (the outage credit, below), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
 //! | `pow:<random>` | string | a proof-of-work challenge spent by a join, until the challenge's expiry ([`crate::pow`]) |
 //!
 //! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
@@ -20,7 +21,34 @@
 //! low 16 bits hold the second (Redis `TIME`, mod 65536) of the buyer's last join or status
 //! call, so recording a poll rewrites the score in place instead of keeping a second per-user
 //! structure (a `seen` zset would double the memory). Order keys are unique, so a poll never
-//! moves anyone. Abandonment has a resolution of one second.
+//! moves anyone. Silence has a resolution of one second.
+//!
+//! # Sleeping tabs keep their place (door.md §6)
+//!
+//! A buyer silent for longer than `abandon_after` is *skipped*, not removed: the admitter
+//! ([`WaitQueue::admit`], at the head) or the reaper ([`WaitQueue::reap`], deeper in the line)
+//! moves the entry from `q` to `qskip`, same member, same score. Positions are ranks in `q`, so
+//! a skipped buyer stops counting in the positions of others and in `queue_length`, and the
+//! admitter never waits for one. A skipped buyer who polls or joins within the return grace
+//! (`waitroom.return_grace_seconds`) of their last poll is put back in `q` with the original
+//! score: where the line has passed it, that is the head, so they are told `waiting`, position
+//! 1, and are admitted at the next tick ahead of every later arrival (within the rate,
+//! `max_active` and stock); otherwise it is their original place. (With priority groups in the
+//! high bits of the order key, the head of `q` for that buyer is the head of their group, so
+//! the position becomes "waiting buyers of higher groups + 1" with no change here.) Past the
+//! grace the place is lost: the reaper, or the buyer's own poll or join, removes it, and the
+//! buyer joins again at the back. Leaving removes a skipped place too. An entry is in `q` or
+//! in `qskip`, never both, so a buyer holds one place at most, and memory per buyer is the same
+//! wherever the entry is.
+//!
+//! An outage does not count toward `abandon_after` (door.md §5): the admitter stamps each tick
+//! (`wr.tick_at`); a tick after a gap longer than [`AdmitParams::outage_gap`] records
+//! `wr.resumed_at`, and for `abandon_after` from then neither the admission tick nor the reaper
+//! skips anyone, so the line goes on in its order while buyers come back.
+//!
+//! Counters in `wr`: `skipped_total` (moves to `qskip`), `returned_total` (places given back),
+//! `abandoned_total` (places lost past the grace, by the reaper, a poll or a join, and the
+//! skipped places a closed sale drops).
 //!
 //! # Active buyers and the order side
 //!
@@ -65,8 +93,10 @@ pub const PRE_OPEN_KEYS: u64 = 1 << 36;
 /// Most users in one [`WaitQueue::status_many`] call (bounds one script run to well under a
 /// millisecond, so a batch never stalls Redis for others).
 pub const MAX_STATUS_BATCH: usize = 256;
-/// Most entries [`WaitQueue::reap`] handles per call (Lua's stack bounds `unpack`).
+/// Most entries [`WaitQueue::reap`] handles per call (bounds one call's run time).
 pub const MAX_REAP_BATCH: u32 = 5_000;
+/// The least `scan_limit` of [`AdmitParams::new`]: a tick passes over this many silent buyers.
+pub const MIN_SCAN: u32 = 4_096;
 
 /// The queue member for a user: the UUID's 16 raw bytes.
 pub fn member(user: UserId) -> [u8; 16] {
@@ -80,6 +110,8 @@ pub struct QueueKeys {
     pub avail: String,
     pub held: String,
     pub q: String,
+    /// `qskip`, the skipped places.
+    pub skip: String,
     pub adm: String,
     pub seq: String,
     pub wr: String,
@@ -93,6 +125,7 @@ impl QueueKeys {
             avail: layout.avail(),
             held: layout.held(),
             q: layout.queue(),
+            skip: layout.skipped(),
             adm: layout.admitted(),
             seq: layout.queue_seq(),
             wr: layout.room(),
@@ -105,7 +138,8 @@ impl QueueKeys {
 pub enum Place {
     /// In the pre-queue: the sale has not opened, the position is decided at the opening.
     Scheduled,
-    /// In line; `position` = users ahead + 1 (silent users ahead count until removed).
+    /// In line; `position` = users ahead in `q` + 1 (skipped places do not count; a silent
+    /// buyer ahead counts until the admitter or the reaper skips it).
     Waiting {
         position: u64,
     },
@@ -116,8 +150,8 @@ pub enum Place {
     /// Nothing left and nothing held: told to everyone, admitted buyers included.
     SoldOut,
     Closed,
-    /// Not in line and not admitted: never joined, left, silent too long, or the admission
-    /// lapsed. The client has to join again.
+    /// Not in line and not admitted: never joined, left, silent past the return grace, or the
+    /// admission lapsed. The client has to join again.
     NotQueued,
 }
 
@@ -235,9 +269,12 @@ pub struct ChallengeInfo {
 /// Settings of a join.
 #[derive(Debug, Clone, Copy)]
 pub struct JoinOptions {
-    /// Refuse new places when the queue holds this many (0 = no limit).
+    /// Refuse new places when the queue holds this many, skipped places included (0 = no
+    /// limit).
     pub max_queue_length: u64,
-    pub abandon_after: Duration,
+    /// A place silent for longer than this is lost (`waitroom.return_grace_seconds`); within
+    /// it, a skipped place comes back.
+    pub return_grace: Duration,
 }
 
 /// What stopped an admission tick.
@@ -250,7 +287,7 @@ pub enum AdmitLimit {
     Stock,
     /// The queue ran out.
     Empty,
-    /// `scan_limit` entries looked at (many silent users at the head).
+    /// `scan_limit` entries looked at (a wall of silent users at the head).
     Scan,
     /// The sale is not open, or paused.
     State,
@@ -279,12 +316,19 @@ pub struct AdmitParams {
     /// The admission lasts this long (the pass's lifetime).
     pub admission_window: Duration,
     /// Most queue entries looked at in this tick (admitted or skipped), bounding the script.
+    /// Silent users are passed over at about a microsecond each, so this is what lets a tick
+    /// get past a wall of them to the live buyer behind.
     pub scan_limit: u32,
     /// Units each admitted buyer may claim in the stock rule; 0 = the sale's `per_user_limit`.
     pub units_per_buyer: u32,
     /// The admission rate kept in Redis (GCRA state in `wr`); `None`: `max_admit` alone limits
     /// the tick.
     pub rate: Option<AdmitRate>,
+    /// The outage credit (door.md §5, `lua/wr_admit.lua`): when the previous tick of the sale is
+    /// older than this, Redis or every admitter was away, and for `abandon_after` from now nobody
+    /// is skipped (here or by the reaper), so buyers who could not poll lose nothing. `None`:
+    /// off (ticks are not stamped).
+    pub outage_gap: Option<Duration>,
 }
 
 /// An admission rate enforced inside `lua/wr_admit.lua` against the Redis clock, with its
@@ -299,16 +343,20 @@ pub struct AdmitRate {
 }
 
 impl AdmitParams {
-    /// `scan_limit` defaults to four times the budget (at least 256): with half the head
-    /// silent a tick still fills its budget, and one tick stays well under a millisecond.
+    /// `scan_limit` defaults to four times the budget, at least [`MIN_SCAN`]: with half the
+    /// head silent a tick still fills its budget, and a wall of up to [`MIN_SCAN`] silent
+    /// buyers ahead of a live one delays that buyer by at most one tick (door.md §6). Passing
+    /// over 4,096 silent buyers costs a few milliseconds of Redis once; a tick with none stays
+    /// well under a millisecond.
     pub fn new(max_admit: u32, abandon_after: Duration, admission_window: Duration) -> Self {
         Self {
             max_admit,
             abandon_after,
             admission_window,
-            scan_limit: max_admit.saturating_mul(4).clamp(256, 100_000),
+            scan_limit: max_admit.saturating_mul(4).clamp(MIN_SCAN, 100_000),
             units_per_buyer: 0,
             rate: None,
+            outage_gap: None,
         }
     }
 }
@@ -319,7 +367,7 @@ pub struct AdmitOutcome {
     pub state: SaleState,
     /// The users admitted now, in queue order.
     pub admitted: Vec<UserId>,
-    /// Silent users removed from the head now.
+    /// Silent users skipped at the head now (moved to `qskip`; they may come back).
     pub skipped: u64,
     pub queue_length: u64,
     /// Live admissions after the tick.
@@ -332,10 +380,14 @@ pub struct AdmitOutcome {
 pub struct ReapOutcome {
     /// Lapsed admissions removed.
     pub expired: u64,
-    /// Silent waiters removed.
+    /// Silent waiters skipped (moved from `q` to `qskip`).
+    pub skipped: u64,
+    /// Places lost, silent past the return grace (removed from `q` or `qskip`).
     pub abandoned: u64,
     pub queue_length: u64,
-    /// This call reached the tail; the next one starts at the head.
+    /// Skipped places left (`qskip`).
+    pub skipped_length: u64,
+    /// This call reached the tail of both; the next one starts at the head.
     pub wrapped: bool,
 }
 
@@ -343,7 +395,10 @@ pub struct ReapOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub state: SaleState,
+    /// Buyers in the waiting line (`q`; skipped places do not count).
     pub queue_length: u64,
+    /// Skipped places that may still come back (`qskip`).
+    pub skipped: u64,
     pub admitted_total: u64,
     pub active: u64,
     pub available: i64,
@@ -403,12 +458,14 @@ impl WaitQueue {
         let draw: u64 = rand::rng().random_range(0..2 * PRE_OPEN_KEYS);
         let k = &self.keys;
         let spent_key;
-        let mut keys: Vec<&str> = vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr];
+        let mut keys: Vec<&str> = vec![
+            &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr, &k.skip,
+        ];
         let mut args = vec![
             Value::from(&member(user)[..]),
             Value::from(draw.to_string()),
             Value::from(options.max_queue_length.to_string()),
-            Value::from(millis(options.abandon_after)),
+            Value::from(millis(options.return_grace)),
             Value::from(verdict.as_arg()),
         ];
         if let Verdict::PowSolved {
@@ -459,14 +516,15 @@ impl WaitQueue {
         }))
     }
 
-    /// The user's standing; records the poll that keeps a waiting place alive.
-    /// `None`: the sale is not armed in Redis.
+    /// The user's standing; records the poll that keeps a waiting place alive and brings a
+    /// skipped place back within `return_grace` of the last poll (a place silent for longer is
+    /// lost). `None`: the sale is not armed in Redis.
     pub async fn status(
         &self,
         user: UserId,
-        abandon_after: Duration,
+        return_grace: Duration,
     ) -> anyhow::Result<Option<Status>> {
-        let mut all = self.status_many(&[user], abandon_after).await?;
+        let mut all = self.status_many(&[user], return_grace).await?;
         all.pop().context("wr_status: no reply for the user")
     }
 
@@ -476,7 +534,7 @@ impl WaitQueue {
     pub async fn status_many(
         &self,
         users: &[UserId],
-        abandon_after: Duration,
+        return_grace: Duration,
     ) -> anyhow::Result<Vec<Option<Status>>> {
         anyhow::ensure!(
             !users.is_empty() && users.len() <= MAX_STATUS_BATCH,
@@ -485,12 +543,12 @@ impl WaitQueue {
         );
         let k = &self.keys;
         let mut args = Vec::with_capacity(users.len() + 1);
-        args.push(Value::from(millis(abandon_after)));
+        args.push(Value::from(millis(return_grace)));
         args.extend(users.iter().map(|user| Value::from(&member(*user)[..])));
         let reply: Value = WR_STATUS
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
                 args,
             )
             .await?;
@@ -540,13 +598,14 @@ impl WaitQueue {
             .collect()
     }
 
-    /// Leaves the queue and gives up an admission. `true` when there was something to remove.
+    /// Leaves the queue (a skipped place too) and gives up an admission. `true` when there was
+    /// something to remove.
     pub async fn leave(&self, user: UserId) -> anyhow::Result<bool> {
         let k = &self.keys;
         let removed: i64 = WR_LEAVE
             .run(
                 &self.redis,
-                vec![&k.q, &k.adm],
+                vec![&k.q, &k.adm, &k.skip],
                 vec![Value::from(&member(user)[..])],
             )
             .await?;
@@ -570,10 +629,17 @@ impl WaitQueue {
                 (rate.tolerance.as_secs_f64() * 1000.0).to_string(),
             ));
         }
+        if let Some(gap) = params.outage_gap {
+            if params.rate.is_none() {
+                // No rate credit: a tolerance of 0 turns it off.
+                args.extend([Value::from("0"), Value::from("0")]);
+            }
+            args.push(Value::from(millis(gap).max(1)));
+        }
         let reply: Value = WR_ADMIT
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
                 args,
             )
             .await?;
@@ -602,25 +668,35 @@ impl WaitQueue {
         }))
     }
 
-    /// Removes lapsed admissions and silent waiters, at most `batch` (≤ [`MAX_REAP_BATCH`]) of each.
-    pub async fn reap(&self, abandon_after: Duration, batch: u32) -> anyhow::Result<ReapOutcome> {
+    /// Removes lapsed admissions, skips waiters silent for longer than `abandon_after` and
+    /// removes places silent for longer than `return_grace`, looking at most at `batch`
+    /// (≤ [`MAX_REAP_BATCH`]) of each: admissions, line entries, skipped places.
+    pub async fn reap(
+        &self,
+        abandon_after: Duration,
+        return_grace: Duration,
+        batch: u32,
+    ) -> anyhow::Result<ReapOutcome> {
         let k = &self.keys;
         let reply: Value = WR_REAP
             .run(
                 &self.redis,
-                vec![&k.q, &k.adm, &k.wr],
+                vec![&k.q, &k.adm, &k.wr, &k.skip],
                 vec![
                     Value::from(millis(abandon_after)),
                     Value::from(i64::from(batch.clamp(1, MAX_REAP_BATCH))),
+                    Value::from(millis(return_grace.max(abandon_after))),
                 ],
             )
             .await?;
-        let reply = Reply::new(reply, "wr_reap", 4)?;
+        let reply = Reply::new(reply, "wr_reap", 6)?;
         Ok(ReapOutcome {
             expired: reply.uint(0)?,
-            abandoned: reply.uint(1)?,
-            queue_length: reply.uint(2)?,
-            wrapped: reply.uint(3)? == 1,
+            skipped: reply.uint(1)?,
+            abandoned: reply.uint(2)?,
+            queue_length: reply.uint(3)?,
+            skipped_length: reply.uint(4)?,
+            wrapped: reply.uint(5)? == 1,
         })
     }
 
@@ -630,11 +706,11 @@ impl WaitQueue {
         let reply: Value = WR_STATS
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
                 Vec::<Value>::new(),
             )
             .await?;
-        let reply = Reply::new(reply, "wr_stats", 11)?;
+        let reply = Reply::new(reply, "wr_stats", 12)?;
         let state = reply.text(0)?;
         if state == "not_found" {
             return Ok(None);
@@ -651,6 +727,7 @@ impl WaitQueue {
             opens_at_ms: reply.uint(8)?,
             measured_rate_milli: u64::try_from(reply.int(9)?).ok(),
             notice: reply.notice(10)?,
+            skipped: reply.uint(11)?,
         }))
     }
 }

@@ -8,9 +8,10 @@
 //! | --- | --- | --- |
 //! | `cfg` | hash | the sale's settings ([`crate::sale`]) |
 //! | `avail`, `held`, `sold` | strings | units for sale, in HELD + PAYING orders, in PAID orders |
-//! | `q` | zset | the waiting line: user (16 raw bytes) → arrival score |
+//! | `q` | zset | the waiting line: user (16 raw bytes) → arrival score (order key and last-poll stamp) |
+//! | `qskip` | zset | skipped places: buyers silent for longer than `abandon_after`, same member and score as in `q`, kept for the return grace (door.md §6) |
 //! | `qseq` | string | the line's arrival counter |
-//! | `wr` | hash | the waiting room's figures (admitted and abandoned totals, last poll times) |
+//! | `wr` | hash | the waiting room's figures (admitted, skipped, returned and abandoned totals, the admission rate's state, the reaper's cursors, the outage credit's `tick_at` and `resumed_at`) |
 //! | `adm` | zset | admitted buyers: user (16 raw bytes) → admission deadline (epoch ms) |
 //! | `alerted:sold_out` | string | the sold-out alert went out for this spell |
 //! | `codes` | hash | access codes: SHA-256 of sale id and code (32 raw bytes) → `<group>:<uses>` (design/door.md §2) |
@@ -74,6 +75,11 @@ impl SaleKeys {
     /// `q`, the waiting line.
     pub fn queue(&self) -> String {
         self.named("q")
+    }
+
+    /// `qskip`, the skipped places (door.md §6).
+    pub fn skipped(&self) -> String {
+        self.named("qskip")
     }
 
     /// `qseq`, the line's arrival counter.

@@ -217,6 +217,8 @@ mod tests {
         WaitroomConfig {
             listen: "127.0.0.1:0".into(),
             abandon_after_seconds: 120,
+            return_grace_seconds: 1_800,
+            outage_retry_after_seconds: 2,
             admission_window_seconds: 600,
             max_queue_length: 0,
             join_per_ip_per_minute: 1,
