@@ -1,10 +1,16 @@
 -- wr_admit.lua: one admission tick for one sale, run by the single admitter leader.
 --
 -- Takes users from the head of the queue (layout: wr_join.lua) and records each in adm with
--- the deadline now + window. Users silent for longer than abandon_after are removed and
--- skipped, never admitted, so silent users cannot stall the line (they do not count against
--- the tick's budget, only against scan_limit); silent users left at the head after the last
--- admission are removed as well. The tick admits at most
+-- the deadline now + window. Users silent for longer than abandon_after are skipped, never
+-- admitted: moved from q to skip with the same score (door.md §6: a skipped user who polls
+-- again within the return grace gets the place back, see wr_status.lua), so silent users cannot
+-- stall the line (they do not count against the tick's budget, only against scan_limit);
+-- silent users left at the head after the last admission are skipped as well, so the
+-- positions of those behind them stay honest. The entries looked at are read in chunks of at
+-- least 256 and written back with a few bulk commands (ZREMRANGEBYRANK, ZADD), so a wall of
+-- silent users at the head costs about a microsecond each: a tick passes over scan_limit of
+-- them (the admitter's default: at least 4096) and admits the live user behind them.
+-- The tick admits at most
 --   min(ARGV[1],                                       the budget of the caller
 --       the rate credit,                               when ARGV[7] > 0 (below)
 --       max_active - active,                           when cfg.max_active > 0
@@ -34,28 +40,43 @@
 -- for stock that the buyers already in cannot leave over, and stock that comes back (an
 -- expired or failed order, more stock) resumes admission at the next tick.
 --
+-- Outage credit (door.md §5: an outage does not count toward abandon_after). With ARGV[8] = gap,
+-- every tick stamps wr.tick_at (epoch ms), whatever the sale's state; a tick that finds the last
+-- stamp older than the gap (Redis, or every admitter, was away: buyers could not poll) records
+-- wr.resumed_at = now, and until abandon_after has passed since then nobody is skipped, here or
+-- by the reaper (wr_reap.lua reads resumed_at too): every buyer gets a whole abandon_after to poll again after
+-- the outage, so the line goes on in its order instead of admitting first whoever came back
+-- first. A buyer still silent after that is skipped as usual (and gets the place back within
+-- the grace).
+--
 -- The tick admits nothing (and keeps every place) when the sale is paused, scheduled, closed or
--- sold out (avail <= 0 and held <= 0; every status call then answers sold_out by itself).
+-- sold out (avail <= 0 and held <= 0; every status call then answers sold_out by itself). A
+-- closed sale keeps no skipped place (nobody can come back to it): the tick deletes skip and
+-- counts its entries in abandoned_total.
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, max_active, per_user_limit)
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (counters: admitted_total, abandoned_total; admit_tat, the rate state; the
---          admitter also keeps the measured rate admit_rate_milli here, see queue.rs)
+-- KEYS[6]  wr hash (counters: admitted_total, skipped_total, abandoned_total; admit_tat, the
+--          rate state; the admitter also keeps the measured rate admit_rate_milli here, see
+--          queue.rs)
+-- KEYS[7]  skip (zset: skipped places, the layout of q)
 -- ARGV[1]  most users to admit in this tick (>= 0)
--- ARGV[2]  abandon_after in ms
+-- ARGV[2]  abandon_after in ms: a user silent for longer is skipped
 -- ARGV[3]  admission window in ms (the deadline is now + window)
 -- ARGV[4]  most queue entries to look at in this tick (1..100000; bounds the script's run time)
 -- ARGV[5]  units each admitted buyer may claim (0 = cfg.per_user_limit)
 -- ARGV[6]  optional: admissions per second r for the rate credit (<= 0: nobody is admitted)
 -- ARGV[7]  optional: the rate credit's tolerance tau in ms; absent or 0: no rate credit, the
 --          caller's ARGV[1] alone limits the tick (and admit_tat is neither read nor written)
+-- ARGV[8]  optional: the outage gap in ms (below); absent or 0: no outage credit (tick_at and
+--          resumed_at are neither read nor written)
 --
 -- Returns  {state, admitted, skipped, queue_length, active, limit, users}
 --   state     open | paused | scheduled | sold_out | closed | not_found
---   admitted  users admitted now; skipped: abandoned users removed now
+--   admitted  users admitted now; skipped: silent users moved from q to skip now
 --   queue_length  after the tick; active: admissions live after the tick
 --   limit     what stopped the tick: rate (ARGV[1] or the rate credit) | max_active | stock |
 --             empty (queue ran out) |
@@ -75,6 +96,21 @@ local state = sale_state(now, opens_at, closes_at, c[3], c[4], avail, held)
 
 local qlen = redis.call('ZCARD', KEYS[4])
 local active = redis.call('ZCOUNT', KEYS[5], '(' .. fmt(now), '+inf')
+local gap = num(ARGV[8])
+if gap > 0 then
+  local last = num(redis.call('HGET', KEYS[6], 'tick_at'))
+  if last > 0 and now - last > gap then
+    redis.call('HSET', KEYS[6], 'resumed_at', fmt(now))
+  end
+  redis.call('HSET', KEYS[6], 'tick_at', fmt(now))
+end
+if state == 'closed' then
+  local gone = redis.call('ZCARD', KEYS[7])
+  if gone > 0 then
+    redis.call('DEL', KEYS[7])
+    redis.call('HINCRBY', KEYS[6], 'abandoned_total', gone)
+  end
+end
 if state ~= 'open' then
   return {state, 0, 0, qlen, active, 'state', {}}
 end
@@ -111,51 +147,76 @@ if by_stock < budget then
 end
 
 local abandon_ms = num(ARGV[2])
-local deadline = now + num(ARGV[3])
+if now - num(redis.call('HGET', KEYS[6], 'resumed_at')) <= abandon_ms then
+  -- Within the outage credit: nobody counts as silent.
+  abandon_ms = math.huge
+end
+local deadline = fmt(now + num(ARGV[3]))
 local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[4]))))
-local users, skipped, scanned = {}, 0, 0
+-- Entries are looked at from the head in rank order and left in q until the end (so ranks stay
+-- put); every entry looked at is either admitted or skipped, so the first `scanned` ranks of q
+-- are exactly the entries to remove.
+local users, skipped, scanned = {}, {}, 0
+local function chunk(n)
+  return redis.call('ZRANGE', KEYS[4], scanned, scanned + math.max(n, 256) - 1, 'WITHSCORES')
+end
 while #users < budget do
   if scanned >= scan_limit then
     limit = 'scan'
     break
   end
-  -- Each entry looked at is either admitted or skipped, so this chunk never overshoots.
-  local want = math.min(budget - #users, scan_limit - scanned)
-  local head = redis.call('ZRANGE', KEYS[4], 0, want - 1, 'WITHSCORES')
+  local head = chunk(math.min(budget - #users, scan_limit - scanned))
   if #head == 0 then
     limit = 'empty'
     break
   end
   for i = 1, #head, 2 do
-    local user, score = head[i], tonumber(head[i + 1])
+    if #users >= budget or scanned >= scan_limit then
+      break
+    end
+    local user, score = head[i], head[i + 1]
     scanned = scanned + 1
-    redis.call('ZREM', KEYS[4], user)
-    if silent(score, now_s, abandon_ms) then
-      skipped = skipped + 1
+    if silent(tonumber(score), now_s, abandon_ms) then
+      skipped[#skipped + 1] = score
+      skipped[#skipped + 1] = user
     else
-      redis.call('ZADD', KEYS[5], fmt(deadline), user)
       users[#users + 1] = user
     end
   end
 end
--- Silent users now at the head go too (within scan_limit), even when the budget is spent or
--- max_active is full, so the positions of those behind them stay honest.
-while scanned < scan_limit do
-  local head = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  if #head == 0 or not silent(tonumber(head[2]), now_s, abandon_ms) then
-    break
+-- Silent users now at the head are skipped too (within scan_limit), even when the budget is
+-- spent or max_active is full, so the positions of those behind them stay honest.
+local more = true
+while more and scanned < scan_limit do
+  local head = chunk(scan_limit - scanned)
+  more = #head > 0
+  for i = 1, #head, 2 do
+    if scanned >= scan_limit or not silent(tonumber(head[i + 1]), now_s, abandon_ms) then
+      more = false
+      break
+    end
+    skipped[#skipped + 1] = head[i + 1]
+    skipped[#skipped + 1] = head[i]
+    scanned = scanned + 1
   end
-  redis.call('ZREM', KEYS[4], head[1])
-  scanned = scanned + 1
-  skipped = skipped + 1
+end
+if scanned > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, scanned - 1)
+end
+if #skipped > 0 then
+  zadd_pairs(KEYS[7], skipped)
+  redis.call('HINCRBY', KEYS[6], 'skipped_total', #skipped / 2)
 end
 if #users > 0 then
+  local flat = {}
+  for i, user in ipairs(users) do
+    flat[2 * i - 1] = deadline
+    flat[2 * i] = user
+  end
+  zadd_pairs(KEYS[5], flat)
   redis.call('HINCRBY', KEYS[6], 'admitted_total', #users)
   if rate_from then
     redis.call('HSET', KEYS[6], 'admit_tat', string.format('%.3f', rate_from + #users * rate_step))
   end
 end
-if skipped > 0 then
-  redis.call('HINCRBY', KEYS[6], 'abandoned_total', skipped)
-end
-return {state, #users, skipped, qlen - scanned, active + #users, limit, users}
+return {state, #users, #skipped / 2, qlen - scanned, active + #users, limit, users}

@@ -17,12 +17,15 @@
 -- KEYS[6]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[7]  wr hash (admitted_total, abandoned_total, admit_rate_milli)
 -- KEYS[8]  holds (zset: live order id -> deadline ms)
+-- KEYS[9]  skip (zset: skipped places, see wr_join.lua)
 -- ARGV[1]  the prefix of an order hash's key, `<prefix>:{s:<sale>}:o:`
 -- ARGV[2]  most live orders whose state is read (0: never read)
 --
 -- Returns  {state, queue_length, admitted_total, abandoned_total, active, admit_rate_milli,
 --           admit_per_second, max_active, stock_total, avail, held, sold, live_orders,
---           orders_held, orders_paying, now_ms, opens_at_ms, closes_at_ms}
+--           orders_held, orders_paying, now_ms, opens_at_ms, closes_at_ms, skipped}
+--   queue_length      entries in q, the waiting line (skipped places do not count)
+--   skipped           skipped places that may still come back (door.md §6)
 --   state             scheduled | open | paused | sold_out | closed | not_found (then all 0)
 --   active            admissions whose deadline is still ahead
 --   admit_rate_milli  the admitter's smoothed measured rate x 1000, -1 before it measured
@@ -34,7 +37,7 @@ local now = clock()
 local c = redis.call('HMGET', KEYS[1], 'stock_total', 'opens_at', 'closes_at', 'admit_per_second',
   'max_active', 'paused', 'closed')
 if not c[2] then
-  return {'not_found', 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, -1, -1, now, 0, 0}
+  return {'not_found', 0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 0, 0, -1, -1, now, 0, 0, 0}
 end
 local opens_at, closes_at = num(c[2]), num(c[3])
 local avail = num(redis.call('GET', KEYS[2]))
@@ -79,4 +82,5 @@ return {
   now,
   opens_at,
   closes_at,
+  redis.call('ZCARD', KEYS[9]),
 }

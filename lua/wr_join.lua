@@ -1,19 +1,34 @@
 -- wr_join.lua: put a buyer in a sale's waiting room (one place per user), or say where they are.
 --
--- The queue is one sorted set, the whole per-buyer state (memory: about 125 bytes a buyer).
+-- A place is one sorted-set entry, the whole per-buyer state (memory: about 125 bytes a buyer),
+-- in q (the queue) or, once skipped, in skip with the same member and score:
 --   member  the user id's 16 raw bytes
 --   score   order_key * 65536 + stamp   (always < 2^53, so an exact double)
---   order_key < 2^36 for arrivals before opens_at: a random draw from the caller's CSPRNG, so
---             the pre-queue stands in uniformly random order at the opening instant whatever the
---             arrival times; a collision moves to the next free key in a direction the draw
---             also picks, so keys are unique and no tie is broken by arrival.
---             2^36 + n for the n-th arrival after opening (KEYS[6] counts them): strict arrival
---             order as Redis runs the calls, always behind every pre-open arrival.
---   stamp     Redis TIME seconds mod 65536 at the user's last join or status call. A user whose
---             stamp is older than abandon_after has abandoned the place (1 s resolution; the
---             wrap after 18 h is harmless because wr_reap removes the silent long before).
+--   order_key rank * 2^33 + k, rank the buyer's priority group (door.md §2: 0 for the first of
+--             cfg.groups, #groups for public; at most 8, so order_key < 9 * 2^33 and the score
+--             < 2^53), so every waiting buyer of a higher group stands ahead of every one of a
+--             lower group and positions (ZRANK) count them first; within a group:
+--             k < 2^32 for arrivals before opens_at: a random draw from the caller's CSPRNG, so
+--             the group's pre-queue stands in uniformly random order at the opening instant
+--             whatever the arrival times; a collision moves to the next free key in a direction
+--             the draw also picks, so keys are unique and no tie is broken by arrival.
+--             k = 2^32 + n for the n-th arrival after opening (KEYS[6] counts them, all groups
+--             together): strict arrival order as Redis runs the calls, always behind every
+--             pre-open arrival of the group.
+--   stamp     Redis TIME seconds mod 65536 at the user's last join or status call (1 s
+--             resolution; the wrap after 18 h is harmless because wr_reap removes places silent
+--             past the return grace, at most 12 h, long before).
 -- The place never moves when the stamp changes: order keys are unique, so the stamp never
 -- decides between two users.
+--
+-- Sleeping tabs keep their place (door.md §6). A user silent for longer than abandon_after is
+-- skipped: the admitter (wr_admit.lua) or the reaper (wr_reap.lua) moves the entry, same
+-- member and score, from q to skip (KEYS[8]), so it no longer counts in anyone's position or
+-- in queue_length. A join or poll within the return grace of the last one puts it back in q
+-- with its original order key (revisit in lib/prelude.lua): at the head when the line has
+-- passed it, else where it was. Past the grace the place is lost (removed from q or skip,
+-- counted in wr.abandoned_total) and a join starts a new one at the back. A user has one
+-- place at most: in q or in skip, never both.
 --
 -- Sale state, from the cfg hash and the stock counters, by precedence (sale_state in
 -- lib/prelude.lua, which also has paused: for the line, a paused sale stands as an open one):
@@ -22,41 +37,78 @@
 --   scheduled now < opens_at
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
---          max_active, per_user_limit)
+--          max_active, per_user_limit, pow_difficulty)
 -- KEYS[2]  avail (units available)
 -- KEYS[3]  held (units in HELD + PAYING orders)
 -- KEYS[4]  q (the queue, layout above)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  qseq (counter of arrivals after opening)
--- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs)
+-- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
+--          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
+-- KEYS[8]  skip (zset: skipped places, the layout of q)
+-- KEYS[9]  the challenge's spent marker, pow:<random as 16 hex digits> (touched only with
+--          ARGV[5] = ok)
+-- KEYS[10] codes (hash: SHA-256 of sale and code, 32 raw bytes -> "<group>:<uses>")
+-- KEYS[11] codeuse (hash: code hash -> uses spent; code hash .. user (48 raw bytes) -> 1 for
+--          each user who spent one)
+-- KEYS[12] codefail:<user> (string: the user's wrong codes in this sale, expires an hour after
+--          the first)
 -- ARGV[1]  user id, 16 raw bytes
--- ARGV[2]  pre-open draw: an integer in [0, 2^37) from a CSPRNG (used only for a new arrival
---          before opening: low 36 bits the key, bit 36 the probe direction)
--- ARGV[3]  maximum queue length (0 = no limit)
--- ARGV[4]  abandon_after in ms
+-- ARGV[2]  pre-open draw: an integer in [0, 2^33) from a CSPRNG (used only for a new arrival
+--          before opening: low 32 bits the key within the group, bit 32 the probe direction)
+-- ARGV[3]  maximum queue length (0 = no limit): places in q and skip (both hold memory, and a
+--          skipped place may come back)
+-- ARGV[4]  the return grace in ms: a place silent for longer is lost
+-- ARGV[5]  the edge's stateless verdict on the request body and proof of work (door.md §1),
+--          judged only when the user has no place (a user with a place gets it back, nothing
+--          checked or spent):
+--            none     no challenge (absent or not needed); bad  the body is malformed (400);
+--            invalid  the challenge or nonce failed the edge's checks (MAC, sale, user, bits);
+--            ok       genuine and solved: expiry (ARGV[6]) and single use (KEYS[9]) judged here.
+--          Missing = none. With cfg.pow_difficulty 0 (or unset) proof of work is off and only
+--          `bad` is acted on.
+-- ARGV[6]  with ok: the challenge's expiry, epoch ms (else ignored)
+-- ARGV[7]  the access code's hash (32 raw bytes), '' for none (door.md §2)
+-- ARGV[8]  wrong codes a user may send per hour (waitroom.code_failures_per_user_per_hour)
 --
 -- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new,
---           admit_per_second, free, limited_rate_milli, notice}
+--           admit_per_second, free, limited_rate_milli, notice, groups, group_rank}
 --   state     scheduled | waiting | admitted | sold_out | closed | queue_full | not_found
 --             (not_found: the sale's cfg hash has no opens_at, it is not armed)
---   position  users ahead + 1 when waiting, else 0
+--             | bad_request | pow_required | pow_invalid | pow_expired | pow_spent
+--             | code_rate_limited | access_code_invalid | access_code_used | access_code_required
+--             (refusals of a new place, in this order, before queue_full: door.md's order of
+--             answers; code_rate_limited carries the ms until the user may try codes again in
+--             deadline_ms)
+--   position  users ahead in q + 1 when waiting (skipped places do not count), else 0
 --   deadline_ms  the admission deadline when admitted, else 0
 --   paused    1 when the sale is paused (places are kept, nobody is admitted)
 --   new       1 when this call put the user in the queue, 0 when the place already existed
 --   admit_per_second  the configured rate (cfg)
 --   free, limited_rate_milli  for the ETA (0 and -1 unless waiting): see eta_inputs in
 --             lib/prelude.lua
+--   queue_length  places in q after the call (the waiting line; skipped places do not count)
 --   notice    the operator's notice to the line, '' when none (design/door.md §4)
--- Nothing is written for closed, sold_out, queue_full or not_found.
-local PRE = 68719476736
-
+--   groups    cfg.groups (comma-joined, highest first); group_rank the place's group, an index
+--             into groups, #groups for public, -1 without a place
+-- A code: unknown, or of a group the sale no longer has -> access_code_invalid (and one more
+-- wrong try in KEYS[12]); its uses spent by other users -> access_code_used; spent by this user
+-- before -> accepted, nothing spent again. Without a code before cfg.presale_only_until ->
+-- access_code_required. A place made with a code spends one use (HINCRBY) and records the user.
+-- Nothing is written for closed, sold_out, not_found or a refusal (beyond clearing a lapsed
+-- admission or a place lost past the grace, as any join does, a wrong code counted, and the
+-- challenge spent when the code is refused); queue_full writes nothing but that removal either.
+-- A join that makes a new place with a challenge spends it: SET KEYS[9] NX PXAT expiry (memory:
+-- one small key per such join, gone when the challenge expires). A join ending queue_full
+-- spends nothing.
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice')
+  'notice', 'groups', 'presale_only_until')
 if not c[1] then
-  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0, -1, ''}
+  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0, -1, '', '', -1}
 end
+local groups = c[7] or ''
 local opens_at = num(c[1])
 local paused = flag(c[3]) and 1 or 0
 -- paused is reported on its own: the line stands as when open (places kept, nobody admitted).
@@ -64,17 +116,17 @@ local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 
 local user = ARGV[1]
 local max_len = num(ARGV[3])
-local abandon_ms = num(ARGV[4])
+local grace_ms = num(ARGV[4])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
-local function reply(st, position, deadline, new)
+local function reply(st, position, deadline, new, rank)
   local free, limited = 0, -1
   if st == 'waiting' then
     free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[7], now)
   end
   return {st, position, deadline, opens_at, now, qlen, paused, new, rate, free, limited,
-    c[6] or ''}
+    c[6] or '', groups, rank or -1}
 end
 
 if state == 'closed' or state == 'sold_out' then
@@ -91,57 +143,135 @@ if deadline then
   redis.call('ZREM', KEYS[5], user)
 end
 
-local function place(new)
+local function place(new, score)
   if state == 'scheduled' then
-    return reply('scheduled', 0, 0, new)
+    return reply('scheduled', 0, 0, new, group_rank(score))
   end
-  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, new)
+  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, new, group_rank(score))
 end
 
-local stamp = now_s % ORDER
-local score = redis.call('ZSCORE', KEYS[4], user)
-if score then
-  score = tonumber(score)
-  local old = score % ORDER
-  if not silent(score, now_s, abandon_ms) then
-    if old ~= stamp then
-      redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
+local standing, moved, score = revisit(KEYS[4], KEYS[8], KEYS[7], user, now_s, grace_ms)
+qlen = qlen + moved
+if standing == 'live' then
+  return place(0, score)
+end
+-- No place, or it was lost past the grace: this join starts a new one.
+
+-- No place: the request's body and proof of work decide (door.md §1), before queue_full.
+local verdict = ARGV[5] or 'none'
+if verdict == 'bad' then
+  return reply('bad_request', 0, 0, 0)
+end
+local spend = false
+if num(redis.call('HGET', KEYS[1], 'pow_difficulty')) > 0 then
+  if verdict == 'none' then
+    return reply('pow_required', 0, 0, 0)
+  elseif verdict ~= 'ok' then
+    return reply('pow_invalid', 0, 0, 0)
+  end
+  if now >= num(ARGV[6]) then
+    return reply('pow_expired', 0, 0, 0)
+  end
+  if redis.call('EXISTS', KEYS[9]) == 1 then
+    return reply('pow_spent', 0, 0, 0)
+  end
+  spend = true
+end
+
+-- Spent by the join that makes the place, or whose access code is refused, until the challenge
+-- would have expired anyway (door.md §1); not by one that ends queue_full.
+local function spend_challenge()
+  if spend then
+    redis.call('SET', KEYS[9], '1', 'NX', 'PXAT', fmt(num(ARGV[6])))
+  end
+end
+
+-- Access codes and groups (door.md §2): the code decides the group (the rank of its group in
+-- cfg.groups); without one the buyer is public (rank #groups), which the presale refuses.
+local rank = 0
+for _ in string.gmatch(groups, '[^,]+') do
+  rank = rank + 1
+end
+local code = ARGV[7] or ''
+local redeem = false
+if code ~= '' then
+  local failures = num(redis.call('GET', KEYS[12]))
+  if failures >= num(ARGV[8]) then
+    spend_challenge()
+    return reply('code_rate_limited', 0, math.max(0, redis.call('PTTL', KEYS[12])), 0)
+  end
+  local found = redis.call('HGET', KEYS[10], code)
+  local group_of_code = found and string.match(found, '^([^:]+):')
+  local code_rank
+  if group_of_code then
+    local i = 0
+    for name in string.gmatch(groups, '[^,]+') do
+      if name == group_of_code then
+        code_rank = i
+        break
+      end
+      i = i + 1
     end
-    return place(0)
   end
-  -- Silent for longer than abandon_after: that place is lost; this join starts a new one.
-  redis.call('ZREM', KEYS[4], user)
-  qlen = qlen - 1
+  if not code_rank then
+    if redis.call('INCR', KEYS[12]) == 1 then
+      redis.call('PEXPIRE', KEYS[12], 3600000)
+    end
+    spend_challenge()
+    return reply('access_code_invalid', 0, 0, 0)
+  end
+  if redis.call('HEXISTS', KEYS[11], code .. user) == 0 then
+    local uses = tonumber(string.match(found, ':(%d+)$')) or 1
+    if num(redis.call('HGET', KEYS[11], code)) >= uses then
+      spend_challenge()
+      return reply('access_code_used', 0, 0, 0)
+    end
+    redeem = true
+  end
+  rank = code_rank
+elseif now < num(c[8]) then
+  spend_challenge()
+  return reply('access_code_required', 0, 0, 0)
 end
 
-if max_len > 0 and qlen >= max_len then
+if max_len > 0 and qlen + redis.call('ZCARD', KEYS[8]) >= max_len then
   return reply('queue_full', 0, 0, 0)
 end
 
+local band = rank * GROUP_BAND
 local key
 if state == 'scheduled' then
   local draw = tonumber(ARGV[2])
-  if draw == nil or draw < 0 or draw >= 2 * PRE or draw ~= math.floor(draw) then
-    return redis.error_reply('ERR wr_join: the pre-open draw must be an integer in [0, 2^37)')
+  if draw == nil or draw < 0 or draw >= 2 * PRE_KEYS or draw ~= math.floor(draw) then
+    return redis.error_reply('ERR wr_join: the pre-open draw must be an integer in [0, 2^33)')
   end
-  key = draw % PRE
-  local step = (draw >= PRE) and 1 or -1
+  local low = draw % PRE_KEYS
+  local step = (draw >= PRE_KEYS) and 1 or -1
   local free = false
-  -- With 10^6 users in 2^36 keys a collision is rare (p < 2e-5 per join); 64 probes never run out.
+  -- With 10^6 users in 2^32 keys of a group a collision is rare (p < 3e-4 per join); 64 probes
+  -- never run out.
   for _ = 1, 64 do
-    local lo = key * ORDER
+    local lo = (band + low) * ORDER
     if redis.call('ZCOUNT', KEYS[4], fmt(lo), fmt(lo + ORDER - 1)) == 0 then
       free = true
       break
     end
-    key = (key + step) % PRE
+    low = (low + step) % PRE_KEYS
   end
   if not free then
     return redis.error_reply('ERR wr_join: no free pre-open key near the draw')
   end
+  key = band + low
 else
-  key = PRE + redis.call('INCR', KEYS[6])
+  key = band + PRE_KEYS + redis.call('INCR', KEYS[6])
 end
-redis.call('ZADD', KEYS[4], fmt(key * ORDER + stamp), user)
+spend_challenge()
+if redeem then
+  -- The code's use is this user's for good: a rejoin with it spends nothing more.
+  redis.call('HINCRBY', KEYS[11], code, 1)
+  redis.call('HSET', KEYS[11], code .. user, 1)
+end
+local score = key * ORDER + now_s % ORDER
+redis.call('ZADD', KEYS[4], fmt(score), user)
 qlen = qlen + 1
-return place(1)
+return place(1, score)

@@ -1,14 +1,18 @@
 -- wr_leave.lua: a buyer leaves the waiting room (the "leave the line" button). Idempotent.
 --
--- Removes the user's place in the queue and, when admitted, the admission too, which frees
--- that max_active slot at once. Calling it again, or for a user who never joined, changes nothing.
+-- Removes the user's place in the queue, a skipped place too (door.md §6: leaving removes at
+-- once, so nothing is left to come back to), and, when admitted, the admission, which frees
+-- that max_active slot at once. Calling it again, or for a user who never joined, changes
+-- nothing.
 --
 -- KEYS[1]  q (the queue, see wr_join.lua)
 -- KEYS[2]  adm (zset: user -> admission deadline, epoch ms)
+-- KEYS[3]  skip (zset: skipped places, the layout of q)
 -- ARGV[1]  user id, 16 raw bytes
 --
 -- Returns  1 when the call removed a place or an admission, 0 when there was nothing to remove.
 local removed = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
+  + redis.call('ZREM', KEYS[3], ARGV[1])
 if removed > 0 then
   return 1
 end

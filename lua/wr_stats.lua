@@ -9,19 +9,22 @@
 -- KEYS[4]  q (the queue, see wr_join.lua)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  wr hash (admitted_total, abandoned_total, admit_rate_milli)
+-- KEYS[7]  skip (zset: skipped places, see wr_join.lua)
 --
 -- Returns  {state, queue_length, admitted_total, active, available, held, abandoned_total,
---           now_ms, opens_at_ms, admit_rate_milli, notice}
+--           now_ms, opens_at_ms, admit_rate_milli, notice, skipped}
 --   admit_rate_milli  the admitter's smoothed measured rate x 1000, -1 when none measured yet
 --   notice    the operator's notice to the line, '' when none (design/door.md §4)
 --   state     scheduled | open | paused | sold_out | closed | not_found
---   queue_length  entries in the queue (silent users count until removed)
+--   queue_length  entries in q, the waiting line (skipped places do not count; a silent user
+--             counts until the admitter or the reaper skips it)
+--   skipped   skipped places that may still come back (door.md §6)
 --   active    admissions whose deadline is still ahead
 local now = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'notice')
 if not c[1] then
-  return {'not_found', 0, 0, 0, 0, 0, 0, now, 0, -1, ''}
+  return {'not_found', 0, 0, 0, 0, 0, 0, now, 0, -1, '', 0}
 end
 local opens_at, closes_at = num(c[1]), num(c[2])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
@@ -39,4 +42,5 @@ return {
   opens_at,
   tonumber(w[3]) or -1,
   c[5] or '',
+  redis.call('ZCARD', KEYS[7]),
 }

@@ -1,27 +1,32 @@
 -- wr_status.lua: where buyers stand, recording the polls that keep their places alive. Takes a
 -- batch of users so that the HTTP edge can answer many concurrent polls with one call.
 --
--- Queue layout, sale states and the abandonment rule: see wr_join.lua. A waiting user's poll
--- rewrites the stamp in the low 16 bits of the score (the place does not move). A user silent
--- for longer than abandon_after has lost the place: this call removes it and answers `none`,
--- whether or not the admitter or the reaper got there first, so the rule is the same for all.
+-- Queue layout, sale states and the skip rule: see wr_join.lua. A waiting user's poll rewrites
+-- the stamp in the low 16 bits of the score (the place does not move). A skipped user (silent
+-- for longer than abandon_after, moved to skip) who polls within the return grace of the last
+-- poll gets the place back (revisit in lib/prelude.lua): `waiting` at the original place, or at
+-- the head when the line has passed it. A user silent for longer than the grace has lost the
+-- place: this call removes it and answers `none`, whether or not the reaper got there first,
+-- so the rule is the same for all.
 -- The users of a batch are handled in order, exactly as if each had made its own call at the
 -- same instant (one TIME for the batch).
 --
--- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice, groups,
 --          max_active, per_user_limit)
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs)
--- ARGV[1]  abandon_after in ms
+-- KEYS[6]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
+--          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
+-- KEYS[7]  skip (zset: skipped places, the layout of q)
+-- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
 -- Returns  {opens_at_ms, now_ms, paused, admit_per_second, free, limited_rate_milli, notice,
---           row_1, ..., row_n},
+--           groups, row_1, ..., row_n},
 --          or {'not_found'} when the sale is not armed. One row per user, in ARGV order, each a
---          string "state position deadline_ms queue_length" (space-separated). A batch answers
+--          string "state position deadline_ms queue_length group_rank" (space-separated). A batch answers
 --          hundreds of polls: with ten RESP values per user, encoding and decoding the reply
 --          cost more than the lookups, so what is the same for the whole batch is sent once.
 --   state     scheduled | waiting | admitted | sold_out | closed | none
@@ -29,19 +34,23 @@
 --             admission lapsed): the client has to join again
 --             sold_out and closed go to every user, admitted ones included; a waiting
 --             user's poll still keeps the place alive while sold out (stock may come back)
---   position  users ahead + 1 when waiting, else 0
+--   position  users ahead in q + 1 when waiting (skipped places do not count), else 0
 --   deadline_ms  the admission deadline when admitted (the pass's exp), else 0
---   queue_length  after this user's poll (a silent user removed by it no longer counts)
+--   queue_length  places in q after this user's poll (skipped places do not count; a place
+--             this poll brought back does)
 --   paused    1 when the sale is paused
 --   admit_per_second  the configured rate (cfg)
 --   free, limited_rate_milli  for the ETA: see eta_inputs in lib/prelude.lua
 --   notice    the operator's notice to the line, '' when none (design/door.md §4); read in this
 --             call, so a poll that starts after the notice was stored carries it
+--   groups    cfg.groups, the sale's priority groups (comma-joined, highest first)
+--   group_rank  the place's group (door.md §2): its index in groups, #groups for public; -1
+--             when the user has no place in line (admitted, none, sold_out, closed)
 
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice')
+  'notice', 'groups')
 if not c[1] then
   return {'not_found'}
 end
@@ -50,12 +59,12 @@ local paused = flag(c[3]) and 1 or 0
 -- paused is reported on its own: the line stands as when open (places kept, nobody admitted).
 local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 
-local abandon_ms = num(ARGV[1])
+local grace_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
-local function reply(st, position, deadline)
-  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen
+local function reply(st, position, deadline, rank)
+  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen .. ' ' .. (rank or -1)
 end
 
 -- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:
@@ -84,33 +93,23 @@ local function one(user)
     return reply('admitted', 0, deadline)
   end
 
-  local score = redis.call('ZSCORE', KEYS[4], user)
-  if not score then
+  local standing, moved, score = revisit(KEYS[4], KEYS[7], KEYS[6], user, now_s, grace_ms)
+  qlen = qlen + moved
+  if standing ~= 'live' then
     return lost()
-  end
-  score = tonumber(score)
-  local old = score % ORDER
-  if silent(score, now_s, abandon_ms) then
-    redis.call('ZREM', KEYS[4], user)
-    qlen = qlen - 1
-    return lost()
-  end
-  local stamp = now_s % ORDER
-  if old ~= stamp then
-    redis.call('ZADD', KEYS[4], 'XX', fmt(score - old + stamp), user)
   end
   if state == 'sold_out' then
     return reply('sold_out', 0, 0)
   end
   if state == 'scheduled' then
-    return reply('scheduled', 0, 0)
+    return reply('scheduled', 0, 0, group_rank(score))
   end
-  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0)
+  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, group_rank(score))
 end
 
 local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
-local out = {opens_at, now, paused, rate, free, limited, c[6] or ''}
+local out = {opens_at, now, paused, rate, free, limited, c[6] or '', c[7] or ''}
 for i = 2, #ARGV do
-  out[i + 6] = one(ARGV[i])
+  out[i + 7] = one(ARGV[i])
 end
 return out

@@ -9,7 +9,8 @@
 //! `admitted-ko.png` (the same in Korean) and `ordered.png` (after pressing "Order and pay");
 //! `control.png` (the control room on a phone-sized window during a sale with buyers in line,
 //! admitted, one order held and one paid) and `control-wide.png` (the same on a desktop-sized
-//! window); `failure.png` / `control-failure.png` when a test fails. Checks fail as errors, not
+//! window); `pow.png` and `pow-ko.png` (the proof-of-work progress, door.md §1, in English and
+//! Korean); `failure.png` / `control-failure.png` / `pow-failure.png` when a test fails. Checks fail as errors, not
 //! panics, so that every process is stopped and the test's database, keys and queues are
 //! removed when a check fails.
 
@@ -51,6 +52,27 @@ async fn a_buyer_signs_in_waits_and_is_admitted_in_chromium() -> anyhow::Result<
         }
         outcome
         // `procs` drops here: chromedriver, Chromium and dropline are stopped.
+    };
+    let cleaned = env.cleanup().await;
+    result?;
+    cleaned
+}
+
+/// door.md §1 in a real browser: at difficulty 15 the page is told `pow_required`, solves a
+/// challenge in its Web Worker while showing progress, and joins. Logs the solve time (for
+/// BENCHMARKS.md) and the worker's hash rate, WebCrypto and the bundled SHA-256 alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_solves_the_proof_of_work_and_joins_in_chromium() -> anyhow::Result<()> {
+    let tools = BrowserTools::find()?;
+    let env = TestEnv::new()?;
+    let work = tempfile::tempdir()?;
+    let result = {
+        let mut procs = Processes::default();
+        let outcome = run_pow(&env, &tools, work.path(), &mut procs).await;
+        if outcome.is_err() {
+            procs.print_logs();
+        }
+        outcome
     };
     let cleaned = env.cleanup().await;
     result?;
@@ -399,6 +421,259 @@ async fn buyer_flow(
         "order outcome {outcome:?} (expected paid: `dropline all` runs the payment and confirm workers): {result}"
     );
 
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proof of work (door.md §1)
+
+/// The advised difficulty (door.md §1), the one the solve time is measured at.
+const POW_DIFFICULTY: u8 = 15;
+/// A difficulty the page takes long enough at to be photographed while it works.
+const POW_SLOW_DIFFICULTY: u8 = 22;
+/// Solves per method for the worker's hash rate.
+const POW_RUNS: usize = 8;
+
+async fn run_pow(
+    env: &TestEnv,
+    tools: &BrowserTools,
+    work: &Path,
+    procs: &mut Processes,
+) -> anyhow::Result<()> {
+    let artifacts = artifacts()?;
+    let system = System::start(env, work, procs, 1).await?;
+    let opens_at =
+        (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let sale_id = system
+        .sale(json!({
+            "stock": 10,
+            "opens_at": opens_at,
+            "admit_per_second": 100,
+            "pow_difficulty": POW_DIFFICULTY,
+        }))
+        .await?;
+    // The operator's PATCH: applies to challenges issued afterwards.
+    let set_difficulty = async |difficulty: u8| -> anyhow::Result<()> {
+        let url = format!("{}/api/admin/sales/{sale_id}", system.api);
+        let response = system
+            .http
+            .patch(&url)
+            .bearer_auth(&system.admin_token)
+            .json(&json!({ "pow_difficulty": difficulty }))
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        ensure!(status == 200, "PATCH {url}: {status} {body}");
+        ensure!(body["pow_difficulty"] == difficulty, "{body}");
+        Ok(())
+    };
+    let browser = start_browser(tools, work, procs, &system.http).await?;
+    let flow = pow_flow(
+        &browser,
+        &system.waitroom,
+        &sale_id,
+        &artifacts,
+        &set_difficulty,
+    )
+    .await;
+    finish(browser, flow, &artifacts.join("pow-failure.png")).await
+}
+
+async fn pow_flow(
+    browser: &Client,
+    waitroom: &str,
+    sale_id: &str,
+    artifacts: &Path,
+    set_difficulty: &impl AsyncFn(u8) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let page = format!("{waitroom}/w/{sale_id}");
+    browser.goto(&format!("{page}?lang=en")).await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    // Everything the page shows while it works, however fast: the progress bar's values and
+    // the states the page passes through.
+    browser
+        .execute(
+            "window.__pow = { values: [], states: [], shown: false };
+             const bar = document.getElementById('pow-progress');
+             const box = document.getElementById('pow-box');
+             new MutationObserver(() => {
+               window.__pow.values.push(Number(bar.getAttribute('value')));
+               if (!box.hidden) window.__pow.shown = true;
+             }).observe(bar, { attributes: true, attributeFilter: ['value'] });
+             new MutationObserver(() => {
+               if (!box.hidden) window.__pow.shown = true;
+             }).observe(box, { attributes: true, attributeFilter: ['hidden'] });
+             new MutationObserver(() => window.__pow.states.push(document.body.dataset.state))
+               .observe(document.body, { attributes: true, attributeFilter: ['data-state'] });",
+            vec![],
+        )
+        .await?;
+    sign_in(browser, EMAIL).await?;
+
+    // Joined after the work: in line (or already admitted).
+    wait_for(
+        browser,
+        "body[data-view='queue'][data-state='scheduled'], \
+         body[data-view='queue'][data-state='waiting'], body[data-view='buy']",
+    )
+    .await?;
+    let seen: Value = browser.execute("return window.__pow;", vec![]).await?;
+    let solve: Value = browser
+        .execute(
+            "return JSON.parse(sessionStorage.getItem('dropline.pow.' + arguments[0]));",
+            vec![json!(sale_id)],
+        )
+        .await?;
+    let states: Vec<&str> = seen["states"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    ensure!(states.contains(&"pow"), "the page never worked: {seen}");
+    ensure!(
+        seen["shown"] == true,
+        "the progress box was never shown: {seen}"
+    );
+    let values: Vec<f64> = seen["values"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    ensure!(values.last() == Some(&100.0), "the bar ends full: {seen}");
+    let hashes = solve["hashes"].as_f64().unwrap_or_default();
+    let ms = solve["ms"].as_f64().unwrap_or_default();
+    if ms > 250.0 {
+        // The worker reports after its first batch and then every 100 ms: a solve this long
+        // shows a value between 0 and 100 (a quick one may go from 0 % to done; the slow
+        // photographs below always show one).
+        ensure!(
+            values.iter().any(|v| *v > 0.0 && *v < 100.0),
+            "no progress between 0 and 100 in {ms} ms: {seen}"
+        );
+    }
+    ensure!(solve["difficulty"] == POW_DIFFICULTY, "{solve}");
+    eprintln!(
+        "pow: the page solved d={POW_DIFFICULTY} in {ms} ms ({hashes} hashes, {:.0} hashes/s, {}); \
+         progress shown: {values:?}",
+        hashes / (ms.max(1.0) / 1000.0),
+        solve["method"]
+    );
+
+    // The worker itself: the contract's vector by both methods, then the hash rate at d=15 over
+    // several challenges (one solve's time is a geometric draw; the rate is what is stable).
+    let rates: Value = browser
+        .execute_async(
+            "const [runs, d] = arguments; const done = arguments[arguments.length - 1];
+             const src = JSON.parse(document.getElementById('dl-config').textContent).pow_worker_src;
+             const solveOnce = (data) => new Promise((resolve, reject) => {
+               const w = new Worker(src);
+               w.onmessage = (e) => {
+                 if (e.data.type === 'done') { w.terminate(); resolve(e.data); }
+                 else if (e.data.type === 'error') { w.terminate(); reject(new Error(e.data.message)); }
+               };
+               w.onerror = (e) => { w.terminate(); reject(new Error('worker: ' + e.message)); };
+               w.postMessage(data);
+             });
+             const abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+             const challenge = () => {
+               const r = crypto.getRandomValues(new Uint8Array(88));
+               const s = Array.from(r, (b) => abc[b & 63]).join('');
+               return 'pow1.' + s.slice(0, 66) + '.' + s.slice(66);
+             };
+             (async () => {
+               const out = { vector: {}, webcrypto: [], js: [] };
+               for (const fallback of [false, true]) {
+                 const r = await solveOnce({ challenge: 'pow1.example', difficulty: 12, fallback });
+                 out.vector[r.method] = r.nonce;
+               }
+               for (const fallback of [false, true]) {
+                 for (let i = 0; i < runs; i++) {
+                   const r = await solveOnce({ challenge: challenge(), difficulty: d, fallback });
+                   out[r.method].push([r.hashes, r.ms]);
+                 }
+               }
+               done(out);
+             })().catch((e) => done({ error: String(e) }));",
+            vec![json!(POW_RUNS), json!(POW_DIFFICULTY)],
+        )
+        .await?;
+    ensure!(
+        rates["vector"] == json!({"webcrypto": 7772, "js": 7772}),
+        "the worker misses door.md's vector (pow1.example, 12 bits → 7772): {rates}"
+    );
+    for method in ["webcrypto", "js"] {
+        let runs: Vec<(f64, f64)> = rates[method]
+            .as_array()
+            .map(|runs| {
+                runs.iter()
+                    .map(|r| (r[0].as_f64().unwrap_or(0.0), r[1].as_f64().unwrap_or(0.0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ensure!(runs.len() == POW_RUNS, "{method}: {rates}");
+        let hashes: f64 = runs.iter().map(|r| r.0).sum();
+        let ms: f64 = runs.iter().map(|r| r.1).sum::<f64>().max(1.0);
+        let rate = hashes / (ms / 1000.0);
+        eprintln!(
+            "pow: worker {method} in headless Chromium: {rate:.0} hashes/s over {POW_RUNS} solves \
+             at d={POW_DIFFICULTY} ({hashes} hashes in {ms} ms); expected solve time 2^{POW_DIFFICULTY}/rate = {:.0} ms",
+            f64::from(1u32 << POW_DIFFICULTY) / rate * 1000.0
+        );
+    }
+
+    // Photographs of the work in progress, in Korean and in English: a difficulty slow enough
+    // to catch it, a second buyer (the first has a place and would not be asked).
+    set_difficulty(POW_SLOW_DIFFICULTY).await?;
+    browser
+        .find(Locator::Css("#signout"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    browser.goto(&format!("{page}?lang=ko")).await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    sign_in(browser, &buyer_email(0)).await?;
+    let bar = "body[data-state='pow'] #pow-box:not([hidden]) #pow-progress:not([value='0'])";
+    wait_for(browser, bar).await?;
+    let title = browser
+        .find(Locator::Css("#queue-title"))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        title == "대기열 입장을 준비하고 있습니다",
+        "Korean title: {title:?}"
+    );
+    save_screenshot(browser, &artifacts.join("pow-ko.png")).await?;
+    // The same tab in English: no place yet, so the page asks for work again.
+    browser.goto(&format!("{page}?lang=en")).await?;
+    wait_for(browser, bar).await?;
+    let text = browser
+        .find(Locator::Css("#pow-text"))
+        .await?
+        .text()
+        .await?;
+    ensure!(text.ends_with('%'), "progress text: {text:?}");
+    save_screenshot(browser, &artifacts.join("pow.png")).await?;
+    Ok(())
+}
+
+/// Fills in and sends the sign-in form.
+async fn sign_in(browser: &Client, email: &str) -> anyhow::Result<()> {
+    browser
+        .find(Locator::Css("#signin-email"))
+        .await?
+        .send_keys(email)
+        .await?;
+    browser
+        .find(Locator::Css("#signin-password"))
+        .await?
+        .send_keys(PASSWORD)
+        .await?;
+    browser
+        .find(Locator::Css("#signin-submit"))
+        .await?
+        .click()
+        .await?;
     Ok(())
 }
 

@@ -672,7 +672,7 @@ impl SettingsRow {
     (status = 400, description = "`bad_request`: nothing to change, `closed: false`, a field breaks its bound, a presale without a group", body = Error),
     (status = 403, description = "`forbidden`: not an administrator", body = Error),
     (status = 404, description = "`not_found`", body = Error),
-    (status = 409, description = "`invalid_state`: the sale is closed, or its groups change after it opened", body = Error),
+    (status = 409, description = "`invalid_state`: the sale is closed, its groups change after it opened, or a group that has access codes is dropped", body = Error),
 ))]
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = %id))]
 async fn patch_sale(
@@ -724,6 +724,21 @@ async fn patch_sale(
         update.presale_only_until.unwrap_or(old.presale_only_until),
         update.groups.as_deref().unwrap_or(&old_groups),
     )?;
+    // A group that has access codes stays: its codes would stop letting anyone in.
+    if let Some(groups) = &update.groups {
+        let coded: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT group_name FROM access_codes WHERE sale_id = ?")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| fail::db("reading a sale's access codes", e))?;
+        if let Some(dropped) = coded.iter().find(|g| !groups.contains(g)) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidState,
+                format!("groups: `{dropped}` has access codes and cannot be removed"),
+            ));
+        }
+    }
 
     let close = update.closed == Some(true);
     sqlx::query(

@@ -34,6 +34,15 @@ fn id(value: &Value) -> anyhow::Result<Uuid> {
         .parse()?)
 }
 
+/// `base` with the fields of `extra` added or replaced.
+fn merged(base: &Value, extra: Value) -> Value {
+    let mut body = base.clone();
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    body
+}
+
 async fn patch(
     api: &TestApi,
     token: Option<&str>,
@@ -372,13 +381,7 @@ async fn create_sale_rejects_bad_input_naming_the_field() -> anyhow::Result<()> 
     let product = new_product(&api, &admin).await?;
     let opens = rfc3339(chrono::Duration::hours(1));
     let base = json!({"product_id": product["id"], "stock": 10, "opens_at": opens});
-    let with = |extra: Value| {
-        let mut body = base.clone();
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        body
-    };
+    let with = |extra: Value| merged(&base, extra);
     let without = |field: &str| {
         let mut body = base.clone();
         if let Some(b) = body.as_object_mut() {
@@ -964,13 +967,7 @@ async fn door_fields_reject_bad_input_and_groups_freeze_at_the_opening() -> anyh
     let admin = api.admin().await?;
     let product = new_product(&api, &admin).await?;
     let base = json!({"product_id": product["id"], "stock": 10, "opens_at": rfc3339(chrono::Duration::hours(1))});
-    let with = |extra: Value| {
-        let mut body = base.clone();
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        body
-    };
+    let with = |extra: Value| merged(&base, extra);
     let bad = [
         (json!({"pow_difficulty": 25}), "pow_difficulty"),
         (json!({"pow_difficulty": -1}), "pow_difficulty"),

@@ -170,6 +170,15 @@ async fn generated_batches_are_distinct_well_formed_and_stored_only_as_hashes() 
             .collect::<HashSet<_>>(),
         expected
     );
+    // A group with codes cannot be dropped from the sale.
+    api.call(
+        reqwest::Method::PATCH,
+        &format!("/api/admin/sales/{sale}"),
+        Some(&admin),
+        Some(json!({"groups": ["vip"]})),
+    )
+    .await?
+    .expect(409, Some("invalid_state"));
     let fans = door::code_hash(
         sale,
         &door::normalize_code(&csv_codes[0]).unwrap_or_default(),

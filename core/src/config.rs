@@ -17,6 +17,10 @@ use serde::Deserialize;
 /// The compiled-in defaults file (documented; also printed by `dropline config defaults`).
 pub const DEFAULTS_TOML: &str = include_str!("../defaults.toml");
 
+/// The longest `waitroom.return_grace_seconds`: 12 h, well inside the 18 h wrap of the
+/// last-poll stamp a place carries.
+pub const MAX_RETURN_GRACE_SECONDS: u64 = 43_200;
+
 /// Environment variable naming the config file, as an alternative to `--config`.
 pub const CONFIG_FILE_ENV: &str = "DROPLINE_CONFIG";
 
@@ -81,6 +85,11 @@ pub struct Config {
 pub struct WaitroomConfig {
     pub listen: String,
     pub abandon_after_seconds: u64,
+    pub return_grace_seconds: u64,
+    pub outage_retry_after_seconds: u64,
+    /// Wrong access codes a user may send per hour and sale before joins with a code answer
+    /// 429 (door.md §2).
+    pub code_failures_per_user_per_hour: u64,
     pub admission_window_seconds: u64,
     pub max_queue_length: u64,
     pub join_per_ip_per_minute: u32,
@@ -89,6 +98,8 @@ pub struct WaitroomConfig {
     pub status_per_user_per_minute: u32,
     pub admit_tick_ms: u64,
     pub eta_rate_window_seconds: u64,
+    /// How long a proof-of-work challenge is good for (door.md §1).
+    pub pow_challenge_ttl_seconds: u64,
     pub lease_seconds: u64,
     pub reap_interval_ms: u64,
     pub run_admitter: bool,
@@ -406,6 +417,29 @@ impl Config {
             "waitroom.abandon_after_seconds",
             self.waitroom.abandon_after_seconds,
         )?;
+        // A skipped place's last-poll stamp is Redis seconds mod 65536 (waitroom/src/queue.rs):
+        // the grace must stay well inside that wrap, and at least abandon_after (a place must
+        // not be lost before it can even be skipped).
+        if self.waitroom.return_grace_seconds < self.waitroom.abandon_after_seconds
+            || self.waitroom.return_grace_seconds > MAX_RETURN_GRACE_SECONDS
+        {
+            return Err(ConfigError::invalid(
+                "waitroom.return_grace_seconds",
+                format!(
+                    "must be between waitroom.abandon_after_seconds ({}) and {MAX_RETURN_GRACE_SECONDS} \
+                     (12 h), got {}",
+                    self.waitroom.abandon_after_seconds, self.waitroom.return_grace_seconds
+                ),
+            ));
+        }
+        positive(
+            "waitroom.outage_retry_after_seconds",
+            self.waitroom.outage_retry_after_seconds,
+        )?;
+        positive(
+            "waitroom.code_failures_per_user_per_hour",
+            self.waitroom.code_failures_per_user_per_hour,
+        )?;
         positive(
             "waitroom.admission_window_seconds",
             self.waitroom.admission_window_seconds,
@@ -414,6 +448,10 @@ impl Config {
         positive(
             "waitroom.eta_rate_window_seconds",
             self.waitroom.eta_rate_window_seconds,
+        )?;
+        positive(
+            "waitroom.pow_challenge_ttl_seconds",
+            self.waitroom.pow_challenge_ttl_seconds,
         )?;
         positive("waitroom.lease_seconds", self.waitroom.lease_seconds)?;
         positive("waitroom.reap_interval_ms", self.waitroom.reap_interval_ms)?;

@@ -43,6 +43,8 @@ fn defaults_match_the_contract() -> anyhow::Result<()> {
     );
     assert_eq!(c.smtp.from, "Dropline <no-reply@localhost>");
     assert_eq!(c.waitroom.abandon_after_seconds, 120);
+    assert_eq!(c.waitroom.return_grace_seconds, 1800);
+    assert_eq!(c.waitroom.outage_retry_after_seconds, 2);
     assert_eq!(c.waitroom.admission_window_seconds, 600);
     assert_eq!(c.payment.timeout_seconds, 30);
     assert_eq!(c.payment.sim_latency_ms, 50);
@@ -92,6 +94,31 @@ fn error_text(result: Result<Config, ConfigError>) -> String {
 fn wrong_type_names_the_key() {
     let msg = error_text(load(None, &[("WAITROOM__ABANDON_AFTER_SECONDS", "soon")]));
     assert!(msg.contains("waitroom.abandon_after_seconds"), "{msg}");
+}
+
+/// door.md §6: the return grace spans at least abandon_after and stays inside the 18 h wrap
+/// of a place's last-poll stamp.
+#[test]
+fn the_return_grace_is_between_abandon_after_and_twelve_hours() -> anyhow::Result<()> {
+    for (abandon, grace) in [("120", "60"), ("120", "43201")] {
+        let msg = error_text(load(
+            None,
+            &[
+                ("WAITROOM__ABANDON_AFTER_SECONDS", abandon),
+                ("WAITROOM__RETURN_GRACE_SECONDS", grace),
+            ],
+        ));
+        assert!(msg.contains("waitroom.return_grace_seconds"), "{msg}");
+    }
+    let c = load(
+        None,
+        &[
+            ("WAITROOM__ABANDON_AFTER_SECONDS", "2"),
+            ("WAITROOM__RETURN_GRACE_SECONDS", "2"),
+        ],
+    )?;
+    assert_eq!(c.waitroom.return_grace_seconds, 2);
+    Ok(())
 }
 
 #[test]

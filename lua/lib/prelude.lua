@@ -9,7 +9,7 @@
 -- Everything here is a `local` (a Redis script may not create globals) and nothing runs at the
 -- top: defining these functions is all the prelude does on a call, no Redis command (TIME is
 -- read by clock(), when a script calls it). Every script gets the whole prelude, used or not:
--- the definitions cost about 0.6 us a call (12 closures), which is within the run-to-run noise
+-- the definitions cost about 0.6 us a call (measured with 12 closures; 15 now), which is within the run-to-run noise
 -- of the hot scripts (reserve.lua about 24 us of Redis time, a 100-user wr_status.lua batch
 -- about 200 us); prepending only what each script uses would save about 0.2 us of reserve's.
 -- It adds about 6 KB to each body, sent once per node (SCRIPT LOAD or the NOSCRIPT fallback),
@@ -89,13 +89,78 @@ local function sale_state(now, opens_at, closes_at, paused, closed, avail, held)
   return 'open'
 end
 
--- The waiting-room queue's score: order_key * ORDER + stamp (layout in wr_join.lua).
+-- The waiting-room queue's score: order_key * ORDER + stamp (layout in wr_join.lua). The order
+-- key's high part is the buyer's priority group (door.md §2): rank * GROUP_BAND + the key within
+-- the group (below PRE_KEYS for a pre-open arrival, PRE_KEYS + n for the n-th later one).
 local ORDER = 65536
+local PRE_KEYS = 4294967296    -- 2^32
+local GROUP_BAND = 8589934592  -- 2^33
 
--- Whether a queue entry with this score was silent for longer than abandon_after (its stamp,
--- Redis seconds mod ORDER at the last join or poll, is too old): the place is lost.
-local function silent(score, now_s, abandon_ms)
-  return ((now_s - score % ORDER) % ORDER) * 1000 > abandon_ms
+-- The group rank of a queue score: 0 for the sale's first group, #groups for `public`.
+local function group_rank(score)
+  return math.floor(score / ORDER / GROUP_BAND)
+end
+
+-- Whether a queue entry with this score was silent for longer than after_ms: its stamp (Redis
+-- seconds mod ORDER at the last join or poll) is older. With abandon_after the admitter skips
+-- the buyer (door.md §6); with the return grace the place is lost.
+local function silent(score, now_s, after_ms)
+  return ((now_s - score % ORDER) % ORDER) * 1000 > after_ms
+end
+
+-- ZADD key with the flat list {score_1, member_1, score_2, member_2, ...}, and ZREM key with a
+-- list of members, in chunks: unpack() puts every value on Lua's C stack (about 8000 slots).
+local CHUNK = 1000
+local function zadd_pairs(key, flat)
+  for i = 1, #flat, 2 * CHUNK do
+    redis.call('ZADD', key, unpack(flat, i, math.min(#flat, i + 2 * CHUNK - 1)))
+  end
+end
+local function zrem_all(key, members)
+  for i = 1, #members, CHUNK do
+    redis.call('ZREM', key, unpack(members, i, math.min(#members, i + CHUNK - 1)))
+  end
+end
+
+-- A buyer's join or poll at now_s finds their place (door.md §6, "sleeping tabs keep their
+-- place"). q is the line, skip the skipped places (the same member and score, moved there by
+-- the admitter or the reaper once silent for longer than abandon_after), wr the room's hash.
+--   in q or skip, silent for at most grace_ms: the place is kept and the stamp refreshed; a
+--     skipped place goes back into q with its original order key, so where the line has passed
+--     it, it stands at the head (position 1, admitted at the next tick, ahead of every later
+--     arrival) and otherwise where it was. (Positions are ZRANK in q: with priority groups in
+--     the order key's high bits, the head of q is the head of the buyer's group, behind every
+--     waiting buyer of a higher group.) Counted in wr.returned_total when it came from skip.
+--   silent for longer than grace_ms: the place is lost, removed, counted in wr.abandoned_total.
+-- Returns 'live' | 'lost' | nil (no place), the change of ZCARD q (-1, 0 or 1), and the place's
+-- score when live.
+local function revisit(q, skip, wr, user, now_s, grace_ms)
+  local from = q
+  local score = redis.call('ZSCORE', q, user)
+  if not score then
+    score = redis.call('ZSCORE', skip, user)
+    if not score then
+      return nil, 0
+    end
+    from = skip
+  end
+  score = tonumber(score)
+  if silent(score, now_s, grace_ms) then
+    redis.call('ZREM', from, user)
+    redis.call('HINCRBY', wr, 'abandoned_total', 1)
+    return 'lost', (from == q) and -1 or 0
+  end
+  local fresh = score - score % ORDER + now_s % ORDER
+  if from == skip then
+    redis.call('ZREM', skip, user)
+    redis.call('ZADD', q, fmt(fresh), user)
+    redis.call('HINCRBY', wr, 'returned_total', 1)
+    return 'live', 1, fresh
+  end
+  if fresh ~= score then
+    redis.call('ZADD', q, 'XX', fmt(fresh), user)
+  end
+  return 'live', 0, fresh
 end
 
 -- The start of every arrow of an existing order (begin_payment, confirm, release): reads the

@@ -241,6 +241,7 @@
     state.dataset.state = d.state;
     setText('clock', new Date(d.now_ms).toLocaleTimeString('en-GB'));
     setText('fig-queue', int(d.queue.length));
+    setText('fig-skipped', int(d.queue.skipped));
     setText('fig-admit-now', rate(last ? last.observed : null));
     setText('fig-rate', rate(d.queue.admit_rate));
     setText('fig-rate-set', int(d.queue.admit_per_second));

@@ -9,6 +9,12 @@
  * DELETE /w/{sale}/join leaves. Once admitted the status carries `pass`: POST {api}/api/orders
  * with the pass (header Dropline-Pass) and an Idempotency-Key, then /pay, then poll the order.
  *
+ * Proof of work (door.md §1): a join answered 403 `pow_required` (or `pow_invalid`: expired,
+ * spent) fetches GET /w/{sale}/challenge, solves it in a Web Worker (/w/assets/pow.js: WebCrypto
+ * with 256 digests in flight, a bundled SHA-256 where crypto.subtle is missing) while a progress
+ * bar shows 1 - e^(-hashes / 2^d), then joins again with {challenge, nonce}. The last solve's
+ * figures ({difficulty, hashes, ms, method}) are kept in sessionStorage (`dropline.pow.<sale>`).
+ *
  * Tokens, the ticket, the pass and the order attempt live in sessionStorage (this tab only).
  * document.body carries data-view, data-state and data-outcome for tests and custom styles.
  */
@@ -48,8 +54,13 @@
     first: 'dropline.first.' + SALE,
     opens: 'dropline.opens.' + SALE,
     pass: 'dropline.pass.' + SALE,
-    order: 'dropline.order.' + SALE
+    order: 'dropline.order.' + SALE,
+    pow: 'dropline.pow.' + SALE,
+    code: 'dropline.code.' + SALE
   };
+  var POW_WORKER = String(config.pow_worker_src || '/w/assets/pow.js');
+  /** Challenges fetched in a row without a place (each one solved) before the page gives up. */
+  var MAX_POW_TRIES = 3;
   var FINAL_ORDER_STATES = ['paid', 'failed', 'expired', 'cancelled'];
   var MIN_POLL_MS = 250;
   var DEFAULT_POLL_MS = 2000;
@@ -416,6 +427,7 @@
     loop += 1;
     clearTimeout(timer);
     timer = null;
+    stopPow();
   }
 
   function later(fn, ms) {
@@ -458,18 +470,70 @@
     setHidden('queue-retry', true);
   }
 
-  function join() {
+  /**
+   * The buyer's access code (door.md §2): from the link (`?code=`), or typed when the sale asked
+   * for one; sent with every join until the line is joined.
+   */
+  function accessCode() {
+    var typed = store.get(KEYS.code);
+    if (typeof typed === 'string' && typed) return typed;
+    try {
+      return new URLSearchParams(location.search).get('code') || '';
+    } catch (e) {
+      return '';
+    }
+  }
+
+  /** The presale's form: the line's words replaced by the code's, and why when a code failed. */
+  function askCode(why) {
+    stopPow();
+    show('queue');
+    setState('code');
+    setText('queue-title', t('code_title'));
+    setText('queue-body', t('code_body'));
+    setHidden('code-form', false);
+    formError('code', why);
+    var input = $('access-code');
+    if (input) {
+      if (!input.value) input.value = accessCode();
+      input.focus();
+    }
+  }
+
+  function submitCode(event) {
+    event.preventDefault();
+    var input = $('access-code');
+    var code = input ? String(input.value || '').trim() : '';
+    if (!code) return formError('code', t('code_invalid'));
+    store.set(KEYS.code, code);
+    setHidden('code-form', true);
+    join(null);
+  }
+
+  /** Joins; `proof` ({challenge, nonce}) when the sale asked for proof of work. */
+  function join(proof) {
     var mine = loop;
     showQueue();
     setState('joining');
-    return authed('POST', ROOM + '/join', { sameOrigin: true }).then(function (r) {
+    var opts = { sameOrigin: true };
+    var body = {};
+    if (proof && proof.challenge) {
+      body.challenge = proof.challenge;
+      body.nonce = proof.nonce;
+    }
+    var code = accessCode();
+    if (code) body.access_code = code;
+    if (body.challenge || body.access_code) opts.body = body;
+    return authed('POST', ROOM + '/join', opts).then(function (r) {
       if (r === null || mine !== loop) return;
       if (r.ok && r.data && r.data.ticket) {
         store.set(KEYS.ticket, r.data.ticket);
         if (r.data.opens_at) store.set(KEYS.opens, r.data.opens_at);
         failures = 0;
+        powTries = 0;
         message('');
         fail('');
+        setHidden('code-form', true);
         onStatus(r.data);
         return;
       }
@@ -477,7 +541,112 @@
       if (r.status === 404) return finish('missing');
       if (code === 'sold_out') return finish('sold_out');
       if (code === 'sale_not_open') return finish('closed');
-      retryLater(r, join);
+      if (code === 'pow_required' || code === 'pow_invalid') return work(r);
+      if (code === 'access_code_required') return askCode('');
+      if (code === 'access_code_invalid' || code === 'access_code_used') {
+        store.del(KEYS.code);
+        return askCode(t(code === 'access_code_used' ? 'code_used' : 'code_invalid'));
+      }
+      // queue_full and the like: the same solution is good until its challenge expires.
+      retryLater(r, function () { join(proof); });
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Proof of work: fetch a challenge, solve it in a worker, join with it
+
+  var powTries = 0;
+  var powWorker = null;
+
+  function stopPow() {
+    if (powWorker) {
+      powWorker.terminate();
+      powWorker = null;
+    }
+    setHidden('pow-box', true);
+  }
+
+  /** The solving view: the line's title and words replaced, a progress bar of its own. */
+  function showPow(fraction) {
+    setText('queue-title', t('pow_title'));
+    setText('queue-body', t('pow_body'));
+    setHidden('pow-box', false);
+    var pct = Math.max(0, Math.min(fraction >= 1 ? 100 : 99, Math.floor(fraction * 100)));
+    var bar = $('pow-progress');
+    if (bar) bar.value = pct;
+    setText('pow-text', t('pow_progress', { p: pct }));
+  }
+
+  /** After `pow_required` / `pow_invalid` (r): a new challenge, solved, then join with it. */
+  function work(r) {
+    powTries += 1;
+    if (powTries > MAX_POW_TRIES) {
+      powTries = 0;
+      stopPow();
+      fail(errorText(r));
+      setHidden('queue-retry', false);
+      setState('error');
+      return;
+    }
+    var mine = loop;
+    setState('pow');
+    showPow(0);
+    announce(t('pow_title'), true);
+    return authed('GET', ROOM + '/challenge', { sameOrigin: true }).then(function (c) {
+      if (c === null || mine !== loop) return;
+      if (!c.ok || !c.data) {
+        stopPow();
+        if (c.status === 404) return finish('missing');
+        powTries -= 1; // not the challenge's fault: try again as told
+        return retryLater(c, function () { work(r); });
+      }
+      if (!c.data.challenge) {
+        // The sale stopped asking (difficulty 0).
+        stopPow();
+        return join();
+      }
+      return solve(String(c.data.challenge), Number(c.data.difficulty) || 0).then(function (nonce) {
+        if (mine !== loop) return;
+        stopPow();
+        if (nonce === null) {
+          fail(t('pow_failed'));
+          setHidden('queue-retry', false);
+          setState('error');
+          return;
+        }
+        return join({ challenge: c.data.challenge, nonce: nonce });
+      });
+    });
+  }
+
+  /** The nonce that solves `challenge` (null when the worker failed), with progress shown. */
+  function solve(challenge, difficulty) {
+    return new Promise(function (resolve) {
+      stopPow();
+      var expected = Math.pow(2, difficulty);
+      var worker;
+      try {
+        worker = new Worker(POW_WORKER);
+      } catch (e) {
+        resolve(null);
+        return;
+      }
+      powWorker = worker;
+      showPow(0);
+      worker.onmessage = function (event) {
+        var m = event.data || {};
+        if (m.type === 'progress') {
+          showPow(1 - Math.exp(-Number(m.hashes) / expected));
+        } else if (m.type === 'done') {
+          showPow(1);
+          store.set(KEYS.pow, { difficulty: difficulty, hashes: m.hashes, ms: m.ms, method: m.method });
+          resolve(Number(m.nonce));
+        } else {
+          resolve(null);
+        }
+      };
+      worker.onerror = function () { resolve(null); };
+      worker.postMessage({ challenge: challenge, difficulty: difficulty });
     });
   }
 
@@ -1036,6 +1205,7 @@
   // ------------------------------------------------------------------------------------------
 
   on('signin-form', 'submit', signIn);
+  on('code-form', 'submit', submitCode);
   on('signup-form', 'submit', signUp);
   on('verify-form', 'submit', verify);
   on('resend', 'click', resend);

@@ -3,11 +3,12 @@
 //! `used_memory` in `INFO memory` (noisier when other clients use the same server).
 //!
 //! ```text
-//! cargo run --release -p dropline-waitroom --example queue_memory -- [buyers] [pre-open]
+//! cargo run --release -p dropline-waitroom --example queue_memory -- [buyers] [pre-open|asleep]
 //! ```
 //!
 //! `buyers` defaults to 1,000,000; `pre-open` fills the pre-queue (random draws) instead of the
-//! open queue. Uses the Redis of the usual configuration (`DROPLINE_REDIS__URL`) under a fresh
+//! open queue; `asleep` then lets every buyer go silent and has the reaper skip them all (moved
+//! to `qskip`, door.md §6), to show a skipped place costs what a place in line does. Uses the Redis of the usual configuration (`DROPLINE_REDIS__URL`) under a fresh
 //! key prefix, and deletes its keys at the end.
 
 use std::time::Instant;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{SaleId, UserId};
 use dropline_testkit::TestEnv;
-use dropline_waitroom::queue::{JoinOptions, JoinOutcome, WaitQueue};
+use dropline_waitroom::queue::{JoinOptions, JoinOutcome, MAX_REAP_BATCH, WaitQueue};
 use fred::prelude::*;
 use futures_util::{StreamExt, stream};
 
@@ -26,16 +27,18 @@ async fn main() -> anyhow::Result<()> {
         Some(n) => n.parse()?,
         None => 1_000_000,
     };
-    let pre_open = args.next().as_deref() == Some("pre-open");
+    let mode = args.next();
+    let pre_open = mode.as_deref() == Some("pre-open");
+    let asleep = mode.as_deref() == Some("asleep");
     let env = TestEnv::with_overrides(&[("REDIS__POOL_SIZE", "4")])?;
     let redis = Redis::connect(&env.config.redis).await?;
-    let result = run(&redis, buyers, pre_open).await;
+    let result = run(&redis, buyers, pre_open, asleep).await;
     redis.quit().await;
     env.cleanup().await?;
     result
 }
 
-async fn run(redis: &Redis, buyers: u64, pre_open: bool) -> anyhow::Result<()> {
+async fn run(redis: &Redis, buyers: u64, pre_open: bool, asleep: bool) -> anyhow::Result<()> {
     let sale = SaleId::new_v7();
     let now_ms = {
         let t: Vec<i64> = redis
@@ -69,7 +72,8 @@ async fn run(redis: &Redis, buyers: u64, pre_open: bool) -> anyhow::Result<()> {
     let queue = WaitQueue::new(redis, sale);
     let options = JoinOptions {
         max_queue_length: 0,
-        abandon_after: std::time::Duration::from_secs(3_600),
+        return_grace: std::time::Duration::from_secs(3_600),
+        code_failures_per_hour: 10,
     };
     let started = Instant::now();
     let mut joined = 0u64;
@@ -83,11 +87,26 @@ async fn run(redis: &Redis, buyers: u64, pre_open: bool) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
+    if asleep {
+        // Silence is judged to the second: after a second and a bit, everyone is silent for
+        // longer than an abandon_after of 0, and well within the grace.
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let grace = std::time::Duration::from_secs(3_600);
+        loop {
+            let reaped = queue
+                .reap(std::time::Duration::ZERO, grace, MAX_REAP_BATCH)
+                .await?;
+            if reaped.wrapped {
+                anyhow::ensure!(reaped.queue_length == 0, "not all skipped: {reaped:?}");
+                break;
+            }
+        }
+    }
     let after = used_memory(redis).await?;
 
     let keys = queue.keys();
     let mut per_key = Vec::new();
-    for key in [&keys.q, &keys.adm, &keys.seq, &keys.wr] {
+    for key in [&keys.q, &keys.skip, &keys.adm, &keys.seq, &keys.wr] {
         let bytes: Option<u64> = redis
             .pool()
             .custom(
@@ -105,8 +124,9 @@ async fn run(redis: &Redis, buyers: u64, pre_open: bool) -> anyhow::Result<()> {
     let keys_total: u64 = per_key.iter().map(|(_, b)| b).sum();
     let n = joined as f64;
     println!(
-        "{joined} buyers joined ({} queue) in {:.1} s ({:.0} joins/s)",
+        "{joined} buyers joined ({} queue{}) in {:.1} s ({:.0} joins/s)",
         if pre_open { "pre-open" } else { "open" },
+        if asleep { ", then all skipped" } else { "" },
         elapsed.as_secs_f64(),
         n / elapsed.as_secs_f64()
     );

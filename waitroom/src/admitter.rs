@@ -12,7 +12,9 @@
 //!   about [`RATE_TIME_CONSTANT`], into the sale's `wr` hash as [`RATE_FIELD`] (rate × 1000,
 //!   an integer), for ETAs and `GET /w/{sale}/stats`.
 //! - **Reaping.** Every `waitroom.reap_interval_ms` it runs [`WaitQueue::reap`] on every sale, so
-//!   buyers who stopped polling and admissions that lapsed leave.
+//!   buyers who stopped polling are skipped deep in the line too (the admission tick skips them
+//!   at the head), places silent past `waitroom.return_grace_seconds` and admissions that
+//!   lapsed leave (door.md §6).
 //!
 //! A leader that dies stops renewing; its lease expires after `waitroom.lease_seconds` and the
 //! next candidate to tick takes over, within one lease length plus one tick. At shutdown the
@@ -46,8 +48,10 @@
 //!
 //! # Metrics
 //!
-//! `dropline_waitroom_admitted_total{sale}`, `dropline_waitroom_abandoned_total{sale}` (skipped
-//! at the head by admission and removed by the reaper), the gauges
+//! `dropline_waitroom_admitted_total{sale}`, `dropline_waitroom_skipped_total{sale}` (silent
+//! buyers passed over, at the head by admission and deeper by the reaper; they may come back),
+//! `dropline_waitroom_abandoned_total{sale}` (places lost past the return grace, removed by the
+//! reaper; a poll or join that finds its own place lost counts only in Redis, `wr`), the gauges
 //! `dropline_waitroom_queue_length{sale}` and `dropline_waitroom_active{sale}` (set by the leader
 //! only; a replica that loses the lead sets its own to 0, so a sum over replicas is right),
 //! `dropline_waitroom_admitter_leader` (1 on the leader) and the histogram
@@ -95,6 +99,11 @@ pub const RATE_TIME_CONSTANT: Duration = Duration::from_secs(5);
 /// milliseconds of Redis time. (The head of the line is also cleaned by every admission tick.)
 const REAP_BATCH: u32 = 2_500;
 const REAP_CALLS: usize = 4;
+
+/// A sale's ticks this far apart mean Redis, or every admitter, was away (a leader change takes
+/// a lease plus a tick, 3.1 s by default): buyers then get `abandon_after` to poll again before
+/// anyone is skipped (door.md §5; [`AdmitParams::outage_gap`]).
+const OUTAGE_GAP: Duration = Duration::from_secs(5);
 
 /// Sales worked on at once in one tick (each is two or three Redis round trips).
 const SALE_CONCURRENCY: usize = 16;
@@ -181,6 +190,8 @@ struct Ctx {
     holder: String,
     tick: Duration,
     abandon_after: Duration,
+    /// `waitroom.return_grace_seconds`: the reaper removes places silent for longer.
+    return_grace: Duration,
     admission_window: Duration,
     /// The span over which [`LimitedRate`] measures.
     eta_window: Duration,
@@ -207,6 +218,7 @@ impl Admitter {
                 holder,
                 tick,
                 abandon_after: Duration::from_secs(config.abandon_after_seconds),
+                return_grace: Duration::from_secs(config.return_grace_seconds),
                 admission_window: Duration::from_secs(config.admission_window_seconds),
                 eta_window: Duration::from_secs(config.eta_rate_window_seconds.max(1)),
                 stall_after: DEFAULT_STALL_AFTER,
@@ -462,6 +474,7 @@ impl Ctx {
             .clamp(0.0, 100_000.0) as u32;
         let mut params = AdmitParams::new(max_admit, self.abandon_after, self.admission_window);
         params.rate = Some(rate);
+        params.outage_gap = Some(OUTAGE_GAP);
         let queue = WaitQueue::new(&self.redis, id);
         let Some(outcome) = queue.admit(&params).await? else {
             tracing::info!(sale = %id, "sale disappeared from Redis: removing it from the index");
@@ -480,7 +493,7 @@ impl Ctx {
                 .fetch_add(admitted, Ordering::Relaxed);
         }
         if outcome.skipped > 0 {
-            metrics::counter!("dropline_waitroom_abandoned_total", "sale" => label.clone())
+            metrics::counter!("dropline_waitroom_skipped_total", "sale" => label.clone())
                 .increment(outcome.skipped);
         }
         metrics::gauge!("dropline_waitroom_queue_length", "sale" => label.clone())
@@ -610,11 +623,15 @@ impl Ctx {
 
     async fn reap_sale(&self, id: SaleId, track: &mut Track) {
         let queue = WaitQueue::new(&self.redis, id);
-        let (mut expired, mut abandoned) = (0, 0);
+        let (mut expired, mut skipped, mut abandoned) = (0, 0, 0);
         for _ in 0..REAP_CALLS {
-            match queue.reap(self.abandon_after, REAP_BATCH).await {
+            match queue
+                .reap(self.abandon_after, self.return_grace, REAP_BATCH)
+                .await
+            {
                 Ok(outcome) => {
                     expired += outcome.expired;
+                    skipped += outcome.skipped;
                     abandoned += outcome.abandoned;
                     metrics::gauge!("dropline_waitroom_queue_length", "sale" => id.to_string())
                         .set(outcome.queue_length as f64);
@@ -630,12 +647,16 @@ impl Ctx {
                 }
             }
         }
+        if skipped > 0 {
+            metrics::counter!("dropline_waitroom_skipped_total", "sale" => id.to_string())
+                .increment(skipped);
+        }
         if abandoned > 0 {
             metrics::counter!("dropline_waitroom_abandoned_total", "sale" => id.to_string())
                 .increment(abandoned);
         }
-        if expired + abandoned > 0 {
-            tracing::debug!(sale = %id, expired, abandoned, "reaped");
+        if expired + skipped + abandoned > 0 {
+            tracing::debug!(sale = %id, expired, skipped, abandoned, "reaped");
         }
     }
 }

@@ -18,13 +18,15 @@
 //! ```json
 //! {"sale_id": "…", "state": "open", "now": "2026-…Z", "now_ms": 1790000000000,
 //!  "opens_at": "…", "closes_at": null,
-//!  "queue": {"length": 120, "admitted_total": 80, "abandoned_total": 3, "active": 20,
-//!            "max_active": 50, "admit_per_second": 10, "admit_rate": 9.8},
+//!  "queue": {"length": 120, "skipped": 4, "admitted_total": 80, "abandoned_total": 3,
+//!            "active": 20, "max_active": 50, "admit_per_second": 10, "admit_rate": 9.8},
 //!  "stock": {"total": 100, "available": 70, "held": 12, "sold": 18},
 //!  "orders": {"live": 11, "held": 8, "paying": 3}}
 //! ```
 //!
-//! `queue.max_active` is null when there is no limit; `queue.admit_rate` (the admitter's
+//! `queue.length` is the waiting line; `queue.skipped` the places of buyers silent for longer
+//! than `abandon_after`, passed over by the admitter and kept for the return grace (door.md §6);
+//! `queue.abandoned_total` the places lost past that grace. `queue.max_active` is null when there is no limit; `queue.admit_rate` (the admitter's
 //! measured, smoothed rate) is null before it measured anything; `orders.held` / `.paying`
 //! (live orders in each state) are null when more than [`MAX_ORDERS_SPLIT`] orders are live.
 //! Paid orders are counted in units (`stock.sold`): Redis keeps no count of ended orders.
@@ -109,7 +111,10 @@ pub fn routes(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Figures {
     pub state: SaleState,
+    /// Buyers in the waiting line (skipped places do not count).
     pub queue_length: u64,
+    /// Skipped places that may still come back (door.md §6).
+    pub skipped: u64,
     pub admitted_total: u64,
     pub abandoned_total: u64,
     pub active: u64,
@@ -144,13 +149,14 @@ pub async fn figures(redis: &Redis, sale: SaleId) -> anyhow::Result<Option<Figur
         layout.admitted(),
         layout.room(),
         layout.holds(),
+        layout.skipped(),
     ];
     let args = vec![
         Value::from(layout.order_prefix()),
         Value::from(MAX_ORDERS_SPLIT),
     ];
     let reply: Value = WR_CONTROL.run(redis, keys, args).await?;
-    let r = Reply::new(reply, "wr_control", 18)?;
+    let r = Reply::new(reply, "wr_control", 19)?;
     let state = r.text(0)?;
     if state == "not_found" {
         return Ok(None);
@@ -174,6 +180,7 @@ pub async fn figures(redis: &Redis, sale: SaleId) -> anyhow::Result<Option<Figur
         now_ms: r.uint(15)?,
         opens_at_ms: r.uint(16)?,
         closes_at_ms: r.uint(17)?,
+        skipped: r.uint(18)?,
     }))
 }
 
@@ -193,6 +200,7 @@ struct DataAnswer {
 #[derive(Debug, Serialize)]
 struct QueueAnswer {
     length: u64,
+    skipped: u64,
     admitted_total: u64,
     abandoned_total: u64,
     active: u64,
@@ -227,6 +235,7 @@ impl DataAnswer {
             closes_at: (f.closes_at_ms > 0).then(|| rfc3339(f.closes_at_ms)),
             queue: QueueAnswer {
                 length: f.queue_length,
+                skipped: f.skipped,
                 admitted_total: f.admitted_total,
                 abandoned_total: f.abandoned_total,
                 active: f.active,

@@ -2,7 +2,13 @@
 //! that verifies passes.
 //!
 //! - `POST /w/{sale}/join` (access token) puts the buyer in line, or returns the place they
-//!   already have, and hands out a [ticket](crate::ticket).
+//!   already have, and hands out a [ticket](crate::ticket). An optional JSON body
+//!   `{"challenge"?, "nonce"?, "access_code"?}` carries the [proof of work](crate::pow) a sale
+//!   with `pow_difficulty` > 0 asks of a new place (`access_code` is accepted and not used yet).
+//!   Answers in door.md's order: 401, 429, 404; a user who has a place gets it back (200),
+//!   nothing checked or spent; then 400, `pow_required` / `pow_invalid` (403), `queue_full`.
+//! - `GET /w/{sale}/challenge` (access token, join's limits) a proof-of-work challenge for the
+//!   caller; writes nothing.
 //! - `GET /w/{sale}/status` (ticket) says where the buyer stands and keeps the place alive;
 //!   once admitted it carries the pass: an EdDSA JWT bound to the sale and the user that
 //!   expires with the admission.
@@ -15,13 +21,32 @@
 //! Every answer carries `retry_after_ms`, chosen here so that the total poll load stays bounded
 //! whatever the crowd (see [`retry_after_ms`]), and an ETA from the admission rate the admitter
 //! actually measured. Join and status are limited per client IP and per user (governor).
+//!
+//! # Fail closed (door.md §5)
+//!
+//! Redis holds every place and admission, so when it is down or a command times out, join,
+//! status, leave and stats answer 503 `unavailable` with `Retry-After:
+//! waitroom.outage_retry_after_seconds`, within `redis.command_timeout_ms` (each request's Redis
+//! step is bounded by it here, whatever the client's own timeout and reconnect policy do), plus
+//! the time to write the answer. Nothing is answered from a cache: a stats read shared by
+//! concurrent callers is one live call, not a kept value. Without a status answer from Redis no
+//! pass is minted, and the admitter, which works only through Redis, admits nobody. A status poll
+//! waits at most that bound for its batch, and a sale's poll queue has a fixed size
+//! ([`POLL_QUEUE`]): past it a poll is answered 503 at once, so polls cannot pile up while Redis
+//! hangs; polls whose caller gave up are dropped before the next batch goes out. Places are not
+//! touched by an outage, and it does not count toward `abandon_after`: the admitter sees the gap
+//! between its ticks and skips nobody for `abandon_after` after it
+//! ([`crate::queue::AdmitParams::outage_gap`]); a buyer silent even after that is skipped and
+//! gets the place back at the next poll within the grace (door.md §6). Polling buyers keep their
+//! position or better.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -36,13 +61,18 @@ use dropline_core::coalesce::Coalesce;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::http::extract::{self, PathId};
 use dropline_core::http::limit::{Keyed, per_minute};
+use dropline_core::http::{json_content_type, parse_json};
 use dropline_core::ids::{SaleId, UserId};
+use dropline_core::sale::door;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::queue::{JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Stats, Status, WaitQueue};
+use crate::pow::{self, PowError, PowKey};
+use crate::queue::{
+    JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, Verdict, WaitQueue,
+};
 use crate::ticket::TicketKey;
 
 /// No buyer is ever asked to wait longer than this between polls (DESIGN §9).
@@ -93,11 +123,15 @@ impl Secrets {
     }
 }
 
-/// Join and status limits, per client IP and per user.
+/// Join and status limits, per client IP and per user. Challenges have join's quotas, in
+/// buckets of their own (a page that is told `pow_required` asks for a challenge and joins
+/// again).
 #[derive(Debug)]
 struct Limits {
     join_ip: Keyed<IpAddr>,
     join_user: Keyed<UserId>,
+    challenge_ip: Keyed<IpAddr>,
+    challenge_user: Keyed<UserId>,
     status_ip: Keyed<IpAddr>,
     status_user: Keyed<UserId>,
 }
@@ -112,16 +146,90 @@ struct Inner {
     access: Arc<KeyRing>,
     passes: Arc<KeyRing>,
     tickets: TicketKey,
+    /// The MAC key of proof-of-work challenges.
+    pow: PowKey,
+    /// How long a challenge is good for (`waitroom.pow_challenge_ttl_seconds`).
+    challenge_ttl: Duration,
     limits: Limits,
+    /// `waitroom.abandon_after_seconds`: bounds `retry_after_ms` (several polls fit in it).
     abandon_after: Duration,
+    /// `waitroom.return_grace_seconds`: a place silent for longer is lost (door.md §6).
+    return_grace: Duration,
     /// The admitter's tick (`waitroom.admit_tick_ms`): the ETA's last step.
     tick: Duration,
     max_queue_length: u64,
+    /// `waitroom.code_failures_per_user_per_hour` (door.md §2).
+    code_failures_per_hour: u64,
     trust_forwarded_for: bool,
     /// Concurrent stats reads of one sale share one Redis call.
     stats: Coalesce<SaleId, Result<Option<Stats>, ApiError>>,
     /// Concurrent status polls of one sale share one Redis call.
     polls: Polls,
+    outage: Outage,
+}
+
+/// How the edge answers while Redis is down or slow (door.md §5; module docs).
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    /// `redis.command_timeout_ms`: the longest a request's Redis step may take.
+    bound: Duration,
+    /// `waitroom.outage_retry_after_seconds`, the `Retry-After` of the 503.
+    retry_after: u64,
+}
+
+impl Outage {
+    fn new(config: &Config) -> Self {
+        Self {
+            bound: Duration::from_millis(config.redis.command_timeout_ms.max(1)),
+            retry_after: config.waitroom.outage_retry_after_seconds,
+        }
+    }
+
+    /// Runs one Redis step of a request within [`Outage::bound`]; a failure or a timeout is a
+    /// 503 `unavailable` (logged at most once a second across the process).
+    async fn run<T>(
+        self,
+        what: &'static str,
+        step: impl Future<Output = anyhow::Result<T>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.bound, step).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.error(what, error)),
+            Err(_) => Err(self.error(
+                what,
+                anyhow::anyhow!("Redis did not answer within {:?}", self.bound),
+            )),
+        }
+    }
+
+    fn error(self, what: &'static str, error: anyhow::Error) -> ApiError {
+        warn_throttled(what, &error);
+        self.answer()
+    }
+
+    /// The 503 itself, without logging (for the many polls of one failed batch).
+    fn answer(self) -> ApiError {
+        metrics::counter!("dropline_waitroom_unavailable_total").increment(1);
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the waiting room cannot reach its store right now; places are kept, try again",
+        )
+        .with_retry_after(self.retry_after)
+    }
+}
+
+/// Logs a Redis failure at warn, at most once a second across the process (an outage fails
+/// every request; the count of the ones left out goes with the next line).
+fn warn_throttled(what: &str, error: &anyhow::Error) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static HELD: AtomicU64 = AtomicU64::new(0);
+    let now = epoch_seconds();
+    if LAST.swap(now, Ordering::Relaxed) == now {
+        HELD.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = HELD.swap(0, Ordering::Relaxed);
+    tracing::warn!(error = %format!("{error:#}"), suppressed, "Redis unavailable while {what}: answering 503");
 }
 
 /// A queued status poll: the user, and where its answer goes.
@@ -131,35 +239,38 @@ type Poll = (UserId, oneshot::Sender<Result<Option<Status>, ApiError>>);
 /// sale takes everything queued (up to [`MAX_STATUS_BATCH`]) and answers it with one
 /// `wr_status.lua` call. A lone poll goes out at once, so a quiet sale pays no delay; under load
 /// a poll waits at most for the batch in flight, and the Redis round trip, the script start and
-/// the system calls are shared by the whole batch instead of paid per poll.
+/// the system calls are shared by the whole batch instead of paid per poll. While Redis hangs a
+/// poll waits at most [`Outage::bound`] and the queue never grows past [`POLL_QUEUE`].
 #[derive(Debug)]
 struct Polls {
     redis: Redis,
-    abandon_after: Duration,
+    return_grace: Duration,
+    outage: Outage,
     queues: Mutex<HashMap<SaleId, mpsc::Sender<Poll>>>,
 }
 
-/// Polls a sale may have queued before callers wait for room (backpressure).
+/// Polls a sale may have queued. A full queue means Redis is slow or down (a healthy batcher
+/// drains 256 polls per call in well under a millisecond): the next poll is answered 503 at
+/// once rather than wait for room.
 const POLL_QUEUE: usize = 8_192;
 
 impl Polls {
-    fn new(redis: Redis, abandon_after: Duration) -> Self {
+    fn new(redis: Redis, return_grace: Duration, outage: Outage) -> Self {
         Self {
             redis,
-            abandon_after,
+            return_grace,
+            outage,
             queues: Mutex::new(HashMap::new()),
         }
     }
 
     /// Where `user` stands in `sale` (recording the poll); `None`: the sale is not armed.
+    /// Answered within [`Outage::bound`], 503 `unavailable` past it.
     async fn poll(&self, sale: SaleId, user: UserId) -> Result<Option<Status>, ApiError> {
-        let stopped =
-            || ApiError::internal(anyhow::anyhow!("the status batcher of {sale} stopped"));
         let (answer, answered) = oneshot::channel();
-        // Usually the queue has room: hand the poll over under the lock, without cloning the
-        // sender (two shared counters touched per poll). When it is full, wait for room
-        // outside the lock (backpressure).
-        let full = {
+        {
+            // The queue has room unless Redis is slow or down: hand the poll over under the
+            // lock, without cloning the sender (two shared counters touched per poll).
             let mut queues = match self.queues.lock() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
@@ -168,19 +279,23 @@ impl Polls {
                 .entry(sale)
                 .or_insert_with(|| self.start_batcher(sale));
             match queue.try_send((user, answer)) {
-                Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(poll)) => Some((queue.clone(), poll)),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.outage.answer()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(ApiError::internal(anyhow::anyhow!(
+                        "the status batcher of {sale} stopped"
+                    )));
+                }
             }
-        };
-        if let Some((queue, poll)) = full {
-            queue.send(poll).await.map_err(|_| stopped())?;
         }
-        answered.await.map_err(|_| {
-            ApiError::internal(anyhow::anyhow!(
+        match tokio::time::timeout(self.outage.bound, answered).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ApiError::internal(anyhow::anyhow!(
                 "the status batcher of {sale} dropped a poll"
-            ))
-        })?
+            ))),
+            // The batch in flight (or this one) hangs on Redis; the batcher logs it.
+            Err(_) => Err(self.outage.answer()),
+        }
     }
 
     /// Starts the batching task of `sale`'s polls and returns its queue. Lives as long as this
@@ -189,7 +304,8 @@ impl Polls {
         let (tx, rx) = mpsc::channel(POLL_QUEUE);
         tokio::spawn(batch_polls(
             WaitQueue::new(&self.redis, sale),
-            self.abandon_after,
+            self.return_grace,
+            self.outage,
             rx,
         ));
         tx
@@ -197,12 +313,28 @@ impl Polls {
 }
 
 /// One sale's batching loop: ends when the edge (every sender) is gone.
-async fn batch_polls(queue: WaitQueue, abandon_after: Duration, mut rx: mpsc::Receiver<Poll>) {
+async fn batch_polls(
+    queue: WaitQueue,
+    return_grace: Duration,
+    outage: Outage,
+    mut rx: mpsc::Receiver<Poll>,
+) {
     let mut batch: Vec<Poll> = Vec::with_capacity(MAX_STATUS_BATCH);
     while rx.recv_many(&mut batch, MAX_STATUS_BATCH).await > 0 {
+        // Polls whose caller already had its 503 (Redis hung on the batch before) are not sent.
+        batch.retain(|(_, answer)| !answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
         metrics::histogram!("dropline_waitroom_status_batch_size").record(users.len() as f64);
-        match queue.status_many(&users, abandon_after).await {
+        match outage
+            .run(
+                "reading places in line",
+                queue.status_many(&users, return_grace),
+            )
+            .await
+        {
             Ok(answers) => {
                 for ((_, answer), status) in batch.drain(..).zip(answers) {
                     // The caller may have hung up; its poll still counted.
@@ -210,7 +342,6 @@ async fn batch_polls(queue: WaitQueue, abandon_after: Duration, mut rx: mpsc::Re
                 }
             }
             Err(error) => {
-                let error = redis_down("reading places in line", error);
                 for (_, answer) in batch.drain(..) {
                     let _ = answer.send(Err(error.clone()));
                 }
@@ -226,24 +357,26 @@ impl Edge {
             .signer()
             .ok_or_else(|| anyhow::anyhow!("the pass key ring has no signing key"))?;
         let tickets = TicketKey::new(signer.derive_secret(TicketKey::LABEL))?;
+        let pow = PowKey::new(signer.derive_secret(PowKey::LABEL))?;
         let w = &config.waitroom;
+        let outage = Outage::new(config);
+        let join_ip = per_minute("waitroom.join_per_ip_per_minute", w.join_per_ip_per_minute)?;
+        let join_user = per_minute(
+            "waitroom.join_per_user_per_minute",
+            w.join_per_user_per_minute,
+        )?;
         Ok(Self(Arc::new(Inner {
             redis: redis.clone(),
             access: secrets.access,
             passes: secrets.passes,
             tickets,
+            pow,
+            challenge_ttl: Duration::from_secs(w.pow_challenge_ttl_seconds),
             limits: Limits {
-                join_ip: Keyed::new(
-                    "join",
-                    per_minute("waitroom.join_per_ip_per_minute", w.join_per_ip_per_minute)?,
-                ),
-                join_user: Keyed::new(
-                    "join",
-                    per_minute(
-                        "waitroom.join_per_user_per_minute",
-                        w.join_per_user_per_minute,
-                    )?,
-                ),
+                join_ip: Keyed::new("join", join_ip),
+                join_user: Keyed::new("join", join_user),
+                challenge_ip: Keyed::new("challenge", join_ip),
+                challenge_user: Keyed::new("challenge", join_user),
                 status_ip: Keyed::new(
                     "status",
                     per_minute(
@@ -260,11 +393,14 @@ impl Edge {
                 ),
             },
             abandon_after: Duration::from_secs(w.abandon_after_seconds),
+            return_grace: Duration::from_secs(w.return_grace_seconds),
             tick: Duration::from_millis(w.admit_tick_ms),
             max_queue_length: w.max_queue_length,
+            code_failures_per_hour: w.code_failures_per_user_per_hour,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
-            polls: Polls::new(redis, Duration::from_secs(w.abandon_after_seconds)),
+            polls: Polls::new(redis, Duration::from_secs(w.return_grace_seconds), outage),
+            outage,
         })))
     }
 
@@ -277,6 +413,7 @@ impl Edge {
 pub fn routes(edge: Edge) -> Router {
     Router::new()
         .route("/w/{sale_id}/join", post(join).delete(leave))
+        .route("/w/{sale_id}/challenge", get(challenge))
         .route("/w/{sale_id}/status", get(status))
         .route("/w/{sale_id}/stats", get(stats))
         .route("/.well-known/jwks.json", get(jwks))
@@ -296,6 +433,17 @@ struct JoinAnswer {
     opens_at: String,
     /// The operator's notice to the line (door.md §4), `null` when none.
     notice: Option<String>,
+    /// The place's priority group (door.md §2): a group of the sale or `public`; `null` without
+    /// a place in line.
+    group: Option<String>,
+}
+
+/// `GET /w/{sale}/challenge`: all three null but `difficulty` (0) when the sale asks for none.
+#[derive(Debug, Serialize)]
+struct ChallengeAnswer {
+    challenge: Option<String>,
+    difficulty: u8,
+    expires_at: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -309,6 +457,7 @@ struct StatusAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pass_expires_at: Option<String>,
     notice: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -350,11 +499,148 @@ impl FromRequestParts<Edge> for Caller {
     }
 }
 
+/// The body of `POST /w/{sale}/join` (door.md): every field optional, unknown ones refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    #[serde(default)]
+    challenge: Option<String>,
+    /// Any JSON number here, so that a float or a huge integer is told apart from a string
+    /// (both 400, with their own message).
+    #[serde(default)]
+    nonce: Option<serde_json::Number>,
+    /// door.md §2: the code of a presale or priority group.
+    #[serde(default)]
+    access_code: Option<String>,
+}
+
+/// The hash the join script looks an access code up by (door.md §2): of the normalised code,
+/// or, for text that is no code at all, of the text itself (it matches nothing and counts as a
+/// wrong code, as a mistyped code does). An empty or blank code is no code.
+fn code_of(sale: SaleId, request: &JoinRequest) -> Option<[u8; 32]> {
+    let JoinRequest::Body(body) = request else {
+        return None;
+    };
+    let raw = body.access_code.as_deref()?.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let code = door::normalize_code(raw).unwrap_or_else(|| raw.to_owned());
+    Some(door::code_hash(sale, &code))
+}
+
+/// A join's body as read, never refused by itself: its verdict waits until the join script
+/// knows whether the caller already has a place (then nothing in it matters).
+#[derive(Debug)]
+enum JoinRequest {
+    /// No body, or only whitespace: `{}`.
+    Empty,
+    Body(JoinBody),
+    /// What is wrong with it (400, 413 or 415), answered only when the caller has no place.
+    Bad(ApiError),
+}
+
+impl<S: Send + Sync> FromRequest<S> for JoinRequest {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = json_content_type(req.headers());
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Ok(Self::Bad(ApiError::code(ErrorCode::PayloadTooLarge)));
+            }
+            Err(_) => {
+                return Ok(Self::Bad(ApiError::bad_request(
+                    "could not read the request body",
+                )));
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::Empty);
+        }
+        if !json {
+            return Ok(Self::Bad(ApiError::code(ErrorCode::UnsupportedMediaType)));
+        }
+        Ok(match parse_json::<JoinBody>(&bytes) {
+            Ok(body) => Self::Body(body),
+            Err(error) => Self::Bad(error),
+        })
+    }
+}
+
+/// The stateless part of door.md §1 for one join: the verdict the join script acts on, and
+/// the answer to give if it refuses for the edge's reason (a malformed body, a challenge that
+/// fails the MAC, sale, user or zero-bit check).
+fn judge(
+    edge: &Edge,
+    sale: SaleId,
+    user: UserId,
+    request: JoinRequest,
+) -> (Verdict, Option<ApiError>) {
+    let pow_invalid = |why: PowError| {
+        ApiError::new(
+            ErrorCode::PowInvalid,
+            format!("{why}; fetch a new challenge (GET /w/{sale}/challenge)"),
+        )
+    };
+    let body = match request {
+        JoinRequest::Empty => return (Verdict::Open, None),
+        JoinRequest::Bad(error) => return (Verdict::BadRequest, Some(error)),
+        JoinRequest::Body(body) => body,
+    };
+    let nonce = match body
+        .nonce
+        .as_ref()
+        .map(|n| n.as_u64().filter(|&n| n <= pow::MAX_NONCE))
+    {
+        None => None,
+        Some(Some(nonce)) => Some(nonce),
+        Some(None) => {
+            return (
+                Verdict::BadRequest,
+                Some(ApiError::bad_request(format!(
+                    "`nonce` must be a JSON integer from 0 to {} (2^53 - 1)",
+                    pow::MAX_NONCE
+                ))),
+            );
+        }
+    };
+    match (body.challenge, nonce) {
+        (None, _) => (Verdict::Open, None),
+        (Some(_), None) => (
+            Verdict::BadRequest,
+            Some(ApiError::bad_request("a `challenge` needs its `nonce`")),
+        ),
+        (Some(challenge), Some(nonce)) => match edge.0.pow.verify(&challenge, nonce, sale, user) {
+            Ok(solved) => (
+                Verdict::PowSolved {
+                    spent_id: solved.spent_id(),
+                    expires_at_ms: solved.expires_at_ms,
+                },
+                None,
+            ),
+            Err(why) => (Verdict::PowInvalid, Some(pow_invalid(why))),
+        },
+    }
+}
+
+fn pow_required(sale: SaleId) -> ApiError {
+    ApiError::new(
+        ErrorCode::PowRequired,
+        format!(
+            "this sale asks for proof of work: GET /w/{sale}/challenge, find the nonce and join \
+             with {{\"challenge\", \"nonce\"}}"
+        ),
+    )
+}
+
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn join(
     State(edge): State<Edge>,
     PathId(sale): PathId<SaleId>,
     caller: Caller,
+    request: JoinRequest,
 ) -> Result<Json<JoinAnswer>, ApiError> {
     let e = &edge.0;
     e.limits.join_ip.check(&caller.ip)?;
@@ -362,16 +648,82 @@ async fn join(
     e.limits.join_user.check(&user)?;
     let options = JoinOptions {
         max_queue_length: e.max_queue_length,
-        abandon_after: e.abandon_after,
+        return_grace: e.return_grace,
+        code_failures_per_hour: e.code_failures_per_hour,
     };
-    let outcome = edge
-        .queue(sale)
-        .join(user, &options)
-        .await
-        .map_err(|error| redis_down("joining the line", error))?
+    let code = code_of(sale, &request);
+    let (verdict, refusal) = judge(&edge, sale, user, request);
+    let outcome = e
+        .outage
+        .run(
+            "joining the line",
+            edge.queue(sale)
+                .join_through(user, &options, &verdict, code.as_ref()),
+        )
+        .await?
         .ok_or_else(no_such_sale)?;
     let (status, new) = match outcome {
         JoinOutcome::Standing { status, new } => (status, new),
+        JoinOutcome::Refused(why) => {
+            let edge_says = |what: &str| {
+                refusal.clone().unwrap_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!(
+                        "wr_join refused with `{what}` although the edge's verdict was {verdict:?}"
+                    ))
+                })
+            };
+            let (result, error) = match why {
+                Refusal::BadRequest => ("bad_request", edge_says("bad_request")),
+                Refusal::PowRequired => ("pow_required", pow_required(sale)),
+                Refusal::PowInvalid => ("pow_invalid", edge_says("pow_invalid")),
+                Refusal::PowExpired => (
+                    "pow_invalid",
+                    ApiError::new(
+                        ErrorCode::PowInvalid,
+                        format!(
+                            "the challenge has expired; fetch a new one (GET /w/{sale}/challenge)"
+                        ),
+                    ),
+                ),
+                Refusal::PowSpent => (
+                    "pow_invalid",
+                    ApiError::new(
+                        ErrorCode::PowInvalid,
+                        format!(
+                            "the challenge was already used by a join; fetch a new one \
+                             (GET /w/{sale}/challenge)"
+                        ),
+                    ),
+                ),
+                Refusal::CodeRateLimited { retry_after_ms } => (
+                    "code_rate_limited",
+                    ApiError::new(
+                        ErrorCode::RateLimited,
+                        "too many wrong access codes; try again later",
+                    )
+                    .with_retry_after(retry_after_ms.div_ceil(1000).max(1)),
+                ),
+                Refusal::AccessCodeInvalid => (
+                    "access_code_invalid",
+                    ApiError::code(ErrorCode::AccessCodeInvalid),
+                ),
+                Refusal::AccessCodeUsed => (
+                    "access_code_used",
+                    ApiError::code(ErrorCode::AccessCodeUsed),
+                ),
+                Refusal::AccessCodeRequired => (
+                    "access_code_required",
+                    ApiError::new(
+                        ErrorCode::AccessCodeRequired,
+                        "until the presale ends only buyers with an access code may join: send \
+                         {\"access_code\": \"XXXX-XXXX-XXXX\"}",
+                    ),
+                ),
+            };
+            tracing::debug!(result, reason = ?why, "join refused");
+            metrics::counter!("dropline_waitroom_joins_total", "result" => result).increment(1);
+            return Err(error);
+        }
         JoinOutcome::QueueFull { .. } => {
             metrics::counter!("dropline_waitroom_joins_total", "result" => "queue_full")
                 .increment(1);
@@ -396,7 +748,62 @@ async fn join(
         ticket: e.tickets.issue(sale, user, expires),
         opens_at: rfc3339(status.opens_at_ms),
         notice: status.notice.as_deref().map(str::to_owned),
+        group: status.group.as_deref().map(str::to_owned),
     }))
+}
+
+/// `GET /w/{sale}/challenge`: a proof-of-work challenge for the caller, good for
+/// `waitroom.pow_challenge_ttl_seconds` by Redis time. Reads the sale's cfg, writes nothing.
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+async fn challenge(
+    State(edge): State<Edge>,
+    PathId(sale): PathId<SaleId>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let e = &edge.0;
+    e.limits.challenge_ip.check(&caller.ip)?;
+    let user = extract::access_claims(&e.access, caller.token())?.sub;
+    e.limits.challenge_user.check(&user)?;
+    let info = e
+        .outage
+        .run(
+            "reading the sale's proof-of-work difficulty",
+            edge.queue(sale).challenge_info(),
+        )
+        .await?
+        .ok_or_else(no_such_sale)?;
+    let difficulty = u8::try_from(info.difficulty)
+        .unwrap_or(u8::MAX)
+        .min(pow::MAX_DIFFICULTY);
+    if u64::from(difficulty) != info.difficulty {
+        tracing::warn!(
+            stored = info.difficulty,
+            used = difficulty,
+            "pow_difficulty out of range in the sale's cfg; capped"
+        );
+    }
+    let answer = if difficulty == 0 {
+        ChallengeAnswer {
+            challenge: None,
+            difficulty: 0,
+            expires_at: None,
+        }
+    } else {
+        let ttl = u64::try_from(e.challenge_ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires_at_ms = info.now_ms.saturating_add(ttl);
+        metrics::counter!("dropline_waitroom_challenges_issued_total").increment(1);
+        ChallengeAnswer {
+            challenge: Some(e.pow.issue(sale, user, expires_at_ms, difficulty)),
+            difficulty,
+            expires_at: Some(rfc3339(expires_at_ms)),
+        }
+    };
+    // Each challenge is the caller's own and new: never from a cache.
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(answer),
+    )
+        .into_response())
 }
 
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
@@ -414,8 +821,8 @@ async fn status(
         Place::NotQueued => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
-                "not in line: never joined, left, silent for too long, or the admission \
-                 lapsed; join again",
+                "not in line: never joined, left, silent past the return grace, or the \
+                 admission lapsed; join again",
             ));
         }
         Place::Admitted { deadline_ms } => {
@@ -432,6 +839,7 @@ async fn status(
         pass,
         pass_expires_at,
         notice: status.notice.as_deref().map(str::to_owned),
+        group: status.group.as_deref().map(str::to_owned),
     }))
 }
 
@@ -443,10 +851,10 @@ async fn leave(
 ) -> Result<StatusCode, ApiError> {
     let user = ticket_user(&edge, sale, caller.token())?;
     let removed = edge
-        .queue(sale)
-        .leave(user)
-        .await
-        .map_err(|error| redis_down("leaving the line", error))?;
+        .0
+        .outage
+        .run("leaving the line", edge.queue(sale).leave(user))
+        .await?;
     if removed {
         metrics::counter!("dropline_waitroom_leaves_total").increment(1);
     }
@@ -460,14 +868,14 @@ async fn stats(
     PathId(sale): PathId<SaleId>,
 ) -> Result<Json<StatsAnswer>, ApiError> {
     let queue = edge.queue(sale);
+    let outage = edge.0.outage;
     let stats = edge
         .0
         .stats
         .run(sale, move || async move {
-            queue
-                .stats()
+            outage
+                .run("reading the sale's figures", queue.stats())
                 .await
-                .map_err(|error| redis_down("reading the sale's figures", error))
         })
         .await
         .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))?
@@ -612,10 +1020,6 @@ fn no_such_sale() -> ApiError {
     )
 }
 
-fn redis_down(what: &str, error: anyhow::Error) -> ApiError {
-    ApiError::unavailable(error.context(what.to_owned()))
-}
-
 fn epoch_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -647,6 +1051,7 @@ mod tests {
             free: u64::MAX,
             limited_rate_milli: None,
             notice: None,
+            group: None,
         }
     }
 

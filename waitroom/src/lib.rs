@@ -2,7 +2,8 @@
 //!
 //! Buyers join a per-sale Redis queue, poll for their place, and leave with a short-lived
 //! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge ([`edge`]), the
-//! tickets waiting buyers poll with ([`ticket`]), the queue in Redis ([`queue`], Lua in
+//! tickets waiting buyers poll with ([`ticket`]), the proof of work a sale may ask of a join
+//! ([`pow`]), the queue in Redis ([`queue`], Lua in
 //! `lua/wr_*.lua`), the admitter, the waiting page ([`page`]) and the administrators' control room
 //! ([`control`]). It needs Redis only.
 
@@ -10,6 +11,7 @@ pub mod admitter;
 pub mod control;
 pub mod edge;
 pub mod page;
+pub mod pow;
 pub mod queue;
 pub mod scripts;
 pub mod ticket;

@@ -7,9 +7,11 @@
 //! | --- | --- | --- |
 //! | `cfg`, `avail`, `held` | hash, strings | the sale, armed elsewhere (read only here) |
 //! | `q` | zset | the queue: user id (16 raw bytes) → `order_key * 65536 + stamp` |
+//! | `qskip` | zset | skipped places (below): the same member and score as they had in `q` |
 //! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
 //! | `qseq` | string | counter of arrivals after opening |
-//! | `wr` | hash | `admitted_total`, `abandoned_total`, `reap_from` (the reaper's cursor), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
+//! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `tick_at` and `resumed_at` (the outage credit, below), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
+//! | `pow:<random>` | string | a proof-of-work challenge spent by a join, until the challenge's expiry ([`crate::pow`]) |
 //!
 //! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
 //! 125 bytes of Redis memory (measured with `examples/queue_memory.rs`; goal ≤ 150). The order
@@ -19,7 +21,34 @@
 //! low 16 bits hold the second (Redis `TIME`, mod 65536) of the buyer's last join or status
 //! call, so recording a poll rewrites the score in place instead of keeping a second per-user
 //! structure (a `seen` zset would double the memory). Order keys are unique, so a poll never
-//! moves anyone. Abandonment has a resolution of one second.
+//! moves anyone. Silence has a resolution of one second.
+//!
+//! # Sleeping tabs keep their place (door.md §6)
+//!
+//! A buyer silent for longer than `abandon_after` is *skipped*, not removed: the admitter
+//! ([`WaitQueue::admit`], at the head) or the reaper ([`WaitQueue::reap`], deeper in the line)
+//! moves the entry from `q` to `qskip`, same member, same score. Positions are ranks in `q`, so
+//! a skipped buyer stops counting in the positions of others and in `queue_length`, and the
+//! admitter never waits for one. A skipped buyer who polls or joins within the return grace
+//! (`waitroom.return_grace_seconds`) of their last poll is put back in `q` with the original
+//! score: where the line has passed it, that is the head, so they are told `waiting`, position
+//! 1, and are admitted at the next tick ahead of every later arrival (within the rate,
+//! `max_active` and stock); otherwise it is their original place. (With priority groups in the
+//! high bits of the order key, the head of `q` for that buyer is the head of their group, so
+//! the position becomes "waiting buyers of higher groups + 1" with no change here.) Past the
+//! grace the place is lost: the reaper, or the buyer's own poll or join, removes it, and the
+//! buyer joins again at the back. Leaving removes a skipped place too. An entry is in `q` or
+//! in `qskip`, never both, so a buyer holds one place at most, and memory per buyer is the same
+//! wherever the entry is.
+//!
+//! An outage does not count toward `abandon_after` (door.md §5): the admitter stamps each tick
+//! (`wr.tick_at`); a tick after a gap longer than [`AdmitParams::outage_gap`] records
+//! `wr.resumed_at`, and for `abandon_after` from then neither the admission tick nor the reaper
+//! skips anyone, so the line goes on in its order while buyers come back.
+//!
+//! Counters in `wr`: `skipped_total` (moves to `qskip`), `returned_total` (places given back),
+//! `abandoned_total` (places lost past the grace, by the reaper, a poll or a join, and the
+//! skipped places a closed sale drops).
 //!
 //! # Active buyers and the order side
 //!
@@ -55,17 +84,22 @@ use dropline_core::sale::keys::SaleKeys;
 use fred::types::Value;
 use rand::Rng;
 
-use crate::scripts::{WR_ADMIT, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
+use crate::scripts::{WR_ADMIT, WR_CHALLENGE, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
 
 /// Scores are `order_key * ORDER_SPAN + stamp`.
 pub const ORDER_SPAN: u64 = 1 << 16;
-/// Order keys below this are pre-open draws; `PRE_OPEN_KEYS + n` is the n-th later arrival.
-pub const PRE_OPEN_KEYS: u64 = 1 << 36;
+/// Within a group's band, keys below this are pre-open draws; `PRE_OPEN_KEYS + n` is the n-th
+/// later arrival.
+pub const PRE_OPEN_KEYS: u64 = 1 << 32;
+/// Order keys per priority group (door.md §2): `rank * GROUP_BAND + key within the group`.
+pub const GROUP_BAND: u64 = 1 << 33;
 /// Most users in one [`WaitQueue::status_many`] call (bounds one script run to well under a
 /// millisecond, so a batch never stalls Redis for others).
 pub const MAX_STATUS_BATCH: usize = 256;
-/// Most entries [`WaitQueue::reap`] handles per call (Lua's stack bounds `unpack`).
+/// Most entries [`WaitQueue::reap`] handles per call (bounds one call's run time).
 pub const MAX_REAP_BATCH: u32 = 5_000;
+/// The least `scan_limit` of [`AdmitParams::new`]: a tick passes over this many silent buyers.
+pub const MIN_SCAN: u32 = 4_096;
 
 /// The queue member for a user: the UUID's 16 raw bytes.
 pub fn member(user: UserId) -> [u8; 16] {
@@ -79,9 +113,13 @@ pub struct QueueKeys {
     pub avail: String,
     pub held: String,
     pub q: String,
+    /// `qskip`, the skipped places.
+    pub skip: String,
     pub adm: String,
     pub seq: String,
     pub wr: String,
+    /// `codes`, the access codes' hashes (door.md §2).
+    pub codes: String,
 }
 
 impl QueueKeys {
@@ -92,9 +130,11 @@ impl QueueKeys {
             avail: layout.avail(),
             held: layout.held(),
             q: layout.queue(),
+            skip: layout.skipped(),
             adm: layout.admitted(),
             seq: layout.queue_seq(),
             wr: layout.room(),
+            codes: layout.codes(),
         }
     }
 }
@@ -104,7 +144,8 @@ impl QueueKeys {
 pub enum Place {
     /// In the pre-queue: the sale has not opened, the position is decided at the opening.
     Scheduled,
-    /// In line; `position` = users ahead + 1 (silent users ahead count until removed).
+    /// In line; `position` = users ahead in `q` + 1 (skipped places do not count; a silent
+    /// buyer ahead counts until the admitter or the reaper skips it).
     Waiting {
         position: u64,
     },
@@ -115,8 +156,8 @@ pub enum Place {
     /// Nothing left and nothing held: told to everyone, admitted buyers included.
     SoldOut,
     Closed,
-    /// Not in line and not admitted: never joined, left, silent too long, or the admission
-    /// lapsed. The client has to join again.
+    /// Not in line and not admitted: never joined, left, silent past the return grace, or the
+    /// admission lapsed. The client has to join again.
     NotQueued,
 }
 
@@ -161,6 +202,9 @@ pub struct Status {
     pub limited_rate_milli: Option<u64>,
     /// The operator's notice to the line (door.md §4), shared by a batch's answers.
     pub notice: Option<Arc<str>>,
+    /// The place's priority group (door.md §2): one of the sale's groups or `public`; `None`
+    /// without a place in line.
+    pub group: Option<Arc<str>>,
 }
 
 /// What a join did.
@@ -171,14 +215,86 @@ pub enum JoinOutcome {
     Standing { status: Status, new: bool },
     /// The queue is at its maximum length and the buyer is not in it (503 `queue_full`).
     QueueFull { queue_length: u64, now_ms: u64 },
+    /// The buyer has no place and the request may not make one (door.md's order of answers:
+    /// these come after a place given back and before `queue_full`).
+    Refused(Refusal),
+}
+
+/// Why a join without a place made none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The edge found the body malformed ([`Verdict::BadRequest`]): 400.
+    BadRequest,
+    /// The sale asks for proof of work and no challenge came: 403 `pow_required`.
+    PowRequired,
+    /// The edge refused the challenge ([`Verdict::PowInvalid`]): 403 `pow_invalid`.
+    PowInvalid,
+    /// The challenge expired (by Redis time): 403 `pow_invalid`.
+    PowExpired,
+    /// The challenge was spent by an earlier join: 403 `pow_invalid`.
+    PowSpent,
+    /// The user sent too many wrong codes this hour: 429 until `retry_after_ms` from now.
+    CodeRateLimited { retry_after_ms: u64 },
+    /// Unknown code (or another sale's): 403 `access_code_invalid`.
+    AccessCodeInvalid,
+    /// The code's uses were spent by other users: 409 `access_code_used`.
+    AccessCodeUsed,
+    /// Before `presale_only_until` without a code: 403 `access_code_required`.
+    AccessCodeRequired,
+}
+
+/// The edge's stateless verdict on a join's body and proof of work, for the join script to act
+/// on once it knows the user has no place (a user with a place gets it back whatever this says).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Verdict {
+    /// No challenge came (or none is needed).
+    #[default]
+    Open,
+    /// The body is malformed.
+    BadRequest,
+    /// A challenge came and failed the stateless checks (MAC, sale, user, zero bits).
+    PowInvalid,
+    /// A genuine, solved challenge: the script judges its expiry and spends it.
+    PowSolved {
+        /// `pow:<id>` names its spent marker ([`crate::pow::Challenge::spent_id`]).
+        spent_id: String,
+        expires_at_ms: u64,
+    },
+}
+
+impl Verdict {
+    fn as_arg(&self) -> &'static str {
+        match self {
+            Self::Open => "none",
+            Self::BadRequest => "bad",
+            Self::PowInvalid => "invalid",
+            Self::PowSolved { .. } => "ok",
+        }
+    }
+}
+
+/// What `GET /w/{sale}/challenge` needs from Redis (read only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeInfo {
+    /// The sale's `pow_difficulty` as stored (0 = off; the edge caps it at
+    /// [`crate::pow::MAX_DIFFICULTY`]).
+    pub difficulty: u64,
+    /// Redis time, epoch ms.
+    pub now_ms: u64,
 }
 
 /// Settings of a join.
 #[derive(Debug, Clone, Copy)]
 pub struct JoinOptions {
-    /// Refuse new places when the queue holds this many (0 = no limit).
+    /// Refuse new places when the queue holds this many, skipped places included (0 = no
+    /// limit).
     pub max_queue_length: u64,
-    pub abandon_after: Duration,
+    /// A place silent for longer than this is lost (`waitroom.return_grace_seconds`); within
+    /// it, a skipped place comes back.
+    pub return_grace: Duration,
+    /// Wrong access codes a user may send per hour before joins with a code answer 429
+    /// (`waitroom.code_failures_per_user_per_hour`).
+    pub code_failures_per_hour: u64,
 }
 
 /// What stopped an admission tick.
@@ -191,7 +307,7 @@ pub enum AdmitLimit {
     Stock,
     /// The queue ran out.
     Empty,
-    /// `scan_limit` entries looked at (many silent users at the head).
+    /// `scan_limit` entries looked at (a wall of silent users at the head).
     Scan,
     /// The sale is not open, or paused.
     State,
@@ -220,12 +336,19 @@ pub struct AdmitParams {
     /// The admission lasts this long (the pass's lifetime).
     pub admission_window: Duration,
     /// Most queue entries looked at in this tick (admitted or skipped), bounding the script.
+    /// Silent users are passed over at about a microsecond each, so this is what lets a tick
+    /// get past a wall of them to the live buyer behind.
     pub scan_limit: u32,
     /// Units each admitted buyer may claim in the stock rule; 0 = the sale's `per_user_limit`.
     pub units_per_buyer: u32,
     /// The admission rate kept in Redis (GCRA state in `wr`); `None`: `max_admit` alone limits
     /// the tick.
     pub rate: Option<AdmitRate>,
+    /// The outage credit (door.md §5, `lua/wr_admit.lua`): when the previous tick of the sale is
+    /// older than this, Redis or every admitter was away, and for `abandon_after` from now nobody
+    /// is skipped (here or by the reaper), so buyers who could not poll lose nothing. `None`:
+    /// off (ticks are not stamped).
+    pub outage_gap: Option<Duration>,
 }
 
 /// An admission rate enforced inside `lua/wr_admit.lua` against the Redis clock, with its
@@ -240,16 +363,20 @@ pub struct AdmitRate {
 }
 
 impl AdmitParams {
-    /// `scan_limit` defaults to four times the budget (at least 256): with half the head
-    /// silent a tick still fills its budget, and one tick stays well under a millisecond.
+    /// `scan_limit` defaults to four times the budget, at least [`MIN_SCAN`]: with half the
+    /// head silent a tick still fills its budget, and a wall of up to [`MIN_SCAN`] silent
+    /// buyers ahead of a live one delays that buyer by at most one tick (door.md §6). Passing
+    /// over 4,096 silent buyers costs a few milliseconds of Redis once; a tick with none stays
+    /// well under a millisecond.
     pub fn new(max_admit: u32, abandon_after: Duration, admission_window: Duration) -> Self {
         Self {
             max_admit,
             abandon_after,
             admission_window,
-            scan_limit: max_admit.saturating_mul(4).clamp(256, 100_000),
+            scan_limit: max_admit.saturating_mul(4).clamp(MIN_SCAN, 100_000),
             units_per_buyer: 0,
             rate: None,
+            outage_gap: None,
         }
     }
 }
@@ -260,7 +387,7 @@ pub struct AdmitOutcome {
     pub state: SaleState,
     /// The users admitted now, in queue order.
     pub admitted: Vec<UserId>,
-    /// Silent users removed from the head now.
+    /// Silent users skipped at the head now (moved to `qskip`; they may come back).
     pub skipped: u64,
     pub queue_length: u64,
     /// Live admissions after the tick.
@@ -273,10 +400,14 @@ pub struct AdmitOutcome {
 pub struct ReapOutcome {
     /// Lapsed admissions removed.
     pub expired: u64,
-    /// Silent waiters removed.
+    /// Silent waiters skipped (moved from `q` to `qskip`).
+    pub skipped: u64,
+    /// Places lost, silent past the return grace (removed from `q` or `qskip`).
     pub abandoned: u64,
     pub queue_length: u64,
-    /// This call reached the tail; the next one starts at the head.
+    /// Skipped places left (`qskip`).
+    pub skipped_length: u64,
+    /// This call reached the tail of both; the next one starts at the head.
     pub wrapped: bool,
 }
 
@@ -284,7 +415,10 @@ pub struct ReapOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub state: SaleState,
+    /// Buyers in the waiting line (`q`; skipped places do not count).
     pub queue_length: u64,
+    /// Skipped places that may still come back (`qskip`).
+    pub skipped: u64,
     pub admitted_total: u64,
     pub active: u64,
     pub available: i64,
@@ -304,6 +438,7 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub struct WaitQueue {
     redis: Redis,
+    sale: SaleId,
     keys: QueueKeys,
 }
 
@@ -311,6 +446,7 @@ impl WaitQueue {
     pub fn new(redis: &Redis, sale: SaleId) -> Self {
         Self {
             keys: QueueKeys::new(redis, sale),
+            sale,
             redis: redis.clone(),
         }
     }
@@ -326,30 +462,78 @@ impl WaitQueue {
         user: UserId,
         options: &JoinOptions,
     ) -> anyhow::Result<Option<JoinOutcome>> {
+        self.join_through(user, options, &Verdict::Open, None).await
+    }
+
+    /// [`WaitQueue::join`] with the edge's verdict on the request's body and proof of work
+    /// (door.md §1) and the access code's hash ([`dropline_core::sale::door::code_hash`],
+    /// door.md §2), acted on only when the user has no place.
+    pub async fn join_through(
+        &self,
+        user: UserId,
+        options: &JoinOptions,
+        verdict: &Verdict,
+        code: Option<&[u8; 32]>,
+    ) -> anyhow::Result<Option<JoinOutcome>> {
         // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
         // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
         let draw: u64 = rand::rng().random_range(0..2 * PRE_OPEN_KEYS);
         let k = &self.keys;
-        let reply: Value = WR_JOIN
-            .run(
-                &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr],
-                vec![
-                    Value::from(&member(user)[..]),
-                    Value::from(draw.to_string()),
-                    Value::from(options.max_queue_length.to_string()),
-                    Value::from(millis(options.abandon_after)),
-                ],
-            )
-            .await?;
-        let reply = Reply::new(reply, "wr_join", 12)?;
+        let layout = SaleKeys::new(&self.redis, self.sale);
+        let (spent_key, expires_at_ms) = match verdict {
+            Verdict::PowSolved {
+                spent_id,
+                expires_at_ms,
+            } => (layout.pow_spent(spent_id), *expires_at_ms),
+            // Named for the cluster slot only: the script touches it with a solved challenge.
+            _ => (layout.pow_spent("-"), 0),
+        };
+        let (code_use, code_failures) = (layout.code_use(), layout.code_failures(user));
+        let keys: Vec<&str> = vec![
+            &k.cfg,
+            &k.avail,
+            &k.held,
+            &k.q,
+            &k.adm,
+            &k.seq,
+            &k.wr,
+            &k.skip,
+            &spent_key,
+            &k.codes,
+            &code_use,
+            &code_failures,
+        ];
+        let args = vec![
+            Value::from(&member(user)[..]),
+            Value::from(draw.to_string()),
+            Value::from(options.max_queue_length.to_string()),
+            Value::from(millis(options.return_grace)),
+            Value::from(verdict.as_arg()),
+            Value::from(expires_at_ms.to_string()),
+            code.map_or_else(|| Value::from(""), |hash| Value::from(&hash[..])),
+            Value::from(options.code_failures_per_hour.to_string()),
+        ];
+        let reply: Value = WR_JOIN.run(&self.redis, keys, args).await?;
+        let reply = Reply::new(reply, "wr_join", 14)?;
         let state = reply.text(0)?;
+        let refused = |why| Some(JoinOutcome::Refused(why));
         Ok(match state.as_str() {
             "not_found" => None,
             "queue_full" => Some(JoinOutcome::QueueFull {
                 queue_length: reply.uint(5)?,
                 now_ms: reply.uint(4)?,
             }),
+            "bad_request" => refused(Refusal::BadRequest),
+            "pow_required" => refused(Refusal::PowRequired),
+            "pow_invalid" => refused(Refusal::PowInvalid),
+            "pow_expired" => refused(Refusal::PowExpired),
+            "pow_spent" => refused(Refusal::PowSpent),
+            "code_rate_limited" => refused(Refusal::CodeRateLimited {
+                retry_after_ms: reply.uint(2)?,
+            }),
+            "access_code_invalid" => refused(Refusal::AccessCodeInvalid),
+            "access_code_used" => refused(Refusal::AccessCodeUsed),
+            "access_code_required" => refused(Refusal::AccessCodeRequired),
             _ => Some(JoinOutcome::Standing {
                 status: reply.status(&state)?,
                 new: reply.uint(7)? == 1,
@@ -357,14 +541,32 @@ impl WaitQueue {
         })
     }
 
-    /// The user's standing; records the poll that keeps a waiting place alive.
-    /// `None`: the sale is not armed in Redis.
+    /// Whether the sale is armed (`None`: not), its proof-of-work difficulty and Redis time, for
+    /// issuing a challenge. Read only.
+    pub async fn challenge_info(&self) -> anyhow::Result<Option<ChallengeInfo>> {
+        let reply: Value = WR_CHALLENGE
+            .run(&self.redis, vec![&self.keys.cfg], Vec::<Value>::new())
+            .await?;
+        let reply = Reply::new(reply, "wr_challenge", 3)?;
+        if reply.uint(0)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(ChallengeInfo {
+            // A negative difficulty is none.
+            difficulty: u64::try_from(reply.int(1)?).unwrap_or(0),
+            now_ms: reply.uint(2)?,
+        }))
+    }
+
+    /// The user's standing; records the poll that keeps a waiting place alive and brings a
+    /// skipped place back within `return_grace` of the last poll (a place silent for longer is
+    /// lost). `None`: the sale is not armed in Redis.
     pub async fn status(
         &self,
         user: UserId,
-        abandon_after: Duration,
+        return_grace: Duration,
     ) -> anyhow::Result<Option<Status>> {
-        let mut all = self.status_many(&[user], abandon_after).await?;
+        let mut all = self.status_many(&[user], return_grace).await?;
         all.pop().context("wr_status: no reply for the user")
     }
 
@@ -374,7 +576,7 @@ impl WaitQueue {
     pub async fn status_many(
         &self,
         users: &[UserId],
-        abandon_after: Duration,
+        return_grace: Duration,
     ) -> anyhow::Result<Vec<Option<Status>>> {
         anyhow::ensure!(
             !users.is_empty() && users.len() <= MAX_STATUS_BATCH,
@@ -383,12 +585,12 @@ impl WaitQueue {
         );
         let k = &self.keys;
         let mut args = Vec::with_capacity(users.len() + 1);
-        args.push(Value::from(millis(abandon_after)));
+        args.push(Value::from(millis(return_grace)));
         args.extend(users.iter().map(|user| Value::from(&member(*user)[..])));
         let reply: Value = WR_STATUS
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
                 args,
             )
             .await?;
@@ -421,30 +623,34 @@ impl WaitQueue {
             free: header.uint(4)?,
             limited_rate_milli: u64::try_from(header.int(5)?).ok(),
             notice: header.notice(6)?,
+            group: None,
         };
+        let groups = Groups::new(&header.text(7)?);
         items
             .map(|row| {
                 let row = row
                     .as_bytes_str()
                     .context("wr_status: a row is not a string")?;
-                let (place, queue_length) = status_row(&row)
+                let (place, queue_length, rank) = status_row(&row)
                     .with_context(|| format!("wr_status: malformed row `{row}`"))?;
                 Ok(Some(Status {
                     place,
                     queue_length,
+                    group: groups.name(rank),
                     ..sale.clone()
                 }))
             })
             .collect()
     }
 
-    /// Leaves the queue and gives up an admission. `true` when there was something to remove.
+    /// Leaves the queue (a skipped place too) and gives up an admission. `true` when there was
+    /// something to remove.
     pub async fn leave(&self, user: UserId) -> anyhow::Result<bool> {
         let k = &self.keys;
         let removed: i64 = WR_LEAVE
             .run(
                 &self.redis,
-                vec![&k.q, &k.adm],
+                vec![&k.q, &k.adm, &k.skip],
                 vec![Value::from(&member(user)[..])],
             )
             .await?;
@@ -468,10 +674,17 @@ impl WaitQueue {
                 (rate.tolerance.as_secs_f64() * 1000.0).to_string(),
             ));
         }
+        if let Some(gap) = params.outage_gap {
+            if params.rate.is_none() {
+                // No rate credit: a tolerance of 0 turns it off.
+                args.extend([Value::from("0"), Value::from("0")]);
+            }
+            args.push(Value::from(millis(gap).max(1)));
+        }
         let reply: Value = WR_ADMIT
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
                 args,
             )
             .await?;
@@ -500,25 +713,35 @@ impl WaitQueue {
         }))
     }
 
-    /// Removes lapsed admissions and silent waiters, at most `batch` (≤ [`MAX_REAP_BATCH`]) of each.
-    pub async fn reap(&self, abandon_after: Duration, batch: u32) -> anyhow::Result<ReapOutcome> {
+    /// Removes lapsed admissions, skips waiters silent for longer than `abandon_after` and
+    /// removes places silent for longer than `return_grace`, looking at most at `batch`
+    /// (≤ [`MAX_REAP_BATCH`]) of each: admissions, line entries, skipped places.
+    pub async fn reap(
+        &self,
+        abandon_after: Duration,
+        return_grace: Duration,
+        batch: u32,
+    ) -> anyhow::Result<ReapOutcome> {
         let k = &self.keys;
         let reply: Value = WR_REAP
             .run(
                 &self.redis,
-                vec![&k.q, &k.adm, &k.wr],
+                vec![&k.q, &k.adm, &k.wr, &k.skip],
                 vec![
                     Value::from(millis(abandon_after)),
                     Value::from(i64::from(batch.clamp(1, MAX_REAP_BATCH))),
+                    Value::from(millis(return_grace.max(abandon_after))),
                 ],
             )
             .await?;
-        let reply = Reply::new(reply, "wr_reap", 4)?;
+        let reply = Reply::new(reply, "wr_reap", 6)?;
         Ok(ReapOutcome {
             expired: reply.uint(0)?,
-            abandoned: reply.uint(1)?,
-            queue_length: reply.uint(2)?,
-            wrapped: reply.uint(3)? == 1,
+            skipped: reply.uint(1)?,
+            abandoned: reply.uint(2)?,
+            queue_length: reply.uint(3)?,
+            skipped_length: reply.uint(4)?,
+            wrapped: reply.uint(5)? == 1,
         })
     }
 
@@ -528,11 +751,11 @@ impl WaitQueue {
         let reply: Value = WR_STATS
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr],
+                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
                 Vec::<Value>::new(),
             )
             .await?;
-        let reply = Reply::new(reply, "wr_stats", 11)?;
+        let reply = Reply::new(reply, "wr_stats", 12)?;
         let state = reply.text(0)?;
         if state == "not_found" {
             return Ok(None);
@@ -549,22 +772,49 @@ impl WaitQueue {
             opens_at_ms: reply.uint(8)?,
             measured_rate_milli: u64::try_from(reply.int(9)?).ok(),
             notice: reply.notice(10)?,
+            skipped: reply.uint(11)?,
         }))
     }
 }
 
 /// The sale-wide values at the head of a wr_status reply.
-const STATUS_HEADER: usize = 7;
+const STATUS_HEADER: usize = 8;
 
-/// One user's row of a wr_status reply, `"state position deadline_ms queue_length"`: the place
-/// and the queue length after this user's poll.
-fn status_row(row: &str) -> anyhow::Result<(Place, u64)> {
+/// A sale's priority groups as the scripts answer them (`cfg.groups`), to name a group rank.
+struct Groups(Vec<Arc<str>>);
+
+impl Groups {
+    fn new(field: &str) -> Self {
+        Self(
+            dropline_core::sale::door::parse_groups_field(field)
+                .into_iter()
+                .map(Arc::from)
+                .collect(),
+        )
+    }
+
+    /// The name of group `rank` (`public` after the named ones); `None` for a negative rank
+    /// (no place) or one past `public` (a group the sale no longer has: not expected).
+    fn name(&self, rank: i64) -> Option<Arc<str>> {
+        let rank = usize::try_from(rank).ok()?;
+        match rank.cmp(&self.0.len()) {
+            std::cmp::Ordering::Less => self.0.get(rank).cloned(),
+            std::cmp::Ordering::Equal => Some(Arc::from(dropline_core::sale::door::PUBLIC_GROUP)),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+}
+
+/// One user's row of a wr_status reply, `"state position deadline_ms queue_length group_rank"`:
+/// the place, the queue length after this user's poll and the place's group rank.
+fn status_row(row: &str) -> anyhow::Result<(Place, u64, i64)> {
     let mut fields = row.split(' ');
     let mut next = || fields.next().context("too few fields");
     let state = next()?;
     let position: u64 = next()?.parse()?;
     let deadline_ms: u64 = next()?.parse()?;
     let queue_length: u64 = next()?.parse()?;
+    let rank: i64 = next()?.parse()?;
     let place = match state {
         "scheduled" => Place::Scheduled,
         "waiting" => Place::Waiting { position },
@@ -574,7 +824,7 @@ fn status_row(row: &str) -> anyhow::Result<(Place, u64)> {
         "none" => Place::NotQueued,
         other => anyhow::bail!("unknown state `{other}`"),
     };
-    Ok((place, queue_length))
+    Ok((place, queue_length, rank))
 }
 
 fn millis(d: Duration) -> i64 {
@@ -639,7 +889,8 @@ impl Reply {
     }
 
     /// wr_join's reply: {state, position, deadline_ms, opens_at_ms,
-    /// now_ms, queue_length, paused, new, admit_per_second, free, limited_rate_milli, notice}.
+    /// now_ms, queue_length, paused, new, admit_per_second, free, limited_rate_milli, notice,
+    /// groups, group_rank}.
     fn status(&self, state: &str) -> anyhow::Result<Status> {
         let place = match state {
             "scheduled" => Place::Scheduled,
@@ -664,6 +915,7 @@ impl Reply {
             free: self.uint(9)?,
             limited_rate_milli: u64::try_from(self.int(10)?).ok(),
             notice: self.notice(11)?,
+            group: Groups::new(&self.text(12)?).name(self.int(13)?),
         })
     }
 }

@@ -20,9 +20,12 @@ pub static WR_REAP: Script = lua_script!("wr_reap");
 pub static WR_STATS: Script = lua_script!("wr_stats");
 /// Read-only figures for the control room (`lua/wr_control.lua`).
 pub static WR_CONTROL: Script = lua_script!("wr_control");
+/// Read-only: whether a sale is armed, its proof-of-work difficulty and Redis time
+/// (`lua/wr_challenge.lua`).
+pub static WR_CHALLENGE: Script = lua_script!("wr_challenge");
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 7] {
+pub fn all() -> [&'static Script; 8] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -31,5 +34,6 @@ pub fn all() -> [&'static Script; 7] {
         &WR_REAP,
         &WR_STATS,
         &WR_CONTROL,
+        &WR_CHALLENGE,
     ]
 }

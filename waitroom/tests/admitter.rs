@@ -28,9 +28,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod common;
+
 const TICK: Duration = Duration::from_millis(100);
 const LEASE: Duration = Duration::from_secs(1);
 const ABANDON: Duration = Duration::from_secs(120);
+/// The return grace of joins and polls (the default of `waitroom.return_grace_seconds`).
+const GRACE: Duration = Duration::from_secs(1_800);
 
 /// One test's world: its own key prefix, with short lease and tick.
 struct World {
@@ -162,7 +166,8 @@ impl TestSale {
     async fn fill(&self, n: usize) -> anyhow::Result<Vec<UserId>> {
         let options = JoinOptions {
             max_queue_length: 0,
-            abandon_after: ABANDON,
+            return_grace: GRACE,
+            code_failures_per_hour: 10,
         };
         let mut users = Vec::with_capacity(n);
         for _ in 0..n {
@@ -190,7 +195,7 @@ impl TestSale {
     async fn place(&self, user: UserId) -> anyhow::Result<Place> {
         Ok(self
             .queue
-            .status(user, ABANDON)
+            .status(user, GRACE)
             .await?
             .context("status: sale not armed")?
             .place)
@@ -769,12 +774,14 @@ async fn closed_sales_with_an_empty_line_leave_the_index() -> anyhow::Result<()>
     world.finish(vec![a]).await
 }
 
-/// The reaper removes silent waiters deep in the line and lapsed admissions; buyers who poll
-/// stay. (The sale is paused, so admission ticks do not clean the head themselves.)
+/// The reaper skips silent waiters deep in the line, removes their places once silent past
+/// the return grace, and removes lapsed admissions; buyers who poll stay. (The sale is paused,
+/// so admission ticks do not clean the head themselves.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reaper_removes_silent_buyers_and_lapsed_admissions() -> anyhow::Result<()> {
+async fn the_reaper_skips_silent_buyers_then_removes_them_past_the_grace() -> anyhow::Result<()> {
     let world = World::new(&[
         ("WAITROOM__ABANDON_AFTER_SECONDS", "1"),
+        ("WAITROOM__RETURN_GRACE_SECONDS", "2"),
         ("WAITROOM__REAP_INTERVAL_MS", "200"),
     ])
     .await?;
@@ -804,12 +811,13 @@ async fn the_reaper_removes_silent_buyers_and_lapsed_admissions() -> anyhow::Res
             .await?;
     }
     let a = world.candidate("a").await?;
-    let abandon = Duration::from_secs(1);
-    wait_until(Duration::from_secs(6), "silent buyers reaped", || async {
+    let grace = Duration::from_secs(2);
+    let seen_skipped = std::cell::Cell::new(0);
+    wait_until(Duration::from_secs(8), "silent buyers reaped", || async {
         // The live buyer polls (every 50 ms here), well inside abandon_after.
         let place = sale
             .queue
-            .status(live, abandon)
+            .status(live, grace)
             .await?
             .context("status")?
             .place;
@@ -818,12 +826,98 @@ async fn the_reaper_removes_silent_buyers_and_lapsed_admissions() -> anyhow::Res
             "the live buyer: {place:?}"
         );
         let stats = sale.stats().await?;
+        seen_skipped.set(seen_skipped.get().max(stats.skipped));
         let adm: i64 = sale.redis.pool().zcard(&sale.queue.keys().adm).await?;
-        Ok(stats.queue_length == 1 && stats.abandoned_total == 29 && adm == 0)
+        Ok(
+            stats.queue_length == 1
+                && stats.skipped == 0
+                && stats.abandoned_total == 29
+                && adm == 0,
+        )
     })
     .await?;
+    assert!(
+        seen_skipped.get() > 0,
+        "the silent were skipped before they were removed"
+    );
     assert_eq!(sale.place(live).await?, Place::Waiting { position: 1 });
+    assert_eq!(sale.place(users[0]).await?, Place::NotQueued);
     world.finish(vec![a]).await
+}
+
+/// door.md §6 "Done when", with the admitter running: `abandon_after` 20 s; A joins first and
+/// is silent 25 s while B and C are admitted (`max_active` 2 then holds the line); D arrives
+/// later. A polls again: `waiting`, position 1 (D is second), and is admitted within 2 s of
+/// that poll once a slot frees, ahead of D. E, silent past the grace (60 s here), must join
+/// again, at the back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_tab_polls_again_and_is_let_in_first() -> anyhow::Result<()> {
+    let world = World::new(&[
+        ("WAITROOM__ABANDON_AFTER_SECONDS", "20"),
+        ("WAITROOM__RETURN_GRACE_SECONDS", "60"),
+    ])
+    .await?;
+    let sale = world
+        .arm(Spec {
+            max_active: Some(2),
+            ..Spec::default()
+        })
+        .await?;
+    let grace = Duration::from_secs(60);
+    let line = sale.fill(3).await?;
+    let (a, b, c) = (line[0], line[1], line[2]);
+    common::silence(&world.redis, sale.queue.keys(), &[a], 25).await?;
+    let admitter = world.candidate("a").await?;
+    wait_until(Duration::from_secs(3), "B and C admitted", || async {
+        Ok(sale.admitted_total().await? == 2)
+    })
+    .await?;
+    for u in [b, c] {
+        assert!(matches!(sale.place(u).await?, Place::Admitted { .. }));
+    }
+    let later = sale.fill(2).await?;
+    let (d, e) = (later[0], later[1]);
+    common::silence(&world.redis, sale.queue.keys(), &[e], 65).await?;
+    assert_eq!(sale.place(d).await?, Place::Waiting { position: 1 });
+
+    let woke = Instant::now();
+    let status = sale.queue.status(a, grace).await?.context("armed")?;
+    assert_eq!(status.place, Place::Waiting { position: 1 });
+    assert_eq!(sale.place(d).await?, Place::Waiting { position: 2 });
+    // B's order ends: the slot goes to A at the next tick, not to D.
+    sale.order_ended(b).await?;
+    loop {
+        let place = sale.queue.status(a, grace).await?.context("armed")?.place;
+        if matches!(place, Place::Admitted { .. }) {
+            break;
+        }
+        anyhow::ensure!(
+            woke.elapsed() < Duration::from_secs(2),
+            "A not admitted 2 s after polling again: {place:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("A admitted {:?} after polling again", woke.elapsed());
+    assert_eq!(sale.place(d).await?, Place::Waiting { position: 1 });
+    assert_eq!(sale.admitted_total().await?, 3);
+    // E, silent past the grace, has no place left and joins at the back.
+    assert_eq!(
+        sale.queue.status(e, grace).await?.context("armed")?.place,
+        Place::NotQueued
+    );
+    let options = JoinOptions {
+        max_queue_length: 0,
+        return_grace: grace,
+        code_failures_per_hour: 10,
+    };
+    match sale.queue.join(e, &options).await? {
+        Some(JoinOutcome::Standing { status, new }) => {
+            assert!(new);
+            assert_eq!(status.place, Place::Waiting { position: 2 });
+        }
+        other => anyhow::bail!("join: {other:?}"),
+    }
+    world.finish(vec![admitter]).await
 }
 
 /// The rate budget lives in Redis: two callers ticking on their own (a new leader next to a
@@ -917,7 +1011,8 @@ async fn a_lone_buyer_after_an_idle_minute_is_told_the_truth_and_let_in_at_once(
     let joined_at = Instant::now();
     let options = JoinOptions {
         max_queue_length: 0,
-        abandon_after: ABANDON,
+        return_grace: GRACE,
+        code_failures_per_hour: 10,
     };
     let Some(JoinOutcome::Standing { status, .. }) = sale.queue.join(user, &options).await? else {
         anyhow::bail!("join refused");
@@ -931,7 +1026,7 @@ async fn a_lone_buyer_after_an_idle_minute_is_told_the_truth_and_let_in_at_once(
         tokio::time::sleep(Duration::from_millis(retry)).await;
         let status = sale
             .queue
-            .status(user, ABANDON)
+            .status(user, GRACE)
             .await?
             .context("sale not armed")?;
         if matches!(status.place, Place::Admitted { .. }) {
@@ -972,14 +1067,14 @@ async fn behind_max_active_the_eta_uses_the_limited_rate() -> anyhow::Result<()>
     .await?;
     // Full: nobody admissible now, and no limited rate known while nobody left.
     let last = users.last().copied().context("users")?;
-    let status = sale.queue.status(last, ABANDON).await?.context("armed")?;
+    let status = sale.queue.status(last, GRACE).await?.context("armed")?;
     assert_eq!(status.free, 0);
     // One slot frees every 200 ms for two seconds: M about 5/s.
     for user in &users[..10] {
         tokio::time::sleep(Duration::from_millis(200)).await;
         sale.order_ended(*user).await?;
     }
-    let status = sale.queue.status(last, ABANDON).await?.context("armed")?;
+    let status = sale.queue.status(last, GRACE).await?.context("armed")?;
     let Place::Waiting { position } = status.place else {
         anyhow::bail!("last buyer not waiting: {status:?}");
     };

@@ -43,7 +43,8 @@ async fn arm(redis: &Redis, stock: i64, max_active: Option<i64>) -> anyhow::Resu
     let queue = WaitQueue::new(redis, id);
     let options = JoinOptions {
         max_queue_length: 0,
-        abandon_after: Duration::from_secs(120),
+        return_grace: Duration::from_secs(1_800),
+        code_failures_per_hour: 10,
     };
     for _ in 0..5 {
         queue.join(UserId::new_v7(), &options).await?;

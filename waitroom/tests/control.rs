@@ -226,6 +226,7 @@ async fn control_data_shows_the_line_admissions_stock_and_orders() -> anyhow::Re
     assert_eq!(body["state"], "open", "{body}");
     let queue = &body["queue"];
     assert_eq!(queue["length"], 3, "{body}");
+    assert_eq!(queue["skipped"], 0, "{body}");
     assert_eq!(queue["admitted_total"], 3, "{body}");
     assert_eq!(queue["abandoned_total"], 0, "{body}");
     assert_eq!(queue["active"], 2, "the paid buyer's slot is free: {body}");

@@ -20,6 +20,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod common;
+
 /// One waitroom server and what a test needs around it.
 struct Edge {
     env: TestEnv,
@@ -407,6 +409,68 @@ async fn leaving_removes_the_place_and_status_then_says_join_again() -> anyhow::
     assert_eq!(status, StatusCode::NO_CONTENT, "leaving twice is fine");
     let (_, body) = edge.status(sale, &second).await?;
     assert_eq!(body["position"], 1, "the one behind moved up");
+    edge.stop().await
+}
+
+/// door.md §6 over HTTP: with `abandon_after` 20 s, A joins first and is silent 25 s (its
+/// last-poll stamp set back) while B and C are admitted. A's status: `waiting`, position 1,
+/// and the next admission is A's, with a pass. Past the grace a status says join again (404);
+/// leaving removes a skipped place at once.
+#[tokio::test]
+async fn a_sleeping_tab_keeps_its_place_over_http() -> anyhow::Result<()> {
+    let edge = Edge::start_with(&[
+        ("WAITROOM__ABANDON_AFTER_SECONDS", "20"),
+        ("WAITROOM__RETURN_GRACE_SECONDS", "60"),
+    ])
+    .await?;
+    let sale = edge.sale(|_| {}).await?;
+    let (a, a_ticket, _) = edge.joined(sale).await?;
+    let (_, b_ticket, _) = edge.joined(sale).await?;
+    let (_, c_ticket, _) = edge.joined(sale).await?;
+    let (d, d_ticket, _) = edge.joined(sale).await?;
+    let (e, e_ticket, _) = edge.joined(sale).await?;
+    let keys = WaitQueue::new(edge.redis()?, sale).keys().clone();
+    common::silence(edge.redis()?, &keys, &[a, d, e], 25).await?;
+    for ticket in [&b_ticket, &c_ticket] {
+        let (status, body) = edge.status(sale, ticket).await?;
+        assert_eq!(
+            (status, body["state"].as_str()),
+            (StatusCode::OK, Some("waiting"))
+        );
+    }
+    assert_eq!(edge.admit(sale, 2).await?, 2, "B and C, A passed over");
+    // A's tab wakes up within the grace: the head of the line, and in at the next tick.
+    let (status, body) = edge.status(sale, &a_ticket).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["state"].as_str(), &body["position"]),
+        (Some("waiting"), &Value::from(1))
+    );
+    assert_eq!(edge.admit(sale, 1).await?, 1);
+    let (_, body) = edge.status(sale, &a_ticket).await?;
+    assert_eq!(body["state"], "admitted", "{body}");
+    assert!(body["pass"].as_str().is_some(), "{body}");
+    // D leaves while skipped: nothing to come back to.
+    let (status, _, _) = edge
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/w/{sale}/join"),
+            Some(&d_ticket),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = edge.status(sale, &d_ticket).await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // E comes back past the grace: the place is gone; joining again starts at the back.
+    common::silence(edge.redis()?, &keys, &[e], 65).await?;
+    let (status, body) = edge.status(sale, &e_ticket).await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = edge.join(sale, &edge.token(e)?).await?;
+    assert_eq!(
+        (status, &body["position"]),
+        (StatusCode::OK, &Value::from(1)),
+        "{body}"
+    );
     edge.stop().await
 }
 

@@ -1,11 +1,13 @@
 //! The waiting room's Redis core (`lua/wr_*.lua` through `dropline_waitroom::queue`) against
 //! the machine's real Redis. Each test has its own key prefix ([`TestEnv`]) and its own sale,
 //! so the tests run in parallel. A sale is set up by writing its keys directly, as the arming
-//! code does; time moves by rewriting `opens_at` relative to Redis `TIME`, and sleeps appear
-//! only where a test needs wall time to pass (abandonment, admission deadlines).
+//! code does; time moves by rewriting `opens_at` relative to Redis `TIME`, silence by
+//! rewriting a place's last-poll stamp (`common::silence`), and sleeps appear only where a test
+//! needs wall time to pass (admission deadlines, a sold-out spell polled through).
 
-use std::collections::HashSet;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{SaleId, UserId};
@@ -18,13 +20,21 @@ use fred::prelude::*;
 use futures_util::{StreamExt, stream};
 use uuid::Uuid;
 
+mod common;
+
 const ABANDON: Duration = Duration::from_secs(120);
+/// door.md §6's `abandon_after` of 20 s.
+const ABANDON_20: Duration = Duration::from_secs(20);
+/// The return grace of joins and polls (door.md §6; the default of
+/// `waitroom.return_grace_seconds`).
+const GRACE: Duration = Duration::from_secs(1_800);
 const WINDOW: Duration = Duration::from_secs(600);
 
 fn join_options() -> JoinOptions {
     JoinOptions {
         max_queue_length: 0,
-        abandon_after: ABANDON,
+        return_grace: GRACE,
+        code_failures_per_hour: 10,
     }
 }
 
@@ -120,11 +130,12 @@ impl Sale {
     }
 
     async fn place(&self, user: UserId) -> anyhow::Result<Place> {
-        self.place_with(user, ABANDON).await
+        self.place_with(user, GRACE).await
     }
 
-    async fn place_with(&self, user: UserId, abandon_after: Duration) -> anyhow::Result<Place> {
-        match self.queue.status(user, abandon_after).await? {
+    /// The user's place, polled with this return grace.
+    async fn place_with(&self, user: UserId, return_grace: Duration) -> anyhow::Result<Place> {
+        match self.queue.status(user, return_grace).await? {
             Some(status) => Ok(status.place),
             None => anyhow::bail!("status: sale not found"),
         }
@@ -201,30 +212,6 @@ async fn redis_now_ms(redis: &Redis) -> anyhow::Result<i64> {
         .await?;
     anyhow::ensure!(t.len() == 2, "TIME: {t:?}");
     Ok(t[0] * 1000 + t[1] / 1000)
-}
-
-/// Lets `silence` of wall time pass while `live` buyers keep polling every 100 ms (well inside
-/// `abandon_after`); everyone else in the queue stays silent.
-async fn wait_while_polling(
-    sale: &Sale,
-    live: &[UserId],
-    abandon_after: Duration,
-    silence: Duration,
-) -> anyhow::Result<()> {
-    let until = tokio::time::Instant::now() + silence;
-    loop {
-        for &u in live {
-            let place = sale.place_with(u, abandon_after).await?;
-            anyhow::ensure!(
-                matches!(place, Place::Waiting { .. }),
-                "a polling buyer lost the place: {place:?}"
-            );
-        }
-        if tokio::time::Instant::now() >= until {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn connect(env: &TestEnv) -> anyhow::Result<Redis> {
@@ -458,7 +445,8 @@ async fn a_full_queue_refuses_new_places_but_keeps_existing_ones() -> anyhow::Re
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
     let options = JoinOptions {
         max_queue_length: 3,
-        abandon_after: ABANDON,
+        return_grace: GRACE,
+        code_failures_per_hour: 10,
     };
     let buyers = users(5);
     for &u in &buyers[..3] {
@@ -571,10 +559,10 @@ async fn sold_out_reaches_waiting_buyers_and_returning_stock_resumes_admission()
 }
 
 /// Sold out is not the end while stock can come back: buyers who keep polling (and hear
-/// `sold_out`) keep their places; silent ones still lose theirs.
+/// `sold_out`) keep their places; one silent past the return grace loses it.
 #[tokio::test]
 async fn polling_through_a_sold_out_spell_keeps_the_place() -> anyhow::Result<()> {
-    const ABANDON_FAST: Duration = Duration::from_secs(1);
+    const GRACE_FAST: Duration = Duration::from_secs(1);
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
@@ -586,18 +574,18 @@ async fn polling_through_a_sold_out_spell_keeps_the_place() -> anyhow::Result<()
     let until = tokio::time::Instant::now() + Duration::from_millis(2_100);
     while tokio::time::Instant::now() < until {
         for &u in &b[1..] {
-            assert_eq!(sale.place_with(u, ABANDON_FAST).await?, Place::SoldOut);
+            assert_eq!(sale.place_with(u, GRACE_FAST).await?, Place::SoldOut);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sale.set_stock(5, 0, 995).await?;
-    assert_eq!(sale.place_with(b[0], ABANDON_FAST).await?, Place::NotQueued);
+    assert_eq!(sale.place_with(b[0], GRACE_FAST).await?, Place::NotQueued);
     assert_eq!(
-        sale.place_with(b[1], ABANDON_FAST).await?,
+        sale.place_with(b[1], GRACE_FAST).await?,
         Place::Waiting { position: 1 }
     );
     assert_eq!(
-        sale.place_with(b[2], ABANDON_FAST).await?,
+        sale.place_with(b[2], GRACE_FAST).await?,
         Place::Waiting { position: 2 }
     );
     env.cleanup().await
@@ -652,7 +640,7 @@ async fn pause_admits_nobody_and_keeps_every_place() -> anyhow::Result<()> {
     for (i, &u) in b.iter().enumerate() {
         let status = sale
             .queue
-            .status(u, ABANDON)
+            .status(u, GRACE)
             .await?
             .ok_or_else(|| anyhow::anyhow!("sale"))?;
         assert_eq!(
@@ -677,11 +665,11 @@ async fn pause_admits_nobody_and_keeps_every_place() -> anyhow::Result<()> {
 }
 
 /// ANCHORS §3, issue #154 of AWS's waiting room: max_active 10, 30 joins, 10 go silent
-/// before admission. The silent ones are skipped (and lose their places), each tick still
-/// fills its whole budget with live buyers, and the queue drains.
+/// before admission. The silent ones are skipped (door.md §6: passed over, their places kept
+/// aside), each tick still fills its whole budget with live buyers, and the queue drains. A
+/// skipped buyer back within the grace is let in first; one back past it joins again.
 #[tokio::test]
 async fn silent_buyers_are_skipped_and_the_queue_drains() -> anyhow::Result<()> {
-    const ABANDON_FAST: Duration = Duration::from_secs(1);
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(
@@ -696,23 +684,23 @@ async fn silent_buyers_are_skipped_and_the_queue_drains() -> anyhow::Result<()> 
     for &u in &b {
         sale.join(u).await?;
     }
-    let silent: HashSet<UserId> = b.iter().copied().skip(2).step_by(3).collect();
+    let silent: Vec<UserId> = b.iter().copied().skip(2).step_by(3).collect();
     let live: Vec<UserId> = b.iter().copied().filter(|u| !silent.contains(u)).collect();
     assert_eq!((silent.len(), live.len()), (10, 20));
-    // Wall time passes (abandonment has one-second resolution: 2 s of silence > 1 s).
-    wait_while_polling(&sale, &live, ABANDON_FAST, Duration::from_millis(2_100)).await?;
-    let params = AdmitParams::new(100, ABANDON_FAST, WINDOW);
+    common::silence(&redis, sale.queue.keys(), &silent, 25).await?;
+    let params = AdmitParams::new(100, ABANDON_20, WINDOW);
     let first = sale.admit_with(params).await?;
     assert_eq!(first.admitted, live[..10], "ten live buyers, in order");
     assert_eq!(first.limit, AdmitLimit::MaxActive);
     assert!(first.skipped >= 4, "silent buyers at the head were skipped");
+    // Skipped buyers count in nobody's position.
+    assert_eq!(sale.place(live[10]).await?, Place::Waiting { position: 1 });
     // max_active holds: nobody more until a slot frees.
     assert!(sale.admit_with(params).await?.admitted.is_empty());
     // The first ten finish (their orders end): the rest of the line drains.
     for &u in &live[..10] {
         assert!(sale.queue.leave(u).await?);
     }
-    wait_while_polling(&sale, &live[10..], ABANDON_FAST, Duration::ZERO).await?;
     let second = sale.admit_with(params).await?;
     assert_eq!(second.admitted, live[10..]);
     assert_eq!(second.queue_length, 0, "the queue drained");
@@ -721,24 +709,206 @@ async fn silent_buyers_are_skipped_and_the_queue_drains() -> anyhow::Result<()> 
         (
             stats.admitted_total,
             stats.abandoned_total,
-            stats.queue_length
+            stats.queue_length,
+            stats.skipped
         ),
-        (20, 10, 0)
+        (20, 0, 0, 10)
     );
-    // A silent buyer who comes back has lost the place and must join again, at the back.
-    let back = *silent
-        .iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("none"))?;
-    assert_eq!(sale.place_with(back, ABANDON_FAST).await?, Place::NotQueued);
-    let (status, new) = sale.join(back).await?;
+    // A silent buyer who comes back within the grace has the place back: the line passed it,
+    // so at the head, and is admitted at the next tick once a slot is free.
+    let back = silent[4];
+    assert_eq!(sale.place(back).await?, Place::Waiting { position: 1 });
+    assert!(sale.admit_with(params).await?.admitted.is_empty(), "full");
+    assert!(sale.queue.leave(live[10]).await?);
+    assert_eq!(sale.admit_with(params).await?.admitted, vec![back]);
+    // One silent past the grace has lost it and joins again, at the back.
+    let gone = silent[5];
+    common::silence(&redis, sale.queue.keys(), &[gone], GRACE.as_secs() + 5).await?;
+    assert_eq!(sale.place(gone).await?, Place::NotQueued);
+    let late = UserId::new_v7();
+    assert_eq!(
+        sale.join(late).await?.0.place,
+        Place::Waiting { position: 1 }
+    );
+    let (status, new) = sale.join(gone).await?;
     assert!(new);
-    assert_eq!(status.place, Place::Waiting { position: 1 });
+    assert_eq!(status.place, Place::Waiting { position: 2 });
+    let stats = sale.stats().await?;
+    assert_eq!((stats.abandoned_total, stats.skipped), (1, 8));
+    env.cleanup().await
+}
+
+/// door.md §6 "Done when", on the scripts: with `abandon_after` 20 s, A joins first and is
+/// silent 25 s while B and C poll and are admitted; D arrives later. A polls again: `waiting`,
+/// position 1, and the next tick lets A in, ahead of D.
+#[tokio::test]
+async fn a_sleeping_tab_keeps_its_place_and_goes_in_first() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let [a, b, c, d] = [(); 4].map(|()| UserId::new_v7());
+    for u in [a, b, c] {
+        sale.join(u).await?;
+    }
+    common::silence(&redis, sale.queue.keys(), &[a], 25).await?;
+    assert_eq!(sale.place(b).await?, Place::Waiting { position: 2 });
+    let tick = sale
+        .admit_with(AdmitParams::new(2, ABANDON_20, WINDOW))
+        .await?;
+    assert_eq!((tick.admitted, tick.skipped), (vec![b, c], 1));
+    assert_eq!(sale.join(d).await?.0.place, Place::Waiting { position: 1 });
+    assert_eq!(sale.stats().await?.queue_length, 1, "A is not in the line");
+    // A's tab wakes up: A has the head of the line, D is behind.
+    let status = sale.queue.status(a, GRACE).await?.context("armed")?;
+    assert_eq!(
+        (status.place, status.queue_length),
+        (Place::Waiting { position: 1 }, 2)
+    );
+    assert_eq!(sale.place(d).await?, Place::Waiting { position: 2 });
+    let tick = sale
+        .admit_with(AdmitParams::new(1, ABANDON_20, WINDOW))
+        .await?;
+    assert_eq!(tick.admitted, vec![a]);
+    assert!(matches!(sale.place(a).await?, Place::Admitted { .. }));
+    // A join within the grace brings a skipped place back the same way (no second place).
+    let e = UserId::new_v7();
+    sale.join(e).await?;
+    common::silence(&redis, sale.queue.keys(), &[d], 25).await?;
+    let tick = sale
+        .admit_with(AdmitParams::new(1, ABANDON_20, WINDOW))
+        .await?;
+    assert_eq!((tick.admitted, tick.skipped), (vec![e], 1));
+    let (status, new) = sale.join(d).await?;
+    assert_eq!((status.place, new), (Place::Waiting { position: 1 }, false));
+    let pool = redis.pool();
+    let (q, skip): (i64, i64) = (
+        pool.zcard(&sale.queue.keys().q).await?,
+        pool.zcard(&sale.queue.keys().skip).await?,
+    );
+    assert_eq!((q, skip), (1, 0), "one place for D, in the line");
+    let stats = sale.stats().await?;
+    assert_eq!((stats.admitted_total, stats.abandoned_total), (4, 0));
+    let wr = &sale.queue.keys().wr;
+    let counters: (Option<u64>, Option<u64>) = (
+        pool.hget(wr, "skipped_total").await?,
+        pool.hget(wr, "returned_total").await?,
+    );
+    assert_eq!(counters, (Some(2), Some(2)));
+    env.cleanup().await
+}
+
+/// door.md §6: a skipped buyer who polls where the line has not passed the place gets the
+/// original position back; leaving removes a skipped place at once.
+#[tokio::test]
+async fn a_skipped_place_the_line_has_not_reached_comes_back_where_it_was() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let b = users(6);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    common::silence(&redis, sale.queue.keys(), &[b[3], b[4]], 25).await?;
+    // The reaper skips them deep in the line: those behind move up.
+    let reaped = sale.queue.reap(ABANDON_20, GRACE, 100).await?;
+    assert_eq!((reaped.skipped, reaped.abandoned), (2, 0));
+    assert_eq!(
+        (reaped.queue_length, reaped.skipped_length),
+        (4, 2),
+        "{reaped:?}"
+    );
+    assert_eq!(sale.place(b[5]).await?, Place::Waiting { position: 4 });
+    // b3 is back: the original place, fourth; b5 is fifth again.
+    assert_eq!(sale.place(b[3]).await?, Place::Waiting { position: 4 });
+    assert_eq!(sale.place(b[5]).await?, Place::Waiting { position: 5 });
+    // b4 leaves while skipped: nothing is left to come back to.
+    assert!(sale.queue.leave(b[4]).await?);
+    assert!(!sale.queue.leave(b[4]).await?);
+    assert_eq!(sale.place(b[4]).await?, Place::NotQueued);
+    let stats = sale.stats().await?;
+    assert_eq!((stats.queue_length, stats.skipped), (5, 0));
+    env.cleanup().await
+}
+
+/// door.md §6 "Done when": 1,000 silent buyers ahead delay a live buyer's admission by at most
+/// one tick. With the admitter's own parameters for 100 a second (a budget of 11 a tick), the
+/// first tick passes over all of them and admits the live buyer.
+#[tokio::test]
+async fn a_thousand_silent_buyers_ahead_cost_a_live_buyer_no_tick() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let asleep = users(1_000);
+    stream::iter(asleep.iter().copied())
+        .map(|u| sale.join(u))
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    common::silence(&redis, sale.queue.keys(), &asleep, 25).await?;
+    let live = UserId::new_v7();
+    assert_eq!(
+        sale.join(live).await?.0.place,
+        Place::Waiting { position: 1_001 }
+    );
+    let started = std::time::Instant::now();
+    let tick = sale
+        .admit_with(AdmitParams::new(11, ABANDON_20, WINDOW))
+        .await?;
+    println!("one tick over 1,000 silent buyers: {:?}", started.elapsed());
+    assert_eq!(
+        (tick.admitted, tick.skipped, tick.queue_length),
+        (vec![live], 1_000, 0)
+    );
+    assert_eq!(sale.stats().await?.skipped, 1_000);
+    env.cleanup().await
+}
+
+/// door.md §5: an outage does not count toward `abandon_after`. With the admitter's outage gap
+/// set, a tick after a long gap between ticks (Redis was away: set back by hand here) starts a
+/// credit of `abandon_after` during which neither the tick nor the reaper skips anyone; after
+/// it, a buyer still silent is skipped as usual.
+#[tokio::test]
+async fn an_outage_does_not_count_toward_abandon_after() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let b = users(2);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    let mut params = AdmitParams::new(0, ABANDON_20, WINDOW);
+    params.outage_gap = Some(Duration::from_secs(5));
+    assert_eq!(sale.admit_with(params).await?.skipped, 0);
+    // Redis comes back after 30 s: the last tick is that old, and b0 was silent all along.
+    let wr = sale.queue.keys().wr.clone();
+    let now = redis_now_ms(&redis).await?;
+    let _: () = redis.pool().hset(&wr, ("tick_at", now - 30_000)).await?;
+    common::silence(&redis, sale.queue.keys(), &[b[0]], 31).await?;
+    let tick = sale.admit_with(params).await?;
+    assert_eq!(
+        (tick.skipped, tick.queue_length),
+        (0, 2),
+        "skipped for the outage"
+    );
+    let resumed: Option<i64> = redis.pool().hget(&wr, "resumed_at").await?;
+    assert!(resumed.is_some_and(|at| at >= now), "{resumed:?}");
+    let reaped = sale.queue.reap(ABANDON_20, GRACE, 100).await?;
+    assert_eq!((reaped.skipped, reaped.queue_length), (0, 2));
+    assert_eq!(sale.place(b[1]).await?, Place::Waiting { position: 2 });
+    // abandon_after after the outage, b0 has still not polled: skipped now.
+    let _: () = redis
+        .pool()
+        .hset(&wr, ("resumed_at", redis_now_ms(&redis).await? - 21_000))
+        .await?;
+    assert_eq!(sale.admit_with(params).await?.skipped, 1);
+    assert_eq!(sale.place(b[1]).await?, Place::Waiting { position: 1 });
     env.cleanup().await
 }
 
 #[tokio::test]
-async fn a_status_call_after_abandon_after_loses_the_place() -> anyhow::Result<()> {
+async fn a_poll_past_the_return_grace_loses_the_place() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
@@ -746,8 +916,8 @@ async fn a_status_call_after_abandon_after_loses_the_place() -> anyhow::Result<(
     for &u in &b {
         sale.join(u).await?;
     }
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    // b1 polls within a generous grace and keeps the place; b0 is judged by a 1 s rule.
+    common::silence(&redis, sale.queue.keys(), &[b[0], b[2]], 3).await?;
+    // b1 polls within a generous grace and keeps the place; b0 is judged by a 1 s grace.
     assert_eq!(sale.place(b[1]).await?, Place::Waiting { position: 2 });
     assert_eq!(
         sale.place_with(b[0], Duration::from_secs(1)).await?,
@@ -761,7 +931,8 @@ async fn a_status_call_after_abandon_after_loses_the_place() -> anyhow::Result<(
             b[2],
             &JoinOptions {
                 max_queue_length: 0,
-                abandon_after: Duration::from_secs(1),
+                return_grace: Duration::from_secs(1),
+                code_failures_per_hour: 10,
             },
         )
         .await?;
@@ -836,11 +1007,11 @@ async fn an_admission_past_its_deadline_frees_the_slot() -> anyhow::Result<()> {
     assert_eq!(sale.stats().await?.active, 0);
     assert_eq!(sale.admit_with(params).await?.admitted, b[2..4]);
     // The reaper returns the lapsed entries' memory; the lapsed buyers are out.
-    let reaped = sale.queue.reap(ABANDON, 100).await?;
+    let reaped = sale.queue.reap(ABANDON, GRACE, 100).await?;
     assert_eq!(reaped.expired, 2);
     assert_eq!(reaped.queue_length, 1);
     assert_eq!(sale.place(b[0]).await?, Place::NotQueued);
-    assert_eq!(sale.queue.reap(ABANDON, 100).await?.expired, 0);
+    assert_eq!(sale.queue.reap(ABANDON, GRACE, 100).await?.expired, 0);
     env.cleanup().await
 }
 
@@ -874,6 +1045,8 @@ async fn leaving_is_idempotent_and_frees_an_admission() -> anyhow::Result<()> {
     env.cleanup().await
 }
 
+/// The reaper skips silent waiters deep in the line in bounded batches, and removes skipped
+/// places once silent past the return grace (door.md §6).
 #[tokio::test]
 async fn the_reaper_sweeps_silent_waiters_in_bounded_batches() -> anyhow::Result<()> {
     const ABANDON_FAST: Duration = Duration::from_secs(1);
@@ -885,29 +1058,50 @@ async fn the_reaper_sweeps_silent_waiters_in_bounded_batches() -> anyhow::Result
         sale.join(u).await?;
     }
     let live: Vec<UserId> = b.iter().copied().step_by(5).collect();
-    wait_while_polling(&sale, &live, ABANDON_FAST, Duration::from_millis(2_100)).await?;
-    let mut abandoned = 0;
-    let mut calls = 0;
+    let silent: Vec<UserId> = b.iter().copied().filter(|u| !live.contains(u)).collect();
+    common::silence(&redis, sale.queue.keys(), &silent, 3).await?;
+    let (mut skipped, mut calls) = (0, 0);
     loop {
-        let outcome = sale.queue.reap(ABANDON_FAST, 7).await?;
-        abandoned += outcome.abandoned;
+        let outcome = sale.queue.reap(ABANDON_FAST, GRACE, 7).await?;
+        skipped += outcome.skipped;
         calls += 1;
-        assert!(outcome.abandoned <= 7);
+        assert!(outcome.skipped <= 7);
+        assert_eq!(outcome.abandoned, 0, "within the grace");
         if outcome.wrapped {
             break;
         }
     }
-    assert_eq!((abandoned, calls), (20, 4), "25 entries in batches of 7");
+    assert_eq!((skipped, calls), (20, 4), "25 entries in batches of 7");
     for (i, &u) in live.iter().enumerate() {
         assert_eq!(
-            sale.place_with(u, ABANDON_FAST).await?,
+            sale.place(u).await?,
             Place::Waiting {
                 position: i as u64 + 1
             }
         );
     }
     let stats = sale.stats().await?;
-    assert_eq!((stats.queue_length, stats.abandoned_total), (5, 20));
+    assert_eq!(
+        (stats.queue_length, stats.skipped, stats.abandoned_total),
+        (5, 20, 0)
+    );
+    // Past the grace (1 s here: 3 s of silence), the skipped places go, in batches too.
+    let mut abandoned = 0;
+    loop {
+        let outcome = sale.queue.reap(ABANDON_FAST, ABANDON_FAST, 7).await?;
+        abandoned += outcome.abandoned;
+        assert!(outcome.abandoned <= 7);
+        if outcome.wrapped {
+            break;
+        }
+    }
+    assert_eq!(abandoned, 20);
+    let stats = sale.stats().await?;
+    assert_eq!(
+        (stats.queue_length, stats.skipped, stats.abandoned_total),
+        (5, 0, 20)
+    );
+    assert_eq!(sale.place(silent[0]).await?, Place::NotQueued);
     env.cleanup().await
 }
 
@@ -946,13 +1140,22 @@ async fn closed_sales_and_unknown_sales_say_so() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
-    let u = UserId::new_v7();
+    let (u, asleep) = (UserId::new_v7(), UserId::new_v7());
+    sale.join(asleep).await?;
     sale.join(u).await?;
+    common::silence(&redis, sale.queue.keys(), &[asleep], 25).await?;
+    let skipped = sale
+        .admit_with(AdmitParams::new(0, ABANDON_20, WINDOW))
+        .await?;
+    assert_eq!((skipped.skipped, sale.stats().await?.skipped), (1, 1));
     sale.set_cfg("closed", 1).await?;
     assert_eq!(sale.place(u).await?, Place::Closed);
     assert_eq!(sale.join(UserId::new_v7()).await?.0.place, Place::Closed);
     assert_eq!(sale.admit(10).await?.state, SaleState::Closed);
-    assert_eq!(sale.stats().await?.state, SaleState::Closed);
+    let stats = sale.stats().await?;
+    assert_eq!(stats.state, SaleState::Closed);
+    // Nobody can come back to a closed sale: its skipped places are dropped, counted as lost.
+    assert_eq!((stats.skipped, stats.abandoned_total), (0, 1));
     // closes_at in the past closes it too.
     let other = Sale::arm(&redis, SaleSpec::default()).await?;
     let now = redis_now_ms(&redis).await?;
@@ -961,7 +1164,7 @@ async fn closed_sales_and_unknown_sales_say_so() -> anyhow::Result<()> {
     // A sale that was never armed.
     let unknown = WaitQueue::new(&redis, SaleId::new_v7());
     assert!(unknown.join(u, &join_options()).await?.is_none());
-    assert!(unknown.status(u, ABANDON).await?.is_none());
+    assert!(unknown.status(u, GRACE).await?.is_none());
     assert!(
         unknown
             .admit(&AdmitParams::new(1, ABANDON, WINDOW))
@@ -1008,7 +1211,7 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
     }
     let stranger = UserId::new_v7();
     let batch = [buyers[2], stranger, buyers[0], buyers[2]];
-    let answers = sale.queue.status_many(&batch, ABANDON).await?;
+    let answers = sale.queue.status_many(&batch, GRACE).await?;
     let places: Vec<Option<Place>> = answers
         .iter()
         .map(|a| a.as_ref().map(|s| s.place))
@@ -1031,7 +1234,7 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
     // After one admission, the batch mixes an admitted buyer (with the deadline) and waiting ones.
     let outcome = sale.admit(1).await?;
     assert_eq!(outcome.admitted.len(), 1);
-    let answers = sale.queue.status_many(&batch, ABANDON).await?;
+    let answers = sale.queue.status_many(&batch, GRACE).await?;
     match answers[2].as_ref().map(|a| a.place) {
         Some(Place::Admitted { deadline_ms }) => {
             assert!(
@@ -1045,9 +1248,9 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
         answers[0].as_ref().map(|a| (a.place, a.queue_length)),
         Some((Place::Waiting { position: 2 }, 2))
     );
-    assert!(sale.queue.status_many(&[], ABANDON).await.is_err());
+    assert!(sale.queue.status_many(&[], GRACE).await.is_err());
     // An unarmed sale answers None for every user of the batch.
     let unarmed = WaitQueue::new(&redis, SaleId::new_v7());
-    assert_eq!(unarmed.status_many(&batch, ABANDON).await?, vec![None; 4]);
+    assert_eq!(unarmed.status_many(&batch, GRACE).await?, vec![None; 4]);
     env.cleanup().await
 }

@@ -183,7 +183,6 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        use axum::extract::rejection::JsonRejection;
         if !json_content_type(req.headers()) {
             return Err(ApiError::code(ErrorCode::UnsupportedMediaType));
         }
@@ -194,50 +193,56 @@ where
             }
             Err(_) => return Err(ApiError::bad_request("could not read the request body")),
         };
-        // Every body of the contract is an object. serde would also take an array for a
-        // struct (its sequence form: `["a@b.c","secret"]` as a login), which no client means.
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if first.is_some_and(|b| *b != b'{') {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// A JSON request body already read, with [`Json`]'s rules: it must be an object (serde would
+/// also take an array for a struct, its sequence form: `["a@b.c","secret"]` as a login, which
+/// no client means); malformed JSON or data (unknown fields with `deny_unknown_fields`) → 400.
+/// For handlers that must read a body without refusing it before other checks (the waitroom's
+/// join judges its body only after it knows the caller has no place).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    use axum::extract::rejection::JsonRejection;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(JsonRejection::MissingJsonContentType(_)) => {
+            Err(ApiError::code(ErrorCode::UnsupportedMediaType))
         }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::code(ErrorCode::UnsupportedMediaType))
-            }
-            Err(JsonRejection::JsonDataError(e)) => match with_integral_floats(&bytes) {
-                // JSON has one number type: `5.0` and `5e2` are the integers 5 and 500 (JSON
-                // Schema says so too, and schemathesis sends them), which serde refuses for an
-                // integer field. Only on this error path: a body serde took costs nothing.
-                Some(value) => serde_json::from_value::<T>(value).map(Self).map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "invalid request body: {}",
-                        e.body_text().trim_start_matches(
-                            "Failed to deserialize the JSON body into the target type: "
-                        )
-                    ))
-                }),
-                None => Err(ApiError::bad_request(format!(
+        Err(JsonRejection::JsonDataError(e)) => {
+            let refused = || {
+                ApiError::bad_request(format!(
                     "invalid request body: {}",
                     e.body_text().trim_start_matches(
                         "Failed to deserialize the JSON body into the target type: "
                     )
-                ))),
-            },
-            Err(JsonRejection::JsonSyntaxError(_)) => {
-                Err(ApiError::bad_request("the request body is not valid JSON"))
+                ))
+            };
+            // JSON has one number type: `5.0` and `5e2` are the integers 5 and 500 (JSON
+            // Schema says so too, and schemathesis sends them), which serde refuses for an
+            // integer field. Only on this error path: a body serde took costs nothing.
+            match with_integral_floats(bytes) {
+                Some(value) => serde_json::from_value::<T>(value).map_err(|_| refused()),
+                None => Err(refused()),
             }
-            Err(JsonRejection::BytesRejection(e)) => {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Err(ApiError::code(ErrorCode::PayloadTooLarge))
-                } else {
-                    Err(ApiError::bad_request("could not read the request body"))
-                }
-            }
-            Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
+        Err(JsonRejection::JsonSyntaxError(_)) => {
+            Err(ApiError::bad_request("the request body is not valid JSON"))
+        }
+        Err(JsonRejection::BytesRejection(e)) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Err(ApiError::code(ErrorCode::PayloadTooLarge))
+            } else {
+                Err(ApiError::bad_request("could not read the request body"))
+            }
+        }
+        Err(other) => Err(ApiError::bad_request(other.body_text())),
     }
 }
 
@@ -268,7 +273,7 @@ fn with_integral_floats(bytes: &[u8]) -> Option<serde_json::Value> {
 
 /// `Content-Type: application/json` or `application/<anything>+json`, parameters allowed (what
 /// axum's own `Json` accepts).
-fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+pub fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -8,12 +8,15 @@
 //! | --- | --- | --- |
 //! | `cfg` | hash | the sale's settings ([`crate::sale`]) |
 //! | `avail`, `held`, `sold` | strings | units for sale, in HELD + PAYING orders, in PAID orders |
-//! | `q` | zset | the waiting line: user (16 raw bytes) → arrival score |
+//! | `q` | zset | the waiting line: user (16 raw bytes) → arrival score (order key and last-poll stamp) |
+//! | `qskip` | zset | skipped places: buyers silent for longer than `abandon_after`, same member and score as in `q`, kept for the return grace (door.md §6) |
 //! | `qseq` | string | the line's arrival counter |
-//! | `wr` | hash | the waiting room's figures (admitted and abandoned totals, last poll times) |
+//! | `wr` | hash | the waiting room's figures (admitted, skipped, returned and abandoned totals, the admission rate's state, the reaper's cursors, the outage credit's `tick_at` and `resumed_at`) |
 //! | `adm` | zset | admitted buyers: user (16 raw bytes) → admission deadline (epoch ms) |
 //! | `alerted:sold_out` | string | the sold-out alert went out for this spell |
 //! | `codes` | hash | access codes: SHA-256 of sale id and code (32 raw bytes) → `<group>:<uses>` (design/door.md §2) |
+//! | `codeuse` | hash | access codes' spent uses: code hash → count; code hash + user (48 raw bytes) → 1 |
+//! | `codefail:<user>` | string | the user's wrong codes this hour (TTL an hour from the first) |
 //! | `o:<order>` | hash | an order ([`crate::orders`]) |
 //! | `hold:<order>` | string | the order's hold timer: only its TTL matters |
 //! | `holds` | zset | live (HELD or PAYING) order ids → deadline (epoch ms) |
@@ -22,6 +25,7 @@
 //! | `events` | stream | the order outbox ([`crate::orders::outbox`]) |
 //! | `payreq:<order>` | string | the api's claim on publishing the order's `payment.requested`: `pending` while one is published, `sent` once the broker confirmed it (TTL the payment timeout) |
 //! | `paycard:<order>` | string | the card token of the order's first pay, the one every request for it carries |
+//! | `pow:<random>` | string | a proof-of-work challenge spent by a join (door.md §1; expires with the challenge) |
 
 use crate::clients::redis::Redis;
 use crate::ids::{OrderId, SaleId, UserId};
@@ -75,6 +79,11 @@ impl SaleKeys {
         self.named("q")
     }
 
+    /// `qskip`, the skipped places (door.md §6).
+    pub fn skipped(&self) -> String {
+        self.named("qskip")
+    }
+
     /// `qseq`, the line's arrival counter.
     pub fn queue_seq(&self) -> String {
         self.named("qseq")
@@ -104,6 +113,18 @@ impl SaleKeys {
     /// → `<group>:<uses>`.
     pub fn codes(&self) -> String {
         self.named("codes")
+    }
+
+    /// `codeuse`, the access codes' spent uses: code hash → uses spent, and code hash followed
+    /// by the user's 16 bytes → 1 for each user who spent one (design/door.md §2).
+    pub fn code_use(&self) -> String {
+        self.named("codeuse")
+    }
+
+    /// `codefail:<user>`, the user's wrong access codes this hour (expires an hour after the
+    /// first).
+    pub fn code_failures(&self, user: UserId) -> String {
+        format!("{}codefail:{user}", self.base)
     }
 
     /// `events`, the order outbox.
@@ -144,6 +165,11 @@ impl SaleKeys {
     /// `paycard:<order>`, the card token of the order's first pay.
     pub fn payment_card(&self, order: OrderId) -> String {
         format!("{}paycard:{order}", self.base)
+    }
+
+    /// `pow:<id>`, the spent marker of a proof-of-work challenge (`id`: its random part in hex).
+    pub fn pow_spent(&self, id: &str) -> String {
+        format!("{}pow:{id}", self.base)
     }
 
     /// `idem:<user>:<key>`, an idempotency key.

@@ -1,4 +1,5 @@
-//! The page's static assets (`waiting.js`, `waiting.css`, compiled in) and how they are
+//! The page's static assets (`waiting.js`, `waiting.css`, and `pow.js`, the proof-of-work Web
+//! Worker; compiled in) and how they are
 //! served: a content fingerprint in the URL (`?v=`), a year's cache for a fingerprinted request
 //! and five minutes for a bare one, and `ETag` / `If-None-Match` revalidation. The control room
 //! serves its own assets with the same [`Asset`].
@@ -8,9 +9,11 @@ use axum::response::{IntoResponse, Response};
 
 pub(crate) const SCRIPT: &str = include_str!("../../assets/waiting.js");
 pub(crate) const STYLESHEET: &str = include_str!("../../assets/waiting.css");
+pub(crate) const POW_WORKER: &str = include_str!("../../assets/pow.js");
 
 pub const SCRIPT_PATH: &str = "/w/assets/waiting.js";
 pub const STYLESHEET_PATH: &str = "/w/assets/waiting.css";
+pub const POW_WORKER_PATH: &str = "/w/assets/pow.js";
 
 /// Cache lifetime of an asset requested with the current fingerprint (`?v=`): it never changes.
 pub(crate) const IMMUTABLE: &str = "public, max-age=31536000, immutable";

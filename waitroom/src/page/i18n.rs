@@ -635,6 +635,8 @@ mod tests {
             ErrorCode::QueueFull,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
+            ErrorCode::PowRequired,
+            ErrorCode::PowInvalid,
         ] {
             keys.push(format!("err_{}", code.as_str()));
         }

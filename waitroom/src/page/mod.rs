@@ -9,7 +9,9 @@
 //! `assets/waiting.js`).
 //!
 //! Routes: `GET /w/{sale_id}` (HTML; a sale id that is not a UUID is 404 `not_found` in the
-//! contract's JSON shape), `GET /w/assets/waiting.js` and `GET /w/assets/waiting.css`. The page
+//! contract's JSON shape), `GET /w/assets/waiting.js`, `GET /w/assets/waiting.css` and
+//! `GET /w/assets/pow.js` (the proof-of-work Web Worker, door.md §1; the page gets its URL in
+//! `config_json` as `pow_worker_src`). The page
 //! links the assets as `…?v=<fingerprint>`: such a request is cached for a year (`immutable`),
 //! a bare one for five minutes, and both answer `If-None-Match` with 304.
 //!
@@ -28,7 +30,7 @@
 //!
 //! | placeholder | value |
 //! | --- | --- |
-//! | `{{config_json}}` | **required**: the page's settings for `waiting.js` (`sale_id`, `api_base_url`, `lang`, `strings`); put it in `<script id="dl-config" type="application/json">` |
+//! | `{{config_json}}` | **required**: the page's settings for `waiting.js` (`sale_id`, `api_base_url`, `lang`, `pow_worker_src`, `strings`); put it in `<script id="dl-config" type="application/json">` |
 //! | `{{script_src}}` | **required**: URL of `waiting.js`, for `<script src defer>` |
 //! | `{{stylesheet_href}}` | URL of `waiting.css` |
 //! | `{{lang}}` / `{{other_lang}}` | the page's language tag (`en`, `ko`, …) and that of its language link: Korean from English, English from any other |
@@ -43,8 +45,8 @@
 //! template is a copy of the built-in one with other words, colours or markup around the ids.
 //!
 //! Responses carry a strict Content-Security-Policy (scripts and styles from the waitroom or with
-//! the nonce, fetches to the waitroom and the api origin only, no framing, forms never submitted
-//! natively), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, and the HTML
+//! the nonce, Web Workers from the waitroom, fetches to the waitroom and the api origin only, no
+//! framing, forms never submitted natively), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, and the HTML
 //! `Cache-Control: no-store` (it carries the nonce) with `Vary: Accept-Language`.
 
 //!
@@ -73,8 +75,8 @@ use dropline_core::http::error::{ApiError, ErrorCode};
 use uuid::Uuid;
 
 pub(crate) use assets::Asset;
-use assets::{SCRIPT, STYLESHEET};
-pub use assets::{SCRIPT_PATH, STYLESHEET_PATH};
+use assets::{POW_WORKER, SCRIPT, STYLESHEET};
+pub use assets::{POW_WORKER_PATH, SCRIPT_PATH, STYLESHEET_PATH};
 pub(crate) use headers::{api_base_url, html_headers};
 pub use i18n::{Language, Languages};
 pub use template::{BUILTIN_TEMPLATE, Template, Values, escape_html_into, escape_script_json_into};
@@ -89,6 +91,7 @@ pub fn routes(config: &WaitroomConfig) -> anyhow::Result<Router> {
         .route("/w/{sale_id}", get(waiting_page))
         .route(SCRIPT_PATH, get(asset))
         .route(STYLESHEET_PATH, get(asset))
+        .route(POW_WORKER_PATH, get(asset))
         .with_state(state))
 }
 
@@ -101,6 +104,7 @@ struct PageState {
     api_origin: Option<String>,
     script: Asset,
     stylesheet: Asset,
+    pow_worker: Asset,
 }
 
 impl PageState {
@@ -129,6 +133,11 @@ impl PageState {
             api_origin,
             script: Asset::new(SCRIPT_PATH, SCRIPT, "text/javascript; charset=utf-8")?,
             stylesheet: Asset::new(STYLESHEET_PATH, STYLESHEET, "text/css; charset=utf-8")?,
+            pow_worker: Asset::new(
+                POW_WORKER_PATH,
+                POW_WORKER,
+                "text/javascript; charset=utf-8",
+            )?,
         })
     }
 
@@ -140,8 +149,8 @@ impl PageState {
             .unwrap_or_default();
         format!(
             "default-src 'none'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; \
-             img-src 'self' data:; connect-src 'self'{api}; base-uri 'none'; form-action 'none'; \
-             frame-ancestors 'none'"
+             img-src 'self' data:; connect-src 'self'{api}; worker-src 'self'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'"
         )
     }
 }
@@ -173,6 +182,7 @@ async fn waiting_page(
         nonce: &nonce,
         stylesheet_href: &page.stylesheet.versioned_url,
         script_src: &page.script.versioned_url,
+        pow_worker_src: &page.pow_worker.versioned_url,
     });
     let csp = page.content_security_policy(&nonce);
     let mut response = html.into_response();
@@ -185,12 +195,12 @@ async fn waiting_page(
     response
 }
 
-/// `waiting.js` or `waiting.css`, by the path asked for.
+/// `waiting.js`, `waiting.css` or `pow.js`, by the path asked for.
 async fn asset(State(page): State<Arc<PageState>>, uri: Uri, headers: HeaderMap) -> Response {
-    let asset = if uri.path() == STYLESHEET_PATH {
-        &page.stylesheet
-    } else {
-        &page.script
+    let asset = match uri.path() {
+        STYLESHEET_PATH => &page.stylesheet,
+        POW_WORKER_PATH => &page.pow_worker,
+        _ => &page.script,
     };
     asset.respond(uri.query(), &headers)
 }
@@ -207,6 +217,9 @@ mod tests {
         WaitroomConfig {
             listen: "127.0.0.1:0".into(),
             abandon_after_seconds: 120,
+            return_grace_seconds: 1_800,
+            outage_retry_after_seconds: 2,
+            code_failures_per_user_per_hour: 10,
             admission_window_seconds: 600,
             max_queue_length: 0,
             join_per_ip_per_minute: 1,
@@ -215,6 +228,7 @@ mod tests {
             status_per_user_per_minute: 1,
             admit_tick_ms: 100,
             eta_rate_window_seconds: 10,
+            pow_challenge_ttl_seconds: 120,
             lease_seconds: 3,
             reap_interval_ms: 1000,
             run_admitter: false,
@@ -282,6 +296,7 @@ mod tests {
         );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(csp.contains("script-src 'self' 'nonce-"), "{csp}");
+        assert!(csp.contains("worker-src 'self';"), "{csp}");
 
         let (_, headers, body) = get(
             &router,
@@ -314,6 +329,7 @@ mod tests {
         for (path, content_type) in [
             (SCRIPT_PATH, "text/javascript; charset=utf-8"),
             (STYLESHEET_PATH, "text/css; charset=utf-8"),
+            (POW_WORKER_PATH, "text/javascript; charset=utf-8"),
         ] {
             let start = page
                 .find(&format!("{path}?v="))

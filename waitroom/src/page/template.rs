@@ -13,6 +13,8 @@ struct PageConfig<'a> {
     sale_id: &'a str,
     api_base_url: &'a str,
     lang: &'a str,
+    /// The proof-of-work worker's URL (`/w/assets/pow.js?v=…`).
+    pow_worker_src: &'a str,
     strings: Strings<'a>,
 }
 
@@ -71,6 +73,8 @@ pub struct Values<'a> {
     pub nonce: &'a str,
     pub stylesheet_href: &'a str,
     pub script_src: &'a str,
+    /// The proof-of-work worker's URL, for `config_json`.
+    pub pow_worker_src: &'a str,
 }
 
 impl Template {
@@ -137,6 +141,7 @@ impl Template {
             sale_id: values.sale_id,
             api_base_url: values.api_base_url,
             lang: lang.code(),
+            pow_worker_src: values.pow_worker_src,
             strings: Strings(lang),
         };
         // Serialising strings into a String cannot fail; an empty object keeps the page alive.
@@ -214,6 +219,7 @@ mod tests {
             nonce: "abc",
             stylesheet_href: "/w/assets/waiting.css?v=1",
             script_src: "/w/assets/waiting.js?v=1",
+            pow_worker_src: "/w/assets/pow.js?v=1",
         }
     }
 
