@@ -80,6 +80,25 @@ async fn a_buyer_solves_the_proof_of_work_and_joins_in_chromium() -> anyhow::Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presale_buyer_enters_an_access_code_and_sees_the_group_in_chromium() -> anyhow::Result<()>
+{
+    let tools = BrowserTools::find()?;
+    let env = TestEnv::new()?;
+    let work = tempfile::tempdir()?;
+    let result = {
+        let mut procs = Processes::default();
+        let outcome = run_presale(&env, &tools, work.path(), &mut procs).await;
+        if outcome.is_err() {
+            procs.print_logs();
+        }
+        outcome
+    };
+    let cleaned = env.cleanup().await;
+    result?;
+    cleaned
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_watches_a_live_sale_in_the_control_room_in_chromium() -> anyhow::Result<()> {
     let tools = BrowserTools::find()?;
     let env = TestEnv::new()?;
@@ -433,6 +452,114 @@ const POW_DIFFICULTY: u8 = 15;
 const POW_SLOW_DIFFICULTY: u8 = 22;
 /// Solves per method for the worker's hash rate.
 const POW_RUNS: usize = 8;
+
+/// door.md §2 on the page: a presale asks for a code, says so when one is wrong, and shows the
+/// buyer's group once in line, in both languages.
+async fn run_presale(
+    env: &TestEnv,
+    tools: &BrowserTools,
+    work: &Path,
+    procs: &mut Processes,
+) -> anyhow::Result<()> {
+    let artifacts = artifacts()?;
+    let system = System::start(env, work, procs, 0).await?;
+    let in_minutes = |m: i64| {
+        (Utc::now() + chrono::Duration::minutes(m)).to_rfc3339_opts(SecondsFormat::Millis, true)
+    };
+    let sale_id = system
+        .sale(json!({
+            "stock": 10,
+            "opens_at": in_minutes(10),
+            "groups": ["vip"],
+            "presale_only_until": in_minutes(60),
+        }))
+        .await?;
+    let batch = post(
+        &system.http,
+        &format!("{}/api/admin/sales/{sale_id}/codes", system.api),
+        &system.admin_token,
+        json!({"group": "vip", "count": 1}),
+    )
+    .await?;
+    let code = batch["codes"][0]
+        .as_str()
+        .context("no code in the batch")?
+        .to_owned();
+    let browser = start_browser(tools, work, procs, &system.http).await?;
+    let flow = presale_flow(&browser, &system.waitroom, &sale_id, &code, &artifacts).await;
+    finish(browser, flow, &artifacts.join("presale-failure.png")).await
+}
+
+async fn presale_flow(
+    browser: &Client,
+    waitroom: &str,
+    sale_id: &str,
+    code: &str,
+    artifacts: &Path,
+) -> anyhow::Result<()> {
+    let page = format!("{waitroom}/w/{sale_id}");
+    browser.goto(&format!("{page}?lang=en")).await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    sign_in(browser, EMAIL).await?;
+
+    // Asked for a code; a wrong one is said to be wrong.
+    wait_for(browser, "body[data-state='code'] #code-form:not([hidden])").await?;
+    let title = browser
+        .find(Locator::Css("#queue-title"))
+        .await?
+        .text()
+        .await?;
+    ensure!(title == "Presale: access code needed", "title: {title:?}");
+    save_screenshot(browser, &artifacts.join("presale.png")).await?;
+    let input = browser.find(Locator::Css("#access-code")).await?;
+    input.send_keys("WRONG-CODE-1").await?;
+    browser
+        .find(Locator::Css("#code-submit"))
+        .await?
+        .click()
+        .await?;
+    let error = wait_for(browser, "#code-error:not([hidden])")
+        .await?
+        .text()
+        .await?;
+    ensure!(error.contains("not valid"), "code error: {error:?}");
+
+    // The right one, typed in lower case: in line, in the vip group.
+    let input = browser.find(Locator::Css("#access-code")).await?;
+    input.clear().await?;
+    input.send_keys(&code.to_lowercase()).await?;
+    browser
+        .find(Locator::Css("#code-submit"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "body[data-view='queue'][data-state='scheduled']").await?;
+    let group = wait_for(browser, "#group-row:not([hidden]) #group")
+        .await?
+        .text()
+        .await?;
+    ensure!(group == "vip", "group shown: {group:?}");
+    ensure!(
+        browser
+            .find(Locator::Css("#code-form[hidden]"))
+            .await
+            .is_ok(),
+        "the code form stays after joining"
+    );
+    save_screenshot(browser, &artifacts.join("presale-joined.png")).await?;
+
+    // The same tab in Korean keeps the place and shows the group under its Korean label.
+    browser.goto(&format!("{page}?lang=ko")).await?;
+    wait_for(browser, "html[lang='ko'] #group-row:not([hidden])").await?;
+    let label = browser
+        .find(Locator::Css("#group-row dt"))
+        .await?
+        .text()
+        .await?;
+    ensure!(label == "내 그룹", "Korean group label: {label:?}");
+    save_screenshot(browser, &artifacts.join("presale-joined-ko.png")).await?;
+    Ok(())
+}
 
 async fn run_pow(
     env: &TestEnv,

@@ -723,6 +723,10 @@
     var newState = d.state !== renderedState;
     renderedState = d.state;
     var paused = d.state === 'paused';
+    // The priority group (door.md §2), shown when it is one of the sale's own.
+    var group = typeof d.group === 'string' ? d.group : '';
+    setText('group', group);
+    setHidden('group-row', !group || group === 'public');
     setText('queue-title', t(scheduled ? 'scheduled_title' : paused ? 'paused_title' : 'waiting_title'));
     setText('queue-body', t(scheduled ? 'scheduled_body' : paused ? 'paused_body' : 'waiting_body'));
 

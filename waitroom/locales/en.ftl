@@ -70,6 +70,7 @@ pow_body = Your browser is doing a short calculation that makes grabbing places 
 pow_label = Calculating
 pow_progress = { $p }%
 pow_failed = Your browser could not finish the calculation. Please try again.
+group_label = Your group
 code_title = Presale: access code needed
 code_body = Until the presale ends, only buyers with an access code can join the line. Enter yours below.
 code_label = Access code

@@ -60,6 +60,7 @@ progress_value = { $p }%
 updated_at = { $time } 업데이트
 announce_position = 현재 { $n }번째입니다. 예상 대기 시간: { $eta }.
 pow_title = 대기열 입장을 준비하고 있습니다
+group_label = 내 그룹
 code_title = 사전 판매: 입장 코드가 필요합니다
 code_body = 사전 판매가 끝날 때까지는 입장 코드가 있는 분만 대기열에 들어올 수 있습니다. 코드를 입력해 주세요.
 code_label = 입장 코드

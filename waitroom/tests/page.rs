@@ -28,11 +28,11 @@ const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
 const SNAPSHOTS: [(&str, &str); 2] = [
     (
         "en",
-        "9a8bd0622093f77cb1f672bafd884927bb67fe479d32ae062aea99f6ca1a8b07",
+        "06ea8e7e3b46767a1f0404a6a09112d8d12122f66f1a834df3a14064ecec06ae",
     ),
     (
         "ko",
-        "b845c1eab08c33867f3712229097f73bf65c9ed6cee81fadbeac22bfed0eee18",
+        "36d5b1f380b81ebb3a673e0f31af1081dfa7e1f683dfd4594371762aced76e89",
     ),
 ];
 
