@@ -759,8 +759,21 @@ async fn pow_flow(
     browser.goto(&format!("{page}?lang=ko")).await?;
     wait_for(browser, "body[data-view='signin']").await?;
     sign_in(browser, &buyer_email(0)).await?;
+    // A solve's length is a geometric draw: about one in ten at this difficulty ends before the
+    // bar leaves 0 %, and the buyer is then already through. The photographs need the work
+    // caught in progress; what the page does was checked above.
     let bar = "body[data-state='pow'] #pow-box:not([hidden]) #pow-progress:not([value='0'])";
-    wait_for(browser, bar).await?;
+    let through = "body[data-view='buy'], body[data-view='queue'][data-state='waiting']";
+    let caught = async || -> anyhow::Result<bool> {
+        wait_for(browser, &format!("{bar}, {through}")).await?;
+        Ok(browser.find(Locator::Css(bar)).await.is_ok())
+    };
+    if !caught().await? {
+        eprintln!(
+            "pow: the second buyer's solve ended before it could be photographed; no pow-ko.png"
+        );
+        return Ok(());
+    }
     let title = browser
         .find(Locator::Css("#queue-title"))
         .await?
@@ -773,7 +786,10 @@ async fn pow_flow(
     save_screenshot(browser, &artifacts.join("pow-ko.png")).await?;
     // The same tab in English: no place yet, so the page asks for work again.
     browser.goto(&format!("{page}?lang=en")).await?;
-    wait_for(browser, bar).await?;
+    if !caught().await? {
+        eprintln!("pow: the English solve ended before it could be photographed; no pow.png");
+        return Ok(());
+    }
     let text = browser
         .find(Locator::Css("#pow-text"))
         .await?
