@@ -571,10 +571,13 @@
     setText('queue-title', t('pow_title'));
     setText('queue-body', t('pow_body'));
     setHidden('pow-box', false);
-    var pct = Math.max(0, Math.min(fraction >= 1 ? 100 : 99, Math.floor(fraction * 100)));
+    // Tenths on the bar and "<1" in the words: at a high difficulty the first seconds are
+    // under 1 %, and a bar stuck at 0 looks like a page that does nothing.
+    var tenths = Math.max(0, Math.min(fraction >= 1 ? 1000 : 999, Math.floor(fraction * 1000)));
     var bar = $('pow-progress');
-    if (bar) bar.value = pct;
-    setText('pow-text', t('pow_progress', { p: pct }));
+    if (bar) bar.value = tenths / 10;
+    var pct = Math.floor(tenths / 10);
+    setText('pow-text', t('pow_progress', { p: pct === 0 && fraction > 0 ? '<1' : pct }));
   }
 
   /** After `pow_required` / `pow_invalid` (r): a new challenge, solved, then join with it. */

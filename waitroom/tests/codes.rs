@@ -16,7 +16,7 @@ use dropline_core::ids::{ProductId, SaleId, UserId};
 use dropline_core::sale::keys::SaleKeys;
 use dropline_core::sale::{self, Door, SaleConfig, door};
 use dropline_testkit::{TestEnv, assert_error};
-use dropline_waitroom::queue::{AdmitParams, WaitQueue};
+use dropline_waitroom::queue::{AdmitParams, WaitQueue, member};
 use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -34,8 +34,15 @@ struct Room {
 
 impl Room {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// A server with `extra` config overrides on top of the ones every test here needs.
+    async fn start_with(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         // Hundreds of buyers join from this one address.
-        let env = TestEnv::with_overrides(&[("WAITROOM__JOIN_PER_IP_PER_MINUTE", "1000000")])?;
+        let mut overrides = vec![("WAITROOM__JOIN_PER_IP_PER_MINUTE", "1000000")];
+        overrides.extend_from_slice(extra);
+        let env = TestEnv::with_overrides(&overrides)?;
         let mut config = env.config.clone();
         dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
         let secrets = dropline_waitroom::Secrets::from_config(&config)?;
@@ -75,6 +82,17 @@ impl Room {
         opens_in: Option<Duration>,
         presale: Option<Duration>,
     ) -> anyhow::Result<SaleId> {
+        self.sale_at(groups, opens_in, presale, 100).await
+    }
+
+    /// [`Room::sale`] admitting `admit_per_second`.
+    async fn sale_at(
+        &self,
+        groups: &[&str],
+        opens_in: Option<Duration>,
+        presale: Option<Duration>,
+        admit_per_second: i64,
+    ) -> anyhow::Result<SaleId> {
         let id = SaleId::new_v7();
         let opens_at = match opens_in {
             Some(d) => Utc::now() + chrono::Duration::from_std(d)?,
@@ -89,7 +107,7 @@ impl Room {
             closes_at: None,
             per_user_limit: 1,
             hold_seconds: 600,
-            admit_per_second: 100,
+            admit_per_second,
             max_active: None,
             paused: false,
             closed: false,
@@ -368,6 +386,149 @@ async fn higher_groups_go_first_and_each_keeps_its_arrival_order() -> anyhow::Re
     assert!(
         admitted == expected,
         "admission order is not vip, fans, public in join order"
+    );
+    room.stop().await
+}
+
+/// door.md §2's live check: the admitter running at 5 a second, 50 public buyers in line and
+/// being let in, then 20 vip buyers join. Every vip is admitted before any public buyer who
+/// was still waiting when the last vip joined, and the vips in their join order.
+///
+/// Admission order is read from the admitted set, sampled every 20 ms: a buyer first seen in
+/// a sample was admitted after the previous sample began. So a public buyer first seen in a
+/// sample whose previous one began after the last vip's join was certainly waiting then; it
+/// may appear only in the sample where the last vip does or later (within one sample, a tick
+/// takes vips before the public).
+#[tokio::test]
+async fn the_live_admitter_lets_every_vip_in_before_the_public_still_waiting() -> anyhow::Result<()>
+{
+    let room = Room::start_with(&[
+        ("WAITROOM__LEASE_SECONDS", "1"),
+        ("WAITROOM__ADMIT_TICK_MS", "100"),
+    ])
+    .await?;
+    let sale = room.sale_at(&["vip"], None, None, 5).await?;
+    room.code(sale, "VIPVIP", "vip", 1000).await?;
+    let mut public = Vec::new();
+    for _ in 0..50 {
+        let user = UserId::new_v7();
+        room.joined(sale, user, json!({})).await?;
+        public.push(user);
+    }
+
+    let redis = room.redis()?.clone();
+    let adm = SaleKeys::new(&redis, sale).admitted();
+    let sampling = CancellationToken::new();
+    let sampler = {
+        let (redis, adm, stop) = (redis.clone(), adm.clone(), sampling.clone());
+        tokio::spawn(async move {
+            // (instant the sample began, members first seen in it)
+            let mut samples: Vec<(tokio::time::Instant, Vec<Vec<u8>>)> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            while !stop.is_cancelled() {
+                let began = tokio::time::Instant::now();
+                let members: Vec<Vec<u8>> = redis
+                    .pool()
+                    .zrange(&adm, 0, -1, None, false, None, false)
+                    .await?;
+                let new: Vec<Vec<u8>> = members
+                    .into_iter()
+                    .filter(|m| seen.insert(m.clone()))
+                    .collect();
+                samples.push((began, new));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok(samples)
+        })
+    };
+    let admitter_stop = CancellationToken::new();
+    let admitter = dropline_waitroom::admitter::spawn(
+        redis.clone(),
+        room.env.config.waitroom.clone(),
+        "codes-test".to_owned(),
+        dropline_waitroom::admitter::DEFAULT_STALL_AFTER,
+        admitter_stop.clone(),
+    );
+    let admitted = || async {
+        let n: i64 = redis.pool().zcard(&adm).await.unwrap_or(0);
+        n
+    };
+    anyhow::ensure!(
+        dropline_testkit::eventually(Duration::from_secs(10), || async { admitted().await >= 3 })
+            .await,
+        "the admitter let nobody in"
+    );
+
+    let mut vip = Vec::new();
+    for _ in 0..20 {
+        let user = UserId::new_v7();
+        let answer = room
+            .joined(sale, user, json!({"access_code": "VIPVIP"}))
+            .await?;
+        assert_eq!(answer["group"], "vip");
+        vip.push(user);
+    }
+    let last_vip_joined = tokio::time::Instant::now();
+    let before = admitted().await;
+    // 20 vips at 5 a second: 4 s, with a generous margin for a loaded machine.
+    let all_in = dropline_testkit::eventually(Duration::from_secs(20), || async {
+        admitted().await >= before + 20 + 3
+    })
+    .await;
+    sampling.cancel();
+    admitter_stop.cancel();
+    let samples = sampler.await??;
+    let _ = admitter.await;
+    anyhow::ensure!(all_in, "the vips were not all admitted within 20 s");
+
+    let group_of = |m: &[u8]| -> Option<(&str, usize)> {
+        if let Some(i) = vip.iter().position(|u| &member(*u)[..] == m) {
+            return Some(("vip", i));
+        }
+        public
+            .iter()
+            .position(|u| &member(*u)[..] == m)
+            .map(|i| ("public", i))
+    };
+    let (mut vips_in, mut waiting_public_in, mut last_vip_index) = (0, 0, None);
+    for (k, (_, new)) in samples.iter().enumerate() {
+        let after_last_join = k > 0 && samples[k - 1].0 > last_vip_joined;
+        let (mut public_here, mut vips_here) = (0, Vec::new());
+        for m in new {
+            match group_of(m) {
+                Some(("vip", i)) => {
+                    vips_in += 1;
+                    vips_here.push(i);
+                }
+                Some((_, _)) if after_last_join => public_here += 1,
+                Some(_) => {}
+                None => anyhow::bail!("a stranger was admitted"),
+            }
+        }
+        if public_here > 0 {
+            assert_eq!(
+                vips_in,
+                20,
+                "a public buyer waiting since before the vips joined was admitted while {} vips still waited",
+                20 - vips_in
+            );
+            waiting_public_in += public_here;
+        }
+        // Across samples the vips come in their join order (within one, in any).
+        if let (Some(first), Some(last)) = (vips_here.iter().min(), vips_here.iter().max()) {
+            assert!(
+                last_vip_index.is_none_or(|prev| prev < *first),
+                "vip #{first} admitted after vip #{}",
+                last_vip_index.unwrap_or_default()
+            );
+            last_vip_index = Some(*last);
+        }
+    }
+    assert_eq!(vips_in, 20);
+    // And then the public line went on.
+    assert!(
+        waiting_public_in >= 3,
+        "only {waiting_public_in} public buyers admitted after the vips"
     );
     room.stop().await
 }
