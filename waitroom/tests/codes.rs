@@ -8,29 +8,21 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use dropline_core::auth::keys::KeyRing;
-use dropline_core::auth::tokens::{self, Role};
-use dropline_core::clients::deps::{Deps, Needs};
-use dropline_core::clients::redis::Redis;
-use dropline_core::ids::{ProductId, SaleId, UserId};
+use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::keys::SaleKeys;
 use dropline_core::sale::{self, Door, SaleConfig, door};
-use dropline_testkit::{TestEnv, assert_error};
+use dropline_testkit::assert_error;
 use dropline_waitroom::queue::{AdmitParams, WaitQueue, member};
 use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// One waitroom server and what a test needs around it.
-struct Room {
-    env: TestEnv,
-    deps: Deps,
-    base: String,
-    http: reqwest::Client,
-    access: KeyRing,
-    stop: CancellationToken,
-}
+mod common;
+
+// One waitroom server and what a test needs around it (`common::Server`, with this file's
+// calls below).
+use common::Server as Room;
 
 impl Room {
     async fn start() -> anyhow::Result<Self> {
@@ -42,36 +34,7 @@ impl Room {
         // Hundreds of buyers join from this one address.
         let mut overrides = vec![("WAITROOM__JOIN_PER_IP_PER_MINUTE", "1000000")];
         overrides.extend_from_slice(extra);
-        let env = TestEnv::with_overrides(&overrides)?;
-        let mut config = env.config.clone();
-        dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
-        let secrets = dropline_waitroom::Secrets::from_config(&config)?;
-        let access = dropline_core::auth::keys::access_ring(&config.auth)?
-            .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
-        let deps = Deps::connect(
-            &config,
-            Needs {
-                redis: true,
-                ..Needs::default()
-            },
-        )
-        .await?;
-        let server = dropline_waitroom::build(&config, &deps, secrets).await?;
-        let base = format!("http://{}", server.addr());
-        let stop = CancellationToken::new();
-        tokio::spawn(server.run(stop.clone()));
-        Ok(Self {
-            env,
-            deps,
-            base,
-            http: reqwest::Client::new(),
-            access,
-            stop,
-        })
-    }
-
-    fn redis(&self) -> anyhow::Result<&Redis> {
-        self.deps.redis()
+        Self::launch(&overrides).await
     }
 
     /// A sale with `groups`, open since a second ago unless `opens_in` is given, a presale
@@ -99,18 +62,10 @@ impl Room {
             None => Utc::now() - chrono::Duration::seconds(1),
         };
         let cfg = SaleConfig {
-            product_id: ProductId::new_v7(),
-            price: 1000,
-            currency: "KRW".into(),
             stock_total: 1000,
             opens_at,
-            closes_at: None,
-            per_user_limit: 1,
-            hold_seconds: 600,
             admit_per_second,
-            max_active: None,
-            paused: false,
-            closed: false,
+            ..common::open_sale()
         };
         let door = Door {
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
@@ -147,8 +102,7 @@ impl Room {
         user: UserId,
         body: Value,
     ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
-        let token =
-            tokens::issue_access(&self.access, user, Role::Buyer, Duration::from_secs(600))?.0;
+        let token = self.token(user)?;
         let response = self
             .http
             .post(format!("{}/w/{sale}/join", self.base))
@@ -197,12 +151,6 @@ impl Room {
             )
             .await?;
         Ok(spent.unwrap_or(0))
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.deps.close().await;
-        self.env.cleanup().await
     }
 }
 

@@ -5,86 +5,34 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-use dropline_core::Config;
 use dropline_core::auth::keys::KeyRing;
 use dropline_core::auth::tokens::{self, Role};
-use dropline_core::clients::deps::{Deps, Needs};
-use dropline_core::ids::{OrderId, ProductId, SaleId, UserId};
+use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest};
 use dropline_core::sale::{self, SaleConfig};
-use dropline_testkit::{TestEnv, assert_error};
+use dropline_testkit::assert_error;
 use dropline_waitroom::queue::{AdmitParams, WaitQueue};
 use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-struct Room {
-    env: TestEnv,
-    config: Config,
-    deps: Deps,
-    base: String,
-    http: reqwest::Client,
-    access: KeyRing,
-    stop: CancellationToken,
-}
+mod common;
+
+// One waitroom server and what a test needs around it (`common::Server`, with this file's
+// calls below).
+use common::Server as Room;
 
 impl Room {
     async fn start() -> anyhow::Result<Self> {
-        let env = TestEnv::new()?;
-        let mut config = env.config.clone();
-        dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
-        let secrets = dropline_waitroom::Secrets::from_config(&config)?;
-        let access = dropline_core::auth::keys::access_ring(&config.auth)?
-            .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
-        let deps = Deps::connect(
-            &config,
-            Needs {
-                redis: true,
-                ..Needs::default()
-            },
-        )
-        .await?;
-        let server = dropline_waitroom::build(&config, &deps, secrets).await?;
-        let base = format!("http://{}", server.addr());
-        let stop = CancellationToken::new();
-        tokio::spawn(server.run(stop.clone()));
-        Ok(Self {
-            env,
-            config,
-            deps,
-            base,
-            http: reqwest::Client::new(),
-            access,
-            stop,
-        })
-    }
-
-    fn redis(&self) -> anyhow::Result<&dropline_core::clients::redis::Redis> {
-        self.deps.redis()
-    }
-
-    fn token(&self, user: UserId, role: Role) -> anyhow::Result<String> {
-        Ok(tokens::issue_access(&self.access, user, role, Duration::from_secs(600))?.0)
+        Self::launch(&[]).await
     }
 
     async fn sale(&self, tweak: impl FnOnce(&mut SaleConfig)) -> anyhow::Result<SaleId> {
         let id = SaleId::new_v7();
         let mut cfg = SaleConfig {
-            product_id: ProductId::new_v7(),
-            price: 1000,
-            currency: "KRW".into(),
-            stock_total: 100,
-            opens_at: Utc::now() - chrono::Duration::seconds(1),
-            closes_at: None,
             per_user_limit: 2,
-            hold_seconds: 600,
-            admit_per_second: 100,
-            max_active: None,
-            paused: false,
-            closed: false,
+            ..common::open_sale()
         };
         tweak(&mut cfg);
         sale::arm(self.redis()?, id, &cfg).await?;
@@ -118,7 +66,7 @@ impl Room {
         let response = self
             .http
             .post(format!("{}/w/{sale}/join", self.base))
-            .bearer_auth(self.token(user, Role::Buyer)?)
+            .bearer_auth(self.token(user)?)
             .send()
             .await?;
         anyhow::ensure!(
@@ -127,12 +75,6 @@ impl Room {
             response.status()
         );
         Ok(user)
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.deps.close().await;
-        self.env.cleanup().await
     }
 }
 
@@ -144,7 +86,7 @@ async fn control_data_is_for_administrators_only() -> anyhow::Result<()> {
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
     let (status, body) = room.data(&sale, Some("not.a.token")).await?;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
-    let buyer = room.token(UserId::new_v7(), Role::Buyer)?;
+    let buyer = room.token(UserId::new_v7())?;
     let (status, body) = room.data(&sale, Some(&buyer)).await?;
     assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
     // A token signed by another key is not an access token of this deployment.
@@ -162,7 +104,7 @@ async fn control_data_is_for_administrators_only() -> anyhow::Result<()> {
     let (status, body) = room.data(&sale, Some(&forged)).await?;
     assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
 
-    let admin = room.token(UserId::new_v7(), Role::Admin)?;
+    let admin = room.token_as(UserId::new_v7(), Role::Admin)?;
     let (status, body) = room.data(&sale, Some(&admin)).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["sale_id"], sale.as_str());
@@ -220,7 +162,7 @@ async fn control_data_shows_the_line_admissions_stock_and_orders() -> anyhow::Re
     assert!(orders.begin_payment(ids[2], timeout).await?.applied());
     assert!(orders.confirm(ids[2]).await?.applied());
 
-    let admin = room.token(UserId::new_v7(), Role::Admin)?;
+    let admin = room.token_as(UserId::new_v7(), Role::Admin)?;
     let (status, body) = room.data(&sale.to_string(), Some(&admin)).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "open", "{body}");

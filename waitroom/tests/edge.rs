@@ -6,13 +6,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use dropline_core::Config;
 use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{self, PassClaims, PassError, Role};
-use dropline_core::clients::deps::{Deps, Needs};
-use dropline_core::ids::{ProductId, SaleId, UserId};
+use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::{self, SaleConfig};
-use dropline_testkit::{TestEnv, assert_error};
+use dropline_testkit::assert_error;
 use dropline_waitroom::queue::{AdmitParams, WaitQueue};
 use fred::prelude::*;
 use reqwest::StatusCode;
@@ -22,85 +20,23 @@ use uuid::Uuid;
 
 mod common;
 
-/// One waitroom server and what a test needs around it.
-struct Edge {
-    env: TestEnv,
-    config: Config,
-    deps: Deps,
-    base: String,
-    http: reqwest::Client,
-    access: KeyRing,
-    /// What the api holds: the public half of the pass key only.
-    api_pass_ring: KeyRing,
-    stop: CancellationToken,
-}
+// One waitroom server and what a test needs around it (`common::Server`, with this file's
+// calls below).
+use common::Server as Edge;
 
 impl Edge {
     async fn start() -> anyhow::Result<Self> {
-        Self::start_with(&[]).await
+        Self::launch(&[]).await
     }
 
     async fn start_with(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let env = TestEnv::with_overrides(overrides)?;
-        let mut config = env.config.clone();
-        dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
-        let secrets = dropline_waitroom::Secrets::from_config(&config)?;
-        let access = dropline_core::auth::keys::access_ring(&config.auth)?
-            .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
-        let signer = secrets
-            .passes
-            .signer()
-            .ok_or_else(|| anyhow::anyhow!("no pass signer"))?;
-        let api_pass_ring = KeyRing::new(None, vec![signer.public()?])?;
-        let deps = Deps::connect(
-            &config,
-            Needs {
-                redis: true,
-                ..Needs::default()
-            },
-        )
-        .await?;
-        let server = dropline_waitroom::build(&config, &deps, secrets).await?;
-        let base = format!("http://{}", server.addr());
-        let stop = CancellationToken::new();
-        tokio::spawn(server.run(stop.clone()));
-        Ok(Self {
-            env,
-            config,
-            deps,
-            base,
-            http: reqwest::Client::new(),
-            access,
-            api_pass_ring,
-            stop,
-        })
-    }
-
-    fn redis(&self) -> anyhow::Result<&dropline_core::clients::redis::Redis> {
-        self.deps.redis()
-    }
-
-    fn token(&self, user: UserId) -> anyhow::Result<String> {
-        Ok(tokens::issue_access(&self.access, user, Role::Buyer, Duration::from_secs(600))?.0)
+        Self::launch(overrides).await
     }
 
     /// An armed sale, open since a second ago unless `tweak` says otherwise.
     async fn sale(&self, tweak: impl FnOnce(&mut SaleConfig)) -> anyhow::Result<SaleId> {
         let id = SaleId::new_v7();
-        let mut cfg = SaleConfig {
-            product_id: ProductId::new_v7(),
-            price: 1000,
-            currency: "KRW".into(),
-            stock_total: 100,
-            opens_at: Utc::now() - chrono::Duration::seconds(1),
-            closes_at: None,
-            per_user_limit: 1,
-            hold_seconds: 600,
-            admit_per_second: 100,
-            max_active: None,
-            paused: false,
-            closed: false,
-        };
+        let mut cfg = common::open_sale();
         tweak(&mut cfg);
         sale::arm(self.redis()?, id, &cfg).await?;
         Ok(id)
@@ -174,12 +110,6 @@ impl Edge {
             .await?
             .ok_or_else(|| anyhow::anyhow!("sale not armed"))?;
         Ok(outcome.admitted.len())
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.deps.close().await;
-        self.env.cleanup().await
     }
 }
 

@@ -10,28 +10,19 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use dropline_core::auth::keys::KeyRing;
-use dropline_core::auth::tokens::{self, Role};
-use dropline_core::clients::deps::{Deps, Needs};
-use dropline_core::clients::redis::Redis;
-use dropline_core::ids::{ProductId, SaleId, UserId};
-use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate};
-use dropline_testkit::{TestEnv, assert_error};
+use dropline_core::ids::{SaleId, UserId};
+use dropline_core::sale::{self, Door, SettingsUpdate};
+use dropline_testkit::assert_error;
 use dropline_waitroom::pow;
 use fred::prelude::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-/// One waitroom server and what a test needs around it.
-struct Edge {
-    env: TestEnv,
-    deps: Deps,
-    base: String,
-    http: reqwest::Client,
-    access: KeyRing,
-    stop: CancellationToken,
-}
+mod common;
+
+// One waitroom server and what a test needs around it (`common::Server`, with this file's
+// calls below).
+use common::Server as Edge;
 
 /// A join's body.
 enum Body<'a> {
@@ -42,59 +33,13 @@ enum Body<'a> {
 
 impl Edge {
     async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let env = TestEnv::with_overrides(overrides)?;
-        let mut config = env.config.clone();
-        dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
-        let secrets = dropline_waitroom::Secrets::from_config(&config)?;
-        let access = dropline_core::auth::keys::access_ring(&config.auth)?
-            .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
-        let deps = Deps::connect(
-            &config,
-            Needs {
-                redis: true,
-                ..Needs::default()
-            },
-        )
-        .await?;
-        let server = dropline_waitroom::build(&config, &deps, secrets).await?;
-        let base = format!("http://{}", server.addr());
-        let stop = CancellationToken::new();
-        tokio::spawn(server.run(stop.clone()));
-        Ok(Self {
-            env,
-            deps,
-            base,
-            http: reqwest::Client::new(),
-            access,
-            stop,
-        })
-    }
-
-    fn redis(&self) -> anyhow::Result<&Redis> {
-        self.deps.redis()
-    }
-
-    fn token(&self, user: UserId) -> anyhow::Result<String> {
-        Ok(tokens::issue_access(&self.access, user, Role::Buyer, Duration::from_secs(600))?.0)
+        Self::launch(overrides).await
     }
 
     /// An open sale asking for `difficulty` zero bits (0: none).
     async fn sale(&self, difficulty: u8) -> anyhow::Result<SaleId> {
         let id = SaleId::new_v7();
-        let cfg = SaleConfig {
-            product_id: ProductId::new_v7(),
-            price: 1000,
-            currency: "KRW".into(),
-            stock_total: 100,
-            opens_at: Utc::now() - chrono::Duration::seconds(1),
-            closes_at: None,
-            per_user_limit: 1,
-            hold_seconds: 600,
-            admit_per_second: 100,
-            max_active: None,
-            paused: false,
-            closed: false,
-        };
+        let cfg = common::open_sale();
         let door = Door {
             pow_difficulty: difficulty,
             ..Door::default()
@@ -201,12 +146,6 @@ impl Edge {
     async fn keys(&self, pattern: &str) -> anyhow::Result<Vec<String>> {
         let redis = self.redis()?;
         dropline_testkit::scan_keys(redis, &format!("{}:{pattern}", redis.prefix())).await
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.deps.close().await;
-        self.env.cleanup().await
     }
 }
 

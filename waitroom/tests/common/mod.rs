@@ -1,9 +1,117 @@
-//! What several of the waiting room's test files share.
+//! What several of the waiting room's test files share: a waitroom server on a free port with
+//! its own key prefix ([`Server`]), the open sale most tests arm ([`open_sale`]), and a way to
+//! make buyers look silent ([`silence`]). Each test binary uses a part of it.
+#![allow(dead_code)]
 
+use std::time::Duration;
+
+use chrono::Utc;
+use dropline_core::Config;
+use dropline_core::auth::keys::KeyRing;
+use dropline_core::auth::tokens::{self, Role};
+use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::clients::redis::Redis;
-use dropline_core::ids::UserId;
+use dropline_core::ids::{ProductId, UserId};
+use dropline_core::sale::SaleConfig;
+use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{ORDER_SPAN, QueueKeys, member};
 use fred::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+/// One waitroom server (the machine's real Redis, this test's key prefix) and what a test
+/// needs around it: the access keys to mint buyers' tokens, and the public half of the pass
+/// key, which is all the api holds.
+pub struct Server {
+    pub env: TestEnv,
+    /// The configuration the server runs with (dev secrets filled in).
+    pub config: Config,
+    pub deps: Deps,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub http: reqwest::Client,
+    pub access: KeyRing,
+    pub api_pass_ring: KeyRing,
+    stop: CancellationToken,
+}
+
+impl Server {
+    /// Starts a server with `overrides` (`DROPLINE_` keys without the prefix) on its own prefix.
+    pub async fn launch(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let env = TestEnv::with_overrides(overrides)?;
+        let mut config = env.config.clone();
+        dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
+        let secrets = dropline_waitroom::Secrets::from_config(&config)?;
+        let access = dropline_core::auth::keys::access_ring(&config.auth)?
+            .ok_or_else(|| anyhow::anyhow!("no access ring"))?;
+        let signer = secrets
+            .passes
+            .signer()
+            .ok_or_else(|| anyhow::anyhow!("no pass signer"))?;
+        let api_pass_ring = KeyRing::new(None, vec![signer.public()?])?;
+        let deps = Deps::connect(
+            &config,
+            Needs {
+                redis: true,
+                ..Needs::default()
+            },
+        )
+        .await?;
+        let server = dropline_waitroom::build(&config, &deps, secrets).await?;
+        let base = format!("http://{}", server.addr());
+        let stop = CancellationToken::new();
+        tokio::spawn(server.run(stop.clone()));
+        Ok(Self {
+            env,
+            config,
+            deps,
+            base,
+            http: reqwest::Client::new(),
+            access,
+            api_pass_ring,
+            stop,
+        })
+    }
+
+    pub fn redis(&self) -> anyhow::Result<&Redis> {
+        self.deps.redis()
+    }
+
+    /// A ten-minute access token for `user` in `role`.
+    pub fn token_as(&self, user: UserId, role: Role) -> anyhow::Result<String> {
+        Ok(tokens::issue_access(&self.access, user, role, Duration::from_secs(600))?.0)
+    }
+
+    /// A buyer's ten-minute access token.
+    pub fn token(&self, user: UserId) -> anyhow::Result<String> {
+        self.token_as(user, Role::Buyer)
+    }
+
+    /// Stops the server, closes its connections and removes the test's keys.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.deps.close().await;
+        self.env.cleanup().await
+    }
+}
+
+/// A sale open since a second ago: 100 in stock, one per buyer, 100 admitted a second, no
+/// `max_active`, holds of ten minutes. Tests change what they need.
+pub fn open_sale() -> SaleConfig {
+    SaleConfig {
+        product_id: ProductId::new_v7(),
+        price: 1000,
+        currency: "KRW".into(),
+        stock_total: 100,
+        opens_at: Utc::now() - chrono::Duration::seconds(1),
+        closes_at: None,
+        per_user_limit: 1,
+        hold_seconds: 600,
+        admit_per_second: 100,
+        max_active: None,
+        paused: false,
+        closed: false,
+    }
+}
 
 /// Makes `users` look silent for `secs` seconds without waiting that long: rewrites the
 /// last-poll stamp of their place (the low 16 bits of the score, Redis seconds mod 65536; see
