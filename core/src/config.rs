@@ -615,7 +615,7 @@ impl Config {
         check_scheme(
             "redis.url",
             &self.redis.url,
-            &["redis", "rediss", "redis+cluster"],
+            &["redis", "rediss", "redis+cluster", "redis+sentinel"],
         )?;
         RedisTarget::parse(&self.redis.url)
             .map_err(|e| ConfigError::invalid("redis.url", e.to_string()))?;
@@ -1029,39 +1029,91 @@ pub enum RedisTarget {
         username: Option<String>,
         password: Option<String>,
     },
+    /// `redis+sentinel://[user:pass@]host:port,host:port,.../<master-name>[/db]`: the
+    /// Sentinels to ask where the primary of `master` is; the client follows it through a
+    /// failover. The credentials are the data nodes' (Sentinels without a password).
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+        db: Option<u8>,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+/// `[user:pass@]rest` of a multi-host URL: (username, password, rest).
+fn split_credentials(rest: &str) -> (Option<String>, Option<String>, &str) {
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (Some(auth), hosts),
+        None => (None, rest),
+    };
+    let (username, password) = match auth {
+        None => (None, None),
+        Some(a) => match a.split_once(':') {
+            Some((u, p)) => (
+                (!u.is_empty()).then(|| u.to_owned()),
+                (!p.is_empty()).then(|| p.to_owned()),
+            ),
+            None => (None, Some(a.to_owned())),
+        },
+    };
+    (username, password, hosts)
+}
+
+/// `host:port,host:port,...` (at least one), `what` naming them in errors.
+fn host_list(hosts: &str, what: &str) -> anyhow::Result<Vec<(String, u16)>> {
+    let mut nodes = Vec::new();
+    for node in hosts.split(',').filter(|n| !n.is_empty()) {
+        let (host, port) = node
+            .rsplit_once(':')
+            .with_context(|| format!("{what} `{node}` needs host:port"))?;
+        anyhow::ensure!(!host.is_empty(), "{what} `{node}` has no host");
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("{what} `{node}` has a bad port"))?;
+        nodes.push((host.to_owned(), port));
+    }
+    anyhow::ensure!(!nodes.is_empty(), "the URL names no {what}");
+    Ok(nodes)
 }
 
 impl RedisTarget {
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            let (auth, hosts) = match rest.rsplit_once('@') {
-                Some((auth, hosts)) => (Some(auth), hosts),
-                None => (None, rest),
-            };
-            let (username, password) = match auth {
-                None => (None, None),
-                Some(a) => match a.split_once(':') {
-                    Some((u, p)) => (
-                        (!u.is_empty()).then(|| u.to_owned()),
-                        (!p.is_empty()).then(|| p.to_owned()),
-                    ),
-                    None => (None, Some(a.to_owned())),
-                },
-            };
-            let hosts = hosts.trim_end_matches('/');
-            let mut nodes = Vec::new();
-            for node in hosts.split(',').filter(|n| !n.is_empty()) {
-                let (host, port) = node
-                    .rsplit_once(':')
-                    .with_context(|| format!("cluster node `{node}` needs host:port"))?;
-                let port: u16 = port
-                    .parse()
-                    .with_context(|| format!("cluster node `{node}` has a bad port"))?;
-                nodes.push((host.to_owned(), port));
-            }
-            anyhow::ensure!(!nodes.is_empty(), "redis+cluster:// URL names no node");
+            let (username, password, hosts) = split_credentials(rest);
+            let nodes = host_list(hosts.trim_end_matches('/'), "cluster node")?;
             Ok(Self::Cluster {
                 nodes,
+                username,
+                password,
+            })
+        } else if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (username, password, rest) = split_credentials(rest);
+            let (hosts, path) = rest
+                .split_once('/')
+                .context("redis+sentinel:// needs /<master-name> after the Sentinels")?;
+            let sentinels = host_list(hosts, "Sentinel")?;
+            let (master, db) = match path.trim_end_matches('/').split_once('/') {
+                Some((master, db)) => (
+                    master,
+                    Some(
+                        db.parse::<u8>()
+                            .with_context(|| format!("bad database number `{db}`"))?,
+                    ),
+                ),
+                None => (path.trim_end_matches('/'), None),
+            };
+            anyhow::ensure!(
+                !master.is_empty()
+                    && master
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "redis+sentinel:// needs a master name of letters, digits, `-`, `_` or `.`"
+            );
+            Ok(Self::Sentinel {
+                sentinels,
+                master: master.to_owned(),
+                db,
                 username,
                 password,
             })
@@ -1070,26 +1122,94 @@ impl RedisTarget {
                 .map_err(|e| anyhow::anyhow!("{}", e.details()))?;
             Ok(Self::Standalone(url.to_owned()))
         } else {
-            anyhow::bail!("expected redis:// or redis+cluster://")
+            anyhow::bail!("expected redis://, redis+cluster:// or redis+sentinel://")
         }
     }
 
     /// The fred client configuration for this target.
     pub fn fred_config(&self) -> anyhow::Result<fred::types::config::Config> {
+        use fred::types::config::{Config, Server, ServerConfig};
         Ok(match self {
-            Self::Standalone(url) => fred::types::config::Config::from_url(url)
-                .map_err(|e| anyhow::anyhow!("{}", e.details()))?,
+            Self::Standalone(url) => {
+                Config::from_url(url).map_err(|e| anyhow::anyhow!("{}", e.details()))?
+            }
             Self::Cluster {
                 nodes,
                 username,
                 password,
-            } => fred::types::config::Config {
-                server: fred::types::config::ServerConfig::new_clustered(nodes.clone()),
+            } => Config {
+                server: ServerConfig::new_clustered(nodes.clone()),
+                username: username.clone(),
+                password: password.clone(),
+                ..Default::default()
+            },
+            Self::Sentinel {
+                sentinels,
+                master,
+                db,
+                username,
+                password,
+            } => Config {
+                server: ServerConfig::Sentinel {
+                    hosts: sentinels
+                        .iter()
+                        .map(|(host, port)| Server::new(host.as_str(), *port))
+                        .collect(),
+                    service_name: master.clone(),
+                },
+                database: *db,
                 username: username.clone(),
                 password: password.clone(),
                 ..Default::default()
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod redis_target_tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_and_the_master() -> anyhow::Result<()> {
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://10.0.0.1:26379,sentinel-b:26380/shop")?,
+            RedisTarget::Sentinel {
+                sentinels: vec![("10.0.0.1".into(), 26379), ("sentinel-b".into(), 26380)],
+                master: "shop".into(),
+                db: None,
+                username: None,
+                password: None,
+            }
+        );
+        assert_eq!(
+            RedisTarget::parse("redis+sentinel://app:s3cret@h:1/mymaster/2")?,
+            RedisTarget::Sentinel {
+                sentinels: vec![("h".into(), 1)],
+                master: "mymaster".into(),
+                db: Some(2),
+                username: Some("app".into()),
+                password: Some("s3cret".into()),
+            }
+        );
+        for bad in [
+            "redis+sentinel://h:1",
+            "redis+sentinel://h:1/",
+            "redis+sentinel:///m",
+            "redis+sentinel://h/m",
+            "redis+sentinel://h:x/m",
+            "redis+sentinel://h:1/m m",
+            "redis+sentinel://h:1/m/300",
+        ] {
+            assert!(RedisTarget::parse(bad).is_err(), "{bad} accepted");
+        }
+        let config = RedisTarget::parse("redis+sentinel://h:1,g:2/m/1")?.fred_config()?;
+        assert_eq!(config.database, Some(1));
+        assert!(matches!(
+            config.server,
+            fred::types::config::ServerConfig::Sentinel { ref service_name, ref hosts } if service_name == "m" && hosts.len() == 2
+        ));
+        Ok(())
     }
 }
 

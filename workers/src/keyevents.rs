@@ -116,6 +116,7 @@ impl ExpiredKeys {
                 client.clone(),
                 channel.clone(),
                 tx.clone(),
+                turn_on,
             ));
             client
                 .subscribe(channel.as_str())
@@ -227,6 +228,7 @@ fn resubscribe_on_reconnect(
     client: Client,
     channel: String,
     tx: mpsc::Sender<Expired>,
+    turn_on: bool,
 ) -> JoinHandle<()> {
     let mut reconnects = client.reconnect_rx();
     tokio::spawn(async move {
@@ -234,6 +236,19 @@ fn resubscribe_on_reconnect(
             // Whatever expired while the connection was down was never reported.
             if tx.send(Expired::Missed).await.is_err() {
                 return;
+            }
+            // The server may be another one now (a Sentinel failover promotes a replica, whose
+            // setting is its own): turn the notifications on there too.
+            if turn_on {
+                match turn_notifications_on(&client).await {
+                    Notifications::TurnedOn(value) => {
+                        tracing::info!(value = %value, "keyspace notifications turned on after a reconnect")
+                    }
+                    Notifications::Refused(e) => {
+                        tracing::warn!(error = %e, "could not turn keyspace notifications on after a reconnect; the sweeper covers expiries")
+                    }
+                    Notifications::AlreadyOn | Notifications::Untouched => {}
+                }
             }
             match client.subscribe(channel.as_str()).await {
                 Ok(()) => tracing::info!(channel = %channel, "subscribed again after a reconnect"),
