@@ -632,11 +632,7 @@ fn judge(
         JoinRequest::Bad(error) => return (Verdict::BadRequest, Some(error)),
         JoinRequest::Body(body) => body,
     };
-    let nonce = match body
-        .nonce
-        .as_ref()
-        .map(|n| n.as_u64().filter(|&n| n <= pow::MAX_NONCE))
-    {
+    let nonce = match body.nonce.as_ref().map(pow::nonce_from_json) {
         None => None,
         Some(Some(nonce)) => Some(nonce),
         Some(None) => {
