@@ -185,8 +185,10 @@ fn user_idem_key(state: &AppState, user: UserId, key: &str) -> String {
     state.redis.key(&format!("idem:{user}:{key}"))
 }
 
-/// The `Idempotency-Key` header: 1 to 64 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+/// The `Idempotency-Key` header: 1 to 64 visible ASCII characters (the document's
+/// [`dropline_core::http::openapi::IDEMPOTENCY_KEY_PATTERN`]); missing or anything else is 400.
+/// Public for the fuzz target `idempotency_key` (`fuzz/`).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers
         .get("idempotency-key")
         .ok_or_else(|| ApiError::bad_request("the Idempotency-Key header is required"))?;

@@ -33,12 +33,12 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use dropline_core::auth::keys::KeyRing;
 use dropline_core::auth::tokens::Role;
@@ -50,7 +50,11 @@ use dropline_core::http::extract::{self, PathId};
 use dropline_core::ids::SaleId;
 use fred::types::Value;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::docs::{Error, SaleIdParam, SaleState as SaleStateDoc};
 use crate::page::{Asset, api_base_url, escape_script_json_into};
 use crate::queue::Reply;
 use crate::scripts::WR_CONTROL;
@@ -69,7 +73,7 @@ pub const MAX_ORDERS_SPLIT: u32 = 1_000;
 
 /// What the control room's handlers share.
 #[derive(Debug)]
-struct ControlRoom {
+pub struct ControlRoom {
     redis: Redis,
     access: Arc<KeyRing>,
     api_base_url: String,
@@ -80,12 +84,18 @@ struct ControlRoom {
     reads: Coalesce<SaleId, Result<Option<Figures>, ApiError>>,
 }
 
-/// The control room's routes.
+/// The control room's documented route (the data), before the state.
+pub fn documented() -> OpenApiRouter<Arc<ControlRoom>> {
+    OpenApiRouter::new().routes(routes!(control_data))
+}
+
+/// The control room's routes: [`documented`], and the page and its assets (HTML, CSS and
+/// JavaScript for browsers, not in the OpenAPI document).
 pub fn routes(
     config: &WaitroomConfig,
     redis: Redis,
     access: Arc<KeyRing>,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<axum::Router> {
     let (api_base_url, api_origin) = api_base_url(&config.api_base_url)?;
     let room = Arc::new(ControlRoom {
         redis,
@@ -96,9 +106,9 @@ pub fn routes(
         stylesheet: Asset::new(STYLESHEET_PATH, STYLESHEET, "text/css; charset=utf-8")?,
         reads: Coalesce::new(),
     });
-    Ok(Router::new()
+    let (data, _) = documented().split_for_parts();
+    Ok(data
         .route("/w/{sale_id}/control", get(control_page))
-        .route("/w/{sale_id}/control/data", get(control_data))
         .route(SCRIPT_PATH, get(script))
         .route(STYLESHEET_PATH, get(stylesheet))
         .with_state(room))
@@ -184,32 +194,44 @@ pub async fn figures(redis: &Redis, sale: SaleId) -> anyhow::Result<Option<Figur
     }))
 }
 
-#[derive(Debug, Serialize)]
+/// One sale's figures at one instant of the Redis clock (module docs of `control.rs`).
+#[derive(Debug, Serialize, ToSchema)]
 struct DataAnswer {
+    #[schema(value_type = uuid::Uuid)]
     sale_id: SaleId,
+    #[schema(value_type = SaleStateDoc)]
     state: &'static str,
+    #[schema(format = DateTime)]
     now: String,
+    /// `now` in milliseconds since the epoch.
     now_ms: u64,
+    #[schema(format = DateTime)]
     opens_at: String,
+    /// `null`: no closing time.
+    #[schema(format = DateTime)]
     closes_at: Option<String>,
     queue: QueueAnswer,
     stock: StockAnswer,
     orders: OrdersAnswer,
 }
 
-#[derive(Debug, Serialize)]
+/// The line: waiting, skipped (silent, kept for the return grace), admitted, abandoned, active.
+#[derive(Debug, Serialize, ToSchema)]
 struct QueueAnswer {
     length: u64,
     skipped: u64,
     admitted_total: u64,
     abandoned_total: u64,
     active: u64,
+    /// `null`: no limit.
     max_active: Option<u64>,
     admit_per_second: u64,
+    /// The admitter's measured, smoothed rate; `null` before it measured anything.
     admit_rate: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+/// Units: the sale's total, available, held by live orders, sold.
+#[derive(Debug, Serialize, ToSchema)]
 struct StockAnswer {
     total: i64,
     available: i64,
@@ -217,7 +239,8 @@ struct StockAnswer {
     sold: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// Live orders, and how many are held and paying (`null` past 1,000 live orders).
+#[derive(Debug, Serialize, ToSchema)]
 struct OrdersAnswer {
     live: u64,
     held: Option<u64>,
@@ -285,6 +308,15 @@ impl FromRequestParts<Arc<ControlRoom>> for AdminCaller {
     }
 }
 
+/// A sale's figures for the control room.
+///
+/// The line, the stock and the live orders at one instant, in one Redis round trip. For an
+/// administrator's access token only.
+#[utoipa::path(get, path = "/w/{sale_id}/control/data", tag = "control", security(("accessToken" = [])), params(SaleIdParam), responses(
+    (status = 200, description = "The figures", body = DataAnswer),
+    (status = 403, description = "`forbidden`: the access token is not an administrator's", body = Error),
+    (status = 404, description = "`not_found`: no such sale (or not on sale yet)", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn control_data(
     State(room): State<Arc<ControlRoom>>,

@@ -46,12 +46,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use dropline_core::Config;
 use dropline_core::auth::keys::KeyRing;
@@ -68,7 +67,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use tokio::sync::{mpsc, oneshot};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::docs::{Error, Jwks, PlaceState, SaleIdParam, SaleState};
 use crate::pow::{self, PowError, PowKey};
 use crate::queue::{
     JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, Verdict, WaitQueue,
@@ -409,27 +412,37 @@ impl Edge {
     }
 }
 
-/// The routes of this module.
-pub fn routes(edge: Edge) -> Router {
-    Router::new()
-        .route("/w/{sale_id}/join", post(join).delete(leave))
-        .route("/w/{sale_id}/challenge", get(challenge))
-        .route("/w/{sale_id}/status", get(status))
-        .route("/w/{sale_id}/stats", get(stats))
-        .route("/.well-known/jwks.json", get(jwks))
-        .with_state(edge)
+/// The routes of this module with their documentation (`routes!`: the annotation of a handler
+/// is what registers it), before the state.
+pub fn routes() -> OpenApiRouter<Edge> {
+    OpenApiRouter::new()
+        .routes(routes!(join, leave))
+        .routes(routes!(challenge))
+        .routes(routes!(status))
+        .routes(routes!(stats))
+        .routes(routes!(jwks))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Answers
 
-#[derive(Debug, Serialize)]
+/// The answer to a join: the place, and the ticket to poll it with.
+#[derive(Debug, Serialize, ToSchema)]
 struct JoinAnswer {
+    #[schema(value_type = PlaceState)]
     state: &'static str,
+    /// 1-based place in line while `waiting`; `null` otherwise.
+    #[schema(minimum = 1)]
     position: Option<u64>,
+    /// Seconds until admission (door.md §3); `null` when no honest figure exists.
     eta_seconds: Option<u64>,
+    /// Milliseconds to wait before polling `GET /w/{sale_id}/status`.
+    #[schema(minimum = 250, maximum = 30000)]
     retry_after_ms: u64,
+    /// The bearer token of `status` and `DELETE join` (scheme `ticket`), good for 24 h.
     ticket: String,
+    /// When the sale opens (RFC 3339 UTC).
+    #[schema(format = DateTime)]
     opens_at: String,
     /// The operator's notice to the line (door.md §4), `null` when none.
     notice: Option<String>,
@@ -439,36 +452,62 @@ struct JoinAnswer {
 }
 
 /// `GET /w/{sale}/challenge`: all three null but `difficulty` (0) when the sale asks for none.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ChallengeAnswer {
+    /// Opaque, to be sent back with its `nonce` (door.md §1).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     challenge: Option<String>,
+    /// Leading zero bits SHA-256(challenge ‖ nonce as 8 bytes big-endian) must have, 0 to 24.
+    #[schema(maximum = 24)]
     difficulty: u8,
+    /// When the challenge stops being accepted (RFC 3339 UTC).
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Where the buyer stands; once admitted, with the pass for the api's `POST /api/orders`.
+#[derive(Debug, Serialize, ToSchema)]
 struct StatusAnswer {
+    #[schema(value_type = PlaceState)]
     state: &'static str,
+    /// 1-based place in line while `waiting`; `null` otherwise.
+    #[schema(minimum = 1)]
     position: Option<u64>,
+    /// Seconds until admission (door.md §3); `null` when no honest figure exists.
     eta_seconds: Option<u64>,
+    /// Milliseconds to wait before the next poll.
+    #[schema(minimum = 250, maximum = 30000)]
     retry_after_ms: u64,
+    /// Only when `admitted`: the pass (an EdDSA JWT for this sale and user), sent to the api
+    /// as `Dropline-Pass`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pass: Option<String>,
+    /// Only when `admitted`: when the admission and the pass end (RFC 3339 UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pass_expires_at: Option<String>,
+    /// The operator's notice to the line (door.md §4), `null` when none.
     notice: Option<String>,
+    /// The place's priority group (door.md §2).
     group: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A sale's public figures.
+#[derive(Debug, Serialize, ToSchema)]
 struct StatsAnswer {
+    #[schema(value_type = SaleState)]
     state: &'static str,
+    /// Buyers waiting in line.
     queue_length: u64,
+    /// Buyers admitted since the sale was armed.
     admitted_total: u64,
     /// Users admitted per second, as measured by the admitter (smoothed); the configured rate
     /// is not a measurement, so this is 0 until the admitter has measured.
     admit_rate: f64,
+    /// Units not sold or held.
+    #[schema(minimum = 0)]
     available: i64,
+    /// The operator's notice to the line (door.md §4), `null` when none.
     notice: Option<String>,
 }
 
@@ -500,16 +539,20 @@ impl FromRequestParts<Edge> for Caller {
 }
 
 /// The body of `POST /w/{sale}/join` (door.md): every field optional, unknown ones refused.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JoinBody {
+    /// A challenge from `GET /w/{sale_id}/challenge` (door.md §1), with its `nonce`.
     #[serde(default)]
     challenge: Option<String>,
-    /// Any JSON number here, so that a float or a huge integer is told apart from a string
-    /// (both 400, with their own message).
+    /// The nonce that solves `challenge`: an integer from 0 to 2^53 − 1.
+    // Any JSON number here, so that a float or a huge integer is told apart from a string
+    // (both 400, with their own message).
     #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 9007199254740991_u64)]
     nonce: Option<serde_json::Number>,
-    /// door.md §2: the code of a presale or priority group.
+    /// door.md §2: the code of a presale or priority group (`XXXX-XXXX-XXXX`; case, spaces and
+    /// `-` do not matter).
     #[serde(default)]
     access_code: Option<String>,
 }
@@ -589,11 +632,7 @@ fn judge(
         JoinRequest::Bad(error) => return (Verdict::BadRequest, Some(error)),
         JoinRequest::Body(body) => body,
     };
-    let nonce = match body
-        .nonce
-        .as_ref()
-        .map(|n| n.as_u64().filter(|&n| n <= pow::MAX_NONCE))
-    {
+    let nonce = match body.nonce.as_ref().map(pow::nonce_from_json) {
         None => None,
         Some(Some(nonce)) => Some(nonce),
         Some(None) => {
@@ -635,6 +674,22 @@ fn pow_required(sale: SaleId) -> ApiError {
     )
 }
 
+/// Join the line.
+///
+/// Puts the caller in the sale's line and answers the place with a ticket to poll it with. A
+/// caller who already has a place gets it back (200), and then nothing in the body is looked
+/// at or spent. The optional body carries the proof of work of a sale with `pow_difficulty` > 0
+/// (`challenge` and `nonce`, door.md §1) and an access code (door.md §2). Checked in this
+/// order: 401, 429, 404, the place already held, 400, 403, 409, `queue_full`.
+#[utoipa::path(post, path = "/w/{sale_id}/join", tag = "line", security(("accessToken" = [])), params(SaleIdParam), request_body(content = JoinBody, description = "Optional: no body is `{}`", content_type = "application/json"), responses(
+    (status = 200, description = "The place in line and its ticket", body = JoinAnswer),
+    (status = 400, description = "`bad_request`: not JSON, an unknown field, a `nonce` that is not an integer from 0 to 2^53 − 1, a `challenge` without its `nonce`", body = Error),
+    (status = 403, description = "`pow_required`, `pow_invalid` (bad, expired or spent challenge, wrong nonce), `access_code_required`, `access_code_invalid`", body = Error),
+    (status = 404, description = "`not_found`: no such sale (or not on sale yet)", body = Error),
+    (status = 409, description = "`access_code_used`: the code's uses were spent by other buyers", body = Error),
+    (status = 429, description = "`rate_limited`: too many joins from this address or user, or too many wrong access codes", body = Error),
+    (status = 503, description = "`queue_full`: the line is full, or `unavailable`: try again after `Retry-After`", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn join(
     State(edge): State<Edge>,
@@ -752,8 +807,16 @@ async fn join(
     }))
 }
 
-/// `GET /w/{sale}/challenge`: a proof-of-work challenge for the caller, good for
-/// `waitroom.pow_challenge_ttl_seconds` by Redis time. Reads the sale's cfg, writes nothing.
+/// A proof-of-work challenge.
+///
+/// A challenge for the caller and this sale (door.md §1), good for
+/// `waitroom.pow_challenge_ttl_seconds`; all `null` but `difficulty` (0) when the sale asks
+/// for none. Join's limits apply; nothing is written.
+#[utoipa::path(get, path = "/w/{sale_id}/challenge", tag = "line", security(("accessToken" = [])), params(SaleIdParam), responses(
+    (status = 200, description = "The challenge", body = ChallengeAnswer),
+    (status = 404, description = "`not_found`: no such sale (or not on sale yet)", body = Error),
+    (status = 429, description = "`rate_limited`: too many requests from this address or user", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn challenge(
     State(edge): State<Edge>,
@@ -806,6 +869,17 @@ async fn challenge(
         .into_response())
 }
 
+/// Where the caller stands.
+///
+/// Polled with the join's ticket every `retry_after_ms`; each poll keeps the place alive (a
+/// place silent past the return grace is lost). Once admitted the answer carries the pass for
+/// the api's `POST /api/orders` (`Dropline-Pass`), valid until `pass_expires_at`.
+#[utoipa::path(get, path = "/w/{sale_id}/status", tag = "line", security(("ticket" = [])), params(SaleIdParam), responses(
+    (status = 200, description = "The place, and the pass once admitted", body = StatusAnswer),
+    (status = 401, description = "`unauthorized`: no ticket, or one forged, expired or for another sale", body = Error),
+    (status = 404, description = "`not_found`: no such sale, or not in line (never joined, left, silent past the grace, admission lapsed)", body = Error),
+    (status = 429, description = "`rate_limited`: too many polls from this address or user", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn status(
     State(edge): State<Edge>,
@@ -843,6 +917,15 @@ async fn status(
     }))
 }
 
+/// Leave the line.
+///
+/// Gives up the place, or the admission. Idempotent: leaving twice, or after the place was
+/// lost, is 204 again.
+#[utoipa::path(delete, path = "/w/{sale_id}/join", tag = "line", security(("ticket" = [])), params(SaleIdParam), responses(
+    (status = 204, description = "Not in line (any more)"),
+    (status = 401, description = "`unauthorized`: no ticket, or one forged, expired or for another sale", body = Error),
+    (status = 404, description = "`not_found`: the sale id is not a UUID", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn leave(
     State(edge): State<Edge>,
@@ -862,6 +945,14 @@ async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A sale's figures.
+///
+/// Public: the sale's state, the length of its line, how many were admitted and at what
+/// measured rate, and the units left.
+#[utoipa::path(get, path = "/w/{sale_id}/stats", tag = "line", params(SaleIdParam), responses(
+    (status = 200, description = "The figures", body = StatsAnswer),
+    (status = 404, description = "`not_found`: no such sale (or not on sale yet)", body = Error),
+))]
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn stats(
     State(edge): State<Edge>,
@@ -892,6 +983,13 @@ async fn stats(
     }))
 }
 
+/// The pass verification keys.
+///
+/// The public keys passes are signed with (JWKS, Ed25519), for a service other than the api
+/// that checks passes itself. Cacheable for five minutes.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "line", responses(
+    (status = 200, description = "The key set", body = Jwks),
+))]
 async fn jwks(State(edge): State<Edge>) -> Response {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],

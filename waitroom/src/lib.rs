@@ -6,9 +6,15 @@
 //! ([`pow`]), the queue in Redis ([`queue`], Lua in
 //! `lua/wr_*.lua`), the admitter, the waiting page ([`page`]) and the administrators' control room
 //! ([`control`]). It needs Redis only.
+//!
+//! Every JSON route is registered through `utoipa-axum`'s `routes!`, so the `#[utoipa::path]`
+//! annotation next to a handler is what both documents and registers it; [`openapi`] is the
+//! resulting OpenAPI 3.1 document ([`docs`]), served at `GET /openapi.json` and committed as
+//! `openapi/waitroom.json` (kept equal by `waitroom/tests/openapi.rs`).
 
 pub mod admitter;
 pub mod control;
+pub mod docs;
 pub mod edge;
 pub mod page;
 pub mod pow;
@@ -17,11 +23,38 @@ pub mod scripts;
 pub mod ticket;
 
 use anyhow::Context;
+use axum::http::header;
+use axum::response::IntoResponse;
 use dropline_core::Config;
 use dropline_core::clients::deps::Deps;
 use dropline_core::http::{Bound, Dependency, Readiness, Server};
 
 pub use edge::Secrets;
+
+/// The waitroom's OpenAPI document, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = edge::routes().split_for_parts();
+    let (_, control) = control::documented().split_for_parts();
+    doc.merge(control);
+    docs::finish(&mut doc);
+    doc
+}
+
+/// `GET /openapi.json`: [`openapi`], rendered once (it is the same for the life of the process).
+fn openapi_route() -> axum::Router {
+    let json = dropline_core::http::openapi::render(&openapi()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "rendering the OpenAPI document");
+        String::from("{}")
+    });
+    let json = axum::body::Bytes::from(json);
+    axum::Router::new().route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let json = json.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], json).into_response() }
+        }),
+    )
+}
 
 /// Builds the waitroom server on `waitroom.listen` (port 0: any free port).
 pub async fn build(config: &Config, deps: &Deps, secrets: Secrets) -> anyhow::Result<Server> {
@@ -41,9 +74,12 @@ pub fn build_on(
     let redis = deps.redis()?.clone();
     let readiness = Readiness::new(vec![Dependency::Redis(redis.clone())]);
     let access = secrets.access.clone();
-    let routes = edge::routes(edge::Edge::new(config, redis.clone(), secrets)?)
+    let (edge_routes, _) = edge::routes().split_for_parts();
+    let routes = edge_routes
+        .with_state(edge::Edge::new(config, redis.clone(), secrets)?)
         .merge(page::routes(&config.waitroom)?)
-        .merge(control::routes(&config.waitroom, redis, access)?);
+        .merge(control::routes(&config.waitroom, redis, access)?)
+        .merge(openapi_route());
     Ok(Server::on(
         "waitroom",
         bound,

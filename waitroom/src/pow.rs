@@ -237,6 +237,26 @@ pub fn leading_zero_bits(digest: &[u8]) -> u32 {
     bits
 }
 
+/// The nonce a join's JSON `nonce` names, if it is one: an integer from 0 to [`MAX_NONCE`],
+/// written as an integer (`101`) or as a number with an integral value (`101.0`, `1.01e2`):
+/// JSON Schema's `integer` is the value, not the spelling, and tools that generate requests
+/// from the document (schemathesis) send both. A fraction, a negative, 2^53 and beyond are
+/// none (door.md §1: 400). A float is read as serde_json reads it: exactly while its digits
+/// (with the trailing zeros written) stay below 2^53, as in `101.0` or `9007199254740991e0`;
+/// past that its best-effort parse may be one unit off, and the nonce read then fails the
+/// check like any wrong nonce (403 `pow_invalid`, never a wrong admission). Integers are exact.
+pub fn nonce_from_json(number: &serde_json::Number) -> Option<u64> {
+    if let Some(n) = number.as_u64() {
+        return (n <= MAX_NONCE).then_some(n);
+    }
+    if number.is_i64() {
+        return None;
+    }
+    let f = number.as_f64()?;
+    // MAX_NONCE (2^53 - 1) is exact as a double, and every integral double up to it is too.
+    (f.fract() == 0.0 && (0.0..=MAX_NONCE as f64).contains(&f)).then_some(f as u64)
+}
+
 /// Whether `nonce` solves `challenge` at `difficulty` (the byte rule of door.md §1).
 pub fn solves(challenge: &str, nonce: u64, difficulty: u8) -> bool {
     nonce <= MAX_NONCE && leading_zero_bits(&digest(challenge, nonce)) >= u32::from(difficulty)
@@ -251,6 +271,31 @@ pub fn solve(challenge: &str, difficulty: u8) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// schemathesis sent `"nonce": 101.0` (an integer by JSON Schema) and got 400.
+    #[test]
+    fn an_integral_float_is_that_nonce() -> anyhow::Result<()> {
+        let nonce = |text: &str| -> anyhow::Result<Option<u64>> {
+            Ok(nonce_from_json(&serde_json::from_str(text)?))
+        };
+        assert_eq!(nonce("101")?, Some(101));
+        assert_eq!(nonce("101.0")?, Some(101));
+        assert_eq!(nonce("1.01e2")?, Some(101));
+        assert_eq!(nonce("-0.0")?, Some(0));
+        assert_eq!(nonce("9007199254740991")?, Some(MAX_NONCE));
+        assert_eq!(nonce("9007199254740991e0")?, Some(MAX_NONCE));
+        for refused in [
+            "9007199254740992",
+            "9007199254740992.0",
+            "1e300",
+            "101.5",
+            "-1",
+            "-1.0",
+        ] {
+            assert_eq!(nonce(refused)?, None, "{refused}");
+        }
+        Ok(())
+    }
 
     fn key(byte: u8) -> PowKey {
         match PowKey::new([byte; 32]) {

@@ -323,7 +323,14 @@ async fn malformed_bodies_are_400_after_the_place_and_before_the_work() -> anyho
         Body::Json(json!({"surprise": true})),
         Body::Json(json!([challenge, nonce])),
         Body::Raw("application/json", "{\"challenge\":"),
-        Body::Raw("application/json", "{\"nonce\": 1e3, \"challenge\": \"x\"}"),
+        Body::Raw(
+            "application/json",
+            "{\"nonce\": 1e300, \"challenge\": \"x\"}",
+        ),
+        Body::Raw(
+            "application/json",
+            "{\"nonce\": 9007199254740992.0, \"challenge\": \"x\"}",
+        ),
     ] {
         let (status, answer) = edge.join(sale, UserId::new_v7(), body).await?;
         assert_error(status, &answer, StatusCode::BAD_REQUEST, "bad_request");
@@ -364,6 +371,33 @@ async fn malformed_bodies_are_400_after_the_place_and_before_the_work() -> anyho
         )
         .await?;
     assert_error(status, &answer, StatusCode::NOT_FOUND, "not_found");
+    edge.stop().await
+}
+
+/// schemathesis found it (issue #20): `"nonce": 101.0` is the integer 101 by JSON Schema (and
+/// by the document), but the join refused it with 400. An integral float up to 2^53 − 1 is
+/// that nonce; 2^53, a fraction and the string `"1"` stay 400 (the test above).
+#[tokio::test]
+async fn a_nonce_written_as_an_integral_float_is_that_nonce() -> anyhow::Result<()> {
+    let edge = Edge::start(&[]).await?;
+    let sale = edge.sale(12).await?;
+    let user = UserId::new_v7();
+    let (challenge, nonce) = edge.solved(sale, user).await?;
+    let body = format!("{{\"challenge\": \"{challenge}\", \"nonce\": {nonce}.0}}");
+    let (status, joined) = edge
+        .join(sale, user, Body::Raw("application/json", &body))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["position"], 1);
+    // 1e3 is 1000: a nonce, which does not solve this challenge.
+    let (status, answer) = edge
+        .join(
+            sale,
+            UserId::new_v7(),
+            Body::Raw("application/json", "{\"nonce\": 1e3, \"challenge\": \"x\"}"),
+        )
+        .await?;
+    assert_error(status, &answer, StatusCode::FORBIDDEN, "pow_invalid");
     edge.stop().await
 }
 
