@@ -22,6 +22,7 @@ use anyhow::Context;
 use axum::Router;
 use dropline_core::Config;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::config::ProviderKind;
 use dropline_core::http::{Dependency, Readiness, Server};
 use tokio_util::sync::CancellationToken;
 
@@ -136,6 +137,12 @@ async fn run_one(
     deps: &Deps,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if kind != Kind::Mail && config.payment.provider == ProviderKind::Stripe {
+        // The Stripe provider (design/payments.md) is not built yet: refuse rather than charge
+        // with the wrong one.
+        config.payment.stripe.secret_key()?;
+        anyhow::bail!("payment.provider = stripe: the Stripe provider is not in this build yet");
+    }
     match kind {
         Kind::Mail => mail::run(config, deps, shutdown).await,
         Kind::Payment => {
