@@ -181,19 +181,27 @@ impl PaymentWorker {
     }
 
     /// Charge, record, publish. Every step is idempotent on the order id.
-    async fn pay(&self, request: &PaymentRequested) -> anyhow::Result<PaymentOutcome> {
+    async fn pay(&self, request: &PaymentRequested) -> anyhow::Result<Option<PaymentOutcome>> {
         let order = &request.order;
         let decision = self
             .provider
             .charge(ChargeRequest {
                 order: order.order_id,
+                sale: order.sale_id,
                 amount: order.amount,
                 currency: order.currency.clone(),
                 card_token: request.card_token.clone(),
             })
             .await
             .with_context(|| format!("charging order {}", order.order_id))?;
-        self.reporter.report(order, &decision).await
+        if let Decision::Pending { status } = &decision {
+            // The buyer's next step is recorded with the provider's claim; the outcome comes
+            // by the webhook or the sweeper.
+            metrics::counter!("dropline_payments_pending_total").increment(1);
+            tracing::info!(status, "payment pending at the provider");
+            return Ok(None);
+        }
+        self.reporter.report(order, &decision).await.map(Some)
     }
 }
 
@@ -224,6 +232,12 @@ impl Reporter {
             Decision::Approved { reference } => ("approved", reference.clone()),
             Decision::Declined { reason } => ("declined", reason.clone()),
             Decision::Refunded { reference } => ("refunded", reference.clone()),
+            Decision::Pending { status } => {
+                anyhow::bail!(
+                    "order {}: a pending payment ({status}) has no outcome to report",
+                    order.order_id
+                )
+            }
         };
         let standing = self
             .payments
