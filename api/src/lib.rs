@@ -24,6 +24,7 @@ pub mod pii;
 pub mod sessions;
 pub mod state;
 pub mod users;
+pub mod webhooks;
 
 use anyhow::Context;
 use axum::Router;
@@ -47,6 +48,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(codes::routes())
         .merge(orders::routes())
+        .merge(webhooks::routes())
 }
 
 /// The api's OpenAPI document, as `GET /openapi.json` serves it.

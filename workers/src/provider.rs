@@ -75,6 +75,18 @@ pub trait PaymentProvider: Send + Sync + fmt::Debug {
     fn settle(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Settlement>>;
     /// Refunds an approved charge; a repeat (or an order never charged) changes nothing.
     fn refund(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Decision>>;
+    /// The provider told us about the order's payment (`intent`, a webhook): its decision as
+    /// the provider holds it now, without starting a charge; `None` when the provider has no
+    /// payment of that order to follow (another intent, none claimed). The simulated provider
+    /// sends no events.
+    fn follow(
+        &self,
+        order: OrderId,
+        intent: String,
+    ) -> BoxFuture<'_, anyhow::Result<Option<Decision>>> {
+        let _ = (order, intent);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The card token the simulated provider declines.

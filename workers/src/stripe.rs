@@ -695,6 +695,30 @@ impl PaymentProvider for Stripe {
                 .with_context(|| format!("Stripe: refunding order {order}"))
         })
     }
+
+    fn follow(
+        &self,
+        order: OrderId,
+        intent: String,
+    ) -> BoxFuture<'_, anyhow::Result<Option<Decision>>> {
+        Box::pin(async move {
+            let claim = self.claim(order).await?;
+            match claim {
+                Some(claim)
+                    if claim.state == "created" && claim.intent_id.as_deref() == Some(&intent) =>
+                {
+                    self.drive(order, &intent)
+                        .await
+                        .map(Some)
+                        .with_context(|| format!("Stripe: following order {order}"))
+                }
+                other => {
+                    tracing::info!(%order, intent, claim = ?other, "an event for an intent that is not the order's recorded one: ignored");
+                    Ok(None)
+                }
+            }
+        })
+    }
 }
 
 #[cfg(test)]

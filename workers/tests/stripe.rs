@@ -505,3 +505,70 @@ async fn three_d_secure_waits_for_the_buyer() -> anyhow::Result<()> {
     assert_eq!(shop.counters().await?, (4, 0, 1));
     shop.stop().await
 }
+
+/// payments.md "Done when" 5 through the webhook's message: after 3-D Secure the api queues a
+/// `payment.event`; the payment worker reads the intent back and the order is paid long before
+/// its deadline. A repeat of the event changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_event_after_three_d_secure_pays_the_order() -> anyhow::Result<()> {
+    let mut shop = Shop::open(15_000, "KRW", 5, &[]).await?;
+    for kind in [Kind::Payment, Kind::Confirm, Kind::Expiry] {
+        shop.spawn(kind).await?;
+    }
+    let card = shop.stripe.card("4000002500003155").await?;
+    let (_, order) = shop.paying_order(Duration::from_secs(120)).await?;
+    shop.request_payment(&order, &card).await?;
+    let waiting = eventually(Duration::from_secs(10), || async {
+        matches!(shop.claim(order.id).await, Ok(Some((_, Some(s), Some(_)))) if s == "requires_action")
+    })
+    .await;
+    assert!(
+        waiting,
+        "requires_action: {:?}",
+        shop.claim(order.id).await?
+    );
+    let pi = intents(shop.stripe, order.id).await?.remove(0);
+    let id = pi["id"].as_str().context("intent id")?.to_owned();
+    shop.stripe
+        .post(
+            &format!("/v1/payment_intents/{id}/_authenticate"),
+            &[
+                (
+                    "client_secret",
+                    pi["client_secret"].as_str().unwrap_or_default().to_owned(),
+                ),
+                ("success", "true".to_owned()),
+            ],
+        )
+        .await?;
+    for _ in 0..2 {
+        let envelope = Envelope::new(
+            kinds::PAYMENT_EVENT,
+            dropline_core::messages::PaymentEvent {
+                event_id: "evt_1".into(),
+                intent_id: id.clone(),
+                order_id: order.id,
+                sale_id: shop.sale,
+            },
+        );
+        shop.deps
+            .broker()?
+            .publish(
+                &envelope.kind,
+                &envelope.id.to_string(),
+                &envelope.to_json()?,
+            )
+            .await?;
+    }
+    assert!(
+        shop.wait_state(order.id, OrderState::Paid, Duration::from_secs(10))
+            .await,
+        "paid by the event: {:?}",
+        shop.state(order.id).await
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(shop.payment_rows(order.id).await?, 1);
+    assert_eq!(shop.counters().await?, (4, 0, 1));
+    assert_eq!(intents(shop.stripe, order.id).await?.len(), 1);
+    shop.stop().await
+}
