@@ -20,6 +20,7 @@ pub mod janitor;
 pub mod limits;
 pub mod orders;
 pub mod paging;
+pub mod payview;
 pub mod pii;
 pub mod sessions;
 pub mod state;

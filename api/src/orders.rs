@@ -57,6 +57,7 @@ use crate::docs::{Error, IdParam, IdempotencyKey, PageParams};
 use crate::extract::{Caller, PathId};
 use crate::fail;
 use crate::paging::{decode_cursor, encode_cursor};
+use crate::payview::{OrderDetail, payment_of};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -531,7 +532,7 @@ async fn resolve(
 ///
 /// Another user's order is 404, the same as one that does not exist.
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", security(("accessToken" = [])), params(IdParam), responses(
-    (status = 200, description = "The order", body = OrderView),
+    (status = 200, description = "The order and its payment", body = OrderDetail),
     (status = 404, description = "`not_found`", body = Error),
 ))]
 #[tracing::instrument(skip_all, fields(order = %id.0))]
@@ -539,16 +540,30 @@ async fn read(
     State(state): State<AppState>,
     Caller(caller): Caller,
     id: PathId<OrderId>,
-) -> Result<Json<OrderView>, ApiError> {
-    match resolve(&state, caller.sub, id.0).await {
-        Ok((_, order)) => Ok(Json(OrderView::from(&order))),
+) -> Result<Json<OrderDetail>, ApiError> {
+    let (view, status) = read_view(&state, caller.sub, id.0).await?;
+    let payment = payment_of(&state, view.id, status).await?;
+    Ok(Json(OrderDetail {
+        order: view,
+        payment,
+    }))
+}
+
+/// The order as Redis has it, or as MySQL recorded it when Redis lost it.
+async fn read_view(
+    state: &AppState,
+    caller: UserId,
+    id: OrderId,
+) -> Result<(OrderView, OrderState), ApiError> {
+    match resolve(state, caller, id).await {
+        Ok((_, order)) => Ok((OrderView::from(&order), order.state)),
         Err(e) if e.status() == StatusCode::NOT_FOUND => {
             // Redis may have lost the order (a rearmed sale): MySQL still has its record.
-            let row = ledger::get(&state.mysql, id.0)
+            let row = ledger::get(&state.mysql, id)
                 .await
                 .map_err(|e| ApiError::unavailable(e.context("reading the order")))?;
             match row {
-                Some(row) if row.user == caller.sub => Ok(Json(OrderView::from(&row))),
+                Some(row) if row.user == caller => Ok((OrderView::from(&row), row.state)),
                 _ => Err(e),
             }
         }
