@@ -572,3 +572,61 @@ async fn a_payment_event_after_three_d_secure_pays_the_order() -> anyhow::Result
     assert_eq!(intents(shop.stripe, order.id).await?.len(), 1);
     shop.stop().await
 }
+
+/// payments.md "Done when" 7 (its refund part): a charge the confirm worker cannot book
+/// (MySQL's stock is sold out meanwhile) is refunded once at Stripe, the order failed and its
+/// stock back in Redis; a repeat of the completion refunds nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_that_would_oversell_is_refunded_once_at_stripe() -> anyhow::Result<()> {
+    let mut shop = Shop::open(15_000, "KRW", 5, &[]).await?;
+    for kind in [Kind::Payment, Kind::Expiry] {
+        shop.spawn(kind).await?;
+    }
+    let (_, order) = shop.paying_order(Duration::from_secs(60)).await?;
+    shop.request_payment(&order, "pm_card_visa").await?;
+    let pool = shop.mysql()?.clone();
+    let approved = eventually(Duration::from_secs(10), || async {
+        matches!(ledger::payment_of(&pool, order.id).await, Ok(Some(p)) if p.status == "approved")
+    })
+    .await;
+    assert!(approved, "charged, not yet booked");
+    sqlx::query("UPDATE sales SET sold = stock_total WHERE id = ?")
+        .bind(shop.sale)
+        .execute(&pool)
+        .await?;
+    shop.spawn(Kind::Confirm).await?;
+    assert!(
+        shop.wait_state(order.id, OrderState::Failed, Duration::from_secs(20))
+            .await,
+        "failed: {:?}",
+        shop.state(order.id).await
+    );
+    let refunded = eventually(Duration::from_secs(10), || async {
+        matches!(ledger::payment_of(&pool, order.id).await, Ok(Some(p)) if p.status == "refunded")
+    })
+    .await;
+    assert!(refunded, "the payment row is refunded");
+    let pi = intents(shop.stripe, order.id).await?.remove(0);
+    let refunds = shop
+        .stripe
+        .refunds_of(pi["id"].as_str().context("intent id")?)
+        .await?;
+    assert_eq!(refunds.len(), 1, "{refunds:#?}");
+    assert_eq!(refunds[0]["amount"], 15_000);
+    assert_eq!(
+        shop.counters().await?,
+        (5, 0, 0),
+        "the unit is back in Redis"
+    );
+    // The sweeper's or a redelivered request's report again: still one refund.
+    shop.request_payment(&order, "pm_card_visa").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        shop.stripe
+            .refunds_of(pi["id"].as_str().unwrap_or_default())
+            .await?
+            .len(),
+        1
+    );
+    shop.stop().await
+}
