@@ -14,6 +14,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use dropline_core::config::{ProviderKind, STRIPE_CURRENCIES};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
@@ -132,7 +133,7 @@ impl NewProduct {
 /// Role `admin`. Products are not changed once made.
 #[utoipa::path(post, path = "/api/admin/products", tag = "admin", security(("accessToken" = [])), request_body = NewProduct, responses(
     (status = 201, description = "The product", body = Product),
-    (status = 400, description = "`bad_request`: a field breaks its bound", body = Error),
+    (status = 400, description = "`bad_request`: a field breaks its bound, or the currency is not one the Stripe provider charges (KRW, JPY, USD, EUR, GBP) while it is in use", body = Error),
     (status = 403, description = "`forbidden`: not an administrator", body = Error),
 ))]
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, product_id = tracing::field::Empty))]
@@ -142,6 +143,15 @@ async fn create_product(
     Json(body): Json<NewProduct>,
 ) -> Result<(StatusCode, Json<Product>), ApiError> {
     let (name, description, price, currency) = body.validate()?;
+    if state.config.payment.provider == ProviderKind::Stripe
+        && !STRIPE_CURRENCIES.contains(&currency.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "payment.provider is stripe, which charges only {} here (currencies whose minor unit \
+             Stripe and ISO 4217 agree on); got `{currency}`",
+            STRIPE_CURRENCIES.join(", ")
+        )));
+    }
     let product = Product {
         id: ProductId::new_v7(),
         name,

@@ -20,10 +20,12 @@ pub mod janitor;
 pub mod limits;
 pub mod orders;
 pub mod paging;
+pub mod payview;
 pub mod pii;
 pub mod sessions;
 pub mod state;
 pub mod users;
+pub mod webhooks;
 
 use anyhow::Context;
 use axum::Router;
@@ -47,6 +49,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(admin::routes())
         .merge(codes::routes())
         .merge(orders::routes())
+        .merge(webhooks::routes())
 }
 
 /// The api's OpenAPI document, as `GET /openapi.json` serves it.

@@ -33,6 +33,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use dropline_core::auth::tokens::{PassError, TokenError, verify_pass};
+use dropline_core::config::{ProviderKind, STRIPE_CURRENCIES};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{OrderId, SaleId, UserId};
@@ -56,6 +57,7 @@ use crate::docs::{Error, IdParam, IdempotencyKey, PageParams};
 use crate::extract::{Caller, PathId};
 use crate::fail;
 use crate::paging::{decode_cursor, encode_cursor};
+use crate::payview::{OrderDetail, payment_of};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -89,7 +91,8 @@ pub struct CreateOrder {
 #[serde(deny_unknown_fields)]
 pub struct PayOrder {
     /// 1 to 128 visible ASCII characters around any white space. The simulated provider
-    /// declines `tok_fail` and answers `tok_slow` after the payment timeout.
+    /// declines `tok_fail` and answers `tok_slow` after the payment timeout. With the Stripe
+    /// provider: a PaymentMethod id, `^pm_[A-Za-z0-9_]{1,125}$` (such as `pm_card_visa`).
     #[schema(pattern = r"^\s*[\x21-\x7E]{1,128}\s*$")]
     pub card_token: String,
 }
@@ -531,7 +534,7 @@ async fn resolve(
 ///
 /// Another user's order is 404, the same as one that does not exist.
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", security(("accessToken" = [])), params(IdParam), responses(
-    (status = 200, description = "The order", body = OrderView),
+    (status = 200, description = "The order and its payment", body = OrderDetail),
     (status = 404, description = "`not_found`", body = Error),
 ))]
 #[tracing::instrument(skip_all, fields(order = %id.0))]
@@ -539,16 +542,30 @@ async fn read(
     State(state): State<AppState>,
     Caller(caller): Caller,
     id: PathId<OrderId>,
-) -> Result<Json<OrderView>, ApiError> {
-    match resolve(&state, caller.sub, id.0).await {
-        Ok((_, order)) => Ok(Json(OrderView::from(&order))),
+) -> Result<Json<OrderDetail>, ApiError> {
+    let (view, status) = read_view(&state, caller.sub, id.0).await?;
+    let payment = payment_of(&state, view.id, status).await?;
+    Ok(Json(OrderDetail {
+        order: view,
+        payment,
+    }))
+}
+
+/// The order as Redis has it, or as MySQL recorded it when Redis lost it.
+async fn read_view(
+    state: &AppState,
+    caller: UserId,
+    id: OrderId,
+) -> Result<(OrderView, OrderState), ApiError> {
+    match resolve(state, caller, id).await {
+        Ok((_, order)) => Ok((OrderView::from(&order), order.state)),
         Err(e) if e.status() == StatusCode::NOT_FOUND => {
             // Redis may have lost the order (a rearmed sale): MySQL still has its record.
-            let row = ledger::get(&state.mysql, id.0)
+            let row = ledger::get(&state.mysql, id)
                 .await
                 .map_err(|e| ApiError::unavailable(e.context("reading the order")))?;
             match row {
-                Some(row) if row.user == caller.sub => Ok(Json(OrderView::from(&row))),
+                Some(row) if row.user == caller => Ok((OrderView::from(&row), row.state)),
                 _ => Err(e),
             }
         }
@@ -651,6 +668,14 @@ fn invalid_state(t: Transition, why: &str) -> ApiError {
 /// How long one api process may take to publish a `payment.requested` before another may try.
 const PUBLISH_CLAIM: Duration = Duration::from_secs(10);
 
+/// `^pm_[A-Za-z0-9_]{1,125}$`: the `card_token` the Stripe provider takes (payments.md).
+pub fn is_stripe_payment_method(token: &str) -> bool {
+    token.strip_prefix("pm_").is_some_and(|rest| {
+        (1..=125).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
 /// Publishes the order's `payment.requested`, at most once per payment timeout across every api
 /// process, always with the card token of the order's first pay. A buyer paying again and again
 /// (or a thousand times at once) would otherwise put a copy per call in the payment queue, each
@@ -742,9 +767,9 @@ async fn request_payment(
 #[utoipa::path(post, path = "/api/orders/{id}/pay", tag = "orders", security(("accessToken" = [])), params(IdParam), request_body = PayOrder, responses(
     (status = 202, description = "`{\"status\": \"paying\"}`: the payment is under way", body = StatusView),
     (status = 200, description = "`{\"status\": \"paid\"}`: paid already, nothing done", body = StatusView),
-    (status = 400, description = "`bad_request`: `card_token` malformed", body = Error),
+    (status = 400, description = "`bad_request`: `card_token` malformed (with the Stripe provider: not a `pm_...` id)", body = Error),
     (status = 404, description = "`not_found`", body = Error),
-    (status = 409, description = "`invalid_state`: the order is neither held nor paying", body = Error),
+    (status = 409, description = "`invalid_state`: the order is neither held nor paying, or (Stripe provider) its currency is one Stripe is not used for", body = Error),
     (status = 429, description = "`rate_limited`: too many payments from this buyer", body = Error),
 ))]
 #[tracing::instrument(skip_all, fields(order = %id.0))]
@@ -764,7 +789,24 @@ async fn pay(
             "card_token must be 1 to {MAX_CARD_TOKEN_LEN} visible ASCII characters"
         )));
     }
+    let stripe = state.config.payment.provider == ProviderKind::Stripe;
+    if stripe && !is_stripe_payment_method(token) {
+        return Err(ApiError::bad_request(
+            "card_token must be a Stripe PaymentMethod id (pm_ and 1 to 125 letters, digits or `_`, \
+             such as pm_card_visa)",
+        ));
+    }
     let (orders, order) = resolve(&state, caller.sub, id.0).await?;
+    if stripe && !STRIPE_CURRENCIES.contains(&order.currency.as_str()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "the order is in {}, which the Stripe provider does not charge (only {})",
+                order.currency,
+                STRIPE_CURRENCIES.join(", ")
+            ),
+        ));
+    }
     let timeout = Duration::from_secs(state.config.payment.timeout_seconds);
     let moved = orders
         .begin_payment(order.id, timeout)
@@ -797,4 +839,23 @@ async fn pay(
             status: OrderState::Paying.as_str().into(),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripe_payment_methods_are_pm_ids() {
+        assert!(is_stripe_payment_method("pm_card_visa"));
+        assert!(is_stripe_payment_method(&format!("pm_{}", "a".repeat(125))));
+        assert!(!is_stripe_payment_method(&format!(
+            "pm_{}",
+            "a".repeat(126)
+        )));
+        assert!(!is_stripe_payment_method("pm_"));
+        assert!(!is_stripe_payment_method("tok_visa"));
+        assert!(!is_stripe_payment_method("pm_card-visa"));
+        assert!(!is_stripe_payment_method("pm_카드"));
+    }
 }

@@ -10,6 +10,7 @@ use dropline_core::clients::amqp::Broker;
 use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
+use dropline_core::config::ProviderKind;
 use dropline_core::http::error::ApiError;
 use dropline_core::ids::SaleId;
 use dropline_core::sale::SaleView;
@@ -24,6 +25,8 @@ pub struct Secrets {
     pub keys: Arc<KeyRing>,
     pub passes: Arc<KeyRing>,
     pub pii: Pii,
+    /// The Stripe webhook signing secret (`whsec_...`), when `payment.provider = stripe`.
+    pub stripe_webhook: Option<Arc<str>>,
 }
 
 impl Secrets {
@@ -51,10 +54,15 @@ impl Secrets {
                  to 32 random bytes in base64 (`openssl rand -base64 32`)"
             )
         })?;
+        let stripe_webhook = match config.payment.provider {
+            ProviderKind::Simulated => None,
+            ProviderKind::Stripe => Some(Arc::from(config.payment.stripe.webhook_secret()?)),
+        };
         Ok(Self {
             keys: Arc::new(keys),
             passes: Arc::new(passes),
             pii,
+            stripe_webhook,
         })
     }
 }
@@ -72,6 +80,8 @@ pub struct Inner {
     pub keys: Arc<KeyRing>,
     pub passes: Arc<KeyRing>,
     pub pii: Pii,
+    /// See [`Secrets::stripe_webhook`].
+    pub stripe_webhook: Option<Arc<str>>,
     pub hasher: Hasher,
     pub limits: Limits,
     pub cache: crate::cache::Cache,
@@ -97,6 +107,7 @@ impl AppState {
             keys: secrets.keys,
             passes: secrets.passes,
             pii: secrets.pii,
+            stripe_webhook: secrets.stripe_webhook,
             hasher: dropline_core::auth::password::Hasher::from_config(&config.auth)?,
             limits: Limits::new(&config.limits)?,
             cache: crate::cache::Cache::new(redis.clone(), &config.cache),

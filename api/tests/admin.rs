@@ -469,6 +469,7 @@ async fn create_sale_with_redis_down_is_503_and_writes_nothing() -> anyhow::Resu
         keys: api.keys.clone(),
         passes: api.passes.clone(),
         pii: api.pii.clone(),
+        stripe_webhook: None,
     };
     let server = dropline_api::build(&config, &deps, secrets).await?;
     let base = format!("http://{}", server.addr());

@@ -126,6 +126,7 @@ impl Replica {
             keys: api.keys.clone(),
             passes: api.passes.clone(),
             pii: api.pii.clone(),
+            stripe_webhook: None,
         };
         let server = dropline_api::build(config, deps, secrets).await?;
         let base = format!("http://{}", server.addr());

@@ -66,6 +66,7 @@ fn every_route_of_the_contract_is_in_it() {
         "POST /api/users",
         "POST /api/users/verify",
         "POST /api/users/verify/resend",
+        "POST /api/webhooks/stripe",
         "GET /api/me",
         "PUT /api/me/password",
         "POST /api/auth/login",

@@ -738,3 +738,63 @@ async fn orders_and_pays_are_limited_per_buyer() -> anyhow::Result<()> {
     assert!(limited.headers.contains_key("retry-after"));
     shop.api.stop().await
 }
+
+/// design/payments.md "Buyer": `payment` in GET /api/orders/{id}: null before paying,
+/// processing while the provider works, the Stripe intent's next step while it waits for the
+/// buyer (3-D Secure), the recorded outcome once there is one.
+#[tokio::test]
+async fn the_order_shows_its_payment() -> anyhow::Result<()> {
+    let shop = Shop::start().await?;
+    let sale = shop.sale(10, 5).await?;
+    let buyer = shop.buyer(sale).await?;
+    let order = id_of(&shop.order(&buyer, sale, 1, "1").await?.body)?;
+    let path = format!("/api/orders/{order}");
+    let read = shop.api.get(&path, Some(&buyer.token)).await?;
+    assert_eq!(read.body["status"], "held");
+    assert_eq!(read.body["payment"], Value::Null);
+    shop.api
+        .post(
+            &format!("{path}/pay"),
+            Some(&buyer.token),
+            json!({"card_token": "tok_visa"}),
+        )
+        .await?
+        .expect(202, None);
+    let read = shop.api.get(&path, Some(&buyer.token)).await?;
+    assert_eq!(
+        read.body["payment"],
+        json!({"provider": "simulated", "status": "processing", "reason": null, "next_action": null})
+    );
+    let next = json!({"type": "stripe_js", "client_secret": "pi_1_secret_2"});
+    sqlx::query(
+        "INSERT INTO payment_intents (order_id, sale_id, state, payment_method, intent_id, \
+         intent_status, next_action, created_at, updated_at) VALUES (?, ?, 'created', \
+         'pm_card_visa', 'pi_1', 'requires_action', ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+    )
+    .bind(order)
+    .bind(sale)
+    .bind(next.to_string())
+    .execute(shop.api.mysql())
+    .await?;
+    let read = shop.api.get(&path, Some(&buyer.token)).await?;
+    assert_eq!(
+        read.body["payment"],
+        json!({"provider": "stripe", "status": "requires_action", "reason": null, "next_action": next})
+    );
+    sqlx::query(
+        "INSERT INTO payments (id, order_id, sale_id, amount, currency, status, provider_ref, \
+         created_at, updated_at) VALUES (?, ?, ?, 39000, 'KRW', 'declined', 'card_declined', \
+         UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+    )
+    .bind(Uuid::now_v7())
+    .bind(order)
+    .bind(sale)
+    .execute(shop.api.mysql())
+    .await?;
+    let read = shop.api.get(&path, Some(&buyer.token)).await?;
+    assert_eq!(
+        read.body["payment"],
+        json!({"provider": "stripe", "status": "declined", "reason": "card_declined", "next_action": null})
+    );
+    shop.api.stop().await
+}

@@ -303,9 +303,118 @@ pub struct SmtpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentConfig {
+    /// Which provider charges the cards (payments.md): `simulated` (default) or `stripe`.
+    #[serde(default)]
+    pub provider: ProviderKind,
     pub timeout_seconds: u64,
     pub sim_latency_ms: u64,
     pub sim_failure_rate: f64,
+    pub stripe: StripeConfig,
+}
+
+/// The payment provider in use (`payment.provider`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    Simulated,
+    Stripe,
+}
+
+/// The currencies charged through Stripe: those whose Stripe exponent is ISO 4217's, so the
+/// order's minor units go to Stripe as they are (payments.md "Amounts").
+pub const STRIPE_CURRENCIES: [&str; 5] = ["KRW", "JPY", "USD", "EUR", "GBP"];
+
+/// `[payment.stripe]` (payments.md "Config").
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// `https://api.stripe.com`; `http` only to a loopback host (localstripe in tests).
+    pub api_base: String,
+    /// The secret API key (`sk_...`): the workers and `payments reconcile` need it.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+    /// The webhook endpoint's signing secret (`whsec_...`): the api needs it.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Sent as `Stripe-Version`.
+    pub api_version: String,
+    /// Where a 3-D Secure redirect comes back to; empty: not sent.
+    #[serde(default)]
+    pub return_url: Option<String>,
+    /// The publishable key (`pk_...`) the buyer's page uses with Stripe.js.
+    #[serde(default)]
+    pub publishable_key: Option<String>,
+    /// One request to Stripe at most this long.
+    pub timeout_ms: u64,
+}
+
+impl fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeConfig")
+            .field("api_base", &self.api_base)
+            // Labels without the word `secret`: tests check Debug output never shows one.
+            .field("api_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("api_key_file", &self.secret_key_file)
+            .field("webhook_key", &self.webhook_secret.as_ref().map(|_| "***"))
+            .field("webhook_key_file", &self.webhook_secret_file)
+            .field("api_version", &self.api_version)
+            .field("return_url", &self.return_url)
+            .field("publishable_key", &self.publishable_key)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl StripeConfig {
+    /// The secret API key, from `secret_key` or `secret_key_file`; an error naming the key
+    /// when neither is set (the workers and `payments reconcile` refuse to start without it).
+    pub fn secret_key(&self) -> anyhow::Result<String> {
+        read_secret(
+            "payment.stripe.secret_key",
+            &self.secret_key,
+            &self.secret_key_file,
+            "DROPLINE_PAYMENT__STRIPE__SECRET_KEY[_FILE]",
+        )
+    }
+
+    /// The webhook signing secret (`whsec_...`), whole, from `webhook_secret` or its file;
+    /// an error naming the key when neither is set (the api refuses to start without it).
+    pub fn webhook_secret(&self) -> anyhow::Result<String> {
+        read_secret(
+            "payment.stripe.webhook_secret",
+            &self.webhook_secret,
+            &self.webhook_secret_file,
+            "DROPLINE_PAYMENT__STRIPE__WEBHOOK_SECRET[_FILE]",
+        )
+    }
+}
+
+fn read_secret(
+    key: &str,
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    env: &str,
+) -> anyhow::Result<String> {
+    let secret = match (value, file) {
+        (Some(_), Some(_)) => anyhow::bail!("set {key}_file or {key}, not both"),
+        (Some(value), None) => value.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {key}_file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            anyhow::bail!("payment.provider = stripe needs {key}: set {env}")
+        }
+    };
+    if secret.is_empty() {
+        anyhow::bail!("{key} is empty: set {env}");
+    }
+    Ok(secret)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -704,6 +813,7 @@ impl Config {
         }
 
         positive("payment.timeout_seconds", self.payment.timeout_seconds)?;
+        self.validate_stripe()?;
         let rate = self.payment.sim_failure_rate;
         if !(0.0..=1.0).contains(&rate) {
             return Err(ConfigError::invalid(
@@ -729,6 +839,44 @@ impl Config {
             ));
         }
         self.validate_alerts()
+    }
+
+    /// `[payment.stripe]`: checked whatever the provider, so a typo shows before a switch.
+    fn validate_stripe(&self) -> Result<(), ConfigError> {
+        let stripe = &self.payment.stripe;
+        check_scheme(
+            "payment.stripe.api_base",
+            &stripe.api_base,
+            &["https", "http"],
+        )?;
+        let base = url::Url::parse(&stripe.api_base)
+            .map_err(|e| ConfigError::invalid("payment.stripe.api_base", e.to_string()))?;
+        if base.scheme() == "http" && !is_loopback_host(&base) {
+            return Err(ConfigError::invalid(
+                "payment.stripe.api_base",
+                "http:// only to a loopback host (a local test server); use https://",
+            ));
+        }
+        file_or_value(
+            "payment.stripe.secret_key",
+            &stripe.secret_key_file,
+            &stripe.secret_key,
+        )?;
+        file_or_value(
+            "payment.stripe.webhook_secret",
+            &stripe.webhook_secret_file,
+            &stripe.webhook_secret,
+        )?;
+        if stripe.api_version.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "payment.stripe.api_version",
+                "expected a Stripe API version such as 2024-06-20",
+            ));
+        }
+        if let Some(url) = stripe.return_url.as_deref().filter(|u| !u.is_empty()) {
+            check_scheme("payment.stripe.return_url", url, &["http", "https"])?;
+        }
+        positive("payment.stripe.timeout_ms", stripe.timeout_ms)
     }
 
     fn validate_alerts(&self) -> Result<(), ConfigError> {
@@ -831,6 +979,16 @@ fn file_or_value<F, V>(
         ));
     }
     Ok(())
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 fn check_scheme(key: &'static str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {

@@ -31,6 +31,7 @@ pub mod money;
 pub mod orders;
 pub mod sale;
 pub mod shutdown;
+pub mod stripe;
 pub mod telemetry;
 
 pub use config::Config;

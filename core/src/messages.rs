@@ -106,6 +106,7 @@ pub mod kinds {
     pub const ORDER_CONFIRMED: &str = "order.confirmed";
     pub const PAYMENT_REQUESTED: &str = "payment.requested";
     pub const PAYMENT_COMPLETED: &str = "payment.completed";
+    pub const PAYMENT_EVENT: &str = "payment.event";
 }
 
 /// `mail.send`: one e-mail, already rendered by the producer, sent by the mail worker.
@@ -146,6 +147,20 @@ pub struct PaymentRequested {
     /// The provider's card token (`tok_fail` declines, `tok_slow` answers late in the
     /// simulated provider).
     pub card_token: String,
+}
+
+/// `payment.event`: Stripe said something about an order's PaymentIntent (api webhook →
+/// payment worker, design/payments.md). Only ids: the payment worker reads the intent back
+/// from Stripe and reports what it finds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentEvent {
+    /// Stripe's event id (`evt_…`).
+    pub event_id: String,
+    /// The PaymentIntent (`pi_…`).
+    pub intent_id: String,
+    pub order_id: OrderId,
+    pub sale_id: SaleId,
 }
 
 /// How a payment ended, as the provider said.

@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use dropline_core::Config;
-use dropline_core::config::{ConfigError, LogFormat, SmtpTls, Sources};
+use dropline_core::config::{ConfigError, LogFormat, ProviderKind, SmtpTls, Sources};
 
 fn load(
     file: Option<&tempfile::NamedTempFile>,
@@ -49,6 +49,10 @@ fn defaults_match_the_contract() -> anyhow::Result<()> {
     assert_eq!(c.payment.timeout_seconds, 30);
     assert_eq!(c.payment.sim_latency_ms, 50);
     assert_eq!(c.payment.sim_failure_rate, 0.0);
+    assert_eq!(c.payment.provider, ProviderKind::Simulated);
+    assert_eq!(c.payment.stripe.api_base, "https://api.stripe.com");
+    assert_eq!(c.payment.stripe.api_version, "2024-06-20");
+    assert_eq!(c.payment.stripe.timeout_ms, 15000);
     assert_eq!(c.expiry.sweep_interval_seconds, 5);
     assert_eq!(c.http.body_limit_bytes, 64 * 1024);
     assert_eq!(c.log_format, None);
@@ -160,6 +164,22 @@ fn invalid_values_name_key_and_expectation() {
             "0",
             "expiry.sweep_interval_seconds",
         ),
+        ("PAYMENT__PROVIDER", "paypal", "payment.provider"),
+        (
+            "PAYMENT__STRIPE__API_BASE",
+            "http://api.stripe.com",
+            "payment.stripe.api_base",
+        ),
+        (
+            "PAYMENT__STRIPE__API_BASE",
+            "ftp://127.0.0.1",
+            "payment.stripe.api_base",
+        ),
+        (
+            "PAYMENT__STRIPE__TIMEOUT_MS",
+            "0",
+            "payment.stripe.timeout_ms",
+        ),
         ("SMTP__TLS", "maybe", "smtp.tls"),
         ("SMTP__USER", "alice", "smtp.user"),
         (
@@ -228,5 +248,65 @@ fn debug_output_hides_passwords() -> anyhow::Result<()> {
         !shown.contains("hunter2") && !shown.contains("hunter3"),
         "{shown}"
     );
+    Ok(())
+}
+
+#[test]
+fn stripe_secrets_come_from_one_form_and_are_required_where_used() -> anyhow::Result<()> {
+    // Loopback http is allowed (localstripe); the secrets are only needed by the services
+    // that use them, which ask for them at start.
+    let c = load(
+        None,
+        &[
+            ("PAYMENT__PROVIDER", "stripe"),
+            ("PAYMENT__STRIPE__API_BASE", "http://127.0.0.1:8420"),
+        ],
+    )?;
+    assert_eq!(c.payment.provider, ProviderKind::Stripe);
+    let missing = format!(
+        "{:#}",
+        c.payment
+            .stripe
+            .secret_key()
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("none"))
+    );
+    assert!(missing.contains("payment.stripe.secret_key"), "{missing}");
+    let missing = format!(
+        "{:#}",
+        c.payment
+            .stripe
+            .webhook_secret()
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("none"))
+    );
+    assert!(
+        missing.contains("payment.stripe.webhook_secret"),
+        "{missing}"
+    );
+
+    let mut file = tempfile::NamedTempFile::new()?;
+    file.write_all(b"whsec_from_file\n")?;
+    let path = file.path().display().to_string();
+    let c = load(
+        None,
+        &[
+            ("PAYMENT__PROVIDER", "stripe"),
+            ("PAYMENT__STRIPE__SECRET_KEY", "sk_test_1"),
+            ("PAYMENT__STRIPE__WEBHOOK_SECRET_FILE", &path),
+        ],
+    )?;
+    assert_eq!(c.payment.stripe.secret_key()?, "sk_test_1");
+    assert_eq!(c.payment.stripe.webhook_secret()?, "whsec_from_file");
+    assert!(!format!("{:?}", c.payment).contains("sk_test_1"));
+
+    let both = error_text(load(
+        None,
+        &[
+            ("PAYMENT__STRIPE__SECRET_KEY", "sk_test_1"),
+            ("PAYMENT__STRIPE__SECRET_KEY_FILE", &path),
+        ],
+    ));
+    assert!(both.contains("payment.stripe.secret_key"), "{both}");
     Ok(())
 }

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod localstripe;
 pub mod redis_server;
 pub mod smtp;
 pub mod webhook;

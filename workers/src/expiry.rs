@@ -216,6 +216,9 @@ pub async fn resend(
     };
     let resent = match settler.ask_provider(&orders, &current, "operator").await? {
         Asked::Voided => Resent::Voided,
+        Asked::Pending => Resent::InFlight {
+            deadline_ms: current.deadline_ms,
+        },
         Asked::Reported(outcome) => Resent::Reported {
             approved: outcome == PaymentOutcome::Approved,
         },
@@ -333,6 +336,8 @@ struct Settler {
 enum Asked {
     /// No decision: voided there, the order released to FAILED (or it had ended meanwhile).
     Voided,
+    /// The provider is still processing: asked again after the backoff.
+    Pending,
     /// A decision, reported (`payment.completed` with this outcome).
     Reported(PaymentOutcome),
 }
@@ -436,6 +441,7 @@ impl Settler {
         };
         match self.ask_provider(orders, current, via).await {
             Ok(Asked::Voided) => Ok(Settled::Released),
+            Ok(Asked::Pending) => Ok(Settled::Nothing),
             Ok(Asked::Reported(_)) => Ok(Settled::Reported),
             Err(error) => {
                 // Not reported: the next sweep may try again at once.
@@ -466,6 +472,10 @@ impl Settler {
                 tracing::info!(sale = %sale, order = %order, via, "no payment outcome by the deadline: voided at the provider");
                 self.release(orders, order, Target::Failed, via).await?;
                 Ok(Asked::Voided)
+            }
+            Settlement::Pending => {
+                tracing::info!(sale = %sale, order = %order, via, "payment still processing at the provider: asked again later");
+                Ok(Asked::Pending)
             }
             Settlement::Decided(decision) => {
                 let outcome = self

@@ -11,8 +11,9 @@
 //!   the sales' outbox streams to MySQL.
 //! - [`mail`]: `mail.send` and `order.confirmed` over SMTP, once per mail.
 //!
-//! The payment and confirm workers use the simulated provider ([`provider::Simulated`],
-//! `payment.*` config), whose ledger lives in Redis so that every process shares it.
+//! The payment, confirm and expiry workers use the configured provider ([`make_provider`]):
+//! the simulated one ([`provider::Simulated`], `payment.*` config), whose ledger lives in
+//! Redis so that every process shares it, or Stripe ([`stripe::Stripe`], design/payments.md).
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +23,7 @@ use anyhow::Context;
 use axum::Router;
 use dropline_core::Config;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::config::ProviderKind;
 use dropline_core::http::{Dependency, Readiness, Server};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +39,7 @@ pub mod payment;
 pub mod provider;
 pub mod recorder;
 pub mod sales;
+pub mod stripe;
 
 /// The worker kinds of `dropline worker <kind>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,20 +141,23 @@ async fn run_one(
 ) -> anyhow::Result<()> {
     match kind {
         Kind::Mail => mail::run(config, deps, shutdown).await,
-        Kind::Payment => {
-            let provider = provider::Simulated::new(deps.redis()?, &config.payment);
-            payment::run(config, deps, provider, shutdown).await
-        }
-        Kind::Confirm => {
-            let provider = provider::Simulated::new(deps.redis()?, &config.payment);
-            confirm::run(config, deps, provider, shutdown).await
-        }
-        Kind::Expiry => {
-            let provider = provider::Simulated::new(deps.redis()?, &config.payment);
-            expiry::run(config, deps, provider, shutdown).await
-        }
+        Kind::Payment => payment::run(config, deps, make_provider(config, deps)?, shutdown).await,
+        Kind::Confirm => confirm::run(config, deps, make_provider(config, deps)?, shutdown).await,
+        Kind::Expiry => expiry::run(config, deps, make_provider(config, deps)?, shutdown).await,
         Kind::All => anyhow::bail!("`all` is not one worker"),
     }
+}
+
+/// The configured payment provider (`payment.provider`): the simulated one, or Stripe (which
+/// needs `payment.stripe.secret_key`: an error naming it otherwise).
+pub fn make_provider(
+    config: &Config,
+    deps: &Deps,
+) -> anyhow::Result<std::sync::Arc<dyn provider::PaymentProvider>> {
+    Ok(match config.payment.provider {
+        ProviderKind::Simulated => provider::Simulated::new(deps.redis()?, &config.payment),
+        ProviderKind::Stripe => stripe::Stripe::new(&config.payment.stripe, deps.mysql()?)?,
+    })
 }
 
 /// The worker process's ops server (`/healthz`, `/readyz`, `/metrics`) on `addr`.

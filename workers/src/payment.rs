@@ -40,10 +40,12 @@ use anyhow::Context;
 use dropline_core::Config;
 use dropline_core::clients::amqp::{Broker, PAYMENTS};
 use dropline_core::clients::deps::Deps;
+use dropline_core::clients::redis::Redis;
 use dropline_core::ids::OrderId;
 use dropline_core::messages::{
-    Envelope, OrderRef, PaymentCompleted, PaymentOutcome, PaymentRequested, kinds,
+    Envelope, OrderRef, PaymentCompleted, PaymentEvent, PaymentOutcome, PaymentRequested, kinds,
 };
+use dropline_core::orders::{OrderState, Orders};
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -63,6 +65,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let worker = Arc::new(PaymentWorker {
         reporter: Reporter::new(deps)?,
+        redis: deps.redis()?.clone(),
         provider,
         in_hand: InHand::default(),
     });
@@ -88,6 +91,7 @@ pub async fn run(
 
 struct PaymentWorker {
     reporter: Reporter,
+    redis: Redis,
     provider: Arc<dyn PaymentProvider>,
     in_hand: InHand,
 }
@@ -150,11 +154,24 @@ const MAX_BATCH: usize = 256;
 impl PaymentWorker {
     #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or(""), order, attempt = message.attempt))]
     async fn handle(&self, message: Message) -> Outcome {
-        let request: PaymentRequested =
-            match envelope::decode("payment", kinds::PAYMENT_REQUESTED, &message.data) {
-                Ok(envelope) => envelope.data,
-                Err(outcome) => return outcome,
+        let body = match envelope::Body::parse(&message.data) {
+            Ok(body) => body,
+            Err(outcome) => return outcome,
+        };
+        let kind = match body.kind() {
+            Ok(kind) => kind,
+            Err(outcome) => return outcome,
+        };
+        if kind == kinds::PAYMENT_EVENT {
+            return match body.decode::<PaymentEvent>("payment", kinds::PAYMENT_EVENT) {
+                Ok(envelope) => self.handle_event(envelope.data).await,
+                Err(outcome) => outcome,
             };
+        }
+        let request: PaymentRequested = match body.decode("payment", kinds::PAYMENT_REQUESTED) {
+            Ok(envelope) => envelope.data,
+            Err(outcome) => return outcome,
+        };
         tracing::Span::current().record("order", tracing::field::display(request.order.order_id));
         if let Err(reason) = validate(&request.order) {
             return envelope::malformed(kinds::PAYMENT_REQUESTED, reason);
@@ -180,20 +197,80 @@ impl PaymentWorker {
         }
     }
 
+    /// A `payment.event` (Stripe's webhook): the order's payment is read back from the
+    /// provider and, once decided, reported like a charge. An order no longer PAYING (or
+    /// unknown) has nothing to change: acked.
+    async fn handle_event(&self, event: PaymentEvent) -> Outcome {
+        let order_id = event.order_id;
+        tracing::Span::current().record("order", tracing::field::display(order_id));
+        let orders = Orders::new(&self.redis, event.sale_id);
+        let current = match orders.get(order_id).await {
+            Ok(Some(current)) if current.state == OrderState::Paying => current,
+            Ok(other) => {
+                tracing::info!(state = ?other.map(|o| o.state), intent = event.intent_id, "a payment event for an order not paying: nothing to do");
+                return Outcome::Ack;
+            }
+            Err(error) => return Outcome::Retry(format!("{error:#}")),
+        };
+        let Some(_in_hand) = self.in_hand.take(order_id) else {
+            // The payment in hand reads the intent itself.
+            return Outcome::Ack;
+        };
+        let result = async {
+            let Some(decision) = self
+                .provider
+                .follow(order_id, event.intent_id.clone())
+                .await?
+            else {
+                return Ok(None);
+            };
+            if matches!(decision, Decision::Pending { .. }) {
+                return Ok(None);
+            }
+            self.reporter
+                .report(&current.reference(), &decision)
+                .await
+                .map(Some)
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                tracing::info!(event = event.event_id, outcome = ?outcome, "payment event handled");
+                Outcome::Ack
+            }
+            Err(error) => {
+                metrics::counter!("dropline_payment_failures_total").increment(1);
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "payment event not handled; will retry"
+                );
+                Outcome::Retry(format!("{error:#}"))
+            }
+        }
+    }
+
     /// Charge, record, publish. Every step is idempotent on the order id.
-    async fn pay(&self, request: &PaymentRequested) -> anyhow::Result<PaymentOutcome> {
+    async fn pay(&self, request: &PaymentRequested) -> anyhow::Result<Option<PaymentOutcome>> {
         let order = &request.order;
         let decision = self
             .provider
             .charge(ChargeRequest {
                 order: order.order_id,
+                sale: order.sale_id,
                 amount: order.amount,
                 currency: order.currency.clone(),
                 card_token: request.card_token.clone(),
             })
             .await
             .with_context(|| format!("charging order {}", order.order_id))?;
-        self.reporter.report(order, &decision).await
+        if let Decision::Pending { status } = &decision {
+            // The buyer's next step is recorded with the provider's claim; the outcome comes
+            // by the webhook or the sweeper.
+            metrics::counter!("dropline_payments_pending_total").increment(1);
+            tracing::info!(status, "payment pending at the provider");
+            return Ok(None);
+        }
+        self.reporter.report(order, &decision).await.map(Some)
     }
 }
 
@@ -224,6 +301,12 @@ impl Reporter {
             Decision::Approved { reference } => ("approved", reference.clone()),
             Decision::Declined { reason } => ("declined", reason.clone()),
             Decision::Refunded { reference } => ("refunded", reference.clone()),
+            Decision::Pending { status } => {
+                anyhow::bail!(
+                    "order {}: a pending payment ({status}) has no outcome to report",
+                    order.order_id
+                )
+            }
         };
         let standing = self
             .payments

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::PaymentConfig;
-use dropline_core::ids::OrderId;
+use dropline_core::ids::{OrderId, SaleId};
 use fred::interfaces::KeysInterface;
 use fred::types::{Expiration, SetOptions};
 use futures_util::future::BoxFuture;
@@ -35,6 +35,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeRequest {
     pub order: OrderId,
+    /// The order's sale (Stripe keeps it in the intent's metadata).
+    pub sale: SaleId,
     pub amount: i64,
     pub currency: String,
     pub card_token: String,
@@ -49,6 +51,9 @@ pub enum Decision {
     Declined { reason: String },
     /// Charged, then given back.
     Refunded { reference: String },
+    /// No outcome yet: the buyer must act (3-D Secure) or the provider is processing. Stripe
+    /// only; the outcome comes with the webhook, or the sweeper asks at the deadline.
+    Pending { status: String },
 }
 
 /// What [`PaymentProvider::settle`] found.
@@ -58,6 +63,8 @@ pub enum Settlement {
     Decided(Decision),
     /// There was none: the order is now voided at the provider and will never be charged.
     Voided,
+    /// The provider is still processing the payment (Stripe's `processing`): ask again later.
+    Pending,
 }
 
 /// A payment provider (PSP). Object-safe so the workers can hold any provider.
@@ -68,6 +75,18 @@ pub trait PaymentProvider: Send + Sync + fmt::Debug {
     fn settle(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Settlement>>;
     /// Refunds an approved charge; a repeat (or an order never charged) changes nothing.
     fn refund(&self, order: OrderId) -> BoxFuture<'_, anyhow::Result<Decision>>;
+    /// The provider told us about the order's payment (`intent`, a webhook): its decision as
+    /// the provider holds it now, without starting a charge; `None` when the provider has no
+    /// payment of that order to follow (another intent, none claimed). The simulated provider
+    /// sends no events.
+    fn follow(
+        &self,
+        order: OrderId,
+        intent: String,
+    ) -> BoxFuture<'_, anyhow::Result<Option<Decision>>> {
+        let _ = (order, intent);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The card token the simulated provider declines.

@@ -897,6 +897,7 @@ async fn an_approved_payment_for_an_order_that_ended_is_refunded() -> anyhow::Re
             .provider
             .charge(ChargeRequest {
                 order: order.id,
+                sale: order.sale,
                 amount: order.amount,
                 currency: order.currency.clone(),
                 card_token: "tok_visa".into(),
@@ -950,6 +951,7 @@ async fn an_approved_payment_for_an_order_that_ended_is_refunded() -> anyhow::Re
         .provider
         .charge(ChargeRequest {
             order: ended_in_redis.id,
+            sale: ended_in_redis.sale,
             amount: ended_in_redis.amount,
             currency: ended_in_redis.currency.clone(),
             card_token: "tok_visa".into(),
@@ -973,6 +975,7 @@ async fn a_refunded_charge_asked_again_is_reported_declined() -> anyhow::Result<
         .provider
         .charge(ChargeRequest {
             order: order.id,
+            sale: order.sale,
             amount: order.amount,
             currency: order.currency.clone(),
             card_token: "tok_visa".into(),
@@ -1391,6 +1394,7 @@ async fn a_payment_without_outcome_is_voided_and_failed_at_its_deadline() -> any
         .provider
         .charge(ChargeRequest {
             order: order.id,
+            sale: order.sale,
             amount: order.amount,
             currency: order.currency.clone(),
             card_token: "tok_visa".into(),
@@ -1421,6 +1425,7 @@ async fn an_approved_payment_nobody_reported_ends_paid_not_failed() -> anyhow::R
         .provider
         .charge(ChargeRequest {
             order: order.id,
+            sale: order.sale,
             amount: order.amount,
             currency: order.currency.clone(),
             card_token: "tok_visa".into(),

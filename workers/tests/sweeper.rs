@@ -82,6 +82,7 @@ async fn a_hold_timer_event_settles_its_own_order_only() -> anyhow::Result<()> {
             let decision = provider
                 .charge(ChargeRequest {
                     order: order.id,
+                    sale: order.sale,
                     amount: order.amount,
                     currency: order.currency.clone(),
                     card_token: "tok_visa".into(),

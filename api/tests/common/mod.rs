@@ -158,6 +158,13 @@ impl TestApi {
             keys: keys.clone(),
             passes: passes.clone(),
             pii: pii.clone(),
+            stripe_webhook: env
+                .config
+                .payment
+                .stripe
+                .webhook_secret()
+                .ok()
+                .map(Arc::from),
         };
         let state = AppState::new(&env.config, &deps, secrets.clone())?;
         let server = dropline_api::build(&env.config, &deps, secrets).await?;

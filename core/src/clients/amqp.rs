@@ -45,7 +45,7 @@ pub struct QueueSpec {
 
 pub const PAYMENTS: QueueSpec = QueueSpec {
     suffix: "payments",
-    routing_keys: &["payment.requested"],
+    routing_keys: &["payment.requested", "payment.event"],
 };
 pub const CONFIRMATIONS: QueueSpec = QueueSpec {
     suffix: "confirmations",
