@@ -12,10 +12,16 @@
 //!
 //! The waiting room's fcfs join (`lua/wr_join.lua`) refuses a sale whose `cfg.mode` is `draw`,
 //! so a draw sale never gets a line nor admissions from the admitter.
+//!
+//! The ranking rule `dropline-draw-v1` lives here as pure functions ([`seed_commitment`],
+//! [`entries_digest`], [`rank`]), exactly as draw.md pins it; a test recomputes it with
+//! Python's hashlib/hmac.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{SaleState, StateInputs, derive_state};
 use crate::ids::SaleId;
@@ -129,6 +135,47 @@ pub fn derive_draw_state(i: StateInputs, d: DrawProgress) -> SaleState {
     }
 }
 
+/// An entry's id: 16 random bytes (shown as 32 lowercase hex digits).
+pub type EntryId = [u8; 16];
+/// A draw's seed: 32 CSPRNG bytes, secret until the reveal.
+pub type Seed = [u8; 32];
+
+/// `seed_commitment` = SHA-256(seed) (dropline-draw-v1 step 1).
+pub fn seed_commitment(seed: &Seed) -> [u8; 32] {
+    Sha256::digest(seed).into()
+}
+
+/// `entries_digest` = SHA-256 of the ids in ascending byte order, concatenated (step 2).
+pub fn entries_digest(ids: &[EntryId]) -> [u8; 32] {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let mut hash = Sha256::new();
+    for id in &sorted {
+        hash.update(id);
+    }
+    hash.finalize().into()
+}
+
+/// An entry's ranking key: HMAC-SHA-256(key = seed, msg = the id's 16 bytes) (step 4).
+pub fn rank_key(seed: &Seed, id: &EntryId) -> [u8; 32] {
+    // HMAC takes a key of any length, so this never fails.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(seed) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC-SHA-256 accepts a 32-byte key"),
+    };
+    mac.update(id);
+    mac.finalize().into_bytes().into()
+}
+
+/// The ranking (step 4): the ids by ascending (key, id), unsigned bytewise; the first is rank 1.
+/// Python: `sorted(ids, key=lambda e: (hmac.new(seed, e, 'sha256').digest(), e))`.
+pub fn rank(seed: &Seed, ids: &[EntryId]) -> Vec<EntryId> {
+    let mut keyed: Vec<([u8; 32], EntryId)> =
+        ids.iter().map(|id| (rank_key(seed, id), *id)).collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, id)| id).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +240,88 @@ mod tests {
         for bad in ["Draw", "DRAW", " draw", "draw ", "", "raffle"] {
             assert_eq!(Mode::parse(bad), None, "{bad:?}");
         }
+    }
+
+    fn id(last: u8) -> EntryId {
+        let mut id = [0u8; 16];
+        id[15] = last;
+        id
+    }
+
+    /// draw.md's vector: seed 00×32, ids 00×15‖{00,01,02} → 01, 02, 00.
+    #[test]
+    fn the_published_vector_holds() {
+        let seed = [0u8; 32];
+        let ids = [id(0), id(1), id(2)];
+        assert!(hex::encode(seed_commitment(&seed)).starts_with("66687aad"));
+        assert_eq!(
+            hex::encode(seed_commitment(&seed)),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+        assert_eq!(
+            hex::encode(entries_digest(&[id(2), id(0), id(1)])),
+            "c7a4936084c4257fb7f7c36d7ac6fdebce99410e3549e34832e6b9f5a9b13c82"
+        );
+        assert_eq!(rank(&seed, &ids), vec![id(1), id(2), id(0)]);
+        assert_eq!(
+            rank(&seed, &[id(2), id(0), id(1)]),
+            vec![id(1), id(2), id(0)]
+        );
+    }
+
+    /// The rule recomputed independently by Python's standard library (as an entrant would)
+    /// on random seeds and entries: the same commitment, digest and order.
+    #[test]
+    fn python_recomputes_the_ranking() -> anyhow::Result<()> {
+        use rand::RngCore;
+        const SCRIPT: &str = r#"
+import hashlib, hmac, json, sys
+for case in json.load(sys.stdin):
+    seed = bytes.fromhex(case["seed"])
+    ids = [bytes.fromhex(e) for e in case["ids"]]
+    order = sorted(ids, key=lambda e: (hmac.new(seed, e, "sha256").digest(), e))
+    print(hashlib.sha256(seed).hexdigest(), hashlib.sha256(b"".join(sorted(ids))).hexdigest(),
+          ",".join(e.hex() for e in order))
+"#;
+        let mut rng = rand::rng();
+        let mut cases = Vec::new();
+        let mut expected = String::new();
+        for n in [0usize, 1, 2, 20, 500] {
+            let mut seed = [0u8; 32];
+            rng.fill_bytes(&mut seed);
+            let ids: Vec<EntryId> = (0..n)
+                .map(|_| {
+                    let mut e = [0u8; 16];
+                    rng.fill_bytes(&mut e);
+                    e
+                })
+                .collect();
+            cases.push(serde_json::json!({
+                "seed": hex::encode(seed),
+                "ids": ids.iter().map(hex::encode).collect::<Vec<_>>(),
+            }));
+            let order: Vec<String> = rank(&seed, &ids).iter().map(hex::encode).collect();
+            expected.push_str(&format!(
+                "{} {} {}\n",
+                hex::encode(seed_commitment(&seed)),
+                hex::encode(entries_digest(&ids)),
+                order.join(",")
+            ));
+        }
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", SCRIPT])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("running python3")?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().context("python3's stdin")?;
+            stdin.write_all(serde_json::to_string(&cases)?.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(out.status.success(), "python3 failed: {:?}", out.status);
+        assert_eq!(String::from_utf8(out.stdout)?, expected);
+        Ok(())
     }
 }
