@@ -21,7 +21,6 @@ use dropline_core::sale::draw::{self, DrawSettings, Mode};
 use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate, door};
 use rand::RngCore;
 use serde::{Deserialize, Deserializer};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -527,7 +526,7 @@ async fn create_sale(
         // reveal (draw.md, dropline-draw-v1 step 1).
         let mut seed = [0u8; 32];
         rand::rng().fill_bytes(&mut seed);
-        let commitment: [u8; 32] = Sha256::digest(seed).into();
+        let commitment = draw::seed_commitment(&seed);
         sqlx::query("INSERT INTO draws (sale_id, seed, seed_commitment) VALUES (?, ?, ?)")
             .bind(id)
             .bind(&seed[..])
