@@ -27,9 +27,15 @@
 -- ARGV[16] groups (optional, default '')  priority group names, highest first, comma-joined
 -- ARGV[17] presale_only_until (optional, default 0)  epoch milliseconds, 0 = no presale
 -- ARGV[18] notice (optional, default '')  the operator's notice, '' = none
--- (core/src/sale/door.rs validates 15..18; this script checks only what would break readers.)
+-- ARGV[19] mode (optional)  'draw' for a draw sale (design/draw.md); absent = fcfs, and then
+--          ARGV[20..21] are absent too and cfg gets none of the three fields
+-- ARGV[20] entries_close_at (with draw)  epoch milliseconds, > opens_at
+-- ARGV[21] claim_seconds (with draw)     integer 1..86400
+-- (core/src/sale/door.rs validates 15..18, core/src/sale/draw.rs 19..21; this script checks
+-- only what would break readers.)
 --
--- Returns  1 when the sale was armed by this call: cfg written with the fields above, avail set
+-- Returns  1 when the sale was armed by this call: cfg written with the fields above (mode,
+--          entries_close_at and claim_seconds only for a draw sale), avail set
 --          to stock_total - held - sold, held and sold as given (avail + held + sold = stock_total);
 --          0 when cfg already existed (nothing changed).
 --          An error reply (nothing written) when an argument is malformed.
@@ -65,6 +71,18 @@ if held == nil or sold == nil or held < 0 or sold < 0 or held ~= math.floor(held
     or sold ~= math.floor(sold) or held + sold > tonumber(ARGV[1]) then
   return redis.error_reply('ERR sale_arm: held and sold must be integers >= 0 with held + sold <= stock_total')
 end
+local draw = ARGV[19]
+if draw ~= nil then
+  if draw ~= 'draw' then
+    return redis.error_reply('ERR sale_arm: mode must be draw when given, got ' .. tostring(draw))
+  end
+  for _, c in ipairs({{ARGV[20], 'entries_close_at', tonumber(ARGV[2]) + 1}, {ARGV[21], 'claim_seconds', 1, 86400}}) do
+    local v = int(c[1], c[2], c[3], c[4])
+    if type(v) == 'table' then
+      return v
+    end
+  end
+end
 if ARGV[10] == nil or ARGV[10] == '' or ARGV[12] == nil or ARGV[12] == '' then
   return redis.error_reply('ERR sale_arm: product_id and currency are required')
 end
@@ -86,6 +104,9 @@ redis.call('HSET', KEYS[1],
   'groups', groups,
   'presale_only_until', presale,
   'notice', notice)
+if draw ~= nil then
+  redis.call('HSET', KEYS[1], 'mode', draw, 'entries_close_at', ARGV[20], 'claim_seconds', ARGV[21])
+end
 redis.call('SET', KEYS[2], fmt(tonumber(ARGV[1]) - held - sold))
 redis.call('SET', KEYS[3], fmt(held))
 redis.call('SET', KEYS[4], fmt(sold))

@@ -37,7 +37,7 @@
 --   scheduled now < opens_at
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
---          max_active, per_user_limit, pow_difficulty)
+--          max_active, per_user_limit, pow_difficulty, mode)
 -- KEYS[2]  avail (units available)
 -- KEYS[3]  held (units in HELD + PAYING orders)
 -- KEYS[4]  q (the queue, layout above)
@@ -77,6 +77,7 @@
 --             (not_found: the sale's cfg hash has no opens_at, it is not armed)
 --             | bad_request | pow_required | pow_invalid | pow_expired | pow_spent
 --             | code_rate_limited | access_code_invalid | access_code_used | access_code_required
+--             | draw (cfg.mode = draw: a draw sale has no line, nothing is written)
 --             (refusals of a new place, in this order, before queue_full: door.md's order of
 --             answers; code_rate_limited carries the ms until the user may try codes again in
 --             deadline_ms)
@@ -104,7 +105,7 @@
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice', 'groups', 'presale_only_until')
+  'notice', 'groups', 'presale_only_until', 'mode')
 if not c[1] then
   return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0, -1, '', '', -1}
 end
@@ -127,6 +128,11 @@ local function reply(st, position, deadline, new, rank)
   end
   return {st, position, deadline, opens_at, now, qlen, paused, new, rate, free, limited,
     c[6] or '', groups, rank or -1}
+end
+
+-- A draw sale has no line (design/draw.md): its entries are made elsewhere, nothing is written.
+if c[9] == 'draw' then
+  return reply('draw', 0, 0, 0)
 end
 
 if state == 'closed' or state == 'sold_out' then

@@ -18,7 +18,9 @@ use dropline_core::config::{ProviderKind, STRIPE_CURRENCIES};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
+use dropline_core::sale::draw::{self, DrawSettings, Mode};
 use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate, door};
+use rand::RngCore;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -232,6 +234,21 @@ pub struct NewSale {
     #[serde(default)]
     #[schema(max_length = 280, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     notice: Option<String>,
+    /// `fcfs` (default): the waiting room's line; `draw`: a draw among the entries made from
+    /// `opens_at` to `entries_close_at` (design/draw.md). A draw sale takes no
+    /// `admit_per_second`, `max_active` nor `groups`.
+    #[serde(default)]
+    #[schema(value_type = Option<Mode>)]
+    mode: Option<String>,
+    /// A draw sale's freeze, after `opens_at` (and before `closes_at`); required for a draw,
+    /// refused for fcfs.
+    #[serde(default)]
+    #[schema(format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    entries_close_at: Option<String>,
+    /// How long a draw winner has to order, 1 to 86,400 s (default 1,800); refused for fcfs.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86_400)]
+    claim_seconds: Option<i64>,
 }
 
 /// A priority group's name: `[a-z0-9_-]{1,32}`, not `public`.
@@ -252,6 +269,8 @@ struct SaleInput {
     admit_per_second: i64,
     max_active: Option<i64>,
     door: Door,
+    /// `Some` for a draw sale.
+    draw: Option<DrawSettings>,
 }
 
 /// A presale needs a group whose codes can get in before it ends.
@@ -352,6 +371,25 @@ impl NewSale {
             notice: door::check_notice(self.notice.as_deref()).map_err(ApiError::bad_request)?,
         };
         check_presale(door.presale_only_until, &door.groups)?;
+        let draw = check_draw(
+            &self.mode,
+            self.entries_close_at.as_deref(),
+            self.claim_seconds,
+            opens_at,
+            closes_at,
+        )?;
+        if draw.is_some() {
+            let line_only = [
+                ("admit_per_second", self.admit_per_second.is_some()),
+                ("max_active", self.max_active.is_some()),
+                ("groups", !door.groups.is_empty()),
+            ];
+            if let Some((field, _)) = line_only.iter().find(|(_, given)| *given) {
+                return Err(ApiError::bad_request(format!(
+                    "{field} is for a first-come sale's line; a draw sale takes none"
+                )));
+            }
+        }
         Ok(SaleInput {
             product_id,
             stock,
@@ -362,8 +400,57 @@ impl NewSale {
             admit_per_second,
             max_active,
             door,
+            draw,
         })
     }
+}
+
+/// The mode and the draw fields of a new sale: `Ok(None)` for fcfs (which takes neither
+/// `entries_close_at` nor `claim_seconds`), the settings of a draw.
+fn check_draw(
+    mode: &Option<String>,
+    entries_close_at: Option<&str>,
+    claim_seconds: Option<i64>,
+    opens_at: DateTime<Utc>,
+    closes_at: Option<DateTime<Utc>>,
+) -> Result<Option<DrawSettings>, ApiError> {
+    let mode = match mode.as_deref() {
+        None => Mode::Fcfs,
+        Some(raw) => Mode::parse(raw).ok_or_else(|| {
+            ApiError::bad_request(format!("mode must be `fcfs` or `draw`, got `{raw}`"))
+        })?,
+    };
+    if mode == Mode::Fcfs {
+        if entries_close_at.is_some() || claim_seconds.is_some() {
+            return Err(ApiError::bad_request(
+                "entries_close_at and claim_seconds are for a draw sale (\"mode\": \"draw\")",
+            ));
+        }
+        return Ok(None);
+    }
+    let raw = entries_close_at
+        .ok_or_else(|| ApiError::bad_request("a draw sale needs entries_close_at"))?;
+    let entries_close_at = parse_time("entries_close_at", raw)?;
+    if entries_close_at <= opens_at {
+        return Err(ApiError::bad_request(
+            "entries_close_at must be after opens_at (entries open at opens_at)",
+        ));
+    }
+    if closes_at.is_some_and(|c| c <= entries_close_at) {
+        return Err(ApiError::bad_request(
+            "closes_at must be after entries_close_at: the winners buy after the draw",
+        ));
+    }
+    let claim_seconds = in_range(
+        "claim_seconds",
+        claim_seconds.unwrap_or(draw::DEFAULT_CLAIM_SECONDS),
+        *draw::CLAIM_SECONDS.start(),
+        *draw::CLAIM_SECONDS.end(),
+    )?;
+    Ok(Some(DrawSettings {
+        entries_close_at,
+        claim_seconds,
+    }))
 }
 
 /// Create a sale.
@@ -409,8 +496,9 @@ async fn create_sale(
     sqlx::query(
         "INSERT INTO sales (id, product_id, stock_total, opens_at, closes_at, per_user_limit, \
          hold_seconds, admit_per_second, max_active, paused, pow_difficulty, access_groups, \
-         presale_only_until, notice, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?, ?, ?)",
+         presale_only_until, notice, mode, entries_close_at, claim_seconds, created_at, \
+         updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id)
     .bind(product.id)
@@ -428,11 +516,35 @@ async fn create_sale(
     .bind(door::groups_field(&input.door.groups))
     .bind(input.door.presale_only_until.map(|t| t.naive_utc()))
     .bind(input.door.notice.as_deref())
+    .bind(
+        if input.draw.is_some() {
+            Mode::Draw
+        } else {
+            Mode::Fcfs
+        }
+        .as_str(),
+    )
+    .bind(input.draw.map(|d| d.entries_close_at.naive_utc()))
+    .bind(input.draw.map(|d| d.claim_seconds))
     .bind(now)
     .bind(now)
     .execute(&mut *tx)
     .await
     .map_err(|e| fail::db("creating a sale", e))?;
+    if input.draw.is_some() {
+        // The seed exists before the first entry and only its commitment is public until the
+        // reveal (draw.md, dropline-draw-v1 step 1).
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let commitment = draw::seed_commitment(&seed);
+        sqlx::query("INSERT INTO draws (sale_id, seed, seed_commitment) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(&seed[..])
+            .bind(&commitment[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| fail::db("creating a sale's draw", e))?;
+    }
 
     let config = SaleConfig {
         product_id: product.id,
@@ -450,7 +562,8 @@ async fn create_sale(
     };
     // Redis before the commit: if it fails, the transaction rolls back and nothing exists.
     let armed = async {
-        if !sale::arm_with(&state.redis, id, &config, &input.door, 0, 0).await? {
+        let draw = input.draw.as_ref();
+        if !sale::arm_full(&state.redis, id, &config, &input.door, draw, 0, 0).await? {
             anyhow::bail!("sale {id} was armed already");
         }
         sale::view(&state.redis, id)
@@ -483,6 +596,7 @@ async fn create_sale(
         product_id = %product.id,
         stock = input.stock,
         opens_at = %input.opens_at,
+        draw = input.draw.is_some(),
         "sale created and armed"
     );
     let record = SaleRecord {
@@ -497,6 +611,13 @@ async fn create_sale(
         groups: input.door.groups,
         presale_only_until: input.door.presale_only_until,
         notice: input.door.notice,
+        mode: if input.draw.is_some() {
+            Mode::Draw
+        } else {
+            Mode::Fcfs
+        },
+        entries_close_at: input.draw.map(|d| d.entries_close_at),
+        claim_seconds: input.draw.map(|d| d.claim_seconds),
     };
     Ok((StatusCode::CREATED, Json(Sale::new(record, &view))))
 }
@@ -651,6 +772,7 @@ struct SettingsRow {
     access_groups: String,
     presale_only_until: Option<DateTime<Utc>>,
     notice: Option<String>,
+    mode: String,
 }
 
 impl SettingsRow {
@@ -700,7 +822,7 @@ async fn patch_sale(
     // The row lock serialises concurrent PATCHes of one sale, so Redis ends as MySQL does.
     let row: Option<SettingsRow> = sqlx::query_as(
         "SELECT admit_per_second, max_active, paused, opens_at, closed_at, closes_at, \
-         pow_difficulty, access_groups, presale_only_until, notice FROM sales \
+         pow_difficulty, access_groups, presale_only_until, notice, mode FROM sales \
          WHERE id = ? FOR UPDATE",
     )
     .bind(id)
@@ -710,6 +832,22 @@ async fn patch_sale(
     let Some(old) = row else {
         return Err(ApiError::not_found());
     };
+    // A draw sale has no line: the line's settings do not apply (design/draw.md, errors).
+    if Mode::parse(&old.mode) == Some(Mode::Draw) {
+        let line_only = [
+            ("admit_per_second", update.admit_per_second.is_some()),
+            ("max_active", update.max_active.is_some()),
+            (
+                "groups",
+                update.groups.as_ref().is_some_and(|g| !g.is_empty()),
+            ),
+        ];
+        if let Some((field, _)) = line_only.iter().find(|(_, given)| *given) {
+            return Err(ApiError::bad_request(format!(
+                "{field} is for a first-come sale's line; a draw sale takes none"
+            )));
+        }
+    }
     // "Now" is the Redis clock, as for the state buyers see.
     let view = catalog::live_view(&state, id).await?;
     let now = view.map_or_else(|| Utc::now().trunc_subsecs(3), |v| v.now());

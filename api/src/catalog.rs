@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
-use dropline_core::sale::{self, SaleState, SaleView, door};
+use dropline_core::sale::draw::{self, DrawProgress, Mode};
+use dropline_core::sale::{self, SaleState, SaleView, StateInputs, door};
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use sqlx::MySqlPool;
@@ -117,6 +118,37 @@ pub struct SaleRecord {
     pub presale_only_until: Option<DateTime<Utc>>,
     #[serde(default)]
     pub notice: Option<String>,
+    /// The mode (design/draw.md); fcfs for an entry cached before draws existed.
+    #[serde(default)]
+    pub mode: Mode,
+    /// A draw sale's freeze; `None` for fcfs.
+    #[serde(default, with = "rfc3339::option")]
+    pub entries_close_at: Option<DateTime<Utc>>,
+    /// A draw sale's claim window; `None` for fcfs.
+    #[serde(default)]
+    pub claim_seconds: Option<i64>,
+}
+
+/// A draw sale's draw, as `GET /api/sales/{id}` shows it (design/draw.md).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DrawInfo {
+    /// Entries are taken from `opens_at` until this instant (the freeze).
+    #[serde(with = "rfc3339")]
+    pub entries_close_at: DateTime<Utc>,
+    /// How long a winner has to order, from the promotion.
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub claim_seconds: i64,
+    /// Entries made and not withdrawn.
+    pub entry_count: i64,
+    /// Winners promoted so far (ranks 1 to `promoted`).
+    pub promoted: i64,
+}
+
+/// What a draw sale has counted so far (0 and 0 until entering and drawing exist).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrawCounts {
+    pub entry_count: i64,
+    pub promoted: i64,
 }
 
 /// A sale as answered: the record plus its live state.
@@ -150,10 +182,47 @@ pub struct Sale {
     pub presale_only_until: Option<DateTime<Utc>>,
     /// A line the waiting page shows.
     pub notice: Option<String>,
+    /// `fcfs`: the waiting room's line; `draw`: a draw among entries (design/draw.md).
+    pub mode: Mode,
+    /// `null` for an fcfs sale.
+    pub draw: Option<DrawInfo>,
 }
 
 impl Sale {
+    /// An fcfs sale, or a draw sale before anything was counted.
     pub fn new(record: SaleRecord, view: &SaleView) -> Self {
+        Self::with_counts(record, view, DrawCounts::default())
+    }
+
+    /// A sale with its draw's counts (ignored for an fcfs sale).
+    pub fn with_counts(record: SaleRecord, view: &SaleView, counts: DrawCounts) -> Self {
+        let draw = match (record.mode, record.entries_close_at, record.claim_seconds) {
+            (Mode::Draw, Some(entries_close_at), Some(claim_seconds)) => Some(DrawInfo {
+                entries_close_at,
+                claim_seconds,
+                entry_count: counts.entry_count,
+                promoted: counts.promoted,
+            }),
+            _ => None,
+        };
+        let state = match &draw {
+            Some(d) => draw::derive_draw_state(
+                StateInputs {
+                    now_ms: view.now_ms,
+                    opens_at_ms: view.opens_at_ms,
+                    closes_at_ms: view.closes_at_ms,
+                    paused: view.paused,
+                    closed: view.closed,
+                    available: view.available,
+                    held: view.held,
+                },
+                DrawProgress {
+                    entries_close_at_ms: d.entries_close_at.timestamp_millis(),
+                    promoted: d.promoted,
+                },
+            ),
+            None => view.state(),
+        };
         Self {
             id: record.id,
             product: record.product,
@@ -166,11 +235,13 @@ impl Sale {
             admit_per_second: view.admit_per_second,
             max_active: view.max_active,
             paused: view.paused,
-            state: view.state(),
+            state,
             pow_difficulty: record.pow_difficulty,
             groups: record.groups,
             presale_only_until: record.presale_only_until,
             notice: record.notice,
+            mode: record.mode,
+            draw,
         }
     }
 }
@@ -223,14 +294,17 @@ struct SaleRow {
     access_groups: String,
     presale_only_until: Option<DateTime<Utc>>,
     notice: Option<String>,
+    mode: String,
+    entries_close_at: Option<DateTime<Utc>>,
+    claim_seconds: Option<u32>,
 }
 
 const SALE_SELECT: &str = "SELECT s.id, s.stock_total, s.opens_at, s.closes_at, \
      s.per_user_limit, s.hold_seconds, p.id AS product_id, p.name AS product_name, \
      p.description AS product_description, p.price AS product_price, \
      p.currency AS product_currency, p.created_at AS product_created_at, s.pow_difficulty, \
-     s.access_groups, s.presale_only_until, s.notice \
-     FROM sales s JOIN products p ON p.id = s.product_id";
+     s.access_groups, s.presale_only_until, s.notice, s.mode, s.entries_close_at, \
+     s.claim_seconds FROM sales s JOIN products p ON p.id = s.product_id";
 
 impl From<SaleRow> for SaleRecord {
     fn from(r: SaleRow) -> Self {
@@ -253,6 +327,10 @@ impl From<SaleRow> for SaleRecord {
             groups: door::parse_groups_field(&r.access_groups),
             presale_only_until: r.presale_only_until,
             notice: r.notice,
+            // The column is an ENUM of the two names (and a CHECK ties the draw fields to it).
+            mode: Mode::parse(&r.mode).unwrap_or_default(),
+            entries_close_at: r.entries_close_at,
+            claim_seconds: r.claim_seconds.map(i64::from),
         }
     }
 }
@@ -403,6 +481,11 @@ fn state_prefilter(state: Option<SaleState>) -> &'static str {
              AND (s.closes_at IS NULL OR s.closes_at > UTC_TIMESTAMP(3) - INTERVAL 5 MINUTE) \
              AND s.paused AND s.opens_at <= UTC_TIMESTAMP(3) + INTERVAL 5 MINUTE"
         }
+        Some(SaleState::Entering | SaleState::Drawing | SaleState::Claiming) => {
+            "s.mode = 'draw' AND s.closed_at IS NULL \
+             AND (s.closes_at IS NULL OR s.closes_at > UTC_TIMESTAMP(3) - INTERVAL 5 MINUTE) \
+             AND s.opens_at <= UTC_TIMESTAMP(3) + INTERVAL 5 MINUTE"
+        }
         Some(SaleState::Open | SaleState::SoldOut) => {
             "s.closed_at IS NULL \
              AND (s.closes_at IS NULL OR s.closes_at > UTC_TIMESTAMP(3) - INTERVAL 5 MINUTE) \
@@ -459,8 +542,10 @@ async fn list_sales(
             scanned += 1;
             after = Some(row.id.into_uuid());
             let view = view.ok_or_else(|| not_armed(row.id))?;
-            if wanted.is_none_or(|w| w == view.state()) {
-                items.push(Sale::new(row.into(), &view));
+            // The answer's state: a draw sale's refines the fcfs rule.
+            let sale = Sale::new(row.into(), &view);
+            if wanted.is_none_or(|w| w == sale.state) {
+                items.push(sale);
             }
         }
         if !more {

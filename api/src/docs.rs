@@ -75,7 +75,8 @@ pub struct IdempotencyKey {
 /// literal: `api/tests/openapi.rs` checks every list's `cursor` says this.)
 pub const CURSOR_PATTERN: &str = r"^A[Q-Za-f][A-Za-z0-9_-]{20}[AEIMQUYcgkosw048]$";
 
-/// A sale's state (DESIGN §9), derived from the clock, the stock and the operator's switches.
+/// A sale's state (DESIGN §9), derived from the clock, the stock and the operator's switches;
+/// `entering`, `drawing` and `claiming` only for a draw sale (design/draw.md).
 #[derive(Debug, serde::Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = SaleState)]
@@ -85,6 +86,9 @@ pub enum SaleStateDoc {
     Paused,
     SoldOut,
     Closed,
+    Entering,
+    Drawing,
+    Claiming,
 }
 
 /// `limit` and `cursor` of a list.

@@ -1,6 +1,8 @@
 //! Catalog administration against real MySQL and Redis: the role gate, creating products and
 //! sales with every validation rule, arming (the Lua script's own contract: atomic, once),
-//! a Redis outage while creating a sale, and `PATCH` reaching MySQL, Redis and the cache.
+//! a Redis outage while creating a sale, `PATCH` reaching MySQL, Redis and the cache, and draw
+//! sales' fields (design/draw.md: mode, entries_close_at, claim_seconds, the seed's commitment,
+//! the draw states).
 
 mod common;
 
@@ -299,6 +301,8 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
             "groups": [],
             "presale_only_until": null,
             "notice": null,
+            "mode": "fcfs",
+            "draw": null,
         })
     );
 
@@ -1049,5 +1053,236 @@ async fn door_fields_reject_bad_input_and_groups_freeze_at_the_opening() -> anyh
     )
     .await?
     .expect(200, None);
+    api.stop().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Draw sales (design/draw.md)
+
+#[tokio::test]
+async fn draw_sales_are_created_stored_armed_and_shown() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = new_product(&api, &admin).await?;
+    let reply = api
+        .post(
+            "/api/admin/sales",
+            Some(&admin),
+            json!({
+                "product_id": product["id"],
+                "stock": 10,
+                "per_user_limit": 3,
+                "opens_at": "2030-01-02T03:00:00Z",
+                "mode": "draw",
+                "entries_close_at": "2030-01-02T15:00:00+09:00",
+                "claim_seconds": 900,
+                "closes_at": "2030-01-03T03:00:00Z",
+            }),
+        )
+        .await?;
+    reply.expect(201, None);
+    let sale = reply.body.clone();
+    let sale_id = SaleId::from(id(&sale)?);
+    assert_eq!(sale["mode"], json!("draw"));
+    assert_eq!(
+        sale["draw"],
+        json!({
+            "entries_close_at": "2030-01-02T06:00:00.000Z",
+            "claim_seconds": 900,
+            "entry_count": 0,
+            "promoted": 0,
+        })
+    );
+    assert_eq!(sale["state"], json!("scheduled"));
+    // The public read shows the same.
+    let shown = api.get(&format!("/api/sales/{sale_id}"), None).await?;
+    shown.expect(200, None);
+    assert_eq!(shown.body, sale);
+
+    // MySQL: the mode and settings, and a draw whose commitment is SHA-256 of its seed.
+    let (mode, claim): (String, Option<u32>) =
+        sqlx::query_as("SELECT mode, claim_seconds FROM sales WHERE id = ?")
+            .bind(sale_id)
+            .fetch_one(api.mysql())
+            .await?;
+    assert_eq!((mode.as_str(), claim), ("draw", Some(900)));
+    let (seed, commitment, frozen): (Vec<u8>, Vec<u8>, Option<chrono::DateTime<Utc>>) =
+        sqlx::query_as("SELECT seed, seed_commitment, frozen_at FROM draws WHERE sale_id = ?")
+            .bind(sale_id)
+            .fetch_one(api.mysql())
+            .await?;
+    use sha2::Digest;
+    assert_eq!(seed.len(), 32);
+    assert_ne!(seed, vec![0; 32]);
+    assert_eq!(commitment, sha2::Sha256::digest(&seed).to_vec());
+    assert_eq!(frozen, None);
+    let settings = sale::draw::DrawSettings::load(api.mysql(), sale_id).await?;
+    assert_eq!(
+        settings.map(|d| (d.entries_close_at.timestamp_millis(), d.claim_seconds)),
+        Some((
+            chrono::DateTime::parse_from_rfc3339("2030-01-02T06:00:00Z")?.timestamp_millis(),
+            900
+        ))
+    );
+
+    // Redis: the three draw fields in cfg.
+    let cfg = cfg(&api.state.redis, sale_id).await?;
+    assert_eq!(cfg.get("mode").map(String::as_str), Some("draw"));
+    assert_eq!(cfg.get("claim_seconds").map(String::as_str), Some("900"));
+    assert_eq!(
+        cfg.get("entries_close_at").map(String::as_str),
+        Some(
+            chrono::DateTime::parse_from_rfc3339("2030-01-02T06:00:00Z")?
+                .timestamp_millis()
+                .to_string()
+                .as_str()
+        )
+    );
+
+    // The default claim window, and an fcfs sale keeps a cfg without the draw fields and no draw.
+    let open = api
+        .post(
+            "/api/admin/sales",
+            Some(&admin),
+            json!({
+                "product_id": product["id"], "stock": 5, "mode": "draw",
+                "opens_at": rfc3339(chrono::Duration::minutes(-1)),
+                "entries_close_at": rfc3339(chrono::Duration::hours(1)),
+            }),
+        )
+        .await?;
+    open.expect(201, None);
+    assert_eq!(open.body["draw"]["claim_seconds"], json!(1800));
+    assert_eq!(open.body["state"], json!("entering"));
+    let fcfs = new_sale(&api, &admin).await?;
+    let fcfs_id = SaleId::from(id(&fcfs)?);
+    assert_eq!(
+        (&fcfs["mode"], &fcfs["draw"]),
+        (&json!("fcfs"), &Value::Null)
+    );
+    let fcfs_cfg = self::cfg(&api.state.redis, fcfs_id).await?;
+    assert!(
+        !fcfs_cfg.contains_key("mode") && !fcfs_cfg.contains_key("entries_close_at"),
+        "{fcfs_cfg:?}"
+    );
+    let draws: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM draws WHERE sale_id = ?")
+        .bind(fcfs_id)
+        .fetch_one(api.mysql())
+        .await?;
+    assert_eq!(draws, 0);
+
+    // The list filter knows the draw states.
+    let entering = api.get("/api/sales?state=entering", None).await?;
+    entering.expect(200, None);
+    let ids: Vec<&Value> = entering.body["items"]
+        .as_array()
+        .map(|items| items.iter().map(|i| &i["id"]).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec![&open.body["id"]]);
+    api.stop().await
+}
+
+#[tokio::test]
+async fn draw_sales_reject_bad_input_and_line_settings() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = new_product(&api, &admin).await?;
+    let opens = rfc3339(chrono::Duration::hours(1));
+    let close = rfc3339(chrono::Duration::hours(2));
+    let base = json!({"product_id": product["id"], "stock": 10, "opens_at": opens,
+        "mode": "draw", "entries_close_at": close});
+    let with = |extra: Value| merged(&base, extra);
+    let cases = [
+        (with(json!({"mode": "Draw"})), "mode"),
+        (with(json!({"mode": "raffle"})), "mode"),
+        (with(json!({"mode": ""})), "mode"),
+        (with(json!({"mode": 1})), "mode"),
+        (with(json!({"entries_close_at": null})), "entries_close_at"),
+        (with(json!({"entries_close_at": opens})), "entries_close_at"),
+        (
+            with(json!({"entries_close_at": rfc3339(chrono::Duration::minutes(30))})),
+            "entries_close_at",
+        ),
+        (
+            with(json!({"entries_close_at": "tonight"})),
+            "entries_close_at",
+        ),
+        (with(json!({"closes_at": close})), "closes_at"),
+        (
+            with(json!({"closes_at": rfc3339(chrono::Duration::minutes(90))})),
+            "closes_at",
+        ),
+        (with(json!({"claim_seconds": 0})), "claim_seconds"),
+        (with(json!({"claim_seconds": 86_401})), "claim_seconds"),
+        (with(json!({"claim_seconds": -1})), "claim_seconds"),
+        (with(json!({"claim_seconds": "60"})), "claim_seconds"),
+        (with(json!({"admit_per_second": 10})), "admit_per_second"),
+        (with(json!({"max_active": 10})), "max_active"),
+        (with(json!({"groups": ["vip"]})), "groups"),
+        (with(json!({"mode": "fcfs"})), "entries_close_at"),
+        (
+            json!({"product_id": product["id"], "stock": 10, "opens_at": opens, "claim_seconds": 60}),
+            "claim_seconds",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = api
+            .post("/api/admin/sales", Some(&admin), body.clone())
+            .await?;
+        reply.expect(400, Some("bad_request"));
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "{body}: `{message}` does not name {field}"
+        );
+    }
+    assert_eq!(count_sales(&api).await?, 0, "nothing was stored");
+    let draws: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM draws")
+        .fetch_one(api.mysql())
+        .await?;
+    assert_eq!(draws, 0);
+
+    // The edges that are allowed, and explicit fcfs.
+    for extra in [
+        json!({"claim_seconds": 1, "groups": [], "pow_difficulty": 4}),
+        json!({"claim_seconds": 86_400, "closes_at": rfc3339(chrono::Duration::hours(3))}),
+    ] {
+        api.post("/api/admin/sales", Some(&admin), with(extra))
+            .await?
+            .expect(201, None);
+    }
+    let fcfs = json!({"product_id": product["id"], "stock": 1, "opens_at": opens, "mode": "fcfs"});
+    api.post("/api/admin/sales", Some(&admin), fcfs)
+        .await?
+        .expect(201, None);
+
+    // PATCH: a draw sale takes no line settings; pause and notice are fine.
+    let draw = api
+        .post("/api/admin/sales", Some(&admin), base.clone())
+        .await?;
+    draw.expect(201, None);
+    let draw_id = id(&draw.body)?.to_string();
+    for (body, field) in [
+        (json!({"admit_per_second": 5}), "admit_per_second"),
+        (json!({"max_active": 5}), "max_active"),
+        (json!({"max_active": null}), "max_active"),
+        (json!({"groups": ["vip"]}), "groups"),
+    ] {
+        let reply = patch(&api, Some(&admin), &draw_id, body.clone()).await?;
+        reply.expect(400, Some("bad_request"));
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{body}: `{message}`");
+    }
+    let paused = patch(
+        &api,
+        Some(&admin),
+        &draw_id,
+        json!({"paused": true, "notice": "hi"}),
+    )
+    .await?;
+    paused.expect(200, None);
+    assert_eq!(paused.body["state"], json!("scheduled"));
+    assert_eq!(paused.body["mode"], json!("draw"));
+    assert_eq!(paused.body["draw"]["claim_seconds"], json!(1800));
     api.stop().await
 }

@@ -68,6 +68,8 @@ pub async fn rearm(
     let door = sale::Door::load(mysql, sale)
         .await?
         .with_context(|| format!("no sale {sale} in MySQL"))?;
+    // A draw sale's settings go back into cfg (its entries are not rebuilt yet: #23).
+    let draw = sale::draw::DrawSettings::load(mysql, sale).await?;
     let mut report = Report::default();
     let cfg_key = dropline_core::sale::keys::SaleKeys::new(redis, sale).cfg();
     let armed: i64 = redis
@@ -169,7 +171,16 @@ pub async fn rearm(
         report.paying_units,
         config.stock_total
     );
-    let armed = sale::arm_with(redis, sale, &config, &door, report.paying_units, sold).await?;
+    let armed = sale::arm_full(
+        redis,
+        sale,
+        &config,
+        &door,
+        draw.as_ref(),
+        report.paying_units,
+        sold,
+    )
+    .await?;
     anyhow::ensure!(
         armed,
         "sale {sale} was armed by someone else while rearming; run it again with --force"

@@ -774,6 +774,14 @@ async fn join(
                          {\"access_code\": \"XXXX-XXXX-XXXX\"}",
                     ),
                 ),
+                // Entering a draw is not built yet (#23): a draw sale never gets a line.
+                Refusal::DrawSale => (
+                    "draw_sale",
+                    ApiError::new(
+                        ErrorCode::SaleNotOpen,
+                        "this sale is a draw and does not take entries here yet",
+                    ),
+                ),
             };
             tracing::debug!(result, reason = ?why, "join refused");
             metrics::counter!("dropline_waitroom_joins_total", "result" => result).increment(1);

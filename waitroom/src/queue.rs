@@ -241,6 +241,8 @@ pub enum Refusal {
     AccessCodeUsed,
     /// Before `presale_only_until` without a code: 403 `access_code_required`.
     AccessCodeRequired,
+    /// A draw sale (design/draw.md) has no line; nothing was written.
+    DrawSale,
 }
 
 /// The edge's stateless verdict on a join's body and proof of work, for the join script to act
@@ -534,6 +536,7 @@ impl WaitQueue {
             "access_code_invalid" => refused(Refusal::AccessCodeInvalid),
             "access_code_used" => refused(Refusal::AccessCodeUsed),
             "access_code_required" => refused(Refusal::AccessCodeRequired),
+            "draw" => refused(Refusal::DrawSale),
             _ => Some(JoinOutcome::Standing {
                 status: reply.status(&state)?,
                 new: reply.uint(7)? == 1,

@@ -14,7 +14,7 @@ use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::SaleState;
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{
-    AdmitLimit, AdmitParams, JoinOptions, JoinOutcome, Place, Status, WaitQueue, member,
+    AdmitLimit, AdmitParams, JoinOptions, JoinOutcome, Place, Refusal, Status, WaitQueue, member,
 };
 use fred::prelude::*;
 use futures_util::{StreamExt, stream};
@@ -1253,4 +1253,28 @@ async fn a_status_batch_answers_each_user_in_order() -> anyhow::Result<()> {
     let unarmed = WaitQueue::new(&redis, SaleId::new_v7());
     assert_eq!(unarmed.status_many(&batch, GRACE).await?, vec![None; 4]);
     env.cleanup().await
+}
+
+/// A draw sale (design/draw.md) has no line: the fcfs join refuses it, before and after the
+/// opening, and writes nothing (no place, no arrival counted).
+#[tokio::test]
+async fn a_draw_sale_gets_no_line() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    sale.set_cfg("mode", "draw").await?;
+    let buyers = users(3);
+    for opens_in in [60_000, -1_000] {
+        sale.opens_in(opens_in).await?;
+        for &u in &buyers {
+            let outcome = sale.queue.join(u, &join_options()).await?;
+            assert_eq!(outcome, Some(JoinOutcome::Refused(Refusal::DrawSale)));
+        }
+    }
+    let pool = redis.pool();
+    for key in ["q", "skip", "qseq", "adm"] {
+        let exists: i64 = pool.exists(redis.sale_key(sale.id, key)).await?;
+        assert_eq!(exists, 0, "{key} was written");
+    }
+    Ok(())
 }

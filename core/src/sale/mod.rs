@@ -16,6 +16,7 @@
 //! snapshot, so every replica agrees on "now".
 
 pub mod door;
+pub mod draw;
 pub mod keys;
 
 use std::fmt;
@@ -31,7 +32,7 @@ use crate::clients::redis::Redis;
 use crate::lua::scripts::{SALE_ARM, SALE_VIEW};
 pub use door::Door;
 
-/// What a buyer sees of a sale (DESIGN §9).
+/// What a buyer sees of a sale (DESIGN §9; a draw sale's own states: design/draw.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaleState {
@@ -40,10 +41,28 @@ pub enum SaleState {
     Paused,
     SoldOut,
     Closed,
+    /// A draw sale taking entries ([`draw::derive_draw_state`]).
+    Entering,
+    /// A draw sale past `entries_close_at` that has promoted nobody yet.
+    Drawing,
+    /// A draw sale whose winners are buying.
+    Claiming,
 }
 
 impl SaleState {
-    pub const ALL: [SaleState; 5] = [
+    pub const ALL: [SaleState; 8] = [
+        Self::Scheduled,
+        Self::Open,
+        Self::Paused,
+        Self::SoldOut,
+        Self::Closed,
+        Self::Entering,
+        Self::Drawing,
+        Self::Claiming,
+    ];
+
+    /// The states of a first-come sale ([`derive_state`] and the Lua `sale_state`).
+    pub const FCFS: [SaleState; 5] = [
         Self::Scheduled,
         Self::Open,
         Self::Paused,
@@ -58,6 +77,9 @@ impl SaleState {
             Self::Paused => "paused",
             Self::SoldOut => "sold_out",
             Self::Closed => "closed",
+            Self::Entering => "entering",
+            Self::Drawing => "drawing",
+            Self::Claiming => "claiming",
         }
     }
 }
@@ -70,7 +92,10 @@ impl fmt::Display for SaleState {
 
 /// An unknown state name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown sale state `{0}` (expected scheduled, open, paused, sold_out or closed)")]
+#[error(
+    "unknown sale state `{0}` (expected scheduled, open, paused, sold_out, closed, entering, \
+     drawing or claiming)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for SaleState {
@@ -243,10 +268,27 @@ pub async fn arm_with(
     held: i64,
     sold: i64,
 ) -> anyhow::Result<bool> {
+    arm_full(redis, sale, config, door, None, held, sold).await
+}
+
+/// [`arm_with`] for a sale of either mode: `draw` is `Some` for a draw sale (its settings go
+/// into `cfg`, see [`draw`]).
+pub async fn arm_full(
+    redis: &Redis,
+    sale: SaleId,
+    config: &SaleConfig,
+    door: &Door,
+    draw: Option<&draw::DrawSettings>,
+    held: i64,
+    sold: i64,
+) -> anyhow::Result<bool> {
     let mut args = config.arm_args();
     args.push(held.to_string());
     args.push(sold.to_string());
     args.extend(door.cfg_values());
+    if let Some(draw) = draw {
+        args.extend(draw.cfg_values());
+    }
     let armed: i64 = SALE_ARM
         .run(redis, keys(redis, sale), args)
         .await
