@@ -8,11 +8,10 @@
 
 use std::path::PathBuf;
 
-use dropline_core::clients::deps::{Deps, Needs};
 use dropline_core::http::openapi::{check_committed, undescribed};
-use dropline_testkit::TestEnv;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
+
+mod common;
 
 const REGENERATE: &str = "cargo nextest run -p dropline-waitroom --test openapi";
 
@@ -187,22 +186,8 @@ fn security_schemes_and_bounds() {
 
 #[tokio::test]
 async fn the_waitroom_serves_it() -> anyhow::Result<()> {
-    let env = TestEnv::new()?;
-    let mut config = env.config.clone();
-    dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
-    let secrets = dropline_waitroom::Secrets::from_config(&config)?;
-    let deps = Deps::connect(
-        &config,
-        Needs {
-            redis: true,
-            ..Needs::default()
-        },
-    )
-    .await?;
-    let server = dropline_waitroom::build(&config, &deps, secrets).await?;
-    let url = format!("http://{}/openapi.json", server.addr());
-    let stop = CancellationToken::new();
-    tokio::spawn(server.run(stop.clone()));
+    let server = common::Server::launch(&[]).await?;
+    let url = format!("{}/openapi.json", server.base);
     let reply = reqwest::get(&url).await?;
     let status = reply.status();
     let content_type = reply
@@ -212,9 +197,7 @@ async fn the_waitroom_serves_it() -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_owned();
     let body: Value = reply.json().await?;
-    stop.cancel();
-    deps.close().await;
-    env.cleanup().await?;
+    server.stop().await?;
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/json");
     assert_eq!(body, generated());
