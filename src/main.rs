@@ -140,6 +140,11 @@ enum PaymentsCommand {
     /// provider, report its decision to the confirm worker, clear the order's parked mark.
     /// Exit 0 re-sent (or the order ended), 1 not done, 2 a bad or unknown order id.
     Resend { order_id: String },
+    /// Hold Stripe's charges and refunds for a sale against the books (payment.provider =
+    /// stripe): one JSON line per break (unbooked_charge, paid_and_refunded,
+    /// paid_without_charge, amount_mismatch, ledger_mismatch, dangling_intent). Exit 0 no
+    /// break, 1 any break, 2 it could not check.
+    Reconcile { sale_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,6 +331,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Payments(PaymentsCommand::Resend { order_id }) => {
             return dropline_ops::payments::resend_command(&config, &order_id, resend_parked).await;
         }
+        Command::Payments(PaymentsCommand::Reconcile { sale_id }) => {
+            return dropline_ops::payments::reconcile_command(&config, &sale_id, stripe_reader)
+                .await;
+        }
         Command::Loadtest(LoadtestCommand::Seed {
             users,
             out,
@@ -349,7 +358,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `dropline payments resend`'s workers part: the simulated provider, as the workers use.
+/// `dropline payments resend`'s workers part: the configured provider, as the workers use.
 fn resend_parked<'a>(
     config: &'a Config,
     deps: &'a Deps,
@@ -357,9 +366,20 @@ fn resend_parked<'a>(
     order: dropline_core::ids::OrderId,
 ) -> dropline_ops::payments::ResendFuture<'a> {
     Box::pin(async move {
-        let provider = dropline_workers::provider::Simulated::new(deps.redis()?, &config.payment);
+        let provider = dropline_workers::make_provider(config, deps)?;
         dropline_workers::expiry::resend(config, deps, provider, sale, order).await
     })
+}
+
+/// `dropline payments reconcile`'s Stripe reader: the workers' Stripe client.
+fn stripe_reader(
+    config: &Config,
+    mysql: &sqlx::MySqlPool,
+) -> anyhow::Result<std::sync::Arc<dyn dropline_audit::payments::IntentSource>> {
+    Ok(dropline_workers::stripe::Stripe::new(
+        &config.payment.stripe,
+        mysql,
+    )?)
 }
 
 async fn connect(config: &Config, needs: Needs) -> anyhow::Result<Deps> {

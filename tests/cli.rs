@@ -291,6 +291,138 @@ fn sale_audit_exits_0_when_sound_1_on_a_breach_and_2_for_an_unknown_sale() -> an
     rt.block_on(env.cleanup())
 }
 
+/// A paid order of `sale` in MySQL whose charge is a real PaymentIntent at `stripe` (made and
+/// confirmed there as the payment worker does), with its payments row and claim row.
+async fn paid_at_stripe(
+    env: &TestEnv,
+    stripe: &dropline_testkit::localstripe::LocalStripe,
+    sale: dropline_core::ids::SaleId,
+) -> anyhow::Result<String> {
+    let order = dropline_core::ids::OrderId::new_v7();
+    let pi = stripe
+        .post(
+            "/v1/payment_intents",
+            &[
+                ("amount", "1000".to_owned()),
+                ("currency", "krw".to_owned()),
+                ("payment_method", "pm_card_visa".to_owned()),
+                ("payment_method_types[0]", "card".to_owned()),
+                ("capture_method", "automatic".to_owned()),
+                ("metadata[dropline_order_id]", order.to_string()),
+                ("metadata[dropline_sale_id]", sale.to_string()),
+            ],
+        )
+        .await?;
+    let intent = pi["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("an intent without an id: {pi}"))?
+        .to_owned();
+    let confirmed = stripe
+        .post(&format!("/v1/payment_intents/{intent}/confirm"), &[])
+        .await?;
+    anyhow::ensure!(confirmed["status"] == "succeeded", "{confirmed}");
+    let pool = dropline_core::clients::mysql::connect(&env.config.mysql).await?;
+    sqlx::query(
+        "INSERT INTO orders (id, sale_id, user_id, quantity, amount, currency, status, \
+           deadline_at, idempotency_key, created_at, updated_at) \
+         VALUES (?, ?, ?, 1, 1000, 'KRW', 'paid', UTC_TIMESTAMP(3), 'k1', UTC_TIMESTAMP(3), \
+           UTC_TIMESTAMP(3))",
+    )
+    .bind(order)
+    .bind(sale)
+    .bind(dropline_core::ids::UserId::new_v7())
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO payments (id, order_id, sale_id, amount, currency, status, provider_ref, \
+           created_at, updated_at) \
+         VALUES (?, ?, ?, 1000, 'KRW', 'approved', ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(order)
+    .bind(sale)
+    .bind(&intent)
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO payment_intents (order_id, sale_id, state, payment_method, intent_id, \
+           intent_status, created_at, updated_at) \
+         VALUES (?, ?, 'created', 'pm_card_visa', ?, 'succeeded', UTC_TIMESTAMP(3), \
+           UTC_TIMESTAMP(3))",
+    )
+    .bind(order)
+    .bind(sale)
+    .bind(&intent)
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    Ok(intent)
+}
+
+/// design/payments.md: `dropline payments reconcile <sale>` prints a JSON line per break and
+/// exits 0 when Stripe and the books agree, 1 on a break (a paid order refunded at Stripe), 2
+/// when it cannot check.
+#[test]
+fn payments_reconcile_exits_0_when_the_books_agree_1_on_a_break_2_when_it_cannot_check()
+-> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let stripe = rt.block_on(dropline_testkit::localstripe::LocalStripe::shared())?;
+    let sale = rt.block_on(armed_sale(&env, 5))?;
+    let intent = rt.block_on(paid_at_stripe(&env, stripe, sale))?;
+    let run = |provider: &str, sale: &str| {
+        let mut cmd = dropline();
+        isolated(&mut cmd, &env);
+        output(
+            cmd.env("DROPLINE_PAYMENT__PROVIDER", provider)
+                .env("DROPLINE_PAYMENT__STRIPE__API_BASE", stripe.base())
+                .env(
+                    "DROPLINE_PAYMENT__STRIPE__SECRET_KEY",
+                    dropline_testkit::localstripe::SECRET_KEY,
+                )
+                .env("DROPLINE_PAYMENT__STRIPE__WEBHOOK_SECRET", "whsec_test")
+                .args(["payments", "reconcile", sale]),
+        )
+    };
+    let id = sale.to_string();
+
+    let (code, stdout, stderr) = run("stripe", &id)?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "no break: {stdout}");
+    assert!(
+        stderr.contains(
+            "1 orders, 1 PaymentIntents read from Stripe, 0 in flight (not judged), 0 breaks"
+        ),
+        "{stderr}"
+    );
+
+    rt.block_on(stripe.post("/v1/refunds", &[("payment_intent", intent.clone())]))?;
+    let (code, stdout, stderr) = run("stripe", &id)?;
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["break"], "paid_and_refunded");
+    assert_eq!(lines[0]["sale_id"], id);
+    assert_eq!(lines[0]["intent_id"], intent);
+    assert_eq!(lines[0]["refunded"], 1000);
+
+    // Cannot check: exit 2, said on stderr, nothing on stdout.
+    for (provider, sale, said) in [
+        ("stripe", "not-a-uuid", "not a sale id"),
+        ("simulated", id.as_str(), "payment.provider is not `stripe`"),
+        ("stripe", &uuid::Uuid::now_v7().to_string(), "no sale"),
+    ] {
+        let (code, stdout, stderr) = run(provider, sale)?;
+        assert_eq!(code, 2, "{provider} {sale}: {stdout}{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    rt.block_on(env.cleanup())
+}
+
 #[test]
 fn sale_rearm_refuses_a_malformed_id_before_connecting() -> anyhow::Result<()> {
     let (code, _, stderr) = output(

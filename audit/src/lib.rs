@@ -72,7 +72,9 @@
 //!
 //! [`scan`] reads Redis (the counters' snapshot, the order hashes and users' counters, the
 //! outbox); [`checks`] holds each side against the invariants and the two against each other;
-//! [`report`] is what comes out. The terminal rendering is `dropline-ops`'s.
+//! [`report`] is what comes out. The terminal rendering is `dropline-ops`'s. [`payments`] is
+//! the other audit, of money: Stripe's charges and refunds against the books (`dropline
+//! payments reconcile`).
 
 use std::collections::HashSet;
 
@@ -85,6 +87,7 @@ use dropline_core::clients::redis::Redis;
 use dropline_core::orders::{OrderState, Orders};
 
 mod checks;
+pub mod payments;
 mod report;
 mod scan;
 

@@ -104,6 +104,7 @@ mod tests {
 pub mod kinds {
     pub const MAIL_SEND: &str = "mail.send";
     pub const ORDER_CONFIRMED: &str = "order.confirmed";
+    pub const ORDER_REFUNDED: &str = "order.refunded";
     pub const PAYMENT_REQUESTED: &str = "payment.requested";
     pub const PAYMENT_COMPLETED: &str = "payment.completed";
     pub const PAYMENT_EVENT: &str = "payment.event";
@@ -194,4 +195,20 @@ pub struct OrderConfirmed {
     pub name: String,
     /// The product's name, for the e-mail.
     pub product: String,
+}
+
+/// `order.refunded`: an approved payment was given back because the order could not be
+/// fulfilled (confirm worker → mail worker, design/payments.md "Unfulfillable"). One e-mail
+/// per order, however many copies are published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRefunded {
+    pub order: OrderRef,
+    /// The buyer's mailbox and name, as in [`OrderConfirmed`].
+    pub email: String,
+    pub name: String,
+    pub product: String,
+    /// Why: `ended` (the order ended before its payment was confirmed) or `would_oversell`
+    /// (booking it would have sold more than the stock).
+    pub reason: String,
 }

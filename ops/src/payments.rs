@@ -1,5 +1,6 @@
 //! `dropline payments resend <order-id>`: re-sends a `payment.completed` the confirm worker
-//! parked (issue #17, hole 5).
+//! parked (issue #17, hole 5). `dropline payments reconcile <sale-id>`: Stripe's charges and
+//! refunds against the books ([`reconcile_command`]).
 //!
 //! The confirm worker marks an order whose completion it parks, and the expiry worker's
 //! sweeper then leaves it alone instead of re-sending it every sweep. Once the cause is fixed
@@ -16,13 +17,19 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use chrono::Utc;
+use dropline_audit::payments::{IntentSource, UnknownSale, reconcile};
 use dropline_core::Config;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::clients::mysql;
+use dropline_core::config::ProviderKind;
 use dropline_core::ids::{OrderId, SaleId};
 use dropline_core::orders::ledger;
 use dropline_core::orders::rereport::Resent;
+use sqlx::MySqlPool;
 
 /// What the workers' re-send returns.
 pub type ResendFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Resent>> + Send + 'a>>;
@@ -104,4 +111,70 @@ fn describe(order: OrderId, resent: &Resent) -> (ExitCode, String) {
             ),
         ),
     }
+}
+
+/// Builds the Stripe reader for `payments reconcile` (the workers' Stripe client; passed in by
+/// the binary, since this crate depends on `core` and `audit` only).
+pub type StripeFn = fn(&Config, &MySqlPool) -> anyhow::Result<Arc<dyn IntentSource>>;
+
+/// `dropline payments reconcile <sale-id>`: one JSON line per break on stdout
+/// ([`dropline_audit::payments::Break`]), a summary on stderr. Exit status: 0 no break, 1 any
+/// break, 2 it could not check (a malformed or unknown sale, the provider is not Stripe, or
+/// MySQL or Stripe could not be read).
+pub async fn reconcile_command(
+    config: &Config,
+    sale_id: &str,
+    stripe: StripeFn,
+) -> anyhow::Result<ExitCode> {
+    let Ok(sale) = SaleId::parse_str(sale_id.trim()) else {
+        eprintln!("dropline: `{sale_id}` is not a sale id (a UUID)");
+        return Ok(ExitCode::from(2));
+    };
+    if config.payment.provider != ProviderKind::Stripe {
+        eprintln!(
+            "dropline: payment.provider is not `stripe`: there are no charges to reconcile (the simulated provider's ledger is checked by `sale audit`)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let mysql = match mysql::connect_existing(&config.mysql).await {
+        Ok(mysql) => mysql,
+        Err(error) => {
+            eprintln!("dropline: cannot check: connecting to MySQL: {error:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let done = match stripe(config, &mysql) {
+        Ok(source) => reconcile(&mysql, source.as_ref(), sale, Utc::now()).await,
+        Err(error) => Err(error),
+    };
+    mysql.close().await;
+    let report = match done {
+        Ok(report) => report,
+        Err(error) if error.downcast_ref::<UnknownSale>().is_some() => {
+            eprintln!("dropline: no sale {sale} in MySQL (check the id and mysql.url)");
+            return Ok(ExitCode::from(2));
+        }
+        Err(error) => {
+            eprintln!("dropline: cannot check sale {sale}: {error:#}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for found in &report.breaks {
+        println!(
+            "{}",
+            serde_json::to_string(found).context("writing a break as JSON")?
+        );
+    }
+    eprintln!(
+        "sale {sale}: {} orders, {} PaymentIntents read from Stripe, {} in flight (not judged), {} breaks",
+        report.orders,
+        report.intents,
+        report.in_flight,
+        report.breaks.len()
+    );
+    Ok(if report.breaks.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

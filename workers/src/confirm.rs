@@ -28,7 +28,8 @@
 //!      `dropline_confirm_conflicts_total`, the MySQL record stands) → `order.confirmed` with
 //!      the buyer's e-mail and name and the product's name from MySQL (one lookup per batch
 //!      of orders, [`ledger::recipients`]) → ack.
-//!    - `Ended(_)` → refund at the provider, payment row marked refunded → ack.
+//!    - `Ended(_)` → refund at the provider, payment row marked refunded → `order.refunded`
+//!      (the buyer's e-mail, once per order) → ack.
 //!    - `WouldOversell` → the order is failed in Redis first (so it is never confirmed
 //!      later), then refunded as above; error log → ack.
 //!    - `NoSale` → parked.
@@ -62,7 +63,7 @@ use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::messages::{
-    Envelope, OrderConfirmed, OrderRef, PaymentCompleted, PaymentOutcome, kinds,
+    Envelope, OrderConfirmed, OrderRef, OrderRefunded, PaymentCompleted, PaymentOutcome, kinds,
 };
 use dropline_core::orders::ledger::OrderRow;
 use dropline_core::orders::{Order, OrderState, Orders, Target, Transition};
@@ -431,18 +432,11 @@ impl Confirmer {
     /// Publishes `order.confirmed` with the buyer's and the product's names (looked up
     /// together with the other orders confirmed at the same time: [`ledger::recipients`]).
     async fn announce(&self, order: &OrderRef) -> anyhow::Result<()> {
-        let found = self
-            .recipients
-            .submit((order.sale_id, order.user_id))
-            .await
-            .with_context(|| {
-                format!("reading the buyer and product of order {}", order.order_id)
-            })?;
         let Some(Recipient {
             email,
             name,
             product,
-        }) = found
+        }) = self.recipient(order).await?
         else {
             tracing::warn!(user = %order.user_id, "order paid, but its buyer (or product) has no MySQL row: no order.confirmed");
             return Ok(());
@@ -466,6 +460,44 @@ impl Confirmer {
             .with_context(|| format!("publishing order.confirmed of order {}", order.order_id))
     }
 
+    /// Publishes `order.refunded` so the buyer hears why the money came back. Every copy of
+    /// a refunded completion publishes it again (the refund itself is idempotent); the mail
+    /// worker sends one e-mail per order.
+    async fn announce_refund(&self, order: &OrderRef, reason: RefundReason) -> anyhow::Result<()> {
+        let Some(Recipient {
+            email,
+            name,
+            product,
+        }) = self.recipient(order).await?
+        else {
+            tracing::warn!(user = %order.user_id, "payment refunded, but its buyer (or product) has no MySQL row: no order.refunded");
+            return Ok(());
+        };
+        let envelope = Envelope::new(
+            kinds::ORDER_REFUNDED,
+            OrderRefunded {
+                order: order.clone(),
+                email,
+                name,
+                product,
+                reason: reason.as_str().to_owned(),
+            },
+        );
+        let payload = envelope.to_json().context("serialising order.refunded")?;
+        self.broker
+            .publish(kinds::ORDER_REFUNDED, &envelope.id.to_string(), &payload)
+            .await
+            .with_context(|| format!("publishing order.refunded of order {}", order.order_id))
+    }
+
+    /// The buyer and product of an order (looked up a batch at a time: [`ledger::recipients`]).
+    async fn recipient(&self, order: &OrderRef) -> anyhow::Result<Option<Recipient>> {
+        self.recipients
+            .submit((order.sale_id, order.user_id))
+            .await
+            .with_context(|| format!("reading the buyer and product of order {}", order.order_id))
+    }
+
     /// Gives an approved payment back. For an oversell the order is failed in Redis first, so
     /// a later copy of this message finds it ended and never books it.
     async fn refund(
@@ -485,6 +517,7 @@ impl Confirmer {
             .with_context(|| format!("refunding order {}", order.order_id))?;
         ledger::mark_refunded(&self.mysql, order.order_id).await?;
         metrics::counter!("dropline_refunds_total", "reason" => reason.as_str()).increment(1);
+        self.announce_refund(order, reason).await?;
         match reason {
             RefundReason::WouldOversell => tracing::error!(
                 decision = ?decision,

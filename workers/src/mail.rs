@@ -8,6 +8,9 @@
 //!   plain-text confirmation to the buyer (order id, product, quantity, amount with its
 //!   currency), rendered here ([`render_confirmation`]) and sent through the same path, once
 //!   per **order** (see below) with `Message-ID: <confirmed-<order-id>@from-domain>`.
+//! - `order.refunded` (an [`Envelope<OrderRefunded>`], from the confirm worker): the buyer is
+//!   told that the payment was given back in full and why ([`render_refund`]), once per order,
+//!   `Message-ID: <refunded-<order-id>@from-domain>`.
 //!
 //! Deliveries are routed by the envelope's `type` (= its routing key, DESIGN §7), which the
 //! message itself carries whatever path it took through the retry queue.
@@ -18,7 +21,8 @@
 //!
 //! Exactly once, as far as SMTP allows: the broker delivers at least once and a producer may
 //! publish the same envelope twice, so the worker keeps two Redis keys per mail, named by its
-//! id: the envelope id for `mail.send`, `order-confirmed:<order id>` for `order.confirmed`
+//! id: the envelope id for `mail.send`, `order-confirmed:<order id>` for `order.confirmed`,
+//! `order-refunded:<order id>` for `order.refunded`
 //! (an order is confirmed once, however many confirmations are published):
 //! - `<prefix>:mail:sent:<id>`, set (7 days) right after the server accepted the message;
 //!   a delivery that finds it is acked without sending.
@@ -41,7 +45,7 @@ use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::{SmtpConfig, SmtpTls};
 use dropline_core::lease::Lease;
-use dropline_core::messages::{Envelope, MailSend, OrderConfirmed, kinds};
+use dropline_core::messages::{Envelope, MailSend, OrderConfirmed, OrderRefunded, kinds};
 use fred::prelude::*;
 use fred::types::Expiration;
 use lettre::message::Mailbox;
@@ -198,6 +202,7 @@ impl Mailer {
         match kind.as_str() {
             kinds::MAIL_SEND => self.mail_send(body).await,
             kinds::ORDER_CONFIRMED => self.order_confirmed(body).await,
+            kinds::ORDER_REFUNDED => self.order_refunded(body).await,
             other => envelope::unhandled(WORKER, other),
         }
     }
@@ -227,6 +232,29 @@ impl Mailer {
         };
         tracing::debug!(%order, "sending the order confirmation");
         self.send_once(&format!("order-confirmed:{order}"), email)
+            .await
+    }
+
+    async fn order_refunded(&self, body: Body) -> Outcome {
+        let envelope: Envelope<OrderRefunded> = match body.decode(WORKER, kinds::ORDER_REFUNDED) {
+            Ok(envelope) => envelope,
+            Err(outcome) => return outcome,
+        };
+        let refunded = &envelope.data;
+        let order = refunded.order.order_id;
+        let (subject, text) = render_refund(refunded);
+        let email = match self.build_for_buyer(
+            &format!("refunded-{order}"),
+            &refunded.email,
+            &refunded.name,
+            subject,
+            text,
+        ) {
+            Ok(email) => email,
+            Err(Malformed(reason)) => return Outcome::Park(reason),
+        };
+        tracing::debug!(%order, "sending the refund notice");
+        self.send_once(&format!("order-refunded:{order}"), email)
             .await
     }
 
@@ -324,18 +352,31 @@ impl Mailer {
 
     /// Builds the confirmation of an order for its buyer.
     fn build_confirmation(&self, confirmed: &OrderConfirmed) -> Result<lettre::Message, Malformed> {
-        let address = ascii_domain(&confirmed.email)
-            .parse()
-            .map_err(|e| Malformed(format!("`email` is not an address: {e}")))?;
-        let name = one_line(&confirmed.name);
-        let to = Mailbox::new((!name.is_empty()).then_some(name), address);
         let (subject, text) = render_confirmation(confirmed);
-        self.compose(
+        self.build_for_buyer(
             &format!("confirmed-{}", confirmed.order.order_id),
-            to,
+            &confirmed.email,
+            &confirmed.name,
             subject,
             text,
         )
+    }
+
+    /// An e-mail to a buyer (`Name <email>`), with `Message-ID: <local@from-domain>`.
+    fn build_for_buyer(
+        &self,
+        local: &str,
+        email: &str,
+        name: &str,
+        subject: String,
+        text: String,
+    ) -> Result<lettre::Message, Malformed> {
+        let address = ascii_domain(email)
+            .parse()
+            .map_err(|e| Malformed(format!("`email` is not an address: {e}")))?;
+        let name = one_line(name);
+        let to = Mailbox::new((!name.is_empty()).then_some(name), address);
+        self.compose(local, to, subject, text)
     }
 
     /// One plain-text UTF-8 e-mail from `smtp.from`, with `Message-ID: <local@from-domain>`.
@@ -502,6 +543,36 @@ pub fn render_confirmation(confirmed: &OrderConfirmed) -> (String, String) {
     (subject, text)
 }
 
+/// The subject and plain-text body of a refund notice.
+pub fn render_refund(refunded: &OrderRefunded) -> (String, String) {
+    let order = &refunded.order;
+    let product = one_line(&refunded.product);
+    let subject = format!("[Dropline] Order refunded: {product}");
+    let greeting = match one_line(&refunded.name) {
+        name if name.is_empty() => "Hello,".to_owned(),
+        name => format!("Hello {name},"),
+    };
+    let why = match refunded.reason.as_str() {
+        "would_oversell" => "the item sold out before your payment could be confirmed",
+        _ => "your order ended before your payment could be confirmed",
+    };
+    let text = format!(
+        "{greeting}\n\n\
+         we are sorry: {why}, so we could not fulfil your order.\n\
+         Your payment has been refunded in full; depending on your bank it can take a few\n\
+         days to appear on your statement.\n\n\
+         Order:    {}\n\
+         Product:  {product}\n\
+         Quantity: {}\n\
+         Refunded: {}\n\n\
+         Dropline\n",
+        order.order_id,
+        order.quantity,
+        format_amount(order.amount, &order.currency),
+    );
+    (subject, text)
+}
+
 /// An amount in minor units as `12,500 KRW` or `1,234.50 USD` (ISO 4217 minor-unit digits:
 /// 0 for the currencies listed, 3 for the dinar-like ones, 2 otherwise).
 pub fn format_amount(minor: i64, currency: &str) -> String {
@@ -605,5 +676,44 @@ mod tests {
         assert!(text.contains(&format!("Order:    {order}")), "{text}");
         assert!(text.contains("Quantity: 2"), "{text}");
         assert!(text.contains("Amount:   25,000 KRW"), "{text}");
+    }
+
+    #[test]
+    fn refund_notice_says_why_and_how_much_came_back() {
+        let order = OrderId::new_v7();
+        let refunded = OrderRefunded {
+            order: OrderRef {
+                order_id: order,
+                sale_id: SaleId::new_v7(),
+                user_id: UserId::new_v7(),
+                quantity: 1,
+                amount: 123_450,
+                currency: "USD".into(),
+                idempotency_key: "k".into(),
+                created_ms: 0,
+            },
+            email: "buyer@example.com".into(),
+            name: "".into(),
+            product: "Chair\r\nBcc: x@y.z".into(),
+            reason: "would_oversell".into(),
+        };
+        let (subject, text) = render_refund(&refunded);
+        assert!(
+            subject.starts_with("[Dropline] Order refunded: Chair "),
+            "{subject}"
+        );
+        assert!(
+            !subject.contains(['\r', '\n']),
+            "one header line: {subject:?}"
+        );
+        assert!(text.starts_with("Hello,"), "{text}");
+        assert!(text.contains("sold out"), "{text}");
+        assert!(text.contains(&format!("Order:    {order}")), "{text}");
+        assert!(text.contains("Refunded: 1,234.50 USD"), "{text}");
+        let ended = OrderRefunded {
+            reason: "ended".into(),
+            ..refunded
+        };
+        assert!(render_refund(&ended).1.contains("order ended"));
     }
 }

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use dropline_audit::payments::IntentSource;
 use dropline_core::config::{STRIPE_CURRENCIES, StripeConfig};
 use dropline_core::ids::{OrderId, SaleId};
 use futures_util::future::BoxFuture;
@@ -208,16 +209,48 @@ impl Stripe {
 
     /// `GET /v1/payment_intents/{id}`.
     pub async fn get_intent(&self, id: &str) -> anyhow::Result<Value> {
+        self.find_intent(id)
+            .await?
+            .with_context(|| format!("Stripe: reading intent {id}: 404, no such intent"))
+    }
+
+    /// `GET /v1/payment_intents/{id}`; `None` when Stripe does not know it (404).
+    pub async fn find_intent(&self, id: &str) -> anyhow::Result<Option<Value>> {
         match self
             .send(Method::GET, &format!("/v1/payment_intents/{id}"), &[], None)
             .await?
         {
-            Reply::Ok(intent) => Ok(intent),
+            Reply::Ok(intent) => Ok(Some(intent)),
+            Reply::Refused { status, .. } if status == StatusCode::NOT_FOUND => Ok(None),
             Reply::Refused { status, body } => {
                 anyhow::bail!(
                     "Stripe: reading intent {id}: {status} {}",
                     error_code(&body)
                 )
+            }
+        }
+    }
+
+    /// One page of `GET /v1/payment_intents?limit=100` (newest first at Stripe) after
+    /// `starting_after`: the intents and `has_more`.
+    pub async fn list_intents(
+        &self,
+        starting_after: Option<&str>,
+    ) -> anyhow::Result<(Vec<Value>, bool)> {
+        let mut query = vec![("limit", "100".to_owned())];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after.to_owned()));
+        }
+        match self
+            .send(Method::GET, "/v1/payment_intents", &query, None)
+            .await?
+        {
+            Reply::Ok(list) => Ok((
+                list["data"].as_array().cloned().unwrap_or_default(),
+                list["has_more"].as_bool().unwrap_or(false),
+            )),
+            Reply::Refused { status, body } => {
+                anyhow::bail!("Stripe: listing intents: {status} {}", error_code(&body))
             }
         }
     }
@@ -669,6 +702,24 @@ fn check_metadata(order: OrderId, intent: &Value) -> anyhow::Result<()> {
         intent["id"]
     );
     Ok(())
+}
+
+/// `dropline payments reconcile` reads Stripe through the provider's client.
+impl IntentSource for Stripe {
+    fn intent<'a>(&'a self, id: &'a str) -> BoxFuture<'a, anyhow::Result<Option<Value>>> {
+        Box::pin(self.find_intent(id))
+    }
+
+    fn refunds<'a>(&'a self, intent: &'a str) -> BoxFuture<'a, anyhow::Result<Vec<Value>>> {
+        Box::pin(self.refunds_of(intent))
+    }
+
+    fn page<'a>(
+        &'a self,
+        starting_after: Option<&'a str>,
+    ) -> BoxFuture<'a, anyhow::Result<(Vec<Value>, bool)>> {
+        Box::pin(self.list_intents(starting_after))
+    }
 }
 
 impl PaymentProvider for Stripe {

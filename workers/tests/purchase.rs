@@ -958,7 +958,18 @@ async fn an_approved_payment_for_an_order_that_ended_is_refunded() -> anyhow::Re
         })
         .await?;
     assert!(matches!(again, Decision::Refunded { .. }), "{again:?}");
-    assert!(world.sink.messages().is_empty(), "no confirmation mail");
+    // No confirmation: each buyer gets one refund notice.
+    for user in &users {
+        let mails = world.mails_to(*user);
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        assert!(
+            mails[0]
+                .header("Subject")
+                .is_some_and(|s| s.contains("Order refunded")),
+            "{:?}",
+            mails[0].header("Subject")
+        );
+    }
     assert_eq!(world.backlog().await?, (0, 0));
     world.stop().await
 }
@@ -1048,7 +1059,16 @@ async fn an_approval_that_would_oversell_is_refunded_and_the_order_failed() -> a
         Some("approved".to_owned())
     );
     assert_eq!(world.mails_to(users[0]).len(), 1);
-    assert!(world.mails_to(users[1]).is_empty());
+    // The refunded buyer hears of the refund, never of a confirmation.
+    let notices = world.mails_to(users[1]);
+    assert_eq!(notices.len(), 1, "one refund notice");
+    assert!(
+        notices[0]
+            .header("Subject")
+            .is_some_and(|s| s.contains("Order refunded")),
+        "{:?}",
+        notices[0].header("Subject")
+    );
     assert_eq!(world.backlog().await?, (0, 0));
     world.stop().await
 }

@@ -246,6 +246,24 @@ impl Shop {
         }
     }
 
+    /// `dropline payments reconcile`'s check of this sale, once MySQL has `order` as
+    /// `status` (the recorder copies Redis's arrows there).
+    async fn reconcile(
+        &self,
+        order: OrderId,
+        status: &str,
+    ) -> anyhow::Result<dropline_audit::payments::Reconciliation> {
+        let pool = self.mysql()?.clone();
+        let recorded = eventually(Duration::from_secs(20), || async {
+            matches!(dropline_core::orders::ledger::get(&pool, order).await, Ok(Some(row)) if row.state.to_string() == status)
+        })
+        .await;
+        anyhow::ensure!(recorded, "order {order} is not {status} in MySQL");
+        let client = dropline_workers::stripe::Stripe::new(&self.env.config.payment.stripe, &pool)?;
+        dropline_audit::payments::reconcile(&pool, client.as_ref(), self.sale, chrono::Utc::now())
+            .await
+    }
+
     async fn payment_rows(&self, order: OrderId) -> anyhow::Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM payments WHERE order_id = ?")
             .bind(order)
@@ -575,14 +593,15 @@ async fn a_payment_event_after_three_d_secure_pays_the_order() -> anyhow::Result
 
 /// payments.md "Done when" 7 (its refund part): a charge the confirm worker cannot book
 /// (MySQL's stock is sold out meanwhile) is refunded once at Stripe, the order failed and its
-/// stock back in Redis; a repeat of the completion refunds nothing more.
+/// stock back in Redis, the buyer told by one e-mail; a repeat of the completion refunds and
+/// mails nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_that_would_oversell_is_refunded_once_at_stripe() -> anyhow::Result<()> {
     let mut shop = Shop::open(15_000, "KRW", 5, &[]).await?;
-    for kind in [Kind::Payment, Kind::Expiry] {
+    for kind in [Kind::Payment, Kind::Expiry, Kind::Mail] {
         shop.spawn(kind).await?;
     }
-    let (_, order) = shop.paying_order(Duration::from_secs(60)).await?;
+    let (user, order) = shop.paying_order(Duration::from_secs(60)).await?;
     shop.request_payment(&order, "pm_card_visa").await?;
     let pool = shop.mysql()?.clone();
     let approved = eventually(Duration::from_secs(10), || async {
@@ -618,7 +637,19 @@ async fn a_charge_that_would_oversell_is_refunded_once_at_stripe() -> anyhow::Re
         (5, 0, 0),
         "the unit is back in Redis"
     );
-    // The sweeper's or a redelivered request's report again: still one refund.
+    let mails = shop.sink.wait_for(1, Duration::from_secs(20)).await?;
+    assert_eq!(mails[0].recipients, [email_of(user)]);
+    let subject = mails[0].header("Subject").unwrap_or_default();
+    let text = mails[0].text_body()?;
+    assert!(subject.contains("Order refunded"), "{subject}");
+    assert!(text.contains("Refunded: 15,000 KRW"), "{text}");
+    assert!(
+        mails[0]
+            .header("Message-ID")
+            .is_some_and(|id| id.contains(&format!("refunded-{}", order.id))),
+        "one Message-ID per order"
+    );
+    // The sweeper's or a redelivered request's report again: still one refund, one mail.
     shop.request_payment(&order, "pm_card_visa").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -627,6 +658,54 @@ async fn a_charge_that_would_oversell_is_refunded_once_at_stripe() -> anyhow::Re
             .await?
             .len(),
         1
+    );
+    assert_eq!(shop.sink.messages().len(), 1, "one mail");
+    let books = shop.reconcile(order.id, "failed").await?;
+    assert_eq!((books.orders, books.intents, books.in_flight), (1, 1, 0));
+    assert_eq!(books.breaks, [], "reconcile finds nothing");
+    shop.stop().await
+}
+
+/// payments.md "Done when" 7 (its reconcile part): a paid order is sound; refunded at Stripe
+/// behind Dropline's back, it is a `paid_and_refunded` break (the command's exit 1 is
+/// tests/cli.rs's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_a_paid_order_refunded_at_stripe() -> anyhow::Result<()> {
+    let mut shop = Shop::open(15_000, "KRW", 5, &[]).await?;
+    for kind in [Kind::Payment, Kind::Confirm, Kind::Expiry] {
+        shop.spawn(kind).await?;
+    }
+    let (_, order) = shop.paying_order(Duration::from_secs(60)).await?;
+    shop.request_payment(&order, "pm_card_visa").await?;
+    assert!(
+        shop.wait_state(order.id, OrderState::Paid, Duration::from_secs(20))
+            .await,
+        "not paid: {:?}",
+        shop.state(order.id).await
+    );
+    let books = shop.reconcile(order.id, "paid").await?;
+    assert_eq!((books.orders, books.intents, books.in_flight), (1, 1, 0));
+    assert_eq!(books.breaks, []);
+
+    let pi = intents(shop.stripe, order.id).await?.remove(0);
+    let intent = pi["id"].as_str().context("intent id")?.to_owned();
+    shop.stripe
+        .post("/v1/refunds", &[("payment_intent", intent.clone())])
+        .await?;
+    let books = shop.reconcile(order.id, "paid").await?;
+    let found: Vec<_> = books
+        .breaks
+        .iter()
+        .map(|b| (b.kind, b.order_id, b.intent_id.as_deref(), b.refunded))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            dropline_audit::payments::BreakKind::PaidAndRefunded,
+            Some(order.id),
+            Some(intent.as_str()),
+            15_000
+        )]
     );
     shop.stop().await
 }

@@ -53,7 +53,7 @@ pub const CONFIRMATIONS: QueueSpec = QueueSpec {
 };
 pub const MAIL: QueueSpec = QueueSpec {
     suffix: "mail",
-    routing_keys: &["mail.send", "order.confirmed"],
+    routing_keys: &["mail.send", "order.confirmed", "order.refunded"],
 };
 
 /// Every work queue.
