@@ -264,6 +264,10 @@ pub struct RedisConfig {
     pub pool_size: usize,
     pub connect_timeout_seconds: u64,
     pub command_timeout_ms: u64,
+    /// PEM file of the CA(s) a `rediss://` server's certificate may chain to, trusted besides
+    /// the platform's roots (`DROPLINE_REDIS__CA_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -276,6 +280,10 @@ pub struct AmqpConfig {
     pub max_attempts: u32,
     pub retry_delay_ms: u64,
     pub delivery_limit: u32,
+    /// PEM file of the CA(s) an `amqps://` broker's certificate may chain to, trusted besides
+    /// the platform's roots (`DROPLINE_AMQP__CA_FILE`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How the SMTP connection is secured.
@@ -747,8 +755,20 @@ impl Config {
             self.redis.connect_timeout_seconds,
         )?;
         positive("redis.command_timeout_ms", self.redis.command_timeout_ms)?;
+        check_ca_file(
+            "redis.ca_file",
+            self.redis.ca_file.as_deref(),
+            &self.redis.url,
+            "rediss://",
+        )?;
 
         check_scheme("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        check_ca_file(
+            "amqp.ca_file",
+            self.amqp.ca_file.as_deref(),
+            &self.amqp.url,
+            "amqps://",
+        )?;
         let amqp_prefix = &self.amqp.prefix;
         if amqp_prefix.is_empty()
             || amqp_prefix.len() > 100
@@ -1010,6 +1030,31 @@ fn check_scheme(key: &'static str, value: &str, schemes: &[&str]) -> Result<(), 
     }
 }
 
+/// A CA file (`redis.ca_file`, `amqp.ca_file`): only with a TLS URL, and readable PEM with at
+/// least one certificate, so a typo stops the start instead of the first connection.
+fn check_ca_file(
+    key: &'static str,
+    path: Option<&Path>,
+    url: &str,
+    tls_scheme: &str,
+) -> Result<(), ConfigError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    if !url.starts_with(tls_scheme) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "is set ({}) but the URL `{}` does not start with {tls_scheme}: the CA is only used for TLS",
+                path.display(),
+                redact_url(url)
+            ),
+        ));
+    }
+    crate::clients::tls::read_ca_file(path).map_err(|e| ConfigError::invalid(key, e))?;
+    Ok(())
+}
+
 fn check_readable(path: &Path) -> Result<(), ConfigError> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
@@ -1093,7 +1138,8 @@ redacted_debug!(
     key_prefix,
     pool_size,
     connect_timeout_seconds,
-    command_timeout_ms
+    command_timeout_ms,
+    ca_file
 );
 redacted_debug!(
     AmqpConfig,
@@ -1102,7 +1148,8 @@ redacted_debug!(
     prefetch,
     max_attempts,
     retry_delay_ms,
-    delivery_limit
+    delivery_limit,
+    ca_file
 );
 
 impl fmt::Debug for SmtpConfig {
@@ -1179,7 +1226,7 @@ pub mod pii_key {
 /// Where Redis lives, parsed from `redis.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTarget {
-    /// `redis://[user:pass@]host[:port][/db]`
+    /// `redis://[user:pass@]host[:port][/db]`, or `rediss://` for TLS.
     Standalone(String),
     /// `redis+cluster://[user:pass@]host:port,host:port,...`
     Cluster {
@@ -1197,6 +1244,15 @@ pub enum RedisTarget {
         username: Option<String>,
         password: Option<String>,
     },
+}
+
+/// `rediss://...` as `redis://...`: fred would build its own TLS connector from the scheme
+/// (platform roots only); [`RedisTarget::fred_config`] sets Dropline's instead.
+fn without_tls_scheme(url: &str) -> String {
+    match url.strip_prefix("rediss://") {
+        Some(rest) => format!("redis://{rest}"),
+        None => url.to_owned(),
+    }
 }
 
 /// `[user:pass@]rest` of a multi-host URL: (username, password, rest).
@@ -1275,21 +1331,37 @@ impl RedisTarget {
                 username,
                 password,
             })
-        } else if url.starts_with("redis://") {
-            fred::types::config::Config::from_url(url)
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+            fred::types::config::Config::from_url(&without_tls_scheme(url))
                 .map_err(|e| anyhow::anyhow!("{}", e.details()))?;
             Ok(Self::Standalone(url.to_owned()))
         } else {
-            anyhow::bail!("expected redis://, redis+cluster:// or redis+sentinel://")
+            anyhow::bail!("expected redis://, rediss://, redis+cluster:// or redis+sentinel://")
         }
     }
 
-    /// The fred client configuration for this target.
-    pub fn fred_config(&self) -> anyhow::Result<fred::types::config::Config> {
-        use fred::types::config::{Config, Server, ServerConfig};
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn uses_tls(&self) -> bool {
+        matches!(self, Self::Standalone(url) if url.starts_with("rediss://"))
+    }
+
+    /// The fred client configuration for this target. A `rediss://` target gets a rustls
+    /// connector trusting the platform's roots and the certificates of `ca_file`
+    /// (`redis.ca_file`); the server name checked is the URL's host.
+    pub fn fred_config(
+        &self,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<fred::types::config::Config> {
+        use fred::types::config::{Config, Server, ServerConfig, TlsConnector};
         Ok(match self {
             Self::Standalone(url) => {
-                Config::from_url(url).map_err(|e| anyhow::anyhow!("{}", e.details()))?
+                let mut config = Config::from_url(&without_tls_scheme(url))
+                    .map_err(|e| anyhow::anyhow!("{}", e.details()))?;
+                if self.uses_tls() {
+                    let tls = crate::clients::tls::client_config("redis.ca_file", ca_file)?;
+                    config.tls = Some(TlsConnector::from(tls).into());
+                }
+                config
             }
             Self::Cluster {
                 nodes,
@@ -1361,7 +1433,7 @@ mod redis_target_tests {
         ] {
             assert!(RedisTarget::parse(bad).is_err(), "{bad} accepted");
         }
-        let config = RedisTarget::parse("redis+sentinel://h:1,g:2/m/1")?.fred_config()?;
+        let config = RedisTarget::parse("redis+sentinel://h:1,g:2/m/1")?.fred_config(None)?;
         assert_eq!(config.database, Some(1));
         assert!(matches!(
             config.server,

@@ -233,6 +233,60 @@ fn cluster_url_is_accepted() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `redis.ca_file` / `amqp.ca_file` (issue #21 §3): a missing, empty or non-PEM file stops
+/// the start with a message naming the key and the path; a good one is taken with TLS URLs.
+#[test]
+fn ca_files_are_checked_at_load_naming_key_and_path() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("no-such-ca.pem");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n")?;
+    for (url_key, url, ca_key, name) in [
+        (
+            "REDIS__URL",
+            "rediss://127.0.0.1:6380",
+            "REDIS__CA_FILE",
+            "redis.ca_file",
+        ),
+        (
+            "AMQP__URL",
+            "amqps://u:p@127.0.0.1:5671/%2f",
+            "AMQP__CA_FILE",
+            "amqp.ca_file",
+        ),
+    ] {
+        for path in [&missing, &garbage] {
+            let shown = path.display().to_string();
+            let msg = error_text(load(None, &[(url_key, url), (ca_key, &shown)]));
+            assert!(msg.contains(&format!("config key `{name}`")), "{msg}");
+            assert!(msg.contains(&shown), "{msg}");
+        }
+        // A CA file without a TLS URL is a mistake worth stopping for.
+        let msg = error_text(load(None, &[(ca_key, &missing.display().to_string())]));
+        assert!(msg.contains(&format!("config key `{name}`")), "{msg}");
+    }
+    let missing_msg = error_text(load(
+        None,
+        &[
+            ("REDIS__URL", "rediss://127.0.0.1:6380"),
+            ("REDIS__CA_FILE", &missing.display().to_string()),
+        ],
+    ));
+    assert!(missing_msg.contains("cannot read CA file"), "{missing_msg}");
+
+    // rediss:// and amqps:// load without a CA file (the platform's roots then).
+    let c = load(
+        None,
+        &[
+            ("REDIS__URL", "rediss://:pw@cache.example.com:6380/2"),
+            ("AMQP__URL", "amqps://u:pw@mq.example.com:5671/%2f"),
+        ],
+    )?;
+    assert_eq!(c.redis.ca_file, None);
+    assert_eq!(c.amqp.ca_file, None);
+    Ok(())
+}
+
 #[test]
 fn debug_output_hides_passwords() -> anyhow::Result<()> {
     let c = load(

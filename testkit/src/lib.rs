@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod localstripe;
+pub mod rabbit_server;
 pub mod redis_server;
 pub mod smtp;
 pub mod webhook;
@@ -177,8 +178,7 @@ async fn delete_amqp_topology(config: &Config) -> anyhow::Result<()> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let names = dropline_core::clients::amqp::Names::new(&config.amqp.prefix);
     let connection =
-        lapin::Connection::connect(&config.amqp.url, lapin::ConnectionProperties::default())
-            .await?;
+        dropline_core::clients::amqp::connect(&config.amqp, "dropline-test-cleanup").await?;
     let channel = connection.create_channel().await?;
     for queue in names.all_queues() {
         // A queue that was never declared closes the channel with 404: open a new one then.

@@ -1,9 +1,10 @@
 //! Redis servers of a test's own: [`PrivateRedis`] (a `redis-server` on a free port, no
-//! persistence) and [`SentinelGroup`] (a primary, a replica and three Sentinels watching them),
+//! persistence, plain or TLS-only) and [`SentinelGroup`] (a primary, a replica and three Sentinels watching them),
 //! for outage and failover tests that must never touch the machine's shared Redis. Every
 //! process is killed when its handle is dropped, so a failing test leaves nothing running.
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -34,6 +35,51 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .context("starting a private redis-server (is it installed?)")?;
+        Ok(Self { child, port })
+    }
+
+    /// Starts one that speaks TLS only: `--port 0 --tls-port <free>` with the server's
+    /// certificate and key and the CA file (PEM paths); clients need no certificate.
+    /// [`PrivateRedis::port`] is the TLS port. Fails, saying what to install, when
+    /// `redis-server` is missing or was built without TLS.
+    pub async fn start_tls(
+        cert_file: &Path,
+        key_file: &Path,
+        ca_file: &Path,
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut child = Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(cert_file)
+            .arg("--tls-key-file")
+            .arg(key_file)
+            .arg("--tls-ca-cert-file")
+            .arg(ca_file)
+            .args(["--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a private redis-server (apt-get install redis-server, 6.0 or later built with TLS)")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!(
+                    "redis-server with --tls-port exited with {status}: is it built with TLS                      (Debian's redis-server is)?"
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("redis-server did not listen on its TLS port {port} within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(Self { child, port })
     }
 

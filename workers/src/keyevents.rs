@@ -82,7 +82,7 @@ impl ExpiredKeys {
         turn_on: bool,
     ) -> anyhow::Result<(Self, Vec<Notifications>)> {
         let target = RedisTarget::parse(&config.url).context("redis.url")?;
-        let fred_config = target.fred_config()?;
+        let fred_config = target.fred_config(config.ca_file.as_deref())?;
         let db = fred_config.database.unwrap_or(0);
         let channel = format!("__keyevent@{db}__:expired");
         let seed = connect(fred_config.clone()).await?;

@@ -24,6 +24,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
@@ -32,6 +33,7 @@ use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::clients::retry::Backoff;
+use crate::clients::tls;
 use crate::config::{AmqpConfig, redact_url};
 
 /// One work queue of the topology.
@@ -147,6 +149,12 @@ impl Broker {
             match open(config, &names).await {
                 Ok(live) => break live,
                 Err(error) => {
+                    // A refused certificate stays refused: say so now instead of retrying.
+                    if config.url.starts_with("amqps://")
+                        && tls::is_certificate_error(&format!("{error:#}"))
+                    {
+                        return Err(error.context("could not connect to RabbitMQ (amqp.url)"));
+                    }
                     if started.elapsed() + backoff.peek() >= limit {
                         return Err(error.context(format!(
                             "could not reach RabbitMQ at {} within {}s (amqp.url)",
@@ -296,16 +304,37 @@ impl Broker {
     }
 }
 
-async fn open(config: &AmqpConfig, names: &Names) -> anyhow::Result<Live> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("dropline-{}", std::process::id()).into());
-    let connection = tokio::time::timeout(
+/// Opens one AMQP connection to `amqp.url`: every connection of Dropline (and of its tests)
+/// goes through here. `amqps://` is TLS with rustls, trusting the platform's roots and
+/// `amqp.ca_file`; the broker's certificate must name the URL's host. Waits at most 5 s; a
+/// refused certificate is an error that says so, naming the URL (without its password).
+pub async fn connect(config: &AmqpConfig, name: &str) -> anyhow::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: match &config.ca_file {
+            Some(path) if config.url.starts_with("amqps://") => {
+                Some(tls::read_ca_pem("amqp.ca_file", path)?)
+            }
+            _ => None,
+        },
+    };
+    let runtime = lapin::runtime::default_runtime().context("the AMQP client's runtime")?;
+    let url = redact_url(&config.url);
+    tokio::time::timeout(
         Duration::from_secs(5),
-        Connection::connect(&config.url, properties),
+        Connection::connect_with_config(&config.url, properties, tls, runtime),
     )
     .await
-    .context("connect timed out")?
-    .context("connecting to RabbitMQ")?;
+    .with_context(|| format!("connecting to RabbitMQ at {url} timed out"))?
+    .map_err(|e| {
+        let reason = tls::explain(&format!("{e:#}"), &url, "amqp.ca_file");
+        anyhow::anyhow!("connecting to RabbitMQ at {url}: {reason}")
+    })
+}
+
+async fn open(config: &AmqpConfig, names: &Names) -> anyhow::Result<Live> {
+    let connection = connect(config, &format!("dropline-{}", std::process::id())).await?;
     declare_topology(&connection, config, names).await?;
     let publisher = connection.create_channel().await?;
     publisher

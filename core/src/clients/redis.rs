@@ -13,6 +13,7 @@ use fred::prelude::*;
 use fred::types::config::ReconnectPolicy;
 
 use crate::clients::retry::Backoff;
+use crate::clients::tls;
 use crate::config::{RedisConfig, RedisTarget, redact_url};
 
 /// A cheap-to-clone Redis handle: the pool plus the key prefix.
@@ -54,10 +55,16 @@ impl Redis {
                 }
                 outcome => {
                     let reason = match outcome {
-                        Ok(Err(e)) => e.to_string(),
+                        Ok(Err(e)) => {
+                            tls::explain(&e.to_string(), &redact_url(&config.url), "redis.ca_file")
+                        }
                         _ => "timed out".to_owned(),
                     };
                     let _ = pool.quit().await;
+                    // A refused certificate stays refused: say so now instead of retrying.
+                    if target.uses_tls() && tls::is_certificate_error(&reason) {
+                        anyhow::bail!("could not connect to Redis (redis.url): {reason}");
+                    }
                     if started.elapsed() + backoff.peek() >= limit {
                         anyhow::bail!(
                             "could not reach Redis at {} within {}s (redis.url): {reason}",
@@ -111,7 +118,7 @@ impl Redis {
 
 fn build_pool(target: &RedisTarget, config: &RedisConfig) -> anyhow::Result<Pool> {
     let command_timeout = Duration::from_millis(config.command_timeout_ms);
-    Builder::from_config(target.fred_config()?)
+    Builder::from_config(target.fred_config(config.ca_file.as_deref())?)
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(3);
             c.internal_command_timeout = Duration::from_secs(3);
