@@ -85,40 +85,24 @@ async fn stripe(
         tracing::warn!(%error, "Stripe webhook refused");
         return Err(ApiError::new(ErrorCode::Unauthorized, error.to_string()));
     }
-    let event: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
-        return Err(ApiError::bad_request(
-            "a Stripe event has a string `id` and `type`",
-        ));
-    };
+    let event = read_event(&body).map_err(ApiError::bad_request)?;
     let span = tracing::Span::current();
-    span.record("event", id);
-    span.record("kind", kind);
+    span.record("event", event.id.as_str());
+    span.record("kind", event.kind.as_str());
     let received = Json(Received { received: true });
-    if !matches!(
-        kind,
-        "payment_intent.succeeded" | "payment_intent.payment_failed"
-    ) {
-        metrics::counter!("dropline_stripe_webhooks_total", "outcome" => "ignored").increment(1);
-        return Ok(received);
-    }
-    let intent = &event["data"]["object"];
-    let metadata = &intent["metadata"];
-    let parsed = (
-        intent["id"].as_str(),
-        metadata["dropline_order_id"]
-            .as_str()
-            .and_then(|o| OrderId::parse_str(o).ok()),
-        metadata["dropline_sale_id"]
-            .as_str()
-            .and_then(|s| SaleId::parse_str(s).ok()),
-    );
-    let (Some(intent_id), Some(order_id), Some(sale_id)) = parsed else {
-        tracing::info!("a PaymentIntent event without Dropline's metadata: ignored");
+    let Some(ours) = event.payment else {
+        if event.kind.starts_with("payment_intent.") {
+            tracing::info!("a PaymentIntent event without Dropline's metadata: ignored");
+        }
         metrics::counter!("dropline_stripe_webhooks_total", "outcome" => "ignored").increment(1);
         return Ok(received);
     };
+    let (id, intent_id, order_id, sale_id) = (
+        event.id.as_str(),
+        ours.intent_id.as_str(),
+        ours.order_id,
+        ours.sale_id,
+    );
     let seen_key = state.redis.key(&format!("whk:{id}"));
     let first: Option<String> = state
         .redis
@@ -159,4 +143,131 @@ async fn stripe(
     metrics::counter!("dropline_stripe_webhooks_total", "outcome" => "queued").increment(1);
     tracing::info!(order = %order_id, intent = intent_id, "Stripe event queued for the payment worker");
     Ok(received)
+}
+
+/// A Stripe event as the webhook reads it (after its signature was checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeEvent {
+    /// `evt_…`
+    pub id: String,
+    /// `payment_intent.succeeded`, …
+    pub kind: String,
+    /// What the payment worker is told, for a PaymentIntent success or failure carrying our
+    /// metadata; `None` for any other event.
+    pub payment: Option<IntentEvent>,
+}
+
+/// The ids of a PaymentIntent event for Dropline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentEvent {
+    pub intent_id: String,
+    pub order_id: OrderId,
+    pub sale_id: SaleId,
+}
+
+/// Reads an event body: JSON with a string `id` and `type`, else the reason it is refused
+/// (400). Only ids are taken from it; the intent itself is read back from Stripe. Pure (the
+/// `stripe_objects` fuzz target runs it on any bytes).
+pub fn read_event(body: &[u8]) -> Result<StripeEvent, String> {
+    let event: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let (Some(id), Some(kind)) = (event["id"].as_str(), event["type"].as_str()) else {
+        return Err("a Stripe event has a string `id` and `type`".to_owned());
+    };
+    if !is_stripe_id(id) {
+        return Err("a Stripe event's `id` is 1 to 255 letters, digits and `_`".to_owned());
+    }
+    let ours = matches!(
+        kind,
+        "payment_intent.succeeded" | "payment_intent.payment_failed"
+    );
+    let intent = &event["data"]["object"];
+    let metadata = &intent["metadata"];
+    let payment = match (
+        intent["id"].as_str(),
+        metadata["dropline_order_id"]
+            .as_str()
+            .and_then(|o| OrderId::parse_str(o).ok()),
+        metadata["dropline_sale_id"]
+            .as_str()
+            .and_then(|s| SaleId::parse_str(s).ok()),
+    ) {
+        (Some(intent_id), Some(order_id), Some(sale_id))
+            if ours && intent_id.starts_with("pi_") && is_stripe_id(intent_id) =>
+        {
+            Some(IntentEvent {
+                intent_id: intent_id.to_owned(),
+                order_id,
+                sale_id,
+            })
+        }
+        _ => None,
+    };
+    Ok(StripeEvent {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        payment,
+    })
+}
+
+/// Stripe's object ids (`evt_…`, `pi_…`): letters, digits and `_`, at most 255. The intent id
+/// goes into a URL path of the worker's request to Stripe, the event id into a Redis key.
+fn is_stripe_id(id: &str) -> bool {
+    (1..=255).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    #[test]
+    fn only_our_intent_events_carry_a_payment() {
+        let (order, sale) = (OrderId::new_v7(), SaleId::new_v7());
+        let event = |kind: &str, intent: &str| {
+            body(
+                json!({"id": "evt_1", "type": kind, "data": {"object": {"id": intent,
+                "metadata": {"dropline_order_id": order.to_string(),
+                             "dropline_sale_id": sale.to_string()}}}}),
+            )
+        };
+        let read = read_event(&event("payment_intent.succeeded", "pi_1"));
+        assert_eq!(
+            read.map(|e| e.payment),
+            Ok(Some(IntentEvent {
+                intent_id: "pi_1".into(),
+                order_id: order,
+                sale_id: sale
+            }))
+        );
+        for (kind, intent) in [
+            ("charge.refunded", "pi_1"),
+            ("payment_intent.succeeded", "ch_1"),
+            ("payment_intent.succeeded", "pi_../../v1/refunds"),
+        ] {
+            let read = read_event(&event(kind, intent));
+            assert_eq!(read.map(|e| e.payment), Ok(None), "{kind} {intent}");
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_events_are_refused() {
+        for bad in [
+            b"[]".to_vec(),
+            b"not json".to_vec(),
+            body(json!({"id": 1, "type": "x"})),
+            body(json!({"id": "evt 1", "type": "x"})),
+            body(json!({"id": "e".repeat(256), "type": "x"})),
+        ] {
+            assert!(
+                read_event(&bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+    }
 }

@@ -142,7 +142,9 @@ impl Charge {
             .iter()
             .filter(|r| !matches!(r["status"].as_str(), Some("failed" | "canceled")))
             .filter_map(|r| r["amount"].as_i64())
-            .sum();
+            .filter(|amount| *amount > 0)
+            // Saturating: the amounts are Stripe's, and a sum must not overflow.
+            .fold(0_i64, i64::saturating_add);
         Self {
             status: intent.and_then(|i| i["status"].as_str()).map(str::to_owned),
             amount: intent.and_then(|i| i["amount"].as_i64()),
