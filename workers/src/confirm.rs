@@ -431,63 +431,73 @@ impl Confirmer {
 
     /// Publishes `order.confirmed` with the buyer's and the product's names (looked up
     /// together with the other orders confirmed at the same time: [`ledger::recipients`]).
+    /// Its id is fixed per order ([`confirmation_id`]).
     async fn announce(&self, order: &OrderRef) -> anyhow::Result<()> {
-        let Some(Recipient {
-            email,
-            name,
-            product,
-        }) = self.recipient(order).await?
-        else {
-            tracing::warn!(user = %order.user_id, "order paid, but its buyer (or product) has no MySQL row: no order.confirmed");
-            return Ok(());
-        };
-        let envelope = Envelope {
-            id: confirmation_id(order.order_id),
-            ..Envelope::new(
-                kinds::ORDER_CONFIRMED,
-                OrderConfirmed {
-                    order: order.clone(),
-                    email,
-                    name,
-                    product,
-                },
-            )
-        };
-        let payload = envelope.to_json().context("serialising order.confirmed")?;
-        self.broker
-            .publish(kinds::ORDER_CONFIRMED, &envelope.id.to_string(), &payload)
-            .await
-            .with_context(|| format!("publishing order.confirmed of order {}", order.order_id))
+        self.tell_buyer(
+            order,
+            kinds::ORDER_CONFIRMED,
+            Some(confirmation_id(order.order_id)),
+            |Recipient {
+                 email,
+                 name,
+                 product,
+             }| OrderConfirmed {
+                order: order.clone(),
+                email,
+                name,
+                product,
+            },
+        )
+        .await
     }
 
     /// Publishes `order.refunded` so the buyer hears why the money came back. Every copy of
     /// a refunded completion publishes it again (the refund itself is idempotent); the mail
     /// worker sends one e-mail per order.
     async fn announce_refund(&self, order: &OrderRef, reason: RefundReason) -> anyhow::Result<()> {
-        let Some(Recipient {
-            email,
-            name,
-            product,
-        }) = self.recipient(order).await?
-        else {
-            tracing::warn!(user = %order.user_id, "payment refunded, but its buyer (or product) has no MySQL row: no order.refunded");
-            return Ok(());
-        };
-        let envelope = Envelope::new(
+        self.tell_buyer(
+            order,
             kinds::ORDER_REFUNDED,
-            OrderRefunded {
+            None,
+            |Recipient {
+                 email,
+                 name,
+                 product,
+             }| OrderRefunded {
                 order: order.clone(),
                 email,
                 name,
                 product,
                 reason: reason.as_str().to_owned(),
             },
-        );
-        let payload = envelope.to_json().context("serialising order.refunded")?;
+        )
+        .await
+    }
+
+    /// Publishes a message of `kind` for the order's buyer (`id`: a fixed envelope id, or a
+    /// fresh one); nothing when MySQL has no buyer or product row (logged).
+    async fn tell_buyer<T: serde::Serialize>(
+        &self,
+        order: &OrderRef,
+        kind: &str,
+        id: Option<Uuid>,
+        message: impl FnOnce(Recipient) -> T,
+    ) -> anyhow::Result<()> {
+        let Some(recipient) = self.recipient(order).await? else {
+            tracing::warn!(user = %order.user_id, kind, "the buyer (or product) has no MySQL row: not published");
+            return Ok(());
+        };
+        let mut envelope = Envelope::new(kind, message(recipient));
+        if let Some(id) = id {
+            envelope.id = id;
+        }
+        let payload = envelope
+            .to_json()
+            .with_context(|| format!("serialising {kind}"))?;
         self.broker
-            .publish(kinds::ORDER_REFUNDED, &envelope.id.to_string(), &payload)
+            .publish(kind, &envelope.id.to_string(), &payload)
             .await
-            .with_context(|| format!("publishing order.refunded of order {}", order.order_id))
+            .with_context(|| format!("publishing {kind} of order {}", order.order_id))
     }
 
     /// The buyer and product of an order (looked up a batch at a time: [`ledger::recipients`]).
