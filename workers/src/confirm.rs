@@ -74,7 +74,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::payment::validate;
-use crate::provider::PaymentProvider;
+use crate::provider::{Decision, PaymentProvider};
 
 /// Most orders one confirm transaction carries.
 pub const MAX_BATCH: usize = 256;
@@ -527,7 +527,11 @@ impl Confirmer {
             .with_context(|| format!("refunding order {}", order.order_id))?;
         ledger::mark_refunded(&self.mysql, order.order_id).await?;
         metrics::counter!("dropline_refunds_total", "reason" => reason.as_str()).increment(1);
-        self.announce_refund(order, reason).await?;
+        // Only money that went back is announced: a stray approval of a charge the provider
+        // declined (or never made) refunds nothing and mails nothing.
+        if matches!(decision, Decision::Refunded { .. }) {
+            self.announce_refund(order, reason).await?;
+        }
         match reason {
             RefundReason::WouldOversell => tracing::error!(
                 decision = ?decision,
