@@ -128,34 +128,7 @@ fn errors_share_one_schema_with_every_code() {
             "{code} missing from ErrorCode: {codes}"
         );
     }
-    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
-        for (method, op) in item.as_object().into_iter().flatten() {
-            assert!(op.get("default").is_none());
-            for (status, response) in op["responses"].as_object().into_iter().flatten() {
-                if status.starts_with('4') || status.starts_with('5') {
-                    assert_eq!(
-                        response["content"]["application/json"]["schema"]["$ref"],
-                        "#/components/schemas/Error",
-                        "{method} {path} {status}"
-                    );
-                }
-                if status == "429" || status == "503" {
-                    assert!(
-                        response["headers"].get("Retry-After").is_some(),
-                        "{method} {path} {status} without Retry-After"
-                    );
-                }
-            }
-            if op.get("requestBody").is_some() {
-                for status in ["400", "413", "415"] {
-                    assert!(
-                        op["responses"].get(status).is_some(),
-                        "{method} {path} {status}"
-                    );
-                }
-            }
-        }
-    }
+    dropline_testkit::openapi::assert_operations_follow_the_contract(&doc);
 }
 
 #[test]

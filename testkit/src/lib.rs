@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod localstripe;
+pub mod openapi;
 pub mod rabbit_server;
 pub mod redis_server;
 pub mod smtp;
