@@ -76,6 +76,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub payment: PaymentConfig,
     pub expiry: ExpiryConfig,
+    pub draw: DrawConfig,
     pub loadtest: LoadtestConfig,
     pub alerts: AlertsConfig,
 }
@@ -437,6 +438,18 @@ pub struct ExpiryConfig {
     pub rereport_backoff_max_seconds: u64,
 }
 
+/// Draw sales (design/draw.md "Storage, config").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrawConfig {
+    /// The draw leader's period: freeze, reveal, lapse and promote.
+    pub tick_ms: u64,
+    /// How long the entries' digest is public before the seed is revealed.
+    pub reveal_delay_seconds: u64,
+    /// The base of the link in winners' mails (`{public_url}/w/{id}`).
+    pub public_url: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadtestConfig {
@@ -548,6 +561,22 @@ impl Config {
                     self.waitroom.abandon_after_seconds, self.waitroom.return_grace_seconds
                 ),
             ));
+        }
+        positive("draw.tick_ms", self.draw.tick_ms)?;
+        if self.draw.reveal_delay_seconds > 86_400 {
+            return Err(ConfigError::invalid(
+                "draw.reveal_delay_seconds",
+                "at most 86400 (a day)",
+            ));
+        }
+        match url::Url::parse(&self.draw.public_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "draw.public_url",
+                    format!("expected an http(s) URL, got `{}`", self.draw.public_url),
+                ));
+            }
         }
         positive(
             "waitroom.outage_retry_after_seconds",

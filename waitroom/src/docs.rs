@@ -57,6 +57,21 @@ pub enum PlaceState {
     Closed,
 }
 
+/// Where an entrant of a draw sale stands (design/draw.md): `entered` (not ranked yet),
+/// `waitlisted` (ranked, not promoted), `won` (promoted: the pass is in the answer),
+/// `claimed` (ordered and paid), `forfeited` (no order by the deadline, or it ended unpaid),
+/// `not_won` (the sale ended without promoting the entrant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryState {
+    Entered,
+    Waitlisted,
+    Won,
+    Claimed,
+    Forfeited,
+    NotWon,
+}
+
 /// A sale's state (DESIGN §9), derived from the clock, the stock and the operator's switches.
 #[derive(Debug, serde::Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

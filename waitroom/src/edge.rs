@@ -72,6 +72,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::docs::{Error, Jwks, PlaceState, SaleIdParam, SaleState};
+
+mod draw;
 use crate::pow::{self, PowError, PowKey};
 use crate::queue::{
     JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, Verdict, WaitQueue,
@@ -169,6 +171,8 @@ struct Inner {
     /// Concurrent status polls of one sale share one Redis call.
     polls: Polls,
     outage: Outage,
+    /// Draw sales: their entries' MySQL pool and what the edge keeps of them.
+    draws: draw::Draws,
 }
 
 /// How the edge answers while Redis is down or slow (door.md §5; module docs).
@@ -354,7 +358,13 @@ async fn batch_polls(
 }
 
 impl Edge {
-    pub fn new(config: &Config, redis: Redis, secrets: Secrets) -> anyhow::Result<Self> {
+    /// The edge on `redis`; `mysql` holds draw entries only (a pool that may connect lazily).
+    pub fn new(
+        config: &Config,
+        redis: Redis,
+        mysql: sqlx::MySqlPool,
+        secrets: Secrets,
+    ) -> anyhow::Result<Self> {
         let signer = secrets
             .passes
             .signer()
@@ -404,6 +414,7 @@ impl Edge {
             stats: Coalesce::new(),
             polls: Polls::new(redis, Duration::from_secs(w.return_grace_seconds), outage),
             outage,
+            draws: draw::Draws::new(mysql, Duration::from_secs(config.draw.reveal_delay_seconds)),
         })))
     }
 
@@ -421,6 +432,23 @@ pub fn routes() -> OpenApiRouter<Edge> {
         .routes(routes!(status))
         .routes(routes!(stats))
         .routes(routes!(jwks))
+        .routes(routes!(draw::draw_record))
+}
+
+/// A join's answer: a place in a line, or a draw sale's entry (their `state`s never overlap).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum JoinReply {
+    Line(JoinAnswer),
+    Entry(draw::EntryJoinAnswer),
+}
+
+/// A status answer: a place in a line, or a draw sale's entry.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum StatusReply {
+    Line(StatusAnswer),
+    Entry(draw::EntryStatusAnswer),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,6 +692,74 @@ fn judge(
     }
 }
 
+/// The answer to a join refused for `why`, with the metrics label: `refusal` is the edge's
+/// own verdict on the body (the answer when the script refuses for the edge's reason).
+fn refusal_error(
+    sale: SaleId,
+    why: Refusal,
+    refusal: Option<ApiError>,
+    verdict: &Verdict,
+) -> (&'static str, ApiError) {
+    let edge_says = |what: &str| {
+        refusal.clone().unwrap_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "the join script refused with `{what}` although the edge's verdict was {verdict:?}"
+            ))
+        })
+    };
+    match why {
+        Refusal::BadRequest => ("bad_request", edge_says("bad_request")),
+        Refusal::PowRequired => ("pow_required", pow_required(sale)),
+        Refusal::PowInvalid => ("pow_invalid", edge_says("pow_invalid")),
+        Refusal::PowExpired => (
+            "pow_invalid",
+            ApiError::new(
+                ErrorCode::PowInvalid,
+                format!("the challenge has expired; fetch a new one (GET /w/{sale}/challenge)"),
+            ),
+        ),
+        Refusal::PowSpent => (
+            "pow_invalid",
+            ApiError::new(
+                ErrorCode::PowInvalid,
+                format!(
+                    "the challenge was already used by a join; fetch a new one \
+                     (GET /w/{sale}/challenge)"
+                ),
+            ),
+        ),
+        Refusal::CodeRateLimited { retry_after_ms } => (
+            "code_rate_limited",
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "too many wrong access codes; try again later",
+            )
+            .with_retry_after(retry_after_ms.div_ceil(1000).max(1)),
+        ),
+        Refusal::AccessCodeInvalid => (
+            "access_code_invalid",
+            ApiError::code(ErrorCode::AccessCodeInvalid),
+        ),
+        Refusal::AccessCodeUsed => (
+            "access_code_used",
+            ApiError::code(ErrorCode::AccessCodeUsed),
+        ),
+        Refusal::AccessCodeRequired => (
+            "access_code_required",
+            ApiError::new(
+                ErrorCode::AccessCodeRequired,
+                "until the presale ends only buyers with an access code may join: send \
+                 {\"access_code\": \"XXXX-XXXX-XXXX\"}",
+            ),
+        ),
+        // A draw sale takes entries (the join hands it to `draw::join` before this).
+        Refusal::DrawSale => (
+            "draw_sale",
+            ApiError::internal(anyhow::anyhow!("a draw sale's join reached the line")),
+        ),
+    }
+}
+
 fn pow_required(sale: SaleId) -> ApiError {
     ApiError::new(
         ErrorCode::PowRequired,
@@ -682,11 +778,11 @@ fn pow_required(sale: SaleId) -> ApiError {
 /// (`challenge` and `nonce`, door.md §1) and an access code (door.md §2). Checked in this
 /// order: 401, 429, 404, the place already held, 400, 403, 409, `queue_full`.
 #[utoipa::path(post, path = "/w/{sale_id}/join", tag = "line", security(("accessToken" = [])), params(SaleIdParam), request_body(content = JoinBody, description = "Optional: no body is `{}`", content_type = "application/json"), responses(
-    (status = 200, description = "The place in line and its ticket", body = JoinAnswer),
+    (status = 200, description = "The place in line and its ticket; for a draw sale (design/draw.md) the entry and its ticket", body = JoinReply),
+    (status = 409, description = "`access_code_used`: the code's uses were spent by other buyers; a draw sale: `sale_not_open` (before `opens_at`, or paused), `entries_closed` (after the freeze)", body = Error),
     (status = 400, description = "`bad_request`: not JSON, an unknown field, a `nonce` that is not an integer from 0 to 2^53 − 1, a `challenge` without its `nonce`", body = Error),
     (status = 403, description = "`pow_required`, `pow_invalid` (bad, expired or spent challenge, wrong nonce), `access_code_required`, `access_code_invalid`", body = Error),
     (status = 404, description = "`not_found`: no such sale (or not on sale yet)", body = Error),
-    (status = 409, description = "`access_code_used`: the code's uses were spent by other buyers", body = Error),
     (status = 429, description = "`rate_limited`: too many joins from this address or user, or too many wrong access codes", body = Error),
     (status = 503, description = "`queue_full`: the line is full, or `unavailable`: try again after `Retry-After`", body = Error),
 ))]
@@ -696,11 +792,14 @@ async fn join(
     PathId(sale): PathId<SaleId>,
     caller: Caller,
     request: JoinRequest,
-) -> Result<Json<JoinAnswer>, ApiError> {
+) -> Result<Json<JoinReply>, ApiError> {
     let e = &edge.0;
     e.limits.join_ip.check(&caller.ip)?;
     let user = extract::access_claims(&e.access, caller.token())?.sub;
     e.limits.join_user.check(&user)?;
+    if draw::is_draw(&edge, sale).await? == Some(true) {
+        return draw::join(&edge, sale, user, request).await;
+    }
     let options = JoinOptions {
         max_queue_length: e.max_queue_length,
         return_grace: e.return_grace,
@@ -720,69 +819,7 @@ async fn join(
     let (status, new) = match outcome {
         JoinOutcome::Standing { status, new } => (status, new),
         JoinOutcome::Refused(why) => {
-            let edge_says = |what: &str| {
-                refusal.clone().unwrap_or_else(|| {
-                    ApiError::internal(anyhow::anyhow!(
-                        "wr_join refused with `{what}` although the edge's verdict was {verdict:?}"
-                    ))
-                })
-            };
-            let (result, error) = match why {
-                Refusal::BadRequest => ("bad_request", edge_says("bad_request")),
-                Refusal::PowRequired => ("pow_required", pow_required(sale)),
-                Refusal::PowInvalid => ("pow_invalid", edge_says("pow_invalid")),
-                Refusal::PowExpired => (
-                    "pow_invalid",
-                    ApiError::new(
-                        ErrorCode::PowInvalid,
-                        format!(
-                            "the challenge has expired; fetch a new one (GET /w/{sale}/challenge)"
-                        ),
-                    ),
-                ),
-                Refusal::PowSpent => (
-                    "pow_invalid",
-                    ApiError::new(
-                        ErrorCode::PowInvalid,
-                        format!(
-                            "the challenge was already used by a join; fetch a new one \
-                             (GET /w/{sale}/challenge)"
-                        ),
-                    ),
-                ),
-                Refusal::CodeRateLimited { retry_after_ms } => (
-                    "code_rate_limited",
-                    ApiError::new(
-                        ErrorCode::RateLimited,
-                        "too many wrong access codes; try again later",
-                    )
-                    .with_retry_after(retry_after_ms.div_ceil(1000).max(1)),
-                ),
-                Refusal::AccessCodeInvalid => (
-                    "access_code_invalid",
-                    ApiError::code(ErrorCode::AccessCodeInvalid),
-                ),
-                Refusal::AccessCodeUsed => (
-                    "access_code_used",
-                    ApiError::code(ErrorCode::AccessCodeUsed),
-                ),
-                Refusal::AccessCodeRequired => (
-                    "access_code_required",
-                    ApiError::new(
-                        ErrorCode::AccessCodeRequired,
-                        "until the presale ends only buyers with an access code may join: send \
-                         {\"access_code\": \"XXXX-XXXX-XXXX\"}",
-                    ),
-                ),
-                // Entering a draw is not built yet (#23): a draw sale never gets a line.
-                Refusal::DrawSale => (
-                    "draw_sale",
-                    ApiError::new(
-                        ErrorCode::SaleNotOpen,
-                        "this sale is a draw and does not take entries here yet",
-                    ),
-                ),
-            };
+            let (result, error) = refusal_error(sale, why, refusal, &verdict);
             tracing::debug!(result, reason = ?why, "join refused");
             metrics::counter!("dropline_waitroom_joins_total", "result" => result).increment(1);
             return Err(error);
@@ -803,7 +840,7 @@ async fn join(
     )
     .increment(1);
     let expires = epoch_seconds().saturating_add(TICKET_TTL.as_secs());
-    Ok(Json(JoinAnswer {
+    Ok(Json(JoinReply::Line(JoinAnswer {
         state: status.place.state(),
         position: status.place.position(),
         eta_seconds: eta_seconds(&status, e.tick),
@@ -812,7 +849,7 @@ async fn join(
         opens_at: rfc3339(status.opens_at_ms),
         notice: status.notice.as_deref().map(str::to_owned),
         group: status.group.as_deref().map(str::to_owned),
-    }))
+    })))
 }
 
 /// A proof-of-work challenge.
@@ -883,7 +920,7 @@ async fn challenge(
 /// place silent past the return grace is lost). Once admitted the answer carries the pass for
 /// the api's `POST /api/orders` (`Dropline-Pass`), valid until `pass_expires_at`.
 #[utoipa::path(get, path = "/w/{sale_id}/status", tag = "line", security(("ticket" = [])), params(SaleIdParam), responses(
-    (status = 200, description = "The place, and the pass once admitted", body = StatusAnswer),
+    (status = 200, description = "The place, and the pass once admitted; for a draw sale the entry's standing, and the pass once won", body = StatusReply),
     (status = 401, description = "`unauthorized`: no ticket, or one forged, expired or for another sale", body = Error),
     (status = 404, description = "`not_found`: no such sale, or not in line (never joined, left, silent past the grace, admission lapsed)", body = Error),
     (status = 429, description = "`rate_limited`: too many polls from this address or user", body = Error),
@@ -893,11 +930,14 @@ async fn status(
     State(edge): State<Edge>,
     PathId(sale): PathId<SaleId>,
     caller: Caller,
-) -> Result<Json<StatusAnswer>, ApiError> {
+) -> Result<Json<StatusReply>, ApiError> {
     let e = &edge.0;
     e.limits.status_ip.check(&caller.ip)?;
     let user = ticket_user(&edge, sale, caller.token())?;
     e.limits.status_user.check(&user)?;
+    if draw::is_draw(&edge, sale).await? == Some(true) {
+        return draw::status(&edge, sale, user).await;
+    }
     let status = e.polls.poll(sale, user).await?.ok_or_else(no_such_sale)?;
     let (pass, pass_expires_at) = match status.place {
         Place::NotQueued => {
@@ -908,12 +948,12 @@ async fn status(
             ));
         }
         Place::Admitted { deadline_ms } => {
-            let pass = mint_pass(&edge, sale, user, &status, deadline_ms)?;
+            let pass = sign_pass(&edge, sale, user, status.now_ms, deadline_ms)?;
             (Some(pass), Some(rfc3339(deadline_ms)))
         }
         _ => (None, None),
     };
-    Ok(Json(StatusAnswer {
+    Ok(Json(StatusReply::Line(StatusAnswer {
         state: status.place.state(),
         position: status.place.position(),
         eta_seconds: eta_seconds(&status, e.tick),
@@ -922,7 +962,7 @@ async fn status(
         pass_expires_at,
         notice: status.notice.as_deref().map(str::to_owned),
         group: status.group.as_deref().map(str::to_owned),
-    }))
+    })))
 }
 
 /// Leave the line.
@@ -930,9 +970,11 @@ async fn status(
 /// Gives up the place, or the admission. Idempotent: leaving twice, or after the place was
 /// lost, is 204 again.
 #[utoipa::path(delete, path = "/w/{sale_id}/join", tag = "line", security(("ticket" = [])), params(SaleIdParam), responses(
-    (status = 204, description = "Not in line (any more)"),
+    (status = 204, description = "Not in line (any more); a draw sale's entry is withdrawn"),
     (status = 401, description = "`unauthorized`: no ticket, or one forged, expired or for another sale", body = Error),
     (status = 404, description = "`not_found`: the sale id is not a UUID", body = Error),
+    (status = 409, description = "`entries_closed`: a draw sale's entries are frozen, an entry can no longer be withdrawn", body = Error),
+    (status = 503, description = "`unavailable`: try again after `Retry-After`", body = Error),
 ))]
 #[tracing::instrument(skip_all, fields(sale_id = %sale))]
 async fn leave(
@@ -941,6 +983,9 @@ async fn leave(
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     let user = ticket_user(&edge, sale, caller.token())?;
+    if draw::is_draw(&edge, sale).await? == Some(true) {
+        return draw::leave(&edge, sale, user).await;
+    }
     let removed = edge
         .0
         .outage
@@ -1032,14 +1077,14 @@ fn ticket_user(edge: &Edge, sale: SaleId, token: Option<&str>) -> Result<UserId,
 
 /// The pass of an admitted buyer: valid from the admission to its deadline, the same
 /// expiry on every replica (both come from Redis).
-fn mint_pass(
+fn sign_pass(
     edge: &Edge,
     sale: SaleId,
     user: UserId,
-    status: &Status,
+    now_ms: u64,
     deadline_ms: u64,
 ) -> Result<String, ApiError> {
-    let iat = i64::try_from(status.now_ms / 1000).unwrap_or(i64::MAX);
+    let iat = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     let exp = i64::try_from(deadline_ms / 1000).unwrap_or(i64::MAX);
     let claims = PassClaims::new(user, sale, iat, exp);
     let pass = tokens::sign(&edge.0.passes, &claims).map_err(ApiError::internal)?;

@@ -5,7 +5,7 @@
 //! tickets waiting buyers poll with ([`ticket`]), the proof of work a sale may ask of a join
 //! ([`pow`]), the queue in Redis ([`queue`], Lua in
 //! `lua/wr_*.lua`), the admitter, the waiting page ([`page`]) and the administrators' control room
-//! ([`control`]). It needs Redis only.
+//! ([`control`]). It needs Redis, and MySQL for draw sales' entries only (design/draw.md).
 //!
 //! Every JSON route is registered through `utoipa-axum`'s `routes!`, so the `#[utoipa::path]`
 //! annotation next to a handler is what both documents and registers it; [`openapi`] is the
@@ -72,11 +72,17 @@ pub fn build_on(
     secrets: Secrets,
 ) -> anyhow::Result<Server> {
     let redis = deps.redis()?.clone();
+    // Draw entries only: a process that connected MySQL shares its pool, the waitroom alone
+    // gets one that connects on first use (it starts and serves lines without MySQL).
+    let mysql = match &deps.mysql {
+        Some(pool) => pool.clone(),
+        None => dropline_core::clients::mysql::lazy(&config.mysql)?,
+    };
     let readiness = Readiness::new(vec![Dependency::Redis(redis.clone())]);
     let access = secrets.access.clone();
     let (edge_routes, _) = edge::routes().split_for_parts();
     let routes = edge_routes
-        .with_state(edge::Edge::new(config, redis.clone(), secrets)?)
+        .with_state(edge::Edge::new(config, redis.clone(), mysql, secrets)?)
         .merge(page::routes(&config.waitroom)?)
         .merge(control::routes(&config.waitroom, redis, access)?)
         .merge(openapi_route());

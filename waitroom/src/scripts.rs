@@ -24,8 +24,11 @@ pub static WR_CONTROL: Script = lua_script!("wr_control");
 /// (`lua/wr_challenge.lua`).
 pub static WR_CHALLENGE: Script = lua_script!("wr_challenge");
 
+/// A draw sale's entry: read, and a join's proof of work judged (`lua/wr_entry.lua`).
+pub static WR_ENTRY: Script = lua_script!("wr_entry");
+
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 8] {
+pub fn all() -> [&'static Script; 9] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -35,5 +38,6 @@ pub fn all() -> [&'static Script; 8] {
         &WR_STATS,
         &WR_CONTROL,
         &WR_CHALLENGE,
+        &WR_ENTRY,
     ]
 }

@@ -53,6 +53,29 @@ pub async fn connect_existing(config: &MysqlConfig) -> anyhow::Result<MySqlPool>
     .await
 }
 
+/// A pool that connects on first use and never waits at start: for a process whose main work
+/// needs no MySQL (the waiting room, which writes only draw entries), so that it starts and
+/// serves its lines while MySQL is down; a query then fails after the pool's acquire timeout.
+pub fn lazy(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
+    let options = MySqlConnectOptions::from_str(&config.url)
+        .with_context(|| format!("mysql.url `{}` is not valid", redact_url(&config.url)))?;
+    anyhow::ensure!(
+        options.get_database().is_some(),
+        "mysql.url names no database"
+    );
+    Ok(MySqlPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire(true)
+        .connect_lazy_with(
+            options
+                .charset("utf8mb4")
+                .log_statements(tracing::log::LevelFilter::Trace),
+        ))
+}
+
 /// The pool on `options`, once one query went through (waiting at most `deadline`).
 async fn open(
     config: &MysqlConfig,

@@ -48,6 +48,8 @@ pub enum ErrorCode {
     AccessCodeInvalid,
     /// design/door.md §2: the code's uses were spent by other buyers.
     AccessCodeUsed,
+    /// design/draw.md: a new entry or a withdrawal after the draw's entries were frozen.
+    EntriesClosed,
 }
 
 impl ErrorCode {
@@ -61,7 +63,7 @@ impl ErrorCode {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             IdempotencyKeyReused | IdempotencyKeyInUse | SoldOut | LimitExceeded | SaleNotOpen
-            | InvalidState | EmailTaken | AccessCodeUsed => StatusCode::CONFLICT,
+            | InvalidState | EmailTaken | AccessCodeUsed | EntriesClosed => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -100,6 +102,7 @@ impl ErrorCode {
             AccessCodeRequired => "access_code_required",
             AccessCodeInvalid => "access_code_invalid",
             AccessCodeUsed => "access_code_used",
+            EntriesClosed => "entries_closed",
         }
     }
 
@@ -153,6 +156,7 @@ impl ErrorCode {
             AccessCodeRequired => "this presale needs an access code",
             AccessCodeInvalid => "this access code is not valid for this sale",
             AccessCodeUsed => "this access code was already used",
+            EntriesClosed => "the draw's entries are closed",
         }
     }
 }

@@ -26,6 +26,9 @@
 //! | `payreq:<order>` | string | the api's claim on publishing the order's `payment.requested`: `pending` while one is published, `sent` once the broker confirmed it (TTL the payment timeout) |
 //! | `paycard:<order>` | string | the card token of the order's first pay, the one every request for it carries |
 //! | `pow:<random>` | string | a proof-of-work challenge spent by a join (door.md §1; expires with the challenge) |
+//! | `ent` | hash | a draw sale's entries (design/draw.md): user (16 raw bytes) → entry id (32 hex), `:<rank>` once ranked, `-` in front once withdrawn; an index of MySQL `draw_entries` |
+//! | `drw` | hash | a draw's counters: `promoted` (wins handed out) |
+//! | `win` | hash | a draw's wins: user → `<claim deadline ms>:<max_quantity>` while open, `claimed`, `forfeited` |
 
 use crate::clients::redis::Redis;
 use crate::ids::{OrderId, SaleId, UserId};
@@ -168,6 +171,21 @@ impl SaleKeys {
     }
 
     /// `pow:<id>`, the spent marker of a proof-of-work challenge (`id`: its random part in hex).
+    /// `ent`, a draw sale's entries by user.
+    pub fn entries(&self) -> String {
+        self.named("ent")
+    }
+
+    /// `drw`, a draw's counters.
+    pub fn draw_counters(&self) -> String {
+        self.named("drw")
+    }
+
+    /// `win`, a draw's wins by user.
+    pub fn wins(&self) -> String {
+        self.named("win")
+    }
+
     pub fn pow_spent(&self, id: &str) -> String {
         format!("{}pow:{id}", self.base)
     }

@@ -17,6 +17,7 @@
 
 pub mod door;
 pub mod draw;
+pub mod entries;
 pub mod keys;
 
 use std::fmt;

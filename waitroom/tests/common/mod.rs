@@ -37,6 +37,16 @@ pub struct Server {
 impl Server {
     /// Starts a server with `overrides` (`DROPLINE_` keys without the prefix) on its own prefix.
     pub async fn launch(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::launch_with(overrides, false).await
+    }
+
+    /// As [`Server::launch`], with this test's MySQL database connected (and migrated) too, as
+    /// `dropline all` runs it: draw sales keep their entries there.
+    pub async fn launch_with_mysql(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::launch_with(overrides, true).await
+    }
+
+    async fn launch_with(overrides: &[(&str, &str)], mysql: bool) -> anyhow::Result<Self> {
         let env = TestEnv::with_overrides(overrides)?;
         let mut config = env.config.clone();
         dropline_core::auth::keys::fill_dev_secrets(&mut config)?;
@@ -52,6 +62,7 @@ impl Server {
             &config,
             Needs {
                 redis: true,
+                mysql,
                 ..Needs::default()
             },
         )
