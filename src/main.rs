@@ -74,7 +74,8 @@ enum Command {
 #[derive(Debug, Args)]
 struct WorkerArgs {
     /// Which worker: payment (calls the payment provider), confirm (records outcomes in MySQL),
-    /// expiry (releases timed-out holds: keyspace events + sweeper), mail (sends e-mail), or all.
+    /// expiry (releases timed-out holds: keyspace events + sweeper), mail (sends e-mail), draw
+    /// (the draw leader: freezes, reveals and ranks draw sales), or all.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(Kind::NAMES))]
     kind: String,
     /// Where to serve /healthz, /readyz and /metrics (default: workers.metrics_listen).

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod draw;
 pub mod localstripe;
 pub mod openapi;
 pub mod rabbit_server;

@@ -433,6 +433,7 @@ pub fn routes() -> OpenApiRouter<Edge> {
         .routes(routes!(stats))
         .routes(routes!(jwks))
         .routes(routes!(draw::draw_record))
+        .routes(routes!(draw::draw_entries))
 }
 
 /// A join's answer: a place in a line, or a draw sale's entry (their `state`s never overlap).

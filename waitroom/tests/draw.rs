@@ -9,14 +9,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dropline_core::ids::{ProductId, SaleId, UserId};
-use dropline_core::sale::draw::{self, DrawSettings};
+use dropline_core::ids::{SaleId, UserId};
+use dropline_core::sale::draw::DrawSettings;
 use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate, entries};
 use dropline_testkit::assert_error;
 use dropline_waitroom::pow;
 use fred::prelude::*;
 use futures_util::StreamExt;
-use rand::RngCore;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -25,71 +24,23 @@ mod common;
 
 use common::Server;
 
-/// A draw sale: `opens_in` from now (negative: already open), entries closing `close_in`
-/// from now, in MySQL (sale and draw rows, as the api writes them) and armed in Redis.
+/// A draw sale of 10 units (testkit::draw::sale).
 async fn draw_sale(
     server: &Server,
     opens_in: chrono::Duration,
     close_in: chrono::Duration,
     door: &Door,
 ) -> anyhow::Result<SaleId> {
-    let pool = server.deps.mysql()?;
-    let product = ProductId::new_v7();
-    let id = SaleId::new_v7();
-    let now = Utc::now();
-    let opens_at = now + opens_in;
-    let close_at = now + close_in;
-    sqlx::query(
-        "INSERT INTO products (id, name, price, currency, created_at) \
-         VALUES (?, 'Sneakers', 15000, 'KRW', UTC_TIMESTAMP(3))",
+    dropline_testkit::draw::sale(
+        server.deps.mysql()?,
+        server.redis()?,
+        10,
+        opens_in,
+        close_in,
+        door,
+        None,
     )
-    .bind(product)
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "INSERT INTO sales (id, product_id, stock_total, opens_at, per_user_limit, hold_seconds, \
-           admit_per_second, pow_difficulty, mode, entries_close_at, claim_seconds, created_at, \
-           updated_at) \
-         VALUES (?, ?, 10, ?, 1, 600, 100, ?, 'draw', ?, 1800, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
-    )
-    .bind(id)
-    .bind(product)
-    .bind(opens_at.naive_utc())
-    .bind(door.pow_difficulty)
-    .bind(close_at.naive_utc())
-    .execute(pool)
-    .await?;
-    let mut seed = [0u8; 32];
-    rand::rng().fill_bytes(&mut seed);
-    sqlx::query("INSERT INTO draws (sale_id, seed, seed_commitment) VALUES (?, ?, ?)")
-        .bind(id)
-        .bind(&seed[..])
-        .bind(&draw::seed_commitment(&seed)[..])
-        .execute(pool)
-        .await?;
-    let config = SaleConfig {
-        product_id: product,
-        price: 15000,
-        currency: "KRW".into(),
-        stock_total: 10,
-        opens_at,
-        closes_at: None,
-        per_user_limit: 1,
-        hold_seconds: 600,
-        admit_per_second: 100,
-        max_active: None,
-        paused: false,
-        closed: false,
-    };
-    let settings = DrawSettings {
-        entries_close_at: close_at,
-        claim_seconds: 1800,
-    };
-    anyhow::ensure!(
-        sale::arm_full(server.redis()?, id, &config, door, Some(&settings), 0, 0).await?,
-        "sale {id} was armed already"
-    );
-    Ok(id)
+    .await
 }
 
 /// An open draw sale taking entries for an hour.
@@ -103,27 +54,8 @@ async fn entering_sale(server: &Server) -> anyhow::Result<SaleId> {
     .await
 }
 
-/// `n` accounts with verified addresses (or not).
 async fn accounts(server: &Server, n: usize, verified: bool) -> anyhow::Result<Vec<UserId>> {
-    let pool = server.deps.mysql()?;
-    let users: Vec<UserId> = (0..n).map(|_| UserId::new_v7()).collect();
-    for chunk in users.chunks(500) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO users (id, email, password_hash, name, email_verified_at, created_at, \
-             updated_at) ",
-        );
-        q.push_values(chunk, |mut row, user| {
-            row.push_bind(*user)
-                .push_bind(format!("{user}@example.test"))
-                .push_bind("x")
-                .push_bind("Entrant")
-                .push_bind(verified.then(|| Utc::now().naive_utc()))
-                .push_bind(Utc::now().naive_utc())
-                .push_bind(Utc::now().naive_utc());
-        });
-        q.build().execute(pool).await?;
-    }
-    Ok(users)
+    dropline_testkit::draw::accounts(server.deps.mysql()?, n, verified).await
 }
 
 impl Server {

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub mod batch;
 pub mod confirm;
 pub mod consumer;
+pub mod draw;
 pub mod envelope;
 pub mod expiry;
 pub mod keyevents;
@@ -48,11 +49,13 @@ pub enum Kind {
     Confirm,
     Expiry,
     Mail,
+    /// The draw leader (design/draw.md): freezes, reveals and ranks draw sales.
+    Draw,
     All,
 }
 
 impl Kind {
-    pub const NAMES: [&'static str; 5] = ["payment", "confirm", "expiry", "mail", "all"];
+    pub const NAMES: [&'static str; 6] = ["payment", "confirm", "expiry", "mail", "draw", "all"];
 
     /// What the worker connects to.
     pub fn needs(self) -> Needs {
@@ -75,6 +78,7 @@ impl fmt::Display for Kind {
             Self::Confirm => "confirm",
             Self::Expiry => "expiry",
             Self::Mail => "mail",
+            Self::Draw => "draw",
             Self::All => "all",
         })
     }
@@ -89,6 +93,7 @@ impl FromStr for Kind {
             "confirm" => Ok(Self::Confirm),
             "expiry" => Ok(Self::Expiry),
             "mail" => Ok(Self::Mail),
+            "draw" => Ok(Self::Draw),
             "all" => Ok(Self::All),
             other => Err(format!(
                 "unknown worker kind `{other}`; expected one of {}",
@@ -124,13 +129,14 @@ pub async fn run(
             result.with_context(|| format!("the {kind} worker"))
         }
     };
-    let (payment, confirm, expiry, mail) = tokio::join!(
+    let (payment, confirm, expiry, mail, draw) = tokio::join!(
         guarded(Kind::Payment),
         guarded(Kind::Confirm),
         guarded(Kind::Expiry),
         guarded(Kind::Mail),
+        guarded(Kind::Draw),
     );
-    payment.and(confirm).and(expiry).and(mail)
+    payment.and(confirm).and(expiry).and(mail).and(draw)
 }
 
 async fn run_one(
@@ -141,6 +147,7 @@ async fn run_one(
 ) -> anyhow::Result<()> {
     match kind {
         Kind::Mail => mail::run(config, deps, shutdown).await,
+        Kind::Draw => draw::run(config, deps, shutdown).await,
         Kind::Payment => payment::run(config, deps, make_provider(config, deps)?, shutdown).await,
         Kind::Confirm => confirm::run(config, deps, make_provider(config, deps)?, shutdown).await,
         Kind::Expiry => expiry::run(config, deps, make_provider(config, deps)?, shutdown).await,

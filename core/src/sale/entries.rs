@@ -16,6 +16,9 @@ use sqlx::{MySql, MySqlPool, Transaction};
 use super::draw::EntryId;
 use crate::ids::{SaleId, UserId};
 
+/// A nullable time column.
+type Time = Option<DateTime<Utc>>;
+
 /// What an entry attempt ended as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entered {
@@ -60,7 +63,7 @@ async fn lock_shared(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<bool>> {
     // The shared lock on the sale row orders every entry against the freeze's exclusive one.
-    let row: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<(Time, Time)> = sqlx::query_as(
         "SELECT s.entries_close_at, d.frozen_at FROM sales s \
          JOIN draws d ON d.sale_id = s.id \
          WHERE s.id = ? AND s.mode = 'draw' LOCK IN SHARE MODE",
@@ -364,4 +367,171 @@ pub async fn freeze(
     .context("writing the freeze")?;
     tx.commit().await.context("committing the freeze")?;
     Ok(Some(frozen))
+}
+
+/// Where a draw stands in MySQL: what the leader does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub entries_close_at: DateTime<Utc>,
+    pub frozen_at: Option<DateTime<Utc>>,
+    pub drawn_at: Option<DateTime<Utc>>,
+}
+
+/// The progress of the draw of `sale`; `None` for an fcfs sale or no such sale.
+pub async fn progress(pool: &MySqlPool, sale: SaleId) -> anyhow::Result<Option<Progress>> {
+    let row: Option<(Time, Time, Time)> = sqlx::query_as(
+        "SELECT s.entries_close_at, d.frozen_at, d.drawn_at FROM sales s \
+             JOIN draws d ON d.sale_id = s.id WHERE s.id = ? AND s.mode = 'draw'",
+    )
+    .bind(sale)
+    .fetch_optional(pool)
+    .await
+    .with_context(|| format!("reading the draw progress of sale {sale}"))?;
+    Ok(match row {
+        Some((Some(entries_close_at), frozen_at, drawn_at)) => Some(Progress {
+            entries_close_at,
+            frozen_at,
+            drawn_at,
+        }),
+        _ => None,
+    })
+}
+
+/// Rows written per statement when ranks are stored.
+const RANK_CHUNK: usize = 1_000;
+
+/// Reveals the seed of a frozen draw and ranks its entries (dropline-draw-v1 steps 3 and 4):
+/// in one transaction, every frozen entry's `draw_rank` and the draw's `drawn_at`, so the seed
+/// is never public without the ranking it decides. Idempotent: a revealed draw is left as it
+/// is. `Ok(None)` when the draw is not frozen (or no such draw); the entry count otherwise.
+pub async fn reveal(
+    pool: &MySqlPool,
+    sale: SaleId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<u32>> {
+    let mut tx = pool.begin().await.context("starting the reveal")?;
+    let row: Option<(Vec<u8>, Option<u32>, Time)> = sqlx::query_as(
+        "SELECT seed, entry_count, drawn_at FROM draws \
+         WHERE sale_id = ? AND frozen_at IS NOT NULL FOR UPDATE",
+    )
+    .bind(sale)
+    .fetch_optional(&mut *tx)
+    .await
+    .with_context(|| format!("locking the draw of sale {sale} for the reveal"))?;
+    let Some((seed, count, drawn_at)) = row else {
+        return Ok(None);
+    };
+    if drawn_at.is_some() {
+        return Ok(count);
+    }
+    let seed = bytes32("a seed", &seed)?;
+    let ids: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT id FROM draw_entries WHERE sale_id = ? AND withdrawn_at IS NULL FOR UPDATE",
+    )
+    .bind(sale)
+    .fetch_all(&mut *tx)
+    .await
+    .context("reading the frozen entries")?;
+    let ids = ids
+        .iter()
+        .map(|(id,)| entry_id(id))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        count == Some(u32::try_from(ids.len()).unwrap_or(u32::MAX)),
+        "sale {sale}: {} entries now, {count:?} frozen: the list changed after the freeze",
+        ids.len()
+    );
+    let ranked = super::draw::rank(&seed, &ids);
+    for (chunk_no, chunk) in ranked.chunks(RANK_CHUNK).enumerate() {
+        // One statement per chunk: id -> rank through a CASE keyed by the primary key.
+        let mut q =
+            sqlx::QueryBuilder::<MySql>::new("UPDATE draw_entries SET draw_rank = CASE id ");
+        for (i, id) in chunk.iter().enumerate() {
+            let rank = u32::try_from(chunk_no * RANK_CHUNK + i + 1).context("rank past 2^32")?;
+            q.push("WHEN ")
+                .push_bind(id.to_vec())
+                .push(" THEN ")
+                .push_bind(rank)
+                .push(" ");
+        }
+        q.push("END WHERE sale_id = ")
+            .push_bind(sale)
+            .push(" AND id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.to_vec());
+        }
+        list.push_unseparated(")");
+        q.build().execute(&mut *tx).await.context("writing ranks")?;
+    }
+    sqlx::query("UPDATE draws SET drawn_at = ?, ranked_at = ? WHERE sale_id = ?")
+        .bind(now.naive_utc())
+        .bind(now.naive_utc())
+        .bind(sale)
+        .execute(&mut *tx)
+        .await
+        .context("writing the reveal")?;
+    tx.commit().await.context("committing the reveal")?;
+    Ok(count)
+}
+
+/// One ranked entry, for the index and the public lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranked {
+    pub rank: u32,
+    pub entry: EntryId,
+    pub user: UserId,
+}
+
+/// The ranked entries of `sale` from rank `after` + 1, at most `limit`, by rank.
+pub async fn ranked(
+    pool: &MySqlPool,
+    sale: SaleId,
+    after: u32,
+    limit: u32,
+) -> anyhow::Result<Vec<Ranked>> {
+    let rows: Vec<(u32, Vec<u8>, UserId)> = sqlx::query_as(
+        "SELECT draw_rank, id, user_id FROM draw_entries \
+         WHERE sale_id = ? AND draw_rank > ? ORDER BY draw_rank LIMIT ?",
+    )
+    .bind(sale)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("reading ranked entries")?;
+    rows.into_iter()
+        .map(|(rank, id, user)| {
+            Ok(Ranked {
+                rank,
+                entry: entry_id(&id)?,
+                user,
+            })
+        })
+        .collect()
+}
+
+/// The frozen list's ids after `after` (exclusive), ascending, at most `limit`: the public
+/// entries list (`GET /w/{id}/draw/entries`).
+pub async fn frozen_ids(
+    pool: &MySqlPool,
+    sale: SaleId,
+    after: Option<EntryId>,
+    limit: u32,
+) -> anyhow::Result<Vec<EntryId>> {
+    let sql = if after.is_some() {
+        "SELECT id FROM draw_entries WHERE sale_id = ? AND withdrawn_at IS NULL AND id > ? \
+         ORDER BY id LIMIT ?"
+    } else {
+        "SELECT id FROM draw_entries WHERE sale_id = ? AND withdrawn_at IS NULL AND id >= ? \
+         ORDER BY id LIMIT ?"
+    };
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(sql)
+        .bind(sale)
+        .bind(after.unwrap_or([0; 16]).to_vec())
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .context("reading the frozen entries")?;
+    rows.iter().map(|(id,)| entry_id(id)).collect()
 }

@@ -27,7 +27,8 @@
 //! | `paycard:<order>` | string | the card token of the order's first pay, the one every request for it carries |
 //! | `pow:<random>` | string | a proof-of-work challenge spent by a join (door.md §1; expires with the challenge) |
 //! | `ent` | hash | a draw sale's entries (design/draw.md): user (16 raw bytes) → entry id (32 hex), `:<rank>` once ranked, `-` in front once withdrawn; an index of MySQL `draw_entries` |
-//! | `drw` | hash | a draw's counters: `promoted` (wins handed out) |
+//! | `rk` | hash | a draw's ranking: rank (decimal) → user (16 raw bytes), written by the draw leader after the reveal |
+//! | `drw` | hash | a draw's counters: `ranked` (the ranking is indexed: its length), `promoted` (wins handed out) |
 //! | `win` | hash | a draw's wins: user → `<claim deadline ms>:<max_quantity>` while open, `claimed`, `forfeited` |
 
 use crate::clients::redis::Redis;
@@ -174,6 +175,11 @@ impl SaleKeys {
     /// `ent`, a draw sale's entries by user.
     pub fn entries(&self) -> String {
         self.named("ent")
+    }
+
+    /// `rk`, a draw's ranking: rank → user.
+    pub fn ranks(&self) -> String {
+        self.named("rk")
     }
 
     /// `drw`, a draw's counters.

@@ -737,6 +737,91 @@ async fn record(edge: &Edge, sale: SaleId) -> Result<Option<entries::DrawRecord>
     Ok(loaded)
 }
 
+/// Entries in a page of `GET /w/{sale}/draw/entries` (draw.md).
+const ENTRIES_PAGE: u32 = 10_000;
+
+/// `?cursor=` of the entries list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct EntriesQuery {
+    /// From a previous page's `next_cursor`; absent for the first page.
+    #[param(pattern = "^[0-9a-f]{32}$")]
+    cursor: Option<String>,
+}
+
+/// A page of the frozen entry list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EntriesPage {
+    /// Entry ids (32 lowercase hex digits), ascending.
+    items: Vec<String>,
+    /// The next page's cursor; `null` on the last page.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    next_cursor: Option<String>,
+}
+
+/// The frozen entry list of a draw.
+///
+/// Public, once entries are frozen: every entry id in ascending byte order, 10,000 a page, so
+/// that anyone can recompute `entries_digest` and `entry_count`, and with the seed the whole
+/// ranking (design/draw.md, `dropline-draw-v1`).
+#[utoipa::path(get, path = "/w/{sale_id}/draw/entries", tag = "draw", params(SaleIdParam, EntriesQuery), responses(
+    (status = 200, description = "A page of entry ids", body = EntriesPage),
+    (status = 400, description = "`bad_request`: a cursor that is not one", body = Error),
+    (status = 404, description = "`not_found`: no such sale, or not a draw sale", body = Error),
+    (status = 409, description = "`invalid_state`: entries are not frozen yet", body = Error),
+    (status = 503, description = "`unavailable`: try again after `Retry-After`", body = Error),
+))]
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+pub(super) async fn draw_entries(
+    State(edge): State<Edge>,
+    PathId(sale): PathId<SaleId>,
+    axum::extract::Query(query): axum::extract::Query<EntriesQuery>,
+) -> Result<Json<EntriesPage>, ApiError> {
+    let after = match query.cursor.as_deref() {
+        None => None,
+        Some(cursor) => {
+            let mut id: EntryId = [0; 16];
+            if cursor.len() != 32
+                || !cursor
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                || hex::decode_to_slice(cursor, &mut id).is_err()
+            {
+                return Err(ApiError::bad_request(
+                    "`cursor` must be a `next_cursor` of this list (32 lowercase hex digits)",
+                ));
+            }
+            Some(id)
+        }
+    };
+    if is_draw(&edge, sale).await? != Some(true) {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such draw sale"));
+    }
+    let record = record(&edge, sale)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such draw sale"))?;
+    if record.entry_count.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "entries are not frozen yet: the list is published at entries_close_at",
+        ));
+    }
+    let ids = mysql(
+        &edge,
+        "reading the frozen entries",
+        entries::frozen_ids(&edge.0.draws.mysql, sale, after, ENTRIES_PAGE + 1),
+    )
+    .await?;
+    let more = ids.len() > ENTRIES_PAGE as usize;
+    let items: Vec<String> = ids
+        .iter()
+        .take(ENTRIES_PAGE as usize)
+        .map(hex::encode)
+        .collect();
+    let next_cursor = if more { items.last().cloned() } else { None };
+    Ok(Json(EntriesPage { items, next_cursor }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
