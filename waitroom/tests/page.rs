@@ -102,7 +102,7 @@ fn assert_snapshot(lang: &str, body: &str, what: &str) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_page_in_english_and_korean_is_byte_for_byte_the_snapshot() -> anyhow::Result<()> {
-    let router = dropline_waitroom::page::routes(&config()?)?;
+    let router = dropline_waitroom::page::routes(&config()?, &Config::defaults()?.payment)?;
     for (lang, uri, accept) in [
         ("en", format!("/w/{SALE}?lang=en"), "ko"),
         ("en", format!("/w/{SALE}"), "fr-CH, de;q=0.9"),
@@ -155,7 +155,8 @@ async fn an_operators_language_file_is_served_and_one_lacking_a_message_stops_th
     std::fs::create_dir_all(&dir)?;
     let french = french()?;
     std::fs::write(dir.join("fr.ftl"), &french)?;
-    let router = dropline_waitroom::page::routes(&config_with_locales(&dir)?)?;
+    let router =
+        dropline_waitroom::page::routes(&config_with_locales(&dir)?, &Config::defaults()?.payment)?;
     for (uri, accept) in [
         (format!("/w/{SALE}?lang=fr"), "ko"),
         (format!("/w/{SALE}"), "fr-CH, fr;q=0.9, en;q=0.8, ko;q=0.7"),
@@ -185,10 +186,11 @@ async fn an_operators_language_file_is_served_and_one_lacking_a_message_stops_th
         .filter(|line| !line.starts_with("footer ="))
         .collect();
     std::fs::write(dir.join("fr.ftl"), without_footer.join("\n"))?;
-    let error = dropline_waitroom::page::routes(&config_with_locales(&dir)?)
-        .err()
-        .map(|e| format!("{e:#}"))
-        .unwrap_or_default();
+    let error =
+        dropline_waitroom::page::routes(&config_with_locales(&dir)?, &Config::defaults()?.payment)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
     for want in [
         "waitroom.locales_dir",
         "fr.ftl",
