@@ -14,7 +14,8 @@
 //! Korean); `stripe-card.png` (the Stripe step: localstripe's mock card field in place of the
 //! simulated picker), `stripe-paid.png` (paid with a plain card), `stripe-3ds.png` (the mock's
 //! 3-D Secure confirmation over the page, the payment waiting for the bank) and
-//! `stripe-3ds-paid.png`; `failure.png` / `control-failure.png` / `pow-failure.png` /
+//! `stripe-3ds-paid.png`, `stripe-declined.png` and `stripe-declined-ko.png` (a declined card,
+//! its reason in English and Korean); `failure.png` / `control-failure.png` / `pow-failure.png` /
 //! `stripe-failure.png` when a test fails. Checks fail as errors, not
 //! panics, so that every process is stopped and the test's database, keys and queues are
 //! removed when a check fails.
@@ -508,7 +509,7 @@ async fn run_stripe(
         env,
         work,
         procs,
-        1,
+        2,
         vec![
             ("DROPLINE_PAYMENT__PROVIDER", "stripe".into()),
             ("DROPLINE_PAYMENT__STRIPE__API_BASE", stripe.base().into()),
@@ -691,6 +692,78 @@ async fn stripe_flow(
     let order = expect_paid(browser, sale_id).await?;
     save_screenshot(browser, &artifacts.join("stripe-3ds-paid.png")).await?;
     expect_one_charge(stripe, &order, "a 3-D Secure card").await?;
+
+    // A card the bank declines, for a third buyer: the order fails and the page says why, in
+    // English and in Korean.
+    browser
+        .find(Locator::Css("#signout"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    browser
+        .find(Locator::Css("#signin-email"))
+        .await?
+        .clear()
+        .await?;
+    sign_in(browser, &buyer_email(1)).await?;
+    wait_for(
+        browser,
+        "body[data-view='buy'][data-stripe='ready'] #pass-left:not(:empty)",
+    )
+    .await?;
+    set_test_payment_method(browser, "pm_card_chargeCustomerFail").await?;
+    browser
+        .find(Locator::Css("#order-submit"))
+        .await?
+        .click()
+        .await?;
+    let outcome = wait_for(browser, "body[data-outcome]")
+        .await?
+        .attr("data-outcome")
+        .await?
+        .unwrap_or_default();
+    let state = page_state(browser).await?;
+    ensure!(
+        outcome == "failed",
+        "declined card: outcome {outcome:?}: {state}"
+    );
+    wait_for(browser, "body[data-payment='declined']").await?;
+    let line = browser
+        .find(Locator::Css("#payment-status"))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        line == "declined (card_declined)",
+        "payment line of a declined card: {line:?}"
+    );
+    save_screenshot(browser, &artifacts.join("stripe-declined.png")).await?;
+    browser
+        .goto(&format!("{}/w/{sale_id}?lang=ko", system.waitroom))
+        .await?;
+    wait_for(
+        browser,
+        "html[lang='ko'] body[data-payment='declined'] #payment-line:not([hidden])",
+    )
+    .await?;
+    let line = browser
+        .find(Locator::Css("#payment-status"))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        line == "거절됨 (card_declined)",
+        "Korean payment line of a declined card: {line:?}"
+    );
+    ensure!(
+        browser
+            .find(Locator::Css("body[data-stripe='ready'] #card-hint[hidden]"))
+            .await
+            .is_ok(),
+        "the Korean page hides the simulated picker's hint too"
+    );
+    save_screenshot(browser, &artifacts.join("stripe-declined-ko.png")).await?;
     Ok(())
 }
 
