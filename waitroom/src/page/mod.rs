@@ -1,7 +1,8 @@
 //! The waiting page: `GET /w/{sale_id}` and its two assets.
 //!
 //! The page is plain HTML, CSS and JavaScript compiled into the binary (`assets/`), with no
-//! framework, no build step and nothing from a CDN. The HTML is a template rendered per request
+//! framework, no build step and nothing from a CDN (but Stripe.js, from Stripe, while the
+//! payment provider is Stripe: see [`stripe`]). The HTML is a template rendered per request
 //! in the buyer's language (`?lang=ko`, else `Accept-Language` by q-value, else English; see
 //! [`i18n`] for the languages, one Fluent file each in `locales/`);
 //! the script reads the sale id, the api's address and the strings of that language from a JSON
