@@ -217,7 +217,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             // connection.
             let secrets =
                 match dropline_waitroom::Secrets::from_config(&config).and_then(|secrets| {
-                    dropline_waitroom::page::routes(&config.waitroom).map(|_| secrets)
+                    dropline_waitroom::page::routes(&config.waitroom, &config.payment)
+                        .map(|_| secrets)
                 }) {
                     Ok(secrets) => secrets,
                     Err(error) => {

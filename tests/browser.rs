@@ -4,13 +4,19 @@
 //! own database, key prefix and ports (one per test).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test` installs them; `CHROMIUM` and
-//! `CHROMEDRIVER` may name other binaries). Screenshots go to `artifacts/browser/`:
+//! `CHROMEDRIVER` may name other binaries), and for the Stripe step localstripe
+//! (`testkit::localstripe`, installed by `scripts/test`). Screenshots go to `artifacts/browser/`:
 //! `waiting.png` (in line before the opening), `admitted.png` (the purchase view with the pass),
 //! `admitted-ko.png` (the same in Korean) and `ordered.png` (after pressing "Order and pay");
 //! `control.png` (the control room on a phone-sized window during a sale with buyers in line,
 //! admitted, one order held and one paid) and `control-wide.png` (the same on a desktop-sized
 //! window); `pow.png` and `pow-ko.png` (the proof-of-work progress, door.md §1, in English and
-//! Korean); `failure.png` / `control-failure.png` / `pow-failure.png` when a test fails. Checks fail as errors, not
+//! Korean); `stripe-card.png` (the Stripe step: localstripe's mock card field in place of the
+//! simulated picker), `stripe-paid.png` (paid with a plain card), `stripe-3ds.png` (the mock's
+//! 3-D Secure confirmation over the page, the payment waiting for the bank) and
+//! `stripe-3ds-paid.png`, `stripe-declined.png` and `stripe-declined-ko.png` (a declined card,
+//! its reason in English and Korean); `failure.png` / `control-failure.png` / `pow-failure.png` /
+//! `stripe-failure.png` when a test fails. Checks fail as errors, not
 //! panics, so that every process is stopped and the test's database, keys and queues are
 //! removed when a check fails.
 
@@ -26,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use chrono::{SecondsFormat, Utc};
 use dropline_testkit::TestEnv;
+use dropline_testkit::localstripe::{LocalStripe, SECRET_KEY};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -116,6 +123,27 @@ async fn an_admin_watches_a_live_sale_in_the_control_room_in_chromium() -> anyho
     cleaned
 }
 
+/// The Stripe step (design/payments.md "Buyer") against localstripe: the page loads its mock of
+/// Stripe.js instead of the simulated card picker; a plain card pays, and a 3-D Secure card
+/// pays once the buyer completes the mock's confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_pays_through_the_stripe_step_in_chromium() -> anyhow::Result<()> {
+    let tools = BrowserTools::find()?;
+    let env = TestEnv::new()?;
+    let work = tempfile::tempdir()?;
+    let result = {
+        let mut procs = Processes::default();
+        let outcome = run_stripe(&env, &tools, work.path(), &mut procs).await;
+        if outcome.is_err() {
+            procs.print_logs();
+        }
+        outcome
+    };
+    let cleaned = env.cleanup().await;
+    result?;
+    cleaned
+}
+
 async fn run(
     env: &TestEnv,
     tools: &BrowserTools,
@@ -164,9 +192,20 @@ impl System {
         procs: &mut Processes,
         extra_buyers: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with(env, work, procs, extra_buyers, Vec::new()).await
+    }
+
+    /// As [`System::start`], with `extra` (`DROPLINE_*` variables) on top of the test's.
+    async fn start_with(
+        env: &TestEnv,
+        work: &Path,
+        procs: &mut Processes,
+        extra_buyers: usize,
+        extra: Vec<(&str, String)>,
+    ) -> anyhow::Result<Self> {
         // Port 0 for both: `dropline all` binds them first, points the page at its api and lets
         // the page's origin through the api's CORS.
-        let vars: Vec<(&str, String)> = vec![
+        let mut vars: Vec<(&str, String)> = vec![
             ("DROPLINE_MYSQL__URL", env.config.mysql.url.clone()),
             ("DROPLINE_REDIS__URL", env.config.redis.url.clone()),
             (
@@ -183,6 +222,7 @@ impl System {
             ("DROPLINE_AUTH__ARGON2_ITERATIONS", "1".into()),
             ("DROPLINE_LOG_FORMAT", "json".into()),
         ];
+        vars.extend(extra);
         let dropline = || {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropline"));
             for (key, _) in std::env::vars() {
@@ -440,6 +480,357 @@ async fn buyer_flow(
         "order outcome {outcome:?} (expected paid: `dropline all` runs the payment and confirm workers): {result}"
     );
 
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Stripe step (design/payments.md "Buyer")
+
+/// The publishable key the page hands to localstripe's Stripe.js (a test-mode key: the page's
+/// test hook is read only with one).
+const STRIPE_PUBLISHABLE_KEY: &str = "pk_test_dropline_browser";
+/// The webhook secret of the api and of localstripe's webhook.
+const STRIPE_WEBHOOK_SECRET: &str = "whsec_dropline_browser";
+/// A card that asks for 3-D Secure at localstripe.
+const STRIPE_3DS_CARD: &str = "4000002500003155";
+/// The price of the sale's product, in won.
+const STRIPE_PRICE: i64 = 390_000;
+
+async fn run_stripe(
+    env: &TestEnv,
+    tools: &BrowserTools,
+    work: &Path,
+    procs: &mut Processes,
+) -> anyhow::Result<()> {
+    let artifacts = artifacts()?;
+    let stripe = LocalStripe::shared().await?;
+    let js_url = format!("{}/js.stripe.com/v3/", stripe.base());
+    let system = System::start_with(
+        env,
+        work,
+        procs,
+        2,
+        vec![
+            ("DROPLINE_PAYMENT__PROVIDER", "stripe".into()),
+            ("DROPLINE_PAYMENT__STRIPE__API_BASE", stripe.base().into()),
+            ("DROPLINE_PAYMENT__STRIPE__SECRET_KEY", SECRET_KEY.into()),
+            (
+                "DROPLINE_PAYMENT__STRIPE__WEBHOOK_SECRET",
+                STRIPE_WEBHOOK_SECRET.into(),
+            ),
+            (
+                "DROPLINE_PAYMENT__STRIPE__PUBLISHABLE_KEY",
+                STRIPE_PUBLISHABLE_KEY.into(),
+            ),
+            ("DROPLINE_PAYMENT__STRIPE__JS_URL", js_url.clone()),
+            ("DROPLINE_PAYMENT__STRIPE__TIMEOUT_MS", "5000".into()),
+            // Time for the buyer's 3-D Secure step.
+            ("DROPLINE_PAYMENT__TIMEOUT_SECONDS", "120".into()),
+        ],
+    )
+    .await?;
+    // localstripe tells the api of a succeeded intent (after the 3-D Secure step), signed.
+    stripe
+        .webhook(
+            "dropline-browser",
+            &format!("{}/api/webhooks/stripe", system.api),
+            STRIPE_WEBHOOK_SECRET,
+            &["payment_intent.succeeded", "payment_intent.payment_failed"],
+        )
+        .await?;
+    let opens_at =
+        (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    let sale_id = system
+        .sale(json!({
+            "stock": 10,
+            "opens_at": opens_at,
+            "per_user_limit": 1,
+            "admit_per_second": 100,
+        }))
+        .await?;
+
+    // The policy lets the mock's origin in for scripts, calls and frames, and nothing else of
+    // Stripe.
+    let page = system
+        .http
+        .get(format!("{}/w/{sale_id}", system.waitroom))
+        .send()
+        .await?;
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let origin = stripe.base();
+    ensure!(
+        csp.contains(&format!("' {origin}; style-src"))
+            && csp.contains(&format!(" {origin}; worker-src"))
+            && csp.contains(&format!("frame-src {origin};"))
+            && !csp.contains("stripe.com"),
+        "the page's policy for localstripe at {origin}: {csp}"
+    );
+
+    let browser = start_browser(tools, work, procs, &system.http).await?;
+    let flow = stripe_flow(&browser, &system, stripe, &sale_id, &artifacts).await;
+    finish(browser, flow, &artifacts.join("stripe-failure.png")).await
+}
+
+async fn stripe_flow(
+    browser: &Client,
+    system: &System,
+    stripe: &LocalStripe,
+    sale_id: &str,
+    artifacts: &Path,
+) -> anyhow::Result<()> {
+    let page = format!("{}/w/{sale_id}?lang=en", system.waitroom);
+    browser.goto(&page).await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    sign_in(browser, EMAIL).await?;
+
+    // Admitted: localstripe's card field in place of the simulated picker, which is gone with
+    // its "Payments are simulated" line.
+    wait_for(
+        browser,
+        "body[data-view='buy'][data-stripe='ready'] #pass-left:not(:empty)",
+    )
+    .await?;
+    wait_for(browser, "#product:not([hidden])").await?;
+    let shown: Value = browser
+        .execute(
+            "const visible = (sel) => { const e = document.querySelector(sel); return !!e && !e.closest('[hidden]') && e.getClientRects().length > 0; };
+             return { picker: visible('#card'), hint: visible('#card-hint'), stripe: visible('#stripe-box'),
+                      inputs: document.querySelectorAll('#stripe-card input').length,
+                      text: document.getElementById('view-buy').innerText };",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        shown["picker"] == false && shown["hint"] == false && shown["stripe"] == true,
+        "the Stripe step replaces the simulated picker: {shown}"
+    );
+    ensure!(
+        shown["inputs"].as_u64().unwrap_or_default() >= 4,
+        "localstripe's card field is mounted: {shown}"
+    );
+    ensure!(
+        !shown["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("simulated"),
+        "the page says payments are simulated while Stripe is on: {shown}"
+    );
+    // A buyer types a card into the (mock) card field; its createPaymentMethod is a stub, so
+    // the PaymentMethod comes through the page's test hook (test-mode key only).
+    browser
+        .find(Locator::Css("#stripe-card input"))
+        .await?
+        .send_keys("4242424242424242")
+        .await?;
+    save_screenshot(browser, &artifacts.join("stripe-card.png")).await?;
+    set_test_payment_method(browser, "pm_card_visa").await?;
+    browser
+        .find(Locator::Css("#order-submit"))
+        .await?
+        .click()
+        .await?;
+    let order = expect_paid(browser, sale_id).await?;
+    save_screenshot(browser, &artifacts.join("stripe-paid.png")).await?;
+    expect_one_charge(stripe, &order, "a plain card").await?;
+
+    // A 3-D Secure card, for a second buyer in the same tab: the order waits for the bank, the
+    // mock's confirmation opens, the buyer completes it, the order is paid.
+    browser
+        .find(Locator::Css("#signout"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    browser
+        .find(Locator::Css("#signin-email"))
+        .await?
+        .clear()
+        .await?;
+    sign_in(browser, &buyer_email(0)).await?;
+    wait_for(
+        browser,
+        "body[data-view='buy'][data-stripe='ready'] #pass-left:not(:empty)",
+    )
+    .await?;
+    let card = stripe.card(STRIPE_3DS_CARD).await?;
+    set_test_payment_method(browser, &card).await?;
+    browser
+        .find(Locator::Css("#order-submit"))
+        .await?
+        .click()
+        .await?;
+    wait_for(
+        browser,
+        "body[data-payment='requires_action'] #payment-line:not([hidden])",
+    )
+    .await?;
+    let confirm = browser
+        .wait()
+        .at_most(STEP)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::XPath(
+            "//button[normalize-space(.)='Complete authentication']",
+        ))
+        .await
+        .context("waiting for the mock's 3-D Secure confirmation")?;
+    let line = browser
+        .find(Locator::Css("#payment-status"))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        line == "waiting for your bank's confirmation",
+        "payment line while 3-D Secure waits: {line:?}"
+    );
+    save_screenshot(browser, &artifacts.join("stripe-3ds.png")).await?;
+    confirm.click().await?;
+    let order = expect_paid(browser, sale_id).await?;
+    save_screenshot(browser, &artifacts.join("stripe-3ds-paid.png")).await?;
+    expect_one_charge(stripe, &order, "a 3-D Secure card").await?;
+
+    // A card the bank declines, for a third buyer: the order fails and the page says why, in
+    // English and in Korean.
+    browser
+        .find(Locator::Css("#signout"))
+        .await?
+        .click()
+        .await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    browser
+        .find(Locator::Css("#signin-email"))
+        .await?
+        .clear()
+        .await?;
+    sign_in(browser, &buyer_email(1)).await?;
+    wait_for(
+        browser,
+        "body[data-view='buy'][data-stripe='ready'] #pass-left:not(:empty)",
+    )
+    .await?;
+    set_test_payment_method(browser, "pm_card_chargeCustomerFail").await?;
+    browser
+        .find(Locator::Css("#order-submit"))
+        .await?
+        .click()
+        .await?;
+    let outcome = wait_for(browser, "body[data-outcome]")
+        .await?
+        .attr("data-outcome")
+        .await?
+        .unwrap_or_default();
+    let state = page_state(browser).await?;
+    ensure!(
+        outcome == "failed",
+        "declined card: outcome {outcome:?}: {state}"
+    );
+    wait_for(browser, "body[data-payment='declined']").await?;
+    let line = browser
+        .find(Locator::Css("#payment-status"))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        line == "declined (card_declined)",
+        "payment line of a declined card: {line:?}"
+    );
+    save_screenshot(browser, &artifacts.join("stripe-declined.png")).await?;
+    browser
+        .goto(&format!("{}/w/{sale_id}?lang=ko", system.waitroom))
+        .await?;
+    wait_for(
+        browser,
+        "html[lang='ko'] body[data-payment='declined'] #payment-line:not([hidden])",
+    )
+    .await?;
+    let line = browser
+        .find(Locator::Css("#payment-status"))
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        line == "거절됨 (card_declined)",
+        "Korean payment line of a declined card: {line:?}"
+    );
+    ensure!(
+        browser
+            .find(Locator::Css("body[data-stripe='ready'] #card-hint[hidden]"))
+            .await
+            .is_ok(),
+        "the Korean page hides the simulated picker's hint too"
+    );
+    save_screenshot(browser, &artifacts.join("stripe-declined-ko.png")).await?;
+    Ok(())
+}
+
+/// Puts `id` where the page's test hook reads it (sessionStorage `dropline.test.payment_method`).
+async fn set_test_payment_method(browser: &Client, id: &str) -> anyhow::Result<()> {
+    browser
+        .execute(
+            "sessionStorage.setItem('dropline.test.payment_method', arguments[0]);",
+            vec![json!(id)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits for the order's outcome, which must be `paid` with an approved payment; answers the
+/// order's id.
+async fn expect_paid(browser: &Client, sale_id: &str) -> anyhow::Result<String> {
+    let outcome = wait_for(browser, "body[data-outcome]")
+        .await?
+        .attr("data-outcome")
+        .await?
+        .unwrap_or_default();
+    let state = page_state(browser).await?;
+    ensure!(outcome == "paid", "order outcome {outcome:?}: {state}");
+    let payment = browser
+        .find(Locator::Css("body"))
+        .await?
+        .attr("data-payment")
+        .await?
+        .unwrap_or_default();
+    ensure!(payment == "approved", "payment status {payment:?}: {state}");
+    let line = browser
+        .find(Locator::Css("#payment-status"))
+        .await?
+        .text()
+        .await?;
+    ensure!(line == "approved", "payment line: {line:?}");
+    let attempt: Value = browser
+        .execute(
+            "return JSON.parse(sessionStorage.getItem('dropline.order.' + arguments[0]));",
+            vec![json!(sale_id)],
+        )
+        .await?;
+    ensure!(
+        attempt.to_string().find("_secret_").is_none(),
+        "a client secret was kept in the tab's storage: {attempt}"
+    );
+    Ok(attempt["order_id"]
+        .as_str()
+        .context("no order id in the tab's storage")?
+        .to_owned())
+}
+
+/// localstripe holds exactly one intent for `order`: succeeded, for the product's price in won.
+async fn expect_one_charge(stripe: &LocalStripe, order: &str, what: &str) -> anyhow::Result<()> {
+    let intents = stripe.intents_of(order).await?;
+    ensure!(
+        intents.len() == 1,
+        "{what}: intents of {order}: {intents:?}"
+    );
+    let intent = &intents[0];
+    ensure!(
+        intent["status"] == "succeeded"
+            && intent["amount"] == STRIPE_PRICE
+            && intent["currency"] == "krw",
+        "{what}: {intent}"
+    );
     Ok(())
 }
 

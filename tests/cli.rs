@@ -958,6 +958,8 @@ fn waitroom_needs_its_keys() -> anyhow::Result<()> {
             "DROPLINE_WAITROOM__PAGE_TEMPLATE_FILE",
             "/nonexistent/waiting.html",
         ),
+        // Stripe without a publishable key: the page could not take a card.
+        ("DROPLINE_PAYMENT__PROVIDER", "stripe"),
     ] {
         let mut cmd = dropline();
         unreachable(&mut cmd);
@@ -974,6 +976,12 @@ fn waitroom_needs_its_keys() -> anyhow::Result<()> {
             .replace("__", ".")
             .to_ascii_lowercase();
         assert!(stderr.contains(&named), "{key}: {stderr}");
+        if value == "stripe" {
+            assert!(
+                stderr.contains("payment.stripe.publishable_key"),
+                "{key}: {stderr}"
+            );
+        }
     }
 
     // With both keys the key check passes and it goes on to connect (and fails: no Redis).

@@ -358,6 +358,9 @@ pub struct StripeConfig {
     /// The publishable key (`pk_...`) the buyer's page uses with Stripe.js.
     #[serde(default)]
     pub publishable_key: Option<String>,
+    /// Where the waiting page loads Stripe.js from (`https://js.stripe.com/v3/`; `http` only to
+    /// a loopback host: localstripe's mock at `<base>/js.stripe.com/v3/` in tests).
+    pub js_url: String,
     /// One request to Stripe at most this long.
     pub timeout_ms: u64,
 }
@@ -374,6 +377,7 @@ impl fmt::Debug for StripeConfig {
             .field("api_version", &self.api_version)
             .field("return_url", &self.return_url)
             .field("publishable_key", &self.publishable_key)
+            .field("js_url", &self.js_url)
             .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
@@ -925,6 +929,15 @@ impl Config {
         if let Some(url) = stripe.return_url.as_deref().filter(|u| !u.is_empty()) {
             check_scheme("payment.stripe.return_url", url, &["http", "https"])?;
         }
+        check_stripe_js_url(&stripe.js_url)?;
+        if let Some(key) = stripe.publishable_key.as_deref()
+            && !is_publishable_key(key)
+        {
+            return Err(ConfigError::invalid(
+                "payment.stripe.publishable_key",
+                "expected a publishable key such as pk_live_… (letters, digits and `_`)",
+            ));
+        }
         positive("payment.stripe.timeout_ms", stripe.timeout_ms)
     }
 
@@ -1028,6 +1041,37 @@ fn file_or_value<F, V>(
         ));
     }
     Ok(())
+}
+
+/// `payment.stripe.js_url`: the page loads a script from it, so `https://` (or `http://` to a
+/// loopback host, for a local mock), a host, no credentials and no fragment.
+fn check_stripe_js_url(value: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "payment.stripe.js_url";
+    check_scheme(KEY, value, &["https", "http"])?;
+    let url = url::Url::parse(value).map_err(|e| ConfigError::invalid(KEY, e.to_string()))?;
+    let why = if url.host_str().is_none_or(str::is_empty) {
+        Some("no host")
+    } else if url.scheme() == "http" && !is_loopback_host(&url) {
+        Some("http:// only to a loopback host (a local mock of Stripe.js); use https://")
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("no credentials in the URL")
+    } else if url.fragment().is_some() {
+        Some("no fragment")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ConfigError::invalid(KEY, why)),
+        None => Ok(()),
+    }
+}
+
+/// `pk_` and 1 to 255 letters, digits or `_` (Stripe's publishable keys).
+pub fn is_publishable_key(key: &str) -> bool {
+    key.strip_prefix("pk_").is_some_and(|rest| {
+        (1..=255).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
 }
 
 /// `localhost`, `127.0.0.0/8` or `::1`.

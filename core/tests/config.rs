@@ -53,6 +53,7 @@ fn defaults_match_the_contract() -> anyhow::Result<()> {
     assert_eq!(c.payment.stripe.api_base, "https://api.stripe.com");
     assert_eq!(c.payment.stripe.api_version, "2024-06-20");
     assert_eq!(c.payment.stripe.timeout_ms, 15000);
+    assert_eq!(c.payment.stripe.js_url, "https://js.stripe.com/v3/");
     assert_eq!(c.expiry.sweep_interval_seconds, 5);
     assert_eq!(c.http.body_limit_bytes, 64 * 1024);
     assert_eq!(c.log_format, None);
@@ -179,6 +180,36 @@ fn invalid_values_name_key_and_expectation() {
             "PAYMENT__STRIPE__TIMEOUT_MS",
             "0",
             "payment.stripe.timeout_ms",
+        ),
+        (
+            "PAYMENT__STRIPE__JS_URL",
+            "http://js.stripe.com/v3/",
+            "payment.stripe.js_url",
+        ),
+        (
+            "PAYMENT__STRIPE__JS_URL",
+            "javascript:alert(1)",
+            "payment.stripe.js_url",
+        ),
+        (
+            "PAYMENT__STRIPE__JS_URL",
+            "https://u:p@js.example/v3/",
+            "payment.stripe.js_url",
+        ),
+        (
+            "PAYMENT__STRIPE__JS_URL",
+            "https://js.example/v3/#x",
+            "payment.stripe.js_url",
+        ),
+        (
+            "PAYMENT__STRIPE__PUBLISHABLE_KEY",
+            "pk_test_\"><script>",
+            "payment.stripe.publishable_key",
+        ),
+        (
+            "PAYMENT__STRIPE__PUBLISHABLE_KEY",
+            "sk_test_1",
+            "payment.stripe.publishable_key",
         ),
         ("SMTP__TLS", "maybe", "smtp.tls"),
         ("SMTP__USER", "alice", "smtp.user"),
@@ -314,9 +345,18 @@ fn stripe_secrets_come_from_one_form_and_are_required_where_used() -> anyhow::Re
         &[
             ("PAYMENT__PROVIDER", "stripe"),
             ("PAYMENT__STRIPE__API_BASE", "http://127.0.0.1:8420"),
+            (
+                "PAYMENT__STRIPE__JS_URL",
+                "http://127.0.0.1:8420/js.stripe.com/v3/",
+            ),
+            ("PAYMENT__STRIPE__PUBLISHABLE_KEY", "pk_test_1"),
         ],
     )?;
     assert_eq!(c.payment.provider, ProviderKind::Stripe);
+    assert_eq!(
+        c.payment.stripe.js_url,
+        "http://127.0.0.1:8420/js.stripe.com/v3/"
+    );
     let missing = format!(
         "{:#}",
         c.payment

@@ -15,8 +15,14 @@
  * bar shows 1 - e^(-hashes / 2^d), then joins again with {challenge, nonce}. The last solve's
  * figures ({difficulty, hashes, ms, method}) are kept in sessionStorage (`dropline.pow.<sale>`).
  *
+ * Paying (design/payments.md "Buyer"): with the simulated provider a picker of test tokens
+ * (`tok_*`); with Stripe (`payment` in the config: provider, publishable_key, js_url) Stripe.js
+ * and its card Element instead, the PaymentMethod's id (`pm_…`) as card_token, and the order's
+ * `payment.next_action` handed to Stripe.js (see "The Stripe step" below).
+ *
  * Tokens, the ticket, the pass and the order attempt live in sessionStorage (this tab only).
- * document.body carries data-view, data-state and data-outcome for tests and custom styles.
+ * document.body carries data-view, data-state and data-outcome for tests and custom styles
+ * (with Stripe also data-stripe: loading|ready|failed, and data-payment: the payment's status).
  */
 (function () {
   'use strict';
@@ -927,8 +933,27 @@
 
   function buy() {
     var mine = loop;
+    if (!PAYMENT) return placeOrder(mine, ($('card') || {}).value || 'tok_test');
+    // Stripe: the card first (no order is placed for a card Stripe refuses to read).
+    busy('order-submit', true);
+    setOutcome('');
+    fail('');
+    setText('order-result', t('stripe_loading'));
+    return stripeToken().then(function (r) {
+      if (mine !== loop) return;
+      if (r.error) {
+        setOutcome('error');
+        setText('order-result', r.error);
+        busy('order-submit', false);
+        return;
+      }
+      return placeOrder(mine, r.token);
+    });
+  }
+
+  /** Orders (once per attempt) and pays with `card`: a `tok_*` test token or a `pm_…` id. */
+  function placeOrder(mine, card) {
     var quantity = Number(($('quantity') || {}).value) || 1;
-    var card = ($('card') || {}).value || 'tok_test';
     var attempt = store.get(KEYS.order);
     // One Idempotency-Key per attempt: a retry of the same attempt reuses it, a new
     // quantity or a finished attempt starts a new one.
@@ -990,6 +1015,16 @@
           renderOrder(r.data);
           var status = String(r.data.status || '').toLowerCase();
           if (FINAL_ORDER_STATES.indexOf(status) !== -1) return orderDone(status, attempt);
+          var payment = r.data.payment;
+          if (PAYMENT && payment && payment.status === 'requires_action' && payment.next_action) {
+            // The buyer's step (3-D Secure), then on polling: the worker learns the outcome
+            // from Stripe's webhook, or at the payment deadline.
+            return nextAction(attempt, payment.next_action).then(function () {
+              return sleep(jitter(delay)).then(function () {
+                if (mine === loop) return step();
+              });
+            });
+          }
         }
         var wait = jitter(r.retryAfter !== null ? Math.max(r.retryAfter, delay) : delay);
         delay = Math.min(5000, Math.round(delay * 1.5));
@@ -1025,7 +1060,13 @@
   function keepOrder(attempt, order) {
     attempt.status = String(order.status || '').toLowerCase();
     if (order.hold_expires_at) attempt.hold_expires_at = order.hold_expires_at;
-    attempt.order = order;
+    // Kept without the payment's next step: a client secret is not stored.
+    var kept = {};
+    Object.keys(order).forEach(function (k) { kept[k] = order[k]; });
+    if (kept.payment && kept.payment.next_action) {
+      kept.payment = { provider: kept.payment.provider, status: kept.payment.status, reason: kept.payment.reason };
+    }
+    attempt.order = kept;
     store.set(KEYS.order, attempt);
   }
 
@@ -1036,6 +1077,7 @@
     if (order.amount !== undefined && order.currency) {
       setText('order-amount', t('order_amount', { amount: money(order.amount, order.currency), n: number.format(order.quantity || 1) }));
     }
+    renderPayment(order.payment);
     tickPass();
   }
 
@@ -1043,8 +1085,10 @@
     attempt.done = true;
     store.set(KEYS.order, attempt);
     setOutcome(status);
-    setText('order-result', t('result_' + status));
-    announce(t('result_' + status), true);
+    var payment = attempt.order && attempt.order.payment;
+    var result = PAYMENT && payment && payment.status === 'refunded' ? 'result_refunded' : 'result_' + status;
+    setText('order-result', t(result));
+    announce(t(result), true);
     setText('order-submit', t('order_submit'));
     if (status === 'paid') {
       setHidden('order-form', true);
@@ -1092,6 +1136,176 @@
     busy('order-submit', false);
     halt();
     join();
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // The Stripe step (payment.provider = stripe; design/payments.md "Buyer")
+  //
+  // Stripe.js is loaded from `payment.js_url` (checked by the waitroom at start; the
+  // Content-Security-Policy lets only its origins in), a card Element is mounted in #stripe-card
+  // in place of the simulated picker (#card, its label and #card-hint, which says payments are
+  // simulated, are hidden), and a pay sends the PaymentMethod's id as card_token. While the
+  // order pays, GET /api/orders/{id} may answer payment.next_action: `stripe_js` goes to
+  // stripe.handleNextAction({clientSecret}), or stripe.confirmCardPayment(clientSecret) where
+  // Stripe.js lacks it (localstripe's mock), once per client secret and page; `redirect` sends
+  // the tab to its URL (https only; http to a loopback host for local tests), once per order.
+  //
+  // Test hook: localstripe's mock of Stripe.js cannot make PaymentMethods, so with a test-mode
+  // key (`pk_test_…`) only, a PaymentMethod id (`pm_…`) in this tab's sessionStorage under
+  // `dropline.test.payment_method` is sent instead of the card Element's. It holds no card data,
+  // only script on this page can set it, the id must still be one of the shop's PaymentMethods
+  // at Stripe, and with a live key (`pk_live_…`) it is never read.
+
+  var PAYMENT = config.payment && config.payment.provider === 'stripe' ? config.payment : null;
+  var TEST_PAYMENT_METHOD = 'dropline.test.payment_method';
+  var PAYMENT_METHOD = /^pm_[A-Za-z0-9_]{1,125}$/;
+  var stripeReady = null;
+  var handledSecrets = {};
+
+  /** Stripe.js with its card Element mounted: a promise of {stripe, card}, or of null. */
+  function loadStripe() {
+    if (stripeReady) return stripeReady;
+    stripeReady = new Promise(function (resolve) {
+      var url = null;
+      try { url = new URL(String(PAYMENT.js_url)); } catch (e) { url = null; }
+      if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) return resolve(null);
+      if (typeof window.Stripe === 'function') return resolve(window.Stripe);
+      var script = document.createElement('script');
+      script.src = url.href;
+      script.async = true;
+      script.onload = function () { resolve(typeof window.Stripe === 'function' ? window.Stripe : null); };
+      script.onerror = function () { resolve(null); };
+      document.head.appendChild(script);
+    }).then(function (Stripe) {
+      if (!Stripe) return null;
+      try {
+        var stripe = Stripe(String(PAYMENT.publishable_key));
+        var elements = stripe.elements({ locale: config.lang === 'ko' ? 'ko' : 'en' });
+        var card = elements.create('card', { hidePostalCode: true });
+        card.mount(stripeMount());
+        return { stripe: stripe, card: card };
+      } catch (e) {
+        return null;
+      }
+    }).then(function (s) {
+      document.body.setAttribute('data-stripe', s ? 'ready' : 'failed');
+      return s;
+    });
+    return stripeReady;
+  }
+
+  /** Where the card Element goes: #stripe-card, made after #card if a template lacks it. */
+  function stripeMount() {
+    var el = $('stripe-card');
+    if (el) return el;
+    el = document.createElement('div');
+    el.id = 'stripe-card';
+    el.className = 'stripe-card';
+    var after = $('card') || $('quantity');
+    if (after && after.parentNode) after.parentNode.insertBefore(el, after.nextSibling);
+    else document.body.appendChild(el);
+    return el;
+  }
+
+  /** The simulated picker out, the Stripe step in, Stripe.js on its way. */
+  function setupStripe() {
+    if (!PAYMENT) return;
+    setHidden('card', true);
+    setHidden('card-hint', true);
+    var label = document.querySelector('label[for="card"]');
+    if (label) label.hidden = true;
+    setHidden('stripe-box', false);
+    document.body.setAttribute('data-stripe', 'loading');
+    loadStripe();
+  }
+
+  /** The test hook's PaymentMethod id (test-mode key only), or null. */
+  function testPaymentMethod() {
+    if (!/^pk_test_/.test(String(PAYMENT.publishable_key))) return null;
+    var id = null;
+    try { id = window.sessionStorage.getItem(TEST_PAYMENT_METHOD); } catch (e) { id = null; }
+    return id && PAYMENT_METHOD.test(id) ? id : null;
+  }
+
+  /** The card_token for a pay: a promise of {token} or {error} (words for the buyer). */
+  function stripeToken() {
+    return loadStripe().then(function (s) {
+      if (!s) return { error: t('stripe_unavailable') };
+      var hook = testPaymentMethod();
+      if (hook) return { token: hook };
+      var failed = function (reason) {
+        return { error: t('stripe_card_error', { reason: reason || t('err_generic') }) };
+      };
+      return Promise.resolve(s.stripe.createPaymentMethod({ type: 'card', card: s.card })).then(function (result) {
+        var id = result && result.paymentMethod && result.paymentMethod.id;
+        if (id && PAYMENT_METHOD.test(id)) return { token: id };
+        return failed(result && result.error && result.error.message);
+      }, function (e) {
+        return failed(e && e.message);
+      });
+    });
+  }
+
+  /** A redirect next_action's URL when it is safe to follow: https, or http to loopback. */
+  function safeRedirect(raw) {
+    var url = null;
+    try { url = new URL(String(raw)); } catch (e) { return null; }
+    if (url.protocol === 'https:') return url.href;
+    var loopback = url.hostname === 'localhost' || url.hostname === '[::1]' || /^127\./.test(url.hostname);
+    return url.protocol === 'http:' && loopback ? url.href : null;
+  }
+
+  /** The buyer's step of a payment that requires action; a promise settled when it is done. */
+  function nextAction(attempt, action) {
+    if (action.type === 'redirect') {
+      var url = safeRedirect(action.url);
+      if (!url || attempt.redirected === url) return Promise.resolve();
+      attempt.redirected = url;
+      store.set(KEYS.order, attempt);
+      message(t('payment_redirect'));
+      window.location.assign(url);
+      return Promise.resolve();
+    }
+    var secret = action.type === 'stripe_js' ? action.client_secret : null;
+    if (typeof secret !== 'string' || !secret || has(handledSecrets, secret)) return Promise.resolve();
+    handledSecrets[secret] = true;
+    message(t('payment_authenticate'));
+    announce(t('payment_authenticate'), true);
+    return loadStripe().then(function (s) {
+      if (!s) {
+        message('');
+        setText('order-result', t('stripe_unavailable'));
+        return null;
+      }
+      var call = typeof s.stripe.handleNextAction === 'function'
+        ? s.stripe.handleNextAction({ clientSecret: secret })
+        : s.stripe.confirmCardPayment(secret);
+      return Promise.resolve(call).then(function (result) {
+        message('');
+        if (result && result.error && result.error.message) {
+          setText('order-result', t('stripe_card_error', { reason: result.error.message }));
+        }
+      }, function () {
+        message('');
+      });
+    });
+  }
+
+  /** With Stripe: the payment's status under the order's (data-payment for tests and styles). */
+  function renderPayment(payment) {
+    if (!PAYMENT) return;
+    if (!payment || !payment.status) {
+      setHidden('payment-line', true);
+      document.body.removeAttribute('data-payment');
+      return;
+    }
+    var status = String(payment.status);
+    var text = status === 'declined' && payment.reason
+      ? t('payment_declined_reason', { reason: String(payment.reason) })
+      : (has(strings, 'payment_' + status) ? t('payment_' + status) : status);
+    setText('payment-status', text);
+    setHidden('payment-line', false);
+    document.body.setAttribute('data-payment', status);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -1202,6 +1416,19 @@
     Object.keys(KEYS).forEach(function (k) { store.del(KEYS[k]); });
     setState('');
     setOutcome('');
+    // The purchase view as new, for whoever signs in next in this tab.
+    setHidden('buy-rejoin', true);
+    setHidden('order-box', true);
+    setHidden('order-form', false);
+    setText('order-result', '');
+    setText('order-submit', t('order_submit'));
+    busy('order-submit', false);
+    renderPayment(null);
+    if (stripeReady) {
+      stripeReady.then(function (s) {
+        if (s && typeof s.card.clear === 'function') s.card.clear();
+      });
+    }
     if (a && a.refresh_token) {
       request('POST', API + '/api/auth/logout', { body: { refresh_token: a.refresh_token } });
     }
@@ -1226,5 +1453,6 @@
   on('order-form', 'submit', function (ev) { ev.preventDefault(); buy(); });
   on('buy-rejoin', 'click', rejoinFromBuy);
 
+  setupStripe();
   begin();
 }());

@@ -83,7 +83,7 @@ pub fn build_on(
     let (edge_routes, _) = edge::routes().split_for_parts();
     let routes = edge_routes
         .with_state(edge::Edge::new(config, redis.clone(), mysql, secrets)?)
-        .merge(page::routes(&config.waitroom)?)
+        .merge(page::routes(&config.waitroom, &config.payment)?)
         .merge(control::routes(&config.waitroom, redis, access)?)
         .merge(openapi_route());
     Ok(Server::on(

@@ -24,15 +24,16 @@ const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
 
 /// SHA-256 of the page (fingerprints masked) in each language, as served before the page's
 /// words moved from a Rust table to Fluent files, with the door's additions since (the notice,
-/// the proof-of-work box and `pow_worker_src` in the JSON block).
+/// the proof-of-work box and `pow_worker_src` in the JSON block) and the Stripe step's (the
+/// hidden card-field box and payment line, and their words).
 const SNAPSHOTS: [(&str, &str); 2] = [
     (
         "en",
-        "06ea8e7e3b46767a1f0404a6a09112d8d12122f66f1a834df3a14064ecec06ae",
+        "7bf610825131f0057adf589713985479c5faacfe9518290d0c9b96e6399b27cc",
     ),
     (
         "ko",
-        "36d5b1f380b81ebb3a673e0f31af1081dfa7e1f683dfd4594371762aced76e89",
+        "f086c1606ce9b7d64006afab87459eec866e341c9f090b4d1b4b8d5118fd79be",
     ),
 ];
 
@@ -102,7 +103,7 @@ fn assert_snapshot(lang: &str, body: &str, what: &str) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_page_in_english_and_korean_is_byte_for_byte_the_snapshot() -> anyhow::Result<()> {
-    let router = dropline_waitroom::page::routes(&config()?)?;
+    let router = dropline_waitroom::page::routes(&config()?, &Config::defaults()?.payment)?;
     for (lang, uri, accept) in [
         ("en", format!("/w/{SALE}?lang=en"), "ko"),
         ("en", format!("/w/{SALE}"), "fr-CH, de;q=0.9"),
@@ -155,7 +156,8 @@ async fn an_operators_language_file_is_served_and_one_lacking_a_message_stops_th
     std::fs::create_dir_all(&dir)?;
     let french = french()?;
     std::fs::write(dir.join("fr.ftl"), &french)?;
-    let router = dropline_waitroom::page::routes(&config_with_locales(&dir)?)?;
+    let router =
+        dropline_waitroom::page::routes(&config_with_locales(&dir)?, &Config::defaults()?.payment)?;
     for (uri, accept) in [
         (format!("/w/{SALE}?lang=fr"), "ko"),
         (format!("/w/{SALE}"), "fr-CH, fr;q=0.9, en;q=0.8, ko;q=0.7"),
@@ -185,10 +187,11 @@ async fn an_operators_language_file_is_served_and_one_lacking_a_message_stops_th
         .filter(|line| !line.starts_with("footer ="))
         .collect();
     std::fs::write(dir.join("fr.ftl"), without_footer.join("\n"))?;
-    let error = dropline_waitroom::page::routes(&config_with_locales(&dir)?)
-        .err()
-        .map(|e| format!("{e:#}"))
-        .unwrap_or_default();
+    let error =
+        dropline_waitroom::page::routes(&config_with_locales(&dir)?, &Config::defaults()?.payment)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
     for want in [
         "waitroom.locales_dir",
         "fr.ftl",

@@ -1,7 +1,8 @@
 //! The waiting page: `GET /w/{sale_id}` and its two assets.
 //!
 //! The page is plain HTML, CSS and JavaScript compiled into the binary (`assets/`), with no
-//! framework, no build step and nothing from a CDN. The HTML is a template rendered per request
+//! framework, no build step and nothing from a CDN (but Stripe.js, from Stripe, while the
+//! payment provider is Stripe: see [`stripe`]). The HTML is a template rendered per request
 //! in the buyer's language (`?lang=ko`, else `Accept-Language` by q-value, else English; see
 //! [`i18n`] for the languages, one Fluent file each in `locales/`);
 //! the script reads the sale id, the api's address and the strings of that language from a JSON
@@ -30,7 +31,7 @@
 //!
 //! | placeholder | value |
 //! | --- | --- |
-//! | `{{config_json}}` | **required**: the page's settings for `waiting.js` (`sale_id`, `api_base_url`, `lang`, `pow_worker_src`, `strings`); put it in `<script id="dl-config" type="application/json">` |
+//! | `{{config_json}}` | **required**: the page's settings for `waiting.js` (`sale_id`, `api_base_url`, `lang`, `pow_worker_src`, `strings`, and with `payment.provider = stripe` `payment`: `{provider, publishable_key, js_url}`, see [`stripe`]); put it in `<script id="dl-config" type="application/json">` |
 //! | `{{script_src}}` | **required**: URL of `waiting.js`, for `<script src defer>` |
 //! | `{{stylesheet_href}}` | URL of `waiting.css` |
 //! | `{{lang}}` / `{{other_lang}}` | the page's language tag (`en`, `ko`, …) and that of its language link: Korean from English, English from any other |
@@ -46,7 +47,8 @@
 //!
 //! Responses carry a strict Content-Security-Policy (scripts and styles from the waitroom or with
 //! the nonce, Web Workers from the waitroom, fetches to the waitroom and the api origin only, no
-//! framing, forms never submitted natively), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, and the HTML
+//! framing, forms never submitted natively; with `payment.provider = stripe` also Stripe.js's
+//! origins for scripts, fetches and frames, see [`stripe`]), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, and the HTML
 //! `Cache-Control: no-store` (it carries the nonce) with `Vary: Accept-Language`.
 
 //!
@@ -54,11 +56,13 @@
 //!
 //! This module holds the routes and their handlers; [`i18n`] the page's words and the choice of
 //! the buyer's language, [`template`] the template and its rendering, [`assets`] the script and
-//! the stylesheet, and [`headers`] the headers of every HTML page (shared with the control room).
+//! the stylesheet, [`headers`] the headers of every HTML page (shared with the control room), and
+//! [`stripe`] the Stripe step's settings and policy sources.
 
 pub mod assets;
 pub mod headers;
 pub mod i18n;
+pub mod stripe;
 pub mod template;
 
 use std::sync::Arc;
@@ -70,7 +74,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dropline_core::config::WaitroomConfig;
+use dropline_core::config::{PaymentConfig, WaitroomConfig};
 use dropline_core::http::error::{ApiError, ErrorCode};
 use uuid::Uuid;
 
@@ -79,14 +83,16 @@ use assets::{POW_WORKER, SCRIPT, STYLESHEET};
 pub use assets::{POW_WORKER_PATH, SCRIPT_PATH, STYLESHEET_PATH};
 pub(crate) use headers::{api_base_url, html_headers};
 pub use i18n::{Language, Languages};
+pub use stripe::StripePage;
 pub use template::{BUILTIN_TEMPLATE, Template, Values, escape_html_into, escape_script_json_into};
 
 /// The config key of a custom template, named in every template error.
 const TEMPLATE_KEY: &str = "waitroom.page_template_file";
 
-/// The routes of the waiting page, with the template loaded and checked.
-pub fn routes(config: &WaitroomConfig) -> anyhow::Result<Router> {
-    let state = Arc::new(PageState::new(config)?);
+/// The routes of the waiting page, with the template loaded and checked, and the Stripe step's
+/// keys when `payment` is Stripe ([`stripe`]).
+pub fn routes(config: &WaitroomConfig, payment: &PaymentConfig) -> anyhow::Result<Router> {
+    let state = Arc::new(PageState::new(config, payment)?);
     Ok(Router::new()
         .route("/w/{sale_id}", get(waiting_page))
         .route(SCRIPT_PATH, get(asset))
@@ -105,11 +111,14 @@ struct PageState {
     script: Asset,
     stylesheet: Asset,
     pow_worker: Asset,
+    /// The Stripe step, when the provider is Stripe.
+    stripe: Option<StripePage>,
 }
 
 impl PageState {
-    fn new(config: &WaitroomConfig) -> anyhow::Result<Self> {
+    fn new(config: &WaitroomConfig, payment: &PaymentConfig) -> anyhow::Result<Self> {
         let (api_base_url, api_origin) = api_base_url(&config.api_base_url)?;
+        let stripe = StripePage::from_config(payment)?;
         let languages = Languages::load(config.locales_dir.as_deref())?;
         let template = match &config.page_template_file {
             None => Template::parse(BUILTIN_TEMPLATE, &languages)
@@ -138,6 +147,7 @@ impl PageState {
                 POW_WORKER,
                 "text/javascript; charset=utf-8",
             )?,
+            stripe,
         })
     }
 
@@ -147,9 +157,20 @@ impl PageState {
             .as_deref()
             .map(|origin| format!(" {origin}"))
             .unwrap_or_default();
+        // Stripe.js's origins only while Stripe is the provider; otherwise nothing is added
+        // (and frames stay forbidden by `default-src 'none'`).
+        let stripe = self.stripe.as_ref().map(StripePage::csp);
+        let (script, connect, frame) = match stripe {
+            Some(s) => (
+                s.script.as_str(),
+                s.connect.as_str(),
+                format!(" frame-src{};", s.frame),
+            ),
+            None => ("", "", String::new()),
+        };
         format!(
-            "default-src 'none'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; \
-             img-src 'self' data:; connect-src 'self'{api}; worker-src 'self'; base-uri 'none'; \
+            "default-src 'none'; script-src 'self' 'nonce-{nonce}'{script}; style-src 'self' 'nonce-{nonce}'; \
+             img-src 'self' data:; connect-src 'self'{api}{connect};{frame} worker-src 'self'; base-uri 'none'; \
              form-action 'none'; frame-ancestors 'none'"
         )
     }
@@ -183,6 +204,7 @@ async fn waiting_page(
         stylesheet_href: &page.stylesheet.versioned_url,
         script_src: &page.script.versioned_url,
         pow_worker_src: &page.pow_worker.versioned_url,
+        payment: page.stripe.as_ref(),
     });
     let csp = page.content_security_policy(&nonce);
     let mut response = html.into_response();
@@ -238,6 +260,19 @@ mod tests {
         }
     }
 
+    /// The payment settings: the defaults (simulated) with `overrides` in env form.
+    fn payment(overrides: &[(&str, &str)]) -> anyhow::Result<PaymentConfig> {
+        let config = dropline_core::Config::load(&dropline_core::config::Sources {
+            file: None,
+            env: false,
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })?;
+        Ok(config.payment)
+    }
+
     async fn get(
         router: &Router,
         uri: &str,
@@ -268,7 +303,7 @@ mod tests {
     #[tokio::test]
     async fn the_page_is_served_in_the_chosen_language_with_a_strict_policy() -> anyhow::Result<()>
     {
-        let router = routes(&config("http://127.0.0.1:8081", None))?;
+        let router = routes(&config("http://127.0.0.1:8081", None), &payment(&[])?)?;
         let sale = "0190C2A4-7E5B-7CC3-9F1E-2B8D4F6A9C10";
         let (status, headers, body) = get(
             &router,
@@ -309,9 +344,114 @@ mod tests {
         Ok(())
     }
 
+    /// The `config_json` block of a rendered page, parsed.
+    fn config_json(body: &str) -> anyhow::Result<serde_json::Value> {
+        let start = body
+            .find(r#"<script id="dl-config" type="application/json">"#)
+            .ok_or_else(|| anyhow::anyhow!("no dl-config block"))?
+            + r#"<script id="dl-config" type="application/json">"#.len();
+        let end = start
+            + body[start..]
+                .find("</script>")
+                .ok_or_else(|| anyhow::anyhow!("dl-config is not closed"))?;
+        Ok(serde_json::from_str(&body[start..end])?)
+    }
+
+    #[tokio::test]
+    async fn stripe_is_in_the_page_and_its_policy_only_when_it_is_the_provider()
+    -> anyhow::Result<()> {
+        let sale = "/w/0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
+        // Simulated (the default): no `payment`, no Stripe origin, no frames.
+        let router = routes(&config("", None), &payment(&[])?)?;
+        let (_, headers, body) = get(&router, sale, &[]).await?;
+        let csp = header(&headers, header::CONTENT_SECURITY_POLICY);
+        assert!(!csp.contains("stripe"), "{csp}");
+        assert!(!csp.contains("frame-src"), "{csp}");
+        assert!(csp.contains("connect-src 'self'; worker-src"), "{csp}");
+        let json = config_json(&body)?;
+        assert!(json.get("payment").is_none(), "{json}");
+        assert!(!body.contains("pk_"), "no key in a simulated page");
+
+        // Stripe with Stripe.js: Stripe's own origins.
+        let stripe = [
+            ("PAYMENT__PROVIDER", "stripe"),
+            ("PAYMENT__STRIPE__PUBLISHABLE_KEY", "pk_live_abc123"),
+        ];
+        let router = routes(&config("", None), &payment(&stripe)?)?;
+        let (_, headers, body) = get(&router, sale, &[]).await?;
+        let csp = header(&headers, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            csp.contains("script-src 'self' 'nonce-")
+                && csp.contains("' https://js.stripe.com https://*.js.stripe.com;"),
+            "{csp}"
+        );
+        assert!(
+            csp.contains("connect-src 'self' https://api.stripe.com;"),
+            "{csp}"
+        );
+        assert!(
+            csp.contains(
+                "frame-src https://js.stripe.com https://*.js.stripe.com https://hooks.stripe.com;"
+            ),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        let json = config_json(&body)?;
+        assert_eq!(
+            json["payment"],
+            serde_json::json!({
+                "provider": "stripe",
+                "publishable_key": "pk_live_abc123",
+                "js_url": "https://js.stripe.com/v3/"
+            })
+        );
+
+        // A mock (localstripe): its origin alone, beside the api's.
+        let mock = [
+            ("PAYMENT__PROVIDER", "stripe"),
+            ("PAYMENT__STRIPE__PUBLISHABLE_KEY", "pk_test_1"),
+            (
+                "PAYMENT__STRIPE__JS_URL",
+                "http://127.0.0.1:8420/js.stripe.com/v3/",
+            ),
+        ];
+        let router = routes(&config("http://127.0.0.1:8081", None), &payment(&mock)?)?;
+        let (_, headers, body) = get(&router, sale, &[]).await?;
+        let csp = header(&headers, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            csp.contains("connect-src 'self' http://127.0.0.1:8081 http://127.0.0.1:8420;"),
+            "{csp}"
+        );
+        assert!(csp.contains(" frame-src http://127.0.0.1:8420;"), "{csp}");
+        assert!(!csp.contains("stripe.com"), "{csp}");
+        assert_eq!(
+            config_json(&body)?["payment"]["js_url"],
+            "http://127.0.0.1:8420/js.stripe.com/v3/"
+        );
+
+        // Stripe without a publishable key: no start, naming the key.
+        let error = routes(
+            &config("", None),
+            &payment(&[("PAYMENT__PROVIDER", "stripe")])?,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(error.contains(stripe::PUBLISHABLE_KEY_KEY), "{error}");
+        // Simulated with Stripe keys set: still nothing of Stripe on the page.
+        let router = routes(
+            &config("", None),
+            &payment(&[("PAYMENT__STRIPE__PUBLISHABLE_KEY", "pk_live_abc123")])?,
+        )?;
+        let (_, headers, body) = get(&router, sale, &[]).await?;
+        assert!(!header(&headers, header::CONTENT_SECURITY_POLICY).contains("stripe"));
+        assert!(!body.contains("pk_live"));
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_bad_sale_id_is_a_contract_404() -> anyhow::Result<()> {
-        let router = routes(&config("", None))?;
+        let router = routes(&config("", None), &payment(&[])?)?;
         for uri in ["/w/not-a-sale", "/w/%3Cscript%3E", "/w/%FF%FE", "/w/assets"] {
             let (status, headers, body) = get(&router, uri, &[]).await?;
             assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
@@ -324,7 +464,7 @@ mod tests {
 
     #[tokio::test]
     async fn assets_have_types_fingerprints_and_revalidate() -> anyhow::Result<()> {
-        let router = routes(&config("", None))?;
+        let router = routes(&config("", None), &payment(&[])?)?;
         let (_, _, page) = get(&router, "/w/0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10", &[]).await?;
         for (path, content_type) in [
             (SCRIPT_PATH, "text/javascript; charset=utf-8"),
@@ -368,7 +508,7 @@ mod tests {
              <script type=\"application/json\" id=\"dl-config\">{{config_json}}</script>\
              <script nonce=\"{{nonce}}\">/* inline */</script><script src=\"{{script_src}}\"></script>",
         )?;
-        assert!(routes(&config("", Some(&good))).is_ok());
+        assert!(routes(&config("", Some(&good)), &payment(&[])?).is_ok());
 
         let broken = dir.join("broken.html");
         std::fs::write(&broken, "{{config_json}}{{script_src}}{{waiting_title}}")?;
@@ -377,14 +517,14 @@ mod tests {
             (&broken, "unknown placeholder `{{waiting_title}}`"),
             (&missing, "cannot read"),
         ] {
-            let error = routes(&config("", Some(path)))
+            let error = routes(&config("", Some(path)), &payment(&[])?)
                 .err()
                 .map(|e| format!("{e:#}"))
                 .unwrap_or_default();
             assert!(error.contains(TEMPLATE_KEY), "{error}");
             assert!(error.contains(want), "{error}");
         }
-        let error = routes(&config("mailto:x", None))
+        let error = routes(&config("mailto:x", None), &payment(&[])?)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -402,7 +542,7 @@ mod tests {
             &file,
             "<script nonce=\"{{nonce}}\"></script>{{config_json}}{{script_src}}",
         )?;
-        let router = routes(&config("", Some(&file)))?;
+        let router = routes(&config("", Some(&file)), &payment(&[])?)?;
         let (_, headers, body) =
             get(&router, "/w/0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10", &[]).await?;
         let nonce = body

@@ -3,6 +3,7 @@
 //! escaped for where it goes (HTML text and attributes, or the JSON block for `waiting.js`).
 
 use super::i18n::{Language, Languages, Strings};
+use super::stripe::StripePage;
 
 /// The built-in template (see the placeholder table in the module doc).
 pub const BUILTIN_TEMPLATE: &str = include_str!("../../assets/waiting.html");
@@ -15,6 +16,10 @@ struct PageConfig<'a> {
     lang: &'a str,
     /// The proof-of-work worker's URL (`/w/assets/pow.js?v=…`).
     pow_worker_src: &'a str,
+    /// The Stripe step (`provider`, `publishable_key`, `js_url`); absent with the simulated
+    /// provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment: Option<&'a StripePage>,
     strings: Strings<'a>,
 }
 
@@ -75,6 +80,8 @@ pub struct Values<'a> {
     pub script_src: &'a str,
     /// The proof-of-work worker's URL, for `config_json`.
     pub pow_worker_src: &'a str,
+    /// The Stripe step, for `config_json` (`None`: the simulated card picker).
+    pub payment: Option<&'a StripePage>,
 }
 
 impl Template {
@@ -142,6 +149,7 @@ impl Template {
             api_base_url: values.api_base_url,
             lang: lang.code(),
             pow_worker_src: values.pow_worker_src,
+            payment: values.payment,
             strings: Strings(lang),
         };
         // Serialising strings into a String cannot fail; an empty object keeps the page alive.
@@ -220,6 +228,7 @@ mod tests {
             stylesheet_href: "/w/assets/waiting.css?v=1",
             script_src: "/w/assets/waiting.js?v=1",
             pow_worker_src: "/w/assets/pow.js?v=1",
+            payment: None,
         }
     }
 
