@@ -144,6 +144,100 @@ async fn a_buyer_pays_through_the_stripe_step_in_chromium() -> anyhow::Result<()
     cleaned
 }
 
+/// A draw sale's entrant (design/draw.md) on the waiting page: entered, then after the draw
+/// on the waiting list with their place (the draw leader of `dropline all` freezes, reveals and
+/// ranks; promotions are not built yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entrant_enters_a_draw_and_sees_the_waiting_list_in_chromium() -> anyhow::Result<()> {
+    let tools = BrowserTools::find()?;
+    let env = TestEnv::new()?;
+    let work = tempfile::tempdir()?;
+    let result = {
+        let mut procs = Processes::default();
+        let outcome = run_draw(&env, &tools, work.path(), &mut procs).await;
+        if outcome.is_err() {
+            procs.print_logs();
+        }
+        outcome
+    };
+    let cleaned = env.cleanup().await;
+    result?;
+    cleaned
+}
+
+async fn run_draw(
+    env: &TestEnv,
+    tools: &BrowserTools,
+    work: &Path,
+    procs: &mut Processes,
+) -> anyhow::Result<()> {
+    let artifacts = artifacts()?;
+    let extra = vec![
+        ("DROPLINE_DRAW__REVEAL_DELAY_SECONDS", "1".to_owned()),
+        ("DROPLINE_DRAW__TICK_MS", "200".to_owned()),
+    ];
+    let system = System::start_with(env, work, procs, 0, extra).await?;
+    let at = |ms: i64| {
+        (Utc::now() + chrono::Duration::milliseconds(ms))
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
+    };
+    let sale_id = system
+        .sale(json!({
+            "stock": 10,
+            "opens_at": at(2_000),
+            "mode": "draw",
+            "entries_close_at": at(14_000),
+        }))
+        .await?;
+    let browser = start_browser(tools, work, procs, &system.http).await?;
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let flow = draw_flow(&browser, &system.waitroom, &sale_id, &artifacts).await;
+    finish(browser, flow, &artifacts.join("draw-failure.png")).await
+}
+
+async fn draw_flow(
+    browser: &Client,
+    waitroom: &str,
+    sale_id: &str,
+    artifacts: &Path,
+) -> anyhow::Result<()> {
+    browser
+        .goto(&format!("{waitroom}/w/{sale_id}?lang=en"))
+        .await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    sign_in(browser, EMAIL).await?;
+    wait_for(browser, "body[data-view='queue'][data-state='entered']").await?;
+    let title = browser
+        .find(Locator::Css("#queue-title"))
+        .await?
+        .text()
+        .await?;
+    ensure!(title == "You are in the draw", "title: {title:?}");
+    save_screenshot(browser, &artifacts.join("draw-entered.png")).await?;
+
+    // The page polls again after the close and the reveal (about 12 s from now).
+    browser
+        .wait()
+        .at_most(Duration::from_secs(40))
+        .every(Duration::from_millis(200))
+        .for_element(Locator::Css("body[data-state='waitlisted']"))
+        .await
+        .context("waiting for the waiting list after the draw")?;
+    let title = browser
+        .find(Locator::Css("#queue-title"))
+        .await?
+        .text()
+        .await?;
+    ensure!(title == "You are on the waiting list", "title: {title:?}");
+    let position = browser
+        .find(Locator::Css("#position"))
+        .await?
+        .text()
+        .await?;
+    ensure!(position == "1", "position: {position:?}");
+    save_screenshot(browser, &artifacts.join("draw-waitlisted.png")).await
+}
+
 async fn run(
     env: &TestEnv,
     tools: &BrowserTools,

@@ -714,12 +714,14 @@
     operatorNotice(d);
     var state = String(d.state || '');
     setState(state);
-    if (state === 'admitted' && d.pass) {
+    // A draw's winner (design/draw.md) buys as an admitted buyer does, until the claim deadline.
+    if ((state === 'admitted' || state === 'won') && d.pass) {
       enterBuy({ pass: d.pass, pass_expires_at: d.pass_expires_at });
       return;
     }
     if (state === 'sold_out') return finish('sold_out');
     if (state === 'closed') return finish('closed');
+    if (state === 'not_won' || state === 'forfeited' || state === 'claimed') return finish(state);
     renderQueue(d);
     later(poll, jitter(Math.max(MIN_POLL_MS, Number(d.retry_after_ms) || DEFAULT_POLL_MS)));
   }
@@ -732,12 +734,15 @@
     var newState = d.state !== renderedState;
     renderedState = d.state;
     var paused = d.state === 'paused';
+    // A draw's entrant: entered (before the draw) or on the waiting list (design/draw.md).
+    var draw = d.state === 'entered' || d.state === 'waitlisted';
+    var words = scheduled ? 'scheduled' : paused ? 'paused' : draw ? d.state : 'waiting';
     // The priority group (door.md §2), shown when it is one of the sale's own.
     var group = typeof d.group === 'string' ? d.group : '';
     setText('group', group);
     setHidden('group-row', !group || group === 'public');
-    setText('queue-title', t(scheduled ? 'scheduled_title' : paused ? 'paused_title' : 'waiting_title'));
-    setText('queue-body', t(scheduled ? 'scheduled_body' : paused ? 'paused_body' : 'waiting_body'));
+    setText('queue-title', t(words + '_title'));
+    setText('queue-body', t(words + '_body'));
 
     var position = typeof d.position === 'number' ? d.position : null;
     var progress = $('progress');
@@ -759,9 +764,9 @@
       setText('ahead', '');
       if (progress) progress.removeAttribute('value'); // indeterminate until the line forms
       setText('progress-text', '');
-      announce(t(scheduled ? 'scheduled_title' : 'waiting_title'), newState);
+      announce(t(words + '_title'), newState);
     }
-    setText('eta', scheduled ? '–' : humanEta(d.eta_seconds));
+    setText('eta', scheduled || draw ? '–' : humanEta(d.eta_seconds));
     setText('updated', t('updated_at', { time: new Date().toLocaleTimeString(LOCALE) }));
     tickCountdown();
   }

@@ -29,11 +29,11 @@ const SALE: &str = "0190c2a4-7e5b-7cc3-9f1e-2b8d4f6a9c10";
 const SNAPSHOTS: [(&str, &str); 2] = [
     (
         "en",
-        "7bf610825131f0057adf589713985479c5faacfe9518290d0c9b96e6399b27cc",
+        "3da9b128632c793f43259fe0dbb6326346a5ba5a25cfd05895d4b5cf89fe7113",
     ),
     (
         "ko",
-        "f086c1606ce9b7d64006afab87459eec866e341c9f090b4d1b4b8d5118fd79be",
+        "a5224bfaaf236624d9d0338ed6321b91112cf08c40a3d6144e13ec5776d51b53",
     ),
 ];
 

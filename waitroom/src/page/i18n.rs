@@ -604,7 +604,16 @@ mod tests {
             keys.push(format!("{prefix_state}_title"));
             keys.push(format!("{prefix_state}_body"));
         }
-        for state in ["scheduled", "paused", "waiting"] {
+        for state in [
+            "scheduled",
+            "paused",
+            "waiting",
+            "entered",
+            "waitlisted",
+            "not_won",
+            "forfeited",
+            "claimed",
+        ] {
             keys.push(format!("{state}_title"));
             keys.push(format!("{state}_body"));
         }
@@ -637,6 +646,7 @@ mod tests {
             ErrorCode::Internal,
             ErrorCode::PowRequired,
             ErrorCode::PowInvalid,
+            ErrorCode::EntriesClosed,
         ] {
             keys.push(format!("err_{}", code.as_str()));
         }
