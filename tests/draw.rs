@@ -4,7 +4,8 @@
 //! `entries_close_at`, reveals the seed after the delay and ranks; `scripts/draw-verify` (plain
 //! Python) recomputes commitment, digest, count and ranking from the public endpoints, and
 //! every entrant's status shows the rank it printed. The leader's steps are idempotent (run
-//! again, they change nothing), and the ranking comes back after Redis loses it.
+//! again, they change nothing), and the ranking comes back after Redis loses it (from the leader,
+//! or from `sale rearm`).
 
 #[path = "../waitroom/tests/common/mod.rs"]
 mod common;
@@ -227,6 +228,17 @@ async fn the_leader_freezes_reveals_and_ranks_and_anyone_can_recompute_it() -> a
     assert_eq!(
         advance(&redis, &pool, sale, delay, now).await?,
         Step::Indexed((ENTRANTS - 5) as u32)
+    );
+    check_statuses().await?;
+    assert_eq!(verify(&server.base, sale).await?, ranks);
+
+    // Redis loses the sale; `sale rearm` brings entries and ranking back from MySQL: every
+    // status and the public draw as before, and nothing left for a leader to do.
+    let report = dropline_ops::rearm::rearm(&pool, &redis, sale, true).await?;
+    assert_eq!(report.entries, ENTRANTS as u64);
+    assert_eq!(
+        advance(&redis, &pool, sale, delay, now).await?,
+        Step::Ranked
     );
     check_statuses().await?;
     assert_eq!(verify(&server.base, sale).await?, ranks);

@@ -9,6 +9,8 @@
 //! - **held** orders were only holds: they are recorded `expired` in MySQL and their stock is
 //!   available again (their buyers queue again);
 //! - the waiting line and admissions are not rebuilt: buyers join again;
+//! - a draw sale's entries come back into the waiting room's index from `draw_entries`, with
+//!   their ranks once drawn (design/draw.md; the draw leader goes on from there);
 //! - the door's settings and the access codes come back from MySQL (design/door.md); which
 //!   buyers had spent a code's uses lived only in Redis, so the codes come back unspent (a
 //!   buyer who used one joins again with it).
@@ -53,6 +55,8 @@ pub struct Report {
     pub wiped_keys: u64,
     /// Access codes written back.
     pub codes: u64,
+    /// A draw sale's entries written back into the index (ranked ones also into `rk`).
+    pub entries: u64,
 }
 
 /// Rebuilds `sale` in Redis from MySQL (see the module docs).
@@ -68,7 +72,7 @@ pub async fn rearm(
     let door = sale::Door::load(mysql, sale)
         .await?
         .with_context(|| format!("no sale {sale} in MySQL"))?;
-    // A draw sale's settings go back into cfg (its entries are not rebuilt yet: #23).
+    // A draw sale's settings go back into cfg, its entries into the index (restore_entries).
     let draw = sale::draw::DrawSettings::load(mysql, sale).await?;
     let mut report = Report::default();
     let cfg_key = dropline_core::sale::keys::SaleKeys::new(redis, sale).cfg();
@@ -157,6 +161,9 @@ pub async fn rearm(
     }
 
     report.codes = restore_codes(mysql, redis, sale).await?;
+    if draw.is_some() {
+        report.entries = restore_entries(mysql, redis, sale).await?;
+    }
 
     let (_, sold_count) = ledger::sale_counts(mysql, sale)
         .await?
@@ -188,6 +195,60 @@ pub async fn rearm(
     report.available = config.stock_total - sold - report.paying_units;
     tracing::info!(%sale, ?report, "sale rearmed from MySQL");
     Ok(report)
+}
+
+/// Writes a draw sale's entries from MySQL back into its `ent` index, and, once drawn, the
+/// ranking into `rk` with `drw.ranked` (as the draw leader writes them); returns how many
+/// entries.
+async fn restore_entries(mysql: &MySqlPool, redis: &Redis, sale: SaleId) -> anyhow::Result<u64> {
+    let keys = dropline_core::sale::keys::SaleKeys::new(redis, sale);
+    let values = dropline_core::sale::entries::index_values(mysql, sale).await?;
+    for chunk in values.chunks(1_000) {
+        let pairs: Vec<(fred::types::Value, fred::types::Value)> = chunk
+            .iter()
+            .map(|(user, value)| {
+                (
+                    fred::types::Value::from(&user.as_bytes()[..]),
+                    fred::types::Value::from(value.as_str()),
+                )
+            })
+            .collect();
+        let _: i64 = redis
+            .pool()
+            .hset(keys.entries(), pairs)
+            .await
+            .context("restoring draw entries")?;
+    }
+    let mut after = 0;
+    loop {
+        let ranked = dropline_core::sale::entries::ranked(mysql, sale, after, 1_000).await?;
+        let Some(last) = ranked.last() else {
+            break;
+        };
+        after = last.rank;
+        let pairs: Vec<(fred::types::Value, fred::types::Value)> = ranked
+            .iter()
+            .map(|r| {
+                (
+                    fred::types::Value::from(r.rank.to_string()),
+                    fred::types::Value::from(&r.user.as_bytes()[..]),
+                )
+            })
+            .collect();
+        let _: i64 = redis
+            .pool()
+            .hset(keys.ranks(), pairs)
+            .await
+            .context("restoring the draw's ranking")?;
+    }
+    if after > 0 {
+        let _: i64 = redis
+            .pool()
+            .hset(keys.draw_counters(), ("ranked", after.to_string()))
+            .await
+            .context("restoring the draw's counters")?;
+    }
+    Ok(values.len() as u64)
 }
 
 /// Writes the sale's access codes from MySQL back into its Redis `codes` hash (before the

@@ -121,7 +121,7 @@ async fn index(redis: &Redis, mysql: &MySqlPool, sale: SaleId) -> anyhow::Result
             let user = Value::from(&r.user.as_bytes()[..]);
             by_user.push((
                 user.clone(),
-                Value::from(format!("{}:{}", hex::encode(r.entry), r.rank)),
+                Value::from(entries::index_value(&r.entry, Some(r.rank), false)),
             ));
             by_rank.push((Value::from(r.rank.to_string()), user));
         }

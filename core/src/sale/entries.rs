@@ -16,6 +16,38 @@ use sqlx::{MySql, MySqlPool, Transaction};
 use super::draw::EntryId;
 use crate::ids::{SaleId, UserId};
 
+/// An entry's value in the waiting room's `ent` index (`<prefix>:{s:<sale>}:ent`, user →
+/// value): `[-]<32 hex>[:<rank>]`, `-` once withdrawn, `:<rank>` once ranked.
+pub fn index_value(id: &EntryId, rank: Option<u32>, withdrawn: bool) -> String {
+    let mut value = String::with_capacity(44);
+    if withdrawn {
+        value.push('-');
+    }
+    value.push_str(&hex::encode(id));
+    if let Some(rank) = rank {
+        value.push(':');
+        value.push_str(&rank.to_string());
+    }
+    value
+}
+
+/// Every entry of `sale` as the index holds it: (user, value).
+pub async fn index_values(pool: &MySqlPool, sale: SaleId) -> anyhow::Result<Vec<(UserId, String)>> {
+    let rows: Vec<(UserId, Vec<u8>, bool, Option<u32>)> = sqlx::query_as(
+        "SELECT user_id, id, withdrawn_at IS NOT NULL, draw_rank FROM draw_entries \
+         WHERE sale_id = ?",
+    )
+    .bind(sale)
+    .fetch_all(pool)
+    .await
+    .context("reading the entries to index")?;
+    rows.into_iter()
+        .map(|(user, id, withdrawn, rank)| {
+            Ok((user, index_value(&entry_id(&id)?, rank, withdrawn)))
+        })
+        .collect()
+}
+
 /// A nullable time column.
 type Time = Option<DateTime<Utc>>;
 

@@ -78,16 +78,7 @@ impl Indexed {
 
     /// The text [`Indexed::parse`] reads.
     pub fn value(&self) -> String {
-        let mut value = String::with_capacity(44);
-        if self.withdrawn {
-            value.push('-');
-        }
-        value.push_str(&hex::encode(self.id));
-        if let Some(rank) = self.rank {
-            value.push(':');
-            value.push_str(&rank.to_string());
-        }
-        value
+        entries::index_value(&self.id, self.rank, self.withdrawn)
     }
 }
 
