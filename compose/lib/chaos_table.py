@@ -114,7 +114,11 @@ def failover_table(root, rows):
         event = "-"
         m = re.search(r"promoted after ([\d.]+) s \(unreplicated at the kill: (\S+) bytes\)", chaos)
         if m:
-            event = f"Redis primary killed, replica promoted in {m.group(1)} s ({m.group(2)} B unreplicated)"
+            event = (f"Redis primary killed, replica promoted in {m.group(1)} s "
+                     f"({m.group(2)} B unacknowledged")
+            lost = re.search(r"Redis promotion lost (\S+) bytes .*cut off (\d+) ms", chaos)
+            event += (f", {lost.group(1)} B lost, replica cut off {lost.group(2)} ms before)"
+                      if lost else ")")
         m = re.search(r"kill -9 RabbitMQ node (\d) \(\S+; leader of (\d+) queue", chaos)
         back = re.search(r"RabbitMQ node \d back in the cluster \((\d+) s", chaos)
         if m:

@@ -11,8 +11,11 @@
 #                          restarts the old primary as a replica of the new one; sets
 #                          fo_old_primary, fo_new_primary, fo_failover_seconds and
 #                          fo_unreplicated (bytes of the primary's replication stream the
-#                          replica had not acknowledged at the kill). Call it directly, not
-#                          in $(...): it starts a server.
+#                          replica had not acknowledged at the kill) and fo_lost_bytes (the
+#                          primary's offset at the kill past the one the replica was promoted
+#                          at). DL_CHAOS_REDIS_CUT_MS=N cuts the replica off N ms before the
+#                          kill, so that N ms of writes are lost for sure. Call it directly,
+#                          not in $(...): it starts a server.
 #   fo_redis_stop
 #   fo_rabbit_start DIR    three RabbitMQ nodes clustered (as testkit/src/rabbit_server.rs'
 #                          PrivateRabbit: own node name, AMQP and distribution ports, Mnesia, logs,
@@ -42,6 +45,7 @@ fo_failover_seconds=""
 fo_unreplicated=""
 fo_old_primary=""
 fo_new_primary=""
+fo_lost_bytes=""
 
 _fo_redis_server() {
     local port="$1"
@@ -119,13 +123,25 @@ fo_redis_primary() {
 }
 
 fo_redis_failover() {
-    local old new started deadline offsets
+    local old new started deadline offsets cut_ms="${DL_CHAOS_REDIS_CUT_MS:-0}" auth=() promoted_at
     old="$(fo_redis_primary)" || dl_die "failover: no Sentinel names the primary"
-    # What the primary had sent and what its replica had acknowledged, just before the kill.
-    offsets="$(redis-cli -p "${old}" info replication 2>/dev/null | tr -d '\r' | awk -F'[:,=]' '
+    fo_lost_bytes="?"
+    if ((cut_ms > 0)); then
+        # Writes lost for sure: the replica is cut off (a password it does not know, then its
+        # link killed: it cannot come back) and the primary keeps taking writes for cut_ms on
+        # the connections it has, then dies. Existing clients and the Sentinels' links stay
+        # authenticated.
+        auth=(--no-auth-warning -a "cut${RANDOM}${RANDOM}")
+        redis-cli -p "${old}" config set requirepass "${auth[2]}" >/dev/null
+        redis-cli -p "${old}" "${auth[@]}" client kill type replica >/dev/null
+        sleep "$(printf '%d.%03d' $((cut_ms / 1000)) $((cut_ms % 1000)))"
+    fi
+    # What the primary had sent and what its replica had acknowledged (acks come once a
+    # second, so this is an upper bound of what the replica lacks), just before the kill.
+    offsets="$(redis-cli -p "${old}" "${auth[@]}" info replication 2>/dev/null | tr -d '\r' | awk -F'[:,=]' '
         $1 == "master_repl_offset" {m = $2} $1 ~ /^slave[0-9]+$/ {for (i = 2; i < NF; i++) if ($i == "offset") r = $(i + 1)}
-        END {print m - r}')" || offsets="?"
-    fo_unreplicated="${offsets:-?}"
+        END {print m + 0, m - r}')" || offsets="0 ?"
+    fo_unreplicated="${offsets#* }"
     started="$(date +%s.%N)"
     kill -KILL "${fo_redis_pid_of[${old}]}" 2>/dev/null || true
     wait "${fo_redis_pid_of[${old}]}" 2>/dev/null || true
@@ -140,10 +156,21 @@ fo_redis_failover() {
         sleep 0.1
     done
     fo_failover_seconds="$(python3 -c 'import sys,time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "${started}")"
+    # Lost: the old primary's offset at the kill past the offset the replica was promoted at
+    # (second_repl_offset - 1); at least this much, since the primary wrote on until the kill.
+    promoted_at="$(redis-cli -p "${new}" info replication 2>/dev/null | tr -d '\r' | awk -F: '$1 == "second_repl_offset" {print $2 - 1}')"
+    if [[ "${promoted_at}" =~ ^[0-9]+$ ]]; then
+        fo_lost_bytes=$((${offsets%% *} - promoted_at))
+        ((fo_lost_bytes >= 0)) || fo_lost_bytes=0
+    fi
     # The old primary comes back empty as a replica of the new one (Sentinel would tell it so).
     _fo_redis_server "${old}" --replicaof 127.0.0.1 "${new}" --notify-keyspace-events Ex
     fo_old_primary="${old}"
     fo_new_primary="${new}"
+    if declare -F event >/dev/null; then
+        # compose/chaos's timeline.
+        event "Redis promotion lost ${fo_lost_bytes} bytes of replication stream (replica cut off ${cut_ms} ms before the kill)"
+    fi
 }
 
 fo_redis_stop() {
