@@ -11,7 +11,13 @@
 // audit`. The counters below only say what the buyers saw.
 //
 // Env: WAITROOM, API (base URLs), SALE, BUYERS, VUS, BUYERS_FILE (from `dropline loadtest
-// seed`), MAX_DURATION, ABANDON (0.1), FAIL (0.05).
+// seed`), MAX_DURATION, ABANDON (0.1), FAIL (0.05), CARD_OK (`tok_visa`; `pm_card_visa` with
+// Stripe) and CARD_FAIL (`tok_fail`; `pm_card_chargeCustomerFail` with Stripe).
+//
+// Each buyer that got an order logs one history line for compose/chaos's lost / duplicated /
+// unexpected / recovered counts: `HIST n=<n> order=<id> create=<ok|retried> pay=<none|ok|retried|
+// gave_up> seen=<paid|failed|abandoned|gave_up|paying>` (`retried`: an answer was a failure of
+// the platform or missing at least once, so the buyer did not know whether the call took).
 
 import http from 'k6/http';
 import { sleep } from 'k6';
@@ -26,6 +32,8 @@ const BUYERS = parseInt(__ENV.BUYERS || '400', 10);
 const VUS = parseInt(__ENV.VUS || '400', 10);
 const ABANDON = parseFloat(__ENV.ABANDON || '0.1');
 const FAIL = parseFloat(__ENV.FAIL || '0.05');
+const CARD_OK = __ENV.CARD_OK || 'tok_visa';
+const CARD_FAIL = __ENV.CARD_FAIL || 'tok_fail';
 
 const tokens = loadTokens(__ENV.BUYERS_FILE);
 const paid = new Counter('orders_paid');
@@ -48,11 +56,14 @@ export const options = {
 };
 
 // Sends `send()` until the answer is not a failure of the platform (no answer, 502, 503, 504),
-// up to `tries` times; returns the last answer.
-function retrying(send, tries) {
+// up to `tries` times; returns the last answer. `seen.retried` is set when it retried.
+function retrying(send, tries, seen) {
   let r = send();
   for (let i = 1; i < tries && (r.status === 0 || r.status === 502 || r.status === 503 || r.status === 504); i++) {
     retried.add(1);
+    if (seen) {
+      seen.retried = true;
+    }
     sleep(0.5 + Math.random() * 0.5);
     r = send();
   }
@@ -102,6 +113,7 @@ export default function () {
     pass = json(r, 'pass');
   }
   const headers = { ...auth, 'Content-Type': 'application/json' };
+  const created = { retried: false };
   r = retrying(
     () =>
       http.post(`${API}/api/orders`, JSON.stringify({ sale_id: SALE, quantity: 1 }), {
@@ -109,6 +121,7 @@ export default function () {
         tags: { name: 'order' },
       }),
     20,
+    created,
   );
   if (r.status === 409 && json(r, 'error.code') === 'sold_out') {
     soldOut.add(1);
@@ -118,17 +131,24 @@ export default function () {
     return giveUp('order', r);
   }
   const order = json(r, 'id');
+  const history = (pay, seen) =>
+    console.log(`HIST n=${n} order=${order} create=${created.retried ? 'retried' : 'ok'} pay=${pay} seen=${seen}`);
   const roll = Math.random();
   if (roll < ABANDON) {
     abandoned.add(1);
+    history('none', 'abandoned');
     return;
   }
-  const card = roll < ABANDON + FAIL ? 'tok_fail' : 'tok_visa';
+  const card = roll < ABANDON + FAIL ? CARD_FAIL : CARD_OK;
+  const paying = { retried: false };
   r = retrying(
     () => http.post(`${API}/api/orders/${order}/pay`, JSON.stringify({ card_token: card }), { headers, tags: { name: 'pay' } }),
     20,
+    paying,
   );
+  const pay = paying.retried ? 'retried' : 'ok';
   if (r.status !== 202) {
+    history('gave_up', 'gave_up');
     return giveUp('pay', r);
   }
   for (let i = 0; i < 120; i++) {
@@ -136,16 +156,20 @@ export default function () {
     r = retrying(() => http.get(`${API}/api/orders/${order}`, { headers, tags: { name: 'order_status' } }), 20);
     const status = json(r, 'status');
     if (r.status !== 200) {
+      history(pay, 'gave_up');
       return giveUp('order status', r);
     }
     if (status === 'paid') {
       paid.add(1);
+      history(pay, 'paid');
       return;
     }
     if (status !== 'paying') {
       declined.add(1);
+      history(pay, 'failed');
       return;
     }
   }
+  history(pay, 'paying');
   giveUp('still paying after 60 s', r);
 }

@@ -168,6 +168,16 @@ async fn a_sale_redis_lost_is_rebuilt_from_mysql_without_overselling() -> anyhow
     assert_eq!(counters(&redis, sale).await?, (STOCK - 5, 2, 3));
     let held_row = ledger::get(&mysql, held).await?.context("held row")?;
     assert_eq!(held_row.state, OrderState::Expired);
+    // Ended orders get their hash back too (as `sale audit` expects), without units or timers.
+    for (id, state) in [
+        (held, OrderState::Expired),
+        (cancelled, OrderState::Cancelled),
+    ] {
+        let o = orders.get(id).await?.context("an ended order's hash")?;
+        assert_eq!(o.state, state);
+        let ttl: i64 = redis.pool().pttl(orders.hold_key(id)).await?;
+        assert!(ttl < 0, "no timer for an ended order (pttl {ttl})");
+    }
     // Paid stays paid (a late confirm changes nothing), paying keeps its deadline and timer.
     let p = orders.get(paid_a).await?.context("paid order")?;
     assert_eq!(p.state, OrderState::Paid);

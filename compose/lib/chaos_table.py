@@ -96,6 +96,50 @@ def main():
               f"| {down.group(1) + ' s' if down else '-'} "
               f"| {mdown.group(1) + ' s' if mdown else '-'} "
               f"| {counter('requests_retried')} / {counter('buyers_gave_up')} | {r[11]} | {r[12]} |")
+    failover_table(root, rows)
+
+
+def failover_table(root, rows):
+    """compose/chaos --failover: the Jepsen-style counts (compose/lib/chaos_money.py) per run."""
+    runs = []
+    for r in rows:
+        n = int(r[0])
+        run_dir = f"{root}/run-{n:02d}"
+        try:
+            with open(f"{run_dir}/jepsen.json") as f:
+                j = json.load(f)
+        except (OSError, ValueError):
+            continue
+        chaos = open(f"{run_dir}/chaos.log").read() if os.path.exists(f"{run_dir}/chaos.log") else ""
+        event = "-"
+        m = re.search(r"promoted after ([\d.]+) s \(unreplicated at the kill: (\S+) bytes\)", chaos)
+        if m:
+            event = (f"Redis primary killed, replica promoted in {m.group(1)} s "
+                     f"({m.group(2)} B unacknowledged")
+            lost = re.search(r"Redis promotion lost (\S+) bytes .*cut off (\d+) ms", chaos)
+            event += (f", {lost.group(1)} B lost, replica cut off {lost.group(2)} ms before)"
+                      if lost else ")")
+        m = re.search(r"kill -9 RabbitMQ node (\d) \(\S+; leader of (\d+) queue", chaos)
+        back = re.search(r"RabbitMQ node \d back in the cluster \((\d+) s", chaos)
+        if m:
+            event = (f"RabbitMQ node {m.group(1)} killed (leader of {m.group(2)} queues), "
+                     f"back in {back.group(1) + ' s' if back else '?'}")
+        repaired = "yes" if "repair: dropline sale rearm" in chaos else "no"
+        rc = "-"
+        if os.path.exists(f"{run_dir}/reconcile.rc"):
+            rc = "exit " + open(f"{run_dir}/reconcile.rc").read().strip()
+        runs.append(f"| {n} | {event} | {j['acknowledged']} | {j['lost']} | {j['duplicated']} "
+                    f"| {j['unexpected']} | {j['recovered']} | {j['approved']} | {j['paid']} "
+                    f"| {j['refunds']} | {j['unaccounted']} | {rc} | {repaired} |")
+    if not runs:
+        return
+    print()
+    print("| run | failover | orders acknowledged | lost | duplicated | unexpected | recovered "
+          "| charges approved | orders paid | refunds | charges unaccounted for "
+          "| `payments reconcile` | Redis repaired (`sale rearm`) |")
+    print("| --- " * 13 + "|")
+    for line in runs:
+        print(line)
 
 
 if __name__ == "__main__":

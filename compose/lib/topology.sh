@@ -216,20 +216,25 @@ topo_start_smtp() {
 }
 
 # topo_start_replica NAME [HOST:PORT]: starts waitroom-N, api-N or worker-KIND-N, on any free
-# port or on HOST:PORT (a restart on the address nginx and the scrape targets know).
+# port or on HOST:PORT (a restart on the address nginx and the scrape targets know). When the
+# caller defines topo_env_for, `topo_env_for NAME` prints VAR=VALUE lines given to that replica
+# only (compose/chaos --failover rabbit: each replica's own RabbitMQ node).
 # The waiting room signs passes and verifies access tokens; the api signs access tokens,
 # verifies passes and holds the PII key (the secrets compose mounts per service).
 topo_start_replica() {
-    local name="$1" listen="${2:-127.0.0.1:0}" kind
+    local name="$1" listen="${2:-127.0.0.1:0}" kind replica_env=()
+    if declare -F topo_env_for >/dev/null; then
+        mapfile -t replica_env < <(topo_env_for "${name}")
+    fi
     case "${name}" in
         waitroom-*)
-            start "${name}" env DROPLINE_WAITROOM__LISTEN="${listen}" \
+            start "${name}" env "${replica_env[@]}" DROPLINE_WAITROOM__LISTEN="${listen}" \
                 DROPLINE_PASSES__SIGNING_KEY_FILE="${keydir}/pass.pem" \
                 "DROPLINE_AUTH__VERIFY_KEY_FILES=[\"${keydir}/access.pub.pem\"]" \
                 "${bin}" waitroom
             ;;
         api-*)
-            start "${name}" env DROPLINE_API__LISTEN="${listen}" \
+            start "${name}" env "${replica_env[@]}" DROPLINE_API__LISTEN="${listen}" \
                 DROPLINE_AUTH__SIGNING_KEY_FILE="${keydir}/access.pem" \
                 "DROPLINE_PASSES__VERIFY_KEY_FILES=[\"${keydir}/pass.pub.pem\"]" \
                 DROPLINE_PII__KEY_FILE="${keydir}/pii.key" \
@@ -238,7 +243,7 @@ topo_start_replica() {
         worker-*)
             kind="${name#worker-}"
             kind="${kind%-*}"
-            start "${name}" "${bin}" worker "${kind}" --metrics-addr "${listen}"
+            start "${name}" env "${replica_env[@]}" "${bin}" worker "${kind}" --metrics-addr "${listen}"
             ;;
         *) dl_die "${TOPO_TAG}: unknown replica ${name}" ;;
     esac

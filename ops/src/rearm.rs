@@ -7,7 +7,10 @@
 //!   payment may have been charged, and the sweeper settles it at the deadline with the provider
 //!   (approved → paid, nothing charged → failed and the stock back);
 //! - **held** orders were only holds: they are recorded `expired` in MySQL and their stock is
-//!   available again (their buyers queue again);
+//!   available again (their buyers queue again), and their hashes come back `expired`;
+//! - **ended** orders (expired, cancelled, failed) get their hashes back as MySQL has them,
+//!   without units or timers, so that `sale audit` finds every MySQL order in Redis (before
+//!   #21 they were left out, and a sale repaired after a Redis failover never audited clean);
 //! - the waiting line and admissions are not rebuilt: buyers join again;
 //! - a draw sale's entries come back into the waiting room's index from `draw_entries`, with
 //!   their ranks once drawn (design/draw.md; the draw leader goes on from there);
@@ -106,10 +109,11 @@ pub async fn rearm(
     let orders = Orders::new(redis, sale);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let pool = redis.pool();
-    for row in rows
-        .iter()
-        .filter(|r| matches!(r.state, OrderState::Paid | OrderState::Paying))
-    {
+    let mut ended = 0u64;
+    // Every order gets its hash back, the ended ones (expired, cancelled, failed, and the lost
+    // holds just recorded expired) too, so that `sale audit` finds each MySQL order in Redis in
+    // the same state; only paid and paying ones count units and keep timers.
+    for row in &rows {
         let fields: Vec<(&str, fred::types::Value)> = vec![
             ("user", (&row.user.as_bytes()[..]).into()),
             ("qty", row.quantity.into()),
@@ -125,6 +129,10 @@ pub async fn rearm(
             .hset(orders.order_key(row.id), fields)
             .await
             .with_context(|| format!("restoring order {}", row.id))?;
+        if !matches!(row.state, OrderState::Paid | OrderState::Paying) {
+            ended += 1;
+            continue;
+        }
         let _: i64 = pool
             .incr_by(orders.user_key(row.user), row.quantity)
             .await
@@ -193,7 +201,7 @@ pub async fn rearm(
         "sale {sale} was armed by someone else while rearming; run it again with --force"
     );
     report.available = config.stock_total - sold - report.paying_units;
-    tracing::info!(%sale, ?report, "sale rearmed from MySQL");
+    tracing::info!(%sale, ?report, ended_orders = ended, "sale rearmed from MySQL");
     Ok(report)
 }
 

@@ -12,9 +12,13 @@
 //!
 //! 1. The order's Redis state is read first. An order that already ended otherwise (EXPIRED,
 //!    CANCELLED, FAILED) cannot be confirmed: the payment is refunded and MySQL is not asked
-//!    to book it. A HELD order (never sent to payment: Redis and the message disagree) is
-//!    retried and, if it stays HELD, parked for an operator. When Redis lost the order, a
-//!    payment MySQL already marked refunded is not booked again.
+//!    to book it. A HELD order means Redis lost its HELD → PAYING arrow (the api makes it
+//!    before it publishes `payment.requested`, so only a failover to a replica that had not
+//!    received it shows an approved payment for a HELD order): the arrow is made again
+//!    ([`Orders::begin_payment`], counted in `dropline_confirm_lost_arrows_total`) and the
+//!    order is booked as below; a hold already past its deadline is retried until the
+//!    sweeper ends it, and then refunded. When Redis lost the order, a payment MySQL already
+//!    marked refunded is not booked again.
 //! 2. [`ledger::confirm_paid`] books it: the only writer of `paid`, in one transaction with
 //!    `sales.sold`. Concurrent deliveries are **batched**: each handler hands its order to one
 //!    writer task ([`batch`]), which takes every order queued (up to [`MAX_BATCH`]) into one
@@ -142,6 +146,7 @@ pub async fn run_with_hooks(
         provider,
         jobs,
         recipients,
+        payment_timeout: std::time::Duration::from_secs(config.payment.timeout_seconds),
     });
     tracing::info!(prefetch, max_batch = MAX_BATCH, "confirm worker starting");
     let handler = {
@@ -244,6 +249,8 @@ struct Confirmer {
     jobs: Batcher<OrderRow, PaidOutcome>,
     /// `(sale, user)` → who `order.confirmed` goes to, looked up a batch at a time.
     recipients: Batcher<(SaleId, UserId), Option<Recipient>>,
+    /// `payment.timeout_seconds`: the deadline of a HELD → PAYING arrow made again.
+    payment_timeout: std::time::Duration,
 }
 
 /// Why a payment is given back (the `reason` label of `dropline_refunds_total`).
@@ -359,11 +366,12 @@ impl Confirmer {
                 return self.refund(&orders, order, RefundReason::Ended).await;
             }
             Some(OrderState::Held) => {
-                // The api starts the payment (HELD → PAYING) before it asks for it.
-                return Ok(Outcome::Retry(format!(
-                    "approved payment for order {} which is still held in Redis",
-                    order.order_id
-                )));
+                // The api starts the payment (HELD → PAYING) before it asks for it, so Redis
+                // lost that arrow (a failover). The order still holds its stock and the buyer
+                // paid: make the arrow again and book it, rather than park a charge.
+                if let Some(outcome) = self.redo_begin_payment(&orders, order).await? {
+                    return Ok(outcome);
+                }
             }
             None => {
                 if let Some(payment) = ledger::payment_of(&self.mysql, order.order_id).await?
@@ -400,6 +408,43 @@ impl Confirmer {
                 "sale {} has no MySQL row",
                 order.sale_id
             ))),
+        }
+    }
+
+    /// HELD → PAYING again for an approved payment (see the module's "Approved"). `None`: the
+    /// order is paying (or paid) now, go on booking it; `Some`: what to do with the delivery.
+    async fn redo_begin_payment(
+        &self,
+        orders: &Orders,
+        order: &OrderRef,
+    ) -> anyhow::Result<Option<Outcome>> {
+        let moved = orders
+            .begin_payment(order.order_id, self.payment_timeout)
+            .await?;
+        match moved {
+            Transition::Applied(_) => {
+                metrics::counter!("dropline_confirm_lost_arrows_total").increment(1);
+                tracing::warn!(
+                    "approved payment for an order Redis showed held (its HELD → PAYING arrow was lost, a failover?): the arrow made again"
+                );
+                Ok(None)
+            }
+            Transition::Unchanged(s)
+                if matches!(s.state, OrderState::Paying | OrderState::Paid) =>
+            {
+                Ok(None)
+            }
+            Transition::Unchanged(s) if s.state.is_final() => {
+                // Ended meanwhile: the next delivery refunds it.
+                Ok(Some(Outcome::Retry(format!(
+                    "order {} ended ({}) while its approved payment was handled",
+                    order.order_id, s.state
+                ))))
+            }
+            other => Ok(Some(Outcome::Retry(format!(
+                "approved payment for order {} held in Redis past its deadline ({other:?}): the sweeper ends it, then it is refunded",
+                order.order_id
+            )))),
         }
     }
 

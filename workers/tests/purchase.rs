@@ -869,6 +869,76 @@ async fn duplicate_late_and_out_of_order_completions_change_nothing() -> anyhow:
     world.stop().await
 }
 
+/// Issue #21 §2: a Redis failover lost an order's HELD → PAYING arrow (the promoted replica had
+/// not received it) after its payment was asked for and approved. The confirm worker makes the
+/// arrow again and books the order, instead of retrying it into the parking queue with the
+/// charge booked nowhere (compose/chaos --failover redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_payment_for_an_order_redis_shows_held_is_booked_not_parked()
+-> anyhow::Result<()> {
+    let world = World::start(Setup {
+        payment: false,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(1).await?;
+    let order = world.held_order(users[0], 1).await?;
+    // What the payment worker does for an approved charge (the order's PAYING arrow is lost).
+    let decision = world
+        .provider
+        .charge(ChargeRequest {
+            order: order.id,
+            sale: order.sale,
+            amount: order.amount,
+            currency: order.currency.clone(),
+            card_token: "tok_visa".into(),
+        })
+        .await?;
+    let Decision::Approved { reference } = decision else {
+        anyhow::bail!("expected an approval, got {decision:?}");
+    };
+    ledger::record_payment(
+        world.mysql()?,
+        &ledger::PaymentRow {
+            id: Uuid::now_v7(),
+            order: order.id,
+            sale: order.sale,
+            amount: order.amount,
+            currency: order.currency.clone(),
+            status: "approved".into(),
+            provider_ref: reference.clone(),
+        },
+    )
+    .await?;
+    world
+        .complete(&order, PaymentOutcome::Approved, &reference)
+        .await?;
+    assert!(
+        world
+            .wait_all(&[order.id], OrderState::Paid, Duration::from_secs(20))
+            .await,
+        "not paid in Redis: {:?}",
+        world.state(order.id).await?
+    );
+    world.settle().await?;
+    assert_eq!(world.mysql_state(order.id).await?, Some(OrderState::Paid));
+    assert_eq!(
+        ledger::payment_of(world.mysql()?, order.id)
+            .await?
+            .map(|p| p.status),
+        Some("approved".to_owned()),
+        "booked, not refunded"
+    );
+    assert_eq!(
+        world.counters().await?,
+        (9, 0, 1),
+        "one unit sold, none held"
+    );
+    assert_eq!(world.backlog().await?, (0, 0), "nothing parked");
+    world.check_invariants().await?;
+    world.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_payment_for_an_order_that_ended_is_refunded() -> anyhow::Result<()> {
     let world = World::start(Setup {
