@@ -63,17 +63,28 @@ pub fn lazy(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
         options.get_database().is_some(),
         "mysql.url names no database"
     );
-    Ok(MySqlPoolOptions::new()
+    Ok(pool(config, options, 0, Duration::from_secs(3)))
+}
+
+/// A pool on `options` that connects on first use, keeping `min` connections once it has.
+fn pool(
+    config: &MysqlConfig,
+    options: MySqlConnectOptions,
+    min: u32,
+    acquire_timeout: Duration,
+) -> MySqlPool {
+    MySqlPoolOptions::new()
         .max_connections(config.max_connections)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(3))
+        .min_connections(min)
+        .acquire_timeout(acquire_timeout)
+        // A connection idle longer than MariaDB's wait_timeout would be dead on use.
         .idle_timeout(Duration::from_secs(300))
         .test_before_acquire(true)
         .connect_lazy_with(
             options
                 .charset("utf8mb4")
                 .log_statements(tracing::log::LevelFilter::Trace),
-        ))
+        )
 }
 
 /// The pool on `options`, once one query went through (waiting at most `deadline`).
@@ -82,18 +93,7 @@ async fn open(
     options: MySqlConnectOptions,
     deadline: Duration,
 ) -> anyhow::Result<MySqlPool> {
-    let pool = MySqlPoolOptions::new()
-        .max_connections(config.max_connections)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        // A connection idle longer than MariaDB's wait_timeout would be dead on use.
-        .idle_timeout(Duration::from_secs(300))
-        .test_before_acquire(true)
-        .connect_lazy_with(
-            options
-                .charset("utf8mb4")
-                .log_statements(tracing::log::LevelFilter::Trace),
-        );
+    let pool = pool(config, options, 1, Duration::from_secs(5));
     wait_for(config, deadline, || async {
         sqlx::query("SELECT 1").execute(&pool).await?;
         Ok(())
