@@ -476,6 +476,32 @@ async fn the_public_draw_shows_the_commitment_and_then_the_frozen_list() -> anyh
         Value::Null,
         "the seed stays secret until the reveal"
     );
+
+    // The frozen list, and cursors that are not one: 400 in the contract's shape.
+    let (status, page) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/w/{sale}/draw/entries"),
+            None,
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["next_cursor"], Value::Null);
+    let upper = "A".repeat(32);
+    let long = "0".repeat(33);
+    for bad in ["xyz", upper.as_str(), "%00", long.as_str()] {
+        let (status, body) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/w/{sale}/draw/entries?cursor={bad}"),
+                None,
+                None,
+            )
+            .await?;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    }
     server.stop().await
 }
 
