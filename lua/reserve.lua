@@ -13,6 +13,15 @@
 --   4. the per-user limit: u + quantity <= cfg.per_user_limit, where u counts the user's units
 --      in HELD, PAYING and PAID orders of this sale.
 --   5. stock: avail >= quantity (`sold_out` carries what is left, which may be less than asked).
+--   A draw sale (cfg.mode = draw, design/draw.md "Claims and backfill") also needs, after 3, an
+--   open win: win[user] = '<claim deadline ms>:<max_quantity>' with the deadline > now (else
+--   `not_admitted`: no win, or its one order was made, or it lapsed), and quantity <=
+--   max_quantity (else `limit_exceeded` with max_quantity as the limit). The order then marks
+--   the win ordered ('ord:<order>:<deadline>:<max_quantity>'), takes it out of the open wins'
+--   deadlines (wdl), records it for settlement (wod: user -> order) and gives back its
+--   reservation (drw.reserved -= max_quantity): the stock it did not buy becomes free for the
+--   next rank (draw_tick.lua). Stock never refuses a win ordering <= max_quantity in time:
+--   draw_tick.lua promotes only while avail - drw.reserved >= 1.
 -- Then: avail -= q, held += q, u += q; the order hash (state held, deadline = now +
 -- cfg.hold_seconds); the hold timer (a string whose only job is its TTL: its keyspace `expired`
 -- event tells the expiry worker); the deadline index `holds` (the sweeper's source of truth);
@@ -43,6 +52,11 @@
 -- KEYS[8]  hold:<order> (the hold timer)
 -- KEYS[9]  idem:<user uuid text>:<idempotency key> (hash: order, fp)
 -- KEYS[10] events (stream: the order outbox, see below)
+-- KEYS[11] win (hash, draw sales: user 16 raw bytes -> the win; see draw_tick.lua)
+-- KEYS[12] wdl (zset, draw sales: open wins without an order, user -> claim deadline ms)
+-- KEYS[13] wod (hash, draw sales: ordered wins not settled yet, user -> order id text)
+-- KEYS[14] drw (hash, draw sales: the draw's counters; reserved = units held for open wins)
+--          (KEYS 11-14 are read only for a draw sale)
 -- ARGV[1]  order id, UUID text (new; an order hash that already exists is an error)
 -- ARGV[2]  user id, 16 raw bytes
 -- ARGV[3]  quantity, integer in 1..10^9
@@ -97,7 +111,7 @@ end
 
 -- 2. The sale.
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
-  'per_user_limit', 'hold_seconds', 'price', 'currency')
+  'per_user_limit', 'hold_seconds', 'price', 'currency', 'mode')
 if not c[1] then
   return {'not_found'}
 end
@@ -114,6 +128,23 @@ end
 local admitted = tonumber(redis.call('ZSCORE', KEYS[4], user))
 if admitted == nil or admitted <= now then
   return {'not_admitted'}
+end
+
+-- 3b. A draw sale: an open win, and the quantity within it.
+local win_max = nil
+if c[9] == 'draw' then
+  local win = redis.call('HGET', KEYS[11], user)
+  local w_deadline, w_max = nil, nil
+  if win then
+    w_deadline, w_max = string.match(win, '^(%d+):(%d+)$')
+  end
+  if w_deadline == nil or tonumber(w_deadline) <= now then
+    return {'not_admitted'}
+  end
+  win_max = tonumber(w_max)
+  if qty > win_max then
+    return {'limit_exceeded', num(redis.call('GET', KEYS[6])), win_max}
+  end
 end
 
 -- 4. The per-user limit.
@@ -150,6 +181,13 @@ redis.call('ZADD', KEYS[5], fmt(deadline), order)
 redis.call('HSET', KEYS[9], 'order', order, 'fp', fp)
 redis.call('PEXPIRE', KEYS[9], fmt(idem_ttl))
 redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(deadline), user)
+if win_max ~= nil then
+  local win = redis.call('HGET', KEYS[11], user)
+  redis.call('HSET', KEYS[11], user, 'ord:' .. order .. ':' .. win)
+  redis.call('ZREM', KEYS[12], user)
+  redis.call('HSET', KEYS[13], user, order)
+  redis.call('HINCRBY', KEYS[14], 'reserved', -win_max)
+end
 outbox(KEYS[10], order, 'held', user, fmt(qty), amount, c[8], fmt(deadline),
   fmt(now), fmt(now), idem_key)
 return {'created', order, 'held', qty, amount, c[8], deadline, now}

@@ -138,13 +138,14 @@ pub struct DrawInfo {
     /// How long a winner has to order, from the promotion.
     #[schema(minimum = 1, maximum = 86_400)]
     pub claim_seconds: i64,
-    /// Entries made and not withdrawn.
+    /// Entries in the frozen list, once the draw is ranked (0 before: entries are counted at
+    /// the freeze).
     pub entry_count: i64,
     /// Winners promoted so far (ranks 1 to `promoted`).
     pub promoted: i64,
 }
 
-/// What a draw sale has counted so far (0 and 0 until entering and drawing exist).
+/// What a draw sale has counted so far (from Redis `drw`: the ranking's length and the wins).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrawCounts {
     pub entry_count: i64,
@@ -191,7 +192,11 @@ pub struct Sale {
 impl Sale {
     /// An fcfs sale, or a draw sale before anything was counted.
     pub fn new(record: SaleRecord, view: &SaleView) -> Self {
-        Self::with_counts(record, view, DrawCounts::default())
+        let counts = DrawCounts {
+            entry_count: view.ranked,
+            promoted: view.promoted,
+        };
+        Self::with_counts(record, view, counts)
     }
 
     /// A sale with its draw's counts (ignored for an fcfs sale).

@@ -18,6 +18,8 @@
 //!   = that sum, per user held + paying + paid units ≤ `per_user_limit`; per order at most one
 //!   `payments` row, a paid order has one and it is `approved`.
 //! - **Redis against MySQL, per order**: the same user and quantity, and compatible states.
+//! - **A draw sale** ([`draw`]): wins are ranks 1..M, free stock ≥ 0, every order a win's, one
+//!   order per win within its `max_quantity`.
 //!
 //! # Orders in flight (without `--settled`)
 //!
@@ -87,6 +89,7 @@ use dropline_core::clients::redis::Redis;
 use dropline_core::orders::{OrderState, Orders};
 
 mod checks;
+mod draw;
 pub mod payments;
 mod report;
 mod scan;
@@ -219,6 +222,9 @@ pub async fn audit(
         None
     };
     let mysql_figures = check_mysql(mysql, sale, redis_orders, &outbox, &mut f).await?;
+
+    // A draw sale's own invariants (draw.rs).
+    draw::check(mysql, redis, sale, last.is_some(), &mut f).await?;
 
     // 4. What only a second look at Redis can settle, and the orders MySQL does not have.
     if last.is_some() {

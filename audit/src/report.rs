@@ -61,6 +61,20 @@ pub enum BreachCode {
     UnsettledStock,
     /// `--settled`: an order changed while the audit ran.
     NotSettled,
+    /// A draw's wins are not ranks 1..M.
+    DrawRanksNotPrefix,
+    /// A draw's open wins reserve more than is available (`avail - reserved < 0`).
+    DrawFreeNegative,
+    /// Redis's promoted ranks disagree with MySQL's recorded wins.
+    DrawPromotedMismatch,
+    /// `--settled`: the draw outbox still has entries MySQL has not recorded.
+    DrawOutboxNotDrained,
+    /// An order of a draw sale that belongs to no win.
+    OrderWithoutWin,
+    /// An order of a draw sale for more than its win's `max_quantity`.
+    OrderOverWin,
+    /// More than one order for one win.
+    WinOrdersExceeded,
 }
 
 impl BreachCode {
@@ -89,6 +103,13 @@ impl BreachCode {
             Self::OutboxNotDrained => "outbox_not_drained",
             Self::UnsettledStock => "unsettled_stock",
             Self::NotSettled => "not_settled",
+            Self::DrawRanksNotPrefix => "draw_ranks_not_prefix",
+            Self::DrawFreeNegative => "draw_free_negative",
+            Self::DrawPromotedMismatch => "draw_promoted_mismatch",
+            Self::DrawOutboxNotDrained => "draw_outbox_not_drained",
+            Self::OrderWithoutWin => "order_without_win",
+            Self::OrderOverWin => "order_over_win",
+            Self::WinOrdersExceeded => "win_orders_exceeded",
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct Report {
     pub codes: u64,
     /// A draw sale's entries written back into the index (ranked ones also into `rk`).
     pub entries: u64,
+    /// A draw sale's wins written back (`win`, and the open or ordered ones' indexes).
+    pub wins: u64,
 }
 
 /// Rebuilds `sale` in Redis from MySQL (see the module docs).
@@ -171,6 +173,7 @@ pub async fn rearm(
     report.codes = restore_codes(mysql, redis, sale).await?;
     if draw.is_some() {
         report.entries = restore_entries(mysql, redis, sale).await?;
+        report.wins = restore_wins(mysql, redis, sale, &rows).await?;
     }
 
     let (_, sold_count) = ledger::sale_counts(mysql, sale)
@@ -257,6 +260,99 @@ async fn restore_entries(mysql: &MySqlPool, redis: &Redis, sale: SaleId) -> anyh
             .context("restoring the draw's counters")?;
     }
     Ok(values.len() as u64)
+}
+
+/// Writes a draw sale's wins from MySQL back (`win`, `wdl`, `wod`, `adm`, and `drw`'s
+/// `promoted` and `reserved`), as `lua/draw_tick.lua` keeps them: a settled win as its outcome;
+/// a claiming win with an order (MySQL's orders of the sale, `rows`) as ordered, for the next
+/// tick to settle from the order's state; a claiming win without one as open until its claim
+/// deadline (a passed deadline lapses at the next tick). Wins Redis handed out but the leader
+/// had not recorded yet are promoted again (same ranks, new deadlines). Returns how many wins.
+async fn restore_wins(
+    mysql: &MySqlPool,
+    redis: &Redis,
+    sale: SaleId,
+    rows: &[ledger::OrderRow],
+) -> anyhow::Result<u64> {
+    use dropline_core::sale::entries::{self, Outcome};
+    let keys = SaleKeys::new(redis, sale);
+    // The win's one order: the latest of the user's orders in this sale.
+    let mut orders: std::collections::HashMap<dropline_core::ids::UserId, &ledger::OrderRow> =
+        std::collections::HashMap::new();
+    for row in rows {
+        let newer = orders
+            .get(&row.user)
+            .is_none_or(|seen| seen.created <= row.created);
+        if newer {
+            orders.insert(row.user, row);
+        }
+    }
+    let pool = redis.pool();
+    let (mut after, mut count, mut reserved) = (0u32, 0u64, 0u64);
+    loop {
+        let wins = entries::wins(mysql, sale, after, 1_000).await?;
+        let Some(last) = wins.last() else {
+            break;
+        };
+        after = last.rank;
+        for win in &wins {
+            let user = fred::types::Value::from(&win.user.as_bytes()[..]);
+            let deadline = win.claim_deadline.timestamp_millis();
+            let value = match (win.outcome, orders.get(&win.user)) {
+                (Outcome::Claimed, _) => "claimed".to_owned(),
+                (Outcome::Forfeited, _) => "forfeited".to_owned(),
+                (Outcome::Claiming, Some(order)) => {
+                    let _: i64 = pool
+                        .hset(keys.ordered_wins(), (user.clone(), order.id.to_string()))
+                        .await
+                        .context("restoring an ordered win")?;
+                    format!("ord:{}:{deadline}:{}", order.id, win.max_quantity)
+                }
+                (Outcome::Claiming, None) => {
+                    let _: i64 = pool
+                        .zadd(
+                            keys.open_wins(),
+                            None,
+                            None,
+                            false,
+                            false,
+                            (deadline as f64, user.clone()),
+                        )
+                        .await
+                        .context("restoring an open win's deadline")?;
+                    let _: i64 = pool
+                        .zadd(
+                            keys.admitted(),
+                            None,
+                            None,
+                            false,
+                            false,
+                            (deadline as f64, user.clone()),
+                        )
+                        .await
+                        .context("restoring an open win's admission")?;
+                    reserved += u64::from(win.max_quantity);
+                    format!("{deadline}:{}", win.max_quantity)
+                }
+            };
+            let _: i64 = pool
+                .hset(keys.wins(), (user, value))
+                .await
+                .context("restoring a win")?;
+            count += 1;
+        }
+    }
+    let _: i64 = pool
+        .hset(
+            keys.draw_counters(),
+            vec![
+                ("promoted", after.to_string()),
+                ("reserved", reserved.to_string()),
+            ],
+        )
+        .await
+        .context("restoring the draw's promotions")?;
+    Ok(count)
 }
 
 /// Writes the sale's access codes from MySQL back into its Redis `codes` hash (before the

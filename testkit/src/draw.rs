@@ -20,6 +20,65 @@ pub async fn sale(
     door: &Door,
     seed: Option<draw::Seed>,
 ) -> anyhow::Result<SaleId> {
+    sale_with(
+        pool,
+        redis,
+        &Options {
+            stock,
+            opens_in,
+            close_in,
+            seed,
+            ..Options::default()
+        },
+        door,
+    )
+    .await
+}
+
+/// What [`sale_with`] makes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub stock: i32,
+    pub opens_in: chrono::Duration,
+    pub close_in: chrono::Duration,
+    pub seed: Option<draw::Seed>,
+    /// `per_user_limit`: the most one win may buy.
+    pub per_user_limit: i32,
+    pub claim_seconds: i64,
+    /// Holds of unpaid orders.
+    pub hold_seconds: i32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            stock: 10,
+            opens_in: chrono::Duration::seconds(-1),
+            close_in: chrono::Duration::seconds(2),
+            seed: None,
+            per_user_limit: 1,
+            claim_seconds: 1800,
+            hold_seconds: 600,
+        }
+    }
+}
+
+/// A draw sale as `options` says, written to MySQL as the api writes it and armed in Redis.
+pub async fn sale_with(
+    pool: &MySqlPool,
+    redis: &Redis,
+    options: &Options,
+    door: &Door,
+) -> anyhow::Result<SaleId> {
+    let Options {
+        stock,
+        opens_in,
+        close_in,
+        seed,
+        per_user_limit,
+        claim_seconds,
+        hold_seconds,
+    } = options.clone();
     let product = ProductId::new_v7();
     let id = SaleId::new_v7();
     let now = Utc::now();
@@ -36,14 +95,17 @@ pub async fn sale(
         "INSERT INTO sales (id, product_id, stock_total, opens_at, per_user_limit, hold_seconds, \
            admit_per_second, pow_difficulty, mode, entries_close_at, claim_seconds, created_at, \
            updated_at) \
-         VALUES (?, ?, ?, ?, 1, 600, 100, ?, 'draw', ?, 1800, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
+         VALUES (?, ?, ?, ?, ?, ?, 100, ?, 'draw', ?, ?, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
     )
     .bind(id)
     .bind(product)
     .bind(stock)
     .bind(opens_at.naive_utc())
+    .bind(per_user_limit)
+    .bind(hold_seconds)
     .bind(door.pow_difficulty)
     .bind(close_at.naive_utc())
+    .bind(claim_seconds)
     .execute(pool)
     .await?;
     let seed = seed.unwrap_or_else(|| {
@@ -64,8 +126,8 @@ pub async fn sale(
         stock_total: i64::from(stock),
         opens_at,
         closes_at: None,
-        per_user_limit: 1,
-        hold_seconds: 600,
+        per_user_limit: i64::from(per_user_limit),
+        hold_seconds: i64::from(hold_seconds),
         admit_per_second: 100,
         max_active: None,
         paused: false,
@@ -73,7 +135,7 @@ pub async fn sale(
     };
     let settings = DrawSettings {
         entries_close_at: close_at,
-        claim_seconds: 1800,
+        claim_seconds,
     };
     anyhow::ensure!(
         sale::arm_full(redis, id, &config, door, Some(&settings), 0, 0).await?,

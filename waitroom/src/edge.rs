@@ -434,6 +434,7 @@ pub fn routes() -> OpenApiRouter<Edge> {
         .routes(routes!(jwks))
         .routes(routes!(draw::draw_record))
         .routes(routes!(draw::draw_entries))
+        .routes(routes!(draw::draw_winners))
 }
 
 /// A join's answer: a place in a line, or a draw sale's entry (their `state`s never overlap).

@@ -70,6 +70,7 @@ fn every_route_of_the_contract_is_in_it() {
         "GET /w/{sale_id}/stats",
         "GET /w/{sale_id}/draw",
         "GET /w/{sale_id}/draw/entries",
+        "GET /w/{sale_id}/draw/winners",
         "GET /w/{sale_id}/control/data",
         "GET /.well-known/jwks.json",
         "GET /healthz",

@@ -453,6 +453,10 @@ impl Orders {
             self.hold_key(request.order),
             self.idempotency_key(request.user, key),
             k.events.clone(),
+            self.layout.wins(),
+            self.layout.open_wins(),
+            self.layout.ordered_wins(),
+            self.layout.draw_counters(),
         ];
         let args = vec![
             Value::from(request.order.to_string()),

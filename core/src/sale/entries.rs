@@ -543,6 +543,97 @@ pub async fn ranked(
         .collect()
 }
 
+/// What became of a win (draw.md: `claiming`, `claimed`, `forfeited`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Promoted, not settled: the winner may order (or has an order in flight).
+    Claiming,
+    /// The win's order was paid.
+    Claimed,
+    /// No order by the deadline, or the order ended unpaid.
+    Forfeited,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Claiming => "claiming",
+            Self::Claimed => "claimed",
+            Self::Forfeited => "forfeited",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "claiming" => Some(Self::Claiming),
+            "claimed" => Some(Self::Claimed),
+            "forfeited" => Some(Self::Forfeited),
+            _ => None,
+        }
+    }
+}
+
+/// A promoted entry as MySQL recorded it (the draw leader writes it from the draw outbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Win {
+    pub rank: u32,
+    pub entry: EntryId,
+    pub user: UserId,
+    pub max_quantity: u32,
+    pub claim_deadline: DateTime<Utc>,
+    pub outcome: Outcome,
+    /// The win's order, once settled with one.
+    pub order: Option<crate::ids::OrderId>,
+}
+
+type WinRow = (
+    u32,
+    Vec<u8>,
+    UserId,
+    Option<u32>,
+    Time,
+    Option<String>,
+    Option<crate::ids::OrderId>,
+);
+
+/// The wins of `sale` from rank `after` + 1, at most `limit`, by rank: the public winners list
+/// (`GET /w/{id}/draw/winners`) and `sale rearm`.
+pub async fn wins(
+    pool: &MySqlPool,
+    sale: SaleId,
+    after: u32,
+    limit: u32,
+) -> anyhow::Result<Vec<Win>> {
+    let rows: Vec<WinRow> = sqlx::query_as(
+        "SELECT draw_rank, id, user_id, max_quantity, claim_deadline, outcome, order_id \
+         FROM draw_entries WHERE sale_id = ? AND won_at IS NOT NULL AND draw_rank > ? \
+         ORDER BY draw_rank LIMIT ?",
+    )
+    .bind(sale)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .context("reading the draw's wins")?;
+    rows.into_iter()
+        .map(|(rank, id, user, max_quantity, deadline, outcome, order)| {
+            Ok(Win {
+                rank,
+                entry: entry_id(&id)?,
+                user,
+                max_quantity: max_quantity.context("a win without max_quantity")?,
+                claim_deadline: deadline.context("a win without claim_deadline")?,
+                outcome: outcome
+                    .as_deref()
+                    .and_then(Outcome::parse)
+                    .with_context(|| format!("a win with outcome {outcome:?}"))?,
+                order,
+            })
+        })
+        .collect()
+}
+
 /// The frozen list's ids after `after` (exclusive), ascending, at most `limit`: the public
 /// entries list (`GET /w/{id}/draw/entries`).
 pub async fn frozen_ids(

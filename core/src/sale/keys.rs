@@ -29,7 +29,11 @@
 //! | `ent` | hash | a draw sale's entries (design/draw.md): user (16 raw bytes) → entry id (32 hex), `:<rank>` once ranked, `-` in front once withdrawn; an index of MySQL `draw_entries` |
 //! | `rk` | hash | a draw's ranking: rank (decimal) → user (16 raw bytes), written by the draw leader after the reveal |
 //! | `drw` | hash | a draw's counters: `ranked` (the ranking is indexed: its length), `promoted` (wins handed out) |
-//! | `win` | hash | a draw's wins: user → `<claim deadline ms>:<max_quantity>` while open, `claimed`, `forfeited` |
+//! | `drw` | hash | (also) `reserved`: units kept for open wins without an order (Σ `max_quantity`) |
+//! | `win` | hash | a draw's wins: user → `<claim deadline ms>:<max_quantity>` while open, `ord:<order>:<deadline>:<max_quantity>` once ordered, `claimed`, `forfeited` (lua/draw_tick.lua) |
+//! | `wdl` | zset | a draw's open wins without an order: user → claim deadline (epoch ms) |
+//! | `wod` | hash | a draw's ordered wins not settled yet: user → order id |
+//! | `dev` | stream | the draw outbox: promotions and settlements, drained into MySQL `draw_entries` by the draw leader |
 
 use crate::clients::redis::Redis;
 use crate::ids::{OrderId, SaleId, UserId};
@@ -190,6 +194,21 @@ impl SaleKeys {
     /// `win`, a draw's wins by user.
     pub fn wins(&self) -> String {
         self.named("win")
+    }
+
+    /// `wdl`, a draw's open wins without an order: user → claim deadline.
+    pub fn open_wins(&self) -> String {
+        self.named("wdl")
+    }
+
+    /// `wod`, a draw's ordered wins not settled yet: user → order id.
+    pub fn ordered_wins(&self) -> String {
+        self.named("wod")
+    }
+
+    /// `dev`, the draw outbox (promotions and settlements for MySQL).
+    pub fn draw_events(&self) -> String {
+        self.named("dev")
     }
 
     pub fn pow_spent(&self, id: &str) -> String {

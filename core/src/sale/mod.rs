@@ -399,10 +399,14 @@ pub struct SaleView {
     pub sold: i64,
     /// The Redis server's clock when the snapshot was taken.
     pub now_ms: i64,
+    /// A draw's wins handed out so far (ranks 1 to `promoted`); 0 for an fcfs sale.
+    pub promoted: i64,
+    /// A draw's ranked entries (the frozen list's length once ranked); 0 before and for fcfs.
+    pub ranked: i64,
 }
 
 impl SaleView {
-    /// Parses the 13 integers `lua/sale_view.lua` returns.
+    /// Parses the 15 integers `lua/sale_view.lua` returns.
     pub fn from_values(v: &[i64]) -> anyhow::Result<Self> {
         let &[
             stock_total,
@@ -418,9 +422,11 @@ impl SaleView {
             held,
             sold,
             now_ms,
+            promoted,
+            ranked,
         ] = v
         else {
-            anyhow::bail!("sale_view returned {} values, expected 13", v.len());
+            anyhow::bail!("sale_view returned {} values, expected 15", v.len());
         };
         Ok(Self {
             stock_total,
@@ -436,6 +442,8 @@ impl SaleView {
             held,
             sold,
             now_ms,
+            promoted,
+            ranked,
         })
     }
 
@@ -473,8 +481,10 @@ pub fn from_ms(ms: i64) -> DateTime<Utc> {
 
 /// Reads a sale's live state in one round trip; `None` when the sale is not armed.
 pub async fn view(redis: &Redis, sale: SaleId) -> anyhow::Result<Option<SaleView>> {
+    let mut view_keys = keys(redis, sale);
+    view_keys.push(keys::SaleKeys::new(redis, sale).draw_counters());
     let values: Vec<i64> = SALE_VIEW
-        .run(redis, keys(redis, sale), Vec::<String>::new())
+        .run(redis, view_keys, Vec::<String>::new())
         .await
         .with_context(|| format!("reading the live state of sale {sale}"))?;
     if values.is_empty() {
@@ -682,7 +692,8 @@ mod tests {
 
     #[test]
     fn view_parses_the_script_output() -> anyhow::Result<()> {
-        let view = SaleView::from_values(&[10, 1_000, 0, 2, 600, 100, 0, 1, 0, 7, 2, 1, 1_500])?;
+        let view =
+            SaleView::from_values(&[10, 1_000, 0, 2, 600, 100, 0, 1, 0, 7, 2, 1, 1_500, 0, 0])?;
         assert_eq!(view.stock_total, 10);
         assert_eq!(view.closes_at_ms, None);
         assert_eq!(view.max_active, None);

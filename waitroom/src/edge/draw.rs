@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use dropline_core::clients::redis::Redis;
 use dropline_core::coalesce::Coalesce;
 use dropline_core::http::error::{ApiError, ErrorCode};
@@ -82,27 +83,46 @@ impl Indexed {
     }
 }
 
-/// A draw's win as the `win` index holds it.
+/// A draw's win as the `win` hash holds it (lua/draw_tick.lua).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Win {
     None,
-    Open { deadline_ms: u64, max_quantity: u32 },
+    /// Promoted, no order yet: `<deadline>:<max_quantity>`.
+    Open {
+        deadline_ms: u64,
+        max_quantity: u32,
+    },
+    /// Its one order was made and is not settled: `ord:<order>:<deadline>:<max_quantity>`.
+    Ordered {
+        deadline_ms: u64,
+        max_quantity: u32,
+    },
     Claimed,
     Forfeited,
 }
 
 impl Win {
     pub fn parse(value: &str) -> Self {
+        let parts = |text: &str| -> Option<(u64, u32)> {
+            let (deadline, max) = text.split_once(':')?;
+            Some((deadline.parse().ok()?, max.parse().ok()?))
+        };
         match value {
             "claimed" => Self::Claimed,
             "forfeited" => Self::Forfeited,
-            other => other
-                .split_once(':')
-                .and_then(|(deadline, max)| Some((deadline.parse().ok()?, max.parse().ok()?)))
-                .map_or(Self::None, |(deadline_ms, max_quantity)| Self::Open {
+            other => match other.strip_prefix("ord:") {
+                Some(rest) => rest
+                    .split_once(':')
+                    .and_then(|(_order, rest)| parts(rest))
+                    .map_or(Self::None, |(deadline_ms, max_quantity)| Self::Ordered {
+                        deadline_ms,
+                        max_quantity,
+                    }),
+                None => parts(other).map_or(Self::None, |(deadline_ms, max_quantity)| Self::Open {
                     deadline_ms,
                     max_quantity,
                 }),
+            },
         }
     }
 }
@@ -120,6 +140,10 @@ pub(super) struct Draws {
     records: quick_cache::sync::Cache<SaleId, (Instant, entries::DrawRecord)>,
     /// Concurrent misses of one sale's record share one MySQL read.
     loads: Coalesce<SaleId, Result<Option<entries::DrawRecord>, ApiError>>,
+    /// Winners pages (sale, after rank), each for [`RECORD_TTL`]: a crowd (or a client
+    /// repeating the call) reads MySQL once a second per page, not once per request.
+    winners: quick_cache::sync::Cache<(SaleId, u32), (Instant, axum::body::Bytes)>,
+    winner_loads: Coalesce<(SaleId, u32), Result<axum::body::Bytes, ApiError>>,
 }
 
 impl Draws {
@@ -130,6 +154,8 @@ impl Draws {
             reveal_delay,
             records: quick_cache::sync::Cache::new(1_000),
             loads: Coalesce::new(),
+            winners: quick_cache::sync::Cache::new(256),
+            winner_loads: Coalesce::new(),
         }
     }
 }
@@ -289,6 +315,18 @@ fn standing(look: &Look, entry: &Indexed) -> Standing {
             } else {
                 // Lapsed: the leader's next tick records it.
                 s.state = EntryState::Forfeited;
+            }
+        }
+        // Its order is in flight: still won until the order settles (paid: claimed; ended
+        // unpaid: forfeited), with the pass while the claim window lasts (paying needs none).
+        Win::Ordered {
+            deadline_ms,
+            max_quantity,
+        } => {
+            s.max_quantity = Some(max_quantity);
+            s.state = EntryState::Won;
+            if deadline_ms > look.now_ms {
+                s.deadline_ms = Some(deadline_ms);
             }
         }
         Win::None => match entry.rank {
@@ -822,6 +860,149 @@ pub(super) async fn draw_entries(
     Ok(Json(EntriesPage { items, next_cursor }))
 }
 
+/// Winners per page of `GET /w/{id}/draw/winners`.
+const WINNERS_PAGE: u32 = 10_000;
+
+/// `?cursor=` of the winners list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct WinnersQuery {
+    /// From a previous page's `next_cursor` (the last rank it listed); absent for the first page.
+    #[param(pattern = "^[1-9][0-9]{0,9}$")]
+    cursor: Option<String>,
+}
+
+/// One promoted entry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(super) struct Winner {
+    #[schema(minimum = 1)]
+    rank: u32,
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    entry_id: String,
+    /// The most units the win could buy.
+    #[schema(minimum = 1)]
+    max_quantity: u32,
+    /// `claiming` (may still order), `claimed` (paid) or `forfeited`.
+    #[schema(value_type = WinOutcome)]
+    outcome: entries::Outcome,
+}
+
+/// What became of a win.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // the schema of entries::Outcome
+pub(super) enum WinOutcome {
+    Claiming,
+    Claimed,
+    Forfeited,
+}
+
+/// A page of the winners list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct WinnersPage {
+    /// Promoted entries by rank: always ranks 1 to `promoted` (forfeits included), in order.
+    items: Vec<Winner>,
+    /// The next page's cursor; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The winners of a draw.
+///
+/// Public: every promoted entry by rank with what its win could buy and what became of it
+/// (design/draw.md). With `/draw` and `/draw/entries` anyone can check that the winners are the
+/// ranking's first ranks. Recorded by the draw leader a tick after the promotion; served from a
+/// one-second cache.
+#[utoipa::path(get, path = "/w/{sale_id}/draw/winners", tag = "draw", params(SaleIdParam, WinnersQuery), responses(
+    (status = 200, description = "A page of winners", body = WinnersPage),
+    (status = 400, description = "`bad_request`: a cursor that is not one", body = Error),
+    (status = 404, description = "`not_found`: no such sale, or not a draw sale", body = Error),
+    (status = 503, description = "`unavailable`: try again after `Retry-After`", body = Error),
+))]
+#[tracing::instrument(skip_all, fields(sale_id = %sale))]
+pub(super) async fn draw_winners(
+    State(edge): State<Edge>,
+    PathId(sale): PathId<SaleId>,
+    axum::extract::Query(query): axum::extract::Query<WinnersQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let after = match query.cursor.as_deref() {
+        None => 0,
+        Some(cursor) => cursor
+            .parse::<u32>()
+            .ok()
+            .filter(|r| *r > 0 && !cursor.starts_with('0') && !cursor.starts_with('+'))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "`cursor` must be a `next_cursor` of this list (a rank: digits, no sign)",
+                )
+            })?,
+    };
+    if is_draw(&edge, sale).await? != Some(true) {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such draw sale"));
+    }
+    let draws = &edge.0.draws;
+    let answer = |page: axum::body::Bytes| {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            page,
+        )
+            .into_response()
+    };
+    if let Some((at, page)) = draws.winners.get(&(sale, after))
+        && at.elapsed() < RECORD_TTL
+    {
+        return Ok(answer(page));
+    }
+    let pool = draws.mysql.clone();
+    let retry_after = edge.0.outage.retry_after;
+    let page = draws
+        .winner_loads
+        .run((sale, after), move || async move {
+            let read = entries::wins(&pool, sale, after, WINNERS_PAGE + 1);
+            let wins = match tokio::time::timeout(MYSQL_BOUND, read).await {
+                Ok(Ok(wins)) => wins,
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %format!("{error:#}"), "reading a draw's winners");
+                    return Err(
+                        ApiError::code(ErrorCode::Unavailable).with_retry_after(retry_after)
+                    );
+                }
+                Err(_) => {
+                    return Err(
+                        ApiError::code(ErrorCode::Unavailable).with_retry_after(retry_after)
+                    );
+                }
+            };
+            let more = wins.len() > WINNERS_PAGE as usize;
+            let items: Vec<Winner> = wins
+                .iter()
+                .take(WINNERS_PAGE as usize)
+                .map(|w| Winner {
+                    rank: w.rank,
+                    entry_id: hex::encode(w.entry),
+                    max_quantity: w.max_quantity,
+                    outcome: w.outcome,
+                })
+                .collect();
+            let next_cursor = if more {
+                items.last().map(|w| w.rank.to_string())
+            } else {
+                None
+            };
+            serde_json::to_vec(&WinnersPage { items, next_cursor })
+                .map(axum::body::Bytes::from)
+                .map_err(ApiError::internal)
+        })
+        .await
+        .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))?;
+    draws
+        .winners
+        .insert((sale, after), (Instant::now(), page.clone()));
+    Ok(answer(page))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,6 +1053,14 @@ mod tests {
             }
         );
         assert_eq!(Win::parse("x:3"), Win::None);
+        assert_eq!(
+            Win::parse("ord:0190b3c4-0000-7000-8000-000000000000:1700000000000:2"),
+            Win::Ordered {
+                deadline_ms: 1_700_000_000_000,
+                max_quantity: 2
+            }
+        );
+        assert_eq!(Win::parse("ord:x"), Win::None);
     }
 
     fn look_at(now_ms: u64) -> Look {
