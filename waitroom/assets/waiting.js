@@ -59,6 +59,7 @@
     ticket: 'dropline.ticket.' + SALE,
     first: 'dropline.first.' + SALE,
     opens: 'dropline.opens.' + SALE,
+    closes: 'dropline.closes.' + SALE,
     pass: 'dropline.pass.' + SALE,
     order: 'dropline.order.' + SALE,
     pow: 'dropline.pow.' + SALE,
@@ -535,6 +536,8 @@
       if (r.ok && r.data && r.data.ticket) {
         store.set(KEYS.ticket, r.data.ticket);
         if (r.data.opens_at) store.set(KEYS.opens, r.data.opens_at);
+        // A draw's entries close here: leaving is refused after it (design/draw.md).
+        if (r.data.entries_close_at) store.set(KEYS.closes, r.data.entries_close_at);
         failures = 0;
         powTries = 0;
         message('');
@@ -767,6 +770,9 @@
       announce(t(words + '_title'), newState);
     }
     setText('eta', scheduled || draw ? '–' : humanEta(d.eta_seconds));
+    // A draw's entry cannot be withdrawn once the entries are frozen: no button that only fails.
+    var closes = Date.parse(store.get(KEYS.closes) || '');
+    setHidden('leave', d.state === 'waitlisted' || (draw && !isNaN(closes) && now() >= closes));
     setText('updated', t('updated_at', { time: new Date().toLocaleTimeString(LOCALE) }));
     tickCountdown();
   }
