@@ -516,9 +516,23 @@ struct StatusAnswer {
     #[schema(format = DateTime)]
     pass_expires_at: Option<String>,
     /// The operator's notice to the line (door.md §4), `null` when none.
-    notice: Option<String>,
+    // Shared with the batch's other answers (no copy per poll), written as the string it is.
+    #[serde(serialize_with = "shared_text")]
+    #[schema(value_type = Option<String>)]
+    notice: Option<Arc<str>>,
     /// The place's priority group (door.md §2).
-    group: Option<String>,
+    #[serde(serialize_with = "shared_text")]
+    #[schema(value_type = Option<String>)]
+    group: Option<Arc<str>>,
+}
+
+/// Serializes a text shared between answers exactly as an `Option<String>` (serde's own `Arc`
+/// support needs its `rc` feature).
+fn shared_text<S: serde::Serializer>(text: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => s.serialize_some(&**text),
+        None => s.serialize_none(),
+    }
 }
 
 /// A sale's public figures.
@@ -969,8 +983,8 @@ async fn status(
         retry_after_ms: retry_after_ms(&status, e.abandon_after, e.tick),
         pass,
         pass_expires_at,
-        notice: status.notice.as_deref().map(str::to_owned),
-        group: status.group.as_deref().map(str::to_owned),
+        notice: status.notice,
+        group: status.group,
     })))
 }
 
