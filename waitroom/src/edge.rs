@@ -517,9 +517,23 @@ struct StatusAnswer {
     #[schema(format = DateTime)]
     pass_expires_at: Option<String>,
     /// The operator's notice to the line (door.md §4), `null` when none.
-    notice: Option<String>,
+    // Shared with the batch's other answers (no copy per poll), written as the string it is.
+    #[serde(serialize_with = "shared_text")]
+    #[schema(value_type = Option<String>)]
+    notice: Option<Arc<str>>,
     /// The place's priority group (door.md §2).
-    group: Option<String>,
+    #[serde(serialize_with = "shared_text")]
+    #[schema(value_type = Option<String>)]
+    group: Option<Arc<str>>,
+}
+
+/// Serializes a text shared between answers exactly as an `Option<String>` (serde's own `Arc`
+/// support needs its `rc` feature).
+fn shared_text<S: serde::Serializer>(text: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match text {
+        Some(text) => s.serialize_some(&**text),
+        None => s.serialize_none(),
+    }
 }
 
 /// A sale's public figures.
@@ -800,7 +814,9 @@ async fn join(
     let user = extract::access_claims(&e.access, caller.token())?.sub;
     e.limits.join_user.check(&user)?;
     if draw::is_draw(&edge, sale).await? == Some(true) {
-        return draw::join(&edge, sale, user, request).await;
+        // Boxed: the draw path's MySQL futures would otherwise size (and so copy) every
+        // join's future (see `status`).
+        return Box::pin(draw::join(&edge, sale, user, request)).await;
     }
     let options = JoinOptions {
         max_queue_length: e.max_queue_length,
@@ -813,8 +829,11 @@ async fn join(
         .outage
         .run(
             "joining the line",
-            edge.queue(sale)
-                .join_through(user, &options, &verdict, code.as_ref()),
+            // Boxed, as the draw path: the script's future would size every join's.
+            Box::pin(
+                edge.queue(sale)
+                    .join_through(user, &options, &verdict, code.as_ref()),
+            ),
         )
         .await?
         .ok_or_else(no_such_sale)?;
@@ -938,7 +957,10 @@ async fn status(
     let user = ticket_user(&edge, sale, caller.token())?;
     e.limits.status_user.check(&user)?;
     if draw::is_draw(&edge, sale).await? == Some(true) {
-        return draw::status(&edge, sale, user).await;
+        // Boxed: a draw entry's future (MySQL reads and writes) is several KiB, and axum moves
+        // each handler's future into a box twice per request; inline, every line poll copied
+        // it (#18, BENCHMARKS.md "Status path profile").
+        return Box::pin(draw::status(&edge, sale, user)).await;
     }
     let status = e.polls.poll(sale, user).await?.ok_or_else(no_such_sale)?;
     let (pass, pass_expires_at) = match status.place {
@@ -962,8 +984,8 @@ async fn status(
         retry_after_ms: retry_after_ms(&status, e.abandon_after, e.tick),
         pass,
         pass_expires_at,
-        notice: status.notice.as_deref().map(str::to_owned),
-        group: status.group.as_deref().map(str::to_owned),
+        notice: status.notice,
+        group: status.group,
     })))
 }
 
@@ -986,12 +1008,12 @@ async fn leave(
 ) -> Result<StatusCode, ApiError> {
     let user = ticket_user(&edge, sale, caller.token())?;
     if draw::is_draw(&edge, sale).await? == Some(true) {
-        return draw::leave(&edge, sale, user).await;
+        return Box::pin(draw::leave(&edge, sale, user)).await;
     }
     let removed = edge
         .0
         .outage
-        .run("leaving the line", edge.queue(sale).leave(user))
+        .run("leaving the line", Box::pin(edge.queue(sale).leave(user)))
         .await?;
     if removed {
         metrics::counter!("dropline_waitroom_leaves_total").increment(1);
@@ -1331,5 +1353,37 @@ mod tests {
         assert!(draws.iter().all(|&ms| (5_000..=MAX_RETRY_MS).contains(&ms)));
         let distinct: std::collections::HashSet<_> = draws.iter().collect();
         assert!(distinct.len() > 50, "spread, not one instant");
+    }
+}
+
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+
+    /// The size of the future a handler taking three extractors returns, without calling it.
+    fn future_size<A, B, C, Fut, F: FnOnce(A, B, C) -> Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future_size4<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// axum moves a handler's future into a box, and the route's service boxes it again: its
+    /// size is copied on every request (#18). A draw sale's path (MySQL futures) made the line's
+    /// status poll's future several KiB; it is boxed apart, as are the Lua steps of join and
+    /// leave, and this keeps it that way (sizes of a debug build, larger than a release one's).
+    #[test]
+    fn the_line_handlers_futures_stay_small() {
+        let status = future_size(&status);
+        let leave = future_size(&leave);
+        let join = future_size4(&join);
+        eprintln!("status {status}, leave {leave}, join {join} bytes");
+        for (handler, size) in [("status", status), ("leave", leave), ("join", join)] {
+            assert!(
+                size <= 2048,
+                "the {handler} handler's future is {size} bytes"
+            );
+        }
     }
 }

@@ -784,25 +784,30 @@ impl WaitQueue {
 const STATUS_HEADER: usize = 8;
 
 /// A sale's priority groups as the scripts answer them (`cfg.groups`), to name a group rank.
-struct Groups(Vec<Arc<str>>);
+/// `public` is made once per reply, not once per row.
+struct Groups {
+    named: Vec<Arc<str>>,
+    public: Arc<str>,
+}
 
 impl Groups {
     fn new(field: &str) -> Self {
-        Self(
-            dropline_core::sale::door::parse_groups_field(field)
+        Self {
+            named: dropline_core::sale::door::parse_groups_field(field)
                 .into_iter()
                 .map(Arc::from)
                 .collect(),
-        )
+            public: Arc::from(dropline_core::sale::door::PUBLIC_GROUP),
+        }
     }
 
     /// The name of group `rank` (`public` after the named ones); `None` for a negative rank
     /// (no place) or one past `public` (a group the sale no longer has: not expected).
     fn name(&self, rank: i64) -> Option<Arc<str>> {
         let rank = usize::try_from(rank).ok()?;
-        match rank.cmp(&self.0.len()) {
-            std::cmp::Ordering::Less => self.0.get(rank).cloned(),
-            std::cmp::Ordering::Equal => Some(Arc::from(dropline_core::sale::door::PUBLIC_GROUP)),
+        match rank.cmp(&self.named.len()) {
+            std::cmp::Ordering::Less => self.named.get(rank).cloned(),
+            std::cmp::Ordering::Equal => Some(self.public.clone()),
             std::cmp::Ordering::Greater => None,
         }
     }

@@ -161,11 +161,19 @@ impl Draws {
 }
 
 /// Whether `sale` is a draw sale (`None`: not armed), from memory after the first call.
+///
+/// The Redis read is boxed, so that the handlers' futures, which every request moves, do not
+/// carry its state when the mode is known (the usual case).
 pub(super) async fn is_draw(edge: &Edge, sale: SaleId) -> Result<Option<bool>, ApiError> {
-    let draws = &edge.0.draws;
-    if let Some(draw) = draws.modes.get(&sale) {
+    if let Some(draw) = edge.0.draws.modes.get(&sale) {
         return Ok(Some(draw));
     }
+    Box::pin(read_mode(edge, sale)).await
+}
+
+/// [`is_draw`] on a miss: reads `cfg.mode` and remembers it for an armed sale.
+async fn read_mode(edge: &Edge, sale: SaleId) -> Result<Option<bool>, ApiError> {
+    let draws = &edge.0.draws;
     let redis = edge.0.redis.clone();
     let (opens_at, mode): (Option<String>, Option<String>) = edge
         .0
