@@ -1723,7 +1723,30 @@ impl World {
         let _: i64 = redis.decr_by(self.orders.user_key(order.user), qty).await?;
         let _: i64 = redis.decr_by(&k.sold, qty).await?;
         let _: i64 = redis.incr_by(&k.avail, qty).await?;
+        // The PAID arrow's `ZREM adm` is lost too: the buyer is admitted again.
+        let deadline = chrono::Utc::now().timestamp_millis() + 600_000;
+        let _: i64 = redis
+            .custom(
+                fred::cmd!("ZADD"),
+                vec![
+                    Value::from(k.adm.as_str()),
+                    Value::from(deadline),
+                    Value::from(&order.user.as_bytes()[..]),
+                ],
+            )
+            .await?;
         Ok(())
+    }
+
+    /// Whether `user` is admitted (in `adm`).
+    async fn admitted(&self, user: UserId) -> anyhow::Result<bool> {
+        let score: Option<f64> = self
+            .deps
+            .redis()?
+            .pool()
+            .zscore(&self.orders.keys().adm, &user.as_bytes()[..])
+            .await?;
+        Ok(score.is_some())
     }
 
     /// Reserves, starts and pays an order for `user`, and waits until it ends in `state`.
@@ -1759,6 +1782,7 @@ async fn after_lost_writes_an_oversell_takes_the_units_mysql_sold_and_the_sale_s
     // No expiry worker (so no recorder stock check): the confirm worker alone must heal it.
     let world = World::start(Setup {
         stock: 2,
+        per_user_limit: 1,
         ..Setup::default()
     })
     .await?;
@@ -1798,6 +1822,10 @@ async fn after_lost_writes_an_oversell_takes_the_units_mysql_sold_and_the_sale_s
         matches!(next, ReserveOutcome::SoldOut { available: 0 }),
         "no further buyer can reserve: {next:?}"
     );
+    assert!(
+        !world.admitted(users[0]).await?,
+        "the admission the loss brought back (a buyer MySQL has at the limit) is ended"
+    );
     assert_eq!(
         world.provider.refunds.load(Ordering::SeqCst),
         1,
@@ -1813,6 +1841,7 @@ async fn after_lost_writes_the_recorder_takes_the_units_mysql_sold_before_anyone
 -> anyhow::Result<()> {
     let world = World::start(Setup {
         stock: 3,
+        per_user_limit: 1,
         expiry: true,
         ..Setup::default()
     })
@@ -1838,6 +1867,10 @@ async fn after_lost_writes_the_recorder_takes_the_units_mysql_sold_before_anyone
     assert!(
         matches!(next, ReserveOutcome::SoldOut { available: 0 }),
         "no further buyer can reserve: {next:?}"
+    );
+    assert!(
+        !world.admitted(users[0]).await?,
+        "the admission the loss brought back (a buyer MySQL has at the limit) is ended"
     );
     // The hold still pays for its own unit, and the counters then agree with MySQL.
     let started = world.orders.begin_payment(holding.id, PAY_TIMEOUT).await?;

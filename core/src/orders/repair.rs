@@ -183,7 +183,91 @@ pub async fn repair(orders: &Orders, mysql: &MySqlPool, caller: &str) -> anyhow:
             tracing::debug!(sale = %sale, caller, result = outcome.label(), "stock check")
         }
     }
+    if outcome.moved() > 0 {
+        end_spent_admissions(orders, mysql).await?;
+    }
     Ok(outcome)
+}
+
+/// Ends the admissions (`adm`) of buyers who have paid for `per_user_limit` units in MySQL
+/// and returns how many. The lost writes that made Redis forget a paid order also took back
+/// its PAID arrow's `ZREM adm`: the buyer, done and gone, stays admitted until the admission's
+/// deadline (minutes), and the admitter's stock rule (`(active + admitted) × need ≤ avail +
+/// held`) keeps a unit for each such buyer, so the line stops with units left (the forced-loss
+/// chaos runs). Run after a [`repair`] that moved units (the sign of those lost writes).
+/// Removing a member is what `confirm.lua` does; a buyer MySQL has at the limit can buy nothing
+/// more, so it is safe whatever runs meanwhile.
+pub async fn end_spent_admissions(orders: &Orders, mysql: &MySqlPool) -> anyhow::Result<usize> {
+    let sale = orders.sale();
+    let members: Vec<Value> = orders
+        .redis
+        .pool()
+        .zrange(&orders.keys.adm, 0, -1, None, false, None, false)
+        .await
+        .with_context(|| format!("reading the admitted buyers of sale {sale}"))?;
+    let users: Vec<crate::ids::UserId> = members
+        .iter()
+        .filter_map(|m| {
+            m.as_bytes()
+                .and_then(|b| crate::ids::UserId::from_slice(b).ok())
+        })
+        .collect();
+    if users.is_empty() {
+        return Ok(0);
+    }
+    let limit: Option<(i32,)> = sqlx::query_as("SELECT per_user_limit FROM sales WHERE id = ?")
+        .bind(sale)
+        .fetch_optional(mysql)
+        .await
+        .with_context(|| format!("reading the per-user limit of sale {sale}"))?;
+    let Some((limit,)) = limit else {
+        return Ok(0);
+    };
+    let mut spent = Vec::new();
+    for chunk in users.chunks(CHUNK) {
+        let mut q = sqlx::QueryBuilder::<MySql>::new(
+            "SELECT user_id FROM orders WHERE status = 'paid' AND sale_id = ",
+        );
+        q.push_bind(sale);
+        q.push(" AND user_id IN (");
+        let mut list = q.separated(", ");
+        for user in chunk {
+            list.push_bind(*user);
+        }
+        q.push(") GROUP BY user_id HAVING SUM(quantity) >= ");
+        q.push_bind(limit);
+        let found: Vec<(crate::ids::UserId,)> = q
+            .build_query_as()
+            .fetch_all(mysql)
+            .await
+            .with_context(|| format!("reading the buyers of sale {sale} at their limit"))?;
+        spent.extend(found.into_iter().map(|(user,)| user));
+    }
+    if spent.is_empty() {
+        return Ok(0);
+    }
+    let removed: i64 = orders
+        .redis
+        .pool()
+        .zrem(
+            &orders.keys.adm,
+            spent
+                .iter()
+                .map(|u| Value::from(&u.as_bytes()[..]))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .with_context(|| format!("ending spent admissions of sale {sale}"))?;
+    if removed > 0 {
+        metrics::counter!("dropline_stock_repair_admissions_ended_total")
+            .increment(u64::try_from(removed).unwrap_or(0));
+        tracing::warn!(
+            sale = %sale,
+            removed,
+            "admissions of buyers MySQL has at their limit ended (their PAID arrows were lost)"
+        );
+    }
+    Ok(usize::try_from(removed).unwrap_or(0))
 }
 
 /// What MySQL says, in one snapshot.
