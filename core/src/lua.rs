@@ -261,9 +261,12 @@ pub mod scripts {
     pub static ORDER_DUE: Script = crate::lua_script!("order_due");
     /// A re-report's claim with its backoff, and the parked mark (`lua/rereport.lua`).
     pub static REREPORT: Script = crate::lua_script!("rereport");
+    /// Paid units Redis still offers moved from avail to sold, from MySQL's count
+    /// (`lua/stock_repair.lua`).
+    pub static STOCK_REPAIR: Script = crate::lua_script!("stock_repair");
 
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 10] {
+    pub fn all() -> [&'static Script; 11] {
         [
             &LEASE_ACQUIRE,
             &LEASE_RELEASE,
@@ -275,6 +278,7 @@ pub mod scripts {
             &RELEASE,
             &ORDER_DUE,
             &REREPORT,
+            &STOCK_REPAIR,
         ]
     }
 }

@@ -35,7 +35,12 @@
 //!    - `Ended(_)` → refund at the provider, payment row marked refunded → `order.refunded`
 //!      (the buyer's e-mail, once per order) → ack.
 //!    - `WouldOversell` → the order is failed in Redis first (so it is never confirmed
-//!      later), then refunded as above; error log → ack.
+//!      later), then refunded as above; error log → ack. MySQL being full where Redis
+//!      offered a unit means Redis lost writes (a failover): right after the release, the
+//!      sale's Redis counters are set right from MySQL's `sales.sold`
+//!      ([`repair::repair`], `lua/stock_repair.lua`), so the units MySQL sold (the one just
+//!      released included) go to `sold` instead of back to the next buyer, and the sale
+//!      sells out. The same repair runs when MySQL booked an order Redis does not know.
 //!    - `NoSale` → parked.
 //!
 //! Acks come only after the work is committed. Every step repeats safely, so a crash between
@@ -70,7 +75,7 @@ use dropline_core::messages::{
     Envelope, OrderConfirmed, OrderRef, OrderRefunded, PaymentCompleted, PaymentOutcome, kinds,
 };
 use dropline_core::orders::ledger::OrderRow;
-use dropline_core::orders::{Order, OrderState, Orders, Target, Transition};
+use dropline_core::orders::{Order, OrderState, Orders, Target, Transition, repair};
 use dropline_core::sale::from_ms;
 use futures_util::future::BoxFuture;
 use sqlx::MySqlPool;
@@ -462,6 +467,8 @@ impl Confirmer {
             }
             Transition::NotFound => {
                 tracing::warn!("order paid in MySQL; Redis does not know it (lost?)");
+                // Its units are still in Redis's `avail` (Redis forgot the reserve): take them.
+                self.repair_stock(orders).await;
             }
             Transition::Unchanged(s) | Transition::NotDue(s) | Transition::DeadlinePassed(s) => {
                 metrics::counter!("dropline_confirm_conflicts_total").increment(1);
@@ -472,6 +479,17 @@ impl Confirmer {
             }
         }
         Ok(())
+    }
+
+    /// Sets the sale's Redis stock counters right from MySQL ([`repair::repair`]). A failure
+    /// is logged, not retried: the recorder's stock check repairs the sale soon after.
+    async fn repair_stock(&self, orders: &Orders) {
+        if let Err(error) = repair::repair(orders, &self.mysql, "confirm").await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not repair the sale's stock counters from MySQL; the recorder's stock check will"
+            );
+        }
     }
 
     /// Publishes `order.confirmed` with the buyer's and the product's names (looked up
@@ -564,6 +582,10 @@ impl Confirmer {
         if let RefundReason::WouldOversell = reason {
             let released = orders.release(order.order_id, Target::Failed).await?;
             tracing::info!(redis = ?released.state(), "oversold order released in Redis");
+            // MySQL is full where Redis offered a unit: Redis lost writes (a failover). Take
+            // the units MySQL sold out of `avail`, the one just released included, rather
+            // than offer them to the next buyer.
+            self.repair_stock(orders).await;
         }
         let decision = self
             .provider

@@ -6,14 +6,28 @@
 //! MySQL in one call, then acknowledged and deleted. Entries a dead process held are claimed
 //! every [`CLAIM_EVERY`]. Writing an entry twice is harmless (rows only move forward), so a
 //! crash between the MySQL write and the acknowledgement costs nothing but a repeat.
+//!
+//! # The stock check
+//!
+//! Every [`STOCK_CHECK_EVERY`] the recorder also compares each sale's `sales.sold` in MySQL
+//! with Redis's `sold`. MySQL ahead (more units paid than Redis counts as sold) is usually a
+//! confirmation in flight (MySQL commits before Redis's PAYING → PAID), but after a Redis
+//! failover that lost writes it can be paid orders Redis forgot, whose units Redis then offers
+//! again: buyers would pay for them and be refunded, and the sale would never sell out. So
+//! then it runs [`repair::repair`] (`lua/stock_repair.lua`), which tells the two apart and moves
+//! only units MySQL sold and Redis counts nowhere but in `avail` to `sold`. Repeating it (every
+//! expiry worker process runs the check) is harmless.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::ledger;
+use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::SaleId;
 use dropline_core::orders::outbox::{Entry, Outbox};
+use dropline_core::orders::{Orders, repair};
+use fred::interfaces::KeysInterface;
 use sqlx::MySqlPool;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +43,8 @@ const CLAIM_EVERY: Duration = Duration::from_secs(10);
 const SALES_EVERY: Duration = Duration::from_secs(1);
 /// The pause after a failed round (MySQL or Redis down).
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How often each sale's sold counts are compared (see "The stock check").
+pub const STOCK_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Records until `shutdown` fires. `consumer` names this process in the consumer groups.
 pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: CancellationToken) {
@@ -37,6 +53,7 @@ pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: Can
     let mut listed: Vec<SaleId> = Vec::new();
     let mut listed_at: Option<Instant> = None;
     let mut claimed_at = Instant::now();
+    let mut stock_checked_at = Instant::now();
     let mut failures = 0u32;
     tracing::info!(consumer = %consumer, "recorder starting");
     while !shutdown.is_cancelled() {
@@ -84,6 +101,14 @@ pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: Can
                     if failures.is_multiple_of(30) {
                         tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: round failed; will retry");
                     }
+                }
+            }
+        }
+        if stock_checked_at.elapsed() >= STOCK_CHECK_EVERY {
+            stock_checked_at = Instant::now();
+            for &sale in &listed {
+                if let Err(error) = check_stock(&redis, &mysql, sale).await {
+                    tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: stock check failed; will retry");
                 }
             }
         }
@@ -156,5 +181,25 @@ async fn write(outbox: &Outbox, mysql: &MySqlPool, entries: Vec<Entry>) -> anyho
     ledger::record(mysql, &rows).await?;
     outbox.done(&ids).await?;
     metrics::counter!("dropline_recorder_entries_total").increment(ids.len() as u64);
+    Ok(())
+}
+
+/// One sale's stock check (see "The stock check"): MySQL's `sold` first, then Redis's, so a
+/// confirmation in flight at the MySQL read has mostly reached Redis by the second; only when
+/// MySQL is still ahead does the repair read the live orders and decide.
+async fn check_stock(redis: &Redis, mysql: &MySqlPool, sale: SaleId) -> anyhow::Result<()> {
+    let Some((_, mysql_sold)) = dropline_core::orders::ledger::sale_counts(mysql, sale).await?
+    else {
+        return Ok(());
+    };
+    let orders = Orders::new(redis, sale);
+    let redis_sold: Option<i64> = redis
+        .pool()
+        .get(&orders.keys().sold)
+        .await
+        .with_context(|| format!("reading the sold count of sale {sale}"))?;
+    if mysql_sold > redis_sold.unwrap_or(0) {
+        repair::repair(&orders, mysql, "recorder").await?;
+    }
     Ok(())
 }

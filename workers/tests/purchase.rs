@@ -1699,3 +1699,196 @@ async fn a_sale_retired_before_any_expiry_worker_ran_is_still_swept() -> anyhow:
 async fn a_sale_the_admitter_dropped_is_still_swept_and_recorded() -> anyhow::Result<()> {
     a_hold_outlives_the_index(true).await
 }
+
+// Lost Redis writes (#21, README "Lost Redis writes"): after a failover that lost writes,
+// Redis may have forgotten a paid order whole (reserve to PAID) while MySQL has it booked.
+// Its units are then back in Redis's `avail`; the system must take them back from MySQL's
+// `sales.sold` by itself, so the sale sells out and no further buyer pays for a unit MySQL sold.
+
+impl World {
+    /// Makes Redis forget `order` (paid) as a failover that lost its whole life would: no
+    /// order hash, no idempotency key, the buyer's count without it, and its units back in
+    /// `avail` out of `sold`. MySQL keeps the paid row and its `sales.sold`.
+    async fn forget_paid_order(&self, order: &Order) -> anyhow::Result<()> {
+        let redis = self.deps.redis()?.pool();
+        let k = self.orders.keys();
+        let qty = order.quantity;
+        let _: i64 = redis.del(self.orders.order_key(order.id)).await?;
+        let _: i64 = redis
+            .del(
+                self.orders
+                    .idempotency_key(order.user, &order.idempotency_key),
+            )
+            .await?;
+        let _: i64 = redis.decr_by(self.orders.user_key(order.user), qty).await?;
+        let _: i64 = redis.decr_by(&k.sold, qty).await?;
+        let _: i64 = redis.incr_by(&k.avail, qty).await?;
+        // The PAID arrow's `ZREM adm` is lost too: the buyer is admitted again.
+        let deadline = chrono::Utc::now().timestamp_millis() + 600_000;
+        let _: i64 = redis
+            .custom(
+                fred::cmd!("ZADD"),
+                vec![
+                    Value::from(k.adm.as_str()),
+                    Value::from(deadline),
+                    Value::from(&order.user.as_bytes()[..]),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `user` is admitted (in `adm`).
+    async fn admitted(&self, user: UserId) -> anyhow::Result<bool> {
+        let score: Option<f64> = self
+            .deps
+            .redis()?
+            .pool()
+            .zscore(&self.orders.keys().adm, &user.as_bytes()[..])
+            .await?;
+        Ok(score.is_some())
+    }
+
+    /// Reserves, starts and pays an order for `user`, and waits until it ends in `state`.
+    async fn buy(&self, user: UserId, state: OrderState) -> anyhow::Result<Order> {
+        let order = self.paying_order(user, 1).await?;
+        self.request_payment(&order, "tok_visa").await?;
+        anyhow::ensure!(
+            self.wait_all(&[order.id], state, Duration::from_secs(20))
+                .await,
+            "order {} not {state} in Redis: {:?}",
+            order.id,
+            self.state(order.id).await?
+        );
+        Ok(order)
+    }
+
+    /// What a reserve of one unit by `user` answers now.
+    async fn try_reserve(&self, user: UserId) -> anyhow::Result<ReserveOutcome> {
+        self.orders
+            .reserve(&ReserveRequest {
+                order: OrderId::new_v7(),
+                user,
+                quantity: 1,
+                idempotency_key: format!("k-{}", Uuid::new_v4().simple()),
+            })
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_lost_writes_an_oversell_takes_the_units_mysql_sold_and_the_sale_sells_out()
+-> anyhow::Result<()> {
+    // No expiry worker (so no recorder stock check): the confirm worker alone must heal it.
+    let world = World::start(Setup {
+        stock: 2,
+        per_user_limit: 1,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(5).await?;
+    let lost = world.buy(users[0], OrderState::Paid).await?;
+    world.forget_paid_order(&lost).await?;
+    assert_eq!(world.counters().await?, (2, 0, 0), "Redis forgot the sale");
+    assert_eq!(world.sold().await?, 1);
+
+    // Redis offers two units, MySQL has one: the next buyer gets the real one.
+    world.buy(users[1], OrderState::Paid).await?;
+    // The third pays for a unit MySQL sold: refused, refunded, and the unit is not offered again.
+    let oversold = world.buy(users[2], OrderState::Failed).await?;
+    let pool = world.mysql()?.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            matches!(ledger::payment_of(&pool, oversold.id).await, Ok(Some(p)) if p.status == "refunded")
+        })
+        .await,
+        "the oversold payment is refunded"
+    );
+    world.settle().await?;
+    assert_eq!(world.sold().await?, 2, "MySQL never sells past its stock");
+    assert_eq!(
+        world.counters().await?,
+        (0, 0, 2),
+        "Redis takes the unit MySQL sold instead of offering it again"
+    );
+    let view = sale::view(world.deps.redis()?, world.sale).await?;
+    assert_eq!(
+        view.map(|v| v.state()),
+        Some(sale::SaleState::SoldOut),
+        "the sale sells out"
+    );
+    let next = world.try_reserve(users[3]).await?;
+    assert!(
+        matches!(next, ReserveOutcome::SoldOut { available: 0 }),
+        "no further buyer can reserve: {next:?}"
+    );
+    assert!(
+        !world.admitted(users[0]).await?,
+        "the admission the loss brought back (a buyer MySQL has at the limit) is ended"
+    );
+    assert_eq!(
+        world.provider.refunds.load(Ordering::SeqCst),
+        1,
+        "one refund"
+    );
+    world.check_invariants().await?;
+    assert_eq!(world.backlog().await?, (0, 0));
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_lost_writes_the_recorder_takes_the_units_mysql_sold_before_anyone_pays()
+-> anyhow::Result<()> {
+    let world = World::start(Setup {
+        stock: 3,
+        per_user_limit: 1,
+        expiry: true,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(5).await?;
+    let lost = world.buy(users[0], OrderState::Paid).await?;
+    world.buy(users[1], OrderState::Paid).await?;
+    // A live hold MySQL has not sold: its unit stays held, not taken.
+    let holding = world.held_order(users[2], 1).await?;
+    world.forget_paid_order(&lost).await?;
+    assert_eq!(world.sold().await?, 2);
+
+    // Nobody pays for the unit Redis shows: the recorder's stock check finds MySQL ahead.
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            world.counters().await.is_ok_and(|c| c == (0, 1, 2))
+        })
+        .await,
+        "Redis's counters not repaired: {:?}",
+        world.counters().await?
+    );
+    let next = world.try_reserve(users[3]).await?;
+    assert!(
+        matches!(next, ReserveOutcome::SoldOut { available: 0 }),
+        "no further buyer can reserve: {next:?}"
+    );
+    assert!(
+        !world.admitted(users[0]).await?,
+        "the admission the loss brought back (a buyer MySQL has at the limit) is ended"
+    );
+    // The hold still pays for its own unit, and the counters then agree with MySQL.
+    let started = world.orders.begin_payment(holding.id, PAY_TIMEOUT).await?;
+    anyhow::ensure!(started.applied(), "begin_payment: {started:?}");
+    world.request_payment(&holding, "tok_visa").await?;
+    assert!(
+        world
+            .wait_all(&[holding.id], OrderState::Paid, Duration::from_secs(20))
+            .await,
+        "the hold is paid"
+    );
+    world.settle().await?;
+    assert_eq!(world.counters().await?, (0, 0, 3));
+    assert_eq!(
+        world.provider.refunds.load(Ordering::SeqCst),
+        0,
+        "no refund"
+    );
+    world.check_invariants().await?;
+    world.stop().await
+}

@@ -68,6 +68,7 @@
 
 pub mod ledger;
 pub mod outbox;
+pub mod repair;
 pub mod rereport;
 
 use std::fmt;
