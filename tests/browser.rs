@@ -145,10 +145,11 @@ async fn a_buyer_pays_through_the_stripe_step_in_chromium() -> anyhow::Result<()
 }
 
 /// A draw sale's entrant (design/draw.md) on the waiting page: entered, then after the draw
-/// on the waiting list with their place (the draw leader of `dropline all` freezes, reveals and
-/// ranks; promotions are not built yet).
+/// (the leader of `dropline all` freezes, reveals, ranks and promotes) won, with the purchase
+/// form and the claim's countdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_entrant_enters_a_draw_wins_and_gets_the_purchase_form_in_chromium() -> anyhow::Result<()> {
+async fn an_entrant_enters_a_draw_wins_and_gets_the_purchase_form_in_chromium() -> anyhow::Result<()>
+{
     let tools = BrowserTools::find()?;
     let env = TestEnv::new()?;
     let work = tempfile::tempdir()?;
