@@ -309,28 +309,20 @@ async fn restore_wins(
                     format!("ord:{}:{deadline}:{}", order.id, win.max_quantity)
                 }
                 (Outcome::Claiming, None) => {
-                    let _: i64 = pool
-                        .zadd(
-                            keys.open_wins(),
-                            None,
-                            None,
-                            false,
-                            false,
-                            (deadline as f64, user.clone()),
-                        )
-                        .await
-                        .context("restoring an open win's deadline")?;
-                    let _: i64 = pool
-                        .zadd(
-                            keys.admitted(),
-                            None,
-                            None,
-                            false,
-                            false,
-                            (deadline as f64, user.clone()),
-                        )
-                        .await
-                        .context("restoring an open win's admission")?;
+                    // Its deadline among the open wins, and its admission (the pass's).
+                    for key in [keys.open_wins(), keys.admitted()] {
+                        let _: i64 = pool
+                            .zadd(
+                                key,
+                                None,
+                                None,
+                                false,
+                                false,
+                                (deadline as f64, user.clone()),
+                            )
+                            .await
+                            .context("restoring an open win")?;
+                    }
                     reserved += u64::from(win.max_quantity);
                     format!("{deadline}:{}", win.max_quantity)
                 }
