@@ -373,7 +373,10 @@ async fn the_live_admitter_lets_every_vip_in_before_the_public_still_waiting() -
             // (instant the sample began, members first seen in it)
             let mut samples: Vec<(tokio::time::Instant, Vec<Vec<u8>>)> = Vec::new();
             let mut seen = std::collections::HashSet::new();
-            while !stop.is_cancelled() {
+            // One last sample after the stop: the test stops sampling once it has seen every
+            // admission it waits for, and under load the sample before may be older than that.
+            loop {
+                let last = stop.is_cancelled();
                 let began = tokio::time::Instant::now();
                 let members: Vec<Vec<u8>> = redis
                     .pool()
@@ -384,6 +387,9 @@ async fn the_live_admitter_lets_every_vip_in_before_the_public_still_waiting() -
                     .filter(|m| seen.insert(m.clone()))
                     .collect();
                 samples.push((began, new));
+                if last {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             anyhow::Ok(samples)
