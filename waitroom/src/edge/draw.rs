@@ -876,7 +876,7 @@ const WINNERS_PAGE: u32 = 10_000;
 #[into_params(parameter_in = Query)]
 pub(super) struct WinnersQuery {
     /// From a previous page's `next_cursor` (the last rank it listed); absent for the first page.
-    #[param(pattern = "^[1-9][0-9]{0,9}$")]
+    #[param(pattern = "^[1-9][0-9]{0,8}$")]
     cursor: Option<String>,
 }
 
