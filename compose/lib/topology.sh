@@ -22,7 +22,7 @@ if [[ "${BASH_SOURCE[0]}" == "${0}" ]]; then
 fi
 
 TOPO_REPLICAS="${TOPO_REPLICAS:-2}"
-topo_kinds=(payment confirm expiry mail)
+topo_kinds=(payment confirm expiry mail draw)
 pids=()
 names=()
 declare -A addr=()
@@ -342,9 +342,10 @@ topo_write_targets() {
 
 # topo_make_sale STOCK OPENS_AT [ADMIT_PER_SECOND [EXTRA_JSON]]: an admin token, a product and a
 # sale through nginx (EXTRA_JSON: more fields of the sale, e.g. `"hold_seconds":10`); sets token,
-# product, sale.
+# product, sale. ADMIT_PER_SECOND defaults to 100; given empty, the field is left out (a draw
+# sale refuses it).
 topo_make_sale() {
-    local stock="$1" opens_at="$2" admit="${3:-100}" extra="${4:-}"
+    local stock="$1" opens_at="$2" admit="${3-100}" extra="${4:-}"
     token="$(curl -sf -H 'content-type: application/json' \
         -d "{\"email\":\"${admin_email}\",\"password\":\"${admin_password}\"}" \
         "${base}/api/auth/login" | json_field access_token)" || dl_die "${TOPO_TAG}: admin login via nginx failed"
@@ -352,7 +353,7 @@ topo_make_sale() {
         -d '{"name":"Limited-edition chair","description":"numbered, one per buyer","price":390000,"currency":"KRW"}' \
         "${base}/api/admin/products" | json_field id)" || dl_die "${TOPO_TAG}: creating the product failed"
     sale="$(curl -sf -H 'content-type: application/json' -H "authorization: Bearer ${token}" \
-        -d "{\"product_id\":\"${product}\",\"stock\":${stock},\"opens_at\":\"${opens_at}\",\"per_user_limit\":1,\"admit_per_second\":${admit}${extra:+,${extra}}}" \
+        -d "{\"product_id\":\"${product}\",\"stock\":${stock},\"opens_at\":\"${opens_at}\",\"per_user_limit\":1${admit:+,\"admit_per_second\":${admit}}${extra:+,${extra}}}" \
         "${base}/api/admin/sales" | json_field id)" || dl_die "${TOPO_TAG}: creating the sale failed"
     dl_log "${TOPO_TAG}: sale ${sale}, stock ${stock}, opens ${opens_at}"
 }
