@@ -880,7 +880,7 @@ impl SettingsRow {
         if let Some(text) = &update.notice {
             field("notice", json!(self.notice), json!(text));
         }
-        (!after.is_empty()).then(|| (Value::Object(before), Value::Object(after)))
+        (!after.is_empty()).then_some((Value::Object(before), Value::Object(after)))
     }
 
     /// The update that puts back what `update` changes.
