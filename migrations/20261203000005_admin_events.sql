@@ -2,7 +2,8 @@
 -- the same transaction as the change, so a change never lacks its row and a failed one leaves
 -- none (api/src/trail.rs).
 --
--- id          UUIDv7 made inside the change's transaction: id order is the order of the changes
+-- id          UUIDv7 made inside the change's transaction: the trail's order (creation order within
+--             one api process, time order to the millisecond across replicas)
 -- at          server time of the change, to the millisecond (UTC)
 -- admin_id    the administrator's user id (the access token's subject)
 -- action      `product.create`, `sale.create`, `sale.update`, `codes.create`

@@ -89,7 +89,8 @@ pub async fn record(
         Subject::Sale(id) => (Some(id), None),
         Subject::Product(id) => (None, Some(id)),
     };
-    // Made inside the transaction, after the handler's locks: id order is change order.
+    // Made inside the transaction, after the handler's locks: within one process id order is
+    // change order (UUIDv7 is monotonic per process); across replicas, time order to the ms.
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO admin_events (id, at, admin_id, action, sale_id, product_id, before_json, \

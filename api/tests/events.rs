@@ -11,12 +11,17 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common::{Reply, TestApi};
+use dropline_api::Secrets;
 use dropline_audit::AuditOptions;
 use dropline_core::auth::tokens::Role;
+use dropline_core::clients::deps::Deps;
+use dropline_core::clients::redis::Redis;
 use dropline_core::ids::SaleId;
+use dropline_testkit::{FaultProxy, url_target, url_via};
 use fred::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn rfc3339(offset: chrono::Duration) -> String {
@@ -418,5 +423,84 @@ async fn the_audit_endpoint_answers_the_command_s_report_and_sees_a_breach() -> 
         reply.expect(200, None);
         assert_eq!(reply.body["ok"], json!(false));
     }
+    api.stop().await
+}
+
+#[tokio::test]
+async fn with_redis_cut_the_audit_is_503_and_a_failed_change_leaves_no_event() -> anyhow::Result<()>
+{
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let (product, sale) = new_sale(&api, &admin, json!({})).await?;
+    let sale_id = text(&sale, "id")?;
+    assert_eq!(event_rows(&api).await?, 2);
+
+    // A replica whose Redis goes through a proxy we can cut.
+    let mut config = api.env.config.clone();
+    let proxy = FaultProxy::start(url_target(&config.redis.url)?).await?;
+    config.redis.url = url_via(&config.redis.url, proxy.addr())?;
+    config.redis.command_timeout_ms = 500;
+    let redis = Redis::connect(&config.redis).await?;
+    let deps = Deps {
+        mysql: api.deps.mysql.clone(),
+        redis: Some(redis.clone()),
+        broker: api.deps.broker.clone(),
+    };
+    let secrets = Secrets {
+        keys: api.keys.clone(),
+        passes: api.passes.clone(),
+        pii: api.pii.clone(),
+        stripe_webhook: None,
+    };
+    let server = dropline_api::build(&config, &deps, secrets).await?;
+    let base = format!("http://{}", server.addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    proxy.cut().await;
+
+    let audit = format!("{base}/api/admin/sales/{sale_id}/audit");
+    let response = api.http.get(&audit).bearer_auth(&admin).send().await?;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
+    // Changes that fail on Redis roll back with their trail rows.
+    let response = api
+        .http
+        .patch(format!("{base}/api/admin/sales/{sale_id}"))
+        .bearer_auth(&admin)
+        .json(&json!({"paused": true}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 503);
+    let response = api
+        .http
+        .post(format!("{base}/api/admin/sales"))
+        .bearer_auth(&admin)
+        .json(&json!({"product_id": product["id"], "stock": 3, "opens_at": rfc3339(chrono::Duration::zero())}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 503);
+    assert_eq!(event_rows(&api).await?, 2, "no event of a failed change");
+
+    // Redis back: the same replica audits again.
+    proxy.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let last = loop {
+        let response = api.http.get(&audit).bearer_auth(&admin).send().await?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == 200 || tokio::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(last.0, 200, "{}", last.1);
+    assert_eq!(last.1["ok"], json!(true), "{}", last.1);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    redis.quit().await;
     api.stop().await
 }
