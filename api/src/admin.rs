@@ -5,6 +5,8 @@
 //! - `POST /api/admin/sales` → 201 the sale (shape of `GET /api/sales/{id}`)
 //! - `PATCH /api/admin/sales/{id}` → 200 the sale
 //!
+//! Each change writes its audit-trail row ([`crate::trail`]) on the change's transaction.
+//!
 //! MySQL is the record and Redis runs the sale, so every write keeps the two in step: the MySQL
 //! change is made in a transaction, the Redis change is made before the commit, and a Redis
 //! failure rolls the transaction back (503 `unavailable`, nothing written). If the commit itself
@@ -22,6 +24,7 @@ use dropline_core::sale::draw::{self, DrawSettings, Mode};
 use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate, door};
 use rand::RngCore;
 use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +35,7 @@ use crate::docs::{Error, IdParam};
 use crate::extract::{Admin, PathId};
 use crate::fail;
 use crate::state::AppState;
+use crate::trail::{self, Action, Subject};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -163,6 +167,11 @@ async fn create_product(
         created_at: Utc::now().trunc_subsecs(3),
     };
     tracing::Span::current().record("product_id", tracing::field::display(product.id));
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting a transaction", e))?;
     sqlx::query(
         "INSERT INTO products (id, name, description, price, currency, created_at) \
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -173,9 +182,27 @@ async fn create_product(
     .bind(product.price)
     .bind(&product.currency)
     .bind(product.created_at)
-    .execute(&state.mysql)
+    .execute(&mut *tx)
     .await
     .map_err(|e| fail::db("creating a product", e))?;
+    let after = json!({
+        "name": product.name,
+        "description": product.description,
+        "price": product.price,
+        "currency": product.currency,
+    });
+    trail::record(
+        &mut tx,
+        admin.sub,
+        Action::ProductCreate,
+        Subject::Product(product.id),
+        None,
+        &after,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| fail::db("committing a new product", e))?;
     // A fresh id cannot be cached yet, unless someone guessed it: drop a "does not exist".
     state.cache.invalidate(Entry::Product(product.id)).await;
     tracing::info!(name = %product.name, price = product.price, currency = %product.currency, "product created");
@@ -271,6 +298,34 @@ struct SaleInput {
     door: Door,
     /// `Some` for a draw sale.
     draw: Option<DrawSettings>,
+}
+
+impl SaleInput {
+    /// The sale's fields as stored, for the audit trail's `sale.create`.
+    fn trail(&self) -> Value {
+        let mode = if self.draw.is_some() {
+            Mode::Draw
+        } else {
+            Mode::Fcfs
+        };
+        json!({
+            "product_id": self.product_id,
+            "mode": mode.as_str(),
+            "stock": self.stock,
+            "opens_at": self.opens_at,
+            "closes_at": self.closes_at,
+            "per_user_limit": self.per_user_limit,
+            "hold_seconds": self.hold_seconds,
+            "admit_per_second": self.admit_per_second,
+            "max_active": self.max_active,
+            "pow_difficulty": self.door.pow_difficulty,
+            "groups": self.door.groups,
+            "presale_only_until": self.door.presale_only_until,
+            "notice": self.door.notice,
+            "entries_close_at": self.draw.map(|d| d.entries_close_at),
+            "claim_seconds": self.draw.map(|d| d.claim_seconds),
+        })
+    }
 }
 
 /// A presale needs a group whose codes can get in before it ends.
@@ -545,6 +600,15 @@ async fn create_sale(
             .await
             .map_err(|e| fail::db("creating a sale's draw", e))?;
     }
+    trail::record(
+        &mut tx,
+        admin.sub,
+        Action::SaleCreate,
+        Subject::Sale(id),
+        None,
+        &input.trail(),
+    )
+    .await?;
 
     let config = SaleConfig {
         product_id: product.id,
@@ -776,6 +840,49 @@ struct SettingsRow {
 }
 
 impl SettingsRow {
+    /// The fields `update` changes, as they are (`before`) and as they will be (`after`), for
+    /// the audit trail; `None` when it changes nothing.
+    fn changes(&self, update: &SettingsUpdate) -> Option<(Value, Value)> {
+        let mut before = serde_json::Map::new();
+        let mut after = serde_json::Map::new();
+        let mut field = |name: &str, old: Value, new: Value| {
+            if old != new {
+                before.insert(name.to_owned(), old);
+                after.insert(name.to_owned(), new);
+            }
+        };
+        if let Some(n) = update.admit_per_second {
+            field("admit_per_second", json!(self.admit_per_second), json!(n));
+        }
+        if let Some(n) = update.max_active {
+            field("max_active", json!(self.max_active), json!(n));
+        }
+        if let Some(b) = update.paused {
+            field("paused", json!(self.paused), json!(b));
+        }
+        if let Some(b) = update.closed {
+            field("closed", json!(self.closed_at.is_some()), json!(b));
+        }
+        if let Some(n) = update.pow_difficulty {
+            field("pow_difficulty", json!(self.pow_difficulty), json!(n));
+        }
+        if let Some(groups) = &update.groups {
+            let old = door::parse_groups_field(&self.access_groups);
+            field("groups", json!(old), json!(groups));
+        }
+        if let Some(t) = update.presale_only_until {
+            field(
+                "presale_only_until",
+                json!(self.presale_only_until),
+                json!(t),
+            );
+        }
+        if let Some(text) = &update.notice {
+            field("notice", json!(self.notice), json!(text));
+        }
+        (!after.is_empty()).then_some((Value::Object(before), Value::Object(after)))
+    }
+
     /// The update that puts back what `update` changes.
     fn undo(&self, update: &SettingsUpdate) -> SettingsUpdate {
         SettingsUpdate {
@@ -914,6 +1021,18 @@ async fn patch_sale(
     .execute(&mut *tx)
     .await
     .map_err(|e| fail::db("updating a sale", e))?;
+    // Only what changes is recorded; a PATCH that changes nothing leaves no event.
+    if let Some((before, after)) = old.changes(&update) {
+        trail::record(
+            &mut tx,
+            admin.sub,
+            Action::SaleUpdate,
+            Subject::Sale(id),
+            Some(&before),
+            &after,
+        )
+        .await?;
+    }
 
     let armed = match sale::update_settings(&state.redis, id, &update).await {
         Ok(armed) => armed,

@@ -7,7 +7,8 @@
 //! [`door::normalize_code`], new in the sale). The answer is the only place the codes appear in
 //! plain text: MySQL (`access_codes`) and the sale's Redis `codes` hash keep SHA-256 of sale id
 //! and code ([`door::code_hash`]). As every admin write, MySQL in a transaction, Redis before the
-//! commit, a Redis failure rolls back: a batch is stored whole or not at all.
+//! commit, a Redis failure rolls back: a batch is stored whole or not at all. The audit trail
+//! records a batch by its count (`codes.create`, [`crate::trail`]), never by its codes.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -30,6 +31,7 @@ use crate::docs::{Error, IdParam};
 use crate::extract::{Admin, PathId};
 use crate::fail;
 use crate::state::AppState;
+use crate::trail::{self, Action, Subject};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_codes))
@@ -198,6 +200,10 @@ async fn create_codes(
         )));
     }
 
+    let source_name = match source {
+        Source::Generate(_) => "generated",
+        Source::Given(_) => "given",
+    };
     let codes = match source {
         Source::Given(codes) => {
             if let Some(taken) = first_existing(&mut tx, id, &codes).await? {
@@ -234,6 +240,23 @@ async fn create_codes(
             }
         })?;
     }
+
+    // The trail keeps the batch's size, never its codes nor their hashes (crate::trail).
+    let after = serde_json::json!({
+        "group": group,
+        "uses": uses,
+        "count": codes.len(),
+        "source": source_name,
+    });
+    trail::record(
+        &mut tx,
+        admin.sub,
+        Action::CodesCreate,
+        Subject::Sale(id),
+        None,
+        &after,
+    )
+    .await?;
 
     // Redis before the commit: the batch joins the live sale whole, or the transaction rolls
     // back. Fields are unique hashes, so a retried HSET writes the same values.

@@ -10,6 +10,7 @@
 //! `openapi/api.json` (kept equal by `api/tests/openapi.rs`).
 
 pub mod admin;
+pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod codes;
@@ -24,6 +25,7 @@ pub mod payview;
 pub mod pii;
 pub mod sessions;
 pub mod state;
+pub mod trail;
 pub mod users;
 pub mod webhooks;
 
@@ -48,6 +50,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(catalog::routes())
         .merge(admin::routes())
         .merge(codes::routes())
+        .merge(trail::routes())
+        .merge(audit::routes())
         .merge(orders::routes())
         .merge(webhooks::routes())
 }

@@ -8,6 +8,9 @@
 //!   row, when there, tells that a next page exists.
 //! - [`page`] and [`Page`]: the answer, `next_cursor` naming the last item when more follow.
 //!
+//! A list may also run oldest first, within one parent ([`Keyset::fetch_oldest_first`], the
+//! audit trail of a sale) and with its own bounds ([`PageRequest::parse_bounded`]).
+//!
 //! The cursor is opaque to clients: base64url (no padding) of a version byte and that last id.
 
 use base64::Engine;
@@ -65,7 +68,17 @@ pub struct PageRequest {
 impl PageRequest {
     /// From the raw `limit` and `cursor` parameters; a bad `limit` is reported first.
     pub fn parse(limit: Option<&str>, cursor: Option<&str>) -> Result<Self, ApiError> {
-        let limit = parse_limit(limit)? as usize;
+        Self::parse_bounded(limit, cursor, DEFAULT_LIMIT, MAX_LIMIT)
+    }
+
+    /// As [`PageRequest::parse`] for a list with its own default and largest `limit`.
+    pub fn parse_bounded(
+        limit: Option<&str>,
+        cursor: Option<&str>,
+        default: u32,
+        max: u32,
+    ) -> Result<Self, ApiError> {
+        let limit = parse_limit_bounded(limit, default, max)? as usize;
         let after = decode_cursor(cursor)?;
         Ok(Self { limit, after })
     }
@@ -73,15 +86,20 @@ impl PageRequest {
 
 /// `limit`: 1 to 100, default 20.
 pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    parse_limit_bounded(raw, DEFAULT_LIMIT, MAX_LIMIT)
+}
+
+/// `limit`: 1 to `max`, `default` when absent.
+pub fn parse_limit_bounded(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     let Some(raw) = raw else {
-        return Ok(DEFAULT_LIMIT);
+        return Ok(default);
     };
     raw.parse::<u32>()
         .ok()
-        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
-                "limit must be an integer from 1 to {MAX_LIMIT}, got `{raw}`"
+                "limit must be an integer from 1 to {max}, got `{raw}`"
             ))
         })
 }
@@ -141,20 +159,62 @@ impl Keyset<'_> {
         .await
     }
 
+    /// As [`Keyset::fetch`], oldest first (ids ascending, each page starting strictly after
+    /// `after`), with `arg` bound to the one `?` of [`Keyset::filter`] (the parent's id: a
+    /// sale's audit trail).
+    pub async fn fetch_oldest_first<R, A>(
+        &self,
+        pool: &MySqlPool,
+        arg: A,
+        after: Option<Uuid>,
+        wanted: usize,
+    ) -> sqlx::Result<Vec<R>>
+    where
+        R: for<'r> sqlx::FromRow<'r, MySqlRow> + Send + Unpin,
+        A: for<'q> sqlx::Encode<'q, sqlx::MySql> + sqlx::Type<sqlx::MySql> + Send,
+    {
+        let rows = i64::try_from(wanted).map_or(i64::MAX, |n| n.saturating_add(1));
+        let sql = self.sql_ordered(after.is_some(), Direction::Ascending);
+        let query = sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql)).bind(arg);
+        match after {
+            None => query.bind(rows),
+            Some(after) => query.bind(after).bind(rows),
+        }
+        .fetch_all(pool)
+        .await
+    }
+
     /// The statement, with a `?` for the id to start after (when `after`) and one for the
     /// row count.
     fn sql(&self, after: bool) -> String {
+        self.sql_ordered(after, Direction::Descending)
+    }
+
+    fn sql_ordered(&self, after: bool, direction: Direction) -> String {
         let id = self.id;
-        let after = after.then(|| format!("{id} < ?"));
+        let (past, order) = match direction {
+            Direction::Descending => ("<", "DESC"),
+            Direction::Ascending => (">", "ASC"),
+        };
+        let after = after.then(|| format!("{id} {past} ?"));
         let conditions: Vec<&str> = self.filter.into_iter().chain(after.as_deref()).collect();
         let select = self.select;
         if conditions.is_empty() {
-            format!("{select} ORDER BY {id} DESC LIMIT ?")
+            format!("{select} ORDER BY {id} {order} LIMIT ?")
         } else {
             let conditions = conditions.join(" AND ");
-            format!("{select} WHERE {conditions} ORDER BY {id} DESC LIMIT ?")
+            format!("{select} WHERE {conditions} ORDER BY {id} {order} LIMIT ?")
         }
     }
+}
+
+/// Which way a list runs by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Newest first (the catalog, the orders).
+    Descending,
+    /// Oldest first (the audit trail).
+    Ascending,
 }
 
 #[cfg(test)]
@@ -263,5 +323,34 @@ mod tests {
             sales.sql(true),
             "SELECT s.id FROM sales s WHERE NOT s.paused AND s.id < ? ORDER BY s.id DESC LIMIT ?"
         );
+    }
+
+    #[test]
+    fn oldest_first_runs_ascending_after_the_cursor() {
+        let events = Keyset {
+            select: "SELECT id FROM admin_events",
+            filter: Some("sale_id = ?"),
+            id: "id",
+        };
+        assert_eq!(
+            events.sql_ordered(false, Direction::Ascending),
+            "SELECT id FROM admin_events WHERE sale_id = ? ORDER BY id ASC LIMIT ?"
+        );
+        assert_eq!(
+            events.sql_ordered(true, Direction::Ascending),
+            "SELECT id FROM admin_events WHERE sale_id = ? AND id > ? ORDER BY id ASC LIMIT ?"
+        );
+    }
+
+    #[test]
+    fn bounded_limits() {
+        assert_eq!(parse_limit_bounded(None, 100, 500).ok(), Some(100));
+        assert_eq!(parse_limit_bounded(Some("500"), 100, 500).ok(), Some(500));
+        for bad in ["0", "501", "-1", "x", "", "1e2", "99999999999"] {
+            assert!(
+                parse_limit_bounded(Some(bad), 100, 500).is_err(),
+                "{bad:?} accepted"
+            );
+        }
     }
 }

@@ -87,6 +87,8 @@ pub struct Inner {
     pub cache: crate::cache::Cache,
     /// Concurrent reads of one sale's live view share one Redis round trip (the stock storm).
     pub views: Coalesce<SaleId, Result<Option<SaleView>, ApiError>>,
+    /// `GET /api/admin/sales/{id}/audit`: runs shared and kept about a second (audit.rs).
+    pub audits: crate::audit::Audits,
     /// A hash of a random password, verified against when a login names an unknown address.
     dummy_hash: tokio::sync::OnceCell<String>,
 }
@@ -113,6 +115,7 @@ impl AppState {
             cache: crate::cache::Cache::new(redis.clone(), &config.cache),
             redis,
             views: Coalesce::new(),
+            audits: crate::audit::Audits::default(),
             config: config.clone(),
             dummy_hash: tokio::sync::OnceCell::new(),
         })))

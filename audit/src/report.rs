@@ -12,6 +12,7 @@ use dropline_core::ids::{OrderId, SaleId, UserId};
 use dropline_core::orders::OrderState;
 
 /// What went wrong, one code per kind (the JSON `code`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreachCode {
@@ -121,17 +122,21 @@ impl fmt::Display for BreachCode {
 }
 
 /// One breach.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Breach {
     pub code: BreachCode,
     pub message: String,
     /// The order concerned, if one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub order: Option<OrderId>,
     /// The user concerned, if one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub user: Option<UserId>,
 }
 
 /// Orders and units in one state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub orders: u64,
@@ -139,6 +144,7 @@ pub struct Tally {
 }
 
 /// Orders and units per state (DESIGN §5).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StateCounts {
     pub held: Tally,
@@ -184,6 +190,7 @@ impl StateCounts {
 }
 
 /// Redis's side of the sale.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RedisFigures {
     /// The sale has a `cfg` hash; the other figures are null/zero when it has not.
@@ -208,6 +215,7 @@ pub struct RedisFigures {
 }
 
 /// MySQL's side of the sale.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MysqlFigures {
     pub stock_total: i64,
@@ -222,13 +230,17 @@ pub struct MysqlFigures {
 }
 
 /// An order whose Redis and MySQL states differ for a reason that is still in flight.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PendingOrder {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub order: OrderId,
     pub reason: String,
 }
 
 /// Orders in flight (never with `--settled`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = AuditPending))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Pending {
     pub orders: u64,
@@ -237,8 +249,11 @@ pub struct Pending {
 }
 
 /// The outcome of an audit (`--json` prints it as is).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = AuditReport))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
     pub sale_id: SaleId,
     /// The quiescent invariants were asserted (`--settled`).
     pub settled: bool,
