@@ -33,6 +33,7 @@ pub mod consumer;
 pub mod draw;
 pub mod envelope;
 pub mod expiry;
+pub mod forgotten;
 pub mod keyevents;
 pub mod ledger;
 pub mod mail;

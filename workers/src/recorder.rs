@@ -17,11 +17,16 @@
 //! then it runs [`repair::repair`] (`lua/stock_repair.lua`), which tells the two apart and moves
 //! only units MySQL sold and Redis counts nowhere but in `avail` to `sold`. Repeating it (every
 //! expiry worker process runs the check) is harmless.
+//!
+//! # Forgotten holds
+//!
+//! Every [`forgotten::CHECK_EVERY`] it also ends, in MySQL, HELD orders long past their
+//! deadline that Redis no longer knows ([`forgotten`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::ledger;
+use crate::{forgotten, ledger};
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::SaleId;
@@ -54,6 +59,7 @@ pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: Can
     let mut listed_at: Option<Instant> = None;
     let mut claimed_at = Instant::now();
     let mut stock_checked_at = Instant::now();
+    let mut forgotten_checked_at = Instant::now();
     let mut failures = 0u32;
     tracing::info!(consumer = %consumer, "recorder starting");
     while !shutdown.is_cancelled() {
@@ -109,6 +115,14 @@ pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: Can
             for &sale in &listed {
                 if let Err(error) = check_stock(&redis, &mysql, sale).await {
                     tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: stock check failed; will retry");
+                }
+            }
+        }
+        if forgotten_checked_at.elapsed() >= forgotten::CHECK_EVERY {
+            forgotten_checked_at = Instant::now();
+            for &sale in &listed {
+                if let Err(error) = forgotten::check(&redis, &mysql, sale).await {
+                    tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: forgotten-hold check failed; will retry");
                 }
             }
         }

@@ -1892,3 +1892,121 @@ async fn after_lost_writes_the_recorder_takes_the_units_mysql_sold_before_anyone
     world.check_invariants().await?;
     world.stop().await
 }
+
+impl World {
+    /// Makes Redis forget `order` (held) as a failover that lost its whole life would: no
+    /// order hash, timer, deadline-index entry or idempotency key, the buyer's count without
+    /// it, its units back in `avail`. The buyer's admission stays (the loss may bring it back).
+    /// MySQL keeps the HELD row, whose deadline is then moved a minute into the past, as if the
+    /// buyer had abandoned the hold long ago.
+    async fn forget_held_order(&self, order: &Order) -> anyhow::Result<()> {
+        let redis = self.deps.redis()?.pool();
+        let k = self.orders.keys();
+        let qty = order.quantity;
+        let _: i64 = redis.del(self.orders.order_key(order.id)).await?;
+        let _: i64 = redis.del(self.orders.hold_key(order.id)).await?;
+        let _: i64 = redis.zrem(&k.holds, order.id.to_string()).await?;
+        let _: i64 = redis
+            .del(
+                self.orders
+                    .idempotency_key(order.user, &order.idempotency_key),
+            )
+            .await?;
+        let left: i64 = redis.decr_by(self.orders.user_key(order.user), qty).await?;
+        if left <= 0 {
+            let _: i64 = redis.del(self.orders.user_key(order.user)).await?;
+        }
+        let _: i64 = redis.decr_by(&k.held, qty).await?;
+        let _: i64 = redis.incr_by(&k.avail, qty).await?;
+        self.backdate_in_mysql(order.id).await
+    }
+
+    /// Moves `order`'s MySQL deadline a minute into the past.
+    async fn backdate_in_mysql(&self, order: OrderId) -> anyhow::Result<()> {
+        let moved =
+            sqlx::query("UPDATE orders SET deadline_at = NOW(3) - INTERVAL 1 MINUTE WHERE id = ?")
+                .bind(order)
+                .execute(self.mysql()?)
+                .await?
+                .rows_affected();
+        anyhow::ensure!(moved == 1, "order {order} has no MySQL row");
+        Ok(())
+    }
+}
+
+/// Issue #21: a hold Redis lost after MySQL recorded it has nothing left in Redis to end it.
+/// The recorder finds the HELD row past its deadline, sees Redis does not know the order, marks
+/// it expired in MySQL and ends the buyer's admission; a HELD row whose order Redis still has
+/// is left to its own arrows, and a buyer holding another order keeps the admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_redis_forgot_is_expired_in_mysql_and_its_admission_ended() -> anyhow::Result<()> {
+    let world = World::start(Setup {
+        stock: 5,
+        per_user_limit: 2,
+        expiry: true,
+        payment: false,
+        confirm: false,
+        mail: false,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(3).await?;
+    let forgotten = world.held_order(users[0], 1).await?;
+    let known = world.held_order(users[1], 1).await?;
+    // users[2] has two holds; Redis forgets one of them only.
+    let lost_twin = world.held_order(users[2], 1).await?;
+    let kept_twin = world.held_order(users[2], 1).await?;
+    for order in [&forgotten, &known, &lost_twin, &kept_twin] {
+        anyhow::ensure!(
+            recorded(&world, order.id, OrderState::Held).await,
+            "order {} never reached MySQL",
+            order.id
+        );
+    }
+    world.forget_held_order(&forgotten).await?;
+    world.forget_held_order(&lost_twin).await?;
+    // Redis still has this one (its deadline ahead there): MySQL's past deadline alone is no
+    // reason to touch it.
+    world.backdate_in_mysql(known.id).await?;
+    world.check_invariants_redis().await?;
+
+    // The check runs every 5 s.
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            matches!(
+                world.mysql_state(forgotten.id).await,
+                Ok(Some(OrderState::Expired))
+            ) && matches!(
+                world.mysql_state(lost_twin.id).await,
+                Ok(Some(OrderState::Expired))
+            )
+        })
+        .await,
+        "the forgotten holds are not expired in MySQL: {:?}, {:?}",
+        world.mysql_state(forgotten.id).await?,
+        world.mysql_state(lost_twin.id).await?
+    );
+    assert!(
+        !world.admitted(users[0]).await?,
+        "the forgotten hold's buyer keeps no admission"
+    );
+    assert!(
+        world.admitted(users[2]).await?,
+        "a buyer who still holds another order keeps the admission"
+    );
+    // Another check passes (5 s) and leaves the known order as it is, in both stores.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        world.mysql_state(known.id).await?,
+        Some(OrderState::Held),
+        "an order Redis knows is left to its own arrows"
+    );
+    assert_eq!(world.state(known.id).await?, Some(OrderState::Held));
+    assert!(world.admitted(users[1]).await?);
+    assert_eq!(
+        world.mysql_state(kept_twin.id).await?,
+        Some(OrderState::Held)
+    );
+    assert_eq!(world.counters().await?, (3, 2, 0));
+    world.stop().await
+}
