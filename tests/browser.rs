@@ -177,14 +177,17 @@ async fn run_draw(
         ("DROPLINE_DRAW__REVEAL_DELAY_SECONDS", "1".to_owned()),
         ("DROPLINE_DRAW__TICK_MS", "200".to_owned()),
     ];
-    let system = System::start_with(env, work, procs, 0, extra).await?;
+    let system = System::start_with(env, work, procs, 1, extra).await?;
     let at = |ms: i64| {
         (Utc::now() + chrono::Duration::milliseconds(ms))
             .to_rfc3339_opts(SecondsFormat::Millis, true)
     };
     let sale_id = system
         .sale(json!({
-            "stock": 10,
+            // Three units, a limit of two, two entrants: rank 1 wins 2, rank 2 the 1 left; the
+            // form offers what the browser's win allows, whichever it is.
+            "stock": 3,
+            "per_user_limit": 2,
             "opens_at": at(2_000),
             "mode": "draw",
             "entries_close_at": at(14_000),
@@ -192,16 +195,37 @@ async fn run_draw(
         .await?;
     let browser = start_browser(tools, work, procs, &system.http).await?;
     tokio::time::sleep(Duration::from_millis(2_200)).await;
-    let flow = draw_flow(&browser, &system.waitroom, &sale_id, &artifacts).await;
+    // The other entrant, through the API.
+    let token = login(&system.http, &system.api, &buyer_email(0), PASSWORD).await?;
+    let response = system
+        .http
+        .post(format!("{}/w/{sale_id}/join", system.waitroom))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await?;
+    let status = response.status();
+    let other: Value = response.json().await?;
+    ensure!(
+        status == 200 && other["state"] == "entered",
+        "the other entrant's join: {status} {other}"
+    );
+    let other_entry = other["entry_id"]
+        .as_str()
+        .context("the join has no entry_id")?
+        .to_owned();
+    let flow = draw_flow(&browser, &system, &sale_id, &other_entry, &artifacts).await;
     finish(browser, flow, &artifacts.join("draw-failure.png")).await
 }
 
 async fn draw_flow(
     browser: &Client,
-    waitroom: &str,
+    system: &System,
     sale_id: &str,
+    other_entry: &str,
     artifacts: &Path,
 ) -> anyhow::Result<()> {
+    let waitroom = &system.waitroom;
     browser
         .goto(&format!("{waitroom}/w/{sale_id}?lang=en"))
         .await?;
@@ -216,8 +240,8 @@ async fn draw_flow(
     ensure!(title == "You are in the draw", "title: {title:?}");
     save_screenshot(browser, &artifacts.join("draw-entered.png")).await?;
 
-    // The page polls again after the close and the reveal (about 12 s from now): the only
-    // entrant for ten units is drawn and promoted, and the page turns into the purchase form
+    // The page polls again after the close and the reveal (about 12 s from now): both
+    // entrants for three units are drawn and promoted, and the page turns into the purchase form
     // with the claim's countdown (the waiting list's view is the api tests' and the snapshot's).
     browser
         .wait()
@@ -226,6 +250,33 @@ async fn draw_flow(
         .for_element(Locator::Css("body[data-view='buy'] #pass-left:not(:empty)"))
         .await
         .context("waiting for the win's purchase form after the draw")?;
+    // The browser's win is the one that is not the other entrant's (public winners list).
+    let winners: Value = system
+        .http
+        .get(format!("{waitroom}/w/{sale_id}/draw/winners"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mine = winners["items"]
+        .as_array()
+        .context("the winners list has no items")?
+        .iter()
+        .find(|w| w["entry_id"] != other_entry)
+        .context("the browser's entrant is not among the winners")?;
+    let max = mine["max_quantity"]
+        .as_u64()
+        .context("a win without max_quantity")?;
+    let expected: Vec<String> = (1..=max).map(|n| n.to_string()).collect();
+    let mut offered = Vec::new();
+    for option in browser.find_all(Locator::Css("#quantity option")).await? {
+        offered.push(option.text().await?);
+    }
+    ensure!(
+        offered == expected,
+        "the form offers {offered:?}, the win allows up to {max} (rank {})",
+        mine["rank"]
+    );
     save_screenshot(browser, &artifacts.join("draw-won.png")).await
 }
 

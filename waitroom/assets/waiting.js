@@ -719,7 +719,10 @@
     setState(state);
     // A draw's winner (design/draw.md) buys as an admitted buyer does, until the claim deadline.
     if ((state === 'admitted' || state === 'won') && d.pass) {
-      enterBuy({ pass: d.pass, pass_expires_at: d.pass_expires_at });
+      // A win caps the quantity at its max_quantity (what is left of the stock may be less
+      // than per_user_limit); reserve.lua refuses more with limit_exceeded anyway.
+      var cap = Number(d.max_quantity);
+      enterBuy({ pass: d.pass, pass_expires_at: d.pass_expires_at, max_quantity: cap >= 1 ? cap : null });
       return;
     }
     if (state === 'sold_out') return finish('sold_out');
@@ -898,6 +901,8 @@
       if (r.ok && r.data) {
         saleInfo = r.data;
         limit = Math.max(1, Math.min(20, Number(r.data.per_user_limit) || 1));
+        var held = store.get(KEYS.pass);
+        if (held && Number(held.max_quantity) >= 1) limit = Math.min(limit, Number(held.max_quantity));
         var product = r.data.product;
         if (product && product.name) {
           setText('product-name', product.name);
