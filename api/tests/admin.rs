@@ -7,22 +7,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common::{Reply, TestApi};
-use dropline_api::Secrets;
 use dropline_api::cache::Entry;
-use dropline_core::clients::deps::Deps;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::{self, SaleConfig, SaleState};
-use dropline_testkit::{FaultProxy, TestEnv, url_target, url_via};
+use dropline_testkit::TestEnv;
 use fred::prelude::*;
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn rfc3339(offset: chrono::Duration) -> String {
@@ -459,27 +455,9 @@ async fn create_sale_with_redis_down_is_503_and_writes_nothing() -> anyhow::Resu
     let product = new_product(&api, &admin).await?;
 
     // A replica whose Redis goes through a proxy we can cut.
-    let mut config = api.env.config.clone();
-    let proxy = FaultProxy::start(url_target(&config.redis.url)?).await?;
-    config.redis.url = url_via(&config.redis.url, proxy.addr())?;
-    config.redis.command_timeout_ms = 500;
-    let redis = Redis::connect(&config.redis).await?;
-    let deps = Deps {
-        mysql: api.deps.mysql.clone(),
-        redis: Some(redis.clone()),
-        broker: api.deps.broker.clone(),
-    };
-    let secrets = Secrets {
-        keys: api.keys.clone(),
-        passes: api.passes.clone(),
-        pii: api.pii.clone(),
-        stripe_webhook: None,
-    };
-    let server = dropline_api::build(&config, &deps, secrets).await?;
-    let base = format!("http://{}", server.addr());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server.run(shutdown.clone()));
-    proxy.cut().await;
+    let replica = api.replica_with_cuttable_redis().await?;
+    let base = replica.base.clone();
+    replica.proxy.cut().await;
 
     let response = api
         .http
@@ -495,7 +473,7 @@ async fn create_sale_with_redis_down_is_503_and_writes_nothing() -> anyhow::Resu
 
     // Nothing half-written: no sale in MySQL, and (Redis back) no sale state in Redis.
     assert_eq!(count_sales(&api).await?, 0);
-    proxy.restore();
+    replica.proxy.restore();
     let pattern = format!("{}:{{s:*", api.state.redis.prefix());
     let (_, keys): (String, Vec<String>) = api
         .state
@@ -515,9 +493,7 @@ async fn create_sale_with_redis_down_is_503_and_writes_nothing() -> anyhow::Resu
         .await?;
     assert!(keys.is_empty(), "left in Redis: {keys:?}");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task).await???;
-    redis.quit().await;
+    replica.stop().await?;
     api.stop().await
 }
 

@@ -11,17 +11,12 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use common::{Reply, TestApi};
-use dropline_api::Secrets;
 use dropline_audit::AuditOptions;
 use dropline_core::auth::tokens::Role;
-use dropline_core::clients::deps::Deps;
-use dropline_core::clients::redis::Redis;
 use dropline_core::ids::SaleId;
-use dropline_testkit::{FaultProxy, url_target, url_via};
 use fred::prelude::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn rfc3339(offset: chrono::Duration) -> String {
@@ -436,27 +431,9 @@ async fn with_redis_cut_the_audit_is_503_and_a_failed_change_leaves_no_event() -
     assert_eq!(event_rows(&api).await?, 2);
 
     // A replica whose Redis goes through a proxy we can cut.
-    let mut config = api.env.config.clone();
-    let proxy = FaultProxy::start(url_target(&config.redis.url)?).await?;
-    config.redis.url = url_via(&config.redis.url, proxy.addr())?;
-    config.redis.command_timeout_ms = 500;
-    let redis = Redis::connect(&config.redis).await?;
-    let deps = Deps {
-        mysql: api.deps.mysql.clone(),
-        redis: Some(redis.clone()),
-        broker: api.deps.broker.clone(),
-    };
-    let secrets = Secrets {
-        keys: api.keys.clone(),
-        passes: api.passes.clone(),
-        pii: api.pii.clone(),
-        stripe_webhook: None,
-    };
-    let server = dropline_api::build(&config, &deps, secrets).await?;
-    let base = format!("http://{}", server.addr());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server.run(shutdown.clone()));
-    proxy.cut().await;
+    let replica = api.replica_with_cuttable_redis().await?;
+    let base = replica.base.clone();
+    replica.proxy.cut().await;
 
     let audit = format!("{base}/api/admin/sales/{sale_id}/audit");
     let response = api.http.get(&audit).bearer_auth(&admin).send().await?;
@@ -485,7 +462,7 @@ async fn with_redis_cut_the_audit_is_503_and_a_failed_change_leaves_no_event() -
     assert_eq!(event_rows(&api).await?, 2, "no event of a failed change");
 
     // Redis back: the same replica audits again.
-    proxy.restore();
+    replica.proxy.restore();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let last = loop {
         let response = api.http.get(&audit).bearer_auth(&admin).send().await?;
@@ -499,8 +476,6 @@ async fn with_redis_cut_the_audit_is_503_and_a_failed_change_leaves_no_event() -
     assert_eq!(last.0, 200, "{}", last.1);
     assert_eq!(last.1["ok"], json!(true), "{}", last.1);
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task).await???;
-    redis.quit().await;
+    replica.stop().await?;
     api.stop().await
 }

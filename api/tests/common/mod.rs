@@ -17,10 +17,11 @@ use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
 use dropline_core::auth::tokens::{self, Role};
 use dropline_core::clients::amqp::MAIL;
 use dropline_core::clients::deps::{Deps, Needs};
+use dropline_core::clients::redis::Redis;
 use dropline_core::ids::UserId;
 use dropline_core::messages::{Envelope, MailSend};
-use dropline_testkit::TestEnv;
 use dropline_testkit::smtp::digit_run;
+use dropline_testkit::{FaultProxy, TestEnv, url_target, url_via};
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -313,4 +314,58 @@ pub async fn sign_up(api: &TestApi, email: &str) -> anyhow::Result<Uuid> {
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| anyhow::anyhow!("no id in {}", reply.body))
+}
+
+/// A second api replica on a test's stores whose Redis goes through a [`FaultProxy`] the test
+/// can cut ([`TestApi::replica_with_cuttable_redis`]); Redis commands time out after 500 ms.
+pub struct CutReplica {
+    pub proxy: FaultProxy,
+    /// `http://host:port` of the replica.
+    pub base: String,
+    redis: Redis,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApi {
+    /// Starts a [`CutReplica`] (same MySQL, broker, keys and prefix as this api).
+    pub async fn replica_with_cuttable_redis(&self) -> anyhow::Result<CutReplica> {
+        let mut config = self.env.config.clone();
+        let proxy = FaultProxy::start(url_target(&config.redis.url)?).await?;
+        config.redis.url = url_via(&config.redis.url, proxy.addr())?;
+        config.redis.command_timeout_ms = 500;
+        let redis = Redis::connect(&config.redis).await?;
+        let deps = Deps {
+            mysql: self.deps.mysql.clone(),
+            redis: Some(redis.clone()),
+            broker: self.deps.broker.clone(),
+        };
+        let secrets = Secrets {
+            keys: self.keys.clone(),
+            passes: self.passes.clone(),
+            pii: self.pii.clone(),
+            stripe_webhook: None,
+        };
+        let server = dropline_api::build(&config, &deps, secrets).await?;
+        let base = format!("http://{}", server.addr());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Ok(CutReplica {
+            proxy,
+            base,
+            redis,
+            shutdown,
+            task,
+        })
+    }
+}
+
+impl CutReplica {
+    /// Stops the replica (at most 10 s) and its Redis client.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await???;
+        self.redis.quit().await;
+        Ok(())
+    }
 }
