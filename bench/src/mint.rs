@@ -25,6 +25,11 @@ pub fn ring(path: &str) -> anyhow::Result<KeyRing> {
 /// A fresh buyer: its user id and an access token for it signed by `ring`.
 pub fn buyer(ring: &KeyRing) -> anyhow::Result<(UserId, String)> {
     let user = UserId::new_v7();
+    Ok((user, token_for(ring, user)?))
+}
+
+/// An access token for `user` signed by `ring`.
+pub fn token_for(ring: &KeyRing, user: UserId) -> anyhow::Result<String> {
     let (token, _) = issue_access(ring, user, Role::Buyer, TOKEN_TTL)?;
-    Ok((user, token))
+    Ok(token)
 }
