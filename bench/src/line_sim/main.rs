@@ -218,6 +218,9 @@ struct Tally {
     eta: Vec<(u32, u32)>,
     joined: u32,
     joined_before_opening: u32,
+    /// The buyers who join at once (`--pre-open`): how many joined, the last one's answer.
+    burst_joined: u32,
+    burst_last_ms: u32,
     first_join_sent_ms: Option<u32>,
     last_join_ms: u32,
     rejoins: u64,
@@ -506,6 +509,10 @@ impl Sim {
             if reply.state == Some(State::Scheduled) {
                 self.t.joined_before_opening += 1;
             }
+            if idx < self.pre_open {
+                self.t.burst_joined += 1;
+                self.t.burst_last_ms = now;
+            }
         }
         if !self.opens_known {
             match reply.opens_at_ms {
@@ -666,6 +673,8 @@ async fn main() -> anyhow::Result<()> {
             eta: Vec::new(),
             joined: 0,
             joined_before_opening: 0,
+            burst_joined: 0,
+            burst_last_ms: 0,
             first_join_sent_ms: None,
             last_join_ms: 0,
             rejoins: 0,
@@ -737,6 +746,13 @@ fn print_report(sim: &Sim, elapsed: Duration, stopped_early: bool) -> anyhow::Re
         .first_join_sent_ms
         .filter(|_| t.joined == args.buyers)
         .map(|first| f64::from(t.last_join_ms.saturating_sub(first)) / 1000.0);
+    // The buyers who joined at once: the join throughput, free of the arrival schedule.
+    let burst = (t.burst_joined == sim.pre_open)
+        .then(|| {
+            t.first_join_sent_ms
+                .map(|f| f64::from(t.burst_last_ms.saturating_sub(f)) / 1000.0)
+        })
+        .flatten();
     let eta = report::eta_accuracy(&t.eta);
     let adm = report::admission_rate(&t.admitted, args.admit_per_second);
     let status = report::latency(&t.status_latency);
@@ -770,13 +786,15 @@ fn print_report(sim: &Sim, elapsed: Duration, stopped_early: bool) -> anyhow::Re
         "joined": t.joined,
         "joined_before_opening": t.joined_before_opening,
         "time_to_join_all_s": join_s,
+        "joined_at_once": sim.pre_open,
+        "time_to_join_those_at_once_s": burst,
         "joins_per_second": t.joins.0,
         "polls_total": t.polls.total(),
         "polls_per_second": t.polls.0,
         "polls_per_second_max": t.polls.0.iter().max().copied().unwrap_or(0),
         "status_latency": status,
         "join_latency": join,
-        "tool_lateness": late,
+        "tool_lateness_of_polls": late,
         "admitted": t.admitted_total,
         "admitted_per_second": t.admitted.0,
         "admission_rate": adm,
@@ -792,7 +810,8 @@ fn print_report(sim: &Sim, elapsed: Duration, stopped_early: bool) -> anyhow::Re
         "states": t.states,
         "errors": t.errors,
         "error_samples": t.error_samples,
-        "bytes_per_buyer_in_tool": std::mem::size_of::<Buyer>() + 8,
+        // The record, its heap entry and its ticket(s) in the arena.
+        "bytes_per_buyer_in_tool": std::mem::size_of::<Buyer>() + 8 + sim.arena.len() / args.buyers as usize,
     });
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)
@@ -820,6 +839,14 @@ fn print_report(sim: &Sim, elapsed: Duration, stopped_early: bool) -> anyhow::Re
         t.joined_before_opening,
         join_s.map_or("-".into(), |s| format!("{s:.1} s"))
     );
+    println!(
+        "  joined at once      {} in {}",
+        sim.pre_open,
+        burst.map_or("-".into(), |s| format!(
+            "{s:.1} s ({:.0} joins/s)",
+            f64::from(sim.pre_open) / s.max(0.001)
+        ))
+    );
     println!("  join latency        {}", fmt(&join));
     println!(
         "  status polls        {} total, peak {} /s",
@@ -827,7 +854,7 @@ fn print_report(sim: &Sim, elapsed: Duration, stopped_early: bool) -> anyhow::Re
         t.polls.0.iter().max().copied().unwrap_or(0)
     );
     println!("  status latency      {}", fmt(&status));
-    println!("  tool lateness       {}", fmt(&late));
+    println!("  poll lateness       {}", fmt(&late));
     println!(
         "  admitted            {} (seen mean {:.1}/s, most in 10 s {}{})",
         t.admitted_total,
