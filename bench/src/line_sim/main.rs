@@ -338,7 +338,8 @@ impl Sim {
 
     fn unfinished(&self) -> u32 {
         let t = &self.t;
-        self.args.buyers - (t.admitted_total + t.left + t.silent + t.ended + t.failed)
+        let over = t.admitted_total + t.left + t.silent + t.ended + t.failed;
+        self.args.buyers.saturating_sub(over)
     }
 
     fn ticket(&self, b: &Buyer) -> &str {
@@ -479,7 +480,8 @@ impl Sim {
                 self.buyers[idx as usize].next = Action::Join;
                 self.timers.schedule(idx, now);
             }
-            (Action::Leave, 204) => {
+            // 404: the place was already gone (skipped, or the line reset); gone all the same.
+            (Action::Leave, 204 | 404) => {
                 self.buyers[idx as usize].phase = Phase::Left;
                 self.t.left += 1;
             }
