@@ -9,15 +9,15 @@
 //! `scripts/bench` measure `POST /api/orders` without paying sign-ups and waiting in line,
 //! which are not what that row measures.
 
+mod mint;
+
 use std::io::{BufWriter, Write};
-use std::time::Duration;
 
 use anyhow::Context;
-use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
-use dropline_core::auth::tokens::{PassClaims, Role, issue_access, sign};
+use dropline_core::auth::tokens::{PassClaims, sign};
 use dropline_core::clients::redis::Redis;
 use dropline_core::config::{Config, Sources};
-use dropline_core::ids::{SaleId, UserId};
+use dropline_core::ids::SaleId;
 use fred::interfaces::SortedSetsInterface;
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,11 +28,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let sale = SaleId::parse_str(sale).context("SALE must be a sale id")?;
     let count: usize = count.parse().context("COUNT must be a number")?;
-    let ring = |path: &str| -> anyhow::Result<KeyRing> {
-        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        KeyRing::new(Some(SigningKeyPair::from_pem(&pem)?), Vec::new())
-    };
-    let (access, passes) = (ring(access)?, ring(pass)?);
+    let (access, passes) = (mint::ring(access)?, mint::ring(pass)?);
     let config = Config::load(&Sources {
         file: None,
         env: true,
@@ -45,8 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let mut out = BufWriter::new(out.lock());
     let mut admitted: Vec<(f64, Vec<u8>)> = Vec::with_capacity(count);
     for _ in 0..count {
-        let user = UserId::new_v7();
-        let (token, _) = issue_access(&access, user, Role::Buyer, Duration::from_secs(3600))?;
+        let (user, token) = mint::buyer(&access)?;
         let claims = PassClaims::new(user, sale, now.timestamp(), now.timestamp() + 3600);
         let pass = sign(&passes, &claims)?;
         writeln!(out, "{token}\t{pass}")?;

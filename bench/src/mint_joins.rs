@@ -12,13 +12,12 @@
 //! The expiry is by this machine's clock: run it on the server's machine (or one in step with
 //! its Redis) and make TTL_SECONDS cover the minting and the run.
 
+mod mint;
+
 use std::io::{BufWriter, Write};
-use std::time::Duration;
 
 use anyhow::Context;
-use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
-use dropline_core::auth::tokens::{Role, issue_access};
-use dropline_core::ids::{SaleId, UserId};
+use dropline_core::ids::SaleId;
 use dropline_waitroom::pow::{self, PowKey};
 
 fn main() -> anyhow::Result<()> {
@@ -34,20 +33,15 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("DIFFICULTY must be 1..={}", pow::MAX_DIFFICULTY))?;
     let ttl: u64 = ttl.parse().context("TTL_SECONDS must be a number")?;
     let count: usize = count.parse().context("COUNT must be a number")?;
-    let read = |path: &str| -> anyhow::Result<SigningKeyPair> {
-        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        SigningKeyPair::from_pem(&pem)
-    };
-    let access = KeyRing::new(Some(read(access)?), Vec::new())?;
-    let key = PowKey::new(read(pass)?.derive_secret(PowKey::LABEL))?;
+    let access = mint::ring(access)?;
+    let key = PowKey::new(mint::read_key(pass)?.derive_secret(PowKey::LABEL))?;
     let expires_at_ms = u64::try_from(chrono::Utc::now().timestamp_millis())
         .context("the clock is before 1970")?
         .saturating_add(ttl.saturating_mul(1000));
     let out = std::io::stdout();
     let mut out = BufWriter::new(out.lock());
     for _ in 0..count {
-        let user = UserId::new_v7();
-        let (token, _) = issue_access(&access, user, Role::Buyer, Duration::from_secs(3600))?;
+        let (user, token) = mint::buyer(&access)?;
         let challenge = key.issue(sale, user, expires_at_ms, difficulty);
         let nonce = pow::solve(&challenge, difficulty).context("no nonce up to 2^53 - 1")?;
         writeln!(

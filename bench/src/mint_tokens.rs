@@ -5,13 +5,11 @@
 //! `auth.signing_key_file`). Lets `scripts/bench` measure joins by distinct buyers without
 //! paying argon2 sign-ups, which are not what the join benchmark measures.
 
+mod mint;
+
 use std::io::{BufWriter, Write};
-use std::time::Duration;
 
 use anyhow::Context;
-use dropline_core::auth::keys::{KeyRing, SigningKeyPair};
-use dropline_core::auth::tokens::{Role, issue_access};
-use dropline_core::ids::UserId;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -19,17 +17,11 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: mint-tokens KEY.pem COUNT");
     };
     let count: usize = count.parse().context("COUNT must be a number")?;
-    let pem = std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?;
-    let ring = KeyRing::new(Some(SigningKeyPair::from_pem(&pem)?), Vec::new())?;
+    let ring = mint::ring(&key)?;
     let out = std::io::stdout();
     let mut out = BufWriter::new(out.lock());
     for _ in 0..count {
-        let (token, _) = issue_access(
-            &ring,
-            UserId::new_v7(),
-            Role::Buyer,
-            Duration::from_secs(3600),
-        )?;
+        let (_, token) = mint::buyer(&ring)?;
         writeln!(out, "{token}")?;
     }
     out.flush()?;
