@@ -56,20 +56,8 @@ async fn patch(
     .await
 }
 
-async fn new_product(api: &TestApi, admin: &str) -> anyhow::Result<Value> {
-    let reply = api
-        .post(
-            "/api/admin/products",
-            Some(admin),
-            json!({"name": "Numbered chair", "price": 390_000}),
-        )
-        .await?;
-    reply.expect(201, None);
-    Ok(reply.body)
-}
-
 async fn new_sale(api: &TestApi, admin: &str) -> anyhow::Result<Value> {
-    let product = new_product(api, admin).await?;
+    let product = api.new_product(admin).await?;
     let reply = api
         .post(
             "/api/admin/sales",
@@ -257,7 +245,7 @@ async fn create_product_rejects_bad_input_naming_the_field() -> anyhow::Result<(
 async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let admin = api.admin().await?;
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
     let opens_at = "2030-01-02T03:04:05.678Z";
     let reply = api
         .post(
@@ -378,7 +366,7 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
 async fn create_sale_rejects_bad_input_naming_the_field() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let admin = api.admin().await?;
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
     let opens = rfc3339(chrono::Duration::hours(1));
     let base = json!({"product_id": product["id"], "stock": 10, "opens_at": opens});
     let with = |extra: Value| merged(&base, extra);
@@ -452,7 +440,7 @@ async fn create_sale_rejects_bad_input_naming_the_field() -> anyhow::Result<()> 
 async fn create_sale_with_redis_down_is_503_and_writes_nothing() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let admin = api.admin().await?;
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
 
     // A replica whose Redis goes through a proxy we can cut.
     let replica = api.replica_with_cuttable_redis().await?;
@@ -759,7 +747,7 @@ async fn patch_rejects_what_it_cannot_do() -> anyhow::Result<()> {
         .expect(404, Some("not_found"));
 
     // A sale past its closing time is closed too.
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
     let ended = api
         .post(
             "/api/admin/sales",
@@ -836,7 +824,7 @@ async fn patch_invalidates_the_cached_sale() -> anyhow::Result<()> {
 async fn door_fields_are_created_shown_armed_and_patched() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let admin = api.admin().await?;
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
     let presale = "2030-01-02T04:00:00.000Z";
     let reply = api
         .post(
@@ -946,7 +934,7 @@ async fn door_fields_are_created_shown_armed_and_patched() -> anyhow::Result<()>
 async fn door_fields_reject_bad_input_and_groups_freeze_at_the_opening() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let admin = api.admin().await?;
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
     let base = json!({"product_id": product["id"], "stock": 10, "opens_at": rfc3339(chrono::Duration::hours(1))});
     let with = |extra: Value| merged(&base, extra);
     let bad = [
@@ -1039,7 +1027,7 @@ async fn door_fields_reject_bad_input_and_groups_freeze_at_the_opening() -> anyh
 async fn draw_sales_are_created_stored_armed_and_shown() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let admin = api.admin().await?;
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
     let reply = api
         .post(
             "/api/admin/sales",
@@ -1162,7 +1150,7 @@ async fn draw_sales_are_created_stored_armed_and_shown() -> anyhow::Result<()> {
 async fn draw_sales_reject_bad_input_and_line_settings() -> anyhow::Result<()> {
     let api = TestApi::start(&[]).await?;
     let admin = api.admin().await?;
-    let product = new_product(&api, &admin).await?;
+    let product = api.new_product(&admin).await?;
     let opens = rfc3339(chrono::Duration::hours(1));
     let close = rfc3339(chrono::Duration::hours(2));
     let base = json!({"product_id": product["id"], "stock": 10, "opens_at": opens,

@@ -16,21 +16,14 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 async fn sale_with_groups(api: &TestApi, admin: &str, groups: Value) -> anyhow::Result<SaleId> {
-    let product = api
-        .post(
-            "/api/admin/products",
-            Some(admin),
-            json!({"name": "Numbered chair", "price": 390_000}),
-        )
-        .await?;
-    product.expect(201, None);
+    let product = api.new_product(admin).await?;
     let opens_at =
         (Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(SecondsFormat::Millis, true);
     let sale = api
         .post(
             "/api/admin/sales",
             Some(admin),
-            json!({"product_id": product.body["id"], "stock": 10, "opens_at": opens_at, "groups": groups}),
+            json!({"product_id": product["id"], "stock": 10, "opens_at": opens_at, "groups": groups}),
         )
         .await?;
     sale.expect(201, None);

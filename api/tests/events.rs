@@ -42,16 +42,9 @@ async fn patch(api: &TestApi, token: &str, sale: &str, body: Value) -> anyhow::R
 
 /// A product and a sale of it (`extra` fields added to the sale).
 async fn new_sale(api: &TestApi, admin: &str, extra: Value) -> anyhow::Result<(Value, Value)> {
-    let product = api
-        .post(
-            "/api/admin/products",
-            Some(admin),
-            json!({"name": "Numbered chair", "price": 390_000}),
-        )
-        .await?;
-    product.expect(201, None);
+    let product = api.new_product(admin).await?;
     let mut body = json!({
-        "product_id": product.body["id"],
+        "product_id": product["id"],
         "stock": 10,
         "opens_at": rfc3339(chrono::Duration::minutes(-1)),
     });
@@ -60,7 +53,7 @@ async fn new_sale(api: &TestApi, admin: &str, extra: Value) -> anyhow::Result<(V
     }
     let sale = api.post("/api/admin/sales", Some(admin), body).await?;
     sale.expect(201, None);
-    Ok((product.body, sale.body))
+    Ok((product, sale.body))
 }
 
 async fn event_rows(api: &TestApi) -> anyhow::Result<i64> {

@@ -369,3 +369,19 @@ impl CutReplica {
         Ok(())
     }
 }
+
+impl TestApi {
+    /// A product through the admin API as `admin` ("Numbered chair", 390,000 in the default
+    /// currency): the 201's body.
+    pub async fn new_product(&self, admin: &str) -> anyhow::Result<Value> {
+        let reply = self
+            .post(
+                "/api/admin/products",
+                Some(admin),
+                serde_json::json!({"name": "Numbered chair", "price": 390_000}),
+            )
+            .await?;
+        reply.expect(201, None);
+        Ok(reply.body)
+    }
+}
