@@ -33,7 +33,7 @@ lease_holder() {
     holder="$(dl_redis_cli GET "${TOPO_PREFIX}:${lease}" 2>/dev/null || true)"
     for i in "${!names[@]}"; do
         [[ "${names[i]}" == "${prefix}"-* ]] || continue
-        if [[ "${holder}" == *"-${pids[i]}-"* || "${holder}" == *":${pids[i]}:"* ]]; then
+        if [[ "${holder}" == "draw-${pids[i]}-"* || "${holder}" == *":${pids[i]}:"* ]]; then
             printf '%s\n' "${names[i]}"
             return 0
         fi
