@@ -147,7 +147,9 @@ export default function () {
     paying,
   );
   const pay = paying.retried ? 'retried' : 'ok';
-  if (r.status !== 202) {
+  // 202: paying now. 200: the order was already decided (a retry after an answer that was
+  // lost, whose first call went through): its status says how, and the poll below reads it.
+  if (r.status !== 202 && r.status !== 200) {
     history('gave_up', 'gave_up');
     return giveUp('pay', r);
   }

@@ -63,6 +63,14 @@
 --          rate state; the admitter also keeps the measured rate admit_rate_milli here, see
 --          queue.rs)
 -- KEYS[7]  skip (zset: skipped places, the layout of q)
+-- KEYS[8]  wt (hash: user -> the buyer's report entry, "<join ms>[:<first ETA ms>:<shown ms>]",
+--          see note_eta in lib/prelude.lua): read and removed for the admitted users
+-- KEYS[9]  rep (hash: the report's totals and histograms: sold_out_at, the first tick that
+--          found no unit available; w:<bucket> time in line from max(join, opens_at) to
+--          admission; e:<bucket> |wait since the first ETA shown - that ETA in whole seconds|,
+--          e_within those within 0.2 x ETA + 2 s (door.md §3); buckets: report_bucket)
+-- KEYS[10] rps (hash: the report's per-second series: m:<second> admissions, l:<second> the
+--          queue length after the second's last tick)
 -- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms: a user silent for longer is skipped
 -- ARGV[3]  admission window in ms (the deadline is now + window)
@@ -73,6 +81,8 @@
 --          caller's ARGV[1] alone limits the tick (and admit_tat is neither read nor written)
 -- ARGV[8]  optional: the outage gap in ms (below); absent or 0: no outage credit (tick_at and
 --          resumed_at are neither read nor written)
+-- ARGV[9]  optional: the admission tick in ms (the edge adds it to the ETA it shows; the
+--          report adds it to the raw ETA noted in wt); absent = 0
 --
 -- Returns  {state, admitted, skipped, queue_length, active, limit, users}
 --   state     open | paused | scheduled | sold_out | closed | not_found
@@ -111,7 +121,19 @@ if state == 'closed' then
     redis.call('HINCRBY', KEYS[6], 'abandoned_total', gone)
   end
 end
+if avail <= 0 and opens_at <= now then
+  redis.call('HSETNX', KEYS[9], 'sold_out_at', fmt(now))
+end
+local function sample(queue_length, admitted)
+  if queue_length > 0 or admitted > 0 then
+    local field = report_field('l', now_s, opens_at)
+    if field then
+      redis.call('HSET', KEYS[10], field, queue_length)
+    end
+  end
+end
 if state ~= 'open' then
+  sample(qlen, 0)
   return {state, 0, 0, qlen, active, 'state', {}}
 end
 
@@ -218,5 +240,46 @@ if #users > 0 then
   if rate_from then
     redis.call('HSET', KEYS[6], 'admit_tat', string.format('%.3f', rate_from + #users * rate_step))
   end
+  -- The report: admissions this second, each admitted buyer's time in line and ETA error.
+  local field = report_field('m', now_s, opens_at)
+  if field then
+    redis.call('HINCRBY', KEYS[10], field, #users)
+  end
+  local tick = num(ARGV[9])
+  local buckets = {}
+  local function count(name, n)
+    buckets[name] = (buckets[name] or 0) + n
+  end
+  for i = 1, #users, CHUNK do
+    local part = {unpack(users, i, math.min(#users, i + CHUNK - 1))}
+    local entries = redis.call('HMGET', KEYS[8], unpack(part))
+    for j = 1, #part do
+      local e = entries[j]
+      local joined, eta, shown
+      if e then
+        joined, eta, shown = string.match(e, '^(%d+):([%d.]+):(%d+)$')
+        if not joined then
+          joined = string.match(e, '^(%d+)$')
+        end
+      end
+      if joined then
+        count('w:' .. report_bucket(now - math.max(tonumber(joined), opens_at)), 1)
+        if eta then
+          local promised = math.ceil((tonumber(eta) + tick) / 1000)
+          local waited = (now - tonumber(shown)) / 1000
+          local err = math.abs(waited - promised)
+          count('e:' .. report_bucket(err * 1000), 1)
+          if err <= 0.2 * promised + 2 then
+            count('e_within', 1)
+          end
+        end
+      end
+    end
+    redis.call('HDEL', KEYS[8], unpack(part))
+  end
+  for name, n in pairs(buckets) do
+    redis.call('HINCRBY', KEYS[9], name, n)
+  end
 end
+sample(qlen - scanned, #users)
 return {state, #users, #skipped / 2, qlen - scanned, active + #users, limit, users}

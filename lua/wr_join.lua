@@ -53,6 +53,10 @@
 --          each user who spent one)
 -- KEYS[12] codefail:<user> (string: the user's wrong codes in this sale, expires an hour after
 --          the first)
+-- KEYS[13] wt (hash: user -> the buyer's report entry: join ms, first ETA; see report_field
+--          and note_eta in lib/prelude.lua)
+-- KEYS[14] rep (hash: the report's totals: joined, joined_before_open)
+-- KEYS[15] rps (hash: the report's per-second series; this script adds arrivals, a:<second>)
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  pre-open draw: an integer in [0, 2^33) from a CSPRNG (used only for a new arrival
 --          before opening: low 32 bits the key within the group, bit 32 the probe direction)
@@ -149,11 +153,26 @@ if deadline then
   redis.call('ZREM', KEYS[5], user)
 end
 
+-- The report (lib/prelude.lua): a new place is an arrival, with its join time in wt; a waiting
+-- answer's ETA is noted once as the first one shown.
 local function place(new, score)
+  if new == 1 then
+    redis.call('HSET', KEYS[13], user, fmt(now))
+    redis.call('HINCRBY', KEYS[14], 'joined', 1)
+    local field = report_field('a', now_s, opens_at)
+    if field then
+      redis.call('HINCRBY', KEYS[15], field, 1)
+    elseif now < opens_at then
+      redis.call('HINCRBY', KEYS[14], 'joined_before_open', 1)
+    end
+  end
   if state == 'scheduled' then
     return reply('scheduled', 0, 0, new, group_rank(score))
   end
-  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, new, group_rank(score))
+  local position = redis.call('ZRANK', KEYS[4], user) + 1
+  local r = reply('waiting', position, 0, new, group_rank(score))
+  note_eta(KEYS[13], user, now, eta_raw_ms(position, rate, paused, r[10], r[11]))
+  return r
 end
 
 local standing, moved, score = revisit(KEYS[4], KEYS[8], KEYS[7], user, now_s, grace_ms)

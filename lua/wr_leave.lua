@@ -8,11 +8,17 @@
 -- KEYS[1]  q (the queue, see wr_join.lua)
 -- KEYS[2]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[3]  skip (zset: skipped places, the layout of q)
+-- KEYS[4]  wt (hash: the buyers' report entries; the user's is removed)
+-- KEYS[5]  rep (hash: the report's totals; left counts places removed from q or skip)
 -- ARGV[1]  user id, 16 raw bytes
 --
 -- Returns  1 when the call removed a place or an admission, 0 when there was nothing to remove.
-local removed = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
-  + redis.call('ZREM', KEYS[3], ARGV[1])
+local in_line = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
+local removed = in_line + redis.call('ZREM', KEYS[2], ARGV[1])
+if in_line > 0 then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('HINCRBY', KEYS[5], 'left', 1)
+end
 if removed > 0 then
   return 1
 end

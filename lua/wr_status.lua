@@ -20,6 +20,8 @@
 -- KEYS[6]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
 --          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
 -- KEYS[7]  skip (zset: skipped places, the layout of q)
+-- KEYS[8]  wt (hash: user -> the buyer's report entry; a waiting answer notes the first ETA
+--          shown, once: note_eta in lib/prelude.lua)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
@@ -76,6 +78,8 @@ local function lost()
   return reply('none', 0, 0)
 end
 
+local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
+
 local function one(user)
   if state == 'closed' then
     return reply('closed', 0, 0)
@@ -104,10 +108,11 @@ local function one(user)
   if state == 'scheduled' then
     return reply('scheduled', 0, 0, group_rank(score))
   end
-  return reply('waiting', redis.call('ZRANK', KEYS[4], user) + 1, 0, group_rank(score))
+  local position = redis.call('ZRANK', KEYS[4], user) + 1
+  note_eta(KEYS[8], user, now, eta_raw_ms(position, rate, paused, free, limited))
+  return reply('waiting', position, 0, group_rank(score))
 end
 
-local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
 local out = {opens_at, now, paused, rate, free, limited, c[6] or '', c[7] or ''}
 for i = 2, #ARGV do
   out[i + 7] = one(ARGV[i])

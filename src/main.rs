@@ -133,6 +133,14 @@ enum SaleCommand {
         #[arg(long)]
         settled: bool,
     },
+    /// The post-sale report: arrivals, admissions and orders per second, time in line, ETA
+    /// accuracy, the funnel and refusals (read from MySQL; exit 2 for a bad or unknown sale id).
+    Report {
+        sale_id: String,
+        /// Print the JSON `GET /api/admin/sales/{id}/report` answers instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +338,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             json,
             settled,
         }) => return dropline_ops::audit::sale_audit(&config, &sale_id, json, settled).await,
+        Command::Sale(SaleCommand::Report { sale_id, json }) => {
+            return dropline_ops::report::sale_report(&config, &sale_id, json).await;
+        }
         Command::Payments(PaymentsCommand::Resend { order_id }) => {
             return dropline_ops::payments::resend_command(&config, &order_id, resend_parked).await;
         }

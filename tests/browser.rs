@@ -8,7 +8,7 @@
 //! (`testkit::localstripe`, installed by `scripts/test`). Screenshots go to `artifacts/browser/`:
 //! `waiting.png` (in line before the opening), `admitted.png` (the purchase view with the pass),
 //! `admitted-ko.png` (the same in Korean) and `ordered.png` (after pressing "Order and pay");
-//! `control.png` (the control room on a phone-sized window during a sale with buyers in line,
+//! `report.png` (the post-sale report's page of that sale), `control.png` (the control room on a phone-sized window during a sale with buyers in line,
 //! admitted, one order held and one paid) and `control-wide.png` (the same on a desktop-sized
 //! window); `pow.png` and `pow-ko.png` (the proof-of-work progress, door.md §1, in English and
 //! Korean); `stripe-card.png` (the Stripe step: localstripe's mock card field in place of the
@@ -1509,6 +1509,27 @@ async fn control_flow(
     browser.set_window_size(1280, 1000).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     save_screenshot(browser, &artifacts.join("control-wide.png")).await?;
+
+    // The post-sale report's page (#24), signed in by the same tab's session: the figures the
+    // expiry worker copied to MySQL (every 5 s), drawn as six inline SVG charts.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    browser
+        .goto(&format!("{}/w/{sale_id}/report", system.waitroom))
+        .await?;
+    wait_for(browser, "body[data-view='room'][data-loaded='1']").await?;
+    let charts: Value = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('.svg svg')).map(s => s.childNodes.length > 0);",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        charts
+            .as_array()
+            .is_some_and(|all| all.len() == 6 && all.iter().all(|d| d == true)),
+        "report charts drawn: {charts}"
+    );
+    save_screenshot(browser, &artifacts.join("report.png")).await?;
     Ok(())
 }
 
@@ -1875,4 +1896,306 @@ impl Drop for Processes {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The console (#24)
+
+/// The operator's console in Chromium: an admin signs in at `/w/admin`, creates a product and a
+/// sale through the forms (each after a refused bad value whose API message the form shows),
+/// edits the scheduled sale so that it opens, sets a notice and pauses it through the
+/// confirmation dialog, runs the audit, and finds every change in the trail, in order, with the
+/// admin's id. Screenshots: `console.png` (phone), `console-wide.png`, `console-error.png`
+/// (a form's error), `console-confirm.png` (the before → after dialog); `console-failure.png`
+/// when it fails. (The k6 rush and the report of #24's "done when" are for later.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_runs_a_sale_from_the_console_in_chromium() -> anyhow::Result<()> {
+    let tools = BrowserTools::find()?;
+    let env = TestEnv::new()?;
+    let work = tempfile::tempdir()?;
+    let result = {
+        let mut procs = Processes::default();
+        let outcome = run_console(&env, &tools, work.path(), &mut procs).await;
+        if outcome.is_err() {
+            procs.print_logs();
+        }
+        outcome
+    };
+    let cleaned = env.cleanup().await;
+    result?;
+    cleaned
+}
+
+async fn run_console(
+    env: &TestEnv,
+    tools: &BrowserTools,
+    work: &Path,
+    procs: &mut Processes,
+) -> anyhow::Result<()> {
+    let artifacts = artifacts()?;
+    let system = System::start(env, work, procs, 0).await?;
+    let browser = start_browser(tools, work, procs, &system.http).await?;
+    let flow = console_flow(&browser, &system, &artifacts).await;
+    finish(browser, flow, &artifacts.join("console-failure.png")).await
+}
+
+/// Sets a form field as typing would (`input` and `change` fired).
+async fn set_field(browser: &Client, css: &str, value: &str) -> anyhow::Result<()> {
+    let found: Value = browser
+        .execute(
+            "const e = document.querySelector(arguments[0]); if (!e) return false;
+             e.value = arguments[1];
+             e.dispatchEvent(new Event('input', { bubbles: true }));
+             e.dispatchEvent(new Event('change', { bubbles: true }));
+             return true;",
+            vec![json!(css), json!(value)],
+        )
+        .await?;
+    ensure!(found == json!(true), "no field `{css}`");
+    Ok(())
+}
+
+async fn click(browser: &Client, css: &str) -> anyhow::Result<()> {
+    wait_for(browser, css).await?.click().await?;
+    Ok(())
+}
+
+/// Polls `script` (a JavaScript expression) until it is true, up to [`STEP`].
+async fn wait_until(browser: &Client, script: &str, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let value: Value = browser
+            .execute(&format!("return !!({script});"), vec![])
+            .await?;
+        if value == json!(true) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let state = page_state(browser).await.unwrap_or(Value::Null);
+            bail!("waited {STEP:?} for {what} (`{script}`): {state}");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+async fn text_of(browser: &Client, script: &str) -> anyhow::Result<String> {
+    let value: Value = browser
+        .execute(&format!("return {script};"), vec![])
+        .await?;
+    Ok(value.as_str().unwrap_or_default().to_owned())
+}
+
+/// Confirms the open before → after dialog, checking that it lists `field`.
+async fn confirm(browser: &Client, field: &str) -> anyhow::Result<()> {
+    wait_until(
+        browser,
+        "document.getElementById('confirm').open",
+        "the confirmation dialog",
+    )
+    .await?;
+    let listed = text_of(
+        browser,
+        "document.getElementById('confirm-body').textContent",
+    )
+    .await?;
+    ensure!(
+        listed.contains(field) && listed.contains('→'),
+        "the dialog shows {field} before → after: {listed}"
+    );
+    click(browser, "#confirm-ok").await?;
+    wait_until(
+        browser,
+        "!document.getElementById('confirm').open",
+        "the dialog to close",
+    )
+    .await
+}
+
+async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> anyhow::Result<()> {
+    let me: Value = system
+        .http
+        .get(format!("{}/api/me", system.api))
+        .bearer_auth(&system.admin_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let admin_id = me["id"].as_str().context("no id in /api/me")?.to_owned();
+
+    browser
+        .goto(&format!("{}/w/admin", system.waitroom))
+        .await?;
+    wait_for(browser, "body[data-view='signin']").await?;
+    set_field(browser, "#signin-email", ADMIN_EMAIL).await?;
+    set_field(browser, "#signin-password", ADMIN_PASSWORD).await?;
+    click(browser, "#signin-submit").await?;
+    wait_for(browser, "body[data-view='console'][data-panel='sales']").await?;
+
+    // A product: a bad price first, the API's message in the form, then a good one.
+    click(browser, "#tab-products").await?;
+    click(browser, "#product-new").await?;
+    set_field(browser, "#product-form [name=name]", "Console chair").await?;
+    set_field(browser, "#product-form [name=price]", "-5").await?;
+    click(browser, "#product-form button[type=submit]").await?;
+    wait_until(
+        browser,
+        "document.querySelector('#product-form [data-error]').textContent.includes('price')",
+        "the product form to show the API's price error",
+    )
+    .await?;
+    set_field(browser, "#product-form [name=price]", "250000").await?;
+    click(browser, "#product-form button[type=submit]").await?;
+    wait_until(
+        browser,
+        "[...document.querySelectorAll('#products-table tbody td')].some(td => td.textContent === 'Console chair')",
+        "the new product in the list",
+    )
+    .await?;
+
+    // A sale: per_user_limit over the stock first (the API's 400 in the form), then fixed.
+    click(browser, "#tab-sales").await?;
+    click(browser, "#sale-new").await?;
+    wait_until(
+        browser,
+        "[...document.querySelectorAll('#sale-form [name=product_id] option')].some(o => o.textContent.startsWith('Console chair'))",
+        "the product in the sale form",
+    )
+    .await?;
+    browser
+        .execute(
+            "const s = document.querySelector('#sale-form [name=product_id]');
+             s.value = [...s.options].find(o => o.textContent.startsWith('Console chair')).value;",
+            vec![],
+        )
+        .await?;
+    set_field(browser, "#sale-form [name=stock]", "10").await?;
+    set_field(browser, "#sale-form [name=per_user_limit]", "20").await?;
+    set_field(browser, "#sale-form [name=notice]", "Doors at noon").await?;
+    click(browser, "#sale-form button[type=submit]").await?;
+    wait_until(
+        browser,
+        "document.querySelector('#sale-form [data-error]').textContent.includes('per_user_limit')",
+        "the sale form to show the API's per_user_limit error",
+    )
+    .await?;
+    save_screenshot(browser, &artifacts.join("console-error.png")).await?;
+    let sales: Value = system
+        .http
+        .get(format!("{}/api/sales", system.api))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        sales["items"].as_array().is_some_and(Vec::is_empty),
+        "the refused form created nothing: {sales}"
+    );
+    set_field(browser, "#sale-form [name=per_user_limit]", "2").await?;
+    click(browser, "#sale-form button[type=submit]").await?;
+    wait_for(
+        browser,
+        "body[data-panel='sale'] #panel-sale[data-state='scheduled']",
+    )
+    .await?;
+    let sale_id = text_of(
+        browser,
+        "document.getElementById('panel-sale').dataset.sale",
+    )
+    .await?;
+    ensure!(!sale_id.is_empty(), "the sale view names its sale");
+
+    // Edit while scheduled: more stock, and open in a few seconds.
+    click(browser, "#sale-edit").await?;
+    wait_until(
+        browser,
+        "!document.getElementById('sale-form').hidden",
+        "the edit form",
+    )
+    .await?;
+    let opens_at =
+        (Utc::now() + chrono::Duration::seconds(4)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    set_field(browser, "#sale-form [name=stock]", "12").await?;
+    set_field(browser, "#sale-form [name=opens_at]", &opens_at).await?;
+    click(browser, "#sale-form button[type=submit]").await?;
+    wait_until(
+        browser,
+        "document.getElementById('confirm').open",
+        "the confirmation dialog",
+    )
+    .await?;
+    save_screenshot(browser, &artifacts.join("console-confirm.png")).await?;
+    confirm(browser, "stock").await?;
+    wait_until(
+        browser,
+        "document.getElementById('fig-stock').textContent === '12'",
+        "the new stock",
+    )
+    .await?;
+    // The view refreshes itself: the sale opens.
+    wait_for(browser, "#panel-sale[data-state='open']").await?;
+
+    // A notice to the line, then pause, each through the dialog.
+    set_field(browser, "#ctl-notice", "Paused for a moment: stay in line").await?;
+    click(browser, "#ctl-notice-form button[type=submit]").await?;
+    confirm(browser, "notice").await?;
+    wait_until(
+        browser,
+        "document.getElementById('sale-settings').textContent.includes('Paused for a moment')",
+        "the notice in the sale's settings",
+    )
+    .await?;
+    click(browser, "#ctl-pause").await?;
+    confirm(browser, "paused").await?;
+    wait_for(browser, "#panel-sale[data-state='paused']").await?;
+    let shown: Value = system
+        .http
+        .get(format!("{}/api/sales/{sale_id}", system.api))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        shown["state"] == "paused"
+            && shown["notice"] == "Paused for a moment: stay in line"
+            && shown["stock_total"] == 12,
+        "the api shows the console's changes: {shown}"
+    );
+
+    // The audit at a click, and the trail: every change in order, by this admin.
+    click(browser, "#audit-run").await?;
+    wait_for(browser, "#audit-result[data-ok='true']").await?;
+    let trail: Value = browser
+        .execute(
+            "return [...document.querySelectorAll('#trail-table tbody tr')].map(r =>
+               ({ action: r.dataset.action, admin: r.dataset.admin, change: r.lastChild.textContent }));",
+            vec![],
+        )
+        .await?;
+    let rows = trail.as_array().context("trail rows")?;
+    let expected = [
+        ("sale.create", "stock = 10"),
+        ("sale.update", "stock: 10 → 12"),
+        ("sale.update", "notice: Doors at noon → Paused for a moment"),
+        ("sale.update", "paused: false → true"),
+    ];
+    ensure!(rows.len() == expected.len(), "trail rows: {trail}");
+    for (row, (action, change)) in rows.iter().zip(expected) {
+        ensure!(
+            row["action"] == action
+                && row["admin"] == admin_id.as_str()
+                && row["change"].as_str().is_some_and(|c| c.contains(change)),
+            "trail row {row} is not {action} `{change}` by {admin_id}: {trail}"
+        );
+    }
+    ensure!(
+        rows[1]["change"]
+            .as_str()
+            .is_some_and(|c| c.contains("opens_at")),
+        "the edit's opens_at is in the trail: {trail}"
+    );
+    save_screenshot(browser, &artifacts.join("console.png")).await?;
+    browser.set_window_size(1280, 1000).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    save_screenshot(browser, &artifacts.join("console-wide.png")).await?;
+    Ok(())
 }

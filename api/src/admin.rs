@@ -3,6 +3,7 @@
 //!
 //! - `POST /api/admin/products` → 201 the product
 //! - `POST /api/admin/sales` → 201 the sale (shape of `GET /api/sales/{id}`)
+//! - `PATCH /api/admin/products/{id}` → 200 the product
 //! - `PATCH /api/admin/sales/{id}` → 200 the sale
 //!
 //! Each change writes its audit-trail row ([`crate::trail`]) on the change's transaction.
@@ -21,7 +22,7 @@ use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::draw::{self, DrawSettings, Mode};
-use dropline_core::sale::{self, Door, SaleConfig, SettingsUpdate, door};
+use dropline_core::sale::{self, Door, Edit, SaleConfig, ScheduleUpdate, SettingsUpdate, door};
 use rand::RngCore;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -40,6 +41,7 @@ use crate::trail::{self, Action, Subject};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_product))
+        .routes(routes!(patch_product))
         .routes(routes!(create_sale))
         .routes(routes!(patch_sale))
 }
@@ -136,7 +138,7 @@ impl NewProduct {
 
 /// Create a product.
 ///
-/// Role `admin`. Products are not changed once made.
+/// Role `admin`.
 #[utoipa::path(post, path = "/api/admin/products", tag = "admin", security(("accessToken" = [])), request_body = NewProduct, responses(
     (status = 201, description = "The product", body = Product),
     (status = 400, description = "`bad_request`: a field breaks its bound, or the currency is not one the Stripe provider charges (KRW, JPY, USD, EUR, GBP) while it is in use", body = Error),
@@ -149,15 +151,7 @@ async fn create_product(
     Json(body): Json<NewProduct>,
 ) -> Result<(StatusCode, Json<Product>), ApiError> {
     let (name, description, price, currency) = body.validate()?;
-    if state.config.payment.provider == ProviderKind::Stripe
-        && !STRIPE_CURRENCIES.contains(&currency.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "payment.provider is stripe, which charges only {} here (currencies whose minor unit \
-             Stripe and ISO 4217 agree on); got `{currency}`",
-            STRIPE_CURRENCIES.join(", ")
-        )));
-    }
+    check_provider_currency(&state, &currency)?;
     let product = Product {
         id: ProductId::new_v7(),
         name,
@@ -207,6 +201,247 @@ async fn create_product(
     state.cache.invalidate(Entry::Product(product.id)).await;
     tracing::info!(name = %product.name, price = product.price, currency = %product.currency, "product created");
     Ok((StatusCode::CREATED, Json(product)))
+}
+
+/// The Stripe provider charges only some currencies.
+fn check_provider_currency(state: &AppState, currency: &str) -> Result<(), ApiError> {
+    if state.config.payment.provider == ProviderKind::Stripe
+        && !STRIPE_CURRENCIES.contains(&currency)
+    {
+        return Err(ApiError::bad_request(format!(
+            "payment.provider is stripe, which charges only {} here (currencies whose minor unit \
+             Stripe and ISO 4217 agree on); got `{currency}`",
+            STRIPE_CURRENCIES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// At least one field; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    /// As at creation: 1 to 200 characters after trimming, no control characters.
+    #[serde(default)]
+    #[schema(
+        pattern = r"^\s*[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\s\x00-\x1F\x7F-\x9F])?\s*$"
+    )]
+    name: Option<String>,
+    /// Absent: unchanged; `null` or `""`: none. As at creation: up to 10,000 characters after
+    /// trimming; tabs and line breaks allowed, no other control characters.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(
+        value_type = Option<String>,
+        pattern = r"^\s*(?:[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]{0,9998}[^\s\x00-\x1F\x7F-\x9F])?)?\s*$"
+    )]
+    description: Option<Option<String>>,
+    /// Only while every sale of the product is scheduled (orders quote it).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
+    price: Option<i64>,
+    /// Only while every sale of the product is scheduled (orders quote it).
+    #[serde(default)]
+    #[schema(pattern = r"^[A-Z]{3}$")]
+    currency: Option<String>,
+}
+
+/// Change a product.
+///
+/// Role `admin`. The name and the description change at any time. The price and the currency
+/// change only while every sale of the product is `scheduled` (before `opens_at`): an order
+/// quotes the price its sale has in Redis, so it must not move once buyers can order; the
+/// scheduled sales get the new price in the same step (checked again there, so a sale that
+/// opens meanwhile refuses the change: 409, nothing changed).
+#[utoipa::path(patch, path = "/api/admin/products/{id}", tag = "admin", security(("accessToken" = [])), params(IdParam), request_body = ProductPatch, responses(
+    (status = 200, description = "The product after the change", body = Product),
+    (status = 400, description = "`bad_request`: nothing to change, or a field breaks its bound (as at creation)", body = Error),
+    (status = 403, description = "`forbidden`: not an administrator", body = Error),
+    (status = 404, description = "`not_found`", body = Error),
+    (status = 409, description = "`invalid_state`: the price or currency changes while a sale of the product is no longer scheduled", body = Error),
+))]
+#[tracing::instrument(skip_all, fields(admin = %admin.sub, product_id = %id))]
+async fn patch_product(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    PathId(id): PathId<ProductId>,
+    Json(body): Json<ProductPatch>,
+) -> Result<Json<Product>, ApiError> {
+    if body.name.is_none()
+        && body.description.is_none()
+        && body.price.is_none()
+        && body.currency.is_none()
+    {
+        return Err(ApiError::bad_request(
+            "nothing to change: give name, description, price or currency",
+        ));
+    }
+    let mut tx = state
+        .mysql
+        .begin()
+        .await
+        .map_err(|e| fail::db("starting a transaction", e))?;
+    // Exclusive: a sale being created of it holds a shared lock on the row (create_sale).
+    let old: Option<Product> = sqlx::query_as(
+        "SELECT id, name, description, price, currency, created_at FROM products \
+         WHERE id = ? FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| fail::db("reading a product", e))?;
+    let Some(old) = old else {
+        return Err(ApiError::not_found());
+    };
+    // The creation's checks on the product as it would be.
+    let (name, description, price, currency) = NewProduct {
+        name: body.name.unwrap_or_else(|| old.name.clone()),
+        description: body.description.unwrap_or_else(|| old.description.clone()),
+        price: body.price.unwrap_or(old.price),
+        currency: Some(body.currency.unwrap_or_else(|| old.currency.clone())),
+    }
+    .validate()?;
+    check_provider_currency(&state, &currency)?;
+    let product = Product {
+        name,
+        description,
+        price,
+        currency,
+        ..old.clone()
+    };
+    let mut before = serde_json::Map::new();
+    let mut after = serde_json::Map::new();
+    for (field, was, is) in [
+        ("name", json!(old.name), json!(product.name)),
+        (
+            "description",
+            json!(old.description),
+            json!(product.description),
+        ),
+        ("price", json!(old.price), json!(product.price)),
+        ("currency", json!(old.currency), json!(product.currency)),
+    ] {
+        if was != is {
+            before.insert(field.to_owned(), was);
+            after.insert(field.to_owned(), is);
+        }
+    }
+    if after.is_empty() {
+        tx.rollback()
+            .await
+            .map_err(|e| fail::db("ending a transaction", e))?;
+        return Ok(Json(old));
+    }
+    let sales: Vec<SaleId> =
+        sqlx::query_scalar("SELECT id FROM sales WHERE product_id = ? ORDER BY id FOR UPDATE")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| fail::db("reading a product's sales", e))?;
+    let quoted = product.price != old.price || product.currency != old.currency;
+    sqlx::query(
+        "UPDATE products SET name = ?, description = ?, price = ?, currency = ? WHERE id = ?",
+    )
+    .bind(&product.name)
+    .bind(&product.description)
+    .bind(product.price)
+    .bind(&product.currency)
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| fail::db("updating a product", e))?;
+    trail::record(
+        &mut tx,
+        admin.sub,
+        Action::ProductUpdate,
+        Subject::Product(id),
+        Some(&Value::Object(before)),
+        &Value::Object(after),
+    )
+    .await?;
+    // The price orders quote lives in each sale's Redis state: written there only while the
+    // sale is still scheduled, sale by sale, each in one step with that check; if one refuses,
+    // the ones written are put back and nothing changes.
+    let mut written = Vec::new();
+    if quoted {
+        let to = ScheduleUpdate {
+            product: Some((id, product.price, product.currency.clone())),
+            ..ScheduleUpdate::default()
+        };
+        let mut refused = None;
+        for &sale_id in &sales {
+            match sale::edit_scheduled(&state.redis, sale_id, &to, &SettingsUpdate::default()).await
+            {
+                Ok(Edit::Applied) => written.push(sale_id),
+                Ok(Edit::NotArmed) => tracing::warn!(
+                    %sale_id,
+                    "sale is not armed in Redis; the new price applies when it is rearmed"
+                ),
+                Ok(Edit::NotScheduled) => {
+                    refused = Some(ApiError::new(
+                        ErrorCode::InvalidState,
+                        format!(
+                            "price and currency are fixed once a sale of the product is no \
+                             longer scheduled (orders quote them): sale {sale_id} is past \
+                             opens_at"
+                        ),
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    refused = Some(fail::redis("writing a sale's price", e));
+                    break;
+                }
+            }
+        }
+        if let Some(error) = refused {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rollback failed; the connection drops the transaction");
+            }
+            put_price_back(&state, &old, &written).await;
+            return Err(error);
+        }
+    }
+    if let Err(error) = tx.commit().await {
+        put_price_back(&state, &old, &written).await;
+        return Err(fail::db("committing a product change", error));
+    }
+    // Cached copies: the product and every sale record that embeds it.
+    let mut entries = vec![Entry::Product(id)];
+    entries.extend(sales.iter().map(|&s| Entry::Sale(s)));
+    for &entry in &entries {
+        state.cache.invalidate(entry).await;
+    }
+    invalidate_again_later(&state, entries);
+    tracing::info!(price = product.price, currency = %product.currency, sales = sales.len(), "product changed");
+    Ok(Json(product))
+}
+
+/// Puts the old price back into the sales a refused product change had written.
+async fn put_price_back(state: &AppState, old: &Product, written: &[SaleId]) {
+    let back = ScheduleUpdate {
+        product: Some((old.id, old.price, old.currency.clone())),
+        ..ScheduleUpdate::default()
+    };
+    for &sale_id in written {
+        if let Err(e) =
+            sale::edit_scheduled(&state.redis, sale_id, &back, &SettingsUpdate::default()).await
+        {
+            tracing::error!(%sale_id, error = format!("{e:#}"), "could not put a sale's price back in Redis");
+        }
+    }
+}
+
+/// A second invalidation a moment after the first: a cache fill that read MySQL just before
+/// the commit may write the old value after the first one (the look-aside race, harmless
+/// while cached things never changed, `crate::cache`); this removes it.
+fn invalidate_again_later(state: &AppState, entries: Vec<Entry>) {
+    let cache = state.cache.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        for entry in entries {
+            cache.invalidate(entry).await;
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -532,22 +767,9 @@ async fn create_sale(
         .begin()
         .await
         .map_err(|e| fail::db("starting a transaction", e))?;
-    // Shared lock: the product cannot change under the sale being made (products are not
-    // updated today; the lock keeps this right if they ever are).
-    let product: Option<Product> = sqlx::query_as(
-        "SELECT id, name, description, price, currency, created_at FROM products \
-         WHERE id = ? LOCK IN SHARE MODE",
-    )
-    .bind(input.product_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| fail::db("reading the sale's product", e))?;
-    let Some(product) = product else {
-        return Err(ApiError::bad_request(format!(
-            "product_id: no product {} exists",
-            input.product_id
-        )));
-    };
+    // Shared lock: the product (its price, which orders quote) cannot change under the sale
+    // being made; a product PATCH takes the sales of the product under an exclusive lock.
+    let product = product_for_sale(&mut tx, input.product_id).await?;
     sqlx::query(
         "INSERT INTO sales (id, product_id, stock_total, opens_at, closes_at, per_user_limit, \
          hold_seconds, admit_per_second, max_active, paused, pow_difficulty, access_groups, \
@@ -750,10 +972,122 @@ pub struct SalePatch {
     #[serde(default, deserialize_with = "explicit_null")]
     #[schema(value_type = Option<String>, max_length = 280, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     notice: Option<Option<String>>,
+    /// Only while the sale is scheduled, as at creation (the fields from here on).
+    #[serde(default)]
+    #[schema(format = Uuid)]
+    product_id: Option<String>,
+    /// 1 to 10,000,000; at least `per_user_limit`.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    stock: Option<i64>,
+    /// Before `closes_at` (and a draw's `entries_close_at`).
+    #[serde(default)]
+    #[schema(format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    opens_at: Option<String>,
+    /// Absent: unchanged; `null`: open until sold out or closed.
+    #[serde(default, deserialize_with = "explicit_null")]
+    #[schema(value_type = Option<String>, format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    closes_at: Option<Option<String>>,
+    /// 1 to `stock`.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    per_user_limit: Option<i64>,
+    /// 10 to 86,400 s.
+    #[serde(default)]
+    #[schema(minimum = 10, maximum = 86_400)]
+    hold_seconds: Option<i64>,
+    /// Only the sale's own mode: a sale's mode never changes (create another sale).
+    #[serde(default)]
+    #[schema(value_type = Option<Mode>)]
+    mode: Option<String>,
+    /// A draw sale's freeze, after `opens_at` and before `closes_at`.
+    #[serde(default)]
+    #[schema(format = DateTime, pattern = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-")]
+    entries_close_at: Option<String>,
+    /// A draw sale's claim window, 1 to 86,400 s.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86_400)]
+    claim_seconds: Option<i64>,
+}
+
+/// The creation fields a `PATCH` gives, unvalidated: they are checked together with the
+/// sale's other creation fields by [`NewSale::validate`], the creation's own checks.
+#[derive(Debug, Default)]
+struct ScheduleFields {
+    product_id: Option<String>,
+    stock: Option<i64>,
+    opens_at: Option<String>,
+    closes_at: Option<Option<String>>,
+    per_user_limit: Option<i64>,
+    hold_seconds: Option<i64>,
+    mode: Option<String>,
+    entries_close_at: Option<String>,
+    claim_seconds: Option<i64>,
+}
+
+impl ScheduleFields {
+    /// The names of the fields given, in the order of the API.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("product_id", self.product_id.is_some()),
+            ("stock", self.stock.is_some()),
+            ("opens_at", self.opens_at.is_some()),
+            ("closes_at", self.closes_at.is_some()),
+            ("per_user_limit", self.per_user_limit.is_some()),
+            ("hold_seconds", self.hold_seconds.is_some()),
+            ("mode", self.mode.is_some()),
+            ("entries_close_at", self.entries_close_at.is_some()),
+            ("claim_seconds", self.claim_seconds.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+
+    /// The sale's creation fields with these over the stored ones, as a [`NewSale`] to run
+    /// the creation's checks on. The line's and the door's settings are left out: the `PATCH`
+    /// checks those itself (they may change after opening too).
+    fn merged(self, old: &SettingsRow) -> NewSale {
+        let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        NewSale {
+            product_id: self
+                .product_id
+                .unwrap_or_else(|| old.product_id.to_string()),
+            stock: self.stock.unwrap_or(i64::from(old.stock_total)),
+            opens_at: self.opens_at.unwrap_or_else(|| time(old.opens_at)),
+            closes_at: self.closes_at.unwrap_or_else(|| old.closes_at.map(time)),
+            per_user_limit: Some(self.per_user_limit.unwrap_or(i64::from(old.per_user_limit))),
+            hold_seconds: Some(self.hold_seconds.unwrap_or(i64::from(old.hold_seconds))),
+            admit_per_second: None,
+            max_active: None,
+            pow_difficulty: None,
+            groups: None,
+            presale_only_until: None,
+            notice: None,
+            mode: Some(self.mode.unwrap_or_else(|| old.mode.clone())),
+            entries_close_at: self
+                .entries_close_at
+                .or_else(|| old.entries_close_at.map(time)),
+            claim_seconds: self.claim_seconds.or(old.claim_seconds.map(i64::from)),
+        }
+    }
 }
 
 impl SalePatch {
-    fn validate(self) -> Result<SettingsUpdate, ApiError> {
+    /// The live settings, checked; and the creation fields, checked later with the sale's
+    /// stored ones ([`ScheduleFields::merged`]).
+    fn validate(self) -> Result<(SettingsUpdate, ScheduleFields), ApiError> {
+        let schedule = ScheduleFields {
+            product_id: self.product_id,
+            stock: self.stock,
+            opens_at: self.opens_at,
+            closes_at: self.closes_at,
+            per_user_limit: self.per_user_limit,
+            hold_seconds: self.hold_seconds,
+            mode: self.mode,
+            entries_close_at: self.entries_close_at,
+            claim_seconds: self.claim_seconds,
+        };
         if self.admit_per_second.is_none()
             && self.max_active.is_none()
             && self.paused.is_none()
@@ -762,10 +1096,12 @@ impl SalePatch {
             && self.groups.is_none()
             && self.presale_only_until.is_none()
             && self.notice.is_none()
+            && schedule.given().is_empty()
         {
             return Err(ApiError::bad_request(
                 "nothing to change: give admit_per_second, max_active, paused, closed, \
-                 pow_difficulty, groups, presale_only_until or notice",
+                 pow_difficulty, groups, presale_only_until, notice or (while the sale is \
+                 scheduled) a creation field",
             ));
         }
         if self.closed == Some(false) {
@@ -789,7 +1125,7 @@ impl SalePatch {
             other => other,
         };
         let bad = ApiError::bad_request;
-        Ok(SettingsUpdate {
+        let settings = SettingsUpdate {
             admit_per_second,
             max_active,
             paused: self.paused,
@@ -818,7 +1154,8 @@ impl SalePatch {
                 .map(|text| door::check_notice(text.as_deref()))
                 .transpose()
                 .map_err(bad)?,
-        })
+        };
+        Ok((settings, schedule))
     }
 }
 
@@ -837,6 +1174,12 @@ struct SettingsRow {
     presale_only_until: Option<DateTime<Utc>>,
     notice: Option<String>,
     mode: String,
+    product_id: ProductId,
+    stock_total: i32,
+    per_user_limit: i32,
+    hold_seconds: i32,
+    entries_close_at: Option<DateTime<Utc>>,
+    claim_seconds: Option<u32>,
 }
 
 impl SettingsRow {
@@ -903,15 +1246,146 @@ impl SettingsRow {
     }
 }
 
+impl SettingsRow {
+    /// The creation fields `input` (the merged, validated [`NewSale`]) changes: the Redis
+    /// update, and the trail's before and after of each changed field. `product` is the new
+    /// product when `product_id` changes.
+    fn schedule_changes(
+        &self,
+        input: &SaleInput,
+        product: Option<&Product>,
+    ) -> (
+        ScheduleUpdate,
+        serde_json::Map<String, Value>,
+        serde_json::Map<String, Value>,
+    ) {
+        let mut update = ScheduleUpdate::default();
+        let mut before = serde_json::Map::new();
+        let mut after = serde_json::Map::new();
+        let mut field = |name: &str, old: Value, new: Value| {
+            let changed = old != new;
+            if changed {
+                before.insert(name.to_owned(), old);
+                after.insert(name.to_owned(), new);
+            }
+            changed
+        };
+        if let Some(p) = product
+            && field("product_id", json!(self.product_id), json!(p.id))
+        {
+            update.product = Some((p.id, p.price, p.currency.clone()));
+        }
+        if field("stock", json!(self.stock_total), json!(input.stock)) {
+            update.stock_total = Some(input.stock);
+        }
+        if field("opens_at", json!(self.opens_at), json!(input.opens_at)) {
+            update.opens_at = Some(input.opens_at);
+        }
+        if field("closes_at", json!(self.closes_at), json!(input.closes_at)) {
+            update.closes_at = Some(input.closes_at);
+        }
+        let per_user = input.per_user_limit;
+        if field(
+            "per_user_limit",
+            json!(self.per_user_limit),
+            json!(per_user),
+        ) {
+            update.per_user_limit = Some(per_user);
+        }
+        if field(
+            "hold_seconds",
+            json!(self.hold_seconds),
+            json!(input.hold_seconds),
+        ) {
+            update.hold_seconds = Some(input.hold_seconds);
+        }
+        if let Some(d) = input.draw {
+            if field(
+                "entries_close_at",
+                json!(self.entries_close_at),
+                json!(d.entries_close_at),
+            ) {
+                update.entries_close_at = Some(d.entries_close_at);
+            }
+            if field(
+                "claim_seconds",
+                json!(self.claim_seconds),
+                json!(d.claim_seconds),
+            ) {
+                update.claim_seconds = Some(d.claim_seconds);
+            }
+        }
+        (update, before, after)
+    }
+
+    /// The update that puts back what `update` changes.
+    fn undo_schedule(&self, update: &ScheduleUpdate, product: Option<&Product>) -> ScheduleUpdate {
+        ScheduleUpdate {
+            stock_total: update.stock_total.map(|_| i64::from(self.stock_total)),
+            opens_at: update.opens_at.map(|_| self.opens_at),
+            closes_at: update.closes_at.map(|_| self.closes_at),
+            per_user_limit: update
+                .per_user_limit
+                .map(|_| i64::from(self.per_user_limit)),
+            hold_seconds: update.hold_seconds.map(|_| i64::from(self.hold_seconds)),
+            entries_close_at: update.entries_close_at.and(self.entries_close_at),
+            claim_seconds: update.claim_seconds.and(self.claim_seconds.map(i64::from)),
+            product: update
+                .product
+                .as_ref()
+                .and(product.map(|p| (p.id, p.price, p.currency.clone()))),
+        }
+    }
+}
+
+/// Reads a product under a shared lock (it cannot change under the sale being made or
+/// changed); a missing one is the client's mistake, named by `product_id`.
+async fn product_for_sale(
+    tx: &mut sqlx::MySqlConnection,
+    id: ProductId,
+) -> Result<Product, ApiError> {
+    let product: Option<Product> = sqlx::query_as(
+        "SELECT id, name, description, price, currency, created_at FROM products \
+         WHERE id = ? LOCK IN SHARE MODE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| fail::db("reading the sale's product", e))?;
+    product.ok_or_else(|| ApiError::bad_request(format!("product_id: no product {id} exists")))
+}
+
+fn not_scheduled(fields: &[&str]) -> ApiError {
+    let (names, verb) = match fields {
+        [one] => ((*one).to_owned(), "is"),
+        many => (many.join(", "), "are"),
+    };
+    ApiError::new(
+        ErrorCode::InvalidState,
+        format!(
+            "{names} {verb} fixed once the sale is no longer scheduled (from opens_at on); \
+             only admit_per_second, max_active, paused, closed, pow_difficulty, \
+             presale_only_until and notice change after that"
+        ),
+    )
+}
+
 /// Change a sale.
 ///
-/// Role `admin`: the admission rate, the active limit, pause, close, and the door's settings.
+/// Role `admin`. At any time until it closes: the admission rate, the active limit, pause,
+/// close, and the door's settings (proof of work, presale, notice). While the sale is
+/// `scheduled` (before `opens_at`) also every creation field, checked as at creation: the
+/// product, `stock`, `opens_at`, `closes_at`, `per_user_limit`, `hold_seconds`, `groups`, and a
+/// draw sale's `entries_close_at` and `claim_seconds` (`mode` never changes). A creation field
+/// is never changed after the opening, even by a `PATCH` racing it: the Redis write checks the
+/// Redis clock against `opens_at` in the same step and refuses (409, nothing changed). The
+/// change, MySQL and Redis, is made whole or not at all.
 #[utoipa::path(patch, path = "/api/admin/sales/{id}", tag = "admin", security(("accessToken" = [])), params(IdParam), request_body = SalePatch, responses(
     (status = 200, description = "The sale after the change", body = Sale),
-    (status = 400, description = "`bad_request`: nothing to change, `closed: false`, a field breaks its bound, a presale without a group", body = Error),
+    (status = 400, description = "`bad_request`: nothing to change, `closed: false`, a field breaks its bound (as at creation: `closes_at` not after `opens_at`, `per_user_limit` over `stock`, …), a presale without a group, an unknown product, a different `mode`", body = Error),
     (status = 403, description = "`forbidden`: not an administrator", body = Error),
     (status = 404, description = "`not_found`", body = Error),
-    (status = 409, description = "`invalid_state`: the sale is closed, its groups change after it opened, or a group that has access codes is dropped", body = Error),
+    (status = 409, description = "`invalid_state`: the sale is closed, a creation field (named in the message) or the groups change after the sale opened, or a group that has access codes is dropped", body = Error),
 ))]
 #[tracing::instrument(skip_all, fields(admin = %admin.sub, sale_id = %id))]
 async fn patch_sale(
@@ -920,7 +1394,8 @@ async fn patch_sale(
     PathId(id): PathId<SaleId>,
     Json(body): Json<SalePatch>,
 ) -> Result<Json<Sale>, ApiError> {
-    let update = body.validate()?;
+    let (update, fields) = body.validate()?;
+    let given = fields.given();
     let mut tx = state
         .mysql
         .begin()
@@ -929,7 +1404,8 @@ async fn patch_sale(
     // The row lock serialises concurrent PATCHes of one sale, so Redis ends as MySQL does.
     let row: Option<SettingsRow> = sqlx::query_as(
         "SELECT admit_per_second, max_active, paused, opens_at, closed_at, closes_at, \
-         pow_difficulty, access_groups, presale_only_until, notice, mode FROM sales \
+         pow_difficulty, access_groups, presale_only_until, notice, mode, product_id, \
+         stock_total, per_user_limit, hold_seconds, entries_close_at, claim_seconds FROM sales \
          WHERE id = ? FOR UPDATE",
     )
     .bind(id)
@@ -961,11 +1437,23 @@ async fn patch_sale(
     let closed = old.closed_at.is_some()
         || view.is_some_and(|v| v.closed)
         || old.closes_at.is_some_and(|c| c <= now);
+    // Creation fields: only while scheduled. This check gives the clear answer; the Redis
+    // write below makes the same check atomically, for a PATCH that races the opening.
+    let scheduled = !closed && now < old.opens_at && view.is_none_or(|v| v.held + v.sold == 0);
+    if !given.is_empty() && !scheduled {
+        return Err(not_scheduled(&given));
+    }
     if closed {
         return Err(ApiError::new(
             ErrorCode::InvalidState,
             "the sale is closed and can no longer be changed",
         ));
+    }
+    if fields.mode.as_deref().is_some_and(|m| m != old.mode) {
+        return Err(ApiError::bad_request(format!(
+            "mode cannot change: this sale is `{}` (create another sale for the other mode)",
+            old.mode
+        )));
     }
     let old_groups = door::parse_groups_field(&old.access_groups);
     // The groups order the line: once buyers are let in, changing them would reorder it.
@@ -994,6 +1482,23 @@ async fn patch_sale(
             ));
         }
     }
+    // The creation fields, checked with the stored ones exactly as a new sale's are.
+    let (schedule, mut sched_before, mut sched_after) = if given.is_empty() {
+        Default::default()
+    } else {
+        let input = fields.merged(&old).validate()?;
+        let product = if input.product_id == old.product_id {
+            None
+        } else {
+            Some(product_for_sale(&mut tx, input.product_id).await?)
+        };
+        old.schedule_changes(&input, product.as_ref())
+    };
+    // The product orders quote now, to put back in Redis if the commit fails.
+    let old_product = match &schedule.product {
+        Some(_) => Some(product_for_sale(&mut tx, old.product_id).await?),
+        None => None,
+    };
 
     let close = update.closed == Some(true);
     sqlx::query(
@@ -1002,7 +1507,12 @@ async fn patch_sale(
          closed_at = IF(?, ?, closed_at), pow_difficulty = COALESCE(?, pow_difficulty), \
          access_groups = COALESCE(?, access_groups), \
          presale_only_until = IF(?, ?, presale_only_until), notice = IF(?, ?, notice), \
-         updated_at = ? WHERE id = ?",
+         product_id = COALESCE(?, product_id), stock_total = COALESCE(?, stock_total), \
+         opens_at = COALESCE(?, opens_at), closes_at = IF(?, ?, closes_at), \
+         per_user_limit = COALESCE(?, per_user_limit), \
+         hold_seconds = COALESCE(?, hold_seconds), \
+         entries_close_at = COALESCE(?, entries_close_at), \
+         claim_seconds = COALESCE(?, claim_seconds), updated_at = ? WHERE id = ?",
     )
     .bind(update.admit_per_second)
     .bind(update.max_active.is_some())
@@ -1016,26 +1526,68 @@ async fn patch_sale(
     .bind(update.presale_only_until.flatten().map(|t| t.naive_utc()))
     .bind(update.notice.is_some())
     .bind(update.notice.clone().flatten())
+    .bind(schedule.product.as_ref().map(|p| p.0))
+    .bind(schedule.stock_total)
+    // DATETIME, not TIMESTAMP: see create_sale.
+    .bind(schedule.opens_at.map(|t| t.naive_utc()))
+    .bind(schedule.closes_at.is_some())
+    .bind(schedule.closes_at.flatten().map(|t| t.naive_utc()))
+    .bind(schedule.per_user_limit)
+    .bind(schedule.hold_seconds)
+    .bind(schedule.entries_close_at.map(|t| t.naive_utc()))
+    .bind(schedule.claim_seconds)
     .bind(Utc::now().trunc_subsecs(3))
     .bind(id)
     .execute(&mut *tx)
     .await
     .map_err(|e| fail::db("updating a sale", e))?;
     // Only what changes is recorded; a PATCH that changes nothing leaves no event.
-    if let Some((before, after)) = old.changes(&update) {
+    let (mut before, mut after) = old
+        .changes(&update)
+        .and_then(|(b, a)| match (b, a) {
+            (Value::Object(b), Value::Object(a)) => Some((b, a)),
+            _ => None,
+        })
+        .unwrap_or_default();
+    before.append(&mut sched_before);
+    after.append(&mut sched_after);
+    if !after.is_empty() {
         trail::record(
             &mut tx,
             admin.sub,
             Action::SaleUpdate,
             Subject::Sale(id),
-            Some(&before),
-            &after,
+            Some(&Value::Object(before)),
+            &Value::Object(after),
         )
         .await?;
     }
 
-    let armed = match sale::update_settings(&state.redis, id, &update).await {
-        Ok(armed) => armed,
+    // The groups order the line: a change of them takes the same "still scheduled" step.
+    let regroups = update.groups.as_ref().is_some_and(|g| *g != old_groups);
+    let mut fixed = given.clone();
+    if regroups {
+        fixed.push("groups");
+    }
+    let conditional = !schedule.is_empty() || regroups;
+    let written = if !conditional {
+        sale::update_settings(&state.redis, id, &update)
+            .await
+            .map(|armed| if armed { Edit::Applied } else { Edit::NotArmed })
+    } else {
+        // One step with the "still scheduled" check (lua/sale_edit.lua).
+        sale::edit_scheduled(&state.redis, id, &schedule, &update).await
+    };
+    let armed = match written {
+        Ok(Edit::Applied) => true,
+        Ok(Edit::NotArmed) => false,
+        Ok(Edit::NotScheduled) => {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rollback failed; the connection drops the transaction");
+            }
+            tracing::info!("a creation field's change lost the race with the opening");
+            return Err(not_scheduled(&fixed));
+        }
         Err(error) => {
             if let Err(e) = tx.rollback().await {
                 tracing::warn!(error = %e, "rollback failed; the connection drops the transaction");
@@ -1053,7 +1605,17 @@ async fn patch_sale(
             // Put Redis back as MySQL still has it. If the commit did happen after all, the
             // admin's retry (the PATCH is idempotent) writes both again.
             let before = old.undo(&update);
-            if let Err(e) = sale::update_settings(&state.redis, id, &before).await {
+            let undone = if !conditional {
+                sale::update_settings(&state.redis, id, &before)
+                    .await
+                    .map(|_| ())
+            } else {
+                let back = old.undo_schedule(&schedule, old_product.as_ref());
+                sale::edit_scheduled(&state.redis, id, &back, &before)
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = undone {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "could not undo a sale's settings in Redis after a failed commit"
@@ -1063,6 +1625,7 @@ async fn patch_sale(
         return Err(fail::db("committing a sale change", error));
     }
     state.cache.invalidate(Entry::Sale(id)).await;
+    invalidate_again_later(&state, vec![Entry::Sale(id)]);
     tracing::info!(
         admit_per_second = ?update.admit_per_second,
         max_active = ?update.max_active,
@@ -1072,6 +1635,7 @@ async fn patch_sale(
         groups = ?update.groups,
         presale_only_until = ?update.presale_only_until,
         notice_set = update.notice.is_some(),
+        schedule = ?schedule,
         "sale settings changed"
     );
     catalog::sale_answer(&state, id)
@@ -1117,7 +1681,9 @@ mod tests {
         assert_eq!(null.max_active, Some(None));
         let set: SalePatch = serde_json::from_str(r#"{"max_active":5}"#)?;
         assert_eq!(set.max_active, Some(Some(5)));
-        assert!(serde_json::from_str::<SalePatch>(r#"{"stock":5}"#).is_err());
+        assert!(serde_json::from_str::<SalePatch>(r#"{"stock_total":5}"#).is_err());
+        let stock: SalePatch = serde_json::from_str(r#"{"stock":5,"closes_at":null}"#)?;
+        assert_eq!((stock.stock, stock.closes_at), (Some(5), Some(None)));
         Ok(())
     }
 }

@@ -6,22 +6,20 @@
 //! An audit is not cheap (a `SCAN` over the Redis node's keyspace and a pass over the sale's
 //! orders in MySQL), and it shares both with the buyers. So that an administrator pressing the
 //! button again and again cannot starve them, per api process:
-//! - concurrent calls for one sale share one run ([`Coalesce`], as the waiting room's winners
-//!   list does);
-//! - a finished run's answer is served again for [`FRESH_FOR`] (about one second), so calls
-//!   one after another run at most about once a second per sale;
+//! - concurrent calls for one sale share one run, and a finished run's answer is served again
+//!   for [`FRESH_FOR`] (about one second), so calls one after another run at most about once a
+//!   second per sale ([`Fresh`], as the waiting room's draw record and winners pages);
 //! - at most [`MAX_RUNNING`] audits of different sales run at once; the others wait their turn.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use dropline_audit::{AuditOptions, UnknownSale};
-use dropline_core::coalesce::Coalesce;
+use dropline_core::coalesce::Fresh;
 use dropline_core::http::error::ApiError;
 use dropline_core::ids::SaleId;
 use utoipa_axum::router::OpenApiRouter;
@@ -41,45 +39,22 @@ pub const FRESH_FOR: Duration = Duration::from_secs(1);
 pub const MAX_RUNNING: usize = 2;
 /// The longest one audit may take before the call answers 503 (a dependency that hangs).
 const BOUND: Duration = Duration::from_secs(60);
+/// Sales whose last audit answer one process remembers.
+const REMEMBERED: usize = 64;
 
-/// The audits of one api process: in flight, recently finished, and the permits.
+/// The audits of one api process: in flight and recently finished ([`Fresh`]), and the permits.
+#[derive(Debug)]
 pub struct Audits {
-    flights: Coalesce<SaleId, Result<Bytes, ApiError>>,
-    recent: Arc<Mutex<HashMap<SaleId, (Instant, Bytes)>>>,
+    answers: Fresh<SaleId, Bytes, ApiError>,
     permits: Arc<tokio::sync::Semaphore>,
-}
-
-impl std::fmt::Debug for Audits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Audits").finish_non_exhaustive()
-    }
 }
 
 impl Default for Audits {
     fn default() -> Self {
         Self {
-            flights: Coalesce::new(),
-            recent: Arc::new(Mutex::new(HashMap::new())),
+            answers: Fresh::new(FRESH_FOR, REMEMBERED),
             permits: Arc::new(tokio::sync::Semaphore::new(MAX_RUNNING)),
         }
-    }
-}
-
-impl Audits {
-    fn fresh(&self, sale: SaleId) -> Option<Bytes> {
-        let recent = lock(&self.recent);
-        recent
-            .get(&sale)
-            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
-            .map(|(_, body)| body.clone())
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // One insert or one lookup under the lock: a panic cannot leave the map half-changed.
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -101,44 +76,39 @@ async fn audit_sale(
     PathId(id): PathId<SaleId>,
 ) -> Result<Response, ApiError> {
     let audits = &state.audits;
-    let body = match audits.fresh(id) {
-        Some(body) => body,
-        None => {
-            let mysql = state.mysql.clone();
-            let redis = state.redis.clone();
-            let permits = Arc::clone(&audits.permits);
-            let recent = Arc::clone(&audits.recent);
-            let flight = audits.flights.run(id, move || async move {
-                let _permit = permits.acquire_owned().await.map_err(|e| {
-                    ApiError::internal(anyhow::Error::new(e).context("audit permits"))
-                })?;
-                let run = dropline_audit::audit(&mysql, &redis, id, AuditOptions::default());
-                let report = match tokio::time::timeout(BOUND, run).await {
-                    Ok(Ok(report)) => report,
-                    Ok(Err(error)) if error.downcast_ref::<UnknownSale>().is_some() => {
-                        return Err(ApiError::not_found());
-                    }
-                    Ok(Err(error)) => {
-                        return Err(ApiError::unavailable(error.context("auditing a sale")));
-                    }
-                    Err(_) => {
-                        return Err(ApiError::unavailable(anyhow::anyhow!(
-                            "auditing a sale took longer than {BOUND:?}"
-                        )));
-                    }
-                };
-                let body = Bytes::from(serde_json::to_vec(&report).map_err(|e| {
-                    ApiError::internal(anyhow::Error::new(e).context("serialising an audit report"))
-                })?);
-                let mut recent = lock(&recent);
-                recent.retain(|_, (at, _)| at.elapsed() < FRESH_FOR);
-                recent.insert(id, (Instant::now(), body.clone()));
-                Ok(body)
-            });
-            flight.await.map_err(|aborted| {
-                ApiError::unavailable(anyhow::Error::new(aborted).context("auditing a sale"))
-            })??
-        }
-    };
+    let mysql = state.mysql.clone();
+    let redis = state.redis.clone();
+    let permits = Arc::clone(&audits.permits);
+    let body = audits
+        .answers
+        .get_or_load(id, move || async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("audit permits")))?;
+            let run = dropline_audit::audit(&mysql, &redis, id, AuditOptions::default());
+            let report = match tokio::time::timeout(BOUND, run).await {
+                Ok(Ok(report)) => report,
+                Ok(Err(error)) if error.downcast_ref::<UnknownSale>().is_some() => {
+                    return Err(ApiError::not_found());
+                }
+                Ok(Err(error)) => {
+                    return Err(ApiError::unavailable(error.context("auditing a sale")));
+                }
+                Err(_) => {
+                    return Err(ApiError::unavailable(anyhow::anyhow!(
+                        "auditing a sale took longer than {BOUND:?}"
+                    )));
+                }
+            };
+            let body = serde_json::to_vec(&report).map_err(|e| {
+                ApiError::internal(anyhow::Error::new(e).context("serialising an audit report"))
+            })?;
+            Ok(Bytes::from(body))
+        })
+        .await
+        .map_err(|aborted| {
+            ApiError::unavailable(anyhow::Error::new(aborted).context("auditing a sale"))
+        })??;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

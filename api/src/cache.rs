@@ -17,10 +17,12 @@
 //!
 //! Redis trouble never fails a read: the cache is skipped and MySQL answers.
 //!
-//! What is cached must not change after creation, or must be re-read from elsewhere: products
-//! are immutable, and of a sale only the fields no `PATCH` touches are cached (the live ones come
-//! from the sale's Redis state). That makes the classic look-aside race (a slow loader writing an
-//! old value after an invalidation) harmless; admin writes still invalidate.
+//! What is cached rarely changes, or is re-read from elsewhere: the live fields of a sale come
+//! from its Redis state, and so do the creation fields a scheduled sale's `PATCH` changes
+//! (stock, times, limits). What a `PATCH` changes in the cached part (a product's name and
+//! price, a sale's notice or draw times) is invalidated after the commit and once more a moment
+//! later (`admin::invalidate_again_later`), which removes what the classic look-aside race (a
+//! slow loader writing an old value after an invalidation) could have left.
 //!
 //! Metrics: `dropline_cache_requests_total{kind,result="hit"|"miss"}` for every read,
 //! `dropline_cache_loads_total{kind}` for every MySQL load, and

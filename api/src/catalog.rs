@@ -231,12 +231,14 @@ impl Sale {
         Self {
             id: record.id,
             product: record.product,
-            stock_total: record.stock_total,
+            // From Redis, like the live fields: a scheduled sale's PATCH (#24) changes these, and
+            // the Redis state is written in the same step as the "still scheduled" check.
+            stock_total: view.stock_total,
             available: view.available,
-            opens_at: record.opens_at,
-            closes_at: record.closes_at,
-            per_user_limit: record.per_user_limit,
-            hold_seconds: record.hold_seconds,
+            opens_at: view.opens_at(),
+            closes_at: view.closes_at(),
+            per_user_limit: view.per_user_limit,
+            hold_seconds: view.hold_seconds,
             admit_per_second: view.admit_per_second,
             max_active: view.max_active,
             paused: view.paused,

@@ -39,8 +39,10 @@ pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
             array.unique_items = true;
         }
     }
-    if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("SalePatch") {
-        object.min_properties = Some(1);
+    for patch in ["SalePatch", "ProductPatch"] {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(patch) {
+            object.min_properties = Some(1);
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod orders;
 pub mod paging;
 pub mod payview;
 pub mod pii;
+pub mod report;
 pub mod sessions;
 pub mod state;
 pub mod trail;
@@ -52,6 +53,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .merge(codes::routes())
         .merge(trail::routes())
         .merge(audit::routes())
+        .merge(report::routes())
         .merge(orders::routes())
         .merge(webhooks::routes())
 }

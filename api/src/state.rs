@@ -89,6 +89,8 @@ pub struct Inner {
     pub views: Coalesce<SaleId, Result<Option<SaleView>, ApiError>>,
     /// `GET /api/admin/sales/{id}/audit`: runs shared and kept about a second (audit.rs).
     pub audits: crate::audit::Audits,
+    /// `GET /api/admin/sales/{id}/report`: builds shared and kept about a second (report.rs).
+    pub reports: crate::report::Reports,
     /// A hash of a random password, verified against when a login names an unknown address.
     dummy_hash: tokio::sync::OnceCell<String>,
 }
@@ -116,6 +118,7 @@ impl AppState {
             redis,
             views: Coalesce::new(),
             audits: crate::audit::Audits::default(),
+            reports: crate::report::Reports::default(),
             config: config.clone(),
             dummy_hash: tokio::sync::OnceCell::new(),
         })))

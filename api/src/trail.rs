@@ -10,6 +10,7 @@
 //! | action | subject | before | after |
 //! | --- | --- | --- | --- |
 //! | `product.create` | product | `null` | the product's fields |
+//! | `product.update` | product | the fields that changed, as they were | the same fields, as they are |
 //! | `sale.create` | sale | `null` | the sale's fields as stored |
 //! | `sale.update` | sale | the fields that changed, as they were | the same fields, as they are |
 //! | `codes.create` | sale | `null` | `{group, uses, count, source}` |
@@ -53,6 +54,7 @@ pub const MAX_LIMIT: u32 = 500;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     ProductCreate,
+    ProductUpdate,
     SaleCreate,
     SaleUpdate,
     CodesCreate,
@@ -62,6 +64,7 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ProductCreate => "product.create",
+            Self::ProductUpdate => "product.update",
             Self::SaleCreate => "sale.create",
             Self::SaleUpdate => "sale.update",
             Self::CodesCreate => "codes.create",
@@ -121,7 +124,8 @@ pub struct AdminEvent {
     /// The administrator who made it.
     #[schema(value_type = Uuid)]
     pub admin_id: UserId,
-    /// `sale.create`, `sale.update` or `codes.create` (and `product.create` for a product).
+    /// `sale.create`, `sale.update` or `codes.create` (and `product.create` or `product.update`
+    /// for a product).
     pub action: String,
     /// The changed fields as they were; `null` for a create.
     #[schema(value_type = Option<Object>)]

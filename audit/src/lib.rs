@@ -92,6 +92,7 @@ mod checks;
 mod draw;
 pub mod payments;
 mod report;
+pub mod sale_report;
 mod scan;
 
 /// A sale's counters and outbox marker at one moment (`lua/audit_snapshot.lua`).

@@ -248,6 +248,9 @@ pub mod scripts {
     pub static SALE_ARM: Script = crate::lua_script!("sale_arm");
     /// Read a sale's config, counters and the server clock at once (`lua/sale_view.lua`).
     pub static SALE_VIEW: Script = crate::lua_script!("sale_view");
+    /// Change a scheduled sale's creation settings, only while it is still scheduled
+    /// (`lua/sale_edit.lua`).
+    pub static SALE_EDIT: Script = crate::lua_script!("sale_edit");
 
     /// Take stock for a new order: idempotency, sale, admission, limit, stock (`lua/reserve.lua`).
     pub static RESERVE: Script = crate::lua_script!("reserve");
@@ -266,12 +269,13 @@ pub mod scripts {
     pub static STOCK_REPAIR: Script = crate::lua_script!("stock_repair");
 
     /// All scripts, for preloading and for the test that checks every header.
-    pub fn all() -> [&'static Script; 11] {
+    pub fn all() -> [&'static Script; 12] {
         [
             &LEASE_ACQUIRE,
             &LEASE_RELEASE,
             &SALE_ARM,
             &SALE_VIEW,
+            &SALE_EDIT,
             &RESERVE,
             &BEGIN_PAYMENT,
             &CONFIRM,

@@ -112,6 +112,13 @@ pub fn print_urls(demo: &Demo, waitroom: SocketAddr, api: SocketAddr) {
     println!("  waiting page:  http://{waitroom}/w/{}", demo.sale_id);
     println!("  sign in as:    {BUYER_EMAIL} / {BUYER_PASSWORD}");
     println!("  sale (api):    http://{api}/api/sales/{}", demo.sale_id);
+    println!(
+        "  console:       http://{waitroom}/w/admin  (an admin: `dropline user create --admin`)"
+    );
+    println!(
+        "  control room:  http://{waitroom}/w/{}/control",
+        demo.sale_id
+    );
     println!("  health:        http://{waitroom}/readyz  http://{api}/readyz");
     println!("  metrics:       http://{waitroom}/metrics  http://{api}/metrics");
     println!();

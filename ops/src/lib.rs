@@ -16,4 +16,5 @@ pub mod demo;
 pub mod loadtest;
 pub mod payments;
 pub mod rearm;
+pub mod report;
 pub mod users;

@@ -116,19 +116,8 @@ pub async fn rearm(
     // holds just recorded expired) too, so that `sale audit` finds each MySQL order in Redis in
     // the same state; only paid and paying ones count units and keep timers.
     for row in &rows {
-        let fields: Vec<(&str, fred::types::Value)> = vec![
-            ("user", (&row.user.as_bytes()[..]).into()),
-            ("qty", row.quantity.into()),
-            ("amount", row.amount.into()),
-            ("currency", row.currency.as_str().into()),
-            ("state", row.state.as_str().into()),
-            ("deadline", row.deadline.timestamp_millis().into()),
-            ("created", row.created.timestamp_millis().into()),
-            ("updated", row.updated.timestamp_millis().into()),
-            ("idem", row.idempotency_key.as_str().into()),
-        ];
         let _: i64 = pool
-            .hset(orders.order_key(row.id), fields)
+            .hset(orders.order_key(row.id), row.hash_fields())
             .await
             .with_context(|| format!("restoring order {}", row.id))?;
         if !matches!(row.state, OrderState::Paid | OrderState::Paying) {

@@ -106,7 +106,9 @@ async fn run(redis: &Redis, buyers: u64, pre_open: bool, asleep: bool) -> anyhow
 
     let keys = queue.keys();
     let mut per_key = Vec::new();
-    for key in [&keys.q, &keys.skip, &keys.adm, &keys.seq, &keys.wr] {
+    for key in [
+        &keys.q, &keys.skip, &keys.adm, &keys.seq, &keys.wr, &keys.wt,
+    ] {
         let bytes: Option<u64> = redis
             .pool()
             .custom(

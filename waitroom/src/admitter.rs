@@ -475,6 +475,7 @@ impl Ctx {
         let mut params = AdmitParams::new(max_admit, self.abandon_after, self.admission_window);
         params.rate = Some(rate);
         params.outage_gap = Some(OUTAGE_GAP);
+        params.tick = self.tick;
         let queue = WaitQueue::new(&self.redis, id);
         let Some(outcome) = queue.admit(&params).await? else {
             tracing::info!(sale = %id, "sale disappeared from Redis: removing it from the index");

@@ -12,6 +12,10 @@
 //!   second and keeps the last ten minutes in the browser.
 //! - `GET /w/assets/control.js`, `GET /w/assets/control.css`: the assets, fingerprinted and
 //!   cached like the waiting page's.
+//! - `GET /w/{sale_id}/report` (and `GET /w/assets/report.js`): the post-sale report's page
+//!   (issue #24), signed in the same way; it reads the api's `GET /api/admin/sales/{id}/report`
+//!   and draws it as inline SVG (arrivals, admissions and orders per second, queue length with
+//!   the sell-out marked, time in line, the funnel, where buyers left, refusals).
 //!
 //! The data answer:
 //!
@@ -55,7 +59,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::docs::{Error, SaleIdParam, SaleState as SaleStateDoc};
-use crate::page::{Asset, api_base_url, escape_script_json_into};
+use crate::page::{Asset, api_base_url};
 use crate::queue::Reply;
 use crate::scripts::WR_CONTROL;
 use dropline_core::sale::SaleState;
@@ -64,9 +68,12 @@ use dropline_core::sale::keys::SaleKeys;
 const TEMPLATE: &str = include_str!("../assets/control.html");
 const SCRIPT: &str = include_str!("../assets/control.js");
 const STYLESHEET: &str = include_str!("../assets/control.css");
+const REPORT_TEMPLATE: &str = include_str!("../assets/report.html");
+const REPORT_SCRIPT: &str = include_str!("../assets/report.js");
 
 pub const SCRIPT_PATH: &str = "/w/assets/control.js";
 pub const STYLESHEET_PATH: &str = "/w/assets/control.css";
+pub const REPORT_SCRIPT_PATH: &str = "/w/assets/report.js";
 
 /// Most live orders whose state the data call reads one by one (see `lua/wr_control.lua`).
 pub const MAX_ORDERS_SPLIT: u32 = 1_000;
@@ -80,6 +87,8 @@ pub struct ControlRoom {
     api_origin: Option<String>,
     script: Asset,
     stylesheet: Asset,
+    /// The post-sale report page's script (the page shares the stylesheet).
+    report_script: Asset,
     /// Concurrent data requests for one sale share one Redis call.
     reads: Coalesce<SaleId, Result<Option<Figures>, ApiError>>,
 }
@@ -104,6 +113,11 @@ pub fn routes(
         api_origin,
         script: Asset::new(SCRIPT_PATH, SCRIPT, "text/javascript; charset=utf-8")?,
         stylesheet: Asset::new(STYLESHEET_PATH, STYLESHEET, "text/css; charset=utf-8")?,
+        report_script: Asset::new(
+            REPORT_SCRIPT_PATH,
+            REPORT_SCRIPT,
+            "text/javascript; charset=utf-8",
+        )?,
         reads: Coalesce::new(),
     });
     let (data, _) = documented().split_for_parts();
@@ -111,6 +125,8 @@ pub fn routes(
         .route("/w/{sale_id}/control", get(control_page))
         .route(SCRIPT_PATH, get(script))
         .route(STYLESHEET_PATH, get(stylesheet))
+        .route("/w/{sale_id}/report", get(report_page))
+        .route(REPORT_SCRIPT_PATH, get(report_script))
         .with_state(room))
 }
 
@@ -364,31 +380,52 @@ async fn control_page(
         api_base_url: &room.api_base_url,
         data_url: format!("/w/{sale_id}/control/data"),
     };
-    let json = serde_json::to_string(&config).map_err(ApiError::internal)?;
-    let mut config_json = String::with_capacity(json.len() + 16);
-    escape_script_json_into(&mut config_json, &json);
+    let config_json = crate::page::page_config_json(&config)?;
     let html = TEMPLATE
         .replace("{{config_json}}", &config_json)
         .replace("{{sale_id}}", &sale_id)
         .replace("{{stylesheet_href}}", &room.stylesheet.versioned_url)
         .replace("{{script_src}}", &room.script.versioned_url);
-    let api = room
-        .api_origin
-        .as_deref()
-        .map(|origin| format!(" {origin}"))
-        .unwrap_or_default();
-    let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'{api}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    );
-    let mut response = html.into_response();
-    let h = response.headers_mut();
-    crate::page::html_headers(h, &csp);
-    h.insert(
-        header::HeaderName::from_static("x-robots-tag"),
-        HeaderValue::from_static("noindex"),
-    );
-    Ok(response)
+    Ok(crate::page::admin_page(html, room.api_origin.as_deref()))
+}
+
+/// What the report page's script is told.
+#[derive(Serialize)]
+struct ReportPageConfig<'a> {
+    sale_id: &'a str,
+    api_base_url: &'a str,
+    report_path: String,
+}
+
+/// `GET /w/{sale_id}/report`: the post-sale report's page (issue #24). Like the control room,
+/// anyone may load it and it shows nothing until an administrator signs in; its figures come
+/// from the api (`GET /api/admin/sales/{id}/report`), drawn as inline SVG by
+/// `assets/report.js`. The CSP lets it reach the api's origin and nothing else.
+async fn report_page(
+    State(room): State<Arc<ControlRoom>>,
+    PathId(sale): PathId<SaleId>,
+) -> Result<Response, ApiError> {
+    let sale_id = sale.as_uuid().hyphenated().to_string();
+    let config = ReportPageConfig {
+        sale_id: &sale_id,
+        api_base_url: &room.api_base_url,
+        report_path: format!("/api/admin/sales/{sale_id}/report"),
+    };
+    let config_json = crate::page::page_config_json(&config)?;
+    let html = REPORT_TEMPLATE
+        .replace("{{config_json}}", &config_json)
+        .replace("{{sale_id}}", &sale_id)
+        .replace("{{stylesheet_href}}", &room.stylesheet.versioned_url)
+        .replace("{{script_src}}", &room.report_script.versioned_url);
+    Ok(crate::page::admin_page(html, room.api_origin.as_deref()))
+}
+
+async fn report_script(
+    State(room): State<Arc<ControlRoom>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    room.report_script.respond(query.as_deref(), &headers)
 }
 
 async fn script(

@@ -78,6 +78,7 @@ use crate::pow::{self, PowError, PowKey};
 use crate::queue::{
     JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, Verdict, WaitQueue,
 };
+use crate::refusals::{Reason, Refusals};
 use crate::ticket::TicketKey;
 
 /// No buyer is ever asked to wait longer than this between polls (DESIGN §9).
@@ -168,6 +169,8 @@ struct Inner {
     trust_forwarded_for: bool,
     /// Concurrent stats reads of one sale share one Redis call.
     stats: Coalesce<SaleId, Result<Option<Stats>, ApiError>>,
+    /// Refused joins by reason, for the post-sale report ([`crate::refusals`]).
+    refusals: Refusals,
     /// Concurrent status polls of one sale share one Redis call.
     polls: Polls,
     outage: Outage,
@@ -412,6 +415,7 @@ impl Edge {
             code_failures_per_hour: w.code_failures_per_user_per_hour,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
+            refusals: Refusals::new(redis.clone()),
             polls: Polls::new(redis, Duration::from_secs(w.return_grace_seconds), outage),
             outage,
             draws: draw::Draws::new(mysql, Duration::from_secs(config.draw.reveal_delay_seconds)),
@@ -810,9 +814,10 @@ async fn join(
     request: JoinRequest,
 ) -> Result<Json<JoinReply>, ApiError> {
     let e = &edge.0;
-    e.limits.join_ip.check(&caller.ip)?;
+    let limited = |_: &ApiError| e.refusals.count(sale, Reason::RateLimited);
+    e.limits.join_ip.check(&caller.ip).inspect_err(limited)?;
     let user = extract::access_claims(&e.access, caller.token())?.sub;
-    e.limits.join_user.check(&user)?;
+    e.limits.join_user.check(&user).inspect_err(limited)?;
     if draw::is_draw(&edge, sale).await? == Some(true) {
         // Boxed: the draw path's MySQL futures would otherwise size (and so copy) every
         // join's future (see `status`).
@@ -841,11 +846,20 @@ async fn join(
         JoinOutcome::Standing { status, new } => (status, new),
         JoinOutcome::Refused(why) => {
             let (result, error) = refusal_error(sale, why, refusal, &verdict);
+            match result {
+                "code_rate_limited" => e.refusals.count(sale, Reason::RateLimited),
+                "pow_invalid" => e.refusals.count(sale, Reason::Pow),
+                "access_code_invalid" | "access_code_used" | "access_code_required" => {
+                    e.refusals.count(sale, Reason::AccessCode);
+                }
+                _ => {}
+            }
             tracing::debug!(result, reason = ?why, "join refused");
             metrics::counter!("dropline_waitroom_joins_total", "result" => result).increment(1);
             return Err(error);
         }
         JoinOutcome::QueueFull { .. } => {
+            e.refusals.count(sale, Reason::QueueFull);
             metrics::counter!("dropline_waitroom_joins_total", "result" => "queue_full")
                 .increment(1);
             return Err(ApiError::new(

@@ -4,8 +4,9 @@
 //! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge ([`edge`]), the
 //! tickets waiting buyers poll with ([`ticket`]), the proof of work a sale may ask of a join
 //! ([`pow`]), the queue in Redis ([`queue`], Lua in
-//! `lua/wr_*.lua`), the admitter, the waiting page ([`page`]) and the administrators' control room
-//! ([`control`]). It needs Redis, and MySQL for draw sales' entries only (design/draw.md).
+//! `lua/wr_*.lua`), the admitter, the waiting page ([`page`]), the administrators' control room
+//! ([`control`]) and the operator's console ([`console`]). It needs Redis, and MySQL for draw
+//! sales' entries only (design/draw.md).
 //!
 //! Every JSON route is registered through `utoipa-axum`'s `routes!`, so the `#[utoipa::path]`
 //! annotation next to a handler is what both documents and registers it; [`openapi`] is the
@@ -13,12 +14,14 @@
 //! `openapi/waitroom.json` (kept equal by `waitroom/tests/openapi.rs`).
 
 pub mod admitter;
+pub mod console;
 pub mod control;
 pub mod docs;
 pub mod edge;
 pub mod page;
 pub mod pow;
 pub mod queue;
+pub mod refusals;
 pub mod scripts;
 pub mod ticket;
 
@@ -85,6 +88,7 @@ pub fn build_on(
         .with_state(edge::Edge::new(config, redis.clone(), mysql, secrets)?)
         .merge(page::routes(&config.waitroom, &config.payment)?)
         .merge(control::routes(&config.waitroom, redis, access)?)
+        .merge(console::routes(&config.waitroom)?)
         .merge(openapi_route());
     Ok(Server::on(
         "waitroom",

@@ -120,6 +120,10 @@ pub struct QueueKeys {
     pub wr: String,
     /// `codes`, the access codes' hashes (door.md §2).
     pub codes: String,
+    /// `wt`, `rep`, `rps`: the post-sale report's buyer entries, totals and series.
+    pub wt: String,
+    pub rep: String,
+    pub rps: String,
 }
 
 impl QueueKeys {
@@ -135,6 +139,9 @@ impl QueueKeys {
             seq: layout.queue_seq(),
             wr: layout.room(),
             codes: layout.codes(),
+            wt: layout.report_entries(),
+            rep: layout.report(),
+            rps: layout.report_series(),
         }
     }
 }
@@ -351,6 +358,9 @@ pub struct AdmitParams {
     /// is skipped (here or by the reaper), so buyers who could not poll lose nothing. `None`:
     /// off (ticks are not stamped).
     pub outage_gap: Option<Duration>,
+    /// The admission tick, which the edge adds to every ETA it shows: the report adds it to
+    /// the first ETA noted for each buyer (`lua/wr_admit.lua` ARGV[9]).
+    pub tick: Duration,
 }
 
 /// An admission rate enforced inside `lua/wr_admit.lua` against the Redis clock, with its
@@ -379,6 +389,7 @@ impl AdmitParams {
             units_per_buyer: 0,
             rate: None,
             outage_gap: None,
+            tick: Duration::ZERO,
         }
     }
 }
@@ -504,6 +515,9 @@ impl WaitQueue {
             &k.codes,
             &code_use,
             &code_failures,
+            &k.wt,
+            &k.rep,
+            &k.rps,
         ];
         let args = vec![
             Value::from(&member(user)[..]),
@@ -593,7 +607,9 @@ impl WaitQueue {
         let reply: Value = WR_STATUS
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
+                vec![
+                    &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip, &k.wt,
+                ],
                 args,
             )
             .await?;
@@ -653,7 +669,7 @@ impl WaitQueue {
         let removed: i64 = WR_LEAVE
             .run(
                 &self.redis,
-                vec![&k.q, &k.adm, &k.skip],
+                vec![&k.q, &k.adm, &k.skip, &k.wt, &k.rep],
                 vec![Value::from(&member(user)[..])],
             )
             .await?;
@@ -670,24 +686,26 @@ impl WaitQueue {
             Value::from(i64::from(params.scan_limit.max(1))),
             Value::from(i64::from(params.units_per_buyer)),
         ];
+        // ARGV[6..9] always: an absent rate is tolerance 0 (no rate credit), an absent gap 0.
         if let Some(rate) = params.rate {
             // As text: Lua's tonumber reads it exactly, fractions included.
             args.push(Value::from(rate.per_second.max(0.0).to_string()));
             args.push(Value::from(
                 (rate.tolerance.as_secs_f64() * 1000.0).to_string(),
             ));
+        } else {
+            args.extend([Value::from("0"), Value::from("0")]);
         }
-        if let Some(gap) = params.outage_gap {
-            if params.rate.is_none() {
-                // No rate credit: a tolerance of 0 turns it off.
-                args.extend([Value::from("0"), Value::from("0")]);
-            }
-            args.push(Value::from(millis(gap).max(1)));
-        }
+        args.push(Value::from(
+            params.outage_gap.map_or(0, |gap| millis(gap).max(1)),
+        ));
+        args.push(Value::from(millis(params.tick)));
         let reply: Value = WR_ADMIT
             .run(
                 &self.redis,
-                vec![&k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip],
+                vec![
+                    &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip, &k.wt, &k.rep, &k.rps,
+                ],
                 args,
             )
             .await?;

@@ -239,3 +239,53 @@ async fn the_control_page_is_served_without_outside_assets() -> anyhow::Result<(
     assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
     room.stop().await
 }
+
+/// The operator's console (#24) at `/w/admin`: the page and its fingerprinted assets, no
+/// outside asset, a CSP; and `/w/admin` beside the sales' `/w/{sale_id}` routes: the static
+/// segment wins for the console, a sale's waiting page and control room still answer, and
+/// `admin` is no sale (`/w/admin/control` is a 404, not a console).
+#[tokio::test]
+async fn the_console_is_served_at_w_admin_beside_the_sales_routes() -> anyhow::Result<()> {
+    let room = Room::start().await?;
+    let (status, headers, html) = room.get("/w/admin", None).await?;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header("content-type").starts_with("text/html"));
+    assert!(header("content-security-policy").contains("script-src 'self';"));
+    assert!(html.contains("<title>Console · Dropline</title>"), "{html}");
+    assert!(html.contains("\"api_base_url\""), "{html}");
+    assert!(!html.contains("https://"), "{html}");
+    for (asset, needle) in [
+        ("/w/assets/console.js?v=", "/api/admin/sales/"),
+        ("/w/assets/console.css?v=", "[hidden]"),
+    ] {
+        let start = html
+            .find(asset)
+            .ok_or_else(|| anyhow::anyhow!("no {asset}"))?;
+        let url: String = html[start..].chars().take_while(|c| *c != '"').collect();
+        let (status, headers, body) = room.get(&url, None).await?;
+        assert_eq!(status, StatusCode::OK, "{url}");
+        assert!(headers.contains_key("etag"), "{url}");
+        assert!(body.contains(needle), "{url}");
+    }
+    // The sales' routes beside it.
+    let sale = room.sale(|_| {}).await?;
+    let (status, _, page) = room.get(&format!("/w/{sale}"), None).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("/w/assets/waiting.js"), "{page}");
+    assert!(!page.contains("console.js"));
+    let (status, _, page) = room.get(&format!("/w/{sale}/control"), None).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("control.js") && !page.contains("console.js"));
+    let (status, _, text) = room.get("/w/admin/control", None).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    let (status, _, text) = room.get("/w/admin/stats", None).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    room.stop().await
+}

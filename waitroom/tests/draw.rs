@@ -66,23 +66,8 @@ impl Server {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{status} {path}: not JSON ({e}): {text}"))?
-        };
-        Ok((status, body))
+        let body = body.map_or(common::Body::None, common::Body::Json);
+        self.send(method, path, bearer, body).await
     }
 
     async fn enter(&self, sale: SaleId, user: UserId) -> anyhow::Result<(StatusCode, Value)> {

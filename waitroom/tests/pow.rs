@@ -22,14 +22,7 @@ mod common;
 
 // One waitroom server and what a test needs around it (`common::Server`, with this file's
 // calls below).
-use common::Server as Edge;
-
-/// A join's body.
-enum Body<'a> {
-    None,
-    Json(Value),
-    Raw(&'a str, &'a str),
-}
+use common::{Body, Server as Edge};
 
 impl Edge {
     async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Self> {
@@ -59,36 +52,6 @@ impl Edge {
             "sale {sale} is not armed"
         );
         Ok(())
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Body<'_>,
-    ) -> anyhow::Result<(StatusCode, Value)> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        request = match body {
-            Body::None => request,
-            Body::Json(value) => request.json(&value),
-            Body::Raw(content_type, text) => request
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(text.to_owned()),
-        };
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{status} {path}: not JSON ({e}): {text}"))?
-        };
-        Ok((status, body))
     }
 
     async fn join(

@@ -128,12 +128,18 @@ pub async fn run(
         redis.clone(),
         deps.mysql()?.clone(),
         consumer,
+        Duration::from_secs(config.waitroom.admission_window_seconds),
         shutdown.clone(),
     ));
     let gauges = tokio::spawn(order_gauges_loop(
         redis.clone(),
         deps.mysql()?.clone(),
         interval,
+        shutdown.clone(),
+    ));
+    let reports = tokio::spawn(report_loop(
+        redis.clone(),
+        deps.mysql()?.clone(),
         shutdown.clone(),
     ));
     let listener =
@@ -143,6 +149,7 @@ pub async fn run(
         let _ = listener.await;
     }
     let _ = gauges.await;
+    let _ = reports.await;
     let _ = recorder.await;
     tracing::info!("expiry worker stopped");
     Ok(())
@@ -237,6 +244,45 @@ async fn sweep_loop(settler: &Settler, interval: Duration, shutdown: &Cancellati
                 error = format!("{error:#}"),
                 "sweep failed; next one in an interval"
             ),
+        }
+    })
+    .await;
+}
+
+/// How often the post-sale report's figures are copied from Redis to MySQL.
+pub const REPORT_COPY_EVERY: Duration = Duration::from_secs(5);
+/// How often report rows past their retention are deleted.
+const REPORT_PURGE_EVERY: u32 = 720;
+
+/// The post-sale report's copy ([`dropline_audit::sale_report`]): every
+/// [`REPORT_COPY_EVERY`], each current sale's live figures (Redis) are merged into MySQL,
+/// the durable record; about once an hour, rows past the retention are deleted. Every expiry
+/// replica copies (the merge is idempotent), so one of them down loses nothing.
+async fn report_loop(redis: Redis, mysql: sqlx::MySqlPool, shutdown: CancellationToken) {
+    use dropline_audit::sale_report;
+    let (redis, mysql) = (&redis, &mysql);
+    let rounds = std::sync::atomic::AtomicU32::new(0);
+    let rounds = &rounds;
+    dropline_core::shutdown::every(REPORT_COPY_EVERY, &shutdown, || async move {
+        let round = rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sales = match sale_report::sales_to_copy(mysql).await {
+            Ok(sales) => sales,
+            Err(error) => {
+                tracing::debug!(error = format!("{error:#}"), "report copy: no sales listed");
+                return;
+            }
+        };
+        for sale in sales {
+            if let Err(error) = sale_report::copy(redis, mysql, sale).await {
+                tracing::warn!(sale = %sale, error = format!("{error:#}"), "report copy failed; next one in an interval");
+            }
+        }
+        if round.is_multiple_of(REPORT_PURGE_EVERY) {
+            match sale_report::purge(mysql).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "deleted report rows past their retention"),
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "report purge failed"),
+            }
         }
     })
     .await;

@@ -21,15 +21,16 @@
 //! # Forgotten holds
 //!
 //! Every [`forgotten::CHECK_EVERY`] it also ends, in MySQL, HELD orders long past their
-//! deadline that Redis no longer knows ([`forgotten`]).
+//! deadline that Redis no longer knows, and puts back the hashes of ended orders Redis forgot
+//! ([`forgotten`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::{forgotten, ledger};
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
-use dropline_core::ids::SaleId;
+use dropline_core::ids::{OrderId, SaleId};
 use dropline_core::orders::outbox::{Entry, Outbox};
 use dropline_core::orders::{Orders, repair};
 use fred::interfaces::KeysInterface;
@@ -52,7 +53,15 @@ const BACKOFF: Duration = Duration::from_secs(1);
 pub const STOCK_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Records until `shutdown` fires. `consumer` names this process in the consumer groups.
-pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: CancellationToken) {
+/// `admission_window` (`waitroom.admission_window_seconds`) is for the restore of forgotten
+/// orders ([`forgotten::restore`]).
+pub async fn run(
+    redis: Redis,
+    mysql: MySqlPool,
+    consumer: String,
+    admission_window: Duration,
+    shutdown: CancellationToken,
+) {
     let sales = Sales::new(&redis);
     let mut outboxes: HashMap<SaleId, Outbox> = HashMap::new();
     let mut listed: Vec<SaleId> = Vec::new();
@@ -60,6 +69,9 @@ pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: Can
     let mut claimed_at = Instant::now();
     let mut stock_checked_at = Instant::now();
     let mut forgotten_checked_at = Instant::now();
+    // Where the walk over each sale's orders stands, and the live orders Redis forgot it looks
+    // at again (forgotten::restore_ended, forgotten::recheck).
+    let mut walks: HashMap<SaleId, (Option<OrderId>, BTreeSet<OrderId>)> = HashMap::new();
     let mut failures = 0u32;
     tracing::info!(consumer = %consumer, "recorder starting");
     while !shutdown.is_cancelled() {
@@ -123,6 +135,34 @@ pub async fn run(redis: Redis, mysql: MySqlPool, consumer: String, shutdown: Can
             for &sale in &listed {
                 if let Err(error) = forgotten::check(&redis, &mysql, sale).await {
                     tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: forgotten-hold check failed; will retry");
+                }
+                let (after, pending) = walks.entry(sale).or_default();
+                let walked = forgotten::restore_ended(
+                    &redis,
+                    &mysql,
+                    sale,
+                    *after,
+                    forgotten::SETTLE,
+                    admission_window,
+                );
+                match walked.await {
+                    Ok(walk) => {
+                        *after = walk.walked.or(*after);
+                        for order in walk.live_missing {
+                            if pending.len() < forgotten::MAX_PENDING {
+                                pending.insert(order);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: forgotten-order walk failed; will retry");
+                    }
+                }
+                if !pending.is_empty()
+                    && let Err(error) =
+                        forgotten::recheck(&redis, &mysql, sale, pending, admission_window).await
+                {
+                    tracing::warn!(sale = %sale, error = format!("{error:#}"), "recorder: forgotten-order recheck failed; will retry");
                 }
             }
         }

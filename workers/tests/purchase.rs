@@ -34,7 +34,7 @@ use dropline_testkit::{TestEnv, eventually};
 use dropline_workers::confirm::{self, Hooks};
 use dropline_workers::ledger;
 use dropline_workers::provider::{ChargeRequest, Decision, PaymentProvider, Settlement, Simulated};
-use dropline_workers::{Kind, expiry, payment};
+use dropline_workers::{Kind, expiry, forgotten, payment};
 use fred::prelude::*;
 use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
@@ -1990,6 +1990,21 @@ async fn a_hold_redis_forgot_is_expired_in_mysql_and_its_admission_ended() -> an
         !world.admitted(users[0]).await?,
         "the forgotten hold's buyer keeps no admission"
     );
+    assert_eq!(
+        world.state(forgotten.id).await?,
+        Some(OrderState::Expired),
+        "the forgotten hold's hash is back in Redis, as expired"
+    );
+    let units: Option<i64> = world
+        .deps
+        .redis()?
+        .pool()
+        .get(world.orders.user_key(users[0]))
+        .await?;
+    assert_eq!(
+        units, None,
+        "an expired order counts no units for its buyer"
+    );
     assert!(
         world.admitted(users[2]).await?,
         "a buyer who still holds another order keeps the admission"
@@ -2008,5 +2023,153 @@ async fn a_hold_redis_forgot_is_expired_in_mysql_and_its_admission_ended() -> an
         Some(OrderState::Held)
     );
     assert_eq!(world.counters().await?, (3, 2, 0));
+    world.stop().await
+}
+
+/// The admission window the restore is told (`waitroom.admission_window_seconds`' default).
+const WINDOW: Duration = Duration::from_secs(600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_order_redis_forgot_gets_its_hash_units_and_idempotency_key_back()
+-> anyhow::Result<()> {
+    let world = World::start(Setup {
+        stock: 3,
+        per_user_limit: 1,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(2).await?;
+    let lost = world.buy(users[0], OrderState::Paid).await?;
+    let known = world.buy(users[1], OrderState::Paid).await?;
+    world.forget_paid_order(&lost).await?;
+    assert_eq!(world.mysql_state(lost.id).await?, Some(OrderState::Paid));
+    assert_eq!(world.state(lost.id).await?, None, "Redis forgot the order");
+    let redis = world.deps.redis()?;
+    let units: Option<i64> = redis.pool().get(world.orders.user_key(users[0])).await?;
+    assert_eq!(units.unwrap_or(0), 0, "and the buyer's units with it");
+
+    // One step of the recorder's walk (here with no settling time: the orders are seconds old).
+    let walk = forgotten::restore_ended(
+        redis,
+        world.mysql()?,
+        world.sale,
+        None,
+        Duration::ZERO,
+        WINDOW,
+    )
+    .await?;
+    assert_eq!(walk.restored, 1, "only the forgotten order is written back");
+    assert_eq!(
+        walk.walked,
+        Some(lost.id.max(known.id)),
+        "the walk passed both"
+    );
+    assert!(walk.live_missing.is_empty());
+    assert_eq!(world.state(lost.id).await?, Some(OrderState::Paid));
+    let (qty, idem_field): (Option<String>, Option<String>) = redis
+        .pool()
+        .hmget(world.orders.order_key(lost.id), vec!["qty", "idem"])
+        .await?;
+    assert_eq!(qty.as_deref(), Some("1"));
+    assert_eq!(idem_field.as_deref(), Some(lost.idempotency_key.as_str()));
+    let units: Option<i64> = redis.pool().get(world.orders.user_key(users[0])).await?;
+    assert_eq!(units, Some(1), "the paid unit counts for the buyer again");
+    let idem: HashMap<String, String> = redis
+        .pool()
+        .hgetall(
+            world
+                .orders
+                .idempotency_key(users[0], &lost.idempotency_key),
+        )
+        .await?;
+    assert_eq!(
+        idem.get("order").map(String::as_str),
+        Some(lost.id.to_string().as_str())
+    );
+    // The buyer's limit of one holds again.
+    assert!(
+        matches!(
+            world.try_reserve(users[0]).await?,
+            ReserveOutcome::LimitExceeded { owned: 1, limit: 1 }
+        ),
+        "a buyer whose paid order Redis forgot must not buy past the limit"
+    );
+    // Again, from the start: Redis knows every order now; nothing changes.
+    let units_before: Option<i64> = redis.pool().get(world.orders.user_key(users[1])).await?;
+    let again = forgotten::restore_ended(
+        redis,
+        world.mysql()?,
+        world.sale,
+        None,
+        Duration::ZERO,
+        WINDOW,
+    )
+    .await?;
+    assert_eq!(again.restored, 0);
+    let units_after: Option<i64> = redis.pool().get(world.orders.user_key(users[1])).await?;
+    assert_eq!(
+        units_before, units_after,
+        "a known order's units are not added twice"
+    );
+    world.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_order_redis_forgot_is_watched_until_mysql_ends_it_then_restored()
+-> anyhow::Result<()> {
+    let world = World::start(Setup {
+        stock: 3,
+        per_user_limit: 1,
+        expiry: true,
+        payment: false,
+        confirm: false,
+        mail: false,
+        ..Setup::default()
+    })
+    .await?;
+    let users = world.buyers(1).await?;
+    let order = world.held_order(users[0], 1).await?;
+    anyhow::ensure!(
+        recorded(&world, order.id, OrderState::Held).await,
+        "order {} never reached MySQL",
+        order.id
+    );
+    world.forget_held_order(&order).await?;
+    let redis = world.deps.redis()?;
+    let walk = forgotten::restore_ended(
+        redis,
+        world.mysql()?,
+        world.sale,
+        None,
+        Duration::ZERO,
+        WINDOW,
+    )
+    .await?;
+    assert_eq!(walk.restored, 0, "a live order is not restored");
+    assert_eq!(walk.live_missing, vec![order.id], "but watched");
+    let mut pending: std::collections::BTreeSet<OrderId> = walk.live_missing.into_iter().collect();
+    // Still HELD in MySQL: it stays on the list, and Redis still lacks it.
+    assert_eq!(
+        forgotten::recheck(redis, world.mysql()?, world.sale, &mut pending, WINDOW).await?,
+        0
+    );
+    assert!(pending.contains(&order.id));
+    assert_eq!(world.state(order.id).await?, None);
+    // MySQL ends it (the forgotten-hold check does, 30 s past the deadline; here by hand):
+    // the next look restores its hash, as expired, and drops it from the list.
+    sqlx::query("UPDATE orders SET status = 'expired' WHERE id = ?")
+        .bind(order.id)
+        .execute(world.mysql()?)
+        .await?;
+    assert_eq!(
+        forgotten::recheck(redis, world.mysql()?, world.sale, &mut pending, WINDOW).await?,
+        1
+    );
+    assert!(pending.is_empty());
+    assert_eq!(world.state(order.id).await?, Some(OrderState::Expired));
+    assert!(
+        !world.admitted(users[0]).await?,
+        "the admission the order was made under ends with it, as the lost arrow ended it"
+    );
     world.stop().await
 }

@@ -19,12 +19,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Connects to the configured database, creating it if missing, waiting at most
 /// `connect_timeout_seconds` for the server to answer.
 pub async fn connect(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
-    let options = MySqlConnectOptions::from_str(&config.url)
-        .with_context(|| format!("mysql.url `{}` is not valid", redact_url(&config.url)))?;
-    let database = options
-        .get_database()
-        .map(str::to_owned)
-        .context("mysql.url names no database")?;
+    let options = options_naming_a_database(config)?;
+    let database = options.get_database().unwrap_or_default().to_owned();
     let deadline = Duration::from_secs(config.connect_timeout_seconds);
     // The same server without a database selected: the database may not exist yet.
     let mut server_url = url::Url::parse(&config.url).context("mysql.url is not a URL")?;
@@ -39,12 +35,7 @@ pub async fn connect(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
 /// Like [`connect`], but never creates the database: for read-only tools (`sale audit`),
 /// which must change nothing, not even make an empty database under a mistyped URL.
 pub async fn connect_existing(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
-    let options = MySqlConnectOptions::from_str(&config.url)
-        .with_context(|| format!("mysql.url `{}` is not valid", redact_url(&config.url)))?;
-    anyhow::ensure!(
-        options.get_database().is_some(),
-        "mysql.url names no database"
-    );
+    let options = options_naming_a_database(config)?;
     open(
         config,
         options,
@@ -57,13 +48,19 @@ pub async fn connect_existing(config: &MysqlConfig) -> anyhow::Result<MySqlPool>
 /// needs no MySQL (the waiting room, which writes only draw entries), so that it starts and
 /// serves its lines while MySQL is down; a query then fails after the pool's acquire timeout.
 pub fn lazy(config: &MysqlConfig) -> anyhow::Result<MySqlPool> {
+    let options = options_naming_a_database(config)?;
+    Ok(pool(config, options, 0, Duration::from_secs(3)))
+}
+
+/// `mysql.url` parsed, refused unless it names a database.
+fn options_naming_a_database(config: &MysqlConfig) -> anyhow::Result<MySqlConnectOptions> {
     let options = MySqlConnectOptions::from_str(&config.url)
         .with_context(|| format!("mysql.url `{}` is not valid", redact_url(&config.url)))?;
     anyhow::ensure!(
         options.get_database().is_some(),
         "mysql.url names no database"
     );
-    Ok(pool(config, options, 0, Duration::from_secs(3)))
+    Ok(options)
 }
 
 /// A pool on `options` that connects on first use, keeping `min` connections once it has.

@@ -51,6 +51,25 @@ impl From<&Order> for OrderRow {
     }
 }
 
+impl OrderRow {
+    /// The order's Redis hash (`o:<order>`) as `reserve.lua` and the state arrows write it,
+    /// field by field: for putting back a hash Redis lost (`sale rearm`, the recorder's
+    /// restore of forgotten orders).
+    pub fn hash_fields(&self) -> Vec<(&'static str, fred::types::Value)> {
+        vec![
+            ("user", (&self.user.as_bytes()[..]).into()),
+            ("qty", self.quantity.into()),
+            ("amount", self.amount.into()),
+            ("currency", self.currency.as_str().into()),
+            ("state", self.state.as_str().into()),
+            ("deadline", self.deadline.timestamp_millis().into()),
+            ("created", self.created.timestamp_millis().into()),
+            ("updated", self.updated.timestamp_millis().into()),
+            ("idem", self.idempotency_key.as_str().into()),
+        ]
+    }
+}
+
 /// An `orders` row as selected by [`COLUMNS`].
 pub type RawRow = (
     OrderId,

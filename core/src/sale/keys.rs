@@ -33,6 +33,9 @@
 //! | `win` | hash | a draw's wins: user → `<claim deadline ms>:<max_quantity>` while open, `ord:<order>:<deadline>:<max_quantity>` once ordered, `claimed`, `forfeited` (lua/draw_tick.lua) |
 //! | `wdl` | zset | a draw's open wins without an order: user → claim deadline (epoch ms) |
 //! | `wod` | hash | a draw's ordered wins not settled yet: user → order id |
+//! | `rep` | hash | the post-sale report's totals and histograms (`joined`, `left`, `sold_out_at`, `w:<bucket>`, `e:<bucket>`, `e_within`, `r:<reason>`), written by the waiting room's scripts and copied to MySQL by the report worker |
+//! | `rps` | hash | the report's per-second series: `a:<t>` arrivals, `m:<t>` admissions, `l:<t>` queue length, `t` seconds since `opens_at` (at most 21,600) |
+//! | `wt` | hash | a waiting buyer's report entry: user (16 raw bytes) → `<join ms>` or `<join ms>:<first ETA ms>:<shown ms>`; removed at admission or leave |
 //! | `dev` | stream | the draw outbox: promotions and settlements, drained into MySQL `draw_entries` by the draw leader |
 
 use crate::clients::redis::Redis;
@@ -100,6 +103,21 @@ impl SaleKeys {
     /// `wr`, the waiting room's figures.
     pub fn room(&self) -> String {
         self.named("wr")
+    }
+
+    /// `rep`, the post-sale report's totals and histograms.
+    pub fn report(&self) -> String {
+        self.named("rep")
+    }
+
+    /// `rps`, the post-sale report's per-second series.
+    pub fn report_series(&self) -> String {
+        self.named("rps")
+    }
+
+    /// `wt`, the waiting buyers' report entries (join time, first ETA shown).
+    pub fn report_entries(&self) -> String {
+        self.named("wt")
     }
 
     /// `adm`, the admitted buyers.

@@ -30,7 +30,7 @@ use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSets
 use serde::{Deserialize, Serialize};
 
 use crate::clients::redis::Redis;
-use crate::lua::scripts::{SALE_ARM, SALE_VIEW};
+use crate::lua::scripts::{SALE_ARM, SALE_EDIT, SALE_VIEW};
 pub use door::Door;
 
 /// What a buyer sees of a sale (DESIGN §9; a draw sale's own states: design/draw.md).
@@ -570,6 +570,117 @@ pub async fn update_settings(
         .await
         .with_context(|| format!("updating the settings of sale {sale}"))?;
     Ok(true)
+}
+
+/// A change to the creation settings of a scheduled sale (admin `PATCH` before opening, #24);
+/// `None`: unchanged. Written by [`edit_scheduled`] only while the sale is still scheduled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleUpdate {
+    pub stock_total: Option<i64>,
+    pub opens_at: Option<DateTime<Utc>>,
+    /// `Some(None)`: no closing time.
+    pub closes_at: Option<Option<DateTime<Utc>>>,
+    pub per_user_limit: Option<i64>,
+    pub hold_seconds: Option<i64>,
+    /// A draw sale's freeze.
+    pub entries_close_at: Option<DateTime<Utc>>,
+    /// A draw sale's claim window.
+    pub claim_seconds: Option<i64>,
+    /// The product, with the price and currency orders will quote.
+    pub product: Option<(ProductId, i64, String)>,
+}
+
+impl ScheduleUpdate {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = Vec::new();
+        if let Some(t) = self.opens_at {
+            fields.push(("opens_at", t.timestamp_millis().to_string()));
+        }
+        if let Some(t) = self.closes_at {
+            let ms = t.map_or(0, |t| t.timestamp_millis());
+            fields.push(("closes_at", ms.to_string()));
+        }
+        if let Some(n) = self.per_user_limit {
+            fields.push(("per_user_limit", n.to_string()));
+        }
+        if let Some(n) = self.hold_seconds {
+            fields.push(("hold_seconds", n.to_string()));
+        }
+        if let Some(t) = self.entries_close_at {
+            fields.push(("entries_close_at", t.timestamp_millis().to_string()));
+        }
+        if let Some(n) = self.claim_seconds {
+            fields.push(("claim_seconds", n.to_string()));
+        }
+        if let Some((id, price, currency)) = &self.product {
+            fields.push(("product_id", id.to_string()));
+            fields.push(("price", price.to_string()));
+            fields.push(("currency", currency.clone()));
+        }
+        fields
+    }
+}
+
+/// What [`edit_scheduled`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// Written.
+    Applied,
+    /// The sale is not armed: nothing written (the change reaches Redis with the next arming).
+    NotArmed,
+    /// The sale opened (or closed, or has orders): nothing written.
+    NotScheduled,
+}
+
+/// Writes `schedule` and `settings` into a sale's Redis state in one step, only while the sale
+/// is still scheduled by the Redis clock (`lua/sale_edit.lua`): this is what keeps a creation
+/// field from changing after `opens_at` when a `PATCH` races the opening. A new `opens_at` is
+/// also written into the admitter's index (another slot under Redis Cluster, so after the
+/// script; the index's score only orders the walk).
+pub async fn edit_scheduled(
+    redis: &Redis,
+    sale: SaleId,
+    schedule: &ScheduleUpdate,
+    settings: &SettingsUpdate,
+) -> anyhow::Result<Edit> {
+    let mut args = vec![
+        schedule
+            .stock_total
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+    ];
+    for (field, value) in schedule.fields().into_iter().chain(settings.fields()) {
+        args.push(field.to_owned());
+        args.push(value);
+    }
+    let done: i64 = SALE_EDIT
+        .run(redis, keys(redis, sale), args)
+        .await
+        .with_context(|| format!("editing scheduled sale {sale}"))?;
+    let edit = match done {
+        1 => Edit::Applied,
+        0 => Edit::NotArmed,
+        _ => Edit::NotScheduled,
+    };
+    if let (Edit::Applied, Some(opens_at)) = (edit, schedule.opens_at) {
+        let _: i64 = redis
+            .pool()
+            .zadd(
+                index_key(redis),
+                None,
+                None,
+                false,
+                false,
+                (opens_at.timestamp_millis() as f64, sale.to_string()),
+            )
+            .await
+            .with_context(|| format!("re-indexing sale {sale} at its new opening"))?;
+    }
+    Ok(edit)
 }
 
 #[cfg(test)]

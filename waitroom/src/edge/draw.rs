@@ -12,14 +12,14 @@
 //! serves its lines without MySQL, and a draw's join answers 503 `unavailable` while MySQL is
 //! down (its `/readyz` stays Redis-only, as draw.md says).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use dropline_core::clients::redis::Redis;
-use dropline_core::coalesce::Coalesce;
+use dropline_core::coalesce::Fresh;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::http::extract::PathId;
 use dropline_core::ids::{SaleId, UserId};
@@ -136,14 +136,12 @@ pub(super) struct Draws {
     /// nothing here.
     modes: quick_cache::sync::Cache<SaleId, bool>,
     reveal_delay: Duration,
-    /// The public records, each for [`RECORD_TTL`].
-    records: quick_cache::sync::Cache<SaleId, (Instant, entries::DrawRecord)>,
-    /// Concurrent misses of one sale's record share one MySQL read.
-    loads: Coalesce<SaleId, Result<Option<entries::DrawRecord>, ApiError>>,
+    /// The public records, each for [`RECORD_TTL`] once written (a sale without one yet is
+    /// read again by the next caller); concurrent misses share one MySQL read.
+    records: Fresh<SaleId, Option<entries::DrawRecord>, ApiError>,
     /// Winners pages (sale, after rank), each for [`RECORD_TTL`]: a crowd (or a client
     /// repeating the call) reads MySQL once a second per page, not once per request.
-    winners: quick_cache::sync::Cache<(SaleId, u32), (Instant, axum::body::Bytes)>,
-    winner_loads: Coalesce<(SaleId, u32), Result<axum::body::Bytes, ApiError>>,
+    winners: Fresh<(SaleId, u32), axum::body::Bytes, ApiError>,
 }
 
 impl Draws {
@@ -152,10 +150,8 @@ impl Draws {
             mysql,
             modes: quick_cache::sync::Cache::new(10_000),
             reveal_delay,
-            records: quick_cache::sync::Cache::new(1_000),
-            loads: Coalesce::new(),
-            winners: quick_cache::sync::Cache::new(256),
-            winner_loads: Coalesce::new(),
+            records: Fresh::new(RECORD_TTL, 1_000).keeping(Option::is_some),
+            winners: Fresh::new(RECORD_TTL, 256),
         }
     }
 }
@@ -756,16 +752,11 @@ pub(super) async fn draw_record(
 /// The draw's MySQL record, from memory for [`RECORD_TTL`].
 async fn record(edge: &Edge, sale: SaleId) -> Result<Option<entries::DrawRecord>, ApiError> {
     let draws = &edge.0.draws;
-    if let Some((at, record)) = draws.records.get(&sale)
-        && at.elapsed() < RECORD_TTL
-    {
-        return Ok(Some(record));
-    }
     let pool = draws.mysql.clone();
     let retry_after = edge.0.outage.retry_after;
-    let loaded = draws
-        .loads
-        .run(sale, move || async move {
+    draws
+        .records
+        .get_or_load(sale, move || async move {
             match tokio::time::timeout(MYSQL_BOUND, entries::record(&pool, sale)).await {
                 Ok(Ok(record)) => Ok(record),
                 Ok(Err(error)) => {
@@ -776,11 +767,7 @@ async fn record(edge: &Edge, sale: SaleId) -> Result<Option<entries::DrawRecord>
             }
         })
         .await
-        .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))?;
-    if let Some(record) = &loaded {
-        draws.records.insert(sale, (Instant::now(), record.clone()));
-    }
-    Ok(loaded)
+        .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))
 }
 
 /// Entries in a page of `GET /w/{sale}/draw/entries` (draw.md).
@@ -958,16 +945,11 @@ pub(super) async fn draw_winners(
         )
             .into_response()
     };
-    if let Some((at, page)) = draws.winners.get(&(sale, after))
-        && at.elapsed() < RECORD_TTL
-    {
-        return Ok(answer(page));
-    }
     let pool = draws.mysql.clone();
     let retry_after = edge.0.outage.retry_after;
     let page = draws
-        .winner_loads
-        .run((sale, after), move || async move {
+        .winners
+        .get_or_load((sale, after), move || async move {
             let read = entries::wins(&pool, sale, after, WINNERS_PAGE + 1);
             let wins = match tokio::time::timeout(MYSQL_BOUND, read).await {
                 Ok(Ok(wins)) => wins,
@@ -1005,9 +987,6 @@ pub(super) async fn draw_winners(
         })
         .await
         .unwrap_or_else(|aborted| Err(ApiError::internal(aborted)))?;
-    draws
-        .winners
-        .insert((sale, after), (Instant::now(), page.clone()));
     Ok(answer(page))
 }
 

@@ -55,6 +55,39 @@ pub(crate) fn html_headers(h: &mut HeaderMap, csp: &str) {
     }
 }
 
+/// An administrator's page (the control room, the console, the report): `html` with
+/// [`html_headers`], kept out of search engines, under a CSP that allows only this origin's
+/// assets and calls to this origin and the api's (`api_origin`, when it has one of its own).
+pub(crate) fn admin_page(html: String, api_origin: Option<&str>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let api = api_origin
+        .map(|origin| format!(" {origin}"))
+        .unwrap_or_default();
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'{api}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    let mut response = html.into_response();
+    let h = response.headers_mut();
+    html_headers(h, &csp);
+    h.insert(
+        header::HeaderName::from_static("x-robots-tag"),
+        HeaderValue::from_static("noindex"),
+    );
+    response
+}
+
+/// `config` as JSON made safe to stand inside the page's `<script type="application/json">`.
+pub(crate) fn page_config_json<T: serde::Serialize>(
+    config: &T,
+) -> Result<String, dropline_core::http::error::ApiError> {
+    let json =
+        serde_json::to_string(config).map_err(dropline_core::http::error::ApiError::internal)?;
+    let mut out = String::with_capacity(json.len() + 16);
+    super::escape_script_json_into(&mut out, &json);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,7 +81,7 @@ use uuid::Uuid;
 pub(crate) use assets::Asset;
 use assets::{POW_WORKER, SCRIPT, STYLESHEET};
 pub use assets::{POW_WORKER_PATH, SCRIPT_PATH, STYLESHEET_PATH};
-pub(crate) use headers::{api_base_url, html_headers};
+pub(crate) use headers::{admin_page, api_base_url, html_headers, page_config_json};
 pub use i18n::{Language, Languages};
 pub use stripe::StripePage;
 pub use template::{BUILTIN_TEMPLATE, Template, Values, escape_html_into, escape_script_json_into};

@@ -1,6 +1,7 @@
 //! What several of the waiting room's test files share: a waitroom server on a free port with
 //! its own key prefix ([`Server`]), the open sale most tests arm ([`open_sale`]), and a way to
-//! make buyers look silent ([`silence`]). Each test binary uses a part of it.
+//! make buyers look silent ([`silence`]), and one way to send a request and read its JSON
+//! answer ([`Server::send`]). Each test binary uses a part of it.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -16,7 +17,16 @@ use dropline_core::sale::SaleConfig;
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{ORDER_SPAN, QueueKeys, member};
 use fred::prelude::*;
+use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
+
+/// A request's body for [`Server::send`].
+pub enum Body<'a> {
+    None,
+    Json(serde_json::Value),
+    /// A content type and text sent as they are (malformed bodies).
+    Raw(&'a str, &'a str),
+}
 
 /// One waitroom server (the machine's real Redis, this test's key prefix) and what a test
 /// needs around it: the access keys to mint buyers' tokens, and the public half of the pass
@@ -81,6 +91,38 @@ impl Server {
             api_pass_ring,
             stop,
         })
+    }
+
+    /// Sends `method path` (with `bearer` as the token, if any) and reads the answer: its
+    /// status, and its JSON (`null` for an empty body; a body that is not JSON is an error).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Body<'_>,
+    ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request.json(&value),
+            Body::Raw(content_type, text) => request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(text.to_owned()),
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{status} {path}: not JSON ({e}): {text}"))?
+        };
+        Ok((status, body))
     }
 
     pub fn redis(&self) -> anyhow::Result<&Redis> {
