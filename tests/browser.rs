@@ -20,12 +20,13 @@
 //! `stripe-declined.png` and `stripe-declined-ko.png` (a declined card, its reason in English and
 //! Korean); the console's `console-error.png` (a form showing the API's error),
 //! `console-confirm.png` (the before → after dialog), `console-buyer-notice.png` (a waiting
-//! buyer's page showing the console's notice), `console.png` and `console-wide.png` (the sale
-//! sold out by the rush, with the audit and the trail) and `console-report.png` (its report,
-//! opened from the console), with k6's output in `console-k6.txt`; `failure.png` /
-//! `control-failure.png` / `pow-failure.png` / `stripe-failure.png` / `console-failure.png` /
-//! `console-buyer-failure.png` when a test fails. Checks fail as errors, not panics, so that every
-//! process is stopped and the test's database, keys and queues are removed when a check fails.
+//! buyer's page showing the console's notice), `console-sold-out.png` (the sale's figures once
+//! the rush sold it out), `console.png` and `console-wide.png` (its live controls, the audit and
+//! the trail) and `console-report.png` (its report, opened from the console), with k6's output
+//! in `console-k6.txt`; `failure.png` / `control-failure.png` / `pow-failure.png` /
+//! `stripe-failure.png` / `console-failure.png` / `console-buyer-failure.png` when a test fails.
+//! Checks fail as errors, not panics, so that every process is stopped and the test's database,
+//! keys and queues are removed when a check fails.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -1952,8 +1953,9 @@ const CONSOLE_NOTICE: &str = "Paused for a moment: stay in line";
 ///
 /// Needs k6 (`scripts/test` installs it; `K6` may name another binary). Screenshots:
 /// `console-error.png` (a form's error), `console-confirm.png` (the before → after dialog),
-/// `console-buyer-notice.png` (the buyer's waiting page with the notice), `console.png` (the
-/// sold-out sale with the audit and the trail, phone-sized) and `console-wide.png`,
+/// `console-buyer-notice.png` (the buyer's waiting page with the notice), `console-sold-out.png`
+/// (the sale's figures after the rush), `console.png` (the sold-out sale's controls, audit and
+/// trail, phone-sized) and `console-wide.png`,
 /// `console-report.png` (the report page); k6's output in `console-k6.txt`;
 /// `console-failure.png` and `console-buyer-failure.png` when it fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2511,6 +2513,8 @@ async fn console_flow(
         "the console showed the sale sold out {:.1} s after the resume",
         resumed.elapsed().as_secs_f64()
     );
+    browser.execute("window.scrollTo(0, 0);", vec![]).await?;
+    save_screenshot(browser, &artifacts.join("console-sold-out.png")).await?;
     // k6's thresholds (orders_paid == STOCK, no unexpected answer, every check) and its
     // teardown's checks (sold == STOCK, nothing held) decide its exit status.
     match tokio::time::timeout(RUSH_MAX + STEP, k6.wait()).await {
