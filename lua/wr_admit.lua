@@ -63,14 +63,17 @@
 --          rate state; the admitter also keeps the measured rate admit_rate_milli here, see
 --          queue.rs)
 -- KEYS[7]  skip (zset: skipped places, the layout of q)
--- KEYS[8]  wt (hash: user -> the buyer's report entry, "<join ms>[:<first ETA ms>:<shown ms>]",
---          see note_eta in lib/prelude.lua): read and removed for the admitted users
+-- KEYS[8]  wt (hash: user -> a sampled buyer's report entry,
+--          "<join ms>[:<first ETA ms>:<shown ms>]", see report_sampled and note_eta in
+--          lib/prelude.lua): read and removed for the admitted users
 -- KEYS[9]  rep (hash: the report's totals and histograms: sold_out_at, the first tick that
 --          found no unit available; w:<bucket> time in line from max(join, opens_at) to
 --          admission; e:<bucket> |wait since the first ETA shown - that ETA in whole seconds|,
 --          e_within those within 0.2 x ETA + 2 s (door.md §3); buckets: report_bucket)
 -- KEYS[10] rps (hash: the report's per-second series: m:<second> admissions, l:<second> the
 --          queue length after the second's last tick)
+-- KEYS[11] wtc (zset: the report's arrival checkpoints: the join time of an admitted buyer
+--          without a wt entry, see checkpoint_join in lib/prelude.lua)
 -- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms: a user silent for longer is skipped
 -- ARGV[3]  admission window in ms (the deadline is now + window)
@@ -178,7 +181,7 @@ local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[4]))))
 -- Entries are looked at from the head in rank order and left in q until the end (so ranks stay
 -- put); every entry looked at is either admitted or skipped, so the first `scanned` ranks of q
 -- are exactly the entries to remove.
-local users, skipped, scanned = {}, {}, 0
+local users, scores, skipped, scanned = {}, {}, {}, 0
 local function chunk(n)
   return redis.call('ZRANGE', KEYS[4], scanned, scanned + math.max(n, 256) - 1, 'WITHSCORES')
 end
@@ -203,6 +206,7 @@ while #users < budget do
       skipped[#skipped + 1] = user
     else
       users[#users + 1] = user
+      scores[#users] = tonumber(score)
     end
   end
 end
@@ -260,6 +264,15 @@ if #users > 0 then
         joined, eta, shown = string.match(e, '^(%d+):([%d.]+):(%d+)$')
         if not joined then
           joined = string.match(e, '^(%d+)$')
+        end
+      else
+        -- Not sampled: a pre-open place waited from the opening; a later one's join time is
+        -- its arrival's, from the checkpoints.
+        local n = arrival_number(scores[i + j - 1])
+        if n then
+          joined = checkpoint_join(KEYS[11], n, now)
+        else
+          joined = opens_at
         end
       end
       if joined then

@@ -53,10 +53,11 @@
 --          each user who spent one)
 -- KEYS[12] codefail:<user> (string: the user's wrong codes in this sale, expires an hour after
 --          the first)
--- KEYS[13] wt (hash: user -> the buyer's report entry: join ms, first ETA; see report_field
---          and note_eta in lib/prelude.lua)
+-- KEYS[13] wt (hash: user -> a sampled buyer's report entry: join ms, first ETA; see
+--          report_sampled and note_eta in lib/prelude.lua)
 -- KEYS[14] rep (hash: the report's totals: joined, joined_before_open)
 -- KEYS[15] rps (hash: the report's per-second series; this script adds arrivals, a:<second>)
+-- KEYS[16] wtc (zset: the report's arrival checkpoints, report_checkpoint in lib/prelude.lua)
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  pre-open draw: an integer in [0, 2^33) from a CSPRNG (used only for a new arrival
 --          before opening: low 32 bits the key within the group, bit 32 the probe direction)
@@ -153,11 +154,18 @@ if deadline then
   redis.call('ZREM', KEYS[5], user)
 end
 
--- The report (lib/prelude.lua): a new place is an arrival, with its join time in wt; a waiting
--- answer's ETA is noted once as the first one shown.
+-- The report (lib/prelude.lua): a new place is an arrival, with its join time in wt when it
+-- is sampled and, after the opening, a checkpoint of its arrival number when it is the first
+-- of its slot; a waiting answer's ETA is noted once as the first one shown.
 local function place(new, score)
   if new == 1 then
-    redis.call('HSET', KEYS[13], user, fmt(now))
+    if report_sampled(math.floor(score / ORDER), qlen - 1) then
+      redis.call('HSET', KEYS[13], user, fmt(now))
+    end
+    local n = arrival_number(score)
+    if n then
+      report_checkpoint(KEYS[16], n, now)
+    end
     redis.call('HINCRBY', KEYS[14], 'joined', 1)
     local field = report_field('a', now_s, opens_at)
     if field then

@@ -212,12 +212,73 @@ local function eta_inputs(cfg, avail, held, adm, wr, now)
   return math.max(0, free), limited
 end
 
--- The post-sale report's recording (issue #24; README "The post-sale report"). Three keys of
+-- The post-sale report's recording (issue #24; README "The post-sale report"). Four keys of
 -- the sale: rep (hash: totals, histograms, sold_out_at), rps (hash: the per-second series,
--- field "<kind>:<second since opens_at>", kind a arrivals, m admissions, l queue length) and
--- wt (hash: user -> "<join ms>" or "<join ms>:<first ETA ms>:<shown at ms>", the buyer's entry
--- for time in line and ETA accuracy; removed at admission and leave, the rest after the sale).
--- Each write is one HINCRBY/HSET inside a script the request already runs: no round trip.
+-- field "<kind>:<second since opens_at>", kind a arrivals, m admissions, l queue length),
+-- wt (hash: user -> "<join ms>" or "<join ms>:<first ETA ms>:<shown at ms>", a sampled buyer's
+-- entry for time in line and ETA accuracy; removed at admission and leave, the rest after the
+-- sale) and wtc (zset: arrival checkpoints, the join times of the buyers without an entry).
+-- Each write is one command or two inside a script the request already runs: no round trip.
+--
+-- Memory. An entry for every waiting buyer cost about 80 bytes a buyer, two thirds of what
+-- the place itself costs (BENCHMARKS.md "report-memory"). So wt holds a sample: a new place
+-- gets an entry when its order key is a multiple of 1 + floor(line length / REPORT_SAMPLE),
+-- a stride fixed at the join (the first ETA noted later is then truly the first one shown).
+-- Every buyer is sampled while the line is under REPORT_SAMPLE; a line that grows steadily
+-- to N places holds about REPORT_SAMPLE * ln(N / REPORT_SAMPLE) + REPORT_SAMPLE entries
+-- (200,000: ~40,000; a million: ~56,000). Pre-open keys are random and later ones follow
+-- arrival, so either way the sample is spread evenly over the line. The ETA accuracy is the
+-- sample's; the time in line counts every admitted buyer: a buyer without an entry who
+-- joined after the opening has the join time of its arrival number n read from wtc, which
+-- keeps the first arrival of every CHECKPOINT_MS slot (member: its time in epoch ms, score:
+-- its n); the arrivals up to the next checkpoint fell in that slot, so the estimate (spread
+-- evenly over the slot's arrivals) is within CHECKPOINT_MS of the truth. wtc grows with time,
+-- not with the crowd: at most one entry per slot with an arrival (36,000 for an hour of
+-- non-stop arrivals).
+local REPORT_SAMPLE = 10000
+local CHECKPOINT_MS = 100
+
+-- Whether a new place with order key `key` in a line of `qlen` places gets a wt entry.
+local function report_sampled(key, qlen)
+  return key % (1 + math.floor(qlen / REPORT_SAMPLE)) == 0
+end
+
+-- The arrival number n of a place that came after the opening (PRE_KEYS + n within its group),
+-- nil for a pre-open place (its time in line starts at opens_at whatever its join time).
+local function arrival_number(score)
+  local k = math.floor(score / ORDER) % GROUP_BAND
+  if k < PRE_KEYS then
+    return nil
+  end
+  return k - PRE_KEYS
+end
+
+-- Records arrival n at now in wtc when it is the first of its CHECKPOINT_MS slot.
+local function report_checkpoint(wtc, n, now)
+  local last = redis.call('ZRANGE', wtc, -1, -1)[1]
+  if not last or math.floor(tonumber(last) / CHECKPOINT_MS) ~= math.floor(now / CHECKPOINT_MS) then
+    redis.call('ZADD', wtc, n, fmt(now))
+  end
+end
+
+-- The join time (epoch ms) of arrival n from wtc: the slot's first arrival time, plus the
+-- share of the slot that n's rank among the slot's arrivals gives (the slot ends at the next
+-- checkpoint, or at the slot's end, whichever is first). nil when wtc knows nothing before n
+-- (its keys were lost: the buyer is left out of the time in line rather than guessed).
+local function checkpoint_join(wtc, n, now)
+  local at = redis.call('ZREVRANGEBYSCORE', wtc, n, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if not at[1] then
+    return nil
+  end
+  local t, first = tonumber(at[1]), tonumber(at[2])
+  local slot_end = (math.floor(t / CHECKPOINT_MS) + 1) * CHECKPOINT_MS
+  local nxt = redis.call('ZRANGEBYSCORE', wtc, '(' .. fmt(n), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  local last_n, ends = n + 1, math.min(slot_end, now)
+  if nxt[1] then
+    last_n, ends = tonumber(nxt[2]), math.min(slot_end, tonumber(nxt[1]))
+  end
+  return t + (n - first) * math.max(0, ends - t) / math.max(1, last_n - first)
+end
 
 -- Seconds of the series kept after opens_at: a longer sale stops adding series fields (its
 -- totals and histograms still count), so rps holds at most 3 x 21,600 fields.

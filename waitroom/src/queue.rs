@@ -12,6 +12,7 @@
 //! | `qseq` | string | counter of arrivals after opening |
 //! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `tick_at` and `resumed_at` (the outage credit, below), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
 //! | `pow:<random>` | string | a proof-of-work challenge spent by a join, until the challenge's expiry ([`crate::pow`]) |
+//! | `wt`, `wtc`, `rep`, `rps` | hash, zset, hash, hash | the post-sale report's recording: a sample of the waiting buyers' join times and first ETAs, the arrival checkpoints, totals and histograms, the per-second series (`lua/lib/prelude.lua`) |
 //!
 //! One sorted-set entry is a waiting buyer's whole state, which keeps a queued buyer at about
 //! 125 bytes of Redis memory (measured with `examples/queue_memory.rs`; goal ≤ 150). The order
@@ -120,10 +121,12 @@ pub struct QueueKeys {
     pub wr: String,
     /// `codes`, the access codes' hashes (door.md §2).
     pub codes: String,
-    /// `wt`, `rep`, `rps`: the post-sale report's buyer entries, totals and series.
+    /// `wt`, `rep`, `rps`, `wtc`: the post-sale report's sampled buyer entries, totals, series
+    /// and arrival checkpoints (`lua/lib/prelude.lua`, "The post-sale report's recording").
     pub wt: String,
     pub rep: String,
     pub rps: String,
+    pub wtc: String,
 }
 
 impl QueueKeys {
@@ -140,6 +143,7 @@ impl QueueKeys {
             wr: layout.room(),
             codes: layout.codes(),
             wt: layout.report_entries(),
+            wtc: layout.report_checkpoints(),
             rep: layout.report(),
             rps: layout.report_series(),
         }
@@ -518,6 +522,7 @@ impl WaitQueue {
             &k.wt,
             &k.rep,
             &k.rps,
+            &k.wtc,
         ];
         let args = vec![
             Value::from(&member(user)[..]),
@@ -705,6 +710,7 @@ impl WaitQueue {
                 &self.redis,
                 vec![
                     &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip, &k.wt, &k.rep, &k.rps,
+                    &k.wtc,
                 ],
                 args,
             )

@@ -1278,3 +1278,125 @@ async fn a_draw_sale_gets_no_line() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The report's time-in-line histogram (`rep` fields `w:<bucket>`, bucket b holding
+/// [1.05^b, 1.05^(b+1)) ms) as one geometric-middle value in ms per admitted buyer, sorted.
+async fn time_in_line_ms(sale: &Sale) -> anyhow::Result<Vec<f64>> {
+    let rep: std::collections::HashMap<String, u64> =
+        sale.redis.pool().hgetall(&sale.queue.keys().rep).await?;
+    let mut waits = Vec::new();
+    for (field, n) in rep {
+        if let Some(bucket) = field.strip_prefix("w:") {
+            let b: i32 = bucket.parse().context("a w: bucket")?;
+            let middle = 1.05_f64.powf(f64::from(b) + 0.5);
+            waits.extend(std::iter::repeat_n(middle, usize::try_from(n)?));
+        }
+    }
+    waits.sort_by(f64::total_cmp);
+    Ok(waits)
+}
+
+/// A buyer without a `wt` entry (not sampled: lib/prelude.lua "Memory") has the time in line
+/// of its arrival, read from the checkpoints (`wtc`): within the checkpoint slot (100 ms) and
+/// the bucket's 2.5 % of the buyer's true wait. Buyers join in three bursts 400 ms apart; the
+/// entries of the second and third are removed, as if the sample had passed them by.
+#[tokio::test]
+async fn unsampled_buyers_get_their_time_in_line_from_the_arrival_checkpoints() -> anyhow::Result<()>
+{
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let mut joined = Vec::new(); // (user, Redis time before the join, after it)
+    for burst in 0..3 {
+        if burst > 0 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        for _ in 0..5 {
+            let user = UserId::new_v7();
+            let before = redis_now_ms(&redis).await?;
+            sale.join(user).await?;
+            joined.push((user, before, redis_now_ms(&redis).await?));
+        }
+    }
+    let wt = &sale.queue.keys().wt;
+    let entries: u64 = redis.pool().hlen(wt).await?;
+    assert_eq!(entries, 15, "a short line samples every buyer");
+    for (user, _, _) in &joined[5..] {
+        let _: u64 = redis.pool().hdel(wt, &member(*user)[..]).await?;
+    }
+    let checkpoints: u64 = redis.pool().zcard(&sale.queue.keys().wtc).await?;
+    assert!(
+        (3..=15).contains(&checkpoints),
+        "one checkpoint per 100 ms slot with an arrival: {checkpoints}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = redis_now_ms(&redis).await?;
+    assert_eq!(sale.admit(100).await?.admitted.len(), 15);
+    let after = redis_now_ms(&redis).await?;
+    let entries: u64 = redis.pool().hlen(wt).await?;
+    assert_eq!(entries, 0, "admission removes the entries");
+
+    let reported = time_in_line_ms(&sale).await?;
+    assert_eq!(
+        reported.len(),
+        15,
+        "every admitted buyer has a time in line"
+    );
+    // The true waits lie in [before - joined after, after - joined before]; sorted, the
+    // reported ones must each fall in the matching band, widened by the slot and the bucket.
+    let mut low: Vec<f64> = joined.iter().map(|(_, _, a)| (before - a) as f64).collect();
+    let mut high: Vec<f64> = joined.iter().map(|(_, b, _)| (after - b) as f64).collect();
+    low.sort_by(f64::total_cmp);
+    high.sort_by(f64::total_cmp);
+    for ((r, lo), hi) in reported.iter().zip(&low).zip(&high) {
+        assert!(
+            *r >= lo * 0.975 - 100.0 && *r <= hi * 1.025 + 100.0,
+            "reported {r:.0} ms outside [{lo}, {hi}] ms (+100 ms slot, 2.5 % bucket): \
+             {reported:?} vs {low:?} .. {high:?}"
+        );
+    }
+    env.cleanup().await
+}
+
+/// A long line keeps a sample of `wt` entries, not one per buyer (the report's memory, #22):
+/// past 10,000 places only every second arrival gets one (the stride is 1 + line/10,000 at the
+/// join), yet every admitted buyer still counts in the time in line.
+#[tokio::test]
+async fn a_long_line_samples_the_report_entries_and_still_times_every_buyer() -> anyhow::Result<()>
+{
+    const BUYERS: usize = 12_000;
+    let env = TestEnv::with_overrides(&[("REDIS__POOL_SIZE", "8")])?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            stock: 20_000,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let queue = &sale.queue;
+    let results: Vec<anyhow::Result<Option<JoinOutcome>>> = stream::iter(users(BUYERS))
+        .map(|user| async move { queue.join(user, &join_options()).await })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for result in results {
+        anyhow::ensure!(
+            matches!(result?, Some(JoinOutcome::Standing { new: true, .. })),
+            "a new place"
+        );
+    }
+    // Arrival n (1-based, after the opening) joined a line of n - 1 places: sampled while
+    // n - 1 < 10,000, then when its order key (2^32 + n) is even.
+    let entries: u64 = redis.pool().hlen(&sale.queue.keys().wt).await?;
+    assert_eq!(entries, 10_000 + 1_000);
+    let mut admitted = 0;
+    while admitted < BUYERS {
+        let tick = sale.admit(4_000).await?.admitted.len();
+        anyhow::ensure!(tick > 0, "admission stalled at {admitted}");
+        admitted += tick;
+    }
+    assert_eq!(time_in_line_ms(&sale).await?.len(), BUYERS);
+    env.cleanup().await
+}

@@ -115,9 +115,14 @@ impl SaleKeys {
         self.named("rps")
     }
 
-    /// `wt`, the waiting buyers' report entries (join time, first ETA shown).
+    /// `wt`, the sampled waiting buyers' report entries (join time, first ETA shown).
     pub fn report_entries(&self) -> String {
         self.named("wt")
+    }
+
+    /// `wtc`, the report's arrival checkpoints (the join times of buyers without a `wt` entry).
+    pub fn report_checkpoints(&self) -> String {
+        self.named("wtc")
     }
 
     /// `adm`, the admitted buyers.
