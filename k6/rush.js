@@ -5,6 +5,9 @@
 // Run it with `k6/run rush` (which starts Dropline, seeds the buyers and sets the variables
 // below). Each iteration is one buyer; VUS of them are in line at once.
 //
+// Each buyer's record goes to the console as one line `report-buyer {json}` (reportBuyer in
+// lib/buyer.js): k6/run hands them to k6/lib/report_check.py, which checks the sale's report.
+//
 // Fails (non-zero exit) when: the number of PAID orders is not exactly STOCK; any response is
 // one a buyer should never see (5xx, 401, an unexpected 4xx); any check fails; status polls or
 // joins are slow (thresholds below); or, in teardown, the sale's stock does not read
@@ -17,7 +20,7 @@ import http from 'k6/http';
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import exec from 'k6/execution';
-import { loadTokens, placeOrder, payUntilPaid, waitForPass } from './lib/buyer.js';
+import { loadTokens, placeOrder, payUntilPaid, reportBuyer, waitForPass } from './lib/buyer.js';
 
 const WAITROOM = __ENV.WAITROOM;
 const API = __ENV.API;
@@ -57,28 +60,30 @@ export default function () {
   const token = tokens[n];
   const started = Date.now();
   const line = waitForPass(WAITROOM, SALE, token);
-  if (line === null) {
-    return;
-  }
-  if (line.ended) {
+  if (line !== null && line.ended) {
     soldOut.add(1);
-    return;
   }
+  const outcome = line === null || line.ended ? null : buy(line, n, started);
+  reportBuyer(line, outcome !== null && outcome.ordered, outcome !== null && outcome.paid);
+}
+
+// An admitted buyer orders and pays: {ordered, paid}.
+function buy(line, n, started) {
   waitToAdmission.add(Date.now() - started);
-  const placed = placeOrder(API, SALE, token, line.pass, `rush-${n}`);
-  if (placed === null) {
-    return;
+  const placed = placeOrder(API, SALE, tokens[n], line.pass, `rush-${n}`);
+  if (placed === null || placed.soldOut) {
+    if (placed !== null) {
+      soldOut.add(1);
+    }
+    return { ordered: false, paid: false };
   }
-  if (placed.soldOut) {
-    soldOut.add(1);
-    return;
-  }
-  const ms = payUntilPaid(API, token, placed.order);
+  const ms = payUntilPaid(API, tokens[n], placed.order);
   if (ms === null) {
-    return;
+    return { ordered: true, paid: false };
   }
   ordersPaid.add(1);
   payToPaid.add(ms);
+  return { ordered: true, paid: true };
 }
 
 // After the rush: the sale's own figures must say exactly STOCK sold, nothing held.

@@ -3,6 +3,8 @@
 // stock for everyone, so the line drains at the admission rate (`admit_per_second`, set by
 // k6/run) and nobody should be turned away.
 //
+// Each buyer's record goes to the console as `report-buyer {json}` for k6/lib/report_check.py.
+//
 // Checks what a buyer sees: before opening the answer is `scheduled` with no position; once
 // waiting, a position that never goes up; admission comes with a pass. Fails when: not every
 // buyer was admitted; any response a waiting buyer should not get (5xx, 401, 404, 429...); a
@@ -14,7 +16,7 @@
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import exec from 'k6/execution';
-import { loadTokens, waitForPass } from './lib/buyer.js';
+import { loadTokens, reportBuyer, waitForPass } from './lib/buyer.js';
 
 const WAITROOM = __ENV.WAITROOM;
 const SALE = __ENV.SALE;
@@ -62,6 +64,7 @@ export default function () {
       lastPosition = position;
     }
   });
+  reportBuyer(line, false, false);
   if (line === null) {
     return;
   }

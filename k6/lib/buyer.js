@@ -41,17 +41,22 @@ function errorCode(response) {
   }
 }
 
-// Joins SALE's line and polls until admitted (returns {pass}) or the sale is sold out or
-// closed (returns {ended: state}); null after an unexpected answer. `onAnswer(state, position)`
-// sees every answer on the way.
+// Joins SALE's line and polls until admitted (returns {pass, passExpiresAt}) or the sale is
+// sold out or closed (returns {ended: state}); null after an unexpected answer.
+// `onAnswer(state, position)` sees every answer on the way. Both answers also carry what the
+// post-sale report's check (k6/lib/report_check.py) needs from this buyer's side: `joinSent`
+// and `joinAnswered` (epoch ms around the join request) and `opensAt` (the join answer's).
 export function waitForPass(waitroom, sale, token, onAnswer) {
+  const joinSent = Date.now();
   let r = http.post(`${waitroom}/w/${sale}/join`, null, {
     headers: { Authorization: `Bearer ${token}` },
     tags: { name: 'join' },
   });
+  const joinAnswered = Date.now();
   if (r.status !== 200) {
     return surprise('join', r);
   }
+  const joined = { joinSent, joinAnswered, opensAt: r.json('opens_at'), joinState: r.json('state') };
   const ticket = r.json('ticket');
   let state = r.json('state');
   let retry = r.json('retry_after_ms');
@@ -61,10 +66,10 @@ export function waitForPass(waitroom, sale, token, onAnswer) {
       onAnswer(state, r.json('position'));
     }
     if (state === 'sold_out' || state === 'closed') {
-      return { ended: state };
+      return { ended: state, ...joined };
     }
     if (state === 'admitted' && pass) {
-      return { pass };
+      return { pass, passExpiresAt: r.json('pass_expires_at'), ...joined };
     }
     if (state !== 'scheduled' && state !== 'waiting' && state !== 'admitted') {
       return surprise(`state ${state}`, r);
@@ -82,6 +87,27 @@ export function waitForPass(waitroom, sale, token, onAnswer) {
     retry = r.json('retry_after_ms');
     pass = r.json('pass');
   }
+}
+
+// One line `report-buyer {json}` on the console for k6/lib/report_check.py, which compares
+// the sale's report with what the buyers saw: `line` is waitForPass's answer (null: the join
+// itself failed, nothing to record), `ordered` and `paid` what came of it.
+export function reportBuyer(line, ordered, paid) {
+  if (line === null) {
+    return;
+  }
+  const record = {
+    join_sent: line.joinSent,
+    join_answered: line.joinAnswered,
+    opens_at: line.opensAt,
+    // sold_out or closed: the door answered without a place (the report counts places).
+    join_state: line.joinState,
+    admitted: !!line.pass,
+    pass_expires_at: line.passExpiresAt || null,
+    ordered: !!ordered,
+    paid: !!paid,
+  };
+  console.log(`report-buyer ${JSON.stringify(record)}`);
 }
 
 // Orders one unit with the pass: the order id, {soldOut: true}, or null (unexpected).
