@@ -14,7 +14,7 @@
 --   min(ARGV[1],                                       the budget of the caller
 --       the rate credit,                               when ARGV[7] > 0 (below)
 --       max_active - active,                           when cfg.max_active > 0
---       floor((avail + held) / need) - active)         the stock rule below
+--       ceil((avail + held) / need) - active)          the stock rule below
 -- where active = admissions whose deadline is still ahead (ZCOUNT adm (now +inf).
 --
 -- Rate credit (GCRA, the generic cell rate algorithm; optional). With ARGV[6] = r admissions a
@@ -33,12 +33,16 @@
 -- Stock rule. Every active buyer may still claim `need` units (need = ARGV[5], or
 -- cfg.per_user_limit when ARGV[5] is 0; at least 1), and the units they can claim are those
 -- available plus those held in live orders (held units of an active buyer are part of that
--- buyer's claim; units of orders that end come back to avail). So a tick admits only while
---   (active + admitted) * need <= avail + held.
+-- buyer's claim; units of orders that end come back to avail). So a tick admits a buyer only
+-- while the buyers before them leave at least one unit over:
+--   (active + admitted - 1) * need < avail + held        (stock_room in lib/prelude.lua)
+-- so every buyer let in can buy at least one unit, and the last of them may find fewer than
+-- `need` (rounding the other way would stall the line for good once fewer than `need` units
+-- are left).
 -- With the order side keeping an ordering buyer's adm entry until the order ends (see
--- queue.rs), this is "admitted-but-not-yet-ordered buyers * need <= avail": nobody is admitted
--- for stock that the buyers already in cannot leave over, and stock that comes back (an
--- expired or failed order, more stock) resumes admission at the next tick.
+-- queue.rs), nobody is admitted for stock that the buyers already in cannot leave over, and
+-- stock that comes back (an expired or failed order, more stock) resumes admission at the
+-- next tick.
 --
 -- Outage credit (door.md §5: an outage does not count toward abandon_after). With ARGV[8] = gap,
 -- every tick stamps wr.tick_at (epoch ms), whatever the sale's state; a tick that finds the last
@@ -166,7 +170,7 @@ local need = math.floor(num(ARGV[5]))
 if need <= 0 then
   need = math.max(1, math.floor(num(c[6])))
 end
-local by_stock = math.floor((avail + held) / need) - active
+local by_stock = stock_room(avail, held, need, active)
 if by_stock < budget then
   budget, limit = by_stock, 'stock'
 end

@@ -193,9 +193,23 @@ local function outbox_order(stream, order, o, state, deadline, now)
   outbox(stream, order, state, o[4], o[2], o[5], o[6], fmt(deadline), o[7], fmt(now), o[8])
 end
 
+-- The stock rule of admission (wr_admit.lua): how many more buyers the stock lets in, when each
+-- of the `active` admitted buyers may still claim up to `need` units of avail + held. A buyer is
+-- let in while the units the buyers before them could claim leave at least one over:
+--   units - (active + k - 1) * need >= 1   for the k-th newcomer,
+-- so k <= ceil(units / need) - active. Rounding down instead (every newcomer promised a whole
+-- `need`) stalls the line for good once fewer than `need` units are left: with a limit of 2 and
+-- one unit over, nobody would ever be let in to buy it. The last buyer let in may find fewer
+-- units than the limit (reserve.lua answers sold_out with what is left, and they can buy that).
+-- May be negative (more buyers in than the stock can serve, e.g. after a stock cut).
+local function stock_room(avail, held, need, active)
+  local units = math.max(0, avail) + math.max(0, held)
+  return math.floor((units + need - 1) / need) - active
+end
+
 -- What the ETA needs beyond the rate (door.md §3), read once per call:
 --   free     buyers the admitter could admit now before max_active or the stock rule binds
---            (the same rules as wr_admit.lua, with need = cfg.per_user_limit): >= 0
+--            (the same rules as wr_admit.lua, stock_room with need = cfg.per_user_limit): >= 0
 --   limited  the admission rate x 1000 measured over the recent ticks that max_active or stock
 --            limited (wr field limited_rate_milli, written by the admitter), -1 when unknown
 -- cfg, avail, held, adm, wr: the sale's keys; now: epoch ms.
@@ -203,7 +217,7 @@ local function eta_inputs(cfg, avail, held, adm, wr, now)
   local c = redis.call('HMGET', cfg, 'max_active', 'per_user_limit')
   local active = redis.call('ZCOUNT', adm, '(' .. fmt(now), '+inf')
   local need = math.max(1, num(c[2]))
-  local free = math.floor((counter(avail) + counter(held)) / need) - active
+  local free = stock_room(counter(avail), counter(held), need, active)
   local max_active = num(c[1])
   if max_active > 0 and max_active - active < free then
     free = max_active - active

@@ -607,17 +607,70 @@ async fn the_stock_rule_counts_each_buyer_at_the_per_user_limit() -> anyhow::Res
     for u in users(6) {
         sale.join(u).await?;
     }
-    // floor(5 / 2) = 2 buyers.
+    // ceil(5 / 2) = 3 buyers: two may take 2 units each and the third still finds one.
     let outcome = sale.admit(100).await?;
     assert_eq!(
         (outcome.admitted.len(), outcome.limit),
-        (2, AdmitLimit::Stock)
+        (3, AdmitLimit::Stock)
     );
-    // The caller may count each buyer at one unit instead: 5 - 2 active = 3 more.
+    assert_eq!(sale.admit(100).await?.admitted.len(), 0);
+    // The caller may count each buyer at one unit instead: 5 - 3 active = 2 more.
     let mut params = AdmitParams::new(100, ABANDON, WINDOW);
     params.units_per_buyer = 1;
     let outcome = sale.admit_with(params).await?;
-    assert_eq!((outcome.admitted.len(), outcome.active), (3, 5));
+    assert_eq!((outcome.admitted.len(), outcome.active), (2, 5));
+    env.cleanup().await
+}
+
+/// Fewer units left than the per-user limit: the line still moves. The rule once rounded the
+/// other way (every newcomer promised a whole `per_user_limit`), so with a limit of 2 and one
+/// unit over nobody was ever let in again and the sale stopped short of sold out with buyers
+/// waiting (a k6 rush: 11 of 12 sold, 89 in line, for good).
+#[tokio::test]
+async fn the_last_unit_below_the_per_user_limit_still_admits_a_buyer() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            stock: 12,
+            per_user_limit: 2,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let b = users(3);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    // 11 of 12 sold, nobody holding, nobody admitted: one unit over.
+    sale.set_stock(1, 0, 11).await?;
+    let outcome = sale.admit(100).await?;
+    assert_eq!(
+        outcome.admitted,
+        b[..1],
+        "the first in line is let in for the last unit"
+    );
+    assert_eq!((outcome.active, outcome.limit), (1, AdmitLimit::Stock));
+    // That buyer may take it: nobody else is let in meanwhile, and the others keep their places.
+    assert_eq!(sale.admit(100).await?.admitted.len(), 0);
+    // The buyer holds it (avail 0, held 1): still one active buyer, still nobody more.
+    sale.set_stock(0, 1, 11).await?;
+    let outcome = sale.admit(100).await?;
+    assert_eq!((outcome.admitted.len(), outcome.active), (0, 1));
+    for (i, &u) in b[1..].iter().enumerate() {
+        let status = sale
+            .queue
+            .status(u, GRACE)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("sale"))?;
+        assert_eq!(
+            status.place,
+            Place::Waiting {
+                position: i as u64 + 1
+            }
+        );
+    }
     env.cleanup().await
 }
 
