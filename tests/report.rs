@@ -476,12 +476,19 @@ async fn refused_joins_are_counted_by_reason() -> anyhow::Result<()> {
         html.contains(&format!("/api/admin/sales/{sale}/report")),
         "{html}"
     );
-    let script = html
+    let scripts: Vec<&str> = html
         .split("src=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .context("the page names its script")?;
-    assert!(script.starts_with("/w/assets/report.js"), "{script}");
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    // The shared sign-in (admin.js) first, then the report's own script.
+    assert!(
+        scripts.len() == 2
+            && scripts[0].starts_with("/w/assets/admin.js?v=")
+            && scripts[1].starts_with("/w/assets/report.js?v="),
+        "{scripts:?}"
+    );
+    let script = scripts[1];
     let js = rig
         .http
         .get(format!("{}{script}", rig.waitroom))

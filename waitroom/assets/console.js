@@ -2,9 +2,9 @@
  * Dropline console: products and sales for administrators (#24). No framework, no build step.
  *
  * The server puts the api's address in <script id="dl-config" type="application/json">. The
- * page signs in through the api (POST {api}/api/auth/login), keeps the tokens in
- * sessionStorage (this tab only), and on a 401 refreshes the access token once
- * (POST {api}/api/auth/refresh) before asking to sign in again.
+ * page signs in through admin.js (loaded first): the api's login, tokens in sessionStorage
+ * shared with the control room and the report (the links to them open with this tab's copy),
+ * one refresh on a 401 before asking to sign in again.
  *
  * It calls: GET {api}/api/products, /api/sales, /api/sales/{id}; POST and PATCH
  * {api}/api/admin/products[/{id}] and /api/admin/sales[/{id}]; POST
@@ -29,16 +29,16 @@
   }
 
   const API = String(config.api_base_url || '').replace(/\/+$/, '');
-  const AUTH_KEY = 'dropline.console.auth';
   const REFRESH_MS = 5000;
   const TRAIL_PAGE = 50;
 
-  let current = loadAuth();
   let generation = 0;
   let products = [];
   let sales = [];
   /** The sale shown in the sale panel (as GET /api/sales/{id} answered), and its trail cursor. */
   let sale = null;
+  /** The shown sale's last live figures (GET /w/{id}/control/data), or null. */
+  let saleFigures = null;
   let trailCursor = null;
   let trailCount = 0;
   /** The sale being edited by the sale form (null: a new sale), the product by the product form. */
@@ -46,78 +46,23 @@
   let editingProduct = null;
 
   // ------------------------------------------------------------------------------------------
-  // Sign-in, tokens and calls
+  // Sign-in and calls (admin.js)
 
-  function loadAuth() {
-    try {
-      return JSON.parse(sessionStorage.getItem(AUTH_KEY)) || null;
-    } catch (e) {
-      return null;
-    }
-  }
+  const admin = DroplineAdmin.session({
+    api: API,
+    view: 'console',
+    also: ['tabs'],
+    onStart: () => start(),
+    onSignOut: () => { generation += 1; }
+  });
+  const errorText = DroplineAdmin.errorText;
 
-  function saveAuth(auth) {
-    try {
-      if (auth) sessionStorage.setItem(AUTH_KEY, JSON.stringify(auth));
-      else sessionStorage.removeItem(AUTH_KEY);
-    } catch (e) { /* storage refused: the token lives until the page closes */ }
-    current = auth;
-  }
-
-  function errorText(body, status) {
-    if (body && body.error && body.error.message) return body.error.message;
-    return 'HTTP ' + status;
-  }
-
-  async function send(url, method, body, auth) {
-    const headers = {};
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    if (auth && current) headers.Authorization = 'Bearer ' + current.access_token;
-    const response = await fetch(url, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: 'no-store'
-    });
-    let json = null;
-    try { json = await response.json(); } catch (e) { json = null; }
-    return { status: response.status, body: json };
-  }
-
-  async function refresh() {
-    if (!current || !current.refresh_token) return false;
-    try {
-      const answer = await send(API + '/api/auth/refresh', 'POST', { refresh_token: current.refresh_token }, false);
-      if (answer.status !== 200 || !answer.body || !answer.body.access_token) return false;
-      saveAuth({ access_token: answer.body.access_token, refresh_token: answer.body.refresh_token });
-      return true;
-    } catch (e) {
-      return false;
-    }
-  }
-
-  /** An authenticated call (the api's, or this origin's with `local`); one refresh on a 401. */
-  async function call(method, path, body, local) {
-    const url = (local ? '' : API) + path;
-    let answer = await send(url, method, body, true);
-    if (answer.status === 401 && (await refresh())) answer = await send(url, method, body, true);
-    if (answer.status === 401) {
-      signOut('Please sign in again (' + errorText(answer.body, 401) + ').');
-      throw new Error('signed out');
-    }
-    if (answer.status === 403 && !local) {
-      signOut('This account is not an administrator: ' + errorText(answer.body, 403));
-      throw new Error('signed out');
-    }
-    return answer;
-  }
-
-  function show(view) {
-    document.body.dataset.view = view;
-    $('view-signin').hidden = view !== 'signin';
-    $('view-console').hidden = view !== 'console';
-    $('signout').hidden = view !== 'console';
-    $('tabs').hidden = view !== 'console';
+  /**
+   * An authenticated call (the api's, or this origin's with `local`; a 403 from this origin
+   * does not sign out). Throws when it signs out (admin.js).
+   */
+  function call(method, path, body, local) {
+    return admin.call(method, (local ? '' : API) + path, body, { keep403: !!local });
   }
 
   function setText(id, text) {
@@ -128,39 +73,6 @@
   function notice(text) {
     setText('notice', text || '');
   }
-
-  function signOut(message) {
-    generation += 1;
-    saveAuth(null);
-    show('signin');
-    setText('signin-error', message || '');
-  }
-
-  $('signin-form').addEventListener('submit', async (event) => {
-    event.preventDefault();
-    setText('signin-error', '');
-    const button = $('signin-submit');
-    button.disabled = true;
-    try {
-      const answer = await send(API + '/api/auth/login', 'POST', {
-        email: $('signin-email').value.trim(),
-        password: $('signin-password').value
-      }, false);
-      if (answer.status !== 200 || !answer.body || !answer.body.access_token) {
-        setText('signin-error', errorText(answer.body, answer.status));
-        return;
-      }
-      $('signin-password').value = '';
-      saveAuth({ access_token: answer.body.access_token, refresh_token: answer.body.refresh_token });
-      start();
-    } catch (e) {
-      setText('signin-error', 'Cannot reach the api: ' + e.message);
-    } finally {
-      button.disabled = false;
-    }
-  });
-
-  $('signout').addEventListener('click', () => signOut(''));
 
   // ------------------------------------------------------------------------------------------
   // Small helpers
@@ -263,7 +175,7 @@
 
   function start() {
     generation += 1;
-    show('console');
+    admin.show(true);
     panel('sales');
     loadProducts();
     loadSales();
@@ -272,7 +184,7 @@
 
   function tick(gen) {
     setTimeout(async () => {
-      if (gen !== generation || !current) return;
+      if (gen !== generation || !admin.signedIn()) return;
       try {
         if (document.body.dataset.panel === 'sales' && $('sale-form').hidden) await loadSales();
         if (document.body.dataset.panel === 'sale' && sale) await loadSale(sale.id, false);
@@ -303,7 +215,7 @@
       renderProducts();
       fillProductSelect();
     } catch (e) {
-      if (e.message !== 'signed out') notice('Cannot reach the api: ' + e.message);
+      if (!e.signedOut) notice('Cannot reach the api: ' + e.message);
     }
   }
 
@@ -388,7 +300,7 @@
       notice((editingProduct ? 'Saved ' : 'Created ') + answer.body.name + '.');
       await loadProducts();
     } catch (e) {
-      if (e.message !== 'signed out') formError(form, 'Cannot reach the api: ' + e.message);
+      if (!e.signedOut) formError(form, 'Cannot reach the api: ' + e.message);
     } finally {
       button.disabled = false;
     }
@@ -418,7 +330,7 @@
       const figs = await Promise.all(sales.map((s) => figures(s.id)));
       renderSales(figs);
     } catch (e) {
-      if (e.message !== 'signed out') notice('Cannot reach the api: ' + e.message);
+      if (!e.signedOut) notice('Cannot reach the api: ' + e.message);
     }
   }
 
@@ -561,7 +473,7 @@
       editingSale = null;
       await openSale(answer.body.id);
     } catch (e) {
-      if (e.message !== 'signed out') formError(form, 'Cannot reach the api: ' + e.message);
+      if (!e.signedOut) formError(form, 'Cannot reach the api: ' + e.message);
     } finally {
       button.disabled = false;
     }
@@ -590,9 +502,10 @@
       }
       const s = answer.body;
       sale = s;
+      saleFigures = f;
       renderSale(s, f, fillInputs);
     } catch (e) {
-      if (e.message !== 'signed out') notice('Cannot reach the api: ' + e.message);
+      if (!e.signedOut) notice('Cannot reach the api: ' + e.message);
     }
   }
 
@@ -602,7 +515,7 @@
     view.dataset.state = s.state;
     setText('sale-title', s.product.name + ' · ' + money(s.product.price, s.product.currency));
     const state = $('sale-state');
-    state.textContent = s.state;
+    state.textContent = s.state.replace('_', ' ');
     state.dataset.state = s.state;
     setText('sale-id', s.id);
     $('link-control').href = '/w/' + s.id + '/control';
@@ -654,10 +567,18 @@
         return;
       }
       notice('Changed: ' + rows.map((r) => r[0]).join(', ') + '.');
-      await loadSale(sale.id, true);
+      // The PATCH answers the sale after the change: shown as is, since a GET may still meet
+      // another api replica's cached copy for a few seconds (and a Pause would then show
+      // "Pause" again and send the same value twice).
+      if (answer.body && answer.body.id === sale.id) {
+        sale = answer.body;
+        renderSale(sale, saleFigures, true);
+      } else {
+        await loadSale(sale.id, true);
+      }
       await loadTrail(true);
     } catch (e) {
-      if (e.message !== 'signed out') setText('ctl-error', 'Cannot reach the api: ' + e.message);
+      if (!e.signedOut) setText('ctl-error', 'Cannot reach the api: ' + e.message);
     }
   }
 
@@ -709,7 +630,7 @@
       out.hidden = false;
       await loadTrail(true);
     } catch (e) {
-      if (e.message !== 'signed out') formError(form, 'Cannot reach the api: ' + e.message);
+      if (!e.signedOut) formError(form, 'Cannot reach the api: ' + e.message);
     }
   });
 
@@ -737,7 +658,7 @@
       for (const n of r.notes || []) list.appendChild(el('li', { class: 'note', text: n }));
       out.appendChild(list);
     } catch (e) {
-      if (e.message !== 'signed out') out.textContent = 'Cannot reach the api: ' + e.message;
+      if (!e.signedOut) out.textContent = 'Cannot reach the api: ' + e.message;
     }
   });
 
@@ -780,13 +701,12 @@
       trailCursor = answer.body.next_cursor;
       $('trail-more').hidden = !trailCursor;
     } catch (e) {
-      if (e.message !== 'signed out') notice('Cannot reach the api: ' + e.message);
+      if (!e.signedOut) notice('Cannot reach the api: ' + e.message);
     }
   }
   $('trail-more').addEventListener('click', () => loadTrail(false));
 
   // ------------------------------------------------------------------------------------------
 
-  if (current) start();
-  else show('signin');
+  admin.begin();
 })();

@@ -3,12 +3,11 @@
  * chart library: the charts are drawn on <canvas> below.
  *
  * The server puts the sale id, the api's address and the data URL in
- * <script id="dl-config" type="application/json">. The page signs in through the api
- * (POST {api}/api/auth/login, or a pasted admin access token), then polls
+ * <script id="dl-config" type="application/json">. The page signs in through admin.js (loaded
+ * first: the api's login or a pasted admin access token, one refresh on a 401, signed out on a
+ * 403; tokens shared with the console and the report in this tab's sessionStorage), then polls
  * GET /w/{sale}/control/data every second with the access token, keeps the last ten minutes of
- * answers in memory, and draws them. On 401 it refreshes the token once (POST
- * {api}/api/auth/refresh), else asks to sign in again; on 403 it says the account is not an
- * administrator. Tokens live in sessionStorage (this tab only).
+ * answers in memory, and draws them.
  *
  * document.body carries data-view (signin | room), data-state (the sale's state) and
  * data-samples (samples kept) for tests and custom styles.
@@ -27,7 +26,6 @@
 
   const API = String(config.api_base_url || '').replace(/\/+$/, '');
   const DATA_URL = String(config.data_url);
-  const AUTH_KEY = 'dropline.control.auth';
   const WINDOW_MS = 10 * 60 * 1000;
   const MIN_SPAN_MS = 30 * 1000;
   const POLL_MS = 1000;
@@ -44,107 +42,19 @@
   let generation = 0;
 
   // ------------------------------------------------------------------------------------------
-  // Sign-in and tokens
+  // Sign-in (admin.js)
 
-  function loadAuth() {
-    try {
-      return JSON.parse(sessionStorage.getItem(AUTH_KEY)) || null;
-    } catch (e) {
-      return null;
-    }
-  }
-
-  function saveAuth(auth) {
-    try {
-      if (auth) sessionStorage.setItem(AUTH_KEY, JSON.stringify(auth));
-      else sessionStorage.removeItem(AUTH_KEY);
-    } catch (e) { /* storage refused: the token lives until the page closes */ }
-    current = auth;
-  }
-
-  let current = loadAuth();
-
-  function show(view) {
-    document.body.dataset.view = view;
-    $('view-signin').hidden = view !== 'signin';
-    $('view-room').hidden = view !== 'room';
-    $('signout').hidden = view !== 'room';
-  }
+  const admin = DroplineAdmin.session({
+    api: API,
+    view: 'room',
+    onStart: () => start(),
+    onSignOut: () => { generation += 1; }
+  });
+  const errorText = DroplineAdmin.errorText;
 
   function setText(id, text) {
     const el = $(id);
     if (el) el.textContent = text;
-  }
-
-  function errorText(body, status) {
-    if (body && body.error && body.error.message) return body.error.message;
-    return 'HTTP ' + status;
-  }
-
-  async function postJson(path, body) {
-    const response = await fetch(API + path, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify(body)
-    });
-    let json = null;
-    try { json = await response.json(); } catch (e) { json = null; }
-    return { status: response.status, body: json };
-  }
-
-  function signOut(message) {
-    generation += 1;
-    saveAuth(null);
-    show('signin');
-    setText('signin-error', message || '');
-  }
-
-  $('signin-form').addEventListener('submit', async (event) => {
-    event.preventDefault();
-    setText('signin-error', '');
-    const button = $('signin-submit');
-    button.disabled = true;
-    try {
-      const answer = await postJson('/api/auth/login', {
-        email: $('signin-email').value.trim(),
-        password: $('signin-password').value
-      });
-      if (answer.status !== 200 || !answer.body || !answer.body.access_token) {
-        setText('signin-error', errorText(answer.body, answer.status));
-        return;
-      }
-      $('signin-password').value = '';
-      saveAuth({ access_token: answer.body.access_token, refresh_token: answer.body.refresh_token });
-      start();
-    } catch (e) {
-      setText('signin-error', 'Cannot reach the api: ' + e.message);
-    } finally {
-      button.disabled = false;
-    }
-  });
-
-  $('token-form').addEventListener('submit', (event) => {
-    event.preventDefault();
-    const token = $('token-input').value.trim();
-    if (!token) return;
-    $('token-input').value = '';
-    saveAuth({ access_token: token, refresh_token: null });
-    start();
-  });
-
-  $('signout').addEventListener('click', () => signOut(''));
-
-  /** A new access token from the refresh token; false when there is none or it was refused. */
-  async function refresh() {
-    if (!current || !current.refresh_token) return false;
-    try {
-      const answer = await postJson('/api/auth/refresh', { refresh_token: current.refresh_token });
-      if (answer.status !== 200 || !answer.body || !answer.body.access_token) return false;
-      saveAuth({ access_token: answer.body.access_token, refresh_token: answer.body.refresh_token });
-      return true;
-    } catch (e) {
-      return false;
-    }
   }
 
   // ------------------------------------------------------------------------------------------
@@ -152,46 +62,31 @@
 
   function start() {
     generation += 1;
-    show('room');
+    admin.show(true);
     poll(generation, 0);
   }
 
   async function poll(gen, failures) {
-    if (gen !== generation || !current) return;
+    if (gen !== generation || !admin.signedIn()) return;
     let next = POLL_MS;
     try {
-      let response = await fetch(DATA_URL, {
-        headers: { Authorization: 'Bearer ' + current.access_token },
-        cache: 'no-store'
-      });
-      if (response.status === 401 && (await refresh())) {
-        response = await fetch(DATA_URL, {
-          headers: { Authorization: 'Bearer ' + current.access_token },
-          cache: 'no-store'
-        });
-      }
+      const answer = await admin.call('GET', DATA_URL);
       if (gen !== generation) return;
-      let body = null;
-      try { body = await response.json(); } catch (e) { body = null; }
-      if (response.status === 200 && body) {
+      const body = answer.body;
+      if (answer.status === 200 && body) {
         record(body);
         render(body);
         setText('notice', '');
         failures = 0;
-      } else if (response.status === 401) {
-        signOut('Please sign in again (' + errorText(body, 401) + ').');
-        return;
-      } else if (response.status === 403) {
-        signOut('This account is not an administrator: ' + errorText(body, 403));
-        return;
-      } else if (response.status === 404) {
+      } else if (answer.status === 404) {
         setText('notice', 'No such sale, or it is not armed yet: ' + errorText(body, 404));
         next = 5000;
       } else {
         failures += 1;
-        setText('notice', 'The waiting room answered ' + errorText(body, response.status) + '; retrying…');
+        setText('notice', 'The waiting room answered ' + errorText(body, answer.status) + '; retrying…');
       }
     } catch (e) {
+      if (e.signedOut) return;
       failures += 1;
       setText('notice', 'Cannot reach the waiting room (' + e.message + '); retrying…');
     }
@@ -465,6 +360,5 @@
 
   // ------------------------------------------------------------------------------------------
 
-  if (current && current.access_token) start();
-  else show('signin');
+  admin.begin();
 })();

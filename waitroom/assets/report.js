@@ -3,11 +3,11 @@
  * SVG by this file. No framework, no build step, no chart library.
  *
  * The server puts the sale id, the api's address and the report URL in
- * <script id="dl-config" type="application/json">. The page signs in through the api like the
- * control room (POST {api}/api/auth/login, or a pasted admin access token; tokens in
- * sessionStorage, shared with the control room), then reads
- * GET {api}/api/admin/sales/{sale}/report once, and again every 10 s while the sale is not
- * over. document.body carries data-view (signin | room) and data-loaded (1 once drawn).
+ * <script id="dl-config" type="application/json">. The page signs in through admin.js (loaded
+ * first; the api's login or a pasted admin access token, tokens shared with the console and the
+ * control room in this tab's sessionStorage), then reads
+ * GET {api}/api/admin/sales/{sale}/report every 10 s until the sale is closed and the answer
+ * stops changing. document.body carries data-view (signin | room) and data-loaded (1 once drawn).
  */
 (function () {
   'use strict';
@@ -21,127 +21,61 @@
   }
   const API = String(config.api_base_url || '').replace(/\/+$/, '');
   const REPORT_URL = API + String(config.report_path);
-  const AUTH_KEY = 'dropline.control.auth';
   const REFRESH_MS = 10000;
   const SVG = 'http://www.w3.org/2000/svg';
   const css = getComputedStyle(document.documentElement);
   const color = (name) => css.getPropertyValue(name).trim() || '#888';
 
-  let current = null;
-  try { current = JSON.parse(sessionStorage.getItem(AUTH_KEY)) || null; } catch (e) { current = null; }
   let generation = 0;
 
-  function saveAuth(auth) {
-    try {
-      if (auth) sessionStorage.setItem(AUTH_KEY, JSON.stringify(auth));
-      else sessionStorage.removeItem(AUTH_KEY);
-    } catch (e) { /* storage refused */ }
-    current = auth;
-  }
-  function show(view) {
-    document.body.dataset.view = view;
-    $('view-signin').hidden = view !== 'signin';
-    $('view-room').hidden = view !== 'room';
-    $('signout').hidden = view !== 'room';
-  }
+  const admin = DroplineAdmin.session({
+    api: API,
+    view: 'room',
+    onStart: () => start(),
+    onSignOut: () => { generation += 1; }
+  });
+  const errorText = DroplineAdmin.errorText;
+
   function setText(id, text) {
     const el = $(id);
     if (el) el.textContent = text;
   }
-  function errorText(body, status) {
-    if (body && body.error && body.error.message) return body.error.message;
-    return 'HTTP ' + status;
-  }
-  async function postJson(path, body) {
-    const response = await fetch(API + path, {
-      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body)
-    });
-    let json = null;
-    try { json = await response.json(); } catch (e) { json = null; }
-    return { status: response.status, body: json };
-  }
-  function signOut(message) {
-    generation += 1;
-    saveAuth(null);
-    show('signin');
-    setText('signin-error', message || '');
-  }
-
-  $('signin-form').addEventListener('submit', async (event) => {
-    event.preventDefault();
-    setText('signin-error', '');
-    $('signin-submit').disabled = true;
-    try {
-      const answer = await postJson('/api/auth/login', {
-        email: $('signin-email').value.trim(), password: $('signin-password').value
-      });
-      if (answer.status !== 200 || !answer.body || !answer.body.access_token) {
-        setText('signin-error', errorText(answer.body, answer.status));
-        return;
-      }
-      $('signin-password').value = '';
-      saveAuth({ access_token: answer.body.access_token, refresh_token: answer.body.refresh_token });
-      start();
-    } catch (e) {
-      setText('signin-error', 'Cannot reach the api: ' + e.message);
-    } finally {
-      $('signin-submit').disabled = false;
-    }
-  });
-  $('token-form').addEventListener('submit', (event) => {
-    event.preventDefault();
-    const token = $('token-input').value.trim();
-    if (!token) return;
-    $('token-input').value = '';
-    saveAuth({ access_token: token, refresh_token: null });
-    start();
-  });
-  $('signout').addEventListener('click', () => signOut(''));
-
-  async function refresh() {
-    if (!current || !current.refresh_token) return false;
-    try {
-      const answer = await postJson('/api/auth/refresh', { refresh_token: current.refresh_token });
-      if (answer.status !== 200 || !answer.body || !answer.body.access_token) return false;
-      saveAuth({ access_token: answer.body.access_token, refresh_token: answer.body.refresh_token });
-      return true;
-    } catch (e) {
-      return false;
-    }
-  }
 
   function start() {
     generation += 1;
-    show('room');
+    admin.show(true);
     load(generation);
   }
 
+  /**
+   * Whether the report can stop refreshing: the sale is closed and the answer is the same as the
+   * last one (the MySQL copy trails the live sale by a few seconds, and a sold-out sale is not
+   * over: holds that expire give units back, and paying orders still end).
+   */
+  let lastAnswer = null;
+  function settled(body) {
+    const text = JSON.stringify(body);
+    const same = text === lastAnswer;
+    lastAnswer = text;
+    return body.state === 'closed' && same;
+  }
+
   async function load(gen) {
-    if (gen !== generation || !current) return;
+    if (gen !== generation || !admin.signedIn()) return;
     let again = REFRESH_MS;
     try {
-      const get = () => fetch(REPORT_URL, {
-        headers: { Authorization: 'Bearer ' + current.access_token }, cache: 'no-store'
-      });
-      let response = await get();
-      if (response.status === 401 && (await refresh())) response = await get();
+      const answer = await admin.call('GET', REPORT_URL);
       if (gen !== generation) return;
-      let body = null;
-      try { body = await response.json(); } catch (e) { body = null; }
-      if (response.status === 200 && body) {
+      const body = answer.body;
+      if (answer.status === 200 && body) {
         render(body);
         setText('notice', '');
-        if (body.state === 'closed' || body.state === 'sold_out') again = 0;
-      } else if (response.status === 401) {
-        signOut('Please sign in again (' + errorText(body, 401) + ').');
-        return;
-      } else if (response.status === 403) {
-        signOut('This account is not an administrator: ' + errorText(body, 403));
-        return;
+        if (settled(body)) again = 0;
       } else {
-        setText('notice', 'The api answered ' + errorText(body, response.status) + '; retrying…');
+        setText('notice', 'The api answered ' + errorText(body, answer.status) + '; retrying…');
       }
     } catch (e) {
+      if (e.signedOut) return;
       setText('notice', 'Cannot reach the api (' + e.message + '); retrying…');
     }
     if (again > 0) setTimeout(() => load(gen), again);
@@ -242,5 +176,5 @@
       ['proof of work', x.pow, color('--c2')], ['access code', x.access_code, color('--c2')]]);
   }
 
-  if (current) start(); else show('signin');
+  admin.begin();
 })();

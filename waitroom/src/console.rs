@@ -21,15 +21,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use dropline_core::config::WaitroomConfig;
 use dropline_core::http::error::ApiError;
 use serde::Serialize;
 
-use crate::page::{Asset, api_base_url};
+use crate::page::Asset;
+use crate::page::admin::{AdminShell, asset_route};
 
 const TEMPLATE: &str = include_str!("../assets/console.html");
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -40,13 +40,12 @@ pub const PAGE_PATH: &str = "/w/admin";
 pub const SCRIPT_PATH: &str = "/w/assets/console.js";
 pub const STYLESHEET_PATH: &str = "/w/assets/console.css";
 
-/// What the console's handlers share.
+/// What the console's page handler needs.
 #[derive(Debug)]
 struct Console {
-    api_base_url: String,
-    api_origin: Option<String>,
-    script: Asset,
-    stylesheet: Asset,
+    shell: AdminShell,
+    script_src: String,
+    stylesheet_href: String,
 }
 
 /// The page's settings for `console.js`.
@@ -56,47 +55,41 @@ struct PageConfig<'a> {
 }
 
 /// The console's routes: the page and its two assets (for browsers, not in the OpenAPI
-/// document).
+/// document; the shared `admin.js` is served by [`crate::control::routes`]).
 pub fn routes(config: &WaitroomConfig) -> anyhow::Result<axum::Router> {
-    let (api_base_url, api_origin) = api_base_url(&config.api_base_url)?;
+    let script = Arc::new(Asset::new(
+        SCRIPT_PATH,
+        SCRIPT,
+        "text/javascript; charset=utf-8",
+    )?);
+    let stylesheet = Arc::new(Asset::new(
+        STYLESHEET_PATH,
+        STYLESHEET,
+        "text/css; charset=utf-8",
+    )?);
     let console = Arc::new(Console {
-        api_base_url,
-        api_origin,
-        script: Asset::new(SCRIPT_PATH, SCRIPT, "text/javascript; charset=utf-8")?,
-        stylesheet: Asset::new(STYLESHEET_PATH, STYLESHEET, "text/css; charset=utf-8")?,
+        shell: AdminShell::new(config)?,
+        script_src: script.versioned_url.clone(),
+        stylesheet_href: stylesheet.versioned_url.clone(),
     });
     Ok(axum::Router::new()
         .route(PAGE_PATH, get(page))
-        .route(SCRIPT_PATH, get(script))
-        .route(STYLESHEET_PATH, get(stylesheet))
+        .route(SCRIPT_PATH, asset_route(script))
+        .route(STYLESHEET_PATH, asset_route(stylesheet))
         .with_state(console))
 }
 
 #[tracing::instrument(skip_all)]
 async fn page(State(console): State<Arc<Console>>) -> Result<Response, ApiError> {
     let config = PageConfig {
-        api_base_url: &console.api_base_url,
+        api_base_url: console.shell.api_base_url(),
     };
-    let config_json = crate::page::page_config_json(&config)?;
-    let html = TEMPLATE
-        .replace("{{config_json}}", &config_json)
-        .replace("{{stylesheet_href}}", &console.stylesheet.versioned_url)
-        .replace("{{script_src}}", &console.script.versioned_url);
-    Ok(crate::page::admin_page(html, console.api_origin.as_deref()))
-}
-
-async fn script(
-    State(console): State<Arc<Console>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    console.script.respond(query.as_deref(), &headers)
-}
-
-async fn stylesheet(
-    State(console): State<Arc<Console>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    console.stylesheet.respond(query.as_deref(), &headers)
+    console.shell.render(
+        TEMPLATE,
+        &config,
+        &[
+            ("{{stylesheet_href}}", &console.stylesheet_href),
+            ("{{script_src}}", &console.script_src),
+        ],
+    )
 }

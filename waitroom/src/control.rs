@@ -38,9 +38,9 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, TimeZone, Utc};
@@ -59,7 +59,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::docs::{Error, SaleIdParam, SaleState as SaleStateDoc};
-use crate::page::{Asset, api_base_url};
+use crate::page::Asset;
+use crate::page::admin::{AdminShell, asset_route};
 use crate::queue::Reply;
 use crate::scripts::WR_CONTROL;
 use dropline_core::sale::SaleState;
@@ -83,12 +84,12 @@ pub const MAX_ORDERS_SPLIT: u32 = 1_000;
 pub struct ControlRoom {
     redis: Redis,
     access: Arc<KeyRing>,
-    api_base_url: String,
-    api_origin: Option<String>,
-    script: Asset,
-    stylesheet: Asset,
+    /// The api's address and the shared `admin.js` (sign-in), with the report page.
+    shell: AdminShell,
+    script_src: String,
+    stylesheet_href: String,
     /// The post-sale report page's script (the page shares the stylesheet).
-    report_script: Asset,
+    report_script_src: String,
     /// Concurrent data requests for one sale share one Redis call.
     reads: Coalesce<SaleId, Result<Option<Figures>, ApiError>>,
 }
@@ -105,28 +106,34 @@ pub fn routes(
     redis: Redis,
     access: Arc<KeyRing>,
 ) -> anyhow::Result<axum::Router> {
-    let (api_base_url, api_origin) = api_base_url(&config.api_base_url)?;
+    let javascript = "text/javascript; charset=utf-8";
+    let script = Arc::new(Asset::new(SCRIPT_PATH, SCRIPT, javascript)?);
+    let stylesheet = Arc::new(Asset::new(
+        STYLESHEET_PATH,
+        STYLESHEET,
+        "text/css; charset=utf-8",
+    )?);
+    let report_script = Arc::new(Asset::new(REPORT_SCRIPT_PATH, REPORT_SCRIPT, javascript)?);
+    let shell = AdminShell::new(config)?;
+    // admin.js is served here once for the three administrators' pages (the console too).
+    let (admin_path, admin_script) = shell.script_route();
     let room = Arc::new(ControlRoom {
         redis,
         access,
-        api_base_url,
-        api_origin,
-        script: Asset::new(SCRIPT_PATH, SCRIPT, "text/javascript; charset=utf-8")?,
-        stylesheet: Asset::new(STYLESHEET_PATH, STYLESHEET, "text/css; charset=utf-8")?,
-        report_script: Asset::new(
-            REPORT_SCRIPT_PATH,
-            REPORT_SCRIPT,
-            "text/javascript; charset=utf-8",
-        )?,
+        shell,
+        script_src: script.versioned_url.clone(),
+        stylesheet_href: stylesheet.versioned_url.clone(),
+        report_script_src: report_script.versioned_url.clone(),
         reads: Coalesce::new(),
     });
     let (data, _) = documented().split_for_parts();
     Ok(data
         .route("/w/{sale_id}/control", get(control_page))
-        .route(SCRIPT_PATH, get(script))
-        .route(STYLESHEET_PATH, get(stylesheet))
+        .route(SCRIPT_PATH, asset_route(script))
+        .route(STYLESHEET_PATH, asset_route(stylesheet))
         .route("/w/{sale_id}/report", get(report_page))
-        .route(REPORT_SCRIPT_PATH, get(report_script))
+        .route(REPORT_SCRIPT_PATH, asset_route(report_script))
+        .route(admin_path, admin_script)
         .with_state(room))
 }
 
@@ -377,16 +384,18 @@ async fn control_page(
     let sale_id = sale.as_uuid().hyphenated().to_string();
     let config = PageConfig {
         sale_id: &sale_id,
-        api_base_url: &room.api_base_url,
+        api_base_url: room.shell.api_base_url(),
         data_url: format!("/w/{sale_id}/control/data"),
     };
-    let config_json = crate::page::page_config_json(&config)?;
-    let html = TEMPLATE
-        .replace("{{config_json}}", &config_json)
-        .replace("{{sale_id}}", &sale_id)
-        .replace("{{stylesheet_href}}", &room.stylesheet.versioned_url)
-        .replace("{{script_src}}", &room.script.versioned_url);
-    Ok(crate::page::admin_page(html, room.api_origin.as_deref()))
+    room.shell.render(
+        TEMPLATE,
+        &config,
+        &[
+            ("{{sale_id}}", &sale_id),
+            ("{{stylesheet_href}}", &room.stylesheet_href),
+            ("{{script_src}}", &room.script_src),
+        ],
+    )
 }
 
 /// What the report page's script is told.
@@ -408,40 +417,18 @@ async fn report_page(
     let sale_id = sale.as_uuid().hyphenated().to_string();
     let config = ReportPageConfig {
         sale_id: &sale_id,
-        api_base_url: &room.api_base_url,
+        api_base_url: room.shell.api_base_url(),
         report_path: format!("/api/admin/sales/{sale_id}/report"),
     };
-    let config_json = crate::page::page_config_json(&config)?;
-    let html = REPORT_TEMPLATE
-        .replace("{{config_json}}", &config_json)
-        .replace("{{sale_id}}", &sale_id)
-        .replace("{{stylesheet_href}}", &room.stylesheet.versioned_url)
-        .replace("{{script_src}}", &room.report_script.versioned_url);
-    Ok(crate::page::admin_page(html, room.api_origin.as_deref()))
-}
-
-async fn report_script(
-    State(room): State<Arc<ControlRoom>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    room.report_script.respond(query.as_deref(), &headers)
-}
-
-async fn script(
-    State(room): State<Arc<ControlRoom>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    room.script.respond(query.as_deref(), &headers)
-}
-
-async fn stylesheet(
-    State(room): State<Arc<ControlRoom>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    room.stylesheet.respond(query.as_deref(), &headers)
+    room.shell.render(
+        REPORT_TEMPLATE,
+        &config,
+        &[
+            ("{{sale_id}}", &sale_id),
+            ("{{stylesheet_href}}", &room.stylesheet_href),
+            ("{{script_src}}", &room.report_script_src),
+        ],
+    )
 }
 
 fn rfc3339(ms: u64) -> String {

@@ -225,7 +225,11 @@ async fn the_control_page_is_served_without_outside_assets() -> anyhow::Result<(
         !html.contains("http://") && !html.contains("https://"),
         "{html}"
     );
-    for asset in ["/w/assets/control.js?v=", "/w/assets/control.css?v="] {
+    for asset in [
+        "/w/assets/admin.js?v=",
+        "/w/assets/control.js?v=",
+        "/w/assets/control.css?v=",
+    ] {
         let start = html
             .find(asset)
             .ok_or_else(|| anyhow::anyhow!("no {asset}"))?;
@@ -261,7 +265,17 @@ async fn the_console_is_served_at_w_admin_beside_the_sales_routes() -> anyhow::R
     assert!(html.contains("<title>Console · Dropline</title>"), "{html}");
     assert!(html.contains("\"api_base_url\""), "{html}");
     assert!(!html.contains("https://"), "{html}");
+    // admin.js, the sign-in shared with the control room and the report, loads first.
+    let (admin, own) = (
+        html.find("/w/assets/admin.js?v="),
+        html.find("/w/assets/console.js?v="),
+    );
+    assert!(
+        admin.is_some() && admin < own,
+        "admin.js before console.js: {html}"
+    );
     for (asset, needle) in [
+        ("/w/assets/admin.js?v=", "dropline.admin.auth"),
         ("/w/assets/console.js?v=", "/api/admin/sales/"),
         ("/w/assets/console.css?v=", "[hidden]"),
     ] {

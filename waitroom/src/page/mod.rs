@@ -59,6 +59,7 @@
 //! the stylesheet, [`headers`] the headers of every HTML page (shared with the control room), and
 //! [`stripe`] the Stripe step's settings and policy sources.
 
+pub mod admin;
 pub mod assets;
 pub mod headers;
 pub mod i18n;
