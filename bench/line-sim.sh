@@ -6,22 +6,25 @@
 # 1. makes sure MariaDB, Redis and RabbitMQ are up;
 # 2. builds `dropline` and `line-sim` (release; --debug uses the debug builds; LINE_DROPLINE
 #    names a server binary already built instead);
-# 3. starts `dropline all` on free ports with its own database (LINE_DATABASE, dl_line), Redis
-#    key prefix and queue prefix (LINE_PREFIX, dlline), both wiped first, and signing keys
-#    written for this run (per-IP limits raised: every buyer comes from 127.0.0.1);
+# 3. starts the line's side of compose/local's topology as local processes
+#    (compose/lib/topology.sh): LINE_REPLICAS (2) `dropline waitroom` and as many `dropline api`
+#    behind nginx (no workers: nobody orders), with its own database (LINE_DATABASE, dl_line),
+#    Redis key prefix and queue prefix (LINE_PREFIX, dlline), both wiped first, and keys made
+#    for this run (per-IP limits raised: every buyer comes from 127.0.0.1);
 # 4. makes an admin, a product and a sale through the public API: STOCK units (BUYERS),
 #    admit_per_second ADMIT (100), opening OPEN_IN seconds (15) from now;
 # 5. runs line-sim with BUYERS buyers (1000000) and CONNECTIONS (64), PRE_OPEN (0.5),
 #    ABANDON (0.1), LEAVE (0.05), SPREAD (10 s), MAX_SECONDS (0: until nobody waits), while
 #    sampling every 2 s the sale's queue length (GET /w/{id}/stats) and Redis `INFO memory`;
 # 6. reads Redis `INFO cpu` before and after and reports bytes per waiting buyer (the largest
-#    line seen against Redis's used_memory before the run) and Redis CPU seconds per 1,000
-#    status polls; then stops Dropline and deletes its database, keys and queues.
+#    line seen against Redis's used_memory before the run), Redis CPU seconds per 1,000
+#    status polls, and the server's admissions (admitted_total) in the busiest 10 s against
+#    R x 10; then stops Dropline and deletes its database, keys and queues.
 #
 # Redis is the machine's shared one: memory and CPU are the whole server's, so whatever else
 # runs against it (tests, CI) is counted too; on a quiet machine that is only this run.
 # Output: artifacts/line-sim/ (line-sim.json: the tool's figures; redis.json: Redis's side;
-# samples.tsv: the 2 s samples; dropline.log).
+# samples.tsv: the 2 s samples; topo/: every process's log, nginx's config and logs).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +37,7 @@ extra=()
 while (($# > 0)); do
     case "$1" in
         --debug) profile=debug ;;
-        -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *) dl_die "unknown option $1 (see --help)" ;;
     esac
@@ -65,75 +68,51 @@ art="artifacts/line-sim"
 rm -rf "${art}"
 mkdir -p "${art}"
 
-export DROPLINE_MYSQL__URL="mysql://root@127.0.0.1:3306/${database}"
-export DROPLINE_REDIS__KEY_PREFIX="${prefix}"
-export DROPLINE_AMQP__PREFIX="${prefix}"
-export DROPLINE_WAITROOM__LISTEN="127.0.0.1:0"
-export DROPLINE_API__LISTEN="127.0.0.1:0"
-export DROPLINE_LOG_FORMAT="json"
-export DROPLINE_LOG_FILTER="${DROPLINE_LOG_FILTER:-warn}"
-export DROPLINE_WAITROOM__JOIN_PER_IP_PER_MINUTE=1000000000
-export DROPLINE_WAITROOM__STATUS_PER_IP_PER_MINUTE=1000000000
-export DROPLINE_LIMITS__LOGIN_PER_IP_PER_MINUTE=1000000000
-openssl genpkey -algorithm ed25519 -out "${art}/access.pem" 2>/dev/null
-openssl genpkey -algorithm ed25519 -out "${art}/pass.pem" 2>/dev/null
-export DROPLINE_AUTH__SIGNING_KEY_FILE="${art}/access.pem"
-export DROPLINE_PASSES__SIGNING_KEY_FILE="${art}/pass.pem"
-
 cleanup_data() {
     dl_mysql -e "DROP DATABASE IF EXISTS \`${database}\`"
     dl_cleanup_redis_keys "${prefix}"
     dl_cleanup_rabbitmq "${prefix}"
 }
-dl_log "line-sim: wiping its database (${database}) and keys (${prefix})"
-cleanup_data
-
-"${dropline}" user create --email line-admin@example.com --password line-admin-password \
-    --admin >/dev/null
-
-server_pid="" sampler_pid=""
+sampler_pid=""
 # shellcheck disable=SC2317 # invoked by the EXIT trap
-stop_all() {
-    local pid
-    for pid in "${sampler_pid}" "${server_pid}"; do
-        if [[ -n "${pid}" ]]; then
-            kill -TERM "${pid}" 2>/dev/null || true
-            wait "${pid}" 2>/dev/null || true
-        fi
-    done
-    sampler_pid="" server_pid=""
+stop_processes() {
+    if [[ -n "${sampler_pid}" ]]; then
+        kill -TERM "${sampler_pid}" 2>/dev/null || true
+        wait "${sampler_pid}" 2>/dev/null || true
+        sampler_pid=""
+    fi
+    # The topology's processes (compose/lib/topology.sh).
+    if declare -F stop_all >/dev/null; then stop_all; fi
 }
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 on_exit() {
-    stop_all
+    stop_processes
     cleanup_data >/dev/null 2>&1 || true
 }
 trap on_exit EXIT
-"${dropline}" all >"${art}/dropline.log" 2>&1 &
-server_pid=$!
-api="" waitroom=""
-deadline=$((SECONDS + 120))
-while ((SECONDS < deadline)) && [[ -z "${api}" ]]; do
-    kill -0 "${server_pid}" 2>/dev/null || { tail -20 "${art}/dropline.log" >&2; dl_die "dropline all exited"; }
-    api="$(grep -m1 -oE 'api listening on http://[0-9.:]+' "${art}/dropline.log" | grep -oE 'http://[0-9.:]+' || true)"
-    sleep 0.2
-done
-[[ -n "${api}" ]] || { tail -20 "${art}/dropline.log" >&2; dl_die "dropline all did not start"; }
-waitroom="$(grep -m1 -oE 'waitroom listening on http://[0-9.:]+' "${art}/dropline.log" | grep -oE 'http://[0-9.:]+')"
-dl_log "line-sim: api ${api}, waitroom ${waitroom}"
-
-json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-token="$(curl -sf -H 'content-type: application/json' \
-    -d '{"email":"line-admin@example.com","password":"line-admin-password"}' \
-    "${api}/api/auth/login" | json_field access_token)"
-product="$(curl -sf -H 'content-type: application/json' -H "authorization: Bearer ${token}" \
-    -d '{"name":"Limited chair","price":390000,"currency":"KRW"}' \
-    "${api}/api/admin/products" | json_field id)"
+# shellcheck source=compose/lib/topology.sh
+source "${repo_root}/compose/lib/topology.sh"
+TOPO_TAG=line
+TOPO_RUN="${repo_root}/${art}/topo"
+TOPO_DB="${database}"
+TOPO_PREFIX="${prefix}"
+TOPO_REPLICAS="${LINE_REPLICAS:-2}"
+# The line alone: nobody orders, so no workers (the admitter runs in the waitrooms).
+topo_kinds=()
+topo_prepare
+bin="$(cd "$(dirname "${dropline}")" && pwd)/$(basename "${dropline}")"
+topo_init_run
+topo_export_env --lift-ip-limits
+export DROPLINE_LOG_FILTER="${LINE_LOG_FILTER:-warn}"
+topo_wipe
+topo_migrate_and_users
+topo_start_replicas
+topo_start_nginx
 opens_at="$(date -u -d "+${open_in} seconds" +%Y-%m-%dT%H:%M:%SZ)"
-sale="$(curl -sf -H 'content-type: application/json' -H "authorization: Bearer ${token}" \
-    -d "{\"product_id\":\"${product}\",\"stock\":${stock},\"opens_at\":\"${opens_at}\",\"per_user_limit\":1,\"hold_seconds\":600,\"admit_per_second\":${admit}}" \
-    "${api}/api/admin/sales" | json_field id)"
-dl_log "line-sim: sale ${sale}, stock ${stock}, opens ${opens_at}, admit_per_second ${admit}"
+topo_make_sale "${stock}" "${opens_at}" "${admit}" '"hold_seconds":600'
+waitroom="${base}"
+signing_key="${keydir}/access.pem"
+dl_log "line-sim: sale ${sale}, stock ${stock}, opens ${opens_at}, admit_per_second ${admit}, waitroom ${waitroom}"
 
 redis_info() { dl_redis_cli info "$1" | tr -d '\r'; }
 field() { awk -F: -v k="$1" '$1 == k { print $2 }'; }
@@ -142,8 +121,9 @@ mem_before="$(redis_info memory | field used_memory)"
 cpu_before="$(cpu_seconds)"
 (
     while :; do
-        q="$(curl -sf "${waitroom}/w/${sale}/stats" | json_field queue_length 2>/dev/null || echo -1)"
-        printf '%s\t%s\t%s\n' "$(date +%s)" "${q}" "$(redis_info memory | field used_memory)"
+        # queue_length and admitted_total (the server's count, silent buyers' admissions too).
+        stats="$(curl -sf "${waitroom}/w/${sale}/stats" | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["queue_length"], d["admitted_total"])' 2>/dev/null || echo "-1 -1")"
+        printf '%s\t%s\t%s\t%s\n' "$(date +%s%3N)" "${stats% *}" "$(redis_info memory | field used_memory)" "${stats#* }"
         sleep 2
     done
 ) >"${art}/samples.tsv" 2>/dev/null &
@@ -151,24 +131,34 @@ sampler_pid=$!
 
 set +e
 "${target}/line-sim" --waitroom "${waitroom}" --sale "${sale}" \
-    --signing-key "${art}/access.pem" --buyers "${buyers}" --admit-per-second "${admit}" \
+    --signing-key "${signing_key}" --buyers "${buyers}" --admit-per-second "${admit}" \
     --connections "${CONNECTIONS:-64}" --pre-open "${PRE_OPEN:-0.5}" --abandon "${ABANDON:-0.1}" \
     --leave "${LEAVE:-0.05}" --spread-seconds "${SPREAD:-10}" --max-seconds "${MAX_SECONDS:-0}" \
     --out "${art}/line-sim.json" "${extra[@]}" 2>&1 | tee "${art}/line-sim.txt"
 rc="${PIPESTATUS[0]}"
 set -e
 cpu_after="$(cpu_seconds)"
-stop_all
-python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" <<'PY'
+stop_processes
+python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" "${admit}" <<'PY'
 import json, sys
 art, mem_before, cpu_before, cpu_after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+rate = float(sys.argv[5])
 sim = json.load(open(f"{art}/line-sim.json"))
-samples = []
+samples = []  # (ms, queue_length, used_memory, admitted_total)
 for line in open(f"{art}/samples.tsv"):
     parts = line.split()
-    if len(parts) == 3 and parts[1].lstrip("-").isdigit() and parts[2].isdigit():
-        samples.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    if len(parts) == 4 and all(p.lstrip("-").isdigit() for p in parts) and int(parts[1]) >= 0:
+        samples.append(tuple(int(p) for p in parts))
 peak = max(samples, key=lambda s: s[1], default=None)
+# The server's admissions (admitted_total, read every 2 s) over every span of at least 10 s:
+# the most in any such span, scaled to 10 s, against R x 10 (#22: within 1 % + a tick + 1).
+most_10s = None
+for i, (t0, _, _, a0) in enumerate(samples):
+    for t1, _, _, a1 in samples[i + 1:]:
+        if t1 - t0 >= 10_000:
+            per_10s = (a1 - a0) * 10_000 / (t1 - t0)
+            most_10s = per_10s if most_10s is None else max(most_10s, per_10s)
+            break
 per_buyer = None
 if peak and peak[1] > 0:
     per_buyer = (peak[2] - mem_before) / peak[1]
@@ -182,13 +172,18 @@ out = {
     "redis_cpu_seconds": cpu,
     "status_polls": polls,
     "redis_cpu_seconds_per_1000_polls": cpu / polls * 1000 if polls else None,
+    "admitted_total": samples[-1][3] if samples else None,
+    "most_admitted_in_10s": most_10s,
+    "most_admitted_in_10s_over_r10": most_10s / (rate * 10) if most_10s is not None and rate else None,
     "note": "the machine's shared Redis: memory and CPU include whatever else ran against it",
 }
 json.dump(out, open(f"{art}/redis.json", "w"), indent=2)
 fmt = lambda v, f: "-" if v is None else format(v, f)
 print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
       f"{fmt(per_buyer, '.0f')} B per waiting buyer, {cpu:.2f} CPU s over {polls} polls "
-      f"({fmt(out['redis_cpu_seconds_per_1000_polls'], '.3f')} s per 1,000)")
+      f"({fmt(out['redis_cpu_seconds_per_1000_polls'], '.3f')} s per 1,000); server admitted "
+      f"{out['admitted_total']}, most in 10 s {fmt(most_10s, '.0f')} "
+      f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10)")
 PY
 dl_log "line-sim: output in ${art}/ (line-sim exit ${rc})"
 exit "${rc}"
