@@ -117,8 +117,26 @@ dl_log "line-sim: sale ${sale}, stock ${stock}, opens ${opens_at}, admit_per_sec
 redis_info() { dl_redis_cli info "$1" | tr -d '\r'; }
 field() { awk -F: -v k="$1" '$1 == k { print $2 }'; }
 cpu_seconds() { redis_info cpu | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.3f\n", s }'; }
+# CPU seconds (user + system) of the processes started as NAME... (waitroom-1, nginx, ...).
+proc_cpu() {
+    local name pid total=0 ticks
+    ticks="$(getconf CLK_TCK)"
+    for name in "$@"; do
+        pid="$(pid_of "${name}")" || continue
+        # The process and its children (nginx's worker). Fields 14 and 15 of /proc/PID/stat,
+        # counted after the parenthesised command name.
+        for pid in "${pid}" $(pgrep -P "${pid}" || true); do
+            total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/${pid}/stat" 2>/dev/null || echo 0)))
+        done
+    done
+    awk -v t="${total}" -v k="${ticks}" 'BEGIN { printf "%.2f\n", t / k }'
+}
+waitrooms=()
+for ((n = 1; n <= TOPO_REPLICAS; n++)); do waitrooms+=("waitroom-${n}"); done
 mem_before="$(redis_info memory | field used_memory)"
 cpu_before="$(cpu_seconds)"
+waitroom_cpu_before="$(proc_cpu "${waitrooms[@]}")"
+nginx_cpu_before="$(proc_cpu nginx)"
 (
     while :; do
         # queue_length and admitted_total (the server's count, silent buyers' admissions too).
@@ -138,11 +156,37 @@ set +e
 rc="${PIPESTATUS[0]}"
 set -e
 cpu_after="$(cpu_seconds)"
+# Where the memory is, while the line is still long (at --max-seconds it is): every key of the
+# run's prefix with MEMORY USAGE, summed by its name with ids folded (keys.tsv).
+dl_redis_cli --scan --pattern "${prefix}:*" >"${art}/keys.txt" || true
+sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' "${art}/keys.txt" | dl_redis_cli >"${art}/usage.txt" 2>/dev/null || true
+queue_at_end="$(curl -sf "${waitroom}/w/${sale}/stats" | json_field queue_length 2>/dev/null || echo -1)"
+python3 - "${art}" "${queue_at_end}" <<'PY' || true
+import collections, re, sys
+art, line = sys.argv[1], int(sys.argv[2])
+keys = open(f"{art}/keys.txt", encoding="utf-8", errors="replace").read().splitlines()
+usage = open(f"{art}/usage.txt").read().split()
+groups = collections.defaultdict(lambda: [0, 0])
+for key, used in zip(keys, usage):
+    name = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "{id}", key)
+    name = re.sub(r"\{id\}:.*$", "{id}:…", name, count=0) if name.count("{id}") > 1 else name
+    groups[name][0] += 1
+    groups[name][1] += int(used) if used.isdigit() else 0
+total = sum(b for _, b in groups.values())
+with open(f"{art}/keys.tsv", "w") as out:
+    out.write(f"# queue_length {line}; {len(keys)} keys, {total} bytes by MEMORY USAGE\n")
+    for name, (n, b) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
+        per = f"{b / line:.1f}" if line > 0 else "-"
+        out.write(f"{name}\t{n} keys\t{b} B\t{per} B per waiting buyer\n")
+print(open(f"{art}/keys.tsv").read(), end="")
+PY
+waitroom_cpu="$(awk -v a="$(proc_cpu "${waitrooms[@]}")" -v b="${waitroom_cpu_before}" 'BEGIN { print a - b }')"
+nginx_cpu="$(awk -v a="$(proc_cpu nginx)" -v b="${nginx_cpu_before}" 'BEGIN { print a - b }')"
 stop_processes
-python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" "${admit}" <<'PY'
+python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" "${admit}" "${waitroom_cpu}" "${nginx_cpu}" <<'PY'
 import json, sys
 art, mem_before, cpu_before, cpu_after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-rate = float(sys.argv[5])
+rate, waitroom_cpu, nginx_cpu = float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 sim = json.load(open(f"{art}/line-sim.json"))
 samples = []  # (ms, queue_length, used_memory, admitted_total)
 for line in open(f"{art}/samples.tsv"):
@@ -163,6 +207,8 @@ per_buyer = None
 if peak and peak[1] > 0:
     per_buyer = (peak[2] - mem_before) / peak[1]
 polls = sim.get("polls_total", 0)
+# Every request the waitrooms answered (joins, polls, leaves), from the tool's answer counts.
+requests = sum(sim.get("answers", {}).values()) or polls
 cpu = cpu_after - cpu_before
 out = {
     "used_memory_before": mem_before,
@@ -172,6 +218,9 @@ out = {
     "redis_cpu_seconds": cpu,
     "status_polls": polls,
     "redis_cpu_seconds_per_1000_polls": cpu / polls * 1000 if polls else None,
+    "waitroom_cpu_seconds": waitroom_cpu,
+    "waitroom_cpu_seconds_per_1000_requests": waitroom_cpu / requests * 1000 if requests else None,
+    "nginx_cpu_seconds": nginx_cpu,
     "admitted_total": samples[-1][3] if samples else None,
     "most_admitted_in_10s": most_10s,
     "most_admitted_in_10s_over_r10": most_10s / (rate * 10) if most_10s is not None and rate else None,
@@ -181,7 +230,9 @@ json.dump(out, open(f"{art}/redis.json", "w"), indent=2)
 fmt = lambda v, f: "-" if v is None else format(v, f)
 print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
       f"{fmt(per_buyer, '.0f')} B per waiting buyer, {cpu:.2f} CPU s over {polls} polls "
-      f"({fmt(out['redis_cpu_seconds_per_1000_polls'], '.3f')} s per 1,000); server admitted "
+      f"({fmt(out['redis_cpu_seconds_per_1000_polls'], '.3f')} s per 1,000); waitrooms "
+      f"{waitroom_cpu:.2f} CPU s ({fmt(out['waitroom_cpu_seconds_per_1000_requests'], '.3f')} s per "
+      f"1,000 requests), nginx {nginx_cpu:.2f} s; server admitted "
       f"{out['admitted_total']}, most in 10 s {fmt(most_10s, '.0f')} "
       f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10)")
 PY
