@@ -192,9 +192,9 @@ pub async fn repair(orders: &Orders, mysql: &MySqlPool, caller: &str) -> anyhow:
 /// Ends the admissions (`adm`) of buyers who have paid for `per_user_limit` units in MySQL
 /// and returns how many. The lost writes that made Redis forget a paid order also took back
 /// its PAID arrow's `ZREM adm`: the buyer, done and gone, stays admitted until the admission's
-/// deadline (minutes), and the admitter's stock rule (`(active + admitted) × need ≤ avail +
-/// held`) keeps a unit for each such buyer, so the line stops with units left (the forced-loss
-/// chaos runs). Run after a [`repair`] that moved units (the sign of those lost writes).
+/// deadline (minutes), and the admitter's stock rule (`stock_room` in `lua/lib/prelude.lua`:
+/// every admitted buyer may still claim `per_user_limit` units) keeps units for each such
+/// buyer, so the line stops with units left (the forced-loss chaos runs). Run after a [`repair`] that moved units (the sign of those lost writes).
 /// Removing a member is what `confirm.lua` does; a buyer MySQL has at the limit can buy nothing
 /// more, so it is safe whatever runs meanwhile.
 pub async fn end_spent_admissions(orders: &Orders, mysql: &MySqlPool) -> anyhow::Result<usize> {
