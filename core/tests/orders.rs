@@ -544,6 +544,57 @@ async fn amounts_are_exact_integers_past_two_to_the_53() -> anyhow::Result<()> {
     env.cleanup().await
 }
 
+/// `Outbox::done` deletes before it acknowledges, so losing either half heals: an entry
+/// deleted whose acknowledgement never ran leaves only a pending id, which the next claim
+/// drops; an entry acknowledged but never deleted (the old order, after a timed-out `XDEL`)
+/// could not be reached by anything and kept the outbox from draining.
+#[tokio::test]
+async fn an_outbox_entry_whose_acknowledgement_was_lost_still_drains() -> anyhow::Result<()> {
+    use fred::interfaces::StreamsInterface;
+    use std::time::Duration;
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = TestSale::arm(&redis, Spec::default()).await?;
+    held_order(&sale, 1).await?;
+    held_order(&sale, 1).await?;
+    let outbox = dropline_core::orders::outbox::Outbox::new(&redis, sale.id);
+    outbox.ensure_group().await?;
+    let entries = outbox.read("reader-1", 100).await?;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    // The first: `done` ran whole. The second: its XDEL ran and its XACK was lost.
+    outbox.done(&[entries[0].id.clone()]).await?;
+    let _: i64 = redis
+        .pool()
+        .xdel(outbox.key(), vec![entries[1].id.clone()])
+        .await?;
+    let len: u64 = redis.pool().xlen(outbox.key()).await?;
+    assert_eq!(len, 0, "the stream is drained");
+    let pending = |redis: &dropline_core::clients::redis::Redis| {
+        let redis = redis.clone();
+        let key = outbox.key().to_owned();
+        async move {
+            let summary: fred::types::Value = redis
+                .pool()
+                .xpending(key.as_str(), dropline_core::orders::outbox::GROUP, ())
+                .await?;
+            let count = match summary {
+                fred::types::Value::Array(parts) => parts
+                    .first()
+                    .and_then(fred::types::Value::as_u64)
+                    .unwrap_or(u64::MAX),
+                other => anyhow::bail!("XPENDING: {other:?}"),
+            };
+            anyhow::Ok(count)
+        }
+    };
+    assert_eq!(pending(&redis).await?, 1, "one id left pending");
+    // Another reader's claim returns nothing to record and clears the pending list.
+    let claimed = outbox.claim_idle("reader-2", 100, Duration::ZERO).await?;
+    assert!(claimed.is_empty(), "{claimed:?}");
+    assert_eq!(pending(&redis).await?, 0, "the pending list is clear");
+    env.cleanup().await
+}
+
 #[tokio::test]
 async fn every_allowed_arrow_moves_the_stock_exactly() -> anyhow::Result<()> {
     let env = TestEnv::new()?;

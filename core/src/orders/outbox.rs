@@ -110,6 +110,18 @@ impl Outbox {
 
     /// Takes over up to `count` entries another reader has held longer than [`CLAIM_IDLE`].
     pub async fn claim_stale(&self, consumer: &str, count: u64) -> anyhow::Result<Vec<Entry>> {
+        self.claim_idle(consumer, count, CLAIM_IDLE).await
+    }
+
+    /// As [`Outbox::claim_stale`], for entries held longer than `idle`. Pending entries whose
+    /// stream entry is gone (deleted by a [`Outbox::done`] whose acknowledgement was lost) are
+    /// not returned: `XAUTOCLAIM` drops them from the pending list.
+    pub async fn claim_idle(
+        &self,
+        consumer: &str,
+        count: u64,
+        idle: Duration,
+    ) -> anyhow::Result<Vec<Entry>> {
         let reply: Value = self
             .redis
             .pool()
@@ -117,7 +129,7 @@ impl Outbox {
                 self.key.as_str(),
                 GROUP,
                 consumer,
-                u64::try_from(CLAIM_IDLE.as_millis()).unwrap_or(u64::MAX),
+                u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
                 "0-0",
                 Some(count),
                 false,
@@ -133,20 +145,29 @@ impl Outbox {
         self.entries(items)
     }
 
-    /// Acknowledges and deletes entries MySQL has.
+    /// Deletes and then acknowledges entries MySQL has.
+    ///
+    /// In that order because a command can fail on the client (a timeout: Redis paused, or a
+    /// failover) and still run on the server afterwards. Acknowledged first, an entry whose
+    /// `XDEL` then failed stayed in the stream for good, out of every pending list, so nothing
+    /// would ever look at it again and the sale's outbox never drained (a chaos run's 3 s Redis
+    /// stall did this to 2 entries). Deleted first, whatever half of the pair is lost heals: an
+    /// entry still in the stream is still pending and is claimed again after [`CLAIM_IDLE`]
+    /// (recording it twice is harmless), and a pending id whose entry is gone is dropped from
+    /// the pending list by that claim.
     pub async fn done(&self, ids: &[String]) -> anyhow::Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let pool = self.redis.pool();
         let _: i64 = pool
-            .xack(self.key.as_str(), GROUP, ids.to_vec())
-            .await
-            .with_context(|| format!("acknowledging outbox entries of sale {}", self.sale))?;
-        let _: i64 = pool
             .xdel(self.key.as_str(), ids.to_vec())
             .await
             .with_context(|| format!("deleting outbox entries of sale {}", self.sale))?;
+        let _: i64 = pool
+            .xack(self.key.as_str(), GROUP, ids.to_vec())
+            .await
+            .with_context(|| format!("acknowledging outbox entries of sale {}", self.sale))?;
         Ok(())
     }
 
