@@ -29,7 +29,7 @@ use dropline_core::http::error::ApiError;
 use serde::Serialize;
 
 use crate::page::Asset;
-use crate::page::admin::{AdminShell, asset_route};
+use crate::page::admin::AdminShell;
 
 const TEMPLATE: &str = include_str!("../assets/console.html");
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -55,7 +55,7 @@ struct PageConfig<'a> {
 }
 
 /// The console's routes: the page and its two assets (for browsers, not in the OpenAPI
-/// document; the shared `admin.js` is served by [`crate::control::routes`]).
+/// document; the shared `admin.js` is served by [`crate::page::admin::routes`]).
 pub fn routes(config: &WaitroomConfig) -> anyhow::Result<axum::Router> {
     let script = Arc::new(Asset::new(
         SCRIPT_PATH,
@@ -74,8 +74,8 @@ pub fn routes(config: &WaitroomConfig) -> anyhow::Result<axum::Router> {
     });
     Ok(axum::Router::new()
         .route(PAGE_PATH, get(page))
-        .route(SCRIPT_PATH, asset_route(script))
-        .route(STYLESHEET_PATH, asset_route(stylesheet))
+        .route(SCRIPT_PATH, script.route())
+        .route(STYLESHEET_PATH, stylesheet.route())
         .with_state(console))
 }
 

@@ -60,7 +60,7 @@ use utoipa_axum::routes;
 
 use crate::docs::{Error, SaleIdParam, SaleState as SaleStateDoc};
 use crate::page::Asset;
-use crate::page::admin::{AdminShell, asset_route};
+use crate::page::admin::AdminShell;
 use crate::queue::Reply;
 use crate::scripts::WR_CONTROL;
 use dropline_core::sale::SaleState;
@@ -115,8 +115,6 @@ pub fn routes(
     )?);
     let report_script = Arc::new(Asset::new(REPORT_SCRIPT_PATH, REPORT_SCRIPT, javascript)?);
     let shell = AdminShell::new(config)?;
-    // admin.js is served here once for the three administrators' pages (the console too).
-    let (admin_path, admin_script) = shell.script_route();
     let room = Arc::new(ControlRoom {
         redis,
         access,
@@ -129,11 +127,10 @@ pub fn routes(
     let (data, _) = documented().split_for_parts();
     Ok(data
         .route("/w/{sale_id}/control", get(control_page))
-        .route(SCRIPT_PATH, asset_route(script))
-        .route(STYLESHEET_PATH, asset_route(stylesheet))
+        .route(SCRIPT_PATH, script.route())
+        .route(STYLESHEET_PATH, stylesheet.route())
         .route("/w/{sale_id}/report", get(report_page))
-        .route(REPORT_SCRIPT_PATH, asset_route(report_script))
-        .route(admin_path, admin_script)
+        .route(REPORT_SCRIPT_PATH, report_script.route())
         .with_state(room))
 }
 

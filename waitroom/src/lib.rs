@@ -89,6 +89,7 @@ pub fn build_on(
         .merge(page::routes(&config.waitroom, &config.payment)?)
         .merge(control::routes(&config.waitroom, redis, access)?)
         .merge(console::routes(&config.waitroom)?)
+        .merge(page::admin::routes()?)
         .merge(openapi_route());
     Ok(Server::on(
         "waitroom",

@@ -1,7 +1,7 @@
 //! What the administrators' pages share (the console [`crate::console`], the control room and
 //! the sale report [`crate::control`]): `assets/admin.js` (the sign-in, the tokens, the
 //! authenticated calls; one copy for the three pages, so one session) served at
-//! [`SCRIPT_PATH`], and [`AdminShell::render`], which fills a page's template and serves it
+//! [`SCRIPT_PATH`] ([`routes`], mounted once), and [`AdminShell::render`], which fills a page's template and serves it
 //! with [`super::admin_page`]'s headers.
 //!
 //! Every template carries `{{config_json}}` (the page's settings), `{{admin_src}}` (this
@@ -10,10 +10,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::RawQuery;
-use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{MethodRouter, get};
 use dropline_core::config::WaitroomConfig;
 use dropline_core::http::error::ApiError;
 use serde::Serialize;
@@ -29,7 +26,8 @@ pub const SCRIPT_PATH: &str = "/w/assets/admin.js";
 pub(crate) struct AdminShell {
     api_base_url: String,
     api_origin: Option<String>,
-    script: Arc<Asset>,
+    /// `admin.js`'s fingerprinted URL.
+    script_src: String,
 }
 
 impl AdminShell {
@@ -43,24 +41,14 @@ impl AdminShell {
         Ok(Self {
             api_base_url,
             api_origin,
-            script: Arc::new(Asset::new(
-                SCRIPT_PATH,
-                SCRIPT,
-                "text/javascript; charset=utf-8",
-            )?),
+            script_src: Asset::new(SCRIPT_PATH, SCRIPT, "text/javascript; charset=utf-8")?
+                .versioned_url,
         })
     }
 
     /// `waitroom.api_base_url` without a trailing `/` (empty: the api shares this origin).
     pub(crate) fn api_base_url(&self) -> &str {
         &self.api_base_url
-    }
-
-    /// The route that serves `admin.js` (fingerprinted and cached like every asset).
-    pub(crate) fn script_route<S: Clone + Send + Sync + 'static>(
-        &self,
-    ) -> (&'static str, MethodRouter<S>) {
-        (SCRIPT_PATH, asset_route(self.script.clone()))
     }
 
     /// A page: `template` with `{{config_json}}` (`config` as JSON made safe for the
@@ -75,7 +63,7 @@ impl AdminShell {
         let config_json = super::page_config_json(config)?;
         let mut html = template
             .replace("{{config_json}}", &config_json)
-            .replace("{{admin_src}}", &self.script.versioned_url);
+            .replace("{{admin_src}}", &self.script_src);
         for (key, value) in fills {
             html = html.replace(key, value);
         }
@@ -83,13 +71,10 @@ impl AdminShell {
     }
 }
 
-/// A `GET` route serving one compiled-in asset.
-pub(crate) fn asset_route<S: Clone + Send + Sync + 'static>(asset: Arc<Asset>) -> MethodRouter<S> {
-    get(
-        move |RawQuery(query): RawQuery, headers: HeaderMap| async move {
-            asset.respond(query.as_deref(), &headers)
-        },
-    )
+/// The route of `admin.js`, mounted once for the three pages (`crate::build_on`).
+pub(crate) fn routes() -> anyhow::Result<axum::Router> {
+    let script = Asset::new(SCRIPT_PATH, SCRIPT, "text/javascript; charset=utf-8")?;
+    Ok(axum::Router::new().route(SCRIPT_PATH, Arc::new(script).route()))
 }
 
 #[cfg(test)]

@@ -4,8 +4,12 @@
 //! and five minutes for a bare one, and `ETag` / `If-None-Match` revalidation. The control room
 //! serves its own assets with the same [`Asset`].
 
+use std::sync::Arc;
+
+use axum::extract::RawQuery;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
 
 pub(crate) const SCRIPT: &str = include_str!("../../assets/waiting.js");
 pub(crate) const STYLESHEET: &str = include_str!("../../assets/waiting.css");
@@ -45,6 +49,15 @@ impl Asset {
             version,
             etag,
         })
+    }
+
+    /// A `GET` route serving this asset (for the pages whose handlers need no other state).
+    pub(crate) fn route<S: Clone + Send + Sync + 'static>(self: Arc<Self>) -> MethodRouter<S> {
+        get(
+            move |RawQuery(query): RawQuery, headers: HeaderMap| async move {
+                self.respond(query.as_deref(), &headers)
+            },
+        )
     }
 
     pub(crate) fn respond(&self, query: Option<&str>, headers: &HeaderMap) -> Response {
