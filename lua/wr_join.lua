@@ -36,6 +36,10 @@
 --   sold_out  avail <= 0 and held <= 0 (nothing left and nothing that can come back)
 --   scheduled now < opens_at
 --
+-- A batch: the edge answers concurrent joins of one sale with one call. The users are handled in
+-- order, exactly as if each had made its own call at the same instant (one TIME for the batch);
+-- what no join changes (the sale's state, its settings, the ETA's inputs) is read once.
+--
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
 --          max_active, per_user_limit, pow_difficulty, mode)
 -- KEYS[2]  avail (units available)
@@ -46,43 +50,49 @@
 -- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
 --          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
 -- KEYS[8]  skip (zset: skipped places, the layout of q)
--- KEYS[9]  the challenge's spent marker, pow:<random as 16 hex digits> (touched only with
---          ARGV[5] = ok)
--- KEYS[10] codes (hash: SHA-256 of sale and code, 32 raw bytes -> "<group>:<uses>")
--- KEYS[11] codeuse (hash: code hash -> uses spent; code hash .. user (48 raw bytes) -> 1 for
+-- KEYS[9]  codes (hash: SHA-256 of sale and code, 32 raw bytes -> "<group>:<uses>")
+-- KEYS[10] codeuse (hash: code hash -> uses spent; code hash .. user (48 raw bytes) -> 1 for
 --          each user who spent one)
--- KEYS[12] codefail:<user> (string: the user's wrong codes in this sale, expires an hour after
---          the first)
--- KEYS[13] wt (hash: user -> a sampled buyer's report entry: join ms, first ETA; see
+-- KEYS[11] wt (hash: user -> a sampled buyer's report entry: join ms, first ETA; see
 --          report_sampled and note_eta in lib/prelude.lua)
--- KEYS[14] rep (hash: the report's totals: joined, joined_before_open)
--- KEYS[15] rps (hash: the report's per-second series; this script adds arrivals, a:<second>)
--- KEYS[16] wtc (zset: the report's arrival checkpoints, report_checkpoint in lib/prelude.lua)
--- ARGV[1]  user id, 16 raw bytes
--- ARGV[2]  pre-open draw: an integer in [0, 2^33) from a CSPRNG (used only for a new arrival
---          before opening: low 32 bits the key within the group, bit 32 the probe direction)
--- ARGV[3]  maximum queue length (0 = no limit): places in q and skip (both hold memory, and a
+-- KEYS[12] rep (hash: the report's totals: joined, joined_before_open)
+-- KEYS[13] rps (hash: the report's per-second series; this script adds arrivals, a:<second>)
+-- KEYS[14] wtc (zset: the report's arrival checkpoints, report_checkpoint in lib/prelude.lua)
+-- then two keys for each user i of the batch (i from 1):
+-- KEYS[13 + 2i]  the challenge's spent marker, pow:<random as 16 hex digits> (touched only
+--          with the user's verdict ok)
+-- KEYS[14 + 2i]  codefail:<user> (string: the user's wrong codes in this sale, expires an hour
+--          after the first)
+-- ARGV[1]  maximum queue length (0 = no limit): places in q and skip (both hold memory, and a
 --          skipped place may come back)
--- ARGV[4]  the return grace in ms: a place silent for longer is lost
--- ARGV[5]  the edge's stateless verdict on the request body and proof of work (door.md §1),
---          judged only when the user has no place (a user with a place gets it back, nothing
---          checked or spent):
---            none     no challenge (absent or not needed); bad  the body is malformed (400);
---            invalid  the challenge or nonce failed the edge's checks (MAC, sale, user, bits);
---            ok       genuine and solved: expiry (ARGV[6]) and single use (KEYS[9]) judged here.
---          Missing = none. With cfg.pow_difficulty 0 (or unset) proof of work is off and only
---          `bad` is acted on.
--- ARGV[6]  with ok: the challenge's expiry, epoch ms (else ignored)
--- ARGV[7]  the access code's hash (32 raw bytes), '' for none (door.md §2)
--- ARGV[8]  wrong codes a user may send per hour (waitroom.code_failures_per_user_per_hour)
+-- ARGV[2]  the return grace in ms: a place silent for longer is lost
+-- ARGV[3]  wrong codes a user may send per hour (waitroom.code_failures_per_user_per_hour)
+-- then five values for each user i of the batch (at least one user), from ARGV[4 + 5(i - 1)]:
+--   user     user id, 16 raw bytes
+--   draw     pre-open draw: an integer in [0, 2^33) from a CSPRNG (used only for a new arrival
+--            before opening: low 32 bits the key within the group, bit 32 the probe direction)
+--   verdict  the edge's stateless verdict on the request body and proof of work (door.md §1),
+--            judged only when the user has no place (a user with a place gets it back, nothing
+--            checked or spent):
+--              none     no challenge (absent or not needed); bad  the body is malformed (400);
+--              invalid  the challenge or nonce failed the edge's checks (MAC, sale, user, bits);
+--              ok       genuine and solved: expiry (next value) and single use (the user's
+--                       spent marker) judged here.
+--            With cfg.pow_difficulty 0 (or unset) proof of work is off and only `bad` is
+--            acted on.
+--   expiry   with ok: the challenge's expiry, epoch ms (else ignored)
+--   code     the access code's hash (32 raw bytes), '' for none (door.md §2)
 --
--- Returns  {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new,
+-- Returns  one reply per user, in ARGV order, each:
+--          {state, position, deadline_ms, opens_at_ms, now_ms, queue_length, paused, new,
 --           admit_per_second, free, limited_rate_milli, notice, groups, group_rank}
 --   state     scheduled | waiting | admitted | sold_out | closed | queue_full | not_found
 --             (not_found: the sale's cfg hash has no opens_at, it is not armed)
 --             | bad_request | pow_required | pow_invalid | pow_expired | pow_spent
 --             | code_rate_limited | access_code_invalid | access_code_used | access_code_required
 --             | draw (cfg.mode = draw: a draw sale has no line, nothing is written)
+--             | no_key (64 probes found no free pre-open key near the draw: never seen, about
+--             as likely as 64 collisions in a row; the user may join again)
 --             (refusals of a new place, in this order, before queue_full: door.md's order of
 --             answers; code_rate_limited carries the ms until the user may try codes again in
 --             deadline_ms)
@@ -98,21 +108,36 @@
 --   groups    cfg.groups (comma-joined, highest first); group_rank the place's group, an index
 --             into groups, #groups for public, -1 without a place
 -- A code: unknown, or of a group the sale no longer has -> access_code_invalid (and one more
--- wrong try in KEYS[12]); its uses spent by other users -> access_code_used; spent by this user
+-- wrong try in the user's codefail key); its uses spent by other users -> access_code_used; spent by this user
 -- before -> accepted, nothing spent again. Without a code before cfg.presale_only_until ->
 -- access_code_required. A place made with a code spends one use (HINCRBY) and records the user.
 -- Nothing is written for closed, sold_out, not_found or a refusal (beyond clearing a lapsed
 -- admission or a place lost past the grace, as any join does, a wrong code counted, and the
 -- challenge spent when the code is refused); queue_full writes nothing but that removal either.
--- A join that makes a new place with a challenge spends it: SET KEYS[9] NX PXAT expiry (memory:
+-- A join that makes a new place with a challenge spends it: SET <spent marker> NX PXAT expiry (memory:
 -- one small key per such join, gone when the challenge expires). A join ending queue_full
 -- spends nothing.
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
   'notice', 'groups', 'presale_only_until', 'mode')
+local users = (#ARGV - 3) / 5
+if users < 1 or users ~= math.floor(users) then
+  return redis.error_reply('ERR wr_join: ARGV must be 3 values and 5 per user, for at least one user')
+end
+-- Checked before anything is written: a batch runs whole or not at all.
+for i = 1, users do
+  local draw = tonumber(ARGV[3 + 5 * (i - 1) + 2])
+  if draw == nil or draw < 0 or draw >= 2 * PRE_KEYS or draw ~= math.floor(draw) then
+    return redis.error_reply('ERR wr_join: each pre-open draw must be an integer in [0, 2^33)')
+  end
+end
 if not c[1] then
-  return {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0, -1, '', '', -1}
+  local out = {}
+  for i = 1, users do
+    out[i] = {'not_found', 0, 0, 0, now, 0, 0, 0, 0, 0, -1, '', '', -1}
+  end
+  return out
 end
 local groups = c[7] or ''
 local opens_at = num(c[1])
@@ -120,191 +145,209 @@ local paused = flag(c[3]) and 1 or 0
 -- paused is reported on its own: the line stands as when open (places kept, nobody admitted).
 local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 
-local user = ARGV[1]
-local max_len = num(ARGV[3])
-local grace_ms = num(ARGV[4])
+local max_len = num(ARGV[1])
+local grace_ms = num(ARGV[2])
+local code_failures = num(ARGV[3])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
+-- The ETA's inputs, read at the first waiting answer: no join changes them (a lapsed admission
+-- a join clears was no longer counted as active).
+local eta_free, eta_limited
 local function reply(st, position, deadline, new, rank)
   local free, limited = 0, -1
   if st == 'waiting' then
-    free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[7], now)
+    if eta_free == nil then
+      eta_free, eta_limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[7], now)
+    end
+    free, limited = eta_free, eta_limited
   end
   return {st, position, deadline, opens_at, now, qlen, paused, new, rate, free, limited,
     c[6] or '', groups, rank or -1}
 end
 
--- A draw sale has no line (design/draw.md): its entries are made elsewhere, nothing is written.
-if c[9] == 'draw' then
-  return reply('draw', 0, 0, 0)
-end
-
-if state == 'closed' or state == 'sold_out' then
-  return reply(state, 0, 0, 0)
-end
-
-local deadline = redis.call('ZSCORE', KEYS[5], user)
-if deadline then
-  deadline = tonumber(deadline)
-  if deadline > now then
-    return reply('admitted', 0, deadline, 0)
-  end
-  -- The admission lapsed unused: the user may queue again, at the back.
-  redis.call('ZREM', KEYS[5], user)
-end
-
--- The report (lib/prelude.lua): a new place is an arrival, with its join time in wt when it
--- is sampled and, after the opening, a checkpoint of its arrival number when it is the first
--- of its slot; a waiting answer's ETA is noted once as the first one shown.
-local function place(new, score)
-  if new == 1 then
-    if report_sampled(math.floor(score / ORDER), qlen - 1) then
-      redis.call('HSET', KEYS[13], user, fmt(now))
-    end
-    local n = arrival_number(score)
-    if n then
-      report_checkpoint(KEYS[16], n, now)
-    end
-    redis.call('HINCRBY', KEYS[14], 'joined', 1)
-    local field = report_field('a', now_s, opens_at)
-    if field then
-      redis.call('HINCRBY', KEYS[15], field, 1)
-    elseif now < opens_at then
-      redis.call('HINCRBY', KEYS[14], 'joined_before_open', 1)
-    end
-  end
-  if state == 'scheduled' then
-    return reply('scheduled', 0, 0, new, group_rank(score))
-  end
-  local position = redis.call('ZRANK', KEYS[4], user) + 1
-  local r = reply('waiting', position, 0, new, group_rank(score))
-  note_eta(KEYS[13], user, now, eta_raw_ms(position, rate, paused, r[10], r[11]))
-  return r
-end
-
-local standing, moved, score = revisit(KEYS[4], KEYS[8], KEYS[7], user, now_s, grace_ms)
-qlen = qlen + moved
-if standing == 'live' then
-  return place(0, score)
-end
--- No place, or it was lost past the grace: this join starts a new one.
-
--- No place: the request's body and proof of work decide (door.md §1), before queue_full.
-local verdict = ARGV[5] or 'none'
-if verdict == 'bad' then
-  return reply('bad_request', 0, 0, 0)
-end
-local spend = false
-if num(redis.call('HGET', KEYS[1], 'pow_difficulty')) > 0 then
-  if verdict == 'none' then
-    return reply('pow_required', 0, 0, 0)
-  elseif verdict ~= 'ok' then
-    return reply('pow_invalid', 0, 0, 0)
-  end
-  if now >= num(ARGV[6]) then
-    return reply('pow_expired', 0, 0, 0)
-  end
-  if redis.call('EXISTS', KEYS[9]) == 1 then
-    return reply('pow_spent', 0, 0, 0)
-  end
-  spend = true
-end
-
--- Spent by the join that makes the place, or whose access code is refused, until the challenge
--- would have expired anyway (door.md §1); not by one that ends queue_full.
-local function spend_challenge()
-  if spend then
-    redis.call('SET', KEYS[9], '1', 'NX', 'PXAT', fmt(num(ARGV[6])))
-  end
-end
-
--- Access codes and groups (door.md §2): the code decides the group (the rank of its group in
--- cfg.groups); without one the buyer is public (rank #groups), which the presale refuses.
-local rank = 0
+-- How many priority groups the sale has: public's rank.
+local public_rank = 0
 for _ in string.gmatch(groups, '[^,]+') do
-  rank = rank + 1
+  public_rank = public_rank + 1
 end
-local code = ARGV[7] or ''
-local redeem = false
-if code ~= '' then
-  local failures = num(redis.call('GET', KEYS[12]))
-  if failures >= num(ARGV[8]) then
-    spend_challenge()
-    return reply('code_rate_limited', 0, math.max(0, redis.call('PTTL', KEYS[12])), 0)
+
+-- One user's join: the user id, the pre-open draw, the edge's verdict and the challenge's expiry,
+-- the code's hash, the user's spent-marker and codefail keys.
+local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
+  -- A draw sale has no line (design/draw.md): its entries are made elsewhere, nothing is written.
+  if c[9] == 'draw' then
+    return reply('draw', 0, 0, 0)
   end
-  local found = redis.call('HGET', KEYS[10], code)
-  local group_of_code = found and string.match(found, '^([^:]+):')
-  local code_rank
-  if group_of_code then
-    local i = 0
-    for name in string.gmatch(groups, '[^,]+') do
-      if name == group_of_code then
-        code_rank = i
+
+  if state == 'closed' or state == 'sold_out' then
+    return reply(state, 0, 0, 0)
+  end
+
+  local deadline = redis.call('ZSCORE', KEYS[5], user)
+  if deadline then
+    deadline = tonumber(deadline)
+    if deadline > now then
+      return reply('admitted', 0, deadline, 0)
+    end
+    -- The admission lapsed unused: the user may queue again, at the back.
+    redis.call('ZREM', KEYS[5], user)
+  end
+
+  -- The report (lib/prelude.lua): a new place is an arrival, with its join time in wt when it
+  -- is sampled and, after the opening, a checkpoint of its arrival number when it is the first
+  -- of its slot; a waiting answer's ETA is noted once as the first one shown.
+  local function place(new, score)
+    if new == 1 then
+      if report_sampled(math.floor(score / ORDER), qlen - 1) then
+        redis.call('HSET', KEYS[11], user, fmt(now))
+      end
+      local n = arrival_number(score)
+      if n then
+        report_checkpoint(KEYS[14], n, now)
+      end
+      redis.call('HINCRBY', KEYS[12], 'joined', 1)
+      local field = report_field('a', now_s, opens_at)
+      if field then
+        redis.call('HINCRBY', KEYS[13], field, 1)
+      elseif now < opens_at then
+        redis.call('HINCRBY', KEYS[12], 'joined_before_open', 1)
+      end
+    end
+    if state == 'scheduled' then
+      return reply('scheduled', 0, 0, new, group_rank(score))
+    end
+    local position = redis.call('ZRANK', KEYS[4], user) + 1
+    local r = reply('waiting', position, 0, new, group_rank(score))
+    note_eta(KEYS[11], user, now, eta_raw_ms(position, rate, paused, r[10], r[11]))
+    return r
+  end
+
+  local standing, moved, score = revisit(KEYS[4], KEYS[8], KEYS[7], user, now_s, grace_ms)
+  qlen = qlen + moved
+  if standing == 'live' then
+    return place(0, score)
+  end
+  -- No place, or it was lost past the grace: this join starts a new one.
+
+  -- No place: the request's body and proof of work decide (door.md §1), before queue_full.
+  verdict = verdict or 'none'
+  if verdict == 'bad' then
+    return reply('bad_request', 0, 0, 0)
+  end
+  local spend = false
+  if num(redis.call('HGET', KEYS[1], 'pow_difficulty')) > 0 then
+    if verdict == 'none' then
+      return reply('pow_required', 0, 0, 0)
+    elseif verdict ~= 'ok' then
+      return reply('pow_invalid', 0, 0, 0)
+    end
+    if now >= num(expiry) then
+      return reply('pow_expired', 0, 0, 0)
+    end
+    if redis.call('EXISTS', spent_key) == 1 then
+      return reply('pow_spent', 0, 0, 0)
+    end
+    spend = true
+  end
+
+  -- Spent by the join that makes the place, or whose access code is refused, until the challenge
+  -- would have expired anyway (door.md §1); not by one that ends queue_full.
+  local function spend_challenge()
+    if spend then
+      redis.call('SET', spent_key, '1', 'NX', 'PXAT', fmt(num(expiry)))
+    end
+  end
+
+  -- Access codes and groups (door.md §2): the code decides the group (the rank of its group in
+  -- cfg.groups); without one the buyer is public (rank #groups), which the presale refuses.
+  local rank = public_rank
+  code = code or ''
+  local redeem = false
+  if code ~= '' then
+    local failures = num(redis.call('GET', fail_key))
+    if failures >= code_failures then
+      spend_challenge()
+      return reply('code_rate_limited', 0, math.max(0, redis.call('PTTL', fail_key)), 0)
+    end
+    local found = redis.call('HGET', KEYS[9], code)
+    local group_of_code = found and string.match(found, '^([^:]+):')
+    local code_rank
+    if group_of_code then
+      local i = 0
+      for name in string.gmatch(groups, '[^,]+') do
+        if name == group_of_code then
+          code_rank = i
+          break
+        end
+        i = i + 1
+      end
+    end
+    if not code_rank then
+      if redis.call('INCR', fail_key) == 1 then
+        redis.call('PEXPIRE', fail_key, 3600000)
+      end
+      spend_challenge()
+      return reply('access_code_invalid', 0, 0, 0)
+    end
+    if redis.call('HEXISTS', KEYS[10], code .. user) == 0 then
+      local uses = tonumber(string.match(found, ':(%d+)$')) or 1
+      if num(redis.call('HGET', KEYS[10], code)) >= uses then
+        spend_challenge()
+        return reply('access_code_used', 0, 0, 0)
+      end
+      redeem = true
+    end
+    rank = code_rank
+  elseif now < num(c[8]) then
+    spend_challenge()
+    return reply('access_code_required', 0, 0, 0)
+  end
+
+  if max_len > 0 and qlen + redis.call('ZCARD', KEYS[8]) >= max_len then
+    return reply('queue_full', 0, 0, 0)
+  end
+
+  local band = rank * GROUP_BAND
+  local key
+  if state == 'scheduled' then
+    local draw = tonumber(draw_arg)
+    local low = draw % PRE_KEYS
+    local step = (draw >= PRE_KEYS) and 1 or -1
+    local free = false
+    -- With 10^6 users in 2^32 keys of a group a collision is rare (p < 3e-4 per join); 64 probes
+    -- never run out.
+    for _ = 1, 64 do
+      local lo = (band + low) * ORDER
+      if redis.call('ZCOUNT', KEYS[4], fmt(lo), fmt(lo + ORDER - 1)) == 0 then
+        free = true
         break
       end
-      i = i + 1
+      low = (low + step) % PRE_KEYS
     end
-  end
-  if not code_rank then
-    if redis.call('INCR', KEYS[12]) == 1 then
-      redis.call('PEXPIRE', KEYS[12], 3600000)
+    if not free then
+      return reply('no_key', 0, 0, 0)
     end
-    spend_challenge()
-    return reply('access_code_invalid', 0, 0, 0)
+    key = band + low
+  else
+    key = band + PRE_KEYS + redis.call('INCR', KEYS[6])
   end
-  if redis.call('HEXISTS', KEYS[11], code .. user) == 0 then
-    local uses = tonumber(string.match(found, ':(%d+)$')) or 1
-    if num(redis.call('HGET', KEYS[11], code)) >= uses then
-      spend_challenge()
-      return reply('access_code_used', 0, 0, 0)
-    end
-    redeem = true
-  end
-  rank = code_rank
-elseif now < num(c[8]) then
   spend_challenge()
-  return reply('access_code_required', 0, 0, 0)
+  if redeem then
+    -- The code's use is this user's for good: a rejoin with it spends nothing more.
+    redis.call('HINCRBY', KEYS[10], code, 1)
+    redis.call('HSET', KEYS[10], code .. user, 1)
+  end
+  local score = key * ORDER + now_s % ORDER
+  redis.call('ZADD', KEYS[4], fmt(score), user)
+  qlen = qlen + 1
+  return place(1, score)
 end
 
-if max_len > 0 and qlen + redis.call('ZCARD', KEYS[8]) >= max_len then
-  return reply('queue_full', 0, 0, 0)
+local out = {}
+for i = 1, users do
+  local a = 3 + 5 * (i - 1)
+  out[i] = one(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], KEYS[13 + 2 * i],
+    KEYS[14 + 2 * i])
 end
-
-local band = rank * GROUP_BAND
-local key
-if state == 'scheduled' then
-  local draw = tonumber(ARGV[2])
-  if draw == nil or draw < 0 or draw >= 2 * PRE_KEYS or draw ~= math.floor(draw) then
-    return redis.error_reply('ERR wr_join: the pre-open draw must be an integer in [0, 2^33)')
-  end
-  local low = draw % PRE_KEYS
-  local step = (draw >= PRE_KEYS) and 1 or -1
-  local free = false
-  -- With 10^6 users in 2^32 keys of a group a collision is rare (p < 3e-4 per join); 64 probes
-  -- never run out.
-  for _ = 1, 64 do
-    local lo = (band + low) * ORDER
-    if redis.call('ZCOUNT', KEYS[4], fmt(lo), fmt(lo + ORDER - 1)) == 0 then
-      free = true
-      break
-    end
-    low = (low + step) % PRE_KEYS
-  end
-  if not free then
-    return redis.error_reply('ERR wr_join: no free pre-open key near the draw')
-  end
-  key = band + low
-else
-  key = band + PRE_KEYS + redis.call('INCR', KEYS[6])
-end
-spend_challenge()
-if redeem then
-  -- The code's use is this user's for good: a rejoin with it spends nothing more.
-  redis.call('HINCRBY', KEYS[11], code, 1)
-  redis.call('HSET', KEYS[11], code .. user, 1)
-end
-local score = key * ORDER + now_s % ORDER
-redis.call('ZADD', KEYS[4], fmt(score), user)
-qlen = qlen + 1
-return place(1, score)
+return out

@@ -15,8 +15,8 @@
 //! - `DELETE /w/{sale}/join` (ticket) leaves the line (and gives up an admission).
 //! - `GET /w/{sale}/stats` the sale's public figures; `GET /.well-known/jwks.json` the keys.
 //!
-//! Concurrent status polls of one sale are answered together, one Redis call per batch
-//! ([`Polls`]).
+//! Concurrent status polls of one sale are answered together, one Redis call per batch, and so
+//! are concurrent joins ([`batch`]).
 //!
 //! Every answer carries `retry_after_ms`, chosen here so that the total poll load stays bounded
 //! whatever the crowd (see [`retry_after_ms`]), and an ETA from the admission rate the admitter
@@ -31,19 +31,18 @@
 //! the time to write the answer. Nothing is answered from a cache: a stats read shared by
 //! concurrent callers is one live call, not a kept value. Without a status answer from Redis no
 //! pass is minted, and the admitter, which works only through Redis, admits nobody. A status poll
-//! waits at most that bound for its batch, and a sale's poll queue has a fixed size
-//! ([`POLL_QUEUE`]): past it a poll is answered 503 at once, so polls cannot pile up while Redis
-//! hangs; polls whose caller gave up are dropped before the next batch goes out. Places are not
+//! or join waits at most that bound for its batch, and a sale's queue of them has a fixed size
+//! ([`batch::QUEUE`]): past it the request is answered 503 at once, so requests cannot pile up
+//! while Redis hangs; those whose caller gave up are dropped before the next batch goes out. Places are not
 //! touched by an outage, and it does not count toward `abandon_after`: the admitter sees the gap
 //! between its ticks and skips nobody for `abandon_after` after it
 //! ([`crate::queue::AdmitParams::outage_gap`]); a buyer silent even after that is skipped and
 //! gets the place back at the next poll within the grace (door.md §6). Polling buyers keep their
 //! position or better.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -66,20 +65,21 @@ use dropline_core::sale::door;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::docs::{Error, Jwks, PlaceState, SaleIdParam, SaleState};
 
+mod batch;
 mod draw;
 use crate::pow::{self, PowError, PowKey};
 use crate::queue::{
-    JoinOptions, JoinOutcome, MAX_STATUS_BATCH, Place, Refusal, Stats, Status, Verdict, WaitQueue,
+    JoinAsk, JoinOptions, JoinOutcome, Place, Refusal, Stats, Status, Verdict, WaitQueue,
 };
 use crate::refusals::{Reason, Refusals};
 use crate::ticket::TicketKey;
+use batch::{Batches, Joins, Polls};
 
 /// No buyer is ever asked to wait longer than this between polls (DESIGN §9).
 const MAX_RETRY_MS: u64 = 30_000;
@@ -159,20 +159,18 @@ struct Inner {
     limits: Limits,
     /// `waitroom.abandon_after_seconds`: bounds `retry_after_ms` (several polls fit in it).
     abandon_after: Duration,
-    /// `waitroom.return_grace_seconds`: a place silent for longer is lost (door.md §6).
-    return_grace: Duration,
     /// The admitter's tick (`waitroom.admit_tick_ms`): the ETA's last step.
     tick: Duration,
-    max_queue_length: u64,
-    /// `waitroom.code_failures_per_user_per_hour` (door.md §2).
-    code_failures_per_hour: u64,
     trust_forwarded_for: bool,
     /// Concurrent stats reads of one sale share one Redis call.
     stats: Coalesce<SaleId, Result<Option<Stats>, ApiError>>,
     /// Refused joins by reason, for the post-sale report ([`crate::refusals`]).
     refusals: Refusals,
-    /// Concurrent status polls of one sale share one Redis call.
-    polls: Polls,
+    /// Concurrent status polls of one sale share one Redis call, and so do concurrent joins
+    /// (`waitroom.return_grace_seconds`, `max_queue_length` and
+    /// `code_failures_per_user_per_hour` live in them).
+    polls: Batches<Polls>,
+    joins: Batches<Joins>,
     outage: Outage,
     /// Draw sales: their entries' MySQL pool and what the edge keeps of them.
     draws: draw::Draws,
@@ -242,124 +240,6 @@ fn warn_throttled(what: &str, error: &anyhow::Error) {
     tracing::warn!(error = %format!("{error:#}"), suppressed, "Redis unavailable while {what}: answering 503");
 }
 
-/// A queued status poll: the user, and where its answer goes.
-type Poll = (UserId, oneshot::Sender<Result<Option<Status>, ApiError>>);
-
-/// Status polls, batched per sale ("smart batching"). A poll queues its user; one task per
-/// sale takes everything queued (up to [`MAX_STATUS_BATCH`]) and answers it with one
-/// `wr_status.lua` call. A lone poll goes out at once, so a quiet sale pays no delay; under load
-/// a poll waits at most for the batch in flight, and the Redis round trip, the script start and
-/// the system calls are shared by the whole batch instead of paid per poll. While Redis hangs a
-/// poll waits at most [`Outage::bound`] and the queue never grows past [`POLL_QUEUE`].
-#[derive(Debug)]
-struct Polls {
-    redis: Redis,
-    return_grace: Duration,
-    outage: Outage,
-    queues: Mutex<HashMap<SaleId, mpsc::Sender<Poll>>>,
-}
-
-/// Polls a sale may have queued. A full queue means Redis is slow or down (a healthy batcher
-/// drains 256 polls per call in well under a millisecond): the next poll is answered 503 at
-/// once rather than wait for room.
-const POLL_QUEUE: usize = 8_192;
-
-impl Polls {
-    fn new(redis: Redis, return_grace: Duration, outage: Outage) -> Self {
-        Self {
-            redis,
-            return_grace,
-            outage,
-            queues: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Where `user` stands in `sale` (recording the poll); `None`: the sale is not armed.
-    /// Answered within [`Outage::bound`], 503 `unavailable` past it.
-    async fn poll(&self, sale: SaleId, user: UserId) -> Result<Option<Status>, ApiError> {
-        let (answer, answered) = oneshot::channel();
-        {
-            // The queue has room unless Redis is slow or down: hand the poll over under the
-            // lock, without cloning the sender (two shared counters touched per poll).
-            let mut queues = match self.queues.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            let queue = queues
-                .entry(sale)
-                .or_insert_with(|| self.start_batcher(sale));
-            match queue.try_send((user, answer)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.outage.answer()),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err(ApiError::internal(anyhow::anyhow!(
-                        "the status batcher of {sale} stopped"
-                    )));
-                }
-            }
-        }
-        match tokio::time::timeout(self.outage.bound, answered).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ApiError::internal(anyhow::anyhow!(
-                "the status batcher of {sale} dropped a poll"
-            ))),
-            // The batch in flight (or this one) hangs on Redis; the batcher logs it.
-            Err(_) => Err(self.outage.answer()),
-        }
-    }
-
-    /// Starts the batching task of `sale`'s polls and returns its queue. Lives as long as this
-    /// edge (sales are few; only ticket holders, who joined an armed sale, reach here).
-    fn start_batcher(&self, sale: SaleId) -> mpsc::Sender<Poll> {
-        let (tx, rx) = mpsc::channel(POLL_QUEUE);
-        tokio::spawn(batch_polls(
-            WaitQueue::new(&self.redis, sale),
-            self.return_grace,
-            self.outage,
-            rx,
-        ));
-        tx
-    }
-}
-
-/// One sale's batching loop: ends when the edge (every sender) is gone.
-async fn batch_polls(
-    queue: WaitQueue,
-    return_grace: Duration,
-    outage: Outage,
-    mut rx: mpsc::Receiver<Poll>,
-) {
-    let mut batch: Vec<Poll> = Vec::with_capacity(MAX_STATUS_BATCH);
-    while rx.recv_many(&mut batch, MAX_STATUS_BATCH).await > 0 {
-        // Polls whose caller already had its 503 (Redis hung on the batch before) are not sent.
-        batch.retain(|(_, answer)| !answer.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let users: Vec<UserId> = batch.iter().map(|(user, _)| *user).collect();
-        metrics::histogram!("dropline_waitroom_status_batch_size").record(users.len() as f64);
-        match outage
-            .run(
-                "reading places in line",
-                queue.status_many(&users, return_grace),
-            )
-            .await
-        {
-            Ok(answers) => {
-                for ((_, answer), status) in batch.drain(..).zip(answers) {
-                    // The caller may have hung up; its poll still counted.
-                    let _ = answer.send(Ok(status));
-                }
-            }
-            Err(error) => {
-                for (_, answer) in batch.drain(..) {
-                    let _ = answer.send(Err(error.clone()));
-                }
-            }
-        }
-    }
-}
-
 impl Edge {
     /// The edge on `redis`; `mysql` holds draw entries only (a pool that may connect lazily).
     pub fn new(
@@ -376,6 +256,7 @@ impl Edge {
         let pow = PowKey::new(signer.derive_secret(PowKey::LABEL))?;
         let w = &config.waitroom;
         let outage = Outage::new(config);
+        let return_grace = Duration::from_secs(w.return_grace_seconds);
         let join_ip = per_minute("waitroom.join_per_ip_per_minute", w.join_per_ip_per_minute)?;
         let join_user = per_minute(
             "waitroom.join_per_user_per_minute",
@@ -409,14 +290,22 @@ impl Edge {
                 ),
             },
             abandon_after: Duration::from_secs(w.abandon_after_seconds),
-            return_grace: Duration::from_secs(w.return_grace_seconds),
             tick: Duration::from_millis(w.admit_tick_ms),
-            max_queue_length: w.max_queue_length,
-            code_failures_per_hour: w.code_failures_per_user_per_hour,
             trust_forwarded_for: config.http.trust_forwarded_for,
             stats: Coalesce::new(),
             refusals: Refusals::new(redis.clone()),
-            polls: Polls::new(redis, Duration::from_secs(w.return_grace_seconds), outage),
+            polls: Batches::new(redis.clone(), Polls { return_grace }, outage),
+            joins: Batches::new(
+                redis,
+                Joins {
+                    options: JoinOptions {
+                        max_queue_length: w.max_queue_length,
+                        return_grace,
+                        code_failures_per_hour: w.code_failures_per_user_per_hour,
+                    },
+                },
+                outage,
+            ),
             outage,
             draws: draw::Draws::new(mysql, Duration::from_secs(config.draw.reveal_delay_seconds)),
         })))
@@ -823,25 +712,14 @@ async fn join(
         // join's future (see `status`).
         return Box::pin(draw::join(&edge, sale, user, request)).await;
     }
-    let options = JoinOptions {
-        max_queue_length: e.max_queue_length,
-        return_grace: e.return_grace,
-        code_failures_per_hour: e.code_failures_per_hour,
-    };
     let code = code_of(sale, &request);
     let (verdict, refusal) = judge(&edge, sale, user, request);
-    let outcome = e
-        .outage
-        .run(
-            "joining the line",
-            // Boxed, as the draw path: the script's future would size every join's.
-            Box::pin(
-                edge.queue(sale)
-                    .join_through(user, &options, &verdict, code.as_ref()),
-            ),
-        )
-        .await?
-        .ok_or_else(no_such_sale)?;
+    let ask = JoinAsk {
+        user,
+        verdict: verdict.clone(),
+        code,
+    };
+    let outcome = e.joins.ask(sale, ask).await?.ok_or_else(no_such_sale)?;
     let (status, new) = match outcome {
         JoinOutcome::Standing { status, new } => (status, new),
         JoinOutcome::Refused(why) => {
@@ -976,7 +854,7 @@ async fn status(
         // it (#18, BENCHMARKS.md "Status path profile").
         return Box::pin(draw::status(&edge, sale, user)).await;
     }
-    let status = e.polls.poll(sale, user).await?.ok_or_else(no_such_sale)?;
+    let status = e.polls.ask(sale, user).await?.ok_or_else(no_such_sale)?;
     let (pass, pass_expires_at) = match status.place {
         Place::NotQueued => {
             return Err(ApiError::new(

@@ -97,6 +97,11 @@ pub const GROUP_BAND: u64 = 1 << 33;
 /// Most users in one [`WaitQueue::status_many`] call (bounds one script run to well under a
 /// millisecond, so a batch never stalls Redis for others).
 pub const MAX_STATUS_BATCH: usize = 256;
+/// Most joins in one [`WaitQueue::join_many`] call: a join runs about 20 µs of script, so a
+/// full batch holds Redis for a few milliseconds at most.
+pub const MAX_JOIN_BATCH: usize = 128;
+/// The keys `wr_join.lua` takes before the two of each join.
+const JOIN_KEYS: usize = 14;
 /// Most entries [`WaitQueue::reap`] handles per call (bounds one call's run time).
 pub const MAX_REAP_BATCH: u32 = 5_000;
 /// The least `scan_limit` of [`AdmitParams::new`]: a tick passes over this many silent buyers.
@@ -284,6 +289,15 @@ impl Verdict {
             Self::PowSolved { .. } => "ok",
         }
     }
+}
+
+/// One join of a batch ([`WaitQueue::join_many`]): the user, the edge's verdict on the body and
+/// proof of work, and the access code's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinAsk {
+    pub user: UserId,
+    pub verdict: Verdict,
+    pub code: Option<[u8; 32]>,
 }
 
 /// What `GET /w/{sale}/challenge` needs from Redis (read only).
@@ -492,75 +506,90 @@ impl WaitQueue {
         verdict: &Verdict,
         code: Option<&[u8; 32]>,
     ) -> anyhow::Result<Option<JoinOutcome>> {
-        // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
-        // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
-        let draw: u64 = rand::rng().random_range(0..2 * PRE_OPEN_KEYS);
+        let ask = JoinAsk {
+            user,
+            verdict: verdict.clone(),
+            code: code.copied(),
+        };
+        let mut all = self.join_many(std::slice::from_ref(&ask), options).await?;
+        all.pop().context("wr_join: no reply for the user")?
+    }
+
+    /// [`WaitQueue::join_through`] for a batch of joins in one call (one Redis round trip and
+    /// one script run for all), handled in order as if each were its own call at the same
+    /// instant; answers in the same order. At most [`MAX_JOIN_BATCH`] joins. The outer error is
+    /// the batch's (Redis, a malformed reply); an inner one a join's own (no pre-open key was
+    /// free near its draw).
+    pub async fn join_many(
+        &self,
+        asks: &[JoinAsk],
+        options: &JoinOptions,
+    ) -> anyhow::Result<Vec<anyhow::Result<Option<JoinOutcome>>>> {
+        anyhow::ensure!(
+            !asks.is_empty() && asks.len() <= MAX_JOIN_BATCH,
+            "wr_join: a batch holds 1..={MAX_JOIN_BATCH} joins, not {}",
+            asks.len()
+        );
         let k = &self.keys;
         let layout = SaleKeys::new(&self.redis, self.sale);
-        let (spent_key, expires_at_ms) = match verdict {
-            Verdict::PowSolved {
-                spent_id,
-                expires_at_ms,
-            } => (layout.pow_spent(spent_id), *expires_at_ms),
-            // Named for the cluster slot only: the script touches it with a solved challenge.
-            _ => (layout.pow_spent("-"), 0),
-        };
-        let (code_use, code_failures) = (layout.code_use(), layout.code_failures(user));
-        let keys: Vec<&str> = vec![
-            &k.cfg,
-            &k.avail,
-            &k.held,
-            &k.q,
-            &k.adm,
-            &k.seq,
-            &k.wr,
-            &k.skip,
-            &spent_key,
-            &k.codes,
-            &code_use,
-            &code_failures,
-            &k.wt,
-            &k.rep,
-            &k.rps,
-            &k.wtc,
-        ];
-        let args = vec![
-            Value::from(&member(user)[..]),
-            Value::from(draw.to_string()),
+        let mut keys: Vec<String> = Vec::with_capacity(JOIN_KEYS + 2 * asks.len());
+        keys.extend(
+            [
+                &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.seq, &k.wr, &k.skip, &k.codes,
+            ]
+            .into_iter()
+            .cloned(),
+        );
+        keys.push(layout.code_use());
+        keys.extend([&k.wt, &k.rep, &k.rps, &k.wtc].into_iter().cloned());
+        let mut args = Vec::with_capacity(3 + 5 * asks.len());
+        args.extend([
             Value::from(options.max_queue_length.to_string()),
             Value::from(millis(options.return_grace)),
-            Value::from(verdict.as_arg()),
-            Value::from(expires_at_ms.to_string()),
-            code.map_or_else(|| Value::from(""), |hash| Value::from(&hash[..])),
             Value::from(options.code_failures_per_hour.to_string()),
-        ];
+        ]);
+        {
+            // Not Send: dropped before the call is awaited.
+            let mut rng = rand::rng();
+            for ask in asks {
+                let (spent_key, expires_at_ms) = match &ask.verdict {
+                    Verdict::PowSolved {
+                        spent_id,
+                        expires_at_ms,
+                    } => (layout.pow_spent(spent_id), *expires_at_ms),
+                    // Named for the cluster slot only: the script touches it with a solved
+                    // challenge.
+                    _ => (layout.pow_spent("-"), 0),
+                };
+                keys.push(spent_key);
+                keys.push(layout.code_failures(ask.user));
+                // Used only if the user is new and the sale not open yet. ThreadRng is a CSPRNG
+                // (ChaCha, seeded from the OS), so nobody can predict or steer a draw.
+                let draw: u64 = rng.random_range(0..2 * PRE_OPEN_KEYS);
+                args.extend([
+                    Value::from(&member(ask.user)[..]),
+                    Value::from(draw.to_string()),
+                    Value::from(ask.verdict.as_arg()),
+                    Value::from(expires_at_ms.to_string()),
+                    ask.code
+                        .map_or_else(|| Value::from(""), |hash| Value::from(&hash[..])),
+                ]);
+            }
+        }
         let reply: Value = WR_JOIN.run(&self.redis, keys, args).await?;
-        let reply = Reply::new(reply, "wr_join", 14)?;
-        let state = reply.text(0)?;
-        let refused = |why| Some(JoinOutcome::Refused(why));
-        Ok(match state.as_str() {
-            "not_found" => None,
-            "queue_full" => Some(JoinOutcome::QueueFull {
-                queue_length: reply.uint(5)?,
-                now_ms: reply.uint(4)?,
-            }),
-            "bad_request" => refused(Refusal::BadRequest),
-            "pow_required" => refused(Refusal::PowRequired),
-            "pow_invalid" => refused(Refusal::PowInvalid),
-            "pow_expired" => refused(Refusal::PowExpired),
-            "pow_spent" => refused(Refusal::PowSpent),
-            "code_rate_limited" => refused(Refusal::CodeRateLimited {
-                retry_after_ms: reply.uint(2)?,
-            }),
-            "access_code_invalid" => refused(Refusal::AccessCodeInvalid),
-            "access_code_used" => refused(Refusal::AccessCodeUsed),
-            "access_code_required" => refused(Refusal::AccessCodeRequired),
-            "draw" => refused(Refusal::DrawSale),
-            _ => Some(JoinOutcome::Standing {
-                status: reply.status(&state)?,
-                new: reply.uint(7)? == 1,
-            }),
-        })
+        let Value::Array(rows) = reply else {
+            anyhow::bail!("wr_join: expected an array, got {reply:?}");
+        };
+        anyhow::ensure!(
+            rows.len() == asks.len(),
+            "wr_join: {} replies for {} joins",
+            rows.len(),
+            asks.len()
+        );
+        Ok(rows
+            .into_iter()
+            .map(|row| join_outcome(&Reply::new(row, "wr_join", 14)?))
+            .collect())
     }
 
     /// Whether the sale is armed (`None`: not), its proof-of-work difficulty and Redis time, for
@@ -861,6 +890,36 @@ fn status_row(row: &str) -> anyhow::Result<(Place, u64, i64)> {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One join's reply from `wr_join.lua`; `None`: the sale is not armed in Redis.
+fn join_outcome(reply: &Reply) -> anyhow::Result<Option<JoinOutcome>> {
+    let state = reply.text(0)?;
+    let refused = |why| Some(JoinOutcome::Refused(why));
+    Ok(match state.as_str() {
+        "not_found" => None,
+        "queue_full" => Some(JoinOutcome::QueueFull {
+            queue_length: reply.uint(5)?,
+            now_ms: reply.uint(4)?,
+        }),
+        "bad_request" => refused(Refusal::BadRequest),
+        "pow_required" => refused(Refusal::PowRequired),
+        "pow_invalid" => refused(Refusal::PowInvalid),
+        "pow_expired" => refused(Refusal::PowExpired),
+        "pow_spent" => refused(Refusal::PowSpent),
+        "code_rate_limited" => refused(Refusal::CodeRateLimited {
+            retry_after_ms: reply.uint(2)?,
+        }),
+        "access_code_invalid" => refused(Refusal::AccessCodeInvalid),
+        "access_code_used" => refused(Refusal::AccessCodeUsed),
+        "access_code_required" => refused(Refusal::AccessCodeRequired),
+        "draw" => refused(Refusal::DrawSale),
+        "no_key" => anyhow::bail!("wr_join: no free pre-open key near the draw"),
+        _ => Some(JoinOutcome::Standing {
+            status: reply.status(&state)?,
+            new: reply.uint(7)? == 1,
+        }),
+    })
 }
 
 /// A script's array reply, read by position with the script's name in every error.

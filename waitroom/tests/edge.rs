@@ -553,6 +553,42 @@ async fn concurrent_polls_share_redis_calls_and_each_gets_its_own_place() -> any
     edge.stop().await
 }
 
+/// Concurrent joins are batched into few `wr_join.lua` calls (like polls): every buyer still
+/// gets a place of their own, and a buyer joining twice at once gets the one place twice.
+#[tokio::test]
+async fn concurrent_joins_share_redis_calls_and_each_gets_its_own_place() -> anyhow::Result<()> {
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let tokens = (0..80)
+        .map(|_| edge.token(UserId::new_v7()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let joins = futures_util::future::join_all(
+        tokens
+            .iter()
+            .chain(tokens.iter().take(20))
+            .map(|token| edge.join(sale, token)),
+    )
+    .await;
+    let mut positions = Vec::new();
+    for join in joins {
+        let (status, body) = join?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "waiting", "{body}");
+        positions.push(
+            body["position"]
+                .as_u64()
+                .ok_or_else(|| anyhow::anyhow!("no position: {body}"))?,
+        );
+    }
+    for (first, again) in positions.iter().zip(&positions[80..]) {
+        assert_eq!(first, again, "one place per buyer");
+    }
+    let mut distinct = positions[..80].to_vec();
+    distinct.sort_unstable();
+    assert_eq!(distinct, (1..=80).collect::<Vec<u64>>());
+    edge.stop().await
+}
+
 /// door.md §4: the notice is stored in the sale's cfg before the admin's 200, and join, status
 /// and stats read it in the same script call as the place, so the first poll that starts after
 /// the change carries it; clearing it reaches the next poll the same way.

@@ -14,7 +14,8 @@ use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::SaleState;
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{
-    AdmitLimit, AdmitParams, JoinOptions, JoinOutcome, Place, Refusal, Status, WaitQueue, member,
+    AdmitLimit, AdmitParams, JoinAsk, JoinOptions, JoinOutcome, MAX_JOIN_BATCH, Place, Refusal,
+    Status, Verdict, WaitQueue, member,
 };
 use fred::prelude::*;
 use futures_util::{StreamExt, stream};
@@ -477,6 +478,92 @@ async fn a_full_queue_refuses_new_places_but_keeps_existing_ones() -> anyhow::Re
             }
         })
     ));
+    env.cleanup().await
+}
+
+/// Concurrent joins reach Redis as one `wr_join.lua` call (the edge's batcher): each join of
+/// the batch is answered as if it had come alone, in order, the line growing as it goes.
+#[tokio::test]
+async fn a_batch_of_joins_is_answered_as_if_each_came_alone_in_order() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let options = JoinOptions {
+        max_queue_length: 4,
+        return_grace: GRACE,
+        code_failures_per_hour: 10,
+    };
+    let [a, b, c, d, e, f] = users(6)[..] else {
+        anyhow::bail!("six users");
+    };
+    sale.join(a).await?;
+    let ask = |user, verdict| JoinAsk {
+        user,
+        verdict,
+        code: None,
+    };
+    let answers = sale
+        .queue
+        .join_many(
+            &[
+                ask(b, Verdict::Open),
+                ask(c, Verdict::Open),
+                // The same user again in the same batch: the place the first ask made.
+                ask(b, Verdict::Open),
+                // A malformed body is refused for a user without a place, and writes nothing.
+                ask(d, Verdict::BadRequest),
+                ask(e, Verdict::Open),
+                // The line is full now (a, b, c, e).
+                ask(f, Verdict::Open),
+            ],
+            &options,
+        )
+        .await?;
+    let got: Vec<String> = answers
+        .into_iter()
+        .map(|answer| match answer? {
+            Some(JoinOutcome::Standing { status, new }) => Ok(format!(
+                "{} {:?} new={new} len={}",
+                status.place.state(),
+                status.place.position(),
+                status.queue_length
+            )),
+            Some(JoinOutcome::Refused(why)) => Ok(format!("refused {why:?}")),
+            Some(JoinOutcome::QueueFull { queue_length, .. }) => {
+                Ok(format!("queue_full len={queue_length}"))
+            }
+            None => Ok("not armed".to_owned()),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(
+        got,
+        [
+            "waiting Some(2) new=true len=2",
+            "waiting Some(3) new=true len=3",
+            "waiting Some(2) new=false len=3",
+            "refused BadRequest",
+            "waiting Some(4) new=true len=4",
+            "queue_full len=4",
+        ]
+    );
+    for (user, place) in [
+        (a, Place::Waiting { position: 1 }),
+        (b, Place::Waiting { position: 2 }),
+        (c, Place::Waiting { position: 3 }),
+        (d, Place::NotQueued),
+        (e, Place::Waiting { position: 4 }),
+        (f, Place::NotQueued),
+    ] {
+        assert_eq!(sale.place(user).await?, place);
+    }
+    // A batch holds at least one join and at most MAX_JOIN_BATCH.
+    assert!(sale.queue.join_many(&[], &options).await.is_err());
+    let too_many: Vec<JoinAsk> = users(MAX_JOIN_BATCH + 1)
+        .into_iter()
+        .map(|user| ask(user, Verdict::Open))
+        .collect();
+    assert!(sale.queue.join_many(&too_many, &options).await.is_err());
+    assert_eq!(sale.stats().await?.queue_length, 4);
     env.cleanup().await
 }
 

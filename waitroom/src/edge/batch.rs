@@ -1,0 +1,220 @@
+//! Concurrent line requests of one sale answered together ("smart batching"): status polls and
+//! joins.
+//!
+//! A request queues its ask; one task per sale and kind takes everything queued (up to the
+//! kind's [`Kind::MAX`]) and answers it with one script call (`wr_status.lua`, `wr_join.lua`),
+//! which handles the asks in order as if each were its own call at the same instant. A lone
+//! request goes out at once, so a quiet sale pays no delay; under load a request waits at most
+//! for the batch in flight, and the Redis round trip, the script start, the reads every ask
+//! shares and the system calls are paid once per batch instead of once per request. While
+//! Redis hangs a request waits at most [`Outage::bound`], and a sale's queue never grows past
+//! [`QUEUE`]: past it the request is answered 503 at once. Asks whose caller already hung up
+//! (it had its 503) are dropped before the batch goes out: such a caller was answered nothing,
+//! so nothing it was told is undone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dropline_core::clients::redis::Redis;
+use dropline_core::http::error::ApiError;
+use dropline_core::ids::{SaleId, UserId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Outage;
+use crate::queue::{
+    JoinAsk, JoinOptions, JoinOutcome, MAX_JOIN_BATCH, MAX_STATUS_BATCH, Status, WaitQueue,
+};
+
+/// Asks a sale may have queued, per kind. A full queue means Redis is slow or down (a healthy
+/// batcher drains hundreds of asks per call in a few milliseconds): the next ask is answered
+/// 503 at once rather than wait for room.
+pub(super) const QUEUE: usize = 8_192;
+
+/// One kind of batched request.
+pub(super) trait Kind: Send + Sync + 'static {
+    type Ask: Send + 'static;
+    type Answer: Send + 'static;
+    /// Most asks in one call.
+    const MAX: usize;
+    /// What the call does, for the 503's log line.
+    const WHAT: &'static str;
+    /// The histogram of batch sizes.
+    const METRIC: &'static str;
+
+    /// Answers `asks` in order with one call: the outer error is the batch's (Redis, a
+    /// malformed reply), an inner one an ask's own.
+    fn run(
+        &self,
+        queue: &WaitQueue,
+        asks: &[Self::Ask],
+    ) -> impl Future<Output = anyhow::Result<Vec<anyhow::Result<Self::Answer>>>> + Send;
+}
+
+/// An ask waiting for its batch, and where its answer goes.
+type Pending<K> = (
+    <K as Kind>::Ask,
+    oneshot::Sender<Result<<K as Kind>::Answer, ApiError>>,
+);
+
+/// The batchers of one kind, one per sale that has been asked about.
+pub(super) struct Batches<K: Kind> {
+    redis: Redis,
+    kind: Arc<K>,
+    outage: Outage,
+    queues: Mutex<HashMap<SaleId, mpsc::Sender<Pending<K>>>>,
+}
+
+impl<K: Kind> std::fmt::Debug for Batches<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batches")
+            .field("kind", &K::WHAT)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Kind> Batches<K> {
+    pub(super) fn new(redis: Redis, kind: K, outage: Outage) -> Self {
+        Self {
+            redis,
+            kind: Arc::new(kind),
+            outage,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The answer to `ask` about `sale`, within [`Outage::bound`] (503 `unavailable` past it).
+    pub(super) async fn ask(&self, sale: SaleId, ask: K::Ask) -> Result<K::Answer, ApiError> {
+        let (answer, answered) = oneshot::channel();
+        {
+            // The queue has room unless Redis is slow or down: hand the ask over under the
+            // lock, without cloning the sender (two shared counters touched per request).
+            let mut queues = match self.queues.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let queue = queues.entry(sale).or_insert_with(|| self.start(sale));
+            match queue.try_send((ask, answer)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(self.outage.answer()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(ApiError::internal(anyhow::anyhow!(
+                        "the batcher of {sale} ({}) stopped",
+                        K::WHAT
+                    )));
+                }
+            }
+        }
+        match tokio::time::timeout(self.outage.bound, answered).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ApiError::internal(anyhow::anyhow!(
+                "the batcher of {sale} ({}) dropped a request",
+                K::WHAT
+            ))),
+            // The batch in flight (or this one) hangs on Redis; the batcher logs it.
+            Err(_) => Err(self.outage.answer()),
+        }
+    }
+
+    /// Starts `sale`'s batching task and returns its queue. Lives as long as this edge (sales
+    /// are few, and only armed sales' askers reach here).
+    fn start(&self, sale: SaleId) -> mpsc::Sender<Pending<K>> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(drain(
+            Arc::clone(&self.kind),
+            WaitQueue::new(&self.redis, sale),
+            self.outage,
+            rx,
+        ));
+        tx
+    }
+}
+
+/// One sale's batching loop: ends when the edge (every sender) is gone.
+async fn drain<K: Kind>(
+    kind: Arc<K>,
+    queue: WaitQueue,
+    outage: Outage,
+    mut rx: mpsc::Receiver<Pending<K>>,
+) {
+    let mut batch: Vec<Pending<K>> = Vec::with_capacity(K::MAX);
+    let mut asks: Vec<K::Ask> = Vec::with_capacity(K::MAX);
+    let mut answers = Vec::with_capacity(K::MAX);
+    while rx.recv_many(&mut batch, K::MAX).await > 0 {
+        for (ask, answer) in batch.drain(..) {
+            // Its caller already had its 503 (Redis hung on the batch before): not sent.
+            if !answer.is_closed() {
+                asks.push(ask);
+                answers.push(answer);
+            }
+        }
+        if asks.is_empty() {
+            continue;
+        }
+        metrics::histogram!(K::METRIC).record(asks.len() as f64);
+        match outage.run(K::WHAT, kind.run(&queue, &asks)).await {
+            Ok(results) => {
+                for (answer, result) in answers.drain(..).zip(results) {
+                    // The caller may have hung up; its request still counted.
+                    let _ = answer.send(result.map_err(ApiError::internal));
+                }
+            }
+            Err(error) => {
+                for answer in answers.drain(..) {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
+        }
+        // A reply shorter than the batch (never: the queue checks the count) leaves no
+        // caller waiting past the bound either: the senders are dropped here.
+        answers.clear();
+        asks.clear();
+    }
+}
+
+/// Status polls: where each user stands (`None`: the sale is not armed).
+#[derive(Debug)]
+pub(super) struct Polls {
+    pub(super) return_grace: Duration,
+}
+
+impl Kind for Polls {
+    type Ask = UserId;
+    type Answer = Option<Status>;
+    const MAX: usize = MAX_STATUS_BATCH;
+    const WHAT: &'static str = "reading places in line";
+    const METRIC: &'static str = "dropline_waitroom_status_batch_size";
+
+    async fn run(
+        &self,
+        queue: &WaitQueue,
+        users: &[UserId],
+    ) -> anyhow::Result<Vec<anyhow::Result<Option<Status>>>> {
+        let answers = queue.status_many(users, self.return_grace).await?;
+        Ok(answers.into_iter().map(Ok).collect())
+    }
+}
+
+/// Joins: each user's place, new or kept, or why a new one was refused (`None`: the sale is
+/// not armed).
+#[derive(Debug)]
+pub(super) struct Joins {
+    pub(super) options: JoinOptions,
+}
+
+impl Kind for Joins {
+    type Ask = JoinAsk;
+    type Answer = Option<JoinOutcome>;
+    const MAX: usize = MAX_JOIN_BATCH;
+    const WHAT: &'static str = "joining the line";
+    const METRIC: &'static str = "dropline_waitroom_join_batch_size";
+
+    async fn run(
+        &self,
+        queue: &WaitQueue,
+        asks: &[JoinAsk],
+    ) -> anyhow::Result<Vec<anyhow::Result<Option<JoinOutcome>>>> {
+        queue.join_many(asks, &self.options).await
+    }
+}
