@@ -33,9 +33,9 @@
 //! pass is minted, and the admitter, which works only through Redis, admits nobody. A status poll
 //! or join waits at most that bound for its batch, and a sale's queue of them has a fixed size
 //! ([`batch::QUEUE`]): past it the request is answered 503 at once, so requests cannot pile up
-//! while Redis hangs; those whose caller gave up are dropped before the next batch goes out. Places are not
-//! touched by an outage, and it does not count toward `abandon_after`: the admitter sees the gap
-//! between its ticks and skips nobody for `abandon_after` after it
+//! while Redis hangs; those whose caller gave up are dropped before the next batch goes out.
+//! Places are not touched by an outage, and it does not count toward `abandon_after`: the
+//! admitter sees the gap between its ticks and skips nobody for `abandon_after` after it
 //! ([`crate::queue::AdmitParams::outage_gap`]); a buyer silent even after that is skipped and
 //! gets the place back at the next poll within the grace (door.md §6). Polling buyers keep their
 //! position or better.
