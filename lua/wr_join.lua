@@ -120,7 +120,7 @@
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice', 'groups', 'presale_only_until', 'mode')
+  'notice', 'groups', 'presale_only_until', 'mode', 'pow_difficulty')
 local users = (#ARGV - 3) / 5
 if users < 1 or users ~= math.floor(users) then
   return redis.error_reply('ERR wr_join: ARGV must be 3 values and 5 per user, for at least one user')
@@ -150,6 +150,7 @@ local grace_ms = num(ARGV[2])
 local code_failures = num(ARGV[3])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
+local pow_on = num(c[10]) > 0
 
 -- The ETA's inputs, read at the first waiting answer: no join changes them (a lapsed admission
 -- a join clears was no longer counted as active).
@@ -236,7 +237,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     return reply('bad_request', 0, 0, 0)
   end
   local spend = false
-  if num(redis.call('HGET', KEYS[1], 'pow_difficulty')) > 0 then
+  if pow_on then
     if verdict == 'none' then
       return reply('pow_required', 0, 0, 0)
     elseif verdict ~= 'ok' then
