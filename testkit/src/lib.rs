@@ -48,6 +48,7 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`], with extra settings in env form (`("PAYMENT__TIMEOUT_SECONDS", "1")`).
     pub fn with_overrides(extra: &[(&str, &str)]) -> anyhow::Result<Self> {
+        init_test_logs();
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let base = Config::load(&Sources {
             file: None,
@@ -332,6 +333,20 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends the components' logs (warnings and errors; `DROPLINE_TEST_LOG` takes a filter such as
+/// `info` or `dropline_workers=debug`) to the test's output, which the test runner shows only
+/// for a test that failed: a failure in CI then says what the components saw, such as a
+/// message retried after a dependency error. Once per process; a subscriber set already stays.
+pub fn init_test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROPLINE_TEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
 }
 
 /// Asserts an error answer in the contract's shape (DESIGN §9): status `want`, `{"error":
