@@ -12,6 +12,7 @@ use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::SaleState;
+use dropline_core::sale::keys::LineShards;
 use dropline_testkit::TestEnv;
 use dropline_waitroom::queue::{
     AdmitLimit, AdmitParams, JoinAsk, JoinOptions, JoinOutcome, MAX_JOIN_BATCH, Place, Refusal,
@@ -1538,5 +1539,59 @@ async fn a_long_line_samples_the_report_entries_and_still_times_every_buyer() ->
         admitted += tick;
     }
     assert_eq!(time_in_line_ms(&sale).await?.len(), BUYERS);
+    env.cleanup().await
+}
+
+/// The spread line's tags (issue #22 §2): on the cluster `scripts/cluster-test` makes (three
+/// primaries, slots split evenly), a sale's three line shards are served by three different
+/// primaries, and Redis computes the slot the layout computed. On any server, every shard's
+/// keys take a place and give it back.
+#[tokio::test]
+async fn a_sales_line_shards_land_on_distinct_primaries() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let line = LineShards::new(&redis, SaleId::new_v7(), 3);
+    let client = redis.pool().next();
+    if let Some(routing) = client.cached_cluster_state() {
+        let mut owners = std::collections::HashSet::new();
+        for keys in line.all() {
+            let slot: u16 = client.cluster_keyslot(keys.q.as_str()).await?;
+            assert_eq!(slot, fred::util::redis_keyslot(keys.q.as_bytes()));
+            owners.insert(
+                routing
+                    .get_server(slot)
+                    .context("the slot's owner")?
+                    .clone(),
+            );
+        }
+        let primaries = client.num_primary_cluster_nodes();
+        assert_eq!(owners.len(), primaries.min(3), "{owners:?}");
+    }
+    let user = UserId::new_v7();
+    for keys in line.all() {
+        let pool = redis.pool();
+        let () = pool
+            .zadd(
+                &keys.q,
+                None,
+                None,
+                false,
+                false,
+                (1.0, user.as_bytes().to_vec()),
+            )
+            .await?;
+        let () = pool
+            .zadd(
+                &keys.skip,
+                None,
+                None,
+                false,
+                false,
+                (2.0, user.as_bytes().to_vec()),
+            )
+            .await?;
+        let score: Option<f64> = pool.zscore(&keys.q, user.as_bytes().to_vec()).await?;
+        assert_eq!(score, Some(1.0));
+    }
     env.cleanup().await
 }

@@ -37,6 +37,22 @@
 //! | `rps` | hash | the report's per-second series: `a:<t>` arrivals, `m:<t>` admissions, `l:<t>` queue length, `t` seconds since `opens_at` (at most 21,600) |
 //! | `wt` | hash | a waiting buyer's report entry: user (16 raw bytes) → `<join ms>` or `<join ms>:<first ETA ms>:<shown ms>`; removed at admission or leave |
 //! | `dev` | stream | the draw outbox: promotions and settlements, drained into MySQL `draw_entries` by the draw leader |
+//!
+//! # A line spread over shards
+//!
+//! A sale whose line is spread over L > 1 line shards (README "A line that outgrows one Redis:
+//! the design", issue #22 §2) keeps every key above on its own slot, and holds its waiting
+//! places in [`LineKeys`], one set per shard, `<prefix>:{<line tag>}:<name>`, the line tag
+//! `s:<sale>:l<i>.<k>` chosen by [`LineShards`] so that shard i's slot falls in the i-th of L
+//! equal slot ranges (an evenly split cluster then gives each shard its own primary):
+//!
+//! | name | type | content |
+//! | --- | --- | --- |
+//! | `q`, `qskip` | zsets | the shard's part of the line and of the skipped places, as `q`, `qskip` above |
+//! | `ladm` | zset | the admitter's outbox: places taken from `q` this tick and not yet written into the sale's `adm` |
+//! | `lmeta` | hash | what a poll needs from the sale's slot, written by the admitter each tick |
+//!
+//! With L = 1 the line is the sale's own `q` and `qskip`: a small sale pays nothing.
 
 use crate::clients::redis::Redis;
 use crate::ids::{OrderId, SaleId, UserId};
@@ -52,6 +68,13 @@ impl SaleKeys {
     pub fn new(redis: &Redis, sale: SaleId) -> Self {
         Self {
             base: redis.sale_key(sale, ""),
+        }
+    }
+
+    /// The layout under key prefix `prefix` (`redis.key_prefix`), without a client.
+    pub fn with_prefix(prefix: &str, sale: SaleId) -> Self {
+        Self {
+            base: format!("{prefix}:{{s:{sale}}}:"),
         }
     }
 
@@ -244,6 +267,133 @@ impl SaleKeys {
     }
 }
 
+/// The most line shards a sale may have: each is a slot range of 16,384 / L slots, and the
+/// admitter reads every shard's head each tick.
+pub const MAX_LINE_SHARDS: u16 = 64;
+
+/// Redis Cluster's slot count.
+const SLOTS: u32 = 16_384;
+
+/// How a sale's line is split over shards: which shard holds a user's place, and each shard's
+/// hash tag. The tags are a pure function of the sale id and L, so every process names the same
+/// keys without asking anyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineShards {
+    /// Shard i's keys. One entry (the sale's own `q`, `qskip`) when the line is not spread.
+    shards: Vec<LineKeys>,
+}
+
+impl LineShards {
+    /// The layout of `sale`'s line over `count` shards (clamped to 1..=[`MAX_LINE_SHARDS`]).
+    pub fn new(redis: &Redis, sale: SaleId, count: u16) -> Self {
+        Self::with_prefix(redis.prefix(), sale, count)
+    }
+
+    /// [`LineShards::new`] under key prefix `prefix`, without a client.
+    pub fn with_prefix(prefix: &str, sale: SaleId, count: u16) -> Self {
+        let count = count.clamp(1, MAX_LINE_SHARDS);
+        let shards = if count == 1 {
+            let own = SaleKeys::with_prefix(prefix, sale);
+            vec![LineKeys {
+                q: own.queue(),
+                skip: own.skipped(),
+                outbox: own.named("ladm"),
+                meta: own.named("lmeta"),
+            }]
+        } else {
+            (0..count)
+                .map(|index| {
+                    let tag = line_tag(sale, index, count);
+                    let base = format!("{prefix}:{{{tag}}}:");
+                    LineKeys {
+                        q: format!("{base}q"),
+                        skip: format!("{base}qskip"),
+                        outbox: format!("{base}ladm"),
+                        meta: format!("{base}lmeta"),
+                    }
+                })
+                .collect()
+        };
+        Self { shards }
+    }
+
+    /// L, the number of line shards.
+    pub fn count(&self) -> u16 {
+        // At most MAX_LINE_SHARDS entries (new clamps).
+        self.shards.len() as u16
+    }
+
+    /// The shard that holds `user`'s place: the user id's last 8 bytes (the random part of a
+    /// UUIDv7) modulo L, so a place is always found with one call and a user has one shard.
+    pub fn shard_of(&self, user: UserId) -> u16 {
+        shard_of(user, self.count())
+    }
+
+    /// Shard `index`'s keys (`index` modulo L).
+    pub fn keys(&self, index: u16) -> &LineKeys {
+        &self.shards[usize::from(index % self.count())]
+    }
+
+    /// The keys of the shard that holds `user`'s place.
+    pub fn keys_of(&self, user: UserId) -> &LineKeys {
+        self.keys(self.shard_of(user))
+    }
+
+    /// Every shard's keys, in shard order.
+    pub fn all(&self) -> &[LineKeys] {
+        &self.shards
+    }
+}
+
+/// One line shard's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineKeys {
+    /// `q`: the places waiting on this shard.
+    pub q: String,
+    /// `qskip`: the skipped places of this shard.
+    pub skip: String,
+    /// `ladm`: places taken from `q` by a tick and not yet written into the sale's `adm`.
+    pub outbox: String,
+    /// `lmeta`: the sale's state as the admitter last published it to this shard.
+    pub meta: String,
+}
+
+/// The line shard of `user` among `count`.
+fn shard_of(user: UserId, count: u16) -> u16 {
+    let bytes = user.as_uuid().as_bytes();
+    let mut tail = [0u8; 8];
+    tail.copy_from_slice(&bytes[8..]);
+    // The result is below count, a u16.
+    (u64::from_be_bytes(tail) % u64::from(count.max(1))) as u16
+}
+
+/// The slots shard `index` of `count` may take: the index-th of `count` equal ranges.
+pub fn line_slot_range(index: u16, count: u16) -> std::ops::Range<u16> {
+    let count = u32::from(count.max(1));
+    let index = u32::from(index) % count;
+    // Both bounds are at most SLOTS = 16,384, inside u16.
+    let start = (index * SLOTS / count) as u16;
+    let end = ((index + 1) * SLOTS / count) as u16;
+    start..end
+}
+
+/// Shard `index`'s hash tag, `s:<sale>:l<index>.<k>` with the smallest k whose slot falls in
+/// [`line_slot_range`]. CRC16 spreads consecutive suffixes evenly, so k is about L on average;
+/// the search is bounded all the same, and a tag past the bound keeps the last suffix tried
+/// (its slot is then merely somewhere else: still one slot, still correct).
+fn line_tag(sale: SaleId, index: u16, count: u16) -> String {
+    const MAX_TRIES: u32 = 1_000_000;
+    let range = line_slot_range(index, count);
+    let mut tag = String::new();
+    for k in 0..MAX_TRIES {
+        tag = format!("s:{sale}:l{index}.{k}");
+        if range.contains(&fred::util::redis_keyslot(tag.as_bytes())) {
+            break;
+        }
+    }
+    tag
+}
+
 /// What one of a sale's keys names, as a scan of the sale's keys meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyName<'a> {
@@ -306,6 +456,60 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_shards_fall_in_equal_slot_ranges_and_split_users_evenly() {
+        for count in [2u16, 3, 5, 16, MAX_LINE_SHARDS] {
+            let sale = SaleId::new_v7();
+            let line = LineShards::with_prefix("dl", sale, count);
+            assert_eq!(line.count(), count);
+            for (index, keys) in line.all().iter().enumerate() {
+                let index = index as u16;
+                let slot = fred::util::redis_keyslot(keys.q.as_bytes());
+                assert!(
+                    line_slot_range(index, count).contains(&slot),
+                    "shard {index} of {count}: slot {slot}"
+                );
+                // Every key of a shard shares its slot; no shard shares the sale's.
+                for key in [&keys.skip, &keys.outbox, &keys.meta] {
+                    assert_eq!(fred::util::redis_keyslot(key.as_bytes()), slot);
+                }
+                assert!(keys.q.starts_with("dl:{s:") && keys.q.ends_with("}:q"));
+            }
+            // The same layout from anyone who asks.
+            assert_eq!(line, LineShards::with_prefix("dl", sale, count));
+            let mut per_shard = vec![0u32; usize::from(count)];
+            for _ in 0..(2_000 * u32::from(count)) {
+                let user = UserId::new_v7();
+                let shard = line.shard_of(user);
+                assert_eq!(line.keys_of(user), line.keys(shard));
+                per_shard[usize::from(shard)] += 1;
+            }
+            // 2,000 expected each: a fair split is well inside ±20%.
+            assert!(
+                per_shard.iter().all(|n| (1_600..=2_400).contains(n)),
+                "{per_shard:?}"
+            );
+        }
+        let ranges: Vec<_> = (0..3).map(|i| line_slot_range(i, 3)).collect();
+        assert_eq!(ranges, [0..5461, 5461..10922, 10922..16384]);
+    }
+
+    #[test]
+    fn a_line_of_one_shard_is_the_sales_own_line() {
+        let sale = SaleId::new_v7();
+        let own = SaleKeys::with_prefix("dl", sale);
+        for count in [0, 1] {
+            let line = LineShards::with_prefix("dl", sale, count);
+            assert_eq!(line.count(), 1);
+            assert_eq!(line.keys_of(UserId::new_v7()).q, own.queue());
+            assert_eq!(line.keys(0).skip, own.skipped());
+        }
+        assert_eq!(
+            LineShards::with_prefix("dl", sale, 1_000).count(),
+            MAX_LINE_SHARDS
+        );
+    }
 
     #[test]
     fn glob_characters_are_escaped() {
