@@ -200,7 +200,19 @@ impl Outage {
         what: &'static str,
         step: impl Future<Output = anyhow::Result<T>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.bound, step).await {
+        self.run_until(tokio::time::Instant::now() + self.bound, what, step)
+            .await
+    }
+
+    /// [`Outage::run`] with the bound ending at `deadline` instead of [`Outage::bound`] from
+    /// now (a batch: the deadline of its oldest ask).
+    async fn run_until<T>(
+        self,
+        deadline: tokio::time::Instant,
+        what: &'static str,
+        step: impl Future<Output = anyhow::Result<T>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout_at(deadline, step).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.error(what, error)),
             Err(_) => Err(self.error(

@@ -35,28 +35,41 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// across replicas without a random draw (a syscall) per request.
 #[derive(Clone, Debug)]
 struct RequestIds {
-    prefix: Arc<str>,
+    /// The prefix's 8 hex digits and the dash.
+    prefix: [u8; 9],
     next: Arc<AtomicU64>,
 }
 
 impl RequestIds {
     fn new() -> Self {
-        let prefix: u32 = rand::random();
+        let mut prefix = [b'-'; 9];
+        hex_into(&mut prefix[..8], u64::from(rand::random::<u32>()));
         Self {
-            prefix: format!("{prefix:08x}").into(),
+            prefix,
             next: Arc::new(AtomicU64::new(1)),
         }
     }
 
     fn next(&self) -> Option<HeaderValue> {
-        use std::io::Write;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // Formatted on the stack: the header value is the only allocation.
-        let mut buf = [0u8; 64];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        write!(cursor, "{}-{n:012x}", self.prefix).ok()?;
-        let len = usize::try_from(cursor.position()).ok()?;
+        // Written by hand on the stack (a tenth of `write!`'s instructions on the status
+        // path's profile): the header value is the only allocation. The counter takes 12 hex
+        // digits until 2^48 requests, more after, as `{:012x}` would.
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(12) as usize;
+        let mut buf = [0u8; 9 + 16];
+        buf[..9].copy_from_slice(&self.prefix);
+        let len = 9 + digits;
+        hex_into(buf.get_mut(9..len)?, n);
         HeaderValue::from_bytes(buf.get(..len)?).ok()
+    }
+}
+
+/// Writes `n`'s lowest `out.len()` hex digits (lower case) into `out`, zero-padded.
+fn hex_into(out: &mut [u8], mut n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = HEX[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -430,5 +443,17 @@ mod tests {
             );
         }
         assert!(first.ends_with("000000000001"), "{first}");
+        // The counter past 12 digits, as `{:012x}` writes it.
+        ids.next.store(0x1_0000_0000_0000, Ordering::Relaxed);
+        let long = ids.next().and_then(|v| v.to_str().ok().map(str::to_owned));
+        assert_eq!(
+            long.as_deref()
+                .and_then(|id| id.split_once('-'))
+                .map(|p| p.1),
+            Some("1000000000000")
+        );
+        let mut out = [0u8; 8];
+        hex_into(&mut out, 0x3f9a_2c1e);
+        assert_eq!(&out, b"3f9a2c1e");
     }
 }

@@ -21,6 +21,7 @@ use dropline_core::clients::redis::Redis;
 use dropline_core::http::error::ApiError;
 use dropline_core::ids::{SaleId, UserId};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::Outage;
 use crate::queue::{
@@ -52,10 +53,12 @@ pub(super) trait Kind: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<Vec<anyhow::Result<Self::Answer>>>> + Send;
 }
 
-/// An ask waiting for its batch, and where its answer goes.
+/// An ask waiting for its batch, where its answer goes, and when its caller's bound
+/// ([`Outage::bound`] from its arrival) runs out.
 type Pending<K> = (
     <K as Kind>::Ask,
     oneshot::Sender<Result<<K as Kind>::Answer, ApiError>>,
+    Instant,
 );
 
 /// The batchers of one kind, one per sale that has been asked about.
@@ -85,8 +88,15 @@ impl<K: Kind> Batches<K> {
     }
 
     /// The answer to `ask` about `sale`, within [`Outage::bound`] (503 `unavailable` past it).
+    ///
+    /// The bound is kept by the batching task, not by a timer per ask (a timer entry armed and
+    /// cancelled on every poll): asks are answered in arrival order, each batch's Redis call
+    /// ends by the deadline of its oldest ask, and an ask whose deadline passed while an
+    /// earlier batch hung is answered 503 without being sent. So no ask waits past its own
+    /// deadline by more than the batching task's scheduling.
     pub(super) async fn ask(&self, sale: SaleId, ask: K::Ask) -> Result<K::Answer, ApiError> {
         let (answer, answered) = oneshot::channel();
+        let deadline = Instant::now() + self.outage.bound;
         {
             // The queue has room unless Redis is slow or down: hand the ask over under the
             // lock, without cloning the sender (two shared counters touched per request).
@@ -95,7 +105,7 @@ impl<K: Kind> Batches<K> {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let queue = queues.entry(sale).or_insert_with(|| self.start(sale));
-            match queue.try_send((ask, answer)) {
+            match queue.try_send((ask, answer, deadline)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(self.outage.answer()),
                 Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -106,14 +116,12 @@ impl<K: Kind> Batches<K> {
                 }
             }
         }
-        match tokio::time::timeout(self.outage.bound, answered).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ApiError::internal(anyhow::anyhow!(
+        match answered.await {
+            Ok(answer) => answer,
+            Err(_) => Err(ApiError::internal(anyhow::anyhow!(
                 "the batcher of {sale} ({}) dropped a request",
                 K::WHAT
             ))),
-            // The batch in flight (or this one) hangs on Redis; the batcher logs it.
-            Err(_) => Err(self.outage.answer()),
         }
     }
 
@@ -142,18 +150,32 @@ async fn drain<K: Kind>(
     let mut asks: Vec<K::Ask> = Vec::with_capacity(K::MAX);
     let mut answers = Vec::with_capacity(K::MAX);
     while rx.recv_many(&mut batch, K::MAX).await > 0 {
-        for (ask, answer) in batch.drain(..) {
-            // Its caller already had its 503 (Redis hung on the batch before): not sent.
-            if !answer.is_closed() {
-                asks.push(ask);
-                answers.push(answer);
+        let now = Instant::now();
+        // The oldest ask sent comes first (the queue is in arrival order): its deadline ends
+        // the batch's call.
+        let mut until = None;
+        for (ask, answer, deadline) in batch.drain(..) {
+            if answer.is_closed() {
+                // The caller hung up: not sent.
+                continue;
             }
+            if deadline <= now {
+                // Its bound ran out behind a batch that hung on Redis (which logged it).
+                let _ = answer.send(Err(outage.answer()));
+                continue;
+            }
+            until.get_or_insert(deadline);
+            asks.push(ask);
+            answers.push(answer);
         }
-        if asks.is_empty() {
+        let Some(until) = until else {
             continue;
-        }
+        };
         metrics::histogram!(K::METRIC).record(asks.len() as f64);
-        match outage.run(K::WHAT, kind.run(&queue, &asks)).await {
+        match outage
+            .run_until(until, K::WHAT, kind.run(&queue, &asks))
+            .await
+        {
             Ok(results) => {
                 for (answer, result) in answers.drain(..).zip(results) {
                     // The caller may have hung up; its request still counted.
