@@ -4,7 +4,8 @@
 //! EdDSA pass once the admitter lets them in. This crate owns the HTTP edge ([`edge`]), the
 //! tickets waiting buyers poll with ([`ticket`]), the proof of work a sale may ask of a join
 //! ([`pow`]), the queue in Redis ([`queue`], Lua in
-//! `lua/wr_*.lua`), the admitter, the waiting page ([`page`]), the administrators' control room
+//! `lua/wr_*.lua`), positions in a line spread over shards ([`line`], issue #22 §2, not wired
+//! yet), the admitter, the waiting page ([`page`]), the administrators' control room
 //! ([`control`]) and the operator's console ([`console`]). It needs Redis, and MySQL for draw
 //! sales' entries only (design/draw.md).
 //!
@@ -18,6 +19,7 @@ pub mod console;
 pub mod control;
 pub mod docs;
 pub mod edge;
+pub mod line;
 pub mod page;
 pub mod pow;
 pub mod queue;

@@ -1,0 +1,330 @@
+//! Positions in a line spread over shards (issue #22 §2; README "A line that outgrows one
+//! Redis: the design"): how many places of the *other* shards stand ahead of a score.
+//!
+//! A poll knows its own rank exactly (`ZRANK` on its shard). For the other shards the admitter
+//! leader reads a few points of each shard every tick and publishes them; a poll then counts
+//! from those points without touching any other shard. Each shard is described by its
+//! [`CountCurve`]: the number of its places with a score below `x`, as a monotone piecewise
+//! linear function through knots the leader read:
+//!
+//! - the first [`EXACT_HEAD`] places: knots `(s, r)` and `(s + 1, r + 1)` for the place of rank
+//!   r and score s. Scores are integers (exact doubles below 2^53), so between the two knots
+//!   there is no integer and the curve is exact there: the front of the line, and every line
+//!   of at most [`EXACT_HEAD`] places a shard, is counted exactly (as of the last tick);
+//! - the places at ranks 64, 128, 256, … and the last one, the same two knots each;
+//! - the segment bounds ([`segment_starts`]): every priority group's first score, within a
+//!   group the first score of an arrival after the opening (2^32 as the key) and the last
+//!   such key handed out so far, with the count below each (`ZCOUNT`). Scores jump at these (a
+//!   group is 2^33 keys apart from the next, the pre-open keys are random while later ones
+//!   count up from 2^32 and leave the rest of the group's keys empty), so no interpolation
+//!   spans one.
+//!
+//! Between knots the count is interpolated linearly. Within one segment the scores of a shard
+//! are spread as the whole line's are (pre-open keys are uniform draws; later keys count the
+//! arrivals, and a shard holds a random share of them because a place's shard is a hash of
+//! its user), so the error of a position far back is a fraction of the gap between two knots.
+//!
+//! Every shard gets the same published [`CountCurve::sum`] of all shards and its own curve: the
+//! places of the others ahead of `x` are `sum(x) - own(x)`, two binary searches, whatever the
+//! number of shards.
+//!
+//! Measured on a simulated line of 60,000 places (two priority groups besides the public one,
+//! a pre-queue and later arrivals) split at random over 3 and over 8 shards, from the 1,000th
+//! place on, as a share of the position: median error 0.06–0.08%, 99th percentile 1.0–1.3%,
+//! worst 3.5% (just past a shard's 32nd place, where the next knot is 32 places on).
+//!
+//! Not wired yet: nothing publishes these curves, and no sale has more than one line shard.
+
+/// Places at the head of each shard counted exactly.
+pub const EXACT_HEAD: u64 = 32;
+
+/// The ranks the leader reads a shard's score at, for a shard of `len` places: the first
+/// [`EXACT_HEAD`], then every power of two from 64 below `len`, then the last.
+pub fn checkpoint_ranks(len: u64) -> Vec<u64> {
+    let mut ranks: Vec<u64> = (0..len.min(EXACT_HEAD)).collect();
+    let mut rank = EXACT_HEAD * 2;
+    while rank < len {
+        ranks.push(rank);
+        rank *= 2;
+    }
+    if len > 0 && ranks.last() != Some(&(len - 1)) {
+        ranks.push(len - 1);
+    }
+    ranks
+}
+
+/// The order key at which a group's arrivals after the opening start (`wr_join.lua`: 2^32 + n).
+const AFTER_OPENING: f64 = 4_294_967_296.0;
+/// The order keys of one priority group (`wr_join.lua`: rank * 2^33 + k).
+const GROUP_SPAN: f64 = 8_589_934_592.0;
+/// A score is `order_key * 65536 + stamp`.
+const STAMP: f64 = 65_536.0;
+
+/// The scores where a line's scores jump, for `groups` priority groups besides the public one
+/// and `arrivals` places made after the opening so far (the sale's `qseq`): the start of each
+/// group, the start of its arrivals after the opening, and the end of those (no key past
+/// 2^32 + `arrivals` exists yet, and the next group starts 2^32 keys later: an empty stretch
+/// that interpolation must not spread places over). The leader counts each shard's places
+/// below these (`ZCOUNT -inf (x`).
+pub fn segment_starts(groups: usize, arrivals: u64) -> Vec<f64> {
+    (0..=groups)
+        .flat_map(|rank| {
+            let base = rank as f64 * GROUP_SPAN;
+            [
+                base * STAMP,
+                (base + AFTER_OPENING) * STAMP,
+                (base + AFTER_OPENING + arrivals as f64 + 1.0) * STAMP,
+            ]
+        })
+        .collect()
+}
+
+/// How many places of a set have a score below `x`: knots `(x, count)` sorted by `x`, the
+/// count non-decreasing, linear between knots, 0 before the first and the last count after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CountCurve {
+    knots: Vec<(f64, f64)>,
+}
+
+impl CountCurve {
+    /// One shard's curve from what the leader read: its length, the scores at
+    /// [`checkpoint_ranks`] (`(rank, score)`, any order) and the places below each segment start
+    /// (`(start, count)`).
+    pub fn of_shard(len: u64, ranked: &[(u64, f64)], segments: &[(f64, u64)]) -> Self {
+        let mut knots: Vec<(f64, f64)> = Vec::with_capacity(ranked.len() * 2 + segments.len());
+        for &(rank, score) in ranked {
+            knots.push((score, rank as f64));
+            knots.push((score + 1.0, rank as f64 + 1.0));
+        }
+        for &(start, below) in segments {
+            knots.push((start, below as f64));
+        }
+        knots.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        // One knot per x, the count made monotone: a segment start read in another instant
+        // than the ranks (a join between the reads) must not make the curve go back.
+        let mut out: Vec<(f64, f64)> = Vec::with_capacity(knots.len() + 1);
+        for (x, count) in knots {
+            let count = count.min(len as f64);
+            match out.last().copied() {
+                Some((last_x, last_count)) if last_x == x => {
+                    if let Some(last) = out.last_mut() {
+                        last.1 = last_count.max(count);
+                    }
+                }
+                Some((_, last_count)) => out.push((x, count.max(last_count))),
+                None => out.push((x, count)),
+            }
+        }
+        if let Some(&(x, count)) = out.last()
+            && count < len as f64
+        {
+            out.push((x + 1.0, len as f64));
+        }
+        Self { knots: out }
+    }
+
+    /// The estimated number of places with a score below `x`.
+    pub fn at(&self, x: f64) -> f64 {
+        let knots = &self.knots;
+        // The first knot at or past x.
+        let i = knots.partition_point(|k| k.0 < x);
+        if i == knots.len() {
+            return knots.last().map_or(0.0, |k| k.1);
+        }
+        if knots[i].0 == x {
+            return knots[i].1;
+        }
+        if i == 0 {
+            return 0.0;
+        }
+        let ((x0, c0), (x1, c1)) = (knots[i - 1], knots[i]);
+        c0 + (c1 - c0) * (x - x0) / (x1 - x0)
+    }
+
+    /// The sum of `curves`: exact, since a sum of piecewise linear functions is linear between
+    /// the union of their knots.
+    pub fn sum(curves: &[CountCurve]) -> Self {
+        let mut xs: Vec<f64> = curves
+            .iter()
+            .flat_map(|c| c.knots.iter().map(|k| k.0))
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let knots = xs
+            .into_iter()
+            .map(|x| (x, curves.iter().map(|c| c.at(x)).sum()))
+            .collect();
+        Self { knots }
+    }
+
+    /// The knots, for publishing.
+    pub fn knots(&self) -> &[(f64, f64)] {
+        &self.knots
+    }
+}
+
+/// The places of the other shards ahead of the place with score `score`, from the sum of every
+/// shard's curve and the place's own shard's curve, rounded to a whole place.
+pub fn ahead_in_others(all: &CountCurve, own: &CountCurve, score: f64) -> u64 {
+    (all.at(score) - own.at(score)).max(0.0).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A line as `wr_join.lua` scores it: `pre` pre-open places per group (random keys), then
+    /// `post` arrivals after the opening spread over the groups, with stamps.
+    fn line(rng: &mut impl Rng, groups: usize, pre: usize, post: usize) -> Vec<f64> {
+        let mut scores = Vec::new();
+        for rank in 0..=groups {
+            for _ in 0..pre {
+                let key = rank as f64 * GROUP_SPAN + f64::from(rng.random::<u32>());
+                scores.push(key * STAMP + f64::from(rng.random::<u16>()));
+            }
+        }
+        for n in 0..post {
+            let rank = rng.random_range(0..=groups) as f64;
+            let key = rank * GROUP_SPAN + AFTER_OPENING + n as f64;
+            scores.push(key * STAMP + f64::from(rng.random::<u16>()));
+        }
+        scores.sort_by(f64::total_cmp);
+        scores.dedup();
+        scores
+    }
+
+    /// What the leader would read of one shard's sorted scores, `arrivals` after the opening.
+    fn read(shard: &[f64], groups: usize, arrivals: u64) -> CountCurve {
+        let len = shard.len() as u64;
+        let ranked: Vec<(u64, f64)> = checkpoint_ranks(len)
+            .into_iter()
+            .map(|r| (r, shard[r as usize]))
+            .collect();
+        let segments: Vec<(f64, u64)> = segment_starts(groups, arrivals)
+            .into_iter()
+            .map(|x| (x, shard.partition_point(|&s| s < x) as u64))
+            .collect();
+        CountCurve::of_shard(len, &ranked, &segments)
+    }
+
+    /// Splits `scores` over `count` shards at random (a hash of the user), reads them, and
+    /// returns each place's (estimated, true) count of the other shards' places ahead, and
+    /// the score up to which every shard's count is exact (the lowest 32nd score of a shard).
+    fn estimates(
+        scores: &[f64],
+        count: usize,
+        groups: usize,
+        arrivals: u64,
+        seed: u64,
+    ) -> (Vec<(u64, u64)>, f64) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut shards: Vec<Vec<f64>> = vec![Vec::new(); count];
+        let mut shard_of = Vec::with_capacity(scores.len());
+        for &s in scores {
+            let i = rng.random_range(0..count);
+            shards[i].push(s);
+            shard_of.push(i);
+        }
+        let curves: Vec<CountCurve> = shards.iter().map(|s| read(s, groups, arrivals)).collect();
+        let all = CountCurve::sum(&curves);
+        let exact_until = shards
+            .iter()
+            .filter_map(|s| s.get(EXACT_HEAD as usize - 1))
+            .fold(f64::INFINITY, |a, &b| a.min(b + 1.0));
+        let answers = scores
+            .iter()
+            .enumerate()
+            .map(|(rank, &s)| {
+                let own = &shards[shard_of[rank]];
+                let own_rank = own.partition_point(|&x| x < s) as u64;
+                let truth = rank as u64 - own_rank;
+                (ahead_in_others(&all, &curves[shard_of[rank]], s), truth)
+            })
+            .collect();
+        (answers, exact_until)
+    }
+
+    #[test]
+    fn checkpoints_are_the_head_then_powers_of_two_then_the_last() {
+        assert_eq!(checkpoint_ranks(0), Vec::<u64>::new());
+        assert_eq!(checkpoint_ranks(3), [0, 1, 2]);
+        assert_eq!(checkpoint_ranks(32), (0..32).collect::<Vec<_>>());
+        let ranks = checkpoint_ranks(1_000_000);
+        assert_eq!(
+            &ranks[32..],
+            [
+                64, 128, 256, 512, 1_024, 2_048, 4_096, 8_192, 16_384, 32_768, 65_536, 131_072,
+                262_144, 524_288, 999_999
+            ]
+        );
+    }
+
+    #[test]
+    fn small_lines_and_the_head_of_every_shard_are_exact() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // Every shard at most 32 places: every position exact.
+        let small = line(&mut rng, 2, 5, 30);
+        let (answers, _) = estimates(&small, 3, 2, 30, 1);
+        for (estimate, truth) in answers {
+            assert_eq!(estimate, truth);
+        }
+        // A long line: every place up to the lowest 32nd place of a shard counts the others
+        // exactly (a shard's count is exact below its 32nd place).
+        let long = line(&mut rng, 0, 20_000, 20_000);
+        let (answers, exact_until) = estimates(&long, 3, 0, 20_000, 2);
+        let head = long.partition_point(|&s| s <= exact_until);
+        assert!(head >= 60, "{head}");
+        for (rank, (estimate, truth)) in answers.iter().enumerate().take(head) {
+            assert_eq!(estimate, truth, "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn far_back_positions_are_within_about_a_percent() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // Two groups besides the public one, a pre-queue and later arrivals: 60,000 places.
+        let scores = line(&mut rng, 2, 10_000, 30_000);
+        for shards in [3, 8] {
+            let (answers, _) = estimates(&scores, shards, 2, 30_000, 3);
+            let mut errors: Vec<f64> = answers
+                .iter()
+                .enumerate()
+                .skip(1_000)
+                .map(|(rank, &(estimate, truth))| {
+                    (estimate as f64 - truth as f64).abs() / rank as f64
+                })
+                .collect();
+            errors.sort_by(f64::total_cmp);
+            let median = errors[errors.len() / 2];
+            let p99 = errors[errors.len() * 99 / 100];
+            let worst = errors[errors.len() - 1];
+            // Relative to the position, from the 1,000th place on: half within 0.3%, 99%
+            // within 1.5%, none past 5%.
+            assert!(
+                median < 0.003 && p99 < 0.015 && worst < 0.05,
+                "{shards} shards: median {median}, p99 {p99}, worst {worst}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_curve_never_goes_back_and_ends_at_the_length() {
+        // A segment count read after a join (one more place below it than the ranks say).
+        let curve = CountCurve::of_shard(
+            3,
+            &[(0, 10.0), (1, 20.0), (2, 30.0)],
+            &[(15.0, 2), (25.0, 2)],
+        );
+        let mut last = 0.0;
+        for x in 0..40 {
+            let c = curve.at(f64::from(x));
+            assert!(c >= last, "{x}: {c} < {last}");
+            last = c;
+        }
+        assert_eq!(curve.at(31.0), 3.0);
+        assert_eq!(curve.at(10.0), 0.0);
+        assert_eq!(CountCurve::default().at(5.0), 0.0);
+        assert_eq!(ahead_in_others(&curve, &curve, 25.0), 0);
+    }
+}
