@@ -33,7 +33,15 @@
 //! place on, as a share of the position: median error 0.06–0.08%, 99th percentile 1.0–1.3%,
 //! worst 3.5% (just past a shard's 32nd place, where the next knot is 32 places on).
 //!
-//! Not wired yet: nothing publishes these curves, and no sale has more than one line shard.
+//! The leader's read of a shard is one call on the shard's primary ([`read_curve`],
+//! `lua/wr_line_curve.lua`). Not wired yet: no tick reads or publishes these curves, and no
+//! sale has more than one line shard.
+
+use anyhow::Context;
+use dropline_core::clients::redis::Redis;
+use fred::types::Value;
+
+use crate::scripts::WR_LINE_CURVE;
 
 /// Places at the head of each shard counted exactly.
 pub const EXACT_HEAD: u64 = 32;
@@ -161,6 +169,42 @@ impl CountCurve {
     pub fn knots(&self) -> &[(f64, f64)] {
         &self.knots
     }
+}
+
+/// Reads one line shard's curve with one call on its primary (`lua/wr_line_curve.lua`): its
+/// length, the scores at [`checkpoint_ranks`] and the count below each of `bounds`
+/// ([`segment_starts`]). What the leader does for every shard each tick.
+pub async fn read_curve(redis: &Redis, q: &str, bounds: &[f64]) -> anyhow::Result<CountCurve> {
+    let args: Vec<String> = bounds.iter().map(|b| format!("{b:.0}")).collect();
+    let reply: Value = WR_LINE_CURVE
+        .run(redis, vec![q.to_owned()], args)
+        .await
+        .with_context(|| format!("reading the line shard {q}"))?;
+    let malformed = || anyhow::anyhow!("wr_line_curve: a malformed reply for {q}");
+    let Value::Array(parts) = reply else {
+        return Err(malformed());
+    };
+    let [len, Value::Array(ranked), Value::Array(below)] = parts.as_slice() else {
+        return Err(malformed());
+    };
+    let len = len.as_u64().ok_or_else(malformed)?;
+    let ranked = ranked
+        .chunks_exact(2)
+        .map(|pair| Some((pair[0].as_u64()?, pair[1].as_f64()?)))
+        .collect::<Option<Vec<(u64, f64)>>>()
+        .ok_or_else(malformed)?;
+    anyhow::ensure!(
+        ranked.iter().map(|r| r.0).eq(checkpoint_ranks(len)),
+        "wr_line_curve: ranks other than checkpoint_ranks({len}) for {q}"
+    );
+    let below = below
+        .iter()
+        .map(Value::as_u64)
+        .collect::<Option<Vec<u64>>>()
+        .ok_or_else(malformed)?;
+    anyhow::ensure!(below.len() == bounds.len(), malformed());
+    let segments: Vec<(f64, u64)> = bounds.iter().copied().zip(below).collect();
+    Ok(CountCurve::of_shard(len, &ranked, &segments))
 }
 
 /// The places of the other shards ahead of the place with score `score`, from the sum of every

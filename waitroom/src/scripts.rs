@@ -27,8 +27,12 @@ pub static WR_CHALLENGE: Script = lua_script!("wr_challenge");
 /// A draw sale's entry: read, and a join's proof of work judged (`lua/wr_entry.lua`).
 pub static WR_ENTRY: Script = lua_script!("wr_entry");
 
+/// Read-only: one line shard's checkpoints for positions across shards
+/// (`lua/wr_line_curve.lua`, [`crate::line`]).
+pub static WR_LINE_CURVE: Script = lua_script!("wr_line_curve");
+
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 9] {
+pub fn all() -> [&'static Script; 10] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -39,5 +43,6 @@ pub fn all() -> [&'static Script; 9] {
         &WR_CONTROL,
         &WR_CHALLENGE,
         &WR_ENTRY,
+        &WR_LINE_CURVE,
     ]
 }

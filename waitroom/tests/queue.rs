@@ -1595,3 +1595,96 @@ async fn a_sales_line_shards_land_on_distinct_primaries() -> anyhow::Result<()> 
     }
     env.cleanup().await
 }
+
+/// Positions across line shards (issue #22 §2): what the leader reads of each shard with
+/// `wr_line_curve.lua` is the curve the reference builds from the shard's sorted scores, and
+/// the head of the line counts exactly. On the cluster each read runs on its own primary.
+#[tokio::test]
+async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow::Result<()> {
+    use dropline_waitroom::line::{
+        CountCurve, EXACT_HEAD, ahead_in_others, checkpoint_ranks, read_curve, segment_starts,
+    };
+    use rand::{Rng, SeedableRng};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let line = LineShards::new(&redis, SaleId::new_v7(), 3);
+    // One group besides the public one: 300 pre-open places per group, then 500 arrivals.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    const GROUP: f64 = 8_589_934_592.0;
+    const OPENED: f64 = 4_294_967_296.0;
+    let mut places: Vec<(f64, UserId)> = Vec::new();
+    for rank in 0..2 {
+        for _ in 0..300 {
+            let key = f64::from(rank) * GROUP + f64::from(rng.random::<u32>());
+            places.push((key * 65_536.0 + 7.0, UserId::new_v7()));
+        }
+    }
+    for n in 0..500 {
+        let key = f64::from(rng.random_range(0..2u8)) * GROUP + OPENED + f64::from(n);
+        places.push((key * 65_536.0 + 7.0, UserId::new_v7()));
+    }
+    places.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut shards: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for chunk in places.chunks(200) {
+        for (index, keys) in line.all().iter().enumerate() {
+            let mine: Vec<(f64, Vec<u8>)> = chunk
+                .iter()
+                .filter(|(_, user)| usize::from(line.shard_of(*user)) == index)
+                .map(|(score, user)| (*score, user.as_bytes().to_vec()))
+                .collect();
+            if !mine.is_empty() {
+                let () = redis
+                    .pool()
+                    .zadd(&keys.q, None, None, false, false, mine)
+                    .await?;
+            }
+        }
+    }
+    for (score, user) in &places {
+        shards[usize::from(line.shard_of(*user))].push(*score);
+    }
+    let bounds = segment_starts(1, 500);
+    let mut curves = Vec::new();
+    for (index, keys) in line.all().iter().enumerate() {
+        let read = read_curve(&redis, &keys.q, &bounds).await?;
+        let sorted = &shards[index];
+        let len = sorted.len() as u64;
+        let ranked: Vec<(u64, f64)> = checkpoint_ranks(len)
+            .into_iter()
+            .map(|r| (r, sorted[r as usize]))
+            .collect();
+        let segments: Vec<(f64, u64)> = bounds
+            .iter()
+            .map(|&b| (b, sorted.partition_point(|&s| s < b) as u64))
+            .collect();
+        assert_eq!(
+            read,
+            CountCurve::of_shard(len, &ranked, &segments),
+            "shard {index}"
+        );
+        curves.push(read);
+    }
+    let all = CountCurve::sum(&curves);
+    let exact_until = shards
+        .iter()
+        .filter_map(|s| s.get(EXACT_HEAD as usize - 1))
+        .fold(f64::INFINITY, |a, &b| a.min(b + 1.0));
+    let mut exact = 0;
+    for (rank, (score, user)) in places.iter().enumerate() {
+        if *score > exact_until {
+            break;
+        }
+        let keys = line.keys_of(*user);
+        let own: Option<u64> = redis
+            .pool()
+            .zrank(&keys.q, user.as_bytes().to_vec(), false)
+            .await?;
+        let own = own.context("the place is in its shard")?;
+        let ahead = own + ahead_in_others(&all, &curves[usize::from(line.shard_of(*user))], *score);
+        assert_eq!(ahead, rank as u64, "the place of rank {rank}");
+        exact += 1;
+    }
+    assert!(exact >= 60, "{exact}");
+    env.cleanup().await
+}
