@@ -34,14 +34,19 @@
 //! worst 3.5% (just past a shard's 32nd place, where the next knot is 32 places on).
 //!
 //! The leader's read of a shard is one call on the shard's primary ([`read_curve`],
-//! `lua/wr_line_curve.lua`). Not wired yet: no tick reads or publishes these curves, and no
-//! sale has more than one line shard.
+//! `lua/wr_line_curve.lua`); [`publish`] writes the curves into every shard's `lmeta`, and
+//! [`positions`] (`lua/wr_line_position.lua`) counts a poll's place from its own shard alone.
+//! Not wired yet: no tick reads or publishes these curves, no poll asks, and no sale has more
+//! than one line shard.
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
+use dropline_core::ids::UserId;
+use dropline_core::sale::keys::{LineKeys, LineShards};
+use fred::interfaces::HashesInterface;
 use fred::types::Value;
 
-use crate::scripts::WR_LINE_CURVE;
+use crate::scripts::{WR_LINE_CURVE, WR_LINE_POSITION};
 
 /// Places at the head of each shard counted exactly.
 pub const EXACT_HEAD: u64 = 32;
@@ -207,10 +212,77 @@ pub async fn read_curve(redis: &Redis, q: &str, bounds: &[f64]) -> anyhow::Resul
     Ok(CountCurve::of_shard(len, &ranked, &segments))
 }
 
+/// Writes what a poll of each shard needs to count the others (`lmeta`: `all` the sum of
+/// `curves`, `own` the shard's own, `at` = `read_at_ms`), one `HSET` on each shard. `curves`
+/// are the shards' in shard order.
+pub async fn publish(
+    redis: &Redis,
+    line: &LineShards,
+    curves: &[CountCurve],
+    read_at_ms: i64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        curves.len() == line.all().len(),
+        "{} curves for {} line shards",
+        curves.len(),
+        line.all().len()
+    );
+    let all = pack(&CountCurve::sum(curves));
+    for (keys, curve) in line.all().iter().zip(curves) {
+        let fields: Vec<(&str, Vec<u8>)> = vec![
+            ("at", read_at_ms.to_string().into_bytes()),
+            ("all", all.clone()),
+            ("own", pack(curve)),
+        ];
+        let () = redis
+            .pool()
+            .hset(&keys.meta, fields)
+            .await
+            .with_context(|| format!("publishing the curves to {}", keys.meta))?;
+    }
+    Ok(())
+}
+
+/// A curve as `lmeta` holds it: each knot two little-endian doubles, in order.
+pub fn pack(curve: &CountCurve) -> Vec<u8> {
+    let mut out = Vec::with_capacity(curve.knots.len() * 16);
+    for &(x, count) in &curve.knots {
+        out.extend_from_slice(&x.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out
+}
+
+/// The positions of `users` in the spread line, from their shard `keys` alone
+/// (`lua/wr_line_position.lua`): 0 for a user not waiting there. Also when the curves read
+/// were published (`at`, epoch ms, 0 for never).
+pub async fn positions(
+    redis: &Redis,
+    keys: &LineKeys,
+    users: &[UserId],
+) -> anyhow::Result<(i64, Vec<u64>)> {
+    let args: Vec<Vec<u8>> = users.iter().map(|u| u.as_bytes().to_vec()).collect();
+    let reply: Vec<i64> = WR_LINE_POSITION
+        .run(redis, vec![keys.q.clone(), keys.meta.clone()], args)
+        .await
+        .with_context(|| format!("positions in {}", keys.q))?;
+    let (at, rest) = reply
+        .split_first()
+        .context("wr_line_position: an empty reply")?;
+    anyhow::ensure!(
+        rest.len() == users.len(),
+        "wr_line_position: {} positions for {} users",
+        rest.len(),
+        users.len()
+    );
+    Ok((*at, rest.iter().map(|&p| p.max(0) as u64).collect()))
+}
+
 /// The places of the other shards ahead of the place with score `score`, from the sum of every
 /// shard's curve and the place's own shard's curve, rounded to a whole place.
 pub fn ahead_in_others(all: &CountCurve, own: &CountCurve, score: f64) -> u64 {
-    (all.at(score) - own.at(score)).max(0.0).round() as u64
+    // floor(x + 0.5), as wr_line_position.lua rounds, so the two agree on every place.
+    ((all.at(score) - own.at(score)).max(0.0) + 0.5).floor() as u64
 }
 
 #[cfg(test)]

@@ -30,9 +30,12 @@ pub static WR_ENTRY: Script = lua_script!("wr_entry");
 /// Read-only: one line shard's checkpoints for positions across shards
 /// (`lua/wr_line_curve.lua`, [`crate::line`]).
 pub static WR_LINE_CURVE: Script = lua_script!("wr_line_curve");
+/// Read-only: positions in a spread line from the own shard and the published curves
+/// (`lua/wr_line_position.lua`, [`crate::line`]).
+pub static WR_LINE_POSITION: Script = lua_script!("wr_line_position");
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 10] {
+pub fn all() -> [&'static Script; 11] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -44,5 +47,6 @@ pub fn all() -> [&'static Script; 10] {
         &WR_CHALLENGE,
         &WR_ENTRY,
         &WR_LINE_CURVE,
+        &WR_LINE_POSITION,
     ]
 }

@@ -1597,12 +1597,15 @@ async fn a_sales_line_shards_land_on_distinct_primaries() -> anyhow::Result<()> 
 }
 
 /// Positions across line shards (issue #22 §2): what the leader reads of each shard with
-/// `wr_line_curve.lua` is the curve the reference builds from the shard's sorted scores, and
-/// the head of the line counts exactly. On the cluster each read runs on its own primary.
+/// `wr_line_curve.lua` is the curve the reference builds from the shard's sorted scores; once
+/// published, a poll's position read from its own shard alone (`wr_line_position.lua`) is the
+/// reference's to the place, and the true one at the head. On the cluster each call runs on
+/// its shard's primary.
 #[tokio::test]
 async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow::Result<()> {
     use dropline_waitroom::line::{
-        CountCurve, EXACT_HEAD, ahead_in_others, checkpoint_ranks, read_curve, segment_starts,
+        CountCurve, EXACT_HEAD, ahead_in_others, checkpoint_ranks, positions, publish, read_curve,
+        segment_starts,
     };
     use rand::{Rng, SeedableRng};
 
@@ -1670,21 +1673,34 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
         .iter()
         .filter_map(|s| s.get(EXACT_HEAD as usize - 1))
         .fold(f64::INFINITY, |a, &b| a.min(b + 1.0));
+    // Published to every shard's lmeta, the positions a poll reads from its own shard alone
+    // agree with the reference to the place, and are the true ones at the head.
+    publish(&redis, &line, &curves, 1_234).await?;
     let mut exact = 0;
-    for (rank, (score, user)) in places.iter().enumerate() {
-        if *score > exact_until {
-            break;
+    for (index, keys) in line.all().iter().enumerate() {
+        let users: Vec<(usize, f64, UserId)> = places
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, user))| usize::from(line.shard_of(*user)) == index)
+            .map(|(rank, (score, user))| (rank, *score, *user))
+            .collect();
+        let ids: Vec<UserId> = users.iter().map(|u| u.2).collect();
+        let (at, read) = positions(&redis, keys, &ids).await?;
+        assert_eq!(at, 1_234);
+        for (own_rank, ((rank, score, _), position)) in users.iter().zip(read).enumerate() {
+            let reference = own_rank as u64 + 1 + ahead_in_others(&all, &curves[index], *score);
+            assert_eq!(
+                position, reference,
+                "shard {index}, the place of rank {rank}"
+            );
+            if *score <= exact_until {
+                assert_eq!(position, *rank as u64 + 1, "the place of rank {rank}");
+                exact += 1;
+            }
         }
-        let keys = line.keys_of(*user);
-        let own: Option<u64> = redis
-            .pool()
-            .zrank(&keys.q, user.as_bytes().to_vec(), false)
-            .await?;
-        let own = own.context("the place is in its shard")?;
-        let ahead = own + ahead_in_others(&all, &curves[usize::from(line.shard_of(*user))], *score);
-        assert_eq!(ahead, rank as u64, "the place of rank {rank}");
-        exact += 1;
     }
+    let (_, nobody) = positions(&redis, line.keys(0), &[UserId::new_v7()]).await?;
+    assert_eq!(nobody, [0]);
     assert!(exact >= 60, "{exact}");
     env.cleanup().await
 }
