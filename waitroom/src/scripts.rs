@@ -33,9 +33,17 @@ pub static WR_LINE_CURVE: Script = lua_script!("wr_line_curve");
 /// Read-only: positions in a spread line from the own shard and the published curves
 /// (`lua/wr_line_position.lua`, [`crate::line`]).
 pub static WR_LINE_POSITION: Script = lua_script!("wr_line_position");
+/// A spread line's tick, step 2: one shard's live heads, its silent ones skipped
+/// (`lua/wr_line_head.lua`, [`crate::line::tick`]).
+pub static WR_LINE_HEAD: Script = lua_script!("wr_line_head");
+/// A spread line's tick, step 4: chosen places from `q` into `ladm`, pending
+/// (`lua/wr_line_take.lua`).
+pub static WR_LINE_TAKE: Script = lua_script!("wr_line_take");
+/// A spread line's tick, step 6: pending `ladm` entries settled (`lua/wr_line_settle.lua`).
+pub static WR_LINE_SETTLE: Script = lua_script!("wr_line_settle");
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 11] {
+pub fn all() -> [&'static Script; 14] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -48,5 +56,8 @@ pub fn all() -> [&'static Script; 11] {
         &WR_ENTRY,
         &WR_LINE_CURVE,
         &WR_LINE_POSITION,
+        &WR_LINE_HEAD,
+        &WR_LINE_TAKE,
+        &WR_LINE_SETTLE,
     ]
 }

@@ -1704,3 +1704,135 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
     assert!(exact >= 60, "{exact}");
     env.cleanup().await
 }
+
+/// A spread line's tick, the shards' half (issue #22 §2 step 3): each shard's live heads,
+/// merged, are the lowest live scores of the whole line, its silent heads skipped on the way;
+/// a place that leaves between the read and the take is not taken; taken places wait in
+/// `ladm` as pending until settled, and settling twice changes nothing. Also on the cluster.
+#[tokio::test]
+async fn a_tick_across_three_line_shards_takes_the_lowest_live_scores_of_the_whole_line()
+-> anyhow::Result<()> {
+    use dropline_waitroom::line::tick::{heads, merge, pending, settle, take};
+    use rand::{Rng, SeedableRng};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let line = LineShards::new(&redis, SaleId::new_v7(), 3);
+    let now_s = redis_now_ms(&redis).await? / 1000;
+    let live_stamp = (now_s % 65_536) as f64;
+    let silent_stamp = ((now_s - 600).rem_euclid(65_536)) as f64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    // 300 places with pre-open keys, every 7th silent for 10 minutes (abandon_after is 2).
+    let mut places: Vec<(f64, UserId, bool)> = (0..300)
+        .map(|i| {
+            let silent = i % 7 == 3;
+            let stamp = if silent { silent_stamp } else { live_stamp };
+            let key = f64::from(rng.random::<u32>());
+            (key * 65_536.0 + stamp, UserId::new_v7(), silent)
+        })
+        .collect();
+    places.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (score, user, _) in &places {
+        let keys = line.keys_of(*user);
+        let () = redis
+            .pool()
+            .zadd(
+                &keys.q,
+                None,
+                None,
+                false,
+                false,
+                (*score, user.as_bytes().to_vec()),
+            )
+            .await?;
+    }
+
+    const BUDGET: usize = 40;
+    let mut found = Vec::new();
+    for keys in line.all() {
+        found.push(heads(&redis, keys, BUDGET, Some(ABANDON), 10_000).await?);
+    }
+    let live_heads: Vec<Vec<(UserId, f64)>> = found.iter().map(|h| h.places.clone()).collect();
+    let chosen = merge(&live_heads, BUDGET);
+    let want: Vec<UserId> = places
+        .iter()
+        .filter(|p| !p.2)
+        .take(BUDGET)
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(chosen.iter().map(|c| c.user).collect::<Vec<_>>(), want);
+    // Each shard skipped exactly its silent places ahead of its last live head returned.
+    for (index, (keys, found)) in line.all().iter().zip(&found).enumerate() {
+        let last = found.places.last().map_or(f64::INFINITY, |p| p.1);
+        let silent: Vec<&(f64, UserId, bool)> = places
+            .iter()
+            .filter(|p| p.2 && usize::from(line.shard_of(p.1)) == index && p.0 < last)
+            .collect();
+        assert_eq!(found.skipped, silent.len() as u64, "shard {index}");
+        for (score, user, _) in silent {
+            let in_skip: Option<f64> = redis
+                .pool()
+                .zscore(&keys.skip, user.as_bytes().to_vec())
+                .await?;
+            let in_q: Option<f64> = redis
+                .pool()
+                .zscore(&keys.q, user.as_bytes().to_vec())
+                .await?;
+            assert_eq!((in_skip, in_q), (Some(*score), None));
+        }
+    }
+
+    // One chosen buyer leaves before the take.
+    let leaver = chosen[5];
+    let () = redis
+        .pool()
+        .zrem(&line.keys(leaver.shard).q, leaver.user.as_bytes().to_vec())
+        .await?;
+    let deadline = redis_now_ms(&redis).await? + 600_000;
+    let mut taken_all = Vec::new();
+    for (index, keys) in line.all().iter().enumerate() {
+        let mine: Vec<(UserId, f64)> = chosen
+            .iter()
+            .filter(|c| usize::from(c.shard) == index)
+            .map(|c| (c.user, c.score))
+            .collect();
+        let taken = take(&redis, keys, deadline, &mine).await?;
+        for user in &taken {
+            let in_q: Option<f64> = redis
+                .pool()
+                .zscore(&keys.q, user.as_bytes().to_vec())
+                .await?;
+            assert_eq!(in_q, None);
+        }
+        let mut waiting: Vec<UserId> = pending(&redis, keys, 1_000)
+            .await?
+            .into_iter()
+            .map(|(user, at)| {
+                assert_eq!(at, deadline);
+                user
+            })
+            .collect();
+        let mut sorted = taken.clone();
+        sorted.sort();
+        waiting.sort();
+        assert_eq!(waiting, sorted, "shard {index}: pending = taken");
+        assert_eq!(
+            settle(&redis, keys, deadline, &taken).await?,
+            taken.len() as u64
+        );
+        assert_eq!(settle(&redis, keys, deadline, &taken).await?, 0);
+        assert!(pending(&redis, keys, 1_000).await?.is_empty());
+        taken_all.extend(taken);
+    }
+    assert_eq!(taken_all.len(), BUDGET - 1);
+    assert!(!taken_all.contains(&leaver.user));
+    let settled: Option<f64> = redis
+        .pool()
+        .zscore(
+            &line.keys_of(taken_all[0]).outbox,
+            taken_all[0].as_bytes().to_vec(),
+        )
+        .await?;
+    assert_eq!(settled, Some(deadline as f64));
+    env.cleanup().await
+}

@@ -1,5 +1,4 @@
-//! Positions in a line spread over shards (issue #22 §2; README "A line that outgrows one
-//! Redis: the design"): how many places of the *other* shards stand ahead of a score.
+//! Positions in a spread line: how many places of the *other* shards stand ahead of a score.
 //!
 //! A poll knows its own rank exactly (`ZRANK` on its shard). For the other shards the admitter
 //! leader reads a few points of each shard every tick and publishes them; a poll then counts
@@ -36,8 +35,6 @@
 //! The leader's read of a shard is one call on the shard's primary ([`read_curve`],
 //! `lua/wr_line_curve.lua`); [`publish`] writes the curves into every shard's `lmeta`, and
 //! [`positions`] (`lua/wr_line_position.lua`) counts a poll's place from its own shard alone.
-//! Not wired yet: no tick reads or publishes these curves, no poll asks, and no sale has more
-//! than one line shard.
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
