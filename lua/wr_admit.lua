@@ -144,36 +144,12 @@ if state ~= 'open' then
   return {state, 0, 0, qlen, active, 'state', {}}
 end
 
-local budget, limit = math.floor(num(ARGV[1])), 'rate'
-local tau = num(ARGV[7])
-local rate_from, rate_step = nil, nil
-if tau > 0 then
-  local rate = num(ARGV[6])
-  if rate <= 0 then
-    budget = 0
-  else
-    rate_step = 1000 / rate
-    rate_from = math.max(num(redis.call('HGET', KEYS[6], 'admit_tat')), now_f)
-    rate_from = math.min(rate_from, now_f + tau)
-    -- The epsilon keeps a credit of exactly n cells from rounding down to n - 1.
-    local credit = math.floor((now_f + tau - rate_from) / rate_step + 1e-9)
-    if credit < budget then
-      budget = credit
-    end
-  end
-end
-local max_active = num(c[5])
-if max_active > 0 and max_active - active < budget then
-  budget, limit = max_active - active, 'max_active'
-end
 local need = math.floor(num(ARGV[5]))
 if need <= 0 then
   need = math.max(1, math.floor(num(c[6])))
 end
-local by_stock = stock_room(avail, held, need, active)
-if by_stock < budget then
-  budget, limit = by_stock, 'stock'
-end
+local budget, limit, rate_from, rate_step = admit_budget(KEYS[6], num(ARGV[1]), num(ARGV[6]),
+  num(ARGV[7]), num(c[5]), active, need, avail, held, now_f)
 
 local abandon_ms = num(ARGV[2])
 if now - num(redis.call('HGET', KEYS[6], 'resumed_at')) <= abandon_ms then
@@ -238,65 +214,9 @@ if #skipped > 0 then
   redis.call('HINCRBY', KEYS[6], 'skipped_total', #skipped / 2)
 end
 if #users > 0 then
-  local flat = {}
-  for i, user in ipairs(users) do
-    flat[2 * i - 1] = deadline
-    flat[2 * i] = user
-  end
-  zadd_pairs(KEYS[5], flat)
-  redis.call('HINCRBY', KEYS[6], 'admitted_total', #users)
-  if rate_from then
-    redis.call('HSET', KEYS[6], 'admit_tat', string.format('%.3f', rate_from + #users * rate_step))
-  end
-  -- The report: admissions this second, each admitted buyer's time in line and ETA error.
-  local field = report_field('m', now_s, opens_at)
-  if field then
-    redis.call('HINCRBY', KEYS[10], field, #users)
-  end
-  local tick = num(ARGV[9])
-  local buckets = {}
-  local function count(name, n)
-    buckets[name] = (buckets[name] or 0) + n
-  end
-  for i = 1, #users, CHUNK do
-    local part = {unpack(users, i, math.min(#users, i + CHUNK - 1))}
-    local entries = redis.call('HMGET', KEYS[8], unpack(part))
-    for j = 1, #part do
-      local e = entries[j]
-      local joined, eta, shown
-      if e then
-        joined, eta, shown = string.match(e, '^(%d+):([%d.]+):(%d+)$')
-        if not joined then
-          joined = string.match(e, '^(%d+)$')
-        end
-      else
-        -- Not sampled: a pre-open place waited from the opening; a later one's join time is
-        -- its arrival's, from the checkpoints.
-        local n = arrival_number(scores[i + j - 1])
-        if n then
-          joined = checkpoint_join(KEYS[11], n, now)
-        else
-          joined = opens_at
-        end
-      end
-      if joined then
-        count('w:' .. report_bucket(now - math.max(tonumber(joined), opens_at)), 1)
-        if eta then
-          local promised = math.ceil((tonumber(eta) + tick) / 1000)
-          local waited = (now - tonumber(shown)) / 1000
-          local err = math.abs(waited - promised)
-          count('e:' .. report_bucket(err * 1000), 1)
-          if err <= 0.2 * promised + 2 then
-            count('e_within', 1)
-          end
-        end
-      end
-    end
-    redis.call('HDEL', KEYS[8], unpack(part))
-  end
-  for name, n in pairs(buckets) do
-    redis.call('HINCRBY', KEYS[9], name, n)
-  end
+  admit_record({adm = KEYS[5], wr = KEYS[6], wt = KEYS[8], rep = KEYS[9], rps = KEYS[10],
+    wtc = KEYS[11]}, users, scores, deadline, rate_from, rate_step, now, now_s, opens_at,
+    num(ARGV[9]))
 end
 sample(qlen - scanned, #users)
 return {state, #users, #skipped / 2, qlen - scanned, active + #users, limit, users}

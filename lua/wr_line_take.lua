@@ -7,20 +7,18 @@
 -- never admits a place that changed under it. Every key is the shard's own.
 --
 -- KEYS[1]  q of the line shard (zset, the layout of wr_join.lua)
--- KEYS[2]  ladm of the line shard (zset: user -> -deadline while on its way to adm, then
+-- KEYS[2]  ladm of the line shard (zset: user -> -queue score while on its way to adm, then
 --          +deadline, the shard's copy of adm)
--- ARGV[1]  the admission deadline, epoch ms
--- ARGV[2..] pairs: user (16 raw bytes), score (decimal) as wr_line_head.lua returned it
+-- ARGV[1..] pairs: user (16 raw bytes), score (decimal) as wr_line_head.lua returned it
 --
 -- Returns  the users taken, in ARGV order (a subset of those asked)
-local pending = '-' .. ARGV[1]
 local taken, flat = {}, {}
-for i = 2, #ARGV, 2 do
+for i = 1, #ARGV, 2 do
   local user = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], user)
   if score and fmt(tonumber(score)) == fmt(tonumber(ARGV[i + 1])) then
     taken[#taken + 1] = user
-    flat[#flat + 1] = pending
+    flat[#flat + 1] = '-' .. fmt(tonumber(score))
     flat[#flat + 1] = user
   end
 end

@@ -9,7 +9,7 @@
 -- Everything here is a `local` (a Redis script may not create globals) and nothing runs at the
 -- top: defining these functions is all the prelude does on a call, no Redis command (TIME is
 -- read by clock(), when a script calls it). Every script gets the whole prelude, used or not:
--- the definitions cost about 0.6 us a call (measured with 12 closures; 15 now), which is within the run-to-run noise
+-- the definitions cost about 0.6 us a call (measured with 12 closures; 27 now), which is within the run-to-run noise
 -- of the hot scripts (reserve.lua about 24 us of Redis time, a 100-user wr_status.lua batch
 -- about 200 us); prepending only what each script uses would save about 0.2 us of reserve's.
 -- It adds about 6 KB to each body, sent once per node (SCRIPT LOAD or the NOSCRIPT fallback),
@@ -340,5 +340,105 @@ local function note_eta(wt, user, now, eta)
   local v = redis.call('HGET', wt, user)
   if v and not string.find(v, ':', 1, true) then
     redis.call('HSET', wt, user, v .. ':' .. fmt(eta) .. ':' .. fmt(now))
+  end
+end
+
+-- An admission tick's budget (wr_admit.lua's header has the rules: the caller's budget, the
+-- rate credit, max_active, the stock rule), computed without charging anything. wr is the
+-- room's hash (admit_tat); want the caller's budget; rate and tau the rate credit's (tau <= 0:
+-- no rate credit); max_active and need (units each admitted buyer may claim) as wr_admit.lua
+-- takes them; active the admissions live now.
+-- Returns budget, limit ('rate' | 'max_active' | 'stock'), and the rate credit's start and
+-- step (nil without a rate credit) for admit_record to charge.
+local function admit_budget(wr, want, rate, tau, max_active, active, need, avail, held, now_f)
+  local budget, limit = math.floor(want), 'rate'
+  local rate_from, rate_step = nil, nil
+  if tau > 0 then
+    if rate <= 0 then
+      budget = 0
+    else
+      rate_step = 1000 / rate
+      rate_from = math.max(num(redis.call('HGET', wr, 'admit_tat')), now_f)
+      rate_from = math.min(rate_from, now_f + tau)
+      -- The epsilon keeps a credit of exactly n cells from rounding down to n - 1.
+      local credit = math.floor((now_f + tau - rate_from) / rate_step + 1e-9)
+      if credit < budget then
+        budget = credit
+      end
+    end
+  end
+  if max_active > 0 and max_active - active < budget then
+    budget, limit = max_active - active, 'max_active'
+  end
+  local by_stock = stock_room(avail, held, need, active)
+  if by_stock < budget then
+    budget, limit = by_stock, 'stock'
+  end
+  return budget, limit, rate_from, rate_step
+end
+
+-- Records an admission tick's admitted users (in queue order, with their queue scores): their
+-- adm entries with the deadline, wr.admitted_total, the rate credit's charge (admit_budget's
+-- rate_from and rate_step; nil: none), and the report: admissions this second, each buyer's
+-- time in line and ETA error (see wr_admit.lua's KEYS for wt, rep, rps, wtc; tick the
+-- admission tick in ms).
+local function admit_record(keys, users, scores, deadline, rate_from, rate_step, now, now_s,
+                            opens_at, tick)
+  local flat = {}
+  for i, user in ipairs(users) do
+    flat[2 * i - 1] = deadline
+    flat[2 * i] = user
+  end
+  zadd_pairs(keys.adm, flat)
+  redis.call('HINCRBY', keys.wr, 'admitted_total', #users)
+  if rate_from then
+    redis.call('HSET', keys.wr, 'admit_tat', string.format('%.3f', rate_from + #users * rate_step))
+  end
+  local field = report_field('m', now_s, opens_at)
+  if field then
+    redis.call('HINCRBY', keys.rps, field, #users)
+  end
+  local buckets = {}
+  local function count(name, n)
+    buckets[name] = (buckets[name] or 0) + n
+  end
+  for i = 1, #users, CHUNK do
+    local part = {unpack(users, i, math.min(#users, i + CHUNK - 1))}
+    local entries = redis.call('HMGET', keys.wt, unpack(part))
+    for j = 1, #part do
+      local e = entries[j]
+      local joined, eta, shown
+      if e then
+        joined, eta, shown = string.match(e, '^(%d+):([%d.]+):(%d+)$')
+        if not joined then
+          joined = string.match(e, '^(%d+)$')
+        end
+      else
+        -- Not sampled: a pre-open place waited from the opening; a later one's join time is
+        -- its arrival's, from the checkpoints.
+        local n = arrival_number(scores[i + j - 1])
+        if n then
+          joined = checkpoint_join(keys.wtc, n, now)
+        else
+          joined = opens_at
+        end
+      end
+      if joined then
+        count('w:' .. report_bucket(now - math.max(tonumber(joined), opens_at)), 1)
+        if eta then
+          local promised = math.ceil((tonumber(eta) + tick) / 1000)
+          local waited = (now - tonumber(shown)) / 1000
+          local err = math.abs(waited - promised)
+          count('e:' .. report_bucket(err * 1000), 1)
+          if err <= 0.2 * promised + 2 then
+            count('e_within', 1)
+          end
+        end
+      end
+    end
+    redis.call('HDEL', keys.wt, unpack(part))
+  end
+  for name, n in pairs(buckets) do
+    redis.call('HINCRBY', keys.rep, name, n)
   end
 end

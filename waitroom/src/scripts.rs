@@ -33,6 +33,12 @@ pub static WR_LINE_CURVE: Script = lua_script!("wr_line_curve");
 /// Read-only: positions in a spread line from the own shard and the published curves
 /// (`lua/wr_line_position.lua`, [`crate::line`]).
 pub static WR_LINE_POSITION: Script = lua_script!("wr_line_position");
+/// A spread line's tick, step 1: the sale's state and budget, nothing charged
+/// (`lua/wr_line_budget.lua`, [`crate::line::tick`]).
+pub static WR_LINE_BUDGET: Script = lua_script!("wr_line_budget");
+/// A spread line's tick, step 5: taken places written into `adm`, charged and reported
+/// (`lua/wr_line_commit.lua`).
+pub static WR_LINE_COMMIT: Script = lua_script!("wr_line_commit");
 /// A spread line's tick, step 2: one shard's live heads, its silent ones skipped
 /// (`lua/wr_line_head.lua`, [`crate::line::tick`]).
 pub static WR_LINE_HEAD: Script = lua_script!("wr_line_head");
@@ -43,7 +49,7 @@ pub static WR_LINE_TAKE: Script = lua_script!("wr_line_take");
 pub static WR_LINE_SETTLE: Script = lua_script!("wr_line_settle");
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 14] {
+pub fn all() -> [&'static Script; 16] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -59,5 +65,7 @@ pub fn all() -> [&'static Script; 14] {
         &WR_LINE_HEAD,
         &WR_LINE_TAKE,
         &WR_LINE_SETTLE,
+        &WR_LINE_BUDGET,
+        &WR_LINE_COMMIT,
     ]
 }

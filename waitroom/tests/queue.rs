@@ -1705,19 +1705,26 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
     env.cleanup().await
 }
 
-/// A spread line's tick, the shards' half (issue #22 §2 step 3): each shard's live heads,
-/// merged, are the lowest live scores of the whole line, its silent heads skipped on the way;
-/// a place that leaves between the read and the take is not taken; taken places wait in
-/// `ladm` as pending until settled, and settling twice changes nothing. Also on the cluster.
+/// A spread line's tick (issue #22 §2 step 3), every step on real keys: the budget from the
+/// sale's slot (the rate credit binds), each shard's live heads with its silent ones skipped,
+/// the merge (the whole line's lowest live scores), the take (a buyer who left in between is
+/// not taken), the commit into `adm` (counted and charged once; a repeat adds nothing; past the
+/// budget places stay pending) and the settle (once). Also on the cluster: every call on its
+/// own shard or on the sale's slot.
 #[tokio::test]
-async fn a_tick_across_three_line_shards_takes_the_lowest_live_scores_of_the_whole_line()
+async fn a_tick_across_three_line_shards_admits_the_lowest_live_scores_of_the_whole_line()
 -> anyhow::Result<()> {
-    use dropline_waitroom::line::tick::{heads, merge, pending, settle, take};
+    use dropline_core::sale::keys::SaleKeys;
+    use dropline_waitroom::line::tick::{
+        TickParams, budget, commit, heads, merge, pending, settle, take,
+    };
     use rand::{Rng, SeedableRng};
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
-    let line = LineShards::new(&redis, SaleId::new_v7(), 3);
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let line = LineShards::new(&redis, sale.id, 3);
+    let sale_keys = SaleKeys::new(&redis, sale.id);
     let now_s = redis_now_ms(&redis).await? / 1000;
     let live_stamp = (now_s % 65_536) as f64;
     let silent_stamp = ((now_s - 600).rem_euclid(65_536)) as f64;
@@ -1746,21 +1753,40 @@ async fn a_tick_across_three_line_shards_takes_the_lowest_live_scores_of_the_who
             )
             .await?;
     }
-
-    const BUDGET: usize = 40;
+    // One a second with 30 s of tolerance: a credit of 30, under the caller's 40, refilled
+    // slowly enough that the test's own pace cannot move it.
+    let params = TickParams {
+        want: 40,
+        abandon_after: ABANDON,
+        window: WINDOW,
+        need: 0,
+        rate: 1.0,
+        tolerance: Duration::from_secs(30),
+        outage_gap: Duration::ZERO,
+        tick: Duration::from_millis(100),
+    };
+    let said = budget(&redis, &sale_keys, &params).await?;
+    assert_eq!(
+        (
+            said.state.as_str(),
+            said.budget,
+            said.limit.as_str(),
+            said.abandon_after
+        ),
+        ("open", 30, "rate", Some(ABANDON))
+    );
+    let quota = said.budget as usize;
     let mut found = Vec::new();
     for keys in line.all() {
-        found.push(heads(&redis, keys, BUDGET, Some(ABANDON), 10_000).await?);
+        found.push(heads(&redis, keys, quota, said.abandon_after, 10_000).await?);
     }
     let live_heads: Vec<Vec<(UserId, f64)>> = found.iter().map(|h| h.places.clone()).collect();
-    let chosen = merge(&live_heads, BUDGET);
-    let want: Vec<UserId> = places
-        .iter()
-        .filter(|p| !p.2)
-        .take(BUDGET)
-        .map(|p| p.1)
-        .collect();
-    assert_eq!(chosen.iter().map(|c| c.user).collect::<Vec<_>>(), want);
+    let chosen = merge(&live_heads, quota);
+    let live: Vec<UserId> = places.iter().filter(|p| !p.2).map(|p| p.1).collect();
+    assert_eq!(
+        chosen.iter().map(|c| c.user).collect::<Vec<_>>(),
+        live[..quota]
+    );
     // Each shard skipped exactly its silent places ahead of its last live head returned.
     for (index, (keys, found)) in line.all().iter().zip(&found).enumerate() {
         let last = found.places.last().map_or(f64::INFINITY, |p| p.1);
@@ -1788,51 +1814,124 @@ async fn a_tick_across_three_line_shards_takes_the_lowest_live_scores_of_the_who
         .pool()
         .zrem(&line.keys(leaver.shard).q, leaver.user.as_bytes().to_vec())
         .await?;
-    let deadline = redis_now_ms(&redis).await? + 600_000;
-    let mut taken_all = Vec::new();
+    let mut taken = Vec::new();
     for (index, keys) in line.all().iter().enumerate() {
         let mine: Vec<(UserId, f64)> = chosen
             .iter()
             .filter(|c| usize::from(c.shard) == index)
             .map(|c| (c.user, c.score))
             .collect();
-        let taken = take(&redis, keys, deadline, &mine).await?;
-        for user in &taken {
-            let in_q: Option<f64> = redis
-                .pool()
-                .zscore(&keys.q, user.as_bytes().to_vec())
-                .await?;
-            assert_eq!(in_q, None);
-        }
+        let took = take(&redis, keys, &mine).await?;
         let mut waiting: Vec<UserId> = pending(&redis, keys, 1_000)
             .await?
-            .into_iter()
-            .map(|(user, at)| {
-                assert_eq!(at, deadline);
-                user
-            })
+            .iter()
+            .map(|p| p.0)
             .collect();
-        let mut sorted = taken.clone();
+        let mut sorted = took.clone();
         sorted.sort();
         waiting.sort();
         assert_eq!(waiting, sorted, "shard {index}: pending = taken");
-        assert_eq!(
-            settle(&redis, keys, deadline, &taken).await?,
-            taken.len() as u64
-        );
-        assert_eq!(settle(&redis, keys, deadline, &taken).await?, 0);
-        assert!(pending(&redis, keys, 1_000).await?.is_empty());
-        taken_all.extend(taken);
+        taken.extend(took);
     }
-    assert_eq!(taken_all.len(), BUDGET - 1);
-    assert!(!taken_all.contains(&leaver.user));
-    let settled: Option<f64> = redis
-        .pool()
-        .zscore(
-            &line.keys_of(taken_all[0]).outbox,
-            taken_all[0].as_bytes().to_vec(),
-        )
-        .await?;
-    assert_eq!(settled, Some(deadline as f64));
+    assert_eq!(taken.len(), quota - 1);
+    assert!(!taken.contains(&leaver.user));
+    // Step 5 in merged order.
+    let merged: Vec<(UserId, f64)> = chosen
+        .iter()
+        .filter(|c| taken.contains(&c.user))
+        .map(|c| (c.user, c.score))
+        .collect();
+    let before = redis_now_ms(&redis).await?;
+    let committed = commit(&redis, &sale_keys, &params, &merged, Some(240)).await?;
+    assert_eq!(
+        (committed.state.as_str(), committed.admitted),
+        ("open", quota as u64 - 1)
+    );
+    assert_eq!(
+        committed.in_adm.iter().map(|a| a.0).collect::<Vec<_>>(),
+        merged.iter().map(|m| m.0).collect::<Vec<_>>()
+    );
+    let deadline = committed.in_adm[0].1;
+    let window = WINDOW.as_millis() as i64;
+    assert!((before + window..=before + window + 5_000).contains(&deadline));
+    // A repeat (a lost reply) admits nobody again and answers the same deadlines.
+    let again = commit(&redis, &sale_keys, &params, &merged, None).await?;
+    assert_eq!((again.admitted, &again.in_adm), (0, &committed.in_adm));
+    assert_eq!(sale.stats().await?.admitted_total, quota as u64 - 1);
+    for (index, keys) in line.all().iter().enumerate() {
+        let mine: Vec<(UserId, i64)> = committed
+            .in_adm
+            .iter()
+            .filter(|a| usize::from(line.shard_of(a.0)) == index)
+            .copied()
+            .collect();
+        assert_eq!(settle(&redis, keys, &mine).await?, mine.len() as u64);
+        assert_eq!(settle(&redis, keys, &mine).await?, 0);
+        assert!(pending(&redis, keys, 1_000).await?.is_empty());
+        for (user, at) in &mine {
+            let copy: Option<f64> = redis
+                .pool()
+                .zscore(&keys.outbox, user.as_bytes().to_vec())
+                .await?;
+            let adm: Option<f64> = redis
+                .pool()
+                .zscore(&sale_keys.admitted(), user.as_bytes().to_vec())
+                .await?;
+            assert_eq!((copy, adm), (Some(*at as f64), Some(*at as f64)));
+        }
+    }
+
+    // The credit is spent: a second tick may admit the one left and what one a second refilled
+    // since, and places taken past the budget stay pending for the next tick.
+    let next = budget(&redis, &sale_keys, &params).await?;
+    assert!(next.budget < 10, "{next:?}");
+    let mut more = Vec::new();
+    for keys in line.all() {
+        more.push(
+            heads(&redis, keys, 20, next.abandon_after, 10_000)
+                .await?
+                .places,
+        );
+    }
+    let extra = merge(&more, 20);
+    let mut extra_taken = Vec::new();
+    for (index, keys) in line.all().iter().enumerate() {
+        let mine: Vec<(UserId, f64)> = extra
+            .iter()
+            .filter(|c| usize::from(c.shard) == index)
+            .map(|c| (c.user, c.score))
+            .collect();
+        extra_taken.extend(take(&redis, keys, &mine).await?);
+    }
+    let merged: Vec<(UserId, f64)> = extra.iter().map(|c| (c.user, c.score)).collect();
+    let over = commit(&redis, &sale_keys, &params, &merged, None).await?;
+    assert!(over.admitted < 10, "{over:?}");
+    assert_eq!(over.in_adm.len() as u64, over.admitted);
+    // The first in line went in; the rest wait in their shards' ladm, lowest score first.
+    assert_eq!(
+        over.in_adm.iter().map(|a| a.0).collect::<Vec<_>>(),
+        merged[..over.admitted as usize]
+            .iter()
+            .map(|m| m.0)
+            .collect::<Vec<_>>()
+    );
+    let mut left = 0;
+    for (index, keys) in line.all().iter().enumerate() {
+        let mine: Vec<(UserId, i64)> = over
+            .in_adm
+            .iter()
+            .filter(|a| usize::from(line.shard_of(a.0)) == index)
+            .copied()
+            .collect();
+        settle(&redis, keys, &mine).await?;
+        let waiting = pending(&redis, keys, 1_000).await?;
+        assert!(waiting.windows(2).all(|w| w[0].1 < w[1].1));
+        left += waiting.len();
+    }
+    assert_eq!(left as u64, extra_taken.len() as u64 - over.admitted);
+    assert_eq!(
+        sale.stats().await?.admitted_total,
+        quota as u64 - 1 + over.admitted
+    );
     env.cleanup().await
 }

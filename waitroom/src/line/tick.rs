@@ -1,28 +1,34 @@
 //! The line shards' half of an admission tick of a spread line (README "A line that outgrows
 //! one Redis: the design", "A tick across shards", steps 2, 3, 4 and 6).
 //!
+//! 1. [`budget`]: the sale's slot says its state and the tick's budget, as `wr_admit.lua`
+//!    computes it, nothing charged (`lua/wr_line_budget.lua`);
 //! 2. [`heads`]: each shard skips its silent head places (as `wr_admit.lua` does) and returns
 //!    up to the tick's budget of live ones, left in `q` (`lua/wr_line_head.lua`);
 //! 3. [`merge`]: the leader keeps the budget's lowest scores across the shards. Scores are
 //!    global (`wr_join.lua`'s layout), so this is the order one shard would have admitted in:
 //!    priority groups, the pre-open shuffle, arrival order, a returning buyer's old place;
 //! 4. [`take`]: on each shard the chosen places still in `q` with the merged score move into
-//!    `ladm` with score −deadline: taken, not yet in the sale's `adm` (`lua/wr_line_take.lua`);
-//! 6. [`settle`]: once the sale's slot wrote them into `adm`, −deadline becomes +deadline and
+//!    `ladm` with score −(queue score): taken, not yet in the sale's `adm`
+//!    (`lua/wr_line_take.lua`);
+//! 5. [`commit`]: the sale's slot writes them into `adm` with the deadline, within the budget
+//!    judged again, and charges the rate credit and tells the report what it wrote, as
+//!    `wr_admit.lua` does (`lua/wr_line_commit.lua`; the rules are `admit_budget` and
+//!    `admit_record` in `lua/lib/prelude.lua`, shared with `wr_admit.lua`);
+//! 6. [`settle`]: the shard's pending entries the sale's `adm` holds take their deadline, and
 //!    `ladm` is the shard's copy of `adm` (`lua/wr_line_settle.lua`). [`pending`] lists what a
-//!    leader that died between 4 and 6 left, for the next tick to send through 5 and 6.
-//!
-//! Steps 1 and 5 run on the sale's slot and are not built yet.
+//!    leader that stopped between 4 and 6 left (or what the budget of step 5 held back), for
+//!    the next tick to send through 5 and 6 first.
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::UserId;
-use dropline_core::sale::keys::LineKeys;
+use dropline_core::sale::keys::{LineKeys, SaleKeys};
 use fred::interfaces::SortedSetsInterface;
 use fred::types::Value;
 use std::time::Duration;
 
-use crate::scripts::{WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE};
+use crate::scripts::{WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE};
 
 /// What [`heads`] found at the head of one shard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -118,19 +124,93 @@ pub fn merge(heads: &[Vec<(UserId, f64)>], budget: usize) -> Vec<Chosen> {
     chosen
 }
 
+/// The rate and claim settings a tick runs with (`wr_admit.lua`'s ARGV).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickParams {
+    /// Most places the caller lets this tick admit.
+    pub want: u64,
+    /// `abandon_after`: a place silent for longer is skipped.
+    pub abandon_after: Duration,
+    /// How long an admission lasts.
+    pub window: Duration,
+    /// Units each admitted buyer may claim (0: the sale's per-user limit).
+    pub need: u64,
+    /// The rate credit: admissions a second and its tolerance (zero: no rate credit).
+    pub rate: f64,
+    pub tolerance: Duration,
+    /// The outage credit's gap (zero: none).
+    pub outage_gap: Duration,
+    /// The admission tick, for the report's ETA error.
+    pub tick: Duration,
+}
+
+/// What step 1 says about the tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// `open`, `paused`, `scheduled`, `sold_out`, `closed` or `not_found`.
+    pub state: String,
+    /// Places the tick may admit (0 unless open).
+    pub budget: u64,
+    /// What bounds it: `rate`, `max_active`, `stock` or `state`.
+    pub limit: String,
+    /// The silence the shards judge by; `None` while the outage credit runs.
+    pub abandon_after: Option<Duration>,
+    /// Admissions live now.
+    pub active: u64,
+}
+
+/// Step 1 on the sale's slot (`lua/wr_line_budget.lua`).
+pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyhow::Result<Budget> {
+    let reply: Value = WR_LINE_BUDGET
+        .run(
+            redis,
+            vec![
+                sale.cfg(),
+                sale.avail(),
+                sale.held(),
+                sale.admitted(),
+                sale.room(),
+                sale.report(),
+            ],
+            vec![
+                params.want.to_string(),
+                params.abandon_after.as_millis().to_string(),
+                params.need.to_string(),
+                params.rate.to_string(),
+                params.tolerance.as_millis().to_string(),
+                params.outage_gap.as_millis().to_string(),
+            ],
+        )
+        .await
+        .context("a spread line's budget")?;
+    let malformed = || anyhow::anyhow!("wr_line_budget: a malformed reply");
+    let Value::Array(parts) = reply else {
+        return Err(malformed());
+    };
+    let [state, budget, limit, abandon_ms, active] = parts.as_slice() else {
+        return Err(malformed());
+    };
+    let abandon_ms = abandon_ms.as_u64().ok_or_else(malformed)?;
+    Ok(Budget {
+        state: state.as_string().ok_or_else(malformed)?,
+        budget: budget.as_u64().ok_or_else(malformed)?,
+        limit: limit.as_string().ok_or_else(malformed)?,
+        abandon_after: (abandon_ms > 0).then(|| Duration::from_millis(abandon_ms)),
+        active: active.as_u64().ok_or_else(malformed)?,
+    })
+}
+
 /// Step 4 on one shard: the `chosen` places still in `q` with their merged score move into
-/// `ladm` as pending (−`deadline_ms`). Returns the users taken, in `chosen`'s order.
+/// `ladm` as pending. Returns the users taken, in `chosen`'s order.
 pub async fn take(
     redis: &Redis,
     keys: &LineKeys,
-    deadline_ms: i64,
     chosen: &[(UserId, f64)],
 ) -> anyhow::Result<Vec<UserId>> {
     if chosen.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args: Vec<Vec<u8>> = Vec::with_capacity(1 + chosen.len() * 2);
-    args.push(deadline_ms.to_string().into_bytes());
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(chosen.len() * 2);
     for (user, score) in chosen {
         args.push(user.as_bytes().to_vec());
         args.push(format!("{score:.0}").into_bytes());
@@ -139,30 +219,103 @@ pub async fn take(
         .run(redis, vec![keys.q.clone(), keys.outbox.clone()], args)
         .await
         .with_context(|| format!("taking places from {}", keys.q))?;
-    taken
-        .iter()
-        .map(|v| {
-            v.as_bytes()
-                .and_then(|b| UserId::from_slice(b).ok())
-                .context("wr_line_take: a malformed user id")
-        })
-        .collect()
+    taken.iter().map(user_of).collect()
 }
 
-/// Step 6 on one shard: `users`, now in the sale's `adm`, are settled in `ladm` (+deadline).
-/// Returns how many changed (0 on a repeat).
+/// What step 5 wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The sale's state (nothing is written unless `open`).
+    pub state: String,
+    /// Places admitted now (counted and charged).
+    pub admitted: u64,
+    /// Every asked place now in `adm`, with the deadline `adm` holds, in the asked order.
+    pub in_adm: Vec<(UserId, i64)>,
+}
+
+/// Step 5 on the sale's slot (`lua/wr_line_commit.lua`): `taken` (user, queue score), in merged
+/// order, are admitted within the budget judged again; `queue_length` is the line's length
+/// after the tick for the report's series (`None`: not sampled).
+pub async fn commit(
+    redis: &Redis,
+    sale: &SaleKeys,
+    params: &TickParams,
+    taken: &[(UserId, f64)],
+    queue_length: Option<u64>,
+) -> anyhow::Result<Committed> {
+    let mut args: Vec<Vec<u8>> = vec![
+        params.window.as_millis().to_string().into_bytes(),
+        params.need.to_string().into_bytes(),
+        params.rate.to_string().into_bytes(),
+        params.tolerance.as_millis().to_string().into_bytes(),
+        params.tick.as_millis().to_string().into_bytes(),
+        queue_length
+            .map_or_else(|| "-1".to_owned(), |n| n.to_string())
+            .into_bytes(),
+    ];
+    for (user, score) in taken {
+        args.push(user.as_bytes().to_vec());
+        args.push(format!("{score:.0}").into_bytes());
+    }
+    let reply: Value = WR_LINE_COMMIT
+        .run(
+            redis,
+            vec![
+                sale.cfg(),
+                sale.avail(),
+                sale.held(),
+                sale.admitted(),
+                sale.room(),
+                sale.report_entries(),
+                sale.report(),
+                sale.report_series(),
+                sale.report_checkpoints(),
+            ],
+            args,
+        )
+        .await
+        .context("admitting a spread line's places")?;
+    let malformed = || anyhow::anyhow!("wr_line_commit: a malformed reply");
+    let Value::Array(parts) = reply else {
+        return Err(malformed());
+    };
+    let [
+        state,
+        admitted,
+        Value::Array(users),
+        Value::Array(deadlines),
+    ] = parts.as_slice()
+    else {
+        return Err(malformed());
+    };
+    anyhow::ensure!(users.len() == deadlines.len(), malformed());
+    let in_adm = users
+        .iter()
+        .zip(deadlines)
+        .map(|(user, at)| Ok((user_of(user)?, at.as_i64().ok_or_else(malformed)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Committed {
+        state: state.as_string().ok_or_else(malformed)?,
+        admitted: admitted.as_u64().ok_or_else(malformed)?,
+        in_adm,
+    })
+}
+
+/// Step 6 on one shard: the pending `ladm` entries of `admitted` (user, the deadline `adm`
+/// holds) take their deadline. Returns how many changed (0 on a repeat).
 pub async fn settle(
     redis: &Redis,
     keys: &LineKeys,
-    deadline_ms: i64,
-    users: &[UserId],
+    admitted: &[(UserId, i64)],
 ) -> anyhow::Result<u64> {
-    if users.is_empty() {
+    if admitted.is_empty() {
         return Ok(0);
     }
-    let mut args: Vec<Vec<u8>> = Vec::with_capacity(1 + users.len());
-    args.push(deadline_ms.to_string().into_bytes());
-    args.extend(users.iter().map(|u| u.as_bytes().to_vec()));
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(admitted.len() * 2);
+    for (user, deadline) in admitted {
+        args.push(user.as_bytes().to_vec());
+        args.push(deadline.to_string().into_bytes());
+    }
     WR_LINE_SETTLE
         .run(redis, vec![keys.outbox.clone()], args)
         .await
@@ -170,27 +323,32 @@ pub async fn settle(
 }
 
 /// What a tick took on this shard and did not settle (a leader that stopped between steps 4
-/// and 6): up to `limit` (user, deadline ms), for the next tick's steps 5 and 6.
+/// and 6, or places step 5's budget held back): up to `limit` (user, queue score), lowest
+/// score first, for the next tick's steps 5 and 6.
 pub async fn pending(
     redis: &Redis,
     keys: &LineKeys,
     limit: usize,
-) -> anyhow::Result<Vec<(UserId, i64)>> {
+) -> anyhow::Result<Vec<(UserId, f64)>> {
+    // −score ascending is score descending: read them all (a tick's worth at most) and turn.
     let entries: Vec<(Value, f64)> = redis
         .pool()
         .zrangebyscore(&keys.outbox, "-inf", "(0", true, Some((0, limit as i64)))
         .await
         .with_context(|| format!("reading the pending admissions of {}", keys.outbox))?;
-    entries
-        .into_iter()
-        .map(|(user, score)| {
-            let user = user
-                .as_bytes()
-                .and_then(|b| UserId::from_slice(b).ok())
-                .context("a malformed user id in ladm")?;
-            Ok((user, -score as i64))
-        })
-        .collect()
+    let mut out = entries
+        .iter()
+        .map(|(user, score)| Ok((user_of(user)?, -score)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+fn user_of(value: &Value) -> anyhow::Result<UserId> {
+    value
+        .as_bytes()
+        .and_then(|b| UserId::from_slice(b).ok())
+        .context("a malformed user id in a line script's reply")
 }
 
 #[cfg(test)]

@@ -1,0 +1,62 @@
+-- wr_line_budget.lua: step 1 of a tick of a line spread over shards (README "A line that
+-- outgrows one Redis: the design"; waitroom/src/line/tick.rs), on the sale's slot: the sale's
+-- state and the tick's budget, as wr_admit.lua computes them (admit_budget in
+-- lib/prelude.lua), with nothing charged: the places are chosen on the shards next, and
+-- wr_line_commit.lua charges what it writes. Like wr_admit.lua it stamps the outage credit's
+-- tick_at (and resumed_at after a gap) and notes sold_out_at.
+--
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, max_active, per_user_limit)
+-- KEYS[2]  avail
+-- KEYS[3]  held
+-- KEYS[4]  adm (zset: user -> admission deadline, epoch ms)
+-- KEYS[5]  wr hash (admit_tat, tick_at, resumed_at)
+-- KEYS[6]  rep hash (sold_out_at)
+-- ARGV[1]  most users to admit in this tick (>= 0)
+-- ARGV[2]  abandon_after in ms
+-- ARGV[3]  units each admitted buyer may claim (0 = cfg.per_user_limit)
+-- ARGV[4]  admissions per second r for the rate credit (<= 0: nobody is admitted)
+-- ARGV[5]  the rate credit's tolerance tau in ms; 0: no rate credit
+-- ARGV[6]  the outage gap in ms; 0: no outage credit
+--
+-- Returns  {state, budget, limit, abandon_ms, active}
+--   state     open | paused | scheduled | sold_out | closed | not_found (budget 0 unless open)
+--   budget    how many places the tick may admit
+--   limit     rate | max_active | stock | state
+--   abandon_ms  the abandon_after the shards judge silence by: ARGV[2], or 0 while the outage
+--             credit runs (nobody is silent: wr_line_head.lua's 0)
+--   active    admissions live now
+local now, _, now_f = clock()
+local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
+  'max_active', 'per_user_limit')
+if not c[1] then
+  return {'not_found', 0, 'state', 0, 0}
+end
+local opens_at = num(c[1])
+local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
+local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], avail, held)
+local active = redis.call('ZCOUNT', KEYS[4], '(' .. fmt(now), '+inf')
+local gap = num(ARGV[6])
+if gap > 0 then
+  local last = num(redis.call('HGET', KEYS[5], 'tick_at'))
+  if last > 0 and now - last > gap then
+    redis.call('HSET', KEYS[5], 'resumed_at', fmt(now))
+  end
+  redis.call('HSET', KEYS[5], 'tick_at', fmt(now))
+end
+if avail <= 0 and opens_at <= now then
+  redis.call('HSETNX', KEYS[6], 'sold_out_at', fmt(now))
+end
+local abandon_ms = num(ARGV[2])
+if now - num(redis.call('HGET', KEYS[5], 'resumed_at')) <= abandon_ms then
+  abandon_ms = 0
+end
+if state ~= 'open' then
+  return {state, 0, 'state', abandon_ms, active}
+end
+local need = math.floor(num(ARGV[3]))
+if need <= 0 then
+  need = math.max(1, math.floor(num(c[6])))
+end
+local budget, limit = admit_budget(KEYS[5], num(ARGV[1]), num(ARGV[4]), num(ARGV[5]), num(c[5]),
+  active, need, avail, held, now_f)
+return {state, math.max(budget, 0), limit, abandon_ms, active}
