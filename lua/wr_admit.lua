@@ -113,14 +113,7 @@ local state = sale_state(now, opens_at, closes_at, c[3], c[4], avail, held)
 
 local qlen = redis.call('ZCARD', KEYS[4])
 local active = redis.call('ZCOUNT', KEYS[5], '(' .. fmt(now), '+inf')
-local gap = num(ARGV[8])
-if gap > 0 then
-  local last = num(redis.call('HGET', KEYS[6], 'tick_at'))
-  if last > 0 and now - last > gap then
-    redis.call('HSET', KEYS[6], 'resumed_at', fmt(now))
-  end
-  redis.call('HSET', KEYS[6], 'tick_at', fmt(now))
-end
+local abandon_ms = outage_credit(KEYS[6], now, num(ARGV[8]), num(ARGV[2]))
 if state == 'closed' then
   local gone = redis.call('ZCARD', KEYS[7])
   if gone > 0 then
@@ -151,44 +144,18 @@ end
 local budget, limit, rate_from, rate_step = admit_budget(KEYS[6], num(ARGV[1]), num(ARGV[6]),
   num(ARGV[7]), num(c[5]), active, need, avail, held, now_f)
 
-local abandon_ms = num(ARGV[2])
-if now - num(redis.call('HGET', KEYS[6], 'resumed_at')) <= abandon_ms then
-  -- Within the outage credit: nobody counts as silent.
-  abandon_ms = math.huge
-end
 local deadline = fmt(now + num(ARGV[3]))
 local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[4]))))
 -- Entries are looked at from the head in rank order and left in q until the end (so ranks stay
 -- put); every entry looked at is either admitted or skipped, so the first `scanned` ranks of q
 -- are exactly the entries to remove.
-local users, scores, skipped, scanned = {}, {}, {}, 0
+local users, scores, skipped, scanned, why = scan_live(KEYS[4], budget, scan_limit, now_s,
+  abandon_ms)
+if why then
+  limit = why
+end
 local function chunk(n)
   return redis.call('ZRANGE', KEYS[4], scanned, scanned + math.max(n, 256) - 1, 'WITHSCORES')
-end
-while #users < budget do
-  if scanned >= scan_limit then
-    limit = 'scan'
-    break
-  end
-  local head = chunk(math.min(budget - #users, scan_limit - scanned))
-  if #head == 0 then
-    limit = 'empty'
-    break
-  end
-  for i = 1, #head, 2 do
-    if #users >= budget or scanned >= scan_limit then
-      break
-    end
-    local user, score = head[i], head[i + 1]
-    scanned = scanned + 1
-    if silent(tonumber(score), now_s, abandon_ms) then
-      skipped[#skipped + 1] = score
-      skipped[#skipped + 1] = user
-    else
-      users[#users + 1] = user
-      scores[#users] = tonumber(score)
-    end
-  end
 end
 -- Silent users now at the head are skipped too (within scan_limit), even when the budget is
 -- spent or max_active is full, so the positions of those behind them stay honest.

@@ -35,20 +35,12 @@ local opens_at = num(c[1])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
 local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], avail, held)
 local active = redis.call('ZCOUNT', KEYS[4], '(' .. fmt(now), '+inf')
-local gap = num(ARGV[6])
-if gap > 0 then
-  local last = num(redis.call('HGET', KEYS[5], 'tick_at'))
-  if last > 0 and now - last > gap then
-    redis.call('HSET', KEYS[5], 'resumed_at', fmt(now))
-  end
-  redis.call('HSET', KEYS[5], 'tick_at', fmt(now))
+local abandon_ms = outage_credit(KEYS[5], now, num(ARGV[6]), num(ARGV[2]))
+if abandon_ms == math.huge then
+  abandon_ms = 0
 end
 if avail <= 0 and opens_at <= now then
   redis.call('HSETNX', KEYS[6], 'sold_out_at', fmt(now))
-end
-local abandon_ms = num(ARGV[2])
-if now - num(redis.call('HGET', KEYS[5], 'resumed_at')) <= abandon_ms then
-  abandon_ms = 0
 end
 if state ~= 'open' then
   return {state, 0, 'state', abandon_ms, active}

@@ -26,31 +26,13 @@ if abandon_ms <= 0 then
 end
 local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[3]))))
 
-local users, scores, skipped, gone, looked = {}, {}, {}, {}, 0
-local from = 0
-while #users < budget and looked < scan_limit do
-  local n = math.max(math.min(budget - #users, scan_limit - looked), 256)
-  local head = redis.call('ZRANGE', KEYS[1], from, from + n - 1, 'WITHSCORES')
-  if #head == 0 then
-    break
-  end
-  for i = 1, #head, 2 do
-    if #users >= budget or looked >= scan_limit then
-      break
-    end
-    local user, score = head[i], head[i + 1]
-    looked = looked + 1
-    if silent(tonumber(score), now_s, abandon_ms) then
-      skipped[#skipped + 1] = score
-      skipped[#skipped + 1] = user
-      gone[#gone + 1] = user
-    else
-      users[#users + 1] = user
-      scores[#scores + 1] = fmt(tonumber(score))
-    end
-  end
-  -- The skipped are still in q during the loop: ranks move on past everything looked at.
-  from = from + #head / 2
+local users, scores, skipped, looked = scan_live(KEYS[1], budget, scan_limit, now_s, abandon_ms)
+local gone = {}
+for i = 2, #skipped, 2 do
+  gone[#gone + 1] = skipped[i]
+end
+for i = 1, #scores do
+  scores[i] = fmt(scores[i])
 end
 if #gone > 0 then
   zrem_all(KEYS[1], gone)

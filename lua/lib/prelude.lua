@@ -9,7 +9,7 @@
 -- Everything here is a `local` (a Redis script may not create globals) and nothing runs at the
 -- top: defining these functions is all the prelude does on a call, no Redis command (TIME is
 -- read by clock(), when a script calls it). Every script gets the whole prelude, used or not:
--- the definitions cost about 0.6 us a call (measured with 12 closures; 27 now), which is within the run-to-run noise
+-- the definitions cost about 0.6 us a call (measured with 12 closures; 29 now), which is within the run-to-run noise
 -- of the hot scripts (reserve.lua about 24 us of Redis time, a 100-user wr_status.lua batch
 -- about 200 us); prepending only what each script uses would save about 0.2 us of reserve's.
 -- It adds about 6 KB to each body, sent once per node (SCRIPT LOAD or the NOSCRIPT fallback),
@@ -341,6 +341,63 @@ local function note_eta(wt, user, now, eta)
   if v and not string.find(v, ':', 1, true) then
     redis.call('HSET', wt, user, v .. ':' .. fmt(eta) .. ':' .. fmt(now))
   end
+end
+
+-- The outage credit (wr_admit.lua's header, door.md §5): stamps wr.tick_at with now, and
+-- wr.resumed_at when the last stamp is older than gap_ms (0: no outage credit, nothing stamped).
+-- Returns abandon_ms, or math.huge while abandon_ms has not passed since resumed_at: nobody
+-- counts as silent yet.
+local function outage_credit(wr, now, gap_ms, abandon_ms)
+  if gap_ms > 0 then
+    local last = num(redis.call('HGET', wr, 'tick_at'))
+    if last > 0 and now - last > gap_ms then
+      redis.call('HSET', wr, 'resumed_at', fmt(now))
+    end
+    redis.call('HSET', wr, 'tick_at', fmt(now))
+  end
+  if now - num(redis.call('HGET', wr, 'resumed_at')) <= abandon_ms then
+    return math.huge
+  end
+  return abandon_ms
+end
+
+-- Looks at q from its head for up to `want` live places, at most scan_limit entries, judging
+-- silence as `silent` does (abandon_ms math.huge: nobody is silent). Reads in chunks of at
+-- least 256 and changes nothing: the caller removes what it took. Entries looked at keep
+-- their ranks during the scan, so the first `looked` ranks of q are exactly the entries looked
+-- at.
+-- Returns users (16-byte ids) and scores (numbers) of the live places in queue order, skipped
+-- (flat {score, user, ...} of the silent ones, their original score strings), looked, and why
+-- it stopped short of `want`: 'scan' (scan_limit reached), 'empty' (q ran out) or nil.
+local function scan_live(q, want, scan_limit, now_s, abandon_ms)
+  local users, scores, skipped, looked, why = {}, {}, {}, 0, nil
+  while #users < want do
+    if looked >= scan_limit then
+      why = 'scan'
+      break
+    end
+    local n = math.max(math.min(want - #users, scan_limit - looked), 256)
+    local head = redis.call('ZRANGE', q, looked, looked + n - 1, 'WITHSCORES')
+    if #head == 0 then
+      why = 'empty'
+      break
+    end
+    for i = 1, #head, 2 do
+      if #users >= want or looked >= scan_limit then
+        break
+      end
+      local user, score = head[i], head[i + 1]
+      looked = looked + 1
+      if silent(tonumber(score), now_s, abandon_ms) then
+        skipped[#skipped + 1] = score
+        skipped[#skipped + 1] = user
+      else
+        users[#users + 1] = user
+        scores[#users] = tonumber(score)
+      end
+    end
+  end
+  return users, scores, skipped, looked, why
 end
 
 -- An admission tick's budget (wr_admit.lua's header has the rules: the caller's budget, the
