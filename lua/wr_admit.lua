@@ -100,6 +100,9 @@
 --             scan (scan_limit reached) | state (not open, or paused)
 --   users     the admitted users' 16-byte ids, in queue order
 -- The rate credit uses now_f, the clock to the microsecond (fractions of a ms carry between ticks).
+-- The rules above are lib/prelude.lua's admit_budget, scan_live, outage_credit and
+-- admit_record, which a line spread over shards uses as well (wr_line_budget.lua,
+-- wr_line_head.lua, wr_line_commit.lua): one rule, one place.
 local now, now_s, now_f = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
