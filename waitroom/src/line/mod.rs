@@ -1,7 +1,7 @@
 //! A sale's line spread over several Redis shards (issue #22 §2; README "A line that outgrows
 //! one Redis: the design"; the keys: `dropline_core::sale::keys::LineShards`).
 //!
-//! - [`positions`]: how many places of the other shards stand ahead of a buyer, from count
+//! - [`positions`](mod@positions): how many places of the other shards stand ahead of a buyer, from count
 //!   curves the leader reads and publishes each tick, so a poll reads its own shard alone;
 //! - [`tick`]: the line shards' half of an admission tick: each shard's live heads, the merge
 //!   that keeps one order across the shards, and the `ladm` outbox towards the sale's `adm`.
