@@ -1926,6 +1926,9 @@ async fn a_tick_across_three_line_shards_admits_the_lowest_live_scores_of_the_wh
         settle(&redis, keys, &mine).await?;
         let waiting = pending(&redis, keys, 1_000).await?;
         assert!(waiting.windows(2).all(|w| w[0].1 < w[1].1));
+        // A limit keeps the first in line.
+        let first = pending(&redis, keys, 1).await?;
+        assert_eq!(first.first(), waiting.first());
         left += waiting.len();
     }
     assert_eq!(left as u64, extra_taken.len() as u64 - over.admitted);

@@ -330,18 +330,17 @@ pub async fn pending(
     keys: &LineKeys,
     limit: usize,
 ) -> anyhow::Result<Vec<(UserId, f64)>> {
-    // −score ascending is score descending: read them all (a tick's worth at most) and turn.
+    // Pending entries hold −(queue score): from just below 0 downwards is the lowest queue
+    // score first, so a `limit` keeps the first in line (an ascending read would keep the last).
     let entries: Vec<(Value, f64)> = redis
         .pool()
-        .zrangebyscore(&keys.outbox, "-inf", "(0", true, Some((0, limit as i64)))
+        .zrevrangebyscore(&keys.outbox, "(0", "-inf", true, Some((0, limit as i64)))
         .await
         .with_context(|| format!("reading the pending admissions of {}", keys.outbox))?;
-    let mut out = entries
+    entries
         .iter()
         .map(|(user, score)| Ok((user_of(user)?, -score)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    out.reverse();
-    Ok(out)
+        .collect()
 }
 
 fn user_of(value: &Value) -> anyhow::Result<UserId> {
