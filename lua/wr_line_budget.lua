@@ -11,6 +11,7 @@
 -- KEYS[4]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[5]  wr hash (admit_tat, tick_at, resumed_at)
 -- KEYS[6]  rep hash (sold_out_at)
+-- KEYS[7]  qseq (the line's arrival counter, wr_join.lua's KEYS[6]; read only)
 -- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms
 -- ARGV[3]  units each admitted buyer may claim (0 = cfg.per_user_limit)
@@ -18,19 +19,27 @@
 -- ARGV[5]  the rate credit's tolerance tau in ms; 0: no rate credit
 -- ARGV[6]  the outage gap in ms; 0: no outage credit
 --
--- Returns  {state, budget, limit, abandon_ms, active}
+-- Returns  {state, budget, limit, abandon_ms, active, groups, arrivals}
 --   state     open | paused | scheduled | sold_out | closed | not_found (budget 0 unless open)
 --   budget    how many places the tick may admit
 --   limit     rate | max_active | stock | state
 --   abandon_ms  the abandon_after the shards judge silence by: ARGV[2], or 0 while the outage
 --             credit runs (nobody is silent: wr_line_head.lua's 0)
 --   active    admissions live now
+--   groups    the sale's priority groups besides the public one (cfg.groups)
+--   arrivals  places made after the opening so far (qseq): with groups, where the line's
+--             scores jump (line::segment_starts, the positions' segment bounds)
 local now, _, now_f = clock()
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
-  'max_active', 'per_user_limit')
+  'max_active', 'per_user_limit', 'groups')
 if not c[1] then
-  return {'not_found', 0, 'state', 0, 0}
+  return {'not_found', 0, 'state', 0, 0, 0, 0}
 end
+local groups = 0
+for _ in string.gmatch(c[7] or '', '[^,]+') do
+  groups = groups + 1
+end
+local arrivals = num(redis.call('GET', KEYS[7]))
 local opens_at = num(c[1])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
 local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], avail, held)
@@ -43,7 +52,7 @@ if avail <= 0 and opens_at <= now then
   redis.call('HSETNX', KEYS[6], 'sold_out_at', fmt(now))
 end
 if state ~= 'open' then
-  return {state, 0, 'state', abandon_ms, active}
+  return {state, 0, 'state', abandon_ms, active, groups, arrivals}
 end
 local need = math.floor(num(ARGV[3]))
 if need <= 0 then
@@ -51,4 +60,4 @@ if need <= 0 then
 end
 local budget, limit = admit_budget(KEYS[5], num(ARGV[1]), num(ARGV[4]), num(ARGV[5]), num(c[5]),
   active, need, avail, held, now_f)
-return {state, math.max(budget, 0), limit, abandon_ms, active}
+return {state, math.max(budget, 0), limit, abandon_ms, active, groups, arrivals}

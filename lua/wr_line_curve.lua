@@ -29,12 +29,15 @@ for i = 1, #head, 2 do
   put((i - 1) / 2, head[i + 1])
 end
 local rank = 64
+local last_put = 31
 while rank < len do
   local at = redis.call('ZRANGE', q, rank, rank, 'WITHSCORES')
   put(rank, at[2])
+  last_put = rank
   rank = rank * 2
 end
-if len > 32 then
+-- The last place, unless a power of two was it (a shard of 65, 129, ... places).
+if len > 32 and last_put ~= len - 1 then
   local last = redis.call('ZRANGE', q, -1, -1, 'WITHSCORES')
   put(len - 1, last[2])
 end

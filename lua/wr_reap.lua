@@ -23,6 +23,11 @@
 -- KEYS[3]  wr hash (counters skipped_total and abandoned_total; the cursors reap_from and
 --          reap_skip_from; resumed_at, the outage credit's start)
 -- KEYS[4]  skip (zset: skipped places, the layout of q)
+--          On a line shard of a spread line (waitroom/src/line/reap.rs) the keys are the
+--          shard's q, its ladm (the copy of adm; its pending entries, below 0, are not
+--          deadlines and are left alone), its lmeta (the cursors and counters are the shard's;
+--          the leader copies resumed_at there first and adds the counts to the sale's wr)
+--          and its skip.
 -- ARGV[1]  abandon_after in ms: a user silent for longer is skipped
 -- ARGV[2]  batch size (1..5000)
 -- ARGV[3]  the return grace in ms (>= abandon_after): a place silent for longer is lost
@@ -42,7 +47,8 @@ local abandon_ms = num(ARGV[1])
 local batch = math.min(5000, math.max(1, math.floor(num(ARGV[2]))))
 local grace_ms = num(ARGV[3])
 
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', fmt(now), 'LIMIT', 0, batch)
+-- From 0: deadlines are epoch ms, and a line shard's pending ladm entries are negative.
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '0', fmt(now), 'LIMIT', 0, batch)
 if #expired > 0 then
   redis.call('ZREM', KEYS[2], unpack(expired))
 end

@@ -77,9 +77,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, WaitQueue};
+use crate::line::{self, tick::TickParams};
+use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, ReapOutcome, WaitQueue};
 use dropline_core::sale::SaleState;
-use dropline_core::sale::keys::SaleKeys;
+use dropline_core::sale::keys::{LineShards, SaleKeys};
 
 /// The field of a sale's `wr` hash that holds the measured admission rate: admissions per
 /// second × 1000, an integer (`50000` = 50 a second).
@@ -477,14 +478,20 @@ impl Ctx {
         params.outage_gap = Some(OUTAGE_GAP);
         params.tick = self.tick;
         let queue = WaitQueue::new(&self.redis, id);
-        let Some(outcome) = queue.admit(&params).await? else {
+        let outcome = if view.line_shards > 1 {
+            self.admit_spread(id, view.line_shards, &params, track)
+                .await?
+        } else {
+            queue.admit(&params).await?.map(|o| Ticked::from(&o))
+        };
+        let Some(outcome) = outcome else {
             tracing::info!(sale = %id, "sale disappeared from Redis: removing it from the index");
             self.unindex(id).await?;
             return Ok(false);
         };
         track.errors.reset();
         let label = id.to_string();
-        let admitted = outcome.admitted.len() as u64;
+        let admitted = outcome.admitted;
         if admitted > 0 {
             metrics::counter!("dropline_waitroom_admitted_total", "sale" => label.clone())
                 .increment(admitted);
@@ -552,10 +559,74 @@ impl Ctx {
         Ok(true)
     }
 
+    /// A tick of a line spread over `shards` line shards (`line::tick::run`: a dead leader's
+    /// leftovers, the merge across the shards, the positions published). `None`: the sale is
+    /// gone from Redis.
+    async fn admit_spread(
+        &self,
+        id: SaleId,
+        shards: u16,
+        params: &AdmitParams,
+        track: &mut Track,
+    ) -> anyhow::Result<Option<Ticked>> {
+        let line = match track.line.take() {
+            Some(line) if line.count() == shards => line,
+            _ => LineShards::new(&self.redis, id, shards),
+        };
+        let rate = params.rate.unwrap_or(AdmitRate {
+            per_second: 0.0,
+            tolerance: Duration::ZERO,
+        });
+        let tick = TickParams {
+            want: u64::from(params.max_admit),
+            abandon_after: params.abandon_after,
+            window: params.admission_window,
+            need: u64::from(params.units_per_buyer),
+            rate: rate.per_second,
+            tolerance: rate.tolerance,
+            outage_gap: params.outage_gap.unwrap_or(Duration::ZERO),
+            tick: params.tick,
+        };
+        let sale_keys = SaleKeys::new(&self.redis, id);
+        let done = line::tick::run(
+            &self.redis,
+            &sale_keys,
+            &line,
+            &tick,
+            params.scan_limit,
+            track.queue_length,
+        )
+        .await;
+        track.line = Some(line);
+        let done = done?;
+        track.queue_length = Some(done.queue_length);
+        if done.said.state == "not_found" {
+            return Ok(None);
+        }
+        let state: SaleState = done
+            .said
+            .state
+            .parse()
+            .with_context(|| format!("wr_line_budget: the state {:?}", done.said.state))?;
+        let limit = if done.queue_length == 0 {
+            AdmitLimit::Empty
+        } else {
+            AdmitLimit::parse(&done.said.limit)?
+        };
+        Ok(Some(Ticked {
+            state,
+            admitted: done.admitted,
+            skipped: done.skipped,
+            queue_length: done.queue_length,
+            active: done.said.active + done.admitted,
+            limit,
+        }))
+    }
+
     /// Sold out (once per sold-out spell of the sale, across leaders: a Redis flag) and
     /// admission stalled (the sale is open, buyers wait, and nobody was admitted for
     /// `stall_after` for a reason other than stock all being held).
-    async fn alert_on(&self, id: SaleId, outcome: &AdmitOutcome, track: &mut Track, now: Instant) {
+    async fn alert_on(&self, id: SaleId, outcome: &Ticked, track: &mut Track, now: Instant) {
         if outcome.state == SaleState::SoldOut {
             if !track.sold_out_alerted {
                 track.sold_out_alerted = true;
@@ -592,7 +663,7 @@ impl Ctx {
 
         let waiting_without_admission = outcome.state == SaleState::Open
             && outcome.queue_length > 0
-            && outcome.admitted.is_empty()
+            && outcome.admitted == 0
             && !matches!(outcome.limit, AdmitLimit::Stock | AdmitLimit::State);
         if !waiting_without_admission {
             track.stalled_since = None;
@@ -624,12 +695,10 @@ impl Ctx {
 
     async fn reap_sale(&self, id: SaleId, track: &mut Track) {
         let queue = WaitQueue::new(&self.redis, id);
+        let spread = track.line.clone().filter(|line| line.count() > 1);
         let (mut expired, mut skipped, mut abandoned) = (0, 0, 0);
         for _ in 0..REAP_CALLS {
-            match queue
-                .reap(self.abandon_after, self.return_grace, REAP_BATCH)
-                .await
-            {
+            match self.reap_once(id, &queue, spread.as_ref()).await {
                 Ok(outcome) => {
                     expired += outcome.expired;
                     skipped += outcome.skipped;
@@ -659,6 +728,34 @@ impl Ctx {
         if expired + skipped + abandoned > 0 {
             tracing::debug!(sale = %id, expired, skipped, abandoned, "reaped");
         }
+    }
+
+    /// One reap batch: the sale's own keys (lapsed admissions in `adm`; its line, unless the
+    /// line is spread), and for a spread line each of its shards, summed.
+    async fn reap_once(
+        &self,
+        id: SaleId,
+        queue: &WaitQueue,
+        spread: Option<&LineShards>,
+    ) -> anyhow::Result<ReapOutcome> {
+        let own = queue
+            .reap(self.abandon_after, self.return_grace, REAP_BATCH)
+            .await?;
+        let Some(line) = spread else {
+            return Ok(own);
+        };
+        let mut shards = line::reap::reap(
+            &self.redis,
+            &SaleKeys::new(&self.redis, id),
+            line,
+            self.abandon_after,
+            self.return_grace,
+            REAP_BATCH,
+        )
+        .await?;
+        shards.expired += own.expired;
+        shards.wrapped &= own.wrapped;
+        Ok(shards)
     }
 }
 
@@ -694,9 +791,38 @@ fn stock_gauges(id: SaleId, view: &sale::SaleView) {
     }
 }
 
+/// What a tick did, whichever layout the sale's line has.
+#[derive(Debug, Clone, PartialEq)]
+struct Ticked {
+    state: SaleState,
+    admitted: u64,
+    skipped: u64,
+    queue_length: u64,
+    /// Live admissions after the tick.
+    active: u64,
+    limit: AdmitLimit,
+}
+
+impl From<&AdmitOutcome> for Ticked {
+    fn from(outcome: &AdmitOutcome) -> Self {
+        Self {
+            state: outcome.state,
+            admitted: outcome.admitted.len() as u64,
+            skipped: outcome.skipped,
+            queue_length: outcome.queue_length,
+            active: outcome.active,
+            limit: outcome.limit,
+        }
+    }
+}
+
 /// The leader's state for one sale.
 #[derive(Debug, Default)]
 struct Track {
+    /// A spread line's shards (their tags are computed once), and its length at the last tick
+    /// (for the report's series).
+    line: Option<LineShards>,
+    queue_length: Option<u64>,
     /// `None` until the sale's first open tick under this leader.
     meter: Option<Meter>,
     limited: LimitedRate,

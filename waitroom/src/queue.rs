@@ -341,7 +341,7 @@ pub enum AdmitLimit {
 }
 
 impl AdmitLimit {
-    fn parse(s: &str) -> anyhow::Result<Self> {
+    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
             "rate" => Self::Rate,
             "max_active" => Self::MaxActive,
@@ -779,26 +779,8 @@ impl WaitQueue {
         batch: u32,
     ) -> anyhow::Result<ReapOutcome> {
         let k = &self.keys;
-        let reply: Value = WR_REAP
-            .run(
-                &self.redis,
-                vec![&k.q, &k.adm, &k.wr, &k.skip],
-                vec![
-                    Value::from(millis(abandon_after)),
-                    Value::from(i64::from(batch.clamp(1, MAX_REAP_BATCH))),
-                    Value::from(millis(return_grace.max(abandon_after))),
-                ],
-            )
-            .await?;
-        let reply = Reply::new(reply, "wr_reap", 6)?;
-        Ok(ReapOutcome {
-            expired: reply.uint(0)?,
-            skipped: reply.uint(1)?,
-            abandoned: reply.uint(2)?,
-            queue_length: reply.uint(3)?,
-            skipped_length: reply.uint(4)?,
-            wrapped: reply.uint(5)? == 1,
-        })
+        let keys = [&k.q, &k.adm, &k.wr, &k.skip].map(String::as_str);
+        reap_keys(&self.redis, keys, abandon_after, return_grace, batch).await
     }
 
     /// The sale's figures (read only). `None`: the sale is not armed in Redis.
@@ -886,6 +868,37 @@ fn status_row(row: &str) -> anyhow::Result<(Place, u64, i64)> {
         other => anyhow::bail!("unknown state `{other}`"),
     };
     Ok((place, queue_length, rank))
+}
+
+/// One call of `lua/wr_reap.lua` on `[q, adm, wr, skip]`: a sale's own line, or one line shard
+/// of a spread line (`line::reap`: its `q`, its `ladm` copy, its `lmeta` and its `skip`).
+pub(crate) async fn reap_keys(
+    redis: &Redis,
+    keys: [&str; 4],
+    abandon_after: Duration,
+    return_grace: Duration,
+    batch: u32,
+) -> anyhow::Result<ReapOutcome> {
+    let reply: Value = WR_REAP
+        .run(
+            redis,
+            keys.to_vec(),
+            vec![
+                Value::from(millis(abandon_after)),
+                Value::from(i64::from(batch.clamp(1, MAX_REAP_BATCH))),
+                Value::from(millis(return_grace.max(abandon_after))),
+            ],
+        )
+        .await?;
+    let reply = Reply::new(reply, "wr_reap", 6)?;
+    Ok(ReapOutcome {
+        expired: reply.uint(0)?,
+        skipped: reply.uint(1)?,
+        abandoned: reply.uint(2)?,
+        queue_length: reply.uint(3)?,
+        skipped_length: reply.uint(4)?,
+        wrapped: reply.uint(5)? == 1,
+    })
 }
 
 fn millis(d: Duration) -> i64 {

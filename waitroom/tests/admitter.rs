@@ -1090,3 +1090,116 @@ async fn behind_max_active_the_eta_uses_the_limited_rate() -> anyhow::Result<()>
     );
     world.finish(vec![a]).await
 }
+
+/// A sale whose line is spread over three line shards (`cfg.line_shards`, issue #22 §2): the
+/// leader runs the spread tick, so the places go in across the shards in the order of their
+/// scores, at the sale's rate, each shard's `ladm` holds the copy of its admissions, and the
+/// positions a poll would read from its own shard are published (the head is exact).
+#[tokio::test]
+async fn a_spread_line_is_admitted_across_its_shards_in_line_order_at_the_rate()
+-> anyhow::Result<()> {
+    use dropline_core::sale::keys::{LineShards, SaleKeys};
+    use dropline_waitroom::line::{self, tick::TickParams};
+
+    let world = World::new(&[]).await?;
+    let sale = world.arm(Spec::default()).await?;
+    let cfg = SaleKeys::new(&world.redis, sale.id).cfg();
+    let _: i64 = world.redis.pool().hset(&cfg, ("line_shards", 3)).await?;
+    let line = LineShards::new(&world.redis, sale.id, 3);
+    // 300 arrivals after the opening, live now: key 2^32 + n, as wr_join.lua scores them.
+    let t: Vec<i64> = world
+        .redis
+        .pool()
+        .custom(fred::cmd!("TIME"), Vec::<String>::new())
+        .await?;
+    let stamp = (t.first().context("TIME")? % 65_536) as f64;
+    let mut places = Vec::new();
+    for n in 1..=300u32 {
+        let user = UserId::new_v7();
+        let score = (4_294_967_296.0 + f64::from(n)) * 65_536.0 + stamp;
+        let _: i64 = world
+            .redis
+            .pool()
+            .zadd(
+                &line.keys_of(user).q,
+                None,
+                None,
+                false,
+                false,
+                (score, user.as_bytes().to_vec()),
+            )
+            .await?;
+        places.push(user);
+    }
+    let started = Instant::now();
+    let a = world.candidate("a").await?;
+    wait_until(Duration::from_secs(5), "100 admitted", || async {
+        Ok(sale.admitted_total().await? >= 100)
+    })
+    .await?;
+    a.stop().await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = sale.admitted_total().await?;
+    // At most the rate over the time plus its tolerance (one tick and one interval).
+    assert!(
+        total as f64 <= 50.0 * elapsed + 6.0,
+        "{total} admitted in {elapsed:.2} s at 50/s"
+    );
+    // A stop may cut a tick short: what the next leader's tick finishes first (here one that
+    // admits nobody new) settles every copy and publishes the positions.
+    let sale_keys = SaleKeys::new(&world.redis, sale.id);
+    let finish = TickParams {
+        want: 40,
+        abandon_after: ABANDON,
+        window: Duration::from_secs(600),
+        need: 0,
+        rate: 0.0,
+        tolerance: Duration::from_secs(1),
+        outage_gap: Duration::ZERO,
+        tick: TICK,
+    };
+    let last = line::tick::run(&world.redis, &sale_keys, &line, &finish, 1_000, None).await?;
+    assert_eq!(last.admitted, 0, "{last:?}");
+    let mut waiting = Vec::new();
+    for (rank, user) in places.iter().enumerate() {
+        let member = user.as_bytes().to_vec();
+        let in_adm: Option<f64> = world
+            .redis
+            .pool()
+            .zscore(sale_keys.admitted(), member.clone())
+            .await?;
+        let copy: Option<f64> = world
+            .redis
+            .pool()
+            .zscore(&line.keys_of(*user).outbox, member.clone())
+            .await?;
+        let in_q: Option<f64> = world
+            .redis
+            .pool()
+            .zscore(&line.keys_of(*user).q, member)
+            .await?;
+        // The first `total` in line are in, each with its copy; nobody behind them (a place
+        // taken by a cut tick and not yet written waits in ladm as pending, below 0).
+        assert_eq!(
+            in_adm.is_some(),
+            (rank as u64) < total,
+            "the place of rank {rank}"
+        );
+        if in_adm.is_some() {
+            assert_eq!(copy, in_adm, "the copy of rank {rank}");
+        } else {
+            assert!(copy.is_none_or(|c| c < 0.0), "the copy of rank {rank}");
+        }
+        if in_q.is_some() {
+            waiting.push(*user);
+        }
+    }
+    // The first still waiting is told place 1 from their own shard; the 20th, place 20.
+    for ahead in [0usize, 19] {
+        let user = waiting[ahead];
+        let (at, read) = line::positions(&world.redis, line.keys_of(user), &[user]).await?;
+        assert!(at > 0);
+        assert_eq!(read, [ahead as u64 + 1]);
+    }
+    world.finish(vec![]).await
+}

@@ -1705,6 +1705,60 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
     env.cleanup().await
 }
 
+/// A spread line of `n` places with pre-open keys drawn from `seed` over `line`'s shards, every
+/// 7th (from the 4th) silent for 10 minutes, the rest live now: (score, user, silent), sorted.
+async fn spread_line(
+    redis: &Redis,
+    line: &LineShards,
+    n: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<(f64, UserId, bool)>> {
+    use rand::{Rng, SeedableRng};
+
+    let now_s = redis_now_ms(redis).await? / 1000;
+    let live_stamp = (now_s % 65_536) as f64;
+    let silent_stamp = ((now_s - 600).rem_euclid(65_536)) as f64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut places: Vec<(f64, UserId, bool)> = (0..n)
+        .map(|i| {
+            let silent = i % 7 == 3;
+            let stamp = if silent { silent_stamp } else { live_stamp };
+            let key = f64::from(rng.random::<u32>());
+            (key * 65_536.0 + stamp, UserId::new_v7(), silent)
+        })
+        .collect();
+    places.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (score, user, _) in &places {
+        let () = redis
+            .pool()
+            .zadd(
+                &line.keys_of(*user).q,
+                None,
+                None,
+                false,
+                false,
+                (*score, user.as_bytes().to_vec()),
+            )
+            .await?;
+    }
+    Ok(places)
+}
+
+/// The rate credit of the spread-line tick tests: one a second with 30 s of tolerance, a budget
+/// of 30 under the caller's 40, refilled slowly enough that a test's own pace cannot move it.
+fn spread_tick_params() -> dropline_waitroom::line::tick::TickParams {
+    dropline_waitroom::line::tick::TickParams {
+        want: 40,
+        abandon_after: ABANDON,
+        window: WINDOW,
+        need: 0,
+        rate: 1.0,
+        tolerance: Duration::from_secs(30),
+        outage_gap: Duration::ZERO,
+        tick: Duration::from_millis(100),
+    }
+}
+
 /// A spread line's tick (issue #22 §2 step 3), every step on real keys: the budget from the
 /// sale's slot (the rate credit binds), each shard's live heads with its silent ones skipped,
 /// the merge (the whole line's lowest live scores), the take (a buyer who left in between is
@@ -1715,56 +1769,16 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
 async fn a_tick_across_three_line_shards_admits_the_lowest_live_scores_of_the_whole_line()
 -> anyhow::Result<()> {
     use dropline_core::sale::keys::SaleKeys;
-    use dropline_waitroom::line::tick::{
-        TickParams, budget, commit, heads, merge, pending, settle, take,
-    };
-    use rand::{Rng, SeedableRng};
+    use dropline_waitroom::line::tick::{budget, commit, heads, merge, pending, settle, take};
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
     let line = LineShards::new(&redis, sale.id, 3);
     let sale_keys = SaleKeys::new(&redis, sale.id);
-    let now_s = redis_now_ms(&redis).await? / 1000;
-    let live_stamp = (now_s % 65_536) as f64;
-    let silent_stamp = ((now_s - 600).rem_euclid(65_536)) as f64;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     // 300 places with pre-open keys, every 7th silent for 10 minutes (abandon_after is 2).
-    let mut places: Vec<(f64, UserId, bool)> = (0..300)
-        .map(|i| {
-            let silent = i % 7 == 3;
-            let stamp = if silent { silent_stamp } else { live_stamp };
-            let key = f64::from(rng.random::<u32>());
-            (key * 65_536.0 + stamp, UserId::new_v7(), silent)
-        })
-        .collect();
-    places.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for (score, user, _) in &places {
-        let keys = line.keys_of(*user);
-        let () = redis
-            .pool()
-            .zadd(
-                &keys.q,
-                None,
-                None,
-                false,
-                false,
-                (*score, user.as_bytes().to_vec()),
-            )
-            .await?;
-    }
-    // One a second with 30 s of tolerance: a credit of 30, under the caller's 40, refilled
-    // slowly enough that the test's own pace cannot move it.
-    let params = TickParams {
-        want: 40,
-        abandon_after: ABANDON,
-        window: WINDOW,
-        need: 0,
-        rate: 1.0,
-        tolerance: Duration::from_secs(30),
-        outage_gap: Duration::ZERO,
-        tick: Duration::from_millis(100),
-    };
+    let places = spread_line(&redis, &line, 300, 9).await?;
+    let params = spread_tick_params();
     let said = budget(&redis, &sale_keys, &params).await?;
     assert_eq!(
         (
@@ -1936,5 +1950,277 @@ async fn a_tick_across_three_line_shards_admits_the_lowest_live_scores_of_the_wh
         sale.stats().await?.admitted_total,
         quota as u64 - 1 + over.admitted
     );
+    env.cleanup().await
+}
+
+/// A whole tick of a spread line (`line::tick::run`, issue #22 §2): what a dead leader took goes
+/// in first, then the line's lowest live scores up to the rate credit, every admission in the
+/// sale's `adm` and in its shard's `ladm` copy with the same deadline, the silent skipped and
+/// counted, and the positions published so that a poll reads the exact head of the line from
+/// its own shard. A leader that died after writing `adm` but before settling leaves a place the
+/// next tick settles without counting it again. On the cluster too.
+#[tokio::test]
+async fn a_whole_spread_tick_admits_in_line_order_and_finishes_what_a_dead_leader_left()
+-> anyhow::Result<()> {
+    use dropline_core::sale::keys::SaleKeys;
+    use dropline_waitroom::line::positions;
+    use dropline_waitroom::line::tick::{commit, pending, run, take};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let line = LineShards::new(&redis, sale.id, 3);
+    let sale_keys = SaleKeys::new(&redis, sale.id);
+    let places = spread_line(&redis, &line, 300, 11).await?;
+    let live: Vec<(UserId, f64)> = places.iter().filter(|p| !p.2).map(|p| (p.1, p.0)).collect();
+    let params = spread_tick_params();
+
+    // A leader took the first three live places (step 4) and stopped.
+    for &(user, score) in &live[..3] {
+        take(&redis, line.keys_of(user), &[(user, score)]).await?;
+    }
+    let tick = run(&redis, &sale_keys, &line, &params, 10_000, None).await?;
+    assert_eq!((tick.admitted, tick.recovered), (30, 3), "{tick:?}");
+    assert_eq!(tick.said.state, "open");
+    let mut skipped = 0;
+    for keys in line.all() {
+        assert!(pending(&redis, keys, 1_000).await?.is_empty());
+        let n: u64 = redis.pool().zcard(&keys.skip).await?;
+        skipped += n;
+    }
+    assert!(skipped > 0);
+    assert_eq!(tick.skipped, skipped);
+    assert_eq!(tick.queue_length, 300 - 30 - skipped);
+    let counted: Option<u64> = redis.pool().hget(sale_keys.room(), "skipped_total").await?;
+    assert_eq!(counted, Some(skipped));
+    // The line's first 30 live places are admitted, in adm and in their shard's copy alike.
+    let in_adm: Vec<(Value, f64)> = redis
+        .pool()
+        .zrange(sale_keys.admitted(), 0, -1, None, false, None, true)
+        .await?;
+    let mut admitted: Vec<UserId> = in_adm
+        .iter()
+        .map(|(user, _)| UserId::from_slice(user.as_bytes().unwrap_or_default()))
+        .collect::<Result<_, _>>()?;
+    admitted.sort();
+    let mut first: Vec<UserId> = live[..30].iter().map(|l| l.0).collect();
+    first.sort();
+    assert_eq!(admitted, first);
+    for (user, deadline) in &in_adm {
+        let user = UserId::from_slice(user.as_bytes().unwrap_or_default())?;
+        let copy: Option<f64> = redis
+            .pool()
+            .zscore(&line.keys_of(user).outbox, user.as_bytes().to_vec())
+            .await?;
+        assert_eq!(copy, Some(*deadline));
+    }
+    // Positions from each buyer's own shard: the head of what waits is exact.
+    let mut waiting: Vec<(f64, UserId)> = Vec::new();
+    for keys in line.all() {
+        let entries: Vec<(Value, f64)> = redis
+            .pool()
+            .zrange(&keys.q, 0, -1, None, false, None, true)
+            .await?;
+        for (user, score) in entries {
+            waiting.push((
+                score,
+                UserId::from_slice(user.as_bytes().unwrap_or_default())?,
+            ));
+        }
+    }
+    waiting.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(waiting.len() as u64, tick.queue_length);
+    for (rank, (_, user)) in waiting.iter().take(20).enumerate() {
+        let (at, read) = positions(&redis, line.keys_of(*user), &[*user]).await?;
+        assert!(at > 0);
+        assert_eq!(read, [rank as u64 + 1], "the place of rank {rank}");
+    }
+
+    // A leader that wrote adm (step 5) and died before step 6: the next tick settles the place
+    // with the deadline adm holds and does not count it again.
+    // The credit is spent: one second refills one place.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (next_user, next_score) = (waiting[0].1, waiting[0].0);
+    take(&redis, line.keys_of(next_user), &[(next_user, next_score)]).await?;
+    let written = commit(
+        &redis,
+        &sale_keys,
+        &params,
+        &[(next_user, next_score)],
+        None,
+    )
+    .await?;
+    assert_eq!(written.admitted, 1, "{written:?}");
+    let before = sale.stats().await?.admitted_total;
+    let again = run(&redis, &sale_keys, &line, &params, 10_000, None).await?;
+    assert_eq!(again.recovered, 0, "{again:?}");
+    let copy: Option<f64> = redis
+        .pool()
+        .zscore(
+            &line.keys_of(next_user).outbox,
+            next_user.as_bytes().to_vec(),
+        )
+        .await?;
+    assert_eq!(copy.map(|c| c as i64), written.in_adm.first().map(|a| a.1));
+    assert_eq!(sale.stats().await?.admitted_total, before + again.admitted);
+    for keys in line.all() {
+        assert!(pending(&redis, keys, 1_000).await?.is_empty());
+    }
+    env.cleanup().await
+}
+
+/// The reaper's pass over a spread line (`line::reap`, issue #22 §2): each shard skips its
+/// places silent past `abandon_after` and removes those silent past the return grace, drops
+/// its copies of lapsed admissions but never a pending entry (below 0), and the counts reach
+/// the sale's `wr`. While the sale's outage credit runs, nobody is skipped or removed.
+#[tokio::test]
+async fn the_reaper_walks_every_line_shard_and_counts_in_the_sales_wr() -> anyhow::Result<()> {
+    use dropline_core::sale::keys::SaleKeys;
+    use dropline_waitroom::line::reap::reap;
+
+    const GRACE: Duration = Duration::from_secs(1_800);
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let line = LineShards::new(&redis, sale.id, 3);
+    let sale_keys = SaleKeys::new(&redis, sale.id);
+    let now_ms = redis_now_ms(&redis).await?;
+    let now_s = now_ms / 1000;
+    // 90 places: a third live, a third silent 10 minutes, a third silent 50 minutes.
+    let mut ages = Vec::new();
+    for n in 0..90u32 {
+        let user = UserId::new_v7();
+        let age = [0, 600, 3_000][(n % 3) as usize];
+        let stamp = ((now_s - age).rem_euclid(65_536)) as f64;
+        let score = (4_294_967_296.0 + f64::from(n)) * 65_536.0 + stamp;
+        let () = redis
+            .pool()
+            .zadd(
+                &line.keys_of(user).q,
+                None,
+                None,
+                false,
+                false,
+                (score, user.as_bytes().to_vec()),
+            )
+            .await?;
+        ages.push((user, age));
+    }
+    // Each shard's ladm: one lapsed copy, one live copy, one pending entry.
+    for keys in line.all() {
+        let entries: Vec<(f64, Vec<u8>)> = vec![
+            (
+                (now_ms - 1_000) as f64,
+                UserId::new_v7().as_bytes().to_vec(),
+            ),
+            (
+                (now_ms + 600_000) as f64,
+                UserId::new_v7().as_bytes().to_vec(),
+            ),
+            (-1.0e15, UserId::new_v7().as_bytes().to_vec()),
+        ];
+        let () = redis
+            .pool()
+            .zadd(&keys.outbox, None, None, false, false, entries)
+            .await?;
+    }
+    // An outage ended just now: nobody is skipped or removed.
+    let () = redis
+        .pool()
+        .hset(sale_keys.room(), ("resumed_at", now_ms))
+        .await?;
+    let held = reap(&redis, &sale_keys, &line, ABANDON, GRACE, 1_000).await?;
+    assert_eq!(
+        (held.skipped, held.abandoned, held.queue_length),
+        (0, 0, 90)
+    );
+    assert_eq!(held.expired, 3);
+    let () = redis
+        .pool()
+        .hset(sale_keys.room(), ("resumed_at", now_ms - 600_000))
+        .await?;
+    let done = reap(&redis, &sale_keys, &line, ABANDON, GRACE, 1_000).await?;
+    assert!(done.wrapped);
+    assert_eq!(
+        (
+            done.skipped,
+            done.abandoned,
+            done.queue_length,
+            done.skipped_length
+        ),
+        (30, 30, 30, 30)
+    );
+    for (user, age) in &ages {
+        let keys = line.keys_of(*user);
+        let member = user.as_bytes().to_vec();
+        let in_q: Option<f64> = redis.pool().zscore(&keys.q, member.clone()).await?;
+        let in_skip: Option<f64> = redis.pool().zscore(&keys.skip, member).await?;
+        assert_eq!(
+            (in_q.is_some(), in_skip.is_some()),
+            (*age == 0, *age == 600),
+            "a place silent {age} s"
+        );
+    }
+    for keys in line.all() {
+        let left: Vec<(Value, f64)> = redis
+            .pool()
+            .zrange(&keys.outbox, 0, -1, None, false, None, true)
+            .await?;
+        let scores: Vec<f64> = left.iter().map(|e| e.1).collect();
+        assert_eq!(scores, [-1.0e15, (now_ms + 600_000) as f64]);
+    }
+    let counted: Vec<Option<u64>> = redis
+        .pool()
+        .hmget(sale_keys.room(), vec!["skipped_total", "abandoned_total"])
+        .await?;
+    assert_eq!(counted, [Some(30), Some(30)]);
+    env.cleanup().await
+}
+
+/// The leader's read of a line shard whose last place is at a power-of-two rank (65, 129
+/// places) reads that place once, as `checkpoint_ranks` does; around it too.
+#[tokio::test]
+async fn a_shard_whose_last_place_is_a_checkpoint_is_read_once() -> anyhow::Result<()> {
+    use dropline_waitroom::line::{CountCurve, checkpoint_ranks, read_curve, segment_starts};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let line = LineShards::new(&redis, SaleId::new_v7(), 2);
+    let q = &line.keys(0).q;
+    let bounds = segment_starts(0, 200);
+    let mut scores: Vec<f64> = Vec::new();
+    for len in [1usize, 32, 33, 64, 65, 66, 129, 130] {
+        while scores.len() < len {
+            let n = scores.len() as f64;
+            let score = (4_294_967_296.0 + n + 1.0) * 65_536.0 + 3.0;
+            let () = redis
+                .pool()
+                .zadd(
+                    q,
+                    None,
+                    None,
+                    false,
+                    false,
+                    (score, UserId::new_v7().as_bytes().to_vec()),
+                )
+                .await?;
+            scores.push(score);
+        }
+        let read = read_curve(&redis, q, &bounds).await?;
+        let ranked: Vec<(u64, f64)> = checkpoint_ranks(len as u64)
+            .into_iter()
+            .map(|r| (r, scores[r as usize]))
+            .collect();
+        let segments: Vec<(f64, u64)> = bounds
+            .iter()
+            .map(|&b| (b, scores.partition_point(|&s| s < b) as u64))
+            .collect();
+        assert_eq!(
+            read,
+            CountCurve::of_shard(len as u64, &ranked, &segments),
+            "{len}"
+        );
+        assert_eq!(read.len(), len as u64);
+    }
     env.cleanup().await
 }

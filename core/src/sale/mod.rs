@@ -403,10 +403,13 @@ pub struct SaleView {
     pub promoted: i64,
     /// A draw's ranked entries (the frozen list's length once ranked); 0 before and for fcfs.
     pub ranked: i64,
+    /// The line's shards (`cfg.line_shards`, 1 to [`keys::MAX_LINE_SHARDS`]; 1 when unset:
+    /// the line on the sale's own slot).
+    pub line_shards: u16,
 }
 
 impl SaleView {
-    /// Parses the 15 integers `lua/sale_view.lua` returns.
+    /// Parses the 16 integers `lua/sale_view.lua` returns.
     pub fn from_values(v: &[i64]) -> anyhow::Result<Self> {
         let &[
             stock_total,
@@ -424,9 +427,10 @@ impl SaleView {
             now_ms,
             promoted,
             ranked,
+            line_shards,
         ] = v
         else {
-            anyhow::bail!("sale_view returned {} values, expected 15", v.len());
+            anyhow::bail!("sale_view returned {} values, expected 16", v.len());
         };
         Ok(Self {
             stock_total,
@@ -444,6 +448,7 @@ impl SaleView {
             now_ms,
             promoted,
             ranked,
+            line_shards: line_shards.clamp(1, i64::from(keys::MAX_LINE_SHARDS)) as u16,
         })
     }
 
@@ -804,7 +809,7 @@ mod tests {
     #[test]
     fn view_parses_the_script_output() -> anyhow::Result<()> {
         let view =
-            SaleView::from_values(&[10, 1_000, 0, 2, 600, 100, 0, 1, 0, 7, 2, 1, 1_500, 0, 0])?;
+            SaleView::from_values(&[10, 1_000, 0, 2, 600, 100, 0, 1, 0, 7, 2, 1, 1_500, 0, 0, 0])?;
         assert_eq!(view.stock_total, 10);
         assert_eq!(view.closes_at_ms, None);
         assert_eq!(view.max_active, None);
@@ -812,6 +817,14 @@ mod tests {
         assert_eq!((view.available, view.held, view.sold), (7, 2, 1));
         assert_eq!(view.state(), SaleState::Paused);
         assert_eq!(view.opens_at().timestamp_millis(), 1_000);
+        assert_eq!(view.line_shards, 1);
+        let mut spread = [10, 1_000, 0, 2, 600, 100, 0, 1, 0, 7, 2, 1, 1_500, 0, 0, 3];
+        assert_eq!(SaleView::from_values(&spread)?.line_shards, 3);
+        spread[15] = 1_000;
+        assert_eq!(
+            SaleView::from_values(&spread)?.line_shards,
+            keys::MAX_LINE_SHARDS
+        );
         assert!(SaleView::from_values(&[1, 2, 3]).is_err());
         Ok(())
     }

@@ -3,13 +3,18 @@
 //!
 //! - [`positions`](mod@positions): how many places of the other shards stand ahead of a buyer, from count
 //!   curves the leader reads and publishes each tick, so a poll reads its own shard alone;
-//! - [`tick`]: the line shards' half of an admission tick: each shard's live heads, the merge
-//!   that keeps one order across the shards, and the `ladm` outbox towards the sale's `adm`.
+//! - [`tick`]: an admission tick across the shards: each shard's live heads, the merge that
+//!   keeps one order across the shards, the `ladm` outbox towards the sale's `adm`, and
+//!   [`tick::run`], the whole tick (a dead leader's leftovers first, then the positions
+//!   published);
+//! - [`reap`](mod@reap): the reaper's pass over the shards (silent places skipped, places past
+//!   the return grace removed, lapsed copies dropped), counted in the sale's `wr`.
 //!
-//! Built and tested as a library; not wired yet: no tick or poll uses it, and no sale has more
-//! than one line shard.
+//! Built and tested as a library; not wired yet: no poll uses it, and no sale has more than one
+//! line shard.
 
 pub mod positions;
+pub mod reap;
 pub mod tick;
 
 pub use positions::{

@@ -167,6 +167,16 @@ impl CountCurve {
         Self { knots }
     }
 
+    /// The places the curve counts (its last knot's count: every place is below +inf).
+    pub fn len(&self) -> u64 {
+        self.knots.last().map_or(0, |k| k.1.round() as u64)
+    }
+
+    /// Whether the curve counts no place.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The knots, for publishing.
     pub fn knots(&self) -> &[(f64, f64)] {
         &self.knots
@@ -363,6 +373,9 @@ mod tests {
         assert_eq!(checkpoint_ranks(0), Vec::<u64>::new());
         assert_eq!(checkpoint_ranks(3), [0, 1, 2]);
         assert_eq!(checkpoint_ranks(32), (0..32).collect::<Vec<_>>());
+        // A power of two that is the last place is read once.
+        assert_eq!(&checkpoint_ranks(65)[32..], [64]);
+        assert_eq!(&checkpoint_ranks(66)[32..], [64, 65]);
         let ranks = checkpoint_ranks(1_000_000);
         assert_eq!(
             &ranks[32..],

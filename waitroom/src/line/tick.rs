@@ -23,10 +23,14 @@
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::UserId;
-use dropline_core::sale::keys::{LineKeys, SaleKeys};
-use fred::interfaces::SortedSetsInterface;
+use dropline_core::sale::keys::{LineKeys, LineShards, SaleKeys};
+use fred::interfaces::{HashesInterface, SortedSetsInterface};
 use fred::types::Value;
-use std::time::Duration;
+use futures_util::future::try_join_all;
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::positions::{CountCurve, publish, read_curve, segment_starts};
 
 use crate::scripts::{WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE};
 
@@ -157,6 +161,10 @@ pub struct Budget {
     pub abandon_after: Option<Duration>,
     /// Admissions live now.
     pub active: u64,
+    /// The sale's priority groups besides the public one, and the places made after the
+    /// opening so far: where the line's scores jump ([`segment_starts`]).
+    pub groups: usize,
+    pub arrivals: u64,
 }
 
 /// Step 1 on the sale's slot (`lua/wr_line_budget.lua`).
@@ -171,6 +179,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
                 sale.admitted(),
                 sale.room(),
                 sale.report(),
+                sale.queue_seq(),
             ],
             vec![
                 params.want.to_string(),
@@ -187,7 +196,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
     let Value::Array(parts) = reply else {
         return Err(malformed());
     };
-    let [state, budget, limit, abandon_ms, active] = parts.as_slice() else {
+    let [state, budget, limit, abandon_ms, active, groups, arrivals] = parts.as_slice() else {
         return Err(malformed());
     };
     let abandon_ms = abandon_ms.as_u64().ok_or_else(malformed)?;
@@ -197,6 +206,8 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
         limit: limit.as_string().ok_or_else(malformed)?,
         abandon_after: (abandon_ms > 0).then(|| Duration::from_millis(abandon_ms)),
         active: active.as_u64().ok_or_else(malformed)?,
+        groups: groups.as_u64().ok_or_else(malformed)? as usize,
+        arrivals: arrivals.as_u64().ok_or_else(malformed)?,
     })
 }
 
@@ -341,6 +352,139 @@ pub async fn pending(
         .iter()
         .map(|(user, score)| Ok((user_of(user)?, -score)))
         .collect()
+}
+
+/// What one whole tick ([`run`]) did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    /// What step 1 said (state, budget, what bounds it, admissions live before the tick).
+    pub said: Budget,
+    /// Places admitted now (counted and charged), those an earlier tick left pending included.
+    pub admitted: u64,
+    /// Of them, places an earlier tick took and did not settle.
+    pub recovered: u64,
+    /// Silent places the shards skipped now.
+    pub skipped: u64,
+    /// Places waiting in the line after the tick (the sum of the shards' curves).
+    pub queue_length: u64,
+}
+
+/// One whole admission tick of a line spread over `line`'s shards, as the admitter's leader
+/// runs it for a sale with more than one line shard: what an earlier tick left pending goes
+/// through steps 5 and 6 first (a leader that stopped in between, or places step 5's budget
+/// held back), then steps 1 to 6 for new places, then each shard's count curve is read and
+/// published to every shard (`lmeta`) for the polls' positions. `queue_length` is the line's
+/// length the caller knows (the last tick's), for the report's series. Shards are called
+/// concurrently; a failed call fails the tick, and the next tick starts from what Redis holds
+/// (a taken place stays in `ladm` until some tick settles it, so none is lost or admitted twice).
+pub async fn run(
+    redis: &Redis,
+    sale: &SaleKeys,
+    line: &LineShards,
+    params: &TickParams,
+    scan_limit: u32,
+    queue_length: Option<u64>,
+) -> anyhow::Result<Tick> {
+    let shards = line.all();
+    let want = usize::try_from(params.want).unwrap_or(usize::MAX);
+    // What an earlier tick took and did not settle, lowest score first across the shards.
+    let left = try_join_all(shards.iter().map(|keys| pending(redis, keys, want))).await?;
+    let mut admitted = 0;
+    let mut recovered = 0;
+    let mut held_back = false;
+    if left.iter().any(|l| !l.is_empty()) {
+        let merged: Vec<(UserId, f64)> = merge(&left, usize::MAX)
+            .into_iter()
+            .map(|c| (c.user, c.score))
+            .collect();
+        let committed = commit(redis, sale, params, &merged, None).await?;
+        settle_all(redis, line, &committed.in_adm).await?;
+        admitted += committed.admitted;
+        recovered = committed.admitted;
+        // Places the budget held back keep their turn: no newer place passes them.
+        held_back = committed.in_adm.len() < merged.len();
+    }
+
+    let said = budget(redis, sale, params).await?;
+    let mut skipped = 0;
+    if said.state == "open" && said.budget > 0 && !held_back {
+        let quota = usize::try_from(said.budget).unwrap_or(usize::MAX);
+        let found = try_join_all(
+            shards
+                .iter()
+                .map(|keys| heads(redis, keys, quota, said.abandon_after, scan_limit)),
+        )
+        .await?;
+        skipped = found.iter().map(|h| h.skipped).sum();
+        let places: Vec<Vec<(UserId, f64)>> = found.into_iter().map(|h| h.places).collect();
+        let chosen = merge(&places, quota);
+        let taken = try_join_all(shards.iter().enumerate().map(|(index, keys)| {
+            let mine: Vec<(UserId, f64)> = chosen
+                .iter()
+                .filter(|c| usize::from(c.shard) == index)
+                .map(|c| (c.user, c.score))
+                .collect();
+            async move { take(redis, keys, &mine).await }
+        }))
+        .await?;
+        let taken: HashSet<UserId> = taken.into_iter().flatten().collect();
+        // Step 5 in merged order: a buyer who left between the read and the take is not in it.
+        let merged: Vec<(UserId, f64)> = chosen
+            .iter()
+            .filter(|c| taken.contains(&c.user))
+            .map(|c| (c.user, c.score))
+            .collect();
+        if !merged.is_empty() {
+            let committed = commit(redis, sale, params, &merged, queue_length).await?;
+            settle_all(redis, line, &committed.in_adm).await?;
+            admitted += committed.admitted;
+        }
+    }
+    if skipped > 0 {
+        let _: i64 = redis
+            .pool()
+            .hincrby(sale.room(), "skipped_total", skipped as i64)
+            .await
+            .context("counting a spread line's skipped places")?;
+    }
+
+    // The positions: each shard's curve, published to every shard.
+    let bounds = segment_starts(said.groups, said.arrivals);
+    let curves = try_join_all(
+        shards
+            .iter()
+            .map(|keys| read_curve(redis, &keys.q, &bounds)),
+    )
+    .await?;
+    let read_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    publish(redis, line, &curves, read_at).await?;
+    Ok(Tick {
+        said,
+        admitted,
+        recovered,
+        skipped,
+        queue_length: curves.iter().map(CountCurve::len).sum(),
+    })
+}
+
+/// Step 6 on every shard, each given its own users of `in_adm`.
+async fn settle_all(
+    redis: &Redis,
+    line: &LineShards,
+    in_adm: &[(UserId, i64)],
+) -> anyhow::Result<()> {
+    try_join_all(line.all().iter().enumerate().map(|(index, keys)| {
+        let mine: Vec<(UserId, i64)> = in_adm
+            .iter()
+            .filter(|a| usize::from(line.shard_of(a.0)) == index)
+            .copied()
+            .collect();
+        async move { settle(redis, keys, &mine).await }
+    }))
+    .await?;
+    Ok(())
 }
 
 fn user_of(value: &Value) -> anyhow::Result<UserId> {
