@@ -168,10 +168,7 @@ local function reply(st, position, deadline, new, rank)
 end
 
 -- How many priority groups the sale has: public's rank.
-local public_rank = 0
-for _ in string.gmatch(groups, '[^,]+') do
-  public_rank = public_rank + 1
-end
+local public = public_rank(groups)
 
 -- One user's join: the user id, the pre-open draw, the edge's verdict and the challenge's expiry,
 -- the code's hash, the user's spent-marker and codefail keys.
@@ -262,7 +259,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
 
   -- Access codes and groups (door.md §2): the code decides the group (the rank of its group in
   -- cfg.groups); without one the buyer is public (rank #groups), which the presale refuses.
-  local rank = public_rank
+  local rank = public
   code = code or ''
   local redeem = false
   if code ~= '' then

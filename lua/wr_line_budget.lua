@@ -35,10 +35,7 @@ local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'close
 if not c[1] then
   return {'not_found', 0, 'state', 0, 0, 0, 0}
 end
-local groups = 0
-for _ in string.gmatch(c[7] or '', '[^,]+') do
-  groups = groups + 1
-end
+local groups = public_rank(c[7])
 local arrivals = num(redis.call('GET', KEYS[7]))
 local opens_at = num(c[1])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))

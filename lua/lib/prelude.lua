@@ -96,6 +96,16 @@ local ORDER = 65536
 local PRE_KEYS = 4294967296    -- 2^32
 local GROUP_BAND = 8589934592  -- 2^33
 
+-- The rank of the `public` group: the number of priority groups in cfg.groups (comma-joined
+-- names, highest first; nil or '' for none).
+local function public_rank(groups)
+  local n = 0
+  for _ in string.gmatch(groups or '', '[^,]+') do
+    n = n + 1
+  end
+  return n
+end
+
 -- The group rank of a queue score: 0 for the sale's first group, #groups for `public`.
 local function group_rank(score)
   return math.floor(score / ORDER / GROUP_BAND)
