@@ -1117,18 +1117,7 @@ async fn a_spread_line_is_admitted_across_its_shards_in_line_order_at_the_rate()
     for n in 1..=300u32 {
         let user = UserId::new_v7();
         let score = (4_294_967_296.0 + f64::from(n)) * 65_536.0 + stamp;
-        let _: i64 = world
-            .redis
-            .pool()
-            .zadd(
-                &line.keys_of(user).q,
-                None,
-                None,
-                false,
-                false,
-                (score, user.as_bytes().to_vec()),
-            )
-            .await?;
+        common::place_in_shard(&world.redis, &line, user, score).await?;
         places.push(user);
     }
     let started = Instant::now();

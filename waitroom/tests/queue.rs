@@ -1729,17 +1729,7 @@ async fn spread_line(
         .collect();
     places.sort_by(|a, b| a.0.total_cmp(&b.0));
     for (score, user, _) in &places {
-        let () = redis
-            .pool()
-            .zadd(
-                &line.keys_of(*user).q,
-                None,
-                None,
-                false,
-                false,
-                (*score, user.as_bytes().to_vec()),
-            )
-            .await?;
+        common::place_in_shard(redis, line, *user, *score).await?;
     }
     Ok(places)
 }
@@ -2093,17 +2083,7 @@ async fn the_reaper_walks_every_line_shard_and_counts_in_the_sales_wr() -> anyho
         let age = [0, 600, 3_000][(n % 3) as usize];
         let stamp = ((now_s - age).rem_euclid(65_536)) as f64;
         let score = (4_294_967_296.0 + f64::from(n)) * 65_536.0 + stamp;
-        let () = redis
-            .pool()
-            .zadd(
-                &line.keys_of(user).q,
-                None,
-                None,
-                false,
-                false,
-                (score, user.as_bytes().to_vec()),
-            )
-            .await?;
+        common::place_in_shard(&redis, &line, user, score).await?;
         ages.push((user, age));
     }
     // Each shard's ladm: one lapsed copy, one live copy, one pending entry.

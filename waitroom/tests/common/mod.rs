@@ -206,3 +206,25 @@ pub async fn silence(
     }
     Ok(())
 }
+
+/// Puts `user`'s place with `score` (the layout of `wr_join.lua`) straight into its line
+/// shard's `q`, as a spread line's join will.
+pub async fn place_in_shard(
+    redis: &Redis,
+    line: &dropline_core::sale::keys::LineShards,
+    user: UserId,
+    score: f64,
+) -> anyhow::Result<()> {
+    let () = redis
+        .pool()
+        .zadd(
+            &line.keys_of(user).q,
+            None,
+            None,
+            false,
+            false,
+            (score, user.as_bytes().to_vec()),
+        )
+        .await?;
+    Ok(())
+}
