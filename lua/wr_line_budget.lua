@@ -5,11 +5,12 @@
 -- wr_line_commit.lua charges what it writes. Like wr_admit.lua it stamps the outage credit's
 -- tick_at (and resumed_at after a gap) and notes sold_out_at.
 --
--- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, max_active, per_user_limit)
+-- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, max_active, per_user_limit,
+--          admit_per_second, notice, groups)
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[5]  wr hash (admit_tat, tick_at, resumed_at)
+-- KEYS[5]  wr hash (admit_tat, tick_at, resumed_at; limited_rate_milli read for the ETA)
 -- KEYS[6]  rep hash (sold_out_at)
 -- KEYS[7]  qseq (the line's arrival counter, wr_join.lua's KEYS[6]; read only)
 -- ARGV[1]  most users to admit in this tick (>= 0)
@@ -19,7 +20,9 @@
 -- ARGV[5]  the rate credit's tolerance tau in ms; 0: no rate credit
 -- ARGV[6]  the outage gap in ms; 0: no outage credit
 --
--- Returns  {state, budget, limit, abandon_ms, active, groups, arrivals}
+-- Returns  {state, budget, limit, abandon_ms, active, groups, arrivals,
+--           opens_at, closes_at, paused, admit_per_second, notice, group_names, free,
+--           limited_rate_milli}
 --   state     open | paused | scheduled | sold_out | closed | not_found (budget 0 unless open)
 --   budget    how many places the tick may admit
 --   limit     rate | max_active | stock | state
@@ -29,11 +32,17 @@
 --   groups    the sale's priority groups besides the public one (cfg.groups)
 --   arrivals  places made after the opening so far (qseq): with groups, where the line's
 --             scores jump (line::segment_starts, the positions' segment bounds)
+--   then what a poll of the line reads, which the leader publishes to every line shard's
+--   lmeta (wr_line_status.lua; not_found answers zeros and ''):
+--   opens_at, closes_at  cfg's, epoch ms (0 for none)
+--   paused    1 when cfg says paused
+--   admit_per_second  cfg's rate; notice cfg's ('' for none); group_names cfg.groups
+--   free, limited_rate_milli  the ETA's inputs (eta_inputs in lib/prelude.lua)
 local now, _, now_f = clock()
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
-  'max_active', 'per_user_limit', 'groups')
+  'max_active', 'per_user_limit', 'groups', 'admit_per_second', 'notice')
 if not c[1] then
-  return {'not_found', 0, 'state', 0, 0, 0, 0}
+  return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1}
 end
 local groups = public_rank(c[7])
 local arrivals = num(redis.call('GET', KEYS[7]))
@@ -48,8 +57,13 @@ end
 if avail <= 0 and opens_at <= now then
   redis.call('HSETNX', KEYS[6], 'sold_out_at', fmt(now))
 end
+local free, limited = eta_inputs(KEYS[1], avail, held, KEYS[4], KEYS[5], now)
+local function said(budget, limit)
+  return {state, budget, limit, abandon_ms, active, groups, arrivals, opens_at, num(c[2]),
+    flag(c[3]) and 1 or 0, num(c[8]), c[9] or '', c[7] or '', free, limited}
+end
 if state ~= 'open' then
-  return {state, 0, 'state', abandon_ms, active, groups, arrivals}
+  return said(0, 'state')
 end
 local need = math.floor(num(ARGV[3]))
 if need <= 0 then
@@ -57,4 +71,4 @@ if need <= 0 then
 end
 local budget, limit = admit_budget(KEYS[5], num(ARGV[1]), num(ARGV[4]), num(ARGV[5]), num(c[5]),
   active, need, avail, held, now_f)
-return {state, math.max(budget, 0), limit, abandon_ms, active, groups, arrivals}
+return said(math.max(budget, 0), limit)

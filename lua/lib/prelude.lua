@@ -509,3 +509,47 @@ local function admit_record(keys, users, scores, deadline, rate_from, rate_step,
     redis.call('HINCRBY', keys.rep, name, n)
   end
 end
+
+-- A spread line's count curve (issue #22 §2, waitroom/src/line/positions.rs), as the leader
+-- publishes it to a line shard's lmeta: knots (x, count), each two little-endian doubles
+-- (16 bytes), sorted by x. The count of places below score x: linear between knots, 0 before
+-- the first, the last count after it (CountCurve::at, the same arithmetic, so the two agree to
+-- the bit). Used by wr_line_position.lua and wr_line_status.lua.
+local function curve_at(packed, x)
+  local n = #packed / 16
+  if n == 0 then
+    return 0
+  end
+  -- The first knot at or past x (partition_point), by bisection.
+  local lo, hi = 1, n + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local kx = struct.unpack('<d', packed, (mid - 1) * 16 + 1)
+    if kx < x then
+      lo = mid + 1
+    else
+      hi = mid
+    end
+  end
+  if lo == n + 1 then
+    local _, c = struct.unpack('<dd', packed, (n - 1) * 16 + 1)
+    return c
+  end
+  local x1, c1 = struct.unpack('<dd', packed, (lo - 1) * 16 + 1)
+  if x1 == x then
+    return c1
+  end
+  if lo == 1 then
+    return 0
+  end
+  local x0, c0 = struct.unpack('<dd', packed, (lo - 2) * 16 + 1)
+  return c0 + (c1 - c0) * (x - x0) / (x1 - x0)
+end
+
+-- The position of `user`, waiting in line shard q with `score`: its rank there + 1, plus the
+-- other shards' places below the score (the packed curves `all`, every shard's summed, and
+-- `own`, this shard's; all - own, rounded to a whole place as line::ahead_in_others does).
+local function line_position(q, user, score, all, own)
+  local others = math.max(curve_at(all, score) - curve_at(own, score), 0)
+  return redis.call('ZRANK', q, user) + 1 + math.floor(others + 0.5)
+end

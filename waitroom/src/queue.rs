@@ -74,18 +74,22 @@
 //! until the sale's first open tick, and keeps its last value while the sale is paused,
 //! scheduled, sold out or closed.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::{SaleId, UserId};
 use dropline_core::sale::SaleState;
-use dropline_core::sale::keys::SaleKeys;
+use dropline_core::sale::keys::{LineShards, SaleKeys};
+use fred::interfaces::HashesInterface;
 use fred::types::Value;
+use futures_util::future::try_join_all;
 use rand::Rng;
 
-use crate::scripts::{WR_ADMIT, WR_CHALLENGE, WR_JOIN, WR_LEAVE, WR_REAP, WR_STATS, WR_STATUS};
+use crate::scripts::{
+    WR_ADMIT, WR_CHALLENGE, WR_JOIN, WR_LEAVE, WR_LINE_STATUS, WR_REAP, WR_STATS, WR_STATUS,
+};
 
 /// Scores are `order_key * ORDER_SPAN + stamp`.
 pub const ORDER_SPAN: u64 = 1 << 16;
@@ -471,6 +475,10 @@ pub struct WaitQueue {
     redis: Redis,
     sale: SaleId,
     keys: QueueKeys,
+    /// The sale's line layout (`cfg.line_shards`), read once the sale is armed: it is fixed
+    /// for a sale's life, so a long-lived queue (the edge's batcher) reads it once, and a sale
+    /// whose line is not spread pays nothing per poll.
+    line: Arc<OnceLock<LineShards>>,
 }
 
 impl WaitQueue {
@@ -479,7 +487,29 @@ impl WaitQueue {
             keys: QueueKeys::new(redis, sale),
             sale,
             redis: redis.clone(),
+            line: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The sale's line layout; `None` while the sale is not armed (nothing is remembered then,
+    /// so a sale armed later is read again).
+    pub async fn line(&self) -> anyhow::Result<Option<&LineShards>> {
+        if let Some(line) = self.line.get() {
+            return Ok(Some(line));
+        }
+        let (opens_at, count): (Option<String>, Option<i64>) = self
+            .redis
+            .pool()
+            .hmget(&self.keys.cfg, vec!["opens_at", "line_shards"])
+            .await
+            .with_context(|| format!("reading {}'s line layout", self.sale))?;
+        if opens_at.is_none() {
+            return Ok(None);
+        }
+        let count = count.unwrap_or(1).clamp(1, i64::from(u16::MAX)) as u16;
+        Ok(Some(self.line.get_or_init(|| {
+            LineShards::new(&self.redis, self.sale, count)
+        })))
     }
 
     pub fn keys(&self) -> &QueueKeys {
@@ -634,6 +664,11 @@ impl WaitQueue {
             "wr_status: a batch holds 1..={MAX_STATUS_BATCH} users, not {}",
             users.len()
         );
+        if let Some(line) = self.line().await?
+            && line.count() > 1
+        {
+            return self.status_spread(line, users, return_grace).await;
+        }
         let k = &self.keys;
         let mut args = Vec::with_capacity(users.len() + 1);
         args.push(Value::from(millis(return_grace)));
@@ -647,59 +682,85 @@ impl WaitQueue {
                 args,
             )
             .await?;
-        let Value::Array(items) = reply else {
-            anyhow::bail!("wr_status: expected an array, got {reply:?}");
-        };
-        if items.len() == 1 && items.first().and_then(Value::as_str).as_deref() == Some("not_found")
-        {
-            return Ok(vec![None; users.len()]);
+        status_reply(reply, users.len(), "wr_status")
+    }
+
+    /// [`WaitQueue::status_many`] of a line spread over `line`'s shards: each shard's users
+    /// with one call of `wr_line_status.lua` on that shard alone (the sale's slot is not
+    /// touched), the shards concurrently, the answers put back in `users`' order.
+    async fn status_spread(
+        &self,
+        line: &LineShards,
+        users: &[UserId],
+        return_grace: Duration,
+    ) -> anyhow::Result<Vec<Option<Status>>> {
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); usize::from(line.count())];
+        for (index, user) in users.iter().enumerate() {
+            if let Some(shard) = by_shard.get_mut(usize::from(line.shard_of(*user))) {
+                shard.push(index);
+            }
         }
-        anyhow::ensure!(
-            items.len() == STATUS_HEADER + users.len(),
-            "wr_status: {} items for {} users",
-            items.len(),
-            users.len()
-        );
-        let mut items = items.into_iter();
-        let header = Reply::new(
-            Value::Array(items.by_ref().take(STATUS_HEADER).collect()),
-            "wr_status",
-            STATUS_HEADER,
-        )?;
-        let sale = Status {
-            place: Place::NotQueued,
-            opens_at_ms: header.uint(0)?,
-            now_ms: header.uint(1)?,
-            queue_length: 0,
-            paused: header.uint(2)? == 1,
-            admit_per_second: header.uint(3)?,
-            free: header.uint(4)?,
-            limited_rate_milli: u64::try_from(header.int(5)?).ok(),
-            notice: header.notice(6)?,
-            group: None,
-        };
-        let groups = Groups::new(&header.text(7)?);
-        items
-            .map(|row| {
-                let row = row
-                    .as_bytes_str()
-                    .context("wr_status: a row is not a string")?;
-                let (place, queue_length, rank) = status_row(&row)
-                    .with_context(|| format!("wr_status: malformed row `{row}`"))?;
-                Ok(Some(Status {
-                    place,
-                    queue_length,
-                    group: groups.name(rank),
-                    ..sale.clone()
-                }))
-            })
-            .collect()
+        let grace = millis(return_grace);
+        let answers = try_join_all(
+            by_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, asked)| !asked.is_empty())
+                .map(|(shard, asked)| async move {
+                    let keys = line.all().get(shard).context("a line shard out of range")?;
+                    let mut args = Vec::with_capacity(asked.len() + 1);
+                    args.push(Value::from(grace));
+                    args.extend(asked.iter().map(|&i| Value::from(&member(users[i])[..])));
+                    let reply: Value = WR_LINE_STATUS
+                        .run(
+                            &self.redis,
+                            vec![&keys.q, &keys.skip, &keys.outbox, &keys.meta],
+                            args,
+                        )
+                        .await
+                        .with_context(|| format!("polls on the line shard {}", keys.q))?;
+                    let answers = status_reply(reply, asked.len(), "wr_line_status")?;
+                    anyhow::Ok(asked.iter().copied().zip(answers).collect::<Vec<_>>())
+                }),
+        )
+        .await?;
+        let mut out = vec![None; users.len()];
+        for (index, answer) in answers.into_iter().flatten() {
+            out[index] = answer;
+        }
+        Ok(out)
     }
 
     /// Leaves the queue (a skipped place too) and gives up an admission. `true` when there was
-    /// something to remove.
+    /// something to remove. On a spread line, two calls: the user's line shard, then the
+    /// sale's slot (`adm`, and the report's entry).
     pub async fn leave(&self, user: UserId) -> anyhow::Result<bool> {
         let k = &self.keys;
+        let mut from_line = false;
+        if let Some(line) = self.line().await?
+            && line.count() > 1
+        {
+            // The place is on the user's line shard: wr_leave.lua there, with the shard's ladm
+            // for adm (a copy, or a place a tick took: not admitted then) and its lmeta for the
+            // report's keys (no entry there; `left` is counted in lmeta and folded into the
+            // sale's rep by the next tick). Then the admission on the sale's slot, below.
+            let shard = line.keys_of(user);
+            let removed: i64 = WR_LEAVE
+                .run(
+                    &self.redis,
+                    vec![
+                        &shard.q,
+                        &shard.outbox,
+                        &shard.skip,
+                        &shard.meta,
+                        &shard.meta,
+                    ],
+                    vec![Value::from(&member(user)[..])],
+                )
+                .await
+                .with_context(|| format!("leaving the line shard {}", shard.q))?;
+            from_line = removed == 1;
+        }
         let removed: i64 = WR_LEAVE
             .run(
                 &self.redis,
@@ -707,7 +768,7 @@ impl WaitQueue {
                 vec![Value::from(&member(user)[..])],
             )
             .await?;
-        Ok(removed == 1)
+        Ok(from_line || removed == 1)
     }
 
     /// One admission tick (leader only). `None`: the sale is not armed in Redis.
@@ -813,6 +874,61 @@ impl WaitQueue {
             skipped: reply.uint(11)?,
         }))
     }
+}
+
+/// A `wr_status.lua` (or `wr_line_status.lua`, the same shape) reply for `users` users, in
+/// their order; `None` each when the sale is not armed.
+fn status_reply(
+    reply: Value,
+    users: usize,
+    script: &'static str,
+) -> anyhow::Result<Vec<Option<Status>>> {
+    let Value::Array(items) = reply else {
+        anyhow::bail!("{script}: expected an array, got {reply:?}");
+    };
+    if items.len() == 1 && items.first().and_then(Value::as_str).as_deref() == Some("not_found") {
+        return Ok(vec![None; users]);
+    }
+    anyhow::ensure!(
+        items.len() == STATUS_HEADER + users,
+        "{script}: {} items for {} users",
+        items.len(),
+        users
+    );
+    let mut items = items.into_iter();
+    let header = Reply::new(
+        Value::Array(items.by_ref().take(STATUS_HEADER).collect()),
+        script,
+        STATUS_HEADER,
+    )?;
+    let sale = Status {
+        place: Place::NotQueued,
+        opens_at_ms: header.uint(0)?,
+        now_ms: header.uint(1)?,
+        queue_length: 0,
+        paused: header.uint(2)? == 1,
+        admit_per_second: header.uint(3)?,
+        free: header.uint(4)?,
+        limited_rate_milli: u64::try_from(header.int(5)?).ok(),
+        notice: header.notice(6)?,
+        group: None,
+    };
+    let groups = Groups::new(&header.text(7)?);
+    items
+        .map(|row| {
+            let row = row
+                .as_bytes_str()
+                .with_context(|| format!("{script}: a row is not a string"))?;
+            let (place, queue_length, rank) =
+                status_row(&row).with_context(|| format!("{script}: malformed row `{row}`"))?;
+            Ok(Some(Status {
+                place,
+                queue_length,
+                group: groups.name(rank),
+                ..sale.clone()
+            }))
+        })
+        .collect()
 }
 
 /// The sale-wide values at the head of a wr_status reply.

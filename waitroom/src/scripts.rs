@@ -48,8 +48,13 @@ pub static WR_LINE_TAKE: Script = lua_script!("wr_line_take");
 /// A spread line's tick, step 6: pending `ladm` entries settled (`lua/wr_line_settle.lua`).
 pub static WR_LINE_SETTLE: Script = lua_script!("wr_line_settle");
 
+/// A poll of a spread line, on its own line shard alone (`lua/wr_line_status.lua`).
+pub static WR_LINE_STATUS: Script = lua_script!("wr_line_status");
+/// A line shard's own counters taken for the sale's `wr` (`lua/wr_line_fold.lua`).
+pub static WR_LINE_FOLD: Script = lua_script!("wr_line_fold");
+
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 16] {
+pub fn all() -> [&'static Script; 18] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -67,5 +72,7 @@ pub fn all() -> [&'static Script; 16] {
         &WR_LINE_SETTLE,
         &WR_LINE_BUDGET,
         &WR_LINE_COMMIT,
+        &WR_LINE_STATUS,
+        &WR_LINE_FOLD,
     ]
 }

@@ -1675,7 +1675,7 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
         .fold(f64::INFINITY, |a, &b| a.min(b + 1.0));
     // Published to every shard's lmeta, the positions a poll reads from its own shard alone
     // agree with the reference to the place, and are the true ones at the head.
-    publish(&redis, &line, &curves, 1_234).await?;
+    publish(&redis, &line, &curves, 1_234, None).await?;
     let mut exact = 0;
     for (index, keys) in line.all().iter().enumerate() {
         let users: Vec<(usize, f64, UserId)> = places
@@ -2202,5 +2202,293 @@ async fn a_shard_whose_last_place_is_a_checkpoint_is_read_once() -> anyhow::Resu
         );
         assert_eq!(read.len(), len as u64);
     }
+    env.cleanup().await
+}
+
+/// A spread line's places in arrival order (keys 2^32 + n after the opening, all live now),
+/// each in its shard's `q`; returns the users, first in line first.
+async fn spread_arrivals(
+    redis: &Redis,
+    line: &LineShards,
+    n: u32,
+) -> anyhow::Result<Vec<(UserId, f64)>> {
+    let now_s = redis_now_ms(redis).await? / 1000;
+    let stamp = (now_s % 65_536) as f64;
+    let mut places = Vec::new();
+    for k in 0..n {
+        let user = UserId::new_v7();
+        let score = (4_294_967_296.0 + f64::from(k)) * 65_536.0 + stamp;
+        common::place_in_shard(redis, line, user, score).await?;
+        places.push((user, score));
+    }
+    Ok(places)
+}
+
+/// A poll of a spread line (`wr_line_status.lua`, issue #22 §2) reads its own line shard alone:
+/// nothing before the leader's first tick publishes; then exact positions across the shards
+/// (a small line is exact), the sale's settings and notice; an admission from the shard's
+/// copy, with `adm`'s deadline; a place a tick took and did not settle waits at the head and
+/// is not lost by the poll. A new notice and the sale selling out reach the polls with the
+/// next tick, not before (the documented lag of one tick). On the cluster the script's keys
+/// are all the shard's, so a poll that reached the sale's slot would fail there.
+#[tokio::test]
+async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_late()
+-> anyhow::Result<()> {
+    use dropline_core::sale::keys::SaleKeys;
+    use dropline_waitroom::line::tick::{TickParams, run, take};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    sale.set_cfg("line_shards", 3).await?;
+    sale.set_cfg("notice", "doors at eight").await?;
+    let line = LineShards::new(&redis, sale.id, 3);
+    let sale_keys = SaleKeys::new(&redis, sale.id);
+    let places = spread_arrivals(&redis, &line, 60).await?;
+    let users: Vec<UserId> = places.iter().map(|p| p.0).collect();
+
+    // Nothing published yet: the poll does not guess.
+    assert_eq!(sale.queue.status(users[0], GRACE).await?, None);
+    // A tick with no rate admits nobody and publishes.
+    let quiet = TickParams {
+        rate: 0.0,
+        ..spread_tick_params()
+    };
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    let polled = sale.queue.status_many(&users, GRACE).await?;
+    for (rank, status) in polled.iter().enumerate() {
+        let status = status.as_ref().context("a poll of an armed sale")?;
+        assert_eq!(
+            status.place,
+            Place::Waiting {
+                position: rank as u64 + 1
+            },
+            "the place of rank {rank}"
+        );
+        assert_eq!(status.queue_length, 60);
+        assert_eq!(status.admit_per_second, 100);
+        assert_eq!(status.notice.as_deref(), Some("doors at eight"));
+        assert_eq!(status.group.as_deref(), Some("public"));
+        assert!(!status.paused);
+    }
+
+    // A tick admits the first 30: their polls say admitted, with adm's deadline.
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 30, "{tick:?}");
+    for user in &users[..30] {
+        let deadline: Option<f64> = redis
+            .pool()
+            .zscore(sale_keys.admitted(), user.as_bytes().to_vec())
+            .await?;
+        let deadline = deadline.context("admitted in adm")? as u64;
+        assert_eq!(
+            sale.place(*user).await?,
+            Place::Admitted {
+                deadline_ms: deadline
+            }
+        );
+    }
+    assert_eq!(sale.place(users[30]).await?, Place::Waiting { position: 1 });
+    assert_eq!(
+        sale.place(users[59]).await?,
+        Place::Waiting { position: 30 }
+    );
+
+    // A place a tick took and has not settled waits at the head, and stays taken.
+    take(
+        &redis,
+        line.keys_of(users[30]),
+        &[(users[30], places[30].1)],
+    )
+    .await?;
+    for _ in 0..3 {
+        assert_eq!(sale.place(users[30]).await?, Place::Waiting { position: 1 });
+    }
+    let pending: Option<f64> = redis
+        .pool()
+        .zscore(
+            &line.keys_of(users[30]).outbox,
+            users[30].as_bytes().to_vec(),
+        )
+        .await?;
+    assert_eq!(pending, Some(-places[30].1));
+
+    // A new notice and the sale selling out reach the polls with the next tick.
+    sale.set_cfg("notice", "ten left").await?;
+    sale.set_stock(0, 0, 30).await?;
+    let before = sale
+        .queue
+        .status(users[40], GRACE)
+        .await?
+        .context("polled")?;
+    assert!(matches!(before.place, Place::Waiting { .. }), "{before:?}");
+    assert_eq!(before.notice.as_deref(), Some("doors at eight"));
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    let after = sale
+        .queue
+        .status(users[40], GRACE)
+        .await?
+        .context("polled")?;
+    assert_eq!(after.place, Place::SoldOut);
+    assert_eq!(after.notice.as_deref(), Some("ten left"));
+    assert_eq!(sale.place(users[0]).await?, Place::SoldOut);
+    env.cleanup().await
+}
+
+/// A spread line's poll judges the clock itself (a scheduled sale's places wait once
+/// `opens_at` passes, without a tick), and brings a skipped place back or loses one silent
+/// past the grace as on one shard; those counts are the shard's until the leader folds them
+/// into the sale's `wr` (`line::tick::fold`, each tick).
+#[tokio::test]
+async fn a_spread_lines_poll_judges_the_opening_itself_and_its_returns_reach_the_sales_counters()
+-> anyhow::Result<()> {
+    use dropline_core::sale::keys::SaleKeys;
+    use dropline_waitroom::line::tick::{TickParams, run};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            opens_in_ms: 1_500,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    sale.set_cfg("line_shards", 3).await?;
+    let line = LineShards::new(&redis, sale.id, 3);
+    let sale_keys = SaleKeys::new(&redis, sale.id);
+    let places = spread_arrivals(&redis, &line, 12).await?;
+    let quiet = TickParams {
+        rate: 0.0,
+        ..spread_tick_params()
+    };
+    let tick = run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    assert_eq!(tick.said.state, "scheduled");
+    assert_eq!(sale.place(places[4].0).await?, Place::Scheduled);
+    // Past the opening (and a tick of slack), with no tick in between.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert_eq!(
+        sale.place(places[4].0).await?,
+        Place::Waiting { position: 5 }
+    );
+
+    // Two skipped places: one silent 10 minutes (within the grace: back at its place), one
+    // silent 40 minutes (past it: lost).
+    let now_s = redis_now_ms(&redis).await? / 1000;
+    for (i, age) in [(2usize, 600i64), (7, 2_400)] {
+        let (user, score) = places[i];
+        let keys = line.keys_of(user);
+        let stamp = ((now_s - age).rem_euclid(65_536)) as f64;
+        let silent = score - score % 65_536.0 + stamp;
+        let _: i64 = redis.pool().zrem(&keys.q, user.as_bytes().to_vec()).await?;
+        let () = redis
+            .pool()
+            .zadd(
+                &keys.skip,
+                None,
+                None,
+                false,
+                false,
+                (silent, user.as_bytes().to_vec()),
+            )
+            .await?;
+    }
+    assert_eq!(
+        sale.place(places[2].0).await?,
+        Place::Waiting { position: 3 }
+    );
+    assert_eq!(sale.place(places[7].0).await?, Place::NotQueued);
+    let shard_counts: Option<i64> = redis
+        .pool()
+        .hget(&line.keys_of(places[2].0).meta, "returned_total")
+        .await?;
+    assert_eq!(shard_counts, Some(1));
+    let counters = || async {
+        let counts: (Option<i64>, Option<i64>) = redis
+            .pool()
+            .hmget(sale_keys.room(), vec!["returned_total", "abandoned_total"])
+            .await?;
+        anyhow::Ok(counts)
+    };
+    assert_eq!(counters().await?, (None, None));
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    assert_eq!(counters().await?, (Some(1), Some(1)));
+    // Folded once: the shards' own counts are gone, a second tick adds nothing.
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    assert_eq!(counters().await?, (Some(1), Some(1)));
+    env.cleanup().await
+}
+
+/// Leaving a spread line (issue #22 §2): the place goes from its line shard (waiting, skipped or
+/// taken by a tick and not settled) and the admission from the sale's `adm` and the shard's
+/// copy; a second leave removes nothing; the report's `left` reaches the sale's `rep` with the
+/// next tick, once.
+#[tokio::test]
+async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admission_from_the_sale()
+-> anyhow::Result<()> {
+    use dropline_core::sale::keys::SaleKeys;
+    use dropline_waitroom::line::tick::{TickParams, run, take};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    sale.set_cfg("line_shards", 3).await?;
+    let line = LineShards::new(&redis, sale.id, 3);
+    let sale_keys = SaleKeys::new(&redis, sale.id);
+    let places = spread_arrivals(&redis, &line, 40).await?;
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 30, "{tick:?}");
+    let (admitted, taken, waiting) = (places[0], places[30], places[35]);
+    take(&redis, line.keys_of(taken.0), &[taken]).await?;
+
+    for (user, _) in [admitted, taken, waiting] {
+        assert!(sale.queue.leave(user).await?, "the first leave removes");
+        assert!(!sale.queue.leave(user).await?, "the second removes nothing");
+        assert_eq!(sale.place(user).await?, Place::NotQueued);
+        let keys = line.keys_of(user);
+        for key in [&keys.q, &keys.skip, &keys.outbox] {
+            let score: Option<f64> = redis.pool().zscore(key, user.as_bytes().to_vec()).await?;
+            assert_eq!(score, None, "{key}");
+        }
+    }
+    let in_adm: Option<f64> = redis
+        .pool()
+        .zscore(sale_keys.admitted(), admitted.0.as_bytes().to_vec())
+        .await?;
+    assert_eq!(in_adm, None);
+    // The pending place left before any tick wrote it: no later tick admits it.
+    let quiet = TickParams {
+        rate: 0.0,
+        ..spread_tick_params()
+    };
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    let in_adm: Option<f64> = redis
+        .pool()
+        .zscore(sale_keys.admitted(), taken.0.as_bytes().to_vec())
+        .await?;
+    assert_eq!(in_adm, None);
+    // One left from the line itself (the waiting place), folded into the report's totals once.
+    let left: Option<i64> = redis.pool().hget(sale_keys.report(), "left").await?;
+    assert_eq!(left, Some(1));
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    let left: Option<i64> = redis.pool().hget(sale_keys.report(), "left").await?;
+    assert_eq!(left, Some(1));
     env.cleanup().await
 }

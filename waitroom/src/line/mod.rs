@@ -10,8 +10,11 @@
 //! - [`reap`](mod@reap): the reaper's pass over the shards (silent places skipped, places past
 //!   the return grace removed, lapsed copies dropped), counted in the sale's `wr`.
 //!
-//! Built and tested as a library; not wired yet: no poll uses it, and no sale has more than one
-//! line shard.
+//! The admitter's leader runs the tick and the reaper for a sale whose `cfg.line_shards` > 1;
+//! a poll of such a sale runs `lua/wr_line_status.lua` on its own shard
+//! ([`crate::queue::WaitQueue::status_many`]), from what the tick publishes there
+//! ([`tick::News`], the curves). Joins and leaving are not spread yet, and the admin API makes
+//! no sale with more than one line shard.
 
 pub mod positions;
 pub mod reap;

@@ -43,6 +43,7 @@ use dropline_core::sale::keys::{LineKeys, LineShards};
 use fred::interfaces::HashesInterface;
 use fred::types::Value;
 
+use super::tick::News;
 use crate::scripts::{WR_LINE_CURVE, WR_LINE_POSITION};
 
 /// Places at the head of each shard counted exactly.
@@ -220,13 +221,16 @@ pub async fn read_curve(redis: &Redis, q: &str, bounds: &[f64]) -> anyhow::Resul
 }
 
 /// Writes what a poll of each shard needs to count the others (`lmeta`: `all` the sum of
-/// `curves`, `own` the shard's own, `at` = `read_at_ms`), one `HSET` on each shard. `curves`
-/// are the shards' in shard order.
+/// `curves`, `own` the shard's own, `at` = `read_at_ms`) and, with `news`, the sale as a poll
+/// sees it (`state`, `opens_at`, `closes_at`, `paused`, `rate`, `notice`, `groups`, `free`,
+/// `limited`, and `qlen` the line's length, the curves' sum), one `HSET` on each shard.
+/// `curves` are the shards' in shard order.
 pub async fn publish(
     redis: &Redis,
     line: &LineShards,
     curves: &[CountCurve],
     read_at_ms: i64,
+    news: Option<&News>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         curves.len() == line.all().len(),
@@ -234,13 +238,28 @@ pub async fn publish(
         curves.len(),
         line.all().len()
     );
-    let all = pack(&CountCurve::sum(curves));
+    let sum = CountCurve::sum(curves);
+    let all = pack(&sum);
+    let mut shared: Vec<(&str, Vec<u8>)> =
+        vec![("at", read_at_ms.to_string().into_bytes()), ("all", all)];
+    if let Some(news) = news {
+        let number = |n: i64| n.to_string().into_bytes();
+        shared.extend([
+            ("state", news.state.clone().into_bytes()),
+            ("opens_at", number(news.opens_at)),
+            ("closes_at", number(news.closes_at)),
+            ("paused", number(i64::from(news.paused))),
+            ("rate", number(news.admit_per_second)),
+            ("notice", news.notice.clone().into_bytes()),
+            ("groups", news.groups.clone().into_bytes()),
+            ("free", number(news.free)),
+            ("limited", number(news.limited_rate_milli)),
+            ("qlen", sum.len().to_string().into_bytes()),
+        ]);
+    }
     for (keys, curve) in line.all().iter().zip(curves) {
-        let fields: Vec<(&str, Vec<u8>)> = vec![
-            ("at", read_at_ms.to_string().into_bytes()),
-            ("all", all.clone()),
-            ("own", pack(curve)),
-        ];
+        let mut fields = shared.clone();
+        fields.push(("own", pack(curve)));
         let () = redis
             .pool()
             .hset(&keys.meta, fields)

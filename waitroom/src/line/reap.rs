@@ -1,7 +1,8 @@
 //! The reaper's pass over a spread line's shards (README "A line that outgrows one Redis: the
 //! design", "Abandonment and returns": each shard's own). `lua/wr_reap.lua` runs on each
 //! shard's own keys, so a reap touches one shard per call, as on a sale's own line; the counts
-//! go to the sale's `wr` counters, where `wr_stats.lua` and the report read them.
+//! are kept in each shard's `lmeta` and folded into the sale's `wr` counters
+//! ([`super::tick::fold`]), where `wr_stats.lua` and the report read them.
 
 use anyhow::Context;
 use dropline_core::clients::redis::Redis;
@@ -63,17 +64,7 @@ pub async fn reap(
         sum.skipped_length += o.skipped_length;
         sum.wrapped &= o.wrapped;
     }
-    for (field, n) in [
-        ("skipped_total", sum.skipped),
-        ("abandoned_total", sum.abandoned),
-    ] {
-        if n > 0 {
-            let _: i64 = redis
-                .pool()
-                .hincrby(sale.room(), field, n as i64)
-                .await
-                .context("counting a spread line's reaped places")?;
-        }
-    }
+    // wr_reap.lua counted into each shard's lmeta: those counts go to the sale's wr.
+    super::tick::fold(redis, sale, line).await?;
     Ok(sum)
 }

@@ -32,7 +32,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::positions::{CountCurve, publish, read_curve, segment_starts};
 
-use crate::scripts::{WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE};
+use crate::scripts::{
+    WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_FOLD, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE,
+};
 
 /// What [`heads`] found at the head of one shard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -165,6 +167,31 @@ pub struct Budget {
     /// opening so far: where the line's scores jump ([`segment_starts`]).
     pub groups: usize,
     pub arrivals: u64,
+    /// What a poll of the line reads, published to every shard's `lmeta`.
+    pub news: News,
+}
+
+/// The sale as a poll of a spread line sees it (`lua/wr_line_status.lua` reads it from its
+/// shard's `lmeta`): written by the leader every tick from step 1's reply, so a change reaches
+/// the polls at most one tick late.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct News {
+    /// Step 1's state (`open`, `paused`, `scheduled`, `sold_out`, `closed`, `not_found`).
+    pub state: String,
+    /// `opens_at` and `closes_at`, epoch ms (0: none): the poll judges the clock's own
+    /// transitions itself.
+    pub opens_at: i64,
+    pub closes_at: i64,
+    pub paused: bool,
+    /// The configured admissions a second.
+    pub admit_per_second: i64,
+    /// The operator's notice, `""` for none.
+    pub notice: String,
+    /// `cfg.groups` as stored (comma-joined, highest first).
+    pub groups: String,
+    /// The ETA's inputs (`eta_inputs` in `lua/lib/prelude.lua`).
+    pub free: i64,
+    pub limited_rate_milli: i64,
 }
 
 /// Step 1 on the sale's slot (`lua/wr_line_budget.lua`).
@@ -196,18 +223,54 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
     let Value::Array(parts) = reply else {
         return Err(malformed());
     };
-    let [state, budget, limit, abandon_ms, active, groups, arrivals] = parts.as_slice() else {
+    let [
+        state,
+        budget,
+        limit,
+        abandon_ms,
+        active,
+        groups,
+        arrivals,
+        opens_at,
+        closes_at,
+        paused,
+        admit_per_second,
+        notice,
+        group_names,
+        free,
+        limited,
+    ] = parts.as_slice()
+    else {
         return Err(malformed());
     };
     let abandon_ms = abandon_ms.as_u64().ok_or_else(malformed)?;
+    let state = state.as_string().ok_or_else(malformed)?;
+    let text = |v: &Value| -> anyhow::Result<String> {
+        match v {
+            Value::Null => Ok(String::new()),
+            v => v.as_string().ok_or_else(malformed),
+        }
+    };
+    let news = News {
+        state: state.clone(),
+        opens_at: opens_at.as_i64().ok_or_else(malformed)?,
+        closes_at: closes_at.as_i64().ok_or_else(malformed)?,
+        paused: paused.as_i64().ok_or_else(malformed)? == 1,
+        admit_per_second: admit_per_second.as_i64().ok_or_else(malformed)?,
+        notice: text(notice)?,
+        groups: text(group_names)?,
+        free: free.as_i64().ok_or_else(malformed)?,
+        limited_rate_milli: limited.as_i64().ok_or_else(malformed)?,
+    };
     Ok(Budget {
-        state: state.as_string().ok_or_else(malformed)?,
+        state,
         budget: budget.as_u64().ok_or_else(malformed)?,
         limit: limit.as_string().ok_or_else(malformed)?,
         abandon_after: (abandon_ms > 0).then(|| Duration::from_millis(abandon_ms)),
         active: active.as_u64().ok_or_else(malformed)?,
         groups: groups.as_u64().ok_or_else(malformed)? as usize,
         arrivals: arrivals.as_u64().ok_or_else(malformed)?,
+        news,
     })
 }
 
@@ -459,7 +522,8 @@ pub async fn run(
     let read_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    publish(redis, line, &curves, read_at).await?;
+    publish(redis, line, &curves, read_at, Some(&said.news)).await?;
+    fold(redis, sale, line).await?;
     Ok(Tick {
         said,
         admitted,
@@ -485,6 +549,69 @@ async fn settle_all(
     }))
     .await?;
     Ok(())
+}
+
+/// The counters each shard keeps in its `lmeta` (a poll's returns and losses, the reaper's
+/// skips and losses, leaving), each with the sale's hash it belongs in (`wr`, or `rep` for
+/// the report's `left`), for [`fold`].
+pub const SHARD_COUNTERS: [(&str, Room); 4] = [
+    ("skipped_total", Room::Wr),
+    ("abandoned_total", Room::Wr),
+    ("returned_total", Room::Wr),
+    ("left", Room::Report),
+];
+
+/// Which of the sale's hashes a shard's counter is folded into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// `wr`, the waiting room's counters (`/stats`, the control room).
+    Wr,
+    /// `rep`, the post-sale report's totals.
+    Report,
+}
+
+/// Takes every shard's own counters ([`SHARD_COUNTERS`], `lua/wr_line_fold.lua`) and adds them
+/// to the sale's `wr` or `rep`, where `/stats`, the control room and the report read them.
+/// Returns the sums, in [`SHARD_COUNTERS`]' order.
+pub async fn fold(redis: &Redis, sale: &SaleKeys, line: &LineShards) -> anyhow::Result<[u64; 4]> {
+    let fields: Vec<&str> = SHARD_COUNTERS.iter().map(|(field, _)| *field).collect();
+    let taken = try_join_all(line.all().iter().map(|keys| {
+        let fields = fields.clone();
+        async move {
+            let counts: Vec<i64> = WR_LINE_FOLD
+                .run(redis, vec![keys.meta.clone()], fields)
+                .await
+                .with_context(|| format!("taking the counters of {}", keys.meta))?;
+            anyhow::ensure!(
+                counts.len() == SHARD_COUNTERS.len(),
+                "wr_line_fold: {} counts for {} fields",
+                counts.len(),
+                SHARD_COUNTERS.len()
+            );
+            Ok(counts)
+        }
+    }))
+    .await?;
+    let mut sums = [0u64; 4];
+    for counts in &taken {
+        for (sum, n) in sums.iter_mut().zip(counts) {
+            *sum += (*n).max(0).unsigned_abs();
+        }
+    }
+    for ((field, room), n) in SHARD_COUNTERS.iter().zip(sums) {
+        if n > 0 {
+            let hash = match room {
+                Room::Wr => sale.room(),
+                Room::Report => sale.report(),
+            };
+            let _: i64 = redis
+                .pool()
+                .hincrby(hash, *field, n as i64)
+                .await
+                .with_context(|| format!("adding the line shards' {field} to the sale's"))?;
+        }
+    }
+    Ok(sums)
 }
 
 fn user_of(value: &Value) -> anyhow::Result<UserId> {

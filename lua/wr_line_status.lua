@@ -1,0 +1,113 @@
+-- wr_line_status.lua: wr_status.lua for a line spread over shards (issue #22 §2; README "A line
+-- that outgrows one Redis: the design", "A poll touches only its line shard"). Every key is the
+-- buyers' own line shard's: the sale's state, settings, notice and ETA inputs come from what
+-- the admitter's leader last published to the shard's lmeta (line::tick::run, every tick), so
+-- a poll never reaches the sale's slot and hears a change at most one tick late. The reply has
+-- wr_status.lua's shape, so the edge reads both alike.
+--
+-- What differs from wr_status.lua, and why:
+--   state     from lmeta.state as of the last tick, with the clock's own transitions judged
+--             here: closes_at passed -> closed, opens_at passed -> no longer scheduled.
+--   admitted  from ladm, the shard's copy of adm (settled by the tick, step 6). A copy past
+--             its deadline answers none and is left to the reaper (wr_reap.lua drops lapsed
+--             copies from 0 up), as the sale's adm is the truth a join reads.
+--   pending   a ladm entry below 0 is a place a tick took from q and has not settled: it
+--             answers waiting, at 1 + the pending places of this shard ahead of it (the place
+--             is at the head of the whole line: only the taken places stand before it). It is
+--             never removed here: that would lose the place.
+--   counters  revisit's returned_total and abandoned_total go to lmeta (the shard's own);
+--             the leader folds them into the sale's wr (wr_line_fold.lua).
+--   position  the own shard's rank + the other shards' places below the score, from the
+--             published curves (line_position in lib/prelude.lua): exact at the head of the
+--             line, estimated far back.
+--   queue_length  the whole line's as of the last tick (lmeta.qlen), plus a place this poll
+--             brought back.
+--   report    the first ETA shown is not noted (the sale's wt is on its slot): to come with
+--             the shard's own wt.
+--
+-- KEYS[1]  q of the line shard (zset: user -> score, wr_join.lua's layout)
+-- KEYS[2]  skip of the line shard (zset: skipped places)
+-- KEYS[3]  ladm of the line shard (zset: user -> admission deadline, epoch ms; below 0:
+--          -(queue score) of a place taken and not yet settled)
+-- KEYS[4]  lmeta of the line shard (hash: state, opens_at, closes_at, paused, rate, notice,
+--          groups, free, limited, qlen, all, own, as line::positions::publish writes them;
+--          counters returned_total and abandoned_total)
+-- ARGV[1]  the return grace in ms: a place silent for longer is lost
+-- ARGV[2..] user ids, 16 raw bytes each (at least one), all of this shard
+--
+-- Returns  wr_status.lua's reply: {opens_at_ms, now_ms, paused, admit_per_second, free,
+--          limited_rate_milli, notice, groups, row_1, ..., row_n}, rows
+--          "state position deadline_ms queue_length group_rank"; or {'not_found'} when the
+--          sale is not armed or nothing was published to this shard yet (the leader's first
+--          tick of an armed sale publishes, within one tick).
+
+local now, now_s = clock()
+
+local m = redis.call('HMGET', KEYS[4], 'state', 'opens_at', 'closes_at', 'paused', 'rate',
+  'notice', 'groups', 'free', 'limited', 'qlen', 'all', 'own')
+if not m[1] or m[1] == 'not_found' then
+  return {'not_found'}
+end
+local opens_at, closes_at = num(m[2]), num(m[3])
+local paused = flag(m[4]) and 1 or 0
+local state = m[1]
+if state == 'closed' or (closes_at > 0 and now >= closes_at) then
+  state = 'closed'
+elseif state ~= 'sold_out' then
+  state = (now < opens_at) and 'scheduled' or 'open'
+end
+local rate, free, limited = num(m[5]), num(m[8]), tonumber(m[9]) or -1
+local qlen = num(m[10])
+local all, own = m[11] or '', m[12] or ''
+local grace_ms = num(ARGV[1])
+
+local function reply(st, position, deadline, rank)
+  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen .. ' ' .. (rank or -1)
+end
+
+local function lost()
+  if state == 'sold_out' then
+    return reply('sold_out', 0, 0)
+  end
+  return reply('none', 0, 0)
+end
+
+local function one(user)
+  if state == 'closed' then
+    return reply('closed', 0, 0)
+  end
+  local held = redis.call('ZSCORE', KEYS[3], user)
+  if held then
+    held = tonumber(held)
+    if state == 'sold_out' then
+      return reply('sold_out', 0, 0)
+    end
+    if held < 0 then
+      local ahead = redis.call('ZCOUNT', KEYS[3], '(' .. fmt(held), '(0')
+      return reply('waiting', 1 + ahead, 0, group_rank(-held))
+    end
+    if held <= now then
+      return lost()
+    end
+    return reply('admitted', 0, held)
+  end
+
+  local standing, moved, score = revisit(KEYS[1], KEYS[2], KEYS[4], user, now_s, grace_ms)
+  qlen = math.max(0, qlen + moved)
+  if standing ~= 'live' then
+    return lost()
+  end
+  if state == 'sold_out' then
+    return reply('sold_out', 0, 0)
+  end
+  if state == 'scheduled' then
+    return reply('scheduled', 0, 0, group_rank(score))
+  end
+  return reply('waiting', line_position(KEYS[1], user, score, all, own), 0, group_rank(score))
+end
+
+local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or ''}
+for i = 2, #ARGV do
+  out[i + 7] = one(ARGV[i])
+end
+return out
