@@ -15,7 +15,8 @@
 -- KEYS[4]  sold (units in PAID orders)
 -- KEYS[5]  q (the queue, see wr_join.lua)
 -- KEYS[6]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[7]  wr hash (admitted_total, abandoned_total, admit_rate_milli)
+-- KEYS[7]  wr hash (admitted_total, abandoned_total, admit_rate_milli; line_length and
+--          line_skipped for a spread line: line_counts in lib/prelude.lua)
 -- KEYS[8]  holds (zset: live order id -> deadline ms)
 -- KEYS[9]  skip (zset: skipped places, see wr_join.lua)
 -- ARGV[1]  the prefix of an order hash's key, `<prefix>:{s:<sale>}:o:`
@@ -63,9 +64,10 @@ if live <= cap then
 end
 
 local w = redis.call('HMGET', KEYS[7], 'admitted_total', 'abandoned_total', 'admit_rate_milli')
+local waiting, skipped = line_counts(KEYS[1], KEYS[5], KEYS[9], KEYS[7])
 return {
   state,
-  redis.call('ZCARD', KEYS[5]),
+  waiting,
   num(w[1]),
   num(w[2]),
   redis.call('ZCOUNT', KEYS[6], '(' .. fmt(now), '+inf'),
@@ -82,5 +84,5 @@ return {
   now,
   opens_at,
   closes_at,
-  redis.call('ZCARD', KEYS[9]),
+  skipped,
 }

@@ -36,18 +36,30 @@
 --   sold_out  avail <= 0 and held <= 0 (nothing left and nothing that can come back)
 --   scheduled now < opens_at
 --
+-- A spread line (cfg.line_shards > 1; issue #22 §2, README "A line that outgrows one Redis"):
+-- this is the middle one of a join's three calls. The edge first asked the user's line shard
+-- (wr_line_status.lua: a place there is answered like a poll, nothing checked); here
+-- everything on the sale's slot is judged and spent as for one shard (state, admission, proof
+-- of work, codes, presale, queue_full against the leader's last count of the line,
+-- wr.line_length, the order key, the report's arrival), but q is not written: a new place is
+-- answered `placed` with its score in `position`, and the edge puts it on the user's shard
+-- (wr_line_place.lua). Pre-open keys are not probed for collisions (another shard may hold
+-- the key; equal scores are ordered by shard, never by arrival). The first ETA shown is not
+-- noted at the join.
+--
 -- A batch: the edge answers concurrent joins of one sale with one call. The users are handled in
 -- order, exactly as if each had made its own call at the same instant (one TIME for the batch);
 -- what no join changes (the sale's state, its settings, the ETA's inputs) is read once.
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, admit_per_second, notice,
---          max_active, per_user_limit, pow_difficulty, mode)
+--          max_active, per_user_limit, pow_difficulty, mode, line_shards)
 -- KEYS[2]  avail (units available)
 -- KEYS[3]  held (units in HELD + PAYING orders)
 -- KEYS[4]  q (the queue, layout above)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  qseq (counter of arrivals after opening)
 -- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
+--          line_length, a spread line's length as the leader last counted it;
 --          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
 -- KEYS[8]  skip (zset: skipped places, the layout of q)
 -- KEYS[9]  codes (hash: SHA-256 of sale and code, 32 raw bytes -> "<group>:<uses>")
@@ -91,6 +103,8 @@
 --             | bad_request | pow_required | pow_invalid | pow_expired | pow_spent
 --             | code_rate_limited | access_code_invalid | access_code_used | access_code_required
 --             | draw (cfg.mode = draw: a draw sale has no line, nothing is written)
+--             | placed (a spread line only: a new place to put on the user's line shard;
+--             position holds its score, and free and limited_rate_milli the ETA's inputs)
 --             | no_key (64 probes found no free pre-open key near the draw: never seen, about
 --             as likely as 64 collisions in a row; the user may join again)
 --             (refusals of a new place, in this order, before queue_full: door.md's order of
@@ -120,7 +134,7 @@
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice', 'groups', 'presale_only_until', 'mode', 'pow_difficulty')
+  'notice', 'groups', 'presale_only_until', 'mode', 'pow_difficulty', 'line_shards')
 local users = (#ARGV - 3) / 5
 if users < 1 or users ~= math.floor(users) then
   return redis.error_reply('ERR wr_join: ARGV must be 3 values and 5 per user, for at least one user')
@@ -148,7 +162,13 @@ local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 local max_len = num(ARGV[1])
 local grace_ms = num(ARGV[2])
 local code_failures = num(ARGV[3])
-local qlen = redis.call('ZCARD', KEYS[4])
+-- A spread line (cfg.line_shards > 1): the places live on the line shards, and the sale's q and
+-- skip stay empty; the line's length is the leader's last count (wr.line_length).
+local spread = num(c[11]) > 1
+local qlen = spread and num(redis.call('HGET', KEYS[7], 'line_length')) or redis.call('ZCARD', KEYS[4])
+-- A spread batch's new places, user -> score: a second join of one user in the batch gets the
+-- same score back (not a second arrival).
+local placed = {}
 local rate = num(c[5])
 local pow_on = num(c[10]) > 0
 
@@ -157,7 +177,7 @@ local pow_on = num(c[10]) > 0
 local eta_free, eta_limited
 local function reply(st, position, deadline, new, rank)
   local free, limited = 0, -1
-  if st == 'waiting' then
+  if st == 'waiting' or st == 'placed' then
     if eta_free == nil then
       eta_free, eta_limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[7], now)
     end
@@ -212,6 +232,9 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
         redis.call('HINCRBY', KEYS[12], 'joined_before_open', 1)
       end
     end
+    if spread then
+      return reply('placed', score, 0, new, group_rank(score))
+    end
     if state == 'scheduled' then
       return reply('scheduled', 0, 0, new, group_rank(score))
     end
@@ -221,6 +244,9 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     return r
   end
 
+  if placed[user] then
+    return place(0, placed[user])
+  end
   local standing, moved, score = revisit(KEYS[4], KEYS[8], KEYS[7], user, now_s, grace_ms)
   qlen = qlen + moved
   if standing == 'live' then
@@ -337,7 +363,11 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     redis.call('HSET', KEYS[10], code .. user, 1)
   end
   local score = key * ORDER + now_s % ORDER
-  redis.call('ZADD', KEYS[4], fmt(score), user)
+  if spread then
+    placed[user] = score
+  else
+    redis.call('ZADD', KEYS[4], fmt(score), user)
+  end
   qlen = qlen + 1
   return place(1, score)
 end

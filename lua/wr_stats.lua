@@ -8,7 +8,8 @@
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue, see wr_join.lua)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (admitted_total, abandoned_total, admit_rate_milli)
+-- KEYS[6]  wr hash (admitted_total, abandoned_total, admit_rate_milli; line_length and
+--          line_skipped for a spread line: line_counts in lib/prelude.lua)
 -- KEYS[7]  skip (zset: skipped places, see wr_join.lua)
 --
 -- Returns  {state, queue_length, admitted_total, active, available, held, abandoned_total,
@@ -30,9 +31,10 @@ local opens_at, closes_at = num(c[1]), num(c[2])
 local avail, held = num(redis.call('GET', KEYS[2])), num(redis.call('GET', KEYS[3]))
 local state = sale_state(now, opens_at, closes_at, c[3], c[4], avail, held)
 local w = redis.call('HMGET', KEYS[6], 'admitted_total', 'abandoned_total', 'admit_rate_milli')
+local waiting, skipped = line_counts(KEYS[1], KEYS[4], KEYS[7], KEYS[6])
 return {
   state,
-  redis.call('ZCARD', KEYS[4]),
+  waiting,
   num(w[1]),
   redis.call('ZCOUNT', KEYS[5], '(' .. fmt(now), '+inf'),
   avail,
@@ -42,5 +44,5 @@ return {
   opens_at,
   tonumber(w[3]) or -1,
   c[5] or '',
-  redis.call('ZCARD', KEYS[7]),
+  skipped,
 }

@@ -553,3 +553,15 @@ local function line_position(q, user, score, all, own)
   local others = math.max(curve_at(all, score) - curve_at(own, score), 0)
   return redis.call('ZRANK', q, user) + 1 + math.floor(others + 0.5)
 end
+
+-- The line's length and its skipped places, for the read-only figures (wr_stats.lua,
+-- wr_control.lua): ZCARD of the sale's q and skip, or, for a line spread over shards
+-- (cfg.line_shards > 1, whose places are not on the sale's slot), the counts the admitter's
+-- leader last wrote into wr: line_length each tick, line_skipped each reap.
+local function line_counts(cfg, q, skip, wr)
+  if num(redis.call('HGET', cfg, 'line_shards')) > 1 then
+    local w = redis.call('HMGET', wr, 'line_length', 'line_skipped')
+    return num(w[1]), num(w[2])
+  end
+  return redis.call('ZCARD', q), redis.call('ZCARD', skip)
+end

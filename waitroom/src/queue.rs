@@ -88,7 +88,8 @@ use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::scripts::{
-    WR_ADMIT, WR_CHALLENGE, WR_JOIN, WR_LEAVE, WR_LINE_STATUS, WR_REAP, WR_STATS, WR_STATUS,
+    WR_ADMIT, WR_CHALLENGE, WR_JOIN, WR_LEAVE, WR_LINE_PLACE, WR_LINE_STATUS, WR_REAP, WR_STATS,
+    WR_STATUS,
 };
 
 /// Scores are `order_key * ORDER_SPAN + stamp`.
@@ -560,6 +561,25 @@ impl WaitQueue {
             "wr_join: a batch holds 1..={MAX_JOIN_BATCH} joins, not {}",
             asks.len()
         );
+        if let Some(line) = self.line().await?
+            && line.count() > 1
+        {
+            return self.join_spread(line, asks, options).await;
+        }
+        Ok(self
+            .join_rows(asks, options)
+            .await?
+            .into_iter()
+            .map(|row| join_outcome(&Reply::new(row, "wr_join", 14)?))
+            .collect())
+    }
+
+    /// `wr_join.lua` for `asks` on the sale's slot: its rows, in order.
+    async fn join_rows(
+        &self,
+        asks: &[JoinAsk],
+        options: &JoinOptions,
+    ) -> anyhow::Result<Vec<Value>> {
         let k = &self.keys;
         let layout = SaleKeys::new(&self.redis, self.sale);
         let mut keys: Vec<String> = Vec::with_capacity(JOIN_KEYS + 2 * asks.len());
@@ -616,9 +636,155 @@ impl WaitQueue {
             rows.len(),
             asks.len()
         );
-        Ok(rows
+        Ok(rows)
+    }
+
+    /// [`WaitQueue::join_many`] on a line spread over `line`'s shards (README "A line that
+    /// outgrows one Redis: the design"), three calls: (1) each user's line shard, as a poll
+    /// (`wr_line_status.lua`): a place or an admission there is the answer, nothing checked or
+    /// spent; (2) the others on the sale's slot (`wr_join.lua`, which judges and spends
+    /// everything as on one shard and scores new places without writing them); (3) the new
+    /// places onto their shards (`wr_line_place.lua`, one place per user: a user whose other
+    /// tab got there first is answered with a poll of that place). Shards are called
+    /// concurrently; answers in `asks`' order.
+    async fn join_spread(
+        &self,
+        line: &LineShards,
+        asks: &[JoinAsk],
+        options: &JoinOptions,
+    ) -> anyhow::Result<Vec<anyhow::Result<Option<JoinOutcome>>>> {
+        let users: Vec<UserId> = asks.iter().map(|ask| ask.user).collect();
+        let mut out: Vec<Option<anyhow::Result<Option<JoinOutcome>>>> =
+            asks.iter().map(|_| None).collect();
+        // (1) A place or an admission on the user's shard.
+        let standing = self
+            .status_spread(line, &users, options.return_grace)
+            .await?;
+        let mut rest = Vec::new();
+        for (index, status) in standing.into_iter().enumerate() {
+            match status {
+                Some(status)
+                    if matches!(
+                        status.place,
+                        Place::Waiting { .. } | Place::Scheduled | Place::Admitted { .. }
+                    ) =>
+                {
+                    out[index] = Some(Ok(Some(JoinOutcome::Standing { status, new: false })));
+                }
+                _ => rest.push(index),
+            }
+        }
+        // (2) The sale's slot judges the others.
+        let mut new_places: Vec<(usize, Status, u64)> = Vec::new();
+        if !rest.is_empty() {
+            let slot_asks: Vec<JoinAsk> = rest.iter().map(|&i| asks[i].clone()).collect();
+            let rows = self.join_rows(&slot_asks, options).await?;
+            for (&index, row) in rest.iter().zip(rows) {
+                let answer = Reply::new(row, "wr_join", 14).and_then(|reply| {
+                    if reply.text(0)? == "placed" {
+                        new_places.push((index, placed_status(&reply)?, reply.uint(1)?));
+                        return Ok(None);
+                    }
+                    Ok(Some(join_outcome(&reply)))
+                });
+                match answer {
+                    Ok(Some(outcome)) => out[index] = Some(outcome),
+                    Ok(None) => {}
+                    Err(error) => out[index] = Some(Err(error)),
+                }
+            }
+        }
+        // (3) The new places onto their shards.
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); usize::from(line.count())];
+        for (k, (index, _, _)) in new_places.iter().enumerate() {
+            if let Some(shard) = by_shard.get_mut(usize::from(line.shard_of(users[*index]))) {
+                shard.push(k);
+            }
+        }
+        let placed = try_join_all(
+            by_shard
+                .iter()
+                .enumerate()
+                .filter(|(_, mine)| !mine.is_empty())
+                .map(|(shard, mine)| {
+                    let new_places = &new_places;
+                    let users = &users;
+                    async move {
+                        let keys = line.all().get(shard).context("a line shard out of range")?;
+                        let mut args = Vec::with_capacity(2 * mine.len());
+                        for &k in mine {
+                            let (index, _, score) = &new_places[k];
+                            args.push(Value::from(&member(users[*index])[..]));
+                            args.push(Value::from(score.to_string()));
+                        }
+                        let reply: Vec<i64> = WR_LINE_PLACE
+                            .run(
+                                &self.redis,
+                                vec![&keys.q, &keys.skip, &keys.outbox, &keys.meta],
+                                args,
+                            )
+                            .await
+                            .with_context(|| format!("new places on the line shard {}", keys.q))?;
+                        anyhow::ensure!(
+                            reply.len() == 2 * mine.len(),
+                            "wr_line_place: {} values for {} places",
+                            reply.len(),
+                            mine.len()
+                        );
+                        anyhow::Ok(
+                            mine.iter()
+                                .copied()
+                                .zip(reply.chunks(2).map(|pair| (pair[0] == 1, pair[1])))
+                                .collect::<Vec<_>>(),
+                        )
+                    }
+                }),
+        )
+        .await?;
+        let mut raced = Vec::new();
+        for (k, (new, position)) in placed.into_iter().flatten() {
+            let (index, status, _) = &new_places[k];
+            if !new {
+                raced.push(k);
+                continue;
+            }
+            let mut status = status.clone();
+            if let Place::Waiting { .. } = status.place {
+                status.place = Place::Waiting {
+                    position: u64::try_from(position).unwrap_or(0),
+                };
+            }
+            out[*index] = Some(Ok(Some(JoinOutcome::Standing { status, new: true })));
+        }
+        // A user whose other tab placed first: that place, as a poll sees it. Before the
+        // leader's first tick has published to the shard a poll cannot say (it answers as for
+        // an unarmed sale); the place is then answered from what the sale's slot said, behind
+        // the line as last counted (the same user twice in one batch gets the same score back
+        // from wr_join.lua, so that is the place itself).
+        if !raced.is_empty() {
+            let raced_users: Vec<UserId> = raced.iter().map(|&k| users[new_places[k].0]).collect();
+            let polled = self
+                .status_spread(line, &raced_users, options.return_grace)
+                .await?;
+            for (k, polled) in raced.into_iter().zip(polled) {
+                let (index, said, _) = &new_places[k];
+                let status = polled.unwrap_or_else(|| {
+                    let mut status = said.clone();
+                    if let Place::Waiting { .. } = status.place {
+                        status.place = Place::Waiting {
+                            position: status.queue_length.max(1),
+                        };
+                    }
+                    status
+                });
+                out[*index] = Some(Ok(Some(JoinOutcome::Standing { status, new: false })));
+            }
+        }
+        Ok(out
             .into_iter()
-            .map(|row| join_outcome(&Reply::new(row, "wr_join", 14)?))
+            .map(|answer| {
+                answer.unwrap_or_else(|| Err(anyhow::anyhow!("a spread join left unanswered")))
+            })
             .collect())
     }
 
@@ -1022,6 +1188,18 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// One join's reply from `wr_join.lua`; `None`: the sale is not armed in Redis.
+/// A `placed` row of `wr_join.lua` (a spread line's new place, before it is on its shard): the
+/// answer it will be, `scheduled` before the opening and otherwise `waiting` (its position is
+/// the shard's to say, [`WaitQueue::join_spread`] puts it in).
+fn placed_status(reply: &Reply) -> anyhow::Result<Status> {
+    let scheduled = reply.uint(4)? < reply.uint(3)?;
+    let mut status = reply.status(if scheduled { "scheduled" } else { "waiting" })?;
+    if !scheduled {
+        status.place = Place::Waiting { position: 0 };
+    }
+    Ok(status)
+}
+
 fn join_outcome(reply: &Reply) -> anyhow::Result<Option<JoinOutcome>> {
     let state = reply.text(0)?;
     let refused = |why| Some(JoinOutcome::Refused(why));

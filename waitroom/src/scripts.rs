@@ -52,9 +52,11 @@ pub static WR_LINE_SETTLE: Script = lua_script!("wr_line_settle");
 pub static WR_LINE_STATUS: Script = lua_script!("wr_line_status");
 /// A line shard's own counters taken for the sale's `wr` (`lua/wr_line_fold.lua`).
 pub static WR_LINE_FOLD: Script = lua_script!("wr_line_fold");
+/// A join's new places put on their line shard (`lua/wr_line_place.lua`).
+pub static WR_LINE_PLACE: Script = lua_script!("wr_line_place");
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 18] {
+pub fn all() -> [&'static Script; 19] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -74,5 +76,6 @@ pub fn all() -> [&'static Script; 18] {
         &WR_LINE_COMMIT,
         &WR_LINE_STATUS,
         &WR_LINE_FOLD,
+        &WR_LINE_PLACE,
     ]
 }

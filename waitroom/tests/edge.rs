@@ -628,3 +628,73 @@ async fn the_operators_notice_reaches_join_status_and_stats_at_the_next_call() -
     assert_eq!(polled["notice"], Value::Null, "{polled}");
     edge.stop().await
 }
+
+/// A sale whose line is spread over three line shards (issue #22 §2), over HTTP: joins put each
+/// buyer on their own shard, a poll after the leader's tick says the whole line's position from
+/// that shard alone, the tick's admissions reach the polls with a pass the api accepts, and
+/// leaving takes the place away, the ones behind moving up.
+#[tokio::test]
+async fn a_spread_line_joins_polls_admits_and_leaves_over_http() -> anyhow::Result<()> {
+    use dropline_core::sale::keys::{LineShards, SaleKeys};
+    use dropline_waitroom::line::tick::{TickParams, run};
+
+    let edge = Edge::start().await?;
+    let sale = edge.sale(|_| {}).await?;
+    let redis = edge.redis()?;
+    let sale_keys = SaleKeys::new(redis, sale);
+    let _: i64 = redis
+        .pool()
+        .hset(sale_keys.cfg(), ("line_shards", 3))
+        .await?;
+    let line = LineShards::new(redis, sale, 3);
+    let mut joined = Vec::new();
+    for _ in 0..6 {
+        let (user, ticket, body) = edge.joined(sale).await?;
+        assert_eq!(body["state"], "waiting", "{body}");
+        let on_shard: Option<f64> = redis
+            .pool()
+            .zscore(&line.keys_of(user).q, user.as_bytes().to_vec())
+            .await?;
+        assert!(on_shard.is_some(), "the place is on the user's shard");
+        joined.push((user, ticket));
+    }
+    let tick = |want: u64, rate: f64| TickParams {
+        want,
+        abandon_after: Duration::from_secs(edge.config.waitroom.abandon_after_seconds),
+        window: Duration::from_secs(edge.config.waitroom.admission_window_seconds),
+        need: 0,
+        rate,
+        tolerance: Duration::from_secs(30),
+        outage_gap: Duration::ZERO,
+        tick: Duration::from_millis(100),
+    };
+    run(redis, &sale_keys, &line, &tick(0, 0.0), 1_000, None).await?;
+    for (rank, (_, ticket)) in joined.iter().enumerate() {
+        let (status, body) = edge.status(sale, ticket).await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "waiting", "{body}");
+        assert_eq!(body["position"], rank + 1, "{body}");
+    }
+    let done = run(redis, &sale_keys, &line, &tick(2, 1.0), 1_000, None).await?;
+    assert_eq!(done.admitted, 2, "{done:?}");
+    for (user, ticket) in &joined[..2] {
+        let (_, body) = edge.status(sale, ticket).await?;
+        assert_eq!(body["state"], "admitted", "{body}");
+        let pass = body["pass"].as_str().unwrap_or_default();
+        tokens::verify_pass(&edge.api_pass_ring, pass, sale, *user)?;
+    }
+    let (status, _, _) = edge
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/w/{sale}/join"),
+            Some(&joined[2].1),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = edge.status(sale, &joined[2].1).await?;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    run(redis, &sale_keys, &line, &tick(0, 0.0), 1_000, None).await?;
+    let (_, body) = edge.status(sale, &joined[3].1).await?;
+    assert_eq!(body["position"], 1, "the one behind moved up: {body}");
+    edge.stop().await
+}

@@ -2154,6 +2154,9 @@ async fn the_reaper_walks_every_line_shard_and_counts_in_the_sales_wr() -> anyho
         .hmget(sale_keys.room(), vec!["skipped_total", "abandoned_total"])
         .await?;
     assert_eq!(counted, [Some(30), Some(30)]);
+    // /stats counts the whole line's skipped places from what the reaper wrote.
+    sale.set_cfg("line_shards", 3).await?;
+    assert_eq!(sale.stats().await?.skipped, 30);
     env.cleanup().await
 }
 
@@ -2255,6 +2258,8 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
         ..spread_tick_params()
     };
     run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    // /stats counts the whole line from the tick's count, not the sale's own (empty) q.
+    assert_eq!(sale.stats().await?.queue_length, 60);
     let polled = sale.queue.status_many(&users, GRACE).await?;
     for (rank, status) in polled.iter().enumerate() {
         let status = status.as_ref().context("a poll of an armed sale")?;
@@ -2490,5 +2495,172 @@ async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admissio
     run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
     let left: Option<i64> = redis.pool().hget(sale_keys.report(), "left").await?;
     assert_eq!(left, Some(1));
+    env.cleanup().await
+}
+
+/// Joining a spread line (issue #22 §2), three calls: before the opening each new place gets a
+/// random pre-open key on its own line shard and nothing in the sale's `q`; a rejoin keeps the
+/// place and spends nothing; a user twice in one batch gets one place, counted once in the
+/// report; after the opening places follow arrival order behind the pre-queue (a join's own
+/// position counts the other shards as of the last tick; the next tick's polls are exact); an admission is the sale's, answered to a rejoin; a solved challenge is
+/// spent once across the shards (the sale's slot judges it); `max_queue_length` holds against
+/// the leader's count of the line.
+#[tokio::test]
+async fn joining_a_spread_line_places_each_buyer_on_their_shard_and_spends_on_the_sales_slot()
+-> anyhow::Result<()> {
+    use dropline_core::sale::keys::SaleKeys;
+    use dropline_waitroom::line::tick::{TickParams, run};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            opens_in_ms: 1_500,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    sale.set_cfg("line_shards", 3).await?;
+    let line = LineShards::new(&redis, sale.id, 3);
+    let sale_keys = SaleKeys::new(&redis, sale.id);
+    let quiet = TickParams {
+        rate: 0.0,
+        ..spread_tick_params()
+    };
+
+    // The pre-queue: 30 buyers, and one of them twice in the same batch.
+    let early: Vec<UserId> = (0..30).map(|_| UserId::new_v7()).collect();
+    let mut asks: Vec<JoinAsk> = early
+        .iter()
+        .map(|&user| JoinAsk {
+            user,
+            verdict: Verdict::Open,
+            code: None,
+        })
+        .collect();
+    asks.push(asks[4].clone());
+    let joined = sale.queue.join_many(&asks, &join_options()).await?;
+    for (i, outcome) in joined.into_iter().enumerate() {
+        match outcome? {
+            Some(JoinOutcome::Standing { status, new }) => {
+                assert_eq!(status.place, Place::Scheduled, "join {i}");
+                assert_eq!(new, i < 30, "join {i}");
+            }
+            other => anyhow::bail!("join {i}: {other:?}"),
+        }
+    }
+    let mut pre_keys = Vec::new();
+    for user in &early {
+        let score: Option<f64> = redis
+            .pool()
+            .zscore(&line.keys_of(*user).q, user.as_bytes().to_vec())
+            .await?;
+        let score = score.context("the place is on the user's own shard")?;
+        pre_keys.push((score / 65_536.0).floor());
+    }
+    assert!(
+        pre_keys.iter().all(|&k| k < 4_294_967_296.0),
+        "{pre_keys:?}"
+    );
+    let in_sale_q: u64 = redis.pool().zcard(sale_keys.queue()).await?;
+    assert_eq!(in_sale_q, 0);
+    let joined_total: Option<i64> = redis.pool().hget(sale_keys.report(), "joined").await?;
+    assert_eq!(joined_total, Some(30));
+    let (again, new) = sale.join(early[7]).await?;
+    assert_eq!((again.place, new), (Place::Scheduled, false));
+
+    // Past the opening: arrivals in order, behind the whole pre-queue.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    let late: Vec<UserId> = (0..10).map(|_| UserId::new_v7()).collect();
+    for (n, user) in late.iter().enumerate() {
+        let (status, new) = sale.join(*user).await?;
+        assert!(new);
+        // Exact in the own shard; the other shards' arrivals since the last tick are not
+        // counted yet (they come with the next tick's curves).
+        let Place::Waiting { position } = status.place else {
+            anyhow::bail!("arrival {n}: {status:?}");
+        };
+        assert!(
+            (31..=31 + n as u64).contains(&position),
+            "arrival {n}: {position}"
+        );
+    }
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    for (n, user) in late.iter().enumerate() {
+        assert_eq!(
+            sale.place(*user).await?,
+            Place::Waiting {
+                position: 31 + n as u64
+            }
+        );
+    }
+    // The line's head is the pre-queue, in its drawn order: positions 1..=30 each once.
+    let mut positions = Vec::new();
+    for user in &early {
+        match sale.place(*user).await? {
+            Place::Waiting { position } => positions.push(position),
+            other => anyhow::bail!("{other:?}"),
+        }
+    }
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=30).collect::<Vec<u64>>());
+
+    // Admitted on the sale's slot: a rejoin says so.
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 30, "{tick:?}");
+    let (status, new) = sale.join(early[0]).await?;
+    assert!(matches!(status.place, Place::Admitted { .. }), "{status:?}");
+    assert!(!new);
+
+    // Proof of work on: one solved challenge makes one place, whichever shard its users are on.
+    sale.set_cfg("pow_difficulty", 8).await?;
+    let expires_at_ms = redis_now_ms(&redis).await? as u64 + 60_000;
+    let solved = Verdict::PowSolved {
+        spent_id: "a1b2c3d4e5f60718".to_owned(),
+        expires_at_ms,
+    };
+    let (first, second) = (UserId::new_v7(), UserId::new_v7());
+    let outcome = sale
+        .queue
+        .join_through(first, &join_options(), &solved, None)
+        .await?;
+    assert!(
+        matches!(outcome, Some(JoinOutcome::Standing { new: true, .. })),
+        "{outcome:?}"
+    );
+    let outcome = sale
+        .queue
+        .join_through(second, &join_options(), &solved, None)
+        .await?;
+    assert_eq!(outcome, Some(JoinOutcome::Refused(Refusal::PowSpent)));
+    sale.set_cfg("pow_difficulty", 0).await?;
+
+    // max_queue_length against the leader's count: 11 wait now.
+    run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
+    let options = JoinOptions {
+        max_queue_length: 11,
+        ..join_options()
+    };
+    let outcome = sale.queue.join(UserId::new_v7(), &options).await?;
+    assert!(
+        matches!(
+            outcome,
+            Some(JoinOutcome::QueueFull {
+                queue_length: 11,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
     env.cleanup().await
 }

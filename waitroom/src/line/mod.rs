@@ -11,10 +11,10 @@
 //!   the return grace removed, lapsed copies dropped), counted in the sale's `wr`.
 //!
 //! The admitter's leader runs the tick and the reaper for a sale whose `cfg.line_shards` > 1;
-//! a poll of such a sale runs `lua/wr_line_status.lua` on its own shard
-//! ([`crate::queue::WaitQueue::status_many`]), from what the tick publishes there
-//! ([`tick::News`], the curves). Joins and leaving are not spread yet, and the admin API makes
-//! no sale with more than one line shard.
+//! [`crate::queue::WaitQueue`] sends such a sale's polls to `lua/wr_line_status.lua` on each
+//! buyer's own shard, from what the tick publishes there ([`tick::News`], the curves), and its
+//! joins (three calls: shard, sale's slot, shard) and leaves to the shards. The admin API
+//! makes no sale with more than one line shard yet.
 
 pub mod positions;
 pub mod reap;

@@ -66,5 +66,12 @@ pub async fn reap(
     }
     // wr_reap.lua counted into each shard's lmeta: those counts go to the sale's wr.
     super::tick::fold(redis, sale, line).await?;
+    // The skipped places of the whole line, for /stats and the control room (line_counts in
+    // lua/lib/prelude.lua); the waiting ones are the tick's line_length.
+    let () = redis
+        .pool()
+        .hset(sale.room(), ("line_skipped", sum.skipped_length))
+        .await
+        .context("writing a spread line's skipped places")?;
     Ok(sum)
 }

@@ -524,12 +524,19 @@ pub async fn run(
         .map_or(0, |d| d.as_millis() as i64);
     publish(redis, line, &curves, read_at, Some(&said.news)).await?;
     fold(redis, sale, line).await?;
+    let queue_length: u64 = curves.iter().map(CountCurve::len).sum();
+    // A join judges max_queue_length on the sale's slot, against this count (wr_join.lua).
+    let () = redis
+        .pool()
+        .hset(sale.room(), ("line_length", queue_length))
+        .await
+        .context("writing a spread line's length")?;
     Ok(Tick {
         said,
         admitted,
         recovered,
         skipped,
-        queue_length: curves.iter().map(CountCurve::len).sum(),
+        queue_length,
     })
 }
 

@@ -1,0 +1,44 @@
+-- wr_line_place.lua: the last of a join's three calls on a spread line (issue #22 §2; README
+-- "A line that outgrows one Redis: the design"; waitroom/src/queue.rs, join_spread): puts the
+-- new places wr_join.lua scored on the sale's slot into their line shard's q, one place per
+-- user, and says where each stands. Every key is the shard's own.
+--
+-- A user who has an entry on this shard already (in q or skip, or in ladm: admitted or taken by
+-- a tick) keeps it, and this call changes nothing for them: their other tab's join got there
+-- first, and the score wr_join.lua handed out is left unused (a gap in the arrival numbers,
+-- which costs nothing). The edge then answers them with a poll.
+--
+-- KEYS[1]  q of the line shard (zset: user -> score, wr_join.lua's layout)
+-- KEYS[2]  skip of the line shard
+-- KEYS[3]  ladm of the line shard
+-- KEYS[4]  lmeta of the line shard (hash: the published curves `all` and `own`)
+-- ARGV     pairs: user id (16 raw bytes), score (an integer below 2^53, as text)
+--
+-- Returns  {new_1, position_1, ..., new_n, position_n}, in ARGV order:
+--   new       1 when this call made the place, 0 when the user had an entry here already
+--   position  with new 1: the place's rank on the shard + 1 plus the other shards' places
+--             below its score from the last published curves (line_position in
+--             lib/prelude.lua; a fresh arrival is behind the whole line as last counted);
+--             0 with new 0
+if #ARGV % 2 ~= 0 then
+  return redis.error_reply('ERR wr_line_place: ARGV must be pairs of user and score')
+end
+local m = redis.call('HMGET', KEYS[4], 'all', 'own')
+local all, own = m[1] or '', m[2] or ''
+local out = {}
+for i = 1, #ARGV, 2 do
+  local user, score = ARGV[i], tonumber(ARGV[i + 1])
+  if not score then
+    return redis.error_reply('ERR wr_line_place: a score is not a number')
+  end
+  if redis.call('ZSCORE', KEYS[1], user) or redis.call('ZSCORE', KEYS[2], user)
+      or redis.call('ZSCORE', KEYS[3], user) then
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  else
+    redis.call('ZADD', KEYS[1], fmt(score), user)
+    out[#out + 1] = 1
+    out[#out + 1] = line_position(KEYS[1], user, score, all, own)
+  end
+end
+return out
