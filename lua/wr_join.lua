@@ -41,9 +41,11 @@
 -- (wr_line_status.lua: a place there is answered like a poll, nothing checked); here
 -- everything on the sale's slot is judged and spent as for one shard (state, admission, proof
 -- of work, codes, presale, queue_full against the leader's last count of the line,
--- wr.line_length, the order key, the report's arrival), but q is not written: a new place is
+-- wr.line_length, plus the places made since, the order key, the report's arrival), but q is not written: a new place is
 -- answered `placed` with its score in `position`, and the edge puts it on the user's shard
--- (wr_line_place.lua). Pre-open keys are not probed for collisions (another shard may hold
+-- (wr_line_place.lua); deadline_ms carries wr.line_seq, qseq as the leader's last tick read
+-- it, for the shard's lmeta until the first tick publishes there (line_since in
+-- lib/prelude.lua). Pre-open keys are not probed for collisions (another shard may hold
 -- the key; equal scores are ordered by shard, never by arrival). The first ETA shown is not
 -- noted at the join.
 --
@@ -59,7 +61,9 @@
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  qseq (counter of arrivals after opening)
 -- KEYS[7]  wr hash (field limited_rate_milli, written by the admitter: see eta_inputs;
---          line_length, a spread line's length as the leader last counted it;
+--          line_length and line_seq, a spread line's length and qseq as the leader last
+--          counted them; line_placed, the spread line's new places, and line_placed_at,
+--          its value at that count;
 --          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
 -- KEYS[8]  skip (zset: skipped places, the layout of q)
 -- KEYS[9]  codes (hash: SHA-256 of sale and code, 32 raw bytes -> "<group>:<uses>")
@@ -104,7 +108,8 @@
 --             | code_rate_limited | access_code_invalid | access_code_used | access_code_required
 --             | draw (cfg.mode = draw: a draw sale has no line, nothing is written)
 --             | placed (a spread line only: a new place to put on the user's line shard;
---             position holds its score, and free and limited_rate_milli the ETA's inputs)
+--             position holds its score, deadline_ms wr.line_seq, and free and
+--             limited_rate_milli the ETA's inputs)
 --             | no_key (64 probes found no free pre-open key near the draw: never seen, about
 --             as likely as 64 collisions in a row; the user may join again)
 --             (refusals of a new place, in this order, before queue_full: door.md's order of
@@ -165,7 +170,15 @@ local code_failures = num(ARGV[3])
 -- A spread line (cfg.line_shards > 1): the places live on the line shards, and the sale's q and
 -- skip stay empty; the line's length is the leader's last count (wr.line_length).
 local spread = num(c[11]) > 1
-local qlen = spread and num(redis.call('HGET', KEYS[7], 'line_length')) or redis.call('ZCARD', KEYS[4])
+local qlen, line_seq = redis.call('ZCARD', KEYS[4]), 0
+if spread then
+  -- The line as the leader last counted it, plus the places made since (line_placed counts
+  -- every new place of the line; line_placed_at is its value at that count): leaves and
+  -- admissions since are not taken off, so the figure errs high by one tick's at most.
+  local w = redis.call('HMGET', KEYS[7], 'line_length', 'line_seq', 'line_placed',
+    'line_placed_at')
+  qlen, line_seq = num(w[1]) + math.max(0, num(w[3]) - num(w[4])), num(w[2])
+end
 -- A spread batch's new places, user -> score: a second join of one user in the batch gets the
 -- same score back (not a second arrival).
 local placed = {}
@@ -233,7 +246,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
       end
     end
     if spread then
-      return reply('placed', score, 0, new, group_rank(score))
+      return reply('placed', score, line_seq, new, group_rank(score))
     end
     if state == 'scheduled' then
       return reply('scheduled', 0, 0, new, group_rank(score))
@@ -365,6 +378,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
   local score = key * ORDER + now_s % ORDER
   if spread then
     placed[user] = score
+    redis.call('HINCRBY', KEYS[7], 'line_placed', 1)
   else
     redis.call('ZADD', KEYS[4], fmt(score), user)
   end

@@ -10,7 +10,8 @@
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[5]  wr hash (admit_tat, tick_at, resumed_at; limited_rate_milli read for the ETA)
+-- KEYS[5]  wr hash (admit_tat, tick_at, resumed_at; limited_rate_milli read for the ETA;
+--          line_placed, the line's new places so far, read for the count)
 -- KEYS[6]  rep hash (sold_out_at)
 -- KEYS[7]  qseq (the line's arrival counter, wr_join.lua's KEYS[6]; read only)
 -- ARGV[1]  most users to admit in this tick (>= 0)
@@ -22,7 +23,7 @@
 --
 -- Returns  {state, budget, limit, abandon_ms, active, groups, arrivals,
 --           opens_at, closes_at, paused, admit_per_second, notice, group_names, free,
---           limited_rate_milli}
+--           limited_rate_milli, placed}
 --   state     open | paused | scheduled | sold_out | closed | not_found (budget 0 unless open)
 --   budget    how many places the tick may admit
 --   limit     rate | max_active | stock | state
@@ -38,11 +39,13 @@
 --   paused    1 when cfg says paused
 --   admit_per_second  cfg's rate; notice cfg's ('' for none); group_names cfg.groups
 --   free, limited_rate_milli  the ETA's inputs (eta_inputs in lib/prelude.lua)
+--   placed    wr.line_placed now (wr_join.lua counts a spread line's new places there): the
+--             leader stores it with its count of the line (wr.line_placed_at)
 local now, _, now_f = clock()
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
   'max_active', 'per_user_limit', 'groups', 'admit_per_second', 'notice')
 if not c[1] then
-  return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1}
+  return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1, 0}
 end
 local groups = public_rank(c[7])
 local arrivals = num(redis.call('GET', KEYS[7]))
@@ -60,7 +63,8 @@ end
 local free, limited = eta_inputs(KEYS[1], avail, held, KEYS[4], KEYS[5], now)
 local function said(budget, limit)
   return {state, budget, limit, abandon_ms, active, groups, arrivals, opens_at, num(c[2]),
-    flag(c[3]) and 1 or 0, num(c[8]), c[9] or '', c[7] or '', free, limited}
+    flag(c[3]) and 1 or 0, num(c[8]), c[9] or '', c[7] or '', free, limited,
+    num(redis.call('HGET', KEYS[5], 'line_placed'))}
 end
 if state ~= 'open' then
   return said(0, 'state')

@@ -8,25 +8,45 @@
 -- first, and the score wr_join.lua handed out is left unused (a gap in the arrival numbers,
 -- which costs nothing). The edge then answers them with a poll.
 --
+-- Until the admitter's leader first publishes to the shard (its first tick of the sale), the
+-- shard's lmeta has no state, and a poll there could not answer. So the first join seeds it
+-- with what the sale's slot just said (ARGV[1..10]); the leader's tick overwrites all of it, and
+-- a seed never overwrites what a tick wrote. closes_at is not known here and is seeded 0: a
+-- poll hears a closing time with the first tick.
+--
 -- KEYS[1]  q of the line shard (zset: user -> score, wr_join.lua's layout)
 -- KEYS[2]  skip of the line shard
 -- KEYS[3]  ladm of the line shard
--- KEYS[4]  lmeta of the line shard (hash: the published curves `all` and `own`)
--- ARGV     pairs: user id (16 raw bytes), score (an integer below 2^53, as text)
+-- KEYS[4]  lmeta of the line shard (hash: the published curves `all` and `own`; the fields
+--          wr_line_status.lua reads, seeded when `state` is absent)
+-- ARGV[1..10]  the seed: state (open | scheduled), opens_at, paused (0/1), rate, notice,
+--          groups, free, limited, qlen, seq (wr.line_seq), as wr_join.lua answered them
+-- then pairs: user id (16 raw bytes), score (an integer below 2^53, as text)
 --
--- Returns  {new_1, position_1, ..., new_n, position_n}, in ARGV order:
+-- Returns  {new_1, position_1, ..., new_n, position_n}, in the pairs' order:
 --   new       1 when this call made the place, 0 when the user had an entry here already
---   position  with new 1: the place's rank on the shard + 1 plus the other shards' places
+--   position  with new 1: the place's rank on the shard + 1, plus the other shards' places
 --             below its score from the last published curves (line_position in
---             lib/prelude.lua; a fresh arrival is behind the whole line as last counted);
---             0 with new 0
-if #ARGV % 2 ~= 0 then
-  return redis.error_reply('ERR wr_line_place: ARGV must be pairs of user and score')
+--             lib/prelude.lua), plus the arrivals since the last count ahead of it that this
+--             shard does not hold (line_since); 0 with new 0
+local SEED = 10
+if #ARGV < SEED or (#ARGV - SEED) % 2 ~= 0 then
+  return redis.error_reply('ERR wr_line_place: ARGV must be the 10 seed values and pairs')
 end
-local m = redis.call('HMGET', KEYS[4], 'all', 'own')
+local m = redis.call('HMGET', KEYS[4], 'state')
+if not m[1] then
+  local names = {'state', 'opens_at', 'paused', 'rate', 'notice', 'groups', 'free', 'limited',
+    'qlen', 'seq'}
+  for i, name in ipairs(names) do
+    redis.call('HSETNX', KEYS[4], name, ARGV[i])
+  end
+  redis.call('HSETNX', KEYS[4], 'closes_at', '0')
+end
+m = redis.call('HMGET', KEYS[4], 'all', 'own', 'seq', 'groups')
 local all, own = m[1] or '', m[2] or ''
+local seq, public = num(m[3]), public_rank(m[4])
 local out = {}
-for i = 1, #ARGV, 2 do
+for i = SEED + 1, #ARGV, 2 do
   local user, score = ARGV[i], tonumber(ARGV[i + 1])
   if not score then
     return redis.error_reply('ERR wr_line_place: a score is not a number')
@@ -39,6 +59,7 @@ for i = 1, #ARGV, 2 do
     redis.call('ZADD', KEYS[1], fmt(score), user)
     out[#out + 1] = 1
     out[#out + 1] = line_position(KEYS[1], user, score, all, own)
+      + line_since(KEYS[1], score, seq, public)
   end
 end
 return out

@@ -19,7 +19,8 @@
 --             the leader folds them into the sale's wr (wr_line_fold.lua).
 --   position  the own shard's rank + the other shards' places below the score, from the
 --             published curves (line_position in lib/prelude.lua): exact at the head of the
---             line, estimated far back.
+--             line, estimated far back; for a public place that arrived since the last tick,
+--             plus the other shards' arrivals since then with a lower number (line_since).
 --   queue_length  the whole line's as of the last tick (lmeta.qlen), plus a place this poll
 --             brought back.
 --   report    the first ETA shown is not noted (the sale's wt is on its slot): to come with
@@ -30,7 +31,7 @@
 -- KEYS[3]  ladm of the line shard (zset: user -> admission deadline, epoch ms; below 0:
 --          -(queue score) of a place taken and not yet settled)
 -- KEYS[4]  lmeta of the line shard (hash: state, opens_at, closes_at, paused, rate, notice,
---          groups, free, limited, qlen, all, own, as line::positions::publish writes them;
+--          groups, free, limited, qlen, all, own, seq, as line::positions::publish writes them;
 --          counters returned_total and abandoned_total)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one), all of this shard
@@ -44,7 +45,7 @@
 local now, now_s = clock()
 
 local m = redis.call('HMGET', KEYS[4], 'state', 'opens_at', 'closes_at', 'paused', 'rate',
-  'notice', 'groups', 'free', 'limited', 'qlen', 'all', 'own')
+  'notice', 'groups', 'free', 'limited', 'qlen', 'all', 'own', 'seq')
 if not m[1] or m[1] == 'not_found' then
   return {'not_found'}
 end
@@ -59,6 +60,7 @@ end
 local rate, free, limited = num(m[5]), num(m[8]), tonumber(m[9]) or -1
 local qlen = num(m[10])
 local all, own = m[11] or '', m[12] or ''
+local seq, public = num(m[13]), public_rank(m[7])
 local grace_ms = num(ARGV[1])
 
 local function reply(st, position, deadline, rank)
@@ -103,7 +105,9 @@ local function one(user)
   if state == 'scheduled' then
     return reply('scheduled', 0, 0, group_rank(score))
   end
-  return reply('waiting', line_position(KEYS[1], user, score, all, own), 0, group_rank(score))
+  local position = line_position(KEYS[1], user, score, all, own)
+    + line_since(KEYS[1], score, seq, public)
+  return reply('waiting', position, 0, group_rank(score))
 end
 
 local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or ''}

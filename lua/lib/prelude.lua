@@ -565,3 +565,20 @@ local function line_counts(cfg, q, skip, wr)
   end
   return redis.call('ZCARD', q), redis.call('ZCARD', skip)
 end
+
+-- The arrivals since the leader's last count that stand ahead of a waiting place of a spread
+-- line and that the published curves do not hold yet: for a public place that arrived after
+-- the opening with number n past seq (qseq as the last tick read it), the numbers
+-- seq + 1 .. n - 1 (every group stands ahead of public), less those this shard q holds (they
+-- are in the place's rank already). 0 for any other place: a place counted by the curves, or
+-- a higher group's (whose arrivals since the count may be of any group, ahead or behind).
+local function line_since(q, score, seq, public)
+  local n = arrival_number(score)
+  if not n or n <= seq + 1 or group_rank(score) ~= public then
+    return 0
+  end
+  local since = n - 1 - seq
+  local key = math.floor(score / ORDER)
+  local held = redis.call('ZCOUNT', q, fmt((key - since) * ORDER), '(' .. fmt(key * ORDER))
+  return math.max(0, since - held)
+end

@@ -573,20 +573,7 @@ impl Ctx {
             Some(line) if line.count() == shards => line,
             _ => LineShards::new(&self.redis, id, shards),
         };
-        let rate = params.rate.unwrap_or(AdmitRate {
-            per_second: 0.0,
-            tolerance: Duration::ZERO,
-        });
-        let tick = TickParams {
-            want: u64::from(params.max_admit),
-            abandon_after: params.abandon_after,
-            window: params.admission_window,
-            need: u64::from(params.units_per_buyer),
-            rate: rate.per_second,
-            tolerance: rate.tolerance,
-            outage_gap: params.outage_gap.unwrap_or(Duration::ZERO),
-            tick: params.tick,
-        };
+        let tick = TickParams::from_admit(params);
         let sale_keys = SaleKeys::new(&self.redis, id);
         let done = line::tick::run(
             &self.redis,
@@ -600,18 +587,8 @@ impl Ctx {
         track.line = Some(line);
         let done = done?;
         track.queue_length = Some(done.queue_length);
-        if done.said.state == "not_found" {
+        let Some((state, limit)) = done.judged()? else {
             return Ok(None);
-        }
-        let state: SaleState = done
-            .said
-            .state
-            .parse()
-            .with_context(|| format!("wr_line_budget: the state {:?}", done.said.state))?;
-        let limit = if done.queue_length == 0 {
-            AdmitLimit::Empty
-        } else {
-            AdmitLimit::parse(&done.said.limit)?
         };
         Ok(Some(Ticked {
             state,

@@ -675,13 +675,18 @@ impl WaitQueue {
             }
         }
         // (2) The sale's slot judges the others.
+        // (index, the answer to be, score)
         let mut new_places: Vec<(usize, Status, u64)> = Vec::new();
+        let mut seed: Option<Vec<Value>> = None;
         if !rest.is_empty() {
             let slot_asks: Vec<JoinAsk> = rest.iter().map(|&i| asks[i].clone()).collect();
             let rows = self.join_rows(&slot_asks, options).await?;
             for (&index, row) in rest.iter().zip(rows) {
                 let answer = Reply::new(row, "wr_join", 14).and_then(|reply| {
                     if reply.text(0)? == "placed" {
+                        if seed.is_none() {
+                            seed = Some(placed_seed(&reply)?);
+                        }
                         new_places.push((index, placed_status(&reply)?, reply.uint(1)?));
                         return Ok(None);
                     }
@@ -696,7 +701,7 @@ impl WaitQueue {
         }
         // (3) The new places onto their shards.
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); usize::from(line.count())];
-        for (k, (index, _, _)) in new_places.iter().enumerate() {
+        for (k, (index, ..)) in new_places.iter().enumerate() {
             if let Some(shard) = by_shard.get_mut(usize::from(line.shard_of(users[*index]))) {
                 shard.push(k);
             }
@@ -709,9 +714,10 @@ impl WaitQueue {
                 .map(|(shard, mine)| {
                     let new_places = &new_places;
                     let users = &users;
+                    let seed = &seed;
                     async move {
                         let keys = line.all().get(shard).context("a line shard out of range")?;
-                        let mut args = Vec::with_capacity(2 * mine.len());
+                        let mut args = seed.clone().unwrap_or_default();
                         for &k in mine {
                             let (index, _, score) = &new_places[k];
                             args.push(Value::from(&member(users[*index])[..]));
@@ -743,7 +749,7 @@ impl WaitQueue {
         .await?;
         let mut raced = Vec::new();
         for (k, (new, position)) in placed.into_iter().flatten() {
-            let (index, status, _) = &new_places[k];
+            let (index, status, ..) = &new_places[k];
             if !new {
                 raced.push(k);
                 continue;
@@ -767,7 +773,7 @@ impl WaitQueue {
                 .status_spread(line, &raced_users, options.return_grace)
                 .await?;
             for (k, polled) in raced.into_iter().zip(polled) {
-                let (index, said, _) = &new_places[k];
+                let (index, said, ..) = &new_places[k];
                 let status = polled.unwrap_or_else(|| {
                     let mut status = said.clone();
                     if let Place::Waiting { .. } = status.place {
@@ -897,6 +903,33 @@ impl WaitQueue {
         Ok(out)
     }
 
+    /// [`WaitQueue::admit`] of a line spread over `line`'s shards: the whole tick across them
+    /// ([`crate::line::tick::run`], positions published included), told as a single-shard
+    /// tick's outcome. The admitter's leader runs the same tick, keeping the last line length
+    /// for the report's series; this one leaves the series alone.
+    async fn admit_spread(
+        &self,
+        line: &LineShards,
+        params: &AdmitParams,
+    ) -> anyhow::Result<Option<AdmitOutcome>> {
+        let layout = SaleKeys::new(&self.redis, self.sale);
+        let tick = crate::line::tick::TickParams::from_admit(params);
+        let done =
+            crate::line::tick::run(&self.redis, &layout, line, &tick, params.scan_limit, None)
+                .await?;
+        let Some((state, limit)) = done.judged()? else {
+            return Ok(None);
+        };
+        Ok(Some(AdmitOutcome {
+            state,
+            admitted: done.users,
+            skipped: done.skipped,
+            queue_length: done.queue_length,
+            active: done.said.active + done.admitted,
+            limit,
+        }))
+    }
+
     /// Leaves the queue (a skipped place too) and gives up an admission. `true` when there was
     /// something to remove. On a spread line, two calls: the user's line shard, then the
     /// sale's slot (`adm`, and the report's entry).
@@ -939,6 +972,11 @@ impl WaitQueue {
 
     /// One admission tick (leader only). `None`: the sale is not armed in Redis.
     pub async fn admit(&self, params: &AdmitParams) -> anyhow::Result<Option<AdmitOutcome>> {
+        if let Some(line) = self.line().await?
+            && line.count() > 1
+        {
+            return self.admit_spread(line, params).await;
+        }
         let k = &self.keys;
         let mut args = vec![
             Value::from(i64::from(params.max_admit)),
@@ -1188,6 +1226,24 @@ fn millis(d: Duration) -> i64 {
 }
 
 /// One join's reply from `wr_join.lua`; `None`: the sale is not armed in Redis.
+/// `wr_line_place.lua`'s seed of a shard's `lmeta` (ARGV[1..10]) from a `placed` row of
+/// `wr_join.lua`: what the sale's slot just said.
+fn placed_seed(reply: &Reply) -> anyhow::Result<Vec<Value>> {
+    let scheduled = reply.uint(4)? < reply.uint(3)?;
+    Ok(vec![
+        Value::from(if scheduled { "scheduled" } else { "open" }),
+        Value::from(reply.uint(3)?.to_string()),
+        Value::from(reply.uint(6)?.to_string()),
+        Value::from(reply.uint(8)?.to_string()),
+        Value::from(reply.notice(11)?.as_deref().unwrap_or("").to_owned()),
+        Value::from(reply.text(12)?),
+        Value::from(reply.uint(9)?.to_string()),
+        Value::from(reply.int(10)?.to_string()),
+        Value::from(reply.uint(5)?.to_string()),
+        Value::from(reply.uint(2)?.to_string()),
+    ])
+}
+
 /// A `placed` row of `wr_join.lua` (a spread line's new place, before it is on its shard): the
 /// answer it will be, `scheduled` before the opening and otherwise `waiting` (its position is
 /// the shard's to say, [`WaitQueue::join_spread`] puts it in).

@@ -75,6 +75,7 @@ impl Room {
             ..Door::default()
         };
         sale::arm_with(self.redis()?, id, &cfg, &door, 0, 0).await?;
+        common::spread_as_asked(self.redis()?, id).await?;
         Ok(id)
     }
 
@@ -318,6 +319,10 @@ async fn higher_groups_go_first_and_each_keeps_its_arrival_order() -> anyhow::Re
             vip.len() + fans.len()
         };
         assert_eq!(answer["position"], expected, "{group} #{i}");
+        // A spread line counts a higher group's arrivals on the other shards from the leader's
+        // next tick (a public arrival's from their numbers at once): one tick between joins.
+        // No-op on one shard.
+        common::publish_line(room.redis()?, sale).await?;
     }
     for _ in 0..50 {
         let user = UserId::new_v7();
@@ -325,8 +330,18 @@ async fn higher_groups_go_first_and_each_keeps_its_arrival_order() -> anyhow::Re
         assert_eq!(answer["group"], "public");
         public.push(user);
     }
-    // The first public buyer now has every vip and fan ahead.
-    assert_eq!(answer_position(&room, sale, public[0]).await?, 201);
+    // The first public buyer now has every vip and fan ahead: exactly on one shard; on a
+    // spread line place 201 is past each shard's exact head (32 places), so it is the count
+    // curves' estimate, within 1% (README "Positions: exact in the own shard, estimated across").
+    let first_public = answer_position(&room, sale, public[0]).await?;
+    if common::test_line_shards() > 1 {
+        let near = first_public
+            .as_u64()
+            .is_some_and(|p| (199..=203).contains(&p));
+        assert!(near, "{first_public}");
+    } else {
+        assert_eq!(first_public, 201);
+    }
 
     let admitted = room.admit_all(sale, 5).await?;
     let expected: Vec<UserId> = vip.iter().chain(&fans).chain(&public).copied().collect();

@@ -39,6 +39,7 @@ impl Edge {
         let mut cfg = common::open_sale();
         tweak(&mut cfg);
         sale::arm(self.redis()?, id, &cfg).await?;
+        common::spread_as_asked(self.redis()?, id).await?;
         Ok(id)
     }
 
@@ -337,6 +338,8 @@ async fn leaving_removes_the_place_and_status_then_says_join_again() -> anyhow::
         )
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT, "leaving twice is fine");
+    // A spread line counts the other shards as of the leader's last tick (no-op on one shard).
+    common::publish_line(edge.redis()?, sale).await?;
     let (_, body) = edge.status(sale, &second).await?;
     assert_eq!(body["position"], 1, "the one behind moved up");
     edge.stop().await
@@ -359,8 +362,7 @@ async fn a_sleeping_tab_keeps_its_place_over_http() -> anyhow::Result<()> {
     let (_, c_ticket, _) = edge.joined(sale).await?;
     let (d, d_ticket, _) = edge.joined(sale).await?;
     let (e, e_ticket, _) = edge.joined(sale).await?;
-    let keys = WaitQueue::new(edge.redis()?, sale).keys().clone();
-    common::silence(edge.redis()?, &keys, &[a, d, e], 25).await?;
+    common::silence_in_sale(edge.redis()?, sale, &[a, d, e], 25).await?;
     for ticket in [&b_ticket, &c_ticket] {
         let (status, body) = edge.status(sale, ticket).await?;
         assert_eq!(
@@ -392,7 +394,7 @@ async fn a_sleeping_tab_keeps_its_place_over_http() -> anyhow::Result<()> {
     let (status, body) = edge.status(sale, &d_ticket).await?;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     // E comes back past the grace: the place is gone; joining again starts at the back.
-    common::silence(edge.redis()?, &keys, &[e], 65).await?;
+    common::silence_in_sale(edge.redis()?, sale, &[e], 65).await?;
     let (status, body) = edge.status(sale, &e_ticket).await?;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = edge.join(sale, &edge.token(e)?).await?;
@@ -415,6 +417,8 @@ async fn sold_out_and_closed_reach_joiners_and_waiting_buyers() -> anyhow::Resul
         .pool()
         .set(redis.sale_key(sale, "avail"), 0, None, None, false)
         .await?;
+    // A spread line hears the sale's news with the leader's next tick (no-op on one shard).
+    common::publish_line(redis, sale).await?;
     let (status, body) = edge.status(sale, &ticket).await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["state"], "sold_out");
@@ -427,6 +431,7 @@ async fn sold_out_and_closed_reach_joiners_and_waiting_buyers() -> anyhow::Resul
         .pool()
         .set(redis.sale_key(sale, "avail"), 1, None, None, false)
         .await?;
+    common::publish_line(redis, sale).await?;
     let (_, body) = edge.status(sale, &ticket).await?;
     assert_eq!(body["state"], "waiting");
     assert_eq!(body["position"], 1);
@@ -434,6 +439,7 @@ async fn sold_out_and_closed_reach_joiners_and_waiting_buyers() -> anyhow::Resul
         .pool()
         .hset(redis.sale_key(sale, "cfg"), ("closed", "1"))
         .await?;
+    common::publish_line(redis, sale).await?;
     let (_, body) = edge.status(sale, &ticket).await?;
     assert_eq!(body["state"], "closed");
     edge.stop().await
@@ -608,6 +614,8 @@ async fn the_operators_notice_reaches_join_status_and_stats_at_the_next_call() -
         ..sale::SettingsUpdate::default()
     };
     assert!(sale::update_settings(edge.redis()?, sale, &set).await?);
+    // A spread line's polls hear it with the leader's next tick (no-op on one shard).
+    common::publish_line(edge.redis()?, sale).await?;
     let (status, polled) = edge.status(sale, &ticket).await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(polled["notice"], text, "the first poll after the change");
@@ -624,6 +632,7 @@ async fn the_operators_notice_reaches_join_status_and_stats_at_the_next_call() -
         ..sale::SettingsUpdate::default()
     };
     assert!(sale::update_settings(edge.redis()?, sale, &clear).await?);
+    common::publish_line(edge.redis()?, sale).await?;
     let (_, polled) = edge.status(sale, &ticket).await?;
     assert_eq!(polled["notice"], Value::Null, "{polled}");
     edge.stop().await

@@ -38,6 +38,7 @@ impl Edge {
             ..Door::default()
         };
         sale::arm_with(self.redis()?, id, &cfg, &door, 0, 0).await?;
+        common::spread_as_asked(self.redis()?, id).await?;
         Ok(id)
     }
 
@@ -388,6 +389,9 @@ async fn a_join_that_ends_queue_full_spends_nothing() -> anyhow::Result<()> {
     );
     // Room again: the same solution still works, once.
     assert_eq!(edge.leave(sale, &ticket).await?, StatusCode::NO_CONTENT);
+    // A spread line's length is the leader's count, which hears the leave with its next tick
+    // (no-op on one shard).
+    common::publish_line(edge.redis()?, sale).await?;
     let (status, answer) = edge.join(sale, second, proof(&challenge, nonce)).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
     edge.stop().await

@@ -2208,22 +2208,26 @@ async fn a_shard_whose_last_place_is_a_checkpoint_is_read_once() -> anyhow::Resu
     env.cleanup().await
 }
 
-/// A spread line's places in arrival order (keys 2^32 + n after the opening, all live now),
-/// each in its shard's `q`; returns the users, first in line first.
+/// A spread line's places in arrival order (keys 2^32 + n for arrivals n = 1, 2, … after the
+/// opening, all live now, the sale's `qseq` at the last), each in its shard's `q`; returns the
+/// users, first in line first.
 async fn spread_arrivals(
     redis: &Redis,
+    sale: SaleId,
     line: &LineShards,
     n: u32,
 ) -> anyhow::Result<Vec<(UserId, f64)>> {
     let now_s = redis_now_ms(redis).await? / 1000;
     let stamp = (now_s % 65_536) as f64;
     let mut places = Vec::new();
-    for k in 0..n {
+    for k in 1..=n {
         let user = UserId::new_v7();
         let score = (4_294_967_296.0 + f64::from(k)) * 65_536.0 + stamp;
         common::place_in_shard(redis, line, user, score).await?;
         places.push((user, score));
     }
+    let seq = dropline_core::sale::keys::SaleKeys::new(redis, sale).queue_seq();
+    let () = redis.pool().set(seq, n, None, None, false).await?;
     Ok(places)
 }
 
@@ -2247,7 +2251,7 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
     sale.set_cfg("notice", "doors at eight").await?;
     let line = LineShards::new(&redis, sale.id, 3);
     let sale_keys = SaleKeys::new(&redis, sale.id);
-    let places = spread_arrivals(&redis, &line, 60).await?;
+    let places = spread_arrivals(&redis, sale.id, &line, 60).await?;
     let users: Vec<UserId> = places.iter().map(|p| p.0).collect();
 
     // Nothing published yet: the poll does not guess.
@@ -2371,7 +2375,7 @@ async fn a_spread_lines_poll_judges_the_opening_itself_and_its_returns_reach_the
     sale.set_cfg("line_shards", 3).await?;
     let line = LineShards::new(&redis, sale.id, 3);
     let sale_keys = SaleKeys::new(&redis, sale.id);
-    let places = spread_arrivals(&redis, &line, 12).await?;
+    let places = spread_arrivals(&redis, sale.id, &line, 12).await?;
     let quiet = TickParams {
         rate: 0.0,
         ..spread_tick_params()
@@ -2449,7 +2453,7 @@ async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admissio
     sale.set_cfg("line_shards", 3).await?;
     let line = LineShards::new(&redis, sale.id, 3);
     let sale_keys = SaleKeys::new(&redis, sale.id);
-    let places = spread_arrivals(&redis, &line, 40).await?;
+    let places = spread_arrivals(&redis, sale.id, &line, 40).await?;
     let tick = run(
         &redis,
         &sale_keys,
@@ -2501,8 +2505,9 @@ async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admissio
 /// Joining a spread line (issue #22 §2), three calls: before the opening each new place gets a
 /// random pre-open key on its own line shard and nothing in the sale's `q`; a rejoin keeps the
 /// place and spends nothing; a user twice in one batch gets one place, counted once in the
-/// report; after the opening places follow arrival order behind the pre-queue (a join's own
-/// position counts the other shards as of the last tick; the next tick's polls are exact); an admission is the sale's, answered to a rejoin; a solved challenge is
+/// report; after the opening places follow arrival order behind the pre-queue, and a join's
+/// and a poll's positions count the other shards' arrivals since the last tick from their
+/// numbers (exact here, before and after the next tick); an admission is the sale's, answered to a rejoin; a solved challenge is
 /// spent once across the shards (the sale's slot judges it); `max_queue_length` holds against
 /// the leader's count of the line.
 #[tokio::test]
@@ -2577,14 +2582,23 @@ async fn joining_a_spread_line_places_each_buyer_on_their_shard_and_spends_on_th
     for (n, user) in late.iter().enumerate() {
         let (status, new) = sale.join(*user).await?;
         assert!(new);
-        // Exact in the own shard; the other shards' arrivals since the last tick are not
-        // counted yet (they come with the next tick's curves).
-        let Place::Waiting { position } = status.place else {
-            anyhow::bail!("arrival {n}: {status:?}");
-        };
-        assert!(
-            (31..=31 + n as u64).contains(&position),
-            "arrival {n}: {position}"
+        // The curves count the line as of the last tick; the arrivals since, on every shard,
+        // are counted from their numbers (line_since).
+        assert_eq!(
+            status.place,
+            Place::Waiting {
+                position: 31 + n as u64
+            },
+            "arrival {n}"
+        );
+    }
+    for (n, user) in late.iter().enumerate() {
+        assert_eq!(
+            sale.place(*user).await?,
+            Place::Waiting {
+                position: 31 + n as u64
+            },
+            "a poll before the next tick"
         );
     }
     run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;

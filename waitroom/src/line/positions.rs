@@ -223,7 +223,7 @@ pub async fn read_curve(redis: &Redis, q: &str, bounds: &[f64]) -> anyhow::Resul
 /// Writes what a poll of each shard needs to count the others (`lmeta`: `all` the sum of
 /// `curves`, `own` the shard's own, `at` = `read_at_ms`) and, with `news`, the sale as a poll
 /// sees it (`state`, `opens_at`, `closes_at`, `paused`, `rate`, `notice`, `groups`, `free`,
-/// `limited`, and `qlen` the line's length, the curves' sum), one `HSET` on each shard.
+/// `limited`, `qlen` the line's length, the curves' sum, and `seq`), one `HSET` on each shard.
 /// `curves` are the shards' in shard order.
 pub async fn publish(
     redis: &Redis,
@@ -255,6 +255,7 @@ pub async fn publish(
             ("free", number(news.free)),
             ("limited", number(news.limited_rate_milli)),
             ("qlen", sum.len().to_string().into_bytes()),
+            ("seq", news.seq.to_string().into_bytes()),
         ]);
     }
     for (keys, curve) in line.all().iter().zip(curves) {

@@ -32,9 +32,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::positions::{CountCurve, publish, read_curve, segment_starts};
 
+use crate::queue::{AdmitLimit, AdmitParams};
 use crate::scripts::{
     WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_FOLD, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE,
 };
+use dropline_core::sale::SaleState;
 
 /// What [`heads`] found at the head of one shard.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -150,6 +152,26 @@ pub struct TickParams {
     pub tick: Duration,
 }
 
+impl TickParams {
+    /// The settings of a single-shard tick (`wr_admit.lua`'s), for the same tick across shards:
+    /// no rate is a rate credit of tolerance 0 (none), as there.
+    pub fn from_admit(params: &AdmitParams) -> Self {
+        let (rate, tolerance) = params
+            .rate
+            .map_or((0.0, Duration::ZERO), |r| (r.per_second, r.tolerance));
+        Self {
+            want: u64::from(params.max_admit),
+            abandon_after: params.abandon_after,
+            window: params.admission_window,
+            need: u64::from(params.units_per_buyer),
+            rate,
+            tolerance,
+            outage_gap: params.outage_gap.unwrap_or(Duration::ZERO),
+            tick: params.tick,
+        }
+    }
+}
+
 /// What step 1 says about the tick.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
@@ -167,6 +189,9 @@ pub struct Budget {
     /// opening so far: where the line's scores jump ([`segment_starts`]).
     pub groups: usize,
     pub arrivals: u64,
+    /// The line's new places so far (`wr.line_placed`), for the count a join judges
+    /// `max_queue_length` by.
+    pub placed: u64,
     /// What a poll of the line reads, published to every shard's `lmeta`.
     pub news: News,
 }
@@ -192,6 +217,9 @@ pub struct News {
     /// The ETA's inputs (`eta_inputs` in `lua/lib/prelude.lua`).
     pub free: i64,
     pub limited_rate_milli: i64,
+    /// `qseq` as step 1 read it: the arrivals the published curves may hold (a poll counts
+    /// later ones itself, `line_since` in `lua/lib/prelude.lua`).
+    pub seq: u64,
 }
 
 /// Step 1 on the sale's slot (`lua/wr_line_budget.lua`).
@@ -239,6 +267,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
         group_names,
         free,
         limited,
+        placed,
     ] = parts.as_slice()
     else {
         return Err(malformed());
@@ -261,6 +290,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
         groups: text(group_names)?,
         free: free.as_i64().ok_or_else(malformed)?,
         limited_rate_milli: limited.as_i64().ok_or_else(malformed)?,
+        seq: arrivals.as_u64().ok_or_else(malformed)?,
     };
     Ok(Budget {
         state,
@@ -270,6 +300,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
         active: active.as_u64().ok_or_else(malformed)?,
         groups: groups.as_u64().ok_or_else(malformed)? as usize,
         arrivals: arrivals.as_u64().ok_or_else(malformed)?,
+        placed: placed.as_u64().ok_or_else(malformed)?,
         news,
     })
 }
@@ -430,6 +461,31 @@ pub struct Tick {
     pub skipped: u64,
     /// Places waiting in the line after the tick (the sum of the shards' curves).
     pub queue_length: u64,
+    /// The places this tick wrote into `adm` or found there, in line order (those an earlier
+    /// tick left pending first).
+    pub users: Vec<UserId>,
+}
+
+impl Tick {
+    /// The sale's state and what bounded the tick, as a single-shard tick says them (the
+    /// admitter's metrics and alerts, [`crate::queue::AdmitOutcome`]); `None` when the sale is
+    /// not armed.
+    pub fn judged(&self) -> anyhow::Result<Option<(SaleState, AdmitLimit)>> {
+        if self.said.state == "not_found" {
+            return Ok(None);
+        }
+        let state: SaleState = self
+            .said
+            .state
+            .parse()
+            .with_context(|| format!("wr_line_budget: the state {:?}", self.said.state))?;
+        let limit = if self.queue_length == 0 {
+            AdmitLimit::Empty
+        } else {
+            AdmitLimit::parse(&self.said.limit)?
+        };
+        Ok(Some((state, limit)))
+    }
 }
 
 /// One whole admission tick of a line spread over `line`'s shards, as the admitter's leader
@@ -454,6 +510,7 @@ pub async fn run(
     let left = try_join_all(shards.iter().map(|keys| pending(redis, keys, want))).await?;
     let mut admitted = 0;
     let mut recovered = 0;
+    let mut users = Vec::new();
     let mut held_back = false;
     if left.iter().any(|l| !l.is_empty()) {
         let merged: Vec<(UserId, f64)> = merge(&left, usize::MAX)
@@ -464,6 +521,7 @@ pub async fn run(
         settle_all(redis, line, &committed.in_adm).await?;
         admitted += committed.admitted;
         recovered = committed.admitted;
+        users.extend(committed.in_adm.iter().map(|a| a.0));
         // Places the budget held back keep their turn: no newer place passes them.
         held_back = committed.in_adm.len() < merged.len();
     }
@@ -501,6 +559,7 @@ pub async fn run(
             let committed = commit(redis, sale, params, &merged, queue_length).await?;
             settle_all(redis, line, &committed.in_adm).await?;
             admitted += committed.admitted;
+            users.extend(committed.in_adm.iter().map(|a| a.0));
         }
     }
     if skipped > 0 {
@@ -522,13 +581,27 @@ pub async fn run(
     let read_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    publish(redis, line, &curves, read_at, Some(&said.news)).await?;
+    // Step 1 read the room for more buyers before this tick's admissions took some of it.
+    let mut news = said.news.clone();
+    news.free = (news.free - i64::try_from(admitted).unwrap_or(i64::MAX)).max(0);
+    publish(redis, line, &curves, read_at, Some(&news)).await?;
     fold(redis, sale, line).await?;
     let queue_length: u64 = curves.iter().map(CountCurve::len).sum();
-    // A join judges max_queue_length on the sale's slot, against this count (wr_join.lua).
+    // A join judges max_queue_length on the sale's slot against this count plus the places
+    // made since step 1 read line_placed, and a poll counts the arrivals past line_seq (qseq
+    // as step 1 read it) as ahead of a public arrival (wr_join.lua, line_since). A place made
+    // between step 1 and the curves' read is in both: the figures err high by those, until
+    // the next tick.
     let () = redis
         .pool()
-        .hset(sale.room(), ("line_length", queue_length))
+        .hset(
+            sale.room(),
+            vec![
+                ("line_length", queue_length),
+                ("line_seq", said.arrivals),
+                ("line_placed_at", said.placed),
+            ],
+        )
         .await
         .context("writing a spread line's length")?;
     Ok(Tick {
@@ -537,6 +610,7 @@ pub async fn run(
         recovered,
         skipped,
         queue_length,
+        users,
     })
 }
 

@@ -177,16 +177,50 @@ pub async fn silence(
     users: &[UserId],
     secs: u64,
 ) -> anyhow::Result<()> {
+    let places: Vec<(UserId, [&str; 2])> = users
+        .iter()
+        .map(|user| (*user, [keys.q.as_str(), keys.skip.as_str()]))
+        .collect();
+    restamp(redis, &places, secs).await
+}
+
+/// [`silence`] for `sale`, whose line may be spread over shards ([`test_line_shards`]): each
+/// user's place is looked for on their own line shard then.
+pub async fn silence_in_sale(
+    redis: &Redis,
+    sale: dropline_core::ids::SaleId,
+    users: &[UserId],
+    secs: u64,
+) -> anyhow::Result<()> {
+    let queue = dropline_waitroom::queue::WaitQueue::new(redis, sale);
+    match queue.line().await? {
+        Some(line) if line.count() > 1 => {
+            let places: Vec<(UserId, [&str; 2])> = users
+                .iter()
+                .map(|user| {
+                    let keys = line.keys_of(*user);
+                    (*user, [keys.q.as_str(), keys.skip.as_str()])
+                })
+                .collect();
+            restamp(redis, &places, secs).await
+        }
+        _ => silence(redis, queue.keys(), users, secs).await,
+    }
+}
+
+/// Sets the last-poll stamp of each user's place, found in either of its two keys, to `secs`
+/// ago.
+async fn restamp(redis: &Redis, places: &[(UserId, [&str; 2])], secs: u64) -> anyhow::Result<()> {
     let t: Vec<u64> = redis
         .pool()
         .custom(fred::cmd!("TIME"), Vec::<String>::new())
         .await?;
     let now_s = *t.first().ok_or_else(|| anyhow::anyhow!("TIME: {t:?}"))?;
     let stamp = (now_s + ORDER_SPAN - secs % ORDER_SPAN) % ORDER_SPAN;
-    for user in users {
+    for (user, keys) in places {
         let id = Value::from(&member(*user)[..]);
-        for key in [&keys.q, &keys.skip] {
-            let score: Option<f64> = redis.pool().zscore(key, id.clone()).await?;
+        for key in keys {
+            let score: Option<f64> = redis.pool().zscore(*key, id.clone()).await?;
             if let Some(score) = score {
                 let score = score as u64;
                 let _: i64 = redis
@@ -194,7 +228,7 @@ pub async fn silence(
                     .custom(
                         fred::cmd!("ZADD"),
                         vec![
-                            Value::from(key.as_str()),
+                            Value::from(*key),
                             Value::from("XX"),
                             Value::from((score - score % ORDER_SPAN + stamp).to_string()),
                             id.clone(),
@@ -226,5 +260,46 @@ pub async fn place_in_shard(
             (score, user.as_bytes().to_vec()),
         )
         .await?;
+    Ok(())
+}
+
+/// The line shards the waiting-room and door suites arm their sales with: `DL_TEST_LINE_SHARDS`
+/// (`scripts/cluster-test` runs those suites a second time with 3, issue #22 §2), else 1.
+pub fn test_line_shards() -> u16 {
+    std::env::var("DL_TEST_LINE_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Spreads a freshly armed `sale`'s line over [`test_line_shards`] shards (`cfg.line_shards`,
+/// before anyone joins), as a sale created with that setting is armed.
+pub async fn spread_as_asked(
+    redis: &Redis,
+    sale: dropline_core::ids::SaleId,
+) -> anyhow::Result<()> {
+    let shards = test_line_shards();
+    if shards > 1 {
+        let cfg = dropline_core::sale::keys::SaleKeys::new(redis, sale).cfg();
+        let _: i64 = redis.pool().hset(cfg, ("line_shards", shards)).await?;
+    }
+    Ok(())
+}
+
+/// What the admitter's leader does for a spread line between two ticks, for tests that drive
+/// admission by hand: a tick that admits nobody, so the shards hear the sale's state, settings
+/// and positions (a poll of a spread line is one tick late by design). Nothing on a sale whose
+/// line is not spread.
+pub async fn publish_line(redis: &Redis, sale: dropline_core::ids::SaleId) -> anyhow::Result<()> {
+    let queue = dropline_waitroom::queue::WaitQueue::new(redis, sale);
+    if queue.line().await?.is_some_and(|line| line.count() > 1) {
+        let mut quiet = dropline_waitroom::queue::AdmitParams::new(
+            0,
+            std::time::Duration::from_secs(120),
+            std::time::Duration::from_secs(600),
+        );
+        quiet.scan_limit = 1;
+        queue.admit(&quiet).await?;
+    }
     Ok(())
 }
