@@ -27,12 +27,15 @@
 -- ARGV[16] groups (optional, default '')  priority group names, highest first, comma-joined
 -- ARGV[17] presale_only_until (optional, default 0)  epoch milliseconds, 0 = no presale
 -- ARGV[18] notice (optional, default '')  the operator's notice, '' = none
--- ARGV[19] mode (optional)  'draw' for a draw sale (design/draw.md); absent = fcfs, and then
---          ARGV[20..21] are absent too and cfg gets none of the three fields
+-- ARGV[19] mode (optional)  'draw' for a draw sale (design/draw.md); 'fcfs' or absent for
+--          the waiting room's line. Absent: ARGV[20..21] are absent too, and cfg gets none of
+--          mode, entries_close_at, claim_seconds and line_shards
 -- ARGV[20] entries_close_at (with draw)  epoch milliseconds, > opens_at
+--          line_shards (with fcfs)       integer 1..64: the line's shards (issue #22 §2; cfg
+--          gets it, the mode is not written)
 -- ARGV[21] claim_seconds (with draw)     integer 1..86400
--- (core/src/sale/door.rs validates 15..18, core/src/sale/draw.rs 19..21; this script checks
--- only what would break readers.)
+-- (core/src/sale/door.rs validates 15..18, core/src/sale/draw.rs 19..21, the api line_shards;
+-- this script checks only what would break readers.)
 --
 -- Returns  1 when the sale was armed by this call: cfg written with the fields above (mode,
 --          entries_close_at and claim_seconds only for a draw sale), avail set
@@ -72,9 +75,16 @@ if held == nil or sold == nil or held < 0 or sold < 0 or held ~= math.floor(held
   return redis.error_reply('ERR sale_arm: held and sold must be integers >= 0 with held + sold <= stock_total')
 end
 local draw = ARGV[19]
-if draw ~= nil then
+local line_shards
+if draw == 'fcfs' then
+  draw = nil
+  line_shards = int(ARGV[20] or '1', 'line_shards', 1, 64)
+  if type(line_shards) == 'table' then
+    return line_shards
+  end
+elseif draw ~= nil then
   if draw ~= 'draw' then
-    return redis.error_reply('ERR sale_arm: mode must be draw when given, got ' .. tostring(draw))
+    return redis.error_reply('ERR sale_arm: mode must be draw or fcfs when given, got ' .. tostring(draw))
   end
   for _, c in ipairs({{ARGV[20], 'entries_close_at', tonumber(ARGV[2]) + 1}, {ARGV[21], 'claim_seconds', 1, 86400}}) do
     local v = int(c[1], c[2], c[3], c[4])
@@ -106,6 +116,9 @@ redis.call('HSET', KEYS[1],
   'notice', notice)
 if draw ~= nil then
   redis.call('HSET', KEYS[1], 'mode', draw, 'entries_close_at', ARGV[20], 'claim_seconds', ARGV[21])
+end
+if line_shards ~= nil and line_shards > 1 then
+  redis.call('HSET', KEYS[1], 'line_shards', fmt(line_shards))
 end
 redis.call('SET', KEYS[2], fmt(tonumber(ARGV[1]) - held - sold))
 redis.call('SET', KEYS[3], fmt(held))

@@ -64,7 +64,7 @@ local seq, public = num(m[13]), public_rank(m[7])
 local grace_ms = num(ARGV[1])
 
 local function reply(st, position, deadline, rank)
-  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen .. ' ' .. (rank or -1)
+  return status_row(st, position, deadline, qlen, rank)
 end
 
 local function lost()

@@ -66,7 +66,7 @@ local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
 local function reply(st, position, deadline, rank)
-  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen .. ' ' .. (rank or -1)
+  return status_row(st, position, deadline, qlen, rank)
 end
 
 -- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:

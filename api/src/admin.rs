@@ -22,6 +22,7 @@ use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
 use dropline_core::ids::{ProductId, SaleId};
 use dropline_core::sale::draw::{self, DrawSettings, Mode};
+use dropline_core::sale::keys::MAX_LINE_SHARDS;
 use dropline_core::sale::{self, Door, Edit, SaleConfig, ScheduleUpdate, SettingsUpdate, door};
 use rand::RngCore;
 use serde::{Deserialize, Deserializer};
@@ -511,6 +512,12 @@ pub struct NewSale {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86_400)]
     claim_seconds: Option<i64>,
+    /// The Redis line shards the waiting line is spread over, 1 to 64 (default 1: the line on
+    /// the sale's own slot). For a line of millions on Redis Cluster (README "A line that
+    /// outgrows one Redis"); fixed for the sale's life; refused for a draw sale.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
+    line_shards: Option<i64>,
 }
 
 /// A priority group's name: `[a-z0-9_-]{1,32}`, not `public`.
@@ -533,6 +540,7 @@ struct SaleInput {
     door: Door,
     /// `Some` for a draw sale.
     draw: Option<DrawSettings>,
+    line_shards: u16,
 }
 
 impl SaleInput {
@@ -559,6 +567,7 @@ impl SaleInput {
             "notice": self.door.notice,
             "entries_close_at": self.draw.map(|d| d.entries_close_at),
             "claim_seconds": self.draw.map(|d| d.claim_seconds),
+            "line_shards": self.line_shards,
         })
     }
 }
@@ -673,6 +682,7 @@ impl NewSale {
                 ("admit_per_second", self.admit_per_second.is_some()),
                 ("max_active", self.max_active.is_some()),
                 ("groups", !door.groups.is_empty()),
+                ("line_shards", self.line_shards.is_some()),
             ];
             if let Some((field, _)) = line_only.iter().find(|(_, given)| *given) {
                 return Err(ApiError::bad_request(format!(
@@ -680,6 +690,12 @@ impl NewSale {
                 )));
             }
         }
+        let line_shards = in_range(
+            "line_shards",
+            self.line_shards.unwrap_or(1),
+            1,
+            i64::from(MAX_LINE_SHARDS),
+        )? as u16;
         Ok(SaleInput {
             product_id,
             stock,
@@ -691,6 +707,7 @@ impl NewSale {
             max_active,
             door,
             draw,
+            line_shards,
         })
     }
 }
@@ -773,9 +790,9 @@ async fn create_sale(
     sqlx::query(
         "INSERT INTO sales (id, product_id, stock_total, opens_at, closes_at, per_user_limit, \
          hold_seconds, admit_per_second, max_active, paused, pow_difficulty, access_groups, \
-         presale_only_until, notice, mode, entries_close_at, claim_seconds, created_at, \
-         updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         presale_only_until, notice, mode, entries_close_at, claim_seconds, line_shards, \
+         created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, FALSE, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id)
     .bind(product.id)
@@ -803,6 +820,7 @@ async fn create_sale(
     )
     .bind(input.draw.map(|d| d.entries_close_at.naive_utc()))
     .bind(input.draw.map(|d| d.claim_seconds))
+    .bind(input.line_shards)
     .bind(now)
     .bind(now)
     .execute(&mut *tx)
@@ -845,6 +863,7 @@ async fn create_sale(
         max_active: input.max_active,
         paused: false,
         closed: false,
+        line_shards: input.line_shards,
     };
     // Redis before the commit: if it fails, the transaction rolls back and nothing exists.
     let armed = async {
@@ -1069,6 +1088,8 @@ impl ScheduleFields {
                 .entries_close_at
                 .or_else(|| old.entries_close_at.map(time)),
             claim_seconds: self.claim_seconds.or(old.claim_seconds.map(i64::from)),
+            // Fixed at creation: the places in line stay on their shards.
+            line_shards: None,
         }
     }
 }

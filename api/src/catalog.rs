@@ -187,6 +187,9 @@ pub struct Sale {
     pub mode: Mode,
     /// `null` for an fcfs sale.
     pub draw: Option<DrawInfo>,
+    /// The Redis line shards the waiting line is spread over (1: the sale's own slot).
+    #[schema(minimum = 1, maximum = 64)]
+    pub line_shards: u16,
 }
 
 impl Sale {
@@ -249,6 +252,7 @@ impl Sale {
             notice: record.notice,
             mode: record.mode,
             draw,
+            line_shards: view.line_shards,
         }
     }
 }

@@ -287,6 +287,7 @@ async fn create_sale_writes_mysql_and_arms_redis() -> anyhow::Result<()> {
             "notice": null,
             "mode": "fcfs",
             "draw": null,
+            "line_shards": 1,
         })
     );
 
@@ -406,6 +407,11 @@ async fn create_sale_rejects_bad_input_naming_the_field() -> anyhow::Result<()> 
         (with(json!({"max_active": 0})), "max_active"),
         (with(json!({"max_active": -1})), "max_active"),
         (with(json!({"price": 5})), "price"),
+        (with(json!({"line_shards": 0})), "line_shards"),
+        (with(json!({"line_shards": 65})), "line_shards"),
+        (with(json!({"line_shards": -3})), "line_shards"),
+        (with(json!({"line_shards": 2.5})), "line_shards"),
+        (with(json!({"line_shards": "3"})), "line_shards"),
     ];
     for (body, field) in cases {
         let reply = api
@@ -502,6 +508,7 @@ fn config(stock: i64, product: Uuid) -> SaleConfig {
         max_active: None,
         paused: false,
         closed: false,
+        line_shards: 1,
     }
 }
 
@@ -1186,6 +1193,7 @@ async fn draw_sales_reject_bad_input_and_line_settings() -> anyhow::Result<()> {
         (with(json!({"admit_per_second": 10})), "admit_per_second"),
         (with(json!({"max_active": 10})), "max_active"),
         (with(json!({"groups": ["vip"]})), "groups"),
+        (with(json!({"line_shards": 3})), "line_shards"),
         (with(json!({"mode": "fcfs"})), "entries_close_at"),
         (
             json!({"product_id": product["id"], "stock": 10, "opens_at": opens, "claim_seconds": 60}),
@@ -1252,4 +1260,60 @@ async fn draw_sales_reject_bad_input_and_line_settings() -> anyhow::Result<()> {
     assert_eq!(paused.body["mode"], json!("draw"));
     assert_eq!(paused.body["draw"]["claim_seconds"], json!(1800));
     api.stop().await
+}
+
+/// `line_shards` (issue #22 §2): a sale made with its line spread over 3 shards keeps it in
+/// MySQL (what a rearm reads), arms it into `cfg`, shows it, and its waiting room runs on the
+/// shards; a sale made without it has 1 and no `cfg` field, exactly as before.
+#[tokio::test]
+async fn a_sale_made_with_line_shards_is_stored_armed_and_shown() -> anyhow::Result<()> {
+    let api = TestApi::start(&[]).await?;
+    let admin = api.admin().await?;
+    let product = api.new_product(&admin).await?;
+    let reply = api
+        .post(
+            "/api/admin/sales",
+            Some(&admin),
+            json!({"product_id": product["id"], "stock": 10,
+                "opens_at": rfc3339(chrono::Duration::hours(1)), "line_shards": 3}),
+        )
+        .await?;
+    reply.expect(201, None);
+    assert_eq!(reply.body["line_shards"], 3, "{}", reply.body);
+    let sale = SaleId::from(id(&reply.body)?);
+    let redis = &api.state.redis;
+    assert_eq!(
+        cfg(redis, sale)
+            .await?
+            .get("line_shards")
+            .map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(stored_line_shards(&api, sale).await?, 3);
+    let shown = api.get(&format!("/api/sales/{sale}"), None).await?;
+    shown.expect(200, None);
+    assert_eq!(shown.body["line_shards"], 3);
+    // Fixed for the sale's life: a PATCH does not take it.
+    let refused = patch(
+        &api,
+        Some(&admin),
+        &sale.to_string(),
+        json!({"line_shards": 1}),
+    )
+    .await?;
+    refused.expect(400, Some("bad_request"));
+    assert_eq!(stored_line_shards(&api, sale).await?, 3);
+
+    let plain = new_sale(&api, &admin).await?;
+    assert_eq!(plain["line_shards"], 1);
+    let plain_cfg = cfg(redis, SaleId::from(id(&plain)?)).await?;
+    assert!(!plain_cfg.contains_key("line_shards"), "{plain_cfg:?}");
+    api.stop().await
+}
+
+async fn stored_line_shards(api: &TestApi, sale: SaleId) -> anyhow::Result<u16> {
+    let stored = SaleConfig::load(api.mysql(), sale)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("sale not in MySQL"))?;
+    Ok(stored.line_shards)
 }

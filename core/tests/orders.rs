@@ -76,6 +76,7 @@ impl TestSale {
             max_active: None,
             paused: false,
             closed: false,
+            line_shards: 1,
         };
         anyhow::ensure!(sale::arm(redis, id, &config).await?, "sale armed twice");
         Ok(Self {

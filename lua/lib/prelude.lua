@@ -582,3 +582,9 @@ local function line_since(q, score, seq, public)
   local held = redis.call('ZCOUNT', q, fmt((key - since) * ORDER), '(' .. fmt(key * ORDER))
   return math.max(0, since - held)
 end
+
+-- One user's row of a poll's reply (wr_status.lua, wr_line_status.lua; the edge's status_row
+-- reads it): "state position deadline_ms queue_length group_rank", rank -1 without a place.
+local function status_row(st, position, deadline, qlen, rank)
+  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen .. ' ' .. (rank or -1)
+end

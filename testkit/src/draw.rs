@@ -132,6 +132,7 @@ pub async fn sale_with(
         max_active: None,
         paused: false,
         closed: false,
+        line_shards: 1,
     };
     let settings = DrawSettings {
         entries_close_at: close_at,

@@ -96,6 +96,7 @@ impl World {
             max_active: spec.max_active,
             paused: spec.paused,
             closed: false,
+            line_shards: 1,
         };
         anyhow::ensure!(sale::arm(&self.redis, id, &config).await?, "armed already");
         common::spread_as_asked(&self.redis, id).await?;

@@ -35,6 +35,7 @@ async fn arm(redis: &Redis, stock: i64, max_active: Option<i64>) -> anyhow::Resu
         max_active,
         paused: false,
         closed: false,
+        line_shards: 1,
     };
     anyhow::ensure!(
         sale::arm(&redis.clone(), id, &config).await?,

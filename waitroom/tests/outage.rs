@@ -241,6 +241,7 @@ async fn a_redis_outage_fails_closed_and_keeps_every_place() -> anyhow::Result<(
         max_active: Some(1),
         paused: false,
         closed: false,
+        line_shards: 1,
     };
     anyhow::ensure!(sale::arm(&redis, sale, &cfg).await?, "armed already");
     let (_, first) = room.join(sale).await?;

@@ -1749,6 +1749,28 @@ fn spread_tick_params() -> dropline_waitroom::line::tick::TickParams {
     }
 }
 
+/// A tick of a spread line that admits nobody (no rate): what the leader publishes between
+/// admissions, for the tests of polls and joins.
+fn quiet_tick() -> dropline_waitroom::line::tick::TickParams {
+    dropline_waitroom::line::tick::TickParams {
+        rate: 0.0,
+        ..spread_tick_params()
+    }
+}
+
+/// A sale armed as `spec` says with its line spread over three shards (`cfg.line_shards`,
+/// before anyone joins), its line's layout and its keys.
+async fn spread_sale(
+    redis: &Redis,
+    spec: SaleSpec,
+) -> anyhow::Result<(Sale, LineShards, dropline_core::sale::keys::SaleKeys)> {
+    let sale = Sale::arm(redis, spec).await?;
+    sale.set_cfg("line_shards", 3).await?;
+    let line = LineShards::new(redis, sale.id, 3);
+    let keys = dropline_core::sale::keys::SaleKeys::new(redis, sale.id);
+    Ok((sale, line, keys))
+}
+
 /// A spread line's tick (issue #22 §2 step 3), every step on real keys: the budget from the
 /// sale's slot (the rate credit binds), each shard's live heads with its silent ones skipped,
 /// the merge (the whole line's lowest live scores), the take (a buyer who left in between is
@@ -2241,26 +2263,19 @@ async fn spread_arrivals(
 #[tokio::test]
 async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_late()
 -> anyhow::Result<()> {
-    use dropline_core::sale::keys::SaleKeys;
-    use dropline_waitroom::line::tick::{TickParams, run, take};
+    use dropline_waitroom::line::tick::{run, take};
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
-    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
-    sale.set_cfg("line_shards", 3).await?;
+    let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
     sale.set_cfg("notice", "doors at eight").await?;
-    let line = LineShards::new(&redis, sale.id, 3);
-    let sale_keys = SaleKeys::new(&redis, sale.id);
     let places = spread_arrivals(&redis, sale.id, &line, 60).await?;
     let users: Vec<UserId> = places.iter().map(|p| p.0).collect();
 
     // Nothing published yet: the poll does not guess.
     assert_eq!(sale.queue.status(users[0], GRACE).await?, None);
     // A tick with no rate admits nobody and publishes.
-    let quiet = TickParams {
-        rate: 0.0,
-        ..spread_tick_params()
-    };
+    let quiet = quiet_tick();
     run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
     // /stats counts the whole line from the tick's count, not the sale's own (empty) q.
     assert_eq!(sale.stats().await?.queue_length, 60);
@@ -2359,12 +2374,11 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
 #[tokio::test]
 async fn a_spread_lines_poll_judges_the_opening_itself_and_its_returns_reach_the_sales_counters()
 -> anyhow::Result<()> {
-    use dropline_core::sale::keys::SaleKeys;
-    use dropline_waitroom::line::tick::{TickParams, run};
+    use dropline_waitroom::line::tick::run;
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
-    let sale = Sale::arm(
+    let (sale, line, sale_keys) = spread_sale(
         &redis,
         SaleSpec {
             opens_in_ms: 1_500,
@@ -2372,14 +2386,8 @@ async fn a_spread_lines_poll_judges_the_opening_itself_and_its_returns_reach_the
         },
     )
     .await?;
-    sale.set_cfg("line_shards", 3).await?;
-    let line = LineShards::new(&redis, sale.id, 3);
-    let sale_keys = SaleKeys::new(&redis, sale.id);
     let places = spread_arrivals(&redis, sale.id, &line, 12).await?;
-    let quiet = TickParams {
-        rate: 0.0,
-        ..spread_tick_params()
-    };
+    let quiet = quiet_tick();
     let tick = run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
     assert_eq!(tick.said.state, "scheduled");
     assert_eq!(sale.place(places[4].0).await?, Place::Scheduled);
@@ -2444,15 +2452,11 @@ async fn a_spread_lines_poll_judges_the_opening_itself_and_its_returns_reach_the
 #[tokio::test]
 async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admission_from_the_sale()
 -> anyhow::Result<()> {
-    use dropline_core::sale::keys::SaleKeys;
-    use dropline_waitroom::line::tick::{TickParams, run, take};
+    use dropline_waitroom::line::tick::{run, take};
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
-    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
-    sale.set_cfg("line_shards", 3).await?;
-    let line = LineShards::new(&redis, sale.id, 3);
-    let sale_keys = SaleKeys::new(&redis, sale.id);
+    let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
     let places = spread_arrivals(&redis, sale.id, &line, 40).await?;
     let tick = run(
         &redis,
@@ -2483,10 +2487,7 @@ async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admissio
         .await?;
     assert_eq!(in_adm, None);
     // The pending place left before any tick wrote it: no later tick admits it.
-    let quiet = TickParams {
-        rate: 0.0,
-        ..spread_tick_params()
-    };
+    let quiet = quiet_tick();
     run(&redis, &sale_keys, &line, &quiet, 10_000, None).await?;
     let in_adm: Option<f64> = redis
         .pool()
@@ -2507,18 +2508,17 @@ async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admissio
 /// place and spends nothing; a user twice in one batch gets one place, counted once in the
 /// report; after the opening places follow arrival order behind the pre-queue, and a join's
 /// and a poll's positions count the other shards' arrivals since the last tick from their
-/// numbers (exact here, before and after the next tick); an admission is the sale's, answered to a rejoin; a solved challenge is
-/// spent once across the shards (the sale's slot judges it); `max_queue_length` holds against
-/// the leader's count of the line.
+/// numbers (exact here, before and after the next tick); an admission is the sale's, answered
+/// to a rejoin; a solved challenge is spent once across the shards (the sale's slot judges
+/// it); `max_queue_length` holds against the leader's count of the line.
 #[tokio::test]
 async fn joining_a_spread_line_places_each_buyer_on_their_shard_and_spends_on_the_sales_slot()
 -> anyhow::Result<()> {
-    use dropline_core::sale::keys::SaleKeys;
-    use dropline_waitroom::line::tick::{TickParams, run};
+    use dropline_waitroom::line::tick::run;
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
-    let sale = Sale::arm(
+    let (sale, line, sale_keys) = spread_sale(
         &redis,
         SaleSpec {
             opens_in_ms: 1_500,
@@ -2526,13 +2526,7 @@ async fn joining_a_spread_line_places_each_buyer_on_their_shard_and_spends_on_th
         },
     )
     .await?;
-    sale.set_cfg("line_shards", 3).await?;
-    let line = LineShards::new(&redis, sale.id, 3);
-    let sale_keys = SaleKeys::new(&redis, sale.id);
-    let quiet = TickParams {
-        rate: 0.0,
-        ..spread_tick_params()
-    };
+    let quiet = quiet_tick();
 
     // The pre-queue: 30 buyers, and one of them twice in the same batch.
     let early: Vec<UserId> = (0..30).map(|_| UserId::new_v7()).collect();

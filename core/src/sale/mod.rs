@@ -169,6 +169,9 @@ pub struct SaleConfig {
     pub max_active: Option<i64>,
     pub paused: bool,
     pub closed: bool,
+    /// The line's shards, 1 to [`keys::MAX_LINE_SHARDS`] (issue #22 §2): 1 is the line on the
+    /// sale's own slot. Fixed for the sale's life.
+    pub line_shards: u16,
 }
 
 type SaleRow = (
@@ -184,6 +187,7 @@ type SaleRow = (
     Option<i32>,
     bool,
     Option<DateTime<Utc>>,
+    u16,
 );
 
 impl SaleConfig {
@@ -195,7 +199,7 @@ impl SaleConfig {
         let row: Option<SaleRow> = sqlx::query_as(
             "SELECT s.product_id, p.price, p.currency, s.stock_total, s.opens_at, s.closes_at, \
                     s.per_user_limit, s.hold_seconds, s.admit_per_second, s.max_active, s.paused, \
-                    s.closed_at \
+                    s.closed_at, s.line_shards \
              FROM sales s JOIN products p ON p.id = s.product_id WHERE s.id = ?",
         )
         .bind(sale)
@@ -216,6 +220,7 @@ impl SaleConfig {
                 max_active,
                 paused,
                 closed_at,
+                line_shards,
             )| Self {
                 product_id,
                 price,
@@ -229,6 +234,7 @@ impl SaleConfig {
                 max_active: max_active.map(Into::into),
                 paused,
                 closed: closed_at.is_some(),
+                line_shards,
             },
         ))
     }
@@ -289,6 +295,9 @@ pub async fn arm_full(
     args.extend(door.cfg_values());
     if let Some(draw) = draw {
         args.extend(draw.cfg_values());
+    } else if config.line_shards > 1 {
+        args.push("fcfs".to_owned());
+        args.push(config.line_shards.to_string());
     }
     let armed: i64 = SALE_ARM
         .run(redis, keys(redis, sale), args)

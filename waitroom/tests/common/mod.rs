@@ -163,6 +163,7 @@ pub fn open_sale() -> SaleConfig {
         max_active: None,
         paused: false,
         closed: false,
+        line_shards: 1,
     }
 }
 
