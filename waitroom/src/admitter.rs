@@ -477,7 +477,7 @@ impl Ctx {
         params.rate = Some(rate);
         params.outage_gap = Some(OUTAGE_GAP);
         params.tick = self.tick;
-        let queue = WaitQueue::new(&self.redis, id);
+        let queue = WaitQueue::new(&self.redis, id).with_line_shards(view.line_shards);
         let outcome = if view.line_shards > 1 {
             self.admit_spread(id, view.line_shards, &params, track)
                 .await?

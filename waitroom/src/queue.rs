@@ -492,6 +492,16 @@ impl WaitQueue {
         }
     }
 
+    /// The queue of a sale whose line shards the caller has read already (the admitter's
+    /// leader, from `sale_view.lua`): [`WaitQueue::line`] then reads nothing.
+    pub fn with_line_shards(self, count: u16) -> Self {
+        // A fresh queue: the cell is empty, so this sets it.
+        let _ = self
+            .line
+            .set(LineShards::new(&self.redis, self.sale, count));
+        self
+    }
+
     /// The sale's line layout; `None` while the sale is not armed (nothing is remembered then,
     /// so a sale armed later is read again).
     pub async fn line(&self) -> anyhow::Result<Option<&LineShards>> {
