@@ -77,7 +77,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::line::{self, tick::TickParams};
+use crate::line;
 use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams, AdmitRate, ReapOutcome, WaitQueue};
 use dropline_core::sale::SaleState;
 use dropline_core::sale::keys::{LineShards, SaleKeys};
@@ -477,10 +477,27 @@ impl Ctx {
         params.rate = Some(rate);
         params.outage_gap = Some(OUTAGE_GAP);
         params.tick = self.tick;
-        let queue = WaitQueue::new(&self.redis, id).with_line_shards(view.line_shards);
+        // The line's layout is a pure function of the sale and its shard count: made once per
+        // sale and leader, for the tick here and the reaper.
+        let line = match track.line.take() {
+            Some(line) if line.count() == view.line_shards.max(1) => line,
+            _ => LineShards::new(&self.redis, id, view.line_shards),
+        };
+        track.line = Some(line.clone());
+        let queue = WaitQueue::new(&self.redis, id).with_line(line);
         let outcome = if view.line_shards > 1 {
-            self.admit_spread(id, view.line_shards, &params, track)
+            // A spread line: the tick across the shards, its own count of the line kept for
+            // the report's series and for the next tick.
+            let done = queue
+                .spread_tick(&params, track.queue_length)
                 .await?
+                .context("a spread sale's tick without its line shards")?;
+            track.queue_length = Some(done.queue_length);
+            let admitted = done.admitted;
+            done.outcome()?.map(|outcome| Ticked {
+                admitted,
+                ..Ticked::from(&outcome)
+            })
         } else {
             queue.admit(&params).await?.map(|o| Ticked::from(&o))
         };
@@ -557,47 +574,6 @@ impl Ctx {
             return Ok(false);
         }
         Ok(true)
-    }
-
-    /// A tick of a line spread over `shards` line shards (`line::tick::run`: a dead leader's
-    /// leftovers, the merge across the shards, the positions published). `None`: the sale is
-    /// gone from Redis.
-    async fn admit_spread(
-        &self,
-        id: SaleId,
-        shards: u16,
-        params: &AdmitParams,
-        track: &mut Track,
-    ) -> anyhow::Result<Option<Ticked>> {
-        let line = match track.line.take() {
-            Some(line) if line.count() == shards => line,
-            _ => LineShards::new(&self.redis, id, shards),
-        };
-        let tick = TickParams::from_admit(params);
-        let sale_keys = SaleKeys::new(&self.redis, id);
-        let done = line::tick::run(
-            &self.redis,
-            &sale_keys,
-            &line,
-            &tick,
-            params.scan_limit,
-            track.queue_length,
-        )
-        .await;
-        track.line = Some(line);
-        let done = done?;
-        track.queue_length = Some(done.queue_length);
-        let Some((state, limit)) = done.judged()? else {
-            return Ok(None);
-        };
-        Ok(Some(Ticked {
-            state,
-            admitted: done.admitted,
-            skipped: done.skipped,
-            queue_length: done.queue_length,
-            active: done.said.active + done.admitted,
-            limit,
-        }))
     }
 
     /// Sold out (once per sold-out spell of the sale, across leaders: a Redis flag) and

@@ -492,13 +492,11 @@ impl WaitQueue {
         }
     }
 
-    /// The queue of a sale whose line shards the caller has read already (the admitter's
-    /// leader, from `sale_view.lua`): [`WaitQueue::line`] then reads nothing.
-    pub fn with_line_shards(self, count: u16) -> Self {
+    /// The queue of a sale whose line layout the caller knows already (the admitter's leader,
+    /// from `sale_view.lua` and its own record): [`WaitQueue::line`] then reads nothing.
+    pub fn with_line(self, line: LineShards) -> Self {
         // A fresh queue: the cell is empty, so this sets it.
-        let _ = self
-            .line
-            .set(LineShards::new(&self.redis, self.sale, count));
+        let _ = self.line.set(line);
         self
     }
 
@@ -913,31 +911,30 @@ impl WaitQueue {
         Ok(out)
     }
 
-    /// [`WaitQueue::admit`] of a line spread over `line`'s shards: the whole tick across them
-    /// ([`crate::line::tick::run`], positions published included), told as a single-shard
-    /// tick's outcome. The admitter's leader runs the same tick, keeping the last line length
-    /// for the report's series; this one leaves the series alone.
-    async fn admit_spread(
+    /// The whole admission tick of a spread line ([`crate::line::tick::run`], positions
+    /// published included); `None` when the sale's line is not spread (or it is not armed).
+    /// `queue_length` is the line's length the caller last saw, for the report's series
+    /// (`None`: not sampled).
+    pub async fn spread_tick(
         &self,
-        line: &LineShards,
         params: &AdmitParams,
-    ) -> anyhow::Result<Option<AdmitOutcome>> {
-        let layout = SaleKeys::new(&self.redis, self.sale);
-        let tick = crate::line::tick::TickParams::from_admit(params);
-        let done =
-            crate::line::tick::run(&self.redis, &layout, line, &tick, params.scan_limit, None)
-                .await?;
-        let Some((state, limit)) = done.judged()? else {
+        queue_length: Option<u64>,
+    ) -> anyhow::Result<Option<crate::line::tick::Tick>> {
+        let Some(line) = self.line().await?.filter(|line| line.count() > 1) else {
             return Ok(None);
         };
-        Ok(Some(AdmitOutcome {
-            state,
-            admitted: done.users,
-            skipped: done.skipped,
-            queue_length: done.queue_length,
-            active: done.said.active + done.admitted,
-            limit,
-        }))
+        let layout = SaleKeys::new(&self.redis, self.sale);
+        let tick = crate::line::tick::TickParams::from_admit(params);
+        let done = crate::line::tick::run(
+            &self.redis,
+            &layout,
+            line,
+            &tick,
+            params.scan_limit,
+            queue_length,
+        )
+        .await?;
+        Ok(Some(done))
     }
 
     /// Leaves the queue (a skipped place too) and gives up an admission. `true` when there was
@@ -982,10 +979,8 @@ impl WaitQueue {
 
     /// One admission tick (leader only). `None`: the sale is not armed in Redis.
     pub async fn admit(&self, params: &AdmitParams) -> anyhow::Result<Option<AdmitOutcome>> {
-        if let Some(line) = self.line().await?
-            && line.count() > 1
-        {
-            return self.admit_spread(line, params).await;
+        if let Some(done) = self.spread_tick(params, None).await? {
+            return done.outcome();
         }
         let k = &self.keys;
         let mut args = vec![

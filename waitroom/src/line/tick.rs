@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::positions::{CountCurve, publish, read_curve, segment_starts};
 
-use crate::queue::{AdmitLimit, AdmitParams};
+use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams};
 use crate::scripts::{
     WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_FOLD, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE,
 };
@@ -467,10 +467,10 @@ pub struct Tick {
 }
 
 impl Tick {
-    /// The sale's state and what bounded the tick, as a single-shard tick says them (the
-    /// admitter's metrics and alerts, [`crate::queue::AdmitOutcome`]); `None` when the sale is
-    /// not armed.
-    pub fn judged(&self) -> anyhow::Result<Option<(SaleState, AdmitLimit)>> {
+    /// The tick told as a single-shard tick's outcome (the admitter's metrics and alerts, the
+    /// queue's callers): the sale's state and what bounded the tick as `wr_admit.lua` says
+    /// them; `None` when the sale is not armed.
+    pub fn outcome(self) -> anyhow::Result<Option<AdmitOutcome>> {
         if self.said.state == "not_found" {
             return Ok(None);
         }
@@ -484,7 +484,14 @@ impl Tick {
         } else {
             AdmitLimit::parse(&self.said.limit)?
         };
-        Ok(Some((state, limit)))
+        Ok(Some(AdmitOutcome {
+            state,
+            active: self.said.active + self.admitted,
+            admitted: self.users,
+            skipped: self.skipped,
+            queue_length: self.queue_length,
+            limit,
+        }))
     }
 }
 
