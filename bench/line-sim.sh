@@ -2,6 +2,7 @@
 # The million-buyer run (issue #22 §1) in one command: a private Dropline, one sale, line-sim.
 #
 #   bench/line-sim.sh [--debug] [-- LINE_SIM_ARGS...]
+#   LINE_CLUSTER=1 LINE_SHARDS=3 bench/line-sim.sh ...   the same on a private Redis Cluster
 #
 # 1. makes sure MariaDB, Redis and RabbitMQ are up;
 # 2. builds `dropline` and `line-sim` (release; --debug uses the debug builds; LINE_DROPLINE
@@ -23,8 +24,17 @@
 #
 # Redis is the machine's shared one: memory and CPU are the whole server's, so whatever else
 # runs against it (tests, CI) is counted too; on a quiet machine that is only this run.
+#
+# LINE_CLUSTER=1 (issue #22 §2's per-shard figures): Redis is instead a private 3-primary
+# cluster (scripts/lib/cluster.sh, ports LINE_CLUSTER_BASE_PORT (17401)..+2), made for the run
+# and removed after it, and the sale's line is spread over LINE_SHARDS line shards (the admin
+# API's `line_shards`; 1, the default, keeps the whole sale on its own slot). Memory is summed
+# over the primaries and CPU is reported per primary: redis.json's `primaries` (each one's CPU
+# seconds, per 1,000 polls, and whether it holds the sale's own slot) and the busiest one's
+# CPU per 1,000 polls, the figure that has to fall as the line spreads.
 # Output: artifacts/line-sim/ (line-sim.json: the tool's figures; redis.json: Redis's side;
-# samples.tsv: the 2 s samples; topo/: every process's log, nginx's config and logs).
+# samples.tsv: the 2 s samples; keys.tsv: memory by key; commandstats*.txt: Redis's INFO
+# commandstats at the end; topo/: every process's log, nginx's config and logs).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,6 +58,12 @@ database="${LINE_DATABASE:-dl_line}" prefix="${LINE_PREFIX:-dlline}"
 [[ "${prefix}" =~ ^[A-Za-z0-9]+$ ]] || dl_die "bad LINE_PREFIX: ${prefix}"
 buyers="${BUYERS:-1000000}" stock="${STOCK:-${BUYERS:-1000000}}" admit="${ADMIT:-100}"
 open_in="${OPEN_IN:-15}"
+cluster="${LINE_CLUSTER:-0}" shards="${LINE_SHARDS:-1}"
+[[ "${cluster}" =~ ^[01]$ ]] || dl_die "LINE_CLUSTER is 0 or 1, not ${cluster}"
+[[ "${shards}" =~ ^[0-9]+$ ]] || dl_die "bad LINE_SHARDS: ${shards}"
+if [[ "${cluster}" == 0 && "${shards}" != 1 ]]; then
+    dl_die "LINE_SHARDS=${shards} needs LINE_CLUSTER=1 (on one Redis every shard is the same core)"
+fi
 
 ensure_services
 enable_keyspace_events
@@ -70,7 +86,8 @@ mkdir -p "${art}"
 
 cleanup_data() {
     dl_mysql -e "DROP DATABASE IF EXISTS \`${database}\`"
-    dl_cleanup_redis_keys "${prefix}"
+    # A private cluster goes with its keys (dl_cluster_stop).
+    [[ "${cluster}" == 1 ]] || dl_cleanup_redis_keys "${prefix}"
     dl_cleanup_rabbitmq "${prefix}"
 }
 sampler_pid=""
@@ -88,10 +105,13 @@ stop_processes() {
 on_exit() {
     stop_processes
     cleanup_data >/dev/null 2>&1 || true
+    if [[ "${cluster}" == 1 ]]; then dl_cluster_stop; fi
 }
 trap on_exit EXIT
 # shellcheck source=compose/lib/topology.sh
 source "${repo_root}/compose/lib/topology.sh"
+# shellcheck source=scripts/lib/cluster.sh
+source "${repo_root}/scripts/lib/cluster.sh"
 TOPO_TAG=line
 TOPO_RUN="${repo_root}/${art}/topo"
 TOPO_DB="${database}"
@@ -105,18 +125,52 @@ topo_init_run
 topo_export_env --lift-ip-limits
 export DROPLINE_LOG_FILTER="${LINE_LOG_FILTER:-warn}"
 topo_wipe
+if [[ "${cluster}" == 1 ]]; then
+    # After topo_wipe, which cleans the shared Redis: from here on every process (and every
+    # redis_* helper below) talks to the private cluster.
+    dl_cluster_start "${LINE_CLUSTER_BASE_PORT:-17401}" 3
+    export DROPLINE_REDIS__URL="${DL_CLUSTER_URL}"
+fi
 topo_migrate_and_users
 topo_start_replicas
 topo_start_nginx
 opens_at="$(date -u -d "+${open_in} seconds" +%Y-%m-%dT%H:%M:%SZ)"
-topo_make_sale "${stock}" "${opens_at}" "${admit}" '"hold_seconds":600'
+sale_extra='"hold_seconds":600'
+[[ "${shards}" == 1 ]] || sale_extra+=",\"line_shards\":${shards}"
+topo_make_sale "${stock}" "${opens_at}" "${admit}" "${sale_extra}"
 waitroom="${base}"
 signing_key="${keydir}/access.pem"
-dl_log "line-sim: sale ${sale}, stock ${stock}, opens ${opens_at}, admit_per_second ${admit}, waitroom ${waitroom}"
+dl_log "line-sim: sale ${sale}, stock ${stock}, opens ${opens_at}, admit_per_second ${admit}, line_shards ${shards}, waitroom ${waitroom}"
 
-redis_info() { dl_redis_cli info "$1" | tr -d '\r'; }
+# The Redis servers of the run: the shared one, or each primary of the private cluster.
+redis_ports=()
+[[ "${cluster}" == 0 ]] || redis_ports=("${DL_CLUSTER_PORTS[@]}")
+# redis_each ARGS...: redis-cli ARGS on every server of the run, one after the other.
+redis_each() {
+    local port
+    if ((${#redis_ports[@]} == 0)); then
+        dl_redis_cli "$@"
+    else
+        for port in "${redis_ports[@]}"; do redis-cli -p "${port}" "$@"; done
+    fi
+}
 field() { awk -F: -v k="$1" '$1 == k { print $2 }'; }
-cpu_seconds() { redis_info cpu | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.3f\n", s }'; }
+# used_memory summed over the run's servers.
+used_memory() { redis_each info memory | tr -d '\r' | awk -F: '$1 == "used_memory" { s += $2 } END { printf "%d\n", s }'; }
+# CPU seconds (user + system) of each server of the run, one number a line, in redis_ports order.
+cpu_seconds() {
+    redis_each info cpu | tr -d '\r' \
+        | awk -F: '$1 == "used_cpu_sys" { s = $2 } $1 == "used_cpu_user" { printf "%.3f\n", s + $2 }'
+}
+# The port of the primary holding the sale's own slot (keys tagged {s:<sale>}); empty on one Redis.
+sale_port=""
+if [[ "${cluster}" == 1 ]]; then
+    sale_slot="$(redis-cli -p "${redis_ports[0]}" cluster keyslot "{s:${sale}}" | tr -d '\r')"
+    # CLUSTER NODES: "<id> <ip>:<port>@<bus> <flags> <master> ... <connected> <from>-<to> ...".
+    sale_port="$(redis-cli -p "${redis_ports[0]}" cluster nodes | tr -d '\r' | awk -v slot="${sale_slot}" '
+        $3 ~ /master/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (r[2] == "") r[2] = r[1]
+            if (slot + 0 >= r[1] + 0 && slot + 0 <= r[2] + 0) { split($2, a, "[:@]"); print a[2]; exit } } }')"
+fi
 # CPU seconds (user + system) of the processes started as NAME... (waitroom-1, nginx, ...).
 proc_cpu() {
     local name pid total=0 ticks
@@ -133,15 +187,15 @@ proc_cpu() {
 }
 waitrooms=()
 for ((n = 1; n <= TOPO_REPLICAS; n++)); do waitrooms+=("waitroom-${n}"); done
-mem_before="$(redis_info memory | field used_memory)"
-cpu_before="$(cpu_seconds)"
+mem_before="$(used_memory)"
+cpu_before="$(cpu_seconds | paste -sd,)"
 waitroom_cpu_before="$(proc_cpu "${waitrooms[@]}")"
 nginx_cpu_before="$(proc_cpu nginx)"
 (
     while :; do
         # queue_length and admitted_total (the server's count, silent buyers' admissions too).
         stats="$(curl -sf "${waitroom}/w/${sale}/stats" | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["queue_length"], d["admitted_total"])' 2>/dev/null || echo "-1 -1")"
-        printf '%s\t%s\t%s\t%s\n' "$(date +%s%3N)" "${stats% *}" "$(redis_info memory | field used_memory)" "${stats#* }"
+        printf '%s\t%s\t%s\t%s\n' "$(date +%s%3N)" "${stats% *}" "$(used_memory)" "${stats#* }"
         sleep 2
     done
 ) >"${art}/samples.tsv" 2>/dev/null &
@@ -155,11 +209,32 @@ set +e
     --out "${art}/line-sim.json" "${extra[@]}" 2>&1 | tee "${art}/line-sim.txt"
 rc="${PIPESTATUS[0]}"
 set -e
-cpu_after="$(cpu_seconds)"
+cpu_after="$(cpu_seconds | paste -sd,)"
+# Which commands the CPU went to (each server's own, since its start: on the shared Redis that
+# includes everything before this run; a private cluster is this run's alone).
+if ((${#redis_ports[@]} == 0)); then
+    dl_redis_cli info commandstats >"${art}/commandstats.txt" 2>/dev/null || true
+else
+    for port in "${redis_ports[@]}"; do
+        redis-cli -p "${port}" info commandstats >"${art}/commandstats.${port}.txt" 2>/dev/null || true
+    done
+fi
 # Where the memory is, while the line is still long (at --max-seconds it is): every key of the
 # run's prefix with MEMORY USAGE, summed by its name with ids folded (keys.tsv).
-dl_redis_cli --scan --pattern "${prefix}:*" >"${art}/keys.txt" || true
-sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' "${art}/keys.txt" | dl_redis_cli >"${art}/usage.txt" 2>/dev/null || true
+# On a cluster each primary is asked about the keys it holds.
+: >"${art}/keys.txt"
+: >"${art}/usage.txt"
+if ((${#redis_ports[@]} == 0)); then
+    dl_redis_cli --scan --pattern "${prefix}:*" >"${art}/keys.txt" || true
+    sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' "${art}/keys.txt" | dl_redis_cli >"${art}/usage.txt" 2>/dev/null || true
+else
+    for port in "${redis_ports[@]}"; do
+        redis-cli -p "${port}" --scan --pattern "${prefix}:*" >"${art}/keys.${port}.txt" || true
+        cat "${art}/keys.${port}.txt" >>"${art}/keys.txt"
+        sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' "${art}/keys.${port}.txt" \
+            | redis-cli -p "${port}" >>"${art}/usage.txt" 2>/dev/null || true
+    done
+fi
 queue_at_end="$(curl -sf "${waitroom}/w/${sale}/stats" | json_field queue_length 2>/dev/null || echo -1)"
 python3 - "${art}" "${queue_at_end}" <<'PY' || true
 import collections, re, sys
@@ -183,10 +258,15 @@ PY
 waitroom_cpu="$(awk -v a="$(proc_cpu "${waitrooms[@]}")" -v b="${waitroom_cpu_before}" 'BEGIN { print a - b }')"
 nginx_cpu="$(awk -v a="$(proc_cpu nginx)" -v b="${nginx_cpu_before}" 'BEGIN { print a - b }')"
 stop_processes
-python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" "${admit}" "${waitroom_cpu}" "${nginx_cpu}" <<'PY'
+python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" "${admit}" "${waitroom_cpu}" "${nginx_cpu}" \
+    "$(IFS=,; echo "${redis_ports[*]}")" "${sale_port}" "${shards}" <<'PY'
 import json, sys
-art, mem_before, cpu_before, cpu_after = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+art, mem_before = sys.argv[1], int(sys.argv[2])
+# Each server's CPU seconds before and after, in the same order as the ports.
+cpu_before = [float(v) for v in sys.argv[3].split(",") if v]
+cpu_after = [float(v) for v in sys.argv[4].split(",") if v]
 rate, waitroom_cpu, nginx_cpu = float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
+ports, sale_port, shards = [p for p in sys.argv[8].split(",") if p], sys.argv[9], int(sys.argv[10])
 sim = json.load(open(f"{art}/line-sim.json"))
 samples = []  # (ms, queue_length, used_memory, admitted_total)
 for line in open(f"{art}/samples.tsv"):
@@ -209,7 +289,15 @@ if peak and peak[1] > 0:
 polls = sim.get("polls_total", 0)
 # Every request the waitrooms answered (joins, polls, leaves), from the tool's answer counts.
 requests = sum(sim.get("answers", {}).values()) or polls
-cpu = cpu_after - cpu_before
+spent = [a - b for a, b in zip(cpu_after, cpu_before)]
+cpu = sum(spent)
+per_1000 = lambda seconds: seconds / polls * 1000 if polls else None
+primaries = [
+    {"port": int(p), "sale_slot": p == sale_port, "cpu_seconds": round(c, 3),
+     "cpu_seconds_per_1000_polls": per_1000(c)}
+    for p, c in zip(ports, spent)
+]
+busiest = max(primaries, key=lambda p: p["cpu_seconds"], default=None)
 out = {
     "used_memory_before": mem_before,
     "peak_queue_length": peak[1] if peak else None,
@@ -217,14 +305,18 @@ out = {
     "bytes_per_waiting_buyer": per_buyer,
     "redis_cpu_seconds": cpu,
     "status_polls": polls,
-    "redis_cpu_seconds_per_1000_polls": cpu / polls * 1000 if polls else None,
+    "redis_cpu_seconds_per_1000_polls": per_1000(cpu),
+    "line_shards": shards,
+    "primaries": primaries or None,
+    "busiest_primary_cpu_seconds_per_1000_polls": busiest["cpu_seconds_per_1000_polls"] if busiest else None,
     "waitroom_cpu_seconds": waitroom_cpu,
     "waitroom_cpu_seconds_per_1000_requests": waitroom_cpu / requests * 1000 if requests else None,
     "nginx_cpu_seconds": nginx_cpu,
     "admitted_total": samples[-1][3] if samples else None,
     "most_admitted_in_10s": most_10s,
     "most_admitted_in_10s_over_r10": most_10s / (rate * 10) if most_10s is not None and rate else None,
-    "note": "the machine's shared Redis: memory and CPU include whatever else ran against it",
+    "note": "a private Redis Cluster: memory summed over its primaries" if ports else
+            "the machine's shared Redis: memory and CPU include whatever else ran against it",
 }
 json.dump(out, open(f"{art}/redis.json", "w"), indent=2)
 fmt = lambda v, f: "-" if v is None else format(v, f)
@@ -235,6 +327,9 @@ print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
       f"1,000 requests), nginx {nginx_cpu:.2f} s; server admitted "
       f"{out['admitted_total']}, most in 10 s {fmt(most_10s, '.0f')} "
       f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10)")
+for p in primaries:
+    print(f"[dropline] line-sim: primary {p['port']}{' (the sale slot)' if p['sale_slot'] else ''}: "
+          f"{p['cpu_seconds']:.2f} CPU s, {fmt(p['cpu_seconds_per_1000_polls'], '.3f')} s per 1,000 polls")
 PY
 dl_log "line-sim: output in ${art}/ (line-sim exit ${rc})"
 exit "${rc}"
