@@ -20,6 +20,7 @@
 -- KEYS[3]  holds (zset: order id -> deadline ms)
 -- KEYS[4]  adm (zset: user 16 raw bytes -> admission deadline ms)
 -- KEYS[5]  events (stream: the order outbox; entry layout in reserve.lua)
+-- KEYS[6]  admch (set: buyers whose admission an order changed; reserve.lua's KEYS[15])
 -- ARGV[1]  order id (UUID text, the member of holds)
 -- ARGV[2]  payment timeout in ms (integer >= 1)
 --
@@ -48,6 +49,8 @@ local due = now + timeout
 redis.call('HSET', KEYS[1], 'state', 'paying', 'deadline', fmt(due), 'updated', fmt(now))
 redis.call('SET', KEYS[2], '1', 'PX', fmt(timeout))
 redis.call('ZADD', KEYS[3], fmt(due), ARGV[1])
-redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(due), o[4])
+if redis.call('ZADD', KEYS[4], 'XX', 'GT', 'CH', fmt(due), o[4]) == 1 then
+  adm_changed(KEYS[6], o[4])
+end
 outbox_order(KEYS[5], ARGV[1], o, 'paying', due, now)
 return {'ok', 'paying', qty, due, now}

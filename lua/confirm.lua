@@ -18,6 +18,7 @@
 -- KEYS[5]  sold (units in PAID orders)
 -- KEYS[6]  adm (zset: user 16 raw bytes -> admission deadline ms)
 -- KEYS[7]  events (stream: the order outbox; entry layout in reserve.lua)
+-- KEYS[8]  admch (set: buyers whose admission an order changed; reserve.lua's KEYS[15])
 -- ARGV[1]  order id (UUID text, the member of holds)
 --
 -- Returns  {result, state, qty, deadline_ms, now_ms}
@@ -36,6 +37,8 @@ redis.call('DECRBY', KEYS[4], qty)
 redis.call('INCRBY', KEYS[5], qty)
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[6], o[4])
+if redis.call('ZREM', KEYS[6], o[4]) == 1 then
+  adm_changed(KEYS[8], o[4])
+end
 outbox_order(KEYS[7], ARGV[1], o, 'paid', deadline, now)
 return {'ok', 'paid', qty, deadline, now}

@@ -20,6 +20,7 @@
 -- KEYS[1]  o:<order> (the order hash)
 -- KEYS[2]  u:<user uuid text> (the user's units in HELD + PAYING + PAID orders)
 -- KEYS[3]  adm (zset: user 16 raw bytes -> admission deadline ms)
+-- KEYS[4]  admch (set: buyers whose admission an order changed; reserve.lua's KEYS[15])
 -- ARGV[1]  the order's user, 16 raw bytes (the member of adm)
 --
 -- Returns  {result, admission}
@@ -32,5 +33,8 @@ end
 local ended = 0
 if redis.call('EXISTS', KEYS[2]) == 0 then
   ended = redis.call('ZREM', KEYS[3], ARGV[1])
+  if ended == 1 then
+    adm_changed(KEYS[4], ARGV[1])
+  end
 end
 return {'forgotten', ended}

@@ -23,6 +23,7 @@
 -- KEYS[6]  u:<user uuid text> (the user's units in HELD + PAYING + PAID orders)
 -- KEYS[7]  adm (zset: user 16 raw bytes -> admission deadline ms)
 -- KEYS[8]  events (stream: the order outbox; entry layout in reserve.lua)
+-- KEYS[9]  admch (set: buyers whose admission an order changed; reserve.lua's KEYS[15])
 -- ARGV[1]  order id (UUID text, the member of holds)
 -- ARGV[2]  target: expired | cancelled | failed
 -- ARGV[3]  the order's user, 16 raw bytes (as in the order hash)
@@ -62,6 +63,8 @@ if redis.call('DECRBY', KEYS[6], qty) <= 0 then
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[7], o[4])
+if redis.call('ZREM', KEYS[7], o[4]) == 1 then
+  adm_changed(KEYS[9], o[4])
+end
 outbox_order(KEYS[8], ARGV[1], o, target, deadline, now)
 return {'ok', target, qty, deadline, now}

@@ -56,6 +56,8 @@
 -- KEYS[12] wdl (zset, draw sales: open wins without an order, user -> claim deadline ms)
 -- KEYS[13] wod (hash, draw sales: ordered wins not settled yet, user -> order id text)
 -- KEYS[14] drw (hash, draw sales: the draw's counters; reserved = units held for open wins)
+-- KEYS[15] admch (set: buyers whose admission an order changed, for a spread line's copies;
+--          (a spread line's copies follow through it, adm_changed in lib/prelude.lua)
 --          (KEYS 11-14 are read only for a draw sale)
 -- ARGV[1]  order id, UUID text (new; an order hash that already exists is an error)
 -- ARGV[2]  user id, 16 raw bytes
@@ -180,7 +182,9 @@ redis.call('SET', KEYS[8], '1', 'PX', fmt(hold_ms))
 redis.call('ZADD', KEYS[5], fmt(deadline), order)
 redis.call('HSET', KEYS[9], 'order', order, 'fp', fp)
 redis.call('PEXPIRE', KEYS[9], fmt(idem_ttl))
-redis.call('ZADD', KEYS[4], 'XX', 'GT', fmt(deadline), user)
+if redis.call('ZADD', KEYS[4], 'XX', 'GT', 'CH', fmt(deadline), user) == 1 then
+  adm_changed(KEYS[15], user)
+end
 if win_max ~= nil then
   local win = redis.call('HGET', KEYS[11], user)
   redis.call('HSET', KEYS[11], user, 'ord:' .. order .. ':' .. win)

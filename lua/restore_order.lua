@@ -27,6 +27,7 @@
 -- KEYS[2]  u:<user uuid text> (the user's units in HELD + PAYING + PAID orders)
 -- KEYS[3]  idem:<user uuid text>:<idempotency key> (hash: order, fp)
 -- KEYS[4]  adm (zset: user 16 raw bytes -> admission deadline ms)
+-- KEYS[5]  admch (set: buyers whose admission an order changed; reserve.lua's KEYS[15])
 -- ARGV[1]  the order's state: paid | expired | cancelled | failed
 -- ARGV[2]  quantity (integer >= 1)
 -- ARGV[3]  the idempotency key's time left in ms (0: lapsed, not restored)
@@ -54,5 +55,6 @@ end
 local admission = redis.call('ZSCORE', KEYS[4], ARGV[6])
 if admission and tonumber(admission) <= tonumber(ARGV[7]) then
   redis.call('ZREM', KEYS[4], ARGV[6])
+  adm_changed(KEYS[5], ARGV[6])
 end
 return 1

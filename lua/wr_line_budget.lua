@@ -3,7 +3,10 @@
 -- state and the tick's budget, as wr_admit.lua computes them (admit_budget in
 -- lib/prelude.lua), with nothing charged: the places are chosen on the shards next, and
 -- wr_line_commit.lua charges what it writes. Like wr_admit.lua it stamps the outage credit's
--- tick_at (and resumed_at after a gap) and notes sold_out_at.
+-- tick_at (and resumed_at after a gap) and notes sold_out_at. It also takes the order side's
+-- notes of changed admissions (admch, adm_changed in lib/prelude.lua) for the shards' copies
+-- (wr_line_sync.lua), and keeps admch's mark '' in it, which is what lets the order scripts
+-- note them: a sale on one shard never has an admch.
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, max_active, per_user_limit,
 --          admit_per_second, notice, groups)
@@ -14,16 +17,18 @@
 --          line_placed, the line's new places so far, read for the count)
 -- KEYS[6]  rep hash (sold_out_at)
 -- KEYS[7]  qseq (the line's arrival counter, wr_join.lua's KEYS[6]; read only)
+-- KEYS[8]  admch (set: buyers whose admission an order changed, and the mark '')
 -- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms
 -- ARGV[3]  units each admitted buyer may claim (0 = cfg.per_user_limit)
 -- ARGV[4]  admissions per second r for the rate credit (<= 0: nobody is admitted)
 -- ARGV[5]  the rate credit's tolerance tau in ms; 0: no rate credit
 -- ARGV[6]  the outage gap in ms; 0: no outage credit
+-- ARGV[7]  most admch notes to take (>= 0; the rest wait for the next tick)
 --
 -- Returns  {state, budget, limit, abandon_ms, active, groups, arrivals,
 --           opens_at, closes_at, paused, admit_per_second, notice, group_names, free,
---           limited_rate_milli, placed}
+--           limited_rate_milli, placed, changes}
 --   state     open | paused | scheduled | sold_out | closed | not_found (budget 0 unless open)
 --   budget    how many places the tick may admit
 --   limit     rate | max_active | stock | state
@@ -41,12 +46,22 @@
 --   free, limited_rate_milli  the ETA's inputs (eta_inputs in lib/prelude.lua)
 --   placed    wr.line_placed now (wr_join.lua counts a spread line's new places there): the
 --             leader stores it with its count of the line (wr.line_placed_at)
+--   changes   the notes taken, flat: user (16 raw bytes), the user's adm deadline now (epoch
+--             ms, 0 for none), ...: what wr_line_sync.lua writes into the users' shards
 local now, _, now_f = clock()
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
   'max_active', 'per_user_limit', 'groups', 'admit_per_second', 'notice')
 if not c[1] then
-  return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1, 0}
+  return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1, 0, {}}
 end
+local changes = {}
+for _, user in ipairs(redis.call('SPOP', KEYS[8], math.max(0, math.floor(num(ARGV[7]))))) do
+  if user ~= '' then
+    changes[#changes + 1] = user
+    changes[#changes + 1] = num(redis.call('ZSCORE', KEYS[4], user))
+  end
+end
+redis.call('SADD', KEYS[8], '')
 local groups = public_rank(c[7])
 local arrivals = num(redis.call('GET', KEYS[7]))
 local opens_at = num(c[1])
@@ -64,7 +79,7 @@ local free, limited = eta_inputs(KEYS[1], avail, held, KEYS[4], KEYS[5], now)
 local function said(budget, limit)
   return {state, budget, limit, abandon_ms, active, groups, arrivals, opens_at, num(c[2]),
     flag(c[3]) and 1 or 0, num(c[8]), c[9] or '', c[7] or '', free, limited,
-    num(redis.call('HGET', KEYS[5], 'line_placed'))}
+    num(redis.call('HGET', KEYS[5], 'line_placed')), changes}
 end
 if state ~= 'open' then
   return said(0, 'state')

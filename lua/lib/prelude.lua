@@ -203,6 +203,17 @@ local function outbox_order(stream, order, o, state, deadline, now)
   outbox(stream, order, state, o[4], o[2], o[5], o[6], fmt(deadline), o[7], fmt(now), o[8])
 end
 
+-- A change of `user`'s admission in the sale's adm (extended or ended by an order), noted in
+-- `admch` for a sale whose line is spread over shards: the admitter's leader carries it into
+-- the shard's copy (wr_line_budget.lua takes the notes, wr_line_sync.lua applies them). admch
+-- exists only for such a sale (each of its ticks keeps the mark '' in it), so a sale on one
+-- shard pays one EXISTS and keeps nothing.
+local function adm_changed(admch, user)
+  if redis.call('EXISTS', admch) == 1 then
+    redis.call('SADD', admch, user)
+  end
+end
+
 -- The stock rule of admission (wr_admit.lua): how many more buyers the stock lets in, when each
 -- of the `active` admitted buyers may still claim up to `need` units of avail + held. A buyer is
 -- let in while the units the buyers before them could claim leave at least one over:

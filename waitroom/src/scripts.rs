@@ -54,9 +54,12 @@ pub static WR_LINE_STATUS: Script = lua_script!("wr_line_status");
 pub static WR_LINE_FOLD: Script = lua_script!("wr_line_fold");
 /// A join's new places put on their line shard (`lua/wr_line_place.lua`).
 pub static WR_LINE_PLACE: Script = lua_script!("wr_line_place");
+/// The order side's changes of admissions carried into a line shard's copies
+/// (`lua/wr_line_sync.lua`).
+pub static WR_LINE_SYNC: Script = lua_script!("wr_line_sync");
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 19] {
+pub fn all() -> [&'static Script; 20] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -77,5 +80,6 @@ pub fn all() -> [&'static Script; 19] {
         &WR_LINE_STATUS,
         &WR_LINE_FOLD,
         &WR_LINE_PLACE,
+        &WR_LINE_SYNC,
     ]
 }

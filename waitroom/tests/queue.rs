@@ -2367,6 +2367,164 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
     env.cleanup().await
 }
 
+/// The order side's changes of an admission reach a spread line's copies with the next tick
+/// (issue #22 §2; `admch`, `wr_line_budget.lua` and `wr_line_sync.lua`): a payment that
+/// lengthens the admission, a cancelled order and a paid one that end it. Before that tick the
+/// copy still says what the tick wrote (the documented lag of one tick); a buyer whose order
+/// ended the admission and who is admitted again in the next tick keeps the new admission; the
+/// notes are taken once. A sale on one shard keeps no `admch` at all. On the cluster the order
+/// scripts note on the sale's slot and the copies change on their own shards.
+#[tokio::test]
+async fn an_orders_change_of_an_admission_reaches_the_spread_lines_copy_with_the_next_tick()
+-> anyhow::Result<()> {
+    use dropline_core::ids::OrderId;
+    use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
+    use dropline_waitroom::line::tick::run;
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
+    let places = spread_arrivals(&redis, sale.id, &line, 4).await?;
+    let users: Vec<UserId> = places.iter().map(|p| p.0).collect();
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 4, "{tick:?}");
+    let admission = |user: UserId| {
+        let redis = redis.clone();
+        let adm = sale_keys.admitted();
+        async move {
+            let at: Option<f64> = redis.pool().zscore(adm, user.as_bytes().to_vec()).await?;
+            anyhow::Ok(at.map(|at| at as u64))
+        }
+    };
+    let first: Vec<u64> = {
+        let mut first = Vec::new();
+        for user in &users {
+            first.push(admission(*user).await?.context("admitted")?);
+        }
+        first
+    };
+
+    let orders = Orders::new(&redis, sale.id);
+    let mut ids = Vec::new();
+    for user in &users {
+        let order = OrderId::new_v7();
+        let outcome = orders
+            .reserve(&ReserveRequest {
+                order,
+                user: *user,
+                quantity: 1,
+                idempotency_key: format!("k-{order}"),
+            })
+            .await?;
+        assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+        ids.push(order);
+    }
+    // users[0] pays (an hour to do it): the admission lasts as long.
+    assert!(
+        orders
+            .begin_payment(ids[0], Duration::from_secs(3_600))
+            .await?
+            .applied()
+    );
+    // users[1] cancels and users[2] has paid: both admissions end.
+    assert!(orders.release(ids[1], Target::Cancelled).await?.applied());
+    assert!(
+        orders
+            .begin_payment(ids[2], Duration::from_secs(30))
+            .await?
+            .applied()
+    );
+    assert!(orders.confirm(ids[2]).await?.applied());
+    // users[3] cancels too, and stands in line again (a later place).
+    assert!(orders.release(ids[3], Target::Cancelled).await?.applied());
+    let again = places[3].1 + 65_536.0 * 1_000.0;
+    common::place_in_shard(&redis, &line, users[3], again).await?;
+    let paying = admission(users[0]).await?.context("still admitted")?;
+    assert!(
+        paying > first[0] + 3_000_000 - 60_000,
+        "{paying} vs {}",
+        first[0]
+    );
+    assert_eq!(admission(users[1]).await?, None);
+    assert_eq!(admission(users[2]).await?, None);
+
+    // Until the next tick the copies say what the first tick wrote.
+    for (user, at) in users[..3].iter().zip(&first) {
+        assert_eq!(
+            sale.place(*user).await?,
+            Place::Admitted { deadline_ms: *at }
+        );
+    }
+
+    // The next tick carries the changes, then admits users[3] again.
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 1, "{tick:?}");
+    assert_eq!(
+        sale.place(users[0]).await?,
+        Place::Admitted {
+            deadline_ms: paying
+        }
+    );
+    assert_eq!(sale.place(users[1]).await?, Place::NotQueued);
+    assert_eq!(sale.place(users[2]).await?, Place::NotQueued);
+    let readmitted = admission(users[3]).await?.context("admitted again")?;
+    assert!(readmitted >= first[3], "{readmitted} vs {}", first[3]);
+    assert_eq!(
+        sale.place(users[3]).await?,
+        Place::Admitted {
+            deadline_ms: readmitted
+        }
+    );
+    // The notes were taken once: admch keeps the mark alone.
+    let notes: Vec<Vec<u8>> = redis.pool().smembers(sale_keys.admission_changes()).await?;
+    assert_eq!(notes, vec![Vec::<u8>::new()]);
+
+    // A sale on one shard: the same orders leave no admch behind.
+    let plain = Sale::arm(&redis, SaleSpec::default()).await?;
+    let buyer = UserId::new_v7();
+    plain.join(buyer).await?;
+    assert_eq!(plain.admit(10).await?.admitted, vec![buyer]);
+    let plain_orders = Orders::new(&redis, plain.id);
+    let order = OrderId::new_v7();
+    let outcome = plain_orders
+        .reserve(&ReserveRequest {
+            order,
+            user: buyer,
+            quantity: 1,
+            idempotency_key: format!("k-{order}"),
+        })
+        .await?;
+    assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+    assert!(
+        plain_orders
+            .release(order, Target::Cancelled)
+            .await?
+            .applied()
+    );
+    let kept: bool = redis
+        .pool()
+        .exists(dropline_core::sale::keys::SaleKeys::new(&redis, plain.id).admission_changes())
+        .await?;
+    assert!(!kept);
+    env.cleanup().await
+}
+
 /// A spread line's poll judges the clock itself (a scheduled sale's places wait once
 /// `opens_at` passes, without a tick), and brings a skipped place back or loses one silent
 /// past the grace as on one shard; those counts are the shard's until the leader folds them

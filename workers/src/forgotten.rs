@@ -106,6 +106,7 @@ pub async fn check(redis: &Redis, mysql: &MySqlPool, sale: SaleId) -> anyhow::Re
             orders.order_key(order),
             orders.user_key(user),
             orders.keys().adm.clone(),
+            orders.keys().admch.clone(),
         ];
         let args = vec![Value::from(&user.as_bytes()[..])];
         let reply: Vec<Value> = FORGOTTEN_HOLD
@@ -180,6 +181,7 @@ pub async fn restore(
         orders.user_key(row.user),
         orders.idempotency_key(row.user, &row.idempotency_key),
         orders.keys().adm.clone(),
+        orders.keys().admch.clone(),
     ];
     let spent_by = row.created + chrono::Duration::from_std(admission_window)?;
     let quantity = u32::try_from(row.quantity).unwrap_or(u32::MAX);

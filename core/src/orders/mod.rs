@@ -341,6 +341,8 @@ pub struct OrderKeys {
     pub held: String,
     pub sold: String,
     pub adm: String,
+    /// `admch`: where an order notes a change of its buyer's admission for a spread line.
+    pub admch: String,
     pub holds: String,
     /// The order outbox stream (see [`crate::orders::outbox`]).
     pub events: String,
@@ -365,6 +367,7 @@ impl Orders {
                 held: layout.held(),
                 sold: layout.sold(),
                 adm: layout.admitted(),
+                admch: layout.admission_changes(),
                 holds: layout.holds(),
                 events: layout.events(),
             },
@@ -458,6 +461,7 @@ impl Orders {
             self.layout.open_wins(),
             self.layout.ordered_wins(),
             self.layout.draw_counters(),
+            k.admch.clone(),
         ];
         let args = vec![
             Value::from(request.order.to_string()),
@@ -559,6 +563,7 @@ impl Orders {
             self.keys.holds.clone(),
             self.keys.adm.clone(),
             self.keys.events.clone(),
+            self.keys.admch.clone(),
         ];
         let args = vec![Value::from(order.to_string()), Value::from(timeout)];
         self.transition(&BEGIN_PAYMENT, order, keys, args).await
@@ -575,6 +580,7 @@ impl Orders {
             k.sold.clone(),
             k.adm.clone(),
             k.events.clone(),
+            k.admch.clone(),
         ];
         self.transition(&CONFIRM, order, keys, vec![Value::from(order.to_string())])
             .await
@@ -604,6 +610,7 @@ impl Orders {
             self.user_key(user),
             k.adm.clone(),
             k.events.clone(),
+            k.admch.clone(),
         ];
         let args = vec![
             Value::from(order.to_string()),

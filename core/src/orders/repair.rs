@@ -24,7 +24,7 @@
 //! confirm worker after it refused an oversell, and by the recorder's periodic stock check.
 
 use anyhow::Context;
-use fred::interfaces::SortedSetsInterface;
+use fred::interfaces::{KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::Value;
 use sqlx::{MySql, MySqlPool};
 
@@ -259,6 +259,7 @@ pub async fn end_spent_admissions(orders: &Orders, mysql: &MySqlPool) -> anyhow:
         .await
         .with_context(|| format!("ending spent admissions of sale {sale}"))?;
     if removed > 0 {
+        note_admission_changes(orders, &spent).await?;
         metrics::counter!("dropline_stock_repair_admissions_ended_total")
             .increment(u64::try_from(removed).unwrap_or(0));
         tracing::warn!(
@@ -268,6 +269,32 @@ pub async fn end_spent_admissions(orders: &Orders, mysql: &MySqlPool) -> anyhow:
         );
     }
     Ok(usize::try_from(removed).unwrap_or(0))
+}
+
+/// Notes `users` in `admch` as `adm_changed` in `lua/lib/prelude.lua` does, for a sale whose
+/// line is spread over shards (only such a sale has an `admch`): the admitter's leader then
+/// carries their ended admissions into the shards' copies. Two commands, not one script: a
+/// note of a buyer whose admission did not change only makes the leader read it again.
+async fn note_admission_changes(
+    orders: &Orders,
+    users: &[crate::ids::UserId],
+) -> anyhow::Result<()> {
+    let pool = orders.redis.pool();
+    let spread: bool = pool
+        .exists(&orders.keys.admch)
+        .await
+        .context("is the sale's line spread")?;
+    if spread {
+        let members: Vec<Value> = users
+            .iter()
+            .map(|u| Value::from(&u.as_bytes()[..]))
+            .collect();
+        let _: i64 = pool
+            .sadd(&orders.keys.admch, members)
+            .await
+            .context("noting the ended admissions for the line's shards")?;
+    }
+    Ok(())
 }
 
 /// What MySQL says, in one snapshot.

@@ -153,6 +153,13 @@ impl SaleKeys {
         self.named("adm")
     }
 
+    /// `admch`, the buyers whose admission an order changed since the admitter last looked,
+    /// for a line spread over shards to carry into its copies (`adm_changed` in
+    /// `lua/lib/prelude.lua`; exists only for such a sale, kept by its ticks' mark `""`).
+    pub fn admission_changes(&self) -> String {
+        self.named("admch")
+    }
+
     /// `alerted:sold_out`, the sold-out alert's flag.
     pub fn sold_out_alerted(&self) -> String {
         self.named("alerted:sold_out")

@@ -14,7 +14,8 @@
 //! [`crate::queue::WaitQueue`] sends such a sale's polls to `lua/wr_line_status.lua` on each
 //! buyer's own shard, from what the tick publishes there ([`tick::News`], the curves), and its
 //! joins (three calls: shard, sale's slot, shard) and leaves to the shards. The admin API
-//! makes no sale with more than one line shard yet.
+//! takes `line_shards` (1-64) and arms it into `cfg`; the order side notes its changes of
+//! admissions in `admch`, which each tick carries into the shards' copies ([`tick::sync`]).
 
 pub mod positions;
 pub mod reap;

@@ -34,7 +34,8 @@ use super::positions::{CountCurve, publish, read_curve, segment_starts};
 
 use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams};
 use crate::scripts::{
-    WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_FOLD, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_TAKE,
+    WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_FOLD, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_SYNC,
+    WR_LINE_TAKE,
 };
 use dropline_core::sale::SaleState;
 
@@ -194,6 +195,9 @@ pub struct Budget {
     pub placed: u64,
     /// What a poll of the line reads, published to every shard's `lmeta`.
     pub news: News,
+    /// The order side's changes of admissions taken from `admch` (user, the deadline `adm`
+    /// holds now, 0 for none), for the shards' copies ([`sync`]).
+    pub changes: Vec<(UserId, i64)>,
 }
 
 /// The sale as a poll of a spread line sees it (`lua/wr_line_status.lua` reads it from its
@@ -235,6 +239,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
                 sale.room(),
                 sale.report(),
                 sale.queue_seq(),
+                sale.admission_changes(),
             ],
             vec![
                 params.want.to_string(),
@@ -243,6 +248,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
                 params.rate.to_string(),
                 params.tolerance.as_millis().to_string(),
                 params.outage_gap.as_millis().to_string(),
+                SYNC_PER_TICK.to_string(),
             ],
         )
         .await
@@ -268,6 +274,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
         free,
         limited,
         placed,
+        changes,
     ] = parts.as_slice()
     else {
         return Err(malformed());
@@ -302,7 +309,52 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
         arrivals: arrivals.as_u64().ok_or_else(malformed)?,
         placed: placed.as_u64().ok_or_else(malformed)?,
         news,
+        changes: match changes {
+            Value::Array(flat) => flat
+                .chunks_exact(2)
+                .map(|pair| Ok((user_of(&pair[0])?, pair[1].as_i64().ok_or_else(malformed)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            Value::Null => Vec::new(),
+            _ => return Err(malformed()),
+        },
     })
+}
+
+/// The most `admch` notes one tick takes: a burst of orders (every admitted buyer confirming at
+/// once) reaches the copies over a few ticks instead of making one tick long.
+pub const SYNC_PER_TICK: usize = 1024;
+
+/// After step 1, on every shard with some: the order side's changes of admissions
+/// ([`Budget::changes`]) written into the shard's copies (`lua/wr_line_sync.lua`: a settled
+/// copy takes the new deadline or goes; a pending one is left to step 6). Before this tick's
+/// own steps 4 to 6, so a buyer whose order ended an admission and who is admitted again in
+/// this tick keeps the new copy.
+pub async fn sync(
+    redis: &Redis,
+    line: &LineShards,
+    changes: &[(UserId, i64)],
+) -> anyhow::Result<()> {
+    try_join_all(line.all().iter().enumerate().map(|(index, keys)| {
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        for (user, deadline) in changes {
+            if usize::from(line.shard_of(*user)) == index {
+                args.push(user.as_bytes().to_vec());
+                args.push(deadline.to_string().into_bytes());
+            }
+        }
+        async move {
+            if args.is_empty() {
+                return Ok(());
+            }
+            let _: Value = WR_LINE_SYNC
+                .run(redis, vec![keys.outbox.clone()], args)
+                .await
+                .with_context(|| format!("carrying admission changes into {}", keys.outbox))?;
+            anyhow::Ok(())
+        }
+    }))
+    .await?;
+    Ok(())
 }
 
 /// Step 4 on one shard: the `chosen` places still in `q` with their merged score move into
@@ -534,6 +586,7 @@ pub async fn run(
     }
 
     let said = budget(redis, sale, params).await?;
+    sync(redis, line, &said.changes).await?;
     let mut skipped = 0;
     if said.state == "open" && said.budget > 0 && !held_back {
         let quota = usize::try_from(said.budget).unwrap_or(usize::MAX);
