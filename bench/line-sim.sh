@@ -6,7 +6,7 @@
 #
 # 1. makes sure MariaDB, Redis and RabbitMQ are up;
 # 2. builds `dropline` and `line-sim` (release; --debug uses the debug builds; LINE_DROPLINE
-#    names a server binary already built instead);
+#    names a server binary already built instead, LINE_SIM a line-sim binary);
 # 3. starts the line's side of compose/local's topology as local processes
 #    (compose/lib/topology.sh): LINE_REPLICAS (2) `dropline waitroom` and as many `dropline api`
 #    behind nginx (no workers: nobody orders), with its own database (LINE_DATABASE, dl_line),
@@ -78,7 +78,9 @@ target="${CARGO_TARGET_DIR:-target}/${profile}"
 # LINE_DROPLINE: a dropline binary already built (skips building the server).
 dropline="${LINE_DROPLINE:-${target}/dropline}"
 [[ -n "${LINE_DROPLINE:-}" ]] || cargo build "${release[@]}" "${locked[@]}" -p dropline --bin dropline
-cargo build "${release[@]}" "${locked[@]}" -p dropline-bench --bin line-sim
+# LINE_SIM: a line-sim binary already built (skips building the tool).
+line_sim="${LINE_SIM:-${target}/line-sim}"
+[[ -n "${LINE_SIM:-}" ]] || cargo build "${release[@]}" "${locked[@]}" -p dropline-bench --bin line-sim
 
 art="artifacts/line-sim"
 rm -rf "${art}"
@@ -202,7 +204,7 @@ nginx_cpu_before="$(proc_cpu nginx)"
 sampler_pid=$!
 
 set +e
-"${target}/line-sim" --waitroom "${waitroom}" --sale "${sale}" \
+"${line_sim}" --waitroom "${waitroom}" --sale "${sale}" \
     --signing-key "${signing_key}" --buyers "${buyers}" --admit-per-second "${admit}" \
     --connections "${CONNECTIONS:-64}" --pre-open "${PRE_OPEN:-0.5}" --abandon "${ABANDON:-0.1}" \
     --leave "${LEAVE:-0.05}" --spread-seconds "${SPREAD:-10}" --max-seconds "${MAX_SECONDS:-0}" \
