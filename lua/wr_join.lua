@@ -118,7 +118,9 @@
 --   position  users ahead in q + 1 when waiting (skipped places do not count), else 0
 --   deadline_ms  the admission deadline when admitted, else 0
 --   paused    1 when the sale is paused (places are kept, nobody is admitted)
---   new       1 when this call put the user in the queue, 0 when the place already existed
+--   new       1 when this call put the user in the queue, 0 when the place already existed;
+--             2 in a placed row whose place has a wt entry (sampled for the report): the
+--             shard notes its first ETA (wr_line_place.lua)
 --   admit_per_second  the configured rate (cfg)
 --   free, limited_rate_milli  for the ETA (0 and -1 unless waiting): see eta_inputs in
 --             lib/prelude.lua
@@ -229,9 +231,11 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
   -- is sampled and, after the opening, a checkpoint of its arrival number when it is the first
   -- of its slot; a waiting answer's ETA is noted once as the first one shown.
   local function place(new, score)
+    local sampled = false
     if new == 1 then
       if report_sampled(math.floor(score / ORDER), qlen - 1) then
         redis.call('HSET', KEYS[11], user, fmt(now))
+        sampled = true
       end
       local n = arrival_number(score)
       if n then
@@ -246,7 +250,8 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
       end
     end
     if spread then
-      return reply('placed', score, line_seq, new, group_rank(score))
+      -- new 2: the place is sampled for the report, so its shard notes the first ETA shown.
+      return reply('placed', score, line_seq, sampled and 2 or new, group_rank(score))
     end
     if state == 'scheduled' then
       return reply('scheduled', 0, 0, new, group_rank(score))

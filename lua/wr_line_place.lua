@@ -14,25 +14,36 @@
 -- a seed never overwrites what a tick wrote. closes_at is not known here and is seeded 0: a
 -- poll hears a closing time with the first tick.
 --
+-- The report: a new place the sale's slot sampled (its wt entry made there) is noted in lwt,
+-- and when the sale is open the ETA its join answer shows (from the seed's rate, paused and
+-- ETA inputs, as the edge computes it) is noted at once as the first one shown
+-- (note_line_eta in lib/prelude.lua); a scheduled place's first ETA is its first poll's.
+--
 -- KEYS[1]  q of the line shard (zset: user -> score, wr_join.lua's layout)
 -- KEYS[2]  skip of the line shard
 -- KEYS[3]  ladm of the line shard
 -- KEYS[4]  lmeta of the line shard (hash: the published curves `all` and `own`; the fields
 --          wr_line_status.lua reads, seeded when `state` is absent)
+-- KEYS[5]  lwt of the line shard (hash: sampled buyers not yet shown an ETA, user -> '')
+-- KEYS[6]  lwte of the line shard (hash: user -> "<first ETA ms>:<shown at ms>")
 -- ARGV[1..10]  the seed: state (open | scheduled), opens_at, paused (0/1), rate, notice,
 --          groups, free, limited, qlen, seq (wr.line_seq), as wr_join.lua answered them
--- then pairs: user id (16 raw bytes), score (an integer below 2^53, as text)
+-- then triples: user id (16 raw bytes), score (an integer below 2^53, as text), sampled (1
+--          when wr_join.lua made the place's wt entry, else 0)
 --
--- Returns  {new_1, position_1, ..., new_n, position_n}, in the pairs' order:
+-- Returns  {new_1, position_1, ..., new_n, position_n}, in the triples' order:
 --   new       1 when this call made the place, 0 when the user had an entry here already
 --   position  with new 1: the place's rank on the shard + 1, plus the other shards' places
 --             below its score from the last published curves (line_position in
 --             lib/prelude.lua), plus the arrivals since the last count ahead of it that this
 --             shard does not hold (line_since); 0 with new 0
 local SEED = 10
-if #ARGV < SEED or (#ARGV - SEED) % 2 ~= 0 then
-  return redis.error_reply('ERR wr_line_place: ARGV must be the 10 seed values and pairs')
+if #ARGV < SEED or (#ARGV - SEED) % 3 ~= 0 then
+  return redis.error_reply('ERR wr_line_place: ARGV must be the 10 seed values and triples')
 end
+local now = clock()
+local open = ARGV[1] == 'open'
+local paused, rate, free, limited = num(ARGV[3]), num(ARGV[4]), num(ARGV[7]), tonumber(ARGV[8]) or -1
 local m = redis.call('HMGET', KEYS[4], 'state')
 if not m[1] then
   local names = {'state', 'opens_at', 'paused', 'rate', 'notice', 'groups', 'free', 'limited',
@@ -46,7 +57,7 @@ m = redis.call('HMGET', KEYS[4], 'all', 'own', 'seq', 'groups')
 local all, own = m[1] or '', m[2] or ''
 local seq, public = num(m[3]), public_rank(m[4])
 local out = {}
-for i = SEED + 1, #ARGV, 2 do
+for i = SEED + 1, #ARGV, 3 do
   local user, score = ARGV[i], tonumber(ARGV[i + 1])
   if not score then
     return redis.error_reply('ERR wr_line_place: a score is not a number')
@@ -57,9 +68,16 @@ for i = SEED + 1, #ARGV, 2 do
     out[#out + 1] = 0
   else
     redis.call('ZADD', KEYS[1], fmt(score), user)
-    out[#out + 1] = 1
-    out[#out + 1] = line_position(KEYS[1], user, score, all, own)
+    local position = line_position(KEYS[1], user, score, all, own)
       + line_since(KEYS[1], score, seq, public)
+    if ARGV[i + 2] == '1' then
+      redis.call('HSET', KEYS[5], user, '')
+      if open then
+        note_line_eta(KEYS[5], KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
+      end
+    end
+    out[#out + 1] = 1
+    out[#out + 1] = position
   end
 end
 return out

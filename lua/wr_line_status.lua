@@ -23,8 +23,9 @@
 --             plus the other shards' arrivals since then with a lower number (line_since).
 --   queue_length  the whole line's as of the last tick (lmeta.qlen), plus a place this poll
 --             brought back.
---   report    the first ETA shown is not noted (the sale's wt is on its slot): to come with
---             the shard's own wt.
+--   report    the first ETA shown to a buyer sampled for the report is noted on the shard
+--             (note_line_eta in lib/prelude.lua: lwt -> lwte), and the leader carries it
+--             into the sale's wt with its next tick, before that tick admits anyone.
 --
 -- KEYS[1]  q of the line shard (zset: user -> score, wr_join.lua's layout)
 -- KEYS[2]  skip of the line shard (zset: skipped places)
@@ -33,6 +34,8 @@
 -- KEYS[4]  lmeta of the line shard (hash: state, opens_at, closes_at, paused, rate, notice,
 --          groups, free, limited, qlen, all, own, seq, as line::positions::publish writes them;
 --          counters returned_total and abandoned_total)
+-- KEYS[5]  lwt of the line shard (hash: sampled buyers not yet shown an ETA, user -> '')
+-- KEYS[6]  lwte of the line shard (hash: user -> "<first ETA ms>:<shown at ms>", for the leader)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one), all of this shard
 --
@@ -107,6 +110,7 @@ local function one(user)
   end
   local position = line_position(KEYS[1], user, score, all, own)
     + line_since(KEYS[1], score, seq, public)
+  note_line_eta(KEYS[5], KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
   return reply('waiting', position, 0, group_rank(score))
 end
 

@@ -364,6 +364,17 @@ local function note_eta(wt, user, now, eta)
   end
 end
 
+-- note_eta on a line shard (a spread line's poll or join, issue #22 §2): a buyer sampled for the
+-- report waits in lwt (user -> '', put there by wr_line_place.lua when the sale's slot made
+-- their wt entry) until the first ETA they are shown, which then moves to lwte as
+-- "<eta>:<now>"; the admitter's leader carries lwte into the sale's wt each tick
+-- (wr_line_fold.lua, wr_line_note.lua), before the tick's admissions read it.
+local function note_line_eta(lwt, lwte, user, now, eta)
+  if eta and redis.call('HDEL', lwt, user) == 1 then
+    redis.call('HSET', lwte, user, fmt(eta) .. ':' .. fmt(now))
+  end
+end
+
 -- The outage credit (wr_admit.lua's header, door.md §5): stamps wr.tick_at with now, and
 -- wr.resumed_at when the last stamp is older than gap_ms (0: no outage credit, nothing stamped).
 -- Returns abandon_ms, or math.huge while abandon_ms has not passed since resumed_at: nobody

@@ -683,8 +683,8 @@ impl WaitQueue {
             }
         }
         // (2) The sale's slot judges the others.
-        // (index, the answer to be, score)
-        let mut new_places: Vec<(usize, Status, u64)> = Vec::new();
+        // (index, the answer to be, score, sampled for the report)
+        let mut new_places: Vec<(usize, Status, u64, bool)> = Vec::new();
         let mut seed: Option<Vec<Value>> = None;
         if !rest.is_empty() {
             let slot_asks: Vec<JoinAsk> = rest.iter().map(|&i| asks[i].clone()).collect();
@@ -695,7 +695,12 @@ impl WaitQueue {
                         if seed.is_none() {
                             seed = Some(placed_seed(&reply)?);
                         }
-                        new_places.push((index, placed_status(&reply)?, reply.uint(1)?));
+                        new_places.push((
+                            index,
+                            placed_status(&reply)?,
+                            reply.uint(1)?,
+                            reply.uint(7)? == 2,
+                        ));
                         return Ok(None);
                     }
                     Ok(Some(join_outcome(&reply)))
@@ -727,14 +732,22 @@ impl WaitQueue {
                         let keys = line.all().get(shard).context("a line shard out of range")?;
                         let mut args = seed.clone().unwrap_or_default();
                         for &k in mine {
-                            let (index, _, score) = &new_places[k];
+                            let (index, _, score, sampled) = &new_places[k];
                             args.push(Value::from(&member(users[*index])[..]));
                             args.push(Value::from(score.to_string()));
+                            args.push(Value::from(if *sampled { "1" } else { "0" }));
                         }
                         let reply: Vec<i64> = WR_LINE_PLACE
                             .run(
                                 &self.redis,
-                                vec![&keys.q, &keys.skip, &keys.outbox, &keys.meta],
+                                vec![
+                                    &keys.q,
+                                    &keys.skip,
+                                    &keys.outbox,
+                                    &keys.meta,
+                                    &keys.eta_wait,
+                                    &keys.eta_noted,
+                                ],
                                 args,
                             )
                             .await
@@ -894,7 +907,14 @@ impl WaitQueue {
                     let reply: Value = WR_LINE_STATUS
                         .run(
                             &self.redis,
-                            vec![&keys.q, &keys.skip, &keys.outbox, &keys.meta],
+                            vec![
+                                &keys.q,
+                                &keys.skip,
+                                &keys.outbox,
+                                &keys.meta,
+                                &keys.eta_wait,
+                                &keys.eta_noted,
+                            ],
                             args,
                         )
                         .await
@@ -947,9 +967,10 @@ impl WaitQueue {
             && line.count() > 1
         {
             // The place is on the user's line shard: wr_leave.lua there, with the shard's ladm
-            // for adm (a copy, or a place a tick took: not admitted then) and its lmeta for the
-            // report's keys (no entry there; `left` is counted in lmeta and folded into the
-            // sale's rep by the next tick). Then the admission on the sale's slot, below.
+            // for adm (a copy, or a place a tick took: not admitted then), its lwt for the
+            // report's entries (a sampled buyer's wait for a first ETA) and its lmeta for the
+            // report's totals (`left` is counted in lmeta and folded into the sale's rep by
+            // the next tick). Then the admission on the sale's slot, below.
             let shard = line.keys_of(user);
             let removed: i64 = WR_LEAVE
                 .run(
@@ -958,7 +979,7 @@ impl WaitQueue {
                         &shard.q,
                         &shard.outbox,
                         &shard.skip,
-                        &shard.meta,
+                        &shard.eta_wait,
                         &shard.meta,
                     ],
                     vec![Value::from(&member(user)[..])],

@@ -57,9 +57,12 @@ pub static WR_LINE_PLACE: Script = lua_script!("wr_line_place");
 /// The order side's changes of admissions carried into a line shard's copies
 /// (`lua/wr_line_sync.lua`).
 pub static WR_LINE_SYNC: Script = lua_script!("wr_line_sync");
+/// The first ETAs a spread line's shards noted, into the sale's report entries
+/// (`lua/wr_line_note.lua`).
+pub static WR_LINE_NOTE: Script = lua_script!("wr_line_note");
 
 /// Every waiting-room script, for preloading and for header checks.
-pub fn all() -> [&'static Script; 20] {
+pub fn all() -> [&'static Script; 21] {
     [
         &WR_JOIN,
         &WR_STATUS,
@@ -81,5 +84,6 @@ pub fn all() -> [&'static Script; 20] {
         &WR_LINE_FOLD,
         &WR_LINE_PLACE,
         &WR_LINE_SYNC,
+        &WR_LINE_NOTE,
     ]
 }

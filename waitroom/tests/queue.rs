@@ -2525,6 +2525,104 @@ async fn an_orders_change_of_an_admission_reaches_the_spread_lines_copy_with_the
     env.cleanup().await
 }
 
+/// The post-sale report's ETA accuracy counts a spread line's buyers (issue #22 §2): the first
+/// ETA shown to a sampled buyer is noted on their line shard (at the join when the sale is
+/// open, else at the first poll that shows one: here after a pause), and the leader carries it
+/// into the sale's `wt` at the start of its next tick, before that tick's admissions read it.
+/// A buyer who leaves takes their shard's wait for an ETA with them.
+#[tokio::test]
+async fn a_spread_lines_first_etas_reach_the_report_before_the_admissions() -> anyhow::Result<()> {
+    use dropline_waitroom::line::tick::run;
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+    let entry = |user: UserId| {
+        let redis = redis.clone();
+        let wt = sale_keys.report_entries();
+        async move {
+            let v: Option<String> = redis.pool().hget(wt, &user.as_bytes()[..]).await?;
+            anyhow::Ok(v)
+        }
+    };
+    let noted_on_shard = |user: UserId| {
+        let redis = redis.clone();
+        let keys = line.keys_of(user).clone();
+        async move {
+            let waiting: bool = redis
+                .pool()
+                .hexists(&keys.eta_wait, &user.as_bytes()[..])
+                .await?;
+            let noted: Option<String> = redis
+                .pool()
+                .hget(&keys.eta_noted, &user.as_bytes()[..])
+                .await?;
+            anyhow::Ok((waiting, noted))
+        }
+    };
+
+    // Open: each join's answer shows an ETA, noted on the buyer's shard at once.
+    let open: Vec<UserId> = (0..4).map(|_| UserId::new_v7()).collect();
+    for user in &open {
+        let (status, new) = sale.join(*user).await?;
+        assert!(
+            new && matches!(status.place, Place::Waiting { .. }),
+            "{status:?}"
+        );
+        let (waiting, noted) = noted_on_shard(*user).await?;
+        assert!(!waiting);
+        let noted = noted.context("the join's ETA noted on the shard")?;
+        assert!(noted.contains(':'), "{noted}");
+        let joined = entry(*user).await?.context("sampled on the sale's slot")?;
+        assert!(!joined.contains(':'), "not carried yet: {joined}");
+    }
+    // Paused: no ETA is shown, so none is noted; the buyer waits for one on the shard.
+    sale.set_cfg("paused", 1).await?;
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+    let late = UserId::new_v7();
+    sale.join(late).await?;
+    assert_eq!(noted_on_shard(late).await?, (true, None));
+    // One who leaves takes the wait along.
+    let gone = UserId::new_v7();
+    sale.join(gone).await?;
+    assert!(sale.queue.leave(gone).await?);
+    assert_eq!(noted_on_shard(gone).await?, (false, None));
+    // The tick after the pause carried the open buyers' ETAs into wt.
+    for user in &open {
+        let e = entry(*user).await?.context("an entry")?;
+        assert_eq!(e.split(':').count(), 3, "join:eta:shown, got {e}");
+    }
+    // Resumed: the first poll that shows an ETA notes it.
+    sale.set_cfg("paused", 0).await?;
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+    assert!(matches!(sale.place(late).await?, Place::Waiting { .. }));
+    let (waiting, noted) = noted_on_shard(late).await?;
+    assert!(!waiting && noted.is_some(), "{noted:?}");
+
+    // The next tick carries it before admitting: all five are admitted with an ETA measured.
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 5, "{tick:?}");
+    let report: std::collections::HashMap<String, i64> =
+        redis.pool().hgetall(sale_keys.report()).await?;
+    let measured: i64 = report
+        .iter()
+        .filter(|(field, _)| field.starts_with("e:"))
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(measured, 5, "{report:?}");
+    assert_eq!(noted_on_shard(late).await?, (false, None));
+    env.cleanup().await
+}
+
 /// A spread line's poll judges the clock itself (a scheduled sale's places wait once
 /// `opens_at` passes, without a tick), and brings a skipped place back or loses one silent
 /// past the grace as on one shard; those counts are the shard's until the leader folds them

@@ -306,6 +306,8 @@ impl LineShards {
                 skip: own.skipped(),
                 outbox: own.named("ladm"),
                 meta: own.named("lmeta"),
+                eta_wait: own.named("lwt"),
+                eta_noted: own.named("lwte"),
             }]
         } else {
             (0..count)
@@ -317,6 +319,8 @@ impl LineShards {
                         skip: format!("{base}qskip"),
                         outbox: format!("{base}ladm"),
                         meta: format!("{base}lmeta"),
+                        eta_wait: format!("{base}lwt"),
+                        eta_noted: format!("{base}lwte"),
                     }
                 })
                 .collect()
@@ -363,6 +367,12 @@ pub struct LineKeys {
     pub outbox: String,
     /// `lmeta`: the sale's state as the admitter last published it to this shard.
     pub meta: String,
+    /// `lwt`: this shard's buyers sampled for the report (the sale's `wt` has their entry) who
+    /// have not been shown an ETA yet (user → `""`).
+    pub eta_wait: String,
+    /// `lwte`: the first ETA shown to such a buyer, until the leader carries it into the
+    /// sale's `wt` (user → `<eta ms>:<shown ms>`).
+    pub eta_noted: String,
 }
 
 /// The line shard of `user` among `count`.

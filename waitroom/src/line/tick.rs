@@ -34,8 +34,8 @@ use super::positions::{CountCurve, publish, read_curve, segment_starts};
 
 use crate::queue::{AdmitLimit, AdmitOutcome, AdmitParams};
 use crate::scripts::{
-    WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_FOLD, WR_LINE_HEAD, WR_LINE_SETTLE, WR_LINE_SYNC,
-    WR_LINE_TAKE,
+    WR_LINE_BUDGET, WR_LINE_COMMIT, WR_LINE_FOLD, WR_LINE_HEAD, WR_LINE_NOTE, WR_LINE_SETTLE,
+    WR_LINE_SYNC, WR_LINE_TAKE,
 };
 use dropline_core::sale::SaleState;
 
@@ -548,7 +548,8 @@ impl Tick {
 }
 
 /// One whole admission tick of a line spread over `line`'s shards, as the admitter's leader
-/// runs it for a sale with more than one line shard: what an earlier tick left pending goes
+/// runs it for a sale with more than one line shard: the shards' counters and noted first ETAs
+/// are folded into the sale's hashes ([`fold`]), then what an earlier tick left pending goes
 /// through steps 5 and 6 first (a leader that stopped in between, or places step 5's budget
 /// held back), then steps 1 to 6 for new places, then each shard's count curve is read and
 /// published to every shard (`lmeta`) for the polls' positions. `queue_length` is the line's
@@ -565,6 +566,9 @@ pub async fn run(
 ) -> anyhow::Result<Tick> {
     let shards = line.all();
     let want = usize::try_from(params.want).unwrap_or(usize::MAX);
+    // The shards' counters and first ETAs, before anyone is admitted: an admission reads its
+    // buyer's first ETA from the sale's wt.
+    fold(redis, sale, line).await?;
     // What an earlier tick took and did not settle, lowest score first across the shards.
     let left = try_join_all(shards.iter().map(|keys| pending(redis, keys, want))).await?;
     let mut admitted = 0;
@@ -645,7 +649,6 @@ pub async fn run(
     let mut news = said.news.clone();
     news.free = (news.free - i64::try_from(admitted).unwrap_or(i64::MAX)).max(0);
     publish(redis, line, &curves, read_at, Some(&news)).await?;
-    fold(redis, sale, line).await?;
     let queue_length: u64 = curves.iter().map(CountCurve::len).sum();
     // A join judges max_queue_length on the sale's slot against this count plus the places
     // made since step 1 read line_placed, and a poll counts the arrivals past line_seq (qseq
@@ -711,33 +714,58 @@ pub enum Room {
     Report,
 }
 
+/// The most first ETAs one fold takes from a shard: the moment a scheduled sale opens, every
+/// sampled buyer's first poll notes one at once (the sample is at most some tens of thousands
+/// over all the shards), and they reach the report over a few ticks instead of one long one.
+pub const ETAS_PER_FOLD: usize = 4096;
+
 /// Takes every shard's own counters ([`SHARD_COUNTERS`], `lua/wr_line_fold.lua`) and adds them
-/// to the sale's `wr` or `rep`, where `/stats`, the control room and the report read them.
+/// to the sale's `wr` or `rep`, where `/stats`, the control room and the report read them; and
+/// the first ETAs the shards noted for sampled buyers (up to [`ETAS_PER_FOLD`] a shard), which
+/// go into the sale's `wt` entries (`lua/wr_line_note.lua`), where an admission reads them.
 /// Returns the sums, in [`SHARD_COUNTERS`]' order.
 pub async fn fold(redis: &Redis, sale: &SaleKeys, line: &LineShards) -> anyhow::Result<[u64; 4]> {
-    let fields: Vec<&str> = SHARD_COUNTERS.iter().map(|(field, _)| *field).collect();
+    let mut args: Vec<String> = vec![ETAS_PER_FOLD.to_string()];
+    args.extend(SHARD_COUNTERS.iter().map(|(field, _)| (*field).to_owned()));
     let taken = try_join_all(line.all().iter().map(|keys| {
-        let fields = fields.clone();
+        let args = args.clone();
         async move {
-            let counts: Vec<i64> = WR_LINE_FOLD
-                .run(redis, vec![keys.meta.clone()], fields)
+            let reply: Vec<Value> = WR_LINE_FOLD
+                .run(redis, vec![keys.meta.clone(), keys.eta_noted.clone()], args)
                 .await
                 .with_context(|| format!("taking the counters of {}", keys.meta))?;
             anyhow::ensure!(
-                counts.len() == SHARD_COUNTERS.len(),
-                "wr_line_fold: {} counts for {} fields",
-                counts.len(),
+                reply.len() == SHARD_COUNTERS.len() + 1,
+                "wr_line_fold: {} values for {} fields and the ETAs",
+                reply.len(),
                 SHARD_COUNTERS.len()
             );
-            Ok(counts)
+            let counts = reply[..SHARD_COUNTERS.len()]
+                .iter()
+                .map(|v| v.as_i64().context("wr_line_fold: a count is not a number"))
+                .collect::<anyhow::Result<Vec<i64>>>()?;
+            let etas = match &reply[SHARD_COUNTERS.len()] {
+                Value::Array(flat) => flat.clone(),
+                Value::Null => Vec::new(),
+                _ => anyhow::bail!("wr_line_fold: the ETAs are not a list"),
+            };
+            Ok((counts, etas))
         }
     }))
     .await?;
     let mut sums = [0u64; 4];
-    for counts in &taken {
-        for (sum, n) in sums.iter_mut().zip(counts) {
+    let mut etas: Vec<Value> = Vec::new();
+    for (counts, noted) in taken {
+        for (sum, n) in sums.iter_mut().zip(&counts) {
             *sum += (*n).max(0).unsigned_abs();
         }
+        etas.extend(noted);
+    }
+    if !etas.is_empty() {
+        let _: i64 = WR_LINE_NOTE
+            .run(redis, vec![sale.report_entries()], etas)
+            .await
+            .context("writing the line shards' first ETAs into the sale's report entries")?;
     }
     for ((field, room), n) in SHARD_COUNTERS.iter().zip(sums) {
         if n > 0 {
