@@ -738,18 +738,7 @@ impl WaitQueue {
                             args.push(Value::from(if *sampled { "1" } else { "0" }));
                         }
                         let reply: Vec<i64> = WR_LINE_PLACE
-                            .run(
-                                &self.redis,
-                                vec![
-                                    &keys.q,
-                                    &keys.skip,
-                                    &keys.outbox,
-                                    &keys.meta,
-                                    &keys.eta_wait,
-                                    &keys.eta_noted,
-                                ],
-                                args,
-                            )
+                            .run(&self.redis, keys.place_keys().to_vec(), args)
                             .await
                             .with_context(|| format!("new places on the line shard {}", keys.q))?;
                         anyhow::ensure!(
@@ -905,18 +894,7 @@ impl WaitQueue {
                     args.push(Value::from(grace));
                     args.extend(asked.iter().map(|&i| Value::from(&member(users[i])[..])));
                     let reply: Value = WR_LINE_STATUS
-                        .run(
-                            &self.redis,
-                            vec![
-                                &keys.q,
-                                &keys.skip,
-                                &keys.outbox,
-                                &keys.meta,
-                                &keys.eta_wait,
-                                &keys.eta_noted,
-                            ],
-                            args,
-                        )
+                        .run(&self.redis, keys.place_keys().to_vec(), args)
                         .await
                         .with_context(|| format!("polls on the line shard {}", keys.q))?;
                     let answers = status_reply(reply, asked.len(), "wr_line_status")?;

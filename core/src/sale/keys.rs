@@ -375,6 +375,21 @@ pub struct LineKeys {
     pub eta_noted: String,
 }
 
+impl LineKeys {
+    /// The keys `lua/wr_line_status.lua` and `lua/wr_line_place.lua` take, in their order:
+    /// q, skip, ladm, lmeta, lwt, lwte.
+    pub fn place_keys(&self) -> [&str; 6] {
+        [
+            &self.q,
+            &self.skip,
+            &self.outbox,
+            &self.meta,
+            &self.eta_wait,
+            &self.eta_noted,
+        ]
+    }
+}
+
 /// The line shard of `user` among `count`.
 fn shard_of(user: UserId, count: u16) -> u16 {
     let bytes = user.as_uuid().as_bytes();
