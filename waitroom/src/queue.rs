@@ -965,6 +965,16 @@ impl WaitQueue {
                 .await
                 .with_context(|| format!("leaving the line shard {}", shard.q))?;
             from_line = removed == 1;
+            if from_line {
+                // The report's entry is on the sale's slot, and wr_leave.lua there removes it
+                // only with a place in the sale's own q, which a spread line never has.
+                let _: i64 = self
+                    .redis
+                    .pool()
+                    .hdel(&k.wt, &member(user)[..])
+                    .await
+                    .context("removing a spread line leaver's report entry")?;
+            }
         }
         let removed: i64 = WR_LEAVE
             .run(

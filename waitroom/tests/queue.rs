@@ -2529,7 +2529,7 @@ async fn an_orders_change_of_an_admission_reaches_the_spread_lines_copy_with_the
 /// ETA shown to a sampled buyer is noted on their line shard (at the join when the sale is
 /// open, else at the first poll that shows one: here after a pause), and the leader carries it
 /// into the sale's `wt` at the start of its next tick, before that tick's admissions read it.
-/// A buyer who leaves takes their shard's wait for an ETA with them.
+/// A buyer who leaves takes their shard's wait for an ETA and their report entry with them.
 #[tokio::test]
 async fn a_spread_lines_first_etas_reach_the_report_before_the_admissions() -> anyhow::Result<()> {
     use dropline_waitroom::line::tick::run;
@@ -2586,8 +2586,10 @@ async fn a_spread_lines_first_etas_reach_the_report_before_the_admissions() -> a
     // One who leaves takes the wait along.
     let gone = UserId::new_v7();
     sale.join(gone).await?;
+    assert!(entry(gone).await?.is_some());
     assert!(sale.queue.leave(gone).await?);
     assert_eq!(noted_on_shard(gone).await?, (false, None));
+    assert_eq!(entry(gone).await?, None, "the report's entry goes too");
     // The tick after the pause carried the open buyers' ETAs into wt.
     for user in &open {
         let e = entry(*user).await?.context("an entry")?;
