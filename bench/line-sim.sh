@@ -60,7 +60,8 @@ buyers="${BUYERS:-1000000}" stock="${STOCK:-${BUYERS:-1000000}}" admit="${ADMIT:
 open_in="${OPEN_IN:-15}"
 cluster="${LINE_CLUSTER:-0}" shards="${LINE_SHARDS:-1}"
 [[ "${cluster}" =~ ^[01]$ ]] || dl_die "LINE_CLUSTER is 0 or 1, not ${cluster}"
-[[ "${shards}" =~ ^[0-9]+$ ]] || dl_die "bad LINE_SHARDS: ${shards}"
+[[ "${shards}" =~ ^[0-9]+$ ]] && ((shards >= 1 && shards <= 64)) \
+    || dl_die "LINE_SHARDS is 1 to 64 (the admin API's line_shards), not ${shards}"
 if [[ "${cluster}" == 0 && "${shards}" != 1 ]]; then
     dl_die "LINE_SHARDS=${shards} needs LINE_CLUSTER=1 (on one Redis every shard is the same core)"
 fi

@@ -56,9 +56,9 @@
 -- KEYS[12] wdl (zset, draw sales: open wins without an order, user -> claim deadline ms)
 -- KEYS[13] wod (hash, draw sales: ordered wins not settled yet, user -> order id text)
 -- KEYS[14] drw (hash, draw sales: the draw's counters; reserved = units held for open wins)
+--          (KEYS 11-14 are read only for a draw sale)
 -- KEYS[15] admch (set: buyers whose admission an order changed, for a spread line's copies
 --          of adm: adm_changed in lib/prelude.lua)
---          (KEYS 11-14 are read only for a draw sale)
 -- ARGV[1]  order id, UUID text (new; an order hash that already exists is an error)
 -- ARGV[2]  user id, 16 raw bytes
 -- ARGV[3]  quantity, integer in 1..10^9

@@ -12,6 +12,11 @@
 -- KEYS[5]  rep (hash: the report's totals; left counts places removed from q or skip)
 -- ARGV[1]  user id, 16 raw bytes
 --
+-- On a line shard of a spread line (waitroom/src/queue.rs, leave) the same script runs over the
+-- shard's keys: KEYS[1] its q, KEYS[2] its ladm (the copy of an admission, or a place a tick
+-- took and has not settled), KEYS[3] its qskip, KEYS[4] its lwt (a sampled buyer's wait for a
+-- first ETA) and KEYS[5] its lmeta (left, folded into the sale's rep by the next tick).
+--
 -- Returns  1 when the call removed a place or an admission, 0 when there was nothing to remove.
 local in_line = redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[3], ARGV[1])
 local removed = in_line + redis.call('ZREM', KEYS[2], ARGV[1])

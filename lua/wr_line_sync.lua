@@ -8,7 +8,8 @@
 -- says, one tick late.
 --
 -- Only a settled copy (deadline > 0) follows: a pending entry (below 0) is a place a tick took
--- and has not settled, which the settle writes from adm itself, and a buyer without a copy
+-- and has not settled, which the settle writes with the deadline the commit wrote into adm,
+-- and a buyer without a copy
 -- (left, or admitted before the line was spread) gets none made here.
 --
 -- KEYS[1]  ladm of the line shard (zset: user -> admission deadline ms; below 0: pending)
