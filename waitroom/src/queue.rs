@@ -966,8 +966,16 @@ impl WaitQueue {
                 .with_context(|| format!("leaving the line shard {}", shard.q))?;
             from_line = removed == 1;
             if from_line {
-                // The report's entry is on the sale's slot, and wr_leave.lua there removes it
-                // only with a place in the sale's own q, which a spread line never has.
+                // A first ETA noted on the shard and not yet folded goes too (a quick rejoin
+                // would otherwise get it). The report's entry is on the sale's slot, and
+                // wr_leave.lua there removes it only with a place in the sale's own q, which a
+                // spread line never has.
+                let _: i64 = self
+                    .redis
+                    .pool()
+                    .hdel(&shard.eta_noted, &member(user)[..])
+                    .await
+                    .context("removing a spread line leaver's noted ETA")?;
                 let _: i64 = self
                     .redis
                     .pool()

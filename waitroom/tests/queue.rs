@@ -2577,6 +2577,13 @@ async fn a_spread_lines_first_etas_reach_the_report_before_the_admissions() -> a
         let joined = entry(*user).await?.context("sampled on the sale's slot")?;
         assert!(!joined.contains(':'), "not carried yet: {joined}");
     }
+    // One who leaves before the next tick takes the noted ETA along.
+    let quick = UserId::new_v7();
+    sale.join(quick).await?;
+    assert!(noted_on_shard(quick).await?.1.is_some());
+    assert!(sale.queue.leave(quick).await?);
+    assert_eq!(noted_on_shard(quick).await?, (false, None));
+    assert_eq!(entry(quick).await?, None);
     // Paused: no ETA is shown, so none is noted; the buyer waits for one on the shard.
     sale.set_cfg("paused", 1).await?;
     run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;

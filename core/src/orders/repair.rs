@@ -259,7 +259,10 @@ pub async fn end_spent_admissions(orders: &Orders, mysql: &MySqlPool) -> anyhow:
         .await
         .with_context(|| format!("ending spent admissions of sale {sale}"))?;
     if removed > 0 {
-        note_admission_changes(orders, &spent).await?;
+        // For a spread line's copies only (the waiting page): the admissions are ended anyway.
+        if let Err(error) = note_admission_changes(orders, &spent).await {
+            tracing::warn!(sale = %sale, error = format!("{error:#}"), "noting ended admissions for the line's shards failed");
+        }
         metrics::counter!("dropline_stock_repair_admissions_ended_total")
             .increment(u64::try_from(removed).unwrap_or(0));
         tracing::warn!(

@@ -567,8 +567,11 @@ pub async fn run(
     let shards = line.all();
     let want = usize::try_from(params.want).unwrap_or(usize::MAX);
     // The shards' counters and first ETAs, before anyone is admitted: an admission reads its
-    // buyer's first ETA from the sale's wt.
-    fold(redis, sale, line).await?;
+    // buyer's first ETA from the sale's wt. Report figures only: a failure is logged and the
+    // tick admits all the same.
+    if let Err(error) = fold(redis, sale, line).await {
+        tracing::warn!(sale = %sale.base(), error = format!("{error:#}"), "folding a spread line's counters failed");
+    }
     // What an earlier tick took and did not settle, lowest score first across the shards.
     let left = try_join_all(shards.iter().map(|keys| pending(redis, keys, want))).await?;
     let mut admitted = 0;
@@ -714,18 +717,21 @@ pub enum Room {
     Report,
 }
 
-/// The most first ETAs one fold takes from a shard: the moment a scheduled sale opens, every
-/// sampled buyer's first poll notes one at once (the sample is at most some tens of thousands
-/// over all the shards), and they reach the report over a few ticks instead of one long one.
+/// The most first ETAs one fold takes, over all the shards (each gets its share, at least 64):
+/// the moment a scheduled sale opens, every sampled buyer's first poll notes one at once (the
+/// sample is at most some tens of thousands), and they reach the report over a few ticks
+/// instead of one long one.
 pub const ETAS_PER_FOLD: usize = 4096;
 
 /// Takes every shard's own counters ([`SHARD_COUNTERS`], `lua/wr_line_fold.lua`) and adds them
 /// to the sale's `wr` or `rep`, where `/stats`, the control room and the report read them; and
-/// the first ETAs the shards noted for sampled buyers (up to [`ETAS_PER_FOLD`] a shard), which
+/// the first ETAs the shards noted for sampled buyers (up to [`ETAS_PER_FOLD`] in all), which
 /// go into the sale's `wt` entries (`lua/wr_line_note.lua`), where an admission reads them.
 /// Returns the sums, in [`SHARD_COUNTERS`]' order.
 pub async fn fold(redis: &Redis, sale: &SaleKeys, line: &LineShards) -> anyhow::Result<[u64; 4]> {
-    let mut args: Vec<String> = vec![ETAS_PER_FOLD.to_string()];
+    // ETAS_PER_FOLD over all the shards: one note call on the sale's slot stays bounded.
+    let per_shard = (ETAS_PER_FOLD / line.all().len().max(1)).max(64);
+    let mut args: Vec<String> = vec![per_shard.to_string()];
     args.extend(SHARD_COUNTERS.iter().map(|(field, _)| (*field).to_owned()));
     let taken = try_join_all(line.all().iter().map(|keys| {
         let args = args.clone();
