@@ -35,6 +35,11 @@ dl_cluster_start() {
         if _dl_tcp_open 127.0.0.1 "${port}"; then
             dl_die "port ${port} is taken; choose other cluster ports"
         fi
+        # A node also listens on its cluster bus, port + 10000; a taken bus port would fail
+        # that node after its neighbours started.
+        if _dl_tcp_open 127.0.0.1 "$((port + 10000))"; then
+            dl_die "port $((port + 10000)) (the cluster bus of ${port}) is taken; choose other cluster ports"
+        fi
         ports+=("${port}")
     done
     DL_CLUSTER_PORTS=("${ports[@]}")

@@ -2230,6 +2230,22 @@ async fn a_shard_whose_last_place_is_a_checkpoint_is_read_once() -> anyhow::Resu
     env.cleanup().await
 }
 
+/// Step 4 by hand for one waiting place: takes it with the score its shard's `q` holds now.
+/// A poll rewrites the place's last-seen stamp when the second turns, so the score of the
+/// arrival may be stale by the time a test takes it (a take with a stale score takes nothing,
+/// as a tick's must). Fails unless the place was taken.
+async fn take_as_it_stands(redis: &Redis, line: &LineShards, user: UserId) -> anyhow::Result<f64> {
+    let keys = line.keys_of(user);
+    let score: Option<f64> = redis
+        .pool()
+        .zscore(&keys.q, user.as_bytes().to_vec())
+        .await?;
+    let score = score.context("the place is waiting in its shard's q")?;
+    let taken = dropline_waitroom::line::tick::take(redis, keys, &[(user, score)]).await?;
+    anyhow::ensure!(taken == [user], "the place was not taken: {taken:?}");
+    Ok(score)
+}
+
 /// A spread line's places in arrival order (keys 2^32 + n for arrivals n = 1, 2, … after the
 /// opening, all live now, the sale's `qseq` at the last), each in its shard's `q`; returns the
 /// users, first in line first.
@@ -2263,7 +2279,7 @@ async fn spread_arrivals(
 #[tokio::test]
 async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_late()
 -> anyhow::Result<()> {
-    use dropline_waitroom::line::tick::{run, take};
+    use dropline_waitroom::line::tick::run;
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
@@ -2327,12 +2343,7 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
     );
 
     // A place a tick took and has not settled waits at the head, and stays taken.
-    take(
-        &redis,
-        line.keys_of(users[30]),
-        &[(users[30], places[30].1)],
-    )
-    .await?;
+    let taken_score = take_as_it_stands(&redis, &line, users[30]).await?;
     for _ in 0..3 {
         assert_eq!(sale.place(users[30]).await?, Place::Waiting { position: 1 });
     }
@@ -2343,7 +2354,7 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
             users[30].as_bytes().to_vec(),
         )
         .await?;
-    assert_eq!(pending, Some(-places[30].1));
+    assert_eq!(pending, Some(-taken_score));
 
     // A new notice and the sale selling out reach the polls with the next tick.
     sale.set_cfg("notice", "ten left").await?;
@@ -2717,7 +2728,7 @@ async fn a_spread_lines_poll_judges_the_opening_itself_and_its_returns_reach_the
 #[tokio::test]
 async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admission_from_the_sale()
 -> anyhow::Result<()> {
-    use dropline_waitroom::line::tick::{run, take};
+    use dropline_waitroom::line::tick::run;
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
@@ -2734,7 +2745,7 @@ async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admissio
     .await?;
     assert_eq!(tick.admitted, 30, "{tick:?}");
     let (admitted, taken, waiting) = (places[0], places[30], places[35]);
-    take(&redis, line.keys_of(taken.0), &[taken]).await?;
+    take_as_it_stands(&redis, &line, taken.0).await?;
 
     for (user, _) in [admitted, taken, waiting] {
         assert!(sale.queue.leave(user).await?, "the first leave removes");
