@@ -40,8 +40,8 @@
 -- ARGV[2..] user ids, 16 raw bytes each (at least one), all of this shard
 --
 -- Returns  wr_status.lua's reply: {opens_at_ms, now_ms, paused, admit_per_second, free,
---          limited_rate_milli, notice, groups, row_1, ..., row_n}, rows
---          "state position deadline_ms queue_length group_rank"; or {'not_found'} when the
+--          limited_rate_milli, notice, groups, then five integers per user: state,
+--          position, deadline_ms, queue_length, group_rank}; or {'not_found'} when the
 --          sale is not armed or nothing was published to this shard yet (the leader's first
 --          tick of an armed sale publishes, within one tick).
 
@@ -66,8 +66,10 @@ local all, own = m[11] or '', m[12] or ''
 local seq, public = num(m[13]), public_rank(m[7])
 local grace_ms = num(ARGV[1])
 
+local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or ''}
+
 local function reply(st, position, deadline, rank)
-  return status_row(st, position, deadline, qlen, rank)
+  status_push(out, st, position, deadline, qlen, rank)
 end
 
 local function lost()
@@ -114,8 +116,7 @@ local function one(user)
   return reply('waiting', position, 0, group_rank(score))
 end
 
-local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or ''}
 for i = 2, #ARGV do
-  out[i + 7] = one(ARGV[i])
+  one(ARGV[i])
 end
 return out

@@ -26,12 +26,13 @@
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
 -- Returns  {opens_at_ms, now_ms, paused, admit_per_second, free, limited_rate_milli, notice,
---           groups, row_1, ..., row_n},
---          or {'not_found'} when the sale is not armed. One row per user, in ARGV order, each a
---          string "state position deadline_ms queue_length group_rank" (space-separated). A batch answers
---          hundreds of polls: with ten RESP values per user, encoding and decoding the reply
---          cost more than the lookups, so what is the same for the whole batch is sent once.
---   state     scheduled | waiting | admitted | sold_out | closed | none
+--           groups, then per user: state, position, deadline_ms, queue_length, group_rank},
+--          or {'not_found'} when the sale is not armed. Five integers per user, in ARGV order
+--          (status_push in lib/prelude.lua). A batch answers hundreds of polls: with ten RESP
+--          values per user, encoding and decoding the reply cost more than the lookups, so
+--          what is the same for the whole batch is sent once.
+--   state     the code of scheduled | waiting | admitted | sold_out | closed | none
+--             (STATUS_CODE in lib/prelude.lua: 1, 2, 3, 4, 5, 0)
 --             none: not in the queue and not admitted (never joined, left, abandoned, or the
 --             admission lapsed): the client has to join again
 --             sold_out and closed go to every user, admitted ones included; a waiting
@@ -65,8 +66,10 @@ local grace_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
+local out = {opens_at, now, paused, rate}
+
 local function reply(st, position, deadline, rank)
-  return status_row(st, position, deadline, qlen, rank)
+  status_push(out, st, position, deadline, qlen, rank)
 end
 
 -- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:
@@ -79,6 +82,7 @@ local function lost()
 end
 
 local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
+out[5], out[6], out[7], out[8] = free, limited, c[6] or '', c[7] or ''
 
 local function one(user)
   if state == 'closed' then
@@ -113,8 +117,7 @@ local function one(user)
   return reply('waiting', position, 0, group_rank(score))
 end
 
-local out = {opens_at, now, paused, rate, free, limited, c[6] or '', c[7] or ''}
 for i = 2, #ARGV do
-  out[i + 7] = one(ARGV[i])
+  one(ARGV[i])
 end
 return out

@@ -1223,18 +1223,7 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
     assert!(o.reserve(&request(user, 0, "zero")).await.is_err());
     // The script itself, with quantities the typed wrapper cannot express.
     let order = OrderId::new_v7();
-    let keys = vec![
-        o.keys().cfg.clone(),
-        o.keys().avail.clone(),
-        o.keys().held.clone(),
-        o.keys().adm.clone(),
-        o.keys().holds.clone(),
-        o.user_key(user),
-        o.order_key(order),
-        o.hold_key(order),
-        o.idempotency_key(user, "raw"),
-        o.keys().events.clone(),
-    ];
+    let keys = o.reserve_keys(user, order, "raw");
     for qty in ["-1", "1.5", "abc", "", "0"] {
         let args = vec![
             Value::from(order.to_string()),
@@ -1269,16 +1258,7 @@ async fn malformed_arguments_are_errors_and_write_nothing() -> anyhow::Result<()
         Value::from("refunded"),
         Value::from(&held.user.as_bytes()[..]),
     ];
-    let release_keys = vec![
-        o.order_key(held.id),
-        o.hold_key(held.id),
-        o.keys().holds.clone(),
-        o.keys().avail.clone(),
-        o.keys().held.clone(),
-        o.user_key(held.user),
-        o.keys().adm.clone(),
-        o.keys().events.clone(),
-    ];
+    let release_keys = o.release_keys(held.id, held.user);
     let r: anyhow::Result<Value> = scripts::RELEASE
         .run(&redis, release_keys.clone(), args)
         .await;

@@ -605,8 +605,18 @@ local function line_since(q, score, seq, public)
   return math.max(0, since - held)
 end
 
--- One user's row of a poll's reply (wr_status.lua, wr_line_status.lua; the edge's status_row
--- reads it): "state position deadline_ms queue_length group_rank", rank -1 without a place.
-local function status_row(st, position, deadline, qlen, rank)
-  return st .. ' ' .. position .. ' ' .. fmt(deadline) .. ' ' .. qlen .. ' ' .. (rank or -1)
+-- One user's answer in a poll's reply (wr_status.lua, wr_line_status.lua; the edge's
+-- status_reply reads it): five integers appended to the reply `out`, the state's code
+-- (STATUS_CODE), position, deadline_ms, queue_length and group rank (-1 without a place).
+-- Integers, not a text row per user: Lua makes every string it builds (sprintf of each number,
+-- then interning), which cost a sixth of the whole script at a batch of 48 (BENCHMARKS.md
+-- "status-profile", 2026-12-05), while Redis writes a number into the reply as it is.
+local STATUS_CODE = {none = 0, scheduled = 1, waiting = 2, admitted = 3, sold_out = 4, closed = 5}
+local function status_push(out, st, position, deadline, qlen, rank)
+  local n = #out
+  out[n + 1] = STATUS_CODE[st]
+  out[n + 2] = position
+  out[n + 3] = deadline
+  out[n + 4] = qlen
+  out[n + 5] = rank or -1
 end

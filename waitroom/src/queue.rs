@@ -1116,7 +1116,7 @@ fn status_reply(
         return Ok(vec![None; users]);
     }
     anyhow::ensure!(
-        items.len() == STATUS_HEADER + users,
+        items.len() == STATUS_HEADER + STATUS_FIELDS * users,
         "{script}: {} items for {} users",
         items.len(),
         users
@@ -1141,12 +1141,12 @@ fn status_reply(
     };
     let groups = Groups::new(&header.text(7)?);
     items
-        .map(|row| {
-            let row = row
-                .as_bytes_str()
-                .with_context(|| format!("{script}: a row is not a string"))?;
-            let (place, queue_length, rank) =
-                status_row(&row).with_context(|| format!("{script}: malformed row `{row}`"))?;
+        .as_slice()
+        .chunks_exact(STATUS_FIELDS)
+        .enumerate()
+        .map(|(i, fields)| {
+            let (place, queue_length, rank) = status_fields(fields)
+                .with_context(|| format!("{script}: malformed answer {i}: {fields:?}"))?;
             Ok(Some(Status {
                 place,
                 queue_length,
@@ -1159,6 +1159,8 @@ fn status_reply(
 
 /// The sale-wide values at the head of a wr_status reply.
 const STATUS_HEADER: usize = 8;
+/// The integers of each user's answer after the header (`status_push` in `lua/lib/prelude.lua`).
+const STATUS_FIELDS: usize = 5;
 
 /// A sale's priority groups as the scripts answer them (`cfg.groups`), to name a group rank.
 /// `public` is made once per reply, not once per row.
@@ -1190,26 +1192,32 @@ impl Groups {
     }
 }
 
-/// One user's row of a wr_status reply, `"state position deadline_ms queue_length group_rank"`:
-/// the place, the queue length after this user's poll and the place's group rank.
-fn status_row(row: &str) -> anyhow::Result<(Place, u64, i64)> {
-    let mut fields = row.split(' ');
-    let mut next = || fields.next().context("too few fields");
-    let state = next()?;
-    let position: u64 = next()?.parse()?;
-    let deadline_ms: u64 = next()?.parse()?;
-    let queue_length: u64 = next()?.parse()?;
-    let rank: i64 = next()?.parse()?;
-    let place = match state {
-        "scheduled" => Place::Scheduled,
-        "waiting" => Place::Waiting { position },
-        "admitted" => Place::Admitted { deadline_ms },
-        "sold_out" => Place::SoldOut,
-        "closed" => Place::Closed,
-        "none" => Place::NotQueued,
-        other => anyhow::bail!("unknown state `{other}`"),
+/// One user's answer in a wr_status reply, five integers (`status_push` in
+/// `lua/lib/prelude.lua`): the state's code, position, deadline_ms, queue_length and group
+/// rank. Returns the place, the queue length after this user's poll and the place's group rank.
+fn status_fields(fields: &[Value]) -> anyhow::Result<(Place, u64, i64)> {
+    let int = |i: usize| -> anyhow::Result<i64> {
+        fields
+            .get(i)
+            .and_then(Value::as_i64)
+            .with_context(|| format!("field {i} is not an integer"))
     };
-    Ok((place, queue_length, rank))
+    let uint = |i: usize| -> anyhow::Result<u64> {
+        let n = int(i)?;
+        u64::try_from(n).with_context(|| format!("field {i} is negative ({n})"))
+    };
+    let place = match int(0)? {
+        0 => Place::NotQueued,
+        1 => Place::Scheduled,
+        2 => Place::Waiting { position: uint(1)? },
+        3 => Place::Admitted {
+            deadline_ms: uint(2)?,
+        },
+        4 => Place::SoldOut,
+        5 => Place::Closed,
+        other => anyhow::bail!("unknown state code {other}"),
+    };
+    Ok((place, uint(3)?, int(4)?))
 }
 
 /// One call of `lua/wr_reap.lua` on `[q, adm, wr, skip]`: a sale's own line, or one line shard
@@ -1393,5 +1401,86 @@ impl Reply {
             notice: self.notice(11)?,
             group: Groups::new(&self.text(12)?).name(self.int(13)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(values: &[i64]) -> Vec<Value> {
+        values.iter().map(|&n| Value::Integer(n)).collect()
+    }
+
+    /// The reply of `wr_status.lua` with `answers` after a header: paused, rate 100, a notice,
+    /// one priority group.
+    fn reply(answers: &[i64]) -> Value {
+        let mut items = ints(&[1_000, 2_000, 1, 100, 7, -1]);
+        items.push(Value::from("doors at eight"));
+        items.push(Value::from("vip"));
+        items.extend(ints(answers));
+        Value::Array(items)
+    }
+
+    #[test]
+    fn each_users_five_integers_are_read_in_order() -> anyhow::Result<()> {
+        let answers = status_reply(
+            reply(&[2, 3, 0, 40, 1, 3, 0, 9_000, 40, -1, 0, 0, 0, 39, -1]),
+            3,
+            "wr_status",
+        )?;
+        let answers: Vec<Status> = answers.into_iter().flatten().collect();
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0].place, Place::Waiting { position: 3 });
+        assert_eq!(answers[0].group.as_deref(), Some("public"));
+        assert_eq!(answers[1].place, Place::Admitted { deadline_ms: 9_000 });
+        assert_eq!(answers[1].group, None);
+        assert_eq!(answers[2].place, Place::NotQueued);
+        assert_eq!(answers[2].queue_length, 39);
+        for answer in &answers {
+            assert!(answer.paused);
+            assert_eq!(answer.notice.as_deref(), Some("doors at eight"));
+            assert_eq!((answer.admit_per_second, answer.free), (100, 7));
+            assert_eq!(answer.limited_rate_milli, None);
+        }
+        let states: Vec<Place> = [1, 4, 5]
+            .iter()
+            .map(|&code| status_fields(&ints(&[code, 0, 0, 0, 0])).map(|f| f.0))
+            .collect::<anyhow::Result<_>>()?;
+        assert_eq!(states, [Place::Scheduled, Place::SoldOut, Place::Closed]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_short_or_malformed_answer_is_an_error_naming_the_script() {
+        for (answers, users) in [
+            (vec![2, 3, 0, 40], 1),
+            (vec![2, 3, 0, 40, 1, 2], 1),
+            (vec![6, 0, 0, 0, -1], 1),
+            (vec![2, -3, 0, 40, 1], 1),
+            (vec![2, 3, 0, -40, 1], 1),
+        ] {
+            let err = status_reply(reply(&answers), users, "wr_status")
+                .err()
+                .map(|e| format!("{e:#}"));
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("wr_status")),
+                "{answers:?}: {err:?}"
+            );
+        }
+        let text = status_reply(
+            {
+                let Value::Array(mut items) = reply(&[]) else {
+                    unreachable!("reply() is an array")
+                };
+                items.extend([Value::from("waiting 3 0 40 1")]);
+                Value::Array(items)
+            },
+            1,
+            "wr_line_status",
+        );
+        assert!(text.is_err());
+        let not_found = status_reply(Value::Array(vec![Value::from("not_found")]), 2, "wr_status");
+        assert!(matches!(not_found.as_deref(), Ok([None, None])));
     }
 }

@@ -410,6 +410,46 @@ impl Orders {
         &self.layout
     }
 
+    /// `lua/reserve.lua`'s KEYS for `user`'s new `order` under `idempotency_key`, in its
+    /// header's order (public so that tests can call the script with input the typed
+    /// [`Orders::reserve`] refuses).
+    pub fn reserve_keys(&self, user: UserId, order: OrderId, idempotency_key: &str) -> Vec<String> {
+        let k = &self.keys;
+        vec![
+            k.cfg.clone(),
+            k.avail.clone(),
+            k.held.clone(),
+            k.adm.clone(),
+            k.holds.clone(),
+            self.user_key(user),
+            self.order_key(order),
+            self.hold_key(order),
+            self.idempotency_key(user, idempotency_key),
+            k.events.clone(),
+            self.layout.wins(),
+            self.layout.open_wins(),
+            self.layout.ordered_wins(),
+            self.layout.draw_counters(),
+            k.admch.clone(),
+        ]
+    }
+
+    /// `lua/release.lua`'s KEYS for `order` of `user`, in its header's order.
+    pub fn release_keys(&self, order: OrderId, user: UserId) -> Vec<String> {
+        let k = &self.keys;
+        vec![
+            self.order_key(order),
+            self.hold_key(order),
+            k.holds.clone(),
+            k.avail.clone(),
+            k.held.clone(),
+            self.user_key(user),
+            k.adm.clone(),
+            k.events.clone(),
+            k.admch.clone(),
+        ]
+    }
+
     /// The fingerprint stored with an idempotency key: the request's sale and quantity.
     pub fn fingerprint(&self, quantity: u32) -> String {
         format!("{}:{quantity}", self.sale)
@@ -445,24 +485,7 @@ impl Orders {
             "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes, got {}",
             key.len()
         );
-        let k = &self.keys;
-        let keys = vec![
-            k.cfg.clone(),
-            k.avail.clone(),
-            k.held.clone(),
-            k.adm.clone(),
-            k.holds.clone(),
-            self.user_key(request.user),
-            self.order_key(request.order),
-            self.hold_key(request.order),
-            self.idempotency_key(request.user, key),
-            k.events.clone(),
-            self.layout.wins(),
-            self.layout.open_wins(),
-            self.layout.ordered_wins(),
-            self.layout.draw_counters(),
-            k.admch.clone(),
-        ];
+        let keys = self.reserve_keys(request.user, request.order, key);
         let args = vec![
             Value::from(request.order.to_string()),
             Value::from(&request.user.as_bytes()[..]),
@@ -600,18 +623,7 @@ impl Orders {
             None | Some(Value::Null) => return Ok(Transition::NotFound),
             Some(v) => user_id(&v).with_context(|| format!("order {order}: field user"))?,
         };
-        let k = &self.keys;
-        let keys = vec![
-            self.order_key(order),
-            self.hold_key(order),
-            k.holds.clone(),
-            k.avail.clone(),
-            k.held.clone(),
-            self.user_key(user),
-            k.adm.clone(),
-            k.events.clone(),
-            k.admch.clone(),
-        ];
+        let keys = self.release_keys(order, user);
         let args = vec![
             Value::from(order.to_string()),
             Value::from(target.as_str()),
