@@ -6,7 +6,11 @@
 -- tick_at (and resumed_at after a gap) and notes sold_out_at. It also takes the order side's
 -- notes of changed admissions (admch, adm_changed in lib/prelude.lua) for the shards' copies
 -- (wr_line_sync.lua), and keeps admch's mark '' in it, which is what lets the order scripts
--- note them: a sale on one shard never has an admch.
+-- note them: a sale on one shard never has an admch. The notes taken wait in admchf until the
+-- leader has carried them into every shard and deleted it (line::tick::sync); while admchf
+-- holds some, a tick takes those again (with each buyer's deadline as it is now) and no new
+-- ones, so a leader that dies between the two loses none. A note made after the take is a new
+-- member of admch, carried by a later tick: each buyer's copy ends at adm's latest deadline.
 --
 -- KEYS[1]  cfg hash (opens_at, closes_at, paused, closed, max_active, per_user_limit,
 --          admit_per_second, notice, groups)
@@ -18,6 +22,7 @@
 -- KEYS[6]  rep hash (sold_out_at)
 -- KEYS[7]  qseq (the line's arrival counter, wr_join.lua's KEYS[6]; read only)
 -- KEYS[8]  admch (set: buyers whose admission an order changed, and the mark '')
+-- KEYS[9]  admchf (set: the notes taken and not yet carried into the shards)
 -- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms
 -- ARGV[3]  units each admitted buyer may claim (0 = cfg.per_user_limit)
@@ -55,11 +60,18 @@ if not c[1] then
   return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1, 0, {}}
 end
 local changes = {}
-for _, user in ipairs(redis.call('SPOP', KEYS[8], math.max(0, math.floor(num(ARGV[7]))))) do
-  if user ~= '' then
-    changes[#changes + 1] = user
-    changes[#changes + 1] = num(redis.call('ZSCORE', KEYS[4], user))
+local taken = redis.call('SMEMBERS', KEYS[9])
+if #taken == 0 then
+  for _, user in ipairs(redis.call('SPOP', KEYS[8], math.max(0, math.floor(num(ARGV[7]))))) do
+    if user ~= '' then
+      taken[#taken + 1] = user
+      redis.call('SADD', KEYS[9], user)
+    end
   end
+end
+for _, user in ipairs(taken) do
+  changes[#changes + 1] = user
+  changes[#changes + 1] = num(redis.call('ZSCORE', KEYS[4], user))
 end
 redis.call('SADD', KEYS[8], '')
 local groups = public_rank(c[7])

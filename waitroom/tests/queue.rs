@@ -2383,14 +2383,15 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
 /// lengthens the admission, a cancelled order and a paid one that end it. Before that tick the
 /// copy still says what the tick wrote (the documented lag of one tick); a buyer whose order
 /// ended the admission and who is admitted again in the next tick keeps the new admission; the
-/// notes are taken once. A sale on one shard keeps no `admch` at all. On the cluster the order
+/// notes are taken once; notes taken by a leader that died before carrying them are carried by
+/// the next tick (`admchf`). A sale on one shard keeps no `admch` at all. On the cluster the order
 /// scripts note on the sale's slot and the copies change on their own shards.
 #[tokio::test]
 async fn an_orders_change_of_an_admission_reaches_the_spread_lines_copy_with_the_next_tick()
 -> anyhow::Result<()> {
     use dropline_core::ids::OrderId;
     use dropline_core::orders::{Orders, ReserveOutcome, ReserveRequest, Target};
-    use dropline_waitroom::line::tick::run;
+    use dropline_waitroom::line::tick::{budget, run};
 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
@@ -2502,9 +2503,54 @@ async fn an_orders_change_of_an_admission_reaches_the_spread_lines_copy_with_the
             deadline_ms: readmitted
         }
     );
-    // The notes were taken once: admch keeps the mark alone.
+    // The notes were taken once: admch keeps the mark alone, and none wait to be carried.
     let notes: Vec<Vec<u8>> = redis.pool().smembers(sale_keys.admission_changes()).await?;
     assert_eq!(notes, vec![Vec::<u8>::new()]);
+    let waiting: bool = redis
+        .pool()
+        .exists(sale_keys.admission_changes_taken())
+        .await?;
+    assert!(!waiting);
+
+    // A leader that took the notes (step 1) and died before carrying them loses none: the next
+    // tick carries them, with the admission as adm has it by then.
+    let order = OrderId::new_v7();
+    let outcome = orders
+        .reserve(&ReserveRequest {
+            order,
+            user: users[3],
+            quantity: 1,
+            idempotency_key: format!("k-{order}"),
+        })
+        .await?;
+    assert!(matches!(outcome, ReserveOutcome::Created(_)), "{outcome:?}");
+    assert!(
+        orders
+            .begin_payment(order, Duration::from_secs(7_200))
+            .await?
+            .applied()
+    );
+    let paying_again = admission(users[3]).await?.context("still admitted")?;
+    assert!(paying_again > readmitted + 3_600_000, "{paying_again}");
+    budget(&redis, &sale_keys, &spread_tick_params()).await?;
+    assert_eq!(
+        sale.place(users[3]).await?,
+        Place::Admitted {
+            deadline_ms: readmitted
+        }
+    );
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+    assert_eq!(
+        sale.place(users[3]).await?,
+        Place::Admitted {
+            deadline_ms: paying_again
+        }
+    );
+    let waiting: bool = redis
+        .pool()
+        .exists(sale_keys.admission_changes_taken())
+        .await?;
+    assert!(!waiting);
 
     // A sale on one shard: the same orders leave no admch behind.
     let plain = Sale::arm(&redis, SaleSpec::default()).await?;

@@ -160,6 +160,13 @@ impl SaleKeys {
         self.named("admch")
     }
 
+    /// `admchf`, the `admch` notes a tick took and has not yet carried into the line shards
+    /// (`lua/wr_line_budget.lua`): the leader deletes it once every shard has them, so a leader
+    /// that dies in between leaves them to the next tick instead of losing them.
+    pub fn admission_changes_taken(&self) -> String {
+        self.named("admchf")
+    }
+
     /// `alerted:sold_out`, the sold-out alert's flag.
     pub fn sold_out_alerted(&self) -> String {
         self.named("alerted:sold_out")

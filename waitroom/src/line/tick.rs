@@ -24,7 +24,7 @@ use anyhow::Context;
 use dropline_core::clients::redis::Redis;
 use dropline_core::ids::UserId;
 use dropline_core::sale::keys::{LineKeys, LineShards, SaleKeys};
-use fred::interfaces::{HashesInterface, SortedSetsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::types::Value;
 use futures_util::future::try_join_all;
 use std::collections::HashSet;
@@ -240,6 +240,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
                 sale.report(),
                 sale.queue_seq(),
                 sale.admission_changes(),
+                sale.admission_changes_taken(),
             ],
             vec![
                 params.want.to_string(),
@@ -328,12 +329,17 @@ pub const SYNC_PER_TICK: usize = 1024;
 /// ([`Budget::changes`]) written into the shard's copies (`lua/wr_line_sync.lua`: a settled
 /// copy takes the new deadline or goes; a pending one is left to step 6). Before this tick's
 /// own steps 4 to 6, so a buyer whose order ended an admission and who is admitted again in
-/// this tick keeps the new copy.
+/// this tick keeps the new copy. Then the notes are done (`admchf` deleted); a failure before
+/// that leaves them to the next tick, which carries them again.
 pub async fn sync(
     redis: &Redis,
+    sale: &SaleKeys,
     line: &LineShards,
     changes: &[(UserId, i64)],
 ) -> anyhow::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
     try_join_all(line.all().iter().enumerate().map(|(index, keys)| {
         let mut args: Vec<Vec<u8>> = Vec::new();
         for (user, deadline) in changes {
@@ -354,6 +360,12 @@ pub async fn sync(
         }
     }))
     .await?;
+    // Every shard has them: the notes are done (until now a next tick would take them again).
+    let _: i64 = redis
+        .pool()
+        .del(sale.admission_changes_taken())
+        .await
+        .context("deleting the carried admission changes (admchf)")?;
     Ok(())
 }
 
@@ -593,7 +605,7 @@ pub async fn run(
     }
 
     let said = budget(redis, sale, params).await?;
-    sync(redis, line, &said.changes).await?;
+    sync(redis, sale, line, &said.changes).await?;
     let mut skipped = 0;
     if said.state == "open" && said.budget > 0 && !held_back {
         let quota = usize::try_from(said.budget).unwrap_or(usize::MAX);
