@@ -10,7 +10,13 @@
 -- KEYS[3]  skip (zset: skipped places, the layout of q)
 -- KEYS[4]  wt (hash: the buyers' report entries; the user's is removed)
 -- KEYS[5]  rep (hash: the report's totals; left counts places removed from q or skip)
+-- KEYS[6]  optional, on a line shard of a spread line: lwte (hash: a first ETA noted and not
+--          yet folded, user -> "<eta>:<at>"), removed with a place or an admission copy, so
+--          a quick rejoin cannot inherit it
 -- ARGV[1]  user id, 16 raw bytes
+-- ARGV[2]  optional, on the sale's slot of a spread line: '1' when the call on the user's
+--          line shard removed something; then the report's entry (KEYS[4]) goes too, which
+--          would otherwise go only with a place in this q, and a spread line has none here
 --
 -- On a line shard of a spread line (waitroom/src/queue.rs, leave) the same script runs over the
 -- shard's keys: KEYS[1] its q, KEYS[2] its ladm (the copy of an admission, or a place a tick
@@ -23,6 +29,11 @@ local removed = in_line + redis.call('ZREM', KEYS[2], ARGV[1])
 if in_line > 0 then
   redis.call('HDEL', KEYS[4], ARGV[1])
   redis.call('HINCRBY', KEYS[5], 'left', 1)
+elseif ARGV[2] == '1' then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
+if removed > 0 and KEYS[6] then
+  redis.call('HDEL', KEYS[6], ARGV[1])
 end
 if removed > 0 then
   return 1

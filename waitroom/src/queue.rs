@@ -946,9 +946,11 @@ impl WaitQueue {
         {
             // The place is on the user's line shard: wr_leave.lua there, with the shard's ladm
             // for adm (a copy, or a place a tick took: not admitted then), its lwt for the
-            // report's entries (a sampled buyer's wait for a first ETA) and its lmeta for the
+            // report's entries (a sampled buyer's wait for a first ETA), its lmeta for the
             // report's totals (`left` is counted in lmeta and folded into the sale's rep by
-            // the next tick). Then the admission on the sale's slot, below.
+            // the next tick) and its lwte (a first ETA noted and not yet folded: a quick
+            // rejoin would otherwise get it). Then the admission on the sale's slot, below,
+            // which also removes the report's entry there when this call removed something.
             let shard = line.keys_of(user);
             let removed: i64 = WR_LEAVE
                 .run(
@@ -959,36 +961,23 @@ impl WaitQueue {
                         &shard.skip,
                         &shard.eta_wait,
                         &shard.meta,
+                        &shard.eta_noted,
                     ],
                     vec![Value::from(&member(user)[..])],
                 )
                 .await
                 .with_context(|| format!("leaving the line shard {}", shard.q))?;
             from_line = removed == 1;
-            if from_line {
-                // A first ETA noted on the shard and not yet folded goes too (a quick rejoin
-                // would otherwise get it). The report's entry is on the sale's slot, and
-                // wr_leave.lua there removes it only with a place in the sale's own q, which a
-                // spread line never has.
-                let _: i64 = self
-                    .redis
-                    .pool()
-                    .hdel(&shard.eta_noted, &member(user)[..])
-                    .await
-                    .context("removing a spread line leaver's noted ETA")?;
-                let _: i64 = self
-                    .redis
-                    .pool()
-                    .hdel(&k.wt, &member(user)[..])
-                    .await
-                    .context("removing a spread line leaver's report entry")?;
-            }
+        }
+        let mut args = vec![Value::from(&member(user)[..])];
+        if from_line {
+            args.push(Value::from("1"));
         }
         let removed: i64 = WR_LEAVE
             .run(
                 &self.redis,
                 vec![&k.q, &k.adm, &k.skip, &k.wt, &k.rep],
-                vec![Value::from(&member(user)[..])],
+                args,
             )
             .await?;
         Ok(from_line || removed == 1)
