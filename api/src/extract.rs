@@ -25,7 +25,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        extract::access_claims(&state.keys, bearer(parts)).map(Self)
+        extract::access_claims(&state.keys, bearer(parts))
+            .await
+            .map(Self)
     }
 }
 

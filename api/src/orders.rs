@@ -32,7 +32,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use dropline_core::auth::tokens::{PassError, TokenError, verify_pass};
+use dropline_core::auth::tokens::{PassError, TokenError, verify_pass_batched};
 use dropline_core::config::{ProviderKind, STRIPE_CURRENCIES};
 use dropline_core::http::Json;
 use dropline_core::http::error::{ApiError, ErrorCode};
@@ -290,9 +290,12 @@ async fn create(
         return Ok((StatusCode::OK, Json(OrderView::from(&order))));
     }
 
-    let admitted = pass_header(&headers).and_then(|pass| {
-        verify_pass(&state.passes, pass, body.sale_id, caller.sub).map_err(pass_refused)
-    });
+    let admitted = match pass_header(&headers) {
+        Ok(pass) => verify_pass_batched(&state.passes, pass, body.sale_id, caller.sub)
+            .await
+            .map_err(pass_refused),
+        Err(missing) => Err(missing),
+    };
     if let Err(refused) = admitted {
         if fresh {
             binding.release(&state).await;

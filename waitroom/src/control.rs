@@ -315,7 +315,7 @@ impl FromRequestParts<Arc<ControlRoom>> for AdminCaller {
         parts: &mut Parts,
         room: &Arc<ControlRoom>,
     ) -> Result<Self, ApiError> {
-        let claims = extract::access_claims(&room.access, extract::bearer(parts))?;
+        let claims = extract::access_claims(&room.access, extract::bearer(parts)).await?;
         if claims.role == Role::Admin {
             Ok(Self)
         } else {

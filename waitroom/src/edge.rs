@@ -717,7 +717,7 @@ async fn join(
     let e = &edge.0;
     let limited = |_: &ApiError| e.refusals.count(sale, Reason::RateLimited);
     e.limits.join_ip.check(&caller.ip).inspect_err(limited)?;
-    let user = extract::access_claims(&e.access, caller.token())?.sub;
+    let user = extract::access_claims(&e.access, caller.token()).await?.sub;
     e.limits.join_user.check(&user).inspect_err(limited)?;
     if draw::is_draw(&edge, sale).await? == Some(true) {
         // Boxed: the draw path's MySQL futures would otherwise size (and so copy) every
@@ -795,7 +795,7 @@ async fn challenge(
 ) -> Result<Response, ApiError> {
     let e = &edge.0;
     e.limits.challenge_ip.check(&caller.ip)?;
-    let user = extract::access_claims(&e.access, caller.token())?.sub;
+    let user = extract::access_claims(&e.access, caller.token()).await?.sub;
     e.limits.challenge_user.check(&user)?;
     let info = e
         .outage

@@ -8,7 +8,12 @@
 //! made) and otherwise hands over to jsonwebtoken's own backend. Everything else — parsing,
 //! the algorithm check, the signature equation, claims validation — is still jsonwebtoken's
 //! and ed25519-dalek's: the verifier calls the same `Verifier::verify` the default one does.
+//!
+//! One exception, [`vouched`]: a signature the batch verifier ([`crate::auth::batch`]) has just
+//! found valid is not checked a second time while jsonwebtoken decodes that very token on the
+//! same thread. Only the exact key, message and signature bytes that were checked are taken.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Once, OnceLock, RwLock};
 
@@ -87,8 +92,57 @@ struct KeptEd25519(VerifyingKey);
 
 impl Verifier<Vec<u8>> for KeptEd25519 {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), SignatureError> {
-        self.0.verify(message, &Signature::from_slice(signature)?)
+        let signature = Signature::from_slice(signature)?;
+        if is_vouched(&self.0, message, &signature) {
+            return Ok(());
+        }
+        self.0.verify(message, &signature)
     }
+}
+
+/// A signature checked valid, for the decode that follows on this thread.
+struct Vouched {
+    key: [u8; 32],
+    message: Vec<u8>,
+    signature: [u8; 64],
+}
+
+thread_local! {
+    static VOUCHED: RefCell<Option<Vouched>> = const { RefCell::new(None) };
+}
+
+/// Runs `decode` (synchronous: nothing else runs on this thread meanwhile) with `signature`
+/// taken as `key`'s valid signature over `message`, which the caller has checked. Cleared when
+/// `decode` returns or unwinds.
+pub(crate) fn vouched<R>(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &Signature,
+    decode: impl FnOnce() -> R,
+) -> R {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            VOUCHED.with(|v| v.borrow_mut().take());
+        }
+    }
+    VOUCHED.with(|v| {
+        *v.borrow_mut() = Some(Vouched {
+            key: key.to_bytes(),
+            message: message.to_vec(),
+            signature: signature.to_bytes(),
+        });
+    });
+    let _clear = Clear;
+    decode()
+}
+
+fn is_vouched(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+    VOUCHED.with(|v| {
+        v.borrow().as_ref().is_some_and(|x| {
+            x.key == key.to_bytes() && x.signature == signature.to_bytes() && x.message == message
+        })
+    })
 }
 
 impl JwtVerifier for KeptEd25519 {
@@ -136,6 +190,44 @@ mod tests {
             fallback
                 .verify(message, &other.sign(message).to_bytes().to_vec())
                 .is_ok()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_vouch_covers_only_its_own_key_message_and_signature_and_only_inside() -> anyhow::Result<()>
+    {
+        use ed25519_dalek::Signer;
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+        let public = signing.verifying_key();
+        let ours = KeptEd25519(public);
+        let message = b"header.payload";
+        // An invalid signature the caller (wrongly) vouches for shows exactly what is skipped.
+        let bent = {
+            let mut b = signing.sign(message).to_bytes();
+            b[5] ^= 1;
+            Signature::from_bytes(&b)
+        };
+        let other_key =
+            KeptEd25519(ed25519_dalek::SigningKey::from_bytes(&[12; 32]).verifying_key());
+        vouched(&public, message, &bent, || {
+            assert!(ours.verify(message, &bent.to_vec()).is_ok());
+            assert!(ours.verify(b"header.payloaD", &bent.to_vec()).is_err());
+            assert!(other_key.verify(message, &bent.to_vec()).is_err());
+            let mut twice = bent.to_bytes();
+            twice[6] ^= 1;
+            assert!(ours.verify(message, &twice.to_vec()).is_err());
+        });
+        assert!(
+            ours.verify(message, &bent.to_vec()).is_err(),
+            "the vouch ends with the call"
+        );
+        let unwound =
+            std::panic::catch_unwind(|| vouched(&public, message, &bent, || panic!("decode")));
+        assert!(unwound.is_err());
+        assert!(
+            ours.verify(message, &bent.to_vec()).is_err(),
+            "and when it unwinds"
         );
         Ok(())
     }

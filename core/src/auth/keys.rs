@@ -58,6 +58,10 @@ impl PublicKey {
         &self.decoding
     }
 
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
     pub fn to_pem(&self) -> anyhow::Result<String> {
         self.key
             .to_public_key_pem(LineEnding::LF)

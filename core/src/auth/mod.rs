@@ -3,6 +3,7 @@
 //! ([`accounts`]).
 
 pub mod accounts;
+pub mod batch;
 pub mod claims;
 pub mod jwt_crypto;
 pub mod keys;

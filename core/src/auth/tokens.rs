@@ -4,10 +4,18 @@
 //! service that checks tokens never holds a secret. Verification pins the algorithm to EdDSA
 //! (an `alg: none` or HMAC token is refused before any key is looked at), picks the key by
 //! `kid`, and checks issuer, audience and expiry.
+//!
+//! The `*_batched` forms are the same checks with the Ed25519 equation answered by the batch
+//! verifier ([`crate::auth::batch`]) together with other requests'; the request paths that
+//! see a new token on most calls (a join, an order's pass, an api call's first use of a
+//! token) use them.
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
+use ed25519_dalek::{Signature, VerifyingKey};
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -74,6 +82,46 @@ pub fn verify<T: DeserializeOwned>(
         })
 }
 
+/// [`verify`], with the signature checked by the batch verifier. Everything else is the same
+/// call: a token whose signature the batch found valid is then decoded and validated by
+/// jsonwebtoken as [`verify`] does, with only that signature taken as checked
+/// ([`crate::auth::jwt_crypto`]'s vouch); a token it found invalid is refused as [`verify`]
+/// refuses a bad signature; and one that is not even shaped like a signed token of this
+/// ring goes to [`verify`] for its error (no curve work is spent on it).
+pub async fn verify_batched<T: DeserializeOwned>(
+    ring: &KeyRing,
+    token: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<T, TokenError> {
+    let Some((key, message, signature)) = signed_parts(ring, token) else {
+        return verify(ring, token, issuer, audience);
+    };
+    if !crate::auth::batch::check(&key, message, &signature).await {
+        return Err(TokenError::Invalid(format!(
+            "{:?}",
+            jsonwebtoken::errors::ErrorKind::InvalidSignature
+        )));
+    }
+    crate::auth::jwt_crypto::vouched(&key, message, &signature, || {
+        verify(ring, token, issuer, audience)
+    })
+}
+
+/// The key `token` names (if the header is an EdDSA one and the ring has the key), the signed
+/// message (`header.payload`) and the signature.
+fn signed_parts<'t>(ring: &KeyRing, token: &'t str) -> Option<(VerifyingKey, &'t [u8], Signature)> {
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.alg != Algorithm::EdDSA {
+        return None;
+    }
+    let key = ring.verifier(header.kid.as_deref()?)?;
+    let (message, signature) = token.rsplit_once('.')?;
+    let bytes = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    let signature = Signature::from_slice(&bytes).ok()?;
+    Some((*key.verifying_key(), message.as_bytes(), signature))
+}
+
 /// Signs an access token; returns it with its claims.
 pub fn issue_access(
     ring: &KeyRing,
@@ -87,17 +135,39 @@ pub fn issue_access(
 
 /// Verifies an access token (remembering it: see [`VerifiedAccess`]).
 pub fn verify_access(ring: &KeyRing, token: &str) -> Result<AccessClaims, TokenError> {
-    let memo = ring.verified_access().cache();
-    if let Some(claims) = memo.get(token) {
-        // The same text was verified before; only time has moved since.
-        if claims.exp < Utc::now().timestamp() - LEEWAY_SECONDS as i64 {
-            return Err(TokenError::Expired);
-        }
-        return Ok(claims);
+    if let Some(known) = remembered_access(ring, token) {
+        return known;
     }
     let claims: AccessClaims = verify(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE)?;
-    memo.insert(token.into(), claims.clone());
+    ring.verified_access()
+        .cache()
+        .insert(token.into(), claims.clone());
     Ok(claims)
+}
+
+/// [`verify_access`] with a new token's signature checked by the batch verifier.
+pub async fn verify_access_batched(
+    ring: &KeyRing,
+    token: &str,
+) -> Result<AccessClaims, TokenError> {
+    if let Some(known) = remembered_access(ring, token) {
+        return known;
+    }
+    let claims: AccessClaims = verify_batched(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE).await?;
+    ring.verified_access()
+        .cache()
+        .insert(token.into(), claims.clone());
+    Ok(claims)
+}
+
+/// The answer for a token verified before, if it is remembered.
+fn remembered_access(ring: &KeyRing, token: &str) -> Option<Result<AccessClaims, TokenError>> {
+    let claims = ring.verified_access().cache().get(token)?;
+    // The same text was verified before; only time has moved since.
+    if claims.exp < Utc::now().timestamp() - LEEWAY_SECONDS as i64 {
+        return Some(Err(TokenError::Expired));
+    }
+    Some(Ok(claims))
 }
 
 /// Issuer and audience of passes (DESIGN §9, waitroom).
@@ -150,6 +220,21 @@ pub fn verify_pass(
     user: UserId,
 ) -> Result<PassClaims, PassError> {
     let claims: PassClaims = verify(ring, token, PASS_ISSUER, PASS_AUDIENCE)?;
+    pass_admits(claims, sale, user)
+}
+
+/// [`verify_pass`] with the signature checked by the batch verifier.
+pub async fn verify_pass_batched(
+    ring: &KeyRing,
+    token: &str,
+    sale: SaleId,
+    user: UserId,
+) -> Result<PassClaims, PassError> {
+    let claims: PassClaims = verify_batched(ring, token, PASS_ISSUER, PASS_AUDIENCE).await?;
+    pass_admits(claims, sale, user)
+}
+
+fn pass_admits(claims: PassClaims, sale: SaleId, user: UserId) -> Result<PassClaims, PassError> {
     if claims.sale != sale {
         return Err(PassError::OtherSale);
     }
@@ -372,6 +457,122 @@ mod tests {
             verify_pass(&api_side, &foreign, sale, user),
             Err(PassError::Token(TokenError::UnknownKey))
         );
+        Ok(())
+    }
+
+    /// Every kind of token the plain check tells apart gets the same answer from the batched
+    /// check, for access tokens and passes, including a payload swapped under a genuine
+    /// signature, a bent signature, one cut short and a signature taken from another token.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_batched_checks_answer_as_the_plain_ones() -> anyhow::Result<()> {
+        let signer = ring()?;
+        let theirs = ring()?;
+        let user = UserId::new_v7();
+        let sale = SaleId::new_v7();
+        let now = Utc::now().timestamp();
+        let (access, _) = issue_access(&signer, user, Role::Buyer, Duration::from_secs(60))?;
+        let (other_access, _) = issue_access(
+            &signer,
+            UserId::new_v7(),
+            Role::Admin,
+            Duration::from_secs(60),
+        )?;
+        let pass = sign(&signer, &PassClaims::new(user, sale, now, now + 600))?;
+        let parts: Vec<&str> = access.split('.').collect();
+        let [head, body, sig] = parts.as_slice() else {
+            anyhow::bail!("a token has three parts");
+        };
+        let admin_body = URL_SAFE_NO_PAD.encode(
+            String::from_utf8(URL_SAFE_NO_PAD.decode(body)?)?.replace("\"buyer\"", "\"admin\""),
+        );
+        let mut bent = URL_SAFE_NO_PAD.decode(sig)?;
+        bent[3] ^= 1;
+        let other_sig = other_access.rsplit('.').next().unwrap_or_default();
+        let mut expired_claims = AccessClaims::new(user, Role::Buyer, Duration::from_secs(60));
+        expired_claims.iat -= 3600;
+        expired_claims.exp = now - 60;
+        let mut audience = AccessClaims::new(user, Role::Buyer, Duration::from_secs(60));
+        audience.aud = "dropline-api".into();
+        let tokens = vec![
+            access.clone(),
+            pass.clone(),
+            format!("{head}.{admin_body}.{sig}"),
+            format!("{head}.{body}.{}", URL_SAFE_NO_PAD.encode(&bent)),
+            format!("{head}.{body}.{}", &sig[..sig.len() - 4]),
+            format!("{head}.{body}.{other_sig}"),
+            format!("{head}.{body}"),
+            format!("{head}.{body}.{sig}.{sig}"),
+            sign(&signer, &expired_claims)?,
+            sign(&signer, &audience)?,
+            issue_access(&theirs, user, Role::Buyer, Duration::from_secs(60))?.0,
+            sign(&signer, &PassClaims::new(user, sale, now - 700, now - 100))?,
+            "not a token".to_owned(),
+            String::new(),
+        ];
+        for (i, token) in tokens.iter().enumerate() {
+            // Rings of their own, so that neither answer comes from the other's memo.
+            let plain = KeyRing::new(None, signer.public_keys().cloned().collect())?;
+            let batched = KeyRing::new(None, signer.public_keys().cloned().collect())?;
+            assert_eq!(
+                verify_access_batched(&batched, token).await,
+                verify_access(&plain, token),
+                "access, token {i}"
+            );
+            for (s, u) in [
+                (sale, user),
+                (SaleId::new_v7(), user),
+                (sale, UserId::new_v7()),
+            ] {
+                assert_eq!(
+                    verify_pass_batched(&batched, token, s, u).await,
+                    verify_pass(&plain, token, s, u),
+                    "pass, token {i}"
+                );
+            }
+        }
+        let fresh = KeyRing::new(None, signer.public_keys().cloned().collect())?;
+        assert_eq!(verify_access_batched(&fresh, &access).await?.sub, user);
+        assert_eq!(
+            verify_pass_batched(&fresh, &pass, sale, user).await?.sub,
+            user
+        );
+        Ok(())
+    }
+
+    /// Many buyers at once, one in five with a forged token: each answer is its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_batched_checks_refuse_exactly_the_forged_tokens() -> anyhow::Result<()> {
+        let signer = std::sync::Arc::new(ring()?);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..300usize {
+            let user = UserId::new_v7();
+            let (token, _) = issue_access(&signer, user, Role::Buyer, Duration::from_secs(60))?;
+            let forged = i % 5 == 2;
+            let token = if forged {
+                let (message, sig) = token.rsplit_once('.').unwrap_or_default();
+                let mut bytes = URL_SAFE_NO_PAD.decode(sig)?;
+                bytes[20] ^= 4;
+                format!("{message}.{}", URL_SAFE_NO_PAD.encode(bytes))
+            } else {
+                token
+            };
+            let signer = signer.clone();
+            tasks.spawn(async move {
+                let got = verify_access_batched(&signer, &token).await;
+                (i, forged, user, got)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            let (i, forged, user, got) = done?;
+            if forged {
+                assert!(
+                    matches!(got, Err(TokenError::Invalid(_))),
+                    "token {i}: {got:?}"
+                );
+            } else {
+                assert_eq!(got.map(|c| c.sub), Ok(user), "token {i}");
+            }
+        }
         Ok(())
     }
 }

@@ -29,21 +29,23 @@ pub fn bearer_token(authorization: &axum::http::HeaderValue) -> Option<&str> {
 }
 
 /// The claims of a bearer access token (401 `unauthorized` when missing or not valid).
-pub fn access_claims(ring: &KeyRing, token: Option<&str>) -> Result<AccessClaims, ApiError> {
+pub async fn access_claims(ring: &KeyRing, token: Option<&str>) -> Result<AccessClaims, ApiError> {
     let token = token.ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
             "an access token is required (Authorization: Bearer <token>)",
         )
     })?;
-    tokens::verify_access(ring, token).map_err(|error| {
-        metrics::counter!("dropline_access_tokens_refused_total").increment(1);
-        tracing::debug!(%error, "access token refused");
-        ApiError::new(
-            ErrorCode::Unauthorized,
-            format!("the access token is not valid ({error})"),
-        )
-    })
+    tokens::verify_access_batched(ring, token)
+        .await
+        .map_err(|error| {
+            metrics::counter!("dropline_access_tokens_refused_total").increment(1);
+            tracing::debug!(%error, "access token refused");
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("the access token is not valid ({error})"),
+            )
+        })
 }
 
 /// The client's address: the TCP peer, or with `trust_forwarded_for` (`http.trust_forwarded_for`)
