@@ -466,6 +466,65 @@ async fn a_full_line_answers_queue_full_with_retry_after() -> anyhow::Result<()>
     edge.stop().await
 }
 
+/// Hostile: forged tokens, each claiming an honest buyer's id, sent at once with the honest
+/// joins so that they share the signature batches (`core::auth::batch`). Each forgery is
+/// refused on its own, every honest buyer gets a place, and the forgeries spent nothing of the
+/// buyers they name: not a place, not one of their joins per minute.
+#[tokio::test]
+async fn forged_tokens_among_honest_joins_are_refused_one_by_one() -> anyhow::Result<()> {
+    const BUYERS: usize = 60;
+    let edge = Edge::start_with(&[
+        ("WAITROOM__JOIN_PER_USER_PER_MINUTE", "2"),
+        ("WAITROOM__JOIN_PER_IP_PER_MINUTE", "100000"),
+    ])
+    .await?;
+    let sale = edge.sale(|_| {}).await?;
+    let mut asks = Vec::new();
+    for _ in 0..BUYERS {
+        let user = UserId::new_v7();
+        let token = edge.token(user)?;
+        // Two forgeries per buyer: the buyer's own header and claims under a bent signature.
+        let (message, signature) = token.rsplit_once('.').unwrap_or_default();
+        // (One base64url character changed, away from the last, which carries padding bits.)
+        for at in [10, 30] {
+            let mut sig = signature.as_bytes().to_vec();
+            sig[at] = if sig[at] == b'A' { b'B' } else { b'A' };
+            let forged = format!("{message}.{}", String::from_utf8(sig)?);
+            asks.push((user, forged, false));
+        }
+        asks.push((user, token, true));
+    }
+    let answers = futures_util::future::join_all(asks.iter().map(|(user, token, honest)| {
+        let edge = &edge;
+        async move {
+            let (status, body) = edge.join(sale, token).await?;
+            Ok::<_, anyhow::Error>((*user, *honest, status, body))
+        }
+    }))
+    .await;
+    let mut positions = std::collections::BTreeSet::new();
+    for answer in answers {
+        let (user, honest, status, body) = answer?;
+        if honest {
+            assert_eq!(status, StatusCode::OK, "{user}: {body}");
+            positions.insert(body["position"].as_u64().unwrap_or_default());
+        } else {
+            assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        }
+    }
+    let want: std::collections::BTreeSet<u64> = (1..=BUYERS as u64).collect();
+    assert_eq!(positions, want, "one place each, nothing for a forgery");
+    // Each buyer's second join of the minute is still theirs (a forgery counted would have
+    // made it a 429), and it answers the place they hold.
+    for (user, token, honest) in &asks {
+        if *honest {
+            let (status, body) = edge.join(sale, token).await?;
+            assert_eq!(status, StatusCode::OK, "{user}: {body}");
+        }
+    }
+    edge.stop().await
+}
+
 #[tokio::test]
 async fn join_and_status_are_limited_per_user() -> anyhow::Result<()> {
     let edge = Edge::start_with(&[
