@@ -22,8 +22,9 @@
 -- KEYS[1]  q of the line shard (zset: user -> score, wr_join.lua's layout)
 -- KEYS[2]  skip of the line shard
 -- KEYS[3]  ladm of the line shard
--- KEYS[4]  lmeta of the line shard (hash: the published curves `all` and `own`; the fields
---          wr_line_status.lua reads, seeded when `state` is absent)
+-- KEYS[4]  lmeta of the line shard (hash: the published curve `others`, or `all` and `own`:
+--          line_curves in lib/prelude.lua; the fields wr_line_status.lua reads, seeded when
+--          `state` is absent)
 -- KEYS[5]  lwt of the line shard (hash: sampled buyers not yet shown an ETA, user -> '')
 -- KEYS[6]  lwte of the line shard (hash: user -> "<first ETA ms>:<shown at ms>")
 -- ARGV[1..10]  the seed: state (open | scheduled), opens_at, paused (0/1), rate, notice,
@@ -53,9 +54,9 @@ if not m[1] then
   end
   redis.call('HSETNX', KEYS[4], 'closes_at', '0')
 end
-m = redis.call('HMGET', KEYS[4], 'all', 'own', 'seq', 'groups')
-local all, own = m[1] or '', m[2] or ''
-local seq, public = num(m[3]), public_rank(m[4])
+m = redis.call('HMGET', KEYS[4], 'others', 'seq', 'groups')
+local others, all, own = line_curves(KEYS[4], m[1])
+local seq, public = num(m[2]), public_rank(m[3])
 local out = {}
 for i = SEED + 1, #ARGV, 3 do
   local user, score = ARGV[i], tonumber(ARGV[i + 1])
@@ -68,7 +69,7 @@ for i = SEED + 1, #ARGV, 3 do
     out[#out + 1] = 0
   else
     redis.call('ZADD', KEYS[1], fmt(score), user)
-    local position = line_position(KEYS[1], user, score, all, own)
+    local position = line_position(KEYS[1], user, score, others, all, own)
       + line_since(KEYS[1], score, seq, public)
     if ARGV[i + 2] == '1' then
       redis.call('HSET', KEYS[5], user, '')

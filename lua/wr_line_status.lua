@@ -32,7 +32,8 @@
 -- KEYS[3]  ladm of the line shard (zset: user -> admission deadline, epoch ms; below 0:
 --          -(queue score) of a place taken and not yet settled)
 -- KEYS[4]  lmeta of the line shard (hash: state, opens_at, closes_at, paused, rate, notice,
---          groups, free, limited, qlen, all, own, seq, as line::positions::publish writes them;
+--          groups, free, limited, qlen, others (or all and own: line_curves in
+--          lib/prelude.lua), seq, as line::positions::publish writes them;
 --          counters returned_total and abandoned_total)
 -- KEYS[5]  lwt of the line shard (hash: sampled buyers not yet shown an ETA, user -> '')
 -- KEYS[6]  lwte of the line shard (hash: user -> "<first ETA ms>:<shown at ms>", for the leader)
@@ -48,7 +49,7 @@
 local now, now_s = clock()
 
 local m = redis.call('HMGET', KEYS[4], 'state', 'opens_at', 'closes_at', 'paused', 'rate',
-  'notice', 'groups', 'free', 'limited', 'qlen', 'all', 'own', 'seq')
+  'notice', 'groups', 'free', 'limited', 'qlen', 'others', 'seq')
 if not m[1] or m[1] == 'not_found' then
   return {'not_found'}
 end
@@ -62,8 +63,8 @@ elseif state ~= 'sold_out' then
 end
 local rate, free, limited = num(m[5]), num(m[8]), tonumber(m[9]) or -1
 local qlen = num(m[10])
-local all, own = m[11] or '', m[12] or ''
-local seq, public = num(m[13]), public_rank(m[7])
+local others, all, own = line_curves(KEYS[4], m[11])
+local seq, public = num(m[12]), public_rank(m[7])
 local grace_ms = num(ARGV[1])
 
 local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or ''}
@@ -110,7 +111,7 @@ local function one(user)
   if state == 'scheduled' then
     return reply('scheduled', 0, 0, group_rank(score))
   end
-  local position = line_position(KEYS[1], user, score, all, own)
+  local position = line_position(KEYS[1], user, score, others, all, own)
     + line_since(KEYS[1], score, seq, public)
   note_line_eta(KEYS[5], KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
   return reply('waiting', position, 0, group_rank(score))

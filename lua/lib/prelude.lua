@@ -568,12 +568,29 @@ local function curve_at(packed, x)
   return c0 + (c1 - c0) * (x - x0) / (x1 - x0)
 end
 
+-- The curves a poll of a line shard counts the other shards with, from its lmeta: `others`
+-- (the other shards' curves summed: one search a place), or, when a leader of the release
+-- before published them, `all` (every shard's summed) and `own` (this shard's). Returns others,
+-- or false, all, own.
+local function line_curves(meta, others)
+  if others then
+    return others
+  end
+  local m = redis.call('HMGET', meta, 'all', 'own')
+  return false, m[1] or '', m[2] or ''
+end
+
 -- The position of `user`, waiting in line shard q with `score`: its rank there + 1, plus the
--- other shards' places below the score (the packed curves `all`, every shard's summed, and
--- `own`, this shard's; all - own, rounded to a whole place as line::ahead_in_others does).
-local function line_position(q, user, score, all, own)
-  local others = math.max(curve_at(all, score) - curve_at(own, score), 0)
-  return redis.call('ZRANK', q, user) + 1 + math.floor(others + 0.5)
+-- other shards' places below the score (from line_curves' answer: others, or all - own),
+-- rounded to a whole place as line::ahead_in_others does.
+local function line_position(q, user, score, others, all, own)
+  local ahead
+  if others then
+    ahead = curve_at(others, score)
+  else
+    ahead = curve_at(all, score) - curve_at(own, score)
+  end
+  return redis.call('ZRANK', q, user) + 1 + math.floor(math.max(ahead, 0) + 0.5)
 end
 
 -- The line's length and its skipped places, for the read-only figures (wr_stats.lua,

@@ -1676,19 +1676,24 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
     // Published to every shard's lmeta, the positions a poll reads from its own shard alone
     // agree with the reference to the place, and are the true ones at the head.
     publish(&redis, &line, &curves, 1_234, None).await?;
-    let mut exact = 0;
-    for (index, keys) in line.all().iter().enumerate() {
-        let users: Vec<(usize, f64, UserId)> = places
+    // The places of shard `index`: (rank in the whole line, score, user), in line order.
+    let places_of = |index: usize| -> Vec<(usize, f64, UserId)> {
+        places
             .iter()
             .enumerate()
             .filter(|(_, (_, user))| usize::from(line.shard_of(*user)) == index)
             .map(|(rank, (score, user))| (rank, *score, *user))
-            .collect();
+            .collect()
+    };
+    let mut exact = 0;
+    for (index, keys) in line.all().iter().enumerate() {
+        let users = places_of(index);
         let ids: Vec<UserId> = users.iter().map(|u| u.2).collect();
         let (at, read) = positions(&redis, keys, &ids).await?;
         assert_eq!(at, 1_234);
         for (own_rank, ((rank, score, _), position)) in users.iter().zip(read).enumerate() {
-            let reference = own_rank as u64 + 1 + ahead_in_others(&all, &curves[index], *score);
+            let others = CountCurve::others(&all, &curves[index]);
+            let reference = own_rank as u64 + 1 + ahead_in_others(&others, *score);
             assert_eq!(
                 position, reference,
                 "shard {index}, the place of rank {rank}"
@@ -1702,6 +1707,28 @@ async fn the_leaders_read_of_each_line_shard_is_the_reference_curve() -> anyhow:
     let (_, nobody) = positions(&redis, line.keys(0), &[UserId::new_v7()]).await?;
     assert_eq!(nobody, [0]);
     assert!(exact >= 60, "{exact}");
+
+    // Curves published by a leader of the release before (`all` and `own`, no `others`): a
+    // poll counts all - own as that release did, and the head is still exact.
+    for keys in line.all() {
+        let _: i64 = redis.pool().hdel(&keys.meta, "others").await?;
+    }
+    for (index, keys) in line.all().iter().enumerate() {
+        let users = places_of(index);
+        let ids: Vec<UserId> = users.iter().map(|u| u.2).collect();
+        let (_, read) = positions(&redis, keys, &ids).await?;
+        for (own_rank, ((rank, score, _), position)) in users.iter().zip(read).enumerate() {
+            let before = ((all.at(*score) - curves[index].at(*score)).max(0.0) + 0.5).floor();
+            assert_eq!(
+                position,
+                own_rank as u64 + 1 + before as u64,
+                "the release before's curves, shard {index}, the place of rank {rank}"
+            );
+            if *score <= exact_until {
+                assert_eq!(position, *rank as u64 + 1, "the place of rank {rank}");
+            }
+        }
+    }
     env.cleanup().await
 }
 

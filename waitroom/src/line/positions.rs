@@ -23,9 +23,11 @@
 //! arrivals, and a shard holds a random share of them because a place's shard is a hash of
 //! its user), so the error of a position far back is a fraction of the gap between two knots.
 //!
-//! Every shard gets the same published [`CountCurve::sum`] of all shards and its own curve: the
-//! places of the others ahead of `x` are `sum(x) - own(x)`, two binary searches, whatever the
-//! number of shards.
+//! Every shard gets its own [`CountCurve::others`]: the sum of the other shards' curves, made as
+//! the sum of all of them less its own, so the places of the others ahead of `x` are one binary
+//! search, whatever the number of shards. (It was the sum and the own curve, two searches a
+//! poll: the two searches were a third of a spread poll's script; both are still published for
+//! edges of the release before, see [`publish`].)
 //!
 //! Measured on a simulated line of 60,000 places (two priority groups besides the public one,
 //! a pre-queue and later arrivals) split at random over 3 and over 8 shards, from the 1,000th
@@ -168,6 +170,20 @@ impl CountCurve {
         Self { knots }
     }
 
+    /// `all` less `own`, where `own` is one of the curves `all` is the sum of: what the other
+    /// curves count below each `x`. Exact like [`CountCurve::sum`] (both are linear between
+    /// the union of their knots), and a count is never below 0.
+    pub fn others(all: &CountCurve, own: &CountCurve) -> Self {
+        let mut xs: Vec<f64> = all.knots.iter().chain(&own.knots).map(|k| k.0).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let knots = xs
+            .into_iter()
+            .map(|x| (x, (all.at(x) - own.at(x)).max(0.0)))
+            .collect();
+        Self { knots }
+    }
+
     /// The places the curve counts (its last knot's count: every place is below +inf).
     pub fn len(&self) -> u64 {
         self.knots.last().map_or(0, |k| k.1.round() as u64)
@@ -220,8 +236,9 @@ pub async fn read_curve(redis: &Redis, q: &str, bounds: &[f64]) -> anyhow::Resul
     Ok(CountCurve::of_shard(len, &ranked, &segments))
 }
 
-/// Writes what a poll of each shard needs to count the others (`lmeta`: `all` the sum of
-/// `curves`, `own` the shard's own, `at` = `read_at_ms`) and, with `news`, the sale as a poll
+/// Writes what a poll of each shard needs to count the others (`lmeta`: `others` the sum of the
+/// other shards' curves, `at` = `read_at_ms`; and, for the edges of the release before, which
+/// count `all - own`, `all` the sum of `curves` and `own` the shard's own) and, with `news`, the sale as a poll
 /// sees it (`state`, `opens_at`, `closes_at`, `paused`, `rate`, `notice`, `groups`, `free`,
 /// `limited`, `qlen` the line's length, the curves' sum, and `seq`), one `HSET` on each shard.
 /// `curves` are the shards' in shard order.
@@ -261,6 +278,7 @@ pub async fn publish(
     for (keys, curve) in line.all().iter().zip(curves) {
         let mut fields = shared.clone();
         fields.push(("own", pack(curve)));
+        fields.push(("others", pack(&CountCurve::others(&sum, curve))));
         let () = redis
             .pool()
             .hset(&keys.meta, fields)
@@ -305,11 +323,11 @@ pub async fn positions(
     Ok((*at, rest.iter().map(|&p| p.max(0) as u64).collect()))
 }
 
-/// The places of the other shards ahead of the place with score `score`, from the sum of every
-/// shard's curve and the place's own shard's curve, rounded to a whole place.
-pub fn ahead_in_others(all: &CountCurve, own: &CountCurve, score: f64) -> u64 {
+/// The places of the other shards ahead of the place with score `score`, from the place's own
+/// shard's [`CountCurve::others`], rounded to a whole place.
+pub fn ahead_in_others(others: &CountCurve, score: f64) -> u64 {
     // floor(x + 0.5), as wr_line_position.lua rounds, so the two agree on every place.
-    ((all.at(score) - own.at(score)).max(0.0) + 0.5).floor() as u64
+    (others.at(score).max(0.0) + 0.5).floor() as u64
 }
 
 #[cfg(test)]
@@ -371,6 +389,7 @@ mod tests {
         }
         let curves: Vec<CountCurve> = shards.iter().map(|s| read(s, groups, arrivals)).collect();
         let all = CountCurve::sum(&curves);
+        let others: Vec<CountCurve> = curves.iter().map(|c| CountCurve::others(&all, c)).collect();
         let exact_until = shards
             .iter()
             .filter_map(|s| s.get(EXACT_HEAD as usize - 1))
@@ -382,7 +401,7 @@ mod tests {
                 let own = &shards[shard_of[rank]];
                 let own_rank = own.partition_point(|&x| x < s) as u64;
                 let truth = rank as u64 - own_rank;
-                (ahead_in_others(&all, &curves[shard_of[rank]], s), truth)
+                (ahead_in_others(&others[shard_of[rank]], s), truth)
             })
             .collect();
         (answers, exact_until)
@@ -455,6 +474,37 @@ mod tests {
     }
 
     #[test]
+    fn a_shards_others_curve_is_the_sum_less_its_own_at_every_score() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let scores = line(&mut rng, 1, 3_000, 3_000);
+        let mut shards: Vec<Vec<f64>> = vec![Vec::new(); 3];
+        for &s in &scores {
+            shards[rng.random_range(0..3)].push(s);
+        }
+        let curves: Vec<CountCurve> = shards.iter().map(|s| read(s, 1, 3_000)).collect();
+        let all = CountCurve::sum(&curves);
+        for (index, own) in curves.iter().enumerate() {
+            let others = CountCurve::others(&all, own);
+            // What the others hold in all: the other shards' lengths.
+            let rest: usize = shards.iter().map(Vec::len).sum::<usize>() - shards[index].len();
+            assert_eq!(others.len(), rest as u64, "shard {index}");
+            // Every place's score, the scores between two places, and past both ends.
+            let probes = scores
+                .iter()
+                .flat_map(|&s| [s, s + 0.5, s - 1.0])
+                .chain([0.0, f64::MAX]);
+            for x in probes {
+                let two = (all.at(x) - own.at(x)).max(0.0);
+                let one = others.at(x);
+                assert!(
+                    (one - two).abs() <= 1e-6 * two.max(1.0),
+                    "shard {index}, score {x}: {one} against {two}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_curve_never_goes_back_and_ends_at_the_length() {
         // A segment count read after a join (one more place below it than the ranks say).
         let curve = CountCurve::of_shard(
@@ -471,6 +521,9 @@ mod tests {
         assert_eq!(curve.at(31.0), 3.0);
         assert_eq!(curve.at(10.0), 0.0);
         assert_eq!(CountCurve::default().at(5.0), 0.0);
-        assert_eq!(ahead_in_others(&curve, &curve, 25.0), 0);
+        assert_eq!(
+            ahead_in_others(&CountCurve::others(&curve, &curve), 25.0),
+            0
+        );
     }
 }
