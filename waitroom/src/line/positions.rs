@@ -157,30 +157,29 @@ impl CountCurve {
     /// The sum of `curves`: exact, since a sum of piecewise linear functions is linear between
     /// the union of their knots.
     pub fn sum(curves: &[CountCurve]) -> Self {
-        let mut xs: Vec<f64> = curves
-            .iter()
-            .flat_map(|c| c.knots.iter().map(|k| k.0))
-            .collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup();
-        let knots = xs
-            .into_iter()
-            .map(|x| (x, curves.iter().map(|c| c.at(x)).sum()))
-            .collect();
-        Self { knots }
+        Self::on_union(curves, |x| curves.iter().map(|c| c.at(x)).sum())
     }
 
     /// `all` less `own`, where `own` is one of the curves `all` is the sum of: what the other
     /// curves count below each `x`. Exact like [`CountCurve::sum`] (both are linear between
     /// the union of their knots), and a count is never below 0.
     pub fn others(all: &CountCurve, own: &CountCurve) -> Self {
-        let mut xs: Vec<f64> = all.knots.iter().chain(&own.knots).map(|k| k.0).collect();
+        Self::on_union(&[all, own], |x| (all.at(x) - own.at(x)).max(0.0))
+    }
+
+    /// A curve with a knot at every x of `curves`' knots, counting `count(x)` there: exact for
+    /// any function of the curves that is linear where each of them is.
+    fn on_union<C: std::borrow::Borrow<CountCurve>>(
+        curves: &[C],
+        count: impl Fn(f64) -> f64,
+    ) -> Self {
+        let mut xs: Vec<f64> = curves
+            .iter()
+            .flat_map(|c| c.borrow().knots.iter().map(|k| k.0))
+            .collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
-        let knots = xs
-            .into_iter()
-            .map(|x| (x, (all.at(x) - own.at(x)).max(0.0)))
-            .collect();
+        let knots = xs.into_iter().map(|x| (x, count(x))).collect();
         Self { knots }
     }
 
@@ -238,8 +237,8 @@ pub async fn read_curve(redis: &Redis, q: &str, bounds: &[f64]) -> anyhow::Resul
 
 /// Writes what a poll of each shard needs to count the others (`lmeta`: `others` the sum of the
 /// other shards' curves, `at` = `read_at_ms`; and, for the edges of the release before, which
-/// count `all - own`, `all` the sum of `curves` and `own` the shard's own) and, with `news`, the sale as a poll
-/// sees it (`state`, `opens_at`, `closes_at`, `paused`, `rate`, `notice`, `groups`, `free`,
+/// count `all - own`, `all` the sum of `curves` and `own` the shard's own) and, with `news`,
+/// the sale as a poll sees it (`state`, `opens_at`, `closes_at`, `paused`, `rate`, `notice`, `groups`, `free`,
 /// `limited`, `qlen` the line's length, the curves' sum, and `seq`), one `HSET` on each shard.
 /// `curves` are the shards' in shard order.
 pub async fn publish(
