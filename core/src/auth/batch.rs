@@ -74,7 +74,7 @@ fn queue() -> Option<&'static SyncSender<Job>> {
 /// jsonwebtoken makes), answered by the verifier thread together with other requests'.
 pub async fn check(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
     let Some(tx) = queue() else {
-        return key.verify(message, signature).is_ok();
+        return alone(key, message, signature);
     };
     let (reply, answer) = oneshot::channel();
     let job = Job {
@@ -87,13 +87,19 @@ pub async fn check(key: &VerifyingKey, message: &[u8], signature: &Signature) ->
         Ok(()) => match answer.await {
             Ok(valid) => valid,
             // The thread is gone (it only stops with the process): check here.
-            Err(_) => key.verify(message, signature).is_ok(),
+            Err(_) => alone(key, message, signature),
         },
         Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
             metrics::counter!("dropline_signature_checks_inline_total").increment(1);
-            job.key.verify(&job.message, &job.signature).is_ok()
+            alone(&job.key, &job.message, &job.signature)
         }
     }
+}
+
+/// The single check (ed25519-dalek's `verify`), as every request made before batching: on the
+/// caller's thread when the verifier cannot take the job, and for each job of a failed batch.
+fn alone(key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+    key.verify(message, signature).is_ok()
 }
 
 /// The verifier thread: takes what is queued (waiting for the first), checks it, answers.
@@ -142,7 +148,7 @@ fn settle(jobs: &[Job], policy: &mut Policy, now: Instant) -> Vec<bool> {
         policy.single_until = Some(now + SINGLE_AFTER_FAILURE);
     }
     jobs.iter()
-        .map(|j| j.key.verify(&j.message, &j.signature).is_ok())
+        .map(|j| alone(&j.key, &j.message, &j.signature))
         .collect()
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::Signature;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::ids::{SaleId, UserId};
 
 pub use crate::auth::claims::{ACCESS_AUDIENCE, ACCESS_ISSUER, AccessClaims, Role, VerifiedAccess};
-use crate::auth::keys::KeyRing;
+use crate::auth::keys::{KeyRing, PublicKey};
 
 /// Clock skew tolerated between services, in seconds.
 const LEEWAY_SECONDS: u64 = 5;
@@ -69,6 +69,16 @@ pub fn verify<T: DeserializeOwned>(
     }
     let kid = header.kid.ok_or(TokenError::UnknownKey)?;
     let key = ring.verifier(&kid).ok_or(TokenError::UnknownKey)?;
+    decode_claims(key, token, issuer, audience)
+}
+
+/// jsonwebtoken's decode and validation of `token` under `key` (the one its header names).
+fn decode_claims<T: DeserializeOwned>(
+    key: &PublicKey,
+    token: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<T, TokenError> {
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.leeway = LEEWAY_SECONDS;
     validation.set_issuer(&[issuer]);
@@ -94,23 +104,29 @@ pub async fn verify_batched<T: DeserializeOwned>(
     issuer: &str,
     audience: &str,
 ) -> Result<T, TokenError> {
-    let Some((key, message, signature)) = signed_parts(ring, token) else {
+    let Some((verifier, message, signature)) = signed_parts(ring, token) else {
         return verify(ring, token, issuer, audience);
     };
+    let key = *verifier.verifying_key();
     if !crate::auth::batch::check(&key, message, &signature).await {
         return Err(TokenError::Invalid(format!(
             "{:?}",
             jsonwebtoken::errors::ErrorKind::InvalidSignature
         )));
     }
+    // The header was read by signed_parts (an EdDSA one naming this key): what verify would
+    // check of it again holds, so only jsonwebtoken's decode and validation are left.
     crate::auth::jwt_crypto::vouched(&key, message, &signature, || {
-        verify(ring, token, issuer, audience)
+        decode_claims(verifier, token, issuer, audience)
     })
 }
 
 /// The key `token` names (if the header is an EdDSA one and the ring has the key), the signed
 /// message (`header.payload`) and the signature.
-fn signed_parts<'t>(ring: &KeyRing, token: &'t str) -> Option<(VerifyingKey, &'t [u8], Signature)> {
+fn signed_parts<'r, 't>(
+    ring: &'r KeyRing,
+    token: &'t str,
+) -> Option<(&'r PublicKey, &'t [u8], Signature)> {
     let header = jsonwebtoken::decode_header(token).ok()?;
     if header.alg != Algorithm::EdDSA {
         return None;
@@ -119,7 +135,7 @@ fn signed_parts<'t>(ring: &KeyRing, token: &'t str) -> Option<(VerifyingKey, &'t
     let (message, signature) = token.rsplit_once('.')?;
     let bytes = URL_SAFE_NO_PAD.decode(signature).ok()?;
     let signature = Signature::from_slice(&bytes).ok()?;
-    Some((*key.verifying_key(), message.as_bytes(), signature))
+    Some((key, message.as_bytes(), signature))
 }
 
 /// Signs an access token; returns it with its claims.
@@ -139,10 +155,7 @@ pub fn verify_access(ring: &KeyRing, token: &str) -> Result<AccessClaims, TokenE
         return known;
     }
     let claims: AccessClaims = verify(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE)?;
-    ring.verified_access()
-        .cache()
-        .insert(token.into(), claims.clone());
-    Ok(claims)
+    Ok(remember_access(ring, token, claims))
 }
 
 /// [`verify_access`] with a new token's signature checked by the batch verifier.
@@ -154,10 +167,15 @@ pub async fn verify_access_batched(
         return known;
     }
     let claims: AccessClaims = verify_batched(ring, token, ACCESS_ISSUER, ACCESS_AUDIENCE).await?;
+    Ok(remember_access(ring, token, claims))
+}
+
+/// Keeps a token that was just verified in full in the memo, and hands its claims back.
+fn remember_access(ring: &KeyRing, token: &str, claims: AccessClaims) -> AccessClaims {
     ring.verified_access()
         .cache()
         .insert(token.into(), claims.clone());
-    Ok(claims)
+    claims
 }
 
 /// The answer for a token verified before, if it is remembered.
