@@ -107,8 +107,8 @@ pub async fn verify_batched<T: DeserializeOwned>(
     let Some((verifier, message, signature)) = signed_parts(ring, token) else {
         return verify(ring, token, issuer, audience);
     };
-    let key = *verifier.verifying_key();
-    if !crate::auth::batch::check(&key, message, &signature).await {
+    let key = verifier.verifying_key();
+    if !crate::auth::batch::check(key, message, &signature).await {
         return Err(TokenError::Invalid(format!(
             "{:?}",
             jsonwebtoken::errors::ErrorKind::InvalidSignature
@@ -116,7 +116,7 @@ pub async fn verify_batched<T: DeserializeOwned>(
     }
     // The header was read by signed_parts (an EdDSA one naming this key): what verify would
     // check of it again holds, so only jsonwebtoken's decode and validation are left.
-    crate::auth::jwt_crypto::vouched(&key, message, &signature, || {
+    crate::auth::jwt_crypto::vouched(key, message, &signature, || {
         decode_claims(verifier, token, issuer, audience)
     })
 }

@@ -238,8 +238,9 @@ pub async fn read_curve(redis: &Redis, q: &str, bounds: &[f64]) -> anyhow::Resul
 /// Writes what a poll of each shard needs to count the others (`lmeta`: `others` the sum of the
 /// other shards' curves, `at` = `read_at_ms`; and, for the edges of the release before, which
 /// count `all - own`, `all` the sum of `curves` and `own` the shard's own) and, with `news`,
-/// the sale as a poll sees it (`state`, `opens_at`, `closes_at`, `paused`, `rate`, `notice`, `groups`, `free`,
-/// `limited`, `qlen` the line's length, the curves' sum, and `seq`), one `HSET` on each shard.
+/// the sale as a poll sees it (`state`, `opens_at`, `closes_at`, `paused`, `rate`, `notice`,
+/// `groups`, `free`, `limited`, `qlen` the line's length, the curves' sum, and `seq`), one
+/// `HSET` on each shard.
 /// `curves` are the shards' in shard order.
 pub async fn publish(
     redis: &Redis,
