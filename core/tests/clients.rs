@@ -40,7 +40,8 @@ async fn typed_ids_are_their_uuid_in_mysql() -> anyhow::Result<()> {
             .fetch_one(&pool)
             .await?;
     assert_eq!((sale.into_uuid(), user.into_uuid()), (uuid, uuid));
-    Ok(())
+    pool.close().await;
+    env.cleanup().await
 }
 
 #[tokio::test]

@@ -1417,7 +1417,7 @@ async fn a_draw_sale_gets_no_line() -> anyhow::Result<()> {
         let exists: i64 = pool.exists(redis.sale_key(sale.id, key)).await?;
         assert_eq!(exists, 0, "{key} was written");
     }
-    Ok(())
+    env.cleanup().await
 }
 
 /// The report's time-in-line histogram (`rep` fields `w:<bucket>`, bucket b holding
