@@ -284,13 +284,17 @@ ensure_mariadb() {
     _dl_mariadb_login
 }
 
+# dl_mysql_databases PREFIX: the names of the databases starting with PREFIX, one a line.
+dl_mysql_databases() {
+    local prefix="$1"
+    [[ "${prefix}" =~ ^[A-Za-z0-9_]+$ ]] || dl_die "bad database prefix: ${prefix}"
+    dl_mysql -N -B -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE '${prefix//_/\\_}%'"
+}
+
 # dl_cleanup_mysql_databases PREFIX: drop every database whose name starts with PREFIX.
 dl_cleanup_mysql_databases() {
-    local prefix="$1" like names sql="" n=0 db
-    [[ "${prefix}" =~ ^[A-Za-z0-9_]+$ ]] || dl_die "bad database prefix: ${prefix}"
-    like="${prefix//_/\\_}%"
-    names="$(dl_mysql -N -B -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE '${like}'")" \
-        || dl_die "mariadb: could not list databases"
+    local prefix="$1" names sql="" n=0 db
+    names="$(dl_mysql_databases "${prefix}")" || dl_die "mariadb: could not list databases"
     while IFS= read -r db; do
         [[ -n "${db}" ]] || continue
         sql+="DROP DATABASE IF EXISTS \`${db//\`/\`\`}\`;"
@@ -372,13 +376,18 @@ enable_keyspace_events() {
     fi
 }
 
+# dl_redis_keys PREFIX: the keys whose names start with PREFIX, one a line (SCAN).
+dl_redis_keys() {
+    local prefix="$1"
+    [[ "${prefix}" =~ ^[A-Za-z0-9_.:-]+$ ]] || dl_die "bad redis key prefix: ${prefix}"
+    _dl_redis_target
+    redis-cli "${DL_REDIS_ARGS[@]}" --scan --pattern "${prefix}*"
+}
+
 # dl_cleanup_redis_keys PREFIX: delete every key whose name starts with PREFIX.
 dl_cleanup_redis_keys() {
     local prefix="$1" out keys=()
-    [[ "${prefix}" =~ ^[A-Za-z0-9_.:-]+$ ]] || dl_die "bad redis key prefix: ${prefix}"
-    _dl_redis_target
-    out="$(redis-cli "${DL_REDIS_ARGS[@]}" --scan --pattern "${prefix}*")" \
-        || dl_die "redis: could not scan for ${prefix}* keys"
+    out="$(dl_redis_keys "${prefix}")" || dl_die "redis: could not scan for ${prefix}* keys"
     if [[ -n "${out}" ]]; then
         mapfile -t keys <<<"${out}"
     fi
