@@ -1313,21 +1313,29 @@ async fn pow_flow(
     // caught in progress; what the page does was checked above.
     let bar = "body[data-state='pow'] #pow-box:not([hidden]) #pow-progress:not([value='0'])";
     let through = "body[data-view='buy'], body[data-view='queue'][data-state='waiting']";
-    let caught = async || -> anyhow::Result<bool> {
+    // The title and the progress words are read in the same script that sees the bar: read
+    // one call later, the solve may have ended and hidden them (a CI run once read "" so).
+    let caught = async || -> anyhow::Result<Option<(String, String)>> {
         wait_for(browser, &format!("{bar}, {through}")).await?;
-        Ok(browser.find(Locator::Css(bar)).await.is_ok())
+        let seen: Value = browser
+            .execute(
+                "if (!document.querySelector(arguments[0])) return null;
+                 return [document.getElementById('queue-title').textContent,
+                         document.getElementById('pow-text').textContent];",
+                vec![json!(bar)],
+            )
+            .await?;
+        Ok(match (seen[0].as_str(), seen[1].as_str()) {
+            (Some(title), Some(text)) => Some((title.to_owned(), text.to_owned())),
+            _ => None,
+        })
     };
-    if !caught().await? {
+    let Some((title, _)) = caught().await? else {
         eprintln!(
             "pow: the second buyer's solve ended before it could be photographed; no pow-ko.png"
         );
         return Ok(());
-    }
-    let title = browser
-        .find(Locator::Css("#queue-title"))
-        .await?
-        .text()
-        .await?;
+    };
     ensure!(
         title == "대기열 입장을 준비하고 있습니다",
         "Korean title: {title:?}"
@@ -1335,15 +1343,10 @@ async fn pow_flow(
     save_screenshot(browser, &artifacts.join("pow-ko.png")).await?;
     // The same tab in English: no place yet, so the page asks for work again.
     browser.goto(&format!("{page}?lang=en")).await?;
-    if !caught().await? {
+    let Some((_, text)) = caught().await? else {
         eprintln!("pow: the English solve ended before it could be photographed; no pow.png");
         return Ok(());
-    }
-    let text = browser
-        .find(Locator::Css("#pow-text"))
-        .await?
-        .text()
-        .await?;
+    };
     ensure!(text.ends_with('%'), "progress text: {text:?}");
     save_screenshot(browser, &artifacts.join("pow.png")).await?;
     Ok(())
