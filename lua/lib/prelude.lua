@@ -7,8 +7,9 @@
 -- Redis Cluster is unaffected: every helper touches only the keys the script passes to it.
 --
 -- Everything here is a `local` (a Redis script may not create globals) and nothing runs at the
--- top: defining these functions is all the prelude does on a call, no Redis command (TIME is
--- read by clock(), when a script calls it). Every script gets the whole prelude, used or not:
+-- top: defining these functions (and one alias, struct_unpack) is all the prelude does on a
+-- call, no Redis command (TIME is read by clock(), when a script calls it). Every script gets
+-- the whole prelude, used or not:
 -- the definitions cost about 0.6 us a call (measured with 12 closures; 29 now), which is within the run-to-run noise
 -- of the hot scripts (reserve.lua about 24 us of Redis time, a 100-user wr_status.lua batch
 -- about 200 us); prepending only what each script uses would save about 0.2 us of reserve's.
@@ -537,16 +538,24 @@ end
 -- (16 bytes), sorted by x. The count of places below score x: linear between knots, 0 before
 -- the first, the last count after it (CountCurve::at, the same arithmetic, so the two agree to
 -- the bit). Used by wr_line_position.lua and wr_line_status.lua.
+--
+-- A shard's poll runs this once per buyer, so the bisection avoids calls it need not make:
+-- struct.unpack is held in a local (no two table lookups a step), and the midpoint of two
+-- integers is taken with % rather than math.floor (no C call a step). About a quarter less a
+-- lookup than with both (a 200-knot curve, 21 lookups a call: BENCHMARKS "line-spread").
+local struct_unpack = struct.unpack
 local function curve_at(packed, x)
   local n = #packed / 16
   if n == 0 then
     return 0
   end
-  -- The first knot at or past x (partition_point), by bisection.
+  -- The first knot at or past x (partition_point), by bisection. Knot i starts at byte
+  -- 16 * i - 15.
   local lo, hi = 1, n + 1
   while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    local kx = struct.unpack('<d', packed, (mid - 1) * 16 + 1)
+    local mid = lo + hi
+    mid = (mid - mid % 2) / 2
+    local kx = struct_unpack('<d', packed, 16 * mid - 15)
     if kx < x then
       lo = mid + 1
     else
@@ -554,17 +563,17 @@ local function curve_at(packed, x)
     end
   end
   if lo == n + 1 then
-    local _, c = struct.unpack('<dd', packed, (n - 1) * 16 + 1)
+    local _, c = struct_unpack('<dd', packed, 16 * n - 15)
     return c
   end
-  local x1, c1 = struct.unpack('<dd', packed, (lo - 1) * 16 + 1)
+  local x1, c1 = struct_unpack('<dd', packed, 16 * lo - 15)
   if x1 == x then
     return c1
   end
   if lo == 1 then
     return 0
   end
-  local x0, c0 = struct.unpack('<dd', packed, (lo - 2) * 16 + 1)
+  local x0, c0 = struct_unpack('<dd', packed, 16 * lo - 31)
   return c0 + (c1 - c0) * (x - x0) / (x1 - x0)
 end
 
