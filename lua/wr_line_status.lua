@@ -80,27 +80,37 @@ local function lost()
   return reply('none', 0, 0)
 end
 
+-- The ladm entry of a user without a place in q or skip (nil: none).
+local function admission(user)
+  local held = redis.call('ZSCORE', KEYS[3], user)
+  if not held then
+    return lost()
+  end
+  held = tonumber(held)
+  if state == 'sold_out' then
+    return reply('sold_out', 0, 0)
+  end
+  if held < 0 then
+    local ahead = redis.call('ZCOUNT', KEYS[3], '(' .. fmt(held), '(0')
+    return reply('waiting', 1 + ahead, 0, group_rank(-held))
+  end
+  if held <= now then
+    return lost()
+  end
+  return reply('admitted', 0, held)
+end
+
 local function one(user)
   if state == 'closed' then
     return reply('closed', 0, 0)
   end
-  local held = redis.call('ZSCORE', KEYS[3], user)
-  if held then
-    held = tonumber(held)
-    if state == 'sold_out' then
-      return reply('sold_out', 0, 0)
-    end
-    if held < 0 then
-      local ahead = redis.call('ZCOUNT', KEYS[3], '(' .. fmt(held), '(0')
-      return reply('waiting', 1 + ahead, 0, group_rank(-held))
-    end
-    if held <= now then
-      return lost()
-    end
-    return reply('admitted', 0, held)
-  end
-
+  -- The place first, then ladm, as wr_status.lua does (a waiting buyer's poll reads no ladm): a
+  -- user never holds both, since wr_line_take.lua moves a place from q to ladm and
+  -- wr_line_place.lua places no user who has an entry in ladm.
   local standing, moved, score = revisit(KEYS[1], KEYS[2], KEYS[4], user, now_s, grace_ms)
+  if not standing then
+    return admission(user)
+  end
   qlen = math.max(0, qlen + moved)
   if standing ~= 'live' then
     return lost()

@@ -84,24 +84,35 @@ end
 local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
 out[5], out[6], out[7], out[8] = free, limited, c[6] or '', c[7] or ''
 
+-- The admission of a user without a place in q or skip (nil: none).
+local function admission(user)
+  local deadline = redis.call('ZSCORE', KEYS[5], user)
+  if not deadline then
+    return lost()
+  end
+  deadline = tonumber(deadline)
+  if deadline <= now then
+    redis.call('ZREM', KEYS[5], user)
+    return lost()
+  end
+  if state == 'sold_out' then
+    return reply('sold_out', 0, 0)
+  end
+  return reply('admitted', 0, deadline)
+end
+
 local function one(user)
   if state == 'closed' then
     return reply('closed', 0, 0)
   end
-  local deadline = redis.call('ZSCORE', KEYS[5], user)
-  if deadline then
-    deadline = tonumber(deadline)
-    if deadline <= now then
-      redis.call('ZREM', KEYS[5], user)
-      return lost()
-    end
-    if state == 'sold_out' then
-      return reply('sold_out', 0, 0)
-    end
-    return reply('admitted', 0, deadline)
-  end
-
+  -- The place first, then the admission: nearly every poll is a waiting buyer's, who then costs
+  -- no read of adm (one Redis call of three a poll). A user never holds both: wr_admit.lua moves
+  -- a place from q to adm, wr_join.lua queues only a user without a live admission and removes
+  -- a lapsed one first, and skip holds only places taken from q.
   local standing, moved, score = revisit(KEYS[4], KEYS[7], KEYS[6], user, now_s, grace_ms)
+  if not standing then
+    return admission(user)
+  end
   qlen = qlen + moved
   if standing ~= 'live' then
     return lost()
