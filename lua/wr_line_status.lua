@@ -80,7 +80,7 @@ local function lost()
   return reply('none', 0, 0)
 end
 
--- The ladm entry of a user without a place in q or skip (nil: none).
+-- The answer for a user without a place in q or skip, from ladm (`none` without an entry).
 local function admission(user)
   local held = redis.call('ZSCORE', KEYS[3], user)
   if not held then

@@ -84,7 +84,7 @@ end
 local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
 out[5], out[6], out[7], out[8] = free, limited, c[6] or '', c[7] or ''
 
--- The admission of a user without a place in q or skip (nil: none).
+-- The answer for a user without a place in q or skip, from adm (`none` without an entry).
 local function admission(user)
   local deadline = redis.call('ZSCORE', KEYS[5], user)
   if not deadline then
