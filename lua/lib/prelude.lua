@@ -9,10 +9,10 @@
 -- Everything here is a `local` (a Redis script may not create globals) and nothing runs at the
 -- top: defining these functions (and one alias, struct_unpack) is all the prelude does on a
 -- call, no Redis command (TIME is read by clock(), when a script calls it). Every script gets
--- the whole prelude, used or not:
--- the definitions cost about 0.6 us a call (measured with 12 closures; 29 now), which is within the run-to-run noise
--- of the hot scripts (reserve.lua about 24 us of Redis time, a 100-user wr_status.lua batch
--- about 200 us); prepending only what each script uses would save about 0.2 us of reserve's.
+-- the whole prelude, used or not: the definitions cost about 0.6 us a call (measured with 12
+-- closures; 29 now), which is within the run-to-run noise of the hot scripts (reserve.lua
+-- about 24 us of Redis time, a 100-user wr_status.lua batch about 200 us); prepending only
+-- what each script uses would save about 0.2 us of reserve's.
 -- It adds about 6 KB to each body, sent once per node (SCRIPT LOAD or the NOSCRIPT fallback),
 -- never per call (EVALSHA). Not a Redis Function library (FUNCTION LOAD, FCALL): that would
 -- have to be loaded on every node before the first call, while EVALSHA's NOSCRIPT fallback
