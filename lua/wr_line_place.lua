@@ -7,6 +7,13 @@
 -- a tick) keeps it, and this call changes nothing for them: their other tab's join got there
 -- first, and the score wr_join.lua handed out is left unused (a gap in the arrival numbers,
 -- which costs nothing). The edge then answers them with a poll.
+-- Except a lapsed copy in ladm (deadline passed, above 0): wr_join.lua placed the user because
+-- the sale's adm holds no live admission for them, and the copy's deadline has passed too, so
+-- it is removed here and the user placed. Left for the reaper, it would answer the join and
+-- every poll `none` until the next reap (reap_interval_ms), each retry spending a number.
+-- A live copy stays: the sale's slot may have admitted this user since it judged the join (a
+-- tick between this join's calls, placing their other tab's place), and wr_line_sync.lua
+-- removes a copy the order side ended with the next tick.
 --
 -- Until the admitter's leader first publishes to the shard (its first tick of the sale), the
 -- shard's lmeta has no state, and a poll there could not answer. So the first join seeds it
@@ -63,8 +70,12 @@ for i = SEED + 1, #ARGV, 3 do
   if not score then
     return redis.error_reply('ERR wr_line_place: a score is not a number')
   end
-  if redis.call('ZSCORE', KEYS[1], user) or redis.call('ZSCORE', KEYS[2], user)
-      or redis.call('ZSCORE', KEYS[3], user) then
+  local held = tonumber(redis.call('ZSCORE', KEYS[3], user))
+  if held and held > 0 and held <= now then
+    redis.call('ZREM', KEYS[3], user)
+    held = nil
+  end
+  if held or redis.call('ZSCORE', KEYS[1], user) or redis.call('ZSCORE', KEYS[2], user) then
     out[#out + 1] = 0
     out[#out + 1] = 0
   else

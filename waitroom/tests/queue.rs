@@ -3021,3 +3021,107 @@ async fn joining_a_spread_line_places_each_buyer_on_their_shard_and_spends_on_th
     );
     env.cleanup().await
 }
+
+/// A buyer whose admission lapsed joins a spread line again and gets a new place at once: the
+/// shard's copy of the lapsed admission (which the reaper would drop within a second) does not
+/// stand in the way, and the join spends one arrival number, not one per try. A pending entry
+/// (a place a tick took and has not settled) and a live copy still keep their user out of q.
+#[tokio::test]
+async fn a_lapsed_admission_on_a_spread_line_does_not_block_joining_again() -> anyhow::Result<()> {
+    use dropline_waitroom::line::tick::{TickParams, run};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
+    let users: Vec<UserId> = (0..3).map(|_| UserId::new_v7()).collect();
+    for &user in &users {
+        let (status, new) = sale.join(user).await?;
+        assert!(new, "{status:?}");
+    }
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+    let short = TickParams {
+        window: Duration::from_millis(300),
+        want: 1,
+        ..spread_tick_params()
+    };
+    let tick = run(&redis, &sale_keys, &line, &short, 10_000, None).await?;
+    assert_eq!(tick.admitted, 1, "{tick:?}");
+    let first = users[0];
+    assert!(
+        matches!(sale.place(first).await?, Place::Admitted { .. }),
+        "admitted first"
+    );
+    let copy = line.keys_of(first).outbox.clone();
+    let held: Option<f64> = redis
+        .pool()
+        .zscore(&copy, first.as_bytes().to_vec())
+        .await?;
+    assert!(held.is_some_and(|at| at > 0.0), "a settled copy: {held:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(sale.place(first).await?, Place::NotQueued, "lapsed");
+
+    // No reaper has run: the shard still holds the lapsed copy.
+    let seq_before: Option<i64> = redis.pool().get(sale_keys.queue_seq()).await?;
+    let (status, new) = sale.join(first).await?;
+    assert!(new, "a new place: {status:?}");
+    assert_eq!(
+        status.place,
+        Place::Waiting { position: 3 },
+        "behind the two still waiting"
+    );
+    let seq_after: Option<i64> = redis.pool().get(sale_keys.queue_seq()).await?;
+    assert_eq!(
+        seq_after.unwrap_or(0) - seq_before.unwrap_or(0),
+        1,
+        "one arrival number spent"
+    );
+    let held: Option<f64> = redis
+        .pool()
+        .zscore(&copy, first.as_bytes().to_vec())
+        .await?;
+    assert_eq!(held, None, "the lapsed copy is gone");
+    let (again, new) = sale.join(first).await?;
+    assert_eq!((again.place, new), (Place::Waiting { position: 3 }, false));
+    assert_eq!(sale.place(first).await?, Place::Waiting { position: 3 });
+
+    // wr_line_place.lua itself, for users who got a ladm entry between a join's first read
+    // and its last call: a pending entry (a place a tick took, not yet written into adm) and a
+    // live copy (an admission the slot made since, or one the order side ended, until the
+    // next tick's sync) keep their user out of q; a lapsed copy is removed and the user placed.
+    let now = redis_now_ms(&redis).await? as f64;
+    let seed = ["open", "0", "0", "1", "", "", "0", "-1", "0", "0"];
+    for (held, placed) in [(-1.0e9, false), (now + 60_000.0, false), (now - 1.0, true)] {
+        let user = UserId::new_v7();
+        let keys = line.keys_of(user);
+        let _: i64 = redis
+            .pool()
+            .zadd(
+                &keys.outbox,
+                None,
+                None,
+                false,
+                false,
+                (held, user.as_bytes().to_vec()),
+            )
+            .await?;
+        let mut args: Vec<fred::types::Value> = seed.iter().map(|v| (*v).into()).collect();
+        args.push(fred::types::Value::from(&user.as_bytes()[..]));
+        args.push("123456".into());
+        args.push("0".into());
+        let reply: Vec<i64> = dropline_waitroom::scripts::WR_LINE_PLACE
+            .run(&redis, keys.place_keys().to_vec(), args)
+            .await?;
+        assert_eq!(reply[0] == 1, placed, "ladm entry {held}: {reply:?}");
+        let in_q: Option<f64> = redis
+            .pool()
+            .zscore(&keys.q, user.as_bytes().to_vec())
+            .await?;
+        assert_eq!(in_q.is_some(), placed, "ladm entry {held}");
+        let left: Option<f64> = redis
+            .pool()
+            .zscore(&keys.outbox, user.as_bytes().to_vec())
+            .await?;
+        assert_eq!(left.is_none(), placed, "ladm entry {held}");
+    }
+    env.cleanup().await
+}
