@@ -205,6 +205,16 @@ end
 -- How many priority groups the sale has: public's rank.
 local public = public_rank(groups)
 
+-- What the batch's new places add to the shared counters, written once after the last user
+-- (each is a sum, so one write of the total leaves the keys as a write per place would; the
+-- script runs whole, so nothing reads them in between): arrivals after the opening taken from
+-- qseq (read at the first, nil until then), the report's totals and its per-second arrivals
+-- (one field: the batch has one clock). And whether this batch's slot of the report's arrival
+-- checkpoints is known to be marked (report_checkpoint would change nothing after the first).
+local seq, arrivals, joined, joined_early, arrived = nil, 0, 0, 0, 0
+local arrived_field = report_field('a', now_s, opens_at)
+local checkpointed = false
+
 -- One user's join: the user id, the pre-open draw, the edge's verdict and the challenge's expiry,
 -- the code's hash, the user's spent-marker and codefail keys.
 local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
@@ -238,15 +248,15 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
         sampled = true
       end
       local n = arrival_number(score)
-      if n then
+      if n and not checkpointed then
         report_checkpoint(KEYS[14], n, now)
+        checkpointed = true
       end
-      redis.call('HINCRBY', KEYS[12], 'joined', 1)
-      local field = report_field('a', now_s, opens_at)
-      if field then
-        redis.call('HINCRBY', KEYS[13], field, 1)
+      joined = joined + 1
+      if arrived_field then
+        arrived = arrived + 1
       elseif now < opens_at then
-        redis.call('HINCRBY', KEYS[12], 'joined_before_open', 1)
+        joined_early = joined_early + 1
       end
     end
     if spread then
@@ -258,7 +268,15 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     end
     local position = redis.call('ZRANK', KEYS[4], user) + 1
     local r = reply('waiting', position, 0, new, group_rank(score))
-    note_eta(KEYS[11], user, now, eta_raw_ms(position, rate, paused, r[10], r[11]))
+    local eta = eta_raw_ms(position, rate, paused, r[10], r[11])
+    if sampled then
+      -- Its wt entry was written just now, without an ETA: noted without reading it back.
+      if eta then
+        redis.call('HSET', KEYS[11], user, fmt(now) .. ':' .. fmt(eta) .. ':' .. fmt(now))
+      end
+    else
+      note_eta(KEYS[11], user, now, eta)
+    end
     return r
   end
 
@@ -372,7 +390,9 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     end
     key = band + low
   else
-    key = band + PRE_KEYS + redis.call('INCR', KEYS[6])
+    seq = (seq or num(redis.call('GET', KEYS[6]))) + 1
+    arrivals = arrivals + 1
+    key = band + PRE_KEYS + seq
   end
   spend_challenge()
   if redeem then
@@ -396,5 +416,17 @@ for i = 1, users do
   local a = 3 + 5 * (i - 1)
   out[i] = one(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], KEYS[13 + 2 * i],
     KEYS[14 + 2 * i])
+end
+if arrivals > 0 then
+  redis.call('INCRBY', KEYS[6], arrivals)
+end
+if joined > 0 then
+  redis.call('HINCRBY', KEYS[12], 'joined', joined)
+end
+if joined_early > 0 then
+  redis.call('HINCRBY', KEYS[12], 'joined_before_open', joined_early)
+end
+if arrived > 0 then
+  redis.call('HINCRBY', KEYS[13], arrived_field, arrived)
 end
 return out
