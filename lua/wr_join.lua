@@ -205,13 +205,14 @@ end
 -- How many priority groups the sale has: public's rank.
 local public = public_rank(groups)
 
--- What the batch's new places add to the shared counters, written once after the last user
--- (each is a sum, so one write of the total leaves the keys as a write per place would; the
--- script runs whole, so nothing reads them in between): arrivals after the opening taken from
--- qseq (read at the first, nil until then), the report's totals and its per-second arrivals
--- (one field: the batch has one clock). And whether this batch's slot of the report's arrival
--- checkpoints is known to be marked (report_checkpoint would change nothing after the first).
-local seq, arrivals, joined, joined_early, arrived = nil, 0, 0, 0, 0
+-- What the batch's new places add to the report's totals and its per-second arrivals (one
+-- field: the batch has one clock), written once as sums after the last user: nothing in the
+-- script reads them. qseq is not batched so: Redis keeps what a script wrote before an error,
+-- so a call that failed half way would leave places whose arrival numbers qseq had not
+-- counted, and later arrivals would get the same order keys; a lost report count costs only
+-- a figure. And whether this batch's slot of the report's arrival checkpoints is known to be
+-- marked (report_checkpoint would change nothing after the first).
+local joined, joined_early, arrived = 0, 0, 0
 local arrived_field = report_field('a', now_s, opens_at)
 local checkpointed = false
 
@@ -390,9 +391,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     end
     key = band + low
   else
-    seq = (seq or num(redis.call('GET', KEYS[6]))) + 1
-    arrivals = arrivals + 1
-    key = band + PRE_KEYS + seq
+    key = band + PRE_KEYS + redis.call('INCR', KEYS[6])
   end
   spend_challenge()
   if redeem then
@@ -416,9 +415,6 @@ for i = 1, users do
   local a = 3 + 5 * (i - 1)
   out[i] = one(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], KEYS[13 + 2 * i],
     KEYS[14 + 2 * i])
-end
-if arrivals > 0 then
-  redis.call('INCRBY', KEYS[6], arrivals)
 end
 if joined > 0 then
   redis.call('HINCRBY', KEYS[12], 'joined', joined)
