@@ -557,6 +557,21 @@ async fn a_batch_of_joins_is_answered_as_if_each_came_alone_in_order() -> anyhow
     ] {
         assert_eq!(sale.place(user).await?, place);
     }
+    // The counters count each new place once (wr_join.lua adds the batch's report counts as
+    // sums after its last user): four arrivals, numbered 1 to 4, the batch's in one second.
+    let keys = dropline_core::sale::keys::SaleKeys::new(&redis, sale.id);
+    let joined: Option<i64> = redis.pool().hget(keys.report(), "joined").await?;
+    assert_eq!(joined, Some(4));
+    let series: std::collections::HashMap<String, i64> =
+        redis.pool().hgetall(keys.report_series()).await?;
+    let arrivals: i64 = series
+        .iter()
+        .filter(|(field, _)| field.starts_with("a:"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(arrivals, 4, "{series:?}");
+    let seq: Option<i64> = redis.pool().get(keys.queue_seq()).await?;
+    assert_eq!(seq, Some(4));
     // A batch holds at least one join and at most MAX_JOIN_BATCH.
     assert!(sale.queue.join_many(&[], &options).await.is_err());
     let too_many: Vec<JoinAsk> = users(MAX_JOIN_BATCH + 1)
