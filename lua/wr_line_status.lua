@@ -106,7 +106,8 @@ local function one(user)
   end
   -- The place first, then ladm, as wr_status.lua does (a waiting buyer's poll reads no ladm): a
   -- user never holds both, since wr_line_take.lua moves a place from q to ladm and
-  -- wr_line_place.lua places no user who has an entry in ladm.
+  -- wr_line_place.lua places no user who has an entry in ladm (a lapsed copy it removes
+  -- first).
   local standing, moved, score = revisit(KEYS[1], KEYS[2], KEYS[4], user, now_s, grace_ms)
   if not standing then
     return admission(user)
