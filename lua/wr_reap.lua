@@ -28,6 +28,10 @@
 --          deadlines and are left alone), its lmeta (the cursors and counters are the shard's;
 --          the leader copies resumed_at there first and adds the counts to the sale's wr)
 --          and its skip.
+-- KEYS[5]  wt (hash: the report's entries, user -> ...; see report_sampled in lib/prelude.lua),
+--          on a sale's own line only: the entries of the places removed here go with them
+--          (drop_report_entries in lib/prelude.lua). A line shard passes none: its places'
+--          entries are on the sale's slot, and wr_join.lua removes a stale one there.
 -- ARGV[1]  abandon_after in ms: a user silent for longer is skipped
 -- ARGV[2]  batch size (1..5000)
 -- ARGV[3]  the return grace in ms (>= abandon_after): a place silent for longer is lost
@@ -98,6 +102,9 @@ if skipped > 0 then
 end
 if #gone > 0 then
   zrem_all(KEYS[1], gone)
+  if KEYS[5] then
+    drop_report_entries(KEYS[5], gone)
+  end
 end
 local abandoned = #gone
 
@@ -110,6 +117,9 @@ local skip_wrapped = walk(KEYS[4], 'reap_skip_from', function(user, score)
 end)
 if #lost > 0 then
   zrem_all(KEYS[4], lost)
+  if KEYS[5] then
+    drop_report_entries(KEYS[5], lost)
+  end
   abandoned = abandoned + #lost
 end
 if abandoned > 0 then

@@ -21,7 +21,8 @@
 --          counters abandoned_total and returned_total, see revisit in lib/prelude.lua)
 -- KEYS[7]  skip (zset: skipped places, the layout of q)
 -- KEYS[8]  wt (hash: user -> the buyer's report entry; a waiting answer notes the first ETA
---          shown, once: note_eta in lib/prelude.lua)
+--          shown, once: note_eta in lib/prelude.lua; a place lost here takes its entry with
+--          it, drop_report_entries in lib/prelude.lua)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
@@ -115,6 +116,7 @@ local function one(user)
   end
   qlen = qlen + moved
   if standing ~= 'live' then
+    drop_report_entries(KEYS[8], {user})
     return lost()
   end
   if state == 'sold_out' then

@@ -274,6 +274,20 @@ end
 local REPORT_SAMPLE = 10000
 local CHECKPOINT_MS = 100
 
+-- A wt entry belongs to one place: the place a buyer had when it was made. When that place is
+-- lost (silent past the return grace: a poll's or a join's revisit, the reaper), the entry
+-- goes with it. Otherwise a buyer who joins again and is not sampled this time would keep the
+-- lost place's entry, and their admission would count their time in line from the lost
+-- place's join and judge the lost place's ETA. Losses are rare and already write, so this
+-- costs the common path nothing. A spread line's places are lost on its shards, which cannot
+-- reach wt on the sale's slot: there wr_join.lua removes the entry of a new place it does
+-- not sample instead.
+local function drop_report_entries(wt, users)
+  for i = 1, #users, CHUNK do
+    redis.call('HDEL', wt, unpack(users, i, math.min(#users, i + CHUNK - 1)))
+  end
+end
+
 -- Whether a new place with order key `key` in a line of `qlen` places gets a wt entry.
 local function report_sampled(key, qlen)
   return key % (1 + math.floor(qlen / REPORT_SAMPLE)) == 0

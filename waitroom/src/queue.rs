@@ -1055,8 +1055,8 @@ impl WaitQueue {
         batch: u32,
     ) -> anyhow::Result<ReapOutcome> {
         let k = &self.keys;
-        let keys = [&k.q, &k.adm, &k.wr, &k.skip].map(String::as_str);
-        reap_keys(&self.redis, keys, abandon_after, return_grace, batch).await
+        let keys = [&k.q, &k.adm, &k.wr, &k.skip, &k.wt].map(String::as_str);
+        reap_keys(&self.redis, &keys, abandon_after, return_grace, batch).await
     }
 
     /// The sale's figures (read only). `None`: the sale is not armed in Redis.
@@ -1209,11 +1209,12 @@ fn status_fields(fields: &[Value]) -> anyhow::Result<(Place, u64, i64)> {
     Ok((place, uint(3)?, int(4)?))
 }
 
-/// One call of `lua/wr_reap.lua` on `[q, adm, wr, skip]`: a sale's own line, or one line shard
-/// of a spread line (`line::reap`: its `q`, its `ladm` copy, its `lmeta` and its `skip`).
+/// One call of `lua/wr_reap.lua` on `[q, adm, wr, skip, wt]`: a sale's own line, or one line
+/// shard of a spread line (`line::reap`: its `q`, its `ladm` copy, its `lmeta` and its `skip`,
+/// no `wt`: the report's entries are on the sale's slot).
 pub(crate) async fn reap_keys(
     redis: &Redis,
-    keys: [&str; 4],
+    keys: &[&str],
     abandon_after: Duration,
     return_grace: Duration,
     batch: u32,

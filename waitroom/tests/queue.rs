@@ -1105,6 +1105,95 @@ async fn a_poll_past_the_return_grace_loses_the_place() -> anyhow::Result<()> {
     env.cleanup().await
 }
 
+/// A report entry (`wt`) belongs to the place it was made for: a place lost past the return
+/// grace takes its entry with it, whether a poll, a join or the reaper finds it lost
+/// (`drop_report_entries` in lua/lib/prelude.lua). Otherwise a buyer who joins again and is not
+/// sampled this time would keep the lost place's entry, and be timed from its join.
+#[tokio::test]
+async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
+    const GRACE_FAST: Duration = Duration::from_secs(1);
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let keys = sale.queue.keys();
+    let entry = |user: UserId| {
+        let pool = redis.pool().clone();
+        let wt = keys.wt.clone();
+        async move {
+            let v: Option<String> = pool.hget(&wt, &member(user)[..]).await?;
+            anyhow::Ok(v)
+        }
+    };
+    let b = users(4);
+    for &u in &b {
+        sale.join(u).await?;
+        assert!(
+            entry(u).await?.is_some(),
+            "a short line samples every place"
+        );
+    }
+    common::silence(&redis, keys, &b, 3).await?;
+
+    // A poll past the grace.
+    assert_eq!(sale.place_with(b[0], GRACE_FAST).await?, Place::NotQueued);
+    assert_eq!(entry(b[0]).await?, None, "a poll's loss");
+
+    // A join past the grace, into a line past 10,000 places, where only every second arrival
+    // is sampled (the stride is 1 + line / 10,000): of two consecutive arrivals, one is.
+    let filler: Vec<(f64, Vec<u8>)> = (0..10_000u32)
+        .map(|i| (f64::from(i), format!("filler-{i:09}").into_bytes()))
+        .collect();
+    let () = redis
+        .pool()
+        .zadd(&keys.q, None, None, false, false, filler)
+        .await?;
+    let before = redis_now_ms(&redis).await?;
+    let rejoin = JoinOptions {
+        return_grace: GRACE_FAST,
+        ..join_options()
+    };
+    for &u in &b[2..4] {
+        anyhow::ensure!(
+            matches!(
+                sale.queue.join(u, &rejoin).await?,
+                Some(JoinOutcome::Standing { new: true, .. })
+            ),
+            "a new place after the lost one"
+        );
+    }
+    let mut entries = Vec::new();
+    for &u in &b[2..4] {
+        if let Some(v) = entry(u).await? {
+            entries.push(v);
+        }
+    }
+    assert_eq!(entries.len(), 1, "the sampled one only: {entries:?}");
+    let joined: i64 = entries[0]
+        .split(':')
+        .next()
+        .context("the join time")?
+        .parse()?;
+    assert!(
+        joined >= before,
+        "the new place's entry: {joined} < {before}"
+    );
+
+    // The reaper: b1's place, silent past the grace, goes with its entry (the filler too).
+    loop {
+        if sale
+            .queue
+            .reap(GRACE_FAST, GRACE_FAST, 5_000)
+            .await?
+            .wrapped
+        {
+            break;
+        }
+    }
+    assert_eq!(sale.place(b[1]).await?, Place::NotQueued);
+    assert_eq!(entry(b[1]).await?, None, "the reaper's loss");
+    env.cleanup().await
+}
+
 #[tokio::test]
 async fn max_active_is_never_exceeded() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
@@ -3033,6 +3122,77 @@ async fn joining_a_spread_line_places_each_buyer_on_their_shard_and_spends_on_th
             })
         ),
         "{outcome:?}"
+    );
+    env.cleanup().await
+}
+
+/// On a spread line the shards lose places without reaching the sale's `wt`, so the join that
+/// makes a new place removes a stale entry there: a buyer who lost a sampled place and joins
+/// again unsampled has no entry (timed from the checkpoints, from the new join), one sampled
+/// again has a fresh one.
+#[tokio::test]
+async fn a_spread_lines_new_place_does_not_inherit_a_lost_places_report_entry() -> anyhow::Result<()>
+{
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
+    let wt = sale.queue.keys().wt.clone();
+    let entry = |user: UserId| {
+        let pool = redis.pool().clone();
+        let wt = wt.clone();
+        async move {
+            let v: Option<String> = pool.hget(&wt, &member(user)[..]).await?;
+            anyhow::Ok(v)
+        }
+    };
+    let b: Vec<UserId> = (0..2).map(|_| UserId::new_v7()).collect();
+    for &u in &b {
+        let (status, new) = sale.join(u).await?;
+        assert!(new, "{status:?}");
+        assert!(
+            entry(u).await?.is_some(),
+            "a short line samples every place"
+        );
+    }
+    // Both silent past a 1 s grace on their shards; the leader last counted 10,000 waiting, so
+    // of two consecutive arrivals only one is sampled (the stride is 1 + line / 10,000).
+    common::silence_in_sale(&redis, sale.id, &b, 3).await?;
+    let _: i64 = redis
+        .pool()
+        .hset(sale_keys.room(), ("line_length", 10_000))
+        .await?;
+    let before = redis_now_ms(&redis).await?;
+    let rejoin = JoinOptions {
+        return_grace: Duration::from_secs(1),
+        ..join_options()
+    };
+    for &u in &b {
+        anyhow::ensure!(
+            matches!(
+                sale.queue.join(u, &rejoin).await?,
+                Some(JoinOutcome::Standing { new: true, .. })
+            ),
+            "a new place after the lost one"
+        );
+        let keys = line.keys_of(u);
+        let place: Option<f64> = redis.pool().zscore(&keys.q, u.as_bytes().to_vec()).await?;
+        assert!(place.is_some(), "placed on the shard");
+    }
+    let mut entries = Vec::new();
+    for &u in &b {
+        if let Some(v) = entry(u).await? {
+            entries.push(v);
+        }
+    }
+    assert_eq!(entries.len(), 1, "the sampled one only: {entries:?}");
+    let joined: i64 = entries[0]
+        .split(':')
+        .next()
+        .context("the join time")?
+        .parse()?;
+    assert!(
+        joined >= before,
+        "the new place's entry: {joined} < {before}"
     );
     env.cleanup().await
 }

@@ -42,7 +42,7 @@ pub async fn reap(
                     .with_context(|| format!("copying the outage credit to {}", keys.meta))?;
             }
             let shard = [&keys.q, &keys.outbox, &keys.meta, &keys.skip].map(String::as_str);
-            reap_keys(redis, shard, abandon_after, return_grace, batch)
+            reap_keys(redis, &shard, abandon_after, return_grace, batch)
                 .await
                 .with_context(|| format!("reaping the line shard {}", keys.q))
         }
