@@ -665,7 +665,6 @@ async fn sold_out_reaches_waiting_buyers_and_returning_stock_resumes_admission()
 /// `sold_out`) keep their places; one silent past the return grace loses it.
 #[tokio::test]
 async fn polling_through_a_sold_out_spell_keeps_the_place() -> anyhow::Result<()> {
-    const GRACE_FAST: Duration = Duration::from_secs(1);
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let sale = Sale::arm(&redis, SaleSpec::default()).await?;
@@ -1105,54 +1104,30 @@ async fn a_poll_past_the_return_grace_loses_the_place() -> anyhow::Result<()> {
     env.cleanup().await
 }
 
-/// A report entry (`wt`) belongs to the place it was made for: a place lost past the return
-/// grace takes its entry with it, whether a poll, a join or the reaper finds it lost
-/// (`drop_report_entries` in lua/lib/prelude.lua). Otherwise a buyer who joins again and is not
-/// sampled this time would keep the lost place's entry, and be timed from its join.
-#[tokio::test]
-async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
-    const GRACE_FAST: Duration = Duration::from_secs(1);
-    let env = TestEnv::new()?;
-    let redis = connect(&env).await?;
-    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
-    let keys = sale.queue.keys();
-    let entry = |user: UserId| {
-        let pool = redis.pool().clone();
-        let wt = keys.wt.clone();
-        async move {
-            let v: Option<String> = pool.hget(&wt, &member(user)[..]).await?;
-            anyhow::Ok(v)
-        }
-    };
-    let b = users(4);
-    for &u in &b {
-        sale.join(u).await?;
-        assert!(
-            entry(u).await?.is_some(),
-            "a short line samples every place"
-        );
-    }
-    common::silence(&redis, keys, &b, 3).await?;
+/// A return grace the tests' silences (3 s) are well past.
+const GRACE_FAST: Duration = Duration::from_secs(1);
 
-    // A poll past the grace.
-    assert_eq!(sale.place_with(b[0], GRACE_FAST).await?, Place::NotQueued);
-    assert_eq!(entry(b[0]).await?, None, "a poll's loss");
-
-    // A join past the grace, into a line past 10,000 places, where only every second arrival
-    // is sampled (the stride is 1 + line / 10,000): of two consecutive arrivals, one is.
-    let filler: Vec<(f64, Vec<u8>)> = (0..10_000u32)
-        .map(|i| (f64::from(i), format!("filler-{i:09}").into_bytes()))
-        .collect();
-    let () = redis
+/// The user's report entry in the sale's `wt`, if any.
+async fn report_entry(sale: &Sale, user: UserId) -> anyhow::Result<Option<String>> {
+    Ok(sale
+        .redis
         .pool()
-        .zadd(&keys.q, None, None, false, false, filler)
-        .await?;
-    let before = redis_now_ms(&redis).await?;
+        .hget(&sale.queue.keys().wt, &member(user)[..])
+        .await?)
+}
+
+/// Joins each of `users` (places silent past [`GRACE_FAST`]) again: each must get a new place.
+/// In a line past 10,000 places only every second arrival is sampled (the stride is 1 + line /
+/// 10,000), so of two consecutive arrivals exactly one must hold a report entry, made by this
+/// join; the other must hold none (not the lost place's).
+async fn rejoin_past_the_grace_one_sampled(sale: &Sale, users: &[UserId]) -> anyhow::Result<()> {
+    let before = redis_now_ms(&sale.redis).await?;
     let rejoin = JoinOptions {
         return_grace: GRACE_FAST,
         ..join_options()
     };
-    for &u in &b[2..4] {
+    let mut entries = Vec::new();
+    for &u in users {
         anyhow::ensure!(
             matches!(
                 sale.queue.join(u, &rejoin).await?,
@@ -1160,12 +1135,7 @@ async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
             ),
             "a new place after the lost one"
         );
-    }
-    let mut entries = Vec::new();
-    for &u in &b[2..4] {
-        if let Some(v) = entry(u).await? {
-            entries.push(v);
-        }
+        entries.extend(report_entry(sale, u).await?);
     }
     assert_eq!(entries.len(), 1, "the sampled one only: {entries:?}");
     let joined: i64 = entries[0]
@@ -1177,6 +1147,42 @@ async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
         joined >= before,
         "the new place's entry: {joined} < {before}"
     );
+    Ok(())
+}
+
+/// A report entry (`wt`) belongs to the place it was made for: a place lost past the return
+/// grace takes its entry with it, whether a poll, a join or the reaper finds it lost
+/// (`drop_report_entries` in lua/lib/prelude.lua). Otherwise a buyer who joins again and is not
+/// sampled this time would keep the lost place's entry, and be timed from its join.
+#[tokio::test]
+async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let keys = sale.queue.keys();
+    let b = users(4);
+    for &u in &b {
+        sale.join(u).await?;
+        assert!(
+            report_entry(&sale, u).await?.is_some(),
+            "a short line samples every place"
+        );
+    }
+    common::silence(&redis, keys, &b, 3).await?;
+
+    // A poll past the grace.
+    assert_eq!(sale.place_with(b[0], GRACE_FAST).await?, Place::NotQueued);
+    assert_eq!(report_entry(&sale, b[0]).await?, None, "a poll's loss");
+
+    // A join past the grace, into a line past 10,000 places.
+    let filler: Vec<(f64, Vec<u8>)> = (0..10_000u32)
+        .map(|i| (f64::from(i), format!("filler-{i:09}").into_bytes()))
+        .collect();
+    let () = redis
+        .pool()
+        .zadd(&keys.q, None, None, false, false, filler)
+        .await?;
+    rejoin_past_the_grace_one_sampled(&sale, &b[2..4]).await?;
 
     // The reaper: b1's place, silent past the grace, goes with its entry (the filler too).
     loop {
@@ -1190,7 +1196,7 @@ async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
         }
     }
     assert_eq!(sale.place(b[1]).await?, Place::NotQueued);
-    assert_eq!(entry(b[1]).await?, None, "the reaper's loss");
+    assert_eq!(report_entry(&sale, b[1]).await?, None, "the reaper's loss");
     env.cleanup().await
 }
 
@@ -3136,64 +3142,29 @@ async fn a_spread_lines_new_place_does_not_inherit_a_lost_places_report_entry() 
     let env = TestEnv::new()?;
     let redis = connect(&env).await?;
     let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
-    let wt = sale.queue.keys().wt.clone();
-    let entry = |user: UserId| {
-        let pool = redis.pool().clone();
-        let wt = wt.clone();
-        async move {
-            let v: Option<String> = pool.hget(&wt, &member(user)[..]).await?;
-            anyhow::Ok(v)
-        }
-    };
     let b: Vec<UserId> = (0..2).map(|_| UserId::new_v7()).collect();
     for &u in &b {
         let (status, new) = sale.join(u).await?;
         assert!(new, "{status:?}");
         assert!(
-            entry(u).await?.is_some(),
+            report_entry(&sale, u).await?.is_some(),
             "a short line samples every place"
         );
     }
-    // Both silent past a 1 s grace on their shards; the leader last counted 10,000 waiting, so
-    // of two consecutive arrivals only one is sampled (the stride is 1 + line / 10,000).
+    // Both silent past the grace on their shards; the leader last counted 10,000 waiting.
     common::silence_in_sale(&redis, sale.id, &b, 3).await?;
     let _: i64 = redis
         .pool()
         .hset(sale_keys.room(), ("line_length", 10_000))
         .await?;
-    let before = redis_now_ms(&redis).await?;
-    let rejoin = JoinOptions {
-        return_grace: Duration::from_secs(1),
-        ..join_options()
-    };
+    rejoin_past_the_grace_one_sampled(&sale, &b).await?;
     for &u in &b {
-        anyhow::ensure!(
-            matches!(
-                sale.queue.join(u, &rejoin).await?,
-                Some(JoinOutcome::Standing { new: true, .. })
-            ),
-            "a new place after the lost one"
-        );
-        let keys = line.keys_of(u);
-        let place: Option<f64> = redis.pool().zscore(&keys.q, u.as_bytes().to_vec()).await?;
-        assert!(place.is_some(), "placed on the shard");
+        let place: Option<f64> = redis
+            .pool()
+            .zscore(&line.keys_of(u).q, u.as_bytes().to_vec())
+            .await?;
+        assert!(place.is_some(), "placed on its shard");
     }
-    let mut entries = Vec::new();
-    for &u in &b {
-        if let Some(v) = entry(u).await? {
-            entries.push(v);
-        }
-    }
-    assert_eq!(entries.len(), 1, "the sampled one only: {entries:?}");
-    let joined: i64 = entries[0]
-        .split(':')
-        .next()
-        .context("the join time")?
-        .parse()?;
-    assert!(
-        joined >= before,
-        "the new place's entry: {joined} < {before}"
-    );
     env.cleanup().await
 }
 
