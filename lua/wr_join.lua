@@ -137,8 +137,9 @@
 -- admission or a place lost past the grace, as any join does, a wrong code counted, and the
 -- challenge spent when the code is refused); queue_full writes nothing but that removal either.
 -- A join that makes a new place with a challenge spends it: SET <spent marker> NX PXAT expiry (memory:
--- one small key per such join, gone when the challenge expires). A join ending queue_full
--- spends nothing.
+-- one small key per such join, gone when the challenge expires), set where the challenge is
+-- checked, so that one call both checks and spends it. A join ending queue_full (or no_key)
+-- spends nothing: it deletes the marker it set.
 local now, now_s = clock()
 
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
@@ -315,17 +316,22 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     if now >= num(expiry) then
       return reply('pow_expired', 0, 0, 0)
     end
-    if redis.call('EXISTS', spent_key) == 1 then
+    -- Spent here, in the same call that checks it (SET NX answers false when the marker is
+    -- there already): one Redis call a join instead of an EXISTS now and a SET later. The two
+    -- answers that must not spend it (queue_full, no_key) take it back with unspend below;
+    -- nothing outside this script sees the marker in between (a script runs alone).
+    if not redis.call('SET', spent_key, '1', 'NX', 'PXAT', fmt(num(expiry))) then
       return reply('pow_spent', 0, 0, 0)
     end
     spend = true
   end
 
-  -- Spent by the join that makes the place, or whose access code is refused, until the challenge
-  -- would have expired anyway (door.md §1); not by one that ends queue_full.
-  local function spend_challenge()
+  -- The challenge stays spent, until it would have expired anyway (door.md §1), for the join
+  -- that makes the place and for one whose access code is refused; a join that ends queue_full
+  -- (or no_key) gives it back: the buyer's work is not lost to a line that had no room.
+  local function unspend()
     if spend then
-      redis.call('SET', spent_key, '1', 'NX', 'PXAT', fmt(num(expiry)))
+      redis.call('DEL', spent_key)
     end
   end
 
@@ -337,7 +343,6 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
   if code ~= '' then
     local failures = num(redis.call('GET', fail_key))
     if failures >= code_failures then
-      spend_challenge()
       return reply('code_rate_limited', 0, math.max(0, redis.call('PTTL', fail_key)), 0)
     end
     local found = redis.call('HGET', KEYS[9], code)
@@ -357,24 +362,22 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
       if redis.call('INCR', fail_key) == 1 then
         redis.call('PEXPIRE', fail_key, 3600000)
       end
-      spend_challenge()
       return reply('access_code_invalid', 0, 0, 0)
     end
     if redis.call('HEXISTS', KEYS[10], code .. user) == 0 then
       local uses = tonumber(string.match(found, ':(%d+)$')) or 1
       if num(redis.call('HGET', KEYS[10], code)) >= uses then
-        spend_challenge()
         return reply('access_code_used', 0, 0, 0)
       end
       redeem = true
     end
     rank = code_rank
   elseif now < num(c[8]) then
-    spend_challenge()
     return reply('access_code_required', 0, 0, 0)
   end
 
   if max_len > 0 and qlen + redis.call('ZCARD', KEYS[8]) >= max_len then
+    unspend()
     return reply('queue_full', 0, 0, 0)
   end
 
@@ -396,13 +399,13 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
       low = (low + step) % PRE_KEYS
     end
     if not free then
+      unspend()
       return reply('no_key', 0, 0, 0)
     end
     key = band + low
   else
     key = band + PRE_KEYS + redis.call('INCR', KEYS[6])
   end
-  spend_challenge()
   if redeem then
     -- The code's use is this user's for good: a rejoin with it spends nothing more.
     redis.call('HINCRBY', KEYS[10], code, 1)

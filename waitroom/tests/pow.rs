@@ -387,6 +387,10 @@ async fn a_join_that_ends_queue_full_spends_nothing() -> anyhow::Result<()> {
         StatusCode::SERVICE_UNAVAILABLE,
         "queue_full",
     );
+    // The join checks and spends a challenge in one step and gives it back on queue_full: only
+    // the first buyer's marker is left.
+    let spent = edge.keys("*:pow:*").await?;
+    assert_eq!(spent.len(), 1, "{spent:?}");
     // Room again: the same solution still works, once.
     assert_eq!(edge.leave(sale, &ticket).await?, StatusCode::NO_CONTENT);
     // A spread line's length is the leader's count, which hears the leave with its next tick
@@ -394,6 +398,52 @@ async fn a_join_that_ends_queue_full_spends_nothing() -> anyhow::Result<()> {
     common::publish_line(edge.redis()?, sale).await?;
     let (status, answer) = edge.join(sale, second, proof(&challenge, nonce)).await?;
     assert_eq!(status, StatusCode::OK, "{answer}");
+    edge.stop().await
+}
+
+#[tokio::test]
+async fn a_join_refused_for_its_access_code_spends_the_challenge() -> anyhow::Result<()> {
+    let edge = Edge::start(&[]).await?;
+    // A presale for the `fans` group's code holders, at difficulty 8.
+    let sale = SaleId::new_v7();
+    let door = Door {
+        pow_difficulty: 8,
+        groups: vec!["fans".to_owned()],
+        presale_only_until: Some(Utc::now() + chrono::Duration::hours(1)),
+        ..Door::default()
+    };
+    sale::arm_with(edge.redis()?, sale, &common::open_sale(), &door, 0, 0).await?;
+    common::spread_as_asked(edge.redis()?, sale).await?;
+
+    // Without a code, then with a wrong one: each refusal spends the work it came with, so a
+    // bot cannot replay one solution to try codes (door.md §1, §2).
+    let cases = [
+        (json!({}), "access_code_required"),
+        (
+            json!({"access_code": "WRONG-CODE-1"}),
+            "access_code_invalid",
+        ),
+    ];
+    for (n, (extra, refusal)) in cases.into_iter().enumerate() {
+        let user = UserId::new_v7();
+        let (challenge, nonce) = edge.solved(sale, user).await?;
+        let mut body = json!({"challenge": challenge, "nonce": nonce});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let (status, answer) = edge.join(sale, user, Body::Json(body.clone())).await?;
+        assert_error(status, &answer, StatusCode::FORBIDDEN, refusal);
+        let spent = edge.keys("*:pow:*").await?;
+        assert_eq!(spent.len(), n + 1, "{refusal}: {spent:?}");
+        let (status, answer) = edge.join(sale, user, Body::Json(body)).await?;
+        assert_error(status, &answer, StatusCode::FORBIDDEN, "pow_invalid");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("already used")),
+            "{refusal}, replayed: {answer}"
+        );
+    }
     edge.stop().await
 }
 
