@@ -169,6 +169,10 @@ local paused = flag(c[3]) and 1 or 0
 local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
 
 local max_len = num(ARGV[1])
+-- ZCARD of skip, read at the batch's first queue_full check and kept current after (a join only
+-- ever takes places out of skip: revisit); nil until then. One read a batch instead of one a
+-- new place (max_queue_length is set by default).
+local skipped
 local grace_ms = num(ARGV[2])
 local code_failures = num(ARGV[3])
 -- A spread line (cfg.line_shards > 1): the places live on the line shards, and the sale's q and
@@ -293,6 +297,10 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
   end
   local standing, moved, score = revisit(KEYS[4], KEYS[8], KEYS[7], user, now_s, grace_ms)
   qlen = qlen + moved
+  -- Out of skip: brought back (live, moved 1), or lost there (moved 0).
+  if skipped and ((standing == 'live' and moved == 1) or (standing == 'lost' and moved == 0)) then
+    skipped = skipped - 1
+  end
   if standing == 'live' then
     return place(0, score)
   end
@@ -376,7 +384,10 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     return reply('access_code_required', 0, 0, 0)
   end
 
-  if max_len > 0 and qlen + redis.call('ZCARD', KEYS[8]) >= max_len then
+  if max_len > 0 and not skipped then
+    skipped = redis.call('ZCARD', KEYS[8])
+  end
+  if max_len > 0 and qlen + skipped >= max_len then
     unspend()
     return reply('queue_full', 0, 0, 0)
   end

@@ -520,24 +520,8 @@ async fn a_batch_of_joins_is_answered_as_if_each_came_alone_in_order() -> anyhow
             &options,
         )
         .await?;
-    let got: Vec<String> = answers
-        .into_iter()
-        .map(|answer| match answer? {
-            Some(JoinOutcome::Standing { status, new }) => Ok(format!(
-                "{} {:?} new={new} len={}",
-                status.place.state(),
-                status.place.position(),
-                status.queue_length
-            )),
-            Some(JoinOutcome::Refused(why)) => Ok(format!("refused {why:?}")),
-            Some(JoinOutcome::QueueFull { queue_length, .. }) => {
-                Ok(format!("queue_full len={queue_length}"))
-            }
-            None => Ok("not armed".to_owned()),
-        })
-        .collect::<anyhow::Result<_>>()?;
     assert_eq!(
-        got,
+        described(answers)?,
         [
             "waiting Some(2) new=true len=2",
             "waiting Some(3) new=true len=3",
@@ -580,6 +564,79 @@ async fn a_batch_of_joins_is_answered_as_if_each_came_alone_in_order() -> anyhow
         .collect();
     assert!(sale.queue.join_many(&too_many, &options).await.is_err());
     assert_eq!(sale.stats().await?.queue_length, 4);
+    env.cleanup().await
+}
+
+/// Each answer of a `join_many` as one line: state, position, whether new, the line's length;
+/// or the refusal.
+fn described(answers: Vec<anyhow::Result<Option<JoinOutcome>>>) -> anyhow::Result<Vec<String>> {
+    answers
+        .into_iter()
+        .map(|answer| match answer? {
+            Some(JoinOutcome::Standing { status, new }) => Ok(format!(
+                "{} {:?} new={new} len={}",
+                status.place.state(),
+                status.place.position(),
+                status.queue_length
+            )),
+            Some(JoinOutcome::Refused(why)) => Ok(format!("refused {why:?}")),
+            Some(JoinOutcome::QueueFull { queue_length, .. }) => {
+                Ok(format!("queue_full len={queue_length}"))
+            }
+            None => Ok("not armed".to_owned()),
+        })
+        .collect()
+}
+
+/// `max_queue_length` counts skipped places too. A batch reads skip's size once and keeps it
+/// current: a place it brings back from skip, or finds lost there, no longer counts as skipped
+/// for the joins after it in the same batch.
+#[tokio::test]
+async fn a_batch_counts_the_places_it_takes_out_of_skip_against_the_maximum() -> anyhow::Result<()>
+{
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+    let [a, b, c, d, e, f, g] = users(7)[..] else {
+        anyhow::bail!("seven users");
+    };
+    for u in [a, b, c, f] {
+        sale.join(u).await?;
+    }
+    // c and f are skipped; then f stays silent past the grace, so its place is lost.
+    common::silence(&redis, sale.queue.keys(), &[c, f], 25).await?;
+    let reaped = sale.queue.reap(ABANDON_20, GRACE, 100).await?;
+    assert_eq!((reaped.queue_length, reaped.skipped_length), (2, 2));
+    common::silence(&redis, sale.queue.keys(), &[f], GRACE.as_secs() + 5).await?;
+
+    let options = JoinOptions {
+        max_queue_length: 6,
+        return_grace: GRACE,
+        code_failures_per_hour: 10,
+    };
+    let ask = |user| JoinAsk {
+        user,
+        verdict: Verdict::Open,
+        code: None,
+    };
+    let answers = sale
+        .queue
+        .join_many(&[ask(d), ask(c), ask(f), ask(e), ask(g)], &options)
+        .await?;
+    assert_eq!(
+        described(answers)?,
+        [
+            // 2 waiting + 2 skipped < 6.
+            "waiting Some(3) new=true len=3",
+            // Back from skip, ahead of d: 4 waiting, 1 skipped.
+            "waiting Some(3) new=false len=4",
+            // Lost in skip, so a new place: 4 waiting, 0 skipped.
+            "waiting Some(5) new=true len=5",
+            "waiting Some(6) new=true len=6",
+            "queue_full len=6",
+        ]
+    );
+    assert_eq!(sale.stats().await?.skipped, 0);
     env.cleanup().await
 }
 
