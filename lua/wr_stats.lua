@@ -11,6 +11,7 @@
 -- KEYS[6]  wr hash (admitted_total, abandoned_total, admit_rate_milli; line_length and
 --          line_skipped for a spread line: line_counts in lib/prelude.lua)
 -- KEYS[7]  skip (zset: skipped places, see wr_join.lua)
+-- ARGV     none
 --
 -- Returns  {state, queue_length, admitted_total, active, available, held, abandoned_total,
 --           now_ms, opens_at_ms, admit_rate_milli, notice, skipped}
