@@ -117,6 +117,17 @@ fn proof(challenge: &str, nonce: u64) -> Body<'static> {
     Body::Json(json!({"challenge": challenge, "nonce": nonce}))
 }
 
+/// A join refused because its challenge was spent: 403 `pow_invalid`, saying so.
+fn assert_already_used(status: StatusCode, answer: &Value) {
+    assert_error(status, answer, StatusCode::FORBIDDEN, "pow_invalid");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already used")),
+        "{answer}"
+    );
+}
+
 /// The nonce Python's hashlib finds for `challenge` at `difficulty` (≤ 32): the byte rule of
 /// door.md §1 written by someone else.
 fn python_solve(challenge: &str, difficulty: u8) -> anyhow::Result<u64> {
@@ -211,13 +222,7 @@ async fn at_difficulty_12_a_join_needs_a_solved_challenge_once() -> anyhow::Resu
     // After leaving, the same solution is spent.
     assert_eq!(edge.leave(sale, &ticket).await?, StatusCode::NO_CONTENT);
     let (status, answer) = edge.join(sale, user, proof(&challenge, nonce)).await?;
-    assert_error(status, &answer, StatusCode::FORBIDDEN, "pow_invalid");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("already used")),
-        "{answer}"
-    );
+    assert_already_used(status, &answer);
     // A fresh challenge gets the user back in line.
     let (challenge, nonce) = edge.solved(sale, user).await?;
     let (status, answer) = edge.join(sale, user, proof(&challenge, nonce)).await?;
@@ -436,13 +441,7 @@ async fn a_join_refused_for_its_access_code_spends_the_challenge() -> anyhow::Re
         let spent = edge.keys("*:pow:*").await?;
         assert_eq!(spent.len(), n + 1, "{refusal}: {spent:?}");
         let (status, answer) = edge.join(sale, user, Body::Json(body)).await?;
-        assert_error(status, &answer, StatusCode::FORBIDDEN, "pow_invalid");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("already used")),
-            "{refusal}, replayed: {answer}"
-        );
+        assert_already_used(status, &answer);
     }
     edge.stop().await
 }
