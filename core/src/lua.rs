@@ -286,31 +286,25 @@ pub fn runnable(prelude: &str, source: &str) -> String {
     }
     // Items: each starts at a top-level `local` line, with the comment and blank lines just
     // before it.
-    let mut items: Vec<Vec<&str>> = vec![Vec::new()];
+    let mut items: Vec<Vec<&str>> = Vec::new();
+    let mut item: Vec<&str> = Vec::new();
     for line in prelude.split('\n') {
         let top =
             !line.starts_with([' ', '\t']) && !line.trim().is_empty() && !line.starts_with("--");
         if top && !line.starts_with("local ") && !line.starts_with("end") {
             return whole();
         }
-        let current = items.last_mut().map(|item| {
-            let has_code = item.iter().any(|l| is_code(l));
-            (item, has_code)
-        });
-        match current {
-            Some((item, true)) if top && line.starts_with("local ") => {
-                let mut lead = Vec::new();
-                while item.last().is_some_and(|l| !is_code(l)) {
-                    lead.extend(item.pop());
-                }
-                lead.reverse();
-                lead.push(line);
-                items.push(lead);
+        if top && line.starts_with("local ") && item.iter().any(|l| is_code(l)) {
+            let mut lead = Vec::new();
+            while item.last().is_some_and(|l| !is_code(l)) {
+                lead.extend(item.pop());
             }
-            Some((item, _)) => item.push(line),
-            None => items.push(vec![line]),
+            lead.reverse();
+            items.push(std::mem::replace(&mut item, lead));
         }
+        item.push(line);
     }
+    items.push(item);
     // Keep, from the last item back, each one that a kept item or the source names (an item
     // defining nothing is kept).
     let mut need: HashSet<&str> = words(source.split('\n')).collect();
