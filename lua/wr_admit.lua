@@ -78,6 +78,8 @@
 --          queue length after the second's last tick)
 -- KEYS[11] wtc (zset: the report's arrival checkpoints: the join time of an admitted buyer
 --          without a wt entry, see checkpoint_join in lib/prelude.lua)
+-- KEYS[12] wtp (hash: sampled buyers not yet shown an ETA, eta_waits in lib/prelude.lua): an
+--          admitted or skipped user's entry goes
 -- ARGV[1]  most users to admit in this tick (>= 0)
 -- ARGV[2]  abandon_after in ms: a user silent for longer is skipped
 -- ARGV[3]  admission window in ms (the deadline is now + window)
@@ -181,11 +183,17 @@ if scanned > 0 then
 end
 if #skipped > 0 then
   zadd_pairs(KEYS[7], skipped)
+  -- A skipped place waits for a first ETA no longer (eta_waits in lib/prelude.lua).
+  local members = {}
+  for i = 2, #skipped, 2 do
+    members[#members + 1] = skipped[i]
+  end
+  drop_report_entries(KEYS[12], members)
   redis.call('HINCRBY', KEYS[6], 'skipped_total', #skipped / 2)
 end
 if #users > 0 then
   admit_record({adm = KEYS[5], wr = KEYS[6], wt = KEYS[8], rep = KEYS[9], rps = KEYS[10],
-    wtc = KEYS[11]}, users, scores, deadline, rate_from, rate_step, now, now_s, opens_at,
+    wtc = KEYS[11], wtp = KEYS[12]}, users, scores, deadline, rate_from, rate_step, now, now_s, opens_at,
     num(ARGV[9]))
 end
 sample(qlen - scanned, #users)

@@ -75,10 +75,12 @@
 -- KEYS[12] rep (hash: the report's totals: joined, joined_before_open)
 -- KEYS[13] rps (hash: the report's per-second series; this script adds arrivals, a:<second>)
 -- KEYS[14] wtc (zset: the report's arrival checkpoints, report_checkpoint in lib/prelude.lua)
+-- KEYS[15] wtp (hash: sampled buyers not yet shown an ETA, user -> ''; eta_waits in
+--          lib/prelude.lua: a sampled place made without an ETA to show waits there)
 -- then two keys for each user i of the batch (i from 1):
--- KEYS[13 + 2i]  the challenge's spent marker, pow:<random as 16 hex digits> (touched only
+-- KEYS[14 + 2i]  the challenge's spent marker, pow:<random as 16 hex digits> (touched only
 --          with the user's verdict ok)
--- KEYS[14 + 2i]  codefail:<user> (string: the user's wrong codes in this sale, expires an hour
+-- KEYS[15 + 2i]  codefail:<user> (string: the user's wrong codes in this sale, expires an hour
 --          after the first)
 -- ARGV[1]  maximum queue length (0 = no limit): places in q and skip (both hold memory, and a
 --          skipped place may come back)
@@ -221,6 +223,7 @@ local public = public_rank(groups)
 local joined, joined_early, arrived = 0, 0, 0
 local arrived_field = report_field('a', now_s, opens_at)
 local checkpointed = false
+local unshown = eta_waits(KEYS[15])
 
 -- One user's join: the user id, the pre-open draw, the edge's verdict and the challenge's expiry,
 -- the code's hash, the user's spent-marker and codefail keys.
@@ -247,7 +250,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
   -- The report (lib/prelude.lua): a new place is an arrival, with its join time in wt when it
   -- is sampled and, after the opening, a checkpoint of its arrival number when it is the first
   -- of its slot; a waiting answer's ETA is noted once as the first one shown.
-  local function place(new, score)
+  local function place(new, score, returned)
     local sampled = false
     if new == 1 then
       if report_sampled(math.floor(score / ORDER), qlen - 1) then
@@ -276,18 +279,24 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
       return reply('placed', score, line_seq, sampled and 2 or new, group_rank(score))
     end
     if state == 'scheduled' then
+      if sampled then
+        eta_wait_add(unshown, user)
+      end
       return reply('scheduled', 0, 0, new, group_rank(score))
     end
     local position = redis.call('ZRANK', KEYS[4], user) + 1
     local r = reply('waiting', position, 0, new, group_rank(score))
     local eta = eta_raw_ms(position, rate, paused, r[10], r[11])
     if sampled then
-      -- Its wt entry was written just now, without an ETA: noted without reading it back.
+      -- Its wt entry was written just now, without an ETA: noted without reading it back, or
+      -- left to wait for one.
       if eta then
         redis.call('HSET', KEYS[11], user, fmt(now) .. ':' .. fmt(eta) .. ':' .. fmt(now))
+      else
+        eta_wait_add(unshown, user)
       end
     else
-      note_eta(KEYS[11], user, now, eta)
+      note_eta(KEYS[11], unshown, user, now, eta, returned)
     end
     return r
   end
@@ -302,10 +311,10 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     skipped = skipped - 1
   end
   if standing == 'live' then
-    return place(0, score)
+    return place(0, score, moved == 1)
   end
   if standing == 'lost' then
-    drop_report_entries(KEYS[11], {user})
+    drop_report_entries(KEYS[11], {user}, KEYS[15])
   end
   -- No place, or it was lost past the grace: this join starts a new one.
 
@@ -384,12 +393,12 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     return reply('access_code_required', 0, 0, 0)
   end
 
-  if max_len > 0 and not skipped then
-    skipped = redis.call('ZCARD', KEYS[8])
-  end
-  if max_len > 0 and qlen + skipped >= max_len then
-    unspend()
-    return reply('queue_full', 0, 0, 0)
+  if max_len > 0 then
+    skipped = skipped or redis.call('ZCARD', KEYS[8])
+    if qlen + skipped >= max_len then
+      unspend()
+      return reply('queue_full', 0, 0, 0)
+    end
   end
 
   local band = rank * GROUP_BAND
@@ -436,8 +445,8 @@ end
 local out = {}
 for i = 1, users do
   local a = 3 + 5 * (i - 1)
-  out[i] = one(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], KEYS[13 + 2 * i],
-    KEYS[14 + 2 * i])
+  out[i] = one(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], KEYS[14 + 2 * i],
+    KEYS[15 + 2 * i])
 end
 if joined > 0 then
   redis.call('HINCRBY', KEYS[12], 'joined', joined)

@@ -10,9 +10,10 @@
 -- KEYS[3]  skip (zset: skipped places, the layout of q)
 -- KEYS[4]  wt (hash: the buyers' report entries; the user's is removed)
 -- KEYS[5]  rep (hash: the report's totals; left counts places removed from q or skip)
--- KEYS[6]  optional, on a line shard of a spread line: lwte (hash: a first ETA noted and not
---          yet folded, user -> "<eta>:<at>"), removed with a place or an admission copy, so
---          a quick rejoin cannot inherit it
+-- KEYS[6]  optional: a hash whose user entry goes with a place or an admission removed here.
+--          On a sale's slot: wtp (hash: sampled buyers not yet shown an ETA, eta_waits in
+--          lib/prelude.lua). On a line shard of a spread line: lwte (hash: a first ETA noted
+--          and not yet folded, user -> "<eta>:<at>"), so a quick rejoin cannot inherit it
 -- ARGV[1]  user id, 16 raw bytes
 -- ARGV[2]  optional, on the sale's slot of a spread line: '1' when the call on the user's
 --          line shard removed something; then the report's entry (KEYS[4]) goes too, which

@@ -65,6 +65,7 @@ m = redis.call('HMGET', KEYS[4], 'others', 'seq', 'groups')
 local others, all, own = line_curves(KEYS[4], m[1])
 local seq, public = num(m[2]), public_rank(m[3])
 local out = {}
+local unshown = eta_waits(KEYS[5])
 for i = SEED + 1, #ARGV, 3 do
   local user, score = ARGV[i], tonumber(ARGV[i + 1])
   if not score then
@@ -83,9 +84,9 @@ for i = SEED + 1, #ARGV, 3 do
     local position = line_position(KEYS[1], user, score, others, all, own)
       + line_since(KEYS[1], score, seq, public)
     if ARGV[i + 2] == '1' then
-      redis.call('HSET', KEYS[5], user, '')
+      eta_wait_add(unshown, user)
       if open then
-        note_line_eta(KEYS[5], KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
+        note_line_eta(unshown, KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
       end
     end
     out[#out + 1] = 1

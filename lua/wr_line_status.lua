@@ -35,7 +35,8 @@
 --          groups, free, limited, qlen, others (or all and own: line_curves in
 --          lib/prelude.lua), seq, as line::positions::publish writes them;
 --          counters returned_total and abandoned_total)
--- KEYS[5]  lwt of the line shard (hash: sampled buyers not yet shown an ETA, user -> '')
+-- KEYS[5]  lwt of the line shard (hash: sampled buyers not yet shown an ETA, user -> '';
+--          eta_waits in lib/prelude.lua: counted once a batch, a lost place's entry goes)
 -- KEYS[6]  lwte of the line shard (hash: user -> "<first ETA ms>:<shown at ms>", for the leader)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one), all of this shard
@@ -66,6 +67,7 @@ local qlen = num(m[10])
 local others, all, own = line_curves(KEYS[4], m[11])
 local seq, public = num(m[12]), public_rank(m[7])
 local grace_ms = num(ARGV[1])
+local unshown = eta_waits(KEYS[5])
 
 local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or ''}
 
@@ -114,6 +116,9 @@ local function one(user)
   end
   qlen = math.max(0, qlen + moved)
   if standing ~= 'live' then
+    -- The wait for a first ETA goes with the place (its wt entry on the sale's slot goes at
+    -- the buyer's next join, wr_join.lua).
+    eta_wait_take(unshown, user)
     return lost()
   end
   if state == 'sold_out' then
@@ -124,7 +129,7 @@ local function one(user)
   end
   local position = line_position(KEYS[1], user, score, others, all, own)
     + line_since(KEYS[1], score, seq, public)
-  note_line_eta(KEYS[5], KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
+  note_line_eta(unshown, KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
   return reply('waiting', position, 0, group_rank(score))
 end
 

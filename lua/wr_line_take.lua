@@ -9,6 +9,8 @@
 -- KEYS[1]  q of the line shard (zset, the layout of wr_join.lua)
 -- KEYS[2]  ladm of the line shard (zset: user -> -queue score while on its way to adm, then
 --          +deadline, the shard's copy of adm)
+-- KEYS[3]  optional: lwt of the line shard (hash: sampled buyers not yet shown an ETA); a taken
+--          place's entry goes (eta_waits in lib/prelude.lua)
 -- ARGV[1..] pairs: user (16 raw bytes), score (decimal) as wr_line_head.lua returned it
 --
 -- Returns  the users taken, in ARGV order (a subset of those asked)
@@ -25,5 +27,8 @@ end
 if #taken > 0 then
   zrem_all(KEYS[1], taken)
   zadd_pairs(KEYS[2], flat)
+  if KEYS[3] then
+    drop_report_entries(KEYS[3], taken)
+  end
 end
 return taken

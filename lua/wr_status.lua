@@ -23,6 +23,9 @@
 -- KEYS[8]  wt (hash: user -> the buyer's report entry; a waiting answer notes the first ETA
 --          shown, once: note_eta in lib/prelude.lua; a place lost here takes its entry with
 --          it, drop_report_entries in lib/prelude.lua)
+-- KEYS[9]  wtp (hash: sampled buyers not yet shown an ETA, user -> ''; eta_waits in
+--          lib/prelude.lua: counted once a batch, and while it is empty a poll reads no wt,
+--          but for a place it brings back from skip)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
@@ -82,6 +85,7 @@ local function lost()
   return reply('none', 0, 0)
 end
 
+local unshown = eta_waits(KEYS[9])
 local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
 out[5], out[6], out[7], out[8] = free, limited, c[6] or '', c[7] or ''
 
@@ -116,7 +120,7 @@ local function one(user)
   end
   qlen = qlen + moved
   if standing ~= 'live' then
-    drop_report_entries(KEYS[8], {user})
+    drop_report_entries(KEYS[8], {user}, KEYS[9])
     return lost()
   end
   if state == 'sold_out' then
@@ -126,7 +130,8 @@ local function one(user)
     return reply('scheduled', 0, 0, group_rank(score))
   end
   local position = redis.call('ZRANK', KEYS[4], user) + 1
-  note_eta(KEYS[8], user, now, eta_raw_ms(position, rate, paused, free, limited))
+  note_eta(KEYS[8], unshown, user, now, eta_raw_ms(position, rate, paused, free, limited),
+    moved == 1)
   return reply('waiting', position, 0, group_rank(score))
 end
 

@@ -282,9 +282,13 @@ local CHECKPOINT_MS = 100
 -- costs the common path nothing. A spread line's places are lost on its shards, which cannot
 -- reach wt on the sale's slot: there wr_join.lua removes the entry of a new place it does
 -- not sample instead.
-local function drop_report_entries(wt, users)
+-- The place's wait for a first ETA (waiting, below) goes with it too: wtp, when given.
+local function drop_report_entries(wt, users, wtp)
   for i = 1, #users, CHUNK do
     redis.call('HDEL', wt, unpack(users, i, math.min(#users, i + CHUNK - 1)))
+    if wtp then
+      redis.call('HDEL', wtp, unpack(users, i, math.min(#users, i + CHUNK - 1)))
+    end
   end
 end
 
@@ -368,9 +372,48 @@ local function eta_raw_ms(position, rate, paused, free, limited)
   return free * 1000 / rate + (position - free) * 1000000 / limited
 end
 
--- Notes the first ETA a waiting buyer is shown, once (the entry keeps the first one).
-local function note_eta(wt, user, now, eta)
-  if not eta then
+-- The buyers sampled for the report who have not been shown an ETA yet: a hash user -> '',
+-- wtp on a sale's own line (a sampled place made when no ETA could be shown: before the
+-- opening, paused, no rate), lwt on a line shard (every sampled place until its first ETA).
+-- A place leaves it at its first ETA, and goes from it when admitted, left or lost, so it
+-- empties once the pre-queue's sampled buyers have polled after the opening. On a sale's own
+-- line a skipped place leaves it too (a silent buyer would otherwise hold it non-empty for the
+-- whole return grace), and a place brought back is looked up in wt at that poll instead
+-- (note_eta's returned). A line shard keeps lwt across a skip: wt is not on its slot. A batch counts it
+-- once (HLEN) and keeps the count: while it is empty, a waiting poll makes no call for the
+-- report at all (before, every poll asked wt whether this buyer still waited for a first ETA).
+-- eta_waits(key) makes the batch's handle; nil key: nobody is tracked, nobody waits.
+local function eta_waits(key)
+  return {key = key}
+end
+
+-- Takes user out of w: true when the user was waiting for a first ETA.
+local function eta_wait_take(w, user)
+  if not w.key then
+    return false
+  end
+  if not w.n then
+    w.n = redis.call('HLEN', w.key)
+  end
+  if w.n == 0 or redis.call('HDEL', w.key, user) == 0 then
+    return false
+  end
+  w.n = w.n - 1
+  return true
+end
+
+-- Puts user in w (a sampled place that has not been shown an ETA), keeping the batch's count.
+local function eta_wait_add(w, user)
+  if redis.call('HSET', w.key, user, '') == 1 and w.n then
+    w.n = w.n + 1
+  end
+end
+
+-- Notes the first ETA a waiting buyer is shown, once (the entry keeps the first one): only a
+-- buyer in w (eta_waits above), or one whose skipped place this call brought back (returned),
+-- can have an entry without one.
+local function note_eta(wt, w, user, now, eta, returned)
+  if not eta or not (eta_wait_take(w, user) or returned) then
     return
   end
   local v = redis.call('HGET', wt, user)
@@ -383,9 +426,9 @@ end
 -- report waits in lwt (user -> '', put there by wr_line_place.lua when the sale's slot made
 -- their wt entry) until the first ETA they are shown, which then moves to lwte as
 -- "<eta>:<now>"; the admitter's leader carries lwte into the sale's wt each tick
--- (wr_line_fold.lua, wr_line_note.lua), before the tick's admissions read it.
-local function note_line_eta(lwt, lwte, user, now, eta)
-  if eta and redis.call('HDEL', lwt, user) == 1 then
+-- (wr_line_fold.lua, wr_line_note.lua), before the tick's admissions read it. w: eta_waits(lwt).
+local function note_line_eta(w, lwte, user, now, eta)
+  if eta and eta_wait_take(w, user) then
     redis.call('HSET', lwte, user, fmt(eta) .. ':' .. fmt(now))
   end
 end
@@ -484,7 +527,7 @@ end
 -- Records an admission tick's admitted users (in queue order, with their queue scores): their
 -- adm entries with the deadline, wr.admitted_total, the rate credit's charge (admit_budget's
 -- rate_from and rate_step; nil: none), and the report: admissions this second, each buyer's
--- time in line and ETA error (see wr_admit.lua's KEYS for wt, rep, rps, wtc; tick the
+-- time in line and ETA error (see wr_admit.lua's KEYS for wt, rep, rps, wtc, wtp; tick the
 -- admission tick in ms).
 local function admit_record(keys, users, scores, deadline, rate_from, rate_step, now, now_s,
                             opens_at, tick)
@@ -509,6 +552,8 @@ local function admit_record(keys, users, scores, deadline, rate_from, rate_step,
   for i = 1, #users, CHUNK do
     local part = {unpack(users, i, math.min(#users, i + CHUNK - 1))}
     local entries = redis.call('HMGET', keys.wt, unpack(part))
+    -- The sampled buyers admitted before any ETA was shown to them: waiting in wtp
+    local unshown = {}
     for j = 1, #part do
       local e = entries[j]
       local joined, eta, shown
@@ -516,6 +561,7 @@ local function admit_record(keys, users, scores, deadline, rate_from, rate_step,
         joined, eta, shown = string.match(e, '^(%d+):([%d.]+):(%d+)$')
         if not joined then
           joined = string.match(e, '^(%d+)$')
+          unshown[#unshown + 1] = part[j]
         end
       else
         -- Not sampled: a pre-open place waited from the opening; a later one's join time is
@@ -541,6 +587,9 @@ local function admit_record(keys, users, scores, deadline, rate_from, rate_step,
       end
     end
     redis.call('HDEL', keys.wt, unpack(part))
+    if keys.wtp and #unshown > 0 then
+      redis.call('HDEL', keys.wtp, unpack(unshown))
+    end
   end
   for name, n in pairs(buckets) do
     redis.call('HINCRBY', keys.rep, name, n)

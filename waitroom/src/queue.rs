@@ -106,7 +106,7 @@ pub const MAX_STATUS_BATCH: usize = 256;
 /// full batch holds Redis for a few milliseconds at most.
 pub const MAX_JOIN_BATCH: usize = 128;
 /// The keys `wr_join.lua` takes before the two of each join.
-const JOIN_KEYS: usize = 14;
+const JOIN_KEYS: usize = 15;
 /// Most entries [`WaitQueue::reap`] handles per call (bounds one call's run time).
 pub const MAX_REAP_BATCH: u32 = 5_000;
 /// The least `scan_limit` of [`AdmitParams::new`]: a tick passes over this many silent buyers.
@@ -137,6 +137,8 @@ pub struct QueueKeys {
     pub rep: String,
     pub rps: String,
     pub wtc: String,
+    /// `wtp`: the sampled buyers not yet shown an ETA (`eta_waits` in `lua/lib/prelude.lua`).
+    pub wtp: String,
 }
 
 impl QueueKeys {
@@ -156,6 +158,7 @@ impl QueueKeys {
             wtc: layout.report_checkpoints(),
             rep: layout.report(),
             rps: layout.report_series(),
+            wtp: layout.report_unshown(),
         }
     }
 }
@@ -599,7 +602,7 @@ impl WaitQueue {
             .cloned(),
         );
         keys.push(layout.code_use());
-        keys.extend([&k.wt, &k.rep, &k.rps, &k.wtc].into_iter().cloned());
+        keys.extend([&k.wt, &k.rep, &k.rps, &k.wtc, &k.wtp].into_iter().cloned());
         let mut args = Vec::with_capacity(3 + 5 * asks.len());
         args.extend([
             Value::from(options.max_queue_length.to_string()),
@@ -859,7 +862,7 @@ impl WaitQueue {
             .run(
                 &self.redis,
                 vec![
-                    &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip, &k.wt,
+                    &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip, &k.wt, &k.wtp,
                 ],
                 args,
             )
@@ -976,7 +979,7 @@ impl WaitQueue {
         let removed: i64 = WR_LEAVE
             .run(
                 &self.redis,
-                vec![&k.q, &k.adm, &k.skip, &k.wt, &k.rep],
+                vec![&k.q, &k.adm, &k.skip, &k.wt, &k.rep, &k.wtp],
                 args,
             )
             .await?;
@@ -1015,7 +1018,7 @@ impl WaitQueue {
                 &self.redis,
                 vec![
                     &k.cfg, &k.avail, &k.held, &k.q, &k.adm, &k.wr, &k.skip, &k.wt, &k.rep, &k.rps,
-                    &k.wtc,
+                    &k.wtc, &k.wtp,
                 ],
                 args,
             )
@@ -1055,7 +1058,7 @@ impl WaitQueue {
         batch: u32,
     ) -> anyhow::Result<ReapOutcome> {
         let k = &self.keys;
-        let keys = [&k.q, &k.adm, &k.wr, &k.skip, &k.wt].map(String::as_str);
+        let keys = [&k.q, &k.adm, &k.wr, &k.skip, &k.wt, &k.wtp].map(String::as_str);
         reap_keys(&self.redis, &keys, abandon_after, return_grace, batch).await
     }
 

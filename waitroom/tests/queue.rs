@@ -1257,6 +1257,135 @@ async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
     env.cleanup().await
 }
 
+/// The users in the sale's `wtp`: sampled buyers not yet shown an ETA.
+async fn unshown(sale: &Sale) -> anyhow::Result<Vec<UserId>> {
+    let members: Vec<Vec<u8>> = sale.redis.pool().hkeys(&sale.queue.keys().wtp).await?;
+    let mut users = members
+        .iter()
+        .map(|m| UserId::from_slice(m).context("a 16-byte user"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    users.sort();
+    Ok(users)
+}
+
+/// A sampled buyer waits in `wtp` for a first ETA only while none was shown (before the
+/// opening, paused), and leaves it at the first ETA shown, or with the place: admitted, left,
+/// lost to a poll or to the reaper, or skipped (a poll that brings the place back notes the
+/// ETA from `wt` itself). So `wtp` empties, and then a poll reads no report entry
+/// (`eta_waits` in lua/lib/prelude.lua): an entry without an ETA whose buyer is not in `wtp`
+/// stays as it is.
+#[tokio::test]
+async fn a_sampled_buyer_waits_for_a_first_eta_only_until_one_is_shown_or_the_place_goes()
+-> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            opens_in_ms: 600_000,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let keys = sale.queue.keys();
+    let mut b = users(7);
+    b.sort();
+    for &u in &b {
+        assert_eq!(sale.join(u).await?.0.place, Place::Scheduled);
+    }
+    assert_eq!(unshown(&sale).await?, b, "a short line samples every place");
+    // A poll before the opening shows no ETA.
+    assert_eq!(sale.place(b[0]).await?, Place::Scheduled);
+    assert_eq!(unshown(&sale).await?.len(), 7);
+
+    sale.opens_in(-1_000).await?;
+    // The first poll that shows an ETA notes it, once.
+    assert!(matches!(sale.place(b[0]).await?, Place::Waiting { .. }));
+    let noted = report_entry(&sale, b[0]).await?.context("b0's entry")?;
+    assert_eq!(noted.split(':').count(), 3, "join:eta:shown, got {noted}");
+    assert!(matches!(sale.place(b[0]).await?, Place::Waiting { .. }));
+    assert_eq!(report_entry(&sale, b[0]).await?, Some(noted));
+    // Leaving, a poll's loss, the reaper's loss.
+    assert!(sale.queue.leave(b[1]).await?);
+    common::silence(&redis, keys, &b[2..4], 100).await?;
+    assert_eq!(sale.place_with(b[2], GRACE_FAST).await?, Place::NotQueued);
+    assert_eq!(unshown(&sale).await?, b[3..]);
+    // Silent past a grace of 20 s: b3 only.
+    loop {
+        if sale
+            .queue
+            .reap(ABANDON_20, ABANDON_20, 5_000)
+            .await?
+            .wrapped
+        {
+            break;
+        }
+    }
+    assert_eq!(unshown(&sale).await?, b[4..]);
+    // Skipped (silent past abandon_after, within the grace): no longer waiting for an ETA, so
+    // a silent buyer does not hold wtp for the whole grace. Brought back by a poll, the place
+    // has its first ETA noted all the same.
+    common::silence(&redis, keys, &b[4..5], 30).await?;
+    let mut skipped = 0;
+    loop {
+        let reaped = sale.queue.reap(ABANDON_20, GRACE, 5_000).await?;
+        skipped += reaped.skipped;
+        if reaped.wrapped {
+            break;
+        }
+    }
+    assert_eq!(skipped, 1);
+    assert_eq!(unshown(&sale).await?, b[5..]);
+    assert!(matches!(sale.place(b[4]).await?, Place::Waiting { .. }));
+    let e = report_entry(&sale, b[4]).await?.context("b4's entry")?;
+    assert_eq!(e.split(':').count(), 3, "noted as it came back: {e}");
+    // Admitted before any poll showed them an ETA (b5), or skipped by the tick (b6).
+    common::silence(&redis, keys, &b[6..], 150).await?;
+    let outcome = sale.admit(10).await?;
+    assert_eq!(
+        (outcome.admitted.len(), outcome.skipped),
+        (3, 1),
+        "{outcome:?}"
+    );
+    assert!(outcome.admitted.contains(&b[5]));
+    assert_eq!(unshown(&sale).await?, []);
+
+    // Open and paused: a sampled join shows no ETA and waits for one; open: it shows one.
+    sale.set_cfg("paused", 1).await?;
+    let late = UserId::new_v7();
+    sale.join(late).await?;
+    assert_eq!(unshown(&sale).await?, [late]);
+    sale.set_cfg("paused", 0).await?;
+    let open = UserId::new_v7();
+    sale.join(open).await?;
+    let e = report_entry(&sale, open).await?.context("open's entry")?;
+    assert_eq!(e.split(':').count(), 3, "noted at the join: {e}");
+    assert_eq!(unshown(&sale).await?, [late]);
+    assert!(matches!(sale.place(late).await?, Place::Waiting { .. }));
+    assert_eq!(unshown(&sale).await?, []);
+    let e = report_entry(&sale, late).await?.context("late's entry")?;
+    assert_eq!(e.split(':').count(), 3, "noted at the poll: {e}");
+
+    // With wtp empty a poll reads no entry: one without an ETA, not in wtp, stays so.
+    let bare = format!("{}", redis_now_ms(&redis).await?);
+    let () = redis
+        .pool()
+        .hset(&keys.wt, (&member(open)[..], bare.as_str()))
+        .await?;
+    assert!(matches!(sale.place(open).await?, Place::Waiting { .. }));
+    assert_eq!(report_entry(&sale, open).await?, Some(bare.clone()));
+    // In wtp, the next poll notes it.
+    let () = redis
+        .pool()
+        .hset(&keys.wtp, (&member(open)[..], ""))
+        .await?;
+    assert!(matches!(sale.place(open).await?, Place::Waiting { .. }));
+    let e = report_entry(&sale, open).await?.context("open's entry")?;
+    assert!(e.starts_with(&format!("{bare}:")), "{e}");
+    assert_eq!(unshown(&sale).await?, []);
+    env.cleanup().await
+}
+
 #[tokio::test]
 async fn max_active_is_never_exceeded() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
@@ -2877,6 +3006,71 @@ async fn a_spread_lines_first_etas_reach_the_report_before_the_admissions() -> a
         .sum();
     assert_eq!(measured, 5, "{report:?}");
     assert_eq!(noted_on_shard(late).await?, (false, None));
+    env.cleanup().await
+}
+
+/// On a spread line a sampled buyer's wait for a first ETA (`lwt` on their line shard) goes with
+/// the place too: lost to a poll or to the shard's reaper, or taken by a tick before any poll
+/// showed an ETA. So every shard's `lwt` empties, and its polls read nothing for the report.
+#[tokio::test]
+async fn a_spread_lines_wait_for_a_first_eta_goes_with_the_place() -> anyhow::Result<()> {
+    use dropline_waitroom::line::{reap::reap, tick::run};
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let (sale, line, sale_keys) = spread_sale(
+        &redis,
+        SaleSpec {
+            opens_in_ms: 600_000,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+    let waits = || async {
+        let mut users = Vec::new();
+        for keys in line.all() {
+            let members: Vec<Vec<u8>> = redis.pool().hkeys(&keys.eta_wait).await?;
+            for m in members {
+                users.push(UserId::from_slice(&m)?);
+            }
+        }
+        users.sort();
+        anyhow::Ok(users)
+    };
+    let mut b = users(5);
+    b.sort();
+    for &u in &b {
+        assert_eq!(sale.join(u).await?.0.place, Place::Scheduled);
+    }
+    assert_eq!(waits().await?, b, "a short line samples every place");
+
+    sale.opens_in(-1_000).await?;
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+    common::silence_in_sale(&redis, sale.id, &b[..2], 100).await?;
+    assert_eq!(sale.place_with(b[0], GRACE_FAST).await?, Place::NotQueued);
+    assert_eq!(waits().await?, b[1..]);
+    // Silent past a grace of 20 s: b1 only.
+    loop {
+        if reap(&redis, &sale_keys, &line, ABANDON_20, ABANDON_20, 5_000)
+            .await?
+            .wrapped
+        {
+            break;
+        }
+    }
+    assert_eq!(waits().await?, b[2..]);
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 3, "{tick:?}");
+    assert_eq!(waits().await?, []);
     env.cleanup().await
 }
 

@@ -36,6 +36,7 @@
 //! | `rep` | hash | the post-sale report's totals and histograms (`joined`, `left`, `sold_out_at`, `w:<bucket>`, `e:<bucket>`, `e_within`, `r:<reason>`), written by the waiting room's scripts and copied to MySQL by the report worker |
 //! | `rps` | hash | the report's per-second series: `a:<t>` arrivals, `m:<t>` admissions, `l:<t>` queue length, `t` seconds since `opens_at` (at most 21,600) |
 //! | `wt` | hash | a waiting buyer's report entry: user (16 raw bytes) → `<join ms>` or `<join ms>:<first ETA ms>:<shown ms>`; removed at admission or leave |
+//! | `wtp` | hash | the sampled waiting buyers (a `wt` entry) not yet shown an ETA: user (16 raw bytes) → `''`; while it is empty a poll reads no `wt` |
 //! | `dev` | stream | the draw outbox: promotions and settlements, drained into MySQL `draw_entries` by the draw leader |
 //!
 //! # A line spread over shards
@@ -141,6 +142,11 @@ impl SaleKeys {
     /// `wt`, the sampled waiting buyers' report entries (join time, first ETA shown).
     pub fn report_entries(&self) -> String {
         self.named("wt")
+    }
+
+    /// `wtp`, the sampled buyers not yet shown an ETA (`eta_waits` in `lua/lib/prelude.lua`).
+    pub fn report_unshown(&self) -> String {
+        self.named("wtp")
     }
 
     /// `wtc`, the report's arrival checkpoints (the join times of buyers without a `wt` entry).

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use crate::queue::{ReapOutcome, reap_keys};
 
-/// One batch of `wr_reap.lua` on every line shard (`q`, its `ladm` copy, `lmeta`, `skip`):
-/// copies lapsed past their deadline are dropped, silent places skipped, places silent past
-/// `return_grace` removed. The outage credit's `resumed_at` is the sale's: it is copied into
+/// One batch of `wr_reap.lua` on every line shard (`q`, its `ladm` copy, `lmeta`, `skip`,
+/// `lwt`): copies lapsed past their deadline are dropped, silent places skipped, places silent
+/// past `return_grace` removed (with their wait for a first ETA). The outage credit's `resumed_at` is the sale's: it is copied into
 /// each shard's `lmeta` first, so nobody is skipped while the credit runs. Returns the sums
 /// (`wrapped` when every shard's walk came round).
 pub async fn reap(
@@ -41,7 +41,14 @@ pub async fn reap(
                     .await
                     .with_context(|| format!("copying the outage credit to {}", keys.meta))?;
             }
-            let shard = [&keys.q, &keys.outbox, &keys.meta, &keys.skip].map(String::as_str);
+            let shard = [
+                &keys.q,
+                &keys.outbox,
+                &keys.meta,
+                &keys.skip,
+                &keys.eta_wait,
+            ]
+            .map(String::as_str);
             reap_keys(redis, &shard, abandon_after, return_grace, batch)
                 .await
                 .with_context(|| format!("reaping the line shard {}", keys.q))

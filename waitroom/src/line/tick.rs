@@ -385,7 +385,11 @@ pub async fn take(
         args.push(format!("{score:.0}").into_bytes());
     }
     let taken: Vec<Value> = WR_LINE_TAKE
-        .run(redis, vec![keys.q.clone(), keys.outbox.clone()], args)
+        .run(
+            redis,
+            vec![keys.q.clone(), keys.outbox.clone(), keys.eta_wait.clone()],
+            args,
+        )
         .await
         .with_context(|| format!("taking places from {}", keys.q))?;
     taken.iter().map(user_of).collect()
