@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Redis's cost of a waiting buyer's poll, two builds' status scripts side by side (BENCHMARKS.md
+"eta-waits"): what a poll pays for the report's first-ETA bookkeeping.
+
+    lua-body wr_status > new.lua            # each build's bench crate (target/.../lua-body)
+    bench/eta-waits-ab.py --old old.lua --new new.lua [--rounds 8] [--port 17990]
+    bench/eta-waits-ab.py --line --old old-line.lua --new new-line.lua    # wr_line_status
+
+It needs a private Redis on --port, which it flushes (never point it at a shared server), for
+example one pinned to a core: `taskset -c 1 redis-server --port 17990 --save "" --daemonize yes`.
+
+The set-up is an open sale's line of 10,000 waiting places (one shard: the sale's q; --line: a
+line shard's q with its lmeta, no other shards), none of them sampled but every 200th, whose
+first ETA is already noted: a long line after its opening, where nobody waits for a first ETA.
+Each run makes 2,000 calls of 48 distinct waiting users (pipelined), and reads the script's
+time (INFO commandstats) and Redis's CPU (INFO cpu) a poll, and the commands a poll made from
+Lua. Three runs a round, in ABBA order over the rounds:
+  old                 the old script (--old), with its keys;
+  new-empty           the new script (--new), its wtp/lwt empty: nobody waits for a first ETA;
+  new-one-waiting     the new script with one buyer (not among the polled) in wtp/lwt: the
+                      worst case, every poll looks itself up there.
+The old and new scripts are told apart by their key count: the new wr_status takes wtp as
+KEYS[9]; wr_line_status's keys did not change (lwt is KEYS[5] in both).
+"""
+
+import argparse
+import os
+import statistics
+
+import redis
+
+ORDER = 65536
+BATCH = 48
+CALLS = 2000
+N = 10_000
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--old", required=True)
+    ap.add_argument("--new", required=True)
+    ap.add_argument("--line", action="store_true", help="wr_line_status on a line shard")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--port", type=int, default=17990)
+    a = ap.parse_args()
+
+    r = redis.Redis(port=a.port)
+    r.flushall()
+    sha_old = r.script_load(open(a.old).read())
+    sha_new = r.script_load(open(a.new).read())
+    sec, usec = r.time()
+    now_ms, now_s = sec * 1000 + usec // 1000, sec
+    users = [os.urandom(16) for _ in range(N)]
+    p = "ab:{s:x}:"
+    pipe = r.pipeline(transaction=False)
+    for i, u in enumerate(users):
+        pipe.zadd(p + "q", {u: (4294967296 + i) * ORDER + (now_s % ORDER)})
+    pipe.execute()
+    if a.line:
+        r.hset(p + "lmeta", mapping={
+            "state": "open", "opens_at": now_ms - 60_000, "closes_at": 0, "paused": 0,
+            "rate": 100, "notice": "", "groups": "", "free": 1_000_000, "limited": -1,
+            "qlen": N, "others": "", "seq": N})
+        old_keys = [p + k for k in ["q", "skip", "ladm", "lmeta", "wait", "lwte"]]
+        new_keys = old_keys
+        wait = p + "wait"
+    else:
+        r.hset(p + "cfg", mapping={
+            "opens_at": now_ms - 60_000, "closes_at": 0, "paused": 0, "closed": 0,
+            "admit_per_second": 100, "max_active": 0, "per_user_limit": 1, "notice": "",
+            "groups": ""})
+        r.set(p + "avail", 1_000_000)
+        r.set(p + "held", 0)
+        for u in users[::200]:
+            r.hset(p + "wt", u, "%d:%d:%d" % (now_ms - 30_000, 20_000, now_ms - 29_000))
+        old_keys = [p + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt"]]
+        new_keys = old_keys + [p + "wait"]
+        wait = p + "wait"
+
+    def run(sha, keys):
+        before, c0 = r.info("commandstats"), r.info("cpu")
+        pipe = r.pipeline(transaction=False)
+        for c in range(CALLS):
+            off = (c * BATCH) % (N - BATCH)
+            pipe.evalsha(sha, len(keys), *keys, 1_800_000, *users[off:off + BATCH])
+            if c % 100 == 99:
+                for reply in pipe.execute():
+                    if isinstance(reply, list) and reply and reply[0] == b"not_found":
+                        raise SystemExit("the script says not_found: the set-up is wrong")
+                pipe = r.pipeline(transaction=False)
+        pipe.execute()
+        after, c1 = r.info("commandstats"), r.info("cpu")
+        polls = CALLS * BATCH
+        cpu = sum(c1[k] - c0[k] for k in ("used_cpu_user", "used_cpu_sys")) * 1e6 / polls
+        us = (after["cmdstat_evalsha"]["usec"]
+              - before.get("cmdstat_evalsha", {"usec": 0})["usec"]) / polls
+        calls = {k[8:]: (after[k]["calls"] - before.get(k, {"calls": 0})["calls"]) / polls
+                 for k in after
+                 if k.startswith("cmdstat_") and k not in ("cmdstat_evalsha", "cmdstat_info")}
+        return us, cpu, {k: round(v, 3) for k, v in calls.items() if v > 0.001}
+
+    names = ["old", "new-empty", "new-one-waiting"]
+    res = {n: [] for n in names}
+    for rnd in range(a.rounds):
+        for name in names if rnd % 2 == 0 else names[::-1]:
+            r.delete(wait)
+            if name == "old":
+                out = run(sha_old, old_keys)
+            else:
+                if name == "new-one-waiting":
+                    r.hset(wait, b"someone-else-16b", "")
+                out = run(sha_new, new_keys)
+            res[name].append(out[:2])
+            if rnd == 0:
+                print(f"{name}: calls a poll from Lua {out[2]}")
+    for name, v in res.items():
+        print(f"{name}: script µs a poll median {statistics.median(x[0] for x in v):.3f} "
+              f"(runs {[round(x[0], 2) for x in v]}), Redis CPU µs a poll median "
+              f"{statistics.median(x[1] for x in v):.3f}")
+
+
+if __name__ == "__main__":
+    main()
