@@ -374,9 +374,9 @@ end
 
 -- The buyers sampled for the report who have not been shown an ETA yet: a hash user -> '',
 -- wtp on a sale's own line (a sampled place made when no ETA could be shown: before the
--- opening, paused, no rate), lwt on a line shard (every sampled place until its first ETA).
--- A place leaves it at its first ETA, and goes from it when admitted, left or lost, so it
--- empties once the pre-queue's sampled buyers have polled after the opening. On a sale's own
+-- opening, paused, M unknown: eta_raw_ms), lwt on a line shard (every sampled place until its
+-- first ETA). A place leaves it at its first ETA, and goes from it when admitted, left or lost,
+-- so it empties once the sampled buyers who joined without an ETA have polled with one. On a sale's own
 -- line a skipped place leaves it too (a silent buyer would otherwise hold it non-empty for the
 -- whole return grace), and a place brought back is looked up in wt at that poll instead
 -- (note_eta's returned). A line shard keeps lwt across a skip: wt is not on its slot. A batch counts it

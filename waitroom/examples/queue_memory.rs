@@ -107,7 +107,7 @@ async fn run(redis: &Redis, buyers: u64, pre_open: bool, asleep: bool) -> anyhow
     let keys = queue.keys();
     let mut per_key = Vec::new();
     for key in [
-        &keys.q, &keys.skip, &keys.adm, &keys.seq, &keys.wr, &keys.wt, &keys.wtc,
+        &keys.q, &keys.skip, &keys.adm, &keys.seq, &keys.wr, &keys.wt, &keys.wtc, &keys.wtp,
     ] {
         let bytes: Option<u64> = redis
             .pool()
