@@ -1257,15 +1257,22 @@ async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
     env.cleanup().await
 }
 
-/// The users in the sale's `wtp`: sampled buyers not yet shown an ETA.
-async fn unshown(sale: &Sale) -> anyhow::Result<Vec<UserId>> {
-    let members: Vec<Vec<u8>> = sale.redis.pool().hkeys(&sale.queue.keys().wtp).await?;
-    let mut users = members
-        .iter()
-        .map(|m| UserId::from_slice(m).context("a 16-byte user"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+/// The users that are fields of the hashes `keys`, sorted.
+async fn hash_users(redis: &Redis, keys: &[&str]) -> anyhow::Result<Vec<UserId>> {
+    let mut users = Vec::new();
+    for key in keys {
+        let members: Vec<Vec<u8>> = redis.pool().hkeys(*key).await?;
+        for m in members {
+            users.push(UserId::from_slice(&m).context("a 16-byte user")?);
+        }
+    }
     users.sort();
     Ok(users)
+}
+
+/// The users in the sale's `wtp`: sampled buyers not yet shown an ETA.
+async fn unshown(sale: &Sale) -> anyhow::Result<Vec<UserId>> {
+    hash_users(&sale.redis, &[&sale.queue.keys().wtp]).await
 }
 
 /// A sampled buyer waits in `wtp` for a first ETA only while none was shown (before the
@@ -3027,17 +3034,8 @@ async fn a_spread_lines_wait_for_a_first_eta_goes_with_the_place() -> anyhow::Re
     )
     .await?;
     run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
-    let waits = || async {
-        let mut users = Vec::new();
-        for keys in line.all() {
-            let members: Vec<Vec<u8>> = redis.pool().hkeys(&keys.eta_wait).await?;
-            for m in members {
-                users.push(UserId::from_slice(&m)?);
-            }
-        }
-        users.sort();
-        anyhow::Ok(users)
-    };
+    let lwt: Vec<&str> = line.all().iter().map(|k| k.eta_wait.as_str()).collect();
+    let waits = || hash_users(&redis, &lwt);
     let mut b = users(5);
     b.sort();
     for &u in &b {
