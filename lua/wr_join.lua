@@ -250,7 +250,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
   -- The report (lib/prelude.lua): a new place is an arrival, with its join time in wt when it
   -- is sampled and, after the opening, a checkpoint of its arrival number when it is the first
   -- of its slot; a waiting answer's ETA is noted once as the first one shown.
-  local function place(new, score, returned)
+  local function place(new, score)
     local sampled = false
     if new == 1 then
       if report_sampled(math.floor(score / ORDER), qlen - 1) then
@@ -296,7 +296,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
         eta_wait_add(unshown, user)
       end
     else
-      note_eta(KEYS[11], unshown, user, now, eta, returned)
+      note_eta(KEYS[11], unshown, user, now, eta)
     end
     return r
   end
@@ -311,7 +311,10 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     skipped = skipped - 1
   end
   if standing == 'live' then
-    return place(0, score, moved == 1)
+    if moved == 1 then
+      eta_wait_back(KEYS[11], unshown, user)
+    end
+    return place(0, score)
   end
   if standing == 'lost' then
     drop_report_entries(KEYS[11], {user}, KEYS[15])

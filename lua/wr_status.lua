@@ -25,7 +25,7 @@
 --          it, drop_report_entries in lib/prelude.lua)
 -- KEYS[9]  wtp (hash: sampled buyers not yet shown an ETA, user -> ''; eta_waits in
 --          lib/prelude.lua: counted once a batch, and while it is empty a poll reads no wt,
---          but for a place it brings back from skip)
+--          but for a place it brings back from skip: eta_wait_back)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
 -- ARGV[2..] user ids, 16 raw bytes each (at least one)
 --
@@ -123,6 +123,9 @@ local function one(user)
     drop_report_entries(KEYS[8], {user}, KEYS[9])
     return lost()
   end
+  if moved == 1 then
+    eta_wait_back(KEYS[8], unshown, user)
+  end
   if state == 'sold_out' then
     return reply('sold_out', 0, 0)
   end
@@ -130,8 +133,7 @@ local function one(user)
     return reply('scheduled', 0, 0, group_rank(score))
   end
   local position = redis.call('ZRANK', KEYS[4], user) + 1
-  note_eta(KEYS[8], unshown, user, now, eta_raw_ms(position, rate, paused, free, limited),
-    moved == 1)
+  note_eta(KEYS[8], unshown, user, now, eta_raw_ms(position, rate, paused, free, limited))
   return reply('waiting', position, 0, group_rank(score))
 end
 

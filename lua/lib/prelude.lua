@@ -378,8 +378,8 @@ end
 -- first ETA). A place leaves it at its first ETA, and goes from it when admitted, left or lost,
 -- so it empties once the sampled buyers who joined without an ETA have polled with one. On a sale's own
 -- line a skipped place leaves it too (a silent buyer would otherwise hold it non-empty for the
--- whole return grace), and a place brought back is looked up in wt at that poll instead
--- (note_eta's returned). A line shard keeps lwt across a skip: wt is not on its slot. A batch counts it
+-- whole return grace), and a place brought back goes back in when its wt entry has no ETA yet
+-- (eta_wait_back). A line shard keeps lwt across a skip: wt is not on its slot. A batch counts it
 -- once (HLEN) and keeps the count: while it is empty, a waiting poll makes no call for the
 -- report at all (before, every poll asked wt whether this buyer still waited for a first ETA).
 -- eta_waits(key) makes the batch's handle; nil key: nobody is tracked, nobody waits.
@@ -409,11 +409,18 @@ local function eta_wait_add(w, user)
   end
 end
 
+-- A skipped place brought back (on a sale's own line): back in w when its wt entry has no ETA.
+local function eta_wait_back(wt, w, user)
+  local v = redis.call('HGET', wt, user)
+  if v and not string.find(v, ':', 1, true) then
+    eta_wait_add(w, user)
+  end
+end
+
 -- Notes the first ETA a waiting buyer is shown, once (the entry keeps the first one): only a
--- buyer in w (eta_waits above), or one whose skipped place this call brought back (returned),
--- can have an entry without one.
-local function note_eta(wt, w, user, now, eta, returned)
-  if not eta or not (eta_wait_take(w, user) or returned) then
+-- buyer in w (eta_waits above) has an entry without one.
+local function note_eta(wt, w, user, now, eta)
+  if not eta or not eta_wait_take(w, user) then
     return
   end
   local v = redis.call('HGET', wt, user)

@@ -1270,6 +1270,22 @@ async fn hash_users(redis: &Redis, keys: &[&str]) -> anyhow::Result<Vec<UserId>>
     Ok(users)
 }
 
+/// Reaps the sale's line until the reaper's walks wrap; returns the places it skipped.
+async fn reap_whole_line(
+    sale: &Sale,
+    abandon_after: Duration,
+    return_grace: Duration,
+) -> anyhow::Result<u64> {
+    let mut skipped = 0;
+    loop {
+        let reaped = sale.queue.reap(abandon_after, return_grace, 5_000).await?;
+        skipped += reaped.skipped;
+        if reaped.wrapped {
+            return Ok(skipped);
+        }
+    }
+}
+
 /// The users in the sale's `wtp`: sampled buyers not yet shown an ETA.
 async fn unshown(sale: &Sale) -> anyhow::Result<Vec<UserId>> {
     hash_users(&sale.redis, &[&sale.queue.keys().wtp]).await
@@ -1277,8 +1293,8 @@ async fn unshown(sale: &Sale) -> anyhow::Result<Vec<UserId>> {
 
 /// A sampled buyer waits in `wtp` for a first ETA only while none was shown (before the
 /// opening, paused), and leaves it at the first ETA shown, or with the place: admitted, left,
-/// lost to a poll or to the reaper, or skipped (a poll that brings the place back notes the
-/// ETA from `wt` itself). So `wtp` empties, and then a poll reads no report entry
+/// lost to a poll or to the reaper, or skipped (a poll that brings the place back puts it
+/// back while its entry has no ETA). So `wtp` empties, and then a poll reads no report entry
 /// (`eta_waits` in lua/lib/prelude.lua): an entry without an ETA whose buyer is not in `wtp`
 /// stays as it is.
 #[tokio::test]
@@ -1304,6 +1320,15 @@ async fn a_sampled_buyer_waits_for_a_first_eta_only_until_one_is_shown_or_the_pl
     // A poll before the opening shows no ETA.
     assert_eq!(sale.place(b[0]).await?, Place::Scheduled);
     assert_eq!(unshown(&sale).await?.len(), 7);
+    // Skipped before the opening and brought back by a join or a poll that shows no ETA:
+    // waiting again.
+    common::silence(&redis, keys, &b[5..], 30).await?;
+    assert_eq!(reap_whole_line(&sale, ABANDON_20, GRACE).await?, 2);
+    assert_eq!(unshown(&sale).await?, b[..5]);
+    let (status, new) = sale.join(b[5]).await?;
+    assert_eq!((status.place, new), (Place::Scheduled, false));
+    assert_eq!(sale.place(b[6]).await?, Place::Scheduled);
+    assert_eq!(unshown(&sale).await?, b);
 
     sale.opens_in(-1_000).await?;
     // The first poll that shows an ETA notes it, once.
@@ -1318,30 +1343,13 @@ async fn a_sampled_buyer_waits_for_a_first_eta_only_until_one_is_shown_or_the_pl
     assert_eq!(sale.place_with(b[2], GRACE_FAST).await?, Place::NotQueued);
     assert_eq!(unshown(&sale).await?, b[3..]);
     // Silent past a grace of 20 s: b3 only.
-    loop {
-        if sale
-            .queue
-            .reap(ABANDON_20, ABANDON_20, 5_000)
-            .await?
-            .wrapped
-        {
-            break;
-        }
-    }
+    reap_whole_line(&sale, ABANDON_20, ABANDON_20).await?;
     assert_eq!(unshown(&sale).await?, b[4..]);
     // Skipped (silent past abandon_after, within the grace): no longer waiting for an ETA, so
     // a silent buyer does not hold wtp for the whole grace. Brought back by a poll, the place
     // has its first ETA noted all the same.
     common::silence(&redis, keys, &b[4..5], 30).await?;
-    let mut skipped = 0;
-    loop {
-        let reaped = sale.queue.reap(ABANDON_20, GRACE, 5_000).await?;
-        skipped += reaped.skipped;
-        if reaped.wrapped {
-            break;
-        }
-    }
-    assert_eq!(skipped, 1);
+    assert_eq!(reap_whole_line(&sale, ABANDON_20, GRACE).await?, 1);
     assert_eq!(unshown(&sale).await?, b[5..]);
     assert!(matches!(sale.place(b[4]).await?, Place::Waiting { .. }));
     let e = report_entry(&sale, b[4]).await?.context("b4's entry")?;
