@@ -193,8 +193,8 @@ if #skipped > 0 then
 end
 if #users > 0 then
   admit_record({adm = KEYS[5], wr = KEYS[6], wt = KEYS[8], rep = KEYS[9], rps = KEYS[10],
-    wtc = KEYS[11], wtp = KEYS[12]}, users, scores, deadline, rate_from, rate_step, now, now_s, opens_at,
-    num(ARGV[9]))
+    wtc = KEYS[11], wtp = KEYS[12]}, users, scores, deadline, rate_from, rate_step, now, now_s,
+    opens_at, num(ARGV[9]))
 end
 sample(qlen - scanned, #users)
 return {state, #users, #skipped / 2, qlen - scanned, active + #users, limit, users}

@@ -282,7 +282,7 @@ local CHECKPOINT_MS = 100
 -- costs the common path nothing. A spread line's places are lost on its shards, which cannot
 -- reach wt on the sale's slot: there wr_join.lua removes the entry of a new place it does
 -- not sample instead.
--- The place's wait for a first ETA (waiting, below) goes with it too: wtp, when given.
+-- The place's wait for a first ETA (eta_waits, below) goes with it too: wtp, when given.
 local function drop_report_entries(wt, users, wtp)
   for i = 1, #users, CHUNK do
     redis.call('HDEL', wt, unpack(users, i, math.min(#users, i + CHUNK - 1)))
@@ -375,14 +375,15 @@ end
 -- The buyers sampled for the report who have not been shown an ETA yet: a hash user -> '',
 -- wtp on a sale's own line (a sampled place made when no ETA could be shown: before the
 -- opening, paused, M unknown: eta_raw_ms), lwt on a line shard (every sampled place until its
--- first ETA). A place leaves it at its first ETA, and goes from it when admitted, left or lost,
--- so it empties once the sampled buyers who joined without an ETA have polled with one. On a sale's own
--- line a skipped place leaves it too (a silent buyer would otherwise hold it non-empty for the
--- whole return grace), and a place brought back goes back in when its wt entry has no ETA yet
--- (eta_wait_back). A line shard keeps lwt across a skip: wt is not on its slot. A batch counts it
--- once (HLEN) and keeps the count: while it is empty, a waiting poll makes no call for the
--- report at all (before, every poll asked wt whether this buyer still waited for a first ETA).
--- eta_waits(key) makes the batch's handle; nil key: nobody is tracked, nobody waits.
+-- first ETA). A place leaves it at its first ETA, and goes from it when admitted, left or
+-- lost, so it empties once the sampled buyers who joined without an ETA have polled with one.
+-- On a sale's own line a skipped place leaves it too (a silent buyer would otherwise hold it
+-- non-empty for the whole return grace), and a place brought back goes back in when its wt
+-- entry has no ETA yet (eta_wait_back). A line shard keeps lwt across a skip: wt is not on
+-- its slot. A batch counts it once (HLEN) and keeps the count: while it is empty, a waiting
+-- poll makes no call for the report at all (before, every poll asked wt whether this buyer
+-- still waited for a first ETA). eta_waits(key) makes the batch's handle; nil key: nobody is
+-- tracked, nobody waits.
 local function eta_waits(key)
   return {key = key}
 end
@@ -559,7 +560,7 @@ local function admit_record(keys, users, scores, deadline, rate_from, rate_step,
   for i = 1, #users, CHUNK do
     local part = {unpack(users, i, math.min(#users, i + CHUNK - 1))}
     local entries = redis.call('HMGET', keys.wt, unpack(part))
-    -- The sampled buyers admitted before any ETA was shown to them: waiting in wtp
+    -- The sampled buyers admitted before any ETA was shown to them: waiting in wtp.
     local unshown = {}
     for j = 1, #part do
       local e = entries[j]
