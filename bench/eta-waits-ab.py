@@ -29,10 +29,7 @@ import statistics
 
 import redis
 
-ORDER = 65536
-BATCH = 48
-CALLS = 2000
-N = 10_000
+from luapoll import N, ORDER, measure
 
 
 def main():
@@ -47,7 +44,9 @@ def main():
     r = redis.Redis(port=a.port)
     r.flushall()
     sha_old = r.script_load(open(a.old).read())
-    sha_new = r.script_load(open(a.new).read())
+    new_source = open(a.new).read()
+    sha_new = r.script_load(new_source)
+    new_takes_at = "ARGV[2]  the `at`" in new_source
     sec, usec = r.time()
     now_ms, now_s = sec * 1000 + usec // 1000, sec
     users = [os.urandom(16) for _ in range(N)]
@@ -78,26 +77,9 @@ def main():
         wait = p + "wait"
 
     def run(sha, keys):
-        before, c0 = r.info("commandstats"), r.info("cpu")
-        pipe = r.pipeline(transaction=False)
-        for c in range(CALLS):
-            off = (c * BATCH) % (N - BATCH)
-            pipe.evalsha(sha, len(keys), *keys, 1_800_000, *users[off:off + BATCH])
-            if c % 100 == 99:
-                for reply in pipe.execute():
-                    if isinstance(reply, list) and reply and reply[0] == b"not_found":
-                        raise SystemExit("the script says not_found: the set-up is wrong")
-                pipe = r.pipeline(transaction=False)
-        pipe.execute()
-        after, c1 = r.info("commandstats"), r.info("cpu")
-        polls = CALLS * BATCH
-        cpu = sum(c1[k] - c0[k] for k in ("used_cpu_user", "used_cpu_sys")) * 1e6 / polls
-        us = (after["cmdstat_evalsha"]["usec"]
-              - before.get("cmdstat_evalsha", {"usec": 0})["usec"]) / polls
-        calls = {k[8:]: (after[k]["calls"] - before.get(k, {"calls": 0})["calls"]) / polls
-                 for k in after
-                 if k.startswith("cmdstat_") and k not in ("cmdstat_evalsha", "cmdstat_info")}
-        return us, cpu, {k: round(v, 3) for k, v in calls.items() if v > 0.001}
+        # wr_line_status of this release takes the `at` of the curve the edge holds as ARGV[2].
+        head = [1_800_000, ""] if a.line and sha == sha_new and new_takes_at else [1_800_000]
+        return measure(r, sha, keys, head, users)
 
     names = ["old", "new-empty", "new-one-waiting"]
     res = {n: [] for n in names}

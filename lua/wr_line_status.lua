@@ -18,9 +18,19 @@
 --   counters  revisit's returned_total and abandoned_total go to lmeta (the shard's own);
 --             the leader folds them into the sale's wr (wr_line_fold.lua).
 --   position  the own shard's rank + the other shards' places below the score, from the
---             published curves (line_position in lib/prelude.lua): exact at the head of the
+--             published curves (line_ahead in lib/prelude.lua): exact at the head of the
 --             line, estimated far back; for a public place that arrived since the last tick,
 --             plus the other shards' arrivals since then with a lower number (line_since).
+--             The other shards' count is the edge's to make where it can (a lookup): the
+--             edge keeps the shard's `others` curve by the `at` it was published with, sends
+--             that `at`, and gets the curve back only when lmeta holds another one; a waiting
+--             answer then carries the place's score, and the edge adds
+--             line::ahead_in_others(curve, score), the same arithmetic as curve_at (so the
+--             same position to the place). The search was a fifth of a waiting poll's
+--             script, in the Redis a line binds on first (BENCHMARKS.md "line-spread"); the
+--             edge scales out. Counted here instead, as before: while a sampled buyer of
+--             this shard waits for a first ETA (lwt not empty: the ETA noted needs the
+--             position), and with curves of a leader of two releases back (no `others`).
 --   queue_length  the whole line's as of the last tick (lmeta.qlen), plus a place this poll
 --             brought back.
 --   report    the first ETA shown to a buyer sampled for the report is noted on the shard
@@ -32,25 +42,33 @@
 -- KEYS[3]  ladm of the line shard (zset: user -> admission deadline, epoch ms; below 0:
 --          -(queue score) of a place taken and not yet settled)
 -- KEYS[4]  lmeta of the line shard (hash: state, opens_at, closes_at, paused, rate, notice,
---          groups, free, limited, qlen, others (or all and own: line_curves in
---          lib/prelude.lua), seq, as line::positions::publish writes them;
---          counters returned_total and abandoned_total)
+--          groups, free, limited, qlen, at (when the curves were read, epoch ms: the
+--          curves' version), others (or all and own: line_curves in lib/prelude.lua), seq,
+--          as line::positions::publish writes them; counters returned_total and
+--          abandoned_total)
 -- KEYS[5]  lwt of the line shard (hash: sampled buyers not yet shown an ETA, user -> '';
 --          eta_waits in lib/prelude.lua: counted once a batch, a lost place's entry goes)
 -- KEYS[6]  lwte of the line shard (hash: user -> "<first ETA ms>:<shown at ms>", for the leader)
 -- ARGV[1]  the return grace in ms: a place silent for longer is lost
--- ARGV[2..] user ids, 16 raw bytes each (at least one), all of this shard
+-- ARGV[2]  the `at` of the `others` curve the edge holds for this shard ('' for none)
+-- ARGV[3..] user ids, 16 raw bytes each (at least one), all of this shard
 --
--- Returns  wr_status.lua's reply: {opens_at_ms, now_ms, paused, admit_per_second, free,
---          limited_rate_milli, notice, groups, then five integers per user: state,
---          position, deadline_ms, queue_length, group_rank}; or {'not_found'} when the
---          sale is not armed or nothing was published to this shard yet (the leader's first
---          tick of an armed sale publishes, within one tick).
+-- Returns  {opens_at_ms, now_ms, paused, admit_per_second, free, limited_rate_milli, notice,
+--          groups, at, sent, curve, then six integers per user: state, position,
+--          deadline_ms, queue_length, group_rank, lookup}; or {'not_found'} when the sale is
+--          not armed or nothing was published to this shard yet (the leader's first tick of
+--          an armed sale publishes, within one tick). The first eight and the first five of
+--          each user's are wr_status.lua's.
+--   at        lmeta's `at`, the version of the curve the lookups are made on ('' for none)
+--   sent      1 when curve is lmeta's `others` (the edge's `at` was another), else 0
+--   curve     the packed curve when sent, else ''
+--   lookup    a waiting place's score when the edge is to add the other shards' places
+--             below it to position (curve at `at`); -1 when position is whole already
 
 local now, now_s = clock()
 
 local m = redis.call('HMGET', KEYS[4], 'state', 'opens_at', 'closes_at', 'paused', 'rate',
-  'notice', 'groups', 'free', 'limited', 'qlen', 'others', 'seq')
+  'notice', 'groups', 'free', 'limited', 'qlen', 'at', 'seq')
 if not m[1] or m[1] == 'not_found' then
   return {'not_found'}
 end
@@ -64,15 +82,35 @@ elseif state ~= 'sold_out' then
 end
 local rate, free, limited = num(m[5]), num(m[8]), tonumber(m[9]) or -1
 local qlen = num(m[10])
-local others, all, own = line_curves(KEYS[4], m[11])
 local seq, public = num(m[12]), public_rank(m[7])
 local grace_ms = num(ARGV[1])
 local unshown = eta_waits(KEYS[5])
 
-local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or ''}
+-- The curves, for the edge (at, sent, curve) and for the polls counted here (others, all,
+-- own: read once, when the first such poll needs them).
+local at, sent, curve = m[11] or '', 0, ''
+local edge_counts = at ~= ''
+local others, all, own
+if edge_counts and at ~= ARGV[2] then
+  others, all, own = line_curves(KEYS[4], redis.call('HGET', KEYS[4], 'others'))
+  if others then
+    sent, curve = 1, others
+  else
+    edge_counts = false
+  end
+end
+local function ahead(score)
+  if others == nil then
+    others, all, own = line_curves(KEYS[4], redis.call('HGET', KEYS[4], 'others'))
+  end
+  return line_ahead(score, others, all, own)
+end
 
-local function reply(st, position, deadline, rank)
+local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or '', at, sent, curve}
+
+local function reply(st, position, deadline, rank, lookup)
   status_push(out, st, position, deadline, qlen, rank)
+  out[#out + 1] = lookup or -1
 end
 
 local function lost()
@@ -127,13 +165,16 @@ local function one(user)
   if state == 'scheduled' then
     return reply('scheduled', 0, 0, group_rank(score))
   end
-  local position = line_position(KEYS[1], user, score, others, all, own)
-    + line_since(KEYS[1], score, seq, public)
+  local position = redis.call('ZRANK', KEYS[1], user) + 1 + line_since(KEYS[1], score, seq, public)
+  if edge_counts and eta_waits_none(unshown) then
+    return reply('waiting', position, 0, group_rank(score), score)
+  end
+  position = position + ahead(score)
   note_line_eta(unshown, KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
   return reply('waiting', position, 0, group_rank(score))
 end
 
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   one(ARGV[i])
 end
 return out

@@ -388,15 +388,20 @@ local function eta_waits(key)
   return {key = key}
 end
 
--- Takes user out of w: true when the user was waiting for a first ETA.
-local function eta_wait_take(w, user)
+-- Whether nobody in w waits for a first ETA (w's count, read once a batch).
+local function eta_waits_none(w)
   if not w.key then
-    return false
+    return true
   end
   if not w.n then
     w.n = redis.call('HLEN', w.key)
   end
-  if w.n == 0 or redis.call('HDEL', w.key, user) == 0 then
+  return w.n == 0
+end
+
+-- Takes user out of w: true when the user was waiting for a first ETA.
+local function eta_wait_take(w, user)
+  if eta_waits_none(w) or redis.call('HDEL', w.key, user) == 0 then
     return false
   end
   w.n = w.n - 1
@@ -660,17 +665,22 @@ local function line_curves(meta, others)
   return false, m[1] or '', m[2] or ''
 end
 
--- The position of `user`, waiting in line shard q with `score`: its rank there + 1, plus the
--- other shards' places below the score (from line_curves' answer: others, or all - own),
+-- The other shards' places below `score`, from line_curves' answer (others, or all - own),
 -- rounded to a whole place as line::ahead_in_others does.
-local function line_position(q, user, score, others, all, own)
+local function line_ahead(score, others, all, own)
   local ahead
   if others then
     ahead = curve_at(others, score)
   else
     ahead = curve_at(all, score) - curve_at(own, score)
   end
-  return redis.call('ZRANK', q, user) + 1 + math.floor(math.max(ahead, 0) + 0.5)
+  return math.floor(math.max(ahead, 0) + 0.5)
+end
+
+-- The position of `user`, waiting in line shard q with `score`: its rank there + 1, plus the
+-- other shards' places below the score (line_ahead).
+local function line_position(q, user, score, others, all, own)
+  return redis.call('ZRANK', q, user) + 1 + line_ahead(score, others, all, own)
 end
 
 -- The line's length and its skipped places, for the read-only figures (wr_stats.lua,

@@ -74,7 +74,8 @@
 //! until the sale's first open tick, and keeps its last value while the sale is paused,
 //! scheduled, sold out or closed.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -483,6 +484,18 @@ pub struct WaitQueue {
     /// for a sale's life, so a long-lived queue (the edge's batcher) reads it once, and a sale
     /// whose line is not spread pays nothing per poll.
     line: Arc<OnceLock<LineShards>>,
+    /// Each line shard's `others` curve as its polls last handed it over, by the `at` it was
+    /// published with (`wr_line_status.lua`): a poll then counts the other shards' places
+    /// here instead of in Redis, and Redis sends a curve only when the leader published a new
+    /// one. Empty for a sale whose line is not spread.
+    curves: Arc<Mutex<HashMap<usize, HeldCurve>>>,
+}
+
+/// A line shard's `others` curve and the `at` it was published with.
+#[derive(Debug, Clone)]
+struct HeldCurve {
+    at: Vec<u8>,
+    curve: Arc<crate::line::CountCurve>,
 }
 
 impl WaitQueue {
@@ -492,6 +505,7 @@ impl WaitQueue {
             sale,
             redis: redis.clone(),
             line: Arc::new(OnceLock::new()),
+            curves: Arc::default(),
         }
     }
 
@@ -893,14 +907,18 @@ impl WaitQueue {
                 .filter(|(_, asked)| !asked.is_empty())
                 .map(|(shard, asked)| async move {
                     let keys = line.all().get(shard).context("a line shard out of range")?;
-                    let mut args = Vec::with_capacity(asked.len() + 1);
+                    let held = self.held_curve(shard);
+                    let mut args = Vec::with_capacity(asked.len() + 2);
                     args.push(Value::from(grace));
+                    args.push(Value::from(held.as_ref().map_or(&[][..], |h| &h.at[..])));
                     args.extend(asked.iter().map(|&i| Value::from(&member(users[i])[..])));
                     let reply: Value = WR_LINE_STATUS
                         .run(&self.redis, keys.place_keys().to_vec(), args)
                         .await
                         .with_context(|| format!("polls on the line shard {}", keys.q))?;
-                    let answers = status_reply(reply, asked.len(), "wr_line_status")?;
+                    let answers = self
+                        .line_status_reply(shard, held, reply, asked.len())
+                        .with_context(|| format!("polls on the line shard {}", keys.q))?;
                     anyhow::Ok(asked.iter().copied().zip(answers).collect::<Vec<_>>())
                 }),
         )
@@ -910,6 +928,73 @@ impl WaitQueue {
             out[index] = answer;
         }
         Ok(out)
+    }
+
+    /// The `others` curve this queue holds for line shard `shard`, if any.
+    fn held_curve(&self, shard: usize) -> Option<HeldCurve> {
+        let held = self
+            .curves
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.get(&shard).cloned()
+    }
+
+    /// A `wr_line_status.lua` reply for `users` users of line shard `shard`, asked with the
+    /// curve `held`: the other shards' places added to each position the script left to the
+    /// edge (`lookup`), from the curve the reply carries (then kept for the next polls) or
+    /// the one held, whichever has the reply's `at`.
+    fn line_status_reply(
+        &self,
+        shard: usize,
+        held: Option<HeldCurve>,
+        reply: Value,
+        users: usize,
+    ) -> anyhow::Result<Vec<Option<Status>>> {
+        const SCRIPT: &str = "wr_line_status";
+        let Some(parts) = status_parts(reply, users, SCRIPT, LINE_STATUS_EXTRA)? else {
+            return Ok(vec![None; users]);
+        };
+        let [at, sent, packed] = &parts.extra[..] else {
+            anyhow::bail!("{SCRIPT}: {} items after the header", parts.extra.len());
+        };
+        let at = at
+            .as_bytes()
+            .context("wr_line_status: `at` is not a string")?;
+        let curve = if sent.as_i64() == Some(1) {
+            let packed = packed
+                .as_bytes()
+                .context("wr_line_status: the curve is not bytes")?;
+            let curve = Arc::new(crate::line::unpack(packed).context("wr_line_status's curve")?);
+            let mut held = self
+                .curves
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            held.insert(
+                shard,
+                HeldCurve {
+                    at: at.to_vec(),
+                    curve: Arc::clone(&curve),
+                },
+            );
+            Some(curve)
+        } else {
+            held.filter(|h| h.at == at).map(|h| h.curve)
+        };
+        parts
+            .answers
+            .into_iter()
+            .map(|(mut status, lookup)| {
+                if lookup >= 0 {
+                    let curve = curve.as_ref().with_context(|| {
+                        format!("{SCRIPT}: a lookup on the curve of {at:?}, which is not held")
+                    })?;
+                    if let Place::Waiting { position } = &mut status.place {
+                        *position += crate::line::ahead_in_others(curve, lookup as f64);
+                    }
+                }
+                Ok(Some(status))
+            })
+            .collect()
     }
 
     /// The whole admission tick of a spread line ([`crate::line::tick::run`], positions
@@ -1094,21 +1179,45 @@ impl WaitQueue {
     }
 }
 
-/// A `wr_status.lua` (or `wr_line_status.lua`, the same shape) reply for `users` users, in
-/// their order; `None` each when the sale is not armed.
+/// A `wr_status.lua` reply for `users` users, in their order; `None` each when the sale is
+/// not armed.
 fn status_reply(
     reply: Value,
     users: usize,
     script: &'static str,
 ) -> anyhow::Result<Vec<Option<Status>>> {
+    Ok(match status_parts(reply, users, script, 0)? {
+        Some(parts) => parts.answers.into_iter().map(|(s, _)| Some(s)).collect(),
+        None => vec![None; users],
+    })
+}
+
+/// A status reply taken apart: `wr_status.lua`'s (`extra` 0), or one with `extra` more items
+/// after the common header and one more integer after each user's five (`wr_line_status.lua`:
+/// at, sent, curve; lookup).
+struct StatusParts {
+    /// The header's items past [`STATUS_HEADER`].
+    extra: Vec<Value>,
+    /// Each user's answer, with the integer after its five (-1 without one).
+    answers: Vec<(Status, i64)>,
+}
+
+/// [`StatusParts`] of a status reply for `users` users; `None` when the sale is not armed.
+fn status_parts(
+    reply: Value,
+    users: usize,
+    script: &'static str,
+    extra: usize,
+) -> anyhow::Result<Option<StatusParts>> {
     let Value::Array(items) = reply else {
         anyhow::bail!("{script}: expected an array, got {reply:?}");
     };
     if items.len() == 1 && items.first().and_then(Value::as_str).as_deref() == Some("not_found") {
-        return Ok(vec![None; users]);
+        return Ok(None);
     }
+    let fields = STATUS_FIELDS + usize::from(extra > 0);
     anyhow::ensure!(
-        items.len() == STATUS_HEADER + STATUS_FIELDS * users,
+        items.len() == STATUS_HEADER + extra + fields * users,
         "{script}: {} items for {} users",
         items.len(),
         users
@@ -1119,6 +1228,7 @@ fn status_reply(
         script,
         STATUS_HEADER,
     )?;
+    let extra: Vec<Value> = items.by_ref().take(extra).collect();
     let sale = Status {
         place: Place::NotQueued,
         opens_at_ms: header.uint(0)?,
@@ -1132,27 +1242,35 @@ fn status_reply(
         group: None,
     };
     let groups = Groups::new(&header.text(7)?);
-    items
+    let answers = items
         .as_slice()
-        .chunks_exact(STATUS_FIELDS)
+        .chunks_exact(fields)
         .enumerate()
         .map(|(i, fields)| {
-            let (place, queue_length, rank) = status_fields(fields)
-                .with_context(|| format!("{script}: malformed answer {i}: {fields:?}"))?;
-            Ok(Some(Status {
+            let malformed = || format!("{script}: malformed answer {i}: {fields:?}");
+            let (place, queue_length, rank) = status_fields(fields).with_context(malformed)?;
+            let more = match fields.get(STATUS_FIELDS) {
+                Some(more) => more.as_i64().with_context(malformed)?,
+                None => -1,
+            };
+            let status = Status {
                 place,
                 queue_length,
                 group: groups.name(rank),
                 ..sale.clone()
-            }))
+            };
+            Ok((status, more))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Some(StatusParts { extra, answers }))
 }
 
 /// The sale-wide values at the head of a wr_status reply.
 const STATUS_HEADER: usize = 8;
 /// The integers of each user's answer after the header (`status_push` in `lua/lib/prelude.lua`).
 const STATUS_FIELDS: usize = 5;
+/// The items of a `wr_line_status.lua` reply's header after [`STATUS_HEADER`]: at, sent, curve.
+const LINE_STATUS_EXTRA: usize = 3;
 
 /// A sale's priority groups as the scripts answer them (`cfg.groups`), to name a group rank.
 /// `public` is made once per reply, not once per row.

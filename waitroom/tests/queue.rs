@@ -2713,6 +2713,125 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
     env.cleanup().await
 }
 
+/// Each user's position as Redis counts it from the published curves alone
+/// (`wr_line_position.lua` on the user's shard), `None` for one not waiting.
+async fn counted_in_redis(
+    redis: &Redis,
+    line: &LineShards,
+    users: &[UserId],
+) -> anyhow::Result<Vec<Option<u64>>> {
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        let (_, read) =
+            dropline_waitroom::line::positions(redis, line.keys_of(*user), &[*user]).await?;
+        out.push(read.first().copied().filter(|&p| p > 0));
+    }
+    Ok(out)
+}
+
+/// The positions `queue`'s polls answer `users`, `None` for one not waiting.
+async fn polled_positions(queue: &WaitQueue, users: &[UserId]) -> anyhow::Result<Vec<Option<u64>>> {
+    let mut out = Vec::with_capacity(users.len());
+    for batch in users.chunks(200) {
+        let polled = queue.status_many(batch, GRACE).await?;
+        out.extend(
+            polled
+                .into_iter()
+                .map(|status| match status.map(|s| s.place) {
+                    Some(Place::Waiting { position }) => Some(position),
+                    _ => None,
+                }),
+        );
+    }
+    Ok(out)
+}
+
+/// A poll of a spread line leaves the other shards' count to the edge (`wr_line_status.lua`'s
+/// lookup, issue #22 §2): on a line long enough that the curves interpolate, every position a
+/// poll answers is the one Redis counts from the same curves (`wr_line_status.lua` did so
+/// itself before), to the place. So too from a queue that holds no curve yet, after a tick
+/// that changes the curves, and while a sampled buyer of a shard waits for a first ETA (that
+/// shard's polls count in Redis then). The edge keeps a shard's curve by the `at` it was
+/// published with, and Redis sends a curve only when lmeta holds another.
+#[tokio::test]
+async fn a_spread_polls_position_counted_at_the_edge_is_the_one_redis_counts() -> anyhow::Result<()>
+{
+    use dropline_waitroom::line::tick::run;
+
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
+    let places = spread_arrivals(&redis, sale.id, &line, 600).await?;
+    let users: Vec<UserId> = places.iter().map(|p| p.0).collect();
+    run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
+
+    let in_redis = counted_in_redis(&redis, &line, &users).await?;
+    assert!(in_redis.iter().all(Option::is_some), "{in_redis:?}");
+    assert_eq!(polled_positions(&sale.queue, &users).await?, in_redis);
+    // Again from the curves the queue now holds, and from a queue that holds none.
+    assert_eq!(polled_positions(&sale.queue, &users).await?, in_redis);
+    let fresh = WaitQueue::new(&redis, sale.id);
+    assert_eq!(polled_positions(&fresh, &users).await?, in_redis);
+    // The head of the line is exact (every shard's first 32 places).
+    let head = polled_positions(&sale.queue, &users[..60]).await?;
+    let exact: Vec<Option<u64>> = (1..=60).map(Some).collect();
+    assert_eq!(head, exact);
+
+    // A curve is sent only when lmeta holds another `at`: with the curves emptied behind the
+    // same `at`, a queue that holds them counts as before, a new queue with the emptied ones
+    // (the own shard's rank alone), as Redis does.
+    for keys in line.all() {
+        let () = redis.pool().hset(&keys.meta, ("others", "")).await?;
+    }
+    assert_eq!(polled_positions(&sale.queue, &users).await?, in_redis);
+    let emptied = counted_in_redis(&redis, &line, &users).await?;
+    assert_ne!(emptied, in_redis);
+    let fresh = WaitQueue::new(&redis, sale.id);
+    assert_eq!(polled_positions(&fresh, &users).await?, emptied);
+
+    // A tick admits the first 30 (the budget) and publishes new curves: the held ones are
+    // replaced.
+    let tick = run(
+        &redis,
+        &sale_keys,
+        &line,
+        &spread_tick_params(),
+        10_000,
+        None,
+    )
+    .await?;
+    assert_eq!(tick.admitted, 30, "{tick:?}");
+    let waiting = &users[30..];
+    let in_redis = counted_in_redis(&redis, &line, waiting).await?;
+    assert_eq!(in_redis.first().copied().flatten(), Some(1));
+    assert_eq!(polled_positions(&sale.queue, waiting).await?, in_redis);
+
+    // A sampled buyer of shard 0 waiting for a first ETA: that shard's polls count in Redis,
+    // the others' at the edge, and every position is the same.
+    let never_polled = waiting
+        .iter()
+        .copied()
+        .rev()
+        .find(|u| line.shard_of(*u) == 0)
+        .context("a place on shard 0")?;
+    let () = redis
+        .pool()
+        .hset(
+            &line.keys(0).eta_wait,
+            (fred::types::Key::from(&never_polled.as_bytes()[..]), ""),
+        )
+        .await?;
+    let others: Vec<UserId> = waiting
+        .iter()
+        .copied()
+        .filter(|u| *u != never_polled)
+        .collect();
+    let in_redis = counted_in_redis(&redis, &line, &others).await?;
+    assert_eq!(polled_positions(&sale.queue, &others).await?, in_redis);
+    assert_eq!(polled_positions(&fresh, &others).await?, in_redis);
+    env.cleanup().await
+}
+
 /// The order side's changes of an admission reach a spread line's copies with the next tick
 /// (issue #22 §2; `admch`, `wr_line_budget.lua` and `wr_line_sync.lua`): a payment that
 /// lengthens the admission, a cancelled order and a paid one that end it. Before that tick the

@@ -23,5 +23,5 @@ pub mod tick;
 
 pub use positions::{
     CountCurve, EXACT_HEAD, ahead_in_others, checkpoint_ranks, pack, positions, publish,
-    read_curve, segment_starts,
+    read_curve, segment_starts, unpack,
 };

@@ -298,6 +298,36 @@ pub fn pack(curve: &CountCurve) -> Vec<u8> {
     out
 }
 
+/// The curve [`pack`] made, as a poll of its shard hands it to the edge (`wr_line_status.lua`):
+/// an error for bytes that are not whole knots or whose x do not rise (a search needs them
+/// sorted).
+pub fn unpack(packed: &[u8]) -> anyhow::Result<CountCurve> {
+    let chunks = packed.chunks_exact(16);
+    anyhow::ensure!(
+        chunks.remainder().is_empty(),
+        "a packed curve of {} bytes (knots are 16)",
+        packed.len()
+    );
+    let mut knots: Vec<(f64, f64)> = Vec::with_capacity(packed.len() / 16);
+    for knot in chunks {
+        let (x, count) = knot.split_at(8);
+        let x = f64::from_le_bytes(x.try_into().context("a knot's x")?);
+        let count = f64::from_le_bytes(count.try_into().context("a knot's count")?);
+        if let Some(&(last, _)) = knots.last() {
+            anyhow::ensure!(
+                x > last,
+                "a packed curve's knots out of order ({last} then {x})"
+            );
+        }
+        anyhow::ensure!(
+            x.is_finite() && count.is_finite(),
+            "a packed curve's knot ({x}, {count})"
+        );
+        knots.push((x, count));
+    }
+    Ok(CountCurve { knots })
+}
+
 /// The positions of `users` in the spread line, from their shard `keys` alone
 /// (`lua/wr_line_position.lua`): 0 for a user not waiting there. Also when the curves read
 /// were published (`at`, epoch ms, 0 for never).
@@ -502,6 +532,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_packed_curve_unpacks_to_itself_and_bad_bytes_are_refused() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let scores = line(&mut rng, 1, 500, 500);
+        let curve = read(&scores, 1, 500);
+        assert!(curve.knots().len() > 40, "{}", curve.knots().len());
+        assert_eq!(unpack(&pack(&curve)).ok(), Some(curve.clone()));
+        assert_eq!(unpack(&[]).ok(), Some(CountCurve::default()));
+        let packed = pack(&curve);
+        // Not whole knots.
+        assert!(unpack(&packed[..packed.len() - 1]).is_err());
+        // Two knots swapped: a search would answer wrongly, so it is an error.
+        let mut swapped = packed.clone();
+        swapped[..32].rotate_left(16);
+        assert!(unpack(&swapped).is_err());
+        // A NaN x.
+        let mut nan = packed;
+        nan[..8].copy_from_slice(&f64::NAN.to_le_bytes());
+        assert!(unpack(&nan).is_err());
     }
 
     #[test]

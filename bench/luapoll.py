@@ -1,0 +1,57 @@
+"""The shared part of the hand-run Lua poll benchmarks (bench/eta-waits-ab.py,
+bench/line-poll-ab.py): a waiting line's places written straight into a private Redis, and one
+measured run of a status script over it.
+
+Each run makes CALLS pipelined calls of BATCH distinct waiting users and reads, a poll, the
+script's time (INFO commandstats), Redis's CPU (INFO cpu) and the commands the script made.
+"""
+
+import struct
+
+ORDER = 65536
+BATCH = 48
+CALLS = 2000
+N = 10_000
+# The order key of the first arrival after the opening (lua/lib/prelude.lua's PRE_KEYS).
+AFTER_OPENING = 4294967296
+
+
+def place_line(r, q, users, now_s, key=lambda i: AFTER_OPENING + i):
+    """Puts users[i] in zset q at order key key(i), stamped now."""
+    pipe = r.pipeline(transaction=False)
+    for i, u in enumerate(users):
+        pipe.zadd(q, {u: key(i) * ORDER + (now_s % ORDER)})
+        if i % 1000 == 999:
+            pipe.execute()
+            pipe = r.pipeline(transaction=False)
+    pipe.execute()
+
+
+def pack(knots):
+    """A count curve as lmeta holds it (waitroom/src/line/positions.rs `pack`)."""
+    return b"".join(struct.pack("<dd", x, c) for x, c in knots)
+
+
+def measure(r, sha, keys, head, users):
+    """One run: CALLS calls of sha with keys, ARGV = head + BATCH users each.
+    Returns (script µs a poll, Redis CPU µs a poll, {command: calls a poll})."""
+    before, c0 = r.info("commandstats"), r.info("cpu")
+    pipe = r.pipeline(transaction=False)
+    for c in range(CALLS):
+        off = (c * BATCH) % (len(users) - BATCH)
+        pipe.evalsha(sha, len(keys), *keys, *head, *users[off:off + BATCH])
+        if c % 100 == 99:
+            for reply in pipe.execute():
+                if isinstance(reply, list) and reply and reply[0] == b"not_found":
+                    raise SystemExit("the script says not_found: the set-up is wrong")
+            pipe = r.pipeline(transaction=False)
+    pipe.execute()
+    after, c1 = r.info("commandstats"), r.info("cpu")
+    polls = CALLS * BATCH
+    cpu = sum(c1[k] - c0[k] for k in ("used_cpu_user", "used_cpu_sys")) * 1e6 / polls
+    us = (after["cmdstat_evalsha"]["usec"]
+          - before.get("cmdstat_evalsha", {"usec": 0})["usec"]) / polls
+    calls = {k[8:]: (after[k]["calls"] - before.get(k, {"calls": 0})["calls"]) / polls
+             for k in after
+             if k.startswith("cmdstat_") and k not in ("cmdstat_evalsha", "cmdstat_info")}
+    return us, cpu, {k: round(v, 3) for k, v in calls.items() if v > 0.001}
