@@ -26,11 +26,11 @@
 --             that `at`, and gets the curve back only when lmeta holds another one; a waiting
 --             answer then carries the place's score, and the edge adds
 --             line::ahead_in_others(curve, score), the same arithmetic as curve_at (so the
---             same position to the place). The search was a fifth of a waiting poll's
+--             same position to the place). The search was a quarter of a waiting poll's
 --             script, in the Redis a line binds on first (BENCHMARKS.md "line-spread"); the
---             edge scales out. Counted here instead, as before: while a sampled buyer of
---             this shard waits for a first ETA (lwt not empty: the ETA noted needs the
---             position), and with curves of a leader of two releases back (no `others`).
+--             edge scales out. Counted here instead, as before: for a sampled buyer who
+--             waits for a first ETA (in lwt: the ETA noted needs the position), and with
+--             curves of a leader of two releases back (no `others`).
 --   queue_length  the whole line's as of the last tick (lmeta.qlen), plus a place this poll
 --             brought back.
 --   report    the first ETA shown to a buyer sampled for the report is noted on the shard
@@ -85,6 +85,7 @@ local qlen = num(m[10])
 local seq, public = num(m[12]), public_rank(m[7])
 local grace_ms = num(ARGV[1])
 local unshown = eta_waits(KEYS[5])
+local noting = paused == 0 and rate > 0
 
 -- The curves, for the edge (at, sent, curve) and for the polls counted here (others, all,
 -- own: read once, when the first such poll needs them).
@@ -166,12 +167,19 @@ local function one(user)
     return reply('scheduled', 0, 0, group_rank(score))
   end
   local position = redis.call('ZRANK', KEYS[1], user) + 1 + line_since(KEYS[1], score, seq, public)
-  if edge_counts and eta_waits_none(unshown) then
+  -- A sampled buyer waiting for a first ETA (in lwt) gets the position counted here, for the
+  -- ETA noted. Asked per buyer, not per batch: a silent pre-open buyer can keep lwt from
+  -- emptying for the return grace after the opening, the busiest minutes. No ETA is shown
+  -- while paused or without a rate (eta_raw_ms), so nobody is asked then.
+  if noting and not eta_waits_none(unshown) and redis.call('HEXISTS', KEYS[5], user) == 1 then
+    position = position + ahead(score)
+    note_line_eta(unshown, KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
+    return reply('waiting', position, 0, group_rank(score))
+  end
+  if edge_counts then
     return reply('waiting', position, 0, group_rank(score), score)
   end
-  position = position + ahead(score)
-  note_line_eta(unshown, KEYS[6], user, now, eta_raw_ms(position, rate, paused, free, limited))
-  return reply('waiting', position, 0, group_rank(score))
+  return reply('waiting', position + ahead(score), 0, group_rank(score))
 end
 
 for i = 3, #ARGV do

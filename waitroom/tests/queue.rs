@@ -2750,8 +2750,8 @@ async fn polled_positions(queue: &WaitQueue, users: &[UserId]) -> anyhow::Result
 /// lookup, issue #22 §2): on a line long enough that the curves interpolate, every position a
 /// poll answers is the one Redis counts from the same curves (`wr_line_status.lua` did so
 /// itself before), to the place. So too from a queue that holds no curve yet, after a tick
-/// that changes the curves, and while a sampled buyer of a shard waits for a first ETA (that
-/// shard's polls count in Redis then). The edge keeps a shard's curve by the `at` it was
+/// that changes the curves, and beside sampled buyers who wait for a first ETA (whose polls
+/// count in Redis, to note the ETA shown). The edge keeps a shard's curve by the `at` it was
 /// published with, and Redis sends a curve only when lmeta holds another.
 #[tokio::test]
 async fn a_spread_polls_position_counted_at_the_edge_is_the_one_redis_counts() -> anyhow::Result<()>
@@ -2806,29 +2806,38 @@ async fn a_spread_polls_position_counted_at_the_edge_is_the_one_redis_counts() -
     assert_eq!(in_redis.first().copied().flatten(), Some(1));
     assert_eq!(polled_positions(&sale.queue, waiting).await?, in_redis);
 
-    // A sampled buyer of shard 0 waiting for a first ETA: that shard's polls count in Redis,
-    // the others' at the edge, and every position is the same.
-    let never_polled = waiting
+    // Two sampled buyers of shard 0 waiting for a first ETA: the one who polls gets the
+    // position counted in Redis, with the ETA noted for the report; everyone else is still
+    // counted at the edge; every position is the same.
+    let on_shard_0: Vec<UserId> = waiting
         .iter()
         .copied()
-        .rev()
-        .find(|u| line.shard_of(*u) == 0)
-        .context("a place on shard 0")?;
-    let () = redis
-        .pool()
-        .hset(
-            &line.keys(0).eta_wait,
-            (fred::types::Key::from(&never_polled.as_bytes()[..]), ""),
-        )
-        .await?;
-    let others: Vec<UserId> = waiting
+        .filter(|u| line.shard_of(*u) == 0)
+        .collect();
+    let (sampled, never_polled) = match on_shard_0[..] {
+        [first, .., last] => (first, last),
+        _ => anyhow::bail!("two places on shard 0: {on_shard_0:?}"),
+    };
+    let lwt = &line.keys(0).eta_wait;
+    for user in [sampled, never_polled] {
+        let () = redis
+            .pool()
+            .hset(lwt, (fred::types::Key::from(&user.as_bytes()[..]), ""))
+            .await?;
+    }
+    let polled: Vec<UserId> = waiting
         .iter()
         .copied()
         .filter(|u| *u != never_polled)
         .collect();
-    let in_redis = counted_in_redis(&redis, &line, &others).await?;
-    assert_eq!(polled_positions(&sale.queue, &others).await?, in_redis);
-    assert_eq!(polled_positions(&fresh, &others).await?, in_redis);
+    let in_redis = counted_in_redis(&redis, &line, &polled).await?;
+    assert_eq!(polled_positions(&sale.queue, &polled).await?, in_redis);
+    assert_eq!(hash_users(&redis, &[lwt.as_str()]).await?, [never_polled]);
+    assert_eq!(
+        hash_users(&redis, &[line.keys(0).eta_noted.as_str()]).await?,
+        [sampled]
+    );
+    assert_eq!(polled_positions(&fresh, &polled).await?, in_redis);
     env.cleanup().await
 }
 
