@@ -25,11 +25,10 @@ KEYS[9]; wr_line_status's keys did not change (lwt is KEYS[5] in both).
 
 import argparse
 import os
-import statistics
 
 import redis
 
-from luapoll import N, ORDER, measure
+from luapoll import N, ORDER, measure, report
 
 
 def main():
@@ -95,10 +94,7 @@ def main():
             res[name].append(out[:2])
             if rnd == 0:
                 print(f"{name}: calls a poll from Lua {out[2]}")
-    for name, v in res.items():
-        print(f"{name}: script µs a poll median {statistics.median(x[0] for x in v):.3f} "
-              f"(runs {[round(x[0], 2) for x in v]}), Redis CPU µs a poll median "
-              f"{statistics.median(x[1] for x in v):.3f}")
+    report(res)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,10 @@ the last), nobody waiting for a first ETA. Four runs a round, in ABBA order over
 
 import argparse
 import os
-import statistics
 
 import redis
 
-from luapoll import AFTER_OPENING, N, ORDER, measure, pack, place_line
+from luapoll import AFTER_OPENING, N, ORDER, measure, pack, place_line, report
 
 AT = b"1700000000000"
 
@@ -120,11 +119,7 @@ def main():
             res[name].append(out[:2])
             if rnd == 0:
                 print(f"{name}: calls a poll from Lua {out[2]}")
-    med = {n: statistics.median(x[0] for x in v) for n, v in res.items()}
-    for name, v in res.items():
-        print(f"{name}: script µs a poll median {med[name]:.3f} "
-              f"(runs {[round(x[0], 2) for x in v]}), Redis CPU µs a poll median "
-              f"{statistics.median(x[1] for x in v):.3f}, ÷ slot {med[name] / med['slot']:.2f}")
+    report(res, base="slot")
 
 
 if __name__ == "__main__":

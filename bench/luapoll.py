@@ -6,6 +6,7 @@ Each run makes CALLS pipelined calls of BATCH distinct waiting users and reads, 
 script's time (INFO commandstats), Redis's CPU (INFO cpu) and the commands the script made.
 """
 
+import statistics
 import struct
 
 ORDER = 65536
@@ -55,3 +56,14 @@ def measure(r, sha, keys, head, users):
              for k in after
              if k.startswith("cmdstat_") and k not in ("cmdstat_evalsha", "cmdstat_info")}
     return us, cpu, {k: round(v, 3) for k, v in calls.items() if v > 0.001}
+
+
+def report(res, base=None):
+    """Prints each run's medians from res (name -> [(script µs, CPU µs) a poll, one a round]),
+    and with base, its script time ÷ base's."""
+    med = {n: statistics.median(x[0] for x in v) for n, v in res.items()}
+    for name, v in res.items():
+        ratio = f", ÷ {base} {med[name] / med[base]:.2f}" if base else ""
+        print(f"{name}: script µs a poll median {med[name]:.3f} "
+              f"(runs {[round(x[0], 2) for x in v]}), Redis CPU µs a poll median "
+              f"{statistics.median(x[1] for x in v):.3f}{ratio}")

@@ -2086,6 +2086,16 @@ fn spread_tick_params() -> dropline_waitroom::line::tick::TickParams {
 
 /// A tick of a spread line that admits nobody (no rate): what the leader publishes between
 /// admissions, for the tests of polls and joins.
+/// One whole tick of a spread line with [`spread_tick_params`] (`line::tick::run`).
+async fn spread_tick(
+    redis: &Redis,
+    sale_keys: &dropline_core::sale::keys::SaleKeys,
+    line: &LineShards,
+) -> anyhow::Result<dropline_waitroom::line::tick::Tick> {
+    dropline_waitroom::line::tick::run(redis, sale_keys, line, &spread_tick_params(), 10_000, None)
+        .await
+}
+
 fn quiet_tick() -> dropline_waitroom::line::tick::TickParams {
     dropline_waitroom::line::tick::TickParams {
         rate: 0.0,
@@ -2648,15 +2658,7 @@ async fn a_poll_of_a_spread_line_reads_its_shard_and_hears_the_sale_one_tick_lat
     }
 
     // A tick admits the first 30: their polls say admitted, with adm's deadline.
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 30, "{tick:?}");
     for user in &users[..30] {
         let deadline: Option<f64> = redis
@@ -2791,15 +2793,7 @@ async fn a_spread_polls_position_counted_at_the_edge_is_the_one_redis_counts() -
 
     // A tick admits the first 30 (the budget) and publishes new curves: the held ones are
     // replaced.
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 30, "{tick:?}");
     let waiting = &users[30..];
     let in_redis = counted_in_redis(&redis, &line, waiting).await?;
@@ -2861,15 +2855,7 @@ async fn an_orders_change_of_an_admission_reaches_the_spread_lines_copy_with_the
     let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
     let places = spread_arrivals(&redis, sale.id, &line, 4).await?;
     let users: Vec<UserId> = places.iter().map(|p| p.0).collect();
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 4, "{tick:?}");
     let admission = |user: UserId| {
         let redis = redis.clone();
@@ -2940,15 +2926,7 @@ async fn an_orders_change_of_an_admission_reaches_the_spread_lines_copy_with_the
     }
 
     // The next tick carries the changes, then admits users[3] again.
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 1, "{tick:?}");
     assert_eq!(
         sale.place(users[0]).await?,
@@ -3130,15 +3108,7 @@ async fn a_spread_lines_first_etas_reach_the_report_before_the_admissions() -> a
     assert!(!waiting && noted.is_some(), "{noted:?}");
 
     // The next tick carries it before admitting: all five are admitted with an ETA measured.
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 5, "{tick:?}");
     let report: std::collections::HashMap<String, i64> =
         redis.pool().hgetall(sale_keys.report()).await?;
@@ -3194,15 +3164,7 @@ async fn a_spread_lines_wait_for_a_first_eta_goes_with_the_place() -> anyhow::Re
         }
     }
     assert_eq!(waits().await?, b[2..]);
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 3, "{tick:?}");
     assert_eq!(waits().await?, []);
     env.cleanup().await
@@ -3299,15 +3261,7 @@ async fn leaving_a_spread_line_removes_the_place_from_its_shard_and_the_admissio
     let redis = connect(&env).await?;
     let (sale, line, sale_keys) = spread_sale(&redis, SaleSpec::default()).await?;
     let places = spread_arrivals(&redis, sale.id, &line, 40).await?;
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 30, "{tick:?}");
     let (admitted, taken, waiting) = (places[0], places[30], places[35]);
     take_as_it_stands(&redis, &line, taken.0).await?;
@@ -3457,15 +3411,7 @@ async fn joining_a_spread_line_places_each_buyer_on_their_shard_and_spends_on_th
     assert_eq!(positions, (1..=30).collect::<Vec<u64>>());
 
     // Admitted on the sale's slot: a rejoin says so.
-    let tick = run(
-        &redis,
-        &sale_keys,
-        &line,
-        &spread_tick_params(),
-        10_000,
-        None,
-    )
-    .await?;
+    let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 30, "{tick:?}");
     let (status, new) = sale.join(early[0]).await?;
     assert!(matches!(status.place, Place::Admitted { .. }), "{status:?}");
