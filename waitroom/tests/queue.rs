@@ -2767,38 +2767,61 @@ async fn a_spread_polls_position_counted_at_the_edge_is_the_one_redis_counts() -
     let users: Vec<UserId> = places.iter().map(|p| p.0).collect();
     run(&redis, &sale_keys, &line, &quiet_tick(), 10_000, None).await?;
 
-    let in_redis = counted_in_redis(&redis, &line, &users).await?;
-    assert!(in_redis.iter().all(Option::is_some), "{in_redis:?}");
-    assert_eq!(polled_positions(&sale.queue, &users).await?, in_redis);
+    // Each comparison polls first and counts after: a poll rewrites the place's stamp (the
+    // low bits of its score) when a second has passed, and the curves are searched at the
+    // score, so the count has to read the scores the poll left.
+    let polled = polled_positions(&sale.queue, &users).await?;
+    assert!(polled.iter().all(Option::is_some), "{polled:?}");
+    assert_eq!(polled, counted_in_redis(&redis, &line, &users).await?);
     // Again from the curves the queue now holds, and from a queue that holds none.
-    assert_eq!(polled_positions(&sale.queue, &users).await?, in_redis);
+    let polled = polled_positions(&sale.queue, &users).await?;
+    assert_eq!(polled, counted_in_redis(&redis, &line, &users).await?);
     let fresh = WaitQueue::new(&redis, sale.id);
-    assert_eq!(polled_positions(&fresh, &users).await?, in_redis);
+    let polled = polled_positions(&fresh, &users).await?;
+    assert_eq!(polled, counted_in_redis(&redis, &line, &users).await?);
     // The head of the line is exact (every shard's first 32 places).
     let head = polled_positions(&sale.queue, &users[..60]).await?;
     let exact: Vec<Option<u64>> = (1..=60).map(Some).collect();
     assert_eq!(head, exact);
 
     // A curve is sent only when lmeta holds another `at`: with the curves emptied behind the
-    // same `at`, a queue that holds them counts as before, a new queue with the emptied ones
-    // (the own shard's rank alone), as Redis does.
+    // same `at`, a queue that holds them counts as Redis does with the published ones, a new
+    // queue with the emptied ones (the own shard's rank alone).
+    let mut published: Vec<Vec<u8>> = Vec::new();
     for keys in line.all() {
-        let () = redis.pool().hset(&keys.meta, ("others", "")).await?;
+        let others: Vec<u8> = redis.pool().hget(&keys.meta, "others").await?;
+        published.push(others);
     }
-    assert_eq!(polled_positions(&sale.queue, &users).await?, in_redis);
-    let emptied = counted_in_redis(&redis, &line, &users).await?;
-    assert_ne!(emptied, in_redis);
+    let set_others = |curves: Vec<Vec<u8>>| {
+        let redis = redis.clone();
+        let metas: Vec<String> = line.all().iter().map(|k| k.meta.clone()).collect();
+        async move {
+            for (meta, curve) in metas.iter().zip(curves) {
+                let () = redis.pool().hset(meta, ("others", curve)).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let emptied = vec![Vec::new(); published.len()];
+    set_others(emptied.clone()).await?;
+    let held = polled_positions(&sale.queue, &users).await?;
+    set_others(published.clone()).await?;
+    assert_eq!(held, counted_in_redis(&redis, &line, &users).await?);
+    set_others(emptied).await?;
     let fresh = WaitQueue::new(&redis, sale.id);
-    assert_eq!(polled_positions(&fresh, &users).await?, emptied);
+    let polled = polled_positions(&fresh, &users).await?;
+    assert_eq!(polled, counted_in_redis(&redis, &line, &users).await?);
+    assert_ne!(polled, held);
+    set_others(published).await?;
 
     // A tick admits the first 30 (the budget) and publishes new curves: the held ones are
     // replaced.
     let tick = spread_tick(&redis, &sale_keys, &line).await?;
     assert_eq!(tick.admitted, 30, "{tick:?}");
     let waiting = &users[30..];
-    let in_redis = counted_in_redis(&redis, &line, waiting).await?;
-    assert_eq!(in_redis.first().copied().flatten(), Some(1));
-    assert_eq!(polled_positions(&sale.queue, waiting).await?, in_redis);
+    let polled = polled_positions(&sale.queue, waiting).await?;
+    assert_eq!(polled.first().copied().flatten(), Some(1));
+    assert_eq!(polled, counted_in_redis(&redis, &line, waiting).await?);
 
     // Two sampled buyers of shard 0 waiting for a first ETA: the one who polls gets the
     // position counted in Redis, with the ETA noted for the report; everyone else is still
@@ -2819,19 +2842,20 @@ async fn a_spread_polls_position_counted_at_the_edge_is_the_one_redis_counts() -
             .hset(lwt, (fred::types::Key::from(&user.as_bytes()[..]), ""))
             .await?;
     }
-    let polled: Vec<UserId> = waiting
+    let others: Vec<UserId> = waiting
         .iter()
         .copied()
         .filter(|u| *u != never_polled)
         .collect();
-    let in_redis = counted_in_redis(&redis, &line, &polled).await?;
-    assert_eq!(polled_positions(&sale.queue, &polled).await?, in_redis);
+    let polled = polled_positions(&sale.queue, &others).await?;
+    assert_eq!(polled, counted_in_redis(&redis, &line, &others).await?);
     assert_eq!(hash_users(&redis, &[lwt.as_str()]).await?, [never_polled]);
     assert_eq!(
         hash_users(&redis, &[line.keys(0).eta_noted.as_str()]).await?,
         [sampled]
     );
-    assert_eq!(polled_positions(&fresh, &polled).await?, in_redis);
+    let polled = polled_positions(&fresh, &others).await?;
+    assert_eq!(polled, counted_in_redis(&redis, &line, &others).await?);
     env.cleanup().await
 }
 
