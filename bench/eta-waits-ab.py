@@ -28,7 +28,7 @@ import os
 
 import redis
 
-from luapoll import N, ORDER, measure, report
+from luapoll import N, ORDER, measure, open_sale, report
 
 
 def main():
@@ -63,12 +63,7 @@ def main():
         new_keys = old_keys
         wait = p + "wait"
     else:
-        r.hset(p + "cfg", mapping={
-            "opens_at": now_ms - 60_000, "closes_at": 0, "paused": 0, "closed": 0,
-            "admit_per_second": 100, "max_active": 0, "per_user_limit": 1, "notice": "",
-            "groups": ""})
-        r.set(p + "avail", 1_000_000)
-        r.set(p + "held", 0)
+        open_sale(r, p, now_ms)
         for u in users[::200]:
             r.hset(p + "wt", u, "%d:%d:%d" % (now_ms - 30_000, 20_000, now_ms - 29_000))
         old_keys = [p + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt"]]

@@ -28,7 +28,7 @@ import os
 
 import redis
 
-from luapoll import AFTER_OPENING, N, ORDER, measure, pack, place_line, report
+from luapoll import AFTER_OPENING, N, ORDER, measure, open_sale, pack, place_line, report
 
 AT = b"1700000000000"
 
@@ -83,12 +83,7 @@ def main():
     # The sale's own line.
     s = "slot:{s}:"
     place_line(r, s + "q", users, now_s)
-    r.hset(s + "cfg", mapping={
-        "opens_at": now_ms - 60_000, "closes_at": 0, "paused": 0, "closed": 0,
-        "admit_per_second": 100, "max_active": 0, "per_user_limit": 1, "notice": "",
-        "groups": ""})
-    r.set(s + "avail", 1_000_000)
-    r.set(s + "held", 0)
+    open_sale(r, s, now_ms)
     slot_keys = [s + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt", "wtp"]]
 
     # One shard of three: this shard holds every third arrival, the others the rest.

@@ -28,6 +28,17 @@ def place_line(r, q, users, now_s, key=lambda i: AFTER_OPENING + i):
     pipe.execute()
 
 
+def open_sale(r, prefix, now_ms):
+    """A sale's cfg, avail and held under prefix: open for a minute, 100 admissions a second, a
+    million units, no notice or groups (what wr_status.lua reads besides the line)."""
+    r.hset(prefix + "cfg", mapping={
+        "opens_at": now_ms - 60_000, "closes_at": 0, "paused": 0, "closed": 0,
+        "admit_per_second": 100, "max_active": 0, "per_user_limit": 1, "notice": "",
+        "groups": ""})
+    r.set(prefix + "avail", 1_000_000)
+    r.set(prefix + "held", 0)
+
+
 def pack(knots):
     """A count curve as lmeta holds it (waitroom/src/line/positions.rs `pack`)."""
     return b"".join(struct.pack("<dd", x, c) for x, c in knots)
