@@ -2779,9 +2779,21 @@ async fn a_spread_polls_position_counted_at_the_edge_is_the_one_redis_counts() -
     let fresh = WaitQueue::new(&redis, sale.id);
     let polled = polled_positions(&fresh, &users).await?;
     assert_eq!(polled, counted_in_redis(&redis, &line, &users).await?);
-    // The head of the line is exact (every shard's first 32 places).
-    let head = polled_positions(&sale.queue, &users[..60]).await?;
-    let exact: Vec<Option<u64>> = (1..=60).map(Some).collect();
+    // The head of the line is exact: every place up to the first that is some shard's 32nd
+    // (each shard's first 32 are read exactly; past a shard's 32nd its count is interpolated,
+    // so with the shards drawn at random the exact head is not a fixed length).
+    let mut per_shard = [0u64; 3];
+    let mut exact_head = users.len();
+    for (index, user) in users.iter().enumerate() {
+        let count = &mut per_shard[usize::from(line.shard_of(*user))];
+        *count += 1;
+        if *count == dropline_waitroom::line::EXACT_HEAD {
+            exact_head = index + 1;
+            break;
+        }
+    }
+    let head = polled_positions(&sale.queue, &users[..exact_head]).await?;
+    let exact: Vec<Option<u64>> = (1..=exact_head as u64).map(Some).collect();
     assert_eq!(head, exact);
 
     // A curve is sent only when lmeta holds another `at`: with the curves emptied behind the
