@@ -91,9 +91,15 @@ local noting = paused == 0 and rate > 0
 -- own: read once, when the first such poll needs them).
 local at, sent, curve = m[11] or '', 0, ''
 local edge_counts = at ~= ''
-local others, all, own
+local others, all, own, curves_read
+local function read_curves()
+  if not curves_read then
+    curves_read = true
+    others, all, own = line_curves(KEYS[4], redis.call('HGET', KEYS[4], 'others'))
+  end
+end
 if edge_counts and at ~= ARGV[2] then
-  others, all, own = line_curves(KEYS[4], redis.call('HGET', KEYS[4], 'others'))
+  read_curves()
   if others then
     sent, curve = 1, others
   else
@@ -101,9 +107,7 @@ if edge_counts and at ~= ARGV[2] then
   end
 end
 local function ahead(score)
-  if others == nil then
-    others, all, own = line_curves(KEYS[4], redis.call('HGET', KEYS[4], 'others'))
-  end
+  read_curves()
   return line_ahead(score, others, all, own)
 end
 

@@ -542,6 +542,13 @@ impl WaitQueue {
         &self.keys
     }
 
+    /// How many line shards the sale's line is spread over, as far as this queue has read its
+    /// layout (1 before [`WaitQueue::line`] read it, and for a line on the sale's own slot).
+    /// Reads nothing.
+    pub fn spread(&self) -> u16 {
+        self.line.get().map_or(1, LineShards::count)
+    }
+
     /// Joins the queue, or returns the place the user already has (from any replica).
     /// `None`: the sale is not armed in Redis.
     pub async fn join(
@@ -951,7 +958,7 @@ impl WaitQueue {
         users: usize,
     ) -> anyhow::Result<Vec<Option<Status>>> {
         const SCRIPT: &str = "wr_line_status";
-        let Some(parts) = status_parts(reply, users, SCRIPT, LINE_STATUS_EXTRA)? else {
+        let Some(parts) = status_parts(reply, users, SCRIPT, StatusShape::LINE)? else {
             return Ok(vec![None; users]);
         };
         let [at, sent, packed] = &parts.extra[..] else {
@@ -1186,19 +1193,44 @@ fn status_reply(
     users: usize,
     script: &'static str,
 ) -> anyhow::Result<Vec<Option<Status>>> {
-    Ok(match status_parts(reply, users, script, 0)? {
-        Some(parts) => parts.answers.into_iter().map(|(s, _)| Some(s)).collect(),
-        None => vec![None; users],
-    })
+    Ok(
+        match status_parts(reply, users, script, StatusShape::SLOT)? {
+            Some(parts) => parts.answers.into_iter().map(|(s, _)| Some(s)).collect(),
+            None => vec![None; users],
+        },
+    )
 }
 
-/// A status reply taken apart: `wr_status.lua`'s (`extra` 0), or one with `extra` more items
-/// after the common header and one more integer after each user's five (`wr_line_status.lua`:
-/// at, sent, curve; lookup).
+/// How a status reply is laid out past the parts every status reply has (the header's
+/// [`STATUS_HEADER`] items, each user's [`STATUS_FIELDS`] integers).
+#[derive(Debug, Clone, Copy)]
+struct StatusShape {
+    /// Items of the header after [`STATUS_HEADER`].
+    extra: usize,
+    /// Whether each user's integers end with a lookup (a score, or -1).
+    lookup: bool,
+}
+
+impl StatusShape {
+    /// `wr_status.lua`'s: the common parts alone.
+    const SLOT: Self = Self {
+        extra: 0,
+        lookup: false,
+    };
+    /// `wr_line_status.lua`'s: at, sent and curve after the header; a lookup after each
+    /// user's five.
+    const LINE: Self = Self {
+        extra: 3,
+        lookup: true,
+    };
+}
+
+/// A status reply taken apart: `wr_status.lua`'s, or `wr_line_status.lua`'s with its extra
+/// header items and lookups ([`StatusShape`]).
 struct StatusParts {
     /// The header's items past [`STATUS_HEADER`].
     extra: Vec<Value>,
-    /// Each user's answer, with the integer after its five (-1 without one).
+    /// Each user's answer, with its lookup (-1 without one).
     answers: Vec<(Status, i64)>,
 }
 
@@ -1207,7 +1239,7 @@ fn status_parts(
     reply: Value,
     users: usize,
     script: &'static str,
-    extra: usize,
+    shape: StatusShape,
 ) -> anyhow::Result<Option<StatusParts>> {
     let Value::Array(items) = reply else {
         anyhow::bail!("{script}: expected an array, got {reply:?}");
@@ -1215,9 +1247,9 @@ fn status_parts(
     if items.len() == 1 && items.first().and_then(Value::as_str).as_deref() == Some("not_found") {
         return Ok(None);
     }
-    let fields = STATUS_FIELDS + usize::from(extra > 0);
+    let fields = STATUS_FIELDS + usize::from(shape.lookup);
     anyhow::ensure!(
-        items.len() == STATUS_HEADER + extra + fields * users,
+        items.len() == STATUS_HEADER + shape.extra + fields * users,
         "{script}: {} items for {} users",
         items.len(),
         users
@@ -1228,7 +1260,7 @@ fn status_parts(
         script,
         STATUS_HEADER,
     )?;
-    let extra: Vec<Value> = items.by_ref().take(extra).collect();
+    let extra: Vec<Value> = items.by_ref().take(shape.extra).collect();
     let sale = Status {
         place: Place::NotQueued,
         opens_at_ms: header.uint(0)?,
@@ -1269,8 +1301,6 @@ fn status_parts(
 const STATUS_HEADER: usize = 8;
 /// The integers of each user's answer after the header (`status_push` in `lua/lib/prelude.lua`).
 const STATUS_FIELDS: usize = 5;
-/// The items of a `wr_line_status.lua` reply's header after [`STATUS_HEADER`]: at, sent, curve.
-const LINE_STATUS_EXTRA: usize = 3;
 
 /// A sale's priority groups as the scripts answer them (`cfg.groups`), to name a group rank.
 /// `public` is made once per reply, not once per row.
