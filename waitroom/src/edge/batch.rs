@@ -139,6 +139,32 @@ impl<K: Kind> Batches<K> {
     }
 }
 
+/// The longest a spread sale's batcher waits between two calls ([`pause`]).
+pub(super) const SPREAD_PAUSE_MAX: Duration = Duration::from_millis(2);
+
+/// How long a batcher waits, after a call that took `took`, before it takes its next batch:
+/// `(shards - 1) x took`, at most [`SPREAD_PAUSE_MAX`]; none for a line on one slot, and none
+/// while `queued` asks already make a full batch of `max`.
+///
+/// Why a spread line waits (issue #22 §2): its batch goes out as one call per line shard, each
+/// with that shard's share of the asks. Left alone, a batcher's cycle lasts one call, so each
+/// shard's primary gets as many calls as one slot's would, each with a 1/L share of the asks,
+/// and the part of a call that does not depend on its asks (the script's start, the clock, the
+/// published fields, the reply's header, the system calls) stays whole on every primary: the
+/// per-shard Redis CPU a poll then falls far less than 1/L (0.50 with three shards,
+/// BENCHMARKS.md "line-spread"). A cycle L times as long gives each shard's call about as
+/// many asks as one slot's, in the Redis a spread line binds on. The cost is a few
+/// milliseconds on a poll whose buyer comes back in seconds, or on a join. A lone ask after a
+/// quiet spell goes at once (the wait runs from the call before it); a full queue goes at
+/// once, so the pause never caps how many asks a batcher answers a second.
+pub(super) fn pause(shards: u16, took: Duration, queued: usize, max: usize) -> Duration {
+    if shards <= 1 || queued >= max {
+        return Duration::ZERO;
+    }
+    took.saturating_mul(u32::from(shards - 1))
+        .min(SPREAD_PAUSE_MAX)
+}
+
 /// One sale's batching loop: ends when the edge (every sender) is gone.
 async fn drain<K: Kind>(
     kind: Arc<K>,
@@ -172,6 +198,7 @@ async fn drain<K: Kind>(
             continue;
         };
         metrics::histogram!(K::METRIC).record(asks.len() as f64);
+        let started = Instant::now();
         match outage
             .run_until(until, K::WHAT, kind.run(&queue, &asks))
             .await
@@ -192,6 +219,10 @@ async fn drain<K: Kind>(
         // caller waiting past the bound either: the senders are dropped here.
         answers.clear();
         asks.clear();
+        let wait = pause(queue.spread(), started.elapsed(), rx.len(), K::MAX);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -238,5 +269,36 @@ impl Kind for Joins {
         asks: &[JoinAsk],
     ) -> anyhow::Result<Vec<anyhow::Result<Option<JoinOutcome>>>> {
         queue.join_many(asks, &self.options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_line_on_one_slot_never_waits() {
+        assert_eq!(pause(1, MS, 0, 256), Duration::ZERO);
+        assert_eq!(pause(0, MS, 0, 256), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_spread_line_waits_a_call_per_other_shard_within_the_bound() {
+        let took = Duration::from_micros(300);
+        assert_eq!(pause(2, took, 0, 256), took);
+        assert_eq!(pause(3, took, 10, 256), took * 2);
+        assert_eq!(pause(3, 5 * MS, 0, 256), SPREAD_PAUSE_MAX);
+        assert_eq!(pause(64, took, 0, 256), SPREAD_PAUSE_MAX);
+        // A call that hung (the outage bound) does not overflow.
+        assert_eq!(pause(u16::MAX, Duration::MAX, 0, 256), SPREAD_PAUSE_MAX);
+    }
+
+    #[test]
+    fn a_full_queue_goes_at_once() {
+        assert_eq!(pause(3, MS, 256, 256), Duration::ZERO);
+        assert_eq!(pause(3, MS, 8_192, 256), Duration::ZERO);
+        assert_eq!(pause(3, MS, 255, 256), 2 * MS);
     }
 }
