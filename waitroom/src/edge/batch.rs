@@ -6,7 +6,9 @@
 //! which handles the asks in order as if each were its own call at the same instant. A lone
 //! request goes out at once, so a quiet sale pays no delay; under load a request waits at most
 //! for the batch in flight, and the Redis round trip, the script start, the reads every ask
-//! shares and the system calls are paid once per batch instead of once per request. While
+//! shares and the system calls are paid once per batch instead of once per request. A sale whose
+//! line is spread over shards also waits a little between calls ([`pause`]), so that each
+//! shard's call carries about as many asks as one slot's would. While
 //! Redis hangs a request waits at most [`Outage::bound`], and a sale's queue never grows past
 //! [`QUEUE`]: past it the request is answered 503 at once. Asks whose caller already hung up
 //! (it had its 503) are dropped before the batch goes out: such a caller was answered nothing,
