@@ -145,7 +145,12 @@ local function admission(user)
   return reply('admitted', 0, held)
 end
 
-local function one(user)
+-- Every user's place read at once, the refreshed stamps written at the end (poll_places in
+-- lib/prelude.lua).
+local places = poll_places(KEYS[1], 3)
+
+local function one(i)
+  local user = ARGV[i]
   if state == 'closed' then
     return reply('closed', 0, 0)
   end
@@ -153,7 +158,9 @@ local function one(user)
   -- user never holds both, since wr_line_take.lua moves a place from q to ladm and
   -- wr_line_place.lua places no user who has an entry in ladm (a lapsed copy it removes
   -- first).
-  local standing, moved, score = revisit(KEYS[1], KEYS[2], KEYS[4], user, now_s, grace_ms)
+  local standing, moved, score = revisit(KEYS[1], KEYS[2], KEYS[4], user, now_s, grace_ms,
+    poll_place(places, i), places.restamps)
+  poll_place_set(places, i, standing == 'live' and score)
   if not standing then
     return admission(user)
   end
@@ -187,6 +194,7 @@ local function one(user)
 end
 
 for i = 3, #ARGV do
-  one(ARGV[i])
+  one(i)
 end
+poll_places_done(places)
 return out

@@ -106,15 +106,23 @@ local function admission(user)
   return reply('admitted', 0, deadline)
 end
 
-local function one(user)
+-- Every user's place read at once, the refreshed stamps written at the end (poll_places in
+-- lib/prelude.lua).
+local places = poll_places(KEYS[4], 2)
+
+local function one(i)
+  local user = ARGV[i]
   if state == 'closed' then
     return reply('closed', 0, 0)
   end
   -- The place first, then the admission: nearly every poll is a waiting buyer's, who then costs
-  -- no read of adm (one Redis call of three a poll). A user never holds both: wr_admit.lua moves
+  -- no read of adm: with the batch's places read and restamped at once, ZRANK is the only
+  -- Redis call a waiting poll makes alone. A user never holds both: wr_admit.lua moves
   -- a place from q to adm, wr_join.lua queues only a user without a live admission and removes
   -- a lapsed one first, and skip holds only places taken from q.
-  local standing, moved, score = revisit(KEYS[4], KEYS[7], KEYS[6], user, now_s, grace_ms)
+  local standing, moved, score = revisit(KEYS[4], KEYS[7], KEYS[6], user, now_s, grace_ms,
+    poll_place(places, i), places.restamps)
+  poll_place_set(places, i, standing == 'live' and score)
   if not standing then
     return admission(user)
   end
@@ -138,6 +146,7 @@ local function one(user)
 end
 
 for i = 2, #ARGV do
-  one(ARGV[i])
+  one(i)
 end
+poll_places_done(places)
 return out

@@ -121,10 +121,16 @@ end
 
 -- ZADD key with the flat list {score_1, member_1, score_2, member_2, ...}, and ZREM key with a
 -- list of members, in chunks: unpack() puts every value on Lua's C stack (about 8000 slots).
+-- zadd_xx_pairs: ZADD XX, which changes only the members still there.
 local CHUNK = 1000
 local function zadd_pairs(key, flat)
   for i = 1, #flat, 2 * CHUNK do
     redis.call('ZADD', key, unpack(flat, i, math.min(#flat, i + 2 * CHUNK - 1)))
+  end
+end
+local function zadd_xx_pairs(key, flat)
+  for i = 1, #flat, 2 * CHUNK do
+    redis.call('ZADD', key, 'XX', unpack(flat, i, math.min(#flat, i + 2 * CHUNK - 1)))
   end
 end
 local function zrem_all(key, members)
@@ -145,9 +151,15 @@ end
 --   silent for longer than grace_ms: the place is lost, removed, counted in wr.abandoned_total.
 -- Returns 'live' | 'lost' | nil (no place), the change of ZCARD q (-1, 0 or 1), and the place's
 -- score when live.
-local function revisit(q, skip, wr, user, now_s, grace_ms)
+-- A poll batch passes `known` (the user's score in q as the batch left it, false when not in
+-- q; nil: read it here) and `restamps` (a list the refreshed stamp goes to, written by the
+-- caller with one ZADD XX after the batch; nil: written here). See poll_places.
+local function revisit(q, skip, wr, user, now_s, grace_ms, known, restamps)
   local from = q
-  local score = redis.call('ZSCORE', q, user)
+  local score = known
+  if score == nil then
+    score = redis.call('ZSCORE', q, user)
+  end
   if not score then
     score = redis.call('ZSCORE', skip, user)
     if not score then
@@ -169,9 +181,52 @@ local function revisit(q, skip, wr, user, now_s, grace_ms)
     return 'live', 1, fresh
   end
   if fresh ~= score then
-    redis.call('ZADD', q, 'XX', fmt(fresh), user)
+    if restamps then
+      restamps[#restamps + 1] = fmt(fresh)
+      restamps[#restamps + 1] = user
+    else
+      redis.call('ZADD', q, 'XX', fmt(fresh), user)
+    end
   end
   return 'live', 0, fresh
+end
+
+-- A poll batch's places (wr_status.lua, wr_line_status.lua): every user's score in q is read
+-- with one ZMSCORE, and the refreshed stamps are written with one ZADD XX after the batch
+-- (poll_places_done). A ZSCORE and a ZADD a poll were two of a waiting poll's three calls from
+-- Lua, each costing Redis more than the command itself (BENCHMARKS.md "poll-places"). Each
+-- user is still answered as if alone and in order: a revisit reads the score as the batch left
+-- it (poll_place: a user twice in a batch sees what the first poll did), and a place that moves
+-- (brought back from skip, lost) is written at once, so the ranks after it count it. A restamp
+-- moves no place (order keys are unique and the stamp is the score's low bits), so writing it
+-- later changes no rank. (A spread line's pre-open keys are not probed for collisions,
+-- wr_join.lua: two places of one shard with one key stand by stamp, and may then swap one
+-- batch later than they did.) users: ARGV from index `first` on.
+local function poll_places(q, first)
+  local scores = {}
+  if #ARGV >= first then
+    scores = redis.call('ZMSCORE', q, unpack(ARGV, first))
+  end
+  return {q = q, first = first, restamps = {}, seen = {}, scores = scores}
+end
+
+-- The score in q of the user at ARGV[i] as the batch left it: a number, or false.
+local function poll_place(b, i)
+  local now = b.seen[ARGV[i]]
+  if now ~= nil then
+    return now
+  end
+  local s = b.scores[i - b.first + 1]
+  return s and tonumber(s) or false
+end
+
+-- After revisit of the user at ARGV[i]: its place in q is now `score` (false: none).
+local function poll_place_set(b, i, score)
+  b.seen[ARGV[i]] = score or false
+end
+
+local function poll_places_done(b)
+  zadd_xx_pairs(b.q, b.restamps)
 end
 
 -- The start of every arrow of an existing order (begin_payment, confirm, release): reads the

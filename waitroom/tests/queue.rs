@@ -3648,3 +3648,127 @@ async fn a_lapsed_admission_on_a_spread_line_does_not_block_joining_again() -> a
     }
     env.cleanup().await
 }
+
+/// A poll batch reads every place at once and writes the refreshed stamps at the end
+/// (`poll_places` in lua/lib/prelude.lua), yet each user is answered as if alone and in order:
+/// a user twice in a batch sees what their first poll did (a place brought back from skip is
+/// counted once, a lost place stays lost), the places after a move count it, and every live
+/// place polled has its stamp refreshed. On one slot and on a line spread over three shards.
+#[tokio::test]
+async fn a_user_twice_in_a_poll_batch_sees_what_the_first_poll_did() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    for spread in [false, true] {
+        let (sale, line, b) = if spread {
+            let (sale, line, keys) = spread_sale(&redis, SaleSpec::default()).await?;
+            let b: Vec<UserId> = spread_arrivals(&redis, sale.id, &line, 4)
+                .await?
+                .into_iter()
+                .map(|p| p.0)
+                .collect();
+            (sale, Some((line, keys)), b)
+        } else {
+            let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+            let b = users(4);
+            for &u in &b {
+                sale.join(u).await?;
+            }
+            (sale, None, b)
+        };
+        let keys_of = |user: UserId| match &line {
+            Some((line, _)) => {
+                let k = line.keys_of(user);
+                (k.q.clone(), k.skip.clone(), k.meta.clone())
+            }
+            None => {
+                let k = sale.queue.keys();
+                (k.q.clone(), k.skip.clone(), k.wr.clone())
+            }
+        };
+        // b1 skipped as the reaper does (same member and score, q -> skip), b3 silent past the
+        // return grace, b2 silent for a few seconds (kept, its stamp refreshed by the poll).
+        let (q1, skip1, _) = keys_of(b[1]);
+        let id1 = b[1].as_bytes().to_vec();
+        let score: f64 = redis.pool().zscore(&q1, id1.clone()).await?;
+        let _: i64 = redis.pool().zrem(&q1, id1.clone()).await?;
+        let () = redis
+            .pool()
+            .zadd(&skip1, None, None, false, false, (score, id1))
+            .await?;
+        common::silence_in_sale(&redis, sale.id, &[b[3]], GRACE.as_secs() + 100).await?;
+        common::silence_in_sale(&redis, sale.id, &[b[2]], 5).await?;
+        if let Some((line, keys)) = &line {
+            // What a poll of a spread line reads: the leader's count (b0, b2, b3) and curves.
+            dropline_waitroom::line::tick::run(&redis, keys, line, &quiet_tick(), 10_000, None)
+                .await?;
+        }
+
+        let batch = [b[1], b[1], b[3], b[3], b[2], b[0]];
+        let answers = sale.queue.status_many(&batch, GRACE).await?;
+        let got: Vec<(Place, u64)> = answers
+            .iter()
+            .map(|a| a.as_ref().map(|s| (s.place, s.queue_length)))
+            .collect::<Option<_>>()
+            .context("an armed sale answers every poll")?;
+        // On a spread line b2 counts b1, brought back on another shard, only from the next
+        // tick's curve (the documented lag of one tick).
+        let b2 = match &line {
+            Some((line, _)) if line.shard_of(b[1]) != line.shard_of(b[2]) => 2,
+            _ => 3,
+        };
+        let places: Vec<Place> = got.iter().map(|g| g.0).collect();
+        assert_eq!(
+            places,
+            vec![
+                Place::Waiting { position: 2 },
+                Place::Waiting { position: 2 },
+                Place::NotQueued,
+                Place::NotQueued,
+                Place::Waiting { position: b2 },
+                Place::Waiting { position: 1 },
+            ],
+            "spread: {spread}"
+        );
+        let lengths: Vec<u64> = got.iter().map(|g| g.1).collect();
+        if line.is_none() {
+            assert_eq!(lengths, vec![4, 4, 3, 3, 3, 3]);
+        } else {
+            // A spread line's length is the tick's count (3) plus what a shard's call moved
+            // itself: b1's second poll does not count the return again.
+            assert_eq!(lengths[..2], [4, 4]);
+        }
+
+        // Each change was made once: one return, one loss, summed over the counters' hashes.
+        let mut counted = (0, 0);
+        let mut hashes: Vec<String> = b.iter().map(|u| keys_of(*u).2).collect();
+        hashes.sort();
+        hashes.dedup();
+        for hash in hashes {
+            let returned: Option<u64> = redis.pool().hget(&hash, "returned_total").await?;
+            let abandoned: Option<u64> = redis.pool().hget(&hash, "abandoned_total").await?;
+            counted.0 += returned.unwrap_or(0);
+            counted.1 += abandoned.unwrap_or(0);
+        }
+        assert_eq!(counted, (1, 1), "returned, abandoned; spread: {spread}");
+        // The live places polled have this second's stamp (a tick of slack), b1 in q again.
+        let now_s = redis_now_ms(&redis).await? / 1000;
+        for user in [b[0], b[1], b[2]] {
+            let (q, skip, _) = keys_of(user);
+            let id = user.as_bytes().to_vec();
+            let score: Option<f64> = redis.pool().zscore(&q, id.clone()).await?;
+            let stamp = score.context("a live place stays in q")? as i64 % 65_536;
+            assert!(
+                [now_s % 65_536, (now_s - 1) % 65_536].contains(&stamp),
+                "stamp {stamp} at {now_s}; spread: {spread}"
+            );
+            let skipped: Option<f64> = redis.pool().zscore(&skip, id).await?;
+            assert_eq!(skipped, None);
+        }
+        let (q3, skip3, _) = keys_of(b[3]);
+        for key in [q3, skip3] {
+            let gone: Option<f64> = redis.pool().zscore(&key, b[3].as_bytes().to_vec()).await?;
+            assert_eq!(gone, None, "b3's lost place; spread: {spread}");
+        }
+    }
+    env.cleanup().await
+}
