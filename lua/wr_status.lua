@@ -141,7 +141,11 @@ local function one(i)
     return reply('scheduled', 0, 0, group_rank(score))
   end
   local position = redis.call('ZRANK', KEYS[4], user) + 1
-  note_eta(KEYS[8], unshown, user, now, eta_raw_ms(position, rate, paused, free, limited))
+  -- The ETA is worked out only while someone waits for a first one (wtp, counted once a
+  -- batch): after the opening's first polls, nobody does, and a poll skips it.
+  if not eta_waits_none(unshown) then
+    note_eta(KEYS[8], unshown, user, now, eta_raw_ms(position, rate, paused, free, limited))
+  end
   return reply('waiting', position, 0, group_rank(score))
 end
 
