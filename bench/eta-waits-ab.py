@@ -23,28 +23,16 @@ The old and new scripts are told apart by their key count: the new wr_status tak
 KEYS[9]; wr_line_status's keys did not change (lwt is KEYS[5] in both).
 """
 
-import argparse
 import os
 
-import redis
 
-from luapoll import N, ORDER, measure, open_sale, report
+from luapoll import N, ORDER, ab_start, measure, open_sale, report
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--old", required=True)
-    ap.add_argument("--new", required=True)
-    ap.add_argument("--line", action="store_true", help="wr_line_status on a line shard")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--port", type=int, default=17990)
-    a = ap.parse_args()
-
-    r = redis.Redis(port=a.port)
-    r.flushall()
-    sha_old = r.script_load(open(a.old).read())
+    a, r, shas = ab_start({"old": "the old wr_status.lua", "new": "the new one"}, line=True)
+    sha_old, sha_new = shas["old"], shas["new"]
     new_source = open(a.new).read()
-    sha_new = r.script_load(new_source)
     new_takes_at = "ARGV[2]  the `at`" in new_source
     sec, usec = r.time()
     now_ms, now_s = sec * 1000 + usec // 1000, sec

@@ -23,12 +23,10 @@ the last), nobody waiting for a first ETA. Four runs a round, in ABBA order over
                 call right after a new tick, or from a new edge, costs).
 """
 
-import argparse
 import os
 
-import redis
 
-from luapoll import AFTER_OPENING, N, ORDER, measure, open_sale, pack, place_line, report
+from luapoll import AFTER_OPENING, N, ORDER, ab_start, measure, open_sale, pack, place_line, report
 
 AT = b"1700000000000"
 
@@ -64,18 +62,9 @@ def curve_at(knots, x):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--old", required=True, help="a wr_line_status.lua counting in Redis")
-    ap.add_argument("--new", required=True, help="a wr_line_status.lua taking the edge's at")
-    ap.add_argument("--slot", required=True, help="wr_status.lua")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--port", type=int, default=17990)
-    a = ap.parse_args()
-
-    r = redis.Redis(port=a.port)
-    r.flushall()
-    sha = {name: r.script_load(open(path).read())
-           for name, path in (("old", a.old), ("new", a.new), ("slot", a.slot))}
+    a, r, sha = ab_start({"old": "a wr_line_status.lua counting in Redis",
+                          "new": "a wr_line_status.lua taking the edge's at",
+                          "slot": "wr_status.lua"})
     sec, usec = r.time()
     now_ms, now_s = sec * 1000 + usec // 1000, sec
     users = [os.urandom(16) for _ in range(N)]

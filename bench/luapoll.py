@@ -6,8 +6,11 @@ Each run makes CALLS pipelined calls of BATCH distinct waiting users and reads, 
 script's time (INFO commandstats), Redis's CPU (INFO cpu) and the commands the script made.
 """
 
+import argparse
 import statistics
 import struct
+
+import redis
 
 ORDER = 65536
 BATCH = 48
@@ -15,6 +18,23 @@ CALLS = 2000
 N = 10_000
 # The order key of the first arrival after the opening (lua/lib/prelude.lua's PRE_KEYS).
 AFTER_OPENING = 4294967296
+
+
+def ab_start(scripts, line=False):
+    """Parses an A/B's arguments: a script file for each of `scripts` ({flag: help}), --line
+    when `line`, --rounds and --port; connects to the private Redis on --port and flushes it
+    (never point it at a shared server). Returns (args, the client, {flag: the script's SHA})."""
+    ap = argparse.ArgumentParser()
+    for flag, text in scripts.items():
+        ap.add_argument(f"--{flag}", required=True, help=text)
+    if line:
+        ap.add_argument("--line", action="store_true", help="wr_line_status on a line shard")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--port", type=int, default=17990)
+    a = ap.parse_args()
+    r = redis.Redis(port=a.port)
+    r.flushall()
+    return a, r, {flag: r.script_load(open(getattr(a, flag)).read()) for flag in scripts}
 
 
 def place_line(r, q, users, now_s, key=lambda i: AFTER_OPENING + i):

@@ -22,31 +22,18 @@ cpu) a poll, and the commands a poll made from Lua. Before each run every place 
 Four runs a round (old and new, fresh and stale), in ABBA order over the rounds.
 """
 
-import argparse
 import os
 import time
 
-import redis
-
 import luapoll
-from luapoll import CALLS, BATCH, measure, open_sale, place_line, report
+from luapoll import CALLS, BATCH, ab_start, measure, open_sale, place_line, report
 
 N = 100_000
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--old", required=True)
-    ap.add_argument("--new", required=True)
-    ap.add_argument("--line", action="store_true", help="wr_line_status on a line shard")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--port", type=int, default=17990)
-    a = ap.parse_args()
+    a, r, shas = ab_start({"old": "the old status script", "new": "the new one"}, line=True)
     assert CALLS * BATCH <= N, "a run polls each user at most once"
-
-    r = redis.Redis(port=a.port)
-    r.flushall()
-    shas = {"old": r.script_load(open(a.old).read()), "new": r.script_load(open(a.new).read())}
     sec, usec = r.time()
     now_ms = sec * 1000 + usec // 1000
     users = [os.urandom(16) for _ in range(N)]
