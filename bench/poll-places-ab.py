@@ -13,8 +13,9 @@ example one pinned to a core: `taskset -c 1 redis-server --port 17990 --save "" 
 The set-up is an open sale's line of 100,000 waiting places (one shard: the sale's q; --line: a
 line shard's q with its lmeta and the other shards' curve held by the edge), nobody waiting for
 a first ETA. Each run makes 2,000 pipelined calls of 48 distinct waiting users (96,000 polls,
-each user at most once; a fresh run a third as many), and reads the script's time (INFO commandstats) and Redis's CPU (INFO
-cpu) a poll, and the commands a poll made from Lua. Before each run every place is stamped:
+each user at most once; a fresh run a third as many), and reads the script's time (INFO
+commandstats) and Redis's CPU (INFO cpu) a poll, and the commands a poll made from Lua. Before
+each run every place is stamped:
   fresh   with this second, at its start: a poll finds its stamp current and writes nothing
           (as wrk's polls of one ticket, many a second, mostly do);
   stale   three seconds ago: every poll refreshes its stamp (as a real buyer's does, polling
@@ -67,6 +68,7 @@ def main():
             _, usec = r.time()
             time.sleep((1_000_000 - usec) / 1e6 + 0.005)
         restamp(keys=[p + "q"], args=[ago])
+
     names = ["old fresh", "new fresh", "old stale", "new stale"]
     res = {n: [] for n in names}
     for rnd in range(a.rounds):
