@@ -158,9 +158,7 @@ local function one(i)
   -- user never holds both, since wr_line_take.lua moves a place from q to ladm and
   -- wr_line_place.lua places no user who has an entry in ladm (a lapsed copy it removes
   -- first).
-  local standing, moved, score = revisit(KEYS[1], KEYS[2], KEYS[4], user, now_s, grace_ms,
-    poll_place(places, i), places.restamps)
-  poll_place_set(places, i, standing == 'live' and score)
+  local standing, moved, score = poll_revisit(places, i, KEYS[2], KEYS[4], now_s, grace_ms)
   if not standing then
     return admission(user)
   end

@@ -120,9 +120,7 @@ local function one(i)
   -- Redis call a waiting poll makes alone. A user never holds both: wr_admit.lua moves
   -- a place from q to adm, wr_join.lua queues only a user without a live admission and removes
   -- a lapsed one first, and skip holds only places taken from q.
-  local standing, moved, score = revisit(KEYS[4], KEYS[7], KEYS[6], user, now_s, grace_ms,
-    poll_place(places, i), places.restamps)
-  poll_place_set(places, i, standing == 'live' and score)
+  local standing, moved, score = poll_revisit(places, i, KEYS[7], KEYS[6], now_s, grace_ms)
   if not standing then
     return admission(user)
   end

@@ -139,6 +139,11 @@ local function zrem_all(key, members)
   end
 end
 
+-- A queue score with its stamp set to now_s (the order key, the high bits, kept).
+local function restamped(score, now_s)
+  return score - score % ORDER + now_s % ORDER
+end
+
 -- A buyer's join or poll at now_s finds their place (door.md §6, "sleeping tabs keep their
 -- place"). q is the line, skip the skipped places (the same member and score, moved there by
 -- the admitter or the reaper once silent for longer than abandon_after), wr the room's hash.
@@ -151,10 +156,9 @@ end
 --   silent for longer than grace_ms: the place is lost, removed, counted in wr.abandoned_total.
 -- Returns 'live' | 'lost' | nil (no place), the change of ZCARD q (-1, 0 or 1), and the place's
 -- score when live.
--- A poll batch passes `known` (the user's score in q as the batch left it, false when not in
--- q; nil: read it here) and `restamps` (a list the refreshed stamp goes to, written by the
--- caller with one ZADD XX after the batch; nil: written here). See poll_places.
-local function revisit(q, skip, wr, user, now_s, grace_ms, known, restamps)
+-- A poll batch passes `known`: the user's score in q as the batch left it, false when not in
+-- q (nil: read it here). See poll_revisit, which keeps a place itself.
+local function revisit(q, skip, wr, user, now_s, grace_ms, known)
   local from = q
   local score = known
   if score == nil then
@@ -173,7 +177,7 @@ local function revisit(q, skip, wr, user, now_s, grace_ms, known, restamps)
     redis.call('HINCRBY', wr, 'abandoned_total', 1)
     return 'lost', (from == q) and -1 or 0
   end
-  local fresh = score - score % ORDER + now_s % ORDER
+  local fresh = restamped(score, now_s)
   if from == skip then
     redis.call('ZREM', skip, user)
     redis.call('ZADD', q, fmt(fresh), user)
@@ -181,12 +185,7 @@ local function revisit(q, skip, wr, user, now_s, grace_ms, known, restamps)
     return 'live', 1, fresh
   end
   if fresh ~= score then
-    if restamps then
-      restamps[#restamps + 1] = fmt(fresh)
-      restamps[#restamps + 1] = user
-    else
-      redis.call('ZADD', q, 'XX', fmt(fresh), user)
-    end
+    redis.call('ZADD', q, 'XX', fmt(fresh), user)
   end
   return 'live', 0, fresh
 end
@@ -196,7 +195,7 @@ end
 -- (poll_places_done). A ZSCORE and a ZADD a poll were two of a waiting poll's three calls from
 -- Lua, each costing Redis more than the command itself (BENCHMARKS.md "poll-places"). Each
 -- user is still answered as if alone and in order: a revisit reads the score as the batch left
--- it (poll_place: a user twice in a batch sees what the first poll did), and a place that moves
+-- it (poll_revisit: a user twice in a batch sees what the first poll did), and a place that moves
 -- (brought back from skip, lost) is written at once, so the ranks after it count it. A restamp
 -- moves no place (order keys are unique and the stamp is the score's low bits), so writing it
 -- later changes no rank. (A spread line's pre-open keys are not probed for collisions,
@@ -207,22 +206,36 @@ local function poll_places(q, first)
   if #ARGV >= first then
     scores = redis.call('ZMSCORE', q, unpack(ARGV, first))
   end
-  return {q = q, first = first, restamps = {}, seen = {}, scores = scores}
+  return {q = q, first = first, restamps = {}, n = 0, seen = {}, scores = scores}
 end
 
--- The score in q of the user at ARGV[i] as the batch left it: a number, or false.
-local function poll_place(b, i)
-  local now = b.seen[ARGV[i]]
-  if now ~= nil then
-    return now
+-- revisit (above) of the user at ARGV[i] in a poll batch b (poll_places), and what it returns.
+-- The place is read as the batch left it (a user twice in a batch sees what the first poll
+-- did), and recorded afterwards for the user's next poll in the batch. A place in q kept (nearly
+-- every poll) is answered here: its refreshed stamp goes to the batch's restamps, a number
+-- (Redis writes a script's number argument with 17 digits, exact for a score, so no string is
+-- made for it here); every other case is revisit's.
+local function poll_revisit(b, i, skip, wr, now_s, grace_ms)
+  local user = ARGV[i]
+  local score = b.seen[user]
+  if score == nil then
+    score = b.scores[i - b.first + 1]
+    score = score and tonumber(score)
   end
-  local s = b.scores[i - b.first + 1]
-  return s and tonumber(s) or false
-end
-
--- After revisit of the user at ARGV[i]: its place in q is now `score` (false: none).
-local function poll_place_set(b, i, score)
-  b.seen[ARGV[i]] = score or false
+  if score and not silent(score, now_s, grace_ms) then
+    local fresh = restamped(score, now_s)
+    if fresh ~= score then
+      local n = b.n
+      b.restamps[n + 1] = fresh
+      b.restamps[n + 2] = user
+      b.n = n + 2
+    end
+    b.seen[user] = fresh
+    return 'live', 0, fresh
+  end
+  local standing, moved, fresh = revisit(b.q, skip, wr, user, now_s, grace_ms, score)
+  b.seen[user] = standing == 'live' and fresh
+  return standing, moved, fresh
 end
 
 local function poll_places_done(b)
