@@ -112,10 +112,12 @@ local function ahead(score)
 end
 
 local out = {opens_at, now, paused, rate, free, limited, m[6] or '', m[7] or '', at, sent, curve}
+local nout = #out
 
 local function reply(st, position, deadline, rank, lookup)
-  status_push(out, st, position, deadline, qlen, rank)
-  out[#out + 1] = lookup or -1
+  nout = status_push(out, nout, st, position, deadline, qlen, rank)
+  nout = nout + 1
+  out[nout] = lookup or -1
 end
 
 local function lost()

@@ -70,10 +70,12 @@ local grace_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
 local rate = num(c[5])
 
-local out = {opens_at, now, paused, rate}
+-- The header (free, limited, notice and groups are set below), then each user's answer.
+local out = {opens_at, now, paused, rate, 0, -1, '', ''}
+local nout = #out
 
 local function reply(st, position, deadline, rank)
-  status_push(out, st, position, deadline, qlen, rank)
+  nout = status_push(out, nout, st, position, deadline, qlen, rank)
 end
 
 -- While sold out, everyone hears sold_out, but a polling buyer's place is still kept alive:

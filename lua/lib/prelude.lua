@@ -211,10 +211,10 @@ end
 
 -- revisit (above) of the user at ARGV[i] in a poll batch b (poll_places), and what it returns.
 -- The place is read as the batch left it (a user twice in a batch sees what the first poll
--- did), and recorded afterwards for the user's next poll in the batch. A place in q kept (nearly
--- every poll) is answered here: its refreshed stamp goes to the batch's restamps, a number
--- (Redis writes a script's number argument with 17 digits, exact for a score, so no string is
--- made for it here); every other case is revisit's.
+-- did): a place that moved is recorded for the user's next poll in the batch. A place in q kept
+-- (nearly every poll) is answered here: its refreshed stamp goes to the batch's restamps, a
+-- number (Redis writes a script's number argument with 17 digits, exact for a score, so no
+-- string is made for it here); every other case is revisit's.
 local function poll_revisit(b, i, skip, wr, now_s, grace_ms)
   local user = ARGV[i]
   local score = b.seen[user]
@@ -230,7 +230,8 @@ local function poll_revisit(b, i, skip, wr, now_s, grace_ms)
       b.restamps[n + 2] = user
       b.n = n + 2
     end
-    b.seen[user] = fresh
+    -- Nothing to record for the user's next poll in the batch: that one reads this score,
+    -- which differs only in its stamp, and so answers alike (a second restamp, the same).
     return 'live', 0, fresh
   end
   local standing, moved, fresh = revisit(b.q, skip, wr, user, now_s, grace_ms, score)
@@ -787,11 +788,13 @@ end
 -- then interning), which cost a sixth of the whole script at a batch of 48 (BENCHMARKS.md
 -- "status-profile", 2026-12-05), while Redis writes a number into the reply as it is.
 local STATUS_CODE = {none = 0, scheduled = 1, waiting = 2, admitted = 3, sold_out = 4, closed = 5}
-local function status_push(out, st, position, deadline, qlen, rank)
-  local n = #out
+-- n is #out, kept by the caller (Lua 5.1's #t is a search, paid twice a poll otherwise); returns
+-- the new length.
+local function status_push(out, n, st, position, deadline, qlen, rank)
   out[n + 1] = STATUS_CODE[st]
   out[n + 2] = position
   out[n + 3] = deadline
   out[n + 4] = qlen
   out[n + 5] = rank or -1
+  return n + 5
 end
