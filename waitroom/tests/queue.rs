@@ -3652,8 +3652,9 @@ async fn a_lapsed_admission_on_a_spread_line_does_not_block_joining_again() -> a
 /// A poll batch reads every place at once and writes the refreshed stamps at the end
 /// (`poll_places` in lua/lib/prelude.lua), yet each user is answered as if alone and in order:
 /// a user twice in a batch sees what their first poll did (a place brought back from skip is
-/// counted once, a lost place stays lost), the places after a move count it, and every live
-/// place polled has its stamp refreshed. On one slot and on a line spread over three shards.
+/// counted once, a lost place stays lost, a kept place answers alike), the places after a move
+/// count it, and every live place polled has its stamp refreshed, its order key kept to the
+/// unit. On one slot and on a line spread over three shards.
 #[tokio::test]
 async fn a_user_twice_in_a_poll_batch_sees_what_the_first_poll_did() -> anyhow::Result<()> {
     let env = TestEnv::new()?;
@@ -3697,13 +3698,18 @@ async fn a_user_twice_in_a_poll_batch_sees_what_the_first_poll_did() -> anyhow::
             .await?;
         common::silence_in_sale(&redis, sale.id, &[b[3]], GRACE.as_secs() + 100).await?;
         common::silence_in_sale(&redis, sale.id, &[b[2]], 5).await?;
+        // b2's order key (the score's high bits), which its restamp must keep to the unit: the
+        // new stamp goes to Redis as a Lua number (a spread line's keys are past 2^32, so its
+        // scores are past 10^14, where Lua's own 14-digit number format would round).
+        let (q2, _, _) = keys_of(b[2]);
+        let b2_before: f64 = redis.pool().zscore(&q2, b[2].as_bytes().to_vec()).await?;
         if let Some((line, keys)) = &line {
             // What a poll of a spread line reads: the leader's count (b0, b2, b3) and curves.
             dropline_waitroom::line::tick::run(&redis, keys, line, &quiet_tick(), 10_000, None)
                 .await?;
         }
 
-        let batch = [b[1], b[1], b[3], b[3], b[2], b[0]];
+        let batch = [b[1], b[1], b[3], b[3], b[2], b[0], b[2]];
         let answers = sale.queue.status_many(&batch, GRACE).await?;
         let got: Vec<(Place, u64)> = answers
             .iter()
@@ -3726,12 +3732,13 @@ async fn a_user_twice_in_a_poll_batch_sees_what_the_first_poll_did() -> anyhow::
                 Place::NotQueued,
                 Place::Waiting { position: b2 },
                 Place::Waiting { position: 1 },
+                Place::Waiting { position: b2 },
             ],
             "spread: {spread}"
         );
         let lengths: Vec<u64> = got.iter().map(|g| g.1).collect();
         if line.is_none() {
-            assert_eq!(lengths, vec![4, 4, 3, 3, 3, 3]);
+            assert_eq!(lengths, vec![4, 4, 3, 3, 3, 3, 3]);
         } else {
             // A spread line's length is the tick's count (3) plus what a shard's call moved
             // itself: b1's second poll does not count the return again.
@@ -3763,6 +3770,23 @@ async fn a_user_twice_in_a_poll_batch_sees_what_the_first_poll_did() -> anyhow::
             );
             let skipped: Option<f64> = redis.pool().zscore(&skip, id).await?;
             assert_eq!(skipped, None);
+        }
+        let b2_after: Option<f64> = redis.pool().zscore(&q2, b[2].as_bytes().to_vec()).await?;
+        let b2_after = b2_after.context("b2's place stays in q")?;
+        assert_ne!(
+            b2_after, b2_before,
+            "b2's stamp refreshed; spread: {spread}"
+        );
+        assert_eq!(
+            (b2_after / 65_536.0).floor(),
+            (b2_before / 65_536.0).floor(),
+            "b2's order key kept; spread: {spread}"
+        );
+        if spread {
+            assert!(
+                b2_before > 1e14,
+                "a spread line's arrival scores past 10^14"
+            );
         }
         let (q3, skip3, _) = keys_of(b[3]);
         for key in [q3, skip3] {
