@@ -25,7 +25,6 @@ KEYS[9]; wr_line_status's keys did not change (lwt is KEYS[5] in both).
 
 import os
 
-
 from luapoll import N, ORDER, ab_start, measure, open_sale, report
 
 

@@ -25,7 +25,6 @@ the last), nobody waiting for a first ETA. Four runs a round, in ABBA order over
 
 import os
 
-
 from luapoll import AFTER_OPENING, N, ORDER, ab_start, measure, open_sale, pack, place_line, report
 
 AT = b"1700000000000"

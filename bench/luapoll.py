@@ -64,12 +64,12 @@ def pack(knots):
     return b"".join(struct.pack("<dd", x, c) for x, c in knots)
 
 
-def measure(r, sha, keys, head, users):
-    """One run: CALLS calls of sha with keys, ARGV = head + BATCH users each.
+def measure(r, sha, keys, head, users, calls=CALLS):
+    """One run: `calls` calls of sha with keys, ARGV = head + BATCH users each.
     Returns (script µs a poll, Redis CPU µs a poll, {command: calls a poll})."""
     before, c0 = r.info("commandstats"), r.info("cpu")
     pipe = r.pipeline(transaction=False)
-    for c in range(CALLS):
+    for c in range(calls):
         off = (c * BATCH) % (len(users) - BATCH)
         pipe.evalsha(sha, len(keys), *keys, *head, *users[off:off + BATCH])
         if c % 100 == 99:
@@ -79,14 +79,14 @@ def measure(r, sha, keys, head, users):
             pipe = r.pipeline(transaction=False)
     pipe.execute()
     after, c1 = r.info("commandstats"), r.info("cpu")
-    polls = CALLS * BATCH
+    polls = calls * BATCH
     cpu = sum(c1[k] - c0[k] for k in ("used_cpu_user", "used_cpu_sys")) * 1e6 / polls
     us = (after["cmdstat_evalsha"]["usec"]
           - before.get("cmdstat_evalsha", {"usec": 0})["usec"]) / polls
-    calls = {k[8:]: (after[k]["calls"] - before.get(k, {"calls": 0})["calls"]) / polls
-             for k in after
-             if k.startswith("cmdstat_") and k not in ("cmdstat_evalsha", "cmdstat_info")}
-    return us, cpu, {k: round(v, 3) for k, v in calls.items() if v > 0.001}
+    made = {k[8:]: (after[k]["calls"] - before.get(k, {"calls": 0})["calls"]) / polls
+            for k in after
+            if k.startswith("cmdstat_") and k not in ("cmdstat_evalsha", "cmdstat_info")}
+    return us, cpu, {k: round(v, 3) for k, v in made.items() if v > 0.001}
 
 
 def report(res, base=None):

@@ -26,7 +26,6 @@ Four runs a round (old and new, fresh and stale), in ABBA order over the rounds.
 import os
 import time
 
-import luapoll
 from luapoll import CALLS, BATCH, ab_start, measure, open_sale, place_line, report
 
 N = 100_000
@@ -77,8 +76,8 @@ def main():
             stamp(0 if kind == "fresh" else 3)
             # A fresh run polls a third as many (fewer than a second's worth), so that it ends
             # within the second its places were stamped in.
-            luapoll.CALLS = CALLS // 3 if kind == "fresh" else CALLS
-            out = measure(r, shas[build], keys, head, users)
+            calls = CALLS // 3 if kind == "fresh" else CALLS
+            out = measure(r, shas[build], keys, head, users, calls)
             res[name].append(out[:2])
             if rnd == 0:
                 print(f"{name}: calls a poll from Lua {out[2]}")
