@@ -81,8 +81,11 @@ elseif state ~= 'sold_out' then
   state = (now < opens_at) and 'scheduled' or 'open'
 end
 local rate, free, limited = num(m[5]), num(m[8]), tonumber(m[9]) or -1
-local qlen = num(m[10])
+local qlen = math.max(0, num(m[10]))
 local seq, public = num(m[12]), public_rank(m[7])
+-- The order key (floor(score / ORDER) % GROUP_BAND) past which a place arrived after seq + 1
+-- (arrival_number: PRE_KEYS + n).
+local since_past = PRE_KEYS + seq + 1
 local grace_ms = num(ARGV[1])
 local unshown = eta_waits(KEYS[5])
 local noting = paused == 0 and rate > 0
@@ -164,7 +167,9 @@ local function one(i)
   if not standing then
     return admission(user)
   end
-  qlen = math.max(0, qlen + moved)
+  if moved ~= 0 then
+    qlen = math.max(0, qlen + moved)
+  end
   if standing ~= 'live' then
     -- The wait for a first ETA goes with the place (its wt entry on the sale's slot goes at
     -- the buyer's next join, wr_join.lua).
@@ -177,7 +182,12 @@ local function one(i)
   if state == 'scheduled' then
     return reply('scheduled', 0, 0, group_rank(score))
   end
-  local position = redis.call('ZRANK', KEYS[1], user) + 1 + line_since(KEYS[1], score, seq, public)
+  local position = redis.call('ZRANK', KEYS[1], user) + 1
+  -- line_since's first test inline (a function call a poll saved): only a place that arrived
+  -- after the opening with a number past seq + 1 can have arrivals since the count ahead of it.
+  if math.floor(score / ORDER) % GROUP_BAND > since_past then
+    position = position + line_since(KEYS[1], score, seq, public)
+  end
   -- A sampled buyer waiting for a first ETA (in lwt) gets the position counted here, for the
   -- ETA noted. Asked per buyer, not per batch: a silent pre-open buyer can keep lwt from
   -- emptying for the return grace after the opening, the busiest minutes. No ETA is shown
