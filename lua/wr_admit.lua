@@ -159,14 +159,17 @@ local users, scores, skipped, scanned, why = scan_live(KEYS[4], budget, scan_lim
 if why then
   limit = why
 end
-local function chunk(n)
-  return redis.call('ZRANGE', KEYS[4], scanned, scanned + math.max(n, 256) - 1, 'WITHSCORES')
-end
 -- Silent users now at the head are skipped too (within scan_limit), even when the budget is
--- spent or max_active is full, so the positions of those behind them stay honest.
-local more = true
+-- spent or max_active is full, so the positions of those behind them stay honest. Read in
+-- chunks that start small and grow fourfold (scan_chunk): the head after a tick is nearly
+-- always live, so one short read ends the walk. Reading all of scan_limit at once (4,000
+-- entries and their scores made into Lua strings, ~3 ms) cost every tick of an open sale
+-- that whatever it found (BENCHMARKS.md "line-sim", 2026-12-07).
+local more, size = true, SCAN_FIRST
 while more and scanned < scan_limit do
-  local head = chunk(scan_limit - scanned)
+  local head = redis.call('ZRANGE', KEYS[4], scanned, scanned + math.min(size, scan_limit - scanned) - 1,
+    'WITHSCORES')
+  size = size * 4
   more = #head > 0
   for i = 1, #head, 2 do
     if scanned >= scan_limit or not silent(tonumber(head[i + 1]), now_s, abandon_ms) then

@@ -1077,6 +1077,56 @@ async fn a_thousand_silent_buyers_ahead_cost_a_live_buyer_no_tick() -> anyhow::R
     env.cleanup().await
 }
 
+/// A tick that spent its budget still passes over the silent buyers now at the head (their
+/// places go to skip, so the positions behind them stay honest), reading the head in chunks
+/// that grow (`wr_admit.lua`): a wall of 300 takes several, stops at the next live buyer, and
+/// never goes past `scan_limit` entries looked at, admitted ones included.
+#[tokio::test]
+async fn a_tick_skips_the_silent_head_behind_its_admissions_within_scan_limit() -> anyhow::Result<()>
+{
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    for limit in [None, Some(100)] {
+        let sale = Sale::arm(&redis, SaleSpec::default()).await?;
+        let first = UserId::new_v7();
+        sale.join(first).await?;
+        let asleep = users(300);
+        for user in &asleep {
+            sale.join(*user).await?;
+        }
+        common::silence(&redis, sale.queue.keys(), &asleep, 25).await?;
+        let last = UserId::new_v7();
+        assert_eq!(
+            sale.join(last).await?.0.place,
+            Place::Waiting { position: 302 }
+        );
+        let mut params = AdmitParams::new(1, ABANDON_20, WINDOW);
+        if let Some(limit) = limit {
+            params.scan_limit = limit;
+        }
+        let tick = sale.admit_with(params).await?;
+        match limit {
+            None => {
+                assert_eq!(
+                    (tick.admitted, tick.skipped, tick.queue_length),
+                    (vec![first], 300, 1),
+                    "the whole silent wall behind the admission"
+                );
+                assert_eq!(sale.place(last).await?, Place::Waiting { position: 1 });
+            }
+            Some(limit) => {
+                // The admitted place and 99 silent ones: `limit` entries looked at.
+                assert_eq!(
+                    (tick.admitted, tick.skipped, tick.queue_length),
+                    (vec![first], u64::from(limit) - 1, 302 - u64::from(limit)),
+                    "at most scan_limit entries looked at"
+                );
+            }
+        }
+    }
+    env.cleanup().await
+}
+
 /// door.md §5: an outage does not count toward `abandon_after`. With the admitter's outage gap
 /// set, a tick after a long gap between ticks (Redis was away: set back by hand here) starts a
 /// credit of `abandon_after` during which neither the tick nor the reaper skips anyone; after
