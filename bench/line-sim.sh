@@ -33,8 +33,10 @@
 # seconds, per 1,000 polls, and whether it holds the sale's own slot) and the busiest one's
 # CPU per 1,000 polls, the figure that has to fall as the line spreads.
 # Output: artifacts/line-sim/ (line-sim.json: the tool's figures; redis.json: Redis's side;
-# samples.tsv: the 2 s samples; keys.tsv: memory by key; commandstats*.txt: Redis's INFO
-# commandstats at the end; topo/: every process's log, nginx's config and logs).
+# samples.tsv: the 2 s samples; keys.tsv: memory by key; commandstats-{before,after}*.txt: Redis's
+# INFO commandstats around the run, and commandstats-run.tsv the run's own share of it (each
+# command's calls and time a status poll, scripts' inner commands included: where Redis's CPU
+# went); topo/: every process's log, nginx's config and logs).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -190,6 +192,18 @@ proc_cpu() {
 }
 waitrooms=()
 for ((n = 1; n <= TOPO_REPLICAS; n++)); do waitrooms+=("waitroom-${n}"); done
+# INFO commandstats of every server of the run into commandstats-WHEN[.port].txt.
+commandstats() {
+    local port
+    if ((${#redis_ports[@]} == 0)); then
+        dl_redis_cli info commandstats >"${art}/commandstats-$1.txt" 2>/dev/null || true
+    else
+        for port in "${redis_ports[@]}"; do
+            redis-cli -p "${port}" info commandstats >"${art}/commandstats-$1.${port}.txt" 2>/dev/null || true
+        done
+    fi
+}
+commandstats before
 mem_before="$(used_memory)"
 cpu_before="$(cpu_seconds | paste -sd,)"
 waitroom_cpu_before="$(proc_cpu "${waitrooms[@]}")"
@@ -213,15 +227,9 @@ set +e
 rc="${PIPESTATUS[0]}"
 set -e
 cpu_after="$(cpu_seconds | paste -sd,)"
-# Which commands the CPU went to (each server's own, since its start: on the shared Redis that
-# includes everything before this run; a private cluster is this run's alone).
-if ((${#redis_ports[@]} == 0)); then
-    dl_redis_cli info commandstats >"${art}/commandstats.txt" 2>/dev/null || true
-else
-    for port in "${redis_ports[@]}"; do
-        redis-cli -p "${port}" info commandstats >"${art}/commandstats.${port}.txt" 2>/dev/null || true
-    done
-fi
+# Which commands the CPU went to: the difference is this run's (on the shared Redis, whatever
+# else ran against it meanwhile too).
+commandstats after
 # Where the memory is, while the line is still long (at --max-seconds it is): every key of the
 # run's prefix with MEMORY USAGE, summed by its name with ids folded (keys.tsv).
 # On a cluster each primary is asked about the keys it holds.
@@ -333,6 +341,40 @@ print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
 for p in primaries:
     print(f"[dropline] line-sim: primary {p['port']}{' (the sale slot)' if p['sale_slot'] else ''}: "
           f"{p['cpu_seconds']:.2f} CPU s, {fmt(p['cpu_seconds_per_1000_polls'], '.3f')} s per 1,000 polls")
+
+
+# The run's share of INFO commandstats, per server: "cmdstat_<name>:calls=N,usec=U,...".
+def commandstats(path):
+    rows = {}
+    try:
+        text = open(path).read()
+    except OSError:
+        return rows
+    for line in text.splitlines():
+        name, _, fields = line.strip().partition(":")
+        if name.startswith("cmdstat_"):
+            f = dict(kv.split("=", 1) for kv in fields.split(",") if "=" in kv)
+            rows[name[len("cmdstat_"):]] = (int(f.get("calls", 0)), int(f.get("usec", 0)))
+    return rows
+
+
+with open(f"{art}/commandstats-run.tsv", "w") as tsv:
+    tsv.write("server\tcommand\tcalls\tusec\tcalls a poll\tus a call\tus a poll\n")
+    for port in ports or [""]:
+        suffix = f".{port}" if port else ""
+        before = commandstats(f"{art}/commandstats-before{suffix}.txt")
+        after = commandstats(f"{art}/commandstats-after{suffix}.txt")
+        run = {n: (c - before.get(n, (0, 0))[0], u - before.get(n, (0, 0))[1]) for n, (c, u) in after.items()}
+        shown = 0
+        for name, (calls, usec) in sorted(run.items(), key=lambda kv: -kv[1][1]):
+            if calls <= 0 or not polls:
+                continue
+            tsv.write(f"{port or 'redis'}\t{name}\t{calls}\t{usec}\t{calls / polls:.4f}\t"
+                      f"{usec / calls:.1f}\t{usec / polls:.2f}\n")
+            if shown < 8:
+                shown += 1
+                print(f"[dropline] line-sim: {('primary ' + port + ': ') if port else ''}{name}: "
+                      f"{calls / polls:.3f} calls a poll, {usec / calls:.1f} us a call, {usec / polls:.2f} us a poll")
 PY
 dl_log "line-sim: output in ${art}/ (line-sim exit ${rc})"
 exit "${rc}"
