@@ -161,10 +161,10 @@ if why then
 end
 -- Silent users now at the head are skipped too (within scan_limit), even when the budget is
 -- spent or max_active is full, so the positions of those behind them stay honest. Read in
--- chunks that start small and grow fourfold (scan_chunk): the head after a tick is nearly
--- always live, so one short read ends the walk. Reading all of scan_limit at once (4,000
--- entries and their scores made into Lua strings, ~3 ms) cost every tick of an open sale
--- that whatever it found (BENCHMARKS.md "line-sim", 2026-12-07).
+-- chunks that start at SCAN_FIRST and grow fourfold: the head after a tick is nearly always
+-- live, so one short read ends the walk. Reading the rest of scan_limit at once (4,000
+-- entries and their scores made into Lua strings) cost every tick of an open sale ~3 ms of
+-- Redis, whatever it found (BENCHMARKS.md "line-sim", 2026-12-07).
 local more, size = true, SCAN_FIRST
 while more and scanned < scan_limit do
   local head = redis.call('ZRANGE', KEYS[4], scanned, scanned + math.min(size, scan_limit - scanned) - 1,
