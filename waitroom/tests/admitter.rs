@@ -573,7 +573,20 @@ async fn pause_stops_admission_without_losing_places() -> anyhow::Result<()> {
         ..SettingsUpdate::default()
     };
     sale.update(pause).await?;
-    // Every admission tick from here on sees the pause (Redis runs one call at a time).
+    // Every admission tick from here on sees the pause (Redis runs one call at a time; on a
+    // spread line the commit on the sale's slot checks the state again). A spread line's tick
+    // writes the line's length a step after it counts its admissions, so a tick that committed
+    // just before the pause may still owe its length: wait until every one of the 200 places
+    // is counted once, admitted, waiting or skipped.
+    wait_until(
+        Duration::from_secs(2),
+        "the last tick's figures",
+        || async {
+            let stats = sale.stats().await?;
+            Ok(stats.admitted_total + stats.queue_length + stats.skipped == 200)
+        },
+    )
+    .await?;
     let admitted = sale.admitted_total().await?;
     let queued = sale.stats().await?.queue_length;
     let last = *users.last().context("users")?;
