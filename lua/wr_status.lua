@@ -56,15 +56,19 @@
 
 local now, now_s = clock()
 
+-- The sale's settings, stock and held units read once for the state and the ETA's inputs
+-- (eta_inputs takes them as read): a call's own reads are what a batch of one or two polls, the
+-- common batch at a few thousand polls a second, pays for most.
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice', 'groups')
+  'notice', 'groups', 'max_active', 'per_user_limit')
 if not c[1] then
   return {'not_found'}
 end
 local opens_at = num(c[1])
 local paused = flag(c[3]) and 1 or 0
+local avail, held = counter(KEYS[2]), counter(KEYS[3])
 -- paused is reported on its own: the line stands as when open (places kept, nobody admitted).
-local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
+local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], avail, held)
 
 local grace_ms = num(ARGV[1])
 local qlen = redis.call('ZCARD', KEYS[4])
@@ -88,7 +92,7 @@ local function lost()
 end
 
 local unshown = eta_waits(KEYS[9])
-local free, limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], now)
+local free, limited = eta_inputs({c[8], c[9]}, avail, held, KEYS[5], KEYS[6], now)
 out[5], out[6], out[7], out[8] = free, limited, c[6] or '', c[7] or ''
 
 -- The answer for a user without a place in q or skip, from adm (`none` without an entry).

@@ -303,9 +303,13 @@ end
 --            (the same rules as wr_admit.lua, stock_room with need = cfg.per_user_limit): >= 0
 --   limited  the admission rate x 1000 measured over the recent ticks that max_active or stock
 --            limited (wr field limited_rate_milli, written by the admitter), -1 when unknown
--- cfg, avail, held, adm, wr: the sale's keys; now: epoch ms.
+-- cfg, avail, held, adm, wr: the sale's keys; now: epoch ms. avail and held may be their
+-- values already read (counter), cfg the pair {max_active, per_user_limit} already read.
 local function eta_inputs(cfg, avail, held, adm, wr, now)
-  local c = redis.call('HMGET', cfg, 'max_active', 'per_user_limit')
+  local c = cfg
+  if type(cfg) == 'string' then
+    c = redis.call('HMGET', cfg, 'max_active', 'per_user_limit')
+  end
   local active = redis.call('ZCOUNT', adm, '(' .. fmt(now), '+inf')
   local need = math.max(1, num(c[2]))
   local free = stock_room(counter(avail), counter(held), need, active)

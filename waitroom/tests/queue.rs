@@ -781,6 +781,48 @@ async fn the_stock_rule_counts_each_buyer_at_the_per_user_limit() -> anyhow::Res
     env.cleanup().await
 }
 
+/// door.md §3: a poll's `free` (the buyers the admitter could let in now, the ETA's first term)
+/// follows the stock rule at the per-user limit and `max_active`, as the admitter does.
+#[tokio::test]
+async fn a_polls_free_follows_the_stock_rule_and_max_active() -> anyhow::Result<()> {
+    let env = TestEnv::new()?;
+    let redis = connect(&env).await?;
+    let sale = Sale::arm(
+        &redis,
+        SaleSpec {
+            stock: 10,
+            per_user_limit: 3,
+            ..SaleSpec::default()
+        },
+    )
+    .await?;
+    let b = users(6);
+    for &u in &b {
+        sale.join(u).await?;
+    }
+    let last = b[5];
+    let free = || async {
+        let status = sale
+            .queue
+            .status(last, GRACE)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("sale"))?;
+        anyhow::Ok(status.free)
+    };
+    // ceil(10 / 3) = 4 buyers, nobody in yet.
+    assert_eq!(free().await?, 4);
+    assert_eq!(sale.admit(1).await?.admitted.len(), 1);
+    assert_eq!(free().await?, 3);
+    // max_active 2 with one buyer in: one more.
+    sale.set_cfg("max_active", 2).await?;
+    assert_eq!(free().await?, 1);
+    // Two units left and none held: the buyer in may claim them, nobody more.
+    sale.set_cfg("max_active", 0).await?;
+    sale.set_stock(2, 0, 8).await?;
+    assert_eq!(free().await?, 0);
+    env.cleanup().await
+}
+
 /// Fewer units left than the per-user limit: the line still moves. The rule once rounded the
 /// other way (every newcomer promised a whole `per_user_limit`), so with a limit of 2 and one
 /// unit over nobody was ever let in again and the sale stopped short of sold out with buyers
