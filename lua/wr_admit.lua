@@ -153,33 +153,16 @@ local deadline = fmt(now + num(ARGV[3]))
 local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[4]))))
 -- Entries are looked at from the head in rank order and left in q until the end (so ranks stay
 -- put); every entry looked at is either admitted or skipped, so the first `scanned` ranks of q
--- are exactly the entries to remove.
+-- are exactly the entries to remove. Silent users now at the head are skipped too (within
+-- scan_limit, scan_live's `past`), even when the budget is spent or max_active is full, so the
+-- positions of those behind them stay honest. The head after a tick is nearly always live, so
+-- that walk mostly ends in the chunk already read; reading the rest of scan_limit at once
+-- instead (4,000 entries and their scores made into Lua strings) cost every tick of an open
+-- sale ~3 ms of Redis, whatever it found (BENCHMARKS.md "line-sim", 2026-12-07).
 local users, scores, skipped, scanned, why = scan_live(KEYS[4], budget, scan_limit, now_s,
-  abandon_ms)
+  abandon_ms, true)
 if why then
   limit = why
-end
--- Silent users now at the head are skipped too (within scan_limit), even when the budget is
--- spent or max_active is full, so the positions of those behind them stay honest. Read in
--- chunks that start at SCAN_FIRST and grow fourfold: the head after a tick is nearly always
--- live, so one short read ends the walk. Reading the rest of scan_limit at once (4,000
--- entries and their scores made into Lua strings) cost every tick of an open sale ~3 ms of
--- Redis, whatever it found (BENCHMARKS.md "line-sim", 2026-12-07).
-local more, size = true, SCAN_FIRST
-while more and scanned < scan_limit do
-  local head = redis.call('ZRANGE', KEYS[4], scanned, scanned + math.min(size, scan_limit - scanned) - 1,
-    'WITHSCORES')
-  size = size * 4
-  more = #head > 0
-  for i = 1, #head, 2 do
-    if scanned >= scan_limit or not silent(tonumber(head[i + 1]), now_s, abandon_ms) then
-      more = false
-      break
-    end
-    skipped[#skipped + 1] = head[i + 1]
-    skipped[#skipped + 1] = head[i]
-    scanned = scanned + 1
-  end
 end
 if scanned > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[4], 0, scanned - 1)

@@ -537,42 +537,63 @@ local function outage_credit(wr, now, gap_ms, abandon_ms)
   return abandon_ms
 end
 
--- The first chunk a walk over q's head reads (scan_live, wr_admit.lua's silent head); each
--- next one is four times the last. A ZRANGE ... WITHSCORES costs Redis ~0.7 us an entry (each
--- member and score made into a Lua string), so a walk reads what it is likely to look at, and
--- a long run of silent places still takes few calls.
+-- The first chunk a walk over q's head reads (scan_live); each next one is four times the
+-- last. A ZRANGE ... WITHSCORES costs Redis ~0.7 us an entry (each member and score made into a
+-- Lua string), so a walk reads what it is likely to look at, and a long run of silent places
+-- still takes few calls.
 local SCAN_FIRST = 32
 
 -- Looks at q from its head for up to `want` live places, at most scan_limit entries, judging
 -- silence as `silent` does (abandon_ms math.huge: nobody is silent). Reads want's worth (at
 -- least SCAN_FIRST) and then chunks growing fourfold, and changes nothing: the caller removes
--- what it took. Entries looked at keep their ranks during the scan, so the first `looked`
--- ranks of q are exactly the entries looked at.
+-- what it took. With `past`, once it has `want` it goes on over the silent places now at the
+-- head (still within scan_limit) and stops at the first live one, which it does not take:
+-- wr_admit.lua skips them so that the positions behind them stay honest. Entries looked at keep
+-- their ranks during the scan, so the first `looked` ranks of q are exactly the entries looked
+-- at.
 -- Returns users (16-byte ids) and scores (numbers) of the live places in queue order, skipped
 -- (flat {score, user, ...} of the silent ones, their original score strings), looked, and why
 -- it stopped short of `want`: 'scan' (scan_limit reached), 'empty' (q ran out) or nil.
-local function scan_live(q, want, scan_limit, now_s, abandon_ms)
+local function scan_live(q, want, scan_limit, now_s, abandon_ms, past)
   local users, scores, skipped, looked, why = {}, {}, {}, 0, nil
   local size = SCAN_FIRST
-  while #users < want do
-    if looked >= scan_limit then
-      why = 'scan'
+  local walking = true
+  while walking do
+    local taking = #users < want
+    if not (taking or past) then
       break
     end
-    local n = math.min(math.max(want - #users, size), scan_limit - looked)
+    if looked >= scan_limit then
+      if taking then
+        why = 'scan'
+      end
+      break
+    end
+    local n = size
+    if taking then
+      n = math.max(want - #users, size)
+    end
+    n = math.min(n, scan_limit - looked)
     size = size * 4
     local head = redis.call('ZRANGE', q, looked, looked + n - 1, 'WITHSCORES')
     if #head == 0 then
-      why = 'empty'
+      if taking then
+        why = 'empty'
+      end
       break
     end
     for i = 1, #head, 2 do
-      if #users >= want or looked >= scan_limit then
+      if looked >= scan_limit then
         break
       end
       local user, score = head[i], head[i + 1]
+      local quiet = silent(tonumber(score), now_s, abandon_ms)
+      if #users >= want and not (past and quiet) then
+        walking = false
+        break
+      end
       looked = looked + 1
-      if silent(tonumber(score), now_s, abandon_ms) then
+      if quiet then
         skipped[#skipped + 1] = score
         skipped[#skipped + 1] = user
       else
