@@ -2,9 +2,12 @@
 -- outgrows one Redis: the design"; waitroom/src/line/tick.rs): the live places at the head of
 -- one line shard, for the leader to merge with the other shards' heads. Silent places met on
 -- the way (silent for longer than abandon_after, as wr_admit.lua judges them) are skipped here
--- as wr_admit.lua skips them: moved from q to skip with the same member and score. The live
--- places stay in q: which of them are admitted is decided across the shards (wr_line_take.lua).
--- Every key is the shard's own.
+-- as wr_admit.lua skips them: moved from q to skip with the same member and score, those
+-- behind the last live place returned as well, up to the next live one (scan_live's `past`).
+-- With a budget of 0 (the leader's tick when nobody can be admitted now) the call only skips
+-- the silent places at the shard's head, as wr_admit.lua does every open tick, so that the
+-- positions behind them stay honest. The live places stay in q: which of them are admitted is
+-- decided across the shards (wr_line_take.lua). Every key is the shard's own.
 --
 -- KEYS[1]  q of the line shard (zset, the layout of wr_join.lua)
 -- KEYS[2]  skip of the line shard (zset: skipped places, the layout of q)
@@ -26,7 +29,8 @@ if abandon_ms <= 0 then
 end
 local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[3]))))
 
-local users, scores, skipped, looked = scan_live(KEYS[1], budget, scan_limit, now_s, abandon_ms)
+local users, scores, skipped, looked = scan_live(KEYS[1], budget, scan_limit, now_s, abandon_ms,
+  true)
 local gone = {}
 for i = 2, #skipped, 2 do
   gone[#gone + 1] = skipped[i]

@@ -871,6 +871,47 @@ async fn the_reaper_skips_silent_buyers_then_removes_them_past_the_grace() -> an
     world.finish(vec![a]).await
 }
 
+/// While nobody can be admitted (`max_active` full), every tick still skips the silent places at
+/// the head, so a live buyer behind them is told their honest position within a tick of the
+/// silence, not when the reaper comes round (its interval here is longer than the test). On a
+/// spread line each shard's head is walked with a budget of 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sale_still_skips_the_silent_head_every_tick() -> anyhow::Result<()> {
+    let world = World::new(&[
+        ("WAITROOM__ABANDON_AFTER_SECONDS", "1"),
+        ("WAITROOM__RETURN_GRACE_SECONDS", "60"),
+        ("WAITROOM__REAP_INTERVAL_MS", "600000"),
+    ])
+    .await?;
+    let sale = world
+        .arm(Spec {
+            max_active: Some(1),
+            ..Spec::default()
+        })
+        .await?;
+    let users = sale.fill(6).await?;
+    let live = users[5];
+    let a = world.candidate("a").await?;
+    wait_until(Duration::from_secs(3), "the first admitted", || async {
+        Ok(sale.admitted_total().await? == 1)
+    })
+    .await?;
+    sale.wait_admitted(&users[..1]).await?;
+    // users[1..5] say nothing from here; the live buyer polls (every check below is a poll).
+    wait_until(
+        Duration::from_secs(4),
+        "the silent head skipped",
+        || async { Ok(sale.place(live).await? == Place::Waiting { position: 1 }) },
+    )
+    .await?;
+    wait_until(Duration::from_secs(1), "the line's length", || async {
+        Ok(sale.stats().await?.queue_length == 1)
+    })
+    .await?;
+    assert_eq!(sale.admitted_total().await?, 1, "admitted past max_active");
+    world.finish(vec![a]).await
+}
+
 /// door.md §6 "Done when", with the admitter running: `abandon_after` 20 s; A joins first and
 /// is silent 25 s while B and C are admitted (`max_active` 2 then holds the line); D arrives
 /// later. A polls again: `waiting`, position 1 (D is second), and is admitted within 2 s of

@@ -2176,8 +2176,6 @@ fn spread_tick_params() -> dropline_waitroom::line::tick::TickParams {
     }
 }
 
-/// A tick of a spread line that admits nobody (no rate): what the leader publishes between
-/// admissions, for the tests of polls and joins.
 /// One whole tick of a spread line with [`spread_tick_params`] (`line::tick::run`).
 async fn spread_tick(
     redis: &Redis,
@@ -2188,9 +2186,14 @@ async fn spread_tick(
         .await
 }
 
+/// A tick of a spread line that admits nobody (no rate) and skips nobody (abandon_after 12 h: a
+/// tick skips the silent places at each shard's head even when it admits nobody, and these
+/// tests silence places by hand and then poll them): what the leader publishes between
+/// admissions, for the tests of polls and joins.
 fn quiet_tick() -> dropline_waitroom::line::tick::TickParams {
     dropline_waitroom::line::tick::TickParams {
         rate: 0.0,
+        abandon_after: Duration::from_secs(43_200),
         ..spread_tick_params()
     }
 }
@@ -2250,12 +2253,22 @@ async fn a_tick_across_three_line_shards_admits_the_lowest_live_scores_of_the_wh
         chosen.iter().map(|c| c.user).collect::<Vec<_>>(),
         live[..quota]
     );
-    // Each shard skipped exactly its silent places ahead of its last live head returned.
+    // Each shard skipped exactly its silent places ahead of its first live place not returned
+    // (those right behind its last live head returned as well, as wr_admit.lua walks past the
+    // silent head after its admissions).
     for (index, (keys, found)) in line.all().iter().zip(&found).enumerate() {
-        let last = found.places.last().map_or(f64::INFINITY, |p| p.1);
+        let mine = |p: &&(f64, UserId, bool)| usize::from(line.shard_of(p.1)) == index;
+        let last = found.places.last().map_or(f64::NEG_INFINITY, |p| p.1);
+        let next_live = places
+            .iter()
+            .filter(mine)
+            .filter(|p| !p.2 && p.0 > last)
+            .map(|p| p.0)
+            .fold(f64::INFINITY, f64::min);
         let silent: Vec<&(f64, UserId, bool)> = places
             .iter()
-            .filter(|p| p.2 && usize::from(line.shard_of(p.1)) == index && p.0 < last)
+            .filter(mine)
+            .filter(|p| p.2 && p.0 < next_live)
             .collect();
         assert_eq!(found.skipped, silent.len() as u64, "shard {index}");
         for (score, user, _) in silent {

@@ -60,7 +60,8 @@ pub struct Chosen {
 
 /// Step 2 on one shard: up to `budget` live places at its head, the silent ones met on the way
 /// skipped (silent for longer than `abandon_after`; `None` while the outage credit runs: nobody
-/// is silent), at most `scan_limit` entries looked at.
+/// is silent), and those right behind the last live place returned too, up to the next live
+/// one; at most `scan_limit` entries looked at. A budget of 0 only skips the silent head.
 pub async fn heads(
     redis: &Redis,
     keys: &LineKeys,
@@ -611,8 +612,15 @@ pub async fn run(
     let said = budget(redis, sale, params).await?;
     sync(redis, sale, line, &said.changes).await?;
     let mut skipped = 0;
-    if said.state == "open" && said.budget > 0 && !held_back {
-        let quota = usize::try_from(said.budget).unwrap_or(usize::MAX);
+    if said.state == "open" {
+        // With nothing to admit now (the budget spent, max_active full, or places held back),
+        // quota 0: each shard's walk only skips the silent places at its head, as wr_admit.lua
+        // does on one slot every open tick, so the positions behind them stay honest.
+        let quota = if said.budget > 0 && !held_back {
+            usize::try_from(said.budget).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
         let found = try_join_all(
             shards
                 .iter()
@@ -622,27 +630,30 @@ pub async fn run(
         skipped = found.iter().map(|h| h.skipped).sum();
         let places: Vec<Vec<(UserId, f64)>> = found.into_iter().map(|h| h.places).collect();
         let chosen = merge(&places, quota);
-        let taken = try_join_all(shards.iter().enumerate().map(|(index, keys)| {
-            let mine: Vec<(UserId, f64)> = chosen
+        if !chosen.is_empty() {
+            let taken = try_join_all(shards.iter().enumerate().map(|(index, keys)| {
+                let mine: Vec<(UserId, f64)> = chosen
+                    .iter()
+                    .filter(|c| usize::from(c.shard) == index)
+                    .map(|c| (c.user, c.score))
+                    .collect();
+                async move { take(redis, keys, &mine).await }
+            }))
+            .await?;
+            let taken: HashSet<UserId> = taken.into_iter().flatten().collect();
+            // Step 5 in merged order: a buyer who left between the read and the take is not
+            // in it.
+            let merged: Vec<(UserId, f64)> = chosen
                 .iter()
-                .filter(|c| usize::from(c.shard) == index)
+                .filter(|c| taken.contains(&c.user))
                 .map(|c| (c.user, c.score))
                 .collect();
-            async move { take(redis, keys, &mine).await }
-        }))
-        .await?;
-        let taken: HashSet<UserId> = taken.into_iter().flatten().collect();
-        // Step 5 in merged order: a buyer who left between the read and the take is not in it.
-        let merged: Vec<(UserId, f64)> = chosen
-            .iter()
-            .filter(|c| taken.contains(&c.user))
-            .map(|c| (c.user, c.score))
-            .collect();
-        if !merged.is_empty() {
-            let committed = commit(redis, sale, params, &merged, queue_length).await?;
-            settle_all(redis, line, &committed.in_adm).await?;
-            admitted += committed.admitted;
-            users.extend(committed.in_adm.iter().map(|a| a.0));
+            if !merged.is_empty() {
+                let committed = commit(redis, sale, params, &merged, queue_length).await?;
+                settle_all(redis, line, &committed.in_adm).await?;
+                admitted += committed.admitted;
+                users.extend(committed.in_adm.iter().map(|a| a.0));
+            }
         }
     }
     if skipped > 0 {
