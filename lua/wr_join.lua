@@ -144,8 +144,11 @@
 -- spends nothing: it deletes the marker it set.
 local now, now_s = clock()
 
+-- The sale's settings, stock and held units read once for the state and the ETA's inputs
+-- (eta_inputs takes them as read), as wr_status.lua does.
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed', 'admit_per_second',
-  'notice', 'groups', 'presale_only_until', 'mode', 'pow_difficulty', 'line_shards')
+  'notice', 'groups', 'presale_only_until', 'mode', 'pow_difficulty', 'line_shards', 'max_active',
+  'per_user_limit')
 local users = (#ARGV - 3) / 5
 if users < 1 or users ~= math.floor(users) then
   return redis.error_reply('ERR wr_join: ARGV must be 3 values and 5 per user, for at least one user')
@@ -168,7 +171,8 @@ local groups = c[7] or ''
 local opens_at = num(c[1])
 local paused = flag(c[3]) and 1 or 0
 -- paused is reported on its own: the line stands as when open (places kept, nobody admitted).
-local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], KEYS[2], KEYS[3])
+local avail, held = counter(KEYS[2]), counter(KEYS[3])
+local state = sale_state(now, opens_at, num(c[2]), c[3], c[4], avail, held)
 
 local max_len = num(ARGV[1])
 -- ZCARD of skip, read at the batch's first queue_full check and kept current after (a join only
@@ -202,7 +206,7 @@ local function reply(st, position, deadline, new, rank)
   local free, limited = 0, -1
   if st == 'waiting' or st == 'placed' then
     if eta_free == nil then
-      eta_free, eta_limited = eta_inputs(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[7], now)
+      eta_free, eta_limited = eta_inputs({c[12], c[13]}, avail, held, KEYS[5], KEYS[7], now)
     end
     free, limited = eta_free, eta_limited
   end
