@@ -16,11 +16,13 @@
 --          (the outage credit, which the sale's slot judges)
 -- ARGV[3]  most entries to look at (1..100000; bounds the script's run time)
 --
--- Returns  {skipped, looked, users, scores}
+-- Returns  {skipped, looked, users, scores, skip_length}
 --   skipped  places moved from q to skip now (the leader adds them to wr.skipped_total)
 --   looked   entries looked at; equal to ARGV[3] when the scan limit stopped the call
 --   users    the live places in score order, 16-byte ids, at most ARGV[1]
 --   scores   their scores, decimal strings (exact: integers below 2^53)
+--   skip_length  ZCARD of the shard's skip after the call (the leader sums the shards' into
+--            wr.line_skipped with the line's length, for /stats and the control room)
 local _, now_s = clock()
 local budget = math.max(0, math.floor(num(ARGV[1])))
 local abandon_ms = num(ARGV[2])
@@ -42,4 +44,4 @@ if #gone > 0 then
   zrem_all(KEYS[1], gone)
   zadd_pairs(KEYS[2], skipped)
 end
-return {#gone, looked, users, scores}
+return {#gone, looked, users, scores, redis.call('ZCARD', KEYS[2])}

@@ -788,7 +788,8 @@ end
 -- The line's length and its skipped places, for the read-only figures (wr_stats.lua,
 -- wr_control.lua): ZCARD of the sale's q and skip, or, for a line spread over shards
 -- (cfg.line_shards > 1, whose places are not on the sale's slot), the counts the admitter's
--- leader last wrote into wr: line_length each tick, line_skipped each reap.
+-- leader last wrote into wr: line_length each tick, line_skipped each open tick (as the
+-- tick's head calls left the shards' skip) and each reap.
 local function line_counts(cfg, q, skip, wr)
   if num(redis.call('HGET', cfg, 'line_shards')) > 1 then
     local w = redis.call('HMGET', wr, 'line_length', 'line_skipped')

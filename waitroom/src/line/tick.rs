@@ -48,6 +48,8 @@ pub struct Heads {
     pub looked: u64,
     /// The live head places, lowest score first.
     pub places: Vec<(UserId, f64)>,
+    /// Places in the shard's `skip` after the call.
+    pub skip_length: u64,
 }
 
 /// A place [`merge`] chose: its shard, user and score.
@@ -86,7 +88,14 @@ pub async fn heads(
     let Value::Array(parts) = reply else {
         return Err(malformed());
     };
-    let [skipped, looked, Value::Array(users), Value::Array(scores)] = parts.as_slice() else {
+    let [
+        skipped,
+        looked,
+        Value::Array(users),
+        Value::Array(scores),
+        skip_length,
+    ] = parts.as_slice()
+    else {
         return Err(malformed());
     };
     anyhow::ensure!(users.len() == scores.len(), malformed());
@@ -103,6 +112,7 @@ pub async fn heads(
         skipped: skipped.as_u64().ok_or_else(malformed)?,
         looked: looked.as_u64().ok_or_else(malformed)?,
         places,
+        skip_length: skip_length.as_u64().ok_or_else(malformed)?,
     })
 }
 
@@ -612,6 +622,9 @@ pub async fn run(
     let said = budget(redis, sale, params).await?;
     sync(redis, sale, line, &said.changes).await?;
     let mut skipped = 0;
+    // The line's skipped places as the heads' calls left them, when they ran: written with the
+    // line's length below, so that /stats counts a tick's skips at once, not at the next reap.
+    let mut skip_length = None;
     if said.state == "open" {
         // With nothing to admit now (the budget spent, max_active full, or places held back),
         // quota 0: each shard's walk only skips the silent places at its head, as wr_admit.lua
@@ -628,32 +641,31 @@ pub async fn run(
         )
         .await?;
         skipped = found.iter().map(|h| h.skipped).sum();
+        skip_length = Some(found.iter().map(|h| h.skip_length).sum::<u64>());
         let places: Vec<Vec<(UserId, f64)>> = found.into_iter().map(|h| h.places).collect();
         let chosen = merge(&places, quota);
-        if !chosen.is_empty() {
-            let taken = try_join_all(shards.iter().enumerate().map(|(index, keys)| {
-                let mine: Vec<(UserId, f64)> = chosen
-                    .iter()
-                    .filter(|c| usize::from(c.shard) == index)
-                    .map(|c| (c.user, c.score))
-                    .collect();
-                async move { take(redis, keys, &mine).await }
-            }))
-            .await?;
-            let taken: HashSet<UserId> = taken.into_iter().flatten().collect();
-            // Step 5 in merged order: a buyer who left between the read and the take is not
-            // in it.
-            let merged: Vec<(UserId, f64)> = chosen
+        // A shard with none of the chosen makes no call (take returns at once).
+        let taken = try_join_all(shards.iter().enumerate().map(|(index, keys)| {
+            let mine: Vec<(UserId, f64)> = chosen
                 .iter()
-                .filter(|c| taken.contains(&c.user))
+                .filter(|c| usize::from(c.shard) == index)
                 .map(|c| (c.user, c.score))
                 .collect();
-            if !merged.is_empty() {
-                let committed = commit(redis, sale, params, &merged, queue_length).await?;
-                settle_all(redis, line, &committed.in_adm).await?;
-                admitted += committed.admitted;
-                users.extend(committed.in_adm.iter().map(|a| a.0));
-            }
+            async move { take(redis, keys, &mine).await }
+        }))
+        .await?;
+        let taken: HashSet<UserId> = taken.into_iter().flatten().collect();
+        // Step 5 in merged order: a buyer who left between the read and the take is not in it.
+        let merged: Vec<(UserId, f64)> = chosen
+            .iter()
+            .filter(|c| taken.contains(&c.user))
+            .map(|c| (c.user, c.score))
+            .collect();
+        if !merged.is_empty() {
+            let committed = commit(redis, sale, params, &merged, queue_length).await?;
+            settle_all(redis, line, &committed.in_adm).await?;
+            admitted += committed.admitted;
+            users.extend(committed.in_adm.iter().map(|a| a.0));
         }
     }
     if skipped > 0 {
@@ -685,16 +697,17 @@ pub async fn run(
     // as step 1 read it) as ahead of a public arrival (wr_join.lua, line_since). A place made
     // between step 1 and the curves' read is in both: the figures err high by those, until
     // the next tick.
+    let mut counts = vec![
+        ("line_length", queue_length),
+        ("line_seq", said.arrivals),
+        ("line_placed_at", said.placed),
+    ];
+    if let Some(n) = skip_length {
+        counts.push(("line_skipped", n));
+    }
     let () = redis
         .pool()
-        .hset(
-            sale.room(),
-            vec![
-                ("line_length", queue_length),
-                ("line_seq", said.arrivals),
-                ("line_placed_at", said.placed),
-            ],
-        )
+        .hset(sale.room(), counts)
         .await
         .context("writing a spread line's length")?;
     Ok(Tick {
