@@ -300,10 +300,11 @@ topo_start_nginx() {
         done
         printf '\n    upstream dropline_waitroom {\n'
         for a in "${waitroom_addrs[@]}"; do printf '        server %s;\n' "${a#http://}"; done
-        # keepalive_timeout below the backends' http.idle_timeout_seconds (60), as in nginx.conf.
-        printf '        keepalive 64;\n        keepalive_timeout 50s;\n    }\n\n    upstream dropline_api {\n'
+        # keepalive (idle connections kept to the group) and keepalive_timeout (below the
+        # backends' http.idle_timeout_seconds, 60) as in nginx.conf, which says why.
+        printf '        keepalive 1024;\n        keepalive_timeout 50s;\n    }\n\n    upstream dropline_api {\n'
         for a in "${api_addrs[@]}"; do printf '        server %s;\n' "${a#http://}"; done
-        printf '        keepalive 64;\n        keepalive_timeout 50s;\n    }\n\n    server {\n        listen 127.0.0.1:%s;\n' "${port}"
+        printf '        keepalive 1024;\n        keepalive_timeout 50s;\n    }\n\n    server {\n        listen 127.0.0.1:%s;\n' "${port}"
         printf '        include %s/compose/nginx/dropline-routes.conf;\n    }\n}\n' "${PWD}"
     } >"${run}/nginx/nginx.conf"
     /usr/sbin/nginx -t -q -p "${run}/nginx" -c "${run}/nginx/nginx.conf" -e stderr \
