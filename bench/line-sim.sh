@@ -3,6 +3,7 @@
 #
 #   bench/line-sim.sh [--debug] [-- LINE_SIM_ARGS...]
 #   LINE_CLUSTER=1 LINE_SHARDS=3 bench/line-sim.sh ...   the same on a private Redis Cluster
+#   LINE_REDIS_CPU=0.1 bench/line-sim.sh ...             on a private Redis held to 0.1 core
 #
 # 1. makes sure MariaDB, Redis and RabbitMQ are up;
 # 2. builds `dropline` and `line-sim` (release; --debug uses the debug builds; LINE_DROPLINE
@@ -32,6 +33,14 @@
 # over the primaries and CPU is reported per primary: redis.json's `primaries` (each one's CPU
 # seconds, per 1,000 polls, and whether it holds the sale's own slot) and the busiest one's
 # CPU per 1,000 polls, the figure that has to fall as the line spreads.
+#
+# LINE_REDIS_CPU=C (what happens when the line's Redis core binds): Redis is instead one private
+# server (port LINE_REDIS_PORT, 17411) whose CPU time a cgroup quota holds to C cores (0.05 to
+# 64; scripts/lib/cluster.sh, dl_redis_capped_start; root), made for the run and removed after
+# it. Every figure is then that server's alone.
+#
+# Both ways, redis.json also has the waitrooms' mean polls (and joins) a script call, from their
+# /metrics batch-size histograms before and after the run: how full the calls ran.
 # Output: artifacts/line-sim/ (line-sim.json: the tool's figures; redis.json: Redis's side;
 # samples.tsv: the 2 s samples; keys.tsv: memory by key; commandstats-{before,after}*.txt: Redis's
 # INFO commandstats around the run, and commandstats-run.tsv the run's own share of it (each
@@ -49,7 +58,7 @@ extra=()
 while (($# > 0)); do
     case "$1" in
         --debug) profile=debug ;;
-        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *) dl_die "unknown option $1 (see --help)" ;;
     esac
@@ -60,12 +69,15 @@ database="${LINE_DATABASE:-dl_line}" prefix="${LINE_PREFIX:-dlline}"
 [[ "${prefix}" =~ ^[A-Za-z0-9]+$ ]] || dl_die "bad LINE_PREFIX: ${prefix}"
 buyers="${BUYERS:-1000000}" stock="${STOCK:-${BUYERS:-1000000}}" admit="${ADMIT:-100}"
 open_in="${OPEN_IN:-15}"
-cluster="${LINE_CLUSTER:-0}" shards="${LINE_SHARDS:-1}"
+cluster="${LINE_CLUSTER:-0}" shards="${LINE_SHARDS:-1}" capped="${LINE_REDIS_CPU:-}"
 [[ "${cluster}" =~ ^[01]$ ]] || dl_die "LINE_CLUSTER is 0 or 1, not ${cluster}"
 [[ "${shards}" =~ ^[0-9]+$ ]] && ((shards >= 1 && shards <= 64)) \
     || dl_die "LINE_SHARDS is 1 to 64 (the admin API's line_shards), not ${shards}"
 if [[ "${cluster}" == 0 && "${shards}" != 1 ]]; then
     dl_die "LINE_SHARDS=${shards} needs LINE_CLUSTER=1 (on one Redis every shard is the same core)"
+fi
+if [[ -n "${capped}" && "${cluster}" == 1 ]]; then
+    dl_die "LINE_REDIS_CPU caps one private Redis; it does not go with LINE_CLUSTER=1"
 fi
 
 ensure_services
@@ -91,8 +103,8 @@ mkdir -p "${art}"
 
 cleanup_data() {
     dl_mysql -e "DROP DATABASE IF EXISTS \`${database}\`"
-    # A private cluster goes with its keys (dl_cluster_stop).
-    [[ "${cluster}" == 1 ]] || dl_cleanup_redis_keys "${prefix}"
+    # A private cluster or capped Redis goes with its keys (dl_cluster_stop, dl_redis_capped_stop).
+    [[ "${cluster}" == 1 || -n "${capped}" ]] || dl_cleanup_redis_keys "${prefix}"
     dl_cleanup_rabbitmq "${prefix}"
 }
 sampler_pid=""
@@ -111,6 +123,7 @@ on_exit() {
     stop_processes
     cleanup_data >/dev/null 2>&1 || true
     if [[ "${cluster}" == 1 ]]; then dl_cluster_stop; fi
+    if [[ -n "${capped}" ]]; then dl_redis_capped_stop; fi
 }
 trap on_exit EXIT
 # shellcheck source=compose/lib/topology.sh
@@ -135,6 +148,10 @@ if [[ "${cluster}" == 1 ]]; then
     # redis_* helper below) talks to the private cluster.
     dl_cluster_start "${LINE_CLUSTER_BASE_PORT:-17401}" 3
     export DROPLINE_REDIS__URL="${DL_CLUSTER_URL}"
+elif [[ -n "${capped}" ]]; then
+    # Likewise: every process talks to the private, capped Redis from here on.
+    dl_redis_capped_start "${LINE_REDIS_PORT:-17411}" "${capped}"
+    export DROPLINE_REDIS__URL="${DL_CAPPED_URL}"
 fi
 topo_migrate_and_users
 topo_start_replicas
@@ -147,9 +164,11 @@ waitroom="${base}"
 signing_key="${keydir}/access.pem"
 dl_log "line-sim: sale ${sale}, stock ${stock}, opens ${opens_at}, admit_per_second ${admit}, line_shards ${shards}, waitroom ${waitroom}"
 
-# The Redis servers of the run: the shared one, or each primary of the private cluster.
+# The Redis servers of the run: the shared one, each primary of the private cluster, or the
+# capped one.
 redis_ports=()
 [[ "${cluster}" == 0 ]] || redis_ports=("${DL_CLUSTER_PORTS[@]}")
+[[ -z "${capped}" ]] || redis_ports=("${DL_CAPPED_PORT}")
 # redis_each ARGS...: redis-cli ARGS on every server of the run, one after the other.
 redis_each() {
     local port
@@ -192,6 +211,19 @@ proc_cpu() {
 }
 waitrooms=()
 for ((n = 1; n <= TOPO_REPLICAS; n++)); do waitrooms+=("waitroom-${n}"); done
+# The waitrooms' batch-size histograms (sum and count of asks a script call, status polls and
+# joins, summed over the replicas) as "status_sum status_count join_sum join_count".
+batch_sizes() {
+    local name
+    for name in "${waitrooms[@]}"; do
+        curl -sf "${addr[${name}]}/metrics" || true
+    done | awk '
+        $1 ~ /^dropline_waitroom_status_batch_size_sum/ { ss += $2 }
+        $1 ~ /^dropline_waitroom_status_batch_size_count/ { sc += $2 }
+        $1 ~ /^dropline_waitroom_join_batch_size_sum/ { js += $2 }
+        $1 ~ /^dropline_waitroom_join_batch_size_count/ { jc += $2 }
+        END { printf "%d %d %d %d\n", ss, sc, js, jc }'
+}
 # INFO commandstats of every server of the run into commandstats-WHEN[.port].txt.
 commandstats() {
     local port
@@ -208,6 +240,7 @@ mem_before="$(used_memory)"
 cpu_before="$(cpu_seconds | paste -sd,)"
 waitroom_cpu_before="$(proc_cpu "${waitrooms[@]}")"
 nginx_cpu_before="$(proc_cpu nginx)"
+batches_before="$(batch_sizes)"
 (
     while :; do
         # queue_length and admitted_total (the server's count, silent buyers' admissions too).
@@ -268,9 +301,11 @@ print(open(f"{art}/keys.tsv").read(), end="")
 PY
 waitroom_cpu="$(awk -v a="$(proc_cpu "${waitrooms[@]}")" -v b="${waitroom_cpu_before}" 'BEGIN { print a - b }')"
 nginx_cpu="$(awk -v a="$(proc_cpu nginx)" -v b="${nginx_cpu_before}" 'BEGIN { print a - b }')"
+batches_after="$(batch_sizes)"
 stop_processes
 python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" "${admit}" "${waitroom_cpu}" "${nginx_cpu}" \
-    "$(IFS=,; echo "${redis_ports[*]}")" "${sale_port}" "${shards}" <<'PY'
+    "$(IFS=,; echo "${redis_ports[*]}")" "${sale_port}" "${shards}" "${capped}" \
+    "${batches_before}" "${batches_after}" <<'PY'
 import json, sys
 art, mem_before = sys.argv[1], int(sys.argv[2])
 # Each server's CPU seconds before and after, in the same order as the ports.
@@ -278,6 +313,12 @@ cpu_before = [float(v) for v in sys.argv[3].split(",") if v]
 cpu_after = [float(v) for v in sys.argv[4].split(",") if v]
 rate, waitroom_cpu, nginx_cpu = float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 ports, sale_port, shards = [p for p in sys.argv[8].split(",") if p], sys.argv[9], int(sys.argv[10])
+capped = float(sys.argv[11]) if sys.argv[11] else None
+# Asks a script call in the waitrooms (their batch-size histograms): the run's sums and counts.
+b0, b1 = [int(v) for v in sys.argv[12].split()], [int(v) for v in sys.argv[13].split()]
+run_batches = [a - b for a, b in zip(b1, b0)]
+mean = lambda s, c: s / c if c > 0 else None
+polls_a_call, joins_a_call = mean(run_batches[0], run_batches[1]), mean(run_batches[2], run_batches[3])
 sim = json.load(open(f"{art}/line-sim.json"))
 samples = []  # (ms, queue_length, used_memory, admitted_total)
 for line in open(f"{art}/samples.tsv"):
@@ -318,6 +359,11 @@ out = {
     "status_polls": polls,
     "redis_cpu_seconds_per_1000_polls": per_1000(cpu),
     "line_shards": shards,
+    "redis_cpu_cap_cores": capped,
+    "status_calls": run_batches[1],
+    "polls_a_status_call": polls_a_call,
+    "join_calls": run_batches[3],
+    "joins_a_join_call": joins_a_call,
     "primaries": primaries or None,
     "busiest_primary_cpu_seconds_per_1000_polls": busiest["cpu_seconds_per_1000_polls"] if busiest else None,
     "waitroom_cpu_seconds": waitroom_cpu,
@@ -326,7 +372,8 @@ out = {
     "admitted_total": samples[-1][3] if samples else None,
     "most_admitted_in_10s": most_10s,
     "most_admitted_in_10s_over_r10": most_10s / (rate * 10) if most_10s is not None and rate else None,
-    "note": "a private Redis Cluster: memory summed over its primaries" if ports else
+    "note": f"a private Redis held to {capped} cores: its memory and CPU are this run's" if capped else
+            "a private Redis Cluster: memory summed over its primaries" if ports else
             "the machine's shared Redis: memory and CPU include whatever else ran against it",
 }
 json.dump(out, open(f"{art}/redis.json", "w"), indent=2)
@@ -337,7 +384,10 @@ print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
       f"{waitroom_cpu:.2f} CPU s ({fmt(out['waitroom_cpu_seconds_per_1000_requests'], '.3f')} s per "
       f"1,000 requests), nginx {nginx_cpu:.2f} s; server admitted "
       f"{out['admitted_total']}, most in 10 s {fmt(most_10s, '.0f')} "
-      f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10)")
+      f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10); waitrooms' script calls: "
+      f"{fmt(polls_a_call, '.1f')} polls a status call ({run_batches[1]} calls), "
+      f"{fmt(joins_a_call, '.1f')} joins a join call ({run_batches[3]})"
+      + (f"; Redis held to {capped} cores" if capped else ""))
 for p in primaries:
     print(f"[dropline] line-sim: primary {p['port']}{' (the sale slot)' if p['sale_slot'] else ''}: "
           f"{p['cpu_seconds']:.2f} CPU s, {fmt(p['cpu_seconds_per_1000_polls'], '.3f')} s per 1,000 polls")

@@ -276,7 +276,7 @@ topo_start_replicas() {
 
 # topo_start_nginx [PORT]: nginx as a plain process over the replicas; sets port and base.
 topo_start_nginx() {
-    local nginx_user="" d a
+    local nginx_user="" d a upstream_keep
     port="${1:-}"
     [[ -n "${port}" ]] || port="$(free_port)"
     if [[ "${EUID}" -eq 0 ]]; then
@@ -298,13 +298,19 @@ topo_start_nginx() {
         for d in client_body proxy fastcgi uwsgi scgi; do
             printf '    %s_temp_path %s/%s;\n' "${d}" "${nginx_tmp}" "${d}"
         done
+        # keepalive (idle connections kept to each group) and keepalive_timeout (below the
+        # backends' http.idle_timeout_seconds, 60) as in nginx.conf, which says why: one
+        # string for both groups, so that they cannot drift apart.
+        upstream_keep='        keepalive 1024;\n        keepalive_timeout 50s;\n'
         printf '\n    upstream dropline_waitroom {\n'
         for a in "${waitroom_addrs[@]}"; do printf '        server %s;\n' "${a#http://}"; done
-        # keepalive (idle connections kept to the group) and keepalive_timeout (below the
-        # backends' http.idle_timeout_seconds, 60) as in nginx.conf, which says why.
-        printf '        keepalive 1024;\n        keepalive_timeout 50s;\n    }\n\n    upstream dropline_api {\n'
+        # shellcheck disable=SC2059 # the format is ours: the directives above
+        printf "${upstream_keep}"
+        printf '    }\n\n    upstream dropline_api {\n'
         for a in "${api_addrs[@]}"; do printf '        server %s;\n' "${a#http://}"; done
-        printf '        keepalive 1024;\n        keepalive_timeout 50s;\n    }\n\n    server {\n        listen 127.0.0.1:%s;\n' "${port}"
+        # shellcheck disable=SC2059
+        printf "${upstream_keep}"
+        printf '    }\n\n    server {\n        listen 127.0.0.1:%s;\n' "${port}"
         printf '        include %s/compose/nginx/dropline-routes.conf;\n    }\n}\n' "${PWD}"
     } >"${run}/nginx/nginx.conf"
     /usr/sbin/nginx -t -q -p "${run}/nginx" -c "${run}/nginx/nginx.conf" -e stderr \
