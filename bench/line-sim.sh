@@ -4,6 +4,7 @@
 #   bench/line-sim.sh [--debug] [-- LINE_SIM_ARGS...]
 #   LINE_CLUSTER=1 LINE_SHARDS=3 bench/line-sim.sh ...   the same on a private Redis Cluster
 #   LINE_REDIS_CPU=0.1 bench/line-sim.sh ...             on a private Redis held to 0.1 core
+#   LINE_REDIS_CPU=1 LINE_REDIS_FILL=6 bench/line-sim.sh ...   on a private Redis kept full
 #
 # 1. makes sure MariaDB, Redis and RabbitMQ are up;
 # 2. builds `dropline` and `line-sim` (release; --debug uses the debug builds; LINE_DROPLINE
@@ -17,11 +18,13 @@
 #    admit_per_second ADMIT (100), opening OPEN_IN seconds (15) from now;
 # 5. runs line-sim with BUYERS buyers (1000000) and CONNECTIONS (64), PRE_OPEN (0.5),
 #    ABANDON (0.1), LEAVE (0.05), SPREAD (10 s), MAX_SECONDS (0: until nobody waits), while
-#    sampling every 2 s the sale's queue length (GET /w/{id}/stats) and Redis `INFO memory`;
+#    sampling every 2 s the sale's queue length (GET /w/{id}/stats), Redis `INFO memory`, and
+#    the sale's admitted_total with Redis's clock (read in one script call);
 # 6. reads Redis `INFO cpu` before and after and reports bytes per waiting buyer (the largest
 #    line seen against Redis's used_memory before the run), Redis CPU seconds per 1,000
-#    status polls, and the server's admissions (admitted_total) in the busiest 10 s against
-#    R x 10; then stops Dropline and deletes its database, keys and queues.
+#    status polls, the server's admissions in the busiest 10 s and in the slowest 10 s of the
+#    open sale with buyers in line against R x 10, and the leader's tick and reap-pass times;
+#    then stops Dropline and deletes its database, keys and queues.
 #
 # Redis is the machine's shared one: memory and CPU are the whole server's, so whatever else
 # runs against it (tests, CI) is counted too; on a quiet machine that is only this run.
@@ -38,6 +41,13 @@
 # server (port LINE_REDIS_PORT, 17411) whose CPU time a cgroup quota holds to C cores (0.05 to
 # 64; scripts/lib/cluster.sh, dl_redis_capped_start; root), made for the run and removed after
 # it. Every figure is then that server's alone.
+#
+# LINE_REDIS_FILL=T (with LINE_REDIS_CPU; a core that is full rather than slow): bench/redis-fill.py
+# keeps that server busy for the whole run with T connections of Lua calls of LINE_REDIS_FILL_US
+# (150) µs of Redis time each, one in flight on each, so the run's calls queue behind them at
+# Redis's own speed (a quota instead stops Redis for most of each period and makes every call
+# slower). Redis's CPU figures then include the filler's; fill.txt has its calls and how busy the
+# core was every 10 s.
 #
 # Both ways, redis.json also has the waitrooms' mean polls (and joins) a script call, from their
 # /metrics batch-size histograms before and after the run: how full the calls ran.
@@ -58,7 +68,8 @@ extra=()
 while (($# > 0)); do
     case "$1" in
         --debug) profile=debug ;;
-        -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
+        # The header comment, however long it grows.
+        -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *) dl_die "unknown option $1 (see --help)" ;;
     esac
@@ -70,6 +81,12 @@ database="${LINE_DATABASE:-dl_line}" prefix="${LINE_PREFIX:-dlline}"
 buyers="${BUYERS:-1000000}" stock="${STOCK:-${BUYERS:-1000000}}" admit="${ADMIT:-100}"
 open_in="${OPEN_IN:-15}"
 cluster="${LINE_CLUSTER:-0}" shards="${LINE_SHARDS:-1}" capped="${LINE_REDIS_CPU:-}"
+fill="${LINE_REDIS_FILL:-0}" fill_us="${LINE_REDIS_FILL_US:-150}"
+[[ "${fill}" =~ ^[0-9]+$ && "${fill_us}" =~ ^[1-9][0-9]*$ ]] \
+    || dl_die "LINE_REDIS_FILL and LINE_REDIS_FILL_US are whole numbers, not ${fill} and ${fill_us}"
+if ((fill > 0)) && [[ -z "${capped}" ]]; then
+    dl_die "LINE_REDIS_FILL fills a private Redis: it needs LINE_REDIS_CPU (1 for an uncapped core)"
+fi
 [[ "${cluster}" =~ ^[01]$ ]] || dl_die "LINE_CLUSTER is 0 or 1, not ${cluster}"
 [[ "${shards}" =~ ^[0-9]+$ ]] && ((shards >= 1 && shards <= 64)) \
     || dl_die "LINE_SHARDS is 1 to 64 (the admin API's line_shards), not ${shards}"
@@ -107,9 +124,18 @@ cleanup_data() {
     [[ "${cluster}" == 1 || -n "${capped}" ]] || dl_cleanup_redis_keys "${prefix}"
     dl_cleanup_rabbitmq "${prefix}"
 }
-sampler_pid=""
+sampler_pid="" fill_pid=""
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+stop_fill() {
+    if [[ -n "${fill_pid}" ]]; then
+        kill -TERM "${fill_pid}" 2>/dev/null || true
+        wait "${fill_pid}" 2>/dev/null || true
+        fill_pid=""
+    fi
+}
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 stop_processes() {
+    stop_fill
     if [[ -n "${sampler_pid}" ]]; then
         kill -TERM "${sampler_pid}" 2>/dev/null || true
         wait "${sampler_pid}" 2>/dev/null || true
@@ -213,11 +239,13 @@ waitrooms=()
 for ((n = 1; n <= TOPO_REPLICAS; n++)); do waitrooms+=("waitroom-${n}"); done
 # The waitrooms' batch-size histograms (sum and count of asks a script call, status polls and
 # joins, summed over the replicas) as "status_sum status_count join_sum join_count".
+# Also keeps the waitrooms' /metrics in metrics-WHEN.txt (WHEN: before or after), for the
+# leader's tick and reap histograms.
 batch_sizes() {
     local name
     for name in "${waitrooms[@]}"; do
         curl -sf "${addr[${name}]}/metrics" || true
-    done | awk '
+    done | tee "${art}/metrics-$1.txt" | awk '
         $1 ~ /^dropline_waitroom_status_batch_size_sum/ { ss += $2 }
         $1 ~ /^dropline_waitroom_status_batch_size_count/ { sc += $2 }
         $1 ~ /^dropline_waitroom_join_batch_size_sum/ { js += $2 }
@@ -235,17 +263,44 @@ commandstats() {
         done
     fi
 }
+if ((fill > 0)); then
+    python3 -u bench/redis-fill.py --port "${DL_CAPPED_PORT}" --threads "${fill}" \
+        --call-us "${fill_us}" >"${art}/fill.txt" 2>&1 &
+    fill_pid=$!
+    # It sizes its calls first (a second); the run starts once they run.
+    for _ in $(seq 1 600); do
+        grep -q connections "${art}/fill.txt" && break
+        kill -0 "${fill_pid}" 2>/dev/null || { cat "${art}/fill.txt" >&2; dl_die "redis-fill did not start"; }
+        sleep 0.1
+    done
+    dl_log "$(head -1 "${art}/fill.txt")"
+fi
 commandstats before
 mem_before="$(used_memory)"
 cpu_before="$(cpu_seconds | paste -sd,)"
 waitroom_cpu_before="$(proc_cpu "${waitrooms[@]}")"
 nginx_cpu_before="$(proc_cpu nginx)"
-batches_before="$(batch_sizes)"
+batches_before="$(batch_sizes before)"
+# admitted_total read in Redis with Redis's clock: the rate credit runs on that clock, so the
+# span between two readings is the span #22's bound speaks of, whatever each reading's latency
+# (a /stats round trip under load varies by tens of ms, a per cent of a 10 s span's admissions).
+wr_key="${prefix}:{s:${sale}}:wr"
+admitted_at() {
+    local script="local t = redis.call('TIME') return {t[1], t[2], redis.call('HGET', KEYS[1], 'admitted_total') or '0'}"
+    if [[ -n "${sale_port}" ]]; then
+        redis-cli -p "${sale_port}" eval "${script}" 1 "${wr_key}"
+    elif ((${#redis_ports[@]} > 0)); then
+        redis-cli -p "${redis_ports[0]}" eval "${script}" 1 "${wr_key}"
+    else
+        dl_redis_cli eval "${script}" 1 "${wr_key}"
+    fi | tr -d '\r' | paste -sd' ' | awk 'NF == 3 { printf "%d\t%d\n", $1 * 1000 + int($2 / 1000), $3; ok = 1 } END { if (!ok) print "-1\t-1" }'
+}
 (
     while :; do
-        # queue_length and admitted_total (the server's count, silent buyers' admissions too).
-        stats="$(curl -sf "${waitroom}/w/${sale}/stats" | python3 -c 'import json,sys; d = json.load(sys.stdin); print(d["queue_length"], d["admitted_total"])' 2>/dev/null || echo "-1 -1")"
-        printf '%s\t%s\t%s\t%s\n' "$(date +%s%3N)" "${stats% *}" "$(used_memory)" "${stats#* }"
+        # queue_length (GET /w/{id}/stats: on a spread line it is summed over the shards).
+        queue="$(curl -sf "${waitroom}/w/${sale}/stats" | json_field queue_length 2>/dev/null || echo -1)"
+        # admitted_total (the server's count, silent buyers' admissions too), at Redis's time.
+        printf '%s\t%s\t%s\t%s\n' "$(date +%s%3N)" "${queue}" "$(used_memory)" "$(admitted_at)"
         sleep 2
     done
 ) >"${art}/samples.tsv" 2>/dev/null &
@@ -259,6 +314,7 @@ set +e
     --out "${art}/line-sim.json" "${extra[@]}" 2>&1 | tee "${art}/line-sim.txt"
 rc="${PIPESTATUS[0]}"
 set -e
+stop_fill
 cpu_after="$(cpu_seconds | paste -sd,)"
 # Which commands the CPU went to: the difference is this run's (on the shared Redis, whatever
 # else ran against it meanwhile too).
@@ -301,11 +357,11 @@ print(open(f"{art}/keys.tsv").read(), end="")
 PY
 waitroom_cpu="$(awk -v a="$(proc_cpu "${waitrooms[@]}")" -v b="${waitroom_cpu_before}" 'BEGIN { print a - b }')"
 nginx_cpu="$(awk -v a="$(proc_cpu nginx)" -v b="${nginx_cpu_before}" 'BEGIN { print a - b }')"
-batches_after="$(batch_sizes)"
+batches_after="$(batch_sizes after)"
 stop_processes
 python3 - "${art}" "${mem_before}" "${cpu_before}" "${cpu_after}" "${admit}" "${waitroom_cpu}" "${nginx_cpu}" \
     "$(IFS=,; echo "${redis_ports[*]}")" "${sale_port}" "${shards}" "${capped}" \
-    "${batches_before}" "${batches_after}" <<'PY'
+    "${batches_before}" "${batches_after}" "${fill}" "$(date -u -d "${opens_at}" +%s%3N)" <<'PY'
 import json, sys
 art, mem_before = sys.argv[1], int(sys.argv[2])
 # Each server's CPU seconds before and after, in the same order as the ports.
@@ -319,21 +375,61 @@ b0, b1 = [int(v) for v in sys.argv[12].split()], [int(v) for v in sys.argv[13].s
 run_batches = [a - b for a, b in zip(b1, b0)]
 mean = lambda s, c: s / c if c > 0 else None
 polls_a_call, joins_a_call = mean(run_batches[0], run_batches[1]), mean(run_batches[2], run_batches[3])
+
+
+# The leader's rounds in the run (only a leader records them): how many, their mean, and how
+# many took over 0.1 s (a tick's length: the next round was late), from the histograms' deltas.
+def histogram(when, name):
+    count, total, buckets = 0.0, 0.0, {}
+    try:
+        lines = open(f"{art}/metrics-{when}.txt").read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].startswith(name):
+            continue
+        key, value = parts[0][len(name):], float(parts[1])
+        if key.startswith("_count"):
+            count += value
+        elif key.startswith("_sum"):
+            total += value
+        elif key.startswith('_bucket{le="'):
+            le = key[len('_bucket{le="'):].split('"')[0]
+            buckets[le] = buckets.get(le, 0.0) + value
+    return count, total, buckets.get("0.1")
+
+
+def rounds(name):
+    (c1, s1, w1), (c0, s0, w0) = histogram("after", name), histogram("before", name)
+    count = c1 - c0
+    return {"rounds": int(count), "mean_seconds": round((s1 - s0) / count, 4) if count else None,
+            "over_100ms": int(count - (w1 - (w0 or 0))) if w1 is not None else None}
+
+
+admit_rounds = rounds("dropline_waitroom_admit_tick_seconds")
+reap_rounds = rounds("dropline_waitroom_reap_round_seconds")
 sim = json.load(open(f"{art}/line-sim.json"))
-samples = []  # (ms, queue_length, used_memory, admitted_total)
+samples = []  # (ms, queue_length, used_memory, Redis's ms, admitted_total)
 for line in open(f"{art}/samples.tsv"):
     parts = line.split()
-    if len(parts) == 4 and all(p.lstrip("-").isdigit() for p in parts) and int(parts[1]) >= 0:
+    if len(parts) == 5 and all(p.lstrip("-").isdigit() for p in parts) and int(parts[1]) >= 0:
         samples.append(tuple(int(p) for p in parts))
 peak = max(samples, key=lambda s: s[1], default=None)
-# The server's admissions (admitted_total, read every 2 s) over every span of at least 10 s:
-# the most in any such span, scaled to 10 s, against R x 10 (#22: within 1 % + a tick + 1).
-most_10s = None
-for i, (t0, _, _, a0) in enumerate(samples):
-    for t1, _, _, a1 in samples[i + 1:]:
+# The server's admissions (admitted_total with Redis's clock, read every 2 s) over every span
+# of at least 10 s, scaled to 10 s, against R x 10 (#22: within 1 % + a tick + 1): the most in
+# any span, and the least in a span that starts 2 s after the opening and ends with at least
+# R x 10 buyers still in line (so there was someone to admit throughout).
+opens_ms = int(sys.argv[15])
+counted = [s for s in samples if s[3] >= 0]
+most_10s = least_10s = None
+for i, (_, _, _, t0, a0) in enumerate(counted):
+    for _, q1, _, t1, a1 in counted[i + 1:]:
         if t1 - t0 >= 10_000:
             per_10s = (a1 - a0) * 10_000 / (t1 - t0)
             most_10s = per_10s if most_10s is None else max(most_10s, per_10s)
+            if t0 >= opens_ms + 2_000 and q1 >= rate * 10:
+                least_10s = per_10s if least_10s is None else min(least_10s, per_10s)
             break
 per_buyer = None
 if peak and peak[1] > 0:
@@ -360,6 +456,9 @@ out = {
     "redis_cpu_seconds_per_1000_polls": per_1000(cpu),
     "line_shards": shards,
     "redis_cpu_cap_cores": capped,
+    "redis_fill_connections": int(sys.argv[14]),
+    "admit_ticks": admit_rounds,
+    "reap_passes": reap_rounds,
     "status_calls": run_batches[1],
     "polls_a_status_call": polls_a_call,
     "join_calls": run_batches[3],
@@ -369,10 +468,14 @@ out = {
     "waitroom_cpu_seconds": waitroom_cpu,
     "waitroom_cpu_seconds_per_1000_requests": waitroom_cpu / requests * 1000 if requests else None,
     "nginx_cpu_seconds": nginx_cpu,
-    "admitted_total": samples[-1][3] if samples else None,
+    "admitted_total": counted[-1][4] if counted else None,
     "most_admitted_in_10s": most_10s,
     "most_admitted_in_10s_over_r10": most_10s / (rate * 10) if most_10s is not None and rate else None,
-    "note": f"a private Redis held to {capped} cores: its memory and CPU are this run's" if capped else
+    "least_admitted_in_10s": least_10s,
+    "least_admitted_in_10s_over_r10": least_10s / (rate * 10) if least_10s is not None and rate else None,
+    "note": f"a private Redis held to {capped} cores and kept full by redis-fill (fill.txt): its CPU "
+            "includes the filler's" if capped and int(sys.argv[14]) else
+            f"a private Redis held to {capped} cores: its memory and CPU are this run's" if capped else
             "a private Redis Cluster: memory summed over its primaries" if ports else
             "the machine's shared Redis: memory and CPU include whatever else ran against it",
 }
@@ -384,9 +487,11 @@ print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
       f"{waitroom_cpu:.2f} CPU s ({fmt(out['waitroom_cpu_seconds_per_1000_requests'], '.3f')} s per "
       f"1,000 requests), nginx {nginx_cpu:.2f} s; server admitted "
       f"{out['admitted_total']}, most in 10 s {fmt(most_10s, '.0f')} "
-      f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10); waitrooms' script calls: "
+      f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10), least {fmt(least_10s, '.0f')} "
+      f"({fmt(out['least_admitted_in_10s_over_r10'], '.3f')}); waitrooms' script calls: "
       f"{fmt(polls_a_call, '.1f')} polls a status call ({run_batches[1]} calls), "
-      f"{fmt(joins_a_call, '.1f')} joins a join call ({run_batches[3]})"
+      f"{fmt(joins_a_call, '.1f')} joins a join call ({run_batches[3]}); the leader's ticks "
+      f"{admit_rounds}, reap passes {reap_rounds}"
       + (f"; Redis held to {capped} cores" if capped else ""))
 for p in primaries:
     print(f"[dropline] line-sim: primary {p['port']}{' (the sale slot)' if p['sale_slot'] else ''}: "

@@ -1,6 +1,7 @@
 """The shared part of the hand-run Lua poll benchmarks (bench/eta-waits-ab.py,
-bench/line-poll-ab.py): a waiting line's places written straight into a private Redis, and one
-measured run of a status script over it.
+bench/line-poll-ab.py, bench/poll-places-ab.py, bench/poll-batch-cost.py; bench/redis-fill.py
+uses its sale and line set-up): a waiting line's places written straight into a private Redis,
+and one measured run of a status script over it.
 
 Each run makes CALLS pipelined calls of BATCH distinct waiting users and reads, a poll, the
 script's time (INFO commandstats), Redis's CPU (INFO cpu) and the commands the script made.

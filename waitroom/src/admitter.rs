@@ -54,8 +54,10 @@
 //! reaper; a poll or join that finds its own place lost counts only in Redis, `wr`), the gauges
 //! `dropline_waitroom_queue_length{sale}` and `dropline_waitroom_active{sale}` (set by the leader
 //! only; a replica that loses the lead sets its own to 0, so a sum over replicas is right),
-//! `dropline_waitroom_admitter_leader` (1 on the leader) and the histogram
-//! `dropline_waitroom_admit_tick_seconds` (a leader's whole tick).
+//! `dropline_waitroom_admitter_leader` (1 on the leader) and the histograms
+//! `dropline_waitroom_admit_tick_seconds` (a leader's whole tick) and
+//! `dropline_waitroom_reap_round_seconds` (a leader's whole reap pass: it runs between two
+//! ticks, so a pass longer than a tick delays the next one).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -419,6 +421,7 @@ impl Admitter {
 
     /// One reap pass over every sale (leader only; the lease was renewed by the last tick).
     async fn reap_round(&mut self) {
+        let started = Instant::now();
         let Some(ids) = self.indexed().await else {
             return;
         };
@@ -439,6 +442,8 @@ impl Admitter {
             .collect()
             .await;
         self.sales.extend(done);
+        metrics::histogram!("dropline_waitroom_reap_round_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 }
 

@@ -450,6 +450,8 @@ async fn admits_at_the_configured_rate_for_ten_seconds() -> anyhow::Result<()> {
         sale.id
     )));
     assert!(rendered.contains("dropline_waitroom_admit_tick_seconds"));
+    // The leader reaped at least once in the seconds above (every reap_interval_ms).
+    assert!(rendered.contains("dropline_waitroom_reap_round_seconds"));
     world.finish(vec![]).await
 }
 
