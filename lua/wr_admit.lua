@@ -30,6 +30,16 @@
 -- a stale leader that still calls cannot add to the rate. A tat ahead of now + tau (the Redis
 -- clock stepped back) is pulled back to now + tau.
 --
+-- Carry (ARGV[10] = c ms; optional). A tick that comes later than tau after the one before
+-- loses the credit of the excess: on a busy Redis, where the calls ahead of the admitter's
+-- vary its timing by tens of ms, that is a few per cent of the rate. So when the tick before
+-- used every cell it was granted (wr field admit_full = 1: the rate, not the line, bound it),
+-- max(tat, now) above becomes max(tat, now - c): a tick up to c late loses nothing. After a
+-- lull (a tick that admitted less than its credit) the flag is 0 and the burst stays r * tau.
+-- Over any span of W seconds at most r * W + r * (tau + c) / 1000 are then admitted (the span
+-- that starts at a late tick gets the c it caught up); a tick's budget is at most
+-- r * (tau + c) / 1000. admit_full is written with tat, or alone when it changes.
+--
 -- Stock rule. Every active buyer may still claim `need` units (need = ARGV[5], or
 -- cfg.per_user_limit when ARGV[5] is 0; at least 1), and the units they can claim are those
 -- available plus those held in live orders (held units of an active buyer are part of that
@@ -63,8 +73,8 @@
 -- KEYS[3]  held
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[6]  wr hash (counters: admitted_total, skipped_total, abandoned_total; admit_tat, the
---          rate state; the admitter also keeps the measured rate admit_rate_milli here, see
+-- KEYS[6]  wr hash (counters: admitted_total, skipped_total, abandoned_total; admit_tat and
+--          admit_full, the rate state; the admitter also keeps the measured rate admit_rate_milli here, see
 --          queue.rs)
 -- KEYS[7]  skip (zset: skipped places, the layout of q)
 -- KEYS[8]  wt (hash: user -> a sampled buyer's report entry,
@@ -92,6 +102,7 @@
 --          resumed_at are neither read nor written)
 -- ARGV[9]  optional: the admission tick in ms (the edge adds it to the ETA it shows; the
 --          report adds it to the raw ETA noted in wt); absent = 0
+-- ARGV[10] optional: the rate credit's carry c in ms (above); absent or 0: none
 --
 -- Returns  {state, admitted, skipped, queue_length, active, limit, users}
 --   state     open | paused | scheduled | sold_out | closed | not_found
@@ -146,8 +157,8 @@ local need = math.floor(num(ARGV[5]))
 if need <= 0 then
   need = math.max(1, math.floor(num(c[6])))
 end
-local budget, limit, rate_from, rate_step = admit_budget(KEYS[6], num(ARGV[1]), num(ARGV[6]),
-  num(ARGV[7]), num(c[5]), active, need, avail, held, now_f)
+local budget, limit, credit = admit_budget(KEYS[6], num(ARGV[1]), num(ARGV[6]), num(ARGV[7]),
+  num(ARGV[10]), num(c[5]), active, need, avail, held, now_f)
 
 local deadline = fmt(now + num(ARGV[3]))
 local scan_limit = math.min(100000, math.max(1, math.floor(num(ARGV[4]))))
@@ -179,8 +190,9 @@ if #skipped > 0 then
 end
 if #users > 0 then
   admit_record({adm = KEYS[5], wr = KEYS[6], wt = KEYS[8], rep = KEYS[9], rps = KEYS[10],
-    wtc = KEYS[11], wtp = KEYS[12]}, users, scores, deadline, rate_from, rate_step, now, now_s,
-    opens_at, num(ARGV[9]))
+    wtc = KEYS[11], wtp = KEYS[12]}, users, scores, deadline, now, now_s, opens_at,
+    num(ARGV[9]))
 end
+rate_charge(KEYS[6], credit, #users)
 sample(qlen - scanned, #users)
 return {state, #users, #skipped / 2, qlen - scanned, active + #users, limit, users}

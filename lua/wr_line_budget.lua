@@ -17,7 +17,7 @@
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[5]  wr hash (admit_tat, tick_at, resumed_at; limited_rate_milli read for the ETA;
+-- KEYS[5]  wr hash (admit_tat, admit_full, tick_at, resumed_at; limited_rate_milli read for the ETA;
 --          line_placed, the line's new places so far, read for the count)
 -- KEYS[6]  rep hash (sold_out_at)
 -- KEYS[7]  qseq (the line's arrival counter, wr_join.lua's KEYS[6]; read only)
@@ -30,10 +30,11 @@
 -- ARGV[5]  the rate credit's tolerance tau in ms; 0: no rate credit
 -- ARGV[6]  the outage gap in ms; 0: no outage credit
 -- ARGV[7]  most admch notes to take (>= 0; the rest wait for the next tick)
+-- ARGV[8]  the rate credit's carry in ms (wr_admit.lua's ARGV[10]); 0: none
 --
 -- Returns  {state, budget, limit, abandon_ms, active, groups, arrivals,
 --           opens_at, closes_at, paused, admit_per_second, notice, group_names, free,
---           limited_rate_milli, placed, changes}
+--           limited_rate_milli, placed, changes, rate_full}
 --   state     open | paused | scheduled | sold_out | closed | not_found (budget 0 unless open)
 --   budget    how many places the tick may admit
 --   limit     rate | max_active | stock | state
@@ -53,11 +54,14 @@
 --             leader stores it with its count of the line (wr.line_placed_at)
 --   changes   the notes taken, flat: user (16 raw bytes), the user's adm deadline now (epoch
 --             ms, 0 for none), ...: what wr_line_sync.lua writes into the users' shards
+--   rate_full 1 when wr.admit_full was set (the last tick used all its rate credit, so this
+--             one carries): a tick that then admits nobody makes an empty wr_line_commit.lua call to
+--             clear it
 local now, _, now_f = clock()
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
   'max_active', 'per_user_limit', 'groups', 'admit_per_second', 'notice')
 if not c[1] then
-  return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1, 0, {}}
+  return {'not_found', 0, 'state', 0, 0, 0, 0, 0, 0, 0, 0, '', '', 0, -1, 0, {}, 0}
 end
 local changes = {}
 local taken = redis.call('SMEMBERS', KEYS[9])
@@ -88,18 +92,18 @@ if avail <= 0 and opens_at <= now then
   redis.call('HSETNX', KEYS[6], 'sold_out_at', fmt(now))
 end
 local free, limited = eta_inputs(KEYS[1], avail, held, KEYS[4], KEYS[5], now)
-local function said(budget, limit)
+local function said(budget, limit, full)
   return {state, budget, limit, abandon_ms, active, groups, arrivals, opens_at, num(c[2]),
     flag(c[3]) and 1 or 0, num(c[8]), c[9] or '', c[7] or '', free, limited,
-    num(redis.call('HGET', KEYS[5], 'line_placed')), changes}
+    num(redis.call('HGET', KEYS[5], 'line_placed')), changes, full and 1 or 0}
 end
 if state ~= 'open' then
-  return said(0, 'state')
+  return said(0, 'state', false)
 end
 local need = math.floor(num(ARGV[3]))
 if need <= 0 then
   need = math.max(1, math.floor(num(c[6])))
 end
-local budget, limit = admit_budget(KEYS[5], num(ARGV[1]), num(ARGV[4]), num(ARGV[5]), num(c[5]),
-  active, need, avail, held, now_f)
-return said(math.max(budget, 0), limit)
+local budget, limit, credit = admit_budget(KEYS[5], num(ARGV[1]), num(ARGV[4]), num(ARGV[5]),
+  num(ARGV[8]), num(c[5]), active, need, avail, held, now_f)
+return said(math.max(budget, 0), limit, credit and credit.full)

@@ -11,7 +11,7 @@
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[5]  wr hash (admitted_total, admit_tat)
+-- KEYS[5]  wr hash (admitted_total, admit_tat, admit_full)
 -- KEYS[6]  wt, KEYS[7] rep, KEYS[8] rps, KEYS[9] wtc: the report's keys, as in wr_admit.lua
 -- ARGV[1]  admission window in ms (the deadline is now + window)
 -- ARGV[2]  units each admitted buyer may claim (0 = cfg.per_user_limit)
@@ -19,7 +19,8 @@
 -- ARGV[4]  the rate credit's tolerance tau in ms; 0: no rate credit
 -- ARGV[5]  the admission tick in ms (for the report's ETA error)
 -- ARGV[6]  the line's length after the tick (the report's series), -1 to leave it
--- ARGV[7..] pairs: user (16 raw bytes), queue score (decimal), in merged order
+-- ARGV[7]  the rate credit's carry in ms (wr_admit.lua's ARGV[10]); 0: none
+-- ARGV[8..] pairs: user (16 raw bytes), queue score (decimal), in merged order
 --
 -- Returns  {state, admitted, users, deadlines}
 --   state     as wr_line_budget.lua; nothing is written unless open
@@ -43,11 +44,11 @@ local need = math.floor(num(ARGV[2]))
 if need <= 0 then
   need = math.max(1, math.floor(num(c[6])))
 end
-local budget, _, rate_from, rate_step = admit_budget(KEYS[5], (#ARGV - 6) / 2, num(ARGV[3]),
-  num(ARGV[4]), num(c[5]), active, need, avail, held, now_f)
+local budget, _, credit = admit_budget(KEYS[5], (#ARGV - 7) / 2, num(ARGV[3]), num(ARGV[4]),
+  num(ARGV[7]), num(c[5]), active, need, avail, held, now_f)
 local deadline = fmt(now + num(ARGV[1]))
 local done, held_at, fresh, scores = {}, {}, {}, {}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local user = ARGV[i]
   local at = redis.call('ZSCORE', KEYS[4], user)
   if at then
@@ -62,9 +63,9 @@ for i = 7, #ARGV, 2 do
 end
 if #fresh > 0 then
   admit_record({adm = KEYS[4], wr = KEYS[5], wt = KEYS[6], rep = KEYS[7], rps = KEYS[8],
-    wtc = KEYS[9]}, fresh, scores, deadline, rate_from, rate_step, now, now_s, opens_at,
-    num(ARGV[5]))
+    wtc = KEYS[9]}, fresh, scores, deadline, now, now_s, opens_at, num(ARGV[5]))
 end
+rate_charge(KEYS[5], credit, #fresh)
 local qlen = num(ARGV[6])
 if qlen >= 0 and (qlen > 0 or #fresh > 0) then
   local field = report_field('l', now_s, opens_at)

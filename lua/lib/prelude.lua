@@ -606,26 +606,36 @@ local function scan_live(q, want, scan_limit, now_s, abandon_ms, past)
 end
 
 -- An admission tick's budget (wr_admit.lua's header has the rules: the caller's budget, the
--- rate credit, max_active, the stock rule), computed without charging anything. wr is the
--- room's hash (admit_tat); want the caller's budget; rate and tau the rate credit's (tau <= 0:
--- no rate credit); max_active and need (units each admitted buyer may claim) as wr_admit.lua
--- takes them; active the admissions live now.
--- Returns budget, limit ('rate' | 'max_active' | 'stock'), and the rate credit's start and
--- step (nil without a rate credit) for admit_record to charge.
-local function admit_budget(wr, want, rate, tau, max_active, active, need, avail, held, now_f)
+-- rate credit and its carry, max_active, the stock rule), computed without charging anything.
+-- wr is the room's hash (admit_tat, admit_full); want the caller's budget; rate, tau and carry
+-- the rate credit's (tau <= 0: no rate credit); max_active and need (units each admitted buyer
+-- may claim) as wr_admit.lua takes them; active the admissions live now.
+-- Returns budget, limit ('rate' | 'max_active' | 'stock'), and the rate credit (nil without
+-- one) for rate_charge: {from = where its cells start, step = ms a cell, cells = how many it
+-- grants now, full = whether admit_full was set}.
+local function admit_budget(wr, want, rate, tau, carry, max_active, active, need, avail, held,
+                            now_f)
   local budget, limit = math.floor(want), 'rate'
-  local rate_from, rate_step = nil, nil
+  local credit = nil
   if tau > 0 then
     if rate <= 0 then
       budget = 0
     else
-      rate_step = 1000 / rate
-      rate_from = math.max(num(redis.call('HGET', wr, 'admit_tat')), now_f)
-      rate_from = math.min(rate_from, now_f + tau)
+      local s = redis.call('HMGET', wr, 'admit_tat', 'admit_full')
+      local full = s[2] == '1'
+      -- Credit unused by a late tick is kept for up to `carry` ms when the tick before used
+      -- all of its own (the rate binds: the line is busy); otherwise, after a lull, it is lost.
+      local floor_at = now_f
+      if full and carry > 0 then
+        floor_at = now_f - carry
+      end
+      local from = math.min(math.max(num(s[1]), floor_at), now_f + tau)
+      local step = 1000 / rate
       -- The epsilon keeps a credit of exactly n cells from rounding down to n - 1.
-      local credit = math.floor((now_f + tau - rate_from) / rate_step + 1e-9)
-      if credit < budget then
-        budget = credit
+      local cells = math.max(0, math.floor((now_f + tau - from) / step + 1e-9))
+      credit = {from = from, step = step, cells = cells, full = full}
+      if cells < budget then
+        budget = cells
       end
     end
   end
@@ -636,16 +646,30 @@ local function admit_budget(wr, want, rate, tau, max_active, active, need, avail
   if by_stock < budget then
     budget, limit = by_stock, 'stock'
   end
-  return budget, limit, rate_from, rate_step
+  return budget, limit, credit
+end
+
+-- Charges the rate credit (admit_budget's; nil: none) for a tick's n admissions: admit_tat
+-- moves on by n cells, and admit_full says whether the tick used every cell it was granted
+-- (the next tick's carry). The flag is written only when it changes or cells were charged.
+local function rate_charge(wr, credit, n)
+  if not credit then
+    return
+  end
+  local full = n >= credit.cells
+  if n > 0 then
+    redis.call('HSET', wr, 'admit_tat', string.format('%.3f', credit.from + n * credit.step),
+      'admit_full', full and '1' or '0')
+  elseif full ~= credit.full then
+    redis.call('HSET', wr, 'admit_full', full and '1' or '0')
+  end
 end
 
 -- Records an admission tick's admitted users (in queue order, with their queue scores): their
--- adm entries with the deadline, wr.admitted_total, the rate credit's charge (admit_budget's
--- rate_from and rate_step; nil: none), and the report: admissions this second, each buyer's
--- time in line and ETA error (see wr_admit.lua's KEYS for wt, rep, rps, wtc, wtp; tick the
--- admission tick in ms).
-local function admit_record(keys, users, scores, deadline, rate_from, rate_step, now, now_s,
-                            opens_at, tick)
+-- adm entries with the deadline, wr.admitted_total, and the report: admissions this second,
+-- each buyer's time in line and ETA error (see wr_admit.lua's KEYS for wt, rep, rps, wtc, wtp;
+-- tick the admission tick in ms). The rate credit is charged apart (rate_charge).
+local function admit_record(keys, users, scores, deadline, now, now_s, opens_at, tick)
   local flat = {}
   for i, user in ipairs(users) do
     flat[2 * i - 1] = deadline
@@ -653,9 +677,6 @@ local function admit_record(keys, users, scores, deadline, rate_from, rate_step,
   end
   zadd_pairs(keys.adm, flat)
   redis.call('HINCRBY', keys.wr, 'admitted_total', #users)
-  if rate_from then
-    redis.call('HSET', keys.wr, 'admit_tat', string.format('%.3f', rate_from + #users * rate_step))
-  end
   local field = report_field('m', now_s, opens_at)
   if field then
     redis.call('HINCRBY', keys.rps, field, #users)

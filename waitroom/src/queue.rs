@@ -10,7 +10,7 @@
 //! | `qskip` | zset | skipped places (below): the same member and score as they had in `q` |
 //! | `adm` | zset | admitted users: user id (16 raw bytes) → admission deadline (epoch ms) |
 //! | `qseq` | string | counter of arrivals after opening |
-//! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `tick_at` and `resumed_at` (the outage credit, below), `admit_tat` (the admission rate's GCRA state, epoch ms; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
+//! | `wr` | hash | `admitted_total`, `skipped_total`, `returned_total`, `abandoned_total` (below), `reap_from` and `reap_skip_from` (the reaper's cursors), `tick_at` and `resumed_at` (the outage credit, below), `admit_tat` and `admit_full` (the admission rate's GCRA state, epoch ms, and whether the last tick used all its credit, which lets the next carry; see `lua/wr_admit.lua`), `admit_rate_milli` (the measured admission rate, below) |
 //! | `pow:<random>` | string | a proof-of-work challenge spent by a join, until the challenge's expiry ([`crate::pow`]) |
 //! | `wt`, `wtc`, `rep`, `rps` | hash, zset, hash, hash | the post-sale report's recording: a sample of the waiting buyers' join times and first ETAs, the arrival checkpoints, totals and histograms, the per-second series (`lua/lib/prelude.lua`) |
 //!
@@ -397,8 +397,12 @@ pub struct AdmitRate {
     /// Admissions per second (0: nobody is admitted).
     pub per_second: f64,
     /// The GCRA tolerance: after a lull at most `per_second × tolerance` are admitted at once,
-    /// and over any span of W seconds at most `per_second × (W + tolerance)`.
+    /// and over any span of W seconds at most `per_second × (W + tolerance + carry)`.
     pub tolerance: Duration,
+    /// How late a tick may come, after one that used all its credit, without losing any
+    /// (`lua/wr_admit.lua` ARGV[10]): a tick's budget is then up to
+    /// `per_second × (tolerance + carry)`. Zero: a late tick loses the excess.
+    pub carry: Duration,
 }
 
 impl AdmitParams {
@@ -1091,7 +1095,7 @@ impl WaitQueue {
             Value::from(i64::from(params.scan_limit.max(1))),
             Value::from(i64::from(params.units_per_buyer)),
         ];
-        // ARGV[6..9] always: an absent rate is tolerance 0 (no rate credit), an absent gap 0.
+        // ARGV[6..10] always: an absent rate is tolerance 0 (no rate credit), an absent gap 0.
         if let Some(rate) = params.rate {
             // As text: Lua's tonumber reads it exactly, fractions included.
             args.push(Value::from(rate.per_second.max(0.0).to_string()));
@@ -1105,6 +1109,9 @@ impl WaitQueue {
             params.outage_gap.map_or(0, |gap| millis(gap).max(1)),
         ));
         args.push(Value::from(millis(params.tick)));
+        args.push(Value::from(
+            params.rate.map_or(0, |rate| millis(rate.carry)),
+        ));
         let reply: Value = WR_ADMIT
             .run(
                 &self.redis,

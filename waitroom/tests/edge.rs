@@ -737,6 +737,7 @@ async fn a_spread_line_joins_polls_admits_and_leaves_over_http() -> anyhow::Resu
         need: 0,
         rate,
         tolerance: Duration::from_secs(30),
+        carry: Duration::ZERO,
         outage_gap: Duration::ZERO,
         tick: Duration::from_millis(100),
     };

@@ -2171,6 +2171,7 @@ fn spread_tick_params() -> dropline_waitroom::line::tick::TickParams {
         need: 0,
         rate: 1.0,
         tolerance: Duration::from_secs(30),
+        carry: Duration::ZERO,
         outage_gap: Duration::ZERO,
         tick: Duration::from_millis(100),
     }

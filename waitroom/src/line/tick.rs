@@ -155,9 +155,11 @@ pub struct TickParams {
     pub window: Duration,
     /// Units each admitted buyer may claim (0: the sale's per-user limit).
     pub need: u64,
-    /// The rate credit: admissions a second and its tolerance (zero: no rate credit).
+    /// The rate credit: admissions a second, its tolerance (zero: no rate credit) and its
+    /// carry ([`AdmitRate::carry`](crate::queue::AdmitRate::carry)).
     pub rate: f64,
     pub tolerance: Duration,
+    pub carry: Duration,
     /// The outage credit's gap (zero: none).
     pub outage_gap: Duration,
     /// The admission tick, for the report's ETA error.
@@ -168,9 +170,11 @@ impl TickParams {
     /// The settings of a single-shard tick (`wr_admit.lua`'s), for the same tick across shards:
     /// no rate is a rate credit of tolerance 0 (none), as there.
     pub fn from_admit(params: &AdmitParams) -> Self {
-        let (rate, tolerance) = params
+        let (rate, tolerance, carry) = params
             .rate
-            .map_or((0.0, Duration::ZERO), |r| (r.per_second, r.tolerance));
+            .map_or((0.0, Duration::ZERO, Duration::ZERO), |r| {
+                (r.per_second, r.tolerance, r.carry)
+            });
         Self {
             want: u64::from(params.max_admit),
             abandon_after: params.abandon_after,
@@ -178,6 +182,7 @@ impl TickParams {
             need: u64::from(params.units_per_buyer),
             rate,
             tolerance,
+            carry,
             outage_gap: params.outage_gap.unwrap_or(Duration::ZERO),
             tick: params.tick,
         }
@@ -209,6 +214,9 @@ pub struct Budget {
     /// The order side's changes of admissions taken from `admch` (user, the deadline `adm`
     /// holds now, 0 for none), for the shards' copies ([`sync`]).
     pub changes: Vec<(UserId, i64)>,
+    /// The last tick used all its rate credit (`wr.admit_full`), so this one may carry: a
+    /// tick that then admits nobody still commits, to clear the flag.
+    pub rate_full: bool,
 }
 
 /// The sale as a poll of a spread line sees it (`lua/wr_line_status.lua` reads it from its
@@ -261,6 +269,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
                 params.tolerance.as_millis().to_string(),
                 params.outage_gap.as_millis().to_string(),
                 SYNC_PER_TICK.to_string(),
+                params.carry.as_millis().to_string(),
             ],
         )
         .await
@@ -287,6 +296,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
         limited,
         placed,
         changes,
+        rate_full,
     ] = parts.as_slice()
     else {
         return Err(malformed());
@@ -329,6 +339,7 @@ pub async fn budget(redis: &Redis, sale: &SaleKeys, params: &TickParams) -> anyh
             Value::Null => Vec::new(),
             _ => return Err(malformed()),
         },
+        rate_full: rate_full.as_i64().ok_or_else(malformed)? == 1,
     })
 }
 
@@ -436,6 +447,7 @@ pub async fn commit(
         queue_length
             .map_or_else(|| "-1".to_owned(), |n| n.to_string())
             .into_bytes(),
+        params.carry.as_millis().to_string().into_bytes(),
     ];
     for (user, score) in taken {
         args.push(user.as_bytes().to_vec());
@@ -666,6 +678,11 @@ pub async fn run(
             settle_all(redis, line, &committed.in_adm).await?;
             admitted += committed.admitted;
             users.extend(committed.in_adm.iter().map(|a| a.0));
+        } else if said.rate_full && !held_back {
+            // Nobody to admit after a tick that used all its credit: an empty commit charges
+            // nothing and clears wr.admit_full, so a crowd after this lull gets one tick's
+            // burst and no carry (wr_admit.lua clears it on one slot by itself).
+            commit(redis, sale, params, &[], None).await?;
         }
     }
     if skipped > 0 {
