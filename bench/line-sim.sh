@@ -23,7 +23,7 @@
 # 6. reads Redis `INFO cpu` before and after and reports bytes per waiting buyer (the largest
 #    line seen against Redis's used_memory before the run), Redis CPU seconds per 1,000
 #    status polls, the server's admissions in the busiest 10 s and in the slowest 10 s of the
-#    open sale with buyers in line against R x 10, and the leader's tick and reap-pass times;
+#    open sale with buyers in line against R x 10, and the leader's tick and reaper times;
 #    then stops Dropline and deletes its database, keys and queues.
 #
 # Redis is the machine's shared one: memory and CPU are the whole server's, so whatever else
@@ -379,6 +379,7 @@ polls_a_call, joins_a_call = mean(run_batches[0], run_batches[1]), mean(run_batc
 
 # The leader's rounds in the run (only a leader records them): how many, their mean, and how
 # many took over 0.1 s (a tick's length: the next round was late), from the histograms' deltas.
+# A reaper round is a step of a pass (a call for each sale, after a tick).
 def histogram(when, name):
     count, total, buckets = 0.0, 0.0, {}
     try:
@@ -408,7 +409,7 @@ def rounds(name):
 
 
 admit_rounds = rounds("dropline_waitroom_admit_tick_seconds")
-reap_rounds = rounds("dropline_waitroom_reap_round_seconds")
+reaper_rounds = rounds("dropline_waitroom_reap_round_seconds")
 sim = json.load(open(f"{art}/line-sim.json"))
 samples = []  # (ms, queue_length, used_memory, Redis's ms, admitted_total)
 for line in open(f"{art}/samples.tsv"):
@@ -458,7 +459,7 @@ out = {
     "redis_cpu_cap_cores": capped,
     "redis_fill_connections": int(sys.argv[14]),
     "admit_ticks": admit_rounds,
-    "reap_passes": reap_rounds,
+    "reaper_rounds": reaper_rounds,
     "status_calls": run_batches[1],
     "polls_a_status_call": polls_a_call,
     "join_calls": run_batches[3],
@@ -491,7 +492,7 @@ print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
       f"({fmt(out['least_admitted_in_10s_over_r10'], '.3f')}); waitrooms' script calls: "
       f"{fmt(polls_a_call, '.1f')} polls a status call ({run_batches[1]} calls), "
       f"{fmt(joins_a_call, '.1f')} joins a join call ({run_batches[3]}); the leader's ticks "
-      f"{admit_rounds}, reap passes {reap_rounds}"
+      f"{admit_rounds}, reaper rounds {reaper_rounds}"
       + (f"; Redis held to {capped} cores" if capped else ""))
 for p in primaries:
     print(f"[dropline] line-sim: primary {p['port']}{' (the sale slot)' if p['sale_slot'] else ''}: "

@@ -11,10 +11,14 @@
 //! - **Measured rate.** While a sale is open it writes the admissions per second, smoothed over
 //!   about [`RATE_TIME_CONSTANT`], into the sale's `wr` hash as [`RATE_FIELD`] (rate × 1000,
 //!   an integer), for ETAs and `GET /w/{sale}/stats`.
-//! - **Reaping.** Every `waitroom.reap_interval_ms` it runs [`WaitQueue::reap`] on every sale, so
-//!   buyers who stopped polling are skipped deep in the line too (the admission tick skips them
-//!   at the head), places silent past `waitroom.return_grace_seconds` and admissions that
-//!   lapsed leave (door.md §6).
+//! - **Reaping.** Every `waitroom.reap_interval_ms` it starts a pass of [`WaitQueue::reap`]
+//!   over every sale, so buyers who stopped polling are skipped deep in the line too (the
+//!   admission tick skips them at the head), places silent past `waitroom.return_grace_seconds`
+//!   and admissions that lapsed leave (door.md §6). A pass is up to [`REAP_CALLS`] calls a sale,
+//!   made a step at a time right after admission ticks (one call a sale a step, more only when
+//!   the interval is shorter than that many ticks), so it never holds a tick back by more than
+//!   one call: four calls in a row held the loop for 40–50 ms on a busy Redis, and for 240 ms
+//!   under a tenth of a core, where whole ticks were then skipped (BENCHMARKS.md "full core").
 //!
 //! A leader that dies stops renewing; its lease expires after `waitroom.lease_seconds` and the
 //! next candidate to tick takes over, within one lease length plus one tick. At shutdown the
@@ -59,8 +63,8 @@
 //! only; a replica that loses the lead sets its own to 0, so a sum over replicas is right),
 //! `dropline_waitroom_admitter_leader` (1 on the leader) and the histograms
 //! `dropline_waitroom_admit_tick_seconds` (a leader's whole tick) and
-//! `dropline_waitroom_reap_round_seconds` (a leader's whole reap pass: it runs between two
-//! ticks, so a pass longer than a tick delays the next one).
+//! `dropline_waitroom_reap_round_seconds` (a leader's reap step: a call for each sale, run
+//! after a tick, so a step longer than what is left of the tick delays the next one).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -103,6 +107,7 @@ pub const RATE_TIME_CONSTANT: Duration = Duration::from_secs(5);
 /// Queue entries one reap call looks at, and calls per sale per reap interval: at the default
 /// interval of 1 s the reaper sweeps a line of a million in under two minutes, each call a few
 /// milliseconds of Redis time. (The head of the line is also cleaned by every admission tick.)
+/// The calls of a pass are spread over the ticks that follow its start ([`Admitter::reap_step`]).
 const REAP_BATCH: u32 = 2_500;
 const REAP_CALLS: usize = 4;
 
@@ -180,6 +185,11 @@ pub struct Admitter {
     lease: Lease,
     lease_length: Duration,
     reap_interval: Duration,
+    /// Calls a sale the reaper makes after each tick while a pass runs: one, or more when the
+    /// interval holds fewer ticks than a pass has calls.
+    reap_calls_a_step: usize,
+    /// Steps left in the current reap pass (0: none running).
+    reap_steps_left: usize,
     enabled: bool,
     /// Leader only: per-sale state, dropped when the lead is lost.
     sales: HashMap<SaleId, Track>,
@@ -212,6 +222,7 @@ impl Admitter {
         // guards keep a hand-built config from making a zero-period interval.
         let tick = Duration::from_millis(config.admit_tick_ms.max(1));
         let lease_length = Duration::from_secs(config.lease_seconds).max(tick * 2);
+        let reap_interval = Duration::from_millis(config.reap_interval_ms.max(1));
         let lease = Lease::new(
             redis.clone(),
             lease_key(&redis),
@@ -232,7 +243,9 @@ impl Admitter {
             },
             lease,
             lease_length,
-            reap_interval: Duration::from_millis(config.reap_interval_ms.max(1)),
+            reap_interval,
+            reap_calls_a_step: reap_calls_a_step(tick, reap_interval),
+            reap_steps_left: 0,
             enabled: config.run_admitter,
             sales: HashMap::new(),
             leader: false,
@@ -280,13 +293,19 @@ impl Admitter {
                 _ = admit_tick.tick() => tokio::select! {
                     biased;
                     () = shutdown.cancelled() => true,
-                    () = self.admit_round() => false,
+                    () = async {
+                        self.admit_round().await;
+                        self.reap_step().await;
+                    } => false,
                 },
-                _ = reap_tick.tick(), if self.leader => tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => true,
-                    () = self.reap_round() => false,
-                },
+                _ = reap_tick.tick(), if self.leader => {
+                    // A new pass: its calls go after the ticks that follow, a step each.
+                    self.reap_steps_left = REAP_CALLS.div_ceil(self.reap_calls_a_step);
+                    for track in self.sales.values_mut() {
+                        track.reap_done = false;
+                    }
+                    false
+                }
             };
             if stop {
                 break;
@@ -422,14 +441,24 @@ impl Admitter {
             .record(started.elapsed().as_secs_f64());
     }
 
-    /// One reap pass over every sale (leader only; the lease was renewed by the last tick).
-    async fn reap_round(&mut self) {
-        let started = Instant::now();
-        let Some(ids) = self.indexed().await else {
+    /// One step of the current reap pass, right after a tick (leader only; the tick renewed
+    /// the lease): `reap_calls_a_step` calls for every sale the tick worked on whose pass has
+    /// not yet swept its whole line. Nothing when no pass runs.
+    async fn reap_step(&mut self) {
+        if !self.leader || self.reap_steps_left == 0 {
             return;
-        };
+        }
+        self.reap_steps_left -= 1;
+        let started = Instant::now();
         let ctx = &self.ctx;
         let valid_until = self.valid_until;
+        let calls = self.reap_calls_a_step;
+        let ids: Vec<SaleId> = self
+            .sales
+            .iter()
+            .filter(|(_, track)| !track.reap_done)
+            .map(|(id, _)| *id)
+            .collect();
         let jobs: Vec<(SaleId, Track)> = ids
             .into_iter()
             .filter_map(|id| self.sales.remove(&id).map(|track| (id, track)))
@@ -437,7 +466,7 @@ impl Admitter {
         let done: Vec<(SaleId, Track)> = futures_util::stream::iter(jobs)
             .map(|(id, mut track)| async move {
                 if Instant::now() < valid_until {
-                    ctx.reap_sale(id, &mut track).await;
+                    ctx.reap_sale(id, &mut track, calls).await;
                 }
                 (id, track)
             })
@@ -655,11 +684,13 @@ impl Ctx {
         Ok(())
     }
 
-    async fn reap_sale(&self, id: SaleId, track: &mut Track) {
+    /// Up to `calls` reap calls on one sale; its pass is done once a call wraps (the cursor
+    /// went round the whole line) or fails (the next pass starts over).
+    async fn reap_sale(&self, id: SaleId, track: &mut Track, calls: usize) {
         let queue = WaitQueue::new(&self.redis, id);
         let spread = track.line.clone().filter(|line| line.count() > 1);
         let (mut expired, mut skipped, mut abandoned) = (0, 0, 0);
-        for _ in 0..REAP_CALLS {
+        for _ in 0..calls {
             match self.reap_once(id, &queue, spread.as_ref()).await {
                 Ok(outcome) => {
                     expired += outcome.expired;
@@ -668,6 +699,7 @@ impl Ctx {
                     metrics::gauge!("dropline_waitroom_queue_length", "sale" => id.to_string())
                         .set(outcome.queue_length as f64);
                     if outcome.wrapped {
+                        track.reap_done = true;
                         break;
                     }
                 }
@@ -675,6 +707,7 @@ impl Ctx {
                     if let Some(suppressed) = track.errors.allow() {
                         tracing::warn!(sale = %id, error = %format!("{error:#}"), suppressed, "admitter: reaping failed");
                     }
+                    track.reap_done = true;
                     break;
                 }
             }
@@ -730,6 +763,13 @@ fn tolerance(tick: Duration, per_second: i64) -> Duration {
         return tick;
     }
     tick + Duration::from_secs_f64(1.0 / per_second as f64)
+}
+
+/// Reap calls a sale per step after a tick: a pass's [`REAP_CALLS`] spread over the ticks of
+/// one reap interval, one a tick unless the interval holds fewer ticks than that.
+fn reap_calls_a_step(tick: Duration, interval: Duration) -> usize {
+    let ticks = (interval.as_nanos() / tick.as_nanos().max(1)).max(1);
+    REAP_CALLS.div_ceil(usize::try_from(ticks).unwrap_or(usize::MAX).min(REAP_CALLS))
 }
 
 /// The rate credit's carry: half a tick. A tick that comes up to half a tick late, after one
@@ -802,6 +842,8 @@ struct Track {
     stalled_since: Option<Instant>,
     /// The sold-out alert went out for the current sold-out spell.
     sold_out_alerted: bool,
+    /// The current reap pass has swept this sale's line (or failed on it).
+    reap_done: bool,
 }
 
 /// Admissions per second, exponentially smoothed in time: the ratio of two decayed sums,
@@ -1009,6 +1051,22 @@ mod tests {
         meter.hold(start + tick * 20 + Duration::from_secs(60));
         let rate = meter.observe(2, start + tick * 21 + Duration::from_secs(60), tick);
         assert!((rate - 20.0).abs() < 1e-6, "{rate}");
+    }
+
+    #[test]
+    fn a_reap_pass_is_spread_over_the_ticks_of_its_interval() {
+        let tick = Duration::from_millis(100);
+        // The default: one call a sale after each of the four ticks after the pass starts.
+        assert_eq!(reap_calls_a_step(tick, Duration::from_secs(1)), 1);
+        assert_eq!(reap_calls_a_step(tick, Duration::from_millis(400)), 1);
+        // Fewer ticks than calls in an interval: more calls a step, the pass still whole.
+        assert_eq!(reap_calls_a_step(tick, Duration::from_millis(300)), 2);
+        assert_eq!(reap_calls_a_step(tick, Duration::from_millis(200)), 2);
+        assert_eq!(reap_calls_a_step(tick, tick), REAP_CALLS);
+        assert_eq!(
+            reap_calls_a_step(tick, Duration::from_millis(1)),
+            REAP_CALLS
+        );
     }
 
     #[test]
