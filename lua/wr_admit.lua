@@ -74,8 +74,8 @@
 -- KEYS[4]  q (the queue)
 -- KEYS[5]  adm (zset: user -> admission deadline, epoch ms)
 -- KEYS[6]  wr hash (counters: admitted_total, skipped_total, abandoned_total; admit_tat and
---          admit_full, the rate state; the admitter also keeps the measured rate admit_rate_milli here, see
---          queue.rs)
+--          admit_full, the rate state; the admitter also keeps the measured rate
+--          admit_rate_milli here, see queue.rs)
 -- KEYS[7]  skip (zset: skipped places, the layout of q)
 -- KEYS[8]  wt (hash: user -> a sampled buyer's report entry,
 --          "<join ms>[:<first ETA ms>:<shown ms>]", see report_sampled and note_eta in

@@ -17,8 +17,8 @@
 -- KEYS[2]  avail
 -- KEYS[3]  held
 -- KEYS[4]  adm (zset: user -> admission deadline, epoch ms)
--- KEYS[5]  wr hash (admit_tat, admit_full, tick_at, resumed_at; limited_rate_milli read for the ETA;
---          line_placed, the line's new places so far, read for the count)
+-- KEYS[5]  wr hash (admit_tat, admit_full, tick_at, resumed_at; limited_rate_milli read for
+--          the ETA; line_placed, the line's new places so far, read for the count)
 -- KEYS[6]  rep hash (sold_out_at)
 -- KEYS[7]  qseq (the line's arrival counter, wr_join.lua's KEYS[6]; read only)
 -- KEYS[8]  admch (set: buyers whose admission an order changed, and the mark '')
@@ -55,8 +55,8 @@
 --   changes   the notes taken, flat: user (16 raw bytes), the user's adm deadline now (epoch
 --             ms, 0 for none), ...: what wr_line_sync.lua writes into the users' shards
 --   rate_full 1 when wr.admit_full was set (the last tick used all its rate credit, so this
---             one carries): a tick that then admits nobody makes an empty wr_line_commit.lua call to
---             clear it
+--             one carries): a tick that then admits nobody makes an empty wr_line_commit.lua
+--             call to clear it
 local now, _, now_f = clock()
 local c = redis.call('HMGET', KEYS[1], 'opens_at', 'closes_at', 'paused', 'closed',
   'max_active', 'per_user_limit', 'groups', 'admit_per_second', 'notice')

@@ -45,8 +45,8 @@
 //! steady operation a tick admits the rate times the time since the previous tick. A tick
 //! that comes late after one that used all its credit keeps up to half a tick of credit that
 //! would otherwise be lost (the carry, see `carry`): on a Redis kept busy by polls the calls
-//! ahead of the admitter's vary its timing by tens of milliseconds, which cost 2–4% of the
-//! rate without it (BENCHMARKS.md line-sim "full core"). So over any span of W seconds at most
+//! ahead of the admitter's vary its timing by tens of milliseconds, which cost 1.4–2.1% of
+//! the rate without it, 3–4% in the slowest 10 s (BENCHMARKS.md line-sim "full core"). So over any span of W seconds at most
 //! `admit_per_second × (W + tolerance + carry)` are admitted, on the Redis clock, across
 //! leader changes; a tick later than half a tick still loses the rest.
 //! Exactly `admit_per_second` in *every* sliding second is not possible at a steady rate with
