@@ -25,7 +25,8 @@ the last), nobody waiting for a first ETA. Four runs a round, in ABBA order over
 
 import os
 
-from luapoll import AFTER_OPENING, N, ORDER, ab_start, measure, open_sale, pack, place_line, report
+from luapoll import (AFTER_OPENING, N, ORDER, ab_start, measure, open_sale, pack, place_line,
+                     report, status_keys)
 
 AT = b"1700000000000"
 
@@ -72,7 +73,7 @@ def main():
     s = "slot:{s}:"
     place_line(r, s + "q", users, now_s)
     open_sale(r, s, now_ms)
-    slot_keys = [s + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt", "wtp"]]
+    slot_keys = status_keys(s)
 
     # One shard of three: this shard holds every third arrival, the others the rest.
     p = "line:{l}:"

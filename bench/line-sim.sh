@@ -23,7 +23,8 @@
 # 6. reads Redis `INFO cpu` before and after and reports bytes per waiting buyer (the largest
 #    line seen against Redis's used_memory before the run), Redis CPU seconds per 1,000
 #    status polls, the server's admissions in the busiest 10 s and in the slowest 10 s of the
-#    open sale with buyers in line against R x 10, and the leader's tick and reaper times;
+#    open sale with buyers in line against R x 10 and their rate over that span against R,
+#    and the leader's tick and reaper times;
 #    then stops Dropline and deletes its database, keys and queues.
 #
 # Redis is the machine's shared one: memory and CPU are the whole server's, so whatever else
@@ -195,14 +196,18 @@ dl_log "line-sim: sale ${sale}, stock ${stock}, opens ${opens_at}, admit_per_sec
 redis_ports=()
 [[ "${cluster}" == 0 ]] || redis_ports=("${DL_CLUSTER_PORTS[@]}")
 [[ -z "${capped}" ]] || redis_ports=("${DL_CAPPED_PORT}")
-# redis_each ARGS...: redis-cli ARGS on every server of the run, one after the other.
+# redis_on PORT ARGS...: redis-cli ARGS on the run's server at PORT (empty: the shared Redis).
+redis_on() {
+    local port="$1"
+    shift
+    if [[ -z "${port}" ]]; then dl_redis_cli "$@"; else redis-cli -p "${port}" "$@"; fi
+}
+# The run's servers ("" for the shared Redis), and redis_each ARGS...: redis-cli ARGS on each.
+run_ports=("${redis_ports[@]}")
+((${#run_ports[@]} > 0)) || run_ports=("")
 redis_each() {
     local port
-    if ((${#redis_ports[@]} == 0)); then
-        dl_redis_cli "$@"
-    else
-        for port in "${redis_ports[@]}"; do redis-cli -p "${port}" "$@"; done
-    fi
+    for port in "${run_ports[@]}"; do redis_on "${port}" "$@"; done
 }
 field() { awk -F: -v k="$1" '$1 == k { print $2 }'; }
 # used_memory summed over the run's servers.
@@ -255,13 +260,9 @@ batch_sizes() {
 # INFO commandstats of every server of the run into commandstats-WHEN[.port].txt.
 commandstats() {
     local port
-    if ((${#redis_ports[@]} == 0)); then
-        dl_redis_cli info commandstats >"${art}/commandstats-$1.txt" 2>/dev/null || true
-    else
-        for port in "${redis_ports[@]}"; do
-            redis-cli -p "${port}" info commandstats >"${art}/commandstats-$1.${port}.txt" 2>/dev/null || true
-        done
-    fi
+    for port in "${run_ports[@]}"; do
+        redis_on "${port}" info commandstats >"${art}/commandstats-$1${port:+.${port}}.txt" 2>/dev/null || true
+    done
 }
 if ((fill > 0)); then
     python3 -u bench/redis-fill.py --port "${DL_CAPPED_PORT}" --threads "${fill}" \
@@ -287,13 +288,7 @@ batches_before="$(batch_sizes before)"
 wr_key="${prefix}:{s:${sale}}:wr"
 admitted_at() {
     local script="local t = redis.call('TIME') return {t[1], t[2], redis.call('HGET', KEYS[1], 'admitted_total') or '0'}"
-    if [[ -n "${sale_port}" ]]; then
-        redis-cli -p "${sale_port}" eval "${script}" 1 "${wr_key}"
-    elif ((${#redis_ports[@]} > 0)); then
-        redis-cli -p "${redis_ports[0]}" eval "${script}" 1 "${wr_key}"
-    else
-        dl_redis_cli eval "${script}" 1 "${wr_key}"
-    fi | tr -d '\r' | paste -sd' ' | awk 'NF == 3 { printf "%d\t%d\n", $1 * 1000 + int($2 / 1000), $3; ok = 1 } END { if (!ok) print "-1\t-1" }'
+    redis_on "${sale_port:-${run_ports[0]}}" eval "${script}" 1 "${wr_key}" | tr -d '\r' | paste -sd' ' | awk 'NF == 3 { printf "%d\t%d\n", $1 * 1000 + int($2 / 1000), $3; ok = 1 } END { if (!ok) print "-1\t-1" }'
 }
 (
     while :; do
@@ -324,17 +319,12 @@ commandstats after
 # On a cluster each primary is asked about the keys it holds.
 : >"${art}/keys.txt"
 : >"${art}/usage.txt"
-if ((${#redis_ports[@]} == 0)); then
-    dl_redis_cli --scan --pattern "${prefix}:*" >"${art}/keys.txt" || true
-    sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' "${art}/keys.txt" | dl_redis_cli >"${art}/usage.txt" 2>/dev/null || true
-else
-    for port in "${redis_ports[@]}"; do
-        redis-cli -p "${port}" --scan --pattern "${prefix}:*" >"${art}/keys.${port}.txt" || true
-        cat "${art}/keys.${port}.txt" >>"${art}/keys.txt"
-        sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' "${art}/keys.${port}.txt" \
-            | redis-cli -p "${port}" >>"${art}/usage.txt" 2>/dev/null || true
-    done
-fi
+for port in "${run_ports[@]}"; do
+    redis_on "${port}" --scan --pattern "${prefix}:*" >"${art}/keys.${port:-shared}.txt" || true
+    cat "${art}/keys.${port:-shared}.txt" >>"${art}/keys.txt"
+    sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' "${art}/keys.${port:-shared}.txt" \
+        | redis_on "${port}" >>"${art}/usage.txt" 2>/dev/null || true
+done
 queue_at_end="$(curl -sf "${waitroom}/w/${sale}/stats" | json_field queue_length 2>/dev/null || echo -1)"
 python3 - "${art}" "${queue_at_end}" <<'PY' || true
 import collections, re, sys
@@ -432,6 +422,13 @@ for i, (_, _, _, t0, a0) in enumerate(counted):
             if t0 >= opens_ms + 2_000 and q1 >= rate * 10:
                 least_10s = per_10s if least_10s is None else min(least_10s, per_10s)
             break
+# Over the whole of that span: from the first sample 2 s after the opening to the last one
+# with R x 10 still in line.
+span = [s for s in counted if s[3] >= opens_ms + 2_000]
+full = [s for s in span if s[1] >= rate * 10]
+over_sale = None
+if rate and full and full[-1][3] > span[0][3]:
+    over_sale = (full[-1][4] - span[0][4]) * 1000 / (full[-1][3] - span[0][3]) / rate
 per_buyer = None
 if peak and peak[1] > 0:
     per_buyer = (peak[2] - mem_before) / peak[1]
@@ -474,6 +471,7 @@ out = {
     "most_admitted_in_10s_over_r10": most_10s / (rate * 10) if most_10s is not None and rate else None,
     "least_admitted_in_10s": least_10s,
     "least_admitted_in_10s_over_r10": least_10s / (rate * 10) if least_10s is not None and rate else None,
+    "admitted_over_sale_over_r": over_sale,
     "note": f"a private Redis held to {capped} cores and kept full by redis-fill (fill.txt): its CPU "
             "includes the filler's" if capped and int(sys.argv[14]) else
             f"a private Redis held to {capped} cores: its memory and CPU are this run's" if capped else
@@ -489,7 +487,8 @@ print(f"[dropline] line-sim: Redis: peak line {out['peak_queue_length']}, "
       f"1,000 requests), nginx {nginx_cpu:.2f} s; server admitted "
       f"{out['admitted_total']}, most in 10 s {fmt(most_10s, '.0f')} "
       f"({fmt(out['most_admitted_in_10s_over_r10'], '.3f')} of R x 10), least {fmt(least_10s, '.0f')} "
-      f"({fmt(out['least_admitted_in_10s_over_r10'], '.3f')}); waitrooms' script calls: "
+      f"({fmt(out['least_admitted_in_10s_over_r10'], '.3f')}), over the sale "
+      f"{fmt(over_sale, '.3f')} of R; waitrooms' script calls: "
       f"{fmt(polls_a_call, '.1f')} polls a status call ({run_batches[1]} calls), "
       f"{fmt(joins_a_call, '.1f')} joins a join call ({run_batches[3]}); the leader's ticks "
       f"{admit_rounds}, reaper rounds {reaper_rounds}"

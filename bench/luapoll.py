@@ -49,6 +49,12 @@ def place_line(r, q, users, now_s, key=lambda i: AFTER_OPENING + i):
     pipe.execute()
 
 
+def status_keys(prefix):
+    """wr_status.lua's KEYS for a sale whose keys start with prefix (its own slot's line; keep
+    in step with the script's KEYS comment)."""
+    return [prefix + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt", "wtp"]]
+
+
 def open_sale(r, prefix, now_ms):
     """A sale's cfg, avail and held under prefix: open for a minute, 100 admissions a second, a
     million units, no notice or groups (what wr_status.lua reads besides the line)."""

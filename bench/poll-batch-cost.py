@@ -25,7 +25,7 @@ import time
 
 import redis
 
-from luapoll import open_sale, place_line
+from luapoll import open_sale, place_line, status_keys
 
 
 def main():
@@ -46,7 +46,7 @@ def main():
     now_ms = sec * 1000 + usec // 1000
     p = "bc:{s:x}:"
     open_sale(r, p, now_ms)
-    keys = [p + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt", "wtp"]]
+    keys = status_keys(p)
     # ARGV[1]: the return grace in ms (abandon_after, 120 s by default); then the users.
     head = [120_000]
     users = [os.urandom(16) for _ in range(a.line)]

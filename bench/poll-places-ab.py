@@ -26,7 +26,7 @@ Four runs a round (old and new, fresh and stale), in ABBA order over the rounds.
 import os
 import time
 
-from luapoll import CALLS, BATCH, ab_start, measure, open_sale, place_line, report
+from luapoll import BATCH, CALLS, ab_start, measure, open_sale, place_line, report, status_keys
 
 N = 100_000
 
@@ -49,7 +49,7 @@ def main():
         head = [1_800_000, "1"]
     else:
         open_sale(r, p, now_ms)
-        keys = [p + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt", "wtp"]]
+        keys = status_keys(p)
         head = [1_800_000]
 
     # Every place restamped by one script (faster than a second of the clock), for a fresh

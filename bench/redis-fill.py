@@ -30,12 +30,12 @@ import time
 
 import redis
 
-from luapoll import open_sale, place_line
+from luapoll import open_sale, place_line, status_keys
 
 PREFIX = "fill:{f}:"
 # A loop of ARGV[1] additions: Redis time without memory or reply (about 0.01 µs a turn).
 SPIN = "local x = 0 for i = 1, tonumber(ARGV[1]) do x = x + i end return 0"
-KEYS = [PREFIX + k for k in ["cfg", "avail", "held", "q", "adm", "wr", "skip", "wt", "wtp"]]
+KEYS = status_keys(PREFIX)
 # ARGV[1] of wr_status.lua: the return grace in ms; the users follow.
 GRACE_MS = 120_000
 

@@ -123,6 +123,16 @@ struct Spec {
     paused: bool,
 }
 
+impl Spec {
+    /// The default sale, admitting `rate` a second.
+    fn at(rate: i64) -> Self {
+        Self {
+            rate,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Spec {
     fn default() -> Self {
         Self {
@@ -720,12 +730,7 @@ async fn max_active_is_respected() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_change_takes_effect_at_the_next_tick() -> anyhow::Result<()> {
     let world = World::new(&[]).await?;
-    let sale = world
-        .arm(Spec {
-            rate: 20,
-            ..Spec::default()
-        })
-        .await?;
+    let sale = world.arm(Spec::at(20)).await?;
     sale.fill(800).await?;
     let a = world.candidate("a").await?;
     wait_until(Duration::from_secs(3), "first admission", || async {
@@ -1083,12 +1088,7 @@ async fn a_late_tick_keeps_its_carry_after_a_full_tick_and_not_after_a_lull() ->
 
     // Busy: the first tick takes its 11, the next comes 150 ms later (40 past the tolerance)
     // and takes 15 (16 if it ran 10 ms later still; the carry caps it at 160 ms' worth).
-    let busy = world
-        .arm(Spec {
-            rate: 100,
-            ..Spec::default()
-        })
-        .await?;
+    let busy = world.arm(Spec::at(100)).await?;
     busy.fill(200).await?;
     assert_eq!(tick(&busy, &carry).await?, 11, "the first tick's burst");
     tokio::time::sleep(late).await;
@@ -1099,12 +1099,7 @@ async fn a_late_tick_keeps_its_carry_after_a_full_tick_and_not_after_a_lull() ->
     );
 
     // The same without a carry loses the 40 ms: 11 again.
-    let lossy = world
-        .arm(Spec {
-            rate: 100,
-            ..Spec::default()
-        })
-        .await?;
+    let lossy = world.arm(Spec::at(100)).await?;
     lossy.fill(200).await?;
     let none = params(Duration::ZERO);
     assert_eq!(tick(&lossy, &none).await?, 11);
@@ -1120,12 +1115,7 @@ async fn a_late_tick_keeps_its_carry_after_a_full_tick_and_not_after_a_lull() ->
     // tick that finds nobody (6 of credit unused clears the flag); and a tick short of buyers
     // (5 of its 11).
     for (first, empty_tick) in [(11, true), (5, false)] {
-        let sale = world
-            .arm(Spec {
-                rate: 100,
-                ..Spec::default()
-            })
-            .await?;
+        let sale = world.arm(Spec::at(100)).await?;
         sale.fill(first).await?;
         assert_eq!(tick(&sale, &carry).await?, first);
         if empty_tick {
@@ -1152,12 +1142,7 @@ async fn a_late_tick_keeps_its_carry_after_a_full_tick_and_not_after_a_lull() ->
 async fn a_lone_buyer_after_an_idle_minute_is_told_the_truth_and_let_in_at_once()
 -> anyhow::Result<()> {
     let world = World::new(&[]).await?;
-    let sale = world
-        .arm(Spec {
-            rate: 20,
-            ..Spec::default()
-        })
-        .await?;
+    let sale = world.arm(Spec::at(20)).await?;
     let a = world.candidate("a").await?;
     wait_for_leader(&a.watch, 3 * LEASE).await?;
     // A warm-up buyer, admitted, so the rate was measured once; then a minute with nobody.
