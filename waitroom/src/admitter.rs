@@ -16,9 +16,11 @@
 //!   admission tick skips them at the head), places silent past `waitroom.return_grace_seconds`
 //!   and admissions that lapsed leave (door.md §6). A pass is up to [`REAP_CALLS`] calls a sale,
 //!   made a step at a time right after admission ticks (one call a sale a step, more only when
-//!   the interval is shorter than that many ticks), so it never holds a tick back by more than
-//!   one call: four calls in a row held the loop for 40–50 ms on a busy Redis, and for 240 ms
-//!   under a tenth of a core, where whole ticks were then skipped (BENCHMARKS.md "full core").
+//!   the interval is shorter than that many ticks), the steps spread evenly over the interval
+//!   (every other tick by default), so it never holds a tick back by more than one call and
+//!   the ticks between two steps catch up: four calls in a row held the loop for 40–50 ms on
+//!   a busy Redis, and for 240 ms under a tenth of a core, where whole ticks were then skipped
+//!   (BENCHMARKS.md "full core").
 //!
 //! A leader that dies stops renewing; its lease expires after `waitroom.lease_seconds` and the
 //! next candidate to tick takes over, within one lease length plus one tick. At shutdown the
@@ -125,6 +127,9 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A repeated error is logged at most this often (with the count of the ones left out).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// A sale's view as [`sale::view`] read it.
+type Viewed = anyhow::Result<Option<sale::SaleView>>;
+
 /// The Redis key of the admitter lease (holds the leader's holder id, with a TTL).
 pub fn lease_key(redis: &Redis) -> String {
     redis.key("admitter")
@@ -190,6 +195,10 @@ pub struct Admitter {
     reap_calls_a_step: usize,
     /// Steps left in the current reap pass (0: none running).
     reap_steps_left: usize,
+    /// Ticks from one step of a pass to the next ([`reap_step_gap`]), and the ticks still to
+    /// pass before the next step.
+    reap_gap: usize,
+    reap_wait: usize,
     enabled: bool,
     /// Leader only: per-sale state, dropped when the lead is lost.
     sales: HashMap<SaleId, Track>,
@@ -246,6 +255,8 @@ impl Admitter {
             reap_interval,
             reap_calls_a_step: reap_calls_a_step(tick, reap_interval),
             reap_steps_left: 0,
+            reap_gap: reap_step_gap(tick, reap_interval),
+            reap_wait: 0,
             enabled: config.run_admitter,
             sales: HashMap::new(),
             leader: false,
@@ -299,8 +310,10 @@ impl Admitter {
                     } => false,
                 },
                 _ = reap_tick.tick(), if self.leader => {
-                    // A new pass: its calls go after the ticks that follow, a step each.
+                    // A new pass: its calls go after the ticks that follow, a step every
+                    // `reap_gap` of them.
                     self.reap_steps_left = REAP_CALLS.div_ceil(self.reap_calls_a_step);
+                    self.reap_wait = 0;
                     for track in self.sales.values_mut() {
                         track.reap_done = false;
                     }
@@ -317,7 +330,13 @@ impl Admitter {
     /// Takes or renews the lease; `true` when this candidate may work now.
     async fn hold_lease(&mut self) -> bool {
         let sent = Instant::now();
-        match self.lease.try_acquire().await {
+        let result = self.lease.try_acquire().await;
+        self.lease_taken(sent, result)
+    }
+
+    /// Acts on a lease call sent at `sent`; `true` when this candidate may work now.
+    fn lease_taken(&mut self, sent: Instant, result: anyhow::Result<bool>) -> bool {
+        match result {
             Ok(true) => {
                 self.lease_errors.reset();
                 // The lease runs from when Redis ran the call, which is after `sent`; one tick
@@ -382,8 +401,8 @@ impl Admitter {
     }
 
     /// The armed sales, or `None` (logged) when the index cannot be read.
-    async fn indexed(&mut self) -> Option<Vec<SaleId>> {
-        match sale::indexed(&self.ctx.redis).await {
+    fn indexed(&mut self, result: anyhow::Result<Vec<SaleId>>) -> Option<Vec<SaleId>> {
+        match result {
             Ok(ids) => {
                 self.index_errors.reset();
                 Some(ids)
@@ -398,12 +417,39 @@ impl Admitter {
     }
 
     /// One admission tick: lease, then every sale.
+    ///
+    /// A leader sends the lease renewal, the index read and the views of the sales it worked on
+    /// last tick at once, so a sale's `wr_admit.lua` waits one round trip instead of three: on
+    /// a busy Redis each call queues behind the polls, and a tick later than the carry loses
+    /// credit. The reads are acted on only once the renewal succeeds. A candidate that does not
+    /// lead sends the renewal alone (followers cost Redis one call a tick), and a new leader's
+    /// first tick reads the rest after it.
     async fn admit_round(&mut self) {
         let started = Instant::now();
-        if !self.hold_lease().await {
-            return;
-        }
-        let Some(ids) = self.indexed().await else {
+        let (ids, mut views) = if self.leader {
+            let sent = Instant::now();
+            let redis = &self.ctx.redis;
+            let known: Vec<SaleId> = self.sales.keys().copied().collect();
+            let (lease, index, views) = tokio::join!(
+                self.lease.try_acquire(),
+                sale::indexed(redis),
+                futures_util::stream::iter(known)
+                    .map(|id| async move { (id, sale::view(redis, id).await) })
+                    .buffer_unordered(SALE_CONCURRENCY)
+                    .collect::<HashMap<_, _>>(),
+            );
+            if !self.lease_taken(sent, lease) {
+                return;
+            }
+            (self.indexed(index), views)
+        } else {
+            if !self.hold_lease().await {
+                return;
+            }
+            let index = sale::indexed(&self.ctx.redis).await;
+            (self.indexed(index), HashMap::new())
+        };
+        let Some(ids) = ids else {
             return;
         };
         // Sales that left the index (unarmed elsewhere) are forgotten.
@@ -417,17 +463,20 @@ impl Admitter {
         });
         let ctx = &self.ctx;
         let valid_until = self.valid_until;
-        let jobs: Vec<(SaleId, Track)> = ids
+        let jobs: Vec<(SaleId, Track, Option<Viewed>)> = ids
             .into_iter()
-            .map(|id| (id, self.sales.remove(&id).unwrap_or_default()))
+            .map(|id| {
+                let track = self.sales.remove(&id).unwrap_or_default();
+                (id, track, views.remove(&id))
+            })
             .collect();
         let done: Vec<(SaleId, Option<Track>)> = futures_util::stream::iter(jobs)
-            .map(|(id, track)| async move {
+            .map(|(id, track, view)| async move {
                 if Instant::now() >= valid_until {
                     // Stalled past the lease: do not act on it; the next tick renews or not.
                     return (id, Some(track));
                 }
-                (id, ctx.admit_sale(id, track).await)
+                (id, ctx.admit_sale(id, track, view).await)
             })
             .buffer_unordered(SALE_CONCURRENCY)
             .collect()
@@ -443,11 +492,16 @@ impl Admitter {
 
     /// One step of the current reap pass, right after a tick (leader only; the tick renewed
     /// the lease): `reap_calls_a_step` calls for every sale the tick worked on whose pass has
-    /// not yet swept its whole line. Nothing when no pass runs.
+    /// not yet swept its whole line, every `reap_gap` ticks. Nothing when no pass runs.
     async fn reap_step(&mut self) {
         if !self.leader || self.reap_steps_left == 0 {
             return;
         }
+        if self.reap_wait > 0 {
+            self.reap_wait -= 1;
+            return;
+        }
+        self.reap_wait = self.reap_gap.saturating_sub(1);
         self.reap_steps_left -= 1;
         let started = Instant::now();
         let ctx = &self.ctx;
@@ -480,9 +534,15 @@ impl Admitter {
 }
 
 impl Ctx {
-    /// One sale's tick. `None`: the sale left the index (closed and drained, or not armed).
-    async fn admit_sale(&self, id: SaleId, mut track: Track) -> Option<Track> {
-        match self.try_admit_sale(id, &mut track).await {
+    /// One sale's tick, on `view` when the round read it already. `None`: the sale left the
+    /// index (closed and drained, or not armed).
+    async fn admit_sale(
+        &self,
+        id: SaleId,
+        mut track: Track,
+        view: Option<Viewed>,
+    ) -> Option<Track> {
+        match self.try_admit_sale(id, &mut track, view).await {
             Ok(true) => Some(track),
             Ok(false) => None,
             Err(error) => {
@@ -495,8 +555,17 @@ impl Ctx {
     }
 
     /// `Ok(false)` when the sale was taken out of the index.
-    async fn try_admit_sale(&self, id: SaleId, track: &mut Track) -> anyhow::Result<bool> {
-        let Some(view) = sale::view(&self.redis, id).await? else {
+    async fn try_admit_sale(
+        &self,
+        id: SaleId,
+        track: &mut Track,
+        view: Option<Viewed>,
+    ) -> anyhow::Result<bool> {
+        let view = match view {
+            Some(view) => view?,
+            None => sale::view(&self.redis, id).await?,
+        };
+        let Some(view) = view else {
             tracing::info!(sale = %id, "sale in the index is not armed: removing it from the index");
             self.unindex(id).await?;
             return Ok(false);
@@ -770,6 +839,16 @@ fn tolerance(tick: Duration, per_second: i64) -> Duration {
 fn reap_calls_a_step(tick: Duration, interval: Duration) -> usize {
     let ticks = (interval.as_nanos() / tick.as_nanos().max(1)).max(1);
     REAP_CALLS.div_ceil(usize::try_from(ticks).unwrap_or(usize::MAX).min(REAP_CALLS))
+}
+
+/// Ticks from one step of a reap pass to the next: the pass's steps spread evenly over the
+/// ticks of its interval (every other tick by default: four steps in ten ticks), so that on a
+/// slow Redis, where a tick and a step together outlast a tick, the ticks between two steps
+/// catch up. Steps on consecutive ticks made each following tick later than the one before.
+fn reap_step_gap(tick: Duration, interval: Duration) -> usize {
+    let ticks = (interval.as_nanos() / tick.as_nanos().max(1)).max(1);
+    let steps = REAP_CALLS.div_ceil(reap_calls_a_step(tick, interval));
+    usize::try_from(ticks).unwrap_or(usize::MAX) / steps.max(1)
 }
 
 /// The rate credit's carry: half a tick. A tick that comes up to half a tick late, after one
@@ -1067,6 +1146,27 @@ mod tests {
             reap_calls_a_step(tick, Duration::from_millis(1)),
             REAP_CALLS
         );
+        // The steps spread evenly, and the last one still comes before the next pass.
+        for (interval_ms, gap) in [
+            (1_000, 2),
+            (400, 1),
+            (300, 1),
+            (100, 1),
+            (1, 1),
+            (5_000, 12),
+        ] {
+            let interval = Duration::from_millis(interval_ms);
+            assert_eq!(
+                reap_step_gap(tick, interval),
+                gap,
+                "interval {interval_ms} ms"
+            );
+            let steps = REAP_CALLS.div_ceil(reap_calls_a_step(tick, interval));
+            let ticks = (interval_ms / 100).max(1) as usize;
+            // The tick (counted from 1) of the pass's last step.
+            let last = 1 + (steps - 1) * gap;
+            assert!(last <= ticks.max(steps), "interval {interval_ms} ms");
+        }
     }
 
     #[test]
