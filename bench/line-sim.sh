@@ -409,9 +409,10 @@ for line in open(f"{art}/samples.tsv"):
 peak = max(samples, key=lambda s: s[1], default=None)
 # The server's admissions (admitted_total with Redis's clock, read every 2 s) over every span
 # of at least 10 s, scaled to 10 s, against R x 10 (#22: within 1 % + a tick + 1): the most in
-# any span, and the least in a span that starts 2 s after the opening and ends with at least
-# R x 10 buyers still in line (so there was someone to admit throughout).
+# any span, and the least in the sale's span: from 2 s after the opening (span_from) while at
+# least R x 10 buyers are still in line (line_full), so there was someone to admit throughout.
 opens_ms = int(sys.argv[15])
+span_from, line_full = opens_ms + 2_000, rate * 10
 counted = [s for s in samples if s[3] >= 0]
 most_10s = least_10s = None
 for i, (_, _, _, t0, a0) in enumerate(counted):
@@ -419,13 +420,12 @@ for i, (_, _, _, t0, a0) in enumerate(counted):
         if t1 - t0 >= 10_000:
             per_10s = (a1 - a0) * 10_000 / (t1 - t0)
             most_10s = per_10s if most_10s is None else max(most_10s, per_10s)
-            if t0 >= opens_ms + 2_000 and q1 >= rate * 10:
+            if t0 >= span_from and q1 >= line_full:
                 least_10s = per_10s if least_10s is None else min(least_10s, per_10s)
             break
-# Over the whole of that span: from the first sample 2 s after the opening to the last one
-# with R x 10 still in line.
-span = [s for s in counted if s[3] >= opens_ms + 2_000]
-full = [s for s in span if s[1] >= rate * 10]
+# Over the whole of the sale's span: its first sample to its last one.
+span = [s for s in counted if s[3] >= span_from]
+full = [s for s in span if s[1] >= line_full]
 over_sale = None
 if rate and full and full[-1][3] > span[0][3]:
     over_sale = (full[-1][4] - span[0][4]) * 1000 / (full[-1][3] - span[0][3]) / rate

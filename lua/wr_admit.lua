@@ -185,7 +185,7 @@ if #skipped > 0 then
   for i = 2, #skipped, 2 do
     members[#members + 1] = skipped[i]
   end
-  drop_report_entries(KEYS[12], members)
+  hdel_users(KEYS[12], members)
   redis.call('HINCRBY', KEYS[6], 'skipped_total', #skipped / 2)
 end
 if #users > 0 then

@@ -71,7 +71,7 @@
 --          each user who spent one)
 -- KEYS[11] wt (hash: user -> a sampled buyer's report entry: join ms, first ETA; see
 --          report_sampled and note_eta in lib/prelude.lua; the entry of a place lost past the
---          grace is removed, drop_report_entries there)
+--          grace is removed, hdel_users there)
 -- KEYS[12] rep (hash: the report's totals: joined, joined_before_open)
 -- KEYS[13] rps (hash: the report's per-second series; this script adds arrivals, a:<second>)
 -- KEYS[14] wtc (zset: the report's arrival checkpoints, report_checkpoint in lib/prelude.lua)
@@ -275,9 +275,9 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     end
     if spread then
       if new == 1 and not sampled then
-        -- A place lost on a shard left its wt entry here (drop_report_entries in
+        -- A place lost on a shard left its wt entry here (hdel_users in
         -- lib/prelude.lua): a new place not sampled must not inherit it.
-        drop_report_entries(KEYS[11], {user})
+        hdel_users(KEYS[11], {user})
       end
       -- new 2: the place is sampled for the report, so its shard notes the first ETA shown.
       return reply('placed', score, line_seq, sampled and 2 or new, group_rank(score))
@@ -321,7 +321,7 @@ local function one(user, draw_arg, verdict, expiry, code, spent_key, fail_key)
     return place(0, score)
   end
   if standing == 'lost' then
-    drop_report_entries(KEYS[11], {user}, KEYS[15])
+    hdel_users(KEYS[11], {user}, KEYS[15])
   end
   -- No place, or it was lost past the grace: this join starts a new one.
 

@@ -28,7 +28,7 @@ if #taken > 0 then
   zrem_all(KEYS[1], taken)
   zadd_pairs(KEYS[2], flat)
   if KEYS[3] then
-    drop_report_entries(KEYS[3], taken)
+    hdel_users(KEYS[3], taken)
   end
 end
 return taken

@@ -30,7 +30,7 @@
 --          and its skip.
 -- KEYS[5]  wt (hash: the report's entries, user -> ...; see report_sampled in lib/prelude.lua),
 --          on a sale's own line: the entries of the places removed here go with them
---          (drop_report_entries in lib/prelude.lua). A line shard passes its lwt here (hash:
+--          (hdel_users in lib/prelude.lua). A line shard passes its lwt here (hash:
 --          the shard's sampled buyers not yet shown an ETA) and no KEYS[6]: its places' wt
 --          entries are on the sale's slot, and wr_join.lua removes a stale one there.
 -- KEYS[6]  wtp (hash: sampled buyers not yet shown an ETA, eta_waits in lib/prelude.lua), on
@@ -103,14 +103,14 @@ if skipped > 0 then
   zadd_pairs(KEYS[4], to_skip)
   if KEYS[6] then
     -- A skipped place waits for a first ETA no longer (eta_waits in lib/prelude.lua).
-    drop_report_entries(KEYS[6], members)
+    hdel_users(KEYS[6], members)
   end
   redis.call('HINCRBY', KEYS[3], 'skipped_total', skipped)
 end
 if #gone > 0 then
   zrem_all(KEYS[1], gone)
   if KEYS[5] then
-    drop_report_entries(KEYS[5], gone, KEYS[6])
+    hdel_users(KEYS[5], gone, KEYS[6])
   end
 end
 local abandoned = #gone
@@ -125,7 +125,7 @@ end)
 if #lost > 0 then
   zrem_all(KEYS[4], lost)
   if KEYS[5] then
-    drop_report_entries(KEYS[5], lost, KEYS[6])
+    hdel_users(KEYS[5], lost, KEYS[6])
   end
   abandoned = abandoned + #lost
 end

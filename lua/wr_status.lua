@@ -22,7 +22,7 @@
 -- KEYS[7]  skip (zset: skipped places, the layout of q)
 -- KEYS[8]  wt (hash: user -> the buyer's report entry; a waiting answer notes the first ETA
 --          shown, once: note_eta in lib/prelude.lua; a place lost here takes its entry with
---          it, drop_report_entries in lib/prelude.lua)
+--          it, hdel_users in lib/prelude.lua)
 -- KEYS[9]  wtp (hash: sampled buyers not yet shown an ETA, user -> ''; eta_waits in
 --          lib/prelude.lua: counted once a batch, and while it is empty a poll reads no wt,
 --          but for a place it brings back from skip: eta_wait_back)
@@ -132,7 +132,7 @@ local function one(i)
   end
   qlen = qlen + moved
   if standing ~= 'live' then
-    drop_report_entries(KEYS[8], {user}, KEYS[9])
+    hdel_users(KEYS[8], {user}, KEYS[9])
     return lost()
   end
   if moved == 1 then

@@ -354,13 +354,15 @@ local CHECKPOINT_MS = 100
 -- place's join and judge the lost place's ETA. Losses are rare and already write, so this
 -- costs the common path nothing. A spread line's places are lost on its shards, which cannot
 -- reach wt on the sale's slot: there wr_join.lua removes the entry of a new place it does
--- not sample instead.
--- The place's wait for a first ETA (eta_waits, below) goes with it too: wtp, when given.
-local function drop_report_entries(wt, users, wtp)
+-- not sample instead. The place's wait for a first ETA (eta_waits, below) goes with it too.
+-- hdel_users(wt, users, wtp) does that for lost places; it is also how a place that is taken
+-- or skipped leaves wtp (or a shard's lwt) alone: hdel_users(wtp, users).
+-- Removes `users` from the hash `key`, and from `also` when given, CHUNK at a time.
+local function hdel_users(key, users, also)
   for i = 1, #users, CHUNK do
-    redis.call('HDEL', wt, unpack(users, i, math.min(#users, i + CHUNK - 1)))
-    if wtp then
-      redis.call('HDEL', wtp, unpack(users, i, math.min(#users, i + CHUNK - 1)))
+    redis.call('HDEL', key, unpack(users, i, math.min(#users, i + CHUNK - 1)))
+    if also then
+      redis.call('HDEL', also, unpack(users, i, math.min(#users, i + CHUNK - 1)))
     end
   end
 end

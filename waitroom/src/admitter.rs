@@ -190,14 +190,11 @@ pub struct Admitter {
     lease: Lease,
     lease_length: Duration,
     reap_interval: Duration,
-    /// Calls a sale the reaper makes after each tick while a pass runs: one, or more when the
-    /// interval holds fewer ticks than a pass has calls.
-    reap_calls_a_step: usize,
-    /// Steps left in the current reap pass (0: none running).
+    /// How a reap pass's calls spread over the ticks of its interval.
+    reap_plan: ReapPlan,
+    /// Steps left in the current reap pass (0: none running), and the ticks still to pass
+    /// before its next step.
     reap_steps_left: usize,
-    /// Ticks from one step of a pass to the next ([`reap_step_gap`]), and the ticks still to
-    /// pass before the next step.
-    reap_gap: usize,
     reap_wait: usize,
     enabled: bool,
     /// Leader only: per-sale state, dropped when the lead is lost.
@@ -253,9 +250,8 @@ impl Admitter {
             lease,
             lease_length,
             reap_interval,
-            reap_calls_a_step: reap_calls_a_step(tick, reap_interval),
+            reap_plan: ReapPlan::new(tick, reap_interval),
             reap_steps_left: 0,
-            reap_gap: reap_step_gap(tick, reap_interval),
             reap_wait: 0,
             enabled: config.run_admitter,
             sales: HashMap::new(),
@@ -311,8 +307,8 @@ impl Admitter {
                 },
                 _ = reap_tick.tick(), if self.leader => {
                     // A new pass: its calls go after the ticks that follow, a step every
-                    // `reap_gap` of them.
-                    self.reap_steps_left = REAP_CALLS.div_ceil(self.reap_calls_a_step);
+                    // `reap_plan.gap` of them.
+                    self.reap_steps_left = self.reap_plan.steps;
                     self.reap_wait = 0;
                     for track in self.sales.values_mut() {
                         track.reap_done = false;
@@ -491,8 +487,8 @@ impl Admitter {
     }
 
     /// One step of the current reap pass, right after a tick (leader only; the tick renewed
-    /// the lease): `reap_calls_a_step` calls for every sale the tick worked on whose pass has
-    /// not yet swept its whole line, every `reap_gap` ticks. Nothing when no pass runs.
+    /// the lease): `reap_plan.calls` calls for every sale the tick worked on whose pass has
+    /// not yet swept its whole line, every `reap_plan.gap` ticks. Nothing when no pass runs.
     async fn reap_step(&mut self) {
         if !self.leader || self.reap_steps_left == 0 {
             return;
@@ -501,12 +497,12 @@ impl Admitter {
             self.reap_wait -= 1;
             return;
         }
-        self.reap_wait = self.reap_gap.saturating_sub(1);
+        self.reap_wait = self.reap_plan.gap.saturating_sub(1);
         self.reap_steps_left -= 1;
         let started = Instant::now();
         let ctx = &self.ctx;
         let valid_until = self.valid_until;
-        let calls = self.reap_calls_a_step;
+        let calls = self.reap_plan.calls;
         let ids: Vec<SaleId> = self
             .sales
             .iter()
@@ -834,21 +830,31 @@ fn tolerance(tick: Duration, per_second: i64) -> Duration {
     tick + Duration::from_secs_f64(1.0 / per_second as f64)
 }
 
-/// Reap calls a sale per step after a tick: a pass's [`REAP_CALLS`] spread over the ticks of
-/// one reap interval, one a tick unless the interval holds fewer ticks than that.
-fn reap_calls_a_step(tick: Duration, interval: Duration) -> usize {
-    let ticks = (interval.as_nanos() / tick.as_nanos().max(1)).max(1);
-    REAP_CALLS.div_ceil(usize::try_from(ticks).unwrap_or(usize::MAX).min(REAP_CALLS))
+/// How a reap pass goes over the ticks of its interval: [`REAP_CALLS`] calls a sale, in
+/// `steps` steps of `calls` each (one a step unless the interval holds fewer ticks than a pass
+/// has calls), a step every `gap` ticks, spread evenly (every other tick by default: four steps
+/// in ten ticks). Evenly, so that on a slow Redis, where a tick and a step together outlast a
+/// tick, the ticks between two steps catch up: steps on consecutive ticks made each following
+/// tick later than the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReapPlan {
+    calls: usize,
+    steps: usize,
+    gap: usize,
 }
 
-/// Ticks from one step of a reap pass to the next: the pass's steps spread evenly over the
-/// ticks of its interval (every other tick by default: four steps in ten ticks), so that on a
-/// slow Redis, where a tick and a step together outlast a tick, the ticks between two steps
-/// catch up. Steps on consecutive ticks made each following tick later than the one before.
-fn reap_step_gap(tick: Duration, interval: Duration) -> usize {
-    let ticks = (interval.as_nanos() / tick.as_nanos().max(1)).max(1);
-    let steps = REAP_CALLS.div_ceil(reap_calls_a_step(tick, interval));
-    usize::try_from(ticks).unwrap_or(usize::MAX) / steps.max(1)
+impl ReapPlan {
+    fn new(tick: Duration, interval: Duration) -> Self {
+        let ticks = usize::try_from((interval.as_nanos() / tick.as_nanos().max(1)).max(1))
+            .unwrap_or(usize::MAX);
+        let calls = REAP_CALLS.div_ceil(ticks.min(REAP_CALLS));
+        let steps = REAP_CALLS.div_ceil(calls);
+        Self {
+            calls,
+            steps,
+            gap: ticks / steps.max(1),
+        }
+    }
 }
 
 /// The rate credit's carry: half a tick. A tick that comes up to half a tick late, after one
@@ -1135,17 +1141,16 @@ mod tests {
     #[test]
     fn a_reap_pass_is_spread_over_the_ticks_of_its_interval() {
         let tick = Duration::from_millis(100);
-        // The default: one call a sale after each of the four ticks after the pass starts.
-        assert_eq!(reap_calls_a_step(tick, Duration::from_secs(1)), 1);
-        assert_eq!(reap_calls_a_step(tick, Duration::from_millis(400)), 1);
+        let plan = |interval_ms| ReapPlan::new(tick, Duration::from_millis(interval_ms));
+        // The default: one call a sale a step, a step every other tick.
+        let (calls, steps, gap) = (1, REAP_CALLS, 2);
+        assert_eq!(plan(1_000), ReapPlan { calls, steps, gap });
+        assert_eq!(plan(400).calls, 1);
         // Fewer ticks than calls in an interval: more calls a step, the pass still whole.
-        assert_eq!(reap_calls_a_step(tick, Duration::from_millis(300)), 2);
-        assert_eq!(reap_calls_a_step(tick, Duration::from_millis(200)), 2);
-        assert_eq!(reap_calls_a_step(tick, tick), REAP_CALLS);
-        assert_eq!(
-            reap_calls_a_step(tick, Duration::from_millis(1)),
-            REAP_CALLS
-        );
+        assert_eq!(plan(300).calls, 2);
+        assert_eq!(plan(200).calls, 2);
+        assert_eq!(plan(100).calls, REAP_CALLS);
+        assert_eq!(plan(1).calls, REAP_CALLS);
         // The steps spread evenly, and the last one still comes before the next pass.
         for (interval_ms, gap) in [
             (1_000, 2),
@@ -1155,17 +1160,16 @@ mod tests {
             (1, 1),
             (5_000, 12),
         ] {
-            let interval = Duration::from_millis(interval_ms);
-            assert_eq!(
-                reap_step_gap(tick, interval),
-                gap,
+            let plan = plan(interval_ms);
+            assert_eq!(plan.gap, gap, "interval {interval_ms} ms");
+            assert!(
+                plan.steps * plan.calls >= REAP_CALLS,
                 "interval {interval_ms} ms"
             );
-            let steps = REAP_CALLS.div_ceil(reap_calls_a_step(tick, interval));
             let ticks = (interval_ms / 100).max(1) as usize;
             // The tick (counted from 1) of the pass's last step.
-            let last = 1 + (steps - 1) * gap;
-            assert!(last <= ticks.max(steps), "interval {interval_ms} ms");
+            let last = 1 + (plan.steps - 1) * gap;
+            assert!(last <= ticks.max(plan.steps), "interval {interval_ms} ms");
         }
     }
 

@@ -1301,7 +1301,7 @@ async fn rejoin_past_the_grace_one_sampled(sale: &Sale, users: &[UserId]) -> any
 
 /// A report entry (`wt`) belongs to the place it was made for: a place lost past the return
 /// grace takes its entry with it, whether a poll, a join or the reaper finds it lost
-/// (`drop_report_entries` in lua/lib/prelude.lua). Otherwise a buyer who joins again and is not
+/// (`hdel_users` in lua/lib/prelude.lua). Otherwise a buyer who joins again and is not
 /// sampled this time would keep the lost place's entry, and be timed from its join.
 #[tokio::test]
 async fn a_lost_place_takes_its_report_entry_with_it() -> anyhow::Result<()> {
