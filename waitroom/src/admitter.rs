@@ -14,13 +14,15 @@
 //! - **Reaping.** Every `waitroom.reap_interval_ms` it starts a pass of [`WaitQueue::reap`]
 //!   over every sale, so buyers who stopped polling are skipped deep in the line too (the
 //!   admission tick skips them at the head), places silent past `waitroom.return_grace_seconds`
-//!   and admissions that lapsed leave (door.md §6). A pass is up to [`REAP_CALLS`] calls a sale,
-//!   made a step at a time right after admission ticks (one call a sale a step, more only when
-//!   the interval is shorter than that many ticks), the steps spread evenly over the interval
-//!   (every other tick by default), so it never holds a tick back by more than one call and
-//!   the ticks between two steps catch up: four calls in a row held the loop for 40–50 ms on
-//!   a busy Redis, and for 240 ms under a tenth of a core, where whole ticks were then skipped
-//!   (BENCHMARKS.md "full core").
+//!   and admissions that lapsed leave (door.md §6). A pass is up to [`REAP_CALLS`] calls of
+//!   [`REAP_BATCH`] entries a sale, made a step at a time right after admission ticks (one call
+//!   a sale a step, more only when the interval is shorter than that many ticks), the steps
+//!   spread evenly over the interval (after every tick by default), so it never holds a tick
+//!   back by more than one small call: four calls of 2,500 in a row held the loop for 40–50 ms
+//!   on a busy Redis, and for 240 ms under a tenth of a core, where whole ticks were then
+//!   skipped (BENCHMARKS.md "full core"); one such call every other tick still held the tick
+//!   after it back on a slow Redis, where one of 1,000 after every tick does not ("reap
+//!   steps").
 //!
 //! A leader that dies stops renewing; its lease expires after `waitroom.lease_seconds` and the
 //! next candidate to tick takes over, within one lease length plus one tick. At shutdown the
@@ -107,11 +109,13 @@ pub const LIMITED_RATE_FIELD: &str = "limited_rate_milli";
 pub const RATE_TIME_CONSTANT: Duration = Duration::from_secs(5);
 
 /// Queue entries one reap call looks at, and calls per sale per reap interval: at the default
-/// interval of 1 s the reaper sweeps a line of a million in under two minutes, each call a few
-/// milliseconds of Redis time. (The head of the line is also cleaned by every admission tick.)
-/// The calls of a pass are spread over the ticks that follow its start ([`Admitter::reap_step`]).
-const REAP_BATCH: u32 = 2_500;
-const REAP_CALLS: usize = 4;
+/// interval of 1 s the reaper sweeps a line of a million in under two minutes, each call about
+/// a millisecond of Redis time. (The head of the line is also cleaned by every admission tick.)
+/// The calls of a pass are spread over the ticks of its interval ([`ReapPlan`]), one after each
+/// tick at the default tick and interval: small calls, because the tick after a call waits for
+/// it (under a tenth of a core a call of 2,500 held Redis for 45–75 ms, one of 1,000 for 14–33).
+const REAP_BATCH: u32 = 1_000;
+const REAP_CALLS: usize = 10;
 
 /// A sale's ticks this far apart mean Redis, or every admitter, was away (a leader change takes
 /// a lease plus a tick, 3.1 s by default): buyers then get `abandon_after` to poll again before
@@ -832,10 +836,11 @@ fn tolerance(tick: Duration, per_second: i64) -> Duration {
 
 /// How a reap pass goes over the ticks of its interval: [`REAP_CALLS`] calls a sale, in
 /// `steps` steps of `calls` each (one a step unless the interval holds fewer ticks than a pass
-/// has calls), a step every `gap` ticks, spread evenly (every other tick by default: four steps
-/// in ten ticks). Evenly, so that on a slow Redis, where a tick and a step together outlast a
-/// tick, the ticks between two steps catch up: steps on consecutive ticks made each following
-/// tick later than the one before.
+/// has calls), a step every `gap` ticks, spread evenly (after every tick by default: ten steps
+/// in ten ticks). Evenly, so that a tick waits for one step at most, and where the interval
+/// holds more ticks than the pass has steps the ticks between two steps catch up: on a slow
+/// Redis, where a tick and a step together outlast a tick, steps bunched on consecutive ticks
+/// made each following tick later than the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ReapPlan {
     calls: usize,
@@ -1142,23 +1147,27 @@ mod tests {
     fn a_reap_pass_is_spread_over_the_ticks_of_its_interval() {
         let tick = Duration::from_millis(100);
         let plan = |interval_ms| ReapPlan::new(tick, Duration::from_millis(interval_ms));
-        // The default: one call a sale a step, a step every other tick.
-        let (calls, steps, gap) = (1, REAP_CALLS, 2);
+        // The default: one call a sale after every tick.
+        let (calls, steps, gap) = (1, REAP_CALLS, 1);
         assert_eq!(plan(1_000), ReapPlan { calls, steps, gap });
-        assert_eq!(plan(400).calls, 1);
         // Fewer ticks than calls in an interval: more calls a step, the pass still whole.
-        assert_eq!(plan(300).calls, 2);
-        assert_eq!(plan(200).calls, 2);
+        assert_eq!(plan(400).calls, 3);
+        assert_eq!(plan(300).calls, 4);
+        assert_eq!(plan(200).calls, 5);
         assert_eq!(plan(100).calls, REAP_CALLS);
         assert_eq!(plan(1).calls, REAP_CALLS);
+        // More ticks than calls: a step every few ticks, evenly.
+        assert_eq!(plan(2_000).calls, 1);
         // The steps spread evenly, and the last one still comes before the next pass.
         for (interval_ms, gap) in [
-            (1_000, 2),
+            (1_000, 1),
             (400, 1),
             (300, 1),
             (100, 1),
             (1, 1),
-            (5_000, 12),
+            (2_000, 2),
+            (5_000, 5),
+            (7_500, 7),
         ] {
             let plan = plan(interval_ms);
             assert_eq!(plan.gap, gap, "interval {interval_ms} ms");
