@@ -70,7 +70,7 @@ while (($# > 0)); do
     case "$1" in
         --debug) profile=debug ;;
         # The header comment, however long it grows.
-        -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+        -h | --help) dl_help "$0"; exit 0 ;;
         --) shift; extra=("$@"); break ;;
         *) dl_die "unknown option $1 (see --help)" ;;
     esac

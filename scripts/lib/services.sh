@@ -58,6 +58,12 @@ dl_die() {
     exit 1
 }
 
+# dl_help SCRIPT: print SCRIPT's usage, the comment block under its shebang (every line up to
+# the first that is not a comment), so --help follows the header as it is edited.
+dl_help() {
+    awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$1"
+}
+
 _dl_have() {
     command -v "$1" >/dev/null 2>&1
 }
