@@ -196,10 +196,9 @@ pub struct Admitter {
     reap_interval: Duration,
     /// How a reap pass's calls spread over the ticks of its interval.
     reap_plan: ReapPlan,
-    /// Steps left in the current reap pass (0: none running), and the ticks still to pass
-    /// before its next step.
-    reap_steps_left: usize,
-    reap_wait: usize,
+    /// Ticks since the current reap pass started (`None`: no pass running); the plan says
+    /// which of them carry a step.
+    reap_ticks: Option<usize>,
     enabled: bool,
     /// Leader only: per-sale state, dropped when the lead is lost.
     sales: HashMap<SaleId, Track>,
@@ -255,8 +254,7 @@ impl Admitter {
             lease_length,
             reap_interval,
             reap_plan: ReapPlan::new(tick, reap_interval),
-            reap_steps_left: 0,
-            reap_wait: 0,
+            reap_ticks: None,
             enabled: config.run_admitter,
             sales: HashMap::new(),
             leader: false,
@@ -312,8 +310,7 @@ impl Admitter {
                 _ = reap_tick.tick(), if self.leader => {
                     // A new pass: its calls go after the ticks that follow, a step every
                     // `reap_plan.gap` of them.
-                    self.reap_steps_left = self.reap_plan.steps;
-                    self.reap_wait = 0;
+                    self.reap_ticks = Some(0);
                     for track in self.sales.values_mut() {
                         track.reap_done = false;
                     }
@@ -494,15 +491,13 @@ impl Admitter {
     /// the lease): `reap_plan.calls` calls for every sale the tick worked on whose pass has
     /// not yet swept its whole line, every `reap_plan.gap` ticks. Nothing when no pass runs.
     async fn reap_step(&mut self) {
-        if !self.leader || self.reap_steps_left == 0 {
+        let Some(ticks) = self.reap_ticks.filter(|_| self.leader) else {
+            return;
+        };
+        self.reap_ticks = (ticks + 1 < self.reap_plan.ticks()).then_some(ticks + 1);
+        if !self.reap_plan.step_due(ticks) {
             return;
         }
-        if self.reap_wait > 0 {
-            self.reap_wait -= 1;
-            return;
-        }
-        self.reap_wait = self.reap_plan.gap.saturating_sub(1);
-        self.reap_steps_left -= 1;
         let started = Instant::now();
         let ctx = &self.ctx;
         let valid_until = self.valid_until;
@@ -857,8 +852,19 @@ impl ReapPlan {
         Self {
             calls,
             steps,
-            gap: ticks / steps.max(1),
+            gap: (ticks / steps.max(1)).max(1),
         }
+    }
+
+    /// Whether the pass's tick `tick` (counted from 0, the first tick after the pass started)
+    /// carries a step: every `gap`-th, `steps` of them.
+    fn step_due(&self, tick: usize) -> bool {
+        tick.is_multiple_of(self.gap) && tick / self.gap < self.steps
+    }
+
+    /// The ticks a pass spans: up to the one of its last step.
+    fn ticks(&self) -> usize {
+        (self.steps.max(1) - 1) * self.gap + 1
     }
 }
 
@@ -1176,9 +1182,22 @@ mod tests {
                 "interval {interval_ms} ms"
             );
             let ticks = (interval_ms / 100).max(1) as usize;
-            // The tick (counted from 1) of the pass's last step.
-            let last = 1 + (plan.steps - 1) * gap;
-            assert!(last <= ticks.max(plan.steps), "interval {interval_ms} ms");
+            // The pass's steps, tick by tick: `steps` of them, `gap` apart, the first on the
+            // first tick, the last before the next pass.
+            let due: Vec<usize> = (0..plan.ticks() + gap * 2)
+                .filter(|&t| plan.step_due(t))
+                .collect();
+            let expected: Vec<usize> = (0..plan.steps).map(|s| s * gap).collect();
+            assert_eq!(due, expected, "interval {interval_ms} ms");
+            assert_eq!(
+                plan.ticks(),
+                due[due.len() - 1] + 1,
+                "interval {interval_ms} ms"
+            );
+            assert!(
+                plan.ticks() <= ticks.max(plan.steps),
+                "interval {interval_ms} ms"
+            );
         }
     }
 
