@@ -414,21 +414,31 @@ peak = max(samples, key=lambda s: s[1], default=None)
 opens_ms = int(sys.argv[15])
 span_from, line_full = opens_ms + 2_000, rate * 10
 counted = [s for s in samples if s[3] >= 0]
+# The sale's span: the samples from span_from on while the line holds R x 10, up to the first
+# that finds it shorter (a line that dips and fills again, as joins after the opening can make
+# it, is not counted past the dip).
+full = []
+for s in counted:
+    if s[3] < span_from:
+        continue
+    if s[1] < line_full:
+        if full:
+            break
+        continue
+    full.append(s)
 most_10s = least_10s = None
 for i, (_, _, _, t0, a0) in enumerate(counted):
-    for _, q1, _, t1, a1 in counted[i + 1:]:
+    for _, _, _, t1, a1 in counted[i + 1:]:
         if t1 - t0 >= 10_000:
             per_10s = (a1 - a0) * 10_000 / (t1 - t0)
             most_10s = per_10s if most_10s is None else max(most_10s, per_10s)
-            if t0 >= span_from and q1 >= line_full:
+            if full and full[0][3] <= t0 and t1 <= full[-1][3]:
                 least_10s = per_10s if least_10s is None else min(least_10s, per_10s)
             break
 # Over the whole of the sale's span: its first sample to its last one.
-span = [s for s in counted if s[3] >= span_from]
-full = [s for s in span if s[1] >= line_full]
 over_sale = None
-if rate and full and full[-1][3] > span[0][3]:
-    over_sale = (full[-1][4] - span[0][4]) * 1000 / (full[-1][3] - span[0][3]) / rate
+if rate and full and full[-1][3] > full[0][3]:
+    over_sale = (full[-1][4] - full[0][4]) * 1000 / (full[-1][3] - full[0][3]) / rate
 per_buyer = None
 if peak and peak[1] > 0:
     per_buyer = (peak[2] - mem_before) / peak[1]
