@@ -23,7 +23,8 @@
 # 6. reads Redis `INFO cpu` before and after and reports bytes per waiting buyer (the largest
 #    line seen against Redis's used_memory before the run), Redis CPU seconds per 1,000
 #    status polls, the server's admissions in the busiest 10 s and in the slowest 10 s of the
-#    open sale with buyers in line against R x 10 and their rate over that span against R,
+#    open sale while R x 10 buyers are in line (from 2 s after the opening to the first sample
+#    with fewer) against R x 10 and their rate over that span against R,
 #    and the leader's tick and reaper times;
 #    then stops Dropline and deletes its database, keys and queues.
 #
